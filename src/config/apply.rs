@@ -1,0 +1,276 @@
+//! Setting one key from one raw value, whichever layer (file, environment, flag) it came from,
+//! so that every layer parses and range-checks a key the same way.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::duration::DURATION_HINT;
+use super::{format_duration, parse_duration, Config, ConfigError};
+
+pub(super) const SECTIONS: &[&str] = &["limits", "session", "bridge", "auth", "security", "log"];
+
+/// Every key, dotted. The environment variable names and the unknown-key check derive from it.
+pub(super) const KEYS: &[&str] = &[
+    "listen",
+    "admin_listen",
+    "workers",
+    "driver",
+    "shutdown_grace",
+    "limits.max_message_bytes",
+    "limits.handshake_timeout",
+    "limits.max_header_bytes",
+    "limits.max_headers",
+    "limits.read_buffer_bytes",
+    "limits.pool_buffers",
+    "limits.handoff_queue",
+    "limits.max_connections_per_worker",
+    "session.ping_interval",
+    "session.peer_timeout",
+    "session.idle_timeout",
+    "session.linger",
+    "session.buffer_bytes",
+    "session.close_timeout",
+    "bridge.agent_role",
+    "bridge.timeout",
+    "bridge.max_body_bytes",
+    "auth.jwt_secret",
+    "auth.jwt_secret_file",
+    "security.allowed_origins",
+    "log.level",
+    "log.format",
+];
+
+/// `Instant + d` panics on overflow; no timer here has a use for more than a year.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// RFC 7518 section 3.2: an HS256 key must be at least as long as the hash output.
+pub(super) const MIN_SECRET_BYTES: usize = 32;
+
+pub(super) fn known_key(name: &str) -> Option<&'static str> {
+    KEYS.iter().copied().find(|k| *k == name)
+}
+
+pub(super) fn env_var_name(key: &str) -> String {
+    format!("RINGRELAY_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum Raw<'a> {
+    Toml(&'a toml::Value),
+    Text(&'a str),
+}
+
+pub(super) struct Input<'a> {
+    pub key: &'static str,
+    pub raw: Raw<'a>,
+    pub origin: &'a str,
+}
+
+impl Input<'_> {
+    fn fail(&self, reason: impl Into<String>) -> ConfigError {
+        let value = match self.raw {
+            _ if self.key == "auth.jwt_secret" => "<redacted>".to_string(),
+            Raw::Toml(v) => v.to_string(),
+            Raw::Text(s) => format!("{s:?}"),
+        };
+        ConfigError::Invalid {
+            key: self.key.to_string(),
+            value,
+            reason: reason.into(),
+            origin: self.origin.to_string(),
+        }
+    }
+
+    fn string(&self) -> Result<&str, ConfigError> {
+        match self.raw {
+            Raw::Text(s) => Ok(s),
+            Raw::Toml(toml::Value::String(s)) => Ok(s),
+            Raw::Toml(_) => Err(self.fail("expected a string")),
+        }
+    }
+
+    fn size(&self, min: usize, max: usize) -> Result<usize, ConfigError> {
+        let n = match self.raw {
+            Raw::Toml(toml::Value::Integer(i)) => {
+                usize::try_from(*i).map_err(|_| self.fail("must not be negative"))?
+            }
+            Raw::Toml(_) => return Err(self.fail("expected an integer")),
+            Raw::Text(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| self.fail("expected a non-negative integer"))?,
+        };
+        if n < min || n > max {
+            let reason = if max == usize::MAX {
+                format!("must be at least {min}")
+            } else {
+                format!("must be between {min} and {max}")
+            };
+            return Err(self.fail(reason));
+        }
+        Ok(n)
+    }
+
+    fn duration(&self, allow_zero: bool) -> Result<Duration, ConfigError> {
+        let text = match self.raw {
+            Raw::Text(s) => s,
+            Raw::Toml(toml::Value::String(s)) => s,
+            Raw::Toml(toml::Value::Integer(_)) => {
+                return Err(self.fail("durations are strings with a unit, like \"30s\""))
+            }
+            Raw::Toml(_) => return Err(self.fail(DURATION_HINT)),
+        };
+        let d = parse_duration(text.trim()).map_err(|reason| self.fail(reason))?;
+        if !allow_zero && d.is_zero() {
+            return Err(self.fail("must be greater than 0s"));
+        }
+        if d > MAX_DURATION {
+            let max = format_duration(MAX_DURATION);
+            return Err(self.fail(format!("must be at most {max}")));
+        }
+        Ok(d)
+    }
+
+    fn addr(&self) -> Result<SocketAddr, ConfigError> {
+        let hint = "expected an address like 127.0.0.1:8080 or [::1]:8080";
+        self.string()?.trim().parse().map_err(|_| self.fail(hint))
+    }
+
+    fn choice<T: FromStr<Err = String>>(&self) -> Result<T, ConfigError> {
+        self.string()?
+            .trim()
+            .parse()
+            .map_err(|reason| self.fail(reason))
+    }
+
+    fn role(&self) -> Result<String, ConfigError> {
+        let s = self.string()?;
+        let ok = (1..=32).contains(&s.len())
+            && s.bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-'));
+        if !ok {
+            return Err(self.fail("roles are 1 to 32 characters of [a-z0-9_-]"));
+        }
+        Ok(s.to_string())
+    }
+
+    fn secret(&self) -> Result<String, ConfigError> {
+        let s = self.string()?;
+        if s.len() < MIN_SECRET_BYTES {
+            let n = s.len();
+            return Err(self.fail(format!(
+                "an HS256 secret must be at least {MIN_SECRET_BYTES} bytes; this one has {n}"
+            )));
+        }
+        Ok(s.to_string())
+    }
+
+    fn path(&self) -> Result<PathBuf, ConfigError> {
+        match self.string()? {
+            "" => Err(self.fail("expected a file path")),
+            s => Ok(PathBuf::from(s)),
+        }
+    }
+
+    fn log_level(&self) -> Result<String, ConfigError> {
+        let s = self.string()?.trim();
+        if s.is_empty() {
+            return Err(self.fail("expected a filter like \"info\" or \"ringrelay=debug\""));
+        }
+        tracing_subscriber::EnvFilter::try_new(s)
+            .map_err(|e| self.fail(format!("not a log filter: {e}")))?;
+        Ok(s.to_string())
+    }
+
+    fn origins(&self) -> Result<Vec<String>, ConfigError> {
+        let items: Vec<&str> = match self.raw {
+            Raw::Text(s) if s.trim().is_empty() => Vec::new(),
+            Raw::Text(s) => s.split(',').map(str::trim).collect(),
+            Raw::Toml(toml::Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .ok_or_else(|| self.fail("expected a list of strings"))
+                })
+                .collect::<Result<_, _>>()?,
+            Raw::Toml(_) => return Err(self.fail("expected a list like [\"https://example.com\"]")),
+        };
+        items
+            .into_iter()
+            .map(|o| check_origin(o).map_err(|reason| self.fail(reason)))
+            .collect()
+    }
+}
+
+/// Accepts `*` or `scheme://host[:port]`, lower-cased because browsers send origins that way.
+/// A path or trailing slash is refused: the Origin header never has one, so it could never match.
+fn check_origin(origin: &str) -> Result<String, String> {
+    if origin == "*" {
+        return Ok(origin.to_string());
+    }
+    let shape = "expected \"*\" or scheme://host[:port], like https://app.example.com";
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return Err(format!("{origin:?} is not an origin; {shape}"));
+    };
+    if authority.contains('/') {
+        return Err(format!("{origin:?} has a path or trailing slash; {shape}"));
+    }
+    if authority.contains('*') {
+        return Err(format!(
+            "{origin:?}: only a lone \"*\" is supported as a wildcard"
+        ));
+    }
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    let authority_ok = !authority.is_empty()
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+    if !scheme_ok || !authority_ok {
+        return Err(format!("{origin:?} is not an origin; {shape}"));
+    }
+    Ok(origin.to_ascii_lowercase())
+}
+
+/// Sets `input.key` on `cfg`. The key must come from [`KEYS`].
+pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError> {
+    let i = input;
+    let (l, s, b) = (&mut cfg.limits, &mut cfg.session, &mut cfg.bridge);
+    match i.key {
+        "listen" => cfg.listen = i.addr()?,
+        "admin_listen" => cfg.admin_listen = i.addr()?,
+        "workers" => cfg.workers = i.size(1, 1024)?,
+        "driver" => cfg.driver = i.choice()?,
+        "shutdown_grace" => cfg.shutdown_grace = i.duration(true)?,
+        "limits.max_message_bytes" => l.max_message_bytes = i.size(125, usize::MAX)?,
+        "limits.handshake_timeout" => l.handshake_timeout = i.duration(false)?,
+        "limits.max_header_bytes" => l.max_header_bytes = i.size(256, 1 << 20)?,
+        "limits.max_headers" => l.max_headers = i.size(8, 1024)?,
+        "limits.read_buffer_bytes" => l.read_buffer_bytes = i.size(4096, 16 << 20)?,
+        "limits.pool_buffers" => l.pool_buffers = i.size(1, 1_000_000)?,
+        "limits.handoff_queue" => l.handoff_queue = i.size(1, 1_000_000)?,
+        "limits.max_connections_per_worker" => {
+            l.max_connections_per_worker = i.size(1, 10_000_000)?
+        }
+        "session.ping_interval" => s.ping_interval = i.duration(false)?,
+        "session.peer_timeout" => s.peer_timeout = i.duration(false)?,
+        "session.idle_timeout" => s.idle_timeout = i.duration(false)?,
+        "session.linger" => s.linger = i.duration(true)?,
+        "session.buffer_bytes" => s.buffer_bytes = i.size(0, usize::MAX)?,
+        "session.close_timeout" => s.close_timeout = i.duration(true)?,
+        "bridge.agent_role" => b.agent_role = i.role()?,
+        "bridge.timeout" => b.timeout = i.duration(false)?,
+        "bridge.max_body_bytes" => b.max_body_bytes = i.size(0, usize::MAX)?,
+        "auth.jwt_secret" => cfg.auth.jwt_secret = Some(i.secret()?),
+        "auth.jwt_secret_file" => cfg.auth.jwt_secret_file = Some(i.path()?),
+        "security.allowed_origins" => cfg.security.allowed_origins = i.origins()?,
+        "log.level" => cfg.log.level = i.log_level()?,
+        "log.format" => cfg.log.format = i.choice()?,
+        other => debug_assert!(false, "key {other} is in KEYS but has no setter"),
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! Configuration: defaults < TOML file < `RINGRELAY_*` environment < CLI flags.
+//! docs/configuration.md is the operator's reference; keep it in step with this module.
+#![forbid(unsafe_code)]
+
+mod apply;
+mod duration;
+mod error;
+mod layers;
+mod render;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriverChoice {
+    #[default]
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub workers: usize,
+    pub driver: DriverChoice,
+    pub shutdown_grace: Duration,
+    pub limits: LimitsConfig,
+    pub session: SessionConfig,
+    pub bridge: BridgeConfig,
+    pub auth: AuthConfig,
+    pub security: SecurityConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub max_message_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// Number of header lines, not bytes.
+    pub max_headers: usize,
+    /// Size of each pooled read buffer.
+    pub read_buffer_bytes: usize,
+    /// Read buffers kept per worker; more are allocated on demand and freed.
+    pub pool_buffers: usize,
+    /// Bounded cross-core handoff queue per worker.
+    pub handoff_queue: usize,
+    pub max_connections_per_worker: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub ping_interval: Duration,
+    pub peer_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub linger: Duration,
+    pub buffer_bytes: usize,
+    /// How long to wait for the peer's close reply after sending a close frame.
+    pub close_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeConfig {
+    pub agent_role: String,
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+/// At most one of the two is set (checked by [`Config::load`]).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct AuthConfig {
+    pub jwt_secret: Option<String>,
+    pub jwt_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityConfig {
+    pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A tracing `EnvFilter` directive such as `info` or `ringrelay=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// CLI flags that override file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub workers: Option<String>,
+    pub driver: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            workers: cpus.clamp(1, 1024),
+            driver: DriverChoice::Auto,
+            shutdown_grace: Duration::from_secs(10),
+            limits: LimitsConfig::default(),
+            session: SessionConfig::default(),
+            bridge: BridgeConfig::default(),
+            auth: AuthConfig::default(),
+            security: SecurityConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: 1 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            max_header_bytes: 8192,
+            max_headers: 64,
+            read_buffer_bytes: 64 << 10,
+            pool_buffers: 1024,
+            handoff_queue: 1024,
+            max_connections_per_worker: 100_000,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            ping_interval: Duration::from_secs(30),
+            peer_timeout: Duration::from_secs(75),
+            idle_timeout: Duration::from_secs(30 * 60),
+            linger: Duration::from_secs(5 * 60),
+            buffer_bytes: 1 << 20,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            agent_role: "agent".to_string(),
+            timeout: Duration::from_secs(30),
+            max_body_bytes: 64 << 10,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            allowed_origins: vec!["*".to_string()],
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Keeps the secret out of logs and panic messages.
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = self.jwt_secret.as_ref().map(|_| "<redacted>");
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &secret)
+            .field("jwt_secret_file", &self.jwt_secret_file)
+            .finish()
+    }
+}
+
+impl Config {
+    /// file (optional) < environment (`RINGRELAY_*`) < CLI overrides. Reads only `env`, never
+    /// the process environment, so callers and tests decide what it sees.
+    pub fn load(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        cli: &CliOverrides,
+    ) -> Result<Config, ConfigError> {
+        layers::load(file, env, cli)
+    }
+
+    /// The effective config as TOML that [`Config::load`] accepts back. An inline
+    /// `auth.jwt_secret` is left out (a comment says it is set) so that `--print-config`
+    /// output can be pasted into a ticket safely.
+    pub fn to_toml(&self) -> String {
+        render::to_toml(self)
+    }
+
+    /// The HS256 secret, read from `auth.jwt_secret_file` when that is set. Trailing CR/LF is
+    /// dropped because `echo secret > file` adds one.
+    pub fn jwt_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        layers::jwt_secret(&self.auth)
+    }
+}
+
+/// `RINGRELAY_*` variables in `env` that match no key, so the caller can warn about typos
+/// (`load` itself ignores them). `RINGRELAY_CONFIG` is the config path and is not listed.
+pub fn ignored_env_vars(env: &[(String, String)]) -> Vec<String> {
+    layers::ignored_env_vars(env)
+}
+
+impl DriverChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverChoice::Auto => "auto",
+            DriverChoice::IoUring => "io_uring",
+            DriverChoice::Epoll => "epoll",
+        }
+    }
+}
+
+impl FromStr for DriverChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DriverChoice::Auto),
+            "io_uring" => Ok(DriverChoice::IoUring),
+            "epoll" => Ok(DriverChoice::Epoll),
+            _ => Err("expected one of auto, io_uring, epoll".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for DriverChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text or json".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,329 @@
+use super::*;
+
+/// Asserts the error names `key` (in `key()` and in the message) and contains `fragment`.
+fn assert_names(err: &ConfigError, key: &str, fragment: &str) {
+    assert_eq!(err.key(), Some(key), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(key), "message lacks {key}: {text}");
+    assert!(
+        text.contains(fragment),
+        "message lacks {fragment:?}: {text}"
+    );
+}
+
+#[test]
+fn env_errors_name_the_key_and_the_variable() {
+    let cases = [
+        (
+            "session.idle_timeout",
+            "abc",
+            "expected a duration like 500ms, 30s, 5m, 1h",
+        ),
+        ("session.idle_timeout", "9000h", "at most 8760h"),
+        ("session.idle_timeout", "0s", "greater than 0s"),
+        ("workers", "0", "between 1 and 1024"),
+        ("workers", "1025", "between 1 and 1024"),
+        ("workers", "four", "non-negative integer"),
+        ("workers", "-1", "non-negative integer"),
+        ("workers", "", "non-negative integer"),
+        ("driver", "uring", "auto, io_uring, epoll"),
+        ("listen", "localhost:8080", "expected an address"),
+        ("admin_listen", "127.0.0.1", "expected an address"),
+        ("shutdown_grace", "-1s", "negative"),
+        ("limits.max_message_bytes", "124", "at least 125"),
+        ("limits.handshake_timeout", "0s", "greater than 0s"),
+        ("limits.max_header_bytes", "255", "between 256 and 1048576"),
+        (
+            "limits.max_header_bytes",
+            "1048577",
+            "between 256 and 1048576",
+        ),
+        ("limits.max_headers", "7", "between 8 and 1024"),
+        ("limits.max_headers", "1025", "between 8 and 1024"),
+        (
+            "limits.read_buffer_bytes",
+            "4095",
+            "between 4096 and 16777216",
+        ),
+        (
+            "limits.read_buffer_bytes",
+            "16777217",
+            "between 4096 and 16777216",
+        ),
+        ("limits.pool_buffers", "0", "between 1 and 1000000"),
+        ("limits.pool_buffers", "1000001", "between 1 and 1000000"),
+        ("limits.handoff_queue", "0", "between 1 and 1000000"),
+        ("limits.handoff_queue", "1000001", "between 1 and 1000000"),
+        (
+            "limits.max_connections_per_worker",
+            "0",
+            "between 1 and 10000000",
+        ),
+        (
+            "limits.max_connections_per_worker",
+            "10000001",
+            "between 1 and 10000000",
+        ),
+        ("session.ping_interval", "0s", "greater than 0s"),
+        (
+            "session.peer_timeout",
+            "30s",
+            "greater than session.ping_interval (30s)",
+        ),
+        (
+            "session.peer_timeout",
+            "5s",
+            "greater than session.ping_interval",
+        ),
+        (
+            "session.ping_interval",
+            "2m",
+            "less than session.peer_timeout (75s)",
+        ),
+        ("session.linger", "5", "missing unit"),
+        ("session.buffer_bytes", "1MB", "non-negative integer"),
+        ("session.close_timeout", "5 s", "expected a duration"),
+        ("bridge.agent_role", "Agent", "[a-z0-9_-]"),
+        ("bridge.agent_role", "", "1 to 32"),
+        (
+            "bridge.agent_role",
+            "abcdefghijklmnopqrstuvwxyz0123456",
+            "1 to 32",
+        ),
+        ("bridge.timeout", "0ms", "greater than 0s"),
+        ("bridge.max_body_bytes", "-1", "non-negative integer"),
+        ("auth.jwt_secret", "short", "at least 32 bytes"),
+        ("auth.jwt_secret_file", "", "expected a file path"),
+        (
+            "security.allowed_origins",
+            "https://a.example/",
+            "trailing slash",
+        ),
+        ("security.allowed_origins", "https://a.example/app", "path"),
+        (
+            "security.allowed_origins",
+            "https://*.example.com",
+            "lone \"*\"",
+        ),
+        ("security.allowed_origins", "a.example", "not an origin"),
+        ("security.allowed_origins", "null", "not an origin"),
+        (
+            "security.allowed_origins",
+            "https://a.example,,https://b.example",
+            "not an origin",
+        ),
+        ("security.allowed_origins", "https://", "not an origin"),
+        ("log.level", "ringrelay=loud", "not a log filter"),
+        ("log.level", " ", "expected a filter"),
+        ("log.format", "xml", "text or json"),
+    ];
+    for (key, value, fragment) in cases {
+        let var = apply::env_var_name(key);
+        let err = load_env(&[(&var, value)]).expect_err(&format!("{var}={value:?}"));
+        assert_names(&err, key, fragment);
+        assert!(err.to_string().contains(&var), "message lacks {var}: {err}");
+    }
+}
+
+#[test]
+fn secrets_are_never_echoed() {
+    let err = load_env(&[("RINGRELAY_AUTH_JWT_SECRET", "hunter2")]).unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+    let err = load_toml("[auth]\njwt_secret = \"hunter2\"").unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn cli_errors_name_the_key_and_the_flag() {
+    let flags = [
+        (
+            "listen",
+            "--listen",
+            CliOverrides {
+                listen: Some("nope".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "admin_listen",
+            "--admin-listen",
+            CliOverrides {
+                admin_listen: Some("nope".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "workers",
+            "--workers",
+            CliOverrides {
+                workers: Some("0".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "driver",
+            "--driver",
+            CliOverrides {
+                driver: Some("kqueue".into()),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (key, flag, cli) in flags {
+        let err = Config::load(None, &[], &cli).unwrap_err();
+        assert_names(&err, key, flag);
+    }
+}
+
+#[test]
+fn file_errors_name_the_key_and_the_file() {
+    let cases = [
+        ("workers = \"4\"", "workers", "expected an integer"),
+        ("workers = 4.5", "workers", "expected an integer"),
+        ("listen = 8080", "listen", "expected a string"),
+        (
+            "shutdown_grace = 10",
+            "shutdown_grace",
+            "strings with a unit",
+        ),
+        (
+            "shutdown_grace = true",
+            "shutdown_grace",
+            "expected a duration",
+        ),
+        (
+            "[session]\nidle_timeout = \"abc\"",
+            "session.idle_timeout",
+            "expected a duration",
+        ),
+        ("session = 5", "session", "expected a [session] table"),
+        (
+            "[limits]\nmax_message_bytes = -5",
+            "limits.max_message_bytes",
+            "must not be negative",
+        ),
+        (
+            "[security]\nallowed_origins = \"*\"",
+            "security.allowed_origins",
+            "expected a list",
+        ),
+        (
+            "[security]\nallowed_origins = [1]",
+            "security.allowed_origins",
+            "list of strings",
+        ),
+        ("[log]\nformat = \"JSON\"", "log.format", "text or json"),
+        ("driver = \"IO_URING\"", "driver", "auto, io_uring, epoll"),
+    ];
+    for (text, key, fragment) in cases {
+        let err = load_toml(text).expect_err(text);
+        assert_names(&err, key, fragment);
+        assert!(err.to_string().contains("config file"), "{err}");
+        assert!(
+            err.to_string().contains("ringrelay-config-test"),
+            "no path: {err}"
+        );
+    }
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_section() {
+    let cases = [
+        ("listn = \"127.0.0.1:1\"", "listn", Some("listen")),
+        (
+            "[session]\nidle_timout = \"5m\"",
+            "session.idle_timout",
+            Some("session.idle_timeout"),
+        ),
+        ("[sesion]\nidle_timeout = \"5m\"", "sesion", Some("session")),
+        ("[session.extra]\nx = 1", "session.extra", None),
+        ("[log]\ncolour = true", "log.colour", None),
+        (
+            "[limits]\nmax_message_size = 5",
+            "limits.max_message_size",
+            None,
+        ),
+        ("idle_timeout = \"5m\"", "idle_timeout", None),
+        ("[server]\nlisten = \"127.0.0.1:1\"", "server", None),
+    ];
+    for (text, key, suggestion) in cases {
+        let err = load_toml(text).expect_err(text);
+        match &err {
+            ConfigError::UnknownKey {
+                key: k,
+                suggestion: s,
+                path,
+            } => {
+                assert_eq!(k, key);
+                assert_eq!(s.as_deref(), suggestion, "{text}");
+                assert!(path.to_string_lossy().contains("ringrelay-config-test"));
+            }
+            other => panic!("{text}: expected UnknownKey, got {other:?}"),
+        }
+        assert!(
+            err.to_string().contains(&format!("unknown key {key} in ")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn toml_syntax_errors_carry_the_path_and_position() {
+    let err = load_toml("listen = \n").unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("ringrelay-config-test"), "{text}");
+    assert!(text.contains("line 1"), "{text}");
+    assert_eq!(err.key(), None);
+
+    let err = load_toml("workers = 2\nworkers = 3\n").unwrap_err();
+    assert!(
+        matches!(err, ConfigError::Parse { .. }),
+        "duplicate keys: {err:?}"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_an_io_error() {
+    let path = std::env::temp_dir().join("ringrelay-config-test-no-such-file.toml");
+    let err = Config::load(Some(&path), &[], &CliOverrides::default()).unwrap_err();
+    assert!(matches!(err, ConfigError::Io { key: None, .. }), "{err:?}");
+    assert!(err.to_string().contains("no-such-file"), "{err}");
+}
+
+#[test]
+fn cross_key_errors() {
+    let err = load_env(&[("RINGRELAY_ADMIN_LISTEN", "127.0.0.1:8080")]).unwrap_err();
+    assert_names(&err, "admin_listen", "same port as listen");
+    let err = load_env(&[("RINGRELAY_LISTEN", "0.0.0.0:9090")]).unwrap_err();
+    assert_names(&err, "admin_listen", "same port as listen (0.0.0.0:9090)");
+    assert!(err.to_string().contains("the default"), "{err}");
+
+    // Both secret keys, from different layers: refused, naming both.
+    let file = TempFile::new(format!("[auth]\njwt_secret = \"{SECRET}\"").as_bytes());
+    let vars = env(&[("RINGRELAY_AUTH_JWT_SECRET_FILE", "/run/secret")]);
+    let err = Config::load(Some(file.path()), &vars, &CliOverrides::default()).unwrap_err();
+    assert_names(&err, "auth.jwt_secret_file", "auth.jwt_secret");
+    assert!(
+        err.to_string().contains("RINGRELAY_AUTH_JWT_SECRET_FILE"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(SECRET), "{err}");
+
+    // A valid pair in different layers is fine.
+    let c = load_env(&[
+        ("RINGRELAY_SESSION_PING_INTERVAL", "2m"),
+        ("RINGRELAY_SESSION_PEER_TIMEOUT", "5m"),
+    ]);
+    assert_eq!(format_duration(c.unwrap().session.peer_timeout), "5m");
+}
+
+#[test]
+fn the_first_bad_value_stops_loading() {
+    // Even an overridden bad value is reported: it is still a mistake in that layer.
+    let file = TempFile::new(b"workers = 0");
+    let vars = env(&[("RINGRELAY_WORKERS", "4")]);
+    let err = Config::load(Some(file.path()), &vars, &CliOverrides::default()).unwrap_err();
+    assert_names(&err, "workers", "config file");
+}

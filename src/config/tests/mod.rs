@@ -1,0 +1,198 @@
+//! Unit tests for the config module. Helpers live here; the cases are split by topic.
+
+mod duration;
+mod errors;
+mod layering;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+pub(super) const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+pub(super) fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub(super) fn load_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::load(None, &env(pairs), &CliOverrides::default())
+}
+
+/// A file in the temp dir, removed on drop; names are unique per process and call.
+pub(super) struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(contents: &[u8]) -> TempFile {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("ringrelay-config-test-{}-{n}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, contents).expect("write temp file");
+        TempFile(path)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub(super) fn load_toml(text: &str) -> Result<Config, ConfigError> {
+    let file = TempFile::new(text.as_bytes());
+    Config::load(Some(file.path()), &[], &CliOverrides::default())
+}
+
+/// A non-default value, as environment text, for every key.
+pub(super) fn sample(key: &str) -> &'static str {
+    match key {
+        "listen" => "0.0.0.0:8000",
+        "admin_listen" => "[::1]:9999",
+        "workers" => "3",
+        "driver" => "epoll",
+        "shutdown_grace" => "3s",
+        "limits.max_message_bytes" => "2048",
+        "limits.handshake_timeout" => "2500ms",
+        "limits.max_header_bytes" => "4096",
+        "limits.max_headers" => "32",
+        "limits.read_buffer_bytes" => "8192",
+        "limits.pool_buffers" => "16",
+        "limits.handoff_queue" => "64",
+        "limits.max_connections_per_worker" => "500",
+        "session.ping_interval" => "10s",
+        "session.peer_timeout" => "100s",
+        "session.idle_timeout" => "1h",
+        "session.linger" => "0s",
+        "session.buffer_bytes" => "0",
+        "session.close_timeout" => "500ms",
+        "bridge.agent_role" => "bot_2",
+        "bridge.timeout" => "90s",
+        "bridge.max_body_bytes" => "1024",
+        "auth.jwt_secret" => SECRET,
+        "auth.jwt_secret_file" => "/run/credentials/ringrelay.service/jwt",
+        "security.allowed_origins" => "https://a.example, http://localhost:3000",
+        "log.level" => "warn,ringrelay=debug",
+        "log.format" => "json",
+        other => panic!("no sample for {other}: add one when adding a key"),
+    }
+}
+
+/// Every key changed at once (through the environment). `auth.jwt_secret` is left out because
+/// it excludes `auth.jwt_secret_file`.
+pub(super) fn everything_changed() -> Config {
+    let vars: Vec<(String, String)> = apply::KEYS
+        .iter()
+        .filter(|k| **k != "auth.jwt_secret")
+        .map(|k| (apply::env_var_name(k), sample(k).to_string()))
+        .collect();
+    Config::load(None, &vars, &CliOverrides::default()).expect("all samples are valid")
+}
+
+#[test]
+fn defaults_match_the_contract() {
+    let c = Config::default();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9090");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(c.workers, cpus.clamp(1, 1024));
+    assert_eq!(c.driver, DriverChoice::Auto);
+    assert_eq!(format_duration(c.shutdown_grace), "10s");
+
+    let l = &c.limits;
+    assert_eq!(l.max_message_bytes, 1_048_576);
+    assert_eq!(format_duration(l.handshake_timeout), "10s");
+    assert_eq!(l.max_header_bytes, 8192);
+    assert_eq!(l.max_headers, 64);
+    assert_eq!(l.read_buffer_bytes, 65_536);
+    assert_eq!(l.pool_buffers, 1024);
+    assert_eq!(l.handoff_queue, 1024);
+    assert_eq!(l.max_connections_per_worker, 100_000);
+
+    let s = &c.session;
+    assert_eq!(format_duration(s.ping_interval), "30s");
+    assert_eq!(format_duration(s.peer_timeout), "75s");
+    assert_eq!(format_duration(s.idle_timeout), "30m");
+    assert_eq!(format_duration(s.linger), "5m");
+    assert_eq!(s.buffer_bytes, 1_048_576);
+    assert_eq!(format_duration(s.close_timeout), "5s");
+
+    assert_eq!(c.bridge.agent_role, "agent");
+    assert_eq!(format_duration(c.bridge.timeout), "30s");
+    assert_eq!(c.bridge.max_body_bytes, 65_536);
+    assert_eq!(c.auth.jwt_secret, None);
+    assert_eq!(c.auth.jwt_secret_file, None);
+    assert_eq!(c.security.allowed_origins, vec!["*".to_string()]);
+    assert_eq!(c.log.level, "info");
+    assert_eq!(c.log.format, LogFormat::Text);
+}
+
+#[test]
+fn loading_nothing_gives_the_defaults() {
+    assert_eq!(load_env(&[]).unwrap(), Config::default());
+    assert_eq!(load_toml("").unwrap(), Config::default());
+}
+
+#[test]
+fn enum_strings() {
+    for d in [
+        DriverChoice::Auto,
+        DriverChoice::IoUring,
+        DriverChoice::Epoll,
+    ] {
+        assert_eq!(d.as_str().parse::<DriverChoice>().unwrap(), d);
+        assert_eq!(d.to_string(), d.as_str());
+    }
+    assert_eq!(DriverChoice::IoUring.as_str(), "io_uring");
+    for f in [LogFormat::Text, LogFormat::Json] {
+        assert_eq!(f.as_str().parse::<LogFormat>().unwrap(), f);
+    }
+    assert!("IO_URING".parse::<DriverChoice>().is_err());
+    assert!("uring".parse::<DriverChoice>().is_err());
+}
+
+#[test]
+fn shipped_example_config_loads_to_the_defaults_and_shows_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/ringrelay.toml");
+    let cfg = Config::load(Some(&path), &[], &CliOverrides::default()).unwrap();
+    assert_eq!(cfg, Config::default());
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    for key in apply::KEYS {
+        let (section, name) = key.split_once('.').unwrap_or(("", key));
+        let start = match section {
+            "" => 0,
+            s => text
+                .find(&format!("[{s}]"))
+                .unwrap_or_else(|| panic!("no [{s}]")),
+        };
+        let body = &text[start..];
+        let shown =
+            body.contains(&format!("\n{name} = ")) || body.contains(&format!("\n# {name} = "));
+        assert!(shown, "systemd/ringrelay.toml does not show {key}");
+    }
+}
+
+#[test]
+fn docs_name_every_key_and_variable() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    for key in apply::KEYS {
+        assert!(
+            text.contains(&format!("`{key}`")),
+            "docs/configuration.md lacks `{key}`"
+        );
+        let var = apply::env_var_name(key);
+        assert!(
+            text.contains(&format!("`{var}`")),
+            "docs/configuration.md lacks `{var}`"
+        );
+    }
+}

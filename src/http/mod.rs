@@ -1,0 +1,12 @@
+//! HTTP/1.1 as far as the relay needs it: one request head per connection, parsed with
+//! httparse, routed, and answered with a small writer (every answer closes the connection,
+//! so no keep-alive state is kept per client).
+
+pub mod request;
+pub mod response;
+pub mod route;
+pub mod upgrade;
+
+pub use request::{parse_head, HeadError, RequestHead};
+pub use response::Response;
+pub use route::{Route, RouteError};

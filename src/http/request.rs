@@ -1,0 +1,163 @@
+//! Parsing the request head.
+
+use thiserror::Error;
+
+/// The parts of a request head the relay looks at, owned so the head can cross cores and
+/// outlive its read buffer. Header names are lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub query: String,
+    /// HTTP minor version (0 or 1).
+    pub version: u8,
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum HeadError {
+    #[error("request header block too large")]
+    TooLarge,
+    #[error("too many request headers")]
+    TooManyHeaders,
+    #[error("malformed request")]
+    Malformed,
+}
+
+impl HeadError {
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::Malformed => 400,
+        }
+    }
+}
+
+impl RequestHead {
+    /// First value of a header, by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
+    }
+
+    /// Value of a query parameter, percent-decoded; `None` when absent.
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == key).then(|| percent_decode(v))
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses a request head from the bytes buffered so far. `Ok(None)`: incomplete, read more
+/// (the caller enforces `max_bytes` on what it buffers). `Ok(Some((head, n)))`: the head took
+/// the first `n` bytes; anything after belongs to the connection's next layer.
+pub fn parse_head(buf: &[u8], max_bytes: usize, max_headers: usize) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut req = httparse::Request::new(&mut storage);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    let n = match status {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => {
+            return if buf.len() >= max_bytes { Err(HeadError::TooLarge) } else { Ok(None) };
+        }
+    };
+    if n > max_bytes {
+        return Err(HeadError::TooLarge);
+    }
+    let target = req.path.ok_or(HeadError::Malformed)?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?;
+        headers.push((h.name.to_ascii_lowercase(), value.trim().to_string()));
+    }
+    Ok(Some((
+        RequestHead {
+            method: req.method.ok_or(HeadError::Malformed)?.to_string(),
+            path: path.to_string(),
+            query: query.to_string(),
+            version: req.version.ok_or(HeadError::Malformed)?,
+            headers,
+        },
+        n,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQ: &[u8] = b"GET /v1/relay/abc?role=desktop&events=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\nEXTRA";
+
+    #[test]
+    fn parses_at_every_cut() {
+        let head_len = REQ.len() - 5;
+        for cut in 0..head_len {
+            assert_eq!(parse_head(&REQ[..cut], 8192, 32), Ok(None), "cut {cut}");
+        }
+        let (h, n) = parse_head(REQ, 8192, 32).unwrap().unwrap();
+        assert_eq!(n, head_len);
+        assert_eq!(h.path, "/v1/relay/abc");
+        assert_eq!(h.query_param("role").as_deref(), Some("desktop"));
+        assert_eq!(h.query_param("events").as_deref(), Some("1"));
+        assert_eq!(h.query_param("token"), None);
+        assert_eq!(h.header("upgrade"), Some("websocket"));
+    }
+
+    #[test]
+    fn limits_and_garbage() {
+        let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+        big.extend(std::iter::repeat(b'a').take(300));
+        assert_eq!(parse_head(&big, 256, 32), Err(HeadError::TooLarge));
+        let many: String = (0..40).map(|i| format!("X-{i}: v\r\n")).collect();
+        let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(parse_head(req.as_bytes(), 8192, 32), Err(HeadError::TooManyHeaders));
+        assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n", 8192, 32), Err(HeadError::Malformed));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c%zz%4"), "a b c%zz%4");
+    }
+}

@@ -1,0 +1,103 @@
+//! HTTP answers: every one carries the contract's security headers and closes the connection.
+
+/// A complete HTTP/1.1 response, serialised once and written whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+const SECURITY_HEADERS: &str = "X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\nCache-Control: no-store\r\n";
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+impl Response {
+    /// A refusal with the contract's JSON body `{"error": ..., "code": ...}`.
+    pub fn error(status: u16, code: &str, message: &str) -> Response {
+        let body = serde_json::json!({ "error": message, "code": code }).to_string();
+        Response::json(status, body)
+    }
+
+    pub fn json(status: u16, body: String) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", "application/json".into())],
+            body: body.into_bytes(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The 101 answer to a valid upgrade; no extensions or subprotocols are agreed.
+    pub fn switching_protocols(accept: &str) -> Response {
+        Response {
+            status: 101,
+            headers: vec![
+                ("Upgrade", "websocket".into()),
+                ("Connection", "Upgrade".into()),
+                ("Sec-WebSocket-Accept", accept.into()),
+            ],
+            body: Vec::new(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        use std::fmt::Write;
+        let mut head = String::with_capacity(256);
+        let _ = write!(head, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (n, v) in &self.headers {
+            let _ = write!(head, "{n}: {v}\r\n");
+        }
+        head.push_str(SECURITY_HEADERS);
+        if self.status != 101 {
+            let _ = write!(head, "Content-Length: {}\r\nConnection: close\r\n", self.body.len());
+        }
+        head.push_str("\r\n");
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_has_json_body_and_security_headers() {
+        let r = Response::error(409, "session_full", "two peers already").with_header("Retry-After", "1");
+        let text = String::from_utf8(r.to_bytes()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 409 Conflict\r\n"));
+        for h in ["X-Content-Type-Options: nosniff", "X-Frame-Options: DENY", "Referrer-Policy: no-referrer", "Cache-Control: no-store", "Retry-After: 1"] {
+            assert!(text.contains(h), "{h}");
+        }
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["code"], "session_full");
+        assert_eq!(text.matches("Content-Length: ").count(), 1);
+    }
+}

@@ -1,0 +1,16 @@
+//! ringrelay: a thread-per-core WebSocket relay on io_uring.
+//!
+//! Layout: `ws` is the I/O-free WebSocket codec, `http` the request head and answers,
+//! `relay` the forwarding path, `session` the per-core session registry, `runtime` the
+//! per-core machinery (buffers, sockets, driver), `server` the listeners and workers,
+//! `config` the settings, `stats` the counters.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod config;
+pub mod http;
+pub mod relay;
+pub mod runtime;
+pub mod server;
+pub mod session;
+pub mod stats;
+pub mod ws;

@@ -1,0 +1,138 @@
+//! The life of one upgraded connection: read, forward, answer control frames, leave.
+
+use super::events;
+use super::inbound::{Closing, DecodeLimits, Inbound};
+use crate::runtime::Core;
+use crate::session::{Peer, Session};
+use crate::stats::bump;
+use crate::ws::{CloseCode, OpCode};
+use monoio::buf::IoBufMut;
+use std::rc::Rc;
+
+/// Code reported when a connection ends without a close frame (RFC 6455 section 7.1.5).
+const ABNORMAL: u16 = 1006;
+
+/// Reads from `peer` until it leaves and forwards to the other peer of `session` (or back to
+/// itself on the echo route, when `session` is `None`). `initial` holds bytes that arrived
+/// with the upgrade request.
+pub async fn run(core: Rc<Core>, peer: Rc<Peer>, session: Option<Rc<Session>>, mut initial: Vec<u8>) {
+    let limits = DecodeLimits { max_message_bytes: core.config().limits.max_message_bytes as u64 };
+    let mut inbound = Inbound::default();
+    // After a read that filled the buffer more is likely waiting: read again at once rather
+    // than paying for a readiness round trip.
+    let mut hot = false;
+    let end_code = loop {
+        let mut chunk;
+        if !initial.is_empty() {
+            chunk = core.pool.take();
+            inbound.prepare(&mut chunk.data);
+            chunk.data.extend_from_slice(&initial);
+            initial = Vec::new();
+        } else {
+            if !hot && peer.sock.readable().await.is_err() {
+                break ABNORMAL;
+            }
+            chunk = core.pool.take();
+            let start = inbound.prepare(&mut chunk.data);
+            let data = std::mem::take(&mut chunk.data);
+            let (res, slice) = peer.sock.read(data.slice_mut(start..)).await;
+            chunk.data = slice.into_inner();
+            match res {
+                Ok(n) if n > 0 => hot = chunk.data.len() == chunk.data.capacity(),
+                _ => {
+                    core.pool.put(chunk);
+                    break ABNORMAL;
+                }
+            }
+        }
+        let now = core.clock.now_ms();
+        peer.last_recv_ms.set(now);
+        let receiver = if peer.is_closing() {
+            None
+        } else {
+            match &session {
+                Some(s) => s.other(peer.id),
+                None => Some(peer.clone()),
+            }
+        };
+        chunk.segs.clear();
+        let out = inbound.decode(&mut chunk.data, receiver.as_ref().map(|r| r.id), limits, &mut chunk.segs);
+        if out.data_seen {
+            if let Some(s) = &session {
+                s.last_activity_ms.set(now);
+            }
+        }
+        bump(&core.stats.messages_forwarded, out.messages_forwarded as u64);
+        match (&receiver, chunk.segs.is_empty()) {
+            (Some(r), false) => {
+                bump(&core.stats.bytes_forwarded, out.payload_bytes);
+                let open = inbound.receiver_open() == Some(r.id);
+                let (_, chunk) = r.send_chunk(chunk, open).await;
+                core.pool.put(chunk);
+            }
+            _ => core.pool.put(chunk),
+        }
+        if out.messages_dropped > 0 {
+            bump(&core.stats.messages_dropped_peer_absent, out.messages_dropped as u64);
+            if peer.events && !peer.is_closing() {
+                let detail = format!("{} message(s) dropped: no peer connected", out.messages_dropped);
+                let _ = peer.send_event(events::error("peer_absent", &detail)).await;
+            }
+        }
+        if let Some((payload, n)) = out.ping {
+            let _ = peer.send_control(OpCode::Pong, &payload[..n as usize]).await;
+        }
+        if let (Some(id), Some(r)) = (out.aborted_receiver, &receiver) {
+            if r.id == id {
+                abort_receiver(&core, r.clone());
+            }
+        }
+        match out.closing {
+            Some(Closing::Peer(code)) => {
+                if !peer.is_closing() {
+                    peer.answer_close(code).await;
+                }
+                break code;
+            }
+            Some(Closing::Violation(code, reason)) => {
+                bump(&core.stats.protocol_errors, 1);
+                peer.close(code, reason, now).await;
+                break code.0;
+            }
+            None => {}
+        }
+    };
+    leave(&core, &peer, session.as_deref(), &inbound, end_code);
+}
+
+/// A receiver that holds part of a message that will never be finished is closed: it cannot
+/// be handed the truncated message as if it were whole.
+fn abort_receiver(core: &Rc<Core>, r: Rc<Peer>) {
+    let now = core.clock.now_ms();
+    monoio::spawn(async move { r.close(CloseCode::PEER_ABORTED, "peer left mid-message", now).await });
+}
+
+fn leave(core: &Rc<Core>, peer: &Rc<Peer>, session: Option<&Session>, inbound: &Inbound, end_code: u16) {
+    peer.sock.abort();
+    core.registry.remove_peer(peer.id);
+    bump(&core.stats.connections_closed, 1);
+    let code = peer.close_code.get().unwrap_or(end_code);
+    if let Some(s) = session {
+        if let Some(open_to) = inbound.receiver_open() {
+            if let Some(r) = s.other(peer.id).filter(|r| r.id == open_to) {
+                abort_receiver(core, r);
+            }
+        }
+        if s.leave(peer.id) {
+            if let Some(other) = s.other(peer.id).filter(|o| o.events) {
+                let json = events::peer_disconnected(&peer.role, code);
+                monoio::spawn(async move {
+                    let _ = other.send_event(json).await;
+                });
+            }
+        }
+        core.registry.release_if_empty(s);
+    }
+    core.publish_gauges();
+    tracing::info!(conn = peer.id, role = &*peer.role, session = session.map(|s| &*s.id), code, "connection closed");
+}

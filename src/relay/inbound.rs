@@ -1,0 +1,292 @@
+//! The I/O-free half of forwarding: turns one read buffer of client frames into the ranges of
+//! the same buffer to write to the receiver, unmasking in place and writing each server header
+//! over the front of the client's (always larger) header.
+//!
+//! Frames that fit in a read buffer are forwarded as they came. A frame larger than a buffer
+//! is forwarded chunk by chunk as a fragmented message (RFC 6455 section 5.4 lets an
+//! intermediary refragment when no extension is agreed): each chunk gets its header written
+//! into the headroom reserved at the front of every buffer. Nothing is reassembled or copied.
+
+use crate::ws::close::parse_close_payload;
+use crate::ws::frame::{encode_header_before, parse_header, Sender, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, MAX_SERVER_HEADER_LEN};
+use crate::ws::mask::apply_mask;
+use crate::ws::{CloseCode, OpCode, Utf8Validator};
+
+/// Bytes kept free at the front of every read buffer for a chunk's server header.
+pub const HEADROOM: usize = MAX_SERVER_HEADER_LEN;
+/// A partial header or a partial control frame is all that is ever carried between reads.
+pub const CARRY_MAX: usize = MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD;
+
+/// A range of the read buffer to write to the receiver, header included.
+pub type Segment = (usize, usize);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FrameState {
+    fin: bool,
+    remaining: u64,
+    mask: [u8; 4],
+    pos: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Forward(u64),
+    Drop,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MsgState {
+    text: bool,
+    bytes: u64,
+    utf8: Utf8Validator,
+    target: Target,
+    /// At least one frame of this message was handed to the receiver.
+    out_started: bool,
+}
+
+/// Why the connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// The client sent a valid close frame with this code (1005 when it gave none).
+    Peer(u16),
+    /// The client broke the protocol; the relay closes with this code.
+    Violation(CloseCode, &'static str),
+}
+
+/// What one buffer held, besides the segments to forward.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    /// The latest ping's payload, to answer with a pong (older ones in the buffer need none).
+    pub ping: Option<([u8; MAX_CONTROL_PAYLOAD], u8)>,
+    pub closing: Option<Closing>,
+    pub messages_forwarded: u32,
+    pub messages_dropped: u32,
+    pub payload_bytes: u64,
+    /// A receiver that got part of a message whose rest will never come: it must be closed.
+    pub aborted_receiver: Option<u64>,
+    /// Any data frame was seen (resets the session's idle timer).
+    pub data_seen: bool,
+}
+
+/// Per-connection decoder state; small, since every idle connection keeps one.
+#[derive(Debug)]
+pub struct Inbound {
+    frame: Option<FrameState>,
+    msg: Option<MsgState>,
+    carry: [u8; CARRY_MAX],
+    carry_len: u8,
+    closed: bool,
+}
+
+impl Default for Inbound {
+    fn default() -> Self {
+        Inbound { frame: None, msg: None, carry: [0; CARRY_MAX], carry_len: 0, closed: false }
+    }
+}
+
+/// Limits the decoder enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    pub max_message_bytes: u64,
+}
+
+impl Inbound {
+    /// Lays out a fresh buffer: headroom, then the carried bytes. Returns where reading starts.
+    pub fn prepare(&mut self, buf: &mut Vec<u8>) -> usize {
+        buf.clear();
+        buf.resize(HEADROOM, 0);
+        buf.extend_from_slice(&self.carry[..self.carry_len as usize]);
+        self.carry_len = 0;
+        buf.len()
+    }
+
+    /// The receiver holds an unfinished message from this sender.
+    pub fn receiver_open(&self) -> Option<u64> {
+        match self.msg {
+            Some(MsgState { target: Target::Forward(r), out_started: true, .. }) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Decodes `buf[HEADROOM..]` (laid out by `prepare`) and appends the ranges to forward to
+    /// `segs`. `receiver` is the connection id the current peer would forward to, if any.
+    pub fn decode(&mut self, buf: &mut [u8], receiver: Option<u64>, limits: DecodeLimits, segs: &mut Vec<Segment>) -> Outcome {
+        let mut out = Outcome::default();
+        let end = buf.len();
+        let mut i = HEADROOM;
+        // Segments from here on belong to the message in progress; dropped if it turns bad.
+        let mut msg_first_seg = segs.len();
+        // The receiver is fixed for the whole buffer. If it changed mid-message (it left or
+        // was replaced), the rest of that message has nowhere whole to go.
+        if let Some(m) = self.msg.as_mut() {
+            if matches!(m.target, Target::Forward(r) if receiver != Some(r)) {
+                m.target = Target::Drop;
+            }
+        }
+        let open_before = self.receiver_open();
+        while !self.closed {
+            if let Some(mut f) = self.frame {
+                let avail = f.remaining.min((end - i) as u64) as usize;
+                if avail == 0 && f.remaining > 0 {
+                    break;
+                }
+                let range = i..i + avail;
+                apply_mask(&mut buf[range.clone()], f.mask, (f.pos % 4) as usize);
+                f.pos += avail as u64;
+                f.remaining -= avail as u64;
+                i += avail;
+                let frame_done = f.remaining == 0;
+                self.frame = if frame_done { None } else { Some(f) };
+                if let Err(v) = self.data_chunk(buf, range, frame_done, f.fin, segs, &mut out) {
+                    self.violate(v, segs, msg_first_seg, open_before, &mut out);
+                    break;
+                }
+                if self.msg.is_none() {
+                    msg_first_seg = segs.len();
+                }
+                if !frame_done {
+                    break;
+                }
+                continue;
+            }
+            let h = match parse_header(&buf[i..end], Sender::Client) {
+                Err(e) => {
+                    let reason = match e {
+                        crate::ws::HeaderError::ReservedBits => "reserved bits set",
+                        crate::ws::HeaderError::UnknownOpcode(_) => "unknown opcode",
+                        crate::ws::HeaderError::ControlTooLong => "control frame too long",
+                        crate::ws::HeaderError::ControlFragmented => "fragmented control frame",
+                        crate::ws::HeaderError::LengthTopBit => "invalid 64-bit length",
+                        _ => "client frames must be masked",
+                    };
+                    self.violate(Closing::Violation(CloseCode::PROTOCOL, reason), segs, msg_first_seg, open_before, &mut out);
+                    break;
+                }
+                Ok(None) => {
+                    self.keep(&buf[i..end]);
+                    break;
+                }
+                Ok(Some(h)) => h,
+            };
+            let mask = h.mask.unwrap_or_default();
+            if h.opcode.is_control() {
+                let total = h.header_len + h.payload_len as usize;
+                if end - i < total {
+                    self.keep(&buf[i..end]);
+                    break;
+                }
+                let payload = &mut buf[i + h.header_len..i + total];
+                apply_mask(payload, mask, 0);
+                i += total;
+                match h.opcode {
+                    OpCode::Ping => {
+                        let mut p = [0u8; MAX_CONTROL_PAYLOAD];
+                        p[..payload.len()].copy_from_slice(payload);
+                        out.ping = Some((p, payload.len() as u8));
+                    }
+                    OpCode::Close => {
+                        let closing = match parse_close_payload(payload) {
+                            Ok(code) => Closing::Peer(code),
+                            Err(e) => Closing::Violation(e.answer(), "invalid close frame"),
+                        };
+                        match closing {
+                            Closing::Peer(_) => {
+                                out.closing = Some(closing);
+                                self.closed = true;
+                            }
+                            v => self.violate(v, segs, msg_first_seg, open_before, &mut out),
+                        }
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+            out.data_seen = true;
+            match (h.opcode, self.msg.is_some()) {
+                (OpCode::Continuation, false) => {
+                    self.violate(Closing::Violation(CloseCode::PROTOCOL, "continuation frame without a message"), segs, msg_first_seg, open_before, &mut out);
+                    break;
+                }
+                (OpCode::Text | OpCode::Binary, true) => {
+                    self.violate(Closing::Violation(CloseCode::PROTOCOL, "new message inside a fragmented one"), segs, msg_first_seg, open_before, &mut out);
+                    break;
+                }
+                (OpCode::Continuation, true) => {}
+                (op, _) => {
+                    self.msg = Some(MsgState {
+                        text: op == OpCode::Text,
+                        bytes: 0,
+                        utf8: Utf8Validator::new(),
+                        target: receiver.map_or(Target::Drop, Target::Forward),
+                        out_started: false,
+                    });
+                    msg_first_seg = segs.len();
+                }
+            }
+            let msg = self.msg.as_mut().expect("message state set above");
+            if msg.bytes + h.payload_len > limits.max_message_bytes {
+                self.violate(Closing::Violation(CloseCode::TOO_BIG, "message too big"), segs, msg_first_seg, open_before, &mut out);
+                break;
+            }
+            msg.bytes += h.payload_len;
+            self.frame = Some(FrameState { fin: h.fin, remaining: h.payload_len, mask, pos: 0 });
+            i += h.header_len;
+        }
+        out
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        debug_assert!(bytes.len() <= CARRY_MAX);
+        self.carry[..bytes.len()].copy_from_slice(bytes);
+        self.carry_len = bytes.len() as u8;
+    }
+
+    fn violate(&mut self, v: Closing, segs: &mut Vec<Segment>, msg_first_seg: usize, open_before: Option<u64>, out: &mut Outcome) {
+        segs.truncate(msg_first_seg);
+        if let Some(r) = open_before {
+            if self.msg.is_some_and(|m| m.target == Target::Forward(r)) {
+                out.aborted_receiver = Some(r);
+            }
+        }
+        out.closing = Some(v);
+        self.closed = true;
+        self.msg = None;
+        self.frame = None;
+    }
+
+    fn data_chunk(&mut self, buf: &mut [u8], range: std::ops::Range<usize>, frame_done: bool, frame_fin: bool, segs: &mut Vec<Segment>, out: &mut Outcome) -> Result<(), Closing> {
+        let msg = self.msg.as_mut().expect("data frames only arrive inside a message");
+        let message_done = frame_done && frame_fin;
+        if msg.text {
+            let bad = Closing::Violation(CloseCode::INVALID_DATA, "invalid UTF-8 in text message");
+            msg.utf8.feed(&buf[range.clone()]).map_err(|_| bad)?;
+            if message_done {
+                msg.utf8.finish().map_err(|_| bad)?;
+            }
+        }
+        out.payload_bytes += range.len() as u64;
+        if let Target::Forward(_) = msg.target {
+            if !range.is_empty() || frame_done {
+                let op = match (msg.out_started, msg.text) {
+                    (true, _) => OpCode::Continuation,
+                    (false, true) => OpCode::Text,
+                    (false, false) => OpCode::Binary,
+                };
+                let start = encode_header_before(buf, range.start, message_done, op, range.len() as u64);
+                segs.push((start, range.end));
+                msg.out_started = true;
+            }
+        }
+        if message_done {
+            match msg.target {
+                Target::Forward(_) => out.messages_forwarded += 1,
+                Target::Drop => out.messages_dropped += 1,
+            }
+            self.msg = None;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

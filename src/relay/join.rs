@@ -1,0 +1,67 @@
+//! Seating an upgraded connection in its session, on the session's own core.
+
+use super::{conn, events};
+use crate::http::Response;
+use crate::runtime::socket::Socket;
+use crate::runtime::Core;
+use crate::session::{JoinPlan, Peer};
+use crate::stats::bump;
+use crate::ws::CloseCode;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use std::rc::Rc;
+
+/// Pairs the connection into `session_id` and runs it. The seat is taken before anything is
+/// awaited, so two connections racing for one role are decided in arrival order.
+pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, session_id: &str, role: Option<&str>, events_on: bool, upgrade: Response, extra: Vec<u8>) {
+    let now = core.clock.now_ms();
+    let session = core.registry.session(session_id, now);
+    let (slot, role, replaced) = match session.plan(role) {
+        JoinPlan::Full => {
+            core.registry.release_if_empty(&session);
+            bump(&core.stats.handshakes_refused, 1);
+            let r = Response::error(409, "session_full", "this session already has two peers");
+            let _ = stream.write_all(r.to_bytes()).await;
+            return;
+        }
+        JoinPlan::Take { slot, role } => (slot, role, false),
+        JoinPlan::Replace { slot, role } => (slot, role, true),
+    };
+    let peer = Rc::new(Peer::new(core.next_conn_id(), role.into(), events_on, Socket::new(stream), now));
+    let old = session.seat(slot, peer.clone());
+    core.registry.add_peer(peer.clone());
+    core.publish_gauges();
+    let other = session.other(peer.id);
+    // The 101 and the `connected` event go out before anything the other peer forwards.
+    let mut hello = upgrade.to_bytes();
+    if events_on {
+        hello.extend(crate::session::peer::event_frame(&events::connected(session_id, &peer.role, other.is_some())));
+    }
+    if let Some(old) = old {
+        bump(&core.stats.peers_replaced, 1);
+        monoio::spawn(async move { old.close(CloseCode::REPLACED, "replaced", now).await });
+    }
+    let sent = peer.send_bytes(hello).await;
+    if let Some(o) = other.filter(|o| o.events) {
+        let json = events::peer_connected(&peer.role);
+        monoio::spawn(async move {
+            let _ = o.send_event(json).await;
+        });
+    }
+    tracing::info!(conn = peer.id, session = session_id, role = &*peer.role, replaced, "peer joined");
+    if sent.is_err() {
+        peer.sock.abort();
+    }
+    conn::run(core, peer, Some(session), extra).await;
+}
+
+/// Runs an echo connection: its own peer, no session.
+pub async fn run_echo(core: Rc<Core>, stream: TcpStream, upgrade: Response, extra: Vec<u8>) {
+    let peer = Rc::new(Peer::new(core.next_conn_id(), "echo".into(), false, Socket::new(stream), core.clock.now_ms()));
+    core.registry.add_peer(peer.clone());
+    core.publish_gauges();
+    if peer.send_bytes(upgrade.to_bytes()).await.is_err() {
+        peer.sock.abort();
+    }
+    conn::run(core, peer, None, extra).await;
+}

@@ -1,0 +1,54 @@
+//! One coarse tick per core drives every timer: pings, dead peers, unanswered closes and idle
+//! sessions. Nothing is armed per message or per connection.
+
+use crate::runtime::Core;
+use crate::stats::bump;
+use crate::ws::{CloseCode, OpCode};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The tick is a quarter of the shortest timer, between 50 ms and 1 s.
+pub fn tick_period(core: &Core) -> Duration {
+    let s = &core.config().session;
+    let shortest = s.ping_interval.min(s.peer_timeout).min(s.idle_timeout).min(s.close_timeout);
+    (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+pub async fn run(core: Rc<Core>) {
+    let period = tick_period(&core);
+    let cfg = &core.shared.config.session;
+    let ping_ms = cfg.ping_interval.as_millis() as u64;
+    let peer_timeout_ms = cfg.peer_timeout.as_millis() as u64;
+    let idle_ms = cfg.idle_timeout.as_millis() as u64;
+    let close_ms = cfg.close_timeout.as_millis() as u64;
+    loop {
+        monoio::time::sleep(period).await;
+        let now = core.clock.tick();
+        for p in core.registry.peers() {
+            if let Some(since) = p.closing_since_ms.get() {
+                if now.saturating_sub(since) >= close_ms {
+                    p.sock.abort();
+                }
+            } else if now.saturating_sub(p.last_recv_ms.get()) >= peer_timeout_ms {
+                bump(&core.stats.peers_dropped_keepalive, 1);
+                p.close_code.set(Some(1006));
+                p.sock.abort();
+            } else if now.saturating_sub(p.last_ping_ms.get()) >= ping_ms {
+                p.last_ping_ms.set(now);
+                bump(&core.stats.pings_sent, 1);
+                monoio::spawn(async move {
+                    let _ = p.send_control(OpCode::Ping, b"").await;
+                });
+            }
+        }
+        for s in core.registry.sessions() {
+            if now.saturating_sub(s.last_activity_ms.get()) >= idle_ms {
+                s.last_activity_ms.set(now);
+                bump(&core.stats.sessions_idle_closed, 1);
+                for p in s.peers() {
+                    monoio::spawn(async move { p.close(CloseCode::IDLE, "session idle", now).await });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Forwarding between the peers of a session.
+
+pub mod conn;
+pub mod events;
+pub mod inbound;
+pub mod join;
+pub mod keepalive;

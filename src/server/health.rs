@@ -1,0 +1,20 @@
+//! The /health answer.
+
+use crate::http::Response;
+use crate::runtime::Shared;
+
+pub fn health(shared: &Shared) -> Response {
+    let sessions: u64 = shared.gauges.iter().map(|g| g.sessions()).sum();
+    let connections: u64 = shared.gauges.iter().map(|g| g.connections()).sum();
+    let body = serde_json::json!({
+        "status": "ok",
+        "service": "ringrelay",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": shared.started.elapsed().as_secs(),
+        "driver": shared.driver,
+        "workers": shared.workers(),
+        "active_sessions": sessions,
+        "active_connections": connections,
+    });
+    Response::json(200, body.to_string())
+}

@@ -1,0 +1,168 @@
+//! The server entry: bind, run the workers, shut down.
+
+pub mod accept;
+pub mod handoff;
+pub mod health;
+pub mod worker;
+
+use crate::config::Config;
+use crate::runtime::driver::{self, Driver};
+use crate::runtime::Shared;
+use crate::stats::CoreGauges;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Driver(#[from] driver::UringUnavailable),
+    #[error("cannot start worker thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("worker failed to start: {0}")]
+    Worker(String),
+}
+
+/// Listeners bound before any worker starts, so port 0 can be resolved and a bind error is
+/// reported before anything runs.
+pub struct Server {
+    config: Arc<Config>,
+    driver: Driver,
+    listeners: Vec<std::net::TcpListener>,
+    admin: std::net::TcpListener,
+}
+
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// Stops a running server when triggered; cloneable, usable from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    senders: Arc<Vec<flume::Sender<()>>>,
+}
+
+impl ShutdownHandle {
+    pub fn trigger(&self) {
+        for s in self.senders.iter() {
+            let _ = s.try_send(());
+        }
+    }
+}
+
+impl Server {
+    pub fn bind(config: Config) -> Result<Server, ServerError> {
+        let driver = driver::resolve(config.driver)?;
+        let bind = |addr: SocketAddr| bind_reuseport(addr).map_err(|source| ServerError::Bind { addr, source });
+        let first = bind(config.listen)?;
+        let addr = first.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let mut listeners = vec![first];
+        for _ in 1..config.workers {
+            listeners.push(bind(addr)?);
+        }
+        let admin = bind(config.admin_listen)?;
+        Ok(Server { config: Arc::new(config), driver, listeners, admin })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listeners[0].local_addr().expect("bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn driver(&self) -> &'static str {
+        self.driver.name()
+    }
+
+    /// Starts the workers; returns once every one listens, with the handle to stop them and
+    /// the threads to join.
+    pub fn start(self) -> Result<Running, ServerError> {
+        let workers = self.listeners.len();
+        let mut handoff_tx = Vec::new();
+        let mut handoff_rx = Vec::new();
+        for _ in 0..workers {
+            let (tx, rx) = flume::bounded(self.config.limits.handoff_queue);
+            handoff_tx.push(tx);
+            handoff_rx.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            config: self.config.clone(),
+            started: Instant::now(),
+            driver: self.driver.name(),
+            gauges: (0..workers).map(|_| CoreGauges::default()).collect(),
+            handoff: handoff_tx,
+        });
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut stop = Vec::new();
+        let mut threads = Vec::new();
+        let mut admin = Some(self.admin);
+        for (index, (listener, handoffs)) in self.listeners.into_iter().zip(handoff_rx).enumerate() {
+            let (stop_tx, stop_rx) = flume::bounded(1);
+            stop.push(stop_tx);
+            let setup = worker::WorkerSetup {
+                index,
+                shared: shared.clone(),
+                listener,
+                admin: admin.take(),
+                handoffs,
+                shutdown: stop_rx,
+                ready: ready_tx.clone(),
+            };
+            let driver = self.driver;
+            let t = std::thread::Builder::new()
+                .name(format!("ringrelay-w{index}"))
+                .spawn(move || {
+                    let _ = monoio::utils::bind_to_cpu_set([index % cpus]);
+                    let ready = setup.ready.clone();
+                    if let Err(e) = driver::block_on(driver, worker::run(setup)) {
+                        let _ = ready.send(Err(format!("worker {index}: {e}")));
+                    }
+                })
+                .map_err(ServerError::Spawn)?;
+            threads.push(t);
+        }
+        drop(ready_tx);
+        let handle = ShutdownHandle { senders: Arc::new(stop) };
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    handle.trigger();
+                    return Err(ServerError::Worker(e));
+                }
+                Err(_) => {
+                    handle.trigger();
+                    return Err(ServerError::Worker("a worker exited during start-up".into()));
+                }
+            }
+        }
+        Ok(Running { handle, threads, shared })
+    }
+}
+
+pub struct Running {
+    pub handle: ShutdownHandle,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    pub shared: Arc<Shared>,
+}
+
+impl Running {
+    /// Waits for every worker to finish (after `handle.trigger()`).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

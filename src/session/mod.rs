@@ -1,0 +1,9 @@
+//! Sessions and their peers, owned by one core each.
+
+pub mod join;
+pub mod peer;
+pub mod registry;
+
+pub use join::{plan_join, JoinPlan};
+pub use peer::Peer;
+pub use registry::{Registry, Session};

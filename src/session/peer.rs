@@ -1,0 +1,147 @@
+//! One upgraded connection: its socket, its write gate and the little state the keepalive
+//! tick and the forwarding path need. Kept small: every idle connection holds one.
+
+use crate::runtime::chunk::Chunk;
+use crate::runtime::socket::Socket;
+use crate::ws::close::encode_close_frame;
+use crate::ws::frame::{encode_header, MAX_CONTROL_PAYLOAD};
+use crate::ws::{CloseCode, OpCode};
+use local_sync::semaphore::Semaphore;
+use std::cell::Cell;
+
+pub struct Peer {
+    pub id: u64,
+    pub role: Box<str>,
+    pub events: bool,
+    pub sock: Socket,
+    /// One writer at a time, so frames from the forwarding path, pongs, pings and events
+    /// never interleave on the wire.
+    gate: Semaphore,
+    /// A data message to this peer is partly written: no other data frame (an event) may go
+    /// out until it ends.
+    data_open: Cell<bool>,
+    pub last_recv_ms: Cell<u64>,
+    pub last_ping_ms: Cell<u64>,
+    /// Set when the relay sent its close frame; the peer has `close_timeout` to answer.
+    pub closing_since_ms: Cell<Option<u64>>,
+    /// The code the relay closed this peer with, reported to the other peer.
+    pub close_code: Cell<Option<u16>>,
+}
+
+fn io_err(r: std::io::Result<usize>) -> std::io::Result<usize> {
+    match r {
+        Ok(0) => Err(std::io::ErrorKind::WriteZero.into()),
+        other => other,
+    }
+}
+
+impl Peer {
+    pub fn new(id: u64, role: Box<str>, events: bool, sock: Socket, now_ms: u64) -> Peer {
+        Peer {
+            id,
+            role,
+            events,
+            sock,
+            gate: Semaphore::new(1),
+            data_open: Cell::new(false),
+            last_recv_ms: Cell::new(now_ms),
+            last_ping_ms: Cell::new(now_ms),
+            closing_since_ms: Cell::new(None),
+            close_code: Cell::new(None),
+        }
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing_since_ms.get().is_some()
+    }
+
+    /// Writes every segment of `chunk`, then records whether a message is left open.
+    pub async fn send_chunk(&self, mut chunk: Chunk, open_after: bool) -> (std::io::Result<()>, Chunk) {
+        let Ok(_permit) = self.gate.acquire().await else {
+            return (Err(std::io::ErrorKind::BrokenPipe.into()), chunk);
+        };
+        chunk.prepare_write();
+        while !chunk.done() {
+            let (r, c) = self.sock.writev(chunk).await;
+            chunk = c;
+            match io_err(r) {
+                Ok(n) => chunk.advance(n),
+                Err(e) => return (Err(e), chunk),
+            }
+        }
+        self.data_open.set(open_after);
+        (Ok(()), chunk)
+    }
+
+    /// Writes whole frames held in `bytes`.
+    pub async fn send_bytes(&self, bytes: Vec<u8>) -> std::io::Result<()> {
+        let Ok(_permit) = self.gate.acquire().await else {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        };
+        self.write_locked(bytes).await
+    }
+
+    async fn write_locked(&self, mut bytes: Vec<u8>) -> std::io::Result<()> {
+        let mut off = 0;
+        while off < bytes.len() {
+            let (r, b) = self.sock.write(bytes).await;
+            bytes = b;
+            off += io_err(r)?;
+            if off < bytes.len() {
+                bytes.drain(..off);
+                off = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a control frame (ping or pong).
+    pub async fn send_control(&self, op: OpCode, payload: &[u8]) -> std::io::Result<()> {
+        let n = payload.len().min(MAX_CONTROL_PAYLOAD);
+        let mut frame = vec![0u8; 2 + n];
+        encode_header(&mut frame, true, op, n as u64, None);
+        frame[2..].copy_from_slice(&payload[..n]);
+        self.send_bytes(frame).await
+    }
+
+    /// Sends a text frame with an event, unless a forwarded message is half written (the
+    /// only case is a peer about to be closed with 4004, where the event is moot).
+    pub async fn send_event(&self, json: String) -> std::io::Result<()> {
+        let Ok(_permit) = self.gate.acquire().await else {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        };
+        if self.data_open.get() || self.is_closing() {
+            return Ok(());
+        }
+        self.write_locked(event_frame(&json)).await
+    }
+
+    /// Starts the closing handshake from the relay's side; the reader task finishes it.
+    pub async fn close(&self, code: CloseCode, reason: &str, now_ms: u64) {
+        if self.is_closing() {
+            return;
+        }
+        self.closing_since_ms.set(Some(now_ms));
+        self.close_code.set(Some(code.0));
+        let mut frame = [0u8; 2 + MAX_CONTROL_PAYLOAD];
+        let n = encode_close_frame(&mut frame, code, reason);
+        if self.send_bytes(frame[..n].to_vec()).await.is_err() {
+            self.sock.abort();
+        }
+    }
+
+    /// Answers the peer's close: the same code back, or an empty close when it gave none.
+    pub async fn answer_close(&self, code: u16) {
+        let frame = if code == 1005 { vec![0x88, 0] } else { vec![0x88, 2, (code >> 8) as u8, code as u8] };
+        let _ = self.send_bytes(frame).await;
+    }
+}
+
+/// A complete unmasked text frame holding `json`.
+pub fn event_frame(json: &str) -> Vec<u8> {
+    let mut out = vec![0u8; 10 + json.len()];
+    let n = encode_header(&mut out, true, OpCode::Text, json.len() as u64, None);
+    out.truncate(n);
+    out.extend_from_slice(json.as_bytes());
+    out
+}

@@ -1,0 +1,98 @@
+//! The sessions and connections one core owns. Only that core's thread touches them.
+
+use super::{plan_join, JoinPlan, Peer};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+pub struct Session {
+    pub id: Rc<str>,
+    slots: RefCell<[Option<Rc<Peer>>; 2]>,
+    /// Last data frame either way, for the idle timeout.
+    pub last_activity_ms: Cell<u64>,
+}
+
+impl Session {
+    pub fn other(&self, me: u64) -> Option<Rc<Peer>> {
+        self.slots.borrow().iter().flatten().find(|p| p.id != me).cloned()
+    }
+
+    pub fn peers(&self) -> Vec<Rc<Peer>> {
+        self.slots.borrow().iter().flatten().cloned().collect()
+    }
+
+    pub fn plan(&self, role: Option<&str>) -> JoinPlan {
+        let slots = self.slots.borrow();
+        plan_join([slots[0].as_ref().map(|p| &*p.role), slots[1].as_ref().map(|p| &*p.role)], role)
+    }
+
+    /// Puts `peer` in `slot`, returning whoever it replaces.
+    pub fn seat(&self, slot: usize, peer: Rc<Peer>) -> Option<Rc<Peer>> {
+        self.slots.borrow_mut()[slot].replace(peer)
+    }
+
+    /// Removes `id` if it still holds a slot (a replaced peer no longer does).
+    pub fn leave(&self, id: u64) -> bool {
+        let mut slots = self.slots.borrow_mut();
+        for s in slots.iter_mut() {
+            if s.as_ref().is_some_and(|p| p.id == id) {
+                *s = None;
+                return true;
+            }
+        }
+        false
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.borrow().iter().all(|s| s.is_none())
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    sessions: RefCell<HashMap<Rc<str>, Rc<Session>>>,
+    peers: RefCell<HashMap<u64, Rc<Peer>>>,
+}
+
+impl Registry {
+    pub fn session(&self, id: &str, now_ms: u64) -> Rc<Session> {
+        if let Some(s) = self.sessions.borrow().get(id) {
+            return s.clone();
+        }
+        let id: Rc<str> = id.into();
+        let s = Rc::new(Session { id: id.clone(), slots: RefCell::new([None, None]), last_activity_ms: Cell::new(now_ms) });
+        self.sessions.borrow_mut().insert(id, s.clone());
+        s
+    }
+
+    /// Forgets the session once nobody is in it.
+    pub fn release_if_empty(&self, s: &Session) {
+        if s.is_empty() {
+            self.sessions.borrow_mut().remove(&s.id);
+        }
+    }
+
+    pub fn add_peer(&self, p: Rc<Peer>) {
+        self.peers.borrow_mut().insert(p.id, p);
+    }
+
+    pub fn remove_peer(&self, id: u64) {
+        self.peers.borrow_mut().remove(&id);
+    }
+
+    pub fn peers(&self) -> Vec<Rc<Peer>> {
+        self.peers.borrow().values().cloned().collect()
+    }
+
+    pub fn sessions(&self) -> Vec<Rc<Session>> {
+        self.sessions.borrow().values().cloned().collect()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.borrow().len()
+    }
+}
