@@ -1,0 +1,265 @@
+//! Verifies pairing, forwarding, events, control frames and shutdown against the real binary
+//! with tungstenite clients, on both I/O drivers.
+
+mod common;
+use common::*;
+use sha1::{Digest, Sha1};
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::Message;
+
+fn text_and_binary_both_ways(driver: &str) {
+    let srv = TestServer::start(driver, 2, &[]);
+    let mut a = srv.connect("/v1/relay/tb?role=desktop");
+    let mut b = srv.connect("/v1/relay/tb?role=mobile");
+    for i in 0..200 {
+        a.send(Message::text(format!("a{i}"))).unwrap();
+        b.send(Message::binary(vec![i as u8; i + 1])).unwrap();
+    }
+    for i in 0..200 {
+        assert_eq!(recv_text(&mut b), format!("a{i}"));
+        assert_eq!(recv(&mut a), Message::binary(vec![i as u8; i + 1]));
+    }
+}
+
+fn events_tell_who_comes_and_goes(driver: &str) {
+    let srv = TestServer::start(driver, 2, &[]);
+    let mut a = srv.connect("/v1/relay/ev?events=1");
+    let e = recv_event(&mut a);
+    assert_eq!((e["type"].as_str(), e["role"].as_str(), e["peer_present"].as_bool()), (Some("connected"), Some("a"), Some(false)));
+    assert_eq!(e["session"], "ev");
+    assert!(e["ts"].as_u64().unwrap() > 1_600_000_000_000);
+    let mut b = srv.connect("/v1/relay/ev?events=1");
+    let e = recv_event(&mut b);
+    assert_eq!((e["role"].as_str(), e["peer_present"].as_bool()), (Some("b"), Some(true)));
+    let e = recv_event(&mut a);
+    assert_eq!((e["type"].as_str(), e["role"].as_str()), (Some("peer_connected"), Some("b")));
+    close(&mut b, 1000);
+    let e = recv_event(&mut a);
+    assert_eq!((e["type"].as_str(), e["role"].as_str(), e["code"].as_u64()), (Some("peer_disconnected"), Some("b"), Some(1000)));
+    // Alone now: a message is dropped and said so.
+    a.send(Message::text("nobody")).unwrap();
+    let e = recv_event(&mut a);
+    assert_eq!((e["type"].as_str(), e["error"].as_str()), (Some("error"), Some("peer_absent")));
+    // The session waits for a reconnect, which gets role b again.
+    let mut b2 = srv.connect("/v1/relay/ev");
+    assert_eq!(recv_event(&mut a)["type"], "peer_connected");
+    b2.send(Message::text("back")).unwrap();
+    assert_eq!(recv_text(&mut a), "back");
+}
+
+fn without_events_only_messages_arrive(driver: &str) {
+    let srv = TestServer::start(driver, 1, &[]);
+    let mut a = srv.connect("/v1/relay/quiet");
+    let mut b = srv.connect("/v1/relay/quiet");
+    b.send(Message::text("only this")).unwrap();
+    assert_eq!(recv_text(&mut a), "only this");
+    close(&mut b, 1000);
+    let mut b = srv.connect("/v1/relay/quiet");
+    b.send(Message::text("and this")).unwrap();
+    assert_eq!(recv_text(&mut a), "and this", "no event came first");
+}
+
+fn same_role_replaces_and_third_peer_is_refused(driver: &str) {
+    let srv = TestServer::start(driver, 2, &[]);
+    let mut d = srv.connect("/desktop/rep");
+    let mut m = srv.connect("/mobile/rep");
+    assert_eq!(recv_event(&mut d)["type"], "connected");
+    assert_eq!(recv_event(&mut d)["type"], "peer_connected");
+    assert_eq!(recv_event(&mut m)["type"], "connected");
+    let (status, head, body) = get(srv.addr, "/v1/relay/rep?role=agent");
+    assert_eq!(status, 400, "a plain GET is no upgrade: {head}");
+    let third = tungstenite::client::client(srv.url("/v1/relay/rep?role=agent"), std::net::TcpStream::connect(srv.addr).unwrap());
+    match third {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
+            assert_eq!(r.status().as_u16(), 409);
+            let v: serde_json::Value = serde_json::from_slice(r.body().as_deref().unwrap()).unwrap();
+            assert_eq!(v["code"], "session_full");
+        }
+        other => panic!("third peer not refused: {:?}", other.map(|_| ())),
+    }
+    let _ = body;
+    let mut m2 = srv.connect("/mobile/rep");
+    assert_eq!(recv_close(&mut m), Some(4001));
+    assert_eq!(recv_event(&mut m2)["peer_present"], true);
+    assert_eq!(recv_event(&mut d)["type"], "peer_connected");
+    m2.send(Message::text("from the new phone")).unwrap();
+    assert_eq!(recv_text(&mut d), "from the new phone");
+    d.send(Message::text("to the new phone")).unwrap();
+    assert_eq!(recv_text(&mut m2), "to the new phone");
+}
+
+fn fragmented_message_arrives_whole(driver: &str) {
+    let srv = TestServer::start(driver, 1, &[]);
+    let mut a = srv.connect("/v1/relay/frag");
+    let mut b = srv.connect("/v1/relay/frag");
+    let parts = ["Grüße, ", "fragmented ", "wörld"];
+    a.write(Message::Frame(Frame::message(parts[0].as_bytes().to_vec(), OpCode::Data(Data::Text), false))).unwrap();
+    a.write(Message::Ping(b"between".to_vec().into())).unwrap();
+    a.write(Message::Frame(Frame::message(parts[1].as_bytes().to_vec(), OpCode::Data(Data::Continue), false))).unwrap();
+    a.write(Message::Frame(Frame::message(parts[2].as_bytes().to_vec(), OpCode::Data(Data::Continue), true))).unwrap();
+    a.flush().unwrap();
+    assert_eq!(recv_text(&mut b), parts.concat());
+    // The ping was answered to `a` and never reached `b`.
+    loop {
+        match a.read().unwrap() {
+            Message::Pong(p) => {
+                assert_eq!(&p[..], b"between");
+                break;
+            }
+            Message::Ping(_) => continue,
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+    b.send(Message::text("next")).unwrap();
+    assert_eq!(recv_text(&mut a), "next");
+}
+
+fn sixteen_mib_message_streams_through(driver: &str) {
+    let srv = TestServer::start(driver, 1, &[("RINGRELAY_LIMITS_MAX_MESSAGE_BYTES", "33554432")]);
+    let mut a = srv.connect("/v1/relay/big");
+    let mut b = srv.connect("/v1/relay/big");
+    let data: Vec<u8> = (0..16u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let want = Sha1::digest(&data);
+    let writer = std::thread::spawn(move || {
+        a.send(Message::binary(data)).unwrap();
+        a
+    });
+    let got = match recv(&mut b) {
+        Message::Binary(d) => d,
+        m => panic!("{m:?}"),
+    };
+    assert_eq!(got.len(), 16 << 20);
+    assert_eq!(Sha1::digest(&got), want);
+    let _a = writer.join().unwrap();
+}
+
+fn over_limit_message_closes_1009(driver: &str) {
+    let srv = TestServer::start(driver, 1, &[("RINGRELAY_LIMITS_MAX_MESSAGE_BYTES", "1000")]);
+    let mut a = srv.connect("/v1/relay/lim");
+    let mut b = srv.connect("/v1/relay/lim");
+    a.send(Message::binary(vec![0; 1000])).unwrap();
+    assert_eq!(recv(&mut b), Message::binary(vec![0; 1000]));
+    a.send(Message::binary(vec![0; 1001])).unwrap();
+    assert_eq!(recv_close(&mut a), Some(1009));
+}
+
+fn close_handshake_both_ways(driver: &str) {
+    let srv = TestServer::start(driver, 1, &[("RINGRELAY_SESSION_IDLE_TIMEOUT", "1s")]);
+    // Client-initiated: the relay echoes the code.
+    let mut raw = Raw::upgrade(srv.addr, "/v1/echo");
+    raw.send(&frame(true, 8, &[0x0b, 0xb8, b'b', b'y', b'e']));
+    assert_eq!(raw.close_code(), Some(3000));
+    assert_eq!(raw.frame(), None, "TCP closed after the close handshake");
+    // Relay-initiated (idle session): 4002, and the relay waits for our answer.
+    let mut a = srv.connect("/v1/relay/idle");
+    let mut b = srv.connect("/v1/relay/idle");
+    assert_eq!(recv_close(&mut a), Some(4002));
+    assert_eq!(recv_close(&mut b), Some(4002));
+}
+
+fn relay_pings_and_drops_silent_peers(driver: &str) {
+    let srv = TestServer::start(driver, 1, &[("RINGRELAY_SESSION_PING_INTERVAL", "200ms"), ("RINGRELAY_SESSION_PEER_TIMEOUT", "1s")]);
+    let mut raw = Raw::upgrade(srv.addr, "/v1/relay/ka");
+    let (_, op, _) = raw.frame().expect("a ping");
+    assert_eq!(op, 9);
+    // We never answer and never send: dropped after the peer timeout.
+    let started = std::time::Instant::now();
+    while raw.frame().is_some() {}
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+fn echo_and_health(driver: &str) {
+    let srv = TestServer::start(driver, 2, &[]);
+    let mut e = srv.connect("/v1/echo");
+    e.send(Message::text("echo me")).unwrap();
+    assert_eq!(recv_text(&mut e), "echo me");
+    e.send(Message::binary(vec![7; 70_000])).unwrap();
+    assert_eq!(recv(&mut e), Message::binary(vec![7; 70_000]));
+    for addr in [srv.addr, srv.admin] {
+        let (status, head, body) = get(addr, "/health");
+        assert_eq!(status, 200);
+        for h in ["X-Content-Type-Options: nosniff", "X-Frame-Options: DENY", "Referrer-Policy: no-referrer", "Cache-Control: no-store"] {
+            assert!(head.contains(h), "{h} missing: {head}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((v["status"].as_str(), v["service"].as_str(), v["driver"].as_str()), (Some("ok"), Some("ringrelay"), Some(driver)));
+        assert_eq!(v["workers"], 2);
+        assert_eq!(v["active_connections"], 1, "the echo connection");
+        assert!(v["uptime_s"].is_u64() && v["version"].is_string() && v["active_sessions"].is_u64());
+    }
+    let (status, _, body) = get(srv.addr, "/nope");
+    assert_eq!(status, 404);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["code"], "not_found");
+}
+
+fn shutdown_closes_with_1001_and_exits_0(driver: &str) {
+    let mut srv = TestServer::start(driver, 2, &[]);
+    let mut a = srv.connect("/v1/relay/bye");
+    let mut b = srv.connect("/v1/relay/bye");
+    a.send(Message::text("hi")).unwrap();
+    assert_eq!(recv_text(&mut b), "hi");
+    let (ta, tb) = (std::thread::spawn(move || recv_close(&mut a)), std::thread::spawn(move || recv_close(&mut b)));
+    assert_eq!(srv.terminate(), Some(0));
+    assert_eq!(ta.join().unwrap(), Some(1001));
+    assert_eq!(tb.join().unwrap(), Some(1001));
+}
+
+fn peers_accepted_on_different_cores_pair(driver: &str) {
+    let srv = TestServer::start(driver, 4, &[]);
+    let sessions = 100;
+    let mut pairs: Vec<_> = (0..sessions).map(|i| (srv.connect(&format!("/v1/relay/x{i}")), srv.connect(&format!("/v1/relay/x{i}")))).collect();
+    for (i, (a, b)) in pairs.iter_mut().enumerate() {
+        a.send(Message::text(format!("to b {i}"))).unwrap();
+        b.send(Message::text(format!("to a {i}"))).unwrap();
+    }
+    for (i, (a, b)) in pairs.iter_mut().enumerate() {
+        assert_eq!(recv_text(b), format!("to b {i}"));
+        assert_eq!(recv_text(a), format!("to a {i}"));
+    }
+    let (_, _, body) = get(srv.admin, "/health");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["active_sessions"], sessions);
+    assert_eq!(v["active_connections"], 2 * sessions);
+}
+
+fn violation_closes_the_offender_and_nobody_else(driver: &str) {
+    let srv = TestServer::start(driver, 2, &[]);
+    let mut a = srv.connect("/v1/relay/good");
+    let mut b = srv.connect("/v1/relay/good");
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (vec![0x81, 0x02, b'h', b'i'], 1002),
+        (frame(true, 0x3, b""), 1002),
+        (frame(true, 0x1, &[0xed, 0xa0, 0x80]), 1007),
+        (frame(true, 0x0, b"x"), 1002),
+    ];
+    for (i, (bytes, code)) in cases.into_iter().enumerate() {
+        let session = format!("/v1/relay/bad{i}");
+        let mut victim = srv.connect(&session);
+        let mut bad = Raw::upgrade(srv.addr, &session);
+        bad.send(&bytes);
+        assert_eq!(bad.close_code(), Some(code), "case {i}");
+        a.send(Message::text(format!("still {i}"))).unwrap();
+        assert_eq!(recv_text(&mut b), format!("still {i}"));
+        victim.send(Message::text("victim still here")).unwrap();
+        let mut again = srv.connect(&session);
+        again.send(Message::text("re-paired")).unwrap();
+        assert_eq!(recv_text(&mut victim), "re-paired");
+    }
+}
+
+both_drivers!(
+    text_and_binary_both_ways,
+    events_tell_who_comes_and_goes,
+    without_events_only_messages_arrive,
+    same_role_replaces_and_third_peer_is_refused,
+    fragmented_message_arrives_whole,
+    sixteen_mib_message_streams_through,
+    over_limit_message_closes_1009,
+    close_handshake_both_ways,
+    relay_pings_and_drops_silent_peers,
+    echo_and_health,
+    shutdown_closes_with_1001_and_exits_0,
+    peers_accepted_on_different_cores_pair,
+    violation_closes_the_offender_and_nobody_else,
+);
