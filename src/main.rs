@@ -10,7 +10,11 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "ringrelay", version, about = "A thread-per-core WebSocket relay on io_uring")]
+#[command(
+    name = "ringrelay",
+    version,
+    about = "A thread-per-core WebSocket relay on io_uring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -72,8 +76,14 @@ fn load_config(args: &ServeArgs) -> Result<Config, ringrelay::config::ConfigErro
 
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("RUST_LOG").ok().and_then(|v| EnvFilter::try_new(v).ok()).unwrap_or_else(|| EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
     match cfg.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -121,7 +131,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     tracing::info!(%listen, %admin, driver, workers, version = env!("CARGO_PKG_VERSION"), "ringrelay listening");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let handle = running.handle.clone();
-    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+    match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
         Ok(mut signals) => {
             std::thread::spawn(move || {
                 if let Some(sig) = signals.forever().next() {

@@ -26,21 +26,40 @@ fn events_tell_who_comes_and_goes(driver: &str) {
     let srv = TestServer::start(driver, 2, &[]);
     let mut a = srv.connect("/v1/relay/ev?events=1");
     let e = recv_event(&mut a);
-    assert_eq!((e["type"].as_str(), e["role"].as_str(), e["peer_present"].as_bool()), (Some("connected"), Some("a"), Some(false)));
+    assert_eq!(
+        (
+            e["type"].as_str(),
+            e["role"].as_str(),
+            e["peer_present"].as_bool()
+        ),
+        (Some("connected"), Some("a"), Some(false))
+    );
     assert_eq!(e["session"], "ev");
     assert!(e["ts"].as_u64().unwrap() > 1_600_000_000_000);
     let mut b = srv.connect("/v1/relay/ev?events=1");
     let e = recv_event(&mut b);
-    assert_eq!((e["role"].as_str(), e["peer_present"].as_bool()), (Some("b"), Some(true)));
+    assert_eq!(
+        (e["role"].as_str(), e["peer_present"].as_bool()),
+        (Some("b"), Some(true))
+    );
     let e = recv_event(&mut a);
-    assert_eq!((e["type"].as_str(), e["role"].as_str()), (Some("peer_connected"), Some("b")));
+    assert_eq!(
+        (e["type"].as_str(), e["role"].as_str()),
+        (Some("peer_connected"), Some("b"))
+    );
     close(&mut b, 1000);
     let e = recv_event(&mut a);
-    assert_eq!((e["type"].as_str(), e["role"].as_str(), e["code"].as_u64()), (Some("peer_disconnected"), Some("b"), Some(1000)));
+    assert_eq!(
+        (e["type"].as_str(), e["role"].as_str(), e["code"].as_u64()),
+        (Some("peer_disconnected"), Some("b"), Some(1000))
+    );
     // Alone now: a message is dropped and said so.
     a.send(Message::text("nobody")).unwrap();
     let e = recv_event(&mut a);
-    assert_eq!((e["type"].as_str(), e["error"].as_str()), (Some("error"), Some("peer_absent")));
+    assert_eq!(
+        (e["type"].as_str(), e["error"].as_str()),
+        (Some("error"), Some("peer_absent"))
+    );
     // The session waits for a reconnect, which gets role b again.
     let mut b2 = srv.connect("/v1/relay/ev");
     assert_eq!(recv_event(&mut a)["type"], "peer_connected");
@@ -69,11 +88,15 @@ fn same_role_replaces_and_third_peer_is_refused(driver: &str) {
     assert_eq!(recv_event(&mut m)["type"], "connected");
     let (status, head, body) = get(srv.addr, "/v1/relay/rep?role=agent");
     assert_eq!(status, 400, "a plain GET is no upgrade: {head}");
-    let third = tungstenite::client::client(srv.url("/v1/relay/rep?role=agent"), std::net::TcpStream::connect(srv.addr).unwrap());
+    let third = tungstenite::client::client(
+        srv.url("/v1/relay/rep?role=agent"),
+        std::net::TcpStream::connect(srv.addr).unwrap(),
+    );
     match third {
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => {
             assert_eq!(r.status().as_u16(), 409);
-            let v: serde_json::Value = serde_json::from_slice(r.body().as_deref().unwrap()).unwrap();
+            let v: serde_json::Value =
+                serde_json::from_slice(r.body().as_deref().unwrap()).unwrap();
             assert_eq!(v["code"], "session_full");
         }
         other => panic!("third peer not refused: {:?}", other.map(|_| ())),
@@ -94,10 +117,25 @@ fn fragmented_message_arrives_whole(driver: &str) {
     let mut a = srv.connect("/v1/relay/frag");
     let mut b = srv.connect("/v1/relay/frag");
     let parts = ["Grüße, ", "fragmented ", "wörld"];
-    a.write(Message::Frame(Frame::message(parts[0].as_bytes().to_vec(), OpCode::Data(Data::Text), false))).unwrap();
-    a.write(Message::Ping(b"between".to_vec().into())).unwrap();
-    a.write(Message::Frame(Frame::message(parts[1].as_bytes().to_vec(), OpCode::Data(Data::Continue), false))).unwrap();
-    a.write(Message::Frame(Frame::message(parts[2].as_bytes().to_vec(), OpCode::Data(Data::Continue), true))).unwrap();
+    a.write(Message::Frame(Frame::message(
+        parts[0].as_bytes().to_vec(),
+        OpCode::Data(Data::Text),
+        false,
+    )))
+    .unwrap();
+    a.write(Message::Ping(b"between".to_vec())).unwrap();
+    a.write(Message::Frame(Frame::message(
+        parts[1].as_bytes().to_vec(),
+        OpCode::Data(Data::Continue),
+        false,
+    )))
+    .unwrap();
+    a.write(Message::Frame(Frame::message(
+        parts[2].as_bytes().to_vec(),
+        OpCode::Data(Data::Continue),
+        true,
+    )))
+    .unwrap();
     a.flush().unwrap();
     assert_eq!(recv_text(&mut b), parts.concat());
     // The ping was answered to `a` and never reached `b`.
@@ -116,10 +154,16 @@ fn fragmented_message_arrives_whole(driver: &str) {
 }
 
 fn sixteen_mib_message_streams_through(driver: &str) {
-    let srv = TestServer::start(driver, 1, &[("RINGRELAY_LIMITS_MAX_MESSAGE_BYTES", "33554432")]);
+    let srv = TestServer::start(
+        driver,
+        1,
+        &[("RINGRELAY_LIMITS_MAX_MESSAGE_BYTES", "33554432")],
+    );
     let mut a = srv.connect("/v1/relay/big");
     let mut b = srv.connect("/v1/relay/big");
-    let data: Vec<u8> = (0..16u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let want = Sha1::digest(&data);
     let writer = std::thread::spawn(move || {
         a.send(Message::binary(data)).unwrap();
@@ -159,7 +203,14 @@ fn close_handshake_both_ways(driver: &str) {
 }
 
 fn relay_pings_and_drops_silent_peers(driver: &str) {
-    let srv = TestServer::start(driver, 1, &[("RINGRELAY_SESSION_PING_INTERVAL", "200ms"), ("RINGRELAY_SESSION_PEER_TIMEOUT", "1s")]);
+    let srv = TestServer::start(
+        driver,
+        1,
+        &[
+            ("RINGRELAY_SESSION_PING_INTERVAL", "200ms"),
+            ("RINGRELAY_SESSION_PEER_TIMEOUT", "1s"),
+        ],
+    );
     let mut raw = Raw::upgrade(srv.addr, "/v1/relay/ka");
     let (_, op, _) = raw.frame().expect("a ping");
     assert_eq!(op, 9);
@@ -179,18 +230,35 @@ fn echo_and_health(driver: &str) {
     for addr in [srv.addr, srv.admin] {
         let (status, head, body) = get(addr, "/health");
         assert_eq!(status, 200);
-        for h in ["X-Content-Type-Options: nosniff", "X-Frame-Options: DENY", "Referrer-Policy: no-referrer", "Cache-Control: no-store"] {
+        for h in [
+            "X-Content-Type-Options: nosniff",
+            "X-Frame-Options: DENY",
+            "Referrer-Policy: no-referrer",
+            "Cache-Control: no-store",
+        ] {
             assert!(head.contains(h), "{h} missing: {head}");
         }
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!((v["status"].as_str(), v["service"].as_str(), v["driver"].as_str()), (Some("ok"), Some("ringrelay"), Some(driver)));
+        assert_eq!(
+            (
+                v["status"].as_str(),
+                v["service"].as_str(),
+                v["driver"].as_str()
+            ),
+            (Some("ok"), Some("ringrelay"), Some(driver))
+        );
         assert_eq!(v["workers"], 2);
         assert_eq!(v["active_connections"], 1, "the echo connection");
-        assert!(v["uptime_s"].is_u64() && v["version"].is_string() && v["active_sessions"].is_u64());
+        assert!(
+            v["uptime_s"].is_u64() && v["version"].is_string() && v["active_sessions"].is_u64()
+        );
     }
     let (status, _, body) = get(srv.addr, "/nope");
     assert_eq!(status, 404);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["code"], "not_found");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["code"],
+        "not_found"
+    );
 }
 
 fn shutdown_closes_with_1001_and_exits_0(driver: &str) {
@@ -199,7 +267,10 @@ fn shutdown_closes_with_1001_and_exits_0(driver: &str) {
     let mut b = srv.connect("/v1/relay/bye");
     a.send(Message::text("hi")).unwrap();
     assert_eq!(recv_text(&mut b), "hi");
-    let (ta, tb) = (std::thread::spawn(move || recv_close(&mut a)), std::thread::spawn(move || recv_close(&mut b)));
+    let (ta, tb) = (
+        std::thread::spawn(move || recv_close(&mut a)),
+        std::thread::spawn(move || recv_close(&mut b)),
+    );
     assert_eq!(srv.terminate(), Some(0));
     assert_eq!(ta.join().unwrap(), Some(1001));
     assert_eq!(tb.join().unwrap(), Some(1001));
@@ -208,7 +279,14 @@ fn shutdown_closes_with_1001_and_exits_0(driver: &str) {
 fn peers_accepted_on_different_cores_pair(driver: &str) {
     let srv = TestServer::start(driver, 4, &[]);
     let sessions = 100;
-    let mut pairs: Vec<_> = (0..sessions).map(|i| (srv.connect(&format!("/v1/relay/x{i}")), srv.connect(&format!("/v1/relay/x{i}")))).collect();
+    let mut pairs: Vec<_> = (0..sessions)
+        .map(|i| {
+            (
+                srv.connect(&format!("/v1/relay/x{i}")),
+                srv.connect(&format!("/v1/relay/x{i}")),
+            )
+        })
+        .collect();
     for (i, (a, b)) in pairs.iter_mut().enumerate() {
         a.send(Message::text(format!("to b {i}"))).unwrap();
         b.send(Message::text(format!("to a {i}"))).unwrap();

@@ -24,6 +24,7 @@ pub(super) const KEYS: &[&str] = &[
     "limits.max_headers",
     "limits.read_buffer_bytes",
     "limits.pool_buffers",
+    "limits.max_read_buffers",
     "limits.handoff_queue",
     "limits.max_connections_per_worker",
     "session.ping_interval",
@@ -252,6 +253,7 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "limits.max_headers" => l.max_headers = i.size(8, 1024)?,
         "limits.read_buffer_bytes" => l.read_buffer_bytes = i.size(4096, 16 << 20)?,
         "limits.pool_buffers" => l.pool_buffers = i.size(1, 1_000_000)?,
+        "limits.max_read_buffers" => l.max_read_buffers = i.size(1, 1_000_000)?,
         "limits.handoff_queue" => l.handoff_queue = i.size(1, 1_000_000)?,
         "limits.max_connections_per_worker" => {
             l.max_connections_per_worker = i.size(1, 10_000_000)?

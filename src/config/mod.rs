@@ -58,8 +58,11 @@ pub struct LimitsConfig {
     pub max_headers: usize,
     /// Size of each pooled read buffer.
     pub read_buffer_bytes: usize,
-    /// Read buffers kept per worker; more are allocated on demand and freed.
+    /// Idle read buffers kept per worker; more are allocated on demand and freed.
     pub pool_buffers: usize,
+    /// Read buffers in use at once per worker; past it, readers wait for one (backpressure),
+    /// so a readiness storm cannot allocate a buffer per connection.
+    pub max_read_buffers: usize,
     /// Bounded cross-core handoff queue per worker.
     pub handoff_queue: usize,
     pub max_connections_per_worker: usize,
@@ -138,7 +141,8 @@ impl Default for LimitsConfig {
             max_header_bytes: 8192,
             max_headers: 64,
             read_buffer_bytes: 64 << 10,
-            pool_buffers: 1024,
+            pool_buffers: 64,
+            max_read_buffers: 1024,
             handoff_queue: 1024,
             max_connections_per_worker: 100_000,
         }

@@ -43,6 +43,7 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.key("max_headers", l.max_headers);
     out.key("read_buffer_bytes", l.read_buffer_bytes);
     out.key("pool_buffers", l.pool_buffers);
+    out.key("max_read_buffers", l.max_read_buffers);
     out.key("handoff_queue", l.handoff_queue);
     out.key("max_connections_per_worker", l.max_connections_per_worker);
 

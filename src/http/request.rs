@@ -37,7 +37,10 @@ impl HeadError {
 impl RequestHead {
     /// First value of a header, by lower-case name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn header_count(&self, name: &str) -> usize {
@@ -60,7 +63,9 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(v) => {
                         out.push(v);
@@ -88,7 +93,11 @@ fn percent_decode(s: &str) -> String {
 /// Parses a request head from the bytes buffered so far. `Ok(None)`: incomplete, read more
 /// (the caller enforces `max_bytes` on what it buffers). `Ok(Some((head, n)))`: the head took
 /// the first `n` bytes; anything after belongs to the connection's next layer.
-pub fn parse_head(buf: &[u8], max_bytes: usize, max_headers: usize) -> Result<Option<(RequestHead, usize)>, HeadError> {
+pub fn parse_head(
+    buf: &[u8],
+    max_bytes: usize,
+    max_headers: usize,
+) -> Result<Option<(RequestHead, usize)>, HeadError> {
     let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
     let mut req = httparse::Request::new(&mut storage);
     let status = match req.parse(buf) {
@@ -99,7 +108,11 @@ pub fn parse_head(buf: &[u8], max_bytes: usize, max_headers: usize) -> Result<Op
     let n = match status {
         httparse::Status::Complete(n) => n,
         httparse::Status::Partial => {
-            return if buf.len() >= max_bytes { Err(HeadError::TooLarge) } else { Ok(None) };
+            return if buf.len() >= max_bytes {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            };
         }
     };
     if n > max_bytes {
@@ -152,8 +165,14 @@ mod tests {
         assert_eq!(parse_head(&big, 256, 32), Err(HeadError::TooLarge));
         let many: String = (0..40).map(|i| format!("X-{i}: v\r\n")).collect();
         let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        assert_eq!(parse_head(req.as_bytes(), 8192, 32), Err(HeadError::TooManyHeaders));
-        assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n", 8192, 32), Err(HeadError::Malformed));
+        assert_eq!(
+            parse_head(req.as_bytes(), 8192, 32),
+            Err(HeadError::TooManyHeaders)
+        );
+        assert_eq!(
+            parse_head(b"\x00\x01garbage\r\n\r\n", 8192, 32),
+            Err(HeadError::Malformed)
+        );
     }
 
     #[test]

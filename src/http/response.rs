@@ -74,7 +74,11 @@ impl Response {
         }
         head.push_str(SECURITY_HEADERS);
         if self.status != 101 {
-            let _ = write!(head, "Content-Length: {}\r\nConnection: close\r\n", self.body.len());
+            let _ = write!(
+                head,
+                "Content-Length: {}\r\nConnection: close\r\n",
+                self.body.len()
+            );
         }
         head.push_str("\r\n");
         let mut out = head.into_bytes();
@@ -89,10 +93,17 @@ mod tests {
 
     #[test]
     fn error_has_json_body_and_security_headers() {
-        let r = Response::error(409, "session_full", "two peers already").with_header("Retry-After", "1");
+        let r = Response::error(409, "session_full", "two peers already")
+            .with_header("Retry-After", "1");
         let text = String::from_utf8(r.to_bytes()).unwrap();
         assert!(text.starts_with("HTTP/1.1 409 Conflict\r\n"));
-        for h in ["X-Content-Type-Options: nosniff", "X-Frame-Options: DENY", "Referrer-Policy: no-referrer", "Cache-Control: no-store", "Retry-After: 1"] {
+        for h in [
+            "X-Content-Type-Options: nosniff",
+            "X-Frame-Options: DENY",
+            "Referrer-Policy: no-referrer",
+            "Cache-Control: no-store",
+            "Retry-After: 1",
+        ] {
             assert!(text.contains(h), "{h}");
         }
         let body = text.split("\r\n\r\n").nth(1).unwrap();

@@ -19,7 +19,9 @@ pub enum Route {
     Echo,
     Health,
     /// `/v1/http/{session}/...`: belongs to the HTTP bridge.
-    Bridge { session: String },
+    Bridge {
+        session: String,
+    },
     NotFound,
 }
 
@@ -31,19 +33,30 @@ pub struct RouteError {
 }
 
 fn bad(code: &'static str, message: &'static str) -> RouteError {
-    RouteError { status: 400, code, message }
+    RouteError {
+        status: 400,
+        code,
+        message,
+    }
 }
 
 pub fn valid_session_id(s: &str) -> bool {
-    (1..=MAX_SESSION_LEN).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._~-".contains(&c))
+    (1..=MAX_SESSION_LEN).contains(&s.len())
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._~-".contains(&c))
 }
 
 pub fn valid_role(s: &str) -> bool {
-    (1..=MAX_ROLE_LEN).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+    (1..=MAX_ROLE_LEN).contains(&s.len())
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }
 
 fn flag(v: Option<String>) -> bool {
-    matches!(v.as_deref(), Some("1") | Some("true") | Some("yes") | Some(""))
+    matches!(
+        v.as_deref(),
+        Some("1") | Some("true") | Some("yes") | Some("")
+    )
 }
 
 /// Resolves the route. The session is validated here, before any cross-core handoff, so the
@@ -52,17 +65,31 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
     let path = head.path.as_str();
     let relay = |session: &str, role: Option<String>, events: bool| -> Result<Route, RouteError> {
         if !valid_session_id(session) {
-            return Err(bad("invalid_session", "session id must be 1 to 128 characters of A-Z a-z 0-9 . _ ~ -"));
+            return Err(bad(
+                "invalid_session",
+                "session id must be 1 to 128 characters of A-Z a-z 0-9 . _ ~ -",
+            ));
         }
         if let Some(r) = &role {
             if !valid_role(r) {
-                return Err(bad("invalid_role", "role must be 1 to 32 characters of a-z 0-9 _ -"));
+                return Err(bad(
+                    "invalid_role",
+                    "role must be 1 to 32 characters of a-z 0-9 _ -",
+                ));
             }
         }
-        Ok(Route::Relay(RelayTarget { session: session.to_string(), role, events }))
+        Ok(Route::Relay(RelayTarget {
+            session: session.to_string(),
+            role,
+            events,
+        }))
     };
     if let Some(session) = path.strip_prefix("/v1/relay/") {
-        return relay(session, head.query_param("role"), flag(head.query_param("events")));
+        return relay(
+            session,
+            head.query_param("role"),
+            flag(head.query_param("events")),
+        );
     }
     if let Some(session) = path.strip_prefix("/desktop/") {
         return relay(session, Some("desktop".into()), true);
@@ -73,9 +100,14 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
     if let Some(rest) = path.strip_prefix("/v1/http/") {
         let session = rest.split('/').next().unwrap_or("");
         if !valid_session_id(session) {
-            return Err(bad("invalid_session", "session id must be 1 to 128 characters of A-Z a-z 0-9 . _ ~ -"));
+            return Err(bad(
+                "invalid_session",
+                "session id must be 1 to 128 characters of A-Z a-z 0-9 . _ ~ -",
+            ));
         }
-        return Ok(Route::Bridge { session: session.to_string() });
+        return Ok(Route::Bridge {
+            session: session.to_string(),
+        });
     }
     Ok(match path {
         "/v1/echo" => Route::Echo,
@@ -98,10 +130,28 @@ mod tests {
     fn relay_routes() {
         assert_eq!(
             r("/v1/relay/s-1.x~_?role=agent&events=1"),
-            Ok(Route::Relay(RelayTarget { session: "s-1.x~_".into(), role: Some("agent".into()), events: true }))
+            Ok(Route::Relay(RelayTarget {
+                session: "s-1.x~_".into(),
+                role: Some("agent".into()),
+                events: true
+            }))
         );
-        assert_eq!(r("/v1/relay/s"), Ok(Route::Relay(RelayTarget { session: "s".into(), role: None, events: false })));
-        assert_eq!(r("/mobile/s"), Ok(Route::Relay(RelayTarget { session: "s".into(), role: Some("mobile".into()), events: true })));
+        assert_eq!(
+            r("/v1/relay/s"),
+            Ok(Route::Relay(RelayTarget {
+                session: "s".into(),
+                role: None,
+                events: false
+            }))
+        );
+        assert_eq!(
+            r("/mobile/s"),
+            Ok(Route::Relay(RelayTarget {
+                session: "s".into(),
+                role: Some("mobile".into()),
+                events: true
+            }))
+        );
         assert_eq!(r("/v1/echo"), Ok(Route::Echo));
         assert_eq!(r("/nope"), Ok(Route::NotFound));
     }
@@ -109,12 +159,26 @@ mod tests {
     #[test]
     fn bad_ids_and_roles_are_400() {
         let long = "a".repeat(129);
-        for t in ["/v1/relay/", "/v1/relay/a%20b", "/v1/relay/a*", "/v1/relay/a/b", "/v1/relay/%41", &format!("/v1/relay/{long}")] {
+        for t in [
+            "/v1/relay/",
+            "/v1/relay/a%20b",
+            "/v1/relay/a*",
+            "/v1/relay/a/b",
+            "/v1/relay/%41",
+            &format!("/v1/relay/{long}"),
+        ] {
             assert_eq!(r(t).unwrap_err().status, 400, "{t}");
         }
-        assert_eq!(r(&format!("/v1/relay/{}", "a".repeat(128))).map(|_| ()), Ok(()));
+        assert_eq!(
+            r(&format!("/v1/relay/{}", "a".repeat(128))).map(|_| ()),
+            Ok(())
+        );
         for role in ["A", "x%20y", "", &"r".repeat(33)] {
-            assert_eq!(r(&format!("/v1/relay/s?role={role}")).unwrap_err().code, "invalid_role", "{role}");
+            assert_eq!(
+                r(&format!("/v1/relay/s?role={role}")).unwrap_err().code,
+                "invalid_role",
+                "{role}"
+            );
         }
     }
 }

@@ -15,8 +15,15 @@ const ABNORMAL: u16 = 1006;
 /// Reads from `peer` until it leaves and forwards to the other peer of `session` (or back to
 /// itself on the echo route, when `session` is `None`). `initial` holds bytes that arrived
 /// with the upgrade request.
-pub async fn run(core: Rc<Core>, peer: Rc<Peer>, session: Option<Rc<Session>>, mut initial: Vec<u8>) {
-    let limits = DecodeLimits { max_message_bytes: core.config().limits.max_message_bytes as u64 };
+pub async fn run(
+    core: Rc<Core>,
+    peer: Rc<Peer>,
+    session: Option<Rc<Session>>,
+    mut initial: Vec<u8>,
+) {
+    let limits = DecodeLimits {
+        max_message_bytes: core.config().limits.max_message_bytes as u64,
+    };
     let mut inbound = Inbound::default();
     // After a read that filled the buffer more is likely waiting: read again at once rather
     // than paying for a readiness round trip.
@@ -24,7 +31,7 @@ pub async fn run(core: Rc<Core>, peer: Rc<Peer>, session: Option<Rc<Session>>, m
     let end_code = loop {
         let mut chunk;
         if !initial.is_empty() {
-            chunk = core.pool.take();
+            chunk = core.pool.take().await;
             inbound.prepare(&mut chunk.data);
             chunk.data.extend_from_slice(&initial);
             initial = Vec::new();
@@ -32,7 +39,7 @@ pub async fn run(core: Rc<Core>, peer: Rc<Peer>, session: Option<Rc<Session>>, m
             if !hot && peer.sock.readable().await.is_err() {
                 break ABNORMAL;
             }
-            chunk = core.pool.take();
+            chunk = core.pool.take().await;
             let start = inbound.prepare(&mut chunk.data);
             let data = std::mem::take(&mut chunk.data);
             let (res, slice) = peer.sock.read(data.slice_mut(start..)).await;
@@ -56,13 +63,24 @@ pub async fn run(core: Rc<Core>, peer: Rc<Peer>, session: Option<Rc<Session>>, m
             }
         };
         chunk.segs.clear();
-        let out = inbound.decode(&mut chunk.data, receiver.as_ref().map(|r| r.id), limits, &mut chunk.segs);
+        let c = &mut *chunk;
+        let out = inbound.decode(
+            &mut c.data,
+            receiver.as_ref().map(|r| r.id),
+            limits,
+            &mut c.segs,
+        );
+        // Rare: copied out so the buffer can go to the receiver first.
+        let pong = out.ping.map(|(a, b)| chunk.data[a..b].to_vec());
         if out.data_seen {
             if let Some(s) = &session {
                 s.last_activity_ms.set(now);
             }
         }
-        bump(&core.stats.messages_forwarded, out.messages_forwarded as u64);
+        bump(
+            &core.stats.messages_forwarded,
+            out.messages_forwarded as u64,
+        );
         match (&receiver, chunk.segs.is_empty()) {
             (Some(r), false) => {
                 bump(&core.stats.bytes_forwarded, out.payload_bytes);
@@ -73,14 +91,22 @@ pub async fn run(core: Rc<Core>, peer: Rc<Peer>, session: Option<Rc<Session>>, m
             _ => core.pool.put(chunk),
         }
         if out.messages_dropped > 0 {
-            bump(&core.stats.messages_dropped_peer_absent, out.messages_dropped as u64);
+            bump(
+                &core.stats.messages_dropped_peer_absent,
+                out.messages_dropped as u64,
+            );
             if peer.events && !peer.is_closing() {
-                let detail = format!("{} message(s) dropped: no peer connected", out.messages_dropped);
-                let _ = peer.send_event(events::error("peer_absent", &detail)).await;
+                let detail = format!(
+                    "{} message(s) dropped: no peer connected",
+                    out.messages_dropped
+                );
+                let _ = Box::pin(peer.send_event(events::error("peer_absent", &detail))).await;
             }
         }
-        if let Some((payload, n)) = out.ping {
-            let _ = peer.send_control(OpCode::Pong, &payload[..n as usize]).await;
+        // The rare awaits below are boxed: their futures would otherwise size every
+        // connection's task for its whole life.
+        if let Some(payload) = pong {
+            let _ = Box::pin(peer.send_control(OpCode::Pong, &payload)).await;
         }
         if let (Some(id), Some(r)) = (out.aborted_receiver, &receiver) {
             if r.id == id {
@@ -90,13 +116,13 @@ pub async fn run(core: Rc<Core>, peer: Rc<Peer>, session: Option<Rc<Session>>, m
         match out.closing {
             Some(Closing::Peer(code)) => {
                 if !peer.is_closing() {
-                    peer.answer_close(code).await;
+                    Box::pin(peer.answer_close(code)).await;
                 }
                 break code;
             }
             Some(Closing::Violation(code, reason)) => {
                 bump(&core.stats.protocol_errors, 1);
-                peer.close(code, reason, now).await;
+                Box::pin(peer.close(code, reason, now)).await;
                 break code.0;
             }
             None => {}
@@ -109,10 +135,19 @@ pub async fn run(core: Rc<Core>, peer: Rc<Peer>, session: Option<Rc<Session>>, m
 /// be handed the truncated message as if it were whole.
 fn abort_receiver(core: &Rc<Core>, r: Rc<Peer>) {
     let now = core.clock.now_ms();
-    monoio::spawn(async move { r.close(CloseCode::PEER_ABORTED, "peer left mid-message", now).await });
+    monoio::spawn(async move {
+        r.close(CloseCode::PEER_ABORTED, "peer left mid-message", now)
+            .await
+    });
 }
 
-fn leave(core: &Rc<Core>, peer: &Rc<Peer>, session: Option<&Session>, inbound: &Inbound, end_code: u16) {
+fn leave(
+    core: &Rc<Core>,
+    peer: &Rc<Peer>,
+    session: Option<&Session>,
+    inbound: &Inbound,
+    end_code: u16,
+) {
     peer.sock.abort();
     core.registry.remove_peer(peer.id);
     bump(&core.stats.connections_closed, 1);
@@ -134,5 +169,11 @@ fn leave(core: &Rc<Core>, peer: &Rc<Peer>, session: Option<&Session>, inbound: &
         core.registry.release_if_empty(s);
     }
     core.publish_gauges();
-    tracing::info!(conn = peer.id, role = &*peer.role, session = session.map(|s| &*s.id), code, "connection closed");
+    tracing::info!(
+        conn = peer.id,
+        role = &*peer.role,
+        session = session.map(|s| &*s.id),
+        code,
+        "connection closed"
+    );
 }

@@ -4,7 +4,9 @@ use serde_json::json;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn ts() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub fn connected(session: &str, role: &str, peer_present: bool) -> String {

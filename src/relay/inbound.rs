@@ -8,7 +8,10 @@
 //! into the headroom reserved at the front of every buffer. Nothing is reassembled or copied.
 
 use crate::ws::close::parse_close_payload;
-use crate::ws::frame::{encode_header_before, parse_header, Sender, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, MAX_SERVER_HEADER_LEN};
+use crate::ws::frame::{
+    encode_header_before, parse_header, Sender, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
+    MAX_SERVER_HEADER_LEN,
+};
 use crate::ws::mask::apply_mask;
 use crate::ws::{CloseCode, OpCode, Utf8Validator};
 
@@ -56,8 +59,9 @@ pub enum Closing {
 /// What one buffer held, besides the segments to forward.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Outcome {
-    /// The latest ping's payload, to answer with a pong (older ones in the buffer need none).
-    pub ping: Option<([u8; MAX_CONTROL_PAYLOAD], u8)>,
+    /// Where the latest ping's (unmasked) payload sits in the buffer, to answer with a pong;
+    /// older pings in the same buffer need no answer of their own (RFC 6455 section 5.5.3).
+    pub ping: Option<(usize, usize)>,
     pub closing: Option<Closing>,
     pub messages_forwarded: u32,
     pub messages_dropped: u32,
@@ -80,7 +84,13 @@ pub struct Inbound {
 
 impl Default for Inbound {
     fn default() -> Self {
-        Inbound { frame: None, msg: None, carry: [0; CARRY_MAX], carry_len: 0, closed: false }
+        Inbound {
+            frame: None,
+            msg: None,
+            carry: [0; CARRY_MAX],
+            carry_len: 0,
+            closed: false,
+        }
     }
 }
 
@@ -103,14 +113,24 @@ impl Inbound {
     /// The receiver holds an unfinished message from this sender.
     pub fn receiver_open(&self) -> Option<u64> {
         match self.msg {
-            Some(MsgState { target: Target::Forward(r), out_started: true, .. }) => Some(r),
+            Some(MsgState {
+                target: Target::Forward(r),
+                out_started: true,
+                ..
+            }) => Some(r),
             _ => None,
         }
     }
 
     /// Decodes `buf[HEADROOM..]` (laid out by `prepare`) and appends the ranges to forward to
     /// `segs`. `receiver` is the connection id the current peer would forward to, if any.
-    pub fn decode(&mut self, buf: &mut [u8], receiver: Option<u64>, limits: DecodeLimits, segs: &mut Vec<Segment>) -> Outcome {
+    pub fn decode(
+        &mut self,
+        buf: &mut [u8],
+        receiver: Option<u64>,
+        limits: DecodeLimits,
+        segs: &mut Vec<Segment>,
+    ) -> Outcome {
         let mut out = Outcome::default();
         let end = buf.len();
         let mut i = HEADROOM;
@@ -159,7 +179,13 @@ impl Inbound {
                         crate::ws::HeaderError::LengthTopBit => "invalid 64-bit length",
                         _ => "client frames must be masked",
                     };
-                    self.violate(Closing::Violation(CloseCode::PROTOCOL, reason), segs, msg_first_seg, open_before, &mut out);
+                    self.violate(
+                        Closing::Violation(CloseCode::PROTOCOL, reason),
+                        segs,
+                        msg_first_seg,
+                        open_before,
+                        &mut out,
+                    );
                     break;
                 }
                 Ok(None) => {
@@ -175,15 +201,12 @@ impl Inbound {
                     self.keep(&buf[i..end]);
                     break;
                 }
-                let payload = &mut buf[i + h.header_len..i + total];
+                let (p0, p1) = (i + h.header_len, i + total);
+                let payload = &mut buf[p0..p1];
                 apply_mask(payload, mask, 0);
                 i += total;
                 match h.opcode {
-                    OpCode::Ping => {
-                        let mut p = [0u8; MAX_CONTROL_PAYLOAD];
-                        p[..payload.len()].copy_from_slice(payload);
-                        out.ping = Some((p, payload.len() as u8));
-                    }
+                    OpCode::Ping => out.ping = Some((p0, p1)),
                     OpCode::Close => {
                         let closing = match parse_close_payload(payload) {
                             Ok(code) => Closing::Peer(code),
@@ -204,11 +227,29 @@ impl Inbound {
             out.data_seen = true;
             match (h.opcode, self.msg.is_some()) {
                 (OpCode::Continuation, false) => {
-                    self.violate(Closing::Violation(CloseCode::PROTOCOL, "continuation frame without a message"), segs, msg_first_seg, open_before, &mut out);
+                    self.violate(
+                        Closing::Violation(
+                            CloseCode::PROTOCOL,
+                            "continuation frame without a message",
+                        ),
+                        segs,
+                        msg_first_seg,
+                        open_before,
+                        &mut out,
+                    );
                     break;
                 }
                 (OpCode::Text | OpCode::Binary, true) => {
-                    self.violate(Closing::Violation(CloseCode::PROTOCOL, "new message inside a fragmented one"), segs, msg_first_seg, open_before, &mut out);
+                    self.violate(
+                        Closing::Violation(
+                            CloseCode::PROTOCOL,
+                            "new message inside a fragmented one",
+                        ),
+                        segs,
+                        msg_first_seg,
+                        open_before,
+                        &mut out,
+                    );
                     break;
                 }
                 (OpCode::Continuation, true) => {}
@@ -225,11 +266,22 @@ impl Inbound {
             }
             let msg = self.msg.as_mut().expect("message state set above");
             if msg.bytes + h.payload_len > limits.max_message_bytes {
-                self.violate(Closing::Violation(CloseCode::TOO_BIG, "message too big"), segs, msg_first_seg, open_before, &mut out);
+                self.violate(
+                    Closing::Violation(CloseCode::TOO_BIG, "message too big"),
+                    segs,
+                    msg_first_seg,
+                    open_before,
+                    &mut out,
+                );
                 break;
             }
             msg.bytes += h.payload_len;
-            self.frame = Some(FrameState { fin: h.fin, remaining: h.payload_len, mask, pos: 0 });
+            self.frame = Some(FrameState {
+                fin: h.fin,
+                remaining: h.payload_len,
+                mask,
+                pos: 0,
+            });
             i += h.header_len;
         }
         out
@@ -241,7 +293,14 @@ impl Inbound {
         self.carry_len = bytes.len() as u8;
     }
 
-    fn violate(&mut self, v: Closing, segs: &mut Vec<Segment>, msg_first_seg: usize, open_before: Option<u64>, out: &mut Outcome) {
+    fn violate(
+        &mut self,
+        v: Closing,
+        segs: &mut Vec<Segment>,
+        msg_first_seg: usize,
+        open_before: Option<u64>,
+        out: &mut Outcome,
+    ) {
         segs.truncate(msg_first_seg);
         if let Some(r) = open_before {
             if self.msg.is_some_and(|m| m.target == Target::Forward(r)) {
@@ -254,8 +313,19 @@ impl Inbound {
         self.frame = None;
     }
 
-    fn data_chunk(&mut self, buf: &mut [u8], range: std::ops::Range<usize>, frame_done: bool, frame_fin: bool, segs: &mut Vec<Segment>, out: &mut Outcome) -> Result<(), Closing> {
-        let msg = self.msg.as_mut().expect("data frames only arrive inside a message");
+    fn data_chunk(
+        &mut self,
+        buf: &mut [u8],
+        range: std::ops::Range<usize>,
+        frame_done: bool,
+        frame_fin: bool,
+        segs: &mut Vec<Segment>,
+        out: &mut Outcome,
+    ) -> Result<(), Closing> {
+        let msg = self
+            .msg
+            .as_mut()
+            .expect("data frames only arrive inside a message");
         let message_done = frame_done && frame_fin;
         if msg.text {
             let bad = Closing::Violation(CloseCode::INVALID_DATA, "invalid UTF-8 in text message");
@@ -272,7 +342,8 @@ impl Inbound {
                     (false, true) => OpCode::Text,
                     (false, false) => OpCode::Binary,
                 };
-                let start = encode_header_before(buf, range.start, message_done, op, range.len() as u64);
+                let start =
+                    encode_header_before(buf, range.start, message_done, op, range.len() as u64);
                 segs.push((start, range.end));
                 msg.out_started = true;
             }

@@ -1,6 +1,7 @@
 //! Seating an upgraded connection in its session, on the session's own core.
 
 use super::{conn, events};
+use crate::http::route::RelayTarget;
 use crate::http::Response;
 use crate::runtime::socket::Socket;
 use crate::runtime::Core;
@@ -11,12 +12,20 @@ use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::rc::Rc;
 
-/// Pairs the connection into `session_id` and runs it. The seat is taken before anything is
+/// Pairs the connection into its session, then runs it as a task of its own, so the
+/// handshake's state is freed before the connection settles down to wait. The seat is taken before anything is
 /// awaited, so two connections racing for one role are decided in arrival order.
-pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, session_id: &str, role: Option<&str>, events_on: bool, upgrade: Response, extra: Vec<u8>) {
+pub async fn join_session(
+    core: Rc<Core>,
+    mut stream: TcpStream,
+    target: RelayTarget,
+    upgrade: Response,
+    extra: Vec<u8>,
+) {
     let now = core.clock.now_ms();
-    let session = core.registry.session(session_id, now);
-    let (slot, role, replaced) = match session.plan(role) {
+    let session = core.registry.session(&target.session, now);
+    let events_on = target.events;
+    let (slot, role, replaced) = match session.plan(target.role.as_deref()) {
         JoinPlan::Full => {
             core.registry.release_if_empty(&session);
             bump(&core.stats.handshakes_refused, 1);
@@ -27,7 +36,13 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, session_id: &st
         JoinPlan::Take { slot, role } => (slot, role, false),
         JoinPlan::Replace { slot, role } => (slot, role, true),
     };
-    let peer = Rc::new(Peer::new(core.next_conn_id(), role.into(), events_on, Socket::new(stream), now));
+    let peer = Rc::new(Peer::new(
+        core.next_conn_id(),
+        role.into(),
+        events_on,
+        Socket::new(stream),
+        now,
+    ));
     let old = session.seat(slot, peer.clone());
     core.registry.add_peer(peer.clone());
     core.publish_gauges();
@@ -35,12 +50,17 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, session_id: &st
     // The 101 and the `connected` event go out before anything the other peer forwards.
     let mut hello = upgrade.to_bytes();
     if events_on {
-        hello.extend(crate::session::peer::event_frame(&events::connected(session_id, &peer.role, other.is_some())));
+        hello.extend(crate::session::peer::event_frame(&events::connected(
+            &session.id,
+            &peer.role,
+            other.is_some(),
+        )));
     }
     if let Some(old) = old {
         bump(&core.stats.peers_replaced, 1);
         monoio::spawn(async move { old.close(CloseCode::REPLACED, "replaced", now).await });
     }
+    drop((target, upgrade));
     let sent = peer.send_bytes(hello).await;
     if let Some(o) = other.filter(|o| o.events) {
         let json = events::peer_connected(&peer.role);
@@ -48,20 +68,34 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, session_id: &st
             let _ = o.send_event(json).await;
         });
     }
-    tracing::info!(conn = peer.id, session = session_id, role = &*peer.role, replaced, "peer joined");
+    tracing::info!(
+        conn = peer.id,
+        session = &*session.id,
+        role = &*peer.role,
+        replaced,
+        "peer joined"
+    );
     if sent.is_err() {
         peer.sock.abort();
     }
-    conn::run(core, peer, Some(session), extra).await;
+    monoio::spawn(conn::run(core, peer, Some(session), extra));
 }
 
 /// Runs an echo connection: its own peer, no session.
 pub async fn run_echo(core: Rc<Core>, stream: TcpStream, upgrade: Response, extra: Vec<u8>) {
-    let peer = Rc::new(Peer::new(core.next_conn_id(), "echo".into(), false, Socket::new(stream), core.clock.now_ms()));
+    let peer = Rc::new(Peer::new(
+        core.next_conn_id(),
+        "echo".into(),
+        false,
+        Socket::new(stream),
+        core.clock.now_ms(),
+    ));
     core.registry.add_peer(peer.clone());
     core.publish_gauges();
-    if peer.send_bytes(upgrade.to_bytes()).await.is_err() {
+    let hello = upgrade.to_bytes();
+    drop(upgrade);
+    if peer.send_bytes(hello).await.is_err() {
         peer.sock.abort();
     }
-    conn::run(core, peer, None, extra).await;
+    monoio::spawn(conn::run(core, peer, None, extra));
 }

@@ -10,7 +10,11 @@ use std::time::Duration;
 /// The tick is a quarter of the shortest timer, between 50 ms and 1 s.
 pub fn tick_period(core: &Core) -> Duration {
     let s = &core.config().session;
-    let shortest = s.ping_interval.min(s.peer_timeout).min(s.idle_timeout).min(s.close_timeout);
+    let shortest = s
+        .ping_interval
+        .min(s.peer_timeout)
+        .min(s.idle_timeout)
+        .min(s.close_timeout);
     (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
@@ -46,7 +50,9 @@ pub async fn run(core: Rc<Core>) {
                 s.last_activity_ms.set(now);
                 bump(&core.stats.sessions_idle_closed, 1);
                 for p in s.peers() {
-                    monoio::spawn(async move { p.close(CloseCode::IDLE, "session idle", now).await });
+                    monoio::spawn(
+                        async move { p.close(CloseCode::IDLE, "session idle", now).await },
+                    );
                 }
             }
         }

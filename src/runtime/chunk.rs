@@ -7,8 +7,12 @@ use monoio::buf::IoVecBuf;
 const MAX_IOVECS: usize = 1024;
 
 /// One read buffer plus the iovecs that point into it. The bytes are read into `data`,
-/// unmasked there, and written from there: the payload is never copied.
-pub struct Chunk {
+/// unmasked there, and written from there: the payload is never copied. Boxed, so that moving
+/// a chunk in and out of I/O operations moves one pointer, which keeps every connection's
+/// task small.
+pub struct Chunk(Box<ChunkInner>);
+
+pub struct ChunkInner {
     pub data: Vec<u8>,
     pub segs: Vec<Segment>,
     iov: Vec<libc::iovec>,
@@ -16,11 +20,31 @@ pub struct Chunk {
     next: usize,
 }
 
+impl std::ops::Deref for Chunk {
+    type Target = ChunkInner;
+    fn deref(&self) -> &ChunkInner {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Chunk {
+    fn deref_mut(&mut self) -> &mut ChunkInner {
+        &mut self.0
+    }
+}
+
 impl Chunk {
     pub fn new(capacity: usize) -> Chunk {
-        Chunk { data: Vec::with_capacity(capacity), segs: Vec::new(), iov: Vec::new(), next: 0 }
+        Chunk(Box::new(ChunkInner {
+            data: Vec::with_capacity(capacity),
+            segs: Vec::new(),
+            iov: Vec::new(),
+            next: 0,
+        }))
     }
+}
 
+impl ChunkInner {
     pub fn capacity(&self) -> usize {
         self.data.capacity()
     }
@@ -40,7 +64,10 @@ impl Chunk {
                     continue;
                 }
             }
-            self.iov.push(libc::iovec { iov_base: base.wrapping_add(a).cast(), iov_len: b - a });
+            self.iov.push(libc::iovec {
+                iov_base: base.wrapping_add(a).cast(),
+                iov_len: b - a,
+            });
             last_end = b;
         }
         self.iov.retain(|v| v.iov_len > 0);
@@ -71,9 +98,10 @@ impl Chunk {
 }
 
 // SAFETY: every iovec points into `data`'s heap allocation, built by `prepare_write` after the
-// last change to `data`; the allocation does not move when the `Chunk` moves, and it is not
-// touched while the runtime owns the chunk for the write. `advance` only moves pointers
-// forward within the same ranges. The count never exceeds the vector's length.
+// last change to `data`; neither that allocation nor the iovec array moves when the `Chunk`
+// (a box) moves, and neither is touched while the runtime owns the chunk for the write.
+// `advance` only moves pointers forward within the same ranges. The count never exceeds the
+// vector's length.
 unsafe impl IoVecBuf for Chunk {
     fn read_iovec_ptr(&self) -> *const libc::iovec {
         self.iov[self.next..].as_ptr()
@@ -105,10 +133,10 @@ mod tests {
         c.segs = vec![(0, 3), (3, 5), (7, 7), (8, 12)];
         c.prepare_write();
         assert_eq!(c.iov.len(), 2);
-        assert_eq!(gather(&c), b"012348901");
+        assert_eq!(gather(&c), b"0123489ab");
         assert_eq!(c.remaining(), 9);
         c.advance(6);
-        assert_eq!(gather(&c), b"901");
+        assert_eq!(gather(&c), b"9ab");
         c.advance(3);
         assert!(c.done());
     }

@@ -11,7 +11,10 @@ pub struct Clock {
 
 impl Clock {
     pub fn new(start: Instant) -> Clock {
-        let c = Clock { start, now_ms: Cell::new(0) };
+        let c = Clock {
+            start,
+            now_ms: Cell::new(0),
+        };
         c.tick();
         c
     }

@@ -44,7 +44,11 @@ impl Core {
         let cfg = &shared.config;
         Core {
             index,
-            pool: BufPool::new(cfg.limits.read_buffer_bytes, cfg.limits.pool_buffers),
+            pool: BufPool::new(
+                cfg.limits.read_buffer_bytes,
+                cfg.limits.pool_buffers,
+                cfg.limits.max_read_buffers,
+            ),
             registry: Registry::default(),
             clock: Clock::new(shared.started),
             stats: CoreStats::default(),
@@ -76,6 +80,9 @@ impl Core {
     /// Publishes this core's connection and session counts for /health.
     pub fn publish_gauges(&self) {
         let g = self.gauges();
-        g.set(self.registry.peer_count() as u64, self.registry.session_count() as u64);
+        g.set(
+            self.registry.peer_count() as u64,
+            self.registry.session_count() as u64,
+        );
     }
 }

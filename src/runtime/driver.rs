@@ -30,7 +30,11 @@ pub fn resolve(choice: DriverChoice) -> Result<Driver, UringUnavailable> {
         DriverChoice::Epoll => Ok(Driver::Epoll),
         DriverChoice::IoUring if uring => Ok(Driver::IoUring),
         DriverChoice::IoUring => Err(UringUnavailable),
-        DriverChoice::Auto => Ok(if uring { Driver::IoUring } else { Driver::Epoll }),
+        DriverChoice::Auto => Ok(if uring {
+            Driver::IoUring
+        } else {
+            Driver::Epoll
+        }),
     }
 }
 
@@ -41,9 +45,15 @@ const URING_ENTRIES: u32 = 4096;
 /// Runs `fut` to completion on a runtime of the chosen driver on this thread.
 pub fn block_on<F: Future<Output = ()>>(driver: Driver, fut: F) -> std::io::Result<()> {
     match driver {
-        Driver::IoUring => RuntimeBuilder::<IoUringDriver>::new().with_entries(URING_ENTRIES).enable_timer().build()?.block_on(fut),
-        Driver::Epoll => RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()?.block_on(fut),
+        Driver::IoUring => RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()?
+            .block_on(fut),
+        Driver::Epoll => RuntimeBuilder::<LegacyDriver>::new()
+            .enable_timer()
+            .build()?
+            .block_on(fut),
     }
     Ok(())
 }
-

@@ -16,7 +16,9 @@ pub struct Socket {
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Socket {
-        Socket { stream: UnsafeCell::new(stream) }
+        Socket {
+            stream: UnsafeCell::new(stream),
+        }
     }
 
     fn shared(&self) -> &TcpStream {

@@ -3,8 +3,9 @@
 
 use super::handoff::{owner_core, Handoff};
 use super::health::health;
+use crate::http::route::{route, RelayTarget};
 use crate::http::upgrade::check_upgrade;
-use crate::http::{parse_head, route::route, HeadError, RequestHead, Response, Route};
+use crate::http::{parse_head, HeadError, RequestHead, Response, Route};
 use crate::relay::join::{join_session, run_echo};
 use crate::runtime::Core;
 use crate::stats::bump;
@@ -42,7 +43,9 @@ async fn read_head(core: &Core, stream: &mut TcpStream, mut buf: Vec<u8>) -> Hea
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity().max(1024));
         }
-        let cap = buf.capacity().min(limits.max_header_bytes.max(buf.len() + 1));
+        let cap = buf
+            .capacity()
+            .min(limits.max_header_bytes.max(buf.len() + 1));
         let len = buf.len();
         let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
         buf = slice.into_inner();
@@ -55,9 +58,9 @@ async fn read_head(core: &Core, stream: &mut TcpStream, mut buf: Vec<u8>) -> Hea
 
 /// Writes a refusal, then closes politely so the client reads it before the reset that an
 /// unread request body would otherwise cause.
-pub async fn refuse(core: &Core, mut stream: TcpStream, resp: Response) {
+pub async fn refuse(core: &Core, stream: &mut TcpStream, resp: Response) {
     bump(&core.stats.handshakes_refused, 1);
-    answer(&mut stream, resp).await;
+    answer(stream, resp).await;
 }
 
 async fn answer(stream: &mut TcpStream, resp: Response) {
@@ -79,56 +82,129 @@ async fn answer(stream: &mut TcpStream, resp: Response) {
     let _ = monoio::time::timeout(Duration::from_millis(500), drain).await;
 }
 
+/// What the HTTP phase decided. Everything it parsed is dropped before the long-lived phase
+/// starts, so an idle upgraded connection keeps no request head or read buffer.
+enum Next {
+    Done,
+    Echo {
+        upgrade: Response,
+        extra: Vec<u8>,
+    },
+    Join {
+        target: RelayTarget,
+        upgrade: Response,
+        extra: Vec<u8>,
+    },
+    HandOver {
+        owner: usize,
+        bytes: Vec<u8>,
+    },
+}
+
 /// Entry for a freshly accepted connection (or one handed over with `initial` bytes).
-pub async fn handle(core: Rc<Core>, mut stream: TcpStream, listener: Listener, initial: Vec<u8>, accepted_at: Instant) {
+pub async fn handle(
+    core: Rc<Core>,
+    mut stream: TcpStream,
+    listener: Listener,
+    initial: Vec<u8>,
+    accepted_at: Instant,
+) {
+    match http_phase(&core, &mut stream, listener, initial, accepted_at).await {
+        Next::Done => {}
+        Next::Echo { upgrade, extra } => run_echo(core, stream, upgrade, extra).await,
+        Next::Join {
+            target,
+            upgrade,
+            extra,
+        } => join_session(core, stream, target, upgrade, extra).await,
+        Next::HandOver { owner, bytes } => {
+            hand_over(&core, stream, owner, bytes, accepted_at).await
+        }
+    }
+}
+
+async fn http_phase(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    listener: Listener,
+    initial: Vec<u8>,
+    accepted_at: Instant,
+) -> Next {
     let timeout = core.config().limits.handshake_timeout;
-    let buf = if initial.is_empty() { Vec::with_capacity(1024) } else { initial };
-    let elapsed = accepted_at.elapsed();
-    let left = timeout.saturating_sub(elapsed);
-    let (head, buf, head_len) = match monoio::time::timeout(left, read_head(&core, &mut stream, buf)).await {
-        Ok(HeadRead::Done(h, b, n)) => (h, b, n),
-        Ok(HeadRead::Refuse(e)) => {
-            let msg = match e {
-                HeadError::Malformed => "malformed HTTP request",
-                HeadError::TooLarge => "request header block too large",
-                HeadError::TooManyHeaders => "too many request headers",
-            };
-            let code = if e.status() == 431 { "header_too_large" } else { "bad_request" };
-            return refuse(&core, stream, Response::error(e.status(), code, msg)).await;
-        }
-        Ok(HeadRead::Gone) => return,
-        Err(_) => {
-            bump(&core.stats.handshakes_refused, 1);
-            tracing::debug!("handshake timed out");
-            return;
-        }
+    let buf = if initial.is_empty() {
+        Vec::with_capacity(1024)
+    } else {
+        initial
     };
+    let left = timeout.saturating_sub(accepted_at.elapsed());
+    let (head, mut buf, head_len) =
+        match monoio::time::timeout(left, read_head(core, stream, buf)).await {
+            Ok(HeadRead::Done(h, b, n)) => (h, b, n),
+            Ok(HeadRead::Refuse(e)) => {
+                let msg = match e {
+                    HeadError::Malformed => "malformed HTTP request",
+                    HeadError::TooLarge => "request header block too large",
+                    HeadError::TooManyHeaders => "too many request headers",
+                };
+                let code = if e.status() == 431 {
+                    "header_too_large"
+                } else {
+                    "bad_request"
+                };
+                refuse(core, stream, Response::error(e.status(), code, msg)).await;
+                return Next::Done;
+            }
+            Ok(HeadRead::Gone) => return Next::Done,
+            Err(_) => {
+                bump(&core.stats.handshakes_refused, 1);
+                tracing::debug!("handshake timed out");
+                return Next::Done;
+            }
+        };
     let r = match route(&head) {
         Ok(r) => r,
-        Err(e) => return refuse(&core, stream, Response::error(e.status, e.code, e.message)).await,
+        Err(e) => {
+            refuse(core, stream, Response::error(e.status, e.code, e.message)).await;
+            return Next::Done;
+        }
     };
-    match (listener, r) {
-        (_, Route::Health) => answer(&mut stream, health(&core.shared)).await,
+    let refusal = match (listener, r) {
+        (_, Route::Health) => {
+            answer(stream, health(&core.shared)).await;
+            return Next::Done;
+        }
         (Listener::Public, Route::Echo) => match upgrade(&head) {
-            Ok(resp) => run_echo(core, stream, resp, buf[head_len..].to_vec()).await,
-            Err(resp) => refuse(&core, stream, resp).await,
-        },
-        (Listener::Public, Route::Relay(target)) => {
-            let resp = match upgrade(&head) {
-                Ok(resp) => resp,
-                Err(resp) => return refuse(&core, stream, resp).await,
-            };
-            let owner = owner_core(&target.session, core.shared.workers());
-            if owner != core.index {
-                return hand_over(&core, stream, owner, buf, accepted_at).await;
+            Ok(upgrade) => {
+                return Next::Echo {
+                    upgrade,
+                    extra: buf.split_off(head_len),
+                }
             }
-            join_session(core, stream, &target.session, target.role.as_deref(), target.events, resp, buf[head_len..].to_vec()).await
-        }
-        (Listener::Public, Route::Bridge { .. }) => {
-            refuse(&core, stream, Response::error(404, "bridge_unavailable", "the HTTP bridge is not enabled on this relay")).await
-        }
-        _ => refuse(&core, stream, Response::error(404, "not_found", "no such route")).await,
-    }
+            Err(resp) => resp,
+        },
+        (Listener::Public, Route::Relay(target)) => match upgrade(&head) {
+            Ok(upgrade) => {
+                let owner = owner_core(&target.session, core.shared.workers());
+                if owner != core.index {
+                    return Next::HandOver { owner, bytes: buf };
+                }
+                return Next::Join {
+                    target,
+                    upgrade,
+                    extra: buf.split_off(head_len),
+                };
+            }
+            Err(resp) => resp,
+        },
+        (Listener::Public, Route::Bridge { .. }) => Response::error(
+            404,
+            "bridge_unavailable",
+            "the HTTP bridge is not enabled on this relay",
+        ),
+        _ => Response::error(404, "not_found", "no such route"),
+    };
+    refuse(core, stream, refusal).await;
+    Next::Done
 }
 
 fn upgrade(head: &RequestHead) -> Result<Response, Response> {
@@ -136,19 +212,34 @@ fn upgrade(head: &RequestHead) -> Result<Response, Response> {
     Ok(Response::switching_protocols(&accept_key(key.as_bytes())))
 }
 
-async fn hand_over(core: &Core, stream: TcpStream, owner: usize, bytes: Vec<u8>, accepted_at: Instant) {
+async fn hand_over(
+    core: &Core,
+    stream: TcpStream,
+    owner: usize,
+    bytes: Vec<u8>,
+    accepted_at: Instant,
+) {
     let fd = stream.into_raw_fd();
     // SAFETY: `into_raw_fd` gave up monoio's ownership of this fd (and deregistered it from
     // this core's driver); nothing else refers to it, so the std stream becomes its only owner.
     let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    match core.shared.handoff[owner].try_send(Handoff { stream: std_stream, bytes, accepted_at }) {
+    match core.shared.handoff[owner].try_send(Handoff {
+        stream: std_stream,
+        bytes,
+        accepted_at,
+    }) {
         Ok(()) => bump(&core.stats.handoffs_out, 1),
         Err(e) => {
             bump(&core.stats.handoffs_refused, 1);
             let h = e.into_inner();
-            if let Ok(stream) = TcpStream::from_std(h.stream) {
-                let resp = Response::error(503, "overloaded", "the session's worker is busy; retry shortly").with_header("Retry-After", "1");
-                refuse(core, stream, resp).await;
+            if let Ok(mut stream) = TcpStream::from_std(h.stream) {
+                let resp = Response::error(
+                    503,
+                    "overloaded",
+                    "the session's worker is busy; retry shortly",
+                )
+                .with_header("Retry-After", "1");
+                refuse(core, &mut stream, resp).await;
             }
         }
     }
@@ -161,7 +252,13 @@ pub async fn receive_handoffs(core: Rc<Core>, rx: flume::Receiver<Handoff>) {
         match TcpStream::from_std(h.stream) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(handle(core.clone(), stream, Listener::Public, h.bytes, h.accepted_at));
+                monoio::spawn(handle(
+                    core.clone(),
+                    stream,
+                    Listener::Public,
+                    h.bytes,
+                    h.accepted_at,
+                ));
             }
             Err(e) => tracing::warn!(error = %e, "could not adopt a handed-over connection"),
         }

@@ -16,7 +16,10 @@ use std::time::Instant;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Driver(#[from] driver::UringUnavailable),
     #[error("cannot start worker thread: {0}")]
@@ -62,23 +65,37 @@ impl ShutdownHandle {
 impl Server {
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         let driver = driver::resolve(config.driver)?;
-        let bind = |addr: SocketAddr| bind_reuseport(addr).map_err(|source| ServerError::Bind { addr, source });
+        let bind = |addr: SocketAddr| {
+            bind_reuseport(addr).map_err(|source| ServerError::Bind { addr, source })
+        };
         let first = bind(config.listen)?;
-        let addr = first.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+        let addr = first.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let mut listeners = vec![first];
         for _ in 1..config.workers {
             listeners.push(bind(addr)?);
         }
         let admin = bind(config.admin_listen)?;
-        Ok(Server { config: Arc::new(config), driver, listeners, admin })
+        Ok(Server {
+            config: Arc::new(config),
+            driver,
+            listeners,
+            admin,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listeners[0].local_addr().expect("bound listener has an address")
+        self.listeners[0]
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn driver(&self) -> &'static str {
@@ -108,7 +125,8 @@ impl Server {
         let mut stop = Vec::new();
         let mut threads = Vec::new();
         let mut admin = Some(self.admin);
-        for (index, (listener, handoffs)) in self.listeners.into_iter().zip(handoff_rx).enumerate() {
+        for (index, (listener, handoffs)) in self.listeners.into_iter().zip(handoff_rx).enumerate()
+        {
             let (stop_tx, stop_rx) = flume::bounded(1);
             stop.push(stop_tx);
             let setup = worker::WorkerSetup {
@@ -134,7 +152,9 @@ impl Server {
             threads.push(t);
         }
         drop(ready_tx);
-        let handle = ShutdownHandle { senders: Arc::new(stop) };
+        let handle = ShutdownHandle {
+            senders: Arc::new(stop),
+        };
         for _ in 0..workers {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -144,11 +164,17 @@ impl Server {
                 }
                 Err(_) => {
                     handle.trigger();
-                    return Err(ServerError::Worker("a worker exited during start-up".into()));
+                    return Err(ServerError::Worker(
+                        "a worker exited during start-up".into(),
+                    ));
                 }
             }
         }
-        Ok(Running { handle, threads, shared })
+        Ok(Running {
+            handle,
+            threads,
+            shared,
+        })
     }
 }
 

@@ -38,7 +38,13 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(handle(core.clone(), stream, kind, Vec::new(), Instant::now()));
+                monoio::spawn(handle(
+                    core.clone(),
+                    stream,
+                    kind,
+                    Vec::new(),
+                    Instant::now(),
+                ));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning on a full fd table.
@@ -56,7 +62,9 @@ pub async fn run(setup: WorkerSetup) {
     let listener = match TcpListener::from_std(setup.listener) {
         Ok(l) => l,
         Err(e) => {
-            let _ = setup.ready.send(Err(format!("worker {}: {e}", setup.index)));
+            let _ = setup
+                .ready
+                .send(Err(format!("worker {}: {e}", setup.index)));
             return;
         }
     };
@@ -79,11 +87,18 @@ pub async fn run(setup: WorkerSetup) {
     core.shutdown.close();
     let now = core.clock.tick();
     for p in core.registry.peers() {
-        monoio::spawn(async move { p.close(CloseCode::GOING_AWAY, "server shutting down", now).await });
+        monoio::spawn(async move {
+            p.close(CloseCode::GOING_AWAY, "server shutting down", now)
+                .await
+        });
     }
     let deadline = Instant::now() + core.config().shutdown_grace;
     while core.registry.peer_count() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
-    tracing::info!(worker = core.index, left = core.registry.peer_count(), "worker stopped");
+    tracing::info!(
+        worker = core.index,
+        left = core.registry.peer_count(),
+        "worker stopped"
+    );
 }

@@ -20,7 +20,10 @@ pub fn plan_join(slots: [Option<&str>; 2], role: Option<&str>) -> JoinPlan {
     let role = match role {
         Some(r) => {
             if let Some(slot) = slots.iter().position(|s| *s == Some(r)) {
-                return JoinPlan::Replace { slot, role: r.to_string() };
+                return JoinPlan::Replace {
+                    slot,
+                    role: r.to_string(),
+                };
             }
             r
         }
@@ -30,7 +33,10 @@ pub fn plan_join(slots: [Option<&str>; 2], role: Option<&str>) -> JoinPlan {
         },
     };
     match free {
-        Some(slot) => JoinPlan::Take { slot, role: role.to_string() },
+        Some(slot) => JoinPlan::Take {
+            slot,
+            role: role.to_string(),
+        },
         None => JoinPlan::Full,
     }
 }
@@ -40,7 +46,10 @@ mod tests {
     use super::*;
 
     fn take(slot: usize, role: &str) -> JoinPlan {
-        JoinPlan::Take { slot, role: role.into() }
+        JoinPlan::Take {
+            slot,
+            role: role.into(),
+        }
     }
 
     #[test]
@@ -49,10 +58,25 @@ mod tests {
         assert_eq!(plan_join([Some("a"), None], None), take(1, "b"));
         assert_eq!(plan_join([None, Some("a")], None), take(0, "b"));
         assert_eq!(plan_join([Some("a"), Some("b")], None), JoinPlan::Full);
-        assert_eq!(plan_join([Some("desktop"), None], Some("mobile")), take(1, "mobile"));
-        assert_eq!(plan_join([Some("desktop"), Some("mobile")], Some("mobile")), JoinPlan::Replace { slot: 1, role: "mobile".into() });
-        assert_eq!(plan_join([Some("desktop"), Some("mobile")], Some("agent")), JoinPlan::Full);
-        assert_eq!(plan_join([Some("desktop"), Some("mobile")], None), JoinPlan::Full);
+        assert_eq!(
+            plan_join([Some("desktop"), None], Some("mobile")),
+            take(1, "mobile")
+        );
+        assert_eq!(
+            plan_join([Some("desktop"), Some("mobile")], Some("mobile")),
+            JoinPlan::Replace {
+                slot: 1,
+                role: "mobile".into()
+            }
+        );
+        assert_eq!(
+            plan_join([Some("desktop"), Some("mobile")], Some("agent")),
+            JoinPlan::Full
+        );
+        assert_eq!(
+            plan_join([Some("desktop"), Some("mobile")], None),
+            JoinPlan::Full
+        );
         assert_eq!(plan_join([Some("desktop"), None], None), take(1, "a"));
     }
 }

@@ -56,7 +56,11 @@ impl Peer {
     }
 
     /// Writes every segment of `chunk`, then records whether a message is left open.
-    pub async fn send_chunk(&self, mut chunk: Chunk, open_after: bool) -> (std::io::Result<()>, Chunk) {
+    pub async fn send_chunk(
+        &self,
+        mut chunk: Chunk,
+        open_after: bool,
+    ) -> (std::io::Result<()>, Chunk) {
         let Ok(_permit) = self.gate.acquire().await else {
             return (Err(std::io::ErrorKind::BrokenPipe.into()), chunk);
         };
@@ -132,7 +136,11 @@ impl Peer {
 
     /// Answers the peer's close: the same code back, or an empty close when it gave none.
     pub async fn answer_close(&self, code: u16) {
-        let frame = if code == 1005 { vec![0x88, 0] } else { vec![0x88, 2, (code >> 8) as u8, code as u8] };
+        let frame = if code == 1005 {
+            vec![0x88, 0]
+        } else {
+            vec![0x88, 2, (code >> 8) as u8, code as u8]
+        };
         let _ = self.send_bytes(frame).await;
     }
 }

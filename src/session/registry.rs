@@ -14,7 +14,12 @@ pub struct Session {
 
 impl Session {
     pub fn other(&self, me: u64) -> Option<Rc<Peer>> {
-        self.slots.borrow().iter().flatten().find(|p| p.id != me).cloned()
+        self.slots
+            .borrow()
+            .iter()
+            .flatten()
+            .find(|p| p.id != me)
+            .cloned()
     }
 
     pub fn peers(&self) -> Vec<Rc<Peer>> {
@@ -23,7 +28,13 @@ impl Session {
 
     pub fn plan(&self, role: Option<&str>) -> JoinPlan {
         let slots = self.slots.borrow();
-        plan_join([slots[0].as_ref().map(|p| &*p.role), slots[1].as_ref().map(|p| &*p.role)], role)
+        plan_join(
+            [
+                slots[0].as_ref().map(|p| &*p.role),
+                slots[1].as_ref().map(|p| &*p.role),
+            ],
+            role,
+        )
     }
 
     /// Puts `peer` in `slot`, returning whoever it replaces.
@@ -60,7 +71,11 @@ impl Registry {
             return s.clone();
         }
         let id: Rc<str> = id.into();
-        let s = Rc::new(Session { id: id.clone(), slots: RefCell::new([None, None]), last_activity_ms: Cell::new(now_ms) });
+        let s = Rc::new(Session {
+            id: id.clone(),
+            slots: RefCell::new([None, None]),
+            last_activity_ms: Cell::new(now_ms),
+        });
         self.sessions.borrow_mut().insert(id, s.clone());
         s
     }

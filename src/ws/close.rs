@@ -65,7 +65,11 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<u16, CloseError> {
 
 /// Writes a complete unmasked close frame into `out` and returns its length; the reason is cut
 /// at a character boundary to fit the 125-byte control payload.
-pub fn encode_close_frame(out: &mut [u8; 2 + super::frame::MAX_CONTROL_PAYLOAD], code: CloseCode, reason: &str) -> usize {
+pub fn encode_close_frame(
+    out: &mut [u8; 2 + super::frame::MAX_CONTROL_PAYLOAD],
+    code: CloseCode,
+    reason: &str,
+) -> usize {
     let mut cut = reason.len().min(super::frame::MAX_CONTROL_PAYLOAD - 2);
     while !reason.is_char_boundary(cut) {
         cut -= 1;
@@ -84,14 +88,22 @@ mod tests {
 
     #[test]
     fn wire_codes() {
-        for ok in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999] {
-            assert_eq!(parse_close_payload(&(ok as u16).to_be_bytes()), Ok(ok));
+        for ok in [
+            1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999,
+        ] {
+            assert_eq!(parse_close_payload(&ok.to_be_bytes()), Ok(ok));
         }
         for bad in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
-            assert_eq!(parse_close_payload(&bad.to_be_bytes()), Err(CloseError::BadCode(bad)));
+            assert_eq!(
+                parse_close_payload(&bad.to_be_bytes()),
+                Err(CloseError::BadCode(bad))
+            );
         }
         assert_eq!(parse_close_payload(&[3]), Err(CloseError::OneByte));
-        assert_eq!(parse_close_payload(&[3, 232, 0xff]), Err(CloseError::BadReason));
+        assert_eq!(
+            parse_close_payload(&[3, 232, 0xff]),
+            Err(CloseError::BadReason)
+        );
         assert_eq!(parse_close_payload(&[]), Ok(1005));
     }
 

@@ -163,7 +163,13 @@ pub fn server_header_len(len: u64) -> usize {
 
 /// Writes a header into `out` and returns its length. `out` must hold at least
 /// `server_header_len(len)` bytes, plus 4 when masked.
-pub fn encode_header(out: &mut [u8], fin: bool, opcode: OpCode, len: u64, mask: Option<[u8; 4]>) -> usize {
+pub fn encode_header(
+    out: &mut [u8],
+    fin: bool,
+    opcode: OpCode,
+    len: u64,
+    mask: Option<[u8; 4]>,
+) -> usize {
     let mut b0 = opcode.as_u8();
     if fin {
         b0 |= 0x80;
@@ -195,7 +201,13 @@ pub fn encode_header(out: &mut [u8], fin: bool, opcode: OpCode, len: u64, mask: 
 
 /// Writes a server header so that it ends exactly at `end` (where the payload starts) and
 /// returns where it begins. The caller guarantees `end >= server_header_len(len)`.
-pub fn encode_header_before(buf: &mut [u8], end: usize, fin: bool, opcode: OpCode, len: u64) -> usize {
+pub fn encode_header_before(
+    buf: &mut [u8],
+    end: usize,
+    fin: bool,
+    opcode: OpCode,
+    len: u64,
+) -> usize {
     let start = end - server_header_len(len);
     encode_header(&mut buf[start..end], fin, opcode, len, None);
     start
@@ -208,11 +220,28 @@ mod tests {
     fn roundtrip(fin: bool, op: OpCode, len: u64, mask: Option<[u8; 4]>) {
         let mut out = [0u8; MAX_HEADER_LEN];
         let n = encode_header(&mut out, fin, op, len, mask);
-        let from = if mask.is_some() { Sender::Client } else { Sender::Server };
+        let from = if mask.is_some() {
+            Sender::Client
+        } else {
+            Sender::Server
+        };
         let h = parse_header(&out[..n], from).unwrap().unwrap();
-        assert_eq!(h, FrameHeader { fin, opcode: op, mask, payload_len: len, header_len: n });
+        assert_eq!(
+            h,
+            FrameHeader {
+                fin,
+                opcode: op,
+                mask,
+                payload_len: len,
+                header_len: n
+            }
+        );
         for cut in 0..n {
-            assert_eq!(parse_header(&out[..cut], from), Ok(None), "cut {cut} of {n}");
+            assert_eq!(
+                parse_header(&out[..cut], from),
+                Ok(None),
+                "cut {cut} of {n}"
+            );
         }
     }
 
@@ -238,7 +267,10 @@ mod tests {
         let mut big = vec![0x82, 0xFF, 0x80];
         big.extend_from_slice(&[0; 11]);
         assert_eq!(p(&big), Err(HeaderError::LengthTopBit));
-        assert_eq!(parse_header(&[0x81, 0x80], Sender::Server), Err(HeaderError::Masked));
+        assert_eq!(
+            parse_header(&[0x81, 0x80], Sender::Server),
+            Err(HeaderError::Masked)
+        );
     }
 
     #[test]
@@ -246,7 +278,9 @@ mod tests {
         let mut buf = [0u8; 20];
         let start = encode_header_before(&mut buf, 12, true, OpCode::Binary, 300);
         assert_eq!(start, 8);
-        let h = parse_header(&buf[start..], Sender::Server).unwrap().unwrap();
+        let h = parse_header(&buf[start..], Sender::Server)
+            .unwrap()
+            .unwrap();
         assert_eq!(h.payload_len, 300);
         assert_eq!(start + h.header_len, 12);
     }

@@ -5,8 +5,15 @@
 /// inner loop, so no unsafe is needed to be fast.
 pub fn apply_mask(buf: &mut [u8], mask: [u8; 4], offset: usize) {
     let rot = offset % 4;
-    let key = [mask[rot], mask[(rot + 1) % 4], mask[(rot + 2) % 4], mask[(rot + 3) % 4]];
-    let word = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    let key = [
+        mask[rot],
+        mask[(rot + 1) % 4],
+        mask[(rot + 2) % 4],
+        mask[(rot + 3) % 4],
+    ];
+    let word = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
     let mut chunks = buf.chunks_exact_mut(8);
     for c in &mut chunks {
         let mut b = [0u8; 8];

@@ -21,10 +21,20 @@ pub struct TestServer {
 impl TestServer {
     pub fn start(driver: &str, workers: usize, env: &[(&str, &str)]) -> TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringrelay"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--driver", driver, "--workers", &workers.to_string()])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--driver",
+            driver,
+            "--workers",
+            &workers.to_string(),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -41,12 +51,24 @@ impl TestServer {
                 log2.lock().unwrap().push(line);
             }
         });
-        let line = rx.recv_timeout(TIMEOUT).unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
+        let line = rx
+            .recv_timeout(TIMEOUT)
+            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
         let field = |name: &str| -> SocketAddr {
             let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..].split_whitespace().next().unwrap().parse().unwrap()
+            line[start..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         };
-        TestServer { addr: field("listen"), admin: field("admin"), child: Some(child), log }
+        TestServer {
+            addr: field("listen"),
+            admin: field("admin"),
+            child: Some(child),
+            log,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -131,14 +153,19 @@ pub fn recv_close(ws: &mut Ws) -> Option<u16> {
         match ws.read() {
             Ok(Message::Close(c)) => return c.map(|f| u16::from(f.code)),
             Ok(_) => continue,
-            Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => return None,
+            Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => {
+                return None
+            }
             Err(e) => panic!("error before close: {e}"),
         }
     }
 }
 
 pub fn close(ws: &mut Ws, code: u16) {
-    let _ = ws.close(Some(tungstenite::protocol::CloseFrame { code: CloseCode::from(code), reason: "".into() }));
+    let _ = ws.close(Some(tungstenite::protocol::CloseFrame {
+        code: CloseCode::from(code),
+        reason: "".into(),
+    }));
     while ws.read().is_ok() {}
 }
 
@@ -151,12 +178,19 @@ pub fn http(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, head.to_string(), body.to_string())
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    http(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 /// A raw client: does the upgrade by hand, then sends whatever bytes a test wants.
@@ -173,7 +207,11 @@ impl Raw {
         s.write_all(req.as_bytes()).unwrap();
         let mut raw = Raw { s, buf: Vec::new() };
         let head = raw.read_until(b"\r\n\r\n");
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
         raw
     }
 
@@ -203,8 +241,13 @@ impl Raw {
             if self.buf.len() >= 2 {
                 let len7 = (self.buf[1] & 0x7f) as usize;
                 let (len, hl) = match len7 {
-                    126 if self.buf.len() >= 4 => (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4),
-                    127 if self.buf.len() >= 10 => (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10),
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => (
+                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
                     126 | 127 => (usize::MAX, 0),
                     n => (n, 2),
                 };
@@ -226,7 +269,11 @@ impl Raw {
     pub fn close_code(&mut self) -> Option<u16> {
         while let Some((_, op, p)) = self.frame() {
             if op == 8 {
-                return if p.len() >= 2 { Some(u16::from_be_bytes([p[0], p[1]])) } else { Some(1005) };
+                return if p.len() >= 2 {
+                    Some(u16::from_be_bytes([p[0], p[1]]))
+                } else {
+                    Some(1005)
+                };
             }
         }
         None

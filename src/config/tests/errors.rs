@@ -52,6 +52,7 @@ fn env_errors_name_the_key_and_the_variable() {
         ),
         ("limits.pool_buffers", "0", "between 1 and 1000000"),
         ("limits.pool_buffers", "1000001", "between 1 and 1000000"),
+        ("limits.max_read_buffers", "0", "between 1 and 1000000"),
         ("limits.handoff_queue", "0", "between 1 and 1000000"),
         ("limits.handoff_queue", "1000001", "between 1 and 1000000"),
         (

@@ -65,6 +65,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "limits.max_headers" => "32",
         "limits.read_buffer_bytes" => "8192",
         "limits.pool_buffers" => "16",
+        "limits.max_read_buffers" => "32",
         "limits.handoff_queue" => "64",
         "limits.max_connections_per_worker" => "500",
         "session.ping_interval" => "10s",
@@ -112,7 +113,8 @@ fn defaults_match_the_contract() {
     assert_eq!(l.max_header_bytes, 8192);
     assert_eq!(l.max_headers, 64);
     assert_eq!(l.read_buffer_bytes, 65_536);
-    assert_eq!(l.pool_buffers, 1024);
+    assert_eq!(l.pool_buffers, 64);
+    assert_eq!(l.max_read_buffers, 1024);
     assert_eq!(l.handoff_queue, 1024);
     assert_eq!(l.max_connections_per_worker, 100_000);
 

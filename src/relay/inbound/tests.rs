@@ -5,7 +5,9 @@ use super::*;
 use crate::ws::frame::{encode_header, parse_header, Sender};
 use crate::ws::mask::apply_mask_reference;
 
-const LIMITS: DecodeLimits = DecodeLimits { max_message_bytes: 1 << 30 };
+const LIMITS: DecodeLimits = DecodeLimits {
+    max_message_bytes: 1 << 30,
+};
 
 /// One client frame on the wire.
 fn client_frame(fin: bool, op: OpCode, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
@@ -20,7 +22,23 @@ fn client_frame(fin: bool, op: OpCode, payload: &[u8], mask: [u8; 4]) -> Vec<u8>
 
 /// Runs a byte stream through the decoder with reads of the given sizes and buffers of
 /// `buf_size`, the way the connection loop does. Returns the forwarded bytes and outcomes.
-fn run(stream: &[u8], reads: &[usize], buf_size: usize, receiver: Option<u64>) -> (Vec<u8>, Vec<Outcome>) {
+fn run(
+    stream: &[u8],
+    reads: &[usize],
+    buf_size: usize,
+    receiver: Option<u64>,
+) -> (Vec<u8>, Vec<Outcome>) {
+    run_with_pings(stream, reads, buf_size, receiver).0
+}
+
+/// As `run`, also returning the payload of every ping answered.
+fn run_with_pings(
+    stream: &[u8],
+    reads: &[usize],
+    buf_size: usize,
+    receiver: Option<u64>,
+) -> ((Vec<u8>, Vec<Outcome>), Vec<Vec<u8>>) {
+    let mut pings = Vec::new();
     let mut inb = Inbound::default();
     let mut forwarded = Vec::new();
     let mut outcomes = Vec::new();
@@ -30,7 +48,10 @@ fn run(stream: &[u8], reads: &[usize], buf_size: usize, receiver: Option<u64>) -
     while pos < stream.len() {
         let start = inb.prepare(&mut buf);
         let room = buf_size - start;
-        let want = reads[k % reads.len()].max(1).min(room).min(stream.len() - pos);
+        let want = reads[k % reads.len()]
+            .max(1)
+            .min(room)
+            .min(stream.len() - pos);
         k += 1;
         buf.extend_from_slice(&stream[pos..pos + want]);
         pos += want;
@@ -39,12 +60,15 @@ fn run(stream: &[u8], reads: &[usize], buf_size: usize, receiver: Option<u64>) -
         for (a, b) in segs {
             forwarded.extend_from_slice(&buf[a..b]);
         }
+        if let Some((a, b)) = out.ping {
+            pings.push(buf[a..b].to_vec());
+        }
         outcomes.push(out);
         if out.closing.is_some() {
             break;
         }
     }
-    (forwarded, outcomes)
+    ((forwarded, outcomes), pings)
 }
 
 /// Parses unmasked server frames into (opcode, payload) messages, checking framing rules.
@@ -52,7 +76,9 @@ fn server_messages(mut bytes: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
     let mut msgs = Vec::new();
     let mut cur: Option<(OpCode, Vec<u8>)> = None;
     while !bytes.is_empty() {
-        let h = parse_header(bytes, Sender::Server).unwrap().expect("whole frames only");
+        let h = parse_header(bytes, Sender::Server)
+            .unwrap()
+            .expect("whole frames only");
         let p = &bytes[h.header_len..h.header_len + h.payload_len as usize];
         match (h.opcode, &mut cur) {
             (OpCode::Continuation, Some((_, data))) => data.extend_from_slice(p),
@@ -71,13 +97,38 @@ fn server_messages(mut bytes: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
 fn sample_stream() -> (Vec<u8>, Vec<(OpCode, Vec<u8>)>) {
     let mut s = Vec::new();
     let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
-    s.extend(client_frame(true, OpCode::Text, "héllo".as_bytes(), [1, 2, 3, 4]));
+    s.extend(client_frame(
+        true,
+        OpCode::Text,
+        "héllo".as_bytes(),
+        [1, 2, 3, 4],
+    ));
     s.extend(client_frame(true, OpCode::Ping, b"p1", [5, 6, 7, 8]));
-    s.extend(client_frame(false, OpCode::Text, "€ par".as_bytes(), [9, 9, 9, 9]));
+    s.extend(client_frame(
+        false,
+        OpCode::Text,
+        "€ par".as_bytes(),
+        [9, 9, 9, 9],
+    ));
     s.extend(client_frame(true, OpCode::Pong, b"", [1, 1, 1, 1]));
-    s.extend(client_frame(false, OpCode::Continuation, &"tie €".as_bytes()[..6], [2, 2, 2, 2]));
-    s.extend(client_frame(true, OpCode::Continuation, &"tie €".as_bytes()[6..], [3, 3, 3, 3]));
-    s.extend(client_frame(true, OpCode::Binary, &big, [0xde, 0xad, 0xbe, 0xef]));
+    s.extend(client_frame(
+        false,
+        OpCode::Continuation,
+        &"tie €".as_bytes()[..6],
+        [2, 2, 2, 2],
+    ));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        &"tie €".as_bytes()[6..],
+        [3, 3, 3, 3],
+    ));
+    s.extend(client_frame(
+        true,
+        OpCode::Binary,
+        &big,
+        [0xde, 0xad, 0xbe, 0xef],
+    ));
     s.extend(client_frame(true, OpCode::Binary, b"", [4, 3, 2, 1]));
     let expected = vec![
         (OpCode::Text, "héllo".as_bytes().to_vec()),
@@ -93,10 +144,14 @@ fn messages_survive_every_read_size() {
     let (stream, expected) = sample_stream();
     for read in [1, 2, 3, 5, 7, 13, 14, 100, 139, 140, 1000, 4096, 65536] {
         for buf_size in [HEADROOM + CARRY_MAX + 1, 512, 4096, 65536 + HEADROOM] {
-            let (fwd, outs) = run(&stream, &[read], buf_size, Some(7));
-            assert_eq!(server_messages(&fwd), expected, "read {read} buf {buf_size}");
+            let ((fwd, outs), pings) = run_with_pings(&stream, &[read], buf_size, Some(7));
+            assert_eq!(
+                server_messages(&fwd),
+                expected,
+                "read {read} buf {buf_size}"
+            );
             assert_eq!(outs.iter().map(|o| o.messages_forwarded).sum::<u32>(), 4);
-            assert!(outs.iter().any(|o| o.ping.is_some_and(|(p, n)| &p[..n as usize] == b"p1")));
+            assert_eq!(pings, vec![b"p1".to_vec()]);
         }
     }
 }
@@ -116,7 +171,10 @@ fn small_frames_in_one_buffer_keep_their_boundaries() {
     assert_eq!(segs.len(), 50);
     assert_eq!(out.messages_forwarded, 50);
     for (i, &(a, b)) in segs.iter().enumerate() {
-        assert_eq!(&buf[a..b], &[&[0x82u8, 10][..], &[i as u8; 10][..]].concat()[..]);
+        assert_eq!(
+            &buf[a..b],
+            &[&[0x82u8, 10][..], &[i as u8; 10][..]].concat()[..]
+        );
     }
 }
 
@@ -135,41 +193,114 @@ fn violations_close_with_their_codes() {
         ("opcode 3", vec![0x83, 0x80, 0, 0, 0, 0], 1002),
         ("opcode 0xB", vec![0x8B, 0x80, 0, 0, 0, 0], 1002),
         ("ping fragmented", vec![0x09, 0x80, 0, 0, 0, 0], 1002),
-        ("ping too long", client_frame(true, OpCode::Ping, &[0; 126], [1, 1, 1, 1]), 1002),
-        ("continuation first", client_frame(true, OpCode::Continuation, b"x", [1, 1, 1, 1]), 1002),
-        ("text inside fragmented", [client_frame(false, OpCode::Text, b"a", [1, 1, 1, 1]), client_frame(true, OpCode::Text, b"b", [1, 1, 1, 1])].concat(), 1002),
-        ("bad close code", client_frame(true, OpCode::Close, &999u16.to_be_bytes(), [1, 1, 1, 1]), 1002),
-        ("one byte close", client_frame(true, OpCode::Close, &[3], [1, 1, 1, 1]), 1002),
-        ("close reason utf8", client_frame(true, OpCode::Close, &[3, 232, 0xff], [1, 1, 1, 1]), 1007),
-        ("text utf8", client_frame(true, OpCode::Text, &[0xce, 0xba, 0xff], [1, 1, 1, 1]), 1007),
-        ("text ends mid char", client_frame(true, OpCode::Text, &[0xce], [1, 1, 1, 1]), 1007),
-        ("top bit length", vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4], 1002),
+        (
+            "ping too long",
+            client_frame(true, OpCode::Ping, &[0; 126], [1, 1, 1, 1]),
+            1002,
+        ),
+        (
+            "continuation first",
+            client_frame(true, OpCode::Continuation, b"x", [1, 1, 1, 1]),
+            1002,
+        ),
+        (
+            "text inside fragmented",
+            [
+                client_frame(false, OpCode::Text, b"a", [1, 1, 1, 1]),
+                client_frame(true, OpCode::Text, b"b", [1, 1, 1, 1]),
+            ]
+            .concat(),
+            1002,
+        ),
+        (
+            "bad close code",
+            client_frame(true, OpCode::Close, &999u16.to_be_bytes(), [1, 1, 1, 1]),
+            1002,
+        ),
+        (
+            "one byte close",
+            client_frame(true, OpCode::Close, &[3], [1, 1, 1, 1]),
+            1002,
+        ),
+        (
+            "close reason utf8",
+            client_frame(true, OpCode::Close, &[3, 232, 0xff], [1, 1, 1, 1]),
+            1007,
+        ),
+        (
+            "text utf8",
+            client_frame(true, OpCode::Text, &[0xce, 0xba, 0xff], [1, 1, 1, 1]),
+            1007,
+        ),
+        (
+            "text ends mid char",
+            client_frame(true, OpCode::Text, &[0xce], [1, 1, 1, 1]),
+            1007,
+        ),
+        (
+            "top bit length",
+            vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+            1002,
+        ),
     ];
     for (name, bytes, code) in cases {
         let stream = [good.clone(), bytes].concat();
         let (fwd, outs) = run(&stream, &[4096], 8192, Some(1));
-        assert!(v(code)(outs.last().unwrap().closing), "{name}: {:?}", outs.last().unwrap().closing);
-        assert_eq!(server_messages(&fwd), vec![(OpCode::Text, b"ok".to_vec())], "{name}: the good message before still goes");
+        assert!(
+            v(code)(outs.last().unwrap().closing),
+            "{name}: {:?}",
+            outs.last().unwrap().closing
+        );
+        assert_eq!(
+            server_messages(&fwd),
+            vec![(OpCode::Text, b"ok".to_vec())],
+            "{name}: the good message before still goes"
+        );
     }
-    let limits = DecodeLimits { max_message_bytes: 100 };
+    let limits = DecodeLimits {
+        max_message_bytes: 100,
+    };
     let mut inb = Inbound::default();
     let mut buf = Vec::new();
     inb.prepare(&mut buf);
     buf.extend(client_frame(false, OpCode::Binary, &[0; 60], [1, 1, 1, 1]));
-    buf.extend(client_frame(true, OpCode::Continuation, &[0; 60], [1, 1, 1, 1]));
+    buf.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        &[0; 60],
+        [1, 1, 1, 1],
+    ));
     let mut segs = Vec::new();
     let out = inb.decode(&mut buf, Some(1), limits, &mut segs);
-    assert!(matches!(out.closing, Some(Closing::Violation(CloseCode::TOO_BIG, _))));
-    assert!(segs.is_empty(), "the part of the oversized message is not forwarded");
+    assert!(matches!(
+        out.closing,
+        Some(Closing::Violation(CloseCode::TOO_BIG, _))
+    ));
+    assert!(
+        segs.is_empty(),
+        "the part of the oversized message is not forwarded"
+    );
 }
 
 #[test]
 fn peer_close_and_nothing_after_it() {
-    let s = [client_frame(true, OpCode::Close, &[3, 232, b'b', b'y', b'e'], [1, 2, 3, 4]), client_frame(true, OpCode::Text, b"late", [1, 1, 1, 1])].concat();
+    let s = [
+        client_frame(
+            true,
+            OpCode::Close,
+            &[3, 232, b'b', b'y', b'e'],
+            [1, 2, 3, 4],
+        ),
+        client_frame(true, OpCode::Text, b"late", [1, 1, 1, 1]),
+    ]
+    .concat();
     assert_eq!(closing_for(&s), Some(Closing::Peer(1000)));
     let (fwd, _) = run(&s, &[4096], 8192, Some(1));
     assert!(fwd.is_empty());
-    assert_eq!(closing_for(&client_frame(true, OpCode::Close, b"", [1, 1, 1, 1])), Some(Closing::Peer(1005)));
+    assert_eq!(
+        closing_for(&client_frame(true, OpCode::Close, b"", [1, 1, 1, 1])),
+        Some(Closing::Peer(1005))
+    );
 }
 
 #[test]
@@ -198,7 +329,11 @@ fn receiver_change_mid_message_drops_the_rest() {
     buf.extend_from_slice(&[part2, after].concat());
     let out = inb.decode(&mut buf, Some(2), LIMITS, &mut segs);
     assert_eq!((out.messages_dropped, out.messages_forwarded), (1, 1));
-    assert_eq!(segs.len(), 1, "only the next whole message goes to the new receiver");
+    assert_eq!(
+        segs.len(),
+        1,
+        "only the next whole message goes to the new receiver"
+    );
     assert_eq!(inb.receiver_open(), None);
 }
 
@@ -212,10 +347,18 @@ fn violation_mid_message_aborts_a_receiver_that_saw_part_of_it() {
     inb.decode(&mut buf, Some(9), LIMITS, &mut segs);
     segs.clear();
     inb.prepare(&mut buf);
-    buf.extend_from_slice(&client_frame(true, OpCode::Continuation, &[0xff], [1, 1, 1, 1]));
+    buf.extend_from_slice(&client_frame(
+        true,
+        OpCode::Continuation,
+        &[0xff],
+        [1, 1, 1, 1],
+    ));
     let out = inb.decode(&mut buf, Some(9), LIMITS, &mut segs);
     assert_eq!(out.aborted_receiver, Some(9));
-    assert!(matches!(out.closing, Some(Closing::Violation(CloseCode::INVALID_DATA, _))));
+    assert!(matches!(
+        out.closing,
+        Some(Closing::Violation(CloseCode::INVALID_DATA, _))
+    ));
 }
 
 proptest::proptest! {
