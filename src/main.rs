@@ -120,6 +120,18 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::warn!("io_uring is not in use: running on the epoll driver");
     }
     let (listen, admin, driver) = (server.local_addr(), server.admin_addr(), server.driver());
+    // Handlers go in before anything can report ready, so a stop that follows READY=1 at
+    // once still shuts down gracefully instead of meeting SIGTERM's default action.
+    let signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install signal handlers");
+            None
+        }
+    };
     let running = match server.start() {
         Ok(r) => r,
         Err(e) => {
@@ -129,23 +141,17 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     tracing::info!(%listen, %admin, driver, workers, version = env!("CARGO_PKG_VERSION"), "ringrelay listening");
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let handle = running.handle.clone();
-    match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ]) {
-        Ok(mut signals) => {
-            std::thread::spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    tracing::info!(signal = sig, "shutting down");
-                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-                    handle.trigger();
-                }
-            });
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot install signal handlers"),
+    if let Some(mut signals) = signals {
+        let handle = running.handle.clone();
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "shutting down");
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+                handle.trigger();
+            }
+        });
     }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     running.join();
     tracing::info!("ringrelay stopped");
     ExitCode::SUCCESS

@@ -9,7 +9,9 @@ use std::time::Duration;
 use super::duration::DURATION_HINT;
 use super::{format_duration, parse_duration, Config, ConfigError};
 
-pub(super) const SECTIONS: &[&str] = &["limits", "session", "bridge", "auth", "security", "log"];
+pub(super) const SECTIONS: &[&str] = &[
+    "limits", "session", "bridge", "auth", "security", "log", "stats",
+];
 
 /// Every key, dotted. The environment variable names and the unknown-key check derive from it.
 pub(super) const KEYS: &[&str] = &[
@@ -41,6 +43,7 @@ pub(super) const KEYS: &[&str] = &[
     "security.allowed_origins",
     "log.level",
     "log.format",
+    "stats.latency",
 ];
 
 /// `Instant + d` panics on overflow; no timer here has a use for more than a year.
@@ -81,6 +84,15 @@ impl Input<'_> {
             value,
             reason: reason.into(),
             origin: self.origin.to_string(),
+        }
+    }
+
+    fn boolean(&self) -> Result<bool, ConfigError> {
+        match self.raw {
+            Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            Raw::Text("true" | "1" | "yes" | "on") => Ok(true),
+            Raw::Text("false" | "0" | "no" | "off") => Ok(false),
+            _ => Err(self.fail("expected true or false")),
         }
     }
 
@@ -272,6 +284,7 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "security.allowed_origins" => cfg.security.allowed_origins = i.origins()?,
         "log.level" => cfg.log.level = i.log_level()?,
         "log.format" => cfg.log.format = i.choice()?,
+        "stats.latency" => cfg.stats.latency = i.boolean()?,
         other => debug_assert!(false, "key {other} is in KEYS but has no setter"),
     }
     Ok(())

@@ -47,6 +47,19 @@ pub struct Config {
     pub auth: AuthConfig,
     pub security: SecurityConfig,
     pub log: LogConfig,
+    pub stats: StatsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatsConfig {
+    /// Record latency histograms; off only to measure what recording costs.
+    pub latency: bool,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig { latency: true }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +142,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             security: SecurityConfig::default(),
             log: LogConfig::default(),
+            stats: StatsConfig::default(),
         }
     }
 }

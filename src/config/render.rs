@@ -82,5 +82,8 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.section("log");
     out.key("level", string(&cfg.log.level));
     out.key("format", string(cfg.log.format.as_str()));
+
+    out.section("stats");
+    out.key("latency", cfg.stats.latency);
     out.0
 }

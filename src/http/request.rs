@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn limits_and_garbage() {
         let mut big = b"GET / HTTP/1.1\r\n".to_vec();
-        big.extend(std::iter::repeat(b'a').take(300));
+        big.extend([b'a'; 300]);
         assert_eq!(parse_head(&big, 256, 32), Err(HeadError::TooLarge));
         let many: String = (0..40).map(|i| format!("X-{i}: v\r\n")).collect();
         let req = format!("GET / HTTP/1.1\r\n{many}\r\n");

@@ -18,6 +18,10 @@ pub enum Route {
     Relay(RelayTarget),
     Echo,
     Health,
+    /// Admin listener only.
+    Stats,
+    /// Admin listener only.
+    Metrics,
     /// `/v1/http/{session}/...`: belongs to the HTTP bridge.
     Bridge {
         session: String,
@@ -112,6 +116,8 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
     Ok(match path {
         "/v1/echo" => Route::Echo,
         "/health" => Route::Health,
+        "/stats" => Route::Stats,
+        "/metrics" => Route::Metrics,
         _ => Route::NotFound,
     })
 }

@@ -4,10 +4,11 @@ use super::events;
 use super::inbound::{Closing, DecodeLimits, Inbound};
 use crate::runtime::Core;
 use crate::session::{Peer, Session};
-use crate::stats::bump;
+use crate::stats::{bump, Latency};
 use crate::ws::{CloseCode, OpCode};
 use monoio::buf::IoBufMut;
 use std::rc::Rc;
+use std::time::Instant;
 
 /// Code reported when a connection ends without a close frame (RFC 6455 section 7.1.5).
 const ABNORMAL: u16 = 1006;
@@ -53,6 +54,7 @@ pub async fn run(
             }
         }
         let now = core.clock.now_ms();
+        let read_at = core.latency.enabled().then(Instant::now);
         peer.last_recv_ms.set(now);
         let receiver = if peer.is_closing() {
             None
@@ -77,16 +79,20 @@ pub async fn run(
                 s.last_activity_ms.set(now);
             }
         }
+        let st = &core.stats;
         bump(
-            &core.stats.messages_forwarded,
-            out.messages_forwarded as u64,
+            &st.messages_received,
+            (out.messages_forwarded + out.messages_dropped) as u64,
         );
+        bump(&st.bytes_received, out.payload_bytes);
+        bump(&st.messages_forwarded, out.messages_forwarded as u64);
+        bump(&st.bytes_forwarded, out.forwarded_bytes);
         match (&receiver, chunk.segs.is_empty()) {
             (Some(r), false) => {
-                bump(&core.stats.bytes_forwarded, out.payload_bytes);
                 let open = inbound.receiver_open() == Some(r.id);
                 let (_, chunk) = r.send_chunk(chunk, open).await;
                 core.pool.put(chunk);
+                core.latency.record_since(Latency::Relay, read_at);
             }
             _ => core.pool.put(chunk),
         }
@@ -106,6 +112,7 @@ pub async fn run(
         // The rare awaits below are boxed: their futures would otherwise size every
         // connection's task for its whole life.
         if let Some(payload) = pong {
+            bump(&core.stats.pongs_sent, 1);
             let _ = Box::pin(peer.send_control(OpCode::Pong, &payload)).await;
         }
         if let (Some(id), Some(r)) = (out.aborted_receiver, &receiver) {
@@ -122,6 +129,9 @@ pub async fn run(
             }
             Some(Closing::Violation(code, reason)) => {
                 bump(&core.stats.protocol_errors, 1);
+                if code == CloseCode::TOO_BIG {
+                    bump(&core.stats.messages_dropped_over_limit, 1);
+                }
                 Box::pin(peer.close(code, reason, now)).await;
                 break code.0;
             }
@@ -150,8 +160,8 @@ fn leave(
 ) {
     peer.sock.abort();
     core.registry.remove_peer(peer.id);
-    bump(&core.stats.connections_closed, 1);
     let code = peer.close_code.get().unwrap_or(end_code);
+    core.stats.closed(code);
     if let Some(s) = session {
         if let Some(open_to) = inbound.receiver_open() {
             if let Some(r) = s.other(peer.id).filter(|r| r.id == open_to) {

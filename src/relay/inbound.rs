@@ -65,7 +65,10 @@ pub struct Outcome {
     pub closing: Option<Closing>,
     pub messages_forwarded: u32,
     pub messages_dropped: u32,
+    /// Payload bytes of data frames read, forwarded or not.
     pub payload_bytes: u64,
+    /// Payload bytes handed to the receiver.
+    pub forwarded_bytes: u64,
     /// A receiver that got part of a message whose rest will never come: it must be closed.
     pub aborted_receiver: Option<u64>,
     /// Any data frame was seen (resets the session's idle timer).
@@ -336,6 +339,7 @@ impl Inbound {
         }
         out.payload_bytes += range.len() as u64;
         if let Target::Forward(_) = msg.target {
+            out.forwarded_bytes += range.len() as u64;
             if !range.is_empty() || frame_done {
                 let op = match (msg.out_started, msg.text) {
                     (true, _) => OpCode::Continuation,

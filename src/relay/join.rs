@@ -7,10 +7,11 @@ use crate::runtime::socket::Socket;
 use crate::runtime::Core;
 use crate::session::{JoinPlan, Peer};
 use crate::stats::bump;
+use crate::stats::Latency;
 use crate::ws::CloseCode;
-use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::rc::Rc;
+use std::time::Instant;
 
 /// Pairs the connection into its session, then runs it as a task of its own, so the
 /// handshake's state is freed before the connection settles down to wait. The seat is taken before anything is
@@ -21,6 +22,7 @@ pub async fn join_session(
     target: RelayTarget,
     upgrade: Response,
     extra: Vec<u8>,
+    accepted_at: Instant,
 ) {
     let now = core.clock.now_ms();
     let session = core.registry.session(&target.session, now);
@@ -28,9 +30,8 @@ pub async fn join_session(
     let (slot, role, replaced) = match session.plan(target.role.as_deref()) {
         JoinPlan::Full => {
             core.registry.release_if_empty(&session);
-            bump(&core.stats.handshakes_refused, 1);
             let r = Response::error(409, "session_full", "this session already has two peers");
-            let _ = stream.write_all(r.to_bytes()).await;
+            crate::server::accept::refuse(&core, &mut stream, r).await;
             return;
         }
         JoinPlan::Take { slot, role } => (slot, role, false),
@@ -62,6 +63,8 @@ pub async fn join_session(
     }
     drop((target, upgrade));
     let sent = peer.send_bytes(hello).await;
+    core.latency
+        .record(Latency::Handshake, accepted_at.elapsed());
     if let Some(o) = other.filter(|o| o.events) {
         let json = events::peer_connected(&peer.role);
         monoio::spawn(async move {
@@ -82,7 +85,13 @@ pub async fn join_session(
 }
 
 /// Runs an echo connection: its own peer, no session.
-pub async fn run_echo(core: Rc<Core>, stream: TcpStream, upgrade: Response, extra: Vec<u8>) {
+pub async fn run_echo(
+    core: Rc<Core>,
+    stream: TcpStream,
+    upgrade: Response,
+    extra: Vec<u8>,
+    accepted_at: Instant,
+) {
     let peer = Rc::new(Peer::new(
         core.next_conn_id(),
         "echo".into(),
@@ -97,5 +106,7 @@ pub async fn run_echo(core: Rc<Core>, stream: TcpStream, upgrade: Response, extr
     if peer.send_bytes(hello).await.is_err() {
         peer.sock.abort();
     }
+    core.latency
+        .record(Latency::Handshake, accepted_at.elapsed());
     monoio::spawn(conn::run(core, peer, None, extra));
 }

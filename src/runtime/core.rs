@@ -5,7 +5,7 @@ use super::pool::BufPool;
 use crate::config::Config;
 use crate::server::handoff::Handoff;
 use crate::session::Registry;
-use crate::stats::{CoreGauges, CoreStats};
+use crate::stats::{CoreGauges, CoreHistograms, CoreSnapshot, CoreStats};
 use local_sync::semaphore::Semaphore;
 use std::cell::Cell;
 use std::sync::Arc;
@@ -18,6 +18,8 @@ pub struct Shared {
     pub driver: &'static str,
     pub gauges: Vec<CoreGauges>,
     pub handoff: Vec<flume::Sender<Handoff>>,
+    /// Each core's scrape inbox: a request is the channel to answer on.
+    pub scrape: Vec<flume::Sender<flume::Sender<CoreSnapshot>>>,
 }
 
 impl Shared {
@@ -34,6 +36,7 @@ pub struct Core {
     pub registry: Registry,
     pub clock: Clock,
     pub stats: CoreStats,
+    pub latency: CoreHistograms,
     next_id: Cell<u64>,
     /// Closed when the server shuts down; every waiter wakes with an error.
     pub shutdown: Semaphore,
@@ -52,6 +55,7 @@ impl Core {
             registry: Registry::default(),
             clock: Clock::new(shared.started),
             stats: CoreStats::default(),
+            latency: CoreHistograms::new(shared.config.stats.latency),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),
             shared,
@@ -75,6 +79,31 @@ impl Core {
 
     pub fn gauges(&self) -> &CoreGauges {
         &self.shared.gauges[self.index]
+    }
+
+    /// This core's figures now, for a scrape.
+    pub fn snapshot(&self) -> CoreSnapshot {
+        self.stats.read_buffer_waits.set(self.pool.waits.get());
+        let paired = self
+            .registry
+            .sessions()
+            .iter()
+            .filter(|s| s.peers().len() == 2)
+            .count();
+        CoreSnapshot {
+            core: self.index,
+            counters: self.stats.values(),
+            closed_by: self.stats.closed_by.iter().map(|c| c.get()).collect(),
+            refused_by: self.stats.refused_by.iter().map(|c| c.get()).collect(),
+            gauges: vec![
+                ("active_connections", self.registry.peer_count() as u64),
+                ("active_sessions", self.registry.session_count() as u64),
+                ("paired_sessions", paired as u64),
+                ("read_buffers_in_use", self.pool.in_use.get() as u64),
+                ("read_buffers_idle", self.pool.idle() as u64),
+            ],
+            latency: self.latency.snapshot(),
+        }
     }
 
     /// Publishes this core's connection and session counts for /health.

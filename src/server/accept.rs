@@ -3,12 +3,13 @@
 
 use super::handoff::{owner_core, Handoff};
 use super::health::health;
+use super::scrape::{scrape, Format};
 use crate::http::route::{route, RelayTarget};
 use crate::http::upgrade::check_upgrade;
 use crate::http::{parse_head, HeadError, RequestHead, Response, Route};
 use crate::relay::join::{join_session, run_echo};
 use crate::runtime::Core;
-use crate::stats::bump;
+use crate::stats::{bump, RefusedStatus};
 use crate::ws::accept::accept_key;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
@@ -59,7 +60,7 @@ async fn read_head(core: &Core, stream: &mut TcpStream, mut buf: Vec<u8>) -> Hea
 /// Writes a refusal, then closes politely so the client reads it before the reset that an
 /// unread request body would otherwise cause.
 pub async fn refuse(core: &Core, stream: &mut TcpStream, resp: Response) {
-    bump(&core.stats.handshakes_refused, 1);
+    core.stats.refused(RefusedStatus::Status(resp.status));
     answer(stream, resp).await;
 }
 
@@ -111,12 +112,12 @@ pub async fn handle(
 ) {
     match http_phase(&core, &mut stream, listener, initial, accepted_at).await {
         Next::Done => {}
-        Next::Echo { upgrade, extra } => run_echo(core, stream, upgrade, extra).await,
+        Next::Echo { upgrade, extra } => run_echo(core, stream, upgrade, extra, accepted_at).await,
         Next::Join {
             target,
             upgrade,
             extra,
-        } => join_session(core, stream, target, upgrade, extra).await,
+        } => join_session(core, stream, target, upgrade, extra, accepted_at).await,
         Next::HandOver { owner, bytes } => {
             hand_over(&core, stream, owner, bytes, accepted_at).await
         }
@@ -156,7 +157,7 @@ async fn http_phase(
             }
             Ok(HeadRead::Gone) => return Next::Done,
             Err(_) => {
-                bump(&core.stats.handshakes_refused, 1);
+                core.stats.refused(RefusedStatus::Timeout);
                 tracing::debug!("handshake timed out");
                 return Next::Done;
             }
@@ -171,6 +172,14 @@ async fn http_phase(
     let refusal = match (listener, r) {
         (_, Route::Health) => {
             answer(stream, health(&core.shared)).await;
+            return Next::Done;
+        }
+        (Listener::Admin, Route::Stats) => {
+            answer(stream, scrape(core, Format::Json).await).await;
+            return Next::Done;
+        }
+        (Listener::Admin, Route::Metrics) => {
+            answer(stream, scrape(core, Format::Prometheus).await).await;
             return Next::Done;
         }
         (Listener::Public, Route::Echo) => match upgrade(&head) {

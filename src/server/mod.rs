@@ -3,6 +3,7 @@
 pub mod accept;
 pub mod handoff;
 pub mod health;
+pub mod scrape;
 pub mod worker;
 
 use crate::config::Config;
@@ -27,6 +28,9 @@ pub enum ServerError {
     #[error("worker failed to start: {0}")]
     Worker(String),
 }
+
+/// Scrapes waiting per core; more at once are answered with 503.
+const SCRAPES_QUEUED: usize = 8;
 
 /// Listeners bound before any worker starts, so port 0 can be resolved and a bind error is
 /// reported before anything runs.
@@ -108,10 +112,15 @@ impl Server {
         let workers = self.listeners.len();
         let mut handoff_tx = Vec::new();
         let mut handoff_rx = Vec::new();
+        let mut scrape_tx = Vec::new();
+        let mut scrape_rx = Vec::new();
         for _ in 0..workers {
             let (tx, rx) = flume::bounded(self.config.limits.handoff_queue);
             handoff_tx.push(tx);
             handoff_rx.push(rx);
+            let (tx, rx) = flume::bounded(SCRAPES_QUEUED);
+            scrape_tx.push(tx);
+            scrape_rx.push(rx);
         }
         let shared = Arc::new(Shared {
             config: self.config.clone(),
@@ -119,13 +128,16 @@ impl Server {
             driver: self.driver.name(),
             gauges: (0..workers).map(|_| CoreGauges::default()).collect(),
             handoff: handoff_tx,
+            scrape: scrape_tx,
         });
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut stop = Vec::new();
         let mut threads = Vec::new();
         let mut admin = Some(self.admin);
-        for (index, (listener, handoffs)) in self.listeners.into_iter().zip(handoff_rx).enumerate()
+        let inboxes = handoff_rx.into_iter().zip(scrape_rx);
+        for (index, (listener, (handoffs, scrapes))) in
+            self.listeners.into_iter().zip(inboxes).enumerate()
         {
             let (stop_tx, stop_rx) = flume::bounded(1);
             stop.push(stop_tx);
@@ -135,6 +147,7 @@ impl Server {
                 listener,
                 admin: admin.take(),
                 handoffs,
+                scrapes,
                 shutdown: stop_rx,
                 ready: ready_tx.clone(),
             };

@@ -17,6 +17,7 @@ pub struct WorkerSetup {
     pub listener: std::net::TcpListener,
     pub admin: Option<std::net::TcpListener>,
     pub handoffs: flume::Receiver<Handoff>,
+    pub scrapes: flume::Receiver<flume::Sender<crate::stats::CoreSnapshot>>,
     pub shutdown: flume::Receiver<()>,
     /// Told once this worker listens.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -34,7 +35,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
                 bump(&core.stats.connections_accepted, 1);
                 if core.registry.peer_count() >= max_conns {
                     drop(stream);
-                    bump(&core.stats.handshakes_refused, 1);
+                    core.stats.refused(crate::stats::RefusedStatus::Status(503));
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
@@ -81,6 +82,7 @@ pub async fn run(setup: WorkerSetup) {
         }
     }
     monoio::spawn(receive_handoffs(core.clone(), setup.handoffs));
+    monoio::spawn(super::scrape::answer_scrapes(core.clone(), setup.scrapes));
     monoio::spawn(keepalive::run(core.clone()));
     let _ = setup.ready.send(Ok(()));
     let _ = setup.shutdown.recv_async().await;

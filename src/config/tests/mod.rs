@@ -82,6 +82,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "security.allowed_origins" => "https://a.example, http://localhost:3000",
         "log.level" => "warn,ringrelay=debug",
         "log.format" => "json",
+        "stats.latency" => "false",
         other => panic!("no sample for {other}: add one when adding a key"),
     }
 }

@@ -60,7 +60,8 @@ fn output_is_sectioned_like_the_docs() {
             "[bridge]",
             "[auth]",
             "[security]",
-            "[log]"
+            "[log]",
+            "[stats]"
         ]
     );
     assert!(text.starts_with("listen = \"127.0.0.1:8080\"\n"), "{text}");

@@ -31,13 +31,16 @@ fn run(
     run_with_pings(stream, reads, buf_size, receiver).0
 }
 
+/// Forwarded bytes and the outcome of every read.
+type Forwarded = (Vec<u8>, Vec<Outcome>);
+
 /// As `run`, also returning the payload of every ping answered.
 fn run_with_pings(
     stream: &[u8],
     reads: &[usize],
     buf_size: usize,
     receiver: Option<u64>,
-) -> ((Vec<u8>, Vec<Outcome>), Vec<Vec<u8>>) {
+) -> (Forwarded, Vec<Vec<u8>>) {
     let mut pings = Vec::new();
     let mut inb = Inbound::default();
     let mut forwarded = Vec::new();

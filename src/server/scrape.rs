@@ -1,0 +1,72 @@
+//! Scrapes: the admin listener's core asks every core for its snapshot and merges them. Each
+//! core answers between its own tasks, so a scrape never stops another core's forwarding.
+
+use crate::http::Response;
+use crate::runtime::Core;
+use crate::stats::render::{metrics_text, stats_json, Meta};
+use crate::stats::CoreSnapshot;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// How long a scrape waits for a busy core before answering 503.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs on every core: answers snapshot requests.
+pub async fn answer_scrapes(core: Rc<Core>, rx: flume::Receiver<flume::Sender<CoreSnapshot>>) {
+    while let Ok(reply) = rx.recv_async().await {
+        let _ = reply.try_send(core.snapshot());
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Prometheus,
+}
+
+async fn collect(core: &Core) -> Option<Vec<CoreSnapshot>> {
+    let workers = core.shared.workers();
+    let (tx, rx) = flume::bounded(workers);
+    for (i, inbox) in core.shared.scrape.iter().enumerate() {
+        if i == core.index {
+            let _ = tx.try_send(core.snapshot());
+        } else if inbox.try_send(tx.clone()).is_err() {
+            return None;
+        }
+    }
+    drop(tx);
+    let gather = async {
+        let mut all = Vec::with_capacity(workers);
+        while all.len() < workers {
+            all.push(rx.recv_async().await.ok()?);
+        }
+        Some(all)
+    };
+    let mut all = monoio::time::timeout(SCRAPE_TIMEOUT, gather).await.ok()??;
+    all.sort_by_key(|s| s.core);
+    Some(all)
+}
+
+pub async fn scrape(core: &Core, format: Format) -> Response {
+    let Some(cores) = collect(core).await else {
+        return Response::error(503, "scrape_busy", "a worker did not answer in time; retry")
+            .with_header("Retry-After", "1");
+    };
+    let meta = Meta {
+        version: env!("CARGO_PKG_VERSION"),
+        driver: core.shared.driver,
+        workers: core.shared.workers(),
+        uptime_s: core.shared.started.elapsed().as_secs(),
+    };
+    match format {
+        Format::Json => Response::json(200, stats_json(&meta, &cores)),
+        Format::Prometheus => Response {
+            status: 200,
+            headers: vec![(
+                "Content-Type",
+                "text/plain; version=0.0.4; charset=utf-8".into(),
+            )],
+            body: metrics_text(&meta, &cores).into_bytes(),
+        },
+    }
+}

@@ -1,0 +1,193 @@
+//! Per-core event counters: plain cells, written only by their core.
+
+use std::cell::Cell;
+
+/// Adds `n` to a counter.
+pub fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get().wrapping_add(n));
+}
+
+macro_rules! counters {
+    ($($name:ident: $help:literal,)*) => {
+        /// Per-core event counters.
+        #[derive(Default, Debug)]
+        pub struct CoreStats {
+            $(pub $name: Cell<u64>,)*
+            pub closed_by: [Cell<u64>; CloseReason::ALL.len()],
+            pub refused_by: [Cell<u64>; RefusedStatus::ALL.len()],
+        }
+
+        /// Every plain counter's name and help text, in a stable order.
+        pub const COUNTERS: &[(&str, &str)] = &[$((stringify!($name), $help),)*];
+
+        impl CoreStats {
+            /// Values in the order of `COUNTERS`.
+            pub fn values(&self) -> Vec<u64> {
+                vec![$(self.$name.get(),)*]
+            }
+        }
+    };
+}
+
+counters!(
+    connections_accepted: "TCP connections accepted on the public and admin listeners.",
+    connections_closed: "Upgraded connections that ended.",
+    handshakes_refused: "Requests answered with a refusal or dropped before an upgrade.",
+    handoffs_out: "Connections handed to the core that owns their session.",
+    handoffs_in: "Connections received from another core.",
+    handoffs_refused: "Handoffs refused because the owner's queue was full (503).",
+    messages_received: "Complete data messages received from clients.",
+    bytes_received: "Payload bytes of data frames received from clients.",
+    messages_forwarded: "Messages forwarded whole to a peer (or echoed).",
+    bytes_forwarded: "Payload bytes forwarded to a peer (or echoed).",
+    messages_dropped_peer_absent: "Messages dropped because no peer was connected.",
+    messages_dropped_over_limit: "Messages refused for exceeding limits.max_message_bytes (closed with 1009).",
+    pings_sent: "Keepalive pings the relay sent.",
+    pongs_sent: "Pongs the relay sent in answer to a client's ping.",
+    peers_dropped_keepalive: "Peers dropped after session.peer_timeout of silence.",
+    peers_replaced: "Peers closed with 4001 because a newer connection took their role.",
+    sessions_idle_closed: "Sessions closed with 4002 after session.idle_timeout.",
+    protocol_errors: "Connections closed for a protocol violation (1002, 1007, 1009).",
+    read_buffer_waits: "Times a reader waited because limits.max_read_buffers buffers were in use.",
+);
+
+/// Why an upgraded connection ended, by the close code reported for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    Normal,
+    GoingAway,
+    Protocol,
+    InvalidData,
+    TooBig,
+    Replaced,
+    Idle,
+    PeerAborted,
+    Abnormal,
+    Other,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 10] = [
+        CloseReason::Normal,
+        CloseReason::GoingAway,
+        CloseReason::Protocol,
+        CloseReason::InvalidData,
+        CloseReason::TooBig,
+        CloseReason::Replaced,
+        CloseReason::Idle,
+        CloseReason::PeerAborted,
+        CloseReason::Abnormal,
+        CloseReason::Other,
+    ];
+
+    pub fn from_code(code: u16) -> CloseReason {
+        match code {
+            1000 | 1005 => CloseReason::Normal,
+            1001 => CloseReason::GoingAway,
+            1002 => CloseReason::Protocol,
+            1007 => CloseReason::InvalidData,
+            1009 => CloseReason::TooBig,
+            4001 => CloseReason::Replaced,
+            4002 => CloseReason::Idle,
+            4004 => CloseReason::PeerAborted,
+            1006 => CloseReason::Abnormal,
+            _ => CloseReason::Other,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "normal",
+            CloseReason::GoingAway => "going_away",
+            CloseReason::Protocol => "protocol_error",
+            CloseReason::InvalidData => "invalid_data",
+            CloseReason::TooBig => "too_big",
+            CloseReason::Replaced => "replaced",
+            CloseReason::Idle => "idle",
+            CloseReason::PeerAborted => "peer_aborted",
+            CloseReason::Abnormal => "abnormal",
+            CloseReason::Other => "other",
+        }
+    }
+}
+
+/// How a request was refused before an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedStatus {
+    Status(u16),
+    Timeout,
+}
+
+impl RefusedStatus {
+    pub const ALL: [RefusedStatus; 13] = [
+        RefusedStatus::Status(400),
+        RefusedStatus::Status(401),
+        RefusedStatus::Status(403),
+        RefusedStatus::Status(404),
+        RefusedStatus::Status(405),
+        RefusedStatus::Status(409),
+        RefusedStatus::Status(413),
+        RefusedStatus::Status(426),
+        RefusedStatus::Status(429),
+        RefusedStatus::Status(431),
+        RefusedStatus::Status(503),
+        RefusedStatus::Status(0),
+        RefusedStatus::Timeout,
+    ];
+
+    pub fn label(self) -> String {
+        match self {
+            RefusedStatus::Status(0) => "other".into(),
+            RefusedStatus::Status(s) => s.to_string(),
+            RefusedStatus::Timeout => "timeout".into(),
+        }
+    }
+
+    fn index(self) -> usize {
+        RefusedStatus::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or(RefusedStatus::ALL.len() - 2)
+    }
+}
+
+impl CoreStats {
+    pub fn closed(&self, code: u16) {
+        bump(&self.connections_closed, 1);
+        let i = CloseReason::ALL
+            .iter()
+            .position(|r| *r == CloseReason::from_code(code))
+            .unwrap_or(0);
+        bump(&self.closed_by[i], 1);
+    }
+
+    pub fn refused(&self, how: RefusedStatus) {
+        bump(&self.handshakes_refused, 1);
+        bump(&self.refused_by[how.index()], 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labelled_counters_land_in_their_slot() {
+        let s = CoreStats::default();
+        s.closed(4001);
+        s.closed(1006);
+        s.closed(3000);
+        s.refused(RefusedStatus::Status(409));
+        s.refused(RefusedStatus::Status(418));
+        s.refused(RefusedStatus::Timeout);
+        let closed: Vec<u64> = s.closed_by.iter().map(Cell::get).collect();
+        assert_eq!(closed, vec![0, 0, 0, 0, 0, 1, 0, 0, 1, 1]);
+        let refused: Vec<u64> = s.refused_by.iter().map(Cell::get).collect();
+        assert_eq!(refused, vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(
+            (s.connections_closed.get(), s.handshakes_refused.get()),
+            (3, 3)
+        );
+        assert_eq!(s.values().len(), COUNTERS.len());
+    }
+}

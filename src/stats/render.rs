@@ -1,0 +1,249 @@
+//! `/stats` (JSON) and `/metrics` (Prometheus text format 0.0.4) from the cores' snapshots.
+//!
+//! Latencies are exported to Prometheus as summaries (quantiles merged across cores at scrape
+//! time, in seconds): a relay's operators want the true merged p99, which per-core buckets
+//! could only approximate. `_sum` is count times the histogram's mean, exact to the
+//! histogram's 3 significant digits.
+
+use super::counters::{CloseReason, RefusedStatus, COUNTERS};
+use super::histograms::Latency;
+use super::snapshot::CoreSnapshot;
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+use std::fmt::Write;
+
+/// Build and runtime facts shown beside the figures.
+pub struct Meta {
+    pub version: &'static str,
+    pub driver: &'static str,
+    pub workers: usize,
+    pub uptime_s: u64,
+}
+
+const QUANTILES: [(&str, f64); 5] = [
+    ("p50", 0.5),
+    ("p90", 0.9),
+    ("p99", 0.99),
+    ("p999", 0.999),
+    ("max", 1.0),
+];
+
+fn latency_json(h: &Histogram<u64>) -> Value {
+    let mut m = Map::new();
+    m.insert("count".into(), h.len().into());
+    for (name, q) in QUANTILES {
+        let v = if q >= 1.0 {
+            h.max()
+        } else {
+            h.value_at_quantile(q)
+        };
+        m.insert(name.into(), v.into());
+    }
+    m.insert("mean".into(), json!((h.mean() * 10.0).round() / 10.0));
+    Value::Object(m)
+}
+
+fn figures_json(s: &CoreSnapshot) -> Map<String, Value> {
+    let mut m = Map::new();
+    for ((name, _), v) in COUNTERS.iter().zip(&s.counters) {
+        m.insert((*name).into(), (*v).into());
+    }
+    let closed: Map<String, Value> = CloseReason::ALL
+        .iter()
+        .zip(&s.closed_by)
+        .map(|(r, v)| (r.label().to_string(), (*v).into()))
+        .collect();
+    m.insert("connections_closed_by_reason".into(), Value::Object(closed));
+    let refused: Map<String, Value> = RefusedStatus::ALL
+        .iter()
+        .zip(&s.refused_by)
+        .map(|(r, v)| (r.label(), (*v).into()))
+        .collect();
+    m.insert(
+        "handshakes_refused_by_status".into(),
+        Value::Object(refused),
+    );
+    for (name, v) in &s.gauges {
+        m.insert((*name).into(), (*v).into());
+    }
+    m
+}
+
+pub fn stats_json(meta: &Meta, cores: &[CoreSnapshot]) -> String {
+    let total = CoreSnapshot::merge(cores);
+    let per_core: Vec<Value> = cores
+        .iter()
+        .map(|c| {
+            let mut m = figures_json(c);
+            m.insert("core".into(), c.core.into());
+            let lat: Map<String, Value> = c
+                .latency
+                .iter()
+                .map(|(n, h)| ((*n).to_string(), latency_json(h)))
+                .collect();
+            m.insert("latency_us".into(), Value::Object(lat));
+            Value::Object(m)
+        })
+        .collect();
+    let latency: Map<String, Value> = total
+        .latency
+        .iter()
+        .map(|(n, h)| ((*n).to_string(), latency_json(h)))
+        .collect();
+    json!({
+        "service": "ringrelay",
+        "version": meta.version,
+        "driver": meta.driver,
+        "workers": meta.workers,
+        "uptime_s": meta.uptime_s,
+        "totals": Value::Object(figures_json(&total)),
+        "per_core": per_core,
+        "latency_us": latency,
+    })
+    .to_string()
+}
+
+/// Gauges' help texts; a gauge not listed here gets a generic one.
+fn gauge_help(name: &str) -> &'static str {
+    match name {
+        "active_connections" => "Upgraded connections open now.",
+        "active_sessions" => "Sessions with at least one peer.",
+        "paired_sessions" => "Sessions with two peers.",
+        "read_buffers_in_use" => "Read buffers held by connections now.",
+        "read_buffers_idle" => "Read buffers pooled for reuse.",
+        _ => "A current value.",
+    }
+}
+
+pub fn metrics_text(meta: &Meta, cores: &[CoreSnapshot]) -> String {
+    let mut out = String::with_capacity(8192);
+    let _ = writeln!(out, "# HELP ringrelay_build_info Version and I/O driver of this relay.\n# TYPE ringrelay_build_info gauge");
+    let _ = writeln!(
+        out,
+        "ringrelay_build_info{{version=\"{}\",driver=\"{}\"}} 1",
+        meta.version, meta.driver
+    );
+    let _ = writeln!(out, "# HELP ringrelay_workers Worker threads.\n# TYPE ringrelay_workers gauge\nringrelay_workers {}", meta.workers);
+    let _ = writeln!(out, "# HELP ringrelay_uptime_seconds Seconds since start.\n# TYPE ringrelay_uptime_seconds gauge\nringrelay_uptime_seconds {}", meta.uptime_s);
+    for (i, (name, help)) in COUNTERS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "# HELP ringrelay_{name}_total {help}\n# TYPE ringrelay_{name}_total counter"
+        );
+        for c in cores {
+            let _ = writeln!(
+                out,
+                "ringrelay_{name}_total{{core=\"{}\"}} {}",
+                c.core, c.counters[i]
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP ringrelay_connections_closed_by_reason_total Upgraded connections that ended, by reason.\n# TYPE ringrelay_connections_closed_by_reason_total counter");
+    for c in cores {
+        for (r, v) in CloseReason::ALL.iter().zip(&c.closed_by) {
+            let _ = writeln!(
+                out,
+                "ringrelay_connections_closed_by_reason_total{{core=\"{}\",reason=\"{}\"}} {v}",
+                c.core,
+                r.label()
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP ringrelay_handshakes_refused_by_status_total Requests refused before an upgrade, by status.\n# TYPE ringrelay_handshakes_refused_by_status_total counter");
+    for c in cores {
+        for (r, v) in RefusedStatus::ALL.iter().zip(&c.refused_by) {
+            let _ = writeln!(
+                out,
+                "ringrelay_handshakes_refused_by_status_total{{core=\"{}\",status=\"{}\"}} {v}",
+                c.core,
+                r.label()
+            );
+        }
+    }
+    if let Some(first) = cores.first() {
+        for (i, (name, _)) in first.gauges.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "# HELP ringrelay_{name} {}\n# TYPE ringrelay_{name} gauge",
+                gauge_help(name)
+            );
+            for c in cores {
+                let _ = writeln!(
+                    out,
+                    "ringrelay_{name}{{core=\"{}\"}} {}",
+                    c.core, c.gauges[i].1
+                );
+            }
+        }
+    }
+    let total = CoreSnapshot::merge(cores);
+    for (name, h) in &total.latency {
+        let help = Latency::ALL
+            .iter()
+            .find(|l| l.name() == *name)
+            .map_or("", |l| l.help());
+        let metric = format!("ringrelay_{name}_latency_seconds");
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} summary");
+        for (q, label) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999")] {
+            let _ = writeln!(
+                out,
+                "{metric}{{quantile=\"{label}\"}} {}",
+                h.value_at_quantile(q) as f64 / 1e6
+            );
+        }
+        let _ = writeln!(out, "{metric}_sum {}", h.mean() * h.len() as f64 / 1e6);
+        let _ = writeln!(out, "{metric}_count {}", h.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::histograms::new_histogram;
+
+    fn snap(core: usize) -> CoreSnapshot {
+        let mut h = new_histogram();
+        h.record(100 * (core as u64 + 1)).unwrap();
+        CoreSnapshot {
+            core,
+            counters: (0..COUNTERS.len() as u64).collect(),
+            closed_by: vec![1; CloseReason::ALL.len()],
+            refused_by: vec![0; RefusedStatus::ALL.len()],
+            gauges: vec![("active_connections", 2), ("paired_sessions", 1)],
+            latency: vec![("relay", h.clone()), ("handshake", h)],
+        }
+    }
+
+    const META: Meta = Meta {
+        version: "0.0.0",
+        driver: "io_uring",
+        workers: 2,
+        uptime_s: 5,
+    };
+
+    #[test]
+    fn json_has_totals_per_core_and_percentiles() {
+        let v: Value = serde_json::from_str(&stats_json(&META, &[snap(0), snap(1)])).unwrap();
+        assert_eq!(v["workers"], 2);
+        assert_eq!(v["per_core"].as_array().unwrap().len(), 2);
+        assert_eq!(v["totals"]["active_connections"], 4);
+        assert_eq!(v["totals"][COUNTERS[3].0], 6);
+        assert_eq!(v["totals"]["connections_closed_by_reason"]["replaced"], 2);
+        assert_eq!(v["latency_us"]["relay"]["count"], 2);
+        assert_eq!(v["latency_us"]["relay"]["max"], 200);
+        assert_eq!(v["per_core"][1]["latency_us"]["relay"]["p50"], 200);
+    }
+
+    #[test]
+    fn metrics_lines_are_well_formed() {
+        let text = metrics_text(&META, &[snap(0), snap(1)]);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("ringrelay_"), "{line}");
+            value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+        }
+        assert!(text.contains("ringrelay_relay_latency_seconds{quantile=\"0.99\"} 0.0002"));
+        assert!(text.contains("ringrelay_messages_forwarded_total{core=\"1\"}"));
+    }
+}

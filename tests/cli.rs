@@ -1,0 +1,108 @@
+//! Verifies the binary's command line: config errors exit 2 naming the key, `--print-config`
+//! round-trips, and systemd's READY=1/STOPPING=1 arrive on NOTIFY_SOCKET.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ringrelay"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_key() {
+    let out = bin()
+        .args(["serve", "--print-config"])
+        .env("RINGRELAY_SESSION_IDLE_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("session.idle_timeout") && err.contains("RINGRELAY_SESSION_IDLE_TIMEOUT"),
+        "{err}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("rr-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[limits]\nmax_mesage_bytes = 10\n").unwrap();
+    let out = bin()
+        .args(["serve", "--print-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.max_mesage_bytes"));
+
+    let out = bin()
+        .args(["--workers", "0", "--print-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("workers"));
+}
+
+#[test]
+fn print_config_shows_defaults_and_overrides_and_reads_back() {
+    let out = bin()
+        .args(["serve", "--print-config", "--listen", "127.0.0.1:7000"])
+        .env("RINGRELAY_LIMITS_MAX_MESSAGE_BYTES", "4096")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(v["listen"].as_str(), Some("127.0.0.1:7000"));
+    assert_eq!(v["admin_listen"].as_str(), Some("127.0.0.1:9090"));
+    assert_eq!(v["limits"]["max_message_bytes"].as_integer(), Some(4096));
+    assert_eq!(v["session"]["idle_timeout"].as_str(), Some("30m"));
+    let dir = std::env::temp_dir().join(format!("rr-cli-rt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("printed.toml");
+    std::fs::write(&file, &text).unwrap();
+    let again = bin()
+        .args(["--print-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(again.stdout).unwrap(),
+        text,
+        "the printed config loads back unchanged"
+    );
+}
+
+#[test]
+fn systemd_is_told_ready_then_stopping() {
+    let dir = std::env::temp_dir().join(format!("rr-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut child = bin()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+        ])
+        .env("NOTIFY_SOCKET", &path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    // SAFETY: kill(2) on the pid of our own unreaped child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
