@@ -45,6 +45,8 @@ struct MsgState {
     target: Target,
     /// At least one frame of this message was handed to the receiver.
     out_started: bool,
+    /// Some of it went out with an earlier read: the receiver already holds part of it.
+    delivered: bool,
 }
 
 /// Why the connection ends.
@@ -146,7 +148,9 @@ impl Inbound {
                 m.target = Target::Drop;
             }
         }
-        let open_before = self.receiver_open();
+        if let Some(m) = self.msg.as_mut() {
+            m.delivered = m.out_started;
+        }
         while !self.closed {
             if let Some(mut f) = self.frame {
                 let avail = f.remaining.min((end - i) as u64) as usize;
@@ -161,7 +165,7 @@ impl Inbound {
                 let frame_done = f.remaining == 0;
                 self.frame = if frame_done { None } else { Some(f) };
                 if let Err(v) = self.data_chunk(buf, range, frame_done, f.fin, segs, &mut out) {
-                    self.violate(v, segs, msg_first_seg, open_before, &mut out);
+                    self.violate(v, segs, msg_first_seg, &mut out);
                     break;
                 }
                 if self.msg.is_none() {
@@ -186,7 +190,6 @@ impl Inbound {
                         Closing::Violation(CloseCode::PROTOCOL, reason),
                         segs,
                         msg_first_seg,
-                        open_before,
                         &mut out,
                     );
                     break;
@@ -220,7 +223,7 @@ impl Inbound {
                                 out.closing = Some(closing);
                                 self.closed = true;
                             }
-                            v => self.violate(v, segs, msg_first_seg, open_before, &mut out),
+                            v => self.violate(v, segs, msg_first_seg, &mut out),
                         }
                     }
                     _ => {}
@@ -237,7 +240,6 @@ impl Inbound {
                         ),
                         segs,
                         msg_first_seg,
-                        open_before,
                         &mut out,
                     );
                     break;
@@ -250,7 +252,6 @@ impl Inbound {
                         ),
                         segs,
                         msg_first_seg,
-                        open_before,
                         &mut out,
                     );
                     break;
@@ -263,6 +264,7 @@ impl Inbound {
                         utf8: Utf8Validator::new(),
                         target: receiver.map_or(Target::Drop, Target::Forward),
                         out_started: false,
+                        delivered: false,
                     });
                     msg_first_seg = segs.len();
                 }
@@ -273,7 +275,6 @@ impl Inbound {
                     Closing::Violation(CloseCode::TOO_BIG, "message too big"),
                     segs,
                     msg_first_seg,
-                    open_before,
                     &mut out,
                 );
                 break;
@@ -301,14 +302,17 @@ impl Inbound {
         v: Closing,
         segs: &mut Vec<Segment>,
         msg_first_seg: usize,
-        open_before: Option<u64>,
         out: &mut Outcome,
     ) {
         segs.truncate(msg_first_seg);
-        if let Some(r) = open_before {
-            if self.msg.is_some_and(|m| m.target == Target::Forward(r)) {
-                out.aborted_receiver = Some(r);
-            }
+        // Only a receiver that already holds part of this very message is left hanging.
+        if let Some(MsgState {
+            target: Target::Forward(r),
+            delivered: true,
+            ..
+        }) = self.msg
+        {
+            out.aborted_receiver = Some(r);
         }
         out.closing = Some(v);
         self.closed = true;

@@ -389,3 +389,25 @@ proptest::proptest! {
         proptest::prop_assert_eq!(server_messages(&fwd), expected);
     }
 }
+
+/// Regression (fuzz/regressions/frame_decoder-spurious-abort): a message finished in this read
+/// followed by a bad one must not abort the receiver, which got the first message whole.
+#[test]
+fn regression_no_abort_when_the_open_message_finished_in_the_same_read() {
+    let mut inb = Inbound::default();
+    let mut buf = Vec::new();
+    let mut segs = Vec::new();
+    inb.prepare(&mut buf);
+    buf.extend_from_slice(&client_frame(false, OpCode::Text, b"abc", [1, 2, 3, 4]));
+    inb.decode(&mut buf, Some(5), LIMITS, &mut segs);
+    assert_eq!(inb.receiver_open(), Some(5));
+    segs.clear();
+    inb.prepare(&mut buf);
+    buf.extend_from_slice(&client_frame(true, OpCode::Continuation, b"def", [1, 2, 3, 4]));
+    buf.extend_from_slice(&client_frame(false, OpCode::Binary, b"x", [1, 2, 3, 4]));
+    buf.extend_from_slice(&[0x83, 0x80, 0, 0, 0, 0]);
+    let out = inb.decode(&mut buf, Some(5), LIMITS, &mut segs);
+    assert!(matches!(out.closing, Some(Closing::Violation(CloseCode::PROTOCOL, _))));
+    assert_eq!(out.aborted_receiver, None);
+    assert_eq!(segs.len(), 1, "the finished message still goes out, the bad one does not");
+}
