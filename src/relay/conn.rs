@@ -60,7 +60,8 @@ pub async fn run(
             None
         } else {
             match &session {
-                Some(s) => s.other(peer.id),
+                // A peer the relay is closing takes no more data (RFC 6455 section 5.5.1).
+                Some(s) => s.other(peer.id).filter(|r| !r.is_closing()),
                 None => Some(peer.clone()),
             }
         };

@@ -64,6 +64,11 @@ impl Peer {
         let Ok(_permit) = self.gate.acquire().await else {
             return (Err(std::io::ErrorKind::BrokenPipe.into()), chunk);
         };
+        // The relay may have started closing this peer while the writer waited for the gate:
+        // nothing may follow its close frame.
+        if self.is_closing() {
+            return (Err(std::io::ErrorKind::BrokenPipe.into()), chunk);
+        }
         chunk.prepare_write();
         while !chunk.done() {
             let (r, c) = self.sock.writev(chunk).await;
