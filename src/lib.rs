@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod http;
+pub mod load;
 pub mod relay;
 pub mod runtime;
 pub mod server;

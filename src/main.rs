@@ -26,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the relay (the default).
     Serve(ServeArgs),
+    /// Generate load against a relay and report throughput and latency.
+    Load(ringrelay::load::LoadArgs),
 }
 
 #[derive(clap::Args, Default, Clone)]
@@ -54,6 +56,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
+        Some(Command::Load(a)) => {
+            return match ringrelay::load::run(a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringrelay load: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         None => cli.serve,
     };
     serve(args)

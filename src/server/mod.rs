@@ -41,11 +41,11 @@ pub struct Server {
     admin: std::net::TcpListener,
 }
 
-fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
+    s.set_reuse_port(reuse_port)?;
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     s.listen(4096)?;
@@ -70,8 +70,18 @@ impl Server {
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         let driver = driver::resolve(config.driver)?;
         let bind = |addr: SocketAddr| {
-            bind_reuseport(addr).map_err(|source| ServerError::Bind { addr, source })
+            bind_listener(addr, true).map_err(|source| ServerError::Bind { addr, source })
         };
+        // SO_REUSEPORT would let a second relay bind the same port and silently take half
+        // the connections (splitting sessions): a plain bind first proves the port is free.
+        if config.listen.port() != 0 {
+            drop(
+                bind_listener(config.listen, false).map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?,
+            );
+        }
         let first = bind(config.listen)?;
         let addr = first.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
@@ -81,7 +91,11 @@ impl Server {
         for _ in 1..config.workers {
             listeners.push(bind(addr)?);
         }
-        let admin = bind(config.admin_listen)?;
+        let admin =
+            bind_listener(config.admin_listen, false).map_err(|source| ServerError::Bind {
+                addr: config.admin_listen,
+                source,
+            })?;
         Ok(Server {
             config: Arc::new(config),
             driver,

@@ -403,11 +403,23 @@ fn regression_no_abort_when_the_open_message_finished_in_the_same_read() {
     assert_eq!(inb.receiver_open(), Some(5));
     segs.clear();
     inb.prepare(&mut buf);
-    buf.extend_from_slice(&client_frame(true, OpCode::Continuation, b"def", [1, 2, 3, 4]));
+    buf.extend_from_slice(&client_frame(
+        true,
+        OpCode::Continuation,
+        b"def",
+        [1, 2, 3, 4],
+    ));
     buf.extend_from_slice(&client_frame(false, OpCode::Binary, b"x", [1, 2, 3, 4]));
     buf.extend_from_slice(&[0x83, 0x80, 0, 0, 0, 0]);
     let out = inb.decode(&mut buf, Some(5), LIMITS, &mut segs);
-    assert!(matches!(out.closing, Some(Closing::Violation(CloseCode::PROTOCOL, _))));
+    assert!(matches!(
+        out.closing,
+        Some(Closing::Violation(CloseCode::PROTOCOL, _))
+    ));
     assert_eq!(out.aborted_receiver, None);
-    assert_eq!(segs.len(), 1, "the finished message still goes out, the bad one does not");
+    assert_eq!(
+        segs.len(),
+        1,
+        "the finished message still goes out, the bad one does not"
+    );
 }

@@ -1,0 +1,364 @@
+//! End-to-end relay throughput, ringrelay against two baselines, all on loopback:
+//!
+//! * `ringrelay`: the relay in-process (`Server::bind`, one worker);
+//! * `tokio-tungstenite`: a relay built here on a current-thread tokio runtime: accept two
+//!   WebSocket connections per session path and forward data messages between them with the
+//!   usual read-then-`send` loop (tungstenite answers pings and closes itself);
+//! * `tcp-forwarder`: no WebSocket at all: each connection names its session in a first line,
+//!   the 1st and 2nd of a session are paired and bytes are copied both ways (64 KiB buffers).
+//!   The clients speak masked WebSocket frames straight through it, so this is the floor of
+//!   what moving the bytes costs.
+//!
+//! Each is driven by the `ringrelay load` engine (as a library, on its own thread): `PAIRS`
+//! sessions, messages a→b, closed loop with `WINDOW` in flight per sender. One iteration is a
+//! fixed number of messages per pair; the time is from the start line to the last arrival
+//! (connecting is not timed). Throughput counts payload bytes.
+//!
+//! At the end a table gives msgs/s and MB/s per size and the ratios ringrelay / tokio-tungstenite
+//! and ringrelay / tcp-forwarder, over the measured samples.
+//!
+//! Run: cargo bench --bench e2e   (a few minutes on 2 cores; criterion options work as usual)
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use futures_util::{SinkExt, StreamExt};
+use ringrelay::config::Config;
+use ringrelay::load::client::{Target, Transport};
+use ringrelay::load::engine::{self, Mode, Plan, Stop};
+use ringrelay::server::{Running, Server};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+const PAIRS: usize = 4;
+const WINDOW: u32 = 16;
+/// (payload bytes, label, messages per pair in one iteration)
+const SIZES: [(usize, &str, u64); 3] = [
+    (64, "64B", 2000),
+    (1024, "1KiB", 1000),
+    (65536, "64KiB", 40),
+];
+const SAMPLES: usize = 10;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Relay {
+    Ringrelay,
+    Tungstenite,
+    Forwarder,
+}
+
+impl Relay {
+    fn name(self) -> &'static str {
+        match self {
+            Relay::Ringrelay => "ringrelay",
+            Relay::Tungstenite => "tokio-tungstenite",
+            Relay::Forwarder => "tcp-forwarder",
+        }
+    }
+}
+
+// ---- the tokio-tungstenite relay ----
+
+type Ws = WebSocketStream<TcpStream>;
+type Waiting<T> = Arc<Mutex<HashMap<String, T>>>;
+
+fn start_tungstenite_relay() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::Builder::new()
+        .name("tungstenite-relay".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let waiting: Waiting<Ws> = Arc::default();
+                loop {
+                    let Ok((sock, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = sock.set_nodelay(true);
+                    tokio::spawn(ws_join(sock, waiting.clone()));
+                }
+            })
+        })
+        .expect("spawn");
+    addr
+}
+
+/// Upgrades, then either waits as the first of its session or relays with the first.
+// The callback's `Result` type is tungstenite's, not ours to shrink.
+#[allow(clippy::result_large_err)]
+async fn ws_join(sock: TcpStream, waiting: Waiting<Ws>) {
+    let mut path = String::new();
+    let record_path = |req: &Request, resp: Response| {
+        path = req.uri().path().to_string();
+        Ok(resp)
+    };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(sock, record_path).await else {
+        return;
+    };
+    let first = waiting.lock().unwrap().remove(&path);
+    match first {
+        None => {
+            waiting.lock().unwrap().insert(path, ws);
+        }
+        Some(a) => {
+            let (a_tx, a_rx) = a.split();
+            let (b_tx, b_rx) = ws.split();
+            tokio::join!(pump(a_rx, b_tx), pump(b_rx, a_tx));
+        }
+    }
+}
+
+/// Forwards data messages until the source ends (reading on after a close lets tungstenite
+/// send its close answer).
+async fn pump(
+    mut rx: futures_util::stream::SplitStream<Ws>,
+    mut tx: futures_util::stream::SplitSink<Ws, Message>,
+) {
+    let mut open = true;
+    while let Some(Ok(m)) = rx.next().await {
+        if open && (m.is_binary() || m.is_text()) && tx.send(m).await.is_err() {
+            open = false;
+        }
+    }
+}
+
+// ---- the plain TCP forwarder ----
+
+fn start_forwarder() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::Builder::new()
+        .name("tcp-forwarder".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let waiting: Waiting<(TcpStream, Vec<u8>)> = Arc::default();
+                loop {
+                    let Ok((sock, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let _ = sock.set_nodelay(true);
+                    tokio::spawn(forward_join(sock, waiting.clone()));
+                }
+            })
+        })
+        .expect("spawn");
+    addr
+}
+
+/// Reads the session line; the second connection of a session starts the two copy loops.
+/// Bytes read past the line go to the other side first.
+async fn forward_join(mut sock: TcpStream, waiting: Waiting<(TcpStream, Vec<u8>)>) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let nl = loop {
+        if let Some(i) = head.iter().position(|&b| b == b'\n') {
+            break i;
+        }
+        if head.len() > 4096 {
+            return;
+        }
+        match sock.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    };
+    let rest = head.split_off(nl + 1);
+    let key = String::from_utf8_lossy(&head[..nl]).into_owned();
+    let first = waiting.lock().unwrap().remove(&key);
+    match first {
+        None => {
+            waiting.lock().unwrap().insert(key, (sock, rest));
+        }
+        Some((other, other_rest)) => {
+            let (or, ow) = other.into_split();
+            let (sr, sw) = sock.into_split();
+            tokio::spawn(copy(or, sw, other_rest));
+            tokio::spawn(copy(sr, ow, rest));
+        }
+    }
+}
+
+async fn copy(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    pending: Vec<u8>,
+) {
+    if w.write_all(&pending).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if w.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+// ---- the benches ----
+
+fn start_ringrelay() -> (Running, SocketAddr) {
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        workers: 1,
+        ..Config::default()
+    };
+    let server = Server::bind(config).expect("bind ringrelay");
+    let addr = server.local_addr();
+    (server.start().expect("start ringrelay"), addr)
+}
+
+fn plan(addr: SocketAddr, transport: Transport, size: usize, messages: u64, run: u64) -> Plan {
+    Plan {
+        target: Target {
+            addr,
+            host: addr.to_string(),
+            prefix: String::new(),
+            transport,
+        },
+        mode: Mode::Pairs,
+        conns: PAIRS,
+        size,
+        window: WINDOW,
+        stop: Stop::Count {
+            messages,
+            deadline: Duration::from_secs(120),
+        },
+        rate: None,
+        both_ways: false,
+        churn_messages: 0,
+        threads: 1,
+        progress: false,
+        run_id: format!("bench{run}"),
+        drain: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+        driver: ringrelay::config::DriverChoice::Auto,
+    }
+}
+
+/// (messages delivered, time) of every timed run, per (size, relay).
+type Results = RefCell<BTreeMap<(usize, Relay), Vec<(u64, Duration)>>>;
+
+fn main() {
+    let mut c = Criterion::default()
+        .sample_size(SAMPLES)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_millis(2500))
+        .configure_from_args();
+    let (ringrelay, rr_addr) = start_ringrelay();
+    let relays = [
+        (Relay::Ringrelay, rr_addr, Transport::WebSocket),
+        (
+            Relay::Tungstenite,
+            start_tungstenite_relay(),
+            Transport::WebSocket,
+        ),
+        (Relay::Forwarder, start_forwarder(), Transport::Raw),
+    ];
+    let results: Results = RefCell::default();
+    let runs = RefCell::new(0u64);
+    for (size, label, per_iter) in SIZES {
+        let mut g = c.benchmark_group(format!("e2e/{label}"));
+        g.throughput(Throughput::Bytes(size as u64 * PAIRS as u64 * per_iter));
+        for (relay, addr, transport) in relays {
+            g.bench_function(BenchmarkId::from_parameter(relay.name()), |b| {
+                b.iter_custom(|iters| {
+                    let mut n = runs.borrow_mut();
+                    *n += 1;
+                    let messages = iters * per_iter;
+                    let p = plan(addr, transport, size, messages, *n);
+                    let r = engine::run(&p).unwrap_or_else(|e| panic!("{}: {e}", relay.name()));
+                    let want = messages * PAIRS as u64;
+                    assert!(
+                        r.errors == 0 && r.delivered == want,
+                        "{} {label}: delivered {} of {want}, errors {}: {:?}",
+                        relay.name(),
+                        r.delivered,
+                        r.errors,
+                        r.error_samples
+                    );
+                    let t = Duration::from_secs_f64(r.duration_s);
+                    results
+                        .borrow_mut()
+                        .entry((size, relay))
+                        .or_default()
+                        .push((r.delivered, t));
+                    t
+                })
+            });
+        }
+        g.finish();
+    }
+    c.final_summary();
+    print_table(&results.borrow());
+    ringrelay.handle.trigger();
+    ringrelay.join();
+}
+
+fn print_table(results: &BTreeMap<(usize, Relay), Vec<(u64, Duration)>>) {
+    // The last SAMPLES runs of a case are criterion's samples (the earlier ones its warm-up).
+    let rate = |size: usize, relay: Relay| -> Option<(f64, f64)> {
+        let runs = results.get(&(size, relay))?;
+        let measured = &runs[runs.len().saturating_sub(SAMPLES)..];
+        let msgs: u64 = measured.iter().map(|r| r.0).sum();
+        let secs: f64 = measured.iter().map(|r| r.1.as_secs_f64()).sum();
+        (secs > 0.0).then(|| (msgs as f64 / secs, msgs as f64 * size as f64 / secs / 1e6))
+    };
+    let cell = |v: Option<(f64, f64)>| match v {
+        Some((m, b)) => format!("{m:>11.0} {b:>9.1}"),
+        None => format!("{:>11} {:>9}", "-", "-"),
+    };
+    let ratio = |a: Option<(f64, f64)>, b: Option<(f64, f64)>| match (a, b) {
+        (Some(a), Some(b)) if b.0 > 0.0 => format!("{:>7.2}x", a.0 / b.0),
+        _ => format!("{:>8}", "-"),
+    };
+    println!();
+    println!(
+        "end-to-end: {PAIRS} pairs a->b, closed loop, window {WINDOW}, 1 client thread, 1 relay thread"
+    );
+    println!(
+        "{:<6} | {:^21} | {:^21} | {:^21} | {:>8} | {:>8}",
+        "size", "ringrelay", "tokio-tungstenite", "tcp-forwarder", "rr/tt", "rr/fwd"
+    );
+    println!(
+        "{:<6} | {:>11} {:>9} | {:>11} {:>9} | {:>11} {:>9} | {:>8} | {:>8}",
+        "", "msgs/s", "MB/s", "msgs/s", "MB/s", "msgs/s", "MB/s", "", ""
+    );
+    for (size, label, _) in SIZES {
+        let rr = rate(size, Relay::Ringrelay);
+        let tt = rate(size, Relay::Tungstenite);
+        let fw = rate(size, Relay::Forwarder);
+        println!(
+            "{label:<6} | {} | {} | {} | {} | {}",
+            cell(rr),
+            cell(tt),
+            cell(fw),
+            ratio(rr, tt),
+            ratio(rr, fw)
+        );
+    }
+}

@@ -1,0 +1,692 @@
+//! A small WebSocket client on monoio for the load generator, built on the crate's own codec.
+//!
+//! * The upgrade request is written by hand and the answer must be `101` with the right
+//!   `Sec-WebSocket-Accept`. In raw mode there is no upgrade at all: the client sends one line
+//!   naming its session and then speaks WebSocket frames straight away (for a plain TCP
+//!   forwarder that pairs connections by that line).
+//! * Every frame the client sends is masked with a fresh mask from a tiny xorshift generator.
+//! * The reader accepts masked and unmasked frames alike (so it works through a byte forwarder
+//!   whose other end is another client) and parses them incrementally from one read buffer: a
+//!   payload is consumed as it arrives, only the first 16 bytes of a message are kept, and
+//!   nothing is allocated per message. A header cut by a read is moved to the front of the
+//!   buffer (at most 13 bytes).
+
+use crate::ws::accept::accept_key;
+use crate::ws::frame::{encode_header, parse_header, OpCode, Sender, MAX_HEADER_LEN};
+use crate::ws::mask::apply_mask;
+use crate::ws::HeaderError;
+use base64::Engine;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+
+/// Bytes of every load message that carry the sequence number and the send timestamp.
+pub const STAMP_LEN: usize = 16;
+/// Largest response head accepted for the upgrade.
+const MAX_RESPONSE_HEAD: usize = 16 << 10;
+
+/// xorshift64*: enough for masks and keys, which need to be unpredictable to an intermediary
+/// cache in theory and merely varied in practice.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        // splitmix64 of the seed, so that nearby seeds give unrelated streams; never zero.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    /// Seeded from the process's random hasher keys (the OS's randomness) and `salt`.
+    pub fn from_entropy(salt: u64) -> Rng {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        Rng::new(h.finish())
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn mask(&mut self) -> [u8; 4] {
+        (self.next_u64() as u32).to_ne_bytes()
+    }
+}
+
+/// How the client reaches its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP upgrade to WebSocket (a relay).
+    WebSocket,
+    /// No upgrade: one line `<path>\n`, then frames (a plain TCP forwarder).
+    Raw,
+}
+
+/// Where connections go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// The `Host` header (`host:port` as in the URL).
+    pub host: String,
+    /// Prepended to every route (a base path from the URL, without a trailing slash).
+    pub prefix: String,
+    pub transport: Transport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("upgrade refused: {0}")]
+    Refused(String),
+    #[error("bad upgrade answer: {0}")]
+    BadAnswer(&'static str),
+    #[error("timed out")]
+    Timeout,
+}
+
+/// A connected client: its two halves and a duplicate of the socket, kept so that the
+/// connection can be shut down from outside whatever its halves are waiting for.
+pub struct Connection {
+    pub reader: FrameReader,
+    pub writer: FrameWriter,
+    pub kill: std::net::TcpStream,
+}
+
+/// Opens a TCP connection without blocking the runtime: a non-blocking connect, then a wait
+/// for writability, then the socket's pending error.
+async fn open(addr: SocketAddr) -> Result<(TcpStream, std::net::TcpStream), ClientError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| ClientError::Connect { addr, source };
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    s.set_nodelay(true).map_err(err)?;
+    match s.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINPROGRESS)
+                || e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(err(e)),
+    }
+    let std_stream: std::net::TcpStream = s.into();
+    let kill = std_stream.try_clone().map_err(err)?;
+    let stream = TcpStream::from_std(std_stream).map_err(err)?;
+    stream.writable(false).await.map_err(err)?;
+    if let Some(e) = kill.take_error().map_err(err)? {
+        return Err(err(e));
+    }
+    Ok((stream, kill))
+}
+
+/// Connects to `target` on `route` (e.g. `/v1/relay/x`) and finishes the upgrade (or sends the
+/// raw prefix line). `read_capacity` is the size of the connection's read buffer.
+pub async fn connect(
+    target: &Target,
+    route: &str,
+    rng: &mut Rng,
+    read_capacity: usize,
+) -> Result<Connection, ClientError> {
+    let (stream, kill) = open(target.addr).await?;
+    let (r, w) = stream.into_split();
+    let mut reader = FrameReader::new(r, read_capacity.max(MAX_RESPONSE_HEAD * 2));
+    let mut writer = FrameWriter::new(w, Rng::new(rng.next_u64()));
+    match target.transport {
+        Transport::Raw => {
+            writer.buf.extend_from_slice(target.prefix.as_bytes());
+            writer.buf.extend_from_slice(route.as_bytes());
+            writer.buf.push(b'\n');
+            writer.flush().await?;
+        }
+        Transport::WebSocket => {
+            let mut nonce = [0u8; 16];
+            nonce[..8].copy_from_slice(&rng.next_u64().to_ne_bytes());
+            nonce[8..].copy_from_slice(&rng.next_u64().to_ne_bytes());
+            let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+            let request = format!(
+                "GET {}{} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                target.prefix, route, target.host, key
+            );
+            writer.buf.extend_from_slice(request.as_bytes());
+            writer.flush().await?;
+            let head_len = reader.read_head().await?;
+            check_upgrade(&reader.buf[..head_len], &key)?;
+            reader.pos = head_len;
+        }
+    }
+    Ok(Connection {
+        reader,
+        writer,
+        kill,
+    })
+}
+
+/// Checks the upgrade answer: status 101, `Upgrade: websocket`, the expected accept key.
+fn check_upgrade(head: &[u8], key: &str) -> Result<(), ClientError> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(ClientError::BadAnswer("unparsable response head")),
+    }
+    if resp.code != Some(101) {
+        let first = head.split(|&b| b == b'\r').next().unwrap_or_default();
+        return Err(ClientError::Refused(
+            String::from_utf8_lossy(first).into_owned(),
+        ));
+    }
+    let header = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    if !header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket")) {
+        return Err(ClientError::BadAnswer("no Upgrade: websocket"));
+    }
+    if header("sec-websocket-accept") != Some(accept_key(key.as_bytes()).as_bytes()) {
+        return Err(ClientError::BadAnswer("wrong Sec-WebSocket-Accept"));
+    }
+    Ok(())
+}
+
+/// A control frame's payload (at most 125 bytes), kept inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Control {
+    pub bytes: [u8; 125],
+    pub len: u8,
+}
+
+impl Control {
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// What the reader found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A whole data message: its total length and its first (up to) 16 bytes, unmasked.
+    Message {
+        len: u64,
+        stamp: [u8; STAMP_LEN],
+    },
+    Ping(Control),
+    Pong,
+    /// A close frame and its code (1005 when it had none).
+    Close(u16),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error(transparent)]
+    Header(#[from] HeaderError),
+    #[error("a new data frame began inside a fragmented message")]
+    Interleaved,
+    #[error("continuation frame outside a message")]
+    StrayContinuation,
+}
+
+/// Incremental frame parser: it remembers where it is in a frame and a message, and works on
+/// whatever bytes the caller's buffer holds, so it needs no I/O to test.
+#[derive(Debug, Clone)]
+pub struct FrameParser {
+    /// Inside a frame's payload: bytes still to come.
+    in_payload: bool,
+    left: u64,
+    frame_mask: Option<[u8; 4]>,
+    /// Position in the current frame's payload (for the mask's rotation).
+    frame_offset: usize,
+    frame_op: OpCode,
+    frame_fin: bool,
+    /// The data message being received (it may span frames).
+    in_message: bool,
+    msg_len: u64,
+    stamp: [u8; STAMP_LEN],
+    control: Control,
+}
+
+impl Default for FrameParser {
+    fn default() -> Self {
+        FrameParser {
+            in_payload: false,
+            left: 0,
+            frame_mask: None,
+            frame_offset: 0,
+            frame_op: OpCode::Binary,
+            frame_fin: true,
+            in_message: false,
+            msg_len: 0,
+            stamp: [0; STAMP_LEN],
+            control: Control {
+                bytes: [0; 125],
+                len: 0,
+            },
+        }
+    }
+}
+
+impl FrameParser {
+    /// The next complete event in `buf[*pos..]`, advancing `pos` over what it consumed, or
+    /// `None` when more bytes are needed. Payload bytes are consumed as they come; a header
+    /// is consumed only once whole, so the caller keeps `buf[*pos..]` for the next call.
+    pub fn next_event(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+    ) -> Result<Option<Event>, ProtocolError> {
+        loop {
+            if !self.in_payload {
+                let avail = &buf[*pos..];
+                if avail.len() < 2 {
+                    return Ok(None);
+                }
+                // Either side's frames are fine: a relay's are unmasked, a peer's through a
+                // byte forwarder are masked.
+                let from = if avail[1] & 0x80 != 0 {
+                    Sender::Client
+                } else {
+                    Sender::Server
+                };
+                let Some(h) = parse_header(avail, from)? else {
+                    return Ok(None);
+                };
+                *pos += h.header_len;
+                match h.opcode {
+                    OpCode::Text | OpCode::Binary => {
+                        if self.in_message {
+                            return Err(ProtocolError::Interleaved);
+                        }
+                        self.in_message = true;
+                        self.msg_len = 0;
+                        self.stamp = [0; STAMP_LEN];
+                    }
+                    OpCode::Continuation => {
+                        if !self.in_message {
+                            return Err(ProtocolError::StrayContinuation);
+                        }
+                    }
+                    _ => self.control.len = 0,
+                }
+                self.in_payload = true;
+                self.left = h.payload_len;
+                self.frame_mask = h.mask;
+                self.frame_offset = 0;
+                self.frame_op = h.opcode;
+                self.frame_fin = h.fin;
+            }
+            let n = self.left.min((buf.len() - *pos) as u64) as usize;
+            let bytes = &buf[*pos..*pos + n];
+            if self.frame_op.is_control() {
+                let at = self.control.len as usize;
+                let dst = &mut self.control.bytes[at..at + n];
+                dst.copy_from_slice(bytes);
+                if let Some(m) = self.frame_mask {
+                    apply_mask(dst, m, self.frame_offset);
+                }
+                self.control.len += n as u8;
+            } else {
+                // Only the stamp is unmasked (in a copy); the rest of the payload is skipped.
+                let at = self.msg_len.min(STAMP_LEN as u64) as usize;
+                let take = (STAMP_LEN - at).min(n);
+                if take > 0 {
+                    let dst = &mut self.stamp[at..at + take];
+                    dst.copy_from_slice(&bytes[..take]);
+                    if let Some(m) = self.frame_mask {
+                        apply_mask(dst, m, self.frame_offset);
+                    }
+                }
+                self.msg_len += n as u64;
+            }
+            *pos += n;
+            self.left -= n as u64;
+            self.frame_offset += n;
+            if self.left > 0 {
+                return Ok(None);
+            }
+            self.in_payload = false;
+            match self.frame_op {
+                OpCode::Ping => return Ok(Some(Event::Ping(self.control))),
+                OpCode::Pong => return Ok(Some(Event::Pong)),
+                OpCode::Close => {
+                    let p = self.control.payload();
+                    let code = if p.len() >= 2 {
+                        u16::from_be_bytes([p[0], p[1]])
+                    } else {
+                        1005
+                    };
+                    return Ok(Some(Event::Close(code)));
+                }
+                _ if self.frame_fin => {
+                    self.in_message = false;
+                    return Ok(Some(Event::Message {
+                        len: self.msg_len,
+                        stamp: self.stamp,
+                    }));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The read side of a connection: one reusable buffer and the parser over it.
+pub struct FrameReader {
+    io: OwnedReadHalf<TcpStream>,
+    /// Bytes read so far; `buf.len()` is where the next read goes.
+    buf: Vec<u8>,
+    /// Parse position in `buf`.
+    pos: usize,
+    parser: FrameParser,
+}
+
+impl FrameReader {
+    fn new(io: OwnedReadHalf<TcpStream>, capacity: usize) -> FrameReader {
+        FrameReader {
+            io,
+            buf: Vec::with_capacity(capacity.max(4096)),
+            pos: 0,
+            parser: FrameParser::default(),
+        }
+    }
+
+    /// Reads more bytes after what is buffered; `Ok(0)` is the end of the stream.
+    pub async fn read_more(&mut self) -> std::io::Result<usize> {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 0 {
+            // Payload is always consumed whole, so what is left is a cut header (< 14 bytes).
+            self.buf.copy_within(self.pos.., 0);
+            self.buf.truncate(self.buf.len() - self.pos);
+            self.pos = 0;
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let end = buf.len();
+        let (res, slice) = self.io.read(buf.slice_mut(end..)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Reads until the end of an HTTP response head; returns its length.
+    async fn read_head(&mut self) -> Result<usize, ClientError> {
+        loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                return Ok(i + 4);
+            }
+            if self.buf.len() >= MAX_RESPONSE_HEAD {
+                return Err(ClientError::BadAnswer("response head too large"));
+            }
+            if self.read_more().await? == 0 {
+                return Err(ClientError::BadAnswer(
+                    "connection closed during the upgrade",
+                ));
+            }
+        }
+    }
+
+    /// The next complete event in what has been read, or `None` when more bytes are needed.
+    pub fn next_event(&mut self) -> Result<Option<Event>, ProtocolError> {
+        self.parser.next_event(&self.buf, &mut self.pos)
+    }
+}
+
+/// Builds masked frames into one reusable buffer and writes them out in one go.
+pub struct FrameWriter {
+    io: OwnedWriteHalf<TcpStream>,
+    buf: Vec<u8>,
+    rng: Rng,
+}
+
+impl FrameWriter {
+    fn new(io: OwnedWriteHalf<TcpStream>, rng: Rng) -> FrameWriter {
+        FrameWriter {
+            io,
+            buf: Vec::with_capacity(64 << 10),
+            rng,
+        }
+    }
+
+    /// Bytes waiting for `flush`.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends a binary message of `size` bytes (at least 16) carrying `seq` and `ts` in its
+    /// first 16 bytes (little endian), zeros after, masked.
+    pub fn push_message(&mut self, size: usize, seq: u64, ts: u64) {
+        debug_assert!(size >= STAMP_LEN);
+        let mask = self.rng.mask();
+        let mut hdr = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(&mut hdr, true, OpCode::Binary, size as u64, Some(mask));
+        self.buf.extend_from_slice(&hdr[..n]);
+        let start = self.buf.len();
+        self.buf.resize(start + size, 0);
+        let payload = &mut self.buf[start..];
+        payload[..8].copy_from_slice(&seq.to_le_bytes());
+        payload[8..16].copy_from_slice(&ts.to_le_bytes());
+        apply_mask(payload, mask, 0);
+    }
+
+    /// Appends a masked control frame (payload at most 125 bytes).
+    pub fn push_control(&mut self, op: OpCode, payload: &[u8]) {
+        let mask = self.rng.mask();
+        let mut hdr = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(&mut hdr, true, op, payload.len() as u64, Some(mask));
+        self.buf.extend_from_slice(&hdr[..n]);
+        let start = self.buf.len();
+        self.buf.extend_from_slice(payload);
+        apply_mask(&mut self.buf[start..], mask, 0);
+    }
+
+    /// Appends a close frame with `code`.
+    pub fn push_close(&mut self, code: u16) {
+        self.push_control(OpCode::Close, &code.to_be_bytes());
+    }
+
+    /// Writes everything pending.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let (res, mut buf) = self.io.write_all(buf).await;
+        buf.clear();
+        self.buf = buf;
+        res.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_varied_and_never_stuck() {
+        let mut r = Rng::new(0);
+        let a = r.next_u64();
+        let b = r.next_u64();
+        assert_ne!(a, b);
+        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
+    }
+
+    /// What a test stream should decode to.
+    #[derive(Debug, PartialEq)]
+    enum Want {
+        Message(u64, Vec<u8>),
+        Ping(Vec<u8>),
+        Close(u16),
+    }
+
+    fn frame(out: &mut Vec<u8>, fin: bool, op: OpCode, payload: &[u8], mask: Option<[u8; 4]>) {
+        let mut hdr = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(&mut hdr, fin, op, payload.len() as u64, mask);
+        out.extend_from_slice(&hdr[..n]);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(m) = mask {
+            apply_mask(&mut out[start..], m, 0);
+        }
+    }
+
+    /// Messages of varied sizes, masked or not, some split into fragments with a ping in
+    /// between, then a close.
+    fn stream(seed: u64) -> (Vec<u8>, Vec<Want>) {
+        let mut rng = Rng::new(seed);
+        let mut out = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..40u64 {
+            let len = match rng.next_u64() % 4 {
+                0 => rng.next_u64() % 20,
+                1 => 100 + rng.next_u64() % 100,
+                2 => 60_000 + rng.next_u64() % 10_000,
+                _ => 16,
+            } as usize;
+            let payload: Vec<u8> = (0..len).map(|j| (j as u64 * 31 + i) as u8).collect();
+            let mask = (rng.next_u64() % 2 == 0).then(|| rng.mask());
+            let pieces = 1 + (rng.next_u64() % 3) as usize;
+            let mut cut = 0;
+            for p in 0..pieces {
+                let end = if p + 1 == pieces {
+                    len
+                } else {
+                    cut + (len - cut) / 2
+                };
+                let op = if p == 0 {
+                    OpCode::Binary
+                } else {
+                    OpCode::Continuation
+                };
+                frame(&mut out, p + 1 == pieces, op, &payload[cut..end], mask);
+                if p + 1 < pieces && rng.next_u64() % 2 == 0 {
+                    frame(&mut out, true, OpCode::Ping, b"are you there", mask);
+                    want.push(Want::Ping(b"are you there".to_vec()));
+                }
+                cut = end;
+            }
+            want.push(Want::Message(
+                len as u64,
+                payload[..len.min(STAMP_LEN)].to_vec(),
+            ));
+        }
+        frame(&mut out, true, OpCode::Close, &4001u16.to_be_bytes(), None);
+        want.push(Want::Close(4001));
+        (out, want)
+    }
+
+    /// Feeds `bytes` in pieces the way `FrameReader` does: what is left unparsed is moved to
+    /// the front before the next piece is appended.
+    fn decode(bytes: &[u8], cuts: &[usize]) -> Vec<Want> {
+        let mut parser = FrameParser::default();
+        let (mut buf, mut pos) = (Vec::new(), 0);
+        let mut got = Vec::new();
+        let mut last = 0;
+        for &c in cuts.iter().chain(std::iter::once(&bytes.len())) {
+            if pos == buf.len() {
+                buf.clear();
+            } else {
+                buf.drain(..pos);
+            }
+            pos = 0;
+            buf.extend_from_slice(&bytes[last..c]);
+            last = c;
+            while let Some(ev) = parser.next_event(&buf, &mut pos).unwrap() {
+                got.push(match ev {
+                    Event::Message { len, stamp } => {
+                        Want::Message(len, stamp[..(len as usize).min(STAMP_LEN)].to_vec())
+                    }
+                    Event::Ping(c) => Want::Ping(c.payload().to_vec()),
+                    Event::Pong => panic!("no pong was sent"),
+                    Event::Close(code) => Want::Close(code),
+                });
+            }
+            assert!(
+                buf.len() - pos < MAX_HEADER_LEN,
+                "only a cut header is left"
+            );
+        }
+        got
+    }
+
+    #[test]
+    fn whole_stream_decodes() {
+        let (bytes, want) = stream(7);
+        assert_eq!(decode(&bytes, &[]), want);
+    }
+
+    #[test]
+    fn byte_by_byte_decodes() {
+        let (bytes, want) = stream(8);
+        let cuts: Vec<usize> = (1..bytes.len()).collect();
+        assert_eq!(decode(&bytes, &cuts), want);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_read_boundaries_decode_the_same(seed: u64, cut_seed: u64) {
+            let (bytes, want) = stream(seed);
+            let mut r = Rng::new(cut_seed);
+            let mut cuts = Vec::new();
+            let mut at = 0;
+            while at < bytes.len() {
+                at += 1 + (r.next_u64() % 9000) as usize;
+                if at < bytes.len() {
+                    cuts.push(at);
+                }
+            }
+            proptest::prop_assert_eq!(decode(&bytes, &cuts), want);
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_refused() {
+        let mut p = FrameParser::default();
+        let mut out = Vec::new();
+        frame(&mut out, true, OpCode::Continuation, b"x", None);
+        assert_eq!(
+            p.next_event(&out, &mut 0),
+            Err(ProtocolError::StrayContinuation)
+        );
+        let mut p = FrameParser::default();
+        let mut out = Vec::new();
+        frame(&mut out, false, OpCode::Binary, b"x", None);
+        frame(&mut out, true, OpCode::Text, b"y", None);
+        let mut pos = 0;
+        assert!(matches!(
+            p.next_event(&out, &mut pos),
+            Err(ProtocolError::Interleaved)
+        ));
+    }
+
+    #[test]
+    fn upgrade_answer_is_checked() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let ok = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        assert!(check_upgrade(ok, key).is_ok());
+        let wrong = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n";
+        assert!(matches!(
+            check_upgrade(wrong, key),
+            Err(ClientError::BadAnswer(_))
+        ));
+        let refused = b"HTTP/1.1 409 Conflict\r\nContent-Length: 0\r\n\r\n";
+        match check_upgrade(refused, key) {
+            Err(ClientError::Refused(line)) => assert_eq!(line, "HTTP/1.1 409 Conflict"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `ringrelay load`: a load generator for the relay (and for the baselines in the end-to-end
+//! benches), on monoio with the crate's own WebSocket codec.
+//!
+//! * `args`: the command line (`LoadArgs`) and its translation into a `Plan`;
+//! * `client`: connect and upgrade, masked frame writer, incremental frame reader;
+//! * `engine`: senders (closed loop with a window, or fixed rate), receivers (order check,
+//!   latency histogram), churn loops, the threads and the deadline;
+//! * `alarm`: precise wake-ups for fixed-rate senders (monoio's timers tick in milliseconds);
+//! * `report`: the result, as JSON or text.
+
+pub mod alarm;
+pub mod args;
+pub mod client;
+pub mod engine;
+pub mod report;
+
+pub use args::LoadArgs;
+pub use engine::{EngineError, Mode, Plan, Stop};
+pub use report::Report;
+
+/// Runs `ringrelay load`: prints progress on stderr and the report on stdout.
+pub fn run(args: LoadArgs) -> Result<(), EngineError> {
+    let plan = args.plan().map_err(EngineError::Invalid)?;
+    let report = engine::run(&plan)?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! The result of a load run: one JSON object, or a few lines for a person.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Latency of the messages sent after the warm-up, in microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub min: u64,
+    pub mean: f64,
+    pub p50: u64,
+    pub p95: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl LatencySummary {
+    pub fn of(h: &Histogram<u64>) -> LatencySummary {
+        LatencySummary {
+            count: h.len(),
+            min: if h.is_empty() { 0 } else { h.min() },
+            mean: if h.is_empty() { 0.0 } else { h.mean() },
+            p50: h.value_at_quantile(0.50),
+            p95: h.value_at_quantile(0.95),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: String,
+    /// The address connected to.
+    pub target: String,
+    /// `websocket` or `raw` (frames behind a one-line prefix, for a TCP forwarder).
+    pub transport: String,
+    /// Sessions (pairs, churn loops) or echo connections.
+    pub conns: usize,
+    pub size: usize,
+    pub window: u32,
+    /// Fixed-rate mode: messages per second asked for, over all senders.
+    pub rate: Option<f64>,
+    pub both_ways: bool,
+    pub threads: usize,
+    pub warmup_s: f64,
+    /// The time rates are over: the measured duration (without warm-up and drain), or in
+    /// count mode the time from the start to the last arrival.
+    pub duration_s: f64,
+    /// Messages sent after the warm-up.
+    pub sent: u64,
+    /// Of those, messages that arrived.
+    pub delivered: u64,
+    /// Connection failures, messages missing or out of order, protocol errors, streams cut short.
+    pub errors: u64,
+    pub connect_errors: u64,
+    /// delivered / sent (0 when nothing was sent).
+    pub success_rate: f64,
+    pub msgs_per_s: f64,
+    /// Payload megabytes (10^6 bytes) per second delivered.
+    pub mb_per_s: f64,
+    /// Churn: connect-send-close cycles completed cleanly (started after the warm-up).
+    pub cycles: Option<u64>,
+    pub cycles_per_s: Option<f64>,
+    /// From the time a message was due (fixed rate) or sent (closed loop) to its arrival.
+    pub latency_us: LatencySummary,
+    /// Fixed rate: how late messages left after their due time. This is the client's own
+    /// delay (monoio's timers tick in milliseconds, so up to about 1 ms of it is the timer);
+    /// it is part of `latency_us`, as it must be for a stall not to hide.
+    pub send_lag_us: Option<LatencySummary>,
+    /// The first few errors, for a person to read.
+    pub error_samples: Vec<String>,
+}
+
+impl Report {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a report always serialises")
+    }
+
+    /// A few lines for a terminal.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let how = match self.rate {
+            Some(r) => format!("fixed rate {r} msgs/s"),
+            None => format!("closed loop, window {}", self.window),
+        };
+        let unit = if self.mode == "echo" {
+            "connections"
+        } else {
+            "sessions"
+        };
+        let _ = writeln!(
+            s,
+            "ringrelay load: {} to {} ({}), {} {unit}{}, {} B messages, {how}, {} thread(s), {:.1}s measured after {:.1}s warm-up",
+            self.mode,
+            self.target,
+            self.transport,
+            self.conns,
+            if self.both_ways { " both ways" } else { "" },
+            self.size,
+            self.threads,
+            self.duration_s,
+            self.warmup_s,
+        );
+        let _ = writeln!(
+            s,
+            "  throughput  {:.0} msgs/s, {:.2} MB/s payload",
+            self.msgs_per_s, self.mb_per_s
+        );
+        if let (Some(c), Some(r)) = (self.cycles, self.cycles_per_s) {
+            let _ = writeln!(s, "  cycles      {c} ({r:.1}/s)");
+        }
+        let _ = writeln!(
+            s,
+            "  delivered   {} of {} sent ({:.4} %), errors {}",
+            self.delivered,
+            self.sent,
+            self.success_rate * 100.0,
+            self.errors
+        );
+        let l = &self.latency_us;
+        let _ = writeln!(
+            s,
+            "  latency µs  p50 {}  p95 {}  p99 {}  p99.9 {}  max {}  (mean {:.1}, {} samples)",
+            l.p50, l.p95, l.p99, l.p999, l.max, l.mean, l.count
+        );
+        if let Some(l) = &self.send_lag_us {
+            let _ = writeln!(
+                s,
+                "  send lag µs p50 {}  p99 {}  max {}  (client's lateness against the schedule, included above)",
+                l.p50, l.p99, l.max
+            );
+        }
+        for e in &self.error_samples {
+            let _ = writeln!(s, "  error: {e}");
+        }
+        s
+    }
+}
