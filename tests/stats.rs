@@ -152,3 +152,37 @@ both_drivers!(
     metrics_parse_as_prometheus_text,
     admin_routes_are_not_public
 );
+
+/// /stats answers promptly while eight workers forward under load, and forwarding goes on
+/// between scrapes. The bound is on the median scrape (the box is small and shared); every
+/// scrape must also beat the relay's own 2 s scrape timeout.
+#[test]
+fn stats_under_load_answers_quickly_and_forwarding_goes_on() {
+    let srv = TestServer::start("auto", 8, &[]);
+    let load = std::process::Command::new(env!("CARGO_BIN_EXE_ringrelay"))
+        .args(["load", "--url", &format!("ws://{}", srv.addr), "--mode", "pairs", "--pairs", "32", "--duration", "3s", "--warmup", "0s", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut times = Vec::new();
+    let mut forwarded = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let v = stats(&srv);
+        times.push(t.elapsed());
+        forwarded.push(v["totals"]["messages_forwarded"].as_u64().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = load.wait_with_output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], 0, "{report}");
+    times.sort();
+    let (median, max) = (times[times.len() / 2], times[times.len() - 1]);
+    eprintln!("scrape under load: median {median:?}, max {max:?}");
+    assert!(median < Duration::from_millis(100), "median scrape {median:?}");
+    assert!(max < Duration::from_secs(2), "slowest scrape {max:?}");
+    let grew = forwarded.windows(2).filter(|w| w[1] > w[0]).count();
+    assert!(grew >= forwarded.len() / 2, "forwarding continued between scrapes: {forwarded:?}");
+}
