@@ -160,7 +160,20 @@ both_drivers!(
 fn stats_under_load_answers_quickly_and_forwarding_goes_on() {
     let srv = TestServer::start("auto", 8, &[]);
     let load = std::process::Command::new(env!("CARGO_BIN_EXE_ringrelay"))
-        .args(["load", "--url", &format!("ws://{}", srv.addr), "--mode", "pairs", "--pairs", "32", "--duration", "3s", "--warmup", "0s", "--json"])
+        .args([
+            "load",
+            "--url",
+            &format!("ws://{}", srv.addr),
+            "--mode",
+            "pairs",
+            "--pairs",
+            "32",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--json",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -181,8 +194,14 @@ fn stats_under_load_answers_quickly_and_forwarding_goes_on() {
     times.sort();
     let (median, max) = (times[times.len() / 2], times[times.len() - 1]);
     eprintln!("scrape under load: median {median:?}, max {max:?}");
-    assert!(median < Duration::from_millis(100), "median scrape {median:?}");
+    assert!(
+        median < Duration::from_millis(100),
+        "median scrape {median:?}"
+    );
     assert!(max < Duration::from_secs(2), "slowest scrape {max:?}");
     let grew = forwarded.windows(2).filter(|w| w[1] > w[0]).count();
-    assert!(grew >= forwarded.len() / 2, "forwarding continued between scrapes: {forwarded:?}");
+    assert!(
+        grew >= forwarded.len() / 2,
+        "forwarding continued between scrapes: {forwarded:?}"
+    );
 }
