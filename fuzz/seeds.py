@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Writes the small seed corpus checked in under fuzz/corpus/<target>/seed-*.
+
+Run from anywhere: python3 fuzz/seeds.py. Each seed follows its target's input layout (see
+the comment at the top of fuzz/fuzz_targets/<target>.rs).
+"""
+
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+
+
+def client_frame(fin, opcode, payload, mask=b"\x37\xfa\x21\x3d"):
+    b0 = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n <= 125:
+        head = bytes([b0, 0x80 | n])
+    elif n <= 0xFFFF:
+        head = bytes([b0, 0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, 0x80 | 127]) + struct.pack(">Q", n)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def decoder_input(buf_size_knob, limit_knob, reads, stream, schedule=None):
+    flags = len(reads) - 1
+    tail = bytes(reads)
+    if schedule is not None:
+        flags |= 0x80
+        tail += bytes([schedule])
+    return struct.pack(">H", buf_size_knob) + bytes([limit_knob, flags]) + tail + stream
+
+
+TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
+
+
+def frame_decoder():
+    hello = client_frame(True, TEXT, "héllo €𝄞".encode())
+    frag = (
+        client_frame(False, TEXT, "€ par".encode())
+        + client_frame(True, PING, b"p1", b"\x01\x02\x03\x04")
+        + client_frame(False, CONT, "tie €".encode()[:6])
+        + client_frame(True, PONG, b"")
+        + client_frame(True, CONT, "tie €".encode()[6:])
+    )
+    big = client_frame(True, BINARY, bytes(i % 251 for i in range(300)), b"\xde\xad\xbe\xef")
+    huge = client_frame(True, BINARY, bytes(i % 7 for i in range(70000)), b"\x01\x01\x01\x01")
+    close = client_frame(True, CLOSE, struct.pack(">H", 1000) + b"bye")
+    write("frame_decoder", "simple", decoder_input(4000, 200, [255], hello + close))
+    write("frame_decoder", "fragmented", decoder_input(0, 200, [3, 7, 1], frag + hello))
+    write("frame_decoder", "chunked", decoder_input(100, 200, [40, 200], big + hello + big))
+    write("frame_decoder", "long-length", decoder_input(2000, 200, [255, 17], huge[:1500]))
+    write("frame_decoder", "too-big", decoder_input(50, 3, [60], big))
+    write("frame_decoder", "bad-utf8", decoder_input(50, 200, [5], hello + client_frame(True, TEXT, b"\xce\xba\xff")))
+    write("frame_decoder", "receiver-changes", decoder_input(0, 200, [30, 70], frag + big + hello + frag, 0b10110110))
+    write("frame_decoder", "bad-close", decoder_input(50, 200, [9], client_frame(True, CLOSE, struct.pack(">H", 1005))))
+
+
+def handshake():
+    good = (
+        b"GET /v1/relay/abc-1?role=desktop&events=1 HTTP/1.1\r\n"
+        b"Host: relay.example\r\n"
+        b"Upgrade: websocket\r\n"
+        b"Connection: keep-alive, Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    write("handshake", "upgrade", bytes([250, 56]) + struct.pack(">H", 30000) + good + b"\x81\x80abcd")
+    write("handshake", "mobile", bytes([250, 56, 0xFF, 0xFF]) + good.replace(b"/v1/relay/abc-1?role=desktop&events=1", b"/mobile/s.x~_"))
+    write("handshake", "bridge", bytes([10, 0, 0x40, 0]) + b"POST /v1/http/sess/path?x=%41+b HTTP/1.0\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+    write("handshake", "health", bytes([0, 0, 0x80, 0]) + b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n")
+    write("handshake", "garbage", bytes([0, 0, 0x10, 0]) + b"\x00\x01garbage\r\n\r\n")
+
+
+def mask_diff():
+    data = bytes(range(200))
+    write("mask_diff", "aligned", b"\x12\x34\x56\x78" + struct.pack(">Q", 0) + b"\x00" + data)
+    write("mask_diff", "offset", b"\xde\xad\xbe\xef" + struct.pack(">Q", 7) + b"\x5b" + data[:37])
+    write("mask_diff", "short", b"\x01\x02\x03\x04" + struct.pack(">Q", (1 << 62) + 3) + b"\xff" + b"xyz")
+
+
+def utf8_stream():
+    text = "héllo wörld €𝄞 κόσμε".encode()
+    write("utf8_stream", "valid", bytes([3]) + struct.pack(">HHH", 5000, 20000, 40000) + text)
+    write("utf8_stream", "surrogate", bytes([1]) + struct.pack(">H", 30000) + b"ab\xed\xa0\x80cd")
+    write("utf8_stream", "truncated", bytes([2]) + struct.pack(">HH", 20000, 60000) + b"abc\xf0\x9f\x98")
+    write("utf8_stream", "over-max", bytes([1]) + struct.pack(">H", 32768) + b"\xf4\x90\x80\x80")
+
+
+if __name__ == "__main__":
+    frame_decoder()
+    handshake()
+    mask_diff()
+    utf8_stream()
