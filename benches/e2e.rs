@@ -68,12 +68,19 @@ impl Relay {
 type Ws = WebSocketStream<TcpStream>;
 type Waiting<T> = Arc<Mutex<HashMap<String, T>>>;
 
-fn start_tungstenite_relay() -> SocketAddr {
+/// Runs a baseline server on a current-thread tokio runtime of its own: every accepted
+/// connection goes to `join` with the map where the first of each session waits.
+fn spawn_baseline<T, F, Fut>(name: &str, join: F) -> SocketAddr
+where
+    T: Send + 'static,
+    F: Fn(TcpStream, Waiting<T>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
     std::thread::Builder::new()
-        .name("tungstenite-relay".into())
+        .name(name.into())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
@@ -81,18 +88,22 @@ fn start_tungstenite_relay() -> SocketAddr {
                 .expect("tokio runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let waiting: Waiting<Ws> = Arc::default();
+                let waiting: Waiting<T> = Arc::default();
                 loop {
                     let Ok((sock, _)) = listener.accept().await else {
                         continue;
                     };
                     let _ = sock.set_nodelay(true);
-                    tokio::spawn(ws_join(sock, waiting.clone()));
+                    tokio::spawn(join(sock, waiting.clone()));
                 }
             })
         })
         .expect("spawn");
     addr
+}
+
+fn start_tungstenite_relay() -> SocketAddr {
+    spawn_baseline("tungstenite-relay", ws_join)
 }
 
 /// Upgrades, then either waits as the first of its session or relays with the first.
@@ -137,30 +148,7 @@ async fn pump(
 // ---- the plain TCP forwarder ----
 
 fn start_forwarder() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::Builder::new()
-        .name("tcp-forwarder".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let waiting: Waiting<(TcpStream, Vec<u8>)> = Arc::default();
-                loop {
-                    let Ok((sock, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let _ = sock.set_nodelay(true);
-                    tokio::spawn(forward_join(sock, waiting.clone()));
-                }
-            })
-        })
-        .expect("spawn");
-    addr
+    spawn_baseline("tcp-forwarder", forward_join)
 }
 
 /// Reads the session line; the second connection of a session starts the two copy loops.
