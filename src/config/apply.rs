@@ -29,6 +29,20 @@ pub(super) const KEYS: &[&str] = &[
     "limits.max_read_buffers",
     "limits.handoff_queue",
     "limits.max_connections_per_worker",
+    "limits.max_connections",
+    "limits.max_sessions",
+    "limits.reconnect_reserve_percent",
+    "limits.max_connections_per_ip",
+    "limits.ip_connect_rate",
+    "limits.ip_connect_burst",
+    "limits.ip_table_size",
+    "limits.message_rate",
+    "limits.message_burst",
+    "limits.byte_rate",
+    "limits.byte_burst",
+    "limits.max_frames_per_message",
+    "limits.write_timeout",
+    "limits.accept_backoff_max",
     "session.ping_interval",
     "session.peer_timeout",
     "session.idle_timeout",
@@ -40,7 +54,15 @@ pub(super) const KEYS: &[&str] = &[
     "bridge.max_body_bytes",
     "auth.jwt_secret",
     "auth.jwt_secret_file",
+    "auth.algorithms",
+    "auth.audience",
+    "auth.issuer",
+    "auth.leeway",
+    "auth.max_token_bytes",
     "security.allowed_origins",
+    "security.require_origin",
+    "security.trusted_proxies",
+    "security.echo_route",
     "log.level",
     "log.format",
     "stats.latency",
@@ -197,8 +219,9 @@ impl Input<'_> {
         Ok(s.to_string())
     }
 
-    fn origins(&self) -> Result<Vec<String>, ConfigError> {
-        let items: Vec<&str> = match self.raw {
+    /// A TOML array of strings, or comma-separated text in the environment.
+    fn list(&self) -> Result<Vec<&str>, ConfigError> {
+        Ok(match self.raw {
             Raw::Text(s) if s.trim().is_empty() => Vec::new(),
             Raw::Text(s) => s.split(',').map(str::trim).collect(),
             Raw::Toml(toml::Value::Array(items)) => items
@@ -208,9 +231,24 @@ impl Input<'_> {
                         .ok_or_else(|| self.fail("expected a list of strings"))
                 })
                 .collect::<Result<_, _>>()?,
-            Raw::Toml(_) => return Err(self.fail("expected a list like [\"https://example.com\"]")),
-        };
-        items
+            Raw::Toml(_) => return Err(self.fail("expected a list like [\"a\", \"b\"]")),
+        })
+    }
+
+    fn parsed_list<T: FromStr<Err = String>>(&self) -> Result<Vec<T>, ConfigError> {
+        self.list()?
+            .into_iter()
+            .map(|item| item.parse().map_err(|reason| self.fail(reason)))
+            .collect()
+    }
+
+    fn optional_string(&self) -> Result<Option<String>, ConfigError> {
+        let s = self.string()?.trim();
+        Ok((!s.is_empty()).then(|| s.to_string()))
+    }
+
+    fn origins(&self) -> Result<Vec<String>, ConfigError> {
+        self.list()?
             .into_iter()
             .map(|o| check_origin(o).map_err(|reason| self.fail(reason)))
             .collect()
@@ -270,6 +308,20 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "limits.max_connections_per_worker" => {
             l.max_connections_per_worker = i.size(1, 10_000_000)?
         }
+        "limits.max_connections" => l.max_connections = i.size(1, 100_000_000)?,
+        "limits.max_sessions" => l.max_sessions = i.size(1, 100_000_000)?,
+        "limits.reconnect_reserve_percent" => l.reconnect_reserve_percent = i.size(0, 50)?,
+        "limits.max_connections_per_ip" => l.max_connections_per_ip = i.size(0, 100_000_000)?,
+        "limits.ip_connect_rate" => l.ip_connect_rate = i.size(0, 100_000_000)?,
+        "limits.ip_connect_burst" => l.ip_connect_burst = i.size(1, 100_000_000)?,
+        "limits.ip_table_size" => l.ip_table_size = i.size(16, 10_000_000)?,
+        "limits.message_rate" => l.message_rate = i.size(0, 1_000_000_000)?,
+        "limits.message_burst" => l.message_burst = i.size(1, 1_000_000_000)?,
+        "limits.byte_rate" => l.byte_rate = i.size(0, 1 << 40)?,
+        "limits.byte_burst" => l.byte_burst = i.size(1, 1 << 40)?,
+        "limits.max_frames_per_message" => l.max_frames_per_message = i.size(1, 1 << 30)?,
+        "limits.write_timeout" => l.write_timeout = i.duration(false)?,
+        "limits.accept_backoff_max" => l.accept_backoff_max = i.duration(false)?,
         "session.ping_interval" => s.ping_interval = i.duration(false)?,
         "session.peer_timeout" => s.peer_timeout = i.duration(false)?,
         "session.idle_timeout" => s.idle_timeout = i.duration(false)?,
@@ -281,7 +333,21 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "bridge.max_body_bytes" => b.max_body_bytes = i.size(0, usize::MAX)?,
         "auth.jwt_secret" => cfg.auth.jwt_secret = Some(i.secret()?),
         "auth.jwt_secret_file" => cfg.auth.jwt_secret_file = Some(i.path()?),
+        "auth.algorithms" => {
+            let algs = i.parsed_list()?;
+            if algs.is_empty() {
+                return Err(i.fail("at least one algorithm is needed"));
+            }
+            cfg.auth.algorithms = algs;
+        }
+        "auth.audience" => cfg.auth.audience = i.optional_string()?,
+        "auth.issuer" => cfg.auth.issuer = i.optional_string()?,
+        "auth.leeway" => cfg.auth.leeway = i.duration(true)?,
+        "auth.max_token_bytes" => cfg.auth.max_token_bytes = i.size(64, 65_536)?,
         "security.allowed_origins" => cfg.security.allowed_origins = i.origins()?,
+        "security.require_origin" => cfg.security.require_origin = i.boolean()?,
+        "security.trusted_proxies" => cfg.security.trusted_proxies = i.parsed_list()?,
+        "security.echo_route" => cfg.security.echo_route = i.choice()?,
         "log.level" => cfg.log.level = i.log_level()?,
         "log.format" => cfg.log.format = i.choice()?,
         "stats.latency" => cfg.stats.latency = i.boolean()?,

@@ -11,7 +11,7 @@ mod render;
 mod tests;
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -79,6 +79,32 @@ pub struct LimitsConfig {
     /// Bounded cross-core handoff queue per worker.
     pub handoff_queue: usize,
     pub max_connections_per_worker: usize,
+    /// Upgraded connections on the whole server; past it new ones get 503.
+    pub max_connections: usize,
+    /// Sessions on the whole server; past it a connection that would open one gets 503.
+    pub max_sessions: usize,
+    /// Share of `max_connections` (percent) kept for peers rejoining a session that has been
+    /// paired, so a flood of new sessions cannot lock out users already talking.
+    pub reconnect_reserve_percent: usize,
+    /// Open connections per client IP (0: no limit); split over the workers.
+    pub max_connections_per_ip: usize,
+    /// New connections per minute per client IP (0: no limit); split over the workers.
+    pub ip_connect_rate: usize,
+    pub ip_connect_burst: usize,
+    /// Entries in each worker's per-IP tables; the least recently used is evicted past it.
+    pub ip_table_size: usize,
+    /// Messages per second per connection (0: no limit); over it the relay stops reading.
+    pub message_rate: usize,
+    pub message_burst: usize,
+    /// Payload bytes per second per connection (0: no limit); over it the relay stops reading.
+    pub byte_rate: usize,
+    pub byte_burst: usize,
+    /// Frames one message may be split into; more closes with 1008 (tiny-fragment floods).
+    pub max_frames_per_message: usize,
+    /// A peer that takes longer than this to accept one write is dropped.
+    pub write_timeout: Duration,
+    /// Ceiling of the back-off after `accept` fails for lack of file descriptors.
+    pub accept_backoff_max: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,15 +126,171 @@ pub struct BridgeConfig {
 }
 
 /// At most one of the two is set (checked by [`Config::load`]).
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     pub jwt_secret_file: Option<PathBuf>,
+    /// Accepted `alg` values; anything else (`none` above all) is refused.
+    pub algorithms: Vec<JwtAlgorithm>,
+    /// Required `aud` when set.
+    pub audience: Option<String>,
+    /// Required `iss` when set.
+    pub issuer: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Longer tokens are refused before any decoding.
+    pub max_token_bytes: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            jwt_secret_file: None,
+            algorithms: vec![JwtAlgorithm::Hs256],
+            audience: None,
+            issuer: None,
+            leeway: Duration::from_secs(30),
+            max_token_bytes: 4096,
+        }
+    }
+}
+
+/// The HMAC algorithms a shared secret can verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    Hs384,
+    Hs512,
+}
+
+impl JwtAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtAlgorithm::Hs256 => "HS256",
+            JwtAlgorithm::Hs384 => "HS384",
+            JwtAlgorithm::Hs512 => "HS512",
+        }
+    }
+}
+
+impl FromStr for JwtAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "HS256" => Ok(JwtAlgorithm::Hs256),
+            "HS384" => Ok(JwtAlgorithm::Hs384),
+            "HS512" => Ok(JwtAlgorithm::Hs512),
+            _ => Err(format!(
+                "{s:?} is not supported; expected HS256, HS384 or HS512"
+            )),
+        }
+    }
+}
+
+/// Who may use `/v1/echo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EchoRoute {
+    /// Needs a valid token (any session) when auth is on; open otherwise.
+    #[default]
+    Auth,
+    Open,
+    /// 404.
+    Off,
+}
+
+impl EchoRoute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EchoRoute::Auth => "auth",
+            EchoRoute::Open => "open",
+            EchoRoute::Off => "off",
+        }
+    }
+}
+
+impl FromStr for EchoRoute {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auth" => Ok(EchoRoute::Auth),
+            "open" => Ok(EchoRoute::Open),
+            "off" => Ok(EchoRoute::Off),
+            _ => Err("expected auth, open or off".to_string()),
+        }
+    }
+}
+
+/// An address block such as `10.0.0.0/8`; a plain address is a block of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
+            let keep = u32::from(prefix.min(width));
+            if keep == 0 {
+                0
+            } else {
+                bits >> (u32::from(width) - keep)
+            }
+        }
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let (a, b) = (u32::from(net) as u128, u32::from(ip) as u128);
+                masked(a, self.prefix, 32) == masked(b, self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(net), self.prefix, 128)
+                    == masked(u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            "" => width,
+            p => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(|| format!("{s:?}: prefix must be 0 to {width}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = if self.addr.is_ipv4() { 32 } else { 128 };
+        if self.prefix == width {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecurityConfig {
     pub allowed_origins: Vec<String>,
+    /// Refuse requests without an Origin header (non-browser clients send none).
+    pub require_origin: bool,
+    /// Direct peers whose `Forwarded` / `X-Forwarded-For` headers name the client.
+    pub trusted_proxies: Vec<IpNet>,
+    pub echo_route: EchoRoute,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +341,20 @@ impl Default for LimitsConfig {
             max_read_buffers: 1024,
             handoff_queue: 1024,
             max_connections_per_worker: 100_000,
+            max_connections: 100_000,
+            max_sessions: 100_000,
+            reconnect_reserve_percent: 10,
+            max_connections_per_ip: 1000,
+            ip_connect_rate: 600,
+            ip_connect_burst: 100,
+            ip_table_size: 16_384,
+            message_rate: 0,
+            message_burst: 1000,
+            byte_rate: 0,
+            byte_burst: 1 << 20,
+            max_frames_per_message: 1024,
+            write_timeout: Duration::from_secs(60),
+            accept_backoff_max: Duration::from_secs(1),
         }
     }
 }
@@ -190,6 +386,9 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         SecurityConfig {
             allowed_origins: vec!["*".to_string()],
+            require_origin: false,
+            trusted_proxies: Vec::new(),
+            echo_route: EchoRoute::Auth,
         }
     }
 }
@@ -210,6 +409,11 @@ impl fmt::Debug for AuthConfig {
         f.debug_struct("AuthConfig")
             .field("jwt_secret", &secret)
             .field("jwt_secret_file", &self.jwt_secret_file)
+            .field("algorithms", &self.algorithms)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("leeway", &self.leeway)
+            .field("max_token_bytes", &self.max_token_bytes)
             .finish()
     }
 }

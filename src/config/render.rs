@@ -11,6 +11,11 @@ fn string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 
+fn list<S: AsRef<str>>(items: impl Iterator<Item = S>) -> String {
+    let quoted: Vec<String> = items.map(|s| string(s.as_ref())).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
 fn duration(d: Duration) -> String {
     string(&format_duration(d))
 }
@@ -46,6 +51,20 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.key("max_read_buffers", l.max_read_buffers);
     out.key("handoff_queue", l.handoff_queue);
     out.key("max_connections_per_worker", l.max_connections_per_worker);
+    out.key("max_connections", l.max_connections);
+    out.key("max_sessions", l.max_sessions);
+    out.key("reconnect_reserve_percent", l.reconnect_reserve_percent);
+    out.key("max_connections_per_ip", l.max_connections_per_ip);
+    out.key("ip_connect_rate", l.ip_connect_rate);
+    out.key("ip_connect_burst", l.ip_connect_burst);
+    out.key("ip_table_size", l.ip_table_size);
+    out.key("message_rate", l.message_rate);
+    out.key("message_burst", l.message_burst);
+    out.key("byte_rate", l.byte_rate);
+    out.key("byte_burst", l.byte_burst);
+    out.key("max_frames_per_message", l.max_frames_per_message);
+    out.key("write_timeout", duration(l.write_timeout));
+    out.key("accept_backoff_max", duration(l.accept_backoff_max));
 
     let s = &cfg.session;
     out.section("session");
@@ -62,22 +81,31 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.key("timeout", duration(b.timeout));
     out.key("max_body_bytes", b.max_body_bytes);
 
+    let a = &cfg.auth;
     out.section("auth");
-    if cfg.auth.jwt_secret.is_some() {
+    if a.jwt_secret.is_some() {
         out.0.push_str("# jwt_secret is set but not printed\n");
     }
-    if let Some(path) = &cfg.auth.jwt_secret_file {
+    if let Some(path) = &a.jwt_secret_file {
         out.key("jwt_secret_file", string(&path.to_string_lossy()));
     }
+    out.key("algorithms", list(a.algorithms.iter().map(|x| x.as_str())));
+    if let Some(aud) = &a.audience {
+        out.key("audience", string(aud));
+    }
+    if let Some(iss) = &a.issuer {
+        out.key("issuer", string(iss));
+    }
+    out.key("leeway", duration(a.leeway));
+    out.key("max_token_bytes", a.max_token_bytes);
 
+    let sec = &cfg.security;
     out.section("security");
-    let origins: Vec<String> = cfg
-        .security
-        .allowed_origins
-        .iter()
-        .map(|o| string(o))
-        .collect();
-    out.key("allowed_origins", format!("[{}]", origins.join(", ")));
+    out.key("allowed_origins", list(sec.allowed_origins.iter()));
+    out.key("require_origin", sec.require_origin);
+    let proxies: Vec<String> = sec.trusted_proxies.iter().map(|p| p.to_string()).collect();
+    out.key("trusted_proxies", list(proxies.iter()));
+    out.key("echo_route", string(sec.echo_route.as_str()));
 
     out.section("log");
     out.key("level", string(&cfg.log.level));

@@ -68,6 +68,20 @@ pub(super) fn sample(key: &str) -> &'static str {
         "limits.max_read_buffers" => "32",
         "limits.handoff_queue" => "64",
         "limits.max_connections_per_worker" => "500",
+        "limits.max_connections" => "700",
+        "limits.max_sessions" => "300",
+        "limits.reconnect_reserve_percent" => "20",
+        "limits.max_connections_per_ip" => "9",
+        "limits.ip_connect_rate" => "10",
+        "limits.ip_connect_burst" => "5",
+        "limits.ip_table_size" => "64",
+        "limits.message_rate" => "50",
+        "limits.message_burst" => "20",
+        "limits.byte_rate" => "100000",
+        "limits.byte_burst" => "50000",
+        "limits.max_frames_per_message" => "16",
+        "limits.write_timeout" => "15s",
+        "limits.accept_backoff_max" => "250ms",
         "session.ping_interval" => "10s",
         "session.peer_timeout" => "100s",
         "session.idle_timeout" => "1h",
@@ -79,7 +93,15 @@ pub(super) fn sample(key: &str) -> &'static str {
         "bridge.max_body_bytes" => "1024",
         "auth.jwt_secret" => SECRET,
         "auth.jwt_secret_file" => "/run/credentials/ringrelay.service/jwt",
+        "auth.algorithms" => "HS256, HS512",
+        "auth.audience" => "relay.example",
+        "auth.issuer" => "https://auth.example",
+        "auth.leeway" => "5s",
+        "auth.max_token_bytes" => "2048",
         "security.allowed_origins" => "https://a.example, http://localhost:3000",
+        "security.require_origin" => "true",
+        "security.trusted_proxies" => "10.0.0.0/8, ::1, 192.168.1.7",
+        "security.echo_route" => "off",
         "log.level" => "warn,ringrelay=debug",
         "log.format" => "json",
         "stats.latency" => "false",
@@ -118,6 +140,15 @@ fn defaults_match_the_contract() {
     assert_eq!(l.max_read_buffers, 1024);
     assert_eq!(l.handoff_queue, 1024);
     assert_eq!(l.max_connections_per_worker, 100_000);
+    assert_eq!((l.max_connections, l.max_sessions), (100_000, 100_000));
+    assert_eq!(l.reconnect_reserve_percent, 10);
+    assert_eq!(l.max_connections_per_ip, 1000);
+    assert_eq!((l.ip_connect_rate, l.ip_connect_burst), (600, 100));
+    assert_eq!(l.ip_table_size, 16_384);
+    assert_eq!((l.message_rate, l.byte_rate), (0, 0));
+    assert_eq!(l.max_frames_per_message, 1024);
+    assert_eq!(format_duration(l.write_timeout), "1m");
+    assert_eq!(format_duration(l.accept_backoff_max), "1s");
 
     let s = &c.session;
     assert_eq!(format_duration(s.ping_interval), "30s");
@@ -132,7 +163,17 @@ fn defaults_match_the_contract() {
     assert_eq!(c.bridge.max_body_bytes, 65_536);
     assert_eq!(c.auth.jwt_secret, None);
     assert_eq!(c.auth.jwt_secret_file, None);
+    assert_eq!(c.auth.algorithms, vec![JwtAlgorithm::Hs256]);
+    assert_eq!(
+        (c.auth.audience.as_deref(), c.auth.issuer.as_deref()),
+        (None, None)
+    );
+    assert_eq!(format_duration(c.auth.leeway), "30s");
+    assert_eq!(c.auth.max_token_bytes, 4096);
     assert_eq!(c.security.allowed_origins, vec!["*".to_string()]);
+    assert!(!c.security.require_origin);
+    assert!(c.security.trusted_proxies.is_empty());
+    assert_eq!(c.security.echo_route, EchoRoute::Auth);
     assert_eq!(c.log.level, "info");
     assert_eq!(c.log.format, LogFormat::Text);
 }
