@@ -22,6 +22,7 @@ use ringrelay::ws::Utf8Validator;
 const READ_BUFFER: usize = 256 << 10;
 const LIMITS: DecodeLimits = DecodeLimits {
     max_message_bytes: 1 << 30,
+    max_frames_per_message: u32::MAX,
 };
 const RECEIVER: u64 = 1;
 

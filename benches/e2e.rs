@@ -1,6 +1,9 @@
 //! End-to-end relay throughput, ringrelay against two baselines, all on loopback:
 //!
-//! * `ringrelay`: the relay in-process (`Server::bind`, one worker);
+//! * `ringrelay`: the relay in-process (`Server::bind`, one worker), every protection limit
+//!   off;
+//! * `ringrelay+limits`: the same with every per-IP and per-connection limit on, set far above
+//!   this load, so the difference is what checking them costs;
 //! * `tokio-tungstenite`: a relay built here on a current-thread tokio runtime: accept two
 //!   WebSocket connections per session path and forward data messages between them with the
 //!   usual read-then-`send` loop (tungstenite answers pings and closes itself);
@@ -14,8 +17,9 @@
 //! fixed number of messages per pair; the time is from the start line to the last arrival
 //! (connecting is not timed). Throughput counts payload bytes.
 //!
-//! At the end a table gives msgs/s and MB/s per size and the ratios ringrelay / tokio-tungstenite
-//! and ringrelay / tcp-forwarder, over the measured samples.
+//! At the end a table gives msgs/s and MB/s per size and the ratios ringrelay+limits /
+//! ringrelay, ringrelay / tokio-tungstenite and ringrelay / tcp-forwarder, over the measured
+//! samples.
 //!
 //! Run: cargo bench --bench e2e   (a few minutes on 2 cores; criterion options work as usual)
 
@@ -49,6 +53,8 @@ const SAMPLES: usize = 10;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Relay {
     Ringrelay,
+    /// Every protection limit on, set where this load never reaches it.
+    RingrelayLimited,
     Tungstenite,
     Forwarder,
 }
@@ -57,6 +63,7 @@ impl Relay {
     fn name(self) -> &'static str {
         match self {
             Relay::Ringrelay => "ringrelay",
+            Relay::RingrelayLimited => "ringrelay+limits",
             Relay::Tungstenite => "tokio-tungstenite",
             Relay::Forwarder => "tcp-forwarder",
         }
@@ -208,13 +215,28 @@ async fn copy(
 
 // ---- the benches ----
 
-fn start_ringrelay() -> (Running, SocketAddr) {
-    let config = Config {
+/// One worker; with `limits` every per-IP and per-connection limit is on (but far above
+/// this load), without it every one is off, so the two differ only by the checks' cost.
+fn start_ringrelay(limits: bool) -> (Running, SocketAddr) {
+    let mut config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         workers: 1,
         ..Config::default()
     };
+    let l = &mut config.limits;
+    if limits {
+        l.ip_connect_rate = 100_000_000;
+        l.ip_connect_burst = 100_000_000;
+        l.max_connections_per_ip = 100_000;
+        l.message_rate = 1_000_000_000;
+        l.message_burst = 1_000_000_000;
+        l.byte_rate = 1 << 40;
+        l.byte_burst = 1 << 40;
+    } else {
+        l.ip_connect_rate = 0;
+        l.max_connections_per_ip = 0;
+    }
     let server = Server::bind(config).expect("bind ringrelay");
     let addr = server.local_addr();
     (server.start().expect("start ringrelay"), addr)
@@ -257,9 +279,11 @@ fn main() {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_millis(2500))
         .configure_from_args();
-    let (ringrelay, rr_addr) = start_ringrelay();
+    let (ringrelay, rr_addr) = start_ringrelay(false);
+    let (limited, limited_addr) = start_ringrelay(true);
     let relays = [
         (Relay::Ringrelay, rr_addr, Transport::WebSocket),
+        (Relay::RingrelayLimited, limited_addr, Transport::WebSocket),
         (
             Relay::Tungstenite,
             start_tungstenite_relay(),
@@ -303,8 +327,10 @@ fn main() {
     }
     c.final_summary();
     print_table(&results.borrow());
-    ringrelay.handle.trigger();
-    ringrelay.join();
+    for r in [ringrelay, limited] {
+        r.handle.trigger();
+        r.join();
+    }
 }
 
 fn print_table(results: &BTreeMap<(usize, Relay), Vec<(u64, Duration)>>) {
@@ -329,22 +355,32 @@ fn print_table(results: &BTreeMap<(usize, Relay), Vec<(u64, Duration)>>) {
         "end-to-end: {PAIRS} pairs a->b, closed loop, window {WINDOW}, 1 client thread, 1 relay thread"
     );
     println!(
-        "{:<6} | {:^21} | {:^21} | {:^21} | {:>8} | {:>8}",
-        "size", "ringrelay", "tokio-tungstenite", "tcp-forwarder", "rr/tt", "rr/fwd"
+        "{:<6} | {:^21} | {:^21} | {:^21} | {:^21} | {:>8} | {:>8} | {:>8}",
+        "size",
+        "ringrelay",
+        "ringrelay+limits",
+        "tokio-tungstenite",
+        "tcp-forwarder",
+        "lim/rr",
+        "rr/tt",
+        "rr/fwd"
     );
     println!(
-        "{:<6} | {:>11} {:>9} | {:>11} {:>9} | {:>11} {:>9} | {:>8} | {:>8}",
-        "", "msgs/s", "MB/s", "msgs/s", "MB/s", "msgs/s", "MB/s", "", ""
+        "{:<6} | {:>11} {:>9} | {:>11} {:>9} | {:>11} {:>9} | {:>11} {:>9} | {:>8} | {:>8} | {:>8}",
+        "", "msgs/s", "MB/s", "msgs/s", "MB/s", "msgs/s", "MB/s", "msgs/s", "MB/s", "", "", ""
     );
     for (size, label, _) in SIZES {
         let rr = rate(size, Relay::Ringrelay);
+        let lim = rate(size, Relay::RingrelayLimited);
         let tt = rate(size, Relay::Tungstenite);
         let fw = rate(size, Relay::Forwarder);
         println!(
-            "{label:<6} | {} | {} | {} | {} | {}",
+            "{label:<6} | {} | {} | {} | {} | {} | {} | {}",
             cell(rr),
+            cell(lim),
             cell(tt),
             cell(fw),
+            ratio(lim, rr),
             ratio(rr, tt),
             ratio(rr, fw)
         );

@@ -5,6 +5,10 @@ Run from anywhere: python3 fuzz/seeds.py. Each seed follows its target's input l
 the comment at the top of fuzz/fuzz_targets/<target>.rs).
 """
 
+import base64
+import hashlib
+import hmac
+import json
 import os
 import struct
 
@@ -96,8 +100,65 @@ def utf8_stream():
     write("utf8_stream", "over-max", bytes([1]) + struct.pack(">H", 32768) + b"\xf4\x90\x80\x80")
 
 
+# Must match SECRET in fuzz_targets/jwt_claims.rs, so seeded tokens get past the signature.
+JWT_SECRET = b"fuzz-secret-0123456789abcdef-0123456789"
+JWT_NOW = 1_700_000_000
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def jws(header, claims, hash_fn=hashlib.sha256, secret=JWT_SECRET):
+    signed = b64url(header) + b"." + b64url(claims)
+    return signed + b"." + b64url(hmac.new(secret, signed, hash_fn).digest())
+
+
+def claims_json(**extra):
+    c = {"sid": "room-1", "exp": JWT_NOW + 60, "aud": "relay", "iss": "ops"}
+    c.update(extra)
+    return json.dumps(c, separators=(",", ":")).encode()
+
+
+HS256 = b'{"alg":"HS256","typ":"JWT"}'
+
+
+def jwt_claims():
+    good = jws(HS256, claims_json(role="desktop"))
+    write("jwt_claims", "token", b"\x00" + good)
+    write("jwt_claims", "alg-none", b"\x00" + b64url(b'{"alg":"none"}') + b"." + b64url(claims_json()) + b".")
+    write("jwt_claims", "hs512", b"\x00" + jws(b'{"alg":"HS512"}', claims_json(), hashlib.sha512))
+    write("jwt_claims", "wrong-key", b"\x00" + jws(HS256, claims_json(), secret=b"k" * 32))
+    head = b"role=desktop&token=" + good + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + good + b"\r\n\r\n"
+    write("jwt_claims", "request", b"\x01" + head)
+    write("jwt_claims", "request-two-headers", b"\x01events=1 HTTP/1.1\r\nAuthorization: bearer a.b.c\r\nAuthorization: Basic x\r\n\r\n")
+    write("jwt_claims", "minted", b"\x02\x01\x00\x01\x00\x00\x10\x00\x01\x00\x00\x00\x00\x00\x00\x00\xff")
+    write("jwt_claims", "minted-long", b"\x02" + bytes(range(256)))
+    write("jwt_claims", "claims-float", b"\x03\x00" + claims_json(exp=JWT_NOW + 0.5, nbf=1e3, aud=["web", "relay"], role="agent_2"))
+    write("jwt_claims", "claims-any", b"\x03\x00" + claims_json(sid="*", exp=-1, iat="x"))
+    write("jwt_claims", "claims-huge", b"\x03\x00" + b'{"sid":"s","exp":1e300,"nbf":-1e300,"aud":[[[[1]]]],"iss":null}')
+    header = b'{"alg":"HS512","typ":"jwt","crit":["exp"]}'
+    write("jwt_claims", "header-crit", bytes([3, 1 | (2 << 1), len(header)]) + header + claims_json())
+
+
+def config_parse():
+    with open(os.path.join(HERE, "..", "systemd", "ringrelay.toml"), "rb") as f:
+        write("config_parse", "example", f.read())
+    secret = b"0123456789abcdef0123456789abcdef!"
+    auth = b'[auth]\njwt_secret = "' + secret + b'"\nalgorithms = ["HS384", "HS256"]\naudience = "relay"\nissuer = "ops"\nleeway = "0s"\n'
+    write("config_parse", "auth", auth)
+    env = [secret, b"HS256,HS512", b"relay", b"ops", b"5s", b"128", b"4", b"127.0.0.1:0", b"1s", b"2s",
+           b"https://A.example:8443,*", b"10.0.0.0/8,::1", b"200", b"ringrelay=debug,info"]
+    write("config_parse", "env", b"workers = 2\n" + b"".join(b"\x00" + v for v in env))
+    write("config_parse", "bad-key", b"[limits]\nmax_mesage_bytes = 10\n")
+    write("config_parse", "bad-secret", b"\x00short secret")
+    write("config_parse", "timers", b'[session]\nping_interval = "80s"\npeer_timeout = "75s"\n[security]\ntrusted_proxies = ["::ffff:10.0.0.1/120"]\n')
+
+
 if __name__ == "__main__":
     frame_decoder()
     handshake()
     mask_diff()
     utf8_stream()
+    jwt_claims()
+    config_parse()

@@ -3,11 +3,13 @@
 //! Layout: `ws` is the I/O-free WebSocket codec, `http` the request head and answers,
 //! `relay` the forwarding path, `session` the per-core session registry, `runtime` the
 //! per-core machinery (buffers, sockets, driver), `server` the listeners and workers,
-//! `config` the settings, `stats` the counters.
+//! `config` the settings, `stats` the counters, `auth` the bearer tokens that admit a client.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod auth;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod load;
 pub mod relay;
 pub mod runtime;

@@ -28,6 +28,8 @@ enum Command {
     Serve(ServeArgs),
     /// Generate load against a relay and report throughput and latency.
     Load(ringrelay::load::LoadArgs),
+    /// Mint a token the relay accepts (prints it on stdout).
+    Token(ringrelay::auth::cli::TokenArgs),
 }
 
 #[derive(clap::Args, Default, Clone)]
@@ -65,6 +67,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Token(a)) => return ringrelay::auth::cli::main(&a),
         None => cli.serve,
     };
     serve(args)

@@ -308,6 +308,7 @@ fuzz_target!(|input: &[u8]| {
     let strict = k.schedule.is_none();
     let limits = DecodeLimits {
         max_message_bytes: k.limit,
+        max_frames_per_message: u32::MAX,
     };
     let expect = model(stream, k.limit);
 

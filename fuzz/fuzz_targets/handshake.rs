@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use ringrelay::http::route::{route, valid_role, valid_session_id, Route};
 use ringrelay::http::upgrade::check_upgrade;
-use ringrelay::http::{parse_head, HeadError, RequestHead};
+use ringrelay::http::{parse_head, HeadError, HeadScan, RequestHead};
 
 type Parsed = Result<Option<(RequestHead, usize)>, HeadError>;
 
@@ -64,6 +64,35 @@ fn exercise(head: &RequestHead, n: usize, len: usize) {
     }
 }
 
+/// The server finds the end of the head with `HeadScan` as bytes arrive and parses only the
+/// head it found. Fed in two pieces the scan must answer as it would at once, and a head it
+/// finds must parse to exactly that length (or be refused; never to a different length).
+fn scan_agrees(data: &[u8], cut: usize, max_bytes: usize, max_headers: usize) {
+    let mut once = HeadScan::default();
+    let whole = once.feed(data, max_bytes, max_headers);
+    let mut twice = HeadScan::default();
+    let pieces = match twice.feed(&data[..cut], max_bytes, max_headers) {
+        Ok(None) => twice.feed(data, max_bytes, max_headers),
+        decided => {
+            // Decided on a prefix: the whole must say the same, except that "too large" may
+            // be noticed earlier on a longer buffer.
+            match (&decided, &whole) {
+                (Err(HeadError::TooLarge), Err(_)) => {}
+                _ => assert_eq!(decided, whole, "scan of a prefix decided differently"),
+            }
+            return;
+        }
+    };
+    assert_eq!(pieces, whole, "scan in two pieces differs from one pass");
+    if let Ok(Some(n)) = whole {
+        assert!(n <= data.len() && n <= max_bytes);
+        assert!(data[..n].ends_with(b"\n\n") || data[..n].ends_with(b"\n\r\n"));
+        if let Ok(Some((_, m))) = parse_head(&data[..n], max_bytes, max_headers) {
+            assert_eq!(m, n, "the scan and the parser disagree on where the head ends");
+        }
+    }
+}
+
 fn check(parsed: &Parsed, len: usize) {
     if let Ok(Some((head, n))) = parsed {
         exercise(head, *n, len);
@@ -97,6 +126,8 @@ fuzz_target!(|input: &[u8]| {
         ),
         (Err(_), w) => assert_eq!(w, &first, "refusal at {cut} bytes differs from the whole"),
     }
+    scan_agrees(data, cut, max_bytes, max_headers);
+
     // And the other way round: when the whole is a head of n bytes, every shorter prefix is
     // still undecided (or over the limit).
     if let Ok(Some((_, n))) = &whole {

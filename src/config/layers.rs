@@ -17,10 +17,29 @@ pub(super) fn load(
     env: &[(String, String)],
     cli: &CliOverrides,
 ) -> Result<Config, ConfigError> {
+    let text = match file {
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                key: None,
+                path: path.to_path_buf(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    load_text(text.as_deref().zip(file), env, cli)
+}
+
+/// `file` is the TOML text and the path its errors name.
+pub(super) fn load_text(
+    file: Option<(&str, &Path)>,
+    env: &[(String, String)],
+    cli: &CliOverrides,
+) -> Result<Config, ConfigError> {
     let mut cfg = Config::default();
     let mut origins = Origins::new();
-    if let Some(path) = file {
-        apply_file(&mut cfg, &mut origins, path)?;
+    if let Some((text, path)) = file {
+        apply_file(&mut cfg, &mut origins, text, path)?;
     }
     for (name, value) in env {
         if let Some(key) = KEYS
@@ -72,12 +91,12 @@ fn set(
     Ok(())
 }
 
-fn apply_file(cfg: &mut Config, origins: &mut Origins, path: &Path) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        key: None,
-        path: path.to_path_buf(),
-        source,
-    })?;
+fn apply_file(
+    cfg: &mut Config,
+    origins: &mut Origins,
+    text: &str,
+    path: &Path,
+) -> Result<(), ConfigError> {
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Parse {

@@ -335,7 +335,7 @@ impl Default for LimitsConfig {
             max_message_bytes: 1 << 20,
             handshake_timeout: Duration::from_secs(10),
             max_header_bytes: 8192,
-            max_headers: 64,
+            max_headers: 100,
             read_buffer_bytes: 64 << 10,
             pool_buffers: 64,
             max_read_buffers: 1024,
@@ -345,14 +345,14 @@ impl Default for LimitsConfig {
             max_sessions: 100_000,
             reconnect_reserve_percent: 10,
             max_connections_per_ip: 1000,
-            ip_connect_rate: 600,
-            ip_connect_burst: 100,
+            ip_connect_rate: 1200,
+            ip_connect_burst: 400,
             ip_table_size: 16_384,
             message_rate: 0,
             message_burst: 1000,
             byte_rate: 0,
             byte_burst: 1 << 20,
-            max_frames_per_message: 1024,
+            max_frames_per_message: 4096,
             write_timeout: Duration::from_secs(60),
             accept_backoff_max: Duration::from_secs(1),
         }
@@ -427,6 +427,17 @@ impl Config {
         cli: &CliOverrides,
     ) -> Result<Config, ConfigError> {
         layers::load(file, env, cli)
+    }
+
+    /// [`Config::load`] with the file's text already in hand; `name` stands for the file in
+    /// errors. For callers without a file on disk, such as the fuzzer.
+    pub fn from_toml_str(
+        text: &str,
+        name: &Path,
+        env: &[(String, String)],
+        cli: &CliOverrides,
+    ) -> Result<Config, ConfigError> {
+        layers::load_text(Some((text, name)), env, cli)
     }
 
     /// The effective config as TOML that [`Config::load`] accepts back. An inline

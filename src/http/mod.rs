@@ -7,6 +7,6 @@ pub mod response;
 pub mod route;
 pub mod upgrade;
 
-pub use request::{parse_head, HeadError, RequestHead};
+pub use request::{parse_head, HeadError, HeadScan, RequestHead};
 pub use response::Response;
 pub use route::{Route, RouteError};

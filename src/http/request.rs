@@ -90,6 +90,53 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Finds the end of a request head as bytes arrive, looking at each byte once, and checks the
+/// size and line-count limits against what is buffered so far: a slow client that sends its
+/// head a byte at a time costs one pass over it, not one parse per read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HeadScan {
+    scanned: usize,
+    lines: usize,
+}
+
+impl HeadScan {
+    /// `Ok(Some(n))`: the head is the first `n` bytes of `buf` (which holds at least what the
+    /// previous call saw). `Ok(None)`: not finished yet, and within the limits.
+    pub fn feed(
+        &mut self,
+        buf: &[u8],
+        max_bytes: usize,
+        max_headers: usize,
+    ) -> Result<Option<usize>, HeadError> {
+        for i in self.scanned..buf.len() {
+            if buf[i] != b'\n' {
+                continue;
+            }
+            // A line that is empty (bare LF or CR LF) after at least one other line ends it.
+            let blank = (i >= 1 && buf[i - 1] == b'\n')
+                || (i >= 2 && buf[i - 1] == b'\r' && buf[i - 2] == b'\n');
+            if blank {
+                self.scanned = i + 1;
+                return if i + 1 > max_bytes {
+                    Err(HeadError::TooLarge)
+                } else {
+                    Ok(Some(i + 1))
+                };
+            }
+            self.lines += 1;
+            // The request line plus `max_headers` header lines.
+            if self.lines > max_headers + 1 {
+                return Err(HeadError::TooManyHeaders);
+            }
+        }
+        self.scanned = buf.len();
+        if buf.len() >= max_bytes {
+            return Err(HeadError::TooLarge);
+        }
+        Ok(None)
+    }
+}
+
 /// Parses a request head from the bytes buffered so far. `Ok(None)`: incomplete, read more
 /// (the caller enforces `max_bytes` on what it buffers). `Ok(Some((head, n)))`: the head took
 /// the first `n` bytes; anything after belongs to the connection's next layer.
@@ -173,6 +220,44 @@ mod tests {
             parse_head(b"\x00\x01garbage\r\n\r\n", 8192, 32),
             Err(HeadError::Malformed)
         );
+    }
+
+    /// The scan agrees with a full parse wherever the request is cut, and sees each byte once.
+    #[test]
+    fn scan_finds_the_end_at_every_cut() {
+        let head_len = REQ.len() - 5;
+        for cut in 0..REQ.len() {
+            let mut scan = HeadScan::default();
+            assert_eq!(
+                scan.feed(&REQ[..cut], 8192, 32),
+                Ok((cut >= head_len).then_some(head_len))
+            );
+            if cut < head_len {
+                assert_eq!(scan.feed(REQ, 8192, 32), Ok(Some(head_len)), "cut {cut}");
+            }
+        }
+        let bare_lf = b"GET / HTTP/1.1\nHost: x\n\nrest";
+        let mut scan = HeadScan::default();
+        assert_eq!(scan.feed(bare_lf, 8192, 32), Ok(Some(bare_lf.len() - 4)));
+    }
+
+    #[test]
+    fn scan_enforces_limits_before_the_end() {
+        let mut scan = HeadScan::default();
+        let many: String = (0..40).map(|i| format!("X-{i}: v\r\n")).collect();
+        let req = format!("GET / HTTP/1.1\r\n{many}");
+        assert_eq!(
+            scan.feed(req.as_bytes(), 8192, 32),
+            Err(HeadError::TooManyHeaders)
+        );
+        let mut scan = HeadScan::default();
+        let big = [b'a'; 300];
+        assert_eq!(scan.feed(&big[..100], 256, 32), Ok(None));
+        assert_eq!(scan.feed(&big, 256, 32), Err(HeadError::TooLarge));
+        // A complete head one byte over the limit is refused as well.
+        let mut scan = HeadScan::default();
+        let req = b"GET / HTTP/1.1\r\n\r\n";
+        assert_eq!(scan.feed(req, req.len() - 1, 32), Err(HeadError::TooLarge));
     }
 
     #[test]

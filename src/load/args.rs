@@ -1,9 +1,10 @@
 //! `ringrelay load` options.
 
+use super::attack::{Attack, DEFAULT_SOURCE};
 use super::client::{Rng, Target, Transport};
 use super::engine::{Mode, Plan, Stop};
 use crate::config::{parse_duration, DriverChoice};
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::time::Duration;
 
 /// How long after the end senders and receivers may take to finish.
@@ -65,9 +66,31 @@ pub struct LoadArgs {
     /// Print one JSON object at the end instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Connection flood beside the load: tasks that, from the start of the warm-up to the end
+    /// of the run, open a connection from --attack-source, ask for an upgrade of a random
+    /// session, read the status line and close, back to back. Their answers are counted by
+    /// status in the report.
+    #[arg(long, default_value_t = 0)]
+    pub attackers: usize,
+    /// The address attack connections are bound to (the honest ones keep the default).
+    #[arg(long, default_value_t = DEFAULT_SOURCE)]
+    pub attack_source: IpAddr,
+    /// 0: attackers share the load's threads (and delay its tasks with their own work).
+    /// N: they run on N threads of their own instead.
+    #[arg(long, default_value_t = 0)]
+    pub attack_threads: usize,
 }
 
 impl LoadArgs {
+    /// The connection flood asked for, if any.
+    pub fn attack(&self) -> Option<Attack> {
+        (self.attackers > 0).then_some(Attack {
+            attackers: self.attackers,
+            source: self.attack_source,
+            threads: self.attack_threads,
+        })
+    }
+
     /// Resolves the URL and turns the options into an engine plan.
     pub fn plan(&self) -> Result<Plan, String> {
         let rest = self
@@ -174,5 +197,32 @@ mod tests {
         assert_eq!(p.mode, Mode::Echo);
         assert!(plan(&["--url", "http://127.0.0.1:9"]).is_err());
         assert!(plan(&["--duration", "5"]).is_err());
+    }
+
+    fn attack(args: &[&str]) -> Result<Option<Attack>, String> {
+        let mut v = vec!["load"];
+        v.extend_from_slice(args);
+        Ok(Cli::try_parse_from(v)
+            .map_err(|e| e.to_string())?
+            .load
+            .attack())
+    }
+
+    #[test]
+    fn attack_options() {
+        assert!(attack(&[]).unwrap().is_none());
+        assert!(attack(&["--attackers", "0"]).unwrap().is_none());
+        let a = attack(&["--attackers", "8"]).unwrap().unwrap();
+        assert_eq!((a.attackers, a.source, a.threads), (8, DEFAULT_SOURCE, 0));
+        let a = attack(&["--attackers", "8", "--attack-threads", "2"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.threads, 2);
+        assert_eq!(a.source.to_string(), "127.0.0.2");
+        let a = attack(&["--attackers", "2", "--attack-source", "127.0.0.9"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.source.to_string(), "127.0.0.9");
+        assert!(attack(&["--attackers", "2", "--attack-source", "nope"]).is_err());
     }
 }

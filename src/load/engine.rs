@@ -12,13 +12,18 @@
 //! receiver knows when it has everything. Then each side sends a close frame (or, raw, shuts
 //! its socket down) and waits for the answer. At `end + drain` every socket still open is shut
 //! down from outside, so a run always stops.
+//!
+//! With an [`Attack`], attackers (see `attack`) run from the start to `end`, counted apart
+//! from the honest connections: either spread over the load's threads, sharing their runtimes,
+//! or on threads of their own numbered after the load's (which then run nothing else).
 
 use super::alarm::Alarm;
+use super::attack::{self, Attack, AttackCounts, Outcome};
 use super::client::{
     self, ClientError, Connection, Control, Event, FrameReader, FrameWriter, Rng, Target,
     Transport, STAMP_LEN,
 };
-use super::report::{LatencySummary, Report};
+use super::report::{AttackReport, LatencySummary, Report};
 use crate::config::DriverChoice;
 use crate::runtime::driver::{self, Driver};
 use crate::ws::OpCode;
@@ -261,6 +266,8 @@ pub(crate) struct ThreadStats {
     /// Fixed rate: how late each message left after its due time, in microseconds.
     pub lag: Histogram<u64>,
     pub samples: Vec<String>,
+    /// The attackers' tally (kept apart from the honest figures above).
+    pub attack: AttackCounts,
 }
 
 impl ThreadStats {
@@ -277,6 +284,7 @@ impl ThreadStats {
             hist: new_histogram(),
             lag: new_histogram(),
             samples: Vec::new(),
+            attack: AttackCounts::default(),
         }
     }
 
@@ -303,6 +311,7 @@ impl ThreadStats {
                 self.samples.push(s);
             }
         }
+        self.attack.merge(o.attack);
     }
 }
 
@@ -318,12 +327,15 @@ struct RunShared {
     barrier: Barrier,
     delivered: AtomicU64,
     errors: AtomicU64,
+    /// Attack attempts so far (for the progress line).
+    attack_attempts: AtomicU64,
     finished: AtomicUsize,
 }
 
 /// One thread's state, shared by its tasks.
 struct Ctx {
     plan: Arc<Plan>,
+    attack: Option<Arc<Attack>>,
     shared: Arc<RunShared>,
     t0: u64,
     /// Messages sent from here on count.
@@ -362,27 +374,53 @@ impl Ctx {
 
 /// Runs the plan to the end and reports.
 pub fn run(plan: &Plan) -> Result<Report, EngineError> {
+    run_attacked(plan, None)
+}
+
+/// Runs the plan with a connection flood beside it (when `attack` has attackers) and reports
+/// both.
+pub fn run_attacked(plan: &Plan, attack: Option<&Attack>) -> Result<Report, EngineError> {
     plan.validate()?;
+    let attack = attack.filter(|a| a.attackers > 0).cloned().map(Arc::new);
+    if let Some(a) = &attack {
+        if !matches!(plan.stop, Stop::Time { .. }) {
+            return Err(EngineError::Invalid(
+                "attackers run for a timed run only".into(),
+            ));
+        }
+        if plan.target.transport != Transport::WebSocket {
+            return Err(EngineError::Invalid(
+                "attackers need a WebSocket server, not a raw forwarder".into(),
+            ));
+        }
+        a.validate(&plan.target).map_err(EngineError::Invalid)?;
+    }
     let driver = driver::resolve(plan.driver).map_err(|e| EngineError::Invalid(e.to_string()))?;
     let mut plan = plan.clone();
     plan.threads = plan.threads.min(plan.conns);
     let plan = Arc::new(plan);
-    let threads = plan.threads;
+    // The load's threads, then the attackers' own (if they have any).
+    let threads = plan.threads + attack.as_ref().map_or(0, |a| a.own_threads());
     let shared = Arc::new(RunShared {
         epoch: Instant::now(),
         t0_ns: AtomicU64::new(0),
         barrier: Barrier::new(threads + 1),
         delivered: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        attack_attempts: AtomicU64::new(0),
         finished: AtomicUsize::new(0),
     });
     let mut handles = Vec::new();
     for index in 0..threads {
-        let (plan, shared) = (plan.clone(), shared.clone());
+        let (plan, shared, attack) = (plan.clone(), shared.clone(), attack.clone());
+        let name = match index.checked_sub(plan.threads) {
+            None => format!("load-{index}"),
+            Some(i) => format!("attack-{i}"),
+        };
         let h = std::thread::Builder::new()
-            .name(format!("load-{index}"))
+            .name(name)
             .spawn(move || {
-                let stats = thread_main(plan, index, &shared, driver);
+                let stats = thread_main(plan, attack, index, &shared, driver);
                 shared.finished.fetch_add(1, Ordering::Release);
                 stats
             })
@@ -394,7 +432,7 @@ pub fn run(plan: &Plan) -> Result<Report, EngineError> {
     let t0 = shared.epoch.elapsed().as_nanos() as u64;
     shared.t0_ns.store(t0, Ordering::Release);
     shared.barrier.wait();
-    progress(&plan, &shared, t0);
+    progress(&plan, threads, attack.is_some(), &shared, t0);
     let mut total = ThreadStats::new();
     for h in handles {
         let s = h
@@ -407,11 +445,11 @@ pub fn run(plan: &Plan) -> Result<Report, EngineError> {
             total.samples.first().cloned().unwrap_or_default(),
         ));
     }
-    Ok(report(&plan, total, t0))
+    Ok(report(&plan, attack.as_deref(), total, t0))
 }
 
 /// Prints a line a second until every thread is done.
-fn progress(plan: &Plan, shared: &RunShared, t0: u64) {
+fn progress(plan: &Plan, threads: usize, attacked: bool, shared: &RunShared, t0: u64) {
     let start = shared.epoch + Duration::from_nanos(t0);
     let (warmup, duration) = match plan.stop {
         Stop::Time { warmup, duration } => (warmup, Some(duration)),
@@ -419,7 +457,7 @@ fn progress(plan: &Plan, shared: &RunShared, t0: u64) {
     };
     let (mut last_count, mut last_time) = (0, start);
     let mut next_tick = start + Duration::from_secs(1);
-    while shared.finished.load(Ordering::Acquire) < plan.threads {
+    while shared.finished.load(Ordering::Acquire) < threads {
         std::thread::sleep(Duration::from_millis(20));
         let now = Instant::now();
         if now < next_tick {
@@ -440,8 +478,16 @@ fn progress(plan: &Plan, shared: &RunShared, t0: u64) {
         } else {
             "running"
         };
+        let attack = if attacked {
+            format!(
+                "  attack attempts {}",
+                shared.attack_attempts.load(Ordering::Relaxed)
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "load [{:>4.0}s] {phase:<8} {:>10.0} msgs/s {:>9.2} MB/s  delivered {delivered}  errors {}",
+            "load [{:>4.0}s] {phase:<8} {:>10.0} msgs/s {:>9.2} MB/s  delivered {delivered}  errors {}{attack}",
             elapsed.as_secs_f64(),
             rate,
             rate * plan.size as f64 / 1e6,
@@ -450,7 +496,7 @@ fn progress(plan: &Plan, shared: &RunShared, t0: u64) {
     }
 }
 
-fn report(plan: &Plan, total: ThreadStats, t0: u64) -> Report {
+fn report(plan: &Plan, attack: Option<&Attack>, total: ThreadStats, t0: u64) -> Report {
     let (warmup, secs) = match plan.stop {
         Stop::Time { warmup, duration } => (warmup.as_secs_f64(), duration.as_secs_f64()),
         Stop::Count { .. } => (0.0, total.last_end_ns.saturating_sub(t0) as f64 / 1e9),
@@ -459,6 +505,21 @@ fn report(plan: &Plan, total: ThreadStats, t0: u64) -> Report {
     let latency = LatencySummary::of(&total.hist);
     let send_lag = plan.rate.map(|_| LatencySummary::of(&total.lag));
     let churn = plan.mode == Mode::Churn;
+    let attack = attack.map(|a| {
+        // Attackers run from the start to the end of the measured time.
+        let window = warmup + secs;
+        AttackReport {
+            attackers: a.attackers,
+            threads: a.own_threads(),
+            source: a.source.to_string(),
+            attempts_per_s: if window > 0.0 {
+                total.attack.attempts as f64 / window
+            } else {
+                0.0
+            },
+            counts: total.attack.clone(),
+        }
+    });
     Report {
         mode: plan.mode.name().to_string(),
         target: format!("{}", plan.target.addr),
@@ -491,17 +552,19 @@ fn report(plan: &Plan, total: ThreadStats, t0: u64) -> Report {
         latency_us: latency,
         send_lag_us: send_lag,
         error_samples: total.samples,
+        attack,
     }
 }
 
 /// Runs one thread's share of the plan on its own monoio runtime.
 fn thread_main(
     plan: Arc<Plan>,
+    attack: Option<Arc<Attack>>,
     index: usize,
     shared: &Arc<RunShared>,
     driver: Driver,
 ) -> ThreadStats {
-    let fut = thread_run(plan, index, shared.clone());
+    let fut = thread_run(plan, attack, index, shared.clone());
     let built = if driver == Driver::IoUring {
         monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(1024)
@@ -548,11 +611,18 @@ async fn connect_one(
     }
 }
 
-async fn thread_run(plan: Arc<Plan>, index: usize, shared: Arc<RunShared>) -> ThreadStats {
+async fn thread_run(
+    plan: Arc<Plan>,
+    attack: Option<Arc<Attack>>,
+    index: usize,
+    shared: Arc<RunShared>,
+) -> ThreadStats {
     let mut rng = Rng::from_entropy(index as u64);
     let mut early = ThreadStats::new();
     let mut ready = Vec::new();
-    let mine = (index..plan.conns).step_by(plan.threads);
+    // A thread past the load's own runs attackers only.
+    let honest = index < plan.threads;
+    let mine = (index..if honest { plan.conns } else { index }).step_by(plan.threads);
     // Setting up is bounded as a whole, not per connection.
     let setup_end = Instant::now() + plan.connect_timeout;
     let left = || setup_end.saturating_duration_since(Instant::now());
@@ -607,7 +677,7 @@ async fn thread_run(plan: Arc<Plan>, index: usize, shared: Arc<RunShared>) -> Th
         Stop::Count { deadline, .. } => (t0, u64::MAX, t0 + deadline.as_nanos() as u64),
     };
     shared.errors.fetch_add(early.errors, Ordering::Relaxed);
-    let alarm = match plan.rate {
+    let alarm = match plan.rate.filter(|_| honest) {
         Some(_) => match Alarm::start(shared.epoch) {
             Ok((a, sock)) => Some((Rc::new(a), sock)),
             Err(e) => {
@@ -622,6 +692,7 @@ async fn thread_run(plan: Arc<Plan>, index: usize, shared: Arc<RunShared>) -> Th
         alarm: alarm.as_ref().map(|a| a.0.clone()),
         alarm_targets: RefCell::new(Vec::new()),
         plan,
+        attack,
         shared,
         t0,
         warm,
@@ -661,9 +732,14 @@ async fn thread_run(plan: Arc<Plan>, index: usize, shared: Arc<RunShared>) -> Th
             }
         }
     }
-    if ctx.plan.mode == Mode::Churn {
+    if ctx.plan.mode == Mode::Churn && honest {
         for k in (index..ctx.plan.conns).step_by(ctx.plan.threads) {
             tasks.push(monoio::spawn(churn_loop(ctx.clone(), k)));
+        }
+    }
+    if let Some(a) = ctx.attack.clone() {
+        for k in a.assigned(index, ctx.plan.threads) {
+            tasks.push(monoio::spawn(attack_loop(ctx.clone(), k)));
         }
     }
     monoio::spawn(controller(ctx.clone()));
@@ -1042,6 +1118,34 @@ fn on_message(ctx: &Ctx, c: &ConnCtl, len: u64, stamp: &[u8; STAMP_LEN], now: u6
         s.sender_wake.notify();
     }
     1
+}
+
+/// One attacker: attempts back to back from the start until `end` (warm-up included). An
+/// attempt still under way then may finish, within the connect timeout and the hard deadline.
+async fn attack_loop(ctx: Rc<Ctx>, k: usize) {
+    let Some(a) = ctx.attack.clone() else { return };
+    let target = &ctx.plan.target;
+    let mut rng = Rng::new(ctx.rng.borrow_mut().next_u64() ^ k as u64);
+    loop {
+        let now = ctx.now_ns();
+        if now >= ctx.end || ctx.aborted.get() {
+            break;
+        }
+        let budget =
+            Duration::from_nanos(ctx.hard.saturating_sub(now)).min(ctx.plan.connect_timeout);
+        let route = format!("/v1/relay/flood-{:016x}", rng.next_u64());
+        let outcome =
+            monoio::time::timeout(budget, attack::attempt(target, a.source, &route, &mut rng))
+                .await
+                .unwrap_or_else(|_| Outcome::Error("timed out".into()));
+        ctx.stats.borrow_mut().attack.record(&outcome);
+        ctx.shared.attack_attempts.fetch_add(1, Ordering::Relaxed);
+        if matches!(outcome, Outcome::Error(_)) {
+            // An error can come back without the attempt ever suspending (a connect refused
+            // at once): let the honest tasks on this thread run before the next one.
+            attack::yield_now().await;
+        }
+    }
 }
 
 /// Connects a pair, sends `churn_messages` (both ways if asked), closes both, again and again.

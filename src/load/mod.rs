@@ -6,22 +6,25 @@
 //! * `engine`: senders (closed loop with a window, or fixed rate), receivers (order check,
 //!   latency histogram), churn loops, the threads and the deadline;
 //! * `alarm`: precise wake-ups for fixed-rate senders (monoio's timers tick in milliseconds);
+//! * `attack`: `--attackers`, a connection flood from one source address beside the load;
 //! * `report`: the result, as JSON or text.
 
 pub mod alarm;
 pub mod args;
+pub mod attack;
 pub mod client;
 pub mod engine;
 pub mod report;
 
 pub use args::LoadArgs;
+pub use attack::{Attack, AttackCounts};
 pub use engine::{EngineError, Mode, Plan, Stop};
 pub use report::Report;
 
 /// Runs `ringrelay load`: prints progress on stderr and the report on stdout.
 pub fn run(args: LoadArgs) -> Result<(), EngineError> {
     let plan = args.plan().map_err(EngineError::Invalid)?;
-    let report = engine::run(&plan)?;
+    let report = engine::run_attacked(&plan, args.attack().as_ref())?;
     if args.json {
         println!("{}", report.to_json());
     } else {

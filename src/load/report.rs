@@ -1,5 +1,6 @@
 //! The result of a load run: one JSON object, or a few lines for a person.
 
+use super::attack::AttackCounts;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -30,6 +31,23 @@ impl LatencySummary {
             max: h.max(),
         }
     }
+}
+
+/// What the attackers (`--attackers`) got. They run from the start of the warm-up to the end
+/// of the measured time, so their counts cover both.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttackReport {
+    pub attackers: usize,
+    /// Threads of their own (`--attack-threads`); 0 when they share the load's threads.
+    pub threads: usize,
+    /// The address every attack connection came from.
+    pub source: String,
+    /// Attempts per second over the warm-up and the measured time.
+    pub attempts_per_s: f64,
+    /// attempts, status_101, status_429, status_503, status_other, errors, error_samples;
+    /// `attempts` is the sum of the five counts.
+    #[serde(flatten)]
+    pub counts: AttackCounts,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -74,6 +92,8 @@ pub struct Report {
     pub send_lag_us: Option<LatencySummary>,
     /// The first few errors, for a person to read.
     pub error_samples: Vec<String>,
+    /// The connection flood beside the load (`--attackers`), or null without one.
+    pub attack: Option<AttackReport>,
 }
 
 impl Report {
@@ -137,6 +157,29 @@ impl Report {
         }
         for e in &self.error_samples {
             let _ = writeln!(s, "  error: {e}");
+        }
+        if let Some(a) = &self.attack {
+            let c = &a.counts;
+            let _ = writeln!(
+                s,
+                "  attack      {} attempts, 101: {}, 429: {}, 503: {}, other: {}, errors: {}  ({} attacker(s) from {} on {}, {:.0}/s over warm-up and run)",
+                c.attempts,
+                c.status_101,
+                c.status_429,
+                c.status_503,
+                c.status_other,
+                c.errors,
+                a.attackers,
+                a.source,
+                match a.threads {
+                    0 => "the load's threads".to_string(),
+                    n => format!("{n} thread(s) of their own"),
+                },
+                a.attempts_per_s,
+            );
+            for e in &c.error_samples {
+                let _ = writeln!(s, "  attack error: {e}");
+            }
         }
         s
     }

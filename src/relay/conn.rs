@@ -2,6 +2,7 @@
 
 use super::events;
 use super::inbound::{Closing, DecodeLimits, Inbound};
+use crate::limits::Throttle;
 use crate::runtime::Core;
 use crate::session::{Peer, Session};
 use crate::stats::{bump, Latency};
@@ -22,13 +23,19 @@ pub async fn run(
     session: Option<Rc<Session>>,
     mut initial: Vec<u8>,
 ) {
+    let cfg = &core.config().limits;
     let limits = DecodeLimits {
-        max_message_bytes: core.config().limits.max_message_bytes as u64,
+        max_message_bytes: cfg.max_message_bytes as u64,
+        max_frames_per_message: u32::try_from(cfg.max_frames_per_message).unwrap_or(u32::MAX),
     };
+    // The buckets start on a fresh clock reading, or a stale tick would credit them with
+    // time that never passed.
+    let mut throttle = Throttle::configured(cfg).then(|| Throttle::new(cfg, core.clock.tick()));
     let mut inbound = Inbound::default();
     // After a read that filled the buffer more is likely waiting: read again at once rather
     // than paying for a readiness round trip.
     let mut hot = false;
+    let mut violated = false;
     let end_code = loop {
         let mut chunk;
         if !initial.is_empty() {
@@ -112,6 +119,10 @@ pub async fn run(
         }
         // The rare awaits below are boxed: their futures would otherwise size every
         // connection's task for its whole life.
+        if out.pings > 1 {
+            bump(&core.stats.pings_coalesced, u64::from(out.pings - 1));
+        }
+        // Answered before this connection is read again: at most one pong is ever pending.
         if let Some(payload) = pong {
             bump(&core.stats.pongs_sent, 1);
             let _ = Box::pin(peer.send_control(OpCode::Pong, &payload)).await;
@@ -133,13 +144,64 @@ pub async fn run(
                 if code == CloseCode::TOO_BIG {
                     bump(&core.stats.messages_dropped_over_limit, 1);
                 }
+                if code == CloseCode::POLICY {
+                    bump(&core.stats.fragment_floods, 1);
+                }
                 Box::pin(peer.close(code, reason, now)).await;
+                violated = true;
                 break code.0;
             }
             None => {}
         }
+        if let Some(Some(t)) = throttle.as_mut() {
+            let messages = out.messages_forwarded + out.messages_dropped;
+            if t.charge(messages, out.payload_bytes, now) > 0 {
+                Box::pin(pause(&core, &peer, t)).await;
+                hot = false;
+            }
+        }
     };
     leave(&core, &peer, session.as_deref(), &inbound, end_code);
+    if violated {
+        // Out of its session already (its seat is free for a reconnect); only the socket
+        // lingers, for at most the close timeout.
+        let linger = core.config().session.close_timeout;
+        let _ = Box::pin(monoio::time::timeout(linger, drain_until_closed(&peer))).await;
+    }
+    peer.sock.abort();
+}
+
+/// A client closed for a violation may still be sending. Closing the socket with its data
+/// unread would reset the connection, and the client would lose the close frame (and the
+/// code saying why). So: FIN after the close frame, then read and discard until the client
+/// closes too (the caller bounds this by `session.close_timeout`).
+async fn drain_until_closed(peer: &Peer) {
+    peer.sock.shutdown_write();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (r, b) = peer.sock.read(buf).await;
+        buf = b;
+        if !matches!(r, Ok(n) if n > 0) {
+            return;
+        }
+    }
+}
+
+/// Waits off a connection's rate debt without reading it: its data stays in its socket and
+/// the client, and nothing is dropped.
+async fn pause(core: &Core, peer: &Peer, throttle: &mut Throttle) {
+    // The coarse clock may be a tick behind: the wait is computed on a fresh reading.
+    let now = core.clock.tick();
+    let wait = throttle.charge(0, 0, now);
+    if wait == 0 {
+        return;
+    }
+    bump(&core.stats.rate_limit_pauses, 1);
+    bump(&core.stats.rate_limit_pause_ms, wait);
+    // Not silence: the keepalive tick must not take the pause for a dead peer.
+    peer.last_recv_ms.set(now + wait);
+    monoio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    core.clock.tick();
 }
 
 /// A receiver that holds part of a message that will never be finished is closed: it cannot
@@ -159,8 +221,8 @@ fn leave(
     inbound: &Inbound,
     end_code: u16,
 ) {
-    peer.sock.abort();
     core.registry.remove_peer(peer.id);
+    core.ip_limits.close(peer.ip, core.clock.now_ms());
     let code = peer.close_code.get().unwrap_or(end_code);
     core.stats.closed(code);
     if let Some(s) = session {

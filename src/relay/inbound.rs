@@ -41,6 +41,8 @@ enum Target {
 struct MsgState {
     text: bool,
     bytes: u64,
+    /// Client frames so far, for `DecodeLimits::max_frames_per_message`.
+    frames: u32,
     utf8: Utf8Validator,
     target: Target,
     /// At least one frame of this message was handed to the receiver.
@@ -64,6 +66,8 @@ pub struct Outcome {
     /// Where the latest ping's (unmasked) payload sits in the buffer, to answer with a pong;
     /// older pings in the same buffer need no answer of their own (RFC 6455 section 5.5.3).
     pub ping: Option<(usize, usize)>,
+    /// Pings in this buffer; all but the latest go unanswered.
+    pub pings: u32,
     pub closing: Option<Closing>,
     pub messages_forwarded: u32,
     pub messages_dropped: u32,
@@ -103,6 +107,8 @@ impl Default for Inbound {
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
     pub max_message_bytes: u64,
+    /// Caps a flood of tiny fragments, which costs the relay a header per byte forwarded.
+    pub max_frames_per_message: u32,
 }
 
 impl Inbound {
@@ -212,7 +218,10 @@ impl Inbound {
                 apply_mask(payload, mask, 0);
                 i += total;
                 match h.opcode {
-                    OpCode::Ping => out.ping = Some((p0, p1)),
+                    OpCode::Ping => {
+                        out.ping = Some((p0, p1));
+                        out.pings += 1;
+                    }
                     OpCode::Close => {
                         let closing = match parse_close_payload(payload) {
                             Ok(code) => Closing::Peer(code),
@@ -261,6 +270,7 @@ impl Inbound {
                     self.msg = Some(MsgState {
                         text: op == OpCode::Text,
                         bytes: 0,
+                        frames: 0,
                         utf8: Utf8Validator::new(),
                         target: receiver.map_or(Target::Drop, Target::Forward),
                         out_started: false,
@@ -270,6 +280,16 @@ impl Inbound {
                 }
             }
             let msg = self.msg.as_mut().expect("message state set above");
+            msg.frames += 1;
+            if msg.frames > limits.max_frames_per_message {
+                self.violate(
+                    Closing::Violation(CloseCode::POLICY, "too many fragments in one message"),
+                    segs,
+                    msg_first_seg,
+                    &mut out,
+                );
+                break;
+            }
             if msg.bytes + h.payload_len > limits.max_message_bytes {
                 self.violate(
                     Closing::Violation(CloseCode::TOO_BIG, "message too big"),

@@ -5,13 +5,35 @@ use crate::http::route::RelayTarget;
 use crate::http::Response;
 use crate::runtime::socket::Socket;
 use crate::runtime::Core;
+use crate::server::accept::refuse;
+use crate::server::admit::ip_refusal;
+use crate::server::capacity::{self, Joining};
 use crate::session::{JoinPlan, Peer};
 use crate::stats::bump;
 use crate::stats::Latency;
 use crate::ws::CloseCode;
 use monoio::net::TcpStream;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Instant;
+
+/// The last checks, made on the core the connection will live on: whole-server capacity,
+/// then this core's count of the client's open connections. `Ok` means the connection is
+/// counted against its IP and must be released with `ip_limits.close` when it ends.
+async fn seat_allowed(core: &Core, stream: &mut TcpStream, joining: Joining, ip: IpAddr) -> bool {
+    let totals = capacity::totals(&core.shared);
+    if let Err(reason) = capacity::check(&core.config().limits, totals, joining) {
+        bump(&core.stats.capacity_refused, 1);
+        refuse(core, stream, capacity::refusal(reason)).await;
+        return false;
+    }
+    if let Err(r) = core.ip_limits.open(ip, core.clock.now_ms()) {
+        bump(&core.stats.ip_open_refused, 1);
+        refuse(core, stream, ip_refusal(r)).await;
+        return false;
+    }
+    true
+}
 
 /// Pairs the connection into its session, then runs it as a task of its own, so the
 /// handshake's state is freed before the connection settles down to wait. The seat is taken before anything is
@@ -23,15 +45,31 @@ pub async fn join_session(
     upgrade: Response,
     extra: Vec<u8>,
     accepted_at: Instant,
+    ip: IpAddr,
 ) {
+    let joining = match core.registry.get(&target.session) {
+        Some(s) if s.was_paired.get() => Joining::Rejoin,
+        Some(_) => Joining::New {
+            opens_session: false,
+        },
+        None => Joining::New {
+            opens_session: true,
+        },
+    };
+    if !seat_allowed(&core, &mut stream, joining, ip).await {
+        return;
+    }
+    // `seat_allowed` awaits only when it refuses, so nothing ran in between: arrival order
+    // still decides who gets a role.
     let now = core.clock.now_ms();
     let session = core.registry.session(&target.session, now);
     let events_on = target.events;
     let (slot, role, replaced) = match session.plan(target.role.as_deref()) {
         JoinPlan::Full => {
             core.registry.release_if_empty(&session);
+            core.ip_limits.close(ip, now);
             let r = Response::error(409, "session_full", "this session already has two peers");
-            crate::server::accept::refuse(&core, &mut stream, r).await;
+            refuse(&core, &mut stream, r).await;
             return;
         }
         JoinPlan::Take { slot, role } => (slot, role, false),
@@ -42,6 +80,7 @@ pub async fn join_session(
         role.into(),
         events_on,
         Socket::new(stream),
+        ip,
         now,
     ));
     let old = session.seat(slot, peer.clone());
@@ -87,16 +126,24 @@ pub async fn join_session(
 /// Runs an echo connection: its own peer, no session.
 pub async fn run_echo(
     core: Rc<Core>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     upgrade: Response,
     extra: Vec<u8>,
     accepted_at: Instant,
+    ip: IpAddr,
 ) {
+    let joining = Joining::New {
+        opens_session: false,
+    };
+    if !seat_allowed(&core, &mut stream, joining, ip).await {
+        return;
+    }
     let peer = Rc::new(Peer::new(
         core.next_conn_id(),
         "echo".into(),
         false,
         Socket::new(stream),
+        ip,
         core.clock.now_ms(),
     ));
     core.registry.add_peer(peer.clone());

@@ -2,6 +2,8 @@
 //! sessions. Nothing is armed per message or per connection.
 
 use crate::runtime::Core;
+use crate::session::peer::UNSTAMPED;
+use crate::session::Peer;
 use crate::stats::bump;
 use crate::ws::{CloseCode, OpCode};
 use std::rc::Rc;
@@ -14,8 +16,21 @@ pub fn tick_period(core: &Core) -> Duration {
         .ping_interval
         .min(s.peer_timeout)
         .min(s.idle_timeout)
-        .min(s.close_timeout);
+        .min(s.close_timeout)
+        .min(core.config().limits.write_timeout);
     (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// Stamps a write the tick sees for the first time; true once one has waited `write_ms`.
+fn write_stuck(p: &Peer, now: u64, write_ms: u64) -> bool {
+    match p.write_since_ms.get() {
+        None => false,
+        Some(UNSTAMPED) => {
+            p.write_since_ms.set(Some(now));
+            false
+        }
+        Some(since) => now.saturating_sub(since) >= write_ms,
+    }
 }
 
 pub async fn run(core: Rc<Core>) {
@@ -25,11 +40,17 @@ pub async fn run(core: Rc<Core>) {
     let peer_timeout_ms = cfg.peer_timeout.as_millis() as u64;
     let idle_ms = cfg.idle_timeout.as_millis() as u64;
     let close_ms = cfg.close_timeout.as_millis() as u64;
+    let write_ms = core.config().limits.write_timeout.as_millis() as u64;
     loop {
         monoio::time::sleep(period).await;
         let now = core.clock.tick();
         for p in core.registry.peers() {
-            if let Some(since) = p.closing_since_ms.get() {
+            if write_stuck(&p, now, write_ms) {
+                // It stopped reading: its sender's write fails at once and the sender stays.
+                bump(&core.stats.peers_dropped_write_timeout, 1);
+                p.close_code.set(Some(1006));
+                p.sock.abort();
+            } else if let Some(since) = p.closing_since_ms.get() {
                 if now.saturating_sub(since) >= close_ms {
                     p.sock.abort();
                 }

@@ -3,6 +3,7 @@
 use super::clock::Clock;
 use super::pool::BufPool;
 use crate::config::Config;
+use crate::limits::IpLimits;
 use crate::server::handoff::Handoff;
 use crate::session::Registry;
 use crate::stats::{CoreGauges, CoreHistograms, CoreSnapshot, CoreStats};
@@ -20,6 +21,9 @@ pub struct Shared {
     pub handoff: Vec<flume::Sender<Handoff>>,
     /// Each core's scrape inbox: a request is the channel to answer on.
     pub scrape: Vec<flume::Sender<flume::Sender<CoreSnapshot>>>,
+    /// Token checks; `None` when auth is off. Immutable after start, so workers read it
+    /// without any synchronisation.
+    pub auth: Option<crate::auth::Authenticator>,
 }
 
 impl Shared {
@@ -37,6 +41,8 @@ pub struct Core {
     pub clock: Clock,
     pub stats: CoreStats,
     pub latency: CoreHistograms,
+    /// This core's share of the per-IP limits.
+    pub ip_limits: IpLimits,
     next_id: Cell<u64>,
     /// Closed when the server shuts down; every waiter wakes with an error.
     pub shutdown: Semaphore,
@@ -56,6 +62,7 @@ impl Core {
             clock: Clock::new(shared.started),
             stats: CoreStats::default(),
             latency: CoreHistograms::new(shared.config.stats.latency),
+            ip_limits: IpLimits::new(&cfg.limits, shared.workers()),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),
             shared,
@@ -84,6 +91,9 @@ impl Core {
     /// This core's figures now, for a scrape.
     pub fn snapshot(&self) -> CoreSnapshot {
         self.stats.read_buffer_waits.set(self.pool.waits.get());
+        self.stats
+            .ip_table_evictions
+            .set(self.ip_limits.evictions.get());
         let paired = self
             .registry
             .sessions()
@@ -101,6 +111,7 @@ impl Core {
                 ("paired_sessions", paired as u64),
                 ("read_buffers_in_use", self.pool.in_use.get() as u64),
                 ("read_buffers_idle", self.pool.idle() as u64),
+                ("ip_table_entries", self.ip_limits.len() as u64),
             ],
             latency: self.latency.snapshot(),
         }

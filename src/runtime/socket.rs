@@ -56,6 +56,11 @@ impl Socket {
         op.await
     }
 
+    /// Sends FIN after the last queued byte, leaving the read side open.
+    pub fn shutdown_write(&self) {
+        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write);
+    }
+
     /// Ends both directions now: a pending readiness wait or read completes, so the reader
     /// task notices and cleans up. Used for timeouts and forced closes.
     pub fn abort(&self) {

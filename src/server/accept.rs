@@ -1,12 +1,14 @@
 //! The HTTP phase of a connection: read the request head within the handshake timeout,
 //! route it, and either answer it, upgrade it here, or hand it to its session's core.
 
+use super::admit::{admit, Admitted};
 use super::handoff::{owner_core, Handoff};
 use super::health::health;
 use super::scrape::{scrape, Format};
+use crate::config::EchoRoute;
 use crate::http::route::{route, RelayTarget};
 use crate::http::upgrade::check_upgrade;
-use crate::http::{parse_head, HeadError, RequestHead, Response, Route};
+use crate::http::{parse_head, HeadError, HeadScan, RequestHead, Response, Route};
 use crate::relay::join::{join_session, run_echo};
 use crate::runtime::Core;
 use crate::stats::{bump, RefusedStatus};
@@ -14,6 +16,7 @@ use crate::ws::accept::accept_key;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use std::net::IpAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -33,20 +36,24 @@ enum HeadRead {
 
 async fn read_head(core: &Core, stream: &mut TcpStream, mut buf: Vec<u8>) -> HeadRead {
     let limits = &core.config().limits;
+    let (max_bytes, max_headers) = (limits.max_header_bytes, limits.max_headers);
+    let mut scan = HeadScan::default();
     loop {
-        if !buf.is_empty() {
-            match parse_head(&buf, limits.max_header_bytes, limits.max_headers) {
-                Ok(Some((head, n))) => return HeadRead::Done(head, buf, n),
-                Ok(None) => {}
-                Err(e) => return HeadRead::Refuse(e),
+        match scan.feed(&buf, max_bytes, max_headers) {
+            Ok(Some(end)) => {
+                return match parse_head(&buf[..end], max_bytes, max_headers) {
+                    Ok(Some((head, n))) => HeadRead::Done(head, buf, n),
+                    Ok(None) => HeadRead::Refuse(HeadError::Malformed),
+                    Err(e) => HeadRead::Refuse(e),
+                }
             }
+            Ok(None) => {}
+            Err(e) => return HeadRead::Refuse(e),
         }
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity().max(1024));
         }
-        let cap = buf
-            .capacity()
-            .min(limits.max_header_bytes.max(buf.len() + 1));
+        let cap = buf.capacity().min(max_bytes.max(buf.len() + 1));
         let len = buf.len();
         let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
         buf = slice.into_inner();
@@ -90,47 +97,72 @@ enum Next {
     Echo {
         upgrade: Response,
         extra: Vec<u8>,
+        ip: IpAddr,
     },
     Join {
         target: RelayTarget,
         upgrade: Response,
         extra: Vec<u8>,
+        ip: IpAddr,
     },
     HandOver {
         owner: usize,
         bytes: Vec<u8>,
+        admitted: Admitted,
     },
 }
 
+/// Where a connection came from and what was already decided for it.
+pub struct Arrival {
+    pub listener: Listener,
+    /// The direct peer's address.
+    pub peer: IpAddr,
+    /// Bytes read before (a handed-over connection's request head and what followed it).
+    pub initial: Vec<u8>,
+    pub accepted_at: Instant,
+    /// Set when another core already admitted this connection and handed it over.
+    pub admitted: Option<Admitted>,
+}
+
 /// Entry for a freshly accepted connection (or one handed over with `initial` bytes).
-pub async fn handle(
-    core: Rc<Core>,
-    mut stream: TcpStream,
-    listener: Listener,
-    initial: Vec<u8>,
-    accepted_at: Instant,
-) {
-    match http_phase(&core, &mut stream, listener, initial, accepted_at).await {
+pub async fn handle(core: Rc<Core>, mut stream: TcpStream, arrival: Arrival) {
+    let accepted_at = arrival.accepted_at;
+    match http_phase(&core, &mut stream, arrival).await {
         Next::Done => {}
-        Next::Echo { upgrade, extra } => run_echo(core, stream, upgrade, extra, accepted_at).await,
+        Next::Echo { upgrade, extra, ip } => {
+            run_echo(core, stream, upgrade, extra, accepted_at, ip).await
+        }
         Next::Join {
             target,
             upgrade,
             extra,
-        } => join_session(core, stream, target, upgrade, extra, accepted_at).await,
-        Next::HandOver { owner, bytes } => {
-            hand_over(&core, stream, owner, bytes, accepted_at).await
-        }
+            ip,
+        } => join_session(core, stream, target, upgrade, extra, accepted_at, ip).await,
+        Next::HandOver {
+            owner,
+            bytes,
+            admitted,
+        } => hand_over(&core, stream, owner, bytes, accepted_at, admitted).await,
     }
 }
 
-async fn http_phase(
-    core: &Rc<Core>,
-    stream: &mut TcpStream,
-    listener: Listener,
-    initial: Vec<u8>,
-    accepted_at: Instant,
-) -> Next {
+/// A redacted form of the request line's target for logs: tokens never appear in them.
+fn log_target(head: &RequestHead) -> String {
+    if head.query.is_empty() {
+        head.path.clone()
+    } else {
+        format!("{}?{}", head.path, crate::auth::redact_query(&head.query))
+    }
+}
+
+async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -> Next {
+    let Arrival {
+        listener,
+        peer,
+        initial,
+        accepted_at,
+        admitted,
+    } = arrival;
     let timeout = core.config().limits.handshake_timeout;
     let buf = if initial.is_empty() {
         Vec::with_capacity(1024)
@@ -169,6 +201,11 @@ async fn http_phase(
             return Next::Done;
         }
     };
+    let public = listener == Listener::Public;
+    let r = match r {
+        Route::Echo if core.config().security.echo_route == EchoRoute::Off => Route::NotFound,
+        r => r,
+    };
     let refusal = match (listener, r) {
         (_, Route::Health) => {
             answer(stream, health(&core.shared)).await;
@@ -182,34 +219,56 @@ async fn http_phase(
             answer(stream, scrape(core, Format::Prometheus).await).await;
             return Next::Done;
         }
-        (Listener::Public, Route::Echo) => match upgrade(&head) {
-            Ok(upgrade) => {
-                return Next::Echo {
-                    upgrade,
-                    extra: buf.split_off(head_len),
+        (_, r @ (Route::Echo | Route::Relay(_) | Route::Bridge { .. })) if public => {
+            let admitted = match admitted {
+                Some(a) => a,
+                None => match admit(core, &head, peer, &r) {
+                    Ok(a) => a,
+                    Err(resp) => {
+                        tracing::debug!(
+                            target = %log_target(&head),
+                            status = resp.status,
+                            "request refused"
+                        );
+                        refuse(core, stream, resp).await;
+                        return Next::Done;
+                    }
+                },
+            };
+            match (r, upgrade(&head)) {
+                (Route::Bridge { .. }, _) => Response::error(
+                    404,
+                    "bridge_unavailable",
+                    "the HTTP bridge is not enabled on this relay",
+                ),
+                (_, Err(resp)) => resp,
+                (Route::Echo, Ok(upgrade)) => {
+                    return Next::Echo {
+                        upgrade,
+                        extra: buf.split_off(head_len),
+                        ip: admitted.ip,
+                    }
                 }
-            }
-            Err(resp) => resp,
-        },
-        (Listener::Public, Route::Relay(target)) => match upgrade(&head) {
-            Ok(upgrade) => {
-                let owner = owner_core(&target.session, core.shared.workers());
-                if owner != core.index {
-                    return Next::HandOver { owner, bytes: buf };
+                (Route::Relay(mut target), Ok(upgrade)) => {
+                    let owner = owner_core(&target.session, core.shared.workers());
+                    if owner != core.index {
+                        return Next::HandOver {
+                            owner,
+                            bytes: buf,
+                            admitted,
+                        };
+                    }
+                    target.role = admitted.role;
+                    return Next::Join {
+                        target,
+                        upgrade,
+                        extra: buf.split_off(head_len),
+                        ip: admitted.ip,
+                    };
                 }
-                return Next::Join {
-                    target,
-                    upgrade,
-                    extra: buf.split_off(head_len),
-                };
+                _ => Response::error(404, "not_found", "no such route"),
             }
-            Err(resp) => resp,
-        },
-        (Listener::Public, Route::Bridge { .. }) => Response::error(
-            404,
-            "bridge_unavailable",
-            "the HTTP bridge is not enabled on this relay",
-        ),
+        }
         _ => Response::error(404, "not_found", "no such route"),
     };
     refuse(core, stream, refusal).await;
@@ -227,6 +286,7 @@ async fn hand_over(
     owner: usize,
     bytes: Vec<u8>,
     accepted_at: Instant,
+    admitted: Admitted,
 ) {
     let fd = stream.into_raw_fd();
     // SAFETY: `into_raw_fd` gave up monoio's ownership of this fd (and deregistered it from
@@ -236,6 +296,7 @@ async fn hand_over(
         stream: std_stream,
         bytes,
         accepted_at,
+        admitted,
     }) {
         Ok(()) => bump(&core.stats.handoffs_out, 1),
         Err(e) => {
@@ -261,13 +322,14 @@ pub async fn receive_handoffs(core: Rc<Core>, rx: flume::Receiver<Handoff>) {
         match TcpStream::from_std(h.stream) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                monoio::spawn(handle(
-                    core.clone(),
-                    stream,
-                    Listener::Public,
-                    h.bytes,
-                    h.accepted_at,
-                ));
+                let arrival = Arrival {
+                    listener: Listener::Public,
+                    peer: h.admitted.ip,
+                    initial: h.bytes,
+                    accepted_at: h.accepted_at,
+                    admitted: Some(h.admitted),
+                };
+                monoio::spawn(handle(core.clone(), stream, arrival));
             }
             Err(e) => tracing::warn!(error = %e, "could not adopt a handed-over connection"),
         }

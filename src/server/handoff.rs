@@ -1,6 +1,7 @@
 //! Handing a connection to the core that owns its session: the raw socket and every byte
 //! read so far cross over once, right after the request head is parsed.
 
+use super::admit::Admitted;
 use std::time::Instant;
 
 pub struct Handoff {
@@ -8,6 +9,8 @@ pub struct Handoff {
     /// The request head and anything that followed it.
     pub bytes: Vec<u8>,
     pub accepted_at: Instant,
+    /// Admission ran on the accepting core; the owner does not charge the limits twice.
+    pub admitted: Admitted,
 }
 
 /// FNV-1a: stable across processes and builds, so a session maps to the same core index

@@ -15,6 +15,7 @@ pub fn health(shared: &Shared) -> Response {
         "workers": shared.workers(),
         "active_sessions": sessions,
         "active_connections": connections,
+        "capacity": super::capacity::health_json(shared),
     });
     Response::json(200, body.to_string())
 }

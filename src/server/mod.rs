@@ -1,11 +1,14 @@
 //! The server entry: bind, run the workers, shut down.
 
 pub mod accept;
+pub mod admit;
+pub mod capacity;
 pub mod handoff;
 pub mod health;
 pub mod scrape;
 pub mod worker;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::runtime::driver::{self, Driver};
 use crate::runtime::Shared;
@@ -27,6 +30,8 @@ pub enum ServerError {
     Spawn(std::io::Error),
     #[error("worker failed to start: {0}")]
     Worker(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Scrapes waiting per core; more at once are answered with 503.
@@ -39,6 +44,7 @@ pub struct Server {
     driver: Driver,
     listeners: Vec<std::net::TcpListener>,
     admin: std::net::TcpListener,
+    auth: Option<Authenticator>,
 }
 
 fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
@@ -69,6 +75,7 @@ impl ShutdownHandle {
 impl Server {
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         let driver = driver::resolve(config.driver)?;
+        let auth = Authenticator::from_config(&config)?;
         let bind = |addr: SocketAddr| {
             bind_listener(addr, true).map_err(|source| ServerError::Bind { addr, source })
         };
@@ -101,6 +108,7 @@ impl Server {
             driver,
             listeners,
             admin,
+            auth,
         })
     }
 
@@ -143,6 +151,7 @@ impl Server {
             gauges: (0..workers).map(|_| CoreGauges::default()).collect(),
             handoff: handoff_tx,
             scrape: scrape_tx,
+            auth: self.auth,
         });
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -169,7 +178,10 @@ impl Server {
             let t = std::thread::Builder::new()
                 .name(format!("ringrelay-w{index}"))
                 .spawn(move || {
-                    let _ = monoio::utils::bind_to_cpu_set([index % cpus]);
+                    if let Err(e) = monoio::utils::bind_to_cpu_set([index % cpus]) {
+                        // Still correct, only slower: say so rather than run unpinned unseen.
+                        tracing::warn!(worker = index, error = %e, "could not pin worker to its core");
+                    }
                     let ready = setup.ready.clone();
                     if let Err(e) = driver::block_on(driver, worker::run(setup)) {
                         let _ = ready.send(Err(format!("worker {index}: {e}")));

@@ -1,6 +1,7 @@
 //! One worker thread: its runtime, its listener, its sessions.
 
-use super::accept::{handle, receive_handoffs, Listener};
+use super::accept::{handle, receive_handoffs, refuse, Arrival, Listener};
+use super::capacity;
 use super::handoff::Handoff;
 use crate::relay::keepalive;
 use crate::runtime::{Core, Shared};
@@ -23,34 +24,48 @@ pub struct WorkerSetup {
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
 
+/// The first back-off after `accept` fails; it doubles up to `limits.accept_backoff_max`.
+const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
+
 async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
     let max_conns = core.config().limits.max_connections_per_worker;
+    let backoff_max = core.config().limits.accept_backoff_max;
+    let mut backoff = ACCEPT_BACKOFF_START;
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => r,
             _ = core.shutdown.acquire() => return,
         };
         match accepted {
-            Ok((stream, _addr)) => {
+            Ok((mut stream, addr)) => {
+                backoff = ACCEPT_BACKOFF_START;
                 bump(&core.stats.connections_accepted, 1);
+                let _ = stream.set_nodelay(true);
                 if core.registry.peer_count() >= max_conns {
-                    drop(stream);
-                    core.stats.refused(crate::stats::RefusedStatus::Status(503));
+                    bump(&core.stats.worker_full_refused, 1);
+                    let c = core.clone();
+                    monoio::spawn(async move {
+                        let resp = capacity::refusal("this worker is at its connection limit");
+                        refuse(&c, &mut stream, resp).await
+                    });
                     continue;
                 }
-                let _ = stream.set_nodelay(true);
-                monoio::spawn(handle(
-                    core.clone(),
-                    stream,
-                    kind,
-                    Vec::new(),
-                    Instant::now(),
-                ));
+                let arrival = Arrival {
+                    listener: kind,
+                    peer: addr.ip(),
+                    initial: Vec::new(),
+                    accepted_at: Instant::now(),
+                    admitted: None,
+                };
+                monoio::spawn(handle(core.clone(), stream, arrival));
             }
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning on a full fd table.
-                tracing::warn!(error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(50)).await;
+                // EMFILE, ENFILE and the like: the error repeats until descriptors free up,
+                // so wait (doubling) instead of spinning on it.
+                bump(&core.stats.accept_errors, 1);
+                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                monoio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(backoff_max);
             }
         }
     }

@@ -8,12 +8,15 @@ use crate::ws::frame::{encode_header, MAX_CONTROL_PAYLOAD};
 use crate::ws::{CloseCode, OpCode};
 use local_sync::semaphore::Semaphore;
 use std::cell::Cell;
+use std::net::IpAddr;
 
 pub struct Peer {
     pub id: u64,
     pub role: Box<str>,
     pub events: bool,
     pub sock: Socket,
+    /// The client's address, counted in the per-IP limits while this peer lives.
+    pub ip: IpAddr,
     /// One writer at a time, so frames from the forwarding path, pongs, pings and events
     /// never interleave on the wire.
     gate: Semaphore,
@@ -26,6 +29,10 @@ pub struct Peer {
     pub closing_since_ms: Cell<Option<u64>>,
     /// The code the relay closed this peer with, reported to the other peer.
     pub close_code: Cell<Option<u16>>,
+    /// A write is in progress: `Some(UNSTAMPED)` until the keepalive tick first sees it and
+    /// stamps its time, so the forwarding path never reads a clock for this. The tick drops a
+    /// peer whose write has waited longer than `limits.write_timeout`.
+    pub write_since_ms: Cell<Option<u64>>,
 }
 
 fn io_err(r: std::io::Result<usize>) -> std::io::Result<usize> {
@@ -36,18 +43,27 @@ fn io_err(r: std::io::Result<usize>) -> std::io::Result<usize> {
 }
 
 impl Peer {
-    pub fn new(id: u64, role: Box<str>, events: bool, sock: Socket, now_ms: u64) -> Peer {
+    pub fn new(
+        id: u64,
+        role: Box<str>,
+        events: bool,
+        sock: Socket,
+        ip: IpAddr,
+        now_ms: u64,
+    ) -> Peer {
         Peer {
             id,
             role,
             events,
             sock,
+            ip,
             gate: Semaphore::new(1),
             data_open: Cell::new(false),
             last_recv_ms: Cell::new(now_ms),
             last_ping_ms: Cell::new(now_ms),
             closing_since_ms: Cell::new(None),
             close_code: Cell::new(None),
+            write_since_ms: Cell::new(None),
         }
     }
 
@@ -70,6 +86,7 @@ impl Peer {
             return (Err(std::io::ErrorKind::BrokenPipe.into()), chunk);
         }
         chunk.prepare_write();
+        let _timer = WriteTimer::start(self);
         while !chunk.done() {
             let (r, c) = self.sock.writev(chunk).await;
             chunk = c;
@@ -91,6 +108,7 @@ impl Peer {
     }
 
     async fn write_locked(&self, mut bytes: Vec<u8>) -> std::io::Result<()> {
+        let _timer = WriteTimer::start(self);
         let mut off = 0;
         while off < bytes.len() {
             let (r, b) = self.sock.write(bytes).await;
@@ -147,6 +165,25 @@ impl Peer {
             vec![0x88, 2, (code >> 8) as u8, code as u8]
         };
         let _ = self.send_bytes(frame).await;
+    }
+}
+
+/// `write_since_ms` of a write the keepalive tick has not seen yet.
+pub const UNSTAMPED: u64 = u64::MAX;
+
+/// Marks a write as pending for the keepalive tick's write timeout while it lives.
+struct WriteTimer<'a>(&'a Peer);
+
+impl<'a> WriteTimer<'a> {
+    fn start(peer: &'a Peer) -> WriteTimer<'a> {
+        peer.write_since_ms.set(Some(UNSTAMPED));
+        WriteTimer(peer)
+    }
+}
+
+impl Drop for WriteTimer<'_> {
+    fn drop(&mut self) {
+        self.0.write_since_ms.set(None);
     }
 }
 

@@ -10,6 +10,9 @@ pub struct Session {
     slots: RefCell<[Option<Rc<Peer>>; 2]>,
     /// Last data frame either way, for the idle timeout.
     pub last_activity_ms: Cell<u64>,
+    /// Both peers have been here at once: a peer coming back may use the capacity kept for
+    /// reconnects (`limits.reconnect_reserve_percent`).
+    pub was_paired: Cell<bool>,
 }
 
 impl Session {
@@ -39,7 +42,12 @@ impl Session {
 
     /// Puts `peer` in `slot`, returning whoever it replaces.
     pub fn seat(&self, slot: usize, peer: Rc<Peer>) -> Option<Rc<Peer>> {
-        self.slots.borrow_mut()[slot].replace(peer)
+        let mut slots = self.slots.borrow_mut();
+        let old = slots[slot].replace(peer);
+        if slots.iter().all(Option::is_some) {
+            self.was_paired.set(true);
+        }
+        old
     }
 
     /// Removes `id` if it still holds a slot (a replaced peer no longer does).
@@ -75,9 +83,14 @@ impl Registry {
             id: id.clone(),
             slots: RefCell::new([None, None]),
             last_activity_ms: Cell::new(now_ms),
+            was_paired: Cell::new(false),
         });
         self.sessions.borrow_mut().insert(id, s.clone());
         s
+    }
+
+    pub fn get(&self, id: &str) -> Option<Rc<Session>> {
+        self.sessions.borrow().get(id).cloned()
     }
 
     /// Forgets the session once nobody is in it.

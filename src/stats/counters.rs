@@ -49,6 +49,19 @@ counters!(
     sessions_idle_closed: "Sessions closed with 4002 after session.idle_timeout.",
     protocol_errors: "Connections closed for a protocol violation (1002, 1007, 1009).",
     read_buffer_waits: "Times a reader waited because limits.max_read_buffers buffers were in use.",
+    auth_refused: "Requests refused for a missing, invalid or expired token (401) or one for another session or role (403).",
+    origin_refused: "Requests refused because their Origin is not in security.allowed_origins (403).",
+    ip_rate_refused: "Connections refused for exceeding limits.ip_connect_rate (429).",
+    ip_open_refused: "Connections refused for exceeding limits.max_connections_per_ip (429).",
+    ip_table_evictions: "Per-IP limiter entries evicted because limits.ip_table_size was reached.",
+    capacity_refused: "Connections refused because limits.max_connections or limits.max_sessions was reached (503).",
+    worker_full_refused: "Connections refused because limits.max_connections_per_worker was reached (503).",
+    rate_limit_pauses: "Times a connection's reading paused because it exceeded limits.message_rate or limits.byte_rate.",
+    rate_limit_pause_ms: "Total milliseconds connections spent paused by their message or byte rate.",
+    fragment_floods: "Connections closed with 1008 for splitting a message into more than limits.max_frames_per_message frames.",
+    pings_coalesced: "Client pings answered by a later ping's pong instead of their own (at most one pong pending).",
+    peers_dropped_write_timeout: "Peers dropped because a write to them waited longer than limits.write_timeout.",
+    accept_errors: "Times accept failed (EMFILE, ENFILE and the like) and the worker backed off.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.
@@ -58,6 +71,7 @@ pub enum CloseReason {
     GoingAway,
     Protocol,
     InvalidData,
+    Policy,
     TooBig,
     Replaced,
     Idle,
@@ -67,11 +81,12 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Normal,
         CloseReason::GoingAway,
         CloseReason::Protocol,
         CloseReason::InvalidData,
+        CloseReason::Policy,
         CloseReason::TooBig,
         CloseReason::Replaced,
         CloseReason::Idle,
@@ -86,6 +101,7 @@ impl CloseReason {
             1001 => CloseReason::GoingAway,
             1002 => CloseReason::Protocol,
             1007 => CloseReason::InvalidData,
+            1008 => CloseReason::Policy,
             1009 => CloseReason::TooBig,
             4001 => CloseReason::Replaced,
             4002 => CloseReason::Idle,
@@ -101,6 +117,7 @@ impl CloseReason {
             CloseReason::GoingAway => "going_away",
             CloseReason::Protocol => "protocol_error",
             CloseReason::InvalidData => "invalid_data",
+            CloseReason::Policy => "policy",
             CloseReason::TooBig => "too_big",
             CloseReason::Replaced => "replaced",
             CloseReason::Idle => "idle",
@@ -181,7 +198,7 @@ mod tests {
         s.refused(RefusedStatus::Status(418));
         s.refused(RefusedStatus::Timeout);
         let closed: Vec<u64> = s.closed_by.iter().map(Cell::get).collect();
-        assert_eq!(closed, vec![0, 0, 0, 0, 0, 1, 0, 0, 1, 1]);
+        assert_eq!(closed, vec![0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1]);
         let refused: Vec<u64> = s.refused_by.iter().map(Cell::get).collect();
         assert_eq!(refused, vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 1]);
         assert_eq!(

@@ -11,6 +11,8 @@ impl CloseCode {
     pub const GOING_AWAY: CloseCode = CloseCode(1001);
     pub const PROTOCOL: CloseCode = CloseCode(1002);
     pub const INVALID_DATA: CloseCode = CloseCode(1007);
+    /// RFC 6455 section 7.4.1: a message that breaks the endpoint's policy.
+    pub const POLICY: CloseCode = CloseCode(1008);
     pub const TOO_BIG: CloseCode = CloseCode(1009);
     pub const INTERNAL: CloseCode = CloseCode(1011);
     pub const REPLACED: CloseCode = CloseCode(4001);

@@ -20,6 +20,16 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(driver: &str, workers: usize, env: &[(&str, &str)]) -> TestServer {
+        Self::start_with(driver, workers, env, |_| {})
+    }
+
+    /// As `start`, letting the test adjust the command (limits, for one) before it runs.
+    pub fn start_with(
+        driver: &str,
+        workers: usize,
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Command),
+    ) -> TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringrelay"));
         cmd.args([
             "serve",
@@ -33,11 +43,15 @@ impl TestServer {
             &workers.to_string(),
         ])
         .env("RUST_LOG", "info")
+        // Every test client comes from 127.0.0.1: the per-IP connection rate is off unless
+        // a test turns it on (tests/protection.rs does).
+        .env("RINGRELAY_LIMITS_IP_CONNECT_RATE", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
+        adjust(&mut cmd);
         let mut child = cmd.spawn().expect("spawn ringrelay");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -99,6 +113,10 @@ impl TestServer {
 
     pub fn http(&self, request: &str) -> (u16, String, String) {
         http(self.addr, request)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn log_contains(&self, needle: &str) -> bool {
@@ -307,4 +325,96 @@ macro_rules! both_drivers {
         mod io_uring { $(#[test] fn $name() { super::$name("io_uring") })* }
         mod epoll { $(#[test] fn $name() { super::$name("epoll") })* }
     };
+}
+
+/// The admin /stats document.
+pub fn stats(srv: &TestServer) -> serde_json::Value {
+    let (status, _, body) = get(srv.admin, "/stats");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A total counter from /stats.
+pub fn counter(srv: &TestServer, name: &str) -> u64 {
+    stats(srv)["totals"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// Polls /stats until `check` holds or 10 s pass; returns the last document either way.
+pub fn stats_when(
+    srv: &TestServer,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = stats(srv);
+        if check(&v) || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A TCP connection to `addr` from the loopback address `source` (127.0.0.0/8 is all ours, so
+/// tests can be several clients at once).
+pub fn tcp_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: SocketAddr = format!("{source}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// An upgrade request with extra header lines; returns status, head and body when refused,
+/// or the WebSocket when it was upgraded.
+pub fn try_upgrade(
+    stream: TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, (u16, String, String)> {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().append(
+            tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    match tungstenite::client::client(req, stream) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            let status = resp.status().as_u16();
+            let head = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| format!("{}: {}", k, v.to_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join("\r\n");
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err((status, head, body))
+        }
+        Err(e) => panic!("upgrade to {path} failed oddly: {e}"),
+    }
+}
+
+/// Asserts a refusal's status and the JSON body's `code` (and that `error` is a sentence).
+pub fn assert_refused(r: Result<Ws, (u16, String, String)>, status: u16, code: &str) -> String {
+    let (got, head, body) = match r {
+        Ok(_) => panic!("expected {status} {code}, got an upgrade"),
+        Err(e) => e,
+    };
+    assert_eq!(got, status, "{head}\n{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{body}"));
+    assert_eq!(v["code"], code, "{body}");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    head
 }

@@ -84,6 +84,9 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RINGRELAY_")}
         env.pop("RUST_LOG", None)
         env["NO_COLOR"] = "1"
+        # Every test client comes from 127.0.0.1: the per-IP connection rate is off unless a
+        # test turns it on.
+        env["RINGRELAY_LIMITS_IP_CONNECT_RATE"] = "0"
         env.update(self.env_overrides)
         cmd = [str(binp), "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
                "--workers", str(self.workers), "--driver", self.driver, *self.extra_args]

@@ -285,3 +285,17 @@ fn debug_output_hides_the_secret() {
     assert!(!shown.contains(SECRET), "{shown}");
     assert!(shown.contains("<redacted>"));
 }
+
+#[test]
+fn text_loads_as_its_file_would() {
+    let text = "workers = 2\n[auth]\nleeway = \"5s\"\n";
+    let file = TempFile::new(text.as_bytes());
+    let env = env(&[("RINGRELAY_AUTH_ISSUER", "ops")]);
+    let cli = CliOverrides::default();
+    let from_file = Config::load(Some(file.path()), &env, &cli).unwrap();
+    let from_text = Config::from_toml_str(text, file.path(), &env, &cli).unwrap();
+    assert_eq!(from_text, from_file);
+    assert_eq!(from_text.auth.issuer.as_deref(), Some("ops"));
+    let err = Config::from_toml_str("[auth\n", Path::new("inline.toml"), &[], &cli).unwrap_err();
+    assert!(err.to_string().contains("inline.toml"), "{err}");
+}

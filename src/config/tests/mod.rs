@@ -134,7 +134,7 @@ fn defaults_match_the_contract() {
     assert_eq!(l.max_message_bytes, 1_048_576);
     assert_eq!(format_duration(l.handshake_timeout), "10s");
     assert_eq!(l.max_header_bytes, 8192);
-    assert_eq!(l.max_headers, 64);
+    assert_eq!(l.max_headers, 100);
     assert_eq!(l.read_buffer_bytes, 65_536);
     assert_eq!(l.pool_buffers, 64);
     assert_eq!(l.max_read_buffers, 1024);
@@ -143,10 +143,10 @@ fn defaults_match_the_contract() {
     assert_eq!((l.max_connections, l.max_sessions), (100_000, 100_000));
     assert_eq!(l.reconnect_reserve_percent, 10);
     assert_eq!(l.max_connections_per_ip, 1000);
-    assert_eq!((l.ip_connect_rate, l.ip_connect_burst), (600, 100));
+    assert_eq!((l.ip_connect_rate, l.ip_connect_burst), (1200, 400));
     assert_eq!(l.ip_table_size, 16_384);
     assert_eq!((l.message_rate, l.byte_rate), (0, 0));
-    assert_eq!(l.max_frames_per_message, 1024);
+    assert_eq!(l.max_frames_per_message, 4096);
     assert_eq!(format_duration(l.write_timeout), "1m");
     assert_eq!(format_duration(l.accept_backoff_max), "1s");
 

@@ -7,6 +7,7 @@ use crate::ws::mask::apply_mask_reference;
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_message_bytes: 1 << 30,
+    max_frames_per_message: u32::MAX,
 };
 
 /// One client frame on the wire.
@@ -262,6 +263,7 @@ fn violations_close_with_their_codes() {
     }
     let limits = DecodeLimits {
         max_message_bytes: 100,
+        max_frames_per_message: u32::MAX,
     };
     let mut inb = Inbound::default();
     let mut buf = Vec::new();
@@ -422,4 +424,63 @@ fn regression_no_abort_when_the_open_message_finished_in_the_same_read() {
         1,
         "the finished message still goes out, the bad one does not"
     );
+}
+
+#[test]
+fn a_flood_of_tiny_fragments_is_cut_off_at_the_frame_cap() {
+    let limits = DecodeLimits {
+        max_message_bytes: 1 << 20,
+        max_frames_per_message: 4,
+    };
+    let frames = |n: usize| -> Vec<u8> {
+        let mut s = client_frame(false, OpCode::Text, b"a", [1, 2, 3, 4]);
+        for i in 1..n {
+            s.extend(client_frame(
+                i + 1 == n,
+                OpCode::Continuation,
+                b"b",
+                [5, 6, 7, 8],
+            ));
+        }
+        s
+    };
+    // Exactly at the cap: one whole message.
+    let mut inb = Inbound::default();
+    let mut buf = Vec::new();
+    inb.prepare(&mut buf);
+    buf.extend(frames(4));
+    let mut segs = Vec::new();
+    let out = inb.decode(&mut buf, Some(1), limits, &mut segs);
+    assert_eq!((out.closing, out.messages_forwarded), (None, 1));
+    // One more frame: closed with 1008, and none of that message goes out.
+    let mut inb = Inbound::default();
+    let mut buf = Vec::new();
+    inb.prepare(&mut buf);
+    buf.extend(frames(5));
+    let mut segs = Vec::new();
+    let out = inb.decode(&mut buf, Some(1), limits, &mut segs);
+    assert!(matches!(
+        out.closing,
+        Some(Closing::Violation(CloseCode::POLICY, _))
+    ));
+    assert!(segs.is_empty());
+}
+
+#[test]
+fn pings_in_one_buffer_are_counted_and_only_the_latest_is_answered() {
+    let s = [
+        client_frame(true, OpCode::Ping, b"1", [1, 2, 3, 4]),
+        client_frame(true, OpCode::Ping, b"22", [1, 2, 3, 4]),
+        client_frame(true, OpCode::Ping, b"333", [1, 2, 3, 4]),
+    ]
+    .concat();
+    let mut inb = Inbound::default();
+    let mut buf = Vec::new();
+    inb.prepare(&mut buf);
+    buf.extend(s);
+    let mut segs = Vec::new();
+    let out = inb.decode(&mut buf, Some(1), LIMITS, &mut segs);
+    assert_eq!(out.pings, 3);
+    let (a, b) = out.ping.unwrap();
+    assert_eq!(&buf[a..b], b"333");
 }

@@ -1,0 +1,34 @@
+//! Bearer tokens that admit a client to a session: JWTs signed with a shared HMAC secret.
+//!
+//! The server builds one [`Authenticator`] at start-up and, for each upgrade request, finds the
+//! token with [`token_from_request`], checks it with [`Authenticator::verify`] and asks
+//! [`Claims::grant`] whether it covers the session and role requested. Only HMAC algorithms
+//! exist here: a relay that shares one secret with its issuer has no use for public keys, and
+//! every algorithm left out is one fewer way to confuse the verifier. docs/auth.md is the
+//! operator's account.
+#![forbid(unsafe_code)]
+
+mod claims;
+pub mod cli;
+mod error;
+mod jwt;
+mod redact;
+mod request;
+#[cfg(test)]
+mod tests;
+mod verify;
+
+pub use claims::{Claims, SessionGrant};
+pub use error::AuthError;
+pub use jwt::{mint, sign_parts, MintClaims};
+pub use redact::redact_query;
+pub use request::token_from_request;
+pub use verify::Authenticator;
+
+/// Seconds since the Unix epoch; a clock set before 1970 reads as 0, which makes every token
+/// look too new rather than letting an expired one through.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,162 @@
+//! The checks every public WebSocket and bridge request passes, once, on the core that
+//! accepted it, before it is upgraded or handed to its session's core: the per-IP connection
+//! rate (cheapest first, so a flood of bad tokens costs no HMAC), the Origin, then the token.
+//! Relay, compatible paths, echo and bridge all go through this one function.
+
+use crate::auth::{token_from_request, unix_now, AuthError};
+use crate::config::{EchoRoute, SecurityConfig};
+use crate::http::route::Route;
+use crate::http::{RequestHead, Response};
+use crate::limits::{client_ip, IpRefusal};
+use crate::runtime::Core;
+use crate::stats::bump;
+use std::net::IpAddr;
+
+/// What admission learned, carried with the connection to its session's core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// The client's address (from the proxy's header when the direct peer is a trusted proxy).
+    pub ip: IpAddr,
+    /// The role the connection takes: the one it asked for, else the one its token names.
+    pub role: Option<String>,
+}
+
+pub fn ip_refusal(r: IpRefusal) -> Response {
+    match r {
+        IpRefusal::Rate { retry_after_s } => Response::error(
+            429,
+            "rate_limited",
+            "too many new connections from this address; retry later",
+        )
+        .with_header("Retry-After", retry_after_s.to_string()),
+        IpRefusal::Open => Response::error(
+            429,
+            "too_many_connections",
+            "too many open connections from this address",
+        )
+        .with_header("Retry-After", "5"),
+    }
+}
+
+/// `None` when the request's Origin may connect. Browsers always send one on a WebSocket
+/// upgrade; native clients usually do not.
+fn origin_refusal(sec: &SecurityConfig, head: &RequestHead) -> Option<&'static str> {
+    match head.header_count("origin") {
+        0 if sec.require_origin => Some("an Origin header is required"),
+        0 => None,
+        1 => {
+            let origin = head.header("origin").unwrap_or_default();
+            let allowed = sec
+                .allowed_origins
+                .iter()
+                .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
+            (!allowed).then_some("this origin may not connect")
+        }
+        _ => Some("more than one Origin header"),
+    }
+}
+
+/// Checks the token, when auth is on, for what `route` asks for; returns the role granted.
+fn authorize(core: &Core, head: &RequestHead, route: &Route) -> Result<Option<String>, Response> {
+    let requested = match route {
+        Route::Relay(t) => t.role.clone(),
+        _ => None,
+    };
+    let Some(auth) = core.shared.auth.as_ref() else {
+        return Ok(requested);
+    };
+    if *route == Route::Echo && core.config().security.echo_route == EchoRoute::Open {
+        return Ok(None);
+    }
+    let refuse = |e: AuthError| {
+        bump(&core.stats.auth_refused, 1);
+        tracing::debug!(code = e.code(), path = %head.path, "token refused");
+        let resp = Response::error(e.status(), e.code(), e.message());
+        // RFC 7235 section 3.1: a 401 names the scheme; RFC 6750 section 3 says how.
+        match e {
+            AuthError::Missing => resp.with_header("WWW-Authenticate", "Bearer"),
+            _ if e.status() == 401 => {
+                resp.with_header("WWW-Authenticate", "Bearer error=\"invalid_token\"")
+            }
+            _ => resp,
+        }
+    };
+    let token = token_from_request(head)
+        .map_err(refuse)?
+        .ok_or(AuthError::Missing)
+        .map_err(refuse)?;
+    let claims = auth.verify(&token, unix_now()).map_err(refuse)?;
+    match route {
+        Route::Relay(t) => claims
+            .grant(&t.session, requested.as_deref())
+            .map_err(refuse),
+        Route::Bridge { session } => claims.grant(session, None).map_err(refuse),
+        _ => Ok(None),
+    }
+}
+
+pub fn admit(
+    core: &Core,
+    head: &RequestHead,
+    peer: IpAddr,
+    route: &Route,
+) -> Result<Admitted, Response> {
+    let sec = &core.config().security;
+    let ip = client_ip(peer, head, &sec.trusted_proxies);
+    // A fresh reading (one per handshake, not per message): the coarse tick may be a second
+    // old, which would skew a rate of a few per second.
+    if let Err(r) = core.ip_limits.admit_connect(ip, core.clock.tick()) {
+        bump(&core.stats.ip_rate_refused, 1);
+        return Err(ip_refusal(r));
+    }
+    if let Some(reason) = origin_refusal(sec, head) {
+        bump(&core.stats.origin_refused, 1);
+        return Err(Response::error(403, "origin_not_allowed", reason));
+    }
+    let role = authorize(core, head, route)?;
+    Ok(Admitted { ip, role })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(origins: &[&str]) -> RequestHead {
+        RequestHead {
+            method: "GET".into(),
+            path: "/v1/relay/s".into(),
+            query: String::new(),
+            version: 1,
+            headers: origins
+                .iter()
+                .map(|o| ("origin".to_string(), o.to_string()))
+                .collect(),
+        }
+    }
+
+    fn sec(allowed: &[&str], require: bool) -> SecurityConfig {
+        SecurityConfig {
+            allowed_origins: allowed.iter().map(|s| s.to_string()).collect(),
+            require_origin: require,
+            ..SecurityConfig::default()
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let s = sec(&["https://app.example"], false);
+        assert_eq!(origin_refusal(&s, &head(&[])), None);
+        assert_eq!(origin_refusal(&s, &head(&["https://app.example"])), None);
+        assert_eq!(origin_refusal(&s, &head(&["https://APP.example"])), None);
+        assert!(origin_refusal(&s, &head(&["https://evil.example"])).is_some());
+        assert!(origin_refusal(&s, &head(&["null"])).is_some());
+        assert!(origin_refusal(&s, &head(&["https://app.example", "https://x"])).is_some());
+        let any = sec(&["*"], false);
+        assert_eq!(origin_refusal(&any, &head(&["null"])), None);
+        let none = sec(&[], false);
+        assert!(origin_refusal(&none, &head(&["https://app.example"])).is_some());
+        assert_eq!(origin_refusal(&none, &head(&[])), None);
+        let required = sec(&["*"], true);
+        assert!(origin_refusal(&required, &head(&[])).is_some());
+    }
+}
