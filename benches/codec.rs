@@ -178,5 +178,49 @@ fn utf8(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forward, mask, utf8);
+/// What the per-connection rate limits add to a read when they are on: one read holding one
+/// 64-byte message (the case where a per-read cost weighs most), decoded alone and decoded
+/// then charged to both buckets, as the connection loop does.
+fn limits(c: &mut Criterion) {
+    use ringrelay::config::LimitsConfig;
+    use ringrelay::limits::Throttle;
+    let mut group = c.benchmark_group("limits");
+    let (bytes, count, _) = wire(OpCode::Binary, 64);
+    let one = &bytes[..bytes.len() / count];
+    let cfg = LimitsConfig {
+        message_rate: 1_000_000_000,
+        message_burst: 1_000_000_000,
+        byte_rate: 1 << 40,
+        byte_burst: 1 << 40,
+        ..LimitsConfig::default()
+    };
+    let mut throttle = Throttle::new(&cfg, 0).expect("rates are on");
+    let mut now = 0u64;
+    group.bench_function("decode/64B x1", |b| {
+        b.iter_batched(
+            || filled(one, 1),
+            |(mut inb, mut buf, mut segs)| {
+                black_box(inb.decode(&mut buf, Some(RECEIVER), LIMITS, &mut segs));
+                (buf, segs)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("decode+throttle/64B x1", |b| {
+        b.iter_batched(
+            || filled(one, 1),
+            |(mut inb, mut buf, mut segs)| {
+                let out = inb.decode(&mut buf, Some(RECEIVER), LIMITS, &mut segs);
+                now += 1;
+                let messages = out.messages_forwarded + out.messages_dropped;
+                black_box(throttle.charge(messages, out.payload_bytes, now));
+                (buf, segs)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, forward, mask, utf8, limits);
 criterion_main!(benches);

@@ -203,21 +203,19 @@ fn echo_route_can_be_opened_or_switched_off(driver: &str) {
     assert_refused(upgrade(&off, "/v1/echo", &[]), 404, "not_found");
 }
 
+/// An echo upgrade carrying `origin`, if any.
+fn echo_from_origin(srv: &TestServer, origin: Option<&str>) -> Result<Ws, (u16, String, String)> {
+    let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
+    upgrade(srv, "/v1/echo", &headers)
+}
+
 fn origins_are_checked(driver: &str) {
     let srv = TestServer::start(
         driver,
         2,
         &[("RINGRELAY_SECURITY_ALLOWED_ORIGINS", "https://app.example")],
     );
-    let up = |origin: Option<&str>| {
-        let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
-        try_upgrade(
-            TcpStream::connect(srv.addr).unwrap(),
-            srv.addr,
-            "/v1/echo",
-            &headers,
-        )
-    };
+    let up = |origin| echo_from_origin(&srv, origin);
     assert_refused(up(Some("https://evil.example")), 403, "origin_not_allowed");
     assert_refused(up(Some("null")), 403, "origin_not_allowed");
     assert!(up(Some("https://app.example")).is_ok());
@@ -233,17 +231,8 @@ fn origins_are_checked(driver: &str) {
             ("RINGRELAY_SECURITY_REQUIRE_ORIGIN", "true"),
         ],
     );
-    let up = |origin: Option<&str>| {
-        let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
-        try_upgrade(
-            TcpStream::connect(strict.addr).unwrap(),
-            strict.addr,
-            "/v1/echo",
-            &headers,
-        )
-    };
-    assert_refused(up(None), 403, "origin_not_allowed");
-    assert!(up(Some("https://anything.example")).is_ok());
+    assert_refused(echo_from_origin(&strict, None), 403, "origin_not_allowed");
+    assert!(echo_from_origin(&strict, Some("https://anything.example")).is_ok());
 }
 
 both_drivers!(

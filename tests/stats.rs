@@ -7,24 +7,6 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 
-fn stats(srv: &TestServer) -> Value {
-    let (status, _, body) = get(srv.admin, "/stats");
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
-}
-
-/// Polls /stats until `check` holds (closes are counted when the server finishes them).
-fn stats_when(srv: &TestServer, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = stats(srv);
-        if check(&v) || Instant::now() > deadline {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn scripted_scenario_is_counted_exactly(driver: &str) {
     let srv = TestServer::start(driver, 2, &[]);
     let mut a = srv.connect("/v1/relay/counted?role=desktop");

@@ -39,15 +39,23 @@ impl Bucket {
     }
 
     fn refill(&mut self, rate: &Rate, now_ms: u64) {
-        let elapsed = now_ms.saturating_sub(self.last_ms) as f64;
+        // The clock is coarse: most reads see the same millisecond and need no refill.
+        if now_ms <= self.last_ms {
+            return;
+        }
+        let elapsed = (now_ms - self.last_ms) as f64;
         self.level = (self.level + elapsed * rate.per_ms).min(rate.burst);
-        self.last_ms = self.last_ms.max(now_ms);
+        self.last_ms = now_ms;
     }
 
     /// Takes `n` whatever the level and returns how long until the level is back at zero.
     pub fn charge(&mut self, rate: &Rate, n: f64, now_ms: u64) -> u64 {
         self.refill(rate, now_ms);
         self.level -= n;
+        // The common case on the forwarding path: no debt, no division.
+        if self.level >= 0.0 {
+            return 0;
+        }
         rate.ms_until(self.level, 0.0)
     }
 
