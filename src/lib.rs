@@ -7,6 +7,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod auth;
+pub mod bridge;
 pub mod config;
 pub mod http;
 pub mod limits;

@@ -35,6 +35,21 @@ impl HeadError {
 }
 
 impl RequestHead {
+    /// A head with these headers (names as given: lower-case them), for unit tests elsewhere.
+    #[cfg(test)]
+    pub(crate) fn with_headers(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead {
+            method: method.into(),
+            path: path.into(),
+            query: String::new(),
+            version: 1,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
     /// First value of a header, by lower-case name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -80,16 +80,7 @@ mod tests {
     use super::*;
 
     fn head(headers: &[(&str, &str)]) -> RequestHead {
-        RequestHead {
-            method: "GET".into(),
-            path: "/".into(),
-            query: String::new(),
-            version: 1,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-        }
+        RequestHead::with_headers("GET", "/", headers)
     }
 
     fn nets(list: &[&str]) -> Vec<IpNet> {

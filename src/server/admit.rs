@@ -122,16 +122,8 @@ mod tests {
     use super::*;
 
     fn head(origins: &[&str]) -> RequestHead {
-        RequestHead {
-            method: "GET".into(),
-            path: "/v1/relay/s".into(),
-            query: String::new(),
-            version: 1,
-            headers: origins
-                .iter()
-                .map(|o| ("origin".to_string(), o.to_string()))
-                .collect(),
-        }
+        let headers: Vec<(&str, &str)> = origins.iter().map(|o| ("origin", *o)).collect();
+        RequestHead::with_headers("GET", "/v1/relay/s", &headers)
     }
 
     fn sec(allowed: &[&str], require: bool) -> SecurityConfig {
