@@ -3,18 +3,9 @@
 
 mod common;
 
-use common::TestServer;
+use common::{run_load, TestServer};
 use serde_json::Value;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn run_load(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ringrelay"))
-        .args(["load", "--url", url])
-        .args(args)
-        .output()
-        .expect("run ringrelay load")
-}
 
 /// Runs `ringrelay load ... --json` against `server` and returns the report.
 fn load(server: &TestServer, args: &[&str]) -> Value {

@@ -5,18 +5,9 @@
 
 mod common;
 
-use common::TestServer;
+use common::{run_load, TestServer};
 use serde_json::Value;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn run_load(url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ringrelay"))
-        .args(["load", "--url", url])
-        .args(args)
-        .output()
-        .expect("run ringrelay load")
-}
 
 #[test]
 fn honest_pairs_deliver_everything_and_every_attack_attempt_is_counted() {

@@ -30,7 +30,9 @@ pub async fn run(
     };
     // The buckets start on a fresh clock reading, or a stale tick would credit them with
     // time that never passed.
-    let mut throttle = Throttle::configured(cfg).then(|| Throttle::new(cfg, core.clock.tick()));
+    let mut throttle = Throttle::configured(cfg)
+        .then(|| core.clock.tick())
+        .and_then(|now| Throttle::new(cfg, now));
     let mut inbound = Inbound::default();
     // After a read that filled the buffer more is likely waiting: read again at once rather
     // than paying for a readiness round trip.
@@ -153,7 +155,7 @@ pub async fn run(
             }
             None => {}
         }
-        if let Some(Some(t)) = throttle.as_mut() {
+        if let Some(t) = throttle.as_mut() {
             let messages = out.messages_forwarded + out.messages_dropped;
             if t.charge(messages, out.payload_bytes, now) > 0 {
                 Box::pin(pause(&core, &peer, t)).await;

@@ -201,7 +201,6 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
             return Next::Done;
         }
     };
-    let public = listener == Listener::Public;
     let r = match r {
         Route::Echo if core.config().security.echo_route == EchoRoute::Off => Route::NotFound,
         r => r,
@@ -219,7 +218,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
             answer(stream, scrape(core, Format::Prometheus).await).await;
             return Next::Done;
         }
-        (_, r @ (Route::Echo | Route::Relay(_) | Route::Bridge { .. })) if public => {
+        (Listener::Public, r @ (Route::Echo | Route::Relay(_) | Route::Bridge { .. })) => {
             let admitted = match admitted {
                 Some(a) => a,
                 None => match admit(core, &head, peer, &r) {

@@ -418,3 +418,12 @@ pub fn assert_refused(r: Result<Ws, (u16, String, String)>, status: u16, code: &
     assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
     head
 }
+
+/// Runs `ringrelay load --url URL ARGS...` to completion.
+pub fn run_load(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ringrelay"))
+        .args(["load", "--url", url])
+        .args(args)
+        .output()
+        .expect("run ringrelay load")
+}
