@@ -155,6 +155,25 @@ def config_parse():
     write("config_parse", "timers", b'[session]\nping_interval = "80s"\npeer_timeout = "75s"\n[security]\ntrusted_proxies = ["::ffff:10.0.0.1/120"]\n')
 
 
+def answer_capture():
+    def answer(i, pad):
+        return ('{"type":"http_response","id":"%x","status":200,"body_b64":"%s"}' % (i, "A" * pad)).encode()
+
+    a1, a2 = answer(1, 0), answer(2, 300)
+    mixed = (
+        client_frame(True, TEXT, a1)
+        + client_frame(True, TEXT, b"hello")
+        + client_frame(False, TEXT, a2[:40])
+        + client_frame(True, PING, b"p")
+        + client_frame(True, CONT, a2[40:])
+        + client_frame(True, BINARY, a1)
+        + client_frame(True, TEXT, b'{ "type":"http_response"}')
+    )
+    write("answer_capture", "mixed", bytes([5, 3, 200]) + mixed)
+    write("answer_capture", "cut-by-limit", bytes([1, 40, 10]) + mixed)
+    write("answer_capture", "close-after", bytes([7, 0, 255]) + client_frame(True, TEXT, a1) + client_frame(True, CLOSE, b"\x03\xe8"))
+
+
 if __name__ == "__main__":
     frame_decoder()
     handshake()
@@ -162,3 +181,4 @@ if __name__ == "__main__":
     utf8_stream()
     jwt_claims()
     config_parse()
+    answer_capture()

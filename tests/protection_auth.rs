@@ -157,7 +157,7 @@ fn tokens_are_checked_at_the_handshake(driver: &str) {
     assert_eq!(recv_text(&mut a), "through");
 
     // Echo needs a token too (security.echo_route = "auth"); the bridge route is checked
-    // before it says it is not there.
+    // before it looks for the session's agent.
     assert_refused(upgrade(&srv, "/v1/echo", &[]), 401, "token_missing");
     let mut e = upgrade(&srv, &format!("/v1/echo?token={any}"), &[]).unwrap();
     e.send(Message::text("echo")).unwrap();
@@ -170,8 +170,8 @@ fn tokens_are_checked_at_the_handshake(driver: &str) {
             "GET /v1/http/room-x/api HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {for_x}\r\n\r\n"
         ),
     );
-    assert_eq!(status, 404, "{body}");
-    assert!(body.contains("bridge_unavailable"), "{body}");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("agent_not_connected"), "{body}");
 
     // Seven bad tokens, three for the wrong session or role, echo and bridge without one.
     let st = stats(&srv);

@@ -1,11 +1,18 @@
-//! The HTTP bridge's pieces that involve no I/O: the JSON messages exchanged with the agent,
-//! which headers may cross, and how a request's body is framed. The server side that routes
-//! a request to the agent and waits for its answer is built on these (docs/bridge.md).
+//! The HTTP bridge: a plain HTTP request for a session becomes a message to the session's
+//! agent, and the agent's answer becomes the response (docs/bridge.md). The pure pieces (the
+//! JSON messages, which headers may cross, body framing, chunked decoding, the answer's HTTP
+//! form) are apart from the I/O in `serve`, which runs on the core that owns the session.
 
+pub mod answers;
+pub mod chunked;
 pub mod framing;
 pub mod headers;
 pub mod message;
+pub mod pending;
+pub mod reply;
+pub mod serve;
 
 pub use framing::{body_length, BodyLength, FramingError};
 pub use headers::{forwardable, is_hop_by_hop};
 pub use message::{parse_response, AgentReplyError, HttpRequestMsg, HttpResponseMsg};
+pub use pending::Pending;

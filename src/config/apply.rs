@@ -52,6 +52,9 @@ pub(super) const KEYS: &[&str] = &[
     "bridge.agent_role",
     "bridge.timeout",
     "bridge.max_body_bytes",
+    "bridge.max_response_bytes",
+    "bridge.allowed_methods",
+    "bridge.max_in_flight",
     "auth.jwt_secret",
     "auth.jwt_secret_file",
     "auth.algorithms",
@@ -247,6 +250,19 @@ impl Input<'_> {
         Ok((!s.is_empty()).then(|| s.to_string()))
     }
 
+    /// HTTP method names (tokens), kept upper-case: methods are case-sensitive and every
+    /// standard one is upper-case (RFC 9110 section 9.1).
+    fn methods(&self) -> Result<Vec<String>, ConfigError> {
+        self.list()?
+            .into_iter()
+            .map(|m| {
+                let ok = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase() || b == b'-');
+                ok.then(|| m.to_string())
+                    .ok_or_else(|| self.fail("methods are upper-case names like GET or POST"))
+            })
+            .collect()
+    }
+
     fn origins(&self) -> Result<Vec<String>, ConfigError> {
         self.list()?
             .into_iter()
@@ -331,6 +347,9 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "bridge.agent_role" => b.agent_role = i.role()?,
         "bridge.timeout" => b.timeout = i.duration(false)?,
         "bridge.max_body_bytes" => b.max_body_bytes = i.size(0, usize::MAX)?,
+        "bridge.max_response_bytes" => b.max_response_bytes = i.size(0, usize::MAX)?,
+        "bridge.allowed_methods" => b.allowed_methods = i.methods()?,
+        "bridge.max_in_flight" => b.max_in_flight = i.size(1, u32::MAX as usize)? as u32,
         "auth.jwt_secret" => cfg.auth.jwt_secret = Some(i.secret()?),
         "auth.jwt_secret_file" => cfg.auth.jwt_secret_file = Some(i.path()?),
         "auth.algorithms" => {

@@ -123,6 +123,13 @@ pub struct BridgeConfig {
     pub agent_role: String,
     pub timeout: Duration,
     pub max_body_bytes: usize,
+    /// Decoded body of an agent's answer; more is 502. It also bounds what an agent's
+    /// connection keeps of one answer (`bridge::answers::capture_limit`).
+    pub max_response_bytes: usize,
+    /// Upper-case method names; any other method is answered 405.
+    pub allowed_methods: Vec<String>,
+    /// Requests waiting for one agent's answers; more are answered 503.
+    pub max_in_flight: u32,
 }
 
 /// At most one of the two is set (checked by [`Config::load`]).
@@ -378,6 +385,11 @@ impl Default for BridgeConfig {
             agent_role: "agent".to_string(),
             timeout: Duration::from_secs(30),
             max_body_bytes: 64 << 10,
+            max_response_bytes: 1 << 20,
+            allowed_methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+                .map(String::from)
+                .to_vec(),
+            max_in_flight: 64,
         }
     }
 }

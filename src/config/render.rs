@@ -80,6 +80,9 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.key("agent_role", string(&b.agent_role));
     out.key("timeout", duration(b.timeout));
     out.key("max_body_bytes", b.max_body_bytes);
+    out.key("max_response_bytes", b.max_response_bytes);
+    out.key("allowed_methods", list(b.allowed_methods.iter()));
+    out.key("max_in_flight", b.max_in_flight);
 
     let a = &cfg.auth;
     out.section("auth");

@@ -1,7 +1,7 @@
 //! The life of one upgraded connection: read, forward, answer control frames, leave.
 
 use super::events;
-use super::inbound::{Closing, DecodeLimits, Inbound};
+use super::inbound::{Capture, Closing, DecodeLimits, Inbound};
 use crate::limits::Throttle;
 use crate::runtime::Core;
 use crate::session::{Peer, Session};
@@ -34,6 +34,9 @@ pub async fn run(
         .then(|| core.clock.tick())
         .and_then(|now| Throttle::new(cfg, now));
     let mut inbound = Inbound::default();
+    // Only the agent of a session answers bridged requests; everyone else decodes as before.
+    let mut capture = (session.is_some() && *peer.role == *core.config().bridge.agent_role)
+        .then(|| Capture::new(crate::bridge::answers::capture_limit(core.config())));
     // After a read that filled the buffer more is likely waiting: read again at once rather
     // than paying for a readiness round trip.
     let mut hot = false;
@@ -76,11 +79,12 @@ pub async fn run(
         };
         chunk.segs.clear();
         let c = &mut *chunk;
-        let out = inbound.decode(
+        let out = inbound.decode_capturing(
             &mut c.data,
             receiver.as_ref().map(|r| r.id),
             limits,
             &mut c.segs,
+            capture.as_mut(),
         );
         // Rare: copied out so the buffer can go to the receiver first.
         let pong = out.ping.map(|(a, b)| chunk.data[a..b].to_vec());
@@ -92,7 +96,7 @@ pub async fn run(
         let st = &core.stats;
         bump(
             &st.messages_received,
-            (out.messages_forwarded + out.messages_dropped) as u64,
+            (out.messages_forwarded + out.messages_dropped + out.answers) as u64,
         );
         bump(&st.bytes_received, out.payload_bytes);
         bump(&st.messages_forwarded, out.messages_forwarded as u64);
@@ -105,6 +109,12 @@ pub async fn run(
                 core.latency.record_since(Latency::Relay, read_at);
             }
             _ => core.pool.put(chunk),
+        }
+        if let Some(cap) = capture.as_mut().filter(|_| out.answers > 0) {
+            for &(a, b, truncated) in &cap.done {
+                crate::bridge::answers::deliver(&core, peer.id, &cap.buf[a..b], truncated);
+            }
+            cap.compact();
         }
         if out.messages_dropped > 0 {
             bump(
@@ -225,6 +235,8 @@ fn leave(
 ) {
     core.registry.remove_peer(peer.id);
     core.ip_limits.close(peer.ip, core.clock.now_ms());
+    let failed = core.bridge.agent_gone(peer.id);
+    bump(&core.stats.bridge_agent_gone, failed as u64);
     let code = peer.close_code.get().unwrap_or(end_code);
     core.stats.closed(code);
     if let Some(s) = session {

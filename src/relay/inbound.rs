@@ -35,6 +35,50 @@ struct FrameState {
 enum Target {
     Forward(u64),
     Drop,
+    /// A bridge answer from the agent: collected for the bridge, never forwarded.
+    Capture,
+}
+
+/// The first bytes of every bridge answer's first frame (docs/bridge.md). Deciding on them
+/// lets the agent's other messages keep the zero-copy path: only answers are collected.
+pub const ANSWER_PREFIX: &[u8; 23] = br#"{"type":"http_response""#;
+
+/// Bridge answers collected from an agent's connection. `buf` holds whole answers at the
+/// `done` ranges, then the one still arriving from `open_from`.
+///
+/// Answers are not bound by `limits.max_message_bytes` but by `limit`: past it an answer is
+/// read to its end without being kept, and marked truncated, so the agent is not closed and
+/// its request can still be failed at once.
+#[derive(Debug, Default)]
+pub struct Capture {
+    pub buf: Vec<u8>,
+    /// (start, end, truncated) of each answer completed in the last read.
+    pub done: Vec<(usize, usize, bool)>,
+    open_from: usize,
+    truncated: bool,
+    limit: usize,
+}
+
+/// A capture buffer grown by a large answer is given back once empty.
+const CAPTURE_KEEP: usize = 64 << 10;
+
+impl Capture {
+    pub fn new(limit: usize) -> Capture {
+        Capture {
+            limit,
+            ..Capture::default()
+        }
+    }
+
+    /// Drops the answers already handed on, keeping one still arriving.
+    pub fn compact(&mut self) {
+        self.done.clear();
+        self.buf.drain(..self.open_from);
+        self.open_from = 0;
+        if self.buf.is_empty() && self.buf.capacity() > CAPTURE_KEEP {
+            self.buf = Vec::new();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +115,8 @@ pub struct Outcome {
     pub closing: Option<Closing>,
     pub messages_forwarded: u32,
     pub messages_dropped: u32,
+    /// Bridge answers collected whole (see [`Capture`]).
+    pub answers: u32,
     /// Payload bytes of data frames read, forwarded or not.
     pub payload_bytes: u64,
     /// Payload bytes handed to the receiver.
@@ -142,6 +188,19 @@ impl Inbound {
         limits: DecodeLimits,
         segs: &mut Vec<Segment>,
     ) -> Outcome {
+        self.decode_capturing(buf, receiver, limits, segs, None)
+    }
+
+    /// As [`Inbound::decode`], for an agent's connection: a text message whose first frame
+    /// starts with [`ANSWER_PREFIX`] goes whole into `capture` instead of to the receiver.
+    pub fn decode_capturing(
+        &mut self,
+        buf: &mut [u8],
+        receiver: Option<u64>,
+        limits: DecodeLimits,
+        segs: &mut Vec<Segment>,
+        mut capture: Option<&mut Capture>,
+    ) -> Outcome {
         let mut out = Outcome::default();
         let end = buf.len();
         let mut i = HEADROOM;
@@ -170,7 +229,9 @@ impl Inbound {
                 i += avail;
                 let frame_done = f.remaining == 0;
                 self.frame = if frame_done { None } else { Some(f) };
-                if let Err(v) = self.data_chunk(buf, range, frame_done, f.fin, segs, &mut out) {
+                let cap = capture.as_deref_mut();
+                if let Err(v) = self.data_chunk(buf, range, frame_done, f.fin, segs, &mut out, cap)
+                {
                     self.violate(v, segs, msg_first_seg, &mut out);
                     break;
                 }
@@ -239,6 +300,25 @@ impl Inbound {
                 }
                 continue;
             }
+            let mut answer = false;
+            if let (Some(cap), OpCode::Text, None) = (capture.as_deref_mut(), h.opcode, &self.msg) {
+                // The decision needs the prefix: wait for it like for a control frame.
+                let need = (h.payload_len as usize).min(ANSWER_PREFIX.len());
+                if end - i < h.header_len + need {
+                    self.keep(&buf[i..end]);
+                    break;
+                }
+                let first = &buf[i + h.header_len..i + h.header_len + need];
+                answer = need == ANSWER_PREFIX.len()
+                    && first
+                        .iter()
+                        .zip(ANSWER_PREFIX)
+                        .enumerate()
+                        .all(|(k, (b, want))| b ^ mask[k % 4] == *want);
+                if answer {
+                    cap.open_from = cap.buf.len();
+                }
+            }
             out.data_seen = true;
             match (h.opcode, self.msg.is_some()) {
                 (OpCode::Continuation, false) => {
@@ -272,7 +352,11 @@ impl Inbound {
                         bytes: 0,
                         frames: 0,
                         utf8: Utf8Validator::new(),
-                        target: receiver.map_or(Target::Drop, Target::Forward),
+                        target: if answer {
+                            Target::Capture
+                        } else {
+                            receiver.map_or(Target::Drop, Target::Forward)
+                        },
                         out_started: false,
                         delivered: false,
                     });
@@ -290,7 +374,8 @@ impl Inbound {
                 );
                 break;
             }
-            if msg.bytes + h.payload_len > limits.max_message_bytes {
+            if msg.bytes + h.payload_len > limits.max_message_bytes && msg.target != Target::Capture
+            {
                 self.violate(
                     Closing::Violation(CloseCode::TOO_BIG, "message too big"),
                     segs,
@@ -340,6 +425,9 @@ impl Inbound {
         self.frame = None;
     }
 
+    // One call per chunk of payload on the hot path: plain arguments rather than a struct
+    // built for every call.
+    #[allow(clippy::too_many_arguments)]
     fn data_chunk(
         &mut self,
         buf: &mut [u8],
@@ -348,6 +436,7 @@ impl Inbound {
         frame_fin: bool,
         segs: &mut Vec<Segment>,
         out: &mut Outcome,
+        capture: Option<&mut Capture>,
     ) -> Result<(), Closing> {
         let msg = self
             .msg
@@ -376,10 +465,23 @@ impl Inbound {
                 msg.out_started = true;
             }
         }
+        if let (Target::Capture, Some(cap)) = (msg.target, capture) {
+            let room = cap.limit.saturating_sub(cap.buf.len() - cap.open_from);
+            let keep = range.len().min(room);
+            cap.truncated |= keep < range.len();
+            cap.buf
+                .extend_from_slice(&buf[range.start..range.start + keep]);
+            if message_done {
+                cap.done.push((cap.open_from, cap.buf.len(), cap.truncated));
+                cap.open_from = cap.buf.len();
+                cap.truncated = false;
+            }
+        }
         if message_done {
             match msg.target {
                 Target::Forward(_) => out.messages_forwarded += 1,
                 Target::Drop => out.messages_dropped += 1,
+                Target::Capture => out.answers += 1,
             }
             self.msg = None;
         }

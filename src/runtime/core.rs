@@ -43,6 +43,8 @@ pub struct Core {
     pub latency: CoreHistograms,
     /// This core's share of the per-IP limits.
     pub ip_limits: IpLimits,
+    /// Bridged requests waiting for an agent of a session this core owns.
+    pub bridge: crate::bridge::Pending,
     next_id: Cell<u64>,
     /// Closed when the server shuts down; every waiter wakes with an error.
     pub shutdown: Semaphore,
@@ -63,6 +65,7 @@ impl Core {
             stats: CoreStats::default(),
             latency: CoreHistograms::new(shared.config.stats.latency),
             ip_limits: IpLimits::new(&cfg.limits, shared.workers()),
+            bridge: crate::bridge::Pending::default(),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),
             shared,
@@ -112,6 +115,7 @@ impl Core {
                 ("read_buffers_in_use", self.pool.in_use.get() as u64),
                 ("read_buffers_idle", self.pool.idle() as u64),
                 ("ip_table_entries", self.ip_limits.len() as u64),
+                ("bridge_pending", self.bridge.len() as u64),
             ],
             latency: self.latency.snapshot(),
         }

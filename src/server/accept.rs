@@ -5,6 +5,7 @@ use super::admit::{admit, Admitted};
 use super::handoff::{owner_core, Handoff};
 use super::health::health;
 use super::scrape::{scrape, Format};
+use crate::bridge::serve::{serve as serve_bridged, BridgeRequest};
 use crate::config::EchoRoute;
 use crate::http::route::{route, RelayTarget};
 use crate::http::upgrade::check_upgrade;
@@ -72,7 +73,13 @@ pub async fn refuse(core: &Core, stream: &mut TcpStream, resp: Response) {
 }
 
 async fn answer(stream: &mut TcpStream, resp: Response) {
-    let (r, _) = stream.write_all(resp.to_bytes()).await;
+    write_and_close(stream, resp.to_bytes()).await
+}
+
+/// Writes a whole HTTP response, then closes so the client reads it before any reset an
+/// unread request body would cause.
+pub async fn write_and_close(stream: &mut TcpStream, bytes: Vec<u8>) {
+    let (r, _) = stream.write_all(bytes).await;
     if r.is_err() {
         return;
     }
@@ -110,6 +117,7 @@ enum Next {
         bytes: Vec<u8>,
         admitted: Admitted,
     },
+    Bridge(BridgeRequest),
 }
 
 /// Where a connection came from and what was already decided for it.
@@ -143,6 +151,7 @@ pub async fn handle(core: Rc<Core>, mut stream: TcpStream, arrival: Arrival) {
             bytes,
             admitted,
         } => hand_over(&core, stream, owner, bytes, accepted_at, admitted).await,
+        Next::Bridge(req) => serve_bridged(core, stream, req).await,
     }
 }
 
@@ -234,12 +243,25 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
                     }
                 },
             };
+            if let Route::Bridge { session } = r {
+                // Handled where its session lives, like the session's WebSocket peers.
+                let owner = owner_core(&session, core.shared.workers());
+                if owner != core.index {
+                    return Next::HandOver {
+                        owner,
+                        bytes: buf,
+                        admitted,
+                    };
+                }
+                return Next::Bridge(BridgeRequest {
+                    extra: buf.split_off(head_len),
+                    head,
+                    session,
+                    ip: admitted.ip,
+                    accepted_at,
+                });
+            }
             match (r, upgrade(&head)) {
-                (Route::Bridge { .. }, _) => Response::error(
-                    404,
-                    "bridge_unavailable",
-                    "the HTTP bridge is not enabled on this relay",
-                ),
                 (_, Err(resp)) => resp,
                 (Route::Echo, Ok(upgrade)) => {
                     return Next::Echo {

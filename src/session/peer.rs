@@ -143,6 +143,26 @@ impl Peer {
         self.write_locked(event_frame(&json)).await
     }
 
+    /// Sends a text message that must not be skipped (a bridged request). Unlike an event it
+    /// waits out a forwarded message that is half written to this peer, polling, since that
+    /// is rare and short; the caller bounds the wait (`bridge.timeout`).
+    pub async fn send_text(&self, json: &str) -> std::io::Result<()> {
+        let frame = event_frame(json);
+        loop {
+            let Ok(_permit) = self.gate.acquire().await else {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            };
+            if self.is_closing() {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            if !self.data_open.get() {
+                return self.write_locked(frame).await;
+            }
+            drop(_permit);
+            monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     /// Starts the closing handshake from the relay's side; the reader task finishes it.
     pub async fn close(&self, code: CloseCode, reason: &str, now_ms: u64) {
         if self.is_closing() {

@@ -62,6 +62,20 @@ counters!(
     pings_coalesced: "Client pings answered by a later ping's pong instead of their own (at most one pong pending).",
     peers_dropped_write_timeout: "Peers dropped because a write to them waited longer than limits.write_timeout.",
     accept_errors: "Times accept failed (EMFILE, ENFILE and the like) and the worker backed off.",
+    bridge_requests: "Bridged HTTP requests received (after admission), answered or not.",
+    bridge_responses_2xx: "Bridged requests answered with a 2xx status (the agent's answer).",
+    bridge_responses_3xx: "Bridged requests answered with a 3xx status.",
+    bridge_responses_4xx: "Bridged requests answered with a 4xx status (the agent's, or the relay's refusal).",
+    bridge_responses_5xx: "Bridged requests answered with a 5xx status (the agent's, or 502/503/504 from the relay).",
+    bridge_timeouts: "Bridged requests the agent did not answer within bridge.timeout (504).",
+    bridge_agent_absent: "Bridged requests for a session with no agent connected (502).",
+    bridge_agent_gone: "Bridged requests failed because their agent's connection ended before it answered (502).",
+    bridge_bad_answers: "Agent answers refused as malformed (their request, when known, got 502).",
+    bridge_answers_too_large: "Agent answers refused for a body over bridge.max_response_bytes (502).",
+    bridge_answers_unmatched: "Agent answers whose id matched no waiting request (late, duplicate or unknown).",
+    bridge_busy_refused: "Bridged requests refused because the agent had bridge.max_in_flight waiting (503).",
+    bridge_request_bytes: "Body bytes of bridged requests sent to agents.",
+    bridge_response_bytes: "Body bytes of agent answers written to HTTP clients.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

@@ -13,15 +13,18 @@ pub enum Latency {
     Relay,
     /// Accept to the 101 written.
     Handshake,
+    /// A bridged request sent to its agent to the agent's answer read.
+    Bridge,
 }
 
 impl Latency {
-    pub const ALL: [Latency; 2] = [Latency::Relay, Latency::Handshake];
+    pub const ALL: [Latency; 3] = [Latency::Relay, Latency::Handshake, Latency::Bridge];
 
     pub fn name(self) -> &'static str {
         match self {
             Latency::Relay => "relay",
             Latency::Handshake => "handshake",
+            Latency::Bridge => "bridge",
         }
     }
 
@@ -29,6 +32,9 @@ impl Latency {
         match self {
             Latency::Relay => "Time from reading frames to finishing the write that forwards them.",
             Latency::Handshake => "Time from accepting a connection to writing its 101 response.",
+            Latency::Bridge => {
+                "Time from sending a bridged request to its agent to reading the agent's answer."
+            }
         }
     }
 }
@@ -46,7 +52,7 @@ pub struct CoreHistograms {
 impl CoreHistograms {
     pub fn new(enabled: bool) -> CoreHistograms {
         CoreHistograms {
-            hists: [RefCell::new(new_histogram()), RefCell::new(new_histogram())],
+            hists: Latency::ALL.map(|_| RefCell::new(new_histogram())),
             enabled,
         }
     }

@@ -93,6 +93,9 @@ fn env_errors_name_the_key_and_the_variable() {
         ),
         ("bridge.timeout", "0ms", "greater than 0s"),
         ("bridge.max_body_bytes", "-1", "non-negative integer"),
+        ("bridge.allowed_methods", "get", "upper-case"),
+        ("bridge.allowed_methods", "GET, PO ST", "upper-case"),
+        ("bridge.max_in_flight", "0", "between 1 and"),
         ("auth.jwt_secret", "short", "at least 32 bytes"),
         ("auth.jwt_secret_file", "", "expected a file path"),
         (

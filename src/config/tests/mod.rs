@@ -91,6 +91,9 @@ pub(super) fn sample(key: &str) -> &'static str {
         "bridge.agent_role" => "bot_2",
         "bridge.timeout" => "90s",
         "bridge.max_body_bytes" => "1024",
+        "bridge.max_response_bytes" => "2048",
+        "bridge.allowed_methods" => "GET, PROPFIND",
+        "bridge.max_in_flight" => "3",
         "auth.jwt_secret" => SECRET,
         "auth.jwt_secret_file" => "/run/credentials/ringrelay.service/jwt",
         "auth.algorithms" => "HS256, HS512",
@@ -161,6 +164,12 @@ fn defaults_match_the_contract() {
     assert_eq!(c.bridge.agent_role, "agent");
     assert_eq!(format_duration(c.bridge.timeout), "30s");
     assert_eq!(c.bridge.max_body_bytes, 65_536);
+    assert_eq!(c.bridge.max_response_bytes, 1 << 20);
+    assert_eq!(
+        c.bridge.allowed_methods.join(","),
+        "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS"
+    );
+    assert_eq!(c.bridge.max_in_flight, 64);
     assert_eq!(c.auth.jwt_secret, None);
     assert_eq!(c.auth.jwt_secret_file, None);
     assert_eq!(c.auth.algorithms, vec![JwtAlgorithm::Hs256]);

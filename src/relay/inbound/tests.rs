@@ -484,3 +484,101 @@ fn pings_in_one_buffer_are_counted_and_only_the_latest_is_answered() {
     let (a, b) = out.ping.unwrap();
     assert_eq!(&buf[a..b], b"333");
 }
+
+/// Runs a stream through `decode_capturing` the way an agent's connection does: forwarded
+/// bytes, then every captured answer in order.
+fn run_capturing(
+    stream: &[u8],
+    read: usize,
+    buf_size: usize,
+    limit: usize,
+) -> (Vec<u8>, Vec<(Vec<u8>, bool)>) {
+    let mut inb = Inbound::default();
+    let mut cap = Capture::new(limit);
+    let (mut forwarded, mut answers) = (Vec::new(), Vec::new());
+    let mut pos = 0;
+    let mut buf = Vec::with_capacity(buf_size);
+    while pos < stream.len() {
+        let start = inb.prepare(&mut buf);
+        let want = read.min(buf_size - start).min(stream.len() - pos);
+        buf.extend_from_slice(&stream[pos..pos + want]);
+        pos += want;
+        let mut segs = Vec::new();
+        let out = inb.decode_capturing(&mut buf, Some(7), LIMITS, &mut segs, Some(&mut cap));
+        assert!(out.closing.is_none(), "{out:?}");
+        for (a, b) in segs {
+            forwarded.extend_from_slice(&buf[a..b]);
+        }
+        assert_eq!(out.answers as usize, cap.done.len());
+        for &(a, b, truncated) in &cap.done {
+            answers.push((cap.buf[a..b].to_vec(), truncated));
+        }
+        cap.compact();
+    }
+    (forwarded, answers)
+}
+
+#[test]
+fn bridge_answers_are_captured_whole_and_everything_else_forwarded_in_order() {
+    let answer = |id: &str, pad: usize| {
+        format!(
+            r#"{{"type":"http_response","id":"{id}","status":200,"body_b64":"{}"}}"#,
+            "A".repeat(pad)
+        )
+        .into_bytes()
+    };
+    let (a1, a2, a3) = (answer("1", 0), answer("2", 3000), answer("3", 40));
+    let not_quite = br#"{"type":"http_responses","id":"x"}"#.to_vec();
+    let spaced = br#"{ "type":"http_response","id":"x"}"#.to_vec();
+    let mut s = Vec::new();
+    s.extend(client_frame(true, OpCode::Text, &a1, [1, 2, 3, 4]));
+    s.extend(client_frame(true, OpCode::Text, b"hi", [5, 6, 7, 8]));
+    s.extend(client_frame(true, OpCode::Binary, &a1, [9, 8, 7, 6]));
+    // An answer split into three frames, a ping in between.
+    s.extend(client_frame(false, OpCode::Text, &a2[..30], [1, 1, 2, 2]));
+    s.extend(client_frame(true, OpCode::Ping, b"p", [3, 3, 3, 3]));
+    s.extend(client_frame(
+        false,
+        OpCode::Continuation,
+        &a2[30..2000],
+        [4, 4, 4, 4],
+    ));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        &a2[2000..],
+        [5, 5, 5, 5],
+    ));
+    s.extend(client_frame(true, OpCode::Text, &not_quite, [6, 6, 6, 6]));
+    // The prefix must sit in the first frame: this one's first frame is too short.
+    s.extend(client_frame(false, OpCode::Text, &a3[..10], [7, 7, 7, 7]));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        &a3[10..],
+        [8, 8, 8, 8],
+    ));
+    s.extend(client_frame(true, OpCode::Text, &spaced, [9, 9, 9, 9]));
+    s.extend(client_frame(true, OpCode::Text, &a3, [0, 0, 0, 0]));
+    let forwarded_want = vec![
+        (OpCode::Text, b"hi".to_vec()),
+        (OpCode::Binary, a1.clone()),
+        (OpCode::Text, not_quite),
+        (OpCode::Text, a3.clone()),
+        (OpCode::Text, spaced),
+    ];
+    for read in [1, 2, 5, 13, 23, 24, 37, 100, 1000, 8192] {
+        for buf_size in [HEADROOM + CARRY_MAX + 1, 512, 4096] {
+            let ctx = format!("read {read} buf {buf_size}");
+            let (fwd, answers) = run_capturing(&s, read, buf_size, 1 << 20);
+            assert_eq!(server_messages(&fwd), forwarded_want, "{ctx}");
+            let whole = |a: &Vec<u8>| (a.clone(), false);
+            assert_eq!(answers, vec![whole(&a1), whole(&a2), whole(&a3)], "{ctx}");
+            // Over the limit an answer keeps only its start and is marked, the rest intact.
+            let (fwd, answers) = run_capturing(&s, read, buf_size, 120);
+            assert_eq!(server_messages(&fwd), forwarded_want, "{ctx}");
+            let cut = (a2[..120].to_vec(), true);
+            assert_eq!(answers, vec![whole(&a1), cut, whole(&a3)], "{ctx}");
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! One bridged request, on the core that owns its session: check it, read its body, send it
+//! to the session's agent, wait for the answer and write it as the response. Every way this
+//! can fail ends in one of the contract's statuses with a JSON body (docs/bridge.md); the
+//! connection closes after the response, as for every plain HTTP answer of the relay.
+
+use super::chunked::{ChunkedDecoder, ChunkedError};
+use super::framing::{body_length, BodyLength};
+use super::headers::forwardable;
+use super::message::HttpRequestMsg;
+use super::pending::{wire_id, Answer, Busy};
+use super::reply::http_response;
+use crate::http::{RequestHead, Response};
+use crate::runtime::Core;
+use crate::server::accept::write_and_close;
+use crate::server::admit::ip_refusal;
+use crate::session::Peer;
+use crate::stats::{bump, Latency};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// A bridged request whose head was read and admitted.
+pub struct BridgeRequest {
+    pub head: RequestHead,
+    pub session: String,
+    /// Bytes that followed the head in the same reads: the start of the body.
+    pub extra: Vec<u8>,
+    pub ip: IpAddr,
+    pub accepted_at: Instant,
+}
+
+/// A response ready to write, with its status for the counters.
+struct Reply {
+    status: u16,
+    bytes: Vec<u8>,
+}
+
+fn refusal(status: u16, code: &str, message: &str) -> Reply {
+    Reply {
+        status,
+        bytes: Response::error(status, code, message).to_bytes(),
+    }
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply {
+            status: r.status,
+            bytes: r.to_bytes(),
+        }
+    }
+}
+
+/// Read size while taking a body in.
+const BODY_READ: usize = 16 << 10;
+
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream, req: BridgeRequest) {
+    bump(&core.stats.bridge_requests, 1);
+    let ip = req.ip;
+    // A request waiting for its agent holds a connection like any peer: it counts against
+    // the client's open connections.
+    let reply = match core.ip_limits.open(ip, core.clock.now_ms()) {
+        Err(r) => {
+            bump(&core.stats.ip_open_refused, 1);
+            Reply::from(ip_refusal(r))
+        }
+        Ok(()) => {
+            let reply = exchange(&core, &mut stream, req).await;
+            core.ip_limits.close(ip, core.clock.now_ms());
+            reply
+        }
+    };
+    let st = &core.stats;
+    let class = match reply.status {
+        200..=299 => &st.bridge_responses_2xx,
+        300..=399 => &st.bridge_responses_3xx,
+        400..=499 => &st.bridge_responses_4xx,
+        _ => &st.bridge_responses_5xx,
+    };
+    bump(class, 1);
+    write_and_close(&mut stream, reply.bytes).await;
+}
+
+/// The session's agent, if one is connected and not being closed.
+fn agent_of(core: &Core, session: &str) -> Option<Rc<Peer>> {
+    let role = &core.config().bridge.agent_role;
+    core.registry
+        .get(session)?
+        .peers()
+        .into_iter()
+        .find(|p| *p.role == **role && !p.is_closing())
+}
+
+fn no_agent(core: &Core) -> Reply {
+    bump(&core.stats.bridge_agent_absent, 1);
+    refusal(
+        502,
+        "agent_not_connected",
+        "no agent is connected to this session",
+    )
+}
+
+async fn exchange(core: &Rc<Core>, stream: &mut TcpStream, req: BridgeRequest) -> Reply {
+    let cfg = &core.config().bridge;
+    let head = &req.head;
+    if !cfg.allowed_methods.contains(&head.method) {
+        return Response::error(
+            405,
+            "method_not_allowed",
+            "this method is not bridged to the agent",
+        )
+        .with_header("Allow", cfg.allowed_methods.join(", "))
+        .into();
+    }
+    let framing = match body_length(head) {
+        Ok(f) => f,
+        Err(e) => return refusal(400, e.code(), &e.to_string()),
+    };
+    if matches!(framing, BodyLength::Fixed(n) if n > cfg.max_body_bytes as u64) {
+        return too_large(cfg.max_body_bytes);
+    }
+    if agent_of(core, &req.session).is_none() {
+        return no_agent(core);
+    }
+    let wants_continue = head
+        .header("expect")
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    if wants_continue && framing != BodyLength::Empty {
+        let (r, _) = stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+            .await;
+        if r.is_err() {
+            return refusal(400, "client_gone", "the client went away");
+        }
+    }
+    let timeout = core.config().limits.handshake_timeout;
+    let left = timeout.saturating_sub(req.accepted_at.elapsed());
+    let read = read_body(stream, framing, req.extra, cfg.max_body_bytes);
+    let body = match monoio::time::timeout(left, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(reply)) => return reply,
+        Err(_) => {
+            return refusal(
+                408,
+                "body_timeout",
+                "the request body did not arrive within limits.handshake_timeout",
+            )
+        }
+    };
+    // The agent may have left while the body was arriving.
+    let Some(agent) = agent_of(core, &req.session) else {
+        return no_agent(core);
+    };
+    let (n, rx) = match core.bridge.register(agent.id, cfg.max_in_flight) {
+        Ok(x) => x,
+        Err(Busy) => {
+            bump(&core.stats.bridge_busy_refused, 1);
+            return Response::error(
+                503,
+                "bridge_busy",
+                "the agent has too many requests in flight; retry shortly",
+            )
+            .with_header("Retry-After", "1")
+            .into();
+        }
+    };
+    let auth_on = core.shared.auth.is_some();
+    let msg = HttpRequestMsg::new(
+        wire_id(n),
+        head.method.clone(),
+        agent_path(head, &req.session, auth_on),
+        agent_headers(&head.headers, auth_on),
+        &body,
+    );
+    let json = msg.to_json();
+    let body_bytes = body.len() as u64;
+    drop((msg, body));
+    let sent_at = Instant::now();
+    let wait = async {
+        agent.send_text(&json).await.map_err(|_| ())?;
+        drop(json);
+        bump(&core.stats.bridge_request_bytes, body_bytes);
+        rx.await.map_err(|_| ())
+    };
+    let answer = match monoio::time::timeout(cfg.timeout, wait).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(())) => {
+            core.bridge.cancel(n);
+            Answer::AgentGone
+        }
+        Err(_) => {
+            core.bridge.cancel(n);
+            bump(&core.stats.bridge_timeouts, 1);
+            return refusal(
+                504,
+                "agent_timeout",
+                "the agent did not answer within bridge.timeout",
+            );
+        }
+    };
+    core.latency.record(
+        Latency::Bridge,
+        sent_at.elapsed().max(Duration::from_micros(1)),
+    );
+    tracing::debug!(session = %req.session, method = %head.method, "bridged request answered");
+    match answer {
+        Answer::Reply(r) => {
+            bump(&core.stats.bridge_response_bytes, r.body.len() as u64);
+            Reply {
+                status: r.status,
+                bytes: http_response(&r, head.method == "HEAD"),
+            }
+        }
+        Answer::Malformed => refusal(
+            502,
+            "bad_agent_answer",
+            "the agent's answer did not follow the bridge schema",
+        ),
+        Answer::TooLarge => refusal(
+            502,
+            "agent_response_too_large",
+            "the agent's answer body is over bridge.max_response_bytes",
+        ),
+        Answer::AgentGone => refusal(
+            502,
+            "agent_disconnected",
+            "the agent disconnected before answering",
+        ),
+    }
+}
+
+fn too_large(max: usize) -> Reply {
+    refusal(
+        413,
+        "body_too_large",
+        &format!("the request body is over bridge.max_body_bytes ({max})"),
+    )
+}
+
+async fn read_body(
+    stream: &mut TcpStream,
+    framing: BodyLength,
+    mut got: Vec<u8>,
+    max: usize,
+) -> Result<Vec<u8>, Reply> {
+    let mut chunked = ChunkedDecoder::default();
+    let mut body = Vec::new();
+    let want = match framing {
+        BodyLength::Empty => return Ok(Vec::new()),
+        BodyLength::Fixed(n) => n as usize,
+        BodyLength::Chunked => usize::MAX,
+    };
+    loop {
+        if want != usize::MAX {
+            body.extend_from_slice(&got[..got.len().min(want - body.len())]);
+            if body.len() == want {
+                return Ok(body);
+            }
+        } else {
+            match chunked.feed(&got, &mut body, max) {
+                Ok(_) if chunked.is_done() => return Ok(body),
+                Ok(_) => {}
+                Err(ChunkedError::TooLarge) => return Err(too_large(max)),
+                Err(ChunkedError::Malformed) => {
+                    return Err(refusal(
+                        400,
+                        "bad_chunked_body",
+                        "the chunked request body is malformed",
+                    ))
+                }
+            }
+        }
+        got.clear();
+        got.reserve(BODY_READ);
+        let (r, buf) = stream.read(got).await;
+        got = buf;
+        match r {
+            Ok(n) if n > 0 => {}
+            _ => {
+                return Err(refusal(
+                    400,
+                    "incomplete_body",
+                    "the connection ended before the request body was complete",
+                ))
+            }
+        }
+    }
+}
+
+/// The path below `/v1/http/{session}` with the query. A token meant for the relay is not
+/// passed on to the user's API.
+fn agent_path(head: &RequestHead, session: &str, auth_on: bool) -> String {
+    let prefix = "/v1/http/".len() + session.len();
+    let rest = head.path.get(prefix..).unwrap_or("");
+    let mut path = if rest.is_empty() {
+        "/".to_string()
+    } else {
+        rest.to_string()
+    };
+    let query: Vec<&str> = head
+        .query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| !auth_on || p.split_once('=').map_or(*p, |(k, _)| k) != "token")
+        .collect();
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    path
+}
+
+/// Headers for the agent: hop-by-hop ones, those about this connection (`Expect`,
+/// `Content-Length`: the body travels whole) and the relay's own credential are left out.
+fn agent_headers(headers: &[(String, String)], auth_on: bool) -> Vec<(String, String)> {
+    forwardable(headers)
+        .into_iter()
+        .filter(|(n, _)| n != "expect" && n != "content-length")
+        .filter(|(n, _)| !(auth_on && n == "authorization"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(path: &str, query: &str) -> RequestHead {
+        let mut h = RequestHead::with_headers("GET", path, &[]);
+        h.query = query.into();
+        h
+    }
+
+    #[test]
+    fn the_agent_sees_the_path_below_the_session() {
+        let cases = [
+            ("/v1/http/s1", "", false, "/"),
+            ("/v1/http/s1/", "", false, "/"),
+            ("/v1/http/s1/users/7", "x=1&y=2", false, "/users/7?x=1&y=2"),
+            ("/v1/http/s1/a", "token=t&x=1", false, "/a?token=t&x=1"),
+            ("/v1/http/s1/a", "token=t&x=1", true, "/a?x=1"),
+            ("/v1/http/s1/a", "token=t", true, "/a"),
+            ("/v1/http/s1/a", "tokens=1", true, "/a?tokens=1"),
+        ];
+        for (path, query, auth, want) in cases {
+            assert_eq!(
+                agent_path(&head(path, query), "s1", auth),
+                want,
+                "{path}?{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_headers_and_the_relay_credential_stay_behind() {
+        let h: Vec<(String, String)> = [
+            ("Host", "relay"),
+            ("Expect", "100-continue"),
+            ("Content-Length", "3"),
+            ("Authorization", "Bearer t"),
+            ("Connection", "close"),
+            ("X-A", "1"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        let names = |v: Vec<(String, String)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(
+            names(agent_headers(&h, false)),
+            ["host", "authorization", "x-a"]
+        );
+        assert_eq!(names(agent_headers(&h, true)), ["host", "x-a"]);
+    }
+}
