@@ -3,12 +3,16 @@
 use super::attack::{Attack, DEFAULT_SOURCE};
 use super::client::{Rng, Target, Transport};
 use super::engine::{Mode, Plan, Stop};
+use super::http::request::{parse_url, sends_body, valid_method};
+use super::http::{HttpPlan, TargetPlan};
 use crate::config::{parse_duration, DriverChoice};
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 /// How long after the end senders and receivers may take to finish.
 pub const DRAIN: Duration = Duration::from_secs(5);
+/// Largest request body `--mode http` sends (the request is kept in memory, one per thread).
+const MAX_HTTP_BODY: usize = 64 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {
@@ -18,12 +22,17 @@ pub enum ModeArg {
     Echo,
     /// N loops that connect a pair, exchange --churn-messages, close, and start over.
     Churn,
+    /// HTTP/1.1 requests to --url (http://), --concurrency in flight, closed loop.
+    Http,
+    /// Serve HTTP on --listen: 200 to everything, with the request's body or --size bytes.
+    HttpTarget,
 }
 
 /// Generate load against a relay and report throughput and latency.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Relay base URL (ws:// only; a path is put in front of the routes).
+    /// Relay base URL (ws://; a path is put in front of the routes). With --mode http, the
+    /// whole http:// URL every request goes to.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
     #[arg(long, value_enum, default_value_t = ModeArg::Pairs)]
@@ -31,7 +40,9 @@ pub struct LoadArgs {
     /// Sessions (pairs, churn loops), or connections for echo.
     #[arg(long, default_value_t = 4)]
     pub pairs: usize,
-    /// Message size in bytes (at least 16: sequence number and send time).
+    /// Message size in bytes (at least 16: sequence number and send time). --mode http: the
+    /// request body, sent with every method but GET and HEAD. --mode http-target: the body
+    /// of answers to requests without one.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
     /// Messages in flight per sender (closed loop, without --rate).
@@ -79,6 +90,23 @@ pub struct LoadArgs {
     /// N: they run on N threads of their own instead.
     #[arg(long, default_value_t = 0)]
     pub attack_threads: usize,
+    /// HTTP: requests in flight, over all threads; each answer starts the next request.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// HTTP: the request method.
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    /// HTTP: reuse connections (the default is a new connection per request, with
+    /// `Connection: close`, as the relay's bridge answers one request per connection).
+    #[arg(long)]
+    pub keep_alive: bool,
+    /// HTTP: longest one request may take, connect to last byte, before it is an error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// http-target: the address to serve on (port 0: any free port; the line printed at
+    /// start says which).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
 }
 
 impl LoadArgs {
@@ -89,6 +117,54 @@ impl LoadArgs {
             source: self.attack_source,
             threads: self.attack_threads,
         })
+    }
+
+    /// `--mode http`: resolves the URL and checks the options.
+    pub fn http_plan(&self) -> Result<HttpPlan, String> {
+        if self.rate.is_some() || self.attackers > 0 || self.raw || self.both_ways {
+            return Err(
+                "--rate, --attackers, --raw and --both-ways do not apply to --mode http".into(),
+            );
+        }
+        let url = parse_url(&self.url).map_err(|e| format!("--url {}: {e}", self.url))?;
+        if !valid_method(&self.method) {
+            return Err(format!("--method {:?} is not an HTTP method", self.method));
+        }
+        if self.concurrency == 0 || self.threads == 0 {
+            return Err("--concurrency and --threads must be at least 1".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("--timeout must be more than 0".into());
+        }
+        let body = sends_body(&self.method).then_some(self.size);
+        if body.is_some_and(|n| n > MAX_HTTP_BODY) {
+            return Err(format!(
+                "--size is at most {MAX_HTTP_BODY} with --mode http"
+            ));
+        }
+        Ok(HttpPlan {
+            url,
+            method: self.method.clone(),
+            body,
+            concurrency: self.concurrency,
+            keep_alive: self.keep_alive,
+            warmup: self.warmup,
+            duration: self.duration,
+            timeout: self.timeout,
+            threads: self.threads,
+            driver: self.driver,
+            progress: true,
+            drain: DRAIN,
+        })
+    }
+
+    /// `--mode http-target`.
+    pub fn target_plan(&self) -> TargetPlan {
+        TargetPlan {
+            listen: self.listen,
+            size: self.size,
+            driver: self.driver,
+        }
     }
 
     /// Resolves the URL and turns the options into an engine plan.
@@ -133,6 +209,9 @@ impl LoadArgs {
                 ModeArg::Pairs => Mode::Pairs,
                 ModeArg::Echo => Mode::Echo,
                 ModeArg::Churn => Mode::Churn,
+                ModeArg::Http | ModeArg::HttpTarget => {
+                    return Err("the HTTP modes have plans of their own".into())
+                }
             },
             conns: self.pairs,
             size: self.size,
@@ -197,6 +276,62 @@ mod tests {
         assert_eq!(p.mode, Mode::Echo);
         assert!(plan(&["--url", "http://127.0.0.1:9"]).is_err());
         assert!(plan(&["--duration", "5"]).is_err());
+    }
+
+    fn http(args: &[&str]) -> Result<HttpPlan, String> {
+        let mut v = vec!["load", "--mode", "http"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v)
+            .map_err(|e| e.to_string())?
+            .load
+            .http_plan()
+    }
+
+    #[test]
+    fn http_options() {
+        let p = http(&["--url", "http://127.0.0.1:3000/hello"]).unwrap();
+        assert_eq!(p.url.addr.to_string(), "127.0.0.1:3000");
+        assert_eq!(p.url.path, "/hello");
+        assert_eq!((p.method.as_str(), p.body), ("GET", None));
+        assert_eq!((p.concurrency, p.keep_alive), (32, false));
+        assert_eq!(p.timeout, Duration::from_secs(5));
+        let p = http(&[
+            "--url",
+            "http://127.0.0.1:3000/",
+            "--method",
+            "POST",
+            "--size",
+            "1024",
+            "--concurrency",
+            "4",
+            "--keep-alive",
+            "--timeout",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!((p.body, p.concurrency, p.keep_alive), (Some(1024), 4, true));
+        assert_eq!(p.timeout, Duration::from_millis(250));
+        // The default URL is the relay's ws:// one.
+        assert!(http(&[]).unwrap_err().contains("http://"));
+        let u = ["--url", "http://127.0.0.1:3000/"];
+        for bad in [
+            &["--method", "GE T"][..],
+            &["--concurrency", "0"],
+            &["--timeout", "0s"],
+            &["--rate", "100"],
+            &["--method", "PUT", "--size", "999999999"],
+        ] {
+            let mut a = u.to_vec();
+            a.extend_from_slice(bad);
+            assert!(http(&a).is_err(), "{bad:?}");
+        }
+        let t = Cli::try_parse_from(["load", "--mode", "http-target", "--listen", "127.0.0.1:0"])
+            .unwrap()
+            .load;
+        assert_eq!(t.mode, ModeArg::HttpTarget);
+        assert_eq!(t.target_plan().listen.to_string(), "127.0.0.1:0");
+        assert_eq!(t.target_plan().size, 64);
+        assert!(plan(&["--mode", "http"]).is_err());
     }
 
     fn attack(args: &[&str]) -> Result<Option<Attack>, String> {

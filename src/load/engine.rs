@@ -113,6 +113,10 @@ pub enum EngineError {
     NoConnections(String),
     #[error("a load thread failed: {0}")]
     Thread(String),
+    #[error("no request was answered: {0}")]
+    NothingAnswered(String),
+    #[error(transparent)]
+    Target(#[from] super::http::TargetError),
 }
 
 impl Plan {

@@ -7,28 +7,53 @@
 //!   latency histogram), churn loops, the threads and the deadline;
 //! * `alarm`: precise wake-ups for fixed-rate senders (monoio's timers tick in milliseconds);
 //! * `attack`: `--attackers`, a connection flood from one source address beside the load;
-//! * `report`: the result, as JSON or text.
+//! * `report`: the result, as JSON or text;
+//! * `http`: `--mode http` (HTTP/1.1 requests, for the bridge) and `--mode http-target`.
 
 pub mod alarm;
 pub mod args;
 pub mod attack;
 pub mod client;
 pub mod engine;
+pub mod http;
 pub mod report;
 
-pub use args::LoadArgs;
+pub use args::{LoadArgs, ModeArg};
 pub use attack::{Attack, AttackCounts};
 pub use engine::{EngineError, Mode, Plan, Stop};
 pub use report::Report;
 
 /// Runs `ringrelay load`: prints progress on stderr and the report on stdout.
 pub fn run(args: LoadArgs) -> Result<(), EngineError> {
+    match args.mode {
+        ModeArg::HttpTarget => return Ok(http::target::serve(&args.target_plan())?),
+        ModeArg::Http => return run_http(&args),
+        _ => {}
+    }
     let plan = args.plan().map_err(EngineError::Invalid)?;
     let report = engine::run_attacked(&plan, args.attack().as_ref())?;
     if args.json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+/// `--mode http`: the report is printed whatever happened; the run fails when no request got
+/// any answer at all (a wrong URL, a target that is down), so that scripts notice.
+fn run_http(args: &LoadArgs) -> Result<(), EngineError> {
+    let plan = args.http_plan().map_err(EngineError::Invalid)?;
+    let report = http::engine::run(&plan)?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.requests == 0 && report.errors > 0 {
+        return Err(EngineError::NothingAnswered(
+            report.error_samples.first().cloned().unwrap_or_default(),
+        ));
     }
     Ok(())
 }
