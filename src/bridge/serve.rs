@@ -3,12 +3,12 @@
 //! can fail ends in one of the contract's statuses with a JSON body (docs/bridge.md); the
 //! connection closes after the response, as for every plain HTTP answer of the relay.
 
-use super::chunked::{ChunkedDecoder, ChunkedError};
 use super::framing::{body_length, BodyLength};
 use super::headers::forwardable;
 use super::message::HttpRequestMsg;
 use super::pending::{wire_id, Answer, Busy};
 use super::reply::http_response;
+use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::{RequestHead, Response};
 use crate::runtime::Core;
 use crate::server::accept::write_and_close;
@@ -245,7 +245,7 @@ async fn read_body(
     mut got: Vec<u8>,
     max: usize,
 ) -> Result<Vec<u8>, Reply> {
-    let mut chunked = ChunkedDecoder::default();
+    let mut chunked = ChunkedDecoder::with_limit(max as u64);
     let mut body = Vec::new();
     let want = match framing {
         BodyLength::Empty => return Ok(Vec::new()),
@@ -259,9 +259,9 @@ async fn read_body(
                 return Ok(body);
             }
         } else {
-            match chunked.feed(&got, &mut body, max) {
-                Ok(_) if chunked.is_done() => return Ok(body),
-                Ok(_) => {}
+            match chunked.feed(&got, |d| body.extend_from_slice(d)) {
+                Ok((_, true)) => return Ok(body),
+                Ok((_, false)) => {}
                 Err(ChunkedError::TooLarge) => return Err(too_large(max)),
                 Err(ChunkedError::Malformed) => {
                     return Err(refusal(

@@ -2,6 +2,7 @@
 //! httparse, routed, and answered with a small writer (every answer closes the connection,
 //! so no keep-alive state is kept per client).
 
+pub mod chunked;
 pub mod request;
 pub mod response;
 pub mod route;

@@ -17,7 +17,7 @@ pub enum WireError {
     #[error("a Transfer-Encoding that does not end in chunked")]
     UnsupportedEncoding,
     #[error("bad chunked body: {0}")]
-    Chunk(&'static str),
+    Chunk(#[from] crate::http::chunked::ChunkedError),
     #[error("body longer than {0} bytes")]
     BodyTooLarge(u64),
     #[error("status 101 to a request that asked for no upgrade")]

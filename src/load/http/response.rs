@@ -2,9 +2,10 @@
 //! whole, the body is counted and skipped as it arrives (only its length is kept), and the
 //! bytes after the response are left alone.
 
-use super::body::{closes, framing, ChunkDecoder, Framing};
+use super::body::{closes, framing, Framing};
 use super::error::WireError;
 use super::request::MAX_HEADERS;
+use crate::http::chunked::ChunkedDecoder;
 
 /// Longest response head accepted.
 pub const MAX_HEAD: usize = 32 << 10;
@@ -22,7 +23,7 @@ pub struct Answer {
 enum State {
     Head,
     Length(u64),
-    Chunked(ChunkDecoder),
+    Chunked(ChunkedDecoder),
     UntilClose,
     Done,
 }
@@ -134,7 +135,7 @@ impl ResponseReader {
             _ if bodiless => State::Done,
             Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::Chunked(ChunkDecoder::default()),
+            Framing::Chunked => State::Chunked(ChunkedDecoder::with_limit(u64::MAX)),
             Framing::Unframed => {
                 self.close = true;
                 State::UntilClose

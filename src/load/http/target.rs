@@ -7,10 +7,11 @@
 //! `Connection: close` (or is HTTP/1.0 without keep-alive); pipelined requests are answered in
 //! order. It runs until the process is stopped.
 
-use super::body::{ChunkDecoder, Framing};
+use super::body::Framing;
 use super::error::WireError;
 use super::request::{parse_request, RequestHead};
 use crate::config::DriverChoice;
+use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::runtime::driver::{self, UringUnavailable};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -180,13 +181,15 @@ async fn read_body(
             Ok(true)
         }
         Framing::Chunked => {
-            let mut dec = ChunkDecoder::default();
+            let mut dec = ChunkedDecoder::with_limit(MAX_BODY);
             loop {
-                let (used, done) = dec.feed(buf, |d| body.extend_from_slice(d))?;
+                let (used, done) =
+                    dec.feed(buf, |d| body.extend_from_slice(d))
+                        .map_err(|e| match e {
+                            ChunkedError::TooLarge => WireError::BodyTooLarge(MAX_BODY),
+                            e => WireError::Chunk(e),
+                        })?;
                 buf.drain(..used);
-                if body.len() as u64 > MAX_BODY {
-                    return Err(WireError::BodyTooLarge(MAX_BODY));
-                }
                 if done {
                     return Ok(true);
                 }

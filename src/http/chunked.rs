@@ -1,15 +1,17 @@
-//! An incremental decoder for `Transfer-Encoding: chunked` request bodies (RFC 9112 section
-//! 7.1). It is fed whatever a read returned, so a body cut at any byte decodes the same, and
-//! it refuses rather than guesses: a bad size line, a missing CRLF or a body over the limit
-//! ends the request with 400 or 413.
+//! An incremental decoder for `Transfer-Encoding: chunked` bodies (RFC 9112 section 7.1),
+//! shared by the bridge (request bodies) and the load generator (response bodies). It is fed
+//! whatever a read returned, keeps its place byte by byte (nothing is buffered), so a body
+//! cut at any byte decodes the same, and it refuses rather than guesses: a bad size line, a
+//! missing CRLF or a body over its limit is an error, found on the size line before the
+//! chunk is read.
 
 use thiserror::Error;
 
 /// A size line (hex digits and any chunk extensions) longer than this is refused: nothing
 /// legitimate needs more, and the line is held until its CRLF arrives.
 pub const MAX_SIZE_LINE: usize = 1024;
-/// Trailer fields are read and dropped (the bridge does not forward them); their total is
-/// bounded like a request head.
+/// Trailer fields are read and dropped (nobody here forwards them); their total is bounded
+/// like a request head.
 pub const MAX_TRAILER_BYTES: usize = 8 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -50,41 +52,46 @@ enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkedDecoder {
     state: State,
+    /// Decoded bytes so far, and the most allowed.
+    total: u64,
+    max: u64,
 }
 
-impl Default for ChunkedDecoder {
-    fn default() -> Self {
-        ChunkedDecoder {
-            state: State::Size {
-                value: 0,
-                digits: 0,
-                ext: false,
-                len: 0,
-            },
-        }
-    }
-}
+const START: State = State::Size {
+    value: 0,
+    digits: 0,
+    ext: false,
+    len: 0,
+};
 
 impl ChunkedDecoder {
+    /// A decoder that refuses a body of more than `max` decoded bytes.
+    pub fn with_limit(max: u64) -> ChunkedDecoder {
+        ChunkedDecoder {
+            state: START,
+            total: 0,
+            max,
+        }
+    }
+
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
-    /// Decodes `input`, appending body bytes to `body`, which may not grow past `max`.
-    /// Returns how many bytes of `input` were consumed; fewer than all only once the body
-    /// is complete (what follows belongs to nobody: the connection closes after the answer).
+    /// Decodes `input`, handing each piece of body data to `data`. Returns how many bytes of
+    /// `input` were consumed (all of them until the body ends; what follows its end is left)
+    /// and whether the body is complete.
     pub fn feed(
         &mut self,
         input: &[u8],
-        body: &mut Vec<u8>,
-        max: usize,
-    ) -> Result<usize, ChunkedError> {
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<(usize, bool), ChunkedError> {
         use ChunkedError::*;
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
             self.state = match self.state {
-                State::Done => return Ok(i),
+                State::Done => return Ok((i, true)),
                 State::Size {
                     value,
                     digits,
@@ -136,7 +143,8 @@ impl ChunkedDecoder {
                             cr: false,
                         }
                     } else {
-                        if body.len() as u64 + value > max as u64 {
+                        self.total += value;
+                        if self.total > self.max {
                             return Err(TooLarge);
                         }
                         State::Data { left: value }
@@ -144,7 +152,7 @@ impl ChunkedDecoder {
                 }
                 State::Data { left } => {
                     let n = (left.min((input.len() - i) as u64)) as usize;
-                    body.extend_from_slice(&input[i..i + n]);
+                    data(&input[i..i + n]);
                     i += n;
                     let left = left - n as u64;
                     self.state = if left == 0 {
@@ -155,12 +163,7 @@ impl ChunkedDecoder {
                     continue;
                 }
                 State::DataCr if b == b'\r' => State::DataLf,
-                State::DataLf if b == b'\n' => State::Size {
-                    value: 0,
-                    digits: 0,
-                    ext: false,
-                    len: 0,
-                },
+                State::DataLf if b == b'\n' => START,
                 State::DataCr | State::DataLf => return Err(Malformed),
                 State::Trailer { line, total, cr } => {
                     if total >= MAX_TRAILER_BYTES {
@@ -190,7 +193,7 @@ impl ChunkedDecoder {
             };
             i += 1;
         }
-        Ok(i)
+        Ok((i, self.is_done()))
     }
 }
 
@@ -198,15 +201,21 @@ impl ChunkedDecoder {
 mod tests {
     use super::*;
 
-    fn decode_cut(input: &[u8], cut: usize, max: usize) -> Result<(Vec<u8>, usize), ChunkedError> {
-        let mut d = ChunkedDecoder::default();
+    fn decode_cut(input: &[u8], cut: usize, max: u64) -> Result<(Vec<u8>, usize), ChunkedError> {
+        let mut d = ChunkedDecoder::with_limit(max);
         let mut body = Vec::new();
-        let mut used = d.feed(&input[..cut], &mut body, max)?;
-        if used == cut {
-            used += d.feed(&input[cut..], &mut body, max)?;
+        let (mut used, mut done) = d.feed(&input[..cut], |b| body.extend_from_slice(b))?;
+        if !done {
+            assert_eq!(used, cut);
+            let (more, end) = d.feed(&input[cut..], |b| body.extend_from_slice(b))?;
+            (used, done) = (used + more, end);
         }
-        assert!(d.is_done(), "not done: {:?}", d.state);
+        assert!(done, "not done: {:?}", d.state);
         Ok((body, used))
+    }
+
+    fn feed_all(d: &mut ChunkedDecoder, input: &[u8]) -> Result<(usize, bool), ChunkedError> {
+        d.feed(input, |_| {})
     }
 
     #[test]
@@ -235,8 +244,7 @@ mod tests {
             b"0\r\nX-T: 1\n\r\n",
         ];
         for input in bad {
-            let mut d = ChunkedDecoder::default();
-            let r = d.feed(input, &mut Vec::new(), 64);
+            let r = feed_all(&mut ChunkedDecoder::with_limit(64), input);
             assert_eq!(
                 r,
                 Err(ChunkedError::Malformed),
@@ -245,18 +253,20 @@ mod tests {
             );
         }
         let long_line = [b"1;".as_slice(), &[b'a'; MAX_SIZE_LINE]].concat();
-        let r = ChunkedDecoder::default().feed(&long_line, &mut Vec::new(), 64);
+        let r = feed_all(&mut ChunkedDecoder::with_limit(64), &long_line);
         assert_eq!(r, Err(ChunkedError::Malformed));
     }
 
     #[test]
     fn the_limit_counts_decoded_bytes_before_they_are_read() {
-        let mut body = Vec::new();
-        let mut d = ChunkedDecoder::default();
-        assert_eq!(d.feed(b"4\r\nabcd\r\n", &mut body, 5), Ok(9));
+        let mut d = ChunkedDecoder::with_limit(5);
+        assert_eq!(feed_all(&mut d, b"4\r\nabcd\r\n"), Ok((9, false)));
         // The next size line alone is enough to refuse.
-        assert_eq!(d.feed(b"2\r\n", &mut body, 5), Err(ChunkedError::TooLarge));
-        let huge = ChunkedDecoder::default().feed(b"ffffffffffffffffff\r\n", &mut Vec::new(), 5);
+        assert_eq!(feed_all(&mut d, b"2\r\n"), Err(ChunkedError::TooLarge));
+        let huge = feed_all(
+            &mut ChunkedDecoder::with_limit(u64::MAX),
+            b"ffffffffffffffffff\r\n",
+        );
         assert_eq!(huge, Err(ChunkedError::TooLarge));
     }
 }
