@@ -154,6 +154,38 @@ fn an_agent_leaving_fails_its_requests_at_once(driver: &str) {
     );
 }
 
+fn a_client_leaving_frees_its_place(driver: &str) {
+    use std::io::Write;
+    let srv = TestServer::start(driver, 2, &[("RINGRELAY_BRIDGE_MAX_IN_FLIGHT", "1")]);
+    let mut a = agent(&srv, "impatient");
+    let mut gone = std::net::TcpStream::connect(srv.addr).unwrap();
+    gone.write_all(b"GET /v1/http/impatient/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let first = next_request(&mut a);
+    drop(gone);
+    let t = stats_when(&srv, |v| v["totals"]["bridge_client_gone"] == 1);
+    assert_eq!(t["totals"]["bridge_pending"], 0, "{}", t["totals"]);
+    // With one place per agent, a second request is only taken if the first freed it.
+    let c = call(&srv, "/v1/http/impatient/next");
+    let second = next_request(&mut a);
+    let late = answer(first["id"].as_str().unwrap(), 200, json!([]), b"late");
+    a.send(late).unwrap();
+    a.send(answer(
+        second["id"].as_str().unwrap(),
+        200,
+        json!([]),
+        b"next",
+    ))
+    .unwrap();
+    let (status, _, body) = c.join().unwrap();
+    assert_eq!((status, body.as_str()), (200, "next"));
+    let t = &stats(&srv)["totals"];
+    assert_eq!(
+        t["bridge_answers_unmatched"], 1,
+        "the late answer found nobody: {t}"
+    );
+}
+
 fn the_other_peer_never_sees_answers(driver: &str) {
     let srv = TestServer::start(driver, 2, &[]);
     let mut a = agent(&srv, "shared");
@@ -187,5 +219,6 @@ both_drivers!(
     answers_find_their_requests_on_both_cores,
     broken_and_oversized_answers_fail_at_once_and_keep_the_agent,
     an_agent_leaving_fails_its_requests_at_once,
+    a_client_leaving_frees_its_place,
     the_other_peer_never_sees_answers,
 );

@@ -6,7 +6,7 @@
 use super::framing::{body_length, BodyLength};
 use super::headers::forwardable;
 use super::message::HttpRequestMsg;
-use super::pending::{wire_id, Answer, Busy};
+use super::pending::{wire_id, Answer};
 use super::reply::http_response;
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::{RequestHead, Response};
@@ -69,6 +69,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, req: BridgeRequest) {
         Ok(()) => {
             let reply = exchange(&core, &mut stream, req).await;
             core.ip_limits.close(ip, core.clock.now_ms());
+            // The client went away while its request waited: nobody to answer.
+            let Some(reply) = reply else { return };
             reply
         }
     };
@@ -102,27 +104,49 @@ fn no_agent(core: &Core) -> Reply {
     )
 }
 
-async fn exchange(core: &Rc<Core>, stream: &mut TcpStream, req: BridgeRequest) -> Reply {
+async fn exchange(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    mut req: BridgeRequest,
+) -> Option<Reply> {
+    match prepare(core, stream, &mut req).await {
+        Ok(ready) => wait_for_answer(core, stream, &req, ready).await,
+        Err(reply) => Some(reply),
+    }
+}
+
+/// A request checked, read whole and registered, ready to go to its agent.
+struct Ready {
+    agent: Rc<Peer>,
+    n: u64,
+    rx: local_sync::oneshot::Receiver<Answer>,
+    json: String,
+    body_bytes: u64,
+}
+
+/// Everything up to the request's registration: the checks, the body, the agent.
+async fn prepare(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    req: &mut BridgeRequest,
+) -> Result<Ready, Reply> {
     let cfg = &core.config().bridge;
     let head = &req.head;
     if !cfg.allowed_methods.contains(&head.method) {
-        return Response::error(
+        return Err(Response::error(
             405,
             "method_not_allowed",
             "this method is not bridged to the agent",
         )
         .with_header("Allow", cfg.allowed_methods.join(", "))
-        .into();
+        .into());
     }
-    let framing = match body_length(head) {
-        Ok(f) => f,
-        Err(e) => return refusal(400, e.code(), &e.to_string()),
-    };
+    let framing = body_length(head).map_err(|e| refusal(400, e.code(), &e.to_string()))?;
     if matches!(framing, BodyLength::Fixed(n) if n > cfg.max_body_bytes as u64) {
-        return too_large(cfg.max_body_bytes);
+        return Err(too_large(cfg.max_body_bytes));
     }
     if agent_of(core, &req.session).is_none() {
-        return no_agent(core);
+        return Err(no_agent(core));
     }
     let wants_continue = head
         .header("expect")
@@ -132,51 +156,73 @@ async fn exchange(core: &Rc<Core>, stream: &mut TcpStream, req: BridgeRequest) -
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
             .await;
         if r.is_err() {
-            return refusal(400, "client_gone", "the client went away");
+            return Err(refusal(400, "client_gone", "the client went away"));
         }
     }
     let timeout = core.config().limits.handshake_timeout;
     let left = timeout.saturating_sub(req.accepted_at.elapsed());
-    let read = read_body(stream, framing, req.extra, cfg.max_body_bytes);
+    let read = read_body(
+        stream,
+        framing,
+        std::mem::take(&mut req.extra),
+        cfg.max_body_bytes,
+    );
     let body = match monoio::time::timeout(left, read).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(reply)) => return reply,
+        Ok(body) => body?,
         Err(_) => {
-            return refusal(
+            return Err(refusal(
                 408,
                 "body_timeout",
                 "the request body did not arrive within limits.handshake_timeout",
-            )
+            ))
         }
     };
     // The agent may have left while the body was arriving.
-    let Some(agent) = agent_of(core, &req.session) else {
-        return no_agent(core);
-    };
-    let (n, rx) = match core.bridge.register(agent.id, cfg.max_in_flight) {
-        Ok(x) => x,
-        Err(Busy) => {
-            bump(&core.stats.bridge_busy_refused, 1);
-            return Response::error(
-                503,
-                "bridge_busy",
-                "the agent has too many requests in flight; retry shortly",
-            )
-            .with_header("Retry-After", "1")
-            .into();
-        }
+    let agent = agent_of(core, &req.session).ok_or_else(|| no_agent(core))?;
+    let Ok((n, rx)) = core.bridge.register(agent.id, cfg.max_in_flight) else {
+        bump(&core.stats.bridge_busy_refused, 1);
+        return Err(Response::error(
+            503,
+            "bridge_busy",
+            "the agent has too many requests in flight; retry shortly",
+        )
+        .with_header("Retry-After", "1")
+        .into());
     };
     let auth_on = core.shared.auth.is_some();
-    let msg = HttpRequestMsg::new(
+    let json = HttpRequestMsg::new(
         wire_id(n),
         head.method.clone(),
         agent_path(head, &req.session, auth_on),
         agent_headers(&head.headers, auth_on),
         &body,
-    );
-    let json = msg.to_json();
-    let body_bytes = body.len() as u64;
-    drop((msg, body));
+    )
+    .to_json();
+    Ok(Ready {
+        agent,
+        n,
+        rx,
+        json,
+        body_bytes: body.len() as u64,
+    })
+}
+
+/// Sends the request and waits for the first of: the answer, the timeout, the agent
+/// leaving, the client leaving. A client that closes its connection is not answered, and
+/// its request stops holding a place (nginx's default with a client that aborts).
+async fn wait_for_answer(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    req: &BridgeRequest,
+    ready: Ready,
+) -> Option<Reply> {
+    let Ready {
+        agent,
+        n,
+        rx,
+        json,
+        body_bytes,
+    } = ready;
     let sent_at = Instant::now();
     let wait = async {
         agent.send_text(&json).await.map_err(|_| ())?;
@@ -184,33 +230,43 @@ async fn exchange(core: &Rc<Core>, stream: &mut TcpStream, req: BridgeRequest) -
         bump(&core.stats.bridge_request_bytes, body_bytes);
         rx.await.map_err(|_| ())
     };
-    let answer = match monoio::time::timeout(cfg.timeout, wait).await {
-        Ok(Ok(a)) => a,
-        Ok(Err(())) => {
+    let timed = monoio::time::timeout(core.config().bridge.timeout, wait);
+    let outcome = monoio::select! {
+        r = timed => Some(r),
+        _ = client_closed(stream) => None,
+    };
+    let answer = match outcome {
+        None => {
+            core.bridge.cancel(n);
+            bump(&core.stats.bridge_client_gone, 1);
+            return None;
+        }
+        Some(Ok(Ok(a))) => a,
+        Some(Ok(Err(()))) => {
             core.bridge.cancel(n);
             Answer::AgentGone
         }
-        Err(_) => {
+        Some(Err(_)) => {
             core.bridge.cancel(n);
             bump(&core.stats.bridge_timeouts, 1);
-            return refusal(
+            return Some(refusal(
                 504,
                 "agent_timeout",
                 "the agent did not answer within bridge.timeout",
-            );
+            ));
         }
     };
     core.latency.record(
         Latency::Bridge,
         sent_at.elapsed().max(Duration::from_micros(1)),
     );
-    tracing::debug!(session = %req.session, method = %head.method, "bridged request answered");
-    match answer {
+    tracing::debug!(session = %req.session, method = %req.head.method, "bridged request answered");
+    Some(match answer {
         Answer::Reply(r) => {
             bump(&core.stats.bridge_response_bytes, r.body.len() as u64);
             Reply {
                 status: r.status,
-                bytes: http_response(&r, head.method == "HEAD"),
+                bytes: http_response(&r, req.head.method == "HEAD"),
             }
         }
         Answer::Malformed => refusal(
@@ -228,6 +284,20 @@ async fn exchange(core: &Rc<Core>, stream: &mut TcpStream, req: BridgeRequest) -
             "agent_disconnected",
             "the agent disconnected before answering",
         ),
+    })
+}
+
+/// Completes when the client closes its side (or its connection fails). Bytes it sends
+/// meanwhile (a pipelined request, which is not served) are read and dropped.
+async fn client_closed(stream: &mut TcpStream) {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        buf.clear();
+        let (r, b) = stream.read(buf).await;
+        buf = b;
+        if !matches!(r, Ok(n) if n > 0) {
+            return;
+        }
     }
 }
 

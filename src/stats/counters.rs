@@ -73,6 +73,7 @@ counters!(
     bridge_bad_answers: "Agent answers refused as malformed (their request, when known, got 502).",
     bridge_answers_too_large: "Agent answers refused for a body over bridge.max_response_bytes (502).",
     bridge_answers_unmatched: "Agent answers whose id matched no waiting request (late, duplicate or unknown).",
+    bridge_client_gone: "Bridged requests whose client closed its connection while waiting for the agent (not answered).",
     bridge_busy_refused: "Bridged requests refused because the agent had bridge.max_in_flight waiting (503).",
     bridge_request_bytes: "Body bytes of bridged requests sent to agents.",
     bridge_response_bytes: "Body bytes of agent answers written to HTTP clients.",
