@@ -15,7 +15,8 @@ use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
 };
 use ringrelay::relay::inbound::{DecodeLimits, Inbound, Segment, HEADROOM};
-use ringrelay::ws::frame::{encode_header, OpCode, MAX_HEADER_LEN};
+use ringrelay::ws::client::encode_client_frame;
+use ringrelay::ws::frame::OpCode;
 use ringrelay::ws::mask::{apply_mask, apply_mask_reference};
 use ringrelay::ws::Utf8Validator;
 
@@ -55,16 +56,6 @@ fn text(len: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// A masked client frame holding `payload`.
-fn client_frame(op: OpCode, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
-    let mut hdr = [0u8; MAX_HEADER_LEN];
-    let n = encode_header(&mut hdr, true, op, payload.len() as u64, Some(mask));
-    out.extend_from_slice(&hdr[..n]);
-    let start = out.len();
-    out.extend_from_slice(payload);
-    apply_mask(&mut out[start..], mask, 0);
-}
-
 /// As many frames of `payload_len` bytes as fit in one read buffer after its headroom.
 /// Returns the wire bytes, the frame count and the payload bytes they carry.
 fn wire(op: OpCode, payload_len: usize) -> (Vec<u8>, usize, usize) {
@@ -75,12 +66,12 @@ fn wire(op: OpCode, payload_len: usize) -> (Vec<u8>, usize, usize) {
         noise(payload_len, 7)
     };
     assert_eq!(payload.len(), payload_len);
-    client_frame(op, &payload, [0x37, 0xfa, 0x21, 0x3d], &mut one);
+    encode_client_frame(&mut one, op, &payload, [0x37, 0xfa, 0x21, 0x3d]);
     let count = (READ_BUFFER - HEADROOM) / one.len();
     let mut out = Vec::with_capacity(count * one.len());
     for k in 0..count {
         let mask = [k as u8, 0x5a, (k >> 8) as u8, 0xa5];
-        client_frame(op, &payload, mask, &mut out);
+        encode_client_frame(&mut out, op, &payload, mask);
     }
     (out, count, count * payload_len)
 }

@@ -3,9 +3,11 @@
 //! Layout: `ws` is the I/O-free WebSocket codec, `http` the request head and answers,
 //! `relay` the forwarding path, `session` the per-core session registry, `runtime` the
 //! per-core machinery (buffers, sockets, driver), `server` the listeners and workers,
-//! `config` the settings, `stats` the counters, `auth` the bearer tokens that admit a client.
+//! `config` the settings, `stats` the counters, `auth` the bearer tokens that admit a client,
+//! `bridge` the HTTP bridge, `agent` the program that answers it on a user's machine.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod agent;
 pub mod auth;
 pub mod bridge;
 pub mod config;

@@ -30,6 +30,8 @@ enum Command {
     Load(ringrelay::load::LoadArgs),
     /// Mint a token the relay accepts (prints it on stdout).
     Token(ringrelay::auth::cli::TokenArgs),
+    /// Answer a session's bridged HTTP requests from a local API (runs on the user's machine).
+    Agent(ringrelay::agent::AgentArgs),
 }
 
 #[derive(clap::Args, Default, Clone)]
@@ -68,9 +70,43 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Token(a)) => return ringrelay::auth::cli::main(&a),
+        Some(Command::Agent(a)) => return agent(&a),
         None => cli.serve,
     };
     serve(args)
+}
+
+/// `ringrelay agent`: bad arguments exit 2, a relay that refuses the agent for good exits 1,
+/// SIGTERM exits 0.
+fn agent(args: &ringrelay::agent::AgentArgs) -> ExitCode {
+    let plan = match args.plan() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ringrelay agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    tracing::info!(
+        relay = %plan.relay.authority,
+        session = %plan.session,
+        target = %plan.target.addr,
+        version = env!("CARGO_PKG_VERSION"),
+        "ringrelay agent starting"
+    );
+    match ringrelay::agent::run(plan) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "agent stopped");
+            eprintln!("ringrelay agent: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn load_config(args: &ServeArgs) -> Result<Config, ringrelay::config::ConfigError> {

@@ -1,7 +1,9 @@
-//! The two JSON messages of the bridge (the schema is in docs/bridge.md). A request goes to the
-//! agent as one text frame; the agent's answer comes back as one. The agent is another party's
-//! program: its answer is checked field by field, and nothing in it may break the HTTP
-//! response it becomes (no CR or LF in headers, no status outside 200–599).
+//! The two JSON messages of the bridge (the schema is in docs/bridge.md), both directions in
+//! one place: the relay writes requests and reads answers, the agent (`crate::agent`) reads
+//! requests and writes answers. A request goes to the agent as one text frame; the agent's
+//! answer comes back as one. Each side checks what it reads field by field, and nothing in an
+//! answer may break the HTTP response it becomes (no CR or LF in headers, no status outside
+//! 200–599), nor anything in a request the HTTP request the agent makes of it.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -55,6 +57,127 @@ pub struct HttpResponseMsg {
     pub body: Vec<u8>,
 }
 
+/// The answer's wire form. Field order is the byte form the relay recognises: `type` first,
+/// then `id` (so that an oversized answer's id is read before its body), no whitespace.
+#[derive(Serialize)]
+struct AnswerOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    status: u16,
+    headers: &'a [(String, String)],
+    body_b64: String,
+}
+
+impl HttpResponseMsg {
+    /// The answer as the agent sends it; begins with the relay's answer prefix.
+    pub fn to_json(&self) -> String {
+        let out = AnswerOut {
+            kind: "http_response",
+            id: &self.id,
+            status: self.status,
+            headers: &self.headers,
+            body_b64: STANDARD.encode(&self.body),
+        };
+        // Strings and integers always serialise.
+        serde_json::to_string(&out).unwrap_or_default()
+    }
+}
+
+/// A request as the agent reads it: the relay's `http_request`, checked and decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgedRequest {
+    pub id: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Deserialize)]
+struct RequestIn {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+    method: String,
+    path: String,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+    #[serde(default)]
+    body_b64: String,
+}
+
+/// Just enough of a broken request to answer it.
+#[derive(Deserialize)]
+struct IdOnly {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum RequestMsgError {
+    #[error("not an http_request message")]
+    NotARequest,
+    #[error("the http_request message breaks the schema")]
+    Shape,
+    #[error("the request method is not an HTTP token")]
+    Method,
+    #[error("the request path does not start with / or holds a space or control character")]
+    Path,
+    #[error("a request header is not a valid HTTP header")]
+    Header,
+    #[error("the request body is not valid base64")]
+    Body,
+}
+
+/// Reads an `http_request`. On failure, the request's id comes with the error when it could
+/// be read (so the agent can answer that request), and `NotARequest` means the message is
+/// something else: another peer's message, to be left alone.
+pub fn parse_request(json: &[u8]) -> Result<BridgedRequest, (Option<String>, RequestMsgError)> {
+    let w: RequestIn = match serde_json::from_slice(json) {
+        Ok(w) => w,
+        Err(_) => {
+            return Err(match serde_json::from_slice::<IdOnly>(json) {
+                Ok(i) if i.kind == "http_request" && valid_id(&i.id) => {
+                    (Some(i.id), RequestMsgError::Shape)
+                }
+                _ => (None, RequestMsgError::NotARequest),
+            })
+        }
+    };
+    if w.kind != "http_request" {
+        return Err((None, RequestMsgError::NotARequest));
+    }
+    if !valid_id(&w.id) {
+        return Err((None, RequestMsgError::Shape));
+    }
+    let fail = |e| Err((Some(w.id.clone()), e));
+    if !token(&w.method) {
+        return fail(RequestMsgError::Method);
+    }
+    if !w.path.starts_with('/') || w.path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return fail(RequestMsgError::Path);
+    }
+    if !w.headers.iter().all(|(n, v)| token(n) && field_value(v)) {
+        return fail(RequestMsgError::Header);
+    }
+    let Ok(body) = STANDARD.decode(w.body_b64.as_bytes()) else {
+        return fail(RequestMsgError::Body);
+    };
+    Ok(BridgedRequest {
+        id: w.id,
+        method: w.method,
+        path: w.path,
+        headers: w.headers,
+        body,
+    })
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN
+}
+
 #[derive(Deserialize)]
 struct Wire {
     #[serde(rename = "type")]
@@ -102,7 +225,7 @@ pub fn parse_response(json: &[u8], max_body: usize) -> Result<HttpResponseMsg, A
     if w.kind != "http_response" {
         return Err(AgentReplyError::Shape);
     }
-    if w.id.is_empty() || w.id.len() > MAX_ID_LEN {
+    if !valid_id(&w.id) {
         return Err(AgentReplyError::Id);
     }
     if !(200..=599).contains(&w.status) {
@@ -197,5 +320,109 @@ mod tests {
             "A".repeat(4000)
         );
         assert_eq!(parse_response(big.as_bytes(), 100), Err(TooLarge));
+    }
+
+    #[test]
+    fn an_answer_starts_with_the_prefix_the_relay_recognises_and_round_trips() {
+        let m = HttpResponseMsg {
+            id: "7f".into(),
+            status: 201,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: b"\x00\xffok".to_vec(),
+        };
+        let json = m.to_json();
+        assert!(json
+            .as_bytes()
+            .starts_with(crate::relay::inbound::ANSWER_PREFIX));
+        assert!(
+            json.starts_with(r#"{"type":"http_response","id":"7f","#),
+            "{json}"
+        );
+        assert_eq!(parse_response(json.as_bytes(), 16), Ok(m));
+    }
+
+    #[test]
+    fn a_request_the_relay_writes_is_read_back_whole() {
+        let out = HttpRequestMsg::new(
+            "a1".into(),
+            "PATCH".into(),
+            "/u/1?x=%20".into(),
+            vec![("x-a".into(), "1".into()), ("x-a".into(), "2".into())],
+            b"\x00body\xff",
+        );
+        let r = parse_request(out.to_json().as_bytes()).unwrap();
+        assert_eq!(
+            r,
+            BridgedRequest {
+                id: "a1".into(),
+                method: "PATCH".into(),
+                path: "/u/1?x=%20".into(),
+                headers: out.headers.clone(),
+                body: b"\x00body\xff".to_vec(),
+            }
+        );
+    }
+
+    #[test]
+    fn broken_requests_name_their_id_when_it_can_be_read() {
+        use RequestMsgError::*;
+        let req = |over: &str| {
+            format!(
+                r#"{{"type":"http_request","id":"r9","method":"GET","path":"/","headers":[],"body_b64":""{over}}}"#
+            )
+        };
+        assert!(parse_request(req("").as_bytes()).is_ok());
+        let cases: Vec<(String, Option<&str>, RequestMsgError)> = vec![
+            ("hello".into(), None, NotARequest),
+            (r#"{"type":"chat","id":"r9"}"#.into(), None, NotARequest),
+            (
+                r#"{"type":"http_response","id":"r9","status":200}"#.into(),
+                None,
+                NotARequest,
+            ),
+            (
+                r#"{"type":"http_request","id":"r9"}"#.into(),
+                Some("r9"),
+                Shape,
+            ),
+            (
+                r#"{"type":"http_request","id":""}"#.into(),
+                None,
+                NotARequest,
+            ),
+            (req("").replace(r#""GET""#, r#""G T""#), Some("r9"), Method),
+            (
+                req("").replace(r#""path":"/""#, r#""path":"x""#),
+                Some("r9"),
+                Path,
+            ),
+            (
+                req("").replace(r#""path":"/""#, r#""path":"/a\r\nX: 1""#),
+                Some("r9"),
+                Path,
+            ),
+            (
+                req("").replace(r#""headers":[]"#, r#""headers":[["x","a\nb"]]"#),
+                Some("r9"),
+                Header,
+            ),
+            (
+                req("").replace(r#""headers":[]"#, r#""headers":[["a b","1"]]"#),
+                Some("r9"),
+                Header,
+            ),
+            (
+                req("").replace(r#""body_b64":"""#, r#""body_b64":"%%""#),
+                Some("r9"),
+                Body,
+            ),
+        ];
+        for (json, id, want) in cases {
+            assert_eq!(
+                parse_request(json.as_bytes()),
+                Err((id.map(String::from), want)),
+                "{json}"
+            );
+        }
     }
 }

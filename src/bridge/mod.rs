@@ -12,5 +12,8 @@ pub mod serve;
 
 pub use framing::{body_length, BodyLength, FramingError};
 pub use headers::{forwardable, is_hop_by_hop};
-pub use message::{parse_response, AgentReplyError, HttpRequestMsg, HttpResponseMsg};
+pub use message::{
+    parse_request, parse_response, AgentReplyError, BridgedRequest, HttpRequestMsg,
+    HttpResponseMsg, RequestMsgError,
+};
 pub use pending::Pending;

@@ -21,6 +21,11 @@ fn bodiless(status: u16) -> bool {
     status == 204 || status == 304
 }
 
+/// Whether the answer's body is written to the client (it is counted only then).
+pub fn sends_body(status: u16, head_request: bool) -> bool {
+    !head_request && !bodiless(status)
+}
+
 /// The response bytes for `msg`; `head_request` answers a HEAD, whose body is never sent.
 pub fn http_response(msg: &HttpResponseMsg, head_request: bool) -> Vec<u8> {
     let mut head = String::with_capacity(256);
@@ -33,7 +38,7 @@ pub fn http_response(msg: &HttpResponseMsg, head_request: bool) -> Vec<u8> {
         let _ = write!(head, "{n}: {v}\r\n");
     }
     head.push_str(SECURITY_HEADERS);
-    let send_body = !head_request && !bodiless(msg.status);
+    let send_body = sends_body(msg.status, head_request);
     if send_body {
         let _ = write!(head, "Content-Length: {}\r\n", msg.body.len());
     } else if head_request && !bodiless(msg.status) {

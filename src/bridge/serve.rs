@@ -7,7 +7,7 @@ use super::framing::{body_length, BodyLength};
 use super::headers::forwardable;
 use super::message::HttpRequestMsg;
 use super::pending::{wire_id, Answer};
-use super::reply::http_response;
+use super::reply::{http_response, sends_body};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::{RequestHead, Response};
 use crate::runtime::Core;
@@ -59,6 +59,7 @@ const BODY_READ: usize = 16 << 10;
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream, req: BridgeRequest) {
     bump(&core.stats.bridge_requests, 1);
     let ip = req.ip;
+    let head_request = req.head.method == "HEAD";
     // A request waiting for its agent holds a connection like any peer: it counts against
     // the client's open connections.
     let reply = match core.ip_limits.open(ip, core.clock.now_ms()) {
@@ -82,7 +83,20 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, req: BridgeRequest) {
         _ => &st.bridge_responses_5xx,
     };
     bump(class, 1);
-    write_and_close(&mut stream, reply.bytes).await;
+    let mut bytes = reply.bytes;
+    if head_request {
+        // RFC 9110 section 9.3.2: a response to HEAD has no content, refusals included.
+        bytes.truncate(head_len(&bytes));
+    }
+    write_and_close(&mut stream, bytes).await;
+}
+
+/// Length of a response's head, blank line included (the whole of it when it has no body).
+fn head_len(response: &[u8]) -> usize {
+    response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(response.len(), |i| i + 4)
 }
 
 /// The session's agent, if one is connected and not being closed.
@@ -132,6 +146,16 @@ async fn prepare(
 ) -> Result<Ready, Reply> {
     let cfg = &core.config().bridge;
     let head = &req.head;
+    // RFC 9112 section 3.2: exactly one Host in HTTP/1.1. Two could be read differently by
+    // the agent's HTTP stack and the API behind it, so neither reaches them.
+    let hosts = head.header_count("host");
+    if hosts > 1 || (hosts == 0 && head.version == 1) {
+        return Err(refusal(
+            400,
+            "bad_host",
+            "an HTTP/1.1 request needs exactly one Host header",
+        ));
+    }
     if !cfg.allowed_methods.contains(&head.method) {
         return Err(Response::error(
             405,
@@ -263,10 +287,13 @@ async fn wait_for_answer(
     tracing::debug!(session = %req.session, method = %req.head.method, "bridged request answered");
     Some(match answer {
         Answer::Reply(r) => {
-            bump(&core.stats.bridge_response_bytes, r.body.len() as u64);
+            let head_request = req.head.method == "HEAD";
+            if sends_body(r.status, head_request) {
+                bump(&core.stats.bridge_response_bytes, r.body.len() as u64);
+            }
             Reply {
                 status: r.status,
-                bytes: http_response(&r, req.head.method == "HEAD"),
+                bytes: http_response(&r, head_request),
             }
         }
         Answer::Malformed => refusal(

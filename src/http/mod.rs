@@ -3,6 +3,7 @@
 //! so no keep-alive state is kept per client).
 
 pub mod chunked;
+pub mod client;
 pub mod request;
 pub mod response;
 pub mod route;

@@ -3,9 +3,10 @@
 use super::attack::{Attack, DEFAULT_SOURCE};
 use super::client::{Rng, Target, Transport};
 use super::engine::{Mode, Plan, Stop};
-use super::http::request::{parse_url, sends_body, valid_method};
+use super::http::request::{sends_body, valid_method};
 use super::http::{HttpPlan, TargetPlan};
 use crate::config::{parse_duration, DriverChoice};
+use crate::http::client::parse_url;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 

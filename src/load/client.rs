@@ -11,56 +11,19 @@
 //!   nothing is allocated per message. A header cut by a read is moved to the front of the
 //!   buffer (at most 13 bytes).
 
-use crate::ws::accept::accept_key;
+use crate::ws::client::{self as handshake, encode_client_frame, UpgradeAnswerError};
+pub use crate::ws::client::{ProtocolError, Rng};
 use crate::ws::frame::{encode_header, parse_header, OpCode, Sender, MAX_HEADER_LEN};
 use crate::ws::mask::apply_mask;
-use crate::ws::HeaderError;
-use base64::Engine;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
-use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 /// Bytes of every load message that carry the sequence number and the send timestamp.
 pub const STAMP_LEN: usize = 16;
 /// Largest response head accepted for the upgrade.
 const MAX_RESPONSE_HEAD: usize = 16 << 10;
-
-/// xorshift64*: enough for masks and keys, which need to be unpredictable to an intermediary
-/// cache in theory and merely varied in practice.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        // splitmix64 of the seed, so that nearby seeds give unrelated streams; never zero.
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    /// Seeded from the process's random hasher keys (the OS's randomness) and `salt`.
-    pub fn from_entropy(salt: u64) -> Rng {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(salt);
-        Rng::new(h.finish())
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn mask(&mut self) -> [u8; 4] {
-        (self.next_u64() as u32).to_ne_bytes()
-    }
-}
 
 /// How the client reaches its peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,16 +147,12 @@ async fn open(addr: SocketAddr) -> Result<(TcpStream, std::net::TcpStream), Clie
 
 /// An HTTP upgrade request for `route` with a fresh key; returns the request and the key.
 pub(crate) fn upgrade_request(target: &Target, route: &str, rng: &mut Rng) -> (String, String) {
-    let mut nonce = [0u8; 16];
-    nonce[..8].copy_from_slice(&rng.next_u64().to_ne_bytes());
-    nonce[8..].copy_from_slice(&rng.next_u64().to_ne_bytes());
-    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
-    let request = format!(
-        "GET {}{} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        target.prefix, route, target.host, key
-    );
-    (request, key)
+    let key = handshake::new_key(rng);
+    let path = format!("{}{}", target.prefix, route);
+    (
+        handshake::upgrade_request(&target.host, &path, &key, &[]),
+        key,
+    )
 }
 
 /// Connects to `target` on `route` (e.g. `/v1/relay/x`) and finishes the upgrade (or sends the
@@ -233,31 +192,10 @@ pub async fn connect(
 
 /// Checks the upgrade answer: status 101, `Upgrade: websocket`, the expected accept key.
 fn check_upgrade(head: &[u8], key: &str) -> Result<(), ClientError> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut headers);
-    match resp.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(ClientError::BadAnswer("unparsable response head")),
-    }
-    if resp.code != Some(101) {
-        let first = head.split(|&b| b == b'\r').next().unwrap_or_default();
-        return Err(ClientError::Refused(
-            String::from_utf8_lossy(first).into_owned(),
-        ));
-    }
-    let header = |name: &str| {
-        resp.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    };
-    if !header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket")) {
-        return Err(ClientError::BadAnswer("no Upgrade: websocket"));
-    }
-    if header("sec-websocket-accept") != Some(accept_key(key.as_bytes()).as_bytes()) {
-        return Err(ClientError::BadAnswer("wrong Sec-WebSocket-Accept"));
-    }
-    Ok(())
+    handshake::check_answer(head, key).map_err(|e| match e {
+        UpgradeAnswerError::Refused { line, .. } => ClientError::Refused(line),
+        UpgradeAnswerError::Bad(what) => ClientError::BadAnswer(what),
+    })
 }
 
 /// A control frame's payload (at most 125 bytes), kept inline.
@@ -285,16 +223,6 @@ pub enum Event {
     Pong,
     /// A close frame and its code (1005 when it had none).
     Close(u16),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
-    #[error(transparent)]
-    Header(#[from] HeaderError),
-    #[error("a new data frame began inside a fragmented message")]
-    Interleaved,
-    #[error("continuation frame outside a message")]
-    StrayContinuation,
 }
 
 /// Incremental frame parser: it remembers where it is in a frame and a message, and works on
@@ -540,13 +468,7 @@ impl FrameWriter {
 
     /// Appends a masked control frame (payload at most 125 bytes).
     pub fn push_control(&mut self, op: OpCode, payload: &[u8]) {
-        let mask = self.rng.mask();
-        let mut hdr = [0u8; MAX_HEADER_LEN];
-        let n = encode_header(&mut hdr, true, op, payload.len() as u64, Some(mask));
-        self.buf.extend_from_slice(&hdr[..n]);
-        let start = self.buf.len();
-        self.buf.extend_from_slice(payload);
-        apply_mask(&mut self.buf[start..], mask, 0);
+        encode_client_frame(&mut self.buf, op, payload, self.rng.mask());
     }
 
     /// Appends a close frame with `code`.
@@ -570,15 +492,6 @@ impl FrameWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rng_is_varied_and_never_stuck() {
-        let mut r = Rng::new(0);
-        let a = r.next_u64();
-        let b = r.next_u64();
-        assert_ne!(a, b);
-        assert_ne!(Rng::new(1).next_u64(), Rng::new(2).next_u64());
-    }
 
     /// What a test stream should decode to.
     #[derive(Debug, PartialEq)]

@@ -56,6 +56,24 @@ impl Socket {
         op.await
     }
 
+    /// Writes all of `buf` (in as many writes as it takes) and gives it back.
+    pub async fn write_all<B: monoio::buf::IoBuf>(&self, buf: B) -> BufResult<(), B> {
+        let len = buf.bytes_init();
+        let mut slice = buf.slice(0..len);
+        let mut done = 0;
+        while done < len {
+            let (r, s) = self.write(slice).await;
+            let buf = s.into_inner();
+            match r {
+                Ok(0) => return (Err(std::io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => done += n,
+                Err(e) => return (Err(e), buf),
+            }
+            slice = buf.slice(done..len);
+        }
+        (Ok(()), slice.into_inner())
+    }
+
     /// Sends FIN after the last queued byte, leaving the read side open.
     pub fn shutdown_write(&self) {
         let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write);

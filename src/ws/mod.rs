@@ -4,6 +4,7 @@
 //! rewrites a server header in front of it, so the codec works on borrowed byte slices.
 
 pub mod accept;
+pub mod client;
 pub mod close;
 pub mod frame;
 pub mod mask;

@@ -63,8 +63,9 @@ class Server:
     """One ringrelay process on ephemeral loopback ports."""
 
     def __init__(self, driver: str = "io_uring", workers: int = 2, env: dict | None = None,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, listen: str = "127.0.0.1:0"):
         self.driver = driver
+        self.listen_arg = listen
         self.workers = workers
         self.env_overrides = dict(env or {})
         self.extra_args = list(extra_args or [])
@@ -88,7 +89,7 @@ class Server:
         # test turns it on.
         env["RINGRELAY_LIMITS_IP_CONNECT_RATE"] = "0"
         env.update(self.env_overrides)
-        cmd = [str(binp), "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+        cmd = [str(binp), "serve", "--listen", self.listen_arg, "--admin-listen", "127.0.0.1:0",
                "--workers", str(self.workers), "--driver", self.driver, *self.extra_args]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env)
@@ -124,17 +125,7 @@ class Server:
         """SIGTERM and wait; returns the exit code (None if it had to be killed)."""
         if self in ACTIVE_SERVERS:
             ACTIVE_SERVERS.remove(self)
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                self.exit_code = None
-                return None
-        self.exit_code = self.proc.returncode
+        self.exit_code = terminate_process(self.proc, timeout)
         return self.exit_code
 
     def kill(self):
@@ -158,6 +149,35 @@ class Server:
 
     def ws_url(self, path: str) -> str:
         return f"ws://{self.host}:{self.port}{path}"
+
+
+def terminate_process(proc: subprocess.Popen | None, timeout: float) -> int | None:
+    """SIGTERM and wait; the exit code, or None if it had to be killed (or never started)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            return None
+    return proc.returncode
+
+
+def wait_for(pred, timeout: float, what: str, step: float = 0.05):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def stop_server(srv: Server):

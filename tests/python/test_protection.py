@@ -27,7 +27,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from helpers import (OP_BINARY, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RECV_TIMEOUT, HttpResponse, RawWS,
                      Server, assert_json_error, binary_path, closed_code, encode_frame, http_get, http_raw,
-                     read_http_response, recv_event_of, round_trip, stop_server, unique, upgrade_request, ws_connect)
+                     read_http_response, recv_event_of, round_trip, stop_server, unique, upgrade_request, wait_for,
+                     ws_connect)
 
 SECRET = b"protection-suite-secret-0123456789-abcdefgh"   # 44 bytes (>= 32)
 OTHER_SECRET = b"some-other-secret-that-is-long-enough-000000"
@@ -150,17 +151,6 @@ def health(srv: Server) -> dict:
 
 def delta(before: dict, after: dict, key: str) -> int:
     return after[key] - before[key]
-
-
-def wait_for(pred, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def close_all(*conns):

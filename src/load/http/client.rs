@@ -5,8 +5,8 @@
 //! the duration of the operation). A request cut short by its timeout loses the buffer it had
 //! lent; the slot then makes a new one, so a timeout costs an allocation and nothing else.
 
-use super::error::{HttpError, WireError};
-use super::response::{Answer, ResponseReader, MAX_HEAD};
+use super::error::HttpError;
+use crate::http::client::{Answer, ResponseReader, WireError, MAX_HEAD};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -82,7 +82,7 @@ impl Slot {
         }
         let mut eof = false;
         let answer = loop {
-            let (used, done) = reader.feed(&buf)?;
+            let (used, done) = reader.feed(&buf, &mut ())?;
             if used == buf.len() {
                 buf.clear();
             } else if used > 0 {

@@ -9,8 +9,9 @@
 use super::client::Slot;
 use super::error::HttpError;
 use super::report::HttpReport;
-use super::request::{build_request, HttpUrl};
+use super::request::build_request;
 use crate::config::DriverChoice;
+use crate::http::client::HttpUrl;
 use crate::load::engine::{new_histogram, EngineError};
 use crate::load::report::LatencySummary;
 use crate::runtime::driver::{self, Driver};

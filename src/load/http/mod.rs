@@ -2,12 +2,11 @@
 //! measuring the relay's HTTP bridge against the same requests sent straight to the API
 //! behind it (docs/bridge-bench.md).
 //!
-//! * `request`: the URL, the request bytes, and the request head as the target reads it;
-//! * `response`: an incremental response reader;
-//! * `body`: body framing (Content-Length, chunked) and the chunked decoder;
+//! * `request`: the request bytes, and the request head as the target reads it;
 //! * `error`: what can go wrong, typed;
 //!
-//! those four do no I/O. Then:
+//! those two do no I/O; the URL, body framing and the response reader are the crate's HTTP
+//! client pieces (`crate::http::client`), shared with the agent. Then:
 //! * `client`: one slot's request and answer on monoio;
 //! * `engine`: the slots on their threads, the clock, the counts;
 //! * `report`: the result, as JSON or text;
@@ -15,13 +14,11 @@
 
 #![forbid(unsafe_code)]
 
-pub mod body;
 pub mod client;
 pub mod engine;
 pub mod error;
 pub mod report;
 pub mod request;
-pub mod response;
 pub mod target;
 
 pub use engine::HttpPlan;

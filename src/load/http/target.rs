@@ -7,11 +7,10 @@
 //! `Connection: close` (or is HTTP/1.0 without keep-alive); pipelined requests are answered in
 //! order. It runs until the process is stopped.
 
-use super::body::Framing;
-use super::error::WireError;
 use super::request::{parse_request, RequestHead};
 use crate::config::DriverChoice;
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
+use crate::http::client::{Framing, WireError};
 use crate::runtime::driver::{self, UringUnavailable};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};

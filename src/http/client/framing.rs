@@ -1,7 +1,7 @@
 //! How long a message body is, from its head. No I/O. Chunked bodies are decoded by the
 //! crate's one decoder, `crate::http::chunked`.
 
-use super::error::WireError;
+use super::WireError;
 
 /// What the head says about the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,353 @@
+//! The agent's life: connect to the relay, serve bridged requests until the connection ends,
+//! wait (back-off with jitter), connect again; leave cleanly on SIGTERM.
+
+use super::args::Plan;
+use super::backoff::Backoff;
+use super::exchange::{answer, id_of_cut_request, idempotent, target_request, Failure};
+use super::inbound::WsEvent;
+use super::link::{connect, write_loop, ConnectError, Link, Out, ReadError};
+use super::stop::{on_signals, Latch};
+use super::upstream::Upstream;
+use crate::bridge::{parse_request, BridgedRequest, HttpResponseMsg, RequestMsgError};
+use crate::ws::client::Rng;
+use local_sync::mpsc::bounded::{channel, Tx};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// A connection that stayed up this long resets the back-off: the relay was healthy, so
+/// the next outage starts again from the shortest wait.
+const STABLE_AFTER: Duration = Duration::from_secs(5);
+/// After the agent's own close, how long it waits for the relay's.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// Room in the writer's queue beyond one answer per request in flight (pongs, pings, close).
+const QUEUE_SLACK: usize = 16;
+/// WebSocket close codes the agent sends.
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL: u16 = 1002;
+/// The relay's close for a connection replaced by a newer one of the same role.
+const CLOSE_REPLACED: u16 = 4001;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot watch for SIGTERM: {0}")]
+    Signals(std::io::Error),
+    #[error("the relay refused the agent: {0}")]
+    Refused(ConnectError),
+    #[error("another agent joined the session with this role (close 4001); this one steps aside")]
+    Replaced,
+    #[error("cannot start the runtime: {0}")]
+    Runtime(String),
+}
+
+/// How one connection ended.
+#[derive(Debug)]
+enum Ended {
+    Stopped,
+    Closed(Option<u16>),
+    Lost(String),
+}
+
+/// What the agent keeps across connections.
+struct Agent {
+    plan: Plan,
+    upstream: Upstream,
+    stop: Rc<Latch>,
+    /// Requests being performed against the target, over all connections: a connection that
+    /// ended may still have some finishing.
+    in_flight: Cell<usize>,
+    served: Cell<u64>,
+    refused: Cell<u64>,
+}
+
+pub async fn run(plan: Plan) -> Result<(), AgentError> {
+    let stop = Rc::new(Latch::default());
+    on_signals(stop.clone()).map_err(AgentError::Signals)?;
+    let mut rng = Rng::from_entropy(u64::from(std::process::id()));
+    let mut backoff = Backoff::new(
+        plan.backoff_initial,
+        plan.backoff_max,
+        Rng::new(rng.next_u64()),
+    );
+    let agent = Rc::new(Agent {
+        upstream: Upstream::new(
+            plan.target.clone(),
+            plan.max_response_bytes,
+            plan.max_concurrency,
+        ),
+        plan,
+        stop,
+        in_flight: Cell::new(0),
+        served: Cell::new(0),
+        refused: Cell::new(0),
+    });
+    let plan = &agent.plan;
+    let route = plan.route();
+    let bearer = plan.token.as_ref().map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("Authorization", b.as_str()))
+        .collect();
+    let result = loop {
+        let attempt = async {
+            let addr = plan.relay.resolve().map_err(ConnectError::Resolve)?;
+            let link = connect(
+                addr,
+                &plan.relay.authority,
+                &route,
+                &headers,
+                plan.max_message_bytes,
+                &mut rng,
+            );
+            monoio::time::timeout(plan.connect_timeout, link)
+                .await
+                .map_err(|_| ConnectError::Timeout(plan.connect_timeout))?
+        };
+        let attempt = monoio::select! {
+            _ = agent.stop.wait() => break Ok(()),
+            r = attempt => r,
+        };
+        let retry_after = match attempt {
+            Ok(link) => {
+                tracing::info!(relay = %plan.relay.authority, session = %plan.session, "connected to the relay");
+                let up = Instant::now();
+                let ended = serve(&agent, link, Rng::new(rng.next_u64())).await;
+                match ended {
+                    Ended::Stopped => break Ok(()),
+                    Ended::Closed(Some(CLOSE_REPLACED)) => break Err(AgentError::Replaced),
+                    Ended::Closed(code) => {
+                        tracing::warn!(code = ?code, "the relay closed the connection")
+                    }
+                    Ended::Lost(why) => tracing::warn!(%why, "lost the relay"),
+                }
+                if up.elapsed() >= STABLE_AFTER {
+                    backoff.reset();
+                }
+                None
+            }
+            Err(e) if e.is_final() => break Err(AgentError::Refused(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to the relay");
+                e.retry_after()
+            }
+        };
+        let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
+        tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting");
+        monoio::select! {
+            _ = agent.stop.wait() => break Ok(()),
+            _ = monoio::time::sleep(delay) => {}
+        }
+    };
+    tracing::info!(
+        served = agent.served.get(),
+        refused = agent.refused.get(),
+        "agent stopped"
+    );
+    result
+}
+
+/// Serves one connection until it ends.
+async fn serve(agent: &Rc<Agent>, mut link: Link, rng: Rng) -> Ended {
+    let (tx, rx) = channel(agent.plan.max_concurrency + QUEUE_SLACK);
+    let writer = monoio::spawn(write_loop(link.socket.clone(), rx, rng));
+    let link_done = Rc::new(Latch::default());
+    monoio::spawn(ping_loop(
+        tx.clone(),
+        link_done.clone(),
+        agent.plan.ping_interval,
+    ));
+    let silent_limit = agent.plan.ping_interval * 2;
+    let ended = loop {
+        if let Some(end) = handle_buffered(agent, &mut link, &tx).await {
+            break end;
+        }
+        let ready = monoio::select! {
+            _ = agent.stop.wait() => None,
+            r = monoio::time::timeout(silent_limit, link.socket.readable()) => Some(r),
+        };
+        match ready {
+            None => break leave(agent, &mut link, &tx).await,
+            Some(Err(_)) => {
+                break Ended::Lost(format!("nothing from the relay for {silent_limit:?}"))
+            }
+            Some(Ok(Err(e))) => break Ended::Lost(e.to_string()),
+            Some(Ok(Ok(()))) => {}
+        }
+        if let Err(e) = link.read_more().await {
+            break Ended::Lost(e.to_string());
+        }
+    };
+    link_done.set();
+    drop(tx);
+    // The writer ends after a close frame, or once every sender is gone; a dead connection
+    // makes it fail at once. Either way it is not waited for long.
+    let _ = monoio::time::timeout(CLOSE_WAIT, writer).await;
+    link.socket.abort();
+    ended
+}
+
+/// Every event already read; `Some` when the connection is over.
+async fn handle_buffered(agent: &Rc<Agent>, link: &mut Link, tx: &Tx<Out>) -> Option<Ended> {
+    loop {
+        let event = match link.buffered_event() {
+            Ok(Some(e)) => e,
+            Ok(None) => return None,
+            Err(e) => {
+                let _ = tx.send(Out::Close(CLOSE_PROTOCOL)).await;
+                return Some(Ended::Lost(e.to_string()));
+            }
+        };
+        match event {
+            WsEvent::Ping(p) => {
+                let _ = tx.send(Out::Pong(p)).await;
+            }
+            WsEvent::Pong => {}
+            WsEvent::Close(code) => {
+                let _ = tx.send(Out::Close(code.unwrap_or(1000))).await;
+                return Some(Ended::Closed(code));
+            }
+            WsEvent::Message {
+                text: true,
+                data,
+                oversized,
+            } => dispatch(agent, tx, &data, oversized).await,
+            // The session's other peer may send anything; only requests are the agent's.
+            WsEvent::Message { text: false, .. } => {}
+        }
+    }
+}
+
+/// Reads a message and starts its request, or answers at once when it cannot run.
+async fn dispatch(agent: &Rc<Agent>, tx: &Tx<Out>, data: &[u8], oversized: bool) {
+    let refuse = |id: &str, f: Failure| {
+        agent.refused.set(agent.refused.get() + 1);
+        tracing::warn!(id, code = f.code(), "request refused");
+        Out::Text(f.answer(id).to_json())
+    };
+    if oversized {
+        if let Some(id) = id_of_cut_request(data) {
+            let _ = tx.send(refuse(&id, Failure::RequestTooLarge)).await;
+        }
+        return;
+    }
+    let req = match parse_request(data) {
+        Ok(r) => r,
+        Err((Some(id), e)) => {
+            tracing::warn!(error = %e, "unreadable bridged request");
+            let _ = tx.send(refuse(&id, Failure::BadRequest)).await;
+            return;
+        }
+        Err((None, RequestMsgError::NotARequest)) => return,
+        Err((None, e)) => {
+            tracing::warn!(error = %e, "unreadable bridged request without an id");
+            return;
+        }
+    };
+    if agent.stop.is_set() {
+        let _ = tx.send(refuse(&req.id, Failure::Stopping)).await;
+        return;
+    }
+    if agent.in_flight.get() >= agent.plan.max_concurrency {
+        let _ = tx.send(refuse(&req.id, Failure::Busy)).await;
+        return;
+    }
+    agent.in_flight.set(agent.in_flight.get() + 1);
+    let (agent, tx) = (agent.clone(), tx.clone());
+    monoio::spawn(async move {
+        let msg = perform(&agent, &req).await;
+        agent.in_flight.set(agent.in_flight.get() - 1);
+        agent.served.set(agent.served.get() + 1);
+        if tx.send(Out::Text(msg.to_json())).await.is_err() {
+            tracing::warn!(id = %req.id, "the relay connection ended before the answer could be sent");
+        }
+    });
+}
+
+/// The request against the target, within `--target-timeout`.
+async fn perform(agent: &Agent, req: &BridgedRequest) -> HttpResponseMsg {
+    let started = Instant::now();
+    let bytes = target_request(req, agent.upstream.target());
+    let head = req.method == "HEAD";
+    let fetch = agent.upstream.fetch(&bytes, head, idempotent(&req.method));
+    let msg = match monoio::time::timeout(agent.plan.target_timeout, fetch).await {
+        Ok(Ok(f)) => {
+            if f.dropped_headers > 0 {
+                tracing::warn!(
+                    n = f.dropped_headers,
+                    "response headers that are not UTF-8 left out"
+                );
+            }
+            answer(&req.id, f, head)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, method = %req.method, path = %req.path, "request to the target failed");
+            Failure::of(&e).answer(&req.id)
+        }
+        Err(_) => Failure::Timeout.answer(&req.id),
+    };
+    tracing::debug!(
+        method = %req.method,
+        path = %req.path,
+        status = msg.status,
+        us = started.elapsed().as_micros() as u64,
+        "bridged request"
+    );
+    msg
+}
+
+/// SIGTERM: requests already running may finish (within `--shutdown-grace`) while new
+/// ones are refused with 503 `agent_stopping`; then the agent closes with 1001 and waits
+/// briefly for the relay's close.
+async fn leave(agent: &Rc<Agent>, link: &mut Link, tx: &Tx<Out>) -> Ended {
+    tracing::info!(in_flight = agent.in_flight.get(), "stopping");
+    let deadline = Instant::now() + agent.plan.shutdown_grace;
+    while agent.in_flight.get() > 0 && Instant::now() < deadline {
+        if let Some(end) = pump(agent, link, tx, Duration::from_millis(20)).await {
+            return end;
+        }
+    }
+    if tx.send(Out::Close(CLOSE_GOING_AWAY)).await.is_err() {
+        return Ended::Stopped;
+    }
+    let deadline = Instant::now() + CLOSE_WAIT;
+    while Instant::now() < deadline {
+        if pump(agent, link, tx, Duration::from_millis(50))
+            .await
+            .is_some()
+        {
+            break;
+        }
+    }
+    Ended::Stopped
+}
+
+/// One round of reading while stopping: events already read, then a read if one is ready
+/// within `wait`. `Some` when the connection is over.
+async fn pump(agent: &Rc<Agent>, link: &mut Link, tx: &Tx<Out>, wait: Duration) -> Option<Ended> {
+    if let Some(end) = handle_buffered(agent, link, tx).await {
+        return Some(end);
+    }
+    match monoio::time::timeout(wait, link.socket.readable()).await {
+        Err(_) => None,
+        Ok(Err(e)) => Some(Ended::Lost(e.to_string())),
+        Ok(Ok(())) => match link.read_more().await {
+            Ok(()) => None,
+            Err(ReadError::Eof) => Some(Ended::Closed(None)),
+            Err(e) => Some(Ended::Lost(e.to_string())),
+        },
+    }
+}
+
+/// Pings the relay every `every` until the connection is done, so a dead relay is noticed
+/// (the reader gives up after two intervals of silence) and idle middleboxes keep the path.
+async fn ping_loop(tx: Tx<Out>, done: Rc<Latch>, every: Duration) {
+    loop {
+        monoio::select! {
+            _ = done.wait() => return,
+            _ = monoio::time::sleep(every) => {}
+        }
+        if tx.send(Out::Ping).await.is_err() {
+            return;
+        }
+    }
+}
