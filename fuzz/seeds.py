@@ -174,6 +174,33 @@ def answer_capture():
     write("answer_capture", "close-after", bytes([7, 0, 255]) + client_frame(True, TEXT, a1) + client_frame(True, CLOSE, b"\x03\xe8"))
 
 
+def server_frame(fin, opcode, payload):
+    b0 = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n <= 125:
+        head = bytes([b0, n])
+    elif n <= 0xFFFF:
+        head = bytes([b0, 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, 127]) + struct.pack(">Q", n)
+    return head + payload
+
+
+def agent_inbound():
+    req = b'{"type":"http_request","id":"1f","method":"GET","path":"/","headers":[],"body_b64":""}'
+    mixed = (
+        server_frame(False, TEXT, req[:30])
+        + server_frame(True, PING, b"p")
+        + server_frame(True, CONT, req[30:])
+        + server_frame(True, BINARY, bytes(range(200)))
+        + server_frame(True, PONG, b"")
+        + server_frame(True, CLOSE, b"\x03\xe9")
+    )
+    write("agent_inbound", "mixed", bytes([3, 17, 100]) + mixed)
+    write("agent_inbound", "oversized", bytes([1, 64, 10]) + mixed)
+    write("agent_inbound", "stray", bytes([2, 5, 255]) + server_frame(True, CONT, b"x") + mixed)
+
+
 if __name__ == "__main__":
     frame_decoder()
     handshake()
@@ -182,3 +209,4 @@ if __name__ == "__main__":
     jwt_claims()
     config_parse()
     answer_capture()
+    agent_inbound()

@@ -15,7 +15,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FUZZ_DIR="$ROOT/fuzz"
-ALL_TARGETS=(frame_decoder handshake mask_diff utf8_stream jwt_claims config_parse answer_capture)
+ALL_TARGETS=(frame_decoder handshake mask_diff utf8_stream jwt_claims config_parse answer_capture agent_inbound)
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 CARGO_FUZZ_VERSION=${CARGO_FUZZ_VERSION:-0.13.2}
 export RUSTC_BOOTSTRAP=1

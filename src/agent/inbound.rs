@@ -62,10 +62,14 @@ impl Inbound {
         }
     }
 
-    /// Adds bytes as a read would.
-    #[cfg(test)]
-    pub fn push(&mut self, bytes: &[u8]) {
+    /// Adds bytes as a read would (tests and the fuzz target; the agent reads into `buf`).
+    pub fn extend(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes read and not yet consumed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
     }
 
     /// Drops consumed bytes, so the next read appends after what is left (a cut header or
@@ -78,17 +82,16 @@ impl Inbound {
     fn take_payload(&mut self, n: usize) {
         let bytes = &self.buf[self.pos..self.pos + n];
         self.pos += n;
-        if self.oversized {
+        if !self.oversized && self.message.len() + n <= self.max_message {
+            self.message.extend_from_slice(bytes);
             return;
         }
-        if self.message.len() + n <= self.max_message {
-            self.message.extend_from_slice(bytes);
-        } else {
-            self.oversized = true;
-            let keep = KEPT_OF_OVERSIZED.saturating_sub(self.message.len());
-            self.message.extend_from_slice(&bytes[..keep.min(n)]);
-            self.message.truncate(KEPT_OF_OVERSIZED);
-        }
+        // Whatever the reads were, an oversized message keeps exactly its first
+        // `KEPT_OF_OVERSIZED` bytes (or all of it, when shorter): the limit may be below that.
+        self.oversized = true;
+        let room = KEPT_OF_OVERSIZED.saturating_sub(self.message.len());
+        self.message.extend_from_slice(&bytes[..room.min(n)]);
+        self.message.truncate(KEPT_OF_OVERSIZED);
     }
 
     /// The next whole event in what has been read, or `None` until more bytes come.
@@ -213,13 +216,13 @@ mod tests {
         let mut at = 0;
         while at < s.len() {
             let n = sizes().max(1).min(s.len() - at);
-            r.push(&s[at..at + n]);
+            r.extend(&s[at..at + n]);
             at += n;
             while let Some(e) = r.next_event().unwrap() {
                 got.push(e);
             }
             r.compact();
-            assert!(r.buf.len() < 140, "{} bytes kept", r.buf.len());
+            assert!(r.buffered() < 140, "{} bytes kept", r.buffered());
         }
         got
     }
@@ -235,6 +238,32 @@ mod tests {
         for _ in 0..50 {
             let got = read_in_pieces(&s, &mut || (rng.next_u64() % 300) as usize);
             assert_eq!(got, want);
+        }
+    }
+
+    /// Found by the fuzz target: with a limit under `KEPT_OF_OVERSIZED`, what an oversized
+    /// message kept depended on where the reads cut it.
+    #[test]
+    fn an_oversized_message_keeps_the_same_start_however_it_is_read() {
+        let payload: Vec<u8> = (0..200u8).collect();
+        let mut s = Vec::new();
+        frame(&mut s, true, OpCode::Binary, &payload);
+        let want = vec![WsEvent::Message {
+            text: false,
+            data: payload.clone(),
+            oversized: true,
+        }];
+        for size in [1, 7, 40, 41, 200, 202] {
+            let mut r = Inbound::new(40, &[]);
+            let mut got = Vec::new();
+            for piece in s.chunks(size) {
+                r.extend(piece);
+                while let Some(e) = r.next_event().unwrap() {
+                    got.push(e);
+                }
+                r.compact();
+            }
+            assert_eq!(got, want, "reads of {size}");
         }
     }
 
