@@ -112,10 +112,52 @@ pub struct SessionConfig {
     pub ping_interval: Duration,
     pub peer_timeout: Duration,
     pub idle_timeout: Duration,
+    /// How long a session with no peer and something kept for one stays (docs/durability.md).
     pub linger: Duration,
+    /// Bytes of messages kept for an absent peer, per direction; 0 turns buffering off.
     pub buffer_bytes: usize,
+    /// Messages kept for an absent peer, per direction.
+    pub buffer_messages: usize,
+    /// What happens to a sender whose buffer is full.
+    pub overflow: Overflow,
+    /// All buffers of one core together; past it every buffering sender is backpressured.
+    pub core_buffer_budget: usize,
     /// How long to wait for the peer's close reply after sending a close frame.
     pub close_timeout: Duration,
+}
+
+/// What the relay does when a sender's buffer for an absent peer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Stop reading the sender until there is room: nothing is lost, TCP slows the sender.
+    #[default]
+    Backpressure,
+    /// Drop the oldest kept messages to make room (counted, announced to the sender).
+    DropOldest,
+    /// Close the sender with 4005; what was kept is still delivered.
+    Close,
+}
+
+impl Overflow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::Backpressure => "backpressure",
+            Overflow::DropOldest => "drop_oldest",
+            Overflow::Close => "close",
+        }
+    }
+}
+
+impl FromStr for Overflow {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "backpressure" => Ok(Overflow::Backpressure),
+            "drop_oldest" => Ok(Overflow::DropOldest),
+            "close" => Ok(Overflow::Close),
+            _ => Err("expected backpressure, drop_oldest or close".to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,6 +416,9 @@ impl Default for SessionConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             linger: Duration::from_secs(5 * 60),
             buffer_bytes: 1 << 20,
+            buffer_messages: 1024,
+            overflow: Overflow::Backpressure,
+            core_buffer_budget: 256 << 20,
             close_timeout: Duration::from_secs(5),
         }
     }

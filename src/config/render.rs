@@ -73,6 +73,9 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.key("idle_timeout", duration(s.idle_timeout));
     out.key("linger", duration(s.linger));
     out.key("buffer_bytes", s.buffer_bytes);
+    out.key("buffer_messages", s.buffer_messages);
+    out.key("overflow", string(s.overflow.as_str()));
+    out.key("core_buffer_budget", s.core_buffer_budget);
     out.key("close_timeout", duration(s.close_timeout));
 
     let b = &cfg.bridge;

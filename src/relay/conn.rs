@@ -1,5 +1,6 @@
 //! The life of one upgraded connection: read, forward, answer control frames, leave.
 
+use super::away::{self, Verdict};
 use super::events;
 use super::inbound::{Capture, Closing, DecodeLimits, Inbound};
 use crate::limits::Throttle;
@@ -77,11 +78,21 @@ pub async fn run(
                 None => Some(peer.clone()),
             }
         };
+        // While the receiver is away, or messages kept for it are still being delivered,
+        // the frames go into the sender's backlog instead (docs/durability.md).
+        let storing = session
+            .as_ref()
+            .is_some_and(|s| away::storing(&core, s, &peer, receiver.as_ref(), &inbound));
+        let decode_for = if storing {
+            Some(away::STORE)
+        } else {
+            receiver.as_ref().map(|r| r.id)
+        };
         chunk.segs.clear();
         let c = &mut *chunk;
         let out = inbound.decode_capturing(
             &mut c.data,
-            receiver.as_ref().map(|r| r.id),
+            decode_for,
             limits,
             &mut c.segs,
             capture.as_mut(),
@@ -99,16 +110,30 @@ pub async fn run(
             (out.messages_forwarded + out.messages_dropped + out.answers) as u64,
         );
         bump(&st.bytes_received, out.payload_bytes);
-        bump(&st.messages_forwarded, out.messages_forwarded as u64);
-        bump(&st.bytes_forwarded, out.forwarded_bytes);
-        match (&receiver, chunk.segs.is_empty()) {
-            (Some(r), false) => {
-                let open = inbound.receiver_open() == Some(r.id);
-                let (_, chunk) = r.send_chunk(chunk, open).await;
+        let mut verdict = Verdict::Go;
+        match (&session, storing) {
+            (Some(s), true) => {
+                // Kept messages are counted as forwarded when they are delivered.
+                let (v, completed) = away::store(&core, s, &peer, &chunk.data, &chunk.segs);
                 core.pool.put(chunk);
-                core.latency.record_since(Latency::Relay, read_at);
+                verdict = v;
+                if let (Some(r), true) = (&receiver, completed > 0) {
+                    away::deliver(&core, s, r);
+                }
             }
-            _ => core.pool.put(chunk),
+            _ => {
+                bump(&st.messages_forwarded, out.messages_forwarded as u64);
+                bump(&st.bytes_forwarded, out.forwarded_bytes);
+                match (&receiver, chunk.segs.is_empty()) {
+                    (Some(r), false) => {
+                        let open = inbound.receiver_open() == Some(r.id);
+                        let (_, chunk) = r.send_chunk(chunk, open).await;
+                        core.pool.put(chunk);
+                        core.latency.record_since(Latency::Relay, read_at);
+                    }
+                    _ => core.pool.put(chunk),
+                }
+            }
         }
         if let Some(cap) = capture.as_mut().filter(|_| out.answers > 0) {
             for &(a, b, truncated) in &cap.done {
@@ -165,6 +190,14 @@ pub async fn run(
             }
             None => {}
         }
+        match (verdict, &session) {
+            (Verdict::Pause, Some(s)) => {
+                Box::pin(away::pause_while_full(&core, s, &peer)).await;
+                hot = false;
+            }
+            (Verdict::Close, _) => Box::pin(away::close_full(&core, &peer, now)).await,
+            _ => {}
+        }
         if let Some(t) = throttle.as_mut() {
             let messages = out.messages_forwarded + out.messages_dropped;
             if t.charge(messages, out.payload_bytes, now) > 0 {
@@ -173,7 +206,7 @@ pub async fn run(
             }
         }
     };
-    leave(&core, &peer, session.as_deref(), &inbound, end_code);
+    leave(&core, &peer, session.as_ref(), &inbound, end_code);
     if violated {
         // Out of its session already (its seat is free for a reconnect); only the socket
         // lingers, for at most the close timeout.
@@ -229,7 +262,7 @@ fn abort_receiver(core: &Rc<Core>, r: Rc<Peer>) {
 fn leave(
     core: &Rc<Core>,
     peer: &Rc<Peer>,
-    session: Option<&Session>,
+    session: Option<&Rc<Session>>,
     inbound: &Inbound,
     end_code: u16,
 ) {
@@ -245,6 +278,9 @@ fn leave(
                 abort_receiver(core, r);
             }
         }
+        if inbound.message_receiver() == Some(away::STORE) {
+            away::abandon_open(core, s, peer);
+        }
         if s.leave(peer.id) {
             if let Some(other) = s.other(peer.id).filter(|o| o.events) {
                 let json = events::peer_disconnected(&peer.role, code);
@@ -253,7 +289,7 @@ fn leave(
                 });
             }
         }
-        core.registry.release_if_empty(s);
+        away::release(core, s, core.clock.now_ms());
     }
     core.publish_gauges();
     tracing::info!(

@@ -167,6 +167,18 @@ impl Inbound {
         buf.len()
     }
 
+    /// Where the message in progress goes, once its first frame was read: the receiver id it
+    /// was decoded for, whether or not any of it went out yet.
+    pub fn message_receiver(&self) -> Option<u64> {
+        match self.msg {
+            Some(MsgState {
+                target: Target::Forward(r),
+                ..
+            }) => Some(r),
+            _ => None,
+        }
+    }
+
     /// The receiver holds an unfinished message from this sender.
     pub fn receiver_open(&self) -> Option<u64> {
         match self.msg {

@@ -1,6 +1,6 @@
 //! Seating an upgraded connection in its session, on the session's own core.
 
-use super::{conn, events};
+use super::{away, conn, events};
 use crate::http::route::RelayTarget;
 use crate::http::Response;
 use crate::runtime::socket::Socket;
@@ -84,6 +84,7 @@ pub async fn join_session(
         now,
     ));
     let old = session.seat(slot, peer.clone());
+    session.lingering_since_ms.set(None);
     core.registry.add_peer(peer.clone());
     core.publish_gauges();
     let other = session.other(peer.id);
@@ -119,6 +120,10 @@ pub async fn join_session(
     );
     if sent.is_err() {
         peer.sock.abort();
+    } else {
+        // Kept messages go out before anything the other peer sends from now on: while they
+        // are being written, its reads are kept behind them.
+        away::deliver(&core, &session, &peer);
     }
     monoio::spawn(conn::run(core, peer, Some(session), extra));
 }

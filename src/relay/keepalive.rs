@@ -66,7 +66,11 @@ pub async fn run(core: Rc<Core>) {
                 });
             }
         }
+        super::away::expire(&core, now);
         for s in core.registry.sessions() {
+            if s.is_empty() {
+                continue;
+            }
             if now.saturating_sub(s.last_activity_ms.get()) >= idle_ms {
                 s.last_activity_ms.set(now);
                 bump(&core.stats.sessions_idle_closed, 1);

@@ -1,5 +1,6 @@
 //! Forwarding between the peers of a session.
 
+pub mod away;
 pub mod conn;
 pub mod events;
 pub mod inbound;

@@ -97,12 +97,17 @@ impl Core {
         self.stats
             .ip_table_evictions
             .set(self.ip_limits.evictions.get());
-        let paired = self
-            .registry
-            .sessions()
+        let sessions = self.registry.sessions();
+        let paired = sessions.iter().filter(|s| s.peers().len() == 2).count();
+        let lingering = sessions
             .iter()
-            .filter(|s| s.peers().len() == 2)
+            .filter(|s| s.lingering_since_ms.get().is_some() && s.is_empty())
             .count();
+        let (kept_bytes, kept_capacity, kept_messages) =
+            sessions.iter().fold((0, 0, 0), |(b, c, m), s| {
+                let (b2, c2, m2) = s.kept();
+                (b + b2, c + c2, m + m2)
+            });
         CoreSnapshot {
             core: self.index,
             counters: self.stats.values(),
@@ -116,6 +121,10 @@ impl Core {
                 ("read_buffers_idle", self.pool.idle() as u64),
                 ("ip_table_entries", self.ip_limits.len() as u64),
                 ("bridge_pending", self.bridge.len() as u64),
+                ("buffered_bytes", kept_bytes as u64),
+                ("buffered_capacity_bytes", kept_capacity as u64),
+                ("buffered_messages", kept_messages as u64),
+                ("lingering_sessions", lingering as u64),
             ],
             latency: self.latency.snapshot(),
         }

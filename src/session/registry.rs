@@ -1,6 +1,6 @@
 //! The sessions and connections one core owns. Only that core's thread touches them.
 
-use super::{plan_join, JoinPlan, Peer};
+use super::{plan_join, Backlog, JoinPlan, Peer};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -13,6 +13,13 @@ pub struct Session {
     /// Both peers have been here at once: a peer coming back may use the capacity kept for
     /// reconnects (`limits.reconnect_reserve_percent`).
     pub was_paired: Cell<bool>,
+    /// Messages kept for an absent peer, one backlog per sending role (docs/durability.md).
+    pub backlogs: RefCell<Vec<Backlog>>,
+    /// A task is writing kept messages to a peer that joined.
+    pub delivering: Cell<bool>,
+    /// Since when the session has had no peer while keeping messages: it is freed
+    /// `session.linger` later.
+    pub lingering_since_ms: Cell<Option<u64>>,
 }
 
 impl Session {
@@ -65,12 +72,43 @@ impl Session {
     pub fn is_empty(&self) -> bool {
         self.slots.borrow().iter().all(|s| s.is_none())
     }
+
+    /// Anything kept from the peer with this role, a message still arriving included.
+    pub fn keeps_from(&self, role: &str) -> bool {
+        self.backlogs
+            .borrow()
+            .iter()
+            .any(|b| &*b.from == role && !b.is_empty())
+    }
+
+    /// Whole messages kept for a peer with this role (from any other role).
+    pub fn kept_for(&self, role: &str) -> usize {
+        self.backlogs
+            .borrow()
+            .iter()
+            .filter(|b| &*b.from != role)
+            .map(Backlog::messages)
+            .sum()
+    }
+
+    /// Bytes kept, allocated, and whole messages, over this session's backlogs.
+    pub fn kept(&self) -> (usize, usize, usize) {
+        self.backlogs
+            .borrow()
+            .iter()
+            .fold((0, 0, 0), |(b, c, m), x| {
+                (b + x.bytes(), c + x.capacity(), m + x.messages())
+            })
+    }
 }
 
 #[derive(Default)]
 pub struct Registry {
     sessions: RefCell<HashMap<Rc<str>, Rc<Session>>>,
     peers: RefCell<HashMap<u64, Rc<Peer>>>,
+    /// Bytes kept in every session's backlogs on this core, for
+    /// `session.core_buffer_budget`; kept by `relay::away`.
+    pub buffered_bytes: Cell<usize>,
 }
 
 impl Registry {
@@ -84,6 +122,9 @@ impl Registry {
             slots: RefCell::new([None, None]),
             last_activity_ms: Cell::new(now_ms),
             was_paired: Cell::new(false),
+            backlogs: RefCell::new(Vec::new()),
+            delivering: Cell::new(false),
+            lingering_since_ms: Cell::new(None),
         });
         self.sessions.borrow_mut().insert(id, s.clone());
         s
@@ -93,7 +134,8 @@ impl Registry {
         self.sessions.borrow().get(id).cloned()
     }
 
-    /// Forgets the session once nobody is in it.
+    /// Forgets the session once nobody is in it. A session that keeps messages is freed
+    /// through `relay::away::release`, which accounts for them.
     pub fn release_if_empty(&self, s: &Session) {
         if s.is_empty() {
             self.sessions.borrow_mut().remove(&s.id);

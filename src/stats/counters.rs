@@ -40,7 +40,14 @@ counters!(
     bytes_received: "Payload bytes of data frames received from clients.",
     messages_forwarded: "Messages forwarded whole to a peer (or echoed).",
     bytes_forwarded: "Payload bytes forwarded to a peer (or echoed).",
-    messages_dropped_peer_absent: "Messages dropped because no peer was connected.",
+    messages_dropped_peer_absent: "Messages dropped because no peer was there and they could not be kept (session.buffer_bytes = 0, or a sender being closed).",
+    messages_buffered: "Messages kept for an absent peer (or behind ones still being delivered).",
+    messages_delivered_from_buffer: "Kept messages written to a peer that joined.",
+    buffer_overflow_dropped: "Kept messages dropped to make room (session.overflow = drop_oldest).",
+    buffer_overflow_closed: "Senders closed with 4005 because their buffer was full (session.overflow = close).",
+    buffer_full_pauses: "Times a sender's reading paused because its buffer or the core's budget was full.",
+    sessions_linger_expired: "Sessions freed after session.linger with no peer, with what they kept.",
+    messages_dropped_linger: "Kept messages freed with a session whose linger expired.",
     messages_dropped_over_limit: "Messages refused for exceeding limits.max_message_bytes (closed with 1009).",
     pings_sent: "Keepalive pings the relay sent.",
     pongs_sent: "Pongs the relay sent in answer to a client's ping.",
@@ -91,12 +98,13 @@ pub enum CloseReason {
     Replaced,
     Idle,
     PeerAborted,
+    BufferFull,
     Abnormal,
     Other,
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::Normal,
         CloseReason::GoingAway,
         CloseReason::Protocol,
@@ -106,6 +114,7 @@ impl CloseReason {
         CloseReason::Replaced,
         CloseReason::Idle,
         CloseReason::PeerAborted,
+        CloseReason::BufferFull,
         CloseReason::Abnormal,
         CloseReason::Other,
     ];
@@ -121,6 +130,7 @@ impl CloseReason {
             4001 => CloseReason::Replaced,
             4002 => CloseReason::Idle,
             4004 => CloseReason::PeerAborted,
+            4005 => CloseReason::BufferFull,
             1006 => CloseReason::Abnormal,
             _ => CloseReason::Other,
         }
@@ -137,6 +147,7 @@ impl CloseReason {
             CloseReason::Replaced => "replaced",
             CloseReason::Idle => "idle",
             CloseReason::PeerAborted => "peer_aborted",
+            CloseReason::BufferFull => "buffer_full",
             CloseReason::Abnormal => "abnormal",
             CloseReason::Other => "other",
         }
@@ -213,7 +224,7 @@ mod tests {
         s.refused(RefusedStatus::Status(418));
         s.refused(RefusedStatus::Timeout);
         let closed: Vec<u64> = s.closed_by.iter().map(Cell::get).collect();
-        assert_eq!(closed, vec![0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 1]);
+        assert_eq!(closed, vec![0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1]);
         let refused: Vec<u64> = s.refused_by.iter().map(Cell::get).collect();
         assert_eq!(refused, vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 1]);
         assert_eq!(

@@ -21,6 +21,8 @@ impl CloseCode {
     /// partial message cannot be completed, so the receiver is closed rather than handed a
     /// truncated message.
     pub const PEER_ABORTED: CloseCode = CloseCode(4004);
+    /// The buffer for the absent peer is full and `session.overflow = "close"`.
+    pub const BUFFER_FULL: CloseCode = CloseCode(4005);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]

@@ -245,14 +245,33 @@ def test_both_leave_then_session_reusable(server):
         round_trip(a, b)
 
 
-def test_message_while_alone_dropped_with_error_event(server):
+def test_messages_while_alone_are_kept_for_the_next_peer(server):
+    """Sent while alone: no error, and a peer of another role that joins gets them first, in
+    order, then the live stream (docs/durability.md)."""
     s = unique()
     with ws_connect(server, f"/v1/relay/{s}?role=a&events=1") as a:
         assert recv_event(a)["type"] == "connected"
         a.send("nobody here")
+        a.send(b"nor here")
+        assert_no_message(a, 0.5)
+        with ws_connect(server, f"/v1/relay/{s}?role=b&events=1") as b:
+            ev = recv_event(b)
+            assert (ev["type"], ev["peer_present"]) == ("connected", True), ev
+            assert b.recv(timeout=RECV_TIMEOUT) == "nobody here"
+            assert b.recv(timeout=RECV_TIMEOUT) == b"nor here"
+            a.send("live")
+            assert b.recv(timeout=RECV_TIMEOUT) == "live"
+
+
+def test_message_while_alone_dropped_with_error_event_when_buffering_is_off(make_server):
+    srv = make_server(env={"RINGRELAY_SESSION_BUFFER_BYTES": "0"})
+    s = unique()
+    with ws_connect(srv, f"/v1/relay/{s}?role=a&events=1") as a:
+        assert recv_event(a)["type"] == "connected"
+        a.send("nobody here")
         ev = recv_event(a)
         check_event_common(ev, "error")
-        assert isinstance(ev.get("error"), str) and ev["error"], ev
+        assert ev.get("error") == "peer_absent", ev
 
 
 def test_message_while_alone_without_events_gets_nothing(server):

@@ -1,0 +1,295 @@
+//! Messages for a peer that is away: kept, delivered when a peer of another role joins,
+//! bounded, and freed with their session after `session.linger` (docs/durability.md). The
+//! bytes live in `session::Backlog`; this is the policy and the I/O around them.
+//!
+//! While its receiver is here and nothing is kept for it, a sender's reads go straight to the
+//! receiver as before (zero-copy). Only while the receiver is away, or while kept messages
+//! are still being written to it, are the sender's frames copied into the backlog, so that
+//! nothing newer can overtake them.
+
+use super::events;
+use super::inbound::{Inbound, Segment};
+use crate::config::Overflow;
+use crate::runtime::Core;
+use crate::session::{Backlog, Peer, Session};
+use crate::stats::bump;
+use crate::ws::CloseCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The receiver id the decoder is given when the frames it writes go into the backlog: no
+/// connection has it (connection ids are a counter shifted left by ten bits).
+pub const STORE: u64 = u64::MAX;
+/// At most this much is written to a joining peer at a time, as whole messages.
+const DELIVERY_BATCH: usize = 256 << 10;
+/// How often a sender paused on a full buffer looks again for room.
+const FULL_POLL: Duration = Duration::from_millis(20);
+/// A session keeps a backlog per sending role; a session has two peers at once, so two.
+const MAX_BACKLOGS: usize = 2;
+
+/// Whether this read of `sender` goes into its backlog rather than to `receiver`.
+pub fn storing(
+    core: &Core,
+    session: &Session,
+    sender: &Peer,
+    receiver: Option<&Rc<Peer>>,
+    inbound: &Inbound,
+) -> bool {
+    core.config().session.buffer_bytes > 0
+        && !sender.is_closing()
+        && (receiver.is_none()
+            || session.keeps_from(&sender.role)
+            || inbound.message_receiver() == Some(STORE))
+}
+
+/// What the sender's connection does after a read was kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Go,
+    /// Stop reading until there is room (`session.overflow = backpressure`, or the core's
+    /// budget is spent).
+    Pause,
+    /// `session.overflow = close`: close the sender with 4005.
+    Close,
+}
+
+/// Copies the frames the decoder wrote (`segs` of `data`) into the sender's backlog and
+/// applies the limits. Returns the verdict and how many messages this completed.
+pub fn store(
+    core: &Core,
+    session: &Session,
+    sender: &Rc<Peer>,
+    data: &[u8],
+    segs: &[Segment],
+) -> (Verdict, usize) {
+    let cfg = &core.config().session;
+    let mut backlogs = session.backlogs.borrow_mut();
+    let i = match backlogs.iter().position(|b| *b.from == *sender.role) {
+        Some(i) => i,
+        None if backlogs.len() < MAX_BACKLOGS => {
+            backlogs.push(Backlog::new(&sender.role));
+            backlogs.len() - 1
+        }
+        None => {
+            // Two other roles already have messages waiting: there is no third seat for
+            // their receiver anyway. Rare enough to count rather than keep.
+            let whole = segs.iter().filter(|&&(a, _)| data[a] & 0x80 != 0).count();
+            bump(&core.stats.messages_dropped_peer_absent, whole as u64);
+            return (Verdict::Go, 0);
+        }
+    };
+    let b = &mut backlogs[i];
+    let reg = &core.registry;
+    if b.has_open() && b.open_by != Some(sender.id) {
+        // Left unfinished by an earlier connection of this role (it was replaced).
+        let n = b.abandon_open();
+        reg.buffered_bytes.set(reg.buffered_bytes.get() - n);
+    }
+    let mut completed = 0;
+    let mut added = 0;
+    for &(a, e) in segs {
+        completed += usize::from(b.push_frame(&data[a..e]));
+        added += e - a;
+    }
+    b.open_by = b.has_open().then_some(sender.id);
+    reg.buffered_bytes.set(reg.buffered_bytes.get() + added);
+    bump(&core.stats.messages_buffered, completed as u64);
+    let over =
+        |b: &Backlog| b.whole_bytes() > cfg.buffer_bytes || b.messages() > cfg.buffer_messages;
+    let mut verdict = Verdict::Go;
+    if over(b) {
+        match cfg.overflow {
+            Overflow::Backpressure => verdict = Verdict::Pause,
+            Overflow::Close => verdict = Verdict::Close,
+            Overflow::DropOldest => {
+                let mut dropped = 0;
+                while over(b) {
+                    let Some(n) = b.drop_oldest() else { break };
+                    reg.buffered_bytes.set(reg.buffered_bytes.get() - n);
+                    dropped += 1;
+                }
+                bump(&core.stats.buffer_overflow_dropped, dropped);
+                if dropped > 0 && sender.events && !sender.is_closing() {
+                    let detail = format!(
+                        "{dropped} kept message(s) dropped to make room (session.overflow = drop_oldest)"
+                    );
+                    announce(sender, events::error("buffer_overflow", &detail));
+                }
+            }
+        }
+    }
+    if verdict == Verdict::Go && reg.buffered_bytes.get() >= cfg.core_buffer_budget {
+        verdict = Verdict::Pause;
+    }
+    (verdict, completed)
+}
+
+/// Sent from a task of its own: the forwarding path does not wait for an event.
+fn announce(peer: &Rc<Peer>, json: String) {
+    let p = peer.clone();
+    monoio::spawn(async move {
+        let _ = p.send_event(json).await;
+    });
+}
+
+/// Whether the sender must still wait: its whole kept messages are over its limits, or it
+/// keeps any while the core's budget is spent. Only whole messages count: the sender is read
+/// to finish one still arriving (else neither could ever move), and a sender whose messages
+/// were delivered reads again whatever other sessions keep.
+fn still_full(core: &Core, session: &Session, sender: &Peer) -> bool {
+    let cfg = &core.config().session;
+    let budget_spent = core.registry.buffered_bytes.get() >= cfg.core_buffer_budget;
+    session.backlogs.borrow().iter().any(|b| {
+        *b.from == *sender.role
+            && (b.whole_bytes() > cfg.buffer_bytes
+                || b.messages() > cfg.buffer_messages
+                || (budget_spent && b.messages() > 0))
+    })
+}
+
+/// Waits, without reading the sender, until its buffer has room: nothing it sends is lost,
+/// TCP slows it down. Ends early when the sender is being closed or the server stops.
+pub async fn pause_while_full(core: &Core, session: &Session, sender: &Peer) {
+    bump(&core.stats.buffer_full_pauses, 1);
+    while still_full(core, session, sender) && !sender.is_closing() && !core.shutting_down() {
+        // Not silence: the keepalive tick must not take the pause for a dead peer.
+        sender.last_recv_ms.set(core.clock.now_ms());
+        monoio::time::sleep(FULL_POLL).await;
+    }
+}
+
+/// The sender's reads went into `STORE` for a message it will never finish (it left, or
+/// broke the protocol): its frames are dropped, so no receiver gets part of a message.
+pub fn abandon_open(core: &Core, session: &Session, sender: &Peer) {
+    for b in session.backlogs.borrow_mut().iter_mut() {
+        if b.open_by == Some(sender.id) {
+            let n = b.abandon_open();
+            let reg = &core.registry;
+            reg.buffered_bytes.set(reg.buffered_bytes.get() - n);
+        }
+    }
+}
+
+/// Starts writing what is kept for `receiver`, unless a delivery is already running. Called
+/// when a peer joins, and when a sender's message completes in the backlog while its
+/// receiver is here.
+pub fn deliver(core: &Rc<Core>, session: &Rc<Session>, receiver: &Rc<Peer>) {
+    if session.delivering.get() || session.kept_for(&receiver.role) == 0 {
+        return;
+    }
+    session.delivering.set(true);
+    let (core, session, receiver) = (core.clone(), session.clone(), receiver.clone());
+    monoio::spawn(async move {
+        deliver_all(&core, &session, &receiver).await;
+        session.delivering.set(false);
+        session.backlogs.borrow_mut().retain(|b| !b.is_empty());
+        // A message may have been completed while the last batch was being written.
+        if session.kept_for(&receiver.role) > 0 && seated(&session, &receiver) {
+            deliver(&core, &session, &receiver);
+        }
+    });
+}
+
+fn seated(session: &Session, peer: &Peer) -> bool {
+    !peer.is_closing() && session.peers().iter().any(|p| p.id == peer.id)
+}
+
+async fn deliver_all(core: &Core, session: &Session, receiver: &Peer) {
+    loop {
+        if !seated(session, receiver) {
+            return;
+        }
+        // Copied out, so the backlog can take the sender's next frames while this is written.
+        let batch = session
+            .backlogs
+            .borrow()
+            .iter()
+            .enumerate()
+            .find(|(_, b)| *b.from != *receiver.role && b.messages() > 0)
+            .map(|(i, b)| {
+                let (bytes, count) = b.front(DELIVERY_BATCH);
+                (i, b.from.clone(), bytes.to_vec(), count, b.removed())
+            });
+        let Some((_, from, bytes, count, removed_before)) = batch else {
+            return;
+        };
+        let len = bytes.len();
+        if receiver.send_bytes(bytes).await.is_err() {
+            // Left as they are: a receiver that comes back gets them again.
+            return;
+        }
+        let mut backlogs = session.backlogs.borrow_mut();
+        let Some(b) = backlogs.iter_mut().find(|b| b.from == from) else {
+            return;
+        };
+        // Messages dropped from the front meanwhile (drop_oldest) were among those written.
+        let gone = (b.removed() - removed_before) as usize;
+        let freed = b.consume(count.saturating_sub(gone));
+        let reg = &core.registry;
+        reg.buffered_bytes.set(reg.buffered_bytes.get() - freed);
+        bump(&core.stats.messages_delivered_from_buffer, count as u64);
+        bump(&core.stats.messages_forwarded, count as u64);
+        bump(&core.stats.bytes_forwarded, len as u64);
+    }
+}
+
+/// The last peer left: a session that keeps messages lingers for `session.linger`; one
+/// that keeps nothing is freed at once.
+pub fn release(core: &Core, session: &Session, now: u64) {
+    if !session.is_empty() {
+        return;
+    }
+    let (bytes, _, _) = session.kept();
+    if bytes > 0 && !core.config().session.linger.is_zero() {
+        if session.lingering_since_ms.get().is_none() {
+            session.lingering_since_ms.set(Some(now));
+        }
+        return;
+    }
+    free(core, session);
+}
+
+/// Frees a session and whatever it keeps.
+fn free(core: &Core, session: &Session) {
+    let (bytes, _, messages) = session.kept();
+    session.backlogs.borrow_mut().clear();
+    let reg = &core.registry;
+    reg.buffered_bytes.set(reg.buffered_bytes.get() - bytes);
+    if messages > 0 {
+        bump(&core.stats.messages_dropped_linger, messages as u64);
+    }
+    reg.release_if_empty(session);
+}
+
+/// Frees sessions whose linger is over (called by the keepalive tick).
+pub fn expire(core: &Core, now: u64) {
+    let linger_ms = core.config().session.linger.as_millis() as u64;
+    for s in core.registry.sessions() {
+        if let Some(since) = s.lingering_since_ms.get() {
+            if s.is_empty() && now.saturating_sub(since) >= linger_ms {
+                bump(&core.stats.sessions_linger_expired, 1);
+                free(core, &s);
+            }
+        }
+    }
+}
+
+/// Closes a sender whose buffer is full under `session.overflow = close`.
+pub async fn close_full(core: &Core, sender: &Peer, now: u64) {
+    bump(&core.stats.buffer_overflow_closed, 1);
+    if sender.events {
+        let _ = sender
+            .send_event(events::error(
+                "buffer_overflow",
+                "the buffer for the absent peer is full (session.overflow = close); what was kept will be delivered",
+            ))
+            .await;
+    }
+    sender
+        .close(
+            CloseCode::BUFFER_FULL,
+            "buffer for the absent peer is full",
+            now,
+        )
+        .await;
+}
