@@ -311,7 +311,9 @@ fn a_message_larger_than_the_buffer_is_kept_whole(driver: &str) {
     a.send(Message::binary(big.clone())).unwrap();
     a.send(Message::text("after")).unwrap();
     // The big message alone is over the limit: "after" may wait in TCP (backpressure).
-    let v = stats_when(&srv, |v| v["totals"]["buffered_messages"].as_u64() >= Some(1));
+    let v = stats_when(&srv, |v| {
+        v["totals"]["buffered_messages"].as_u64() >= Some(1)
+    });
     assert!(gauge(&v, "buffered_messages") >= 1, "{v}");
     let mut b = srv.connect("/v1/relay/bigone?role=b");
     assert_eq!(recv(&mut b), Message::binary(big));
