@@ -267,6 +267,7 @@ fn plan(addr: SocketAddr, transport: Transport, size: usize, messages: u64, run:
         drain: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         driver: ringrelay::config::DriverChoice::Auto,
+        resume: false,
     }
 }
 

@@ -7,7 +7,10 @@
 #
 #   scripts/ab_relay.sh REV             the other build: git revision REV, built in a worktree
 #   BASE_BIN=path scripts/ab_relay.sh   the other build: a binary already built
+#   BASE_BIN=target/release/ringrelay LOAD_B=--resume scripts/ab_relay.sh
+#                                       one build against itself, this side's load with --resume
 #   ROUNDS=10 SIZE=64 PAIRS=4 SECONDS_EACH=3 ENV_B="RINGRELAY_X=1" (environment for this build)
+#   LOAD_B="--resume"                   more `ringrelay load` arguments for this build's runs
 #
 # Everything runs on loopback and is bounded: ROUNDS * 2 runs of SECONDS_EACH (+1 s warm-up).
 set -euo pipefail
@@ -18,6 +21,7 @@ SIZE=${SIZE:-64}
 PAIRS=${PAIRS:-4}
 SECONDS_EACH=${SECONDS_EACH:-3}
 read -r -a ENV_B <<<"${ENV_B:-}"
+read -r -a LOAD_B <<<"${LOAD_B:-}"
 BIN="$ROOT/target/release/ringrelay"
 
 cd "$ROOT"
@@ -73,8 +77,10 @@ PIN=()
 if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then PIN=(taskset -c 1); fi
 
 run() {
-    timeout -k 5 $((SECONDS_EACH + 30)) "${PIN[@]}" "$BIN" load --url "ws://$1" --pairs "$PAIRS" \
-        --size "$SIZE" --duration "${SECONDS_EACH}s" --warmup 1s --json 2>/dev/null |
+    local url=$1
+    shift
+    timeout -k 5 $((SECONDS_EACH + 30)) "${PIN[@]}" "$BIN" load --url "ws://$url" --pairs "$PAIRS" \
+        --size "$SIZE" --duration "${SECONDS_EACH}s" --warmup 1s --json "$@" 2>/dev/null |
         python3 -c 'import json, sys; d = json.load(sys.stdin); assert d["errors"] == 0, d; print(d["msgs_per_s"])'
 }
 
@@ -82,7 +88,13 @@ echo "ab_relay: $ROUNDS rounds, $PAIRS pairs, $SIZE B messages, ${SECONDS_EACH}s
 ratios=()
 for r in $(seq "$ROUNDS"); do
     # Alternate which goes first, so neither always gets the warmer machine.
-    if ((r % 2)); then a=$(run "$A"); b=$(run "$B"); else b=$(run "$B"); a=$(run "$A"); fi
+    if ((r % 2)); then
+        a=$(run "$A")
+        b=$(run "$B" "${LOAD_B[@]}")
+    else
+        b=$(run "$B" "${LOAD_B[@]}")
+        a=$(run "$A")
+    fi
     ratio=$(python3 -c "print(f'{$b / $a:.3f}')")
     ratios+=("$ratio")
     printf '  round %d: base %10.0f msgs/s   this %10.0f msgs/s   this/base %s\n' "$r" "$a" "$b" "$ratio"

@@ -122,6 +122,8 @@ pub struct SessionConfig {
     pub overflow: Overflow,
     /// All buffers of one core together; past it every buffering sender is backpressured.
     pub core_buffer_budget: usize,
+    /// Delivered messages kept per direction for `resume=`, once its receiver asked for it.
+    pub replay_bytes: usize,
     /// How long to wait for the peer's close reply after sending a close frame.
     pub close_timeout: Duration,
 }
@@ -419,6 +421,7 @@ impl Default for SessionConfig {
             buffer_messages: 1024,
             overflow: Overflow::Backpressure,
             core_buffer_budget: 256 << 20,
+            replay_bytes: 256 << 10,
             close_timeout: Duration::from_secs(5),
         }
     }

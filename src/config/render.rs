@@ -76,6 +76,7 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.key("buffer_messages", s.buffer_messages);
     out.key("overflow", string(s.overflow.as_str()));
     out.key("core_buffer_budget", s.core_buffer_budget);
+    out.key("replay_bytes", s.replay_bytes);
     out.key("close_timeout", duration(s.close_timeout));
 
     let b = &cfg.bridge;

@@ -11,6 +11,9 @@ pub struct RelayTarget {
     pub session: String,
     pub role: Option<String>,
     pub events: bool,
+    /// `resume=N`: the client has fully processed N messages of this session and role, and
+    /// wants the rest again (docs/durability.md).
+    pub resume: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +70,19 @@ fn flag(v: Option<String>) -> bool {
 /// owner core only ever sees well-formed ids.
 pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
     let path = head.path.as_str();
+    let invalid_resume = || {
+        bad(
+            "invalid_resume",
+            "resume must be the count of messages processed, a non-negative integer",
+        )
+    };
+    let resume = match head.query_param("resume") {
+        None => None,
+        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(v.parse().map_err(|_| invalid_resume())?)
+        }
+        Some(_) => return Err(invalid_resume()),
+    };
     let relay = |session: &str, role: Option<String>, events: bool| -> Result<Route, RouteError> {
         if !valid_session_id(session) {
             return Err(bad(
@@ -86,6 +102,7 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
             session: session.to_string(),
             role,
             events,
+            resume,
         }))
     };
     if let Some(session) = path.strip_prefix("/v1/relay/") {
@@ -139,7 +156,8 @@ mod tests {
             Ok(Route::Relay(RelayTarget {
                 session: "s-1.x~_".into(),
                 role: Some("agent".into()),
-                events: true
+                events: true,
+                resume: None,
             }))
         );
         assert_eq!(
@@ -147,7 +165,8 @@ mod tests {
             Ok(Route::Relay(RelayTarget {
                 session: "s".into(),
                 role: None,
-                events: false
+                events: false,
+                resume: None,
             }))
         );
         assert_eq!(
@@ -155,9 +174,22 @@ mod tests {
             Ok(Route::Relay(RelayTarget {
                 session: "s".into(),
                 role: Some("mobile".into()),
-                events: true
+                events: true,
+                resume: None,
             }))
         );
+        match r("/v1/relay/s?resume=0") {
+            Ok(Route::Relay(t)) => assert_eq!(t.resume, Some(0)),
+            other => panic!("{other:?}"),
+        }
+        match r("/v1/relay/s?role=b&resume=18446744073709551615") {
+            Ok(Route::Relay(t)) => assert_eq!(t.resume, Some(u64::MAX)),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["-1", "", "1e3", "x", "99999999999999999999"] {
+            let e = r(&format!("/v1/relay/s?resume={bad}")).unwrap_err();
+            assert_eq!((e.status, e.code), (400, "invalid_resume"), "{bad:?}");
+        }
         assert_eq!(r("/v1/echo"), Ok(Route::Echo));
         assert_eq!(r("/nope"), Ok(Route::NotFound));
     }

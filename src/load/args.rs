@@ -72,6 +72,9 @@ pub struct LoadArgs {
     /// that pairs connections by that line).
     #[arg(long)]
     pub raw: bool,
+    /// Pairs join with `resume=0`: the relay numbers and keeps what it delivers.
+    #[arg(long)]
+    pub resume: bool,
     /// The client's I/O driver: auto, io_uring or epoll.
     #[arg(long, default_value = "auto")]
     pub driver: DriverChoice,
@@ -230,6 +233,7 @@ impl LoadArgs {
             drain: DRAIN,
             connect_timeout: Duration::from_secs(5),
             driver: self.driver,
+            resume: self.resume,
         })
     }
 }

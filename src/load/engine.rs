@@ -103,6 +103,9 @@ pub struct Plan {
     pub connect_timeout: Duration,
     /// The client's I/O driver (`auto` picks io_uring where the kernel has it).
     pub driver: DriverChoice,
+    /// Pairs join with `resume=0`, so the relay numbers and keeps what it delivers (to
+    /// measure what resume costs).
+    pub resume: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -633,7 +636,8 @@ async fn thread_run(
     match plan.mode {
         Mode::Pairs => {
             for i in mine {
-                let route = format!("/v1/relay/load-{}-{i}", plan.run_id);
+                let query = if plan.resume { "?resume=0" } else { "" };
+                let route = format!("/v1/relay/load-{}-{i}{query}", plan.run_id);
                 let pair = async {
                     let a = connect_one(&plan, &route, &mut rng, left()).await?;
                     let b = connect_one(&plan, &route, &mut rng, left()).await?;

@@ -27,6 +27,17 @@ const FULL_POLL: Duration = Duration::from_millis(20);
 /// A session keeps a backlog per sending role; a session has two peers at once, so two.
 const MAX_BACKLOGS: usize = 2;
 
+/// The index of `role`'s backlog in `backlogs`, made if there is none.
+pub fn backlog_of(backlogs: &mut Vec<Backlog>, role: &str) -> usize {
+    match backlogs.iter().position(|b| *b.from == *role) {
+        Some(i) => i,
+        None => {
+            backlogs.push(Backlog::new(role));
+            backlogs.len() - 1
+        }
+    }
+}
+
 /// Whether this read of `sender` goes into its backlog rather than to `receiver`.
 pub fn storing(
     core: &Core,
@@ -204,19 +215,32 @@ async fn deliver_all(core: &Core, session: &Session, receiver: &Peer) {
             .backlogs
             .borrow()
             .iter()
-            .enumerate()
-            .find(|(_, b)| *b.from != *receiver.role && b.messages() > 0)
-            .map(|(i, b)| {
+            .find(|b| *b.from != *receiver.role && b.messages() > 0)
+            .map(|b| {
                 let (bytes, count) = b.front(DELIVERY_BATCH);
-                (i, b.from.clone(), bytes.to_vec(), count, b.removed())
+                let mut ends = Vec::with_capacity(count);
+                let mut end = 0;
+                for m in b.messages_iter().take(count) {
+                    end += m.len();
+                    ends.push(end);
+                }
+                let replayed = b.replayed.min(count);
+                (b.from.clone(), bytes.to_vec(), ends, b.removed(), replayed)
             });
-        let Some((_, from, bytes, count, removed_before)) = batch else {
+        let Some((from, bytes, ends, removed_before, replayed)) = batch else {
             return;
         };
+        let count = ends.len();
         let len = bytes.len();
+        let kept = session.resume_on.get().then(|| bytes.clone());
         if receiver.send_bytes(bytes).await.is_err() {
             // Left as they are: a receiver that comes back gets them again.
             return;
+        }
+        if let Some(batch) = kept {
+            super::resume::retain_delivered(
+                core, session, receiver, &from, &batch, &ends, replayed,
+            );
         }
         let mut backlogs = session.backlogs.borrow_mut();
         let Some(b) = backlogs.iter_mut().find(|b| b.from == from) else {
@@ -240,7 +264,10 @@ pub fn release(core: &Core, session: &Session, now: u64) {
         return;
     }
     let (bytes, _, _) = session.kept();
-    if bytes > 0 && !core.config().session.linger.is_zero() {
+    // A session whose peers asked for resume lingers too: its numbering and replay windows
+    // are what a reconnecting client resumes from.
+    let keeps = bytes > 0 || session.resume_on.get();
+    if keeps && !core.config().session.linger.is_zero() {
         if session.lingering_since_ms.get().is_none() {
             session.lingering_since_ms.set(Some(now));
         }
@@ -253,6 +280,7 @@ pub fn release(core: &Core, session: &Session, now: u64) {
 fn free(core: &Core, session: &Session) {
     let (bytes, _, messages) = session.kept();
     session.backlogs.borrow_mut().clear();
+    session.replays.borrow_mut().clear();
     let reg = &core.registry;
     reg.buffered_bytes.set(reg.buffered_bytes.get() - bytes);
     if messages > 0 {

@@ -3,6 +3,7 @@
 use super::away::{self, Verdict};
 use super::events;
 use super::inbound::{Capture, Closing, DecodeLimits, Inbound};
+use super::resume;
 use crate::limits::Throttle;
 use crate::runtime::Core;
 use crate::session::{Peer, Session};
@@ -78,6 +79,14 @@ pub async fn run(
                 None => Some(peer.clone()),
             }
         };
+        if let (Some(s), Some(to)) = (&session, inbound.message_receiver()) {
+            // The receiver of this message left before its end: with resume on for it, the
+            // message goes on into the backlog instead of being lost.
+            let gone = to != away::STORE && receiver.as_ref().map(|r| r.id) != Some(to);
+            if gone && s.resume_on.get() && resume::carry(&core, s, &peer) {
+                inbound.redirect(to, away::STORE);
+            }
+        }
         // While the receiver is away, or messages kept for it are still being delivered,
         // the frames go into the sender's backlog instead (docs/durability.md).
         let storing = session
@@ -126,6 +135,9 @@ pub async fn run(
                 bump(&st.bytes_forwarded, out.forwarded_bytes);
                 match (&receiver, chunk.segs.is_empty()) {
                     (Some(r), false) => {
+                        if let Some(s) = session.as_ref().filter(|s| s.resume_on.get()) {
+                            resume::retain(&core, s, &peer, r, &chunk.data, &chunk.segs);
+                        }
                         let open = inbound.receiver_open() == Some(r.id);
                         let (_, chunk) = r.send_chunk(chunk, open).await;
                         core.pool.put(chunk);

@@ -179,6 +179,16 @@ impl Inbound {
         }
     }
 
+    /// The message in progress, decoded for `from`, goes on to `to` (its receiver left
+    /// mid-message and what it had of it was carried into the backlog, docs/durability.md).
+    pub fn redirect(&mut self, from: u64, to: u64) {
+        if let Some(m) = self.msg.as_mut() {
+            if m.target == Target::Forward(from) {
+                m.target = Target::Forward(to);
+            }
+        }
+    }
+
     /// The receiver holds an unfinished message from this sender.
     pub fn receiver_open(&self) -> Option<u64> {
         match self.msg {

@@ -1,6 +1,6 @@
 //! Seating an upgraded connection in its session, on the session's own core.
 
-use super::{away, conn, events};
+use super::{away, conn, events, resume};
 use crate::http::route::RelayTarget;
 use crate::http::Response;
 use crate::runtime::socket::Socket;
@@ -88,6 +88,13 @@ pub async fn join_session(
     core.registry.add_peer(peer.clone());
     core.publish_gauges();
     let other = session.other(peer.id);
+    // Asked to resume: what it missed is put in front of what is kept for it. On a gap, a
+    // peer with events is told and delivery goes on from the first message still kept; a
+    // peer without events cannot be told, so it is closed with 4003 rather than handed a
+    // stream with a hole it cannot see.
+    let resumed = target
+        .resume
+        .map(|n| resume::on_join(&core, &session, &peer, n, events_on));
     // The 101 and the `connected` event go out before anything the other peer forwards.
     let mut hello = upgrade.to_bytes();
     if events_on {
@@ -95,8 +102,19 @@ pub async fn join_session(
             &session.id,
             &peer.role,
             other.is_some(),
+            resumed.map(|r| r.next),
         )));
+        match resumed {
+            Some(r) if r.gap.is_some() => hello.extend(crate::session::peer::event_frame(
+                &events::resume_gap(r.next),
+            )),
+            Some(r) if r.ahead => hello.extend(crate::session::peer::event_frame(
+                &events::resume_ahead(r.next),
+            )),
+            _ => {}
+        }
     }
+    let refuse_resume = !events_on && resumed.is_some_and(|r| r.gap.is_some() || r.ahead);
     if let Some(old) = old {
         bump(&core.stats.peers_replaced, 1);
         monoio::spawn(async move { old.close(CloseCode::REPLACED, "replaced", now).await });
@@ -120,6 +138,10 @@ pub async fn join_session(
     );
     if sent.is_err() {
         peer.sock.abort();
+    } else if refuse_resume {
+        // Awaited here, so the peer is closing before the other peer's next read could
+        // forward anything to it.
+        Box::pin(peer.close(CloseCode::RESUME_GAP, "resume gap", now)).await;
     } else {
         // Kept messages go out before anything the other peer sends from now on: while they
         // are being written, its reads are kept behind them.

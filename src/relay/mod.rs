@@ -6,3 +6,4 @@ pub mod events;
 pub mod inbound;
 pub mod join;
 pub mod keepalive;
+pub mod resume;

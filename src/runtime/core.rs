@@ -125,6 +125,13 @@ impl Core {
                 ("buffered_capacity_bytes", kept_capacity as u64),
                 ("buffered_messages", kept_messages as u64),
                 ("lingering_sessions", lingering as u64),
+                (
+                    "replay_bytes",
+                    sessions
+                        .iter()
+                        .map(|s| crate::relay::resume::held(s))
+                        .sum::<usize>() as u64,
+                ),
             ],
             latency: self.latency.snapshot(),
         }

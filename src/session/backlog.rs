@@ -23,6 +23,9 @@ pub struct Backlog {
     ends: VecDeque<usize>,
     /// The connection whose unfinished message is at the end, if any.
     pub open_by: Option<u64>,
+    /// The oldest messages that are a replay (`resume=`): numbered and kept for replay
+    /// already, so their delivery counts neither again.
+    pub replayed: usize,
     /// Messages taken from the front so far (delivered or dropped): a delivery that copied
     /// the front, then awaited its write, learns from it how many of those are still there.
     removed: u64,
@@ -37,6 +40,7 @@ impl Backlog {
             open_from: 0,
             ends: VecDeque::new(),
             open_by: None,
+            replayed: 0,
             removed: 0,
         }
     }
@@ -105,6 +109,7 @@ impl Backlog {
         let n = end - self.head;
         self.head = end;
         self.removed += 1;
+        self.replayed = self.replayed.saturating_sub(1);
         self.compact();
         Some(n)
     }
@@ -132,9 +137,70 @@ impl Backlog {
             };
             self.head = end;
             self.removed += 1;
+            self.replayed = self.replayed.saturating_sub(1);
         }
         self.compact();
         before - self.bytes()
+    }
+
+    /// Drops the replayed messages still at the front (a replay cut short by another drop of
+    /// its receiver: they are kept for replay elsewhere); the bytes freed.
+    pub fn drop_replayed(&mut self) -> usize {
+        let mut freed = 0;
+        while self.replayed > 0 {
+            match self.drop_oldest() {
+                Some(n) => freed += n,
+                None => break,
+            }
+        }
+        self.replayed = 0;
+        freed
+    }
+
+    /// Appends one whole message (all its frames), whatever its frames' FIN bits.
+    pub fn push_whole(&mut self, message: &[u8]) {
+        debug_assert!(!self.has_open());
+        self.bytes.extend_from_slice(message);
+        self.open_from = self.bytes.len();
+        self.ends.push_back(self.bytes.len());
+    }
+
+    /// Takes out the frames of the unfinished message at the end.
+    pub fn take_open(&mut self) -> Vec<u8> {
+        let open = self.bytes.split_off(self.open_from);
+        self.open_by = None;
+        self.compact();
+        open
+    }
+
+    /// Appends frames of an unfinished message (carried over from elsewhere).
+    pub fn push_open(&mut self, frames: &[u8]) {
+        self.bytes.extend_from_slice(frames);
+    }
+
+    /// Puts whole messages (`frames`, ending at `ends` within it) before everything kept, as
+    /// a replay. Rare (once per resume), so it simply rebuilds the buffer.
+    pub fn prepend_replay(&mut self, frames: &[u8], ends: &[usize]) {
+        let mut bytes = Vec::with_capacity(frames.len() + self.bytes());
+        bytes.extend_from_slice(frames);
+        bytes.extend_from_slice(&self.bytes[self.head..]);
+        let shift = frames.len();
+        let old: Vec<usize> = self.ends.iter().map(|e| e - self.head + shift).collect();
+        self.ends = ends.iter().copied().chain(old).collect();
+        self.open_from = self.open_from - self.head + shift;
+        self.head = 0;
+        self.bytes = bytes;
+        self.replayed += ends.len();
+    }
+
+    /// The whole messages kept, each as (its bytes), oldest first.
+    pub fn messages_iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = self.head;
+        self.ends.iter().map(move |&e| {
+            let m = &self.bytes[start..e];
+            start = e;
+            m
+        })
     }
 
     /// Moves what is kept to the front once the consumed part is most of the buffer, and gives
@@ -165,15 +231,7 @@ impl Backlog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::frame::{encode_header, OpCode, MAX_HEADER_LEN};
-
-    fn frame(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
-        let mut hdr = [0u8; MAX_HEADER_LEN];
-        let n = encode_header(&mut hdr, fin, op, payload.len() as u64, None);
-        let mut f = hdr[..n].to_vec();
-        f.extend_from_slice(payload);
-        f
-    }
+    use crate::ws::frame::{test_server_frame as frame, OpCode};
 
     #[test]
     fn whole_messages_only_come_out_in_order() {
@@ -219,6 +277,30 @@ mod tests {
         assert_eq!(b.consume(5), 7, "consuming past the end stops there");
         assert_eq!(b.drop_oldest(), None);
         assert_eq!(b.abandon_open(), 0);
+    }
+
+    #[test]
+    fn a_replay_goes_before_everything_kept_and_counts_down_as_delivered() {
+        let mut b = Backlog::new("a");
+        b.push_frame(&frame(true, OpCode::Text, b"kept"));
+        b.push_frame(&frame(false, OpCode::Text, b"op"));
+        let mut replay = frame(true, OpCode::Text, b"r1");
+        let e1 = replay.len();
+        replay.extend(frame(true, OpCode::Binary, b"r2"));
+        let e2 = replay.len();
+        b.prepend_replay(&replay, &[e1, e2]);
+        assert_eq!((b.messages(), b.replayed), (3, 2));
+        let got: Vec<&[u8]> = b.messages_iter().collect();
+        assert_eq!(got[0], &frame(true, OpCode::Text, b"r1")[..]);
+        assert_eq!(got[2], &frame(true, OpCode::Text, b"kept")[..]);
+        assert!(b.has_open());
+        b.push_frame(&frame(true, OpCode::Continuation, b"en"));
+        assert_eq!(b.messages(), 4);
+        b.consume(1);
+        assert_eq!(b.replayed, 1);
+        b.drop_oldest();
+        assert_eq!(b.replayed, 0);
+        assert_eq!(b.front(0).0, &frame(true, OpCode::Text, b"kept")[..]);
     }
 
     #[test]

@@ -4,8 +4,10 @@ pub mod backlog;
 pub mod join;
 pub mod peer;
 pub mod registry;
+pub mod replay;
 
 pub use backlog::Backlog;
 pub use join::{plan_join, JoinPlan};
 pub use peer::Peer;
 pub use registry::{Registry, Session};
+pub use replay::{Gap, Replay};

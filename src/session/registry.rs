@@ -1,6 +1,6 @@
 //! The sessions and connections one core owns. Only that core's thread touches them.
 
-use super::{plan_join, Backlog, JoinPlan, Peer};
+use super::{plan_join, Backlog, JoinPlan, Peer, Replay};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -20,6 +20,11 @@ pub struct Session {
     /// Since when the session has had no peer while keeping messages: it is freed
     /// `session.linger` later.
     pub lingering_since_ms: Cell<Option<u64>>,
+    /// Numbering and replay windows, one per receiving role that asked for `resume=`.
+    pub replays: RefCell<Vec<Replay>>,
+    /// Some role asked for `resume=`: the forwarding path numbers and keeps what it
+    /// delivers (one flag read per read for sessions that never ask).
+    pub resume_on: Cell<bool>,
 }
 
 impl Session {
@@ -125,6 +130,8 @@ impl Registry {
             backlogs: RefCell::new(Vec::new()),
             delivering: Cell::new(false),
             lingering_since_ms: Cell::new(None),
+            replays: RefCell::new(Vec::new()),
+            resume_on: Cell::new(false),
         });
         self.sessions.borrow_mut().insert(id, s.clone());
         s

@@ -48,6 +48,9 @@ counters!(
     buffer_full_pauses: "Times a sender's reading paused because its buffer or the core's budget was full.",
     sessions_linger_expired: "Sessions freed after session.linger with no peer, with what they kept.",
     messages_dropped_linger: "Kept messages freed with a session whose linger expired.",
+    resumes: "Connections that asked for resume=N.",
+    messages_replayed: "Messages put back for delivery to a connection that resumed.",
+    resume_gaps: "Resumes that asked for messages no longer kept (error event resume_gap, or close 4003).",
     messages_dropped_over_limit: "Messages refused for exceeding limits.max_message_bytes (closed with 1009).",
     pings_sent: "Keepalive pings the relay sent.",
     pongs_sent: "Pongs the relay sent in answer to a client's ping.",
@@ -97,6 +100,7 @@ pub enum CloseReason {
     TooBig,
     Replaced,
     Idle,
+    ResumeGap,
     PeerAborted,
     BufferFull,
     Abnormal,
@@ -104,7 +108,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::Normal,
         CloseReason::GoingAway,
         CloseReason::Protocol,
@@ -113,6 +117,7 @@ impl CloseReason {
         CloseReason::TooBig,
         CloseReason::Replaced,
         CloseReason::Idle,
+        CloseReason::ResumeGap,
         CloseReason::PeerAborted,
         CloseReason::BufferFull,
         CloseReason::Abnormal,
@@ -129,6 +134,7 @@ impl CloseReason {
             1009 => CloseReason::TooBig,
             4001 => CloseReason::Replaced,
             4002 => CloseReason::Idle,
+            4003 => CloseReason::ResumeGap,
             4004 => CloseReason::PeerAborted,
             4005 => CloseReason::BufferFull,
             1006 => CloseReason::Abnormal,
@@ -146,6 +152,7 @@ impl CloseReason {
             CloseReason::TooBig => "too_big",
             CloseReason::Replaced => "replaced",
             CloseReason::Idle => "idle",
+            CloseReason::ResumeGap => "resume_gap",
             CloseReason::PeerAborted => "peer_aborted",
             CloseReason::BufferFull => "buffer_full",
             CloseReason::Abnormal => "abnormal",
@@ -224,7 +231,7 @@ mod tests {
         s.refused(RefusedStatus::Status(418));
         s.refused(RefusedStatus::Timeout);
         let closed: Vec<u64> = s.closed_by.iter().map(Cell::get).collect();
-        assert_eq!(closed, vec![0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1]);
+        assert_eq!(closed, vec![0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1]);
         let refused: Vec<u64> = s.refused_by.iter().map(Cell::get).collect();
         assert_eq!(refused, vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 1]);
         assert_eq!(

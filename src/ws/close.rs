@@ -17,6 +17,8 @@ impl CloseCode {
     pub const INTERNAL: CloseCode = CloseCode(1011);
     pub const REPLACED: CloseCode = CloseCode(4001);
     pub const IDLE: CloseCode = CloseCode(4002);
+    /// `resume=N` asked for messages no longer kept, and events are off to say so.
+    pub const RESUME_GAP: CloseCode = CloseCode(4003);
     /// The peer that was sending this connection a message left before finishing it; the
     /// partial message cannot be completed, so the receiver is closed rather than handed a
     /// truncated message.

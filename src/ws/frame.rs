@@ -213,6 +213,16 @@ pub fn encode_header_before(
     start
 }
 
+/// A whole unmasked frame, for tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn test_server_frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut hdr = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut hdr, fin, opcode, payload.len() as u64, None);
+    let mut f = hdr[..n].to_vec();
+    f.extend_from_slice(payload);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -261,6 +262,34 @@ def test_messages_while_alone_are_kept_for_the_next_peer(server):
             assert b.recv(timeout=RECV_TIMEOUT) == b"nor here"
             a.send("live")
             assert b.recv(timeout=RECV_TIMEOUT) == "live"
+
+
+def test_resume_after_a_cut_gets_exactly_the_rest(server):
+    """A receiver that joined with resume=0 has its TCP connection cut (no close frame); it
+    reconnects with resume=3 and gets messages 4 and 5 again, then the live stream."""
+    s = unique()
+    b = RawWS(server.listen, f"/v1/relay/{s}?role=b&events=1&resume=0")
+    assert b.response.status == 101
+    ev = json.loads(b.recv_frame().payload)
+    assert (ev["type"], ev["next_seq"]) == ("connected", 1), ev
+    with ws_connect(server, f"/v1/relay/{s}?role=a") as a:
+        for i in range(1, 6):
+            a.send(f"m{i}")
+        got = []
+        while len(got) < 5:
+            f = b.recv_frame()
+            msg = json.loads(f.payload) if f.payload.startswith(b"{") else None
+            if msg is None:
+                got.append(f.payload.decode())
+        assert got == ["m1", "m2", "m3", "m4", "m5"]
+        b.sock.shutdown(socket.SHUT_RDWR)
+        b.sock.close()
+        with ws_connect(server, f"/v1/relay/{s}?role=b&events=1&resume=3") as b2:
+            ev = recv_event(b2)
+            assert (ev["type"], ev["next_seq"]) == ("connected", 4), ev
+            assert [b2.recv(timeout=RECV_TIMEOUT) for _ in range(2)] == ["m4", "m5"]
+            a.send("m6")
+            assert b2.recv(timeout=RECV_TIMEOUT) == "m6"
 
 
 def test_message_while_alone_dropped_with_error_event_when_buffering_is_off(make_server):

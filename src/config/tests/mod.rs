@@ -90,6 +90,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "session.buffer_messages" => "7",
         "session.overflow" => "drop_oldest",
         "session.core_buffer_budget" => "1000000",
+        "session.replay_bytes" => "4096",
         "session.close_timeout" => "500ms",
         "bridge.agent_role" => "bot_2",
         "bridge.timeout" => "90s",

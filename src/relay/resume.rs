@@ -1,0 +1,169 @@
+//! `resume=N` (docs/durability.md): messages delivered to a role are numbered, and once that
+//! role has connected with `resume=`, the newest of them are kept after delivery. A client
+//! whose connection dropped reconnects with the count it processed and gets every message
+//! after it again, in order, then what was kept while it was away, then the live stream.
+//!
+//! Sessions that never ask pay one flag read per read (`Session::resume_on`). For a
+//! direction that asked, every forwarded frame is also copied into its replay window.
+
+use super::away::backlog_of;
+use super::inbound::Segment;
+use crate::runtime::Core;
+use crate::session::{Peer, Replay, Session};
+use crate::stats::bump;
+
+/// Keeps the frames just forwarded to `receiver` (its direction asked for resume).
+pub fn retain(
+    core: &Core,
+    session: &Session,
+    sender: &Peer,
+    receiver: &Peer,
+    data: &[u8],
+    segs: &[Segment],
+) {
+    let limit = core.config().session.replay_bytes;
+    let mut replays = session.replays.borrow_mut();
+    let Some(r) = replays.iter_mut().find(|r| *r.role == *receiver.role) else {
+        return;
+    };
+    for &(a, b) in segs {
+        r.keep_frame(&data[a..b], &sender.role, sender.id, limit);
+    }
+}
+
+/// Keeps whole messages written to `receiver` from a backlog (their frames in `batch`, each
+/// ending at `ends`), but the first `replayed`, which are kept and numbered already.
+pub fn retain_delivered(
+    core: &Core,
+    session: &Session,
+    receiver: &Peer,
+    from: &str,
+    batch: &[u8],
+    ends: &[usize],
+    replayed: usize,
+) {
+    let limit = core.config().session.replay_bytes;
+    let mut replays = session.replays.borrow_mut();
+    let Some(r) = replays.iter_mut().find(|r| *r.role == *receiver.role) else {
+        return;
+    };
+    let mut start = 0;
+    for (k, &end) in ends.iter().enumerate() {
+        if k >= replayed {
+            r.keep_whole(&batch[start..end], from, limit);
+        }
+        start = end;
+    }
+}
+
+/// The receiver of `sender`'s message in progress left before its end. When its direction
+/// keeps a replay window, the frames it had are moved from there into the sender's backlog,
+/// where the rest of the message follows them: nothing of it is lost. Returns whether they
+/// were (the caller then redirects the decoder into the backlog).
+pub fn carry(core: &Core, session: &Session, sender: &Peer) -> bool {
+    let frames = {
+        let mut replays = session.replays.borrow_mut();
+        let Some(r) = replays
+            .iter_mut()
+            .find(|r| r.ring.open_by == Some(sender.id))
+        else {
+            return false;
+        };
+        r.ring.take_open()
+    };
+    let mut backlogs = session.backlogs.borrow_mut();
+    let i = backlog_of(&mut backlogs, &sender.role);
+    let b = &mut backlogs[i];
+    let reg = &core.registry;
+    if b.has_open() {
+        let n = b.abandon_open();
+        reg.buffered_bytes.set(reg.buffered_bytes.get() - n);
+    }
+    b.push_open(&frames);
+    b.open_by = Some(sender.id);
+    reg.buffered_bytes
+        .set(reg.buffered_bytes.get() + frames.len());
+    true
+}
+
+/// What a connection that asked for `resume=N` is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// The number the next message delivered to it will have.
+    pub next: u64,
+    /// Messages after N are no longer kept: this is the first one still kept.
+    pub gap: Option<u64>,
+    /// N is past every message delivered to the role (the client counted wrong).
+    pub ahead: bool,
+}
+
+/// A peer joined with `resume=n`: turns numbering and retention on for its role, and puts
+/// the messages after `n` still kept in front of what is kept for it, so they are delivered
+/// first. On a gap nothing is put back: the caller says so (or closes with 4003) and
+/// delivers from the first message still kept only when it stays.
+pub fn on_join(core: &Core, session: &Session, peer: &Peer, n: u64, replay_gap: bool) -> Resumed {
+    bump(&core.stats.resumes, 1);
+    session.resume_on.set(true);
+    let mut replays = session.replays.borrow_mut();
+    let i = match replays.iter().position(|r| *r.role == *peer.role) {
+        Some(i) => i,
+        None => {
+            replays.push(Replay::new(&peer.role));
+            replays.len() - 1
+        }
+    };
+    let r = &mut replays[i];
+    // A message half forwarded to the connection this one replaces is not replayed: the
+    // sender's next read carries it over whole.
+    let ahead = n > r.numbered;
+    let n = n.min(r.numbered);
+    let (from_n, gap) = match r.after(n) {
+        Ok(_) => (n, None),
+        Err(g) => {
+            bump(&core.stats.resume_gaps, 1);
+            (g.first - 1, Some(g.first))
+        }
+    };
+    if gap.is_some() && !replay_gap {
+        return Resumed {
+            next: from_n + 1,
+            gap,
+            ahead,
+        };
+    }
+    let (frames, ends) = r.after(from_n).unwrap_or_default();
+    let from: Box<str> = session
+        .other(peer.id)
+        .map(|o| o.role.clone())
+        .unwrap_or_else(|| r.last_from.clone());
+    drop(replays);
+    let mut backlogs = session.backlogs.borrow_mut();
+    let reg = &core.registry;
+    for b in backlogs.iter_mut().filter(|b| *b.from != *peer.role) {
+        // What an earlier replay to this role did not get through is in `frames` again.
+        let n = b.drop_replayed();
+        reg.buffered_bytes.set(reg.buffered_bytes.get() - n);
+    }
+    if !ends.is_empty() {
+        bump(&core.stats.messages_replayed, ends.len() as u64);
+        let i = backlog_of(&mut backlogs, &from);
+        backlogs[i].prepend_replay(&frames, &ends);
+        reg.buffered_bytes
+            .set(reg.buffered_bytes.get() + frames.len());
+    }
+    Resumed {
+        next: from_n + 1,
+        gap,
+        ahead,
+    }
+}
+
+/// Bytes kept in the session's replay windows.
+pub fn held(session: &Session) -> usize {
+    session
+        .replays
+        .borrow()
+        .iter()
+        .map(|r| r.ring.bytes())
+        .sum()
+}

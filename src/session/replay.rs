@@ -1,0 +1,136 @@
+//! Numbering and the replay window of one direction of a session (docs/durability.md): the
+//! messages delivered to a role are numbered 1, 2, 3 ..., and once that role has connected
+//! with `resume=`, the newest of them are kept after delivery, so that a client whose
+//! connection dropped can say how many it processed and get the rest again.
+
+use super::Backlog;
+
+#[derive(Debug)]
+pub struct Replay {
+    /// The receiving role.
+    pub role: Box<str>,
+    /// Messages numbered so far: the last delivered one's number.
+    pub numbered: u64,
+    /// The newest delivered messages, whole, within `session.replay_bytes`; then the frames
+    /// of one being forwarded (kept so that it can be carried over if the receiver drops
+    /// before its end).
+    pub ring: Backlog,
+    /// The role that sent the newest message kept.
+    pub last_from: Box<str>,
+}
+
+/// `resume=N` asks for messages that are no longer kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// The first number still kept (or the next to be delivered, when none is).
+    pub first: u64,
+}
+
+impl Replay {
+    pub fn new(role: &str) -> Replay {
+        Replay {
+            role: role.into(),
+            numbered: 0,
+            ring: Backlog::new(""),
+            last_from: "".into(),
+        }
+    }
+
+    /// The number of the oldest whole message kept (`numbered + 1` when none is).
+    pub fn first_kept(&self) -> u64 {
+        self.numbered + 1 - self.ring.messages() as u64
+    }
+
+    /// Keeps a delivered whole message and numbers it.
+    pub fn keep_whole(&mut self, message: &[u8], from: &str, limit: usize) {
+        self.ring.push_whole(message);
+        self.numbered += 1;
+        self.keep_within(limit, from);
+    }
+
+    /// Keeps one forwarded frame; numbers its message when the frame ends it.
+    pub fn keep_frame(&mut self, frame: &[u8], from: &str, by: u64, limit: usize) {
+        if self.ring.has_open() && self.ring.open_by != Some(by) {
+            self.ring.abandon_open();
+        }
+        if self.ring.push_frame(frame) {
+            self.numbered += 1;
+        }
+        self.ring.open_by = self.ring.has_open().then_some(by);
+        self.keep_within(limit, from);
+    }
+
+    fn keep_within(&mut self, limit: usize, from: &str) {
+        while self.ring.whole_bytes() > limit {
+            if self.ring.drop_oldest().is_none() {
+                break;
+            }
+        }
+        if *self.last_from != *from {
+            self.last_from = from.into();
+        }
+    }
+
+    /// The whole messages after `n` (the client processed messages 1 to n): their frames
+    /// and where each ends. `Err` when some of them are no longer kept.
+    pub fn after(&self, n: u64) -> Result<(Vec<u8>, Vec<usize>), Gap> {
+        let first = self.first_kept();
+        if n + 1 < first {
+            return Err(Gap { first });
+        }
+        let skip = (n + 1 - first) as usize;
+        let mut frames = Vec::new();
+        let mut ends = Vec::new();
+        for m in self.ring.messages_iter().skip(skip) {
+            frames.extend_from_slice(m);
+            ends.push(frames.len());
+        }
+        Ok((frames, ends))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frame::{test_server_frame as frame, OpCode};
+
+    #[test]
+    fn messages_are_numbered_and_the_newest_kept() {
+        let mut r = Replay::new("b");
+        for i in 0..10u8 {
+            r.keep_frame(&frame(true, OpCode::Binary, &[i; 10]), "a", 1, 36);
+        }
+        // 12 bytes a message, 36 kept: messages 8, 9, 10.
+        assert_eq!((r.numbered, r.first_kept()), (10, 8));
+        let (frames, ends) = r.after(8).unwrap();
+        assert_eq!(ends, vec![12, 24]);
+        assert_eq!(frames[2], 8);
+        assert_eq!(r.after(7).unwrap().1.len(), 3);
+        assert_eq!(r.after(6), Err(Gap { first: 8 }));
+        assert!(r.after(10).unwrap().1.is_empty());
+        // A message forwarded in frames is numbered at its end; another sender's unfinished
+        // frames are dropped when a new connection starts one.
+        r.keep_frame(&frame(false, OpCode::Text, b"ab"), "a", 1, 1000);
+        assert_eq!(r.numbered, 10);
+        r.keep_frame(&frame(false, OpCode::Text, b"xy"), "a", 2, 1000);
+        r.keep_frame(&frame(true, OpCode::Continuation, b"z"), "a", 2, 1000);
+        assert_eq!(r.numbered, 11);
+        let (frames, _) = r.after(10).unwrap();
+        let mut want = frame(false, OpCode::Text, b"xy");
+        want.extend(frame(true, OpCode::Continuation, b"z"));
+        assert_eq!(frames, want);
+        r.keep_whole(&frame(true, OpCode::Text, b"w"), "c", 1000);
+        assert_eq!((r.numbered, &*r.last_from), (12, "c"));
+    }
+
+    #[test]
+    fn nothing_kept_means_every_resume_but_the_last_is_a_gap() {
+        let mut r = Replay::new("b");
+        for _ in 0..5 {
+            r.keep_frame(&frame(true, OpCode::Text, b"x"), "a", 1, 0);
+        }
+        assert_eq!(r.first_kept(), 6);
+        assert_eq!(r.after(4), Err(Gap { first: 6 }));
+        assert!(r.after(5).unwrap().0.is_empty());
+    }
+}
