@@ -185,6 +185,42 @@ fn a_gap_is_reported_with_events_and_closes_4003_without(driver: &str) {
     );
 }
 
+fn the_core_budget_caps_replay_windows_too(driver: &str) {
+    // A window may hold 1 MiB, but all buffers of the core together only 8 KiB: the window
+    // keeps less, and a resume that reaches past it is told so.
+    let srv = TestServer::start(
+        driver,
+        1,
+        &[
+            ("RINGRELAY_SESSION_REPLAY_BYTES", "1048576"),
+            ("RINGRELAY_SESSION_CORE_BUFFER_BUDGET", "8192"),
+        ],
+    );
+    let mut b = srv.connect("/v1/relay/rbudget?role=b&events=1&resume=0");
+    assert_eq!(recv_event(&mut b)["type"], "connected");
+    let mut a = srv.connect("/v1/relay/rbudget?role=a");
+    for i in 0..400u32 {
+        let mut m = i.to_be_bytes().to_vec();
+        m.resize(200, 1);
+        a.send(Message::binary(m)).unwrap();
+    }
+    for i in 0..400u32 {
+        assert_eq!(next_binary(&mut b).into_data()[..4], i.to_be_bytes());
+    }
+    let held = stats(&srv)["totals"]["replay_bytes"].as_u64().unwrap();
+    assert!(held <= 8192 + 300, "{held} bytes kept for replay");
+    cut(b);
+    stats_when(&srv, |v| v["totals"]["active_connections"] == 1);
+    let mut b = srv.connect("/v1/relay/rbudget?role=b&events=1&resume=10");
+    let e = recv_event(&mut b);
+    let next = e["next_seq"].as_u64().unwrap();
+    assert!(next > 11, "{e}");
+    assert_eq!(recv_event(&mut b)["error"], "resume_gap");
+    for i in (next - 1) as u32..400 {
+        assert_eq!(next_binary(&mut b).into_data()[..4], i.to_be_bytes());
+    }
+}
+
 fn a_resume_past_what_was_delivered_is_refused(driver: &str) {
     let srv = TestServer::start(driver, 1, &[]);
     let mut b = srv.connect("/v1/relay/ahead?role=b&events=1&resume=5");
@@ -207,4 +243,5 @@ both_drivers!(
     a_message_half_delivered_when_the_cut_came_is_sent_again_whole,
     a_gap_is_reported_with_events_and_closes_4003_without,
     a_resume_past_what_was_delivered_is_refused,
+    the_core_budget_caps_replay_windows_too,
 );

@@ -278,7 +278,8 @@ pub fn release(core: &Core, session: &Session, now: u64) {
 
 /// Frees a session and whatever it keeps.
 fn free(core: &Core, session: &Session) {
-    let (bytes, _, messages) = session.kept();
+    let (kept, _, messages) = session.kept();
+    let bytes = kept + super::resume::held(session);
     session.backlogs.borrow_mut().clear();
     session.replays.borrow_mut().clear();
     let reg = &core.registry;

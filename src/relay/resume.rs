@@ -4,7 +4,9 @@
 //! after it again, in order, then what was kept while it was away, then the live stream.
 //!
 //! Sessions that never ask pay one flag read per read (`Session::resume_on`). For a
-//! direction that asked, every forwarded frame is also copied into its replay window.
+//! direction that asked, every forwarded frame is also copied into its replay window. The
+//! windows count against `session.core_buffer_budget` with the backlogs: past the budget a
+//! window keeps less (a later resume may then find a gap, which is reported).
 
 use super::away::backlog_of;
 use super::inbound::Segment;
@@ -26,9 +28,27 @@ pub fn retain(
     let Some(r) = replays.iter_mut().find(|r| *r.role == *receiver.role) else {
         return;
     };
+    let mut added = 0;
+    let mut freed = 0;
     for &(a, b) in segs {
-        r.keep_frame(&data[a..b], &sender.role, sender.id, limit);
+        added += b - a;
+        freed += r.keep_frame(&data[a..b], &sender.role, sender.id, limit);
     }
+    account(core, r, &sender.role, added, freed);
+}
+
+/// Books a window's change against the core's budget, and shrinks the window while the
+/// budget is spent.
+fn account(core: &Core, r: &mut Replay, from: &str, added: usize, freed: usize) {
+    let reg = &core.registry;
+    let mut held = reg.buffered_bytes.get() + added - freed;
+    let budget = core.config().session.core_buffer_budget;
+    if held > budget {
+        let over = held - budget;
+        let keep = r.ring.whole_bytes().saturating_sub(over);
+        held -= r.keep_within(keep, from);
+    }
+    reg.buffered_bytes.set(held);
 }
 
 /// Keeps whole messages written to `receiver` from a backlog (their frames in `batch`, each
@@ -48,12 +68,16 @@ pub fn retain_delivered(
         return;
     };
     let mut start = 0;
+    let mut added = 0;
+    let mut freed = 0;
     for (k, &end) in ends.iter().enumerate() {
         if k >= replayed {
-            r.keep_whole(&batch[start..end], from, limit);
+            added += end - start;
+            freed += r.keep_whole(&batch[start..end], from, limit);
         }
         start = end;
     }
+    account(core, r, from, added, freed);
 }
 
 /// The receiver of `sender`'s message in progress left before its end. When its direction

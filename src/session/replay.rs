@@ -41,34 +41,41 @@ impl Replay {
         self.numbered + 1 - self.ring.messages() as u64
     }
 
-    /// Keeps a delivered whole message and numbers it.
-    pub fn keep_whole(&mut self, message: &[u8], from: &str, limit: usize) {
+    /// Keeps a delivered whole message and numbers it. Returns the bytes freed to stay
+    /// within `limit` (the caller accounts for the message's own).
+    pub fn keep_whole(&mut self, message: &[u8], from: &str, limit: usize) -> usize {
         self.ring.push_whole(message);
         self.numbered += 1;
-        self.keep_within(limit, from);
+        self.keep_within(limit, from)
     }
 
-    /// Keeps one forwarded frame; numbers its message when the frame ends it.
-    pub fn keep_frame(&mut self, frame: &[u8], from: &str, by: u64, limit: usize) {
+    /// Keeps one forwarded frame; numbers its message when the frame ends it. Returns the
+    /// bytes freed, as `keep_whole`.
+    pub fn keep_frame(&mut self, frame: &[u8], from: &str, by: u64, limit: usize) -> usize {
+        let mut freed = 0;
         if self.ring.has_open() && self.ring.open_by != Some(by) {
-            self.ring.abandon_open();
+            freed += self.ring.abandon_open();
         }
         if self.ring.push_frame(frame) {
             self.numbered += 1;
         }
         self.ring.open_by = self.ring.has_open().then_some(by);
-        self.keep_within(limit, from);
+        freed + self.keep_within(limit, from)
     }
 
-    fn keep_within(&mut self, limit: usize, from: &str) {
+    /// Drops the oldest whole messages until at most `limit` bytes of them are kept.
+    pub fn keep_within(&mut self, limit: usize, from: &str) -> usize {
+        let mut freed = 0;
         while self.ring.whole_bytes() > limit {
-            if self.ring.drop_oldest().is_none() {
-                break;
+            match self.ring.drop_oldest() {
+                Some(n) => freed += n,
+                None => break,
             }
         }
         if *self.last_from != *from {
             self.last_from = from.into();
         }
+        freed
     }
 
     /// The whole messages after `n` (the client processed messages 1 to n): their frames
