@@ -8,7 +8,8 @@
 # line.
 #
 #   scripts/callgrind_relay.sh [BIN] [OUT]     default target/release/ringrelay, /tmp/ringrelay.callgrind
-#   RATE=20000 SECONDS_EACH=5                    messages/s over all pairs, measured seconds
+#   RATE=20000 SECONDS_EACH=5                    messages/s over all pairs (0: closed loop,
+#                                                where batching varies), measured seconds
 #   LOAD_ARGS=--resume                           more `ringrelay load` arguments
 #
 # Needs valgrind (Debian's valgrind package). Loopback only; bounded by SECONDS_EACH + 60 s.
@@ -20,6 +21,7 @@ OUT=${2:-/tmp/ringrelay.callgrind}
 RATE=${RATE:-20000}
 SECONDS_EACH=${SECONDS_EACH:-5}
 read -r -a LOAD_ARGS <<<"${LOAD_ARGS:-}"
+[ "$RATE" = 0 ] || LOAD_ARGS+=(--rate "$RATE")
 command -v valgrind >/dev/null || { echo "callgrind_relay: valgrind is needed" >&2; exit 2; }
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --locked --quiet)
 LOAD="$ROOT/target/release/ringrelay"
@@ -39,7 +41,7 @@ VPID=$!
 trap 'kill -TERM $VPID 2>/dev/null || true; rm -f "$LOG"' EXIT
 for _ in $(seq 300); do curl -s -o /dev/null "127.0.0.1:$APORT/health" && break; sleep 0.1; done
 timeout -k 5 $((SECONDS_EACH + 30)) "$LOAD" load --url "ws://127.0.0.1:$PORT" --pairs 4 --size 64 \
-    --rate "$RATE" --duration "${SECONDS_EACH}s" --warmup 1s --json "${LOAD_ARGS[@]}" 2>/dev/null |
+    --duration "${SECONDS_EACH}s" --warmup 1s --json "${LOAD_ARGS[@]}" 2>/dev/null |
     python3 -c 'import json, sys; d = json.load(sys.stdin); assert d["errors"] == 0, d'
 FORWARDED=$(curl -s "127.0.0.1:$APORT/stats" | python3 -c 'import json, sys; print(json.load(sys.stdin)["totals"]["messages_forwarded"])')
 kill -TERM $VPID

@@ -50,6 +50,7 @@ impl ChunkInner {
     }
 
     /// Builds the iovecs for `segs`, merging segments that touch.
+    #[inline]
     pub fn prepare_write(&mut self) {
         self.iov.clear();
         self.next = 0;

@@ -86,6 +86,10 @@ pub enum Sender {
 
 /// Parses one header from the front of `buf`. `Ok(None)` means more bytes are needed; nothing
 /// is consumed, so the caller can retry with a longer slice.
+// Inlined into the decoder's loop whatever the codegen units: left to the compiler, a build
+// that happened to call it instead cost 4 % more instructions per forwarded message
+// (scripts/callgrind_relay.sh, closed loop).
+#[inline]
 pub fn parse_header(buf: &[u8], from: Sender) -> Result<Option<FrameHeader>, HeaderError> {
     if buf.len() < 2 {
         return Ok(None);
