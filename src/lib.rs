@@ -4,13 +4,15 @@
 //! `relay` the forwarding path, `session` the per-core session registry, `runtime` the
 //! per-core machinery (buffers, sockets, driver), `server` the listeners and workers,
 //! `config` the settings, `stats` the counters, `auth` the bearer tokens that admit a client,
-//! `bridge` the HTTP bridge, `agent` the program that answers it on a user's machine.
+//! `bridge` the HTTP bridge, `agent` the program that answers it on a user's machine, `demo`
+//! the page to try a session from a browser.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod agent;
 pub mod auth;
 pub mod bridge;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod limits;
 pub mod load;

@@ -75,8 +75,18 @@ fn a_cut_receiver_resumes_with_nothing_lost_or_repeated(driver: &str) {
         }
         a
     });
-    // Cuts after a varying count, several times over the stream.
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    // Cuts after a varying count, several times over the stream; a new schedule each run
+    // (RINGRELAY_TEST_SEED repeats one), named in any failure.
+    let seed = std::env::var("RINGRELAY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let mut rng = seed | 1;
     let mut processed = 0u32;
     let mut cuts = 0;
     while processed < total {
@@ -86,7 +96,7 @@ fn a_cut_receiver_resumes_with_nothing_lost_or_repeated(driver: &str) {
         let until = (processed + 200 + (rng % 2500) as u32).min(total);
         while processed < until {
             let m = next_binary(&mut b);
-            assert_eq!(number_of(&m), processed, "after {cuts} cut(s)");
+            assert_eq!(number_of(&m), processed, "after {cuts} cut(s), seed {seed}");
             processed += 1;
         }
         if processed == total {

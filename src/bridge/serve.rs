@@ -9,6 +9,7 @@ use super::message::HttpRequestMsg;
 use super::pending::{wire_id, Answer};
 use super::reply::{http_response, sends_body};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
+use crate::http::response::truncate_to_head;
 use crate::http::{RequestHead, Response};
 use crate::runtime::Core;
 use crate::server::accept::write_and_close;
@@ -85,18 +86,10 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, req: BridgeRequest) {
     bump(class, 1);
     let mut bytes = reply.bytes;
     if head_request {
-        // RFC 9110 section 9.3.2: a response to HEAD has no content, refusals included.
-        bytes.truncate(head_len(&bytes));
+        // A response to HEAD has no content, refusals included.
+        truncate_to_head(&mut bytes);
     }
     write_and_close(&mut stream, bytes).await;
-}
-
-/// Length of a response's head, blank line included (the whole of it when it has no body).
-fn head_len(response: &[u8]) -> usize {
-    response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(response.len(), |i| i + 4)
 }
 
 /// The session's agent, if one is connected and not being closed.

@@ -10,7 +10,7 @@ use super::duration::DURATION_HINT;
 use super::{format_duration, parse_duration, Config, ConfigError};
 
 pub(super) const SECTIONS: &[&str] = &[
-    "limits", "session", "bridge", "auth", "security", "log", "stats",
+    "limits", "session", "bridge", "auth", "security", "log", "stats", "demo",
 ];
 
 /// Every key, dotted. The environment variable names and the unknown-key check derive from it.
@@ -73,6 +73,7 @@ pub(super) const KEYS: &[&str] = &[
     "log.level",
     "log.format",
     "stats.latency",
+    "demo.enabled",
 ];
 
 /// `Instant + d` panics on overflow; no timer here has a use for more than a year.
@@ -122,6 +123,27 @@ impl Input<'_> {
             Raw::Text("true" | "1" | "yes" | "on") => Ok(true),
             Raw::Text("false" | "0" | "no" | "off") => Ok(false),
             _ => Err(self.fail("expected true or false")),
+        }
+    }
+
+    /// `true`, `false` or `"auto"`.
+    fn demo_mode(&self) -> Result<crate::config::DemoMode, ConfigError> {
+        use crate::config::DemoMode;
+        let text = match self.raw {
+            Raw::Toml(toml::Value::String(s)) => Some(s.as_str()),
+            Raw::Text(s) => Some(s),
+            Raw::Toml(_) => None,
+        };
+        match text.map(str::trim) {
+            Some("auto") => Ok(DemoMode::Auto),
+            _ if matches!(self.raw, Raw::Toml(toml::Value::String(_))) => {
+                Err(self.fail("expected true, false or \"auto\""))
+            }
+            _ => match self.boolean() {
+                Ok(true) => Ok(DemoMode::On),
+                Ok(false) => Ok(DemoMode::Off),
+                Err(_) => Err(self.fail("expected true, false or \"auto\"")),
+            },
         }
     }
 
@@ -378,6 +400,7 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "log.level" => cfg.log.level = i.log_level()?,
         "log.format" => cfg.log.format = i.choice()?,
         "stats.latency" => cfg.stats.latency = i.boolean()?,
+        "demo.enabled" => cfg.demo.enabled = i.demo_mode()?,
         other => debug_assert!(false, "key {other} is in KEYS but has no setter"),
     }
     Ok(())

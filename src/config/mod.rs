@@ -48,6 +48,44 @@ pub struct Config {
     pub security: SecurityConfig,
     pub log: LogConfig,
     pub stats: StatsConfig,
+    pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DemoConfig {
+    pub enabled: DemoMode,
+}
+
+/// Whether the public listener serves the demo page at `/demo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DemoMode {
+    /// On only when the public listener is a loopback address: a relay on a developer's
+    /// machine shows it, a deployed one does not unless asked.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl DemoMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DemoMode::Auto => "auto",
+            DemoMode::On => "true",
+            DemoMode::Off => "false",
+        }
+    }
+}
+
+impl Config {
+    /// Whether `/demo` is served, `auto` resolved against the public listener.
+    pub fn demo_enabled(&self) -> bool {
+        match self.demo.enabled {
+            DemoMode::On => true,
+            DemoMode::Off => false,
+            DemoMode::Auto => self.listen.ip().is_loopback(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -376,6 +414,7 @@ impl Default for Config {
             security: SecurityConfig::default(),
             log: LogConfig::default(),
             stats: StatsConfig::default(),
+            demo: DemoConfig::default(),
         }
     }
 }

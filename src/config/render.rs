@@ -120,5 +120,11 @@ pub(super) fn to_toml(cfg: &Config) -> String {
 
     out.section("stats");
     out.key("latency", cfg.stats.latency);
+
+    out.section("demo");
+    match cfg.demo.enabled {
+        crate::config::DemoMode::Auto => out.key("enabled", string("auto")),
+        mode => out.key("enabled", mode.as_str()),
+    }
     out.0
 }

@@ -49,6 +49,14 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
+/// Cuts a whole response down to its head, blank line included: the answer to HEAD (RFC 9110
+/// section 9.3.2), which keeps the Content-Length a GET would have had.
+pub fn truncate_to_head(response: &mut Vec<u8>) {
+    if let Some(i) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+        response.truncate(i + 4);
+    }
+}
+
 impl Response {
     /// A refusal with the contract's JSON body `{"error": ..., "code": ...}`.
     pub fn error(status: u16, code: &str, message: &str) -> Response {

@@ -25,6 +25,8 @@ pub enum Route {
     Stats,
     /// Admin listener only.
     Metrics,
+    /// `/demo` and its files (docs/demo.md).
+    Demo(crate::demo::Asset),
     /// `/v1/http/{session}/...`: belongs to the HTTP bridge.
     Bridge {
         session: String,
@@ -129,6 +131,9 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
         return Ok(Route::Bridge {
             session: session.to_string(),
         });
+    }
+    if let Some(asset) = crate::demo::Asset::of(path) {
+        return Ok(Route::Demo(asset));
     }
     Ok(match path {
         "/v1/echo" => Route::Echo,

@@ -194,9 +194,12 @@ pub fn deliver(core: &Rc<Core>, session: &Rc<Session>, receiver: &Rc<Peer>) {
         deliver_all(&core, &session, &receiver).await;
         session.delivering.set(false);
         session.backlogs.borrow_mut().retain(|b| !b.is_empty());
-        // A message may have been completed while the last batch was being written.
-        if session.kept_for(&receiver.role) > 0 && seated(&session, &receiver) {
-            deliver(&core, &session, &receiver);
+        // A message may have been completed while the last batch was being written, or
+        // another connection may have taken this one's place meanwhile.
+        for p in session.peers() {
+            if session.kept_for(&p.role) > 0 && seated(&session, &p) {
+                deliver(&core, &session, &p);
+            }
         }
     });
 }
@@ -225,9 +228,10 @@ async fn deliver_all(core: &Core, session: &Session, receiver: &Peer) {
                     ends.push(end);
                 }
                 let replayed = b.replayed.min(count);
-                (b.from.clone(), bytes.to_vec(), ends, b.removed(), replayed)
+                let mark = (b.removed(), b.generation);
+                (b.from.clone(), bytes.to_vec(), ends, mark, replayed)
             });
-        let Some((from, bytes, ends, removed_before, replayed)) = batch else {
+        let Some((from, bytes, ends, (removed_before, generation), replayed)) = batch else {
             return;
         };
         let count = ends.len();
@@ -237,20 +241,29 @@ async fn deliver_all(core: &Core, session: &Session, receiver: &Peer) {
             // Left as they are: a receiver that comes back gets them again.
             return;
         }
-        if let Some(batch) = kept {
-            super::resume::retain_delivered(
-                core, session, receiver, &from, &batch, &ends, replayed,
-            );
+        if !seated(session, receiver) {
+            // Gone while the write was on its way: what it got is moot, and a connection that
+            // resumed in its place may have had the front rebuilt for it.
+            return;
         }
         let mut backlogs = session.backlogs.borrow_mut();
         let Some(b) = backlogs.iter_mut().find(|b| b.from == from) else {
             return;
         };
+        if b.generation != generation {
+            return;
+        }
         // Messages dropped from the front meanwhile (drop_oldest) were among those written.
         let gone = (b.removed() - removed_before) as usize;
         let freed = b.consume(count.saturating_sub(gone));
         let reg = &core.registry;
         reg.buffered_bytes.set(reg.buffered_bytes.get() - freed);
+        drop(backlogs);
+        if let Some(batch) = kept {
+            super::resume::retain_delivered(
+                core, session, receiver, &from, &batch, &ends, replayed,
+            );
+        }
         bump(&core.stats.messages_delivered_from_buffer, count as u64);
         bump(&core.stats.messages_forwarded, count as u64);
         bump(&core.stats.bytes_forwarded, len as u64);

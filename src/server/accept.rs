@@ -219,6 +219,14 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
             answer(stream, health(&core.shared)).await;
             return Next::Done;
         }
+        (Listener::Public, Route::Demo(asset)) if core.config().demo_enabled() => {
+            let mut bytes = crate::demo::response(asset, &head.method).to_bytes();
+            if head.method == "HEAD" {
+                crate::http::response::truncate_to_head(&mut bytes);
+            }
+            write_and_close(stream, bytes).await;
+            return Next::Done;
+        }
         (Listener::Admin, Route::Stats) => {
             answer(stream, scrape(core, Format::Json).await).await;
             return Next::Done;

@@ -26,6 +26,9 @@ pub struct Backlog {
     /// The oldest messages that are a replay (`resume=`): numbered and kept for replay
     /// already, so their delivery counts neither again.
     pub replayed: usize,
+    /// Bumped whenever the front is rebuilt for a resuming receiver: a delivery to an earlier
+    /// connection that copied the old front, then awaited its write, must then not consume.
+    pub generation: u64,
     /// Messages taken from the front so far (delivered or dropped): a delivery that copied
     /// the front, then awaited its write, learns from it how many of those are still there.
     removed: u64,
@@ -41,6 +44,7 @@ impl Backlog {
             ends: VecDeque::new(),
             open_by: None,
             replayed: 0,
+            generation: 0,
             removed: 0,
         }
     }
@@ -154,6 +158,7 @@ impl Backlog {
             }
         }
         self.replayed = 0;
+        self.generation += 1;
         freed
     }
 
@@ -191,6 +196,7 @@ impl Backlog {
         self.head = 0;
         self.bytes = bytes;
         self.replayed += ends.len();
+        self.generation += 1;
     }
 
     /// The whole messages kept, each as (its bytes), oldest first.
@@ -288,8 +294,9 @@ mod tests {
         let e1 = replay.len();
         replay.extend(frame(true, OpCode::Binary, b"r2"));
         let e2 = replay.len();
+        assert_eq!(b.generation, 0);
         b.prepend_replay(&replay, &[e1, e2]);
-        assert_eq!((b.messages(), b.replayed), (3, 2));
+        assert_eq!((b.messages(), b.replayed, b.generation), (3, 2, 1));
         let got: Vec<&[u8]> = b.messages_iter().collect();
         assert_eq!(got[0], &frame(true, OpCode::Text, b"r1")[..]);
         assert_eq!(got[2], &frame(true, OpCode::Text, b"kept")[..]);

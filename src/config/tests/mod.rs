@@ -112,6 +112,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "log.level" => "warn,ringrelay=debug",
         "log.format" => "json",
         "stats.latency" => "false",
+        "demo.enabled" => "true",
         other => panic!("no sample for {other}: add one when adding a key"),
     }
 }
@@ -251,5 +252,24 @@ fn docs_name_every_key_and_variable() {
             text.contains(&format!("`{var}`")),
             "docs/configuration.md lacks `{var}`"
         );
+    }
+}
+
+#[test]
+fn the_demo_is_on_by_default_only_on_loopback() {
+    use crate::config::DemoMode;
+    assert!(Config::default().demo_enabled());
+    let public = load_toml("listen = \"0.0.0.0:8080\"\n").unwrap();
+    assert_eq!(public.demo.enabled, DemoMode::Auto);
+    assert!(!public.demo_enabled());
+    let forced = load_toml("listen = \"0.0.0.0:8080\"\n[demo]\nenabled = true\n").unwrap();
+    assert!(forced.demo_enabled());
+    let off = load_env(&[("RINGRELAY_DEMO_ENABLED", "false")]).unwrap();
+    assert!(!off.demo_enabled());
+    let auto = load_toml("[demo]\nenabled = \"auto\"\n").unwrap();
+    assert_eq!(auto.demo.enabled, DemoMode::Auto);
+    for bad in ["[demo]\nenabled = \"sometimes\"\n", "[demo]\nenabled = 3\n"] {
+        let e = load_toml(bad).unwrap_err().to_string();
+        assert!(e.contains("demo.enabled") && e.contains("auto"), "{e}");
     }
 }

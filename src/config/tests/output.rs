@@ -61,7 +61,8 @@ fn output_is_sectioned_like_the_docs() {
             "[auth]",
             "[security]",
             "[log]",
-            "[stats]"
+            "[stats]",
+            "[demo]"
         ]
     );
     assert!(text.starts_with("listen = \"127.0.0.1:8080\"\n"), "{text}");

@@ -1,0 +1,119 @@
+"""The demo page in a real browser: headless Chromium (Debian's chromium package) driven by
+playwright-core (tests/browser/demo.mjs). The browser's own WebSocket client offers
+permessage-deflate and masks every frame; it must pair and talk with our framing.
+
+Screenshots are kept in target/browser-artifacts/. Without a browser, or without Node.js and
+npm to install playwright-core, these tests skip and say why; .ci/run installs both and sets
+RINGRELAY_REQUIRE_BROWSER=1, which turns a skip into a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from helpers import Server, http_get, recv_event_of, unique, ws_connect
+
+ROOT = Path(__file__).resolve().parents[2]
+BROWSER_DIR = ROOT / "tests" / "browser"
+ARTIFACTS = ROOT / "target" / "browser-artifacts"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+STEP_TIMEOUT = 60
+
+
+def _why_not() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"no browser at {CHROMIUM} (apt-get install chromium)"
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        return "no Node.js / npm to run playwright-core"
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").exists():
+        out = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=BROWSER_DIR, capture_output=True,
+                             timeout=300)
+        if out.returncode != 0:
+            return f"npm ci failed in tests/browser: {out.stderr.decode()[-500:]}"
+    return None
+
+
+_REASON = _why_not()
+if _REASON and os.environ.get("RINGRELAY_REQUIRE_BROWSER") == "1":
+    raise RuntimeError(f"browser tests required but cannot run: {_REASON}")
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
+
+
+def run_demo(srv: Server, mode: str, *extra: str) -> dict:
+    out_dir = ARTIFACTS / srv.driver
+    env = dict(os.environ, CHROMIUM=CHROMIUM)
+    proc = subprocess.run(["node", "demo.mjs", mode, f"http://{srv.host}:{srv.port}", str(out_dir), *extra],
+                          cwd=BROWSER_DIR, capture_output=True, timeout=STEP_TIMEOUT, env=env)
+    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def check_closed_world(result: dict, srv: Server):
+    """Nothing but the relay was asked for, and the page logged no error."""
+    origin = f"http://{srv.host}:{srv.port}/"
+    assert all(u.startswith(origin) for u in result["requests"]), result["requests"]
+    assert not result["console"], result["console"]
+    # The browser offered permessage-deflate; nothing was agreed.
+    exts = result["extensions"] if isinstance(result["extensions"], list) else [result["extensions"]]
+    assert exts and all(e == "" for e in exts), exts
+
+
+def test_two_tabs_talk_through_the_relay(make_server):
+    srv = make_server()
+    r = run_demo(srv, "two-pages")
+    check_closed_world(r, srv)
+    s = r["session"]
+    assert r["events_a"] == [f"connected to {s} as desktop, waiting for a peer", "peer mobile connected",
+                             "peer mobile disconnected (1000)"], r["events_a"]
+    assert r["messages_b"] == ["hello from the desktop tab", "hello back, grüße ✓"], r["messages_b"]
+    for name in ("demo-desktop-tab.png", "demo-mobile-tab.png"):
+        shot = ARTIFACTS / srv.driver / name
+        assert shot.exists() and shot.stat().st_size > 10_000, shot
+
+
+def test_a_page_and_a_python_peer_exchange_text_and_binary(make_server):
+    srv = make_server()
+    s = unique("browser")
+    box: dict = {}
+
+    def page():
+        try:
+            box["result"] = run_demo(srv, "page-and-peer", s)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            box["error"] = e
+
+    with ws_connect(srv, f"/v1/relay/{s}?role=native&events=1") as peer:
+        assert recv_event_of(peer, "connected")["peer_present"] is False
+        t = threading.Thread(target=page, daemon=True)
+        t.start()
+        ev = recv_event_of(peer, "peer_connected", timeout=STEP_TIMEOUT)
+        assert ev["role"] == "web", ev
+        peer.send("from python")
+        peer.send(bytes(range(256)))
+        got = peer.recv(timeout=STEP_TIMEOUT)
+        assert got == "from the page", got
+    t.join(STEP_TIMEOUT)
+    assert "error" not in box, box.get("error")
+    r = box["result"]
+    check_closed_world(r, srv)
+    assert r["binary"] == "binary, 256 bytes: " + " ".join(f"{i:02x}" for i in range(32)), r["binary"]
+    assert (ARTIFACTS / srv.driver / "demo-page-and-peer.png").exists()
+
+
+def test_the_demo_can_be_turned_off_and_is_only_on_the_public_listener(make_server):
+    """(Off by default on a listener that is not loopback: a config unit test, since tests
+    here listen on loopback only.)"""
+    off = make_server(env={"RINGRELAY_DEMO_ENABLED": "false"})
+    assert http_get(off.listen, "/demo").status == 404
+    on = make_server()
+    r = http_get(on.listen, "/demo")
+    assert r.status == 200 and "default-src 'none'" in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY"
+    assert http_get(on.admin, "/demo").status == 404
