@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod auth;
 pub mod bridge;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod http;

@@ -32,6 +32,9 @@ enum Command {
     Token(ringrelay::auth::cli::TokenArgs),
     /// Answer a session's bridged HTTP requests from a local API (runs on the user's machine).
     Agent(ringrelay::agent::AgentArgs),
+    /// Look at a fleet of relays coordinated through Redis.
+    #[command(subcommand)]
+    Cluster(ringrelay::cluster::status::ClusterCommand),
 }
 
 #[derive(clap::Args, Default, Clone)]
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Token(a)) => return ringrelay::auth::cli::main(&a),
         Some(Command::Agent(a)) => return agent(&a),
+        Some(Command::Cluster(c)) => return ringrelay::cluster::status::main(&c),
         None => cli.serve,
     };
     serve(args)

@@ -10,7 +10,7 @@ use super::duration::DURATION_HINT;
 use super::{format_duration, parse_duration, Config, ConfigError};
 
 pub(super) const SECTIONS: &[&str] = &[
-    "limits", "session", "bridge", "auth", "security", "log", "stats", "demo",
+    "limits", "session", "bridge", "auth", "security", "log", "stats", "demo", "cluster",
 ];
 
 /// Every key, dotted. The environment variable names and the unknown-key check derive from it.
@@ -74,6 +74,14 @@ pub(super) const KEYS: &[&str] = &[
     "log.format",
     "stats.latency",
     "demo.enabled",
+    "cluster.redis_url",
+    "cluster.node_id",
+    "cluster.region",
+    "cluster.public_url",
+    "cluster.internal_listen",
+    "cluster.heartbeat",
+    "cluster.node_ttl",
+    "cluster.key_prefix",
 ];
 
 /// `Instant + d` panics on overflow; no timer here has a use for more than a year.
@@ -124,6 +132,33 @@ impl Input<'_> {
             Raw::Text("false" | "0" | "no" | "off") => Ok(false),
             _ => Err(self.fail("expected true or false")),
         }
+    }
+
+    /// `redis://...` (or `rediss://`, `unix://`); empty means cluster mode off.
+    fn redis_url(&self) -> Result<Option<String>, ConfigError> {
+        let Some(url) = self.optional_string()? else {
+            return Ok(None);
+        };
+        if !["redis://", "rediss://", "unix://"]
+            .iter()
+            .any(|p| url.starts_with(p))
+        {
+            return Err(self.fail("expected a redis://host:port URL"));
+        }
+        Ok(Some(url))
+    }
+
+    /// A name for the registry: 1 to 64 of `[A-Za-z0-9._-]` (empty allowed when `may_be_empty`).
+    fn name(&self, may_be_empty: bool) -> Result<String, ConfigError> {
+        let s = self.string()?.trim();
+        let ok = s.len() <= 64
+            && (may_be_empty || !s.is_empty())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !ok {
+            return Err(self.fail("expected 1 to 64 characters of A-Z a-z 0-9 . _ -"));
+        }
+        Ok(s.to_string())
     }
 
     /// `true`, `false` or `"auto"`.
@@ -401,6 +436,22 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "log.format" => cfg.log.format = i.choice()?,
         "stats.latency" => cfg.stats.latency = i.boolean()?,
         "demo.enabled" => cfg.demo.enabled = i.demo_mode()?,
+        "cluster.redis_url" => cfg.cluster.redis_url = i.redis_url()?,
+        "cluster.node_id" => cfg.cluster.node_id = i.name(true)?,
+        "cluster.region" => cfg.cluster.region = i.name(false)?,
+        "cluster.public_url" => cfg.cluster.public_url = i.string()?.trim().to_string(),
+        "cluster.internal_listen" => {
+            cfg.cluster.internal_listen = match i.optional_string()? {
+                None => None,
+                Some(s) => Some(
+                    s.parse()
+                        .map_err(|_| i.fail("expected an address like 10.0.0.5:7000"))?,
+                ),
+            }
+        }
+        "cluster.heartbeat" => cfg.cluster.heartbeat = i.duration(false)?,
+        "cluster.node_ttl" => cfg.cluster.node_ttl = i.duration(false)?,
+        "cluster.key_prefix" => cfg.cluster.key_prefix = i.name(false)?,
         other => debug_assert!(false, "key {other} is in KEYS but has no setter"),
     }
     Ok(())

@@ -184,6 +184,19 @@ fn validate(cfg: &Config, origins: &Origins) -> Result<(), ConfigError> {
         });
     }
 
+    let c = &cfg.cluster;
+    if c.node_ttl <= c.heartbeat {
+        let reason = format!(
+            "must be longer than cluster.heartbeat ({}), or a live node's entry would lapse",
+            format_duration(c.heartbeat)
+        );
+        return Err(invalid(
+            "cluster.node_ttl",
+            format!("{:?}", format_duration(c.node_ttl)),
+            reason,
+        ));
+    }
+
     if cfg.auth.jwt_secret.is_some() && cfg.auth.jwt_secret_file.is_some() {
         let other = origin_of("auth.jwt_secret").unwrap_or_default();
         let reason = format!("set only one of auth.jwt_secret (set by {other}) and this key");

@@ -49,6 +49,41 @@ pub struct Config {
     pub log: LogConfig,
     pub stats: StatsConfig,
     pub demo: DemoConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Several nodes coordinated through Redis (docs/cluster.md). Off unless `redis_url` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub redis_url: Option<String>,
+    /// This node's name in the registry; empty means the host name and the listen port.
+    pub node_id: String,
+    pub region: String,
+    /// The public address clients reach this node at; empty means `ws://{listen}`.
+    pub public_url: String,
+    /// The node-to-node listener, registered for other nodes (unset: none).
+    pub internal_listen: Option<SocketAddr>,
+    /// How often the node refreshes its registry entry and reads the fleet.
+    pub heartbeat: Duration,
+    /// How long an entry outlives its last refresh: a node that dies is gone after this.
+    pub node_ttl: Duration,
+    /// Prefix of every Redis key the relay uses.
+    pub key_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: None,
+            node_id: String::new(),
+            region: "default".to_string(),
+            public_url: String::new(),
+            internal_listen: None,
+            heartbeat: Duration::from_secs(5),
+            node_ttl: Duration::from_secs(15),
+            key_prefix: "ringrelay".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -415,6 +450,7 @@ impl Default for Config {
             log: LogConfig::default(),
             stats: StatsConfig::default(),
             demo: DemoConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -121,6 +121,18 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.section("stats");
     out.key("latency", cfg.stats.latency);
 
+    let c = &cfg.cluster;
+    out.section("cluster");
+    out.key("redis_url", string(c.redis_url.as_deref().unwrap_or("")));
+    out.key("node_id", string(&c.node_id));
+    out.key("region", string(&c.region));
+    out.key("public_url", string(&c.public_url));
+    let internal = c.internal_listen.map(|a| a.to_string()).unwrap_or_default();
+    out.key("internal_listen", string(&internal));
+    out.key("heartbeat", duration(c.heartbeat));
+    out.key("node_ttl", duration(c.node_ttl));
+    out.key("key_prefix", string(&c.key_prefix));
+
     out.section("demo");
     match cfg.demo.enabled {
         crate::config::DemoMode::Auto => out.key("enabled", string("auto")),

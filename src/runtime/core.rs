@@ -24,6 +24,9 @@ pub struct Shared {
     /// Token checks; `None` when auth is off. Immutable after start, so workers read it
     /// without any synchronisation.
     pub auth: Option<crate::auth::Authenticator>,
+    /// The fleet as the membership thread last read it (cluster mode only); read by /health
+    /// and /stats, never by the forwarding path.
+    pub cluster: Option<Arc<crate::cluster::View>>,
 }
 
 impl Shared {

@@ -6,7 +6,7 @@ use crate::runtime::Shared;
 pub fn health(shared: &Shared) -> Response {
     let sessions: u64 = shared.gauges.iter().map(|g| g.sessions()).sum();
     let connections: u64 = shared.gauges.iter().map(|g| g.connections()).sum();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": "ok",
         "service": "ringrelay",
         "version": env!("CARGO_PKG_VERSION"),
@@ -17,5 +17,8 @@ pub fn health(shared: &Shared) -> Response {
         "active_connections": connections,
         "capacity": super::capacity::health_json(shared),
     });
+    if let Some(view) = &shared.cluster {
+        body["cluster"] = view.health_json();
+    }
     Response::json(200, body.to_string())
 }

@@ -144,7 +144,15 @@ impl Server {
             scrape_tx.push(tx);
             scrape_rx.push(rx);
         }
+        let listen = self.local_addr();
+        let cluster_view = self.config.cluster.redis_url.as_ref().map(|_| {
+            Arc::new(crate::cluster::View::new(crate::cluster::Identity::of(
+                &self.config,
+                listen,
+            )))
+        });
         let shared = Arc::new(Shared {
+            cluster: cluster_view.clone(),
             config: self.config.clone(),
             started: Instant::now(),
             driver: self.driver.name(),
@@ -209,10 +217,22 @@ impl Server {
                 }
             }
         }
+        // Registered only once every worker listens: the fleet never sees a node that cannot
+        // take a connection yet.
+        let member = match (&self.config.cluster.redis_url, cluster_view) {
+            (Some(url), Some(view)) => Some(
+                crate::cluster::Member::start(url, view, shared.clone()).map_err(|e| {
+                    handle.trigger();
+                    ServerError::Spawn(e)
+                })?,
+            ),
+            _ => None,
+        };
         Ok(Running {
             handle,
             threads,
             shared,
+            member,
         })
     }
 }
@@ -221,13 +241,18 @@ pub struct Running {
     pub handle: ShutdownHandle,
     threads: Vec<std::thread::JoinHandle<()>>,
     pub shared: Arc<Shared>,
+    /// The membership thread (cluster mode).
+    member: Option<crate::cluster::Member>,
 }
 
 impl Running {
-    /// Waits for every worker to finish (after `handle.trigger()`).
+    /// Waits for every worker to finish (after `handle.trigger()`), then leaves the fleet.
     pub fn join(self) {
         for t in self.threads {
             let _ = t.join();
+        }
+        if let Some(m) = self.member {
+            m.stop();
         }
     }
 }

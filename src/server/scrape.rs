@@ -57,6 +57,7 @@ pub async fn scrape(core: &Core, format: Format) -> Response {
         driver: core.shared.driver,
         workers: core.shared.workers(),
         uptime_s: core.shared.started.elapsed().as_secs(),
+        cluster: core.shared.cluster.as_ref().map(|v| v.stats_json()),
     };
     match format {
         Format::Json => Response::json(200, stats_json(&meta, &cores)),

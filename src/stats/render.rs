@@ -18,6 +18,8 @@ pub struct Meta {
     pub driver: &'static str,
     pub workers: usize,
     pub uptime_s: u64,
+    /// The fleet as this node sees it (cluster mode only, docs/cluster.md).
+    pub cluster: Option<Value>,
 }
 
 const QUANTILES: [(&str, f64); 5] = [
@@ -90,7 +92,7 @@ pub fn stats_json(meta: &Meta, cores: &[CoreSnapshot]) -> String {
         .iter()
         .map(|(n, h)| ((*n).to_string(), latency_json(h)))
         .collect();
-    json!({
+    let mut v = json!({
         "service": "ringrelay",
         "version": meta.version,
         "driver": meta.driver,
@@ -99,8 +101,57 @@ pub fn stats_json(meta: &Meta, cores: &[CoreSnapshot]) -> String {
         "totals": Value::Object(figures_json(&total)),
         "per_core": per_core,
         "latency_us": latency,
-    })
-    .to_string()
+    });
+    if let Some(c) = &meta.cluster {
+        v["cluster"] = c.clone();
+    }
+    v.to_string()
+}
+
+/// The fleet's figures (cluster mode), from the same object /stats shows.
+fn cluster_metrics(out: &mut String, c: &Value) {
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    let lines = [
+        (
+            "cluster_nodes",
+            "gauge",
+            "Nodes in the fleet as this node last read it.",
+            c["nodes"].as_array().map_or(0, |a| a.len() as u64),
+        ),
+        (
+            "cluster_redis_up",
+            "gauge",
+            "1 while Redis answers this node's heartbeats.",
+            u64::from(c["redis"] == "up"),
+        ),
+        (
+            "cluster_breaker_open",
+            "gauge",
+            "1 while the circuit breaker around Redis is open.",
+            u64::from(c["breaker"] == "open"),
+        ),
+        (
+            "cluster_redis_commands_total",
+            "counter",
+            "Redis commands this node sent.",
+            n("redis_commands"),
+        ),
+        (
+            "cluster_redis_errors_total",
+            "counter",
+            "Heartbeats that failed against Redis.",
+            n("redis_errors"),
+        ),
+        (
+            "cluster_redis_connects_total",
+            "counter",
+            "Connections this node opened to Redis.",
+            n("redis_connects"),
+        ),
+    ];
+    for (name, kind, help, value) in lines {
+        let _ = writeln!(out, "# HELP ringrelay_{name} {help}\n# TYPE ringrelay_{name} {kind}\nringrelay_{name} {value}");
+    }
 }
 
 /// Gauges' help texts; a gauge not listed here gets a generic one.
@@ -125,6 +176,9 @@ pub fn metrics_text(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     );
     let _ = writeln!(out, "# HELP ringrelay_workers Worker threads.\n# TYPE ringrelay_workers gauge\nringrelay_workers {}", meta.workers);
     let _ = writeln!(out, "# HELP ringrelay_uptime_seconds Seconds since start.\n# TYPE ringrelay_uptime_seconds gauge\nringrelay_uptime_seconds {}", meta.uptime_s);
+    if let Some(c) = &meta.cluster {
+        cluster_metrics(&mut out, c);
+    }
     for (i, (name, help)) in COUNTERS.iter().enumerate() {
         let _ = writeln!(
             out,
@@ -216,6 +270,7 @@ mod tests {
     }
 
     const META: Meta = Meta {
+        cluster: None,
         version: "0.0.0",
         driver: "io_uring",
         workers: 2,

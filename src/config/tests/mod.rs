@@ -113,6 +113,14 @@ pub(super) fn sample(key: &str) -> &'static str {
         "log.format" => "json",
         "stats.latency" => "false",
         "demo.enabled" => "true",
+        "cluster.redis_url" => "redis://127.0.0.1:6390/",
+        "cluster.node_id" => "node-7",
+        "cluster.region" => "eu-west",
+        "cluster.public_url" => "wss://relay-7.example",
+        "cluster.internal_listen" => "10.0.0.7:7000",
+        "cluster.heartbeat" => "2s",
+        "cluster.node_ttl" => "7s",
+        "cluster.key_prefix" => "rr-test",
         other => panic!("no sample for {other}: add one when adding a key"),
     }
 }

@@ -62,6 +62,7 @@ fn output_is_sectioned_like_the_docs() {
             "[security]",
             "[log]",
             "[stats]",
+            "[cluster]",
             "[demo]"
         ]
     );

@@ -1,0 +1,74 @@
+//! `ringrelay cluster status --redis URL`: the fleet as Redis holds it, for an operator.
+
+use super::node::NodeInfo;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum ClusterCommand {
+    /// Print the nodes registered in Redis.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// The fleet's Redis: redis://host:port[/db].
+    #[arg(long)]
+    pub redis: String,
+    /// The fleet's `cluster.key_prefix`.
+    #[arg(long, default_value = "ringrelay")]
+    pub prefix: String,
+    /// One JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn read_fleet(args: &StatusArgs) -> redis::RedisResult<(Vec<NodeInfo>, usize)> {
+    let client = redis::Client::open(args.redis.as_str())?;
+    let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    con.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let f = super::fleet::read(&mut con, &args.prefix)?;
+    Ok((f.nodes, f.unreadable))
+}
+
+/// The table an operator reads.
+pub fn table(nodes: &[NodeInfo], now_ms: u64) -> String {
+    let mut out = format!(
+        "{:<24} {:<12} {:<28} {:>12} {:>9} {:>8}\n",
+        "node", "region", "public", "connections", "sessions", "seen"
+    );
+    for n in nodes {
+        let age = now_ms.saturating_sub(n.written_ms) as f64 / 1000.0;
+        out.push_str(&format!(
+            "{:<24} {:<12} {:<28} {:>5}/{:<6} {:>9} {:>7.1}s\n",
+            n.node_id, n.region, n.public_url, n.connections, n.max_connections, n.sessions, age
+        ));
+    }
+    out.push_str(&format!("{} node(s)\n", nodes.len()));
+    out
+}
+
+pub fn main(cmd: &ClusterCommand) -> ExitCode {
+    let ClusterCommand::Status(args) = cmd;
+    match read_fleet(args) {
+        Ok((nodes, bad)) => {
+            if args.json {
+                let v = serde_json::json!({ "nodes": nodes, "unreadable_entries": bad });
+                println!("{v}");
+            } else {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                print!("{}", table(&nodes, now));
+                if bad > 0 {
+                    println!("{bad} unreadable entr(y/ies) under {}:node:", args.prefix);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringrelay cluster status: {}: {e}", args.redis);
+            ExitCode::from(1)
+        }
+    }
+}
