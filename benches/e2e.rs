@@ -244,6 +244,7 @@ fn start_ringrelay(limits: bool) -> (Running, SocketAddr) {
 
 fn plan(addr: SocketAddr, transport: Transport, size: usize, messages: u64, run: u64) -> Plan {
     Plan {
+        target_b: None,
         target: Target {
             addr,
             host: addr.to_string(),

@@ -201,6 +201,18 @@ def agent_inbound():
     write("agent_inbound", "stray", bytes([2, 5, 255]) + server_frame(True, CONT, b"x") + mixed)
 
 
+def link_opening():
+    nonce = bytes([9]) * 16
+    desc = json.dumps({"from": "n2", "session": "s1", "ip": "127.0.0.1", "role": None,
+                       "region": "eu"}, separators=(",", ":")).encode()
+    mac = hmac.new(b"fuzz-secret-of-thirty-two-bytes!",
+                   b"ringrelay-link/1\n" + nonce + b"\n" + desc, hashlib.sha256).hexdigest()
+    write("link_opening", "honest", bytes([7]) + desc + b"\n" + mac.encode() + b"\nGET / HTTP/1.1\r\n")
+    write("link_opening", "wrong-mac", bytes([3]) + desc + b"\n" + b"00" * 32 + b"\n")
+    frames = server_frame(True, BINARY, bytes(300)) + server_frame(True, CLOSE, b"\x03\xe8")
+    write("link_opening", "frames", bytes([5]) + frames)
+
+
 if __name__ == "__main__":
     frame_decoder()
     handshake()
@@ -210,3 +222,4 @@ if __name__ == "__main__":
     config_parse()
     answer_capture()
     agent_inbound()
+    link_opening()

@@ -14,6 +14,8 @@
 #
 # Everything runs on loopback and is bounded: ROUNDS * 2 runs of SECONDS_EACH (+1 s warm-up).
 set -euo pipefail
+# shellcheck source=scripts/relay_start.sh
+. "$(dirname "${BASH_SOURCE[0]}")/relay_start.sh"
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROUNDS=${ROUNDS:-10}
@@ -55,16 +57,7 @@ start() {
     env "$@" "$bin" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --workers 1 \
         >/dev/null 2>"$WORK/$name.log" &
     echo $! >"$WORK/$name.pid"
-    for _ in $(seq 100); do
-        if grep -q "ringrelay listening" "$WORK/$name.log"; then
-            grep -o 'listen=[^ ]*' "$WORK/$name.log" | head -1 | cut -d= -f2
-            return
-        fi
-        sleep 0.05
-    done
-    echo "ab_relay: $name did not start" >&2
-    cat "$WORK/$name.log" >&2
-    exit 1
+    listen_address "$name" "$WORK/$name.log"
 }
 
 # The per-IP limits would refuse a load's connections from one address: off for both.

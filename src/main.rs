@@ -174,6 +174,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         tracing::warn!("io_uring is not in use: running on the epoll driver");
     }
     let (listen, admin, driver) = (server.local_addr(), server.admin_addr(), server.driver());
+    let internal = server.internal_addr();
     // Handlers go in before anything can report ready, so a stop that follows READY=1 at
     // once still shuts down gracefully instead of meeting SIGTERM's default action.
     let signals = match signal_hook::iterator::Signals::new([
@@ -194,7 +195,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(%listen, %admin, driver, workers, version = env!("CARGO_PKG_VERSION"), "ringrelay listening");
+    match internal {
+        Some(internal) => {
+            tracing::info!(%listen, %admin, %internal, driver, workers, version = env!("CARGO_PKG_VERSION"), "ringrelay listening")
+        }
+        None => {
+            tracing::info!(%listen, %admin, driver, workers, version = env!("CARGO_PKG_VERSION"), "ringrelay listening")
+        }
+    }
     if let Some(mut signals) = signals {
         let handle = running.handle.clone();
         std::thread::spawn(move || {

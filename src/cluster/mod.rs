@@ -1,18 +1,34 @@
-//! Scale-out, part one (docs/cluster.md): nodes register in Redis and read the fleet. Off
-//! unless `cluster.redis_url` is set; a single node starts nothing of this.
+//! Scale-out (docs/cluster.md): nodes register in Redis, each session is owned by one node,
+//! and a peer that lands on another node is carried to the owner over an authenticated
+//! node-to-node link. Off unless `cluster.redis_url` is set; a single node starts nothing of
+//! this. Redis holds who is in the fleet and who owns what, never messages: nothing here runs
+//! per message.
 //!
-//! * `node`: a node's registry entry and the keys, without I/O;
-//! * `breaker`: the circuit breaker around Redis;
-//! * `fleet`: reading every node's entry;
-//! * `member`: the membership thread and the view /health and /stats read;
+//! * `node`, `claim`, `link`, `boundary`: the registry entry, the ownership scripts, the
+//!   link's opening and the close-frame tracker, all without I/O;
+//! * `breaker`, `fleet`, `view`, `member`, `owners`: the cluster thread and what it knows;
+//! * `ask`, `commands`, `local`: what workers and that thread say to each other, and what
+//!   each worker keeps;
+//! * `place`, `carry`, `inbound`: deciding where a new peer goes, carrying it, receiving it;
 //! * `status`: `ringrelay cluster status`.
-//!
-//! Redis holds who is in the fleet, never messages: nothing here runs per message.
 
+pub mod ask;
+pub mod boundary;
 pub mod breaker;
+pub mod carry;
+pub mod claim;
+pub mod commands;
 pub mod fleet;
+pub mod inbound;
+pub mod link;
+pub mod local;
 pub mod member;
 pub mod node;
+pub mod owners;
+pub mod place;
 pub mod status;
+pub mod view;
 
-pub use member::{Identity, Member, View};
+pub use local::{Local, Origin};
+pub use member::{Member, Wiring};
+pub use view::{Identity, View};

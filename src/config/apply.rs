@@ -82,6 +82,11 @@ pub(super) const KEYS: &[&str] = &[
     "cluster.heartbeat",
     "cluster.node_ttl",
     "cluster.key_prefix",
+    "cluster.secret",
+    "cluster.secret_file",
+    "cluster.session_ttl",
+    "cluster.lookup_timeout",
+    "cluster.request_queue",
 ];
 
 /// `Instant + d` panics on overflow; no timer here has a use for more than a year.
@@ -113,7 +118,9 @@ pub(super) struct Input<'a> {
 impl Input<'_> {
     fn fail(&self, reason: impl Into<String>) -> ConfigError {
         let value = match self.raw {
-            _ if self.key == "auth.jwt_secret" => "<redacted>".to_string(),
+            _ if matches!(self.key, "auth.jwt_secret" | "cluster.secret") => {
+                "<redacted>".to_string()
+            }
             Raw::Toml(v) => v.to_string(),
             Raw::Text(s) => format!("{s:?}"),
         };
@@ -452,6 +459,11 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "cluster.heartbeat" => cfg.cluster.heartbeat = i.duration(false)?,
         "cluster.node_ttl" => cfg.cluster.node_ttl = i.duration(false)?,
         "cluster.key_prefix" => cfg.cluster.key_prefix = i.name(false)?,
+        "cluster.secret" => cfg.cluster.secret = Some(i.secret()?),
+        "cluster.secret_file" => cfg.cluster.secret_file = Some(i.path()?),
+        "cluster.session_ttl" => cfg.cluster.session_ttl = i.duration(false)?,
+        "cluster.lookup_timeout" => cfg.cluster.lookup_timeout = i.duration(false)?,
+        "cluster.request_queue" => cfg.cluster.request_queue = i.size(1, 1 << 20)?,
         other => debug_assert!(false, "key {other} is in KEYS but has no setter"),
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use super::apply::{self, Input, Raw, KEYS, MIN_SECRET_BYTES, SECTIONS};
-use super::{format_duration, AuthConfig, CliOverrides, Config, ConfigError};
+use super::{format_duration, CliOverrides, Config, ConfigError};
 
 /// Where each key was last set, for errors found only after merging.
 type Origins = HashMap<&'static str, String>;
@@ -197,6 +197,41 @@ fn validate(cfg: &Config, origins: &Origins) -> Result<(), ConfigError> {
         ));
     }
 
+    if c.session_ttl <= c.heartbeat {
+        let reason = format!(
+            "must be longer than cluster.heartbeat ({}), which renews ownership",
+            format_duration(c.heartbeat)
+        );
+        return Err(invalid(
+            "cluster.session_ttl",
+            format!("{:?}", format_duration(c.session_ttl)),
+            reason,
+        ));
+    }
+    if c.redis_url.is_some()
+        && c.internal_listen.is_some()
+        && c.secret.is_none()
+        && c.secret_file.is_none()
+    {
+        // Without it anybody who reaches the port could inject peers into any session.
+        let reason = "needs cluster.secret or cluster.secret_file, which authenticates the link";
+        let addr = c.internal_listen.map(|a| a.to_string()).unwrap_or_default();
+        return Err(invalid(
+            "cluster.internal_listen",
+            format!("{addr:?}"),
+            reason.to_string(),
+        ));
+    }
+    if c.secret.is_some() && c.secret_file.is_some() {
+        let reason = "set only one of cluster.secret and this key".to_string();
+        let path = c.secret_file.as_deref().unwrap_or(Path::new(""));
+        return Err(invalid(
+            "cluster.secret_file",
+            format!("{:?}", path.display().to_string()),
+            reason,
+        ));
+    }
+
     if cfg.auth.jwt_secret.is_some() && cfg.auth.jwt_secret_file.is_some() {
         let other = origin_of("auth.jwt_secret").unwrap_or_default();
         let reason = format!("set only one of auth.jwt_secret (set by {other}) and this key");
@@ -228,15 +263,24 @@ fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() != 0 && a.port() == b.port() && (covers(a.ip(), b.ip()) || covers(b.ip(), a.ip()))
 }
 
-pub(super) fn jwt_secret(auth: &AuthConfig) -> Result<Option<Vec<u8>>, ConfigError> {
-    let key = "auth.jwt_secret_file";
-    match (&auth.jwt_secret, &auth.jwt_secret_file) {
+/// A secret given inline or as a file (`{section}.jwt_secret[_file]` for auth,
+/// `{section}.secret[_file]` for the cluster), at least `MIN_SECRET_BYTES` long.
+pub(super) fn read_secret(
+    section: &str,
+    inline: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> Result<Option<Vec<u8>>, ConfigError> {
+    let (inline_key, key) = match section {
+        "auth" => ("auth.jwt_secret", "auth.jwt_secret_file"),
+        _ => ("cluster.secret", "cluster.secret_file"),
+    };
+    match (inline, file) {
         (None, None) => Ok(None),
         (Some(secret), None) => Ok(Some(secret.as_bytes().to_vec())),
         (Some(_), Some(path)) => Err(ConfigError::Invalid {
             key: key.to_string(),
             value: format!("{:?}", path.display().to_string()),
-            reason: "set only one of auth.jwt_secret and auth.jwt_secret_file".to_string(),
+            reason: format!("set only one of {inline_key} and {key}"),
             origin: "the config".to_string(),
         }),
         (None, Some(path)) => {

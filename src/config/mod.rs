@@ -69,6 +69,16 @@ pub struct ClusterConfig {
     pub node_ttl: Duration,
     /// Prefix of every Redis key the relay uses.
     pub key_prefix: String,
+    /// The secret nodes prove to each other on the node-to-node link (inline; redacted).
+    pub secret: Option<String>,
+    /// A file holding that secret (one of the two, when `internal_listen` is set).
+    pub secret_file: Option<std::path::PathBuf>,
+    /// How long a session's ownership key outlives its last renewal.
+    pub session_ttl: Duration,
+    /// Longest a new peer waits for its owner to be found before it is answered 503.
+    pub lookup_timeout: Duration,
+    /// Ownership requests waiting for the cluster thread; past it, new peers get 503.
+    pub request_queue: usize,
 }
 
 impl Default for ClusterConfig {
@@ -82,6 +92,11 @@ impl Default for ClusterConfig {
             heartbeat: Duration::from_secs(5),
             node_ttl: Duration::from_secs(15),
             key_prefix: "ringrelay".to_string(),
+            secret: None,
+            secret_file: None,
+            session_ttl: Duration::from_secs(30),
+            lookup_timeout: Duration::from_secs(2),
+            request_queue: 4096,
         }
     }
 }
@@ -585,7 +600,14 @@ impl Config {
     /// The HS256 secret, read from `auth.jwt_secret_file` when that is set. Trailing CR/LF is
     /// dropped because `echo secret > file` adds one.
     pub fn jwt_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
-        layers::jwt_secret(&self.auth)
+        let a = &self.auth;
+        layers::read_secret("auth", &a.jwt_secret, &a.jwt_secret_file)
+    }
+
+    /// The node-to-node link's secret (`cluster.secret` or `cluster.secret_file`), read now.
+    pub fn cluster_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        let c = &self.cluster;
+        layers::read_secret("cluster", &c.secret, &c.secret_file)
     }
 }
 

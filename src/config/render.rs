@@ -132,6 +132,15 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.key("heartbeat", duration(c.heartbeat));
     out.key("node_ttl", duration(c.node_ttl));
     out.key("key_prefix", string(&c.key_prefix));
+    if c.secret.is_some() {
+        out.0.push_str("# secret is set but not printed\n");
+    }
+    if let Some(path) = &c.secret_file {
+        out.key("secret_file", string(&path.to_string_lossy()));
+    }
+    out.key("session_ttl", duration(c.session_ttl));
+    out.key("lookup_timeout", duration(c.lookup_timeout));
+    out.key("request_queue", c.request_queue);
 
     out.section("demo");
     match cfg.demo.enabled {

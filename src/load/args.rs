@@ -36,6 +36,10 @@ pub struct LoadArgs {
     /// whole http:// URL every request goes to.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
+    /// Pairs and churn: the relay the second peer of each pair connects to (default: --url).
+    /// Another node of a cluster makes every pair a cross-node pair.
+    #[arg(long)]
+    pub url_b: Option<String>,
     #[arg(long, value_enum, default_value_t = ModeArg::Pairs)]
     pub mode: ModeArg,
     /// Sessions (pairs, churn loops), or connections for echo.
@@ -113,6 +117,39 @@ pub struct LoadArgs {
     pub listen: SocketAddr,
 }
 
+/// A `ws://host[:port][/base]` URL resolved to where the load connects.
+fn ws_target(url: &str, flag: &str, transport: Transport) -> Result<Target, String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("{flag} {url}: only ws:// URLs are supported"))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if host.is_empty() {
+        return Err(format!("{flag} {url}: no host"));
+    }
+    let with_port = if host
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        host.to_string()
+    } else {
+        format!("{host}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("{flag} {url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{flag} {url}: no address"))?;
+    Ok(Target {
+        addr,
+        host: host.to_string(),
+        prefix: path.trim_end_matches('/').to_string(),
+        transport,
+    })
+}
+
 impl LoadArgs {
     /// The connection flood asked for, if any.
     pub fn attack(&self) -> Option<Attack> {
@@ -173,42 +210,20 @@ impl LoadArgs {
 
     /// Resolves the URL and turns the options into an engine plan.
     pub fn plan(&self) -> Result<Plan, String> {
-        let rest = self
-            .url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("--url {}: only ws:// URLs are supported", self.url))?;
-        let (host, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
-        };
-        if host.is_empty() {
-            return Err(format!("--url {}: no host", self.url));
-        }
-        let with_port = if host
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            host.to_string()
+        let transport = if self.raw {
+            Transport::Raw
         } else {
-            format!("{host}:80")
+            Transport::WebSocket
         };
-        let addr = with_port
-            .to_socket_addrs()
-            .map_err(|e| format!("--url {}: {e}", self.url))?
-            .next()
-            .ok_or_else(|| format!("--url {}: no address", self.url))?;
+        let target = ws_target(&self.url, "--url", transport)?;
+        let target_b = match &self.url_b {
+            Some(u) => Some(ws_target(u, "--url-b", transport)?),
+            None => None,
+        };
         let mut run = Rng::from_entropy(std::process::id() as u64);
         Ok(Plan {
-            target: Target {
-                addr,
-                host: host.to_string(),
-                prefix: path.trim_end_matches('/').to_string(),
-                transport: if self.raw {
-                    Transport::Raw
-                } else {
-                    Transport::WebSocket
-                },
-            },
+            target,
+            target_b,
             mode: match self.mode {
                 ModeArg::Pairs => Mode::Pairs,
                 ModeArg::Echo => Mode::Echo,

@@ -81,6 +81,9 @@ pub enum Stop {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub target: Target,
+    /// Where the second peer of each pair connects (another node of a cluster); `None`:
+    /// `target`.
+    pub target_b: Option<Target>,
     pub mode: Mode,
     /// Sessions (pairs, churn loops) or connections (echo).
     pub conns: usize,
@@ -123,6 +126,11 @@ pub enum EngineError {
 }
 
 impl Plan {
+    /// Where a pair's second peer connects.
+    pub fn b(&self) -> &Target {
+        self.target_b.as_ref().unwrap_or(&self.target)
+    }
+
     fn validate(&self) -> Result<(), EngineError> {
         let bad = |m: &str| Err(EngineError::Invalid(m.to_string()));
         if self.size < STAMP_LEN {
@@ -602,17 +610,12 @@ struct Ready {
 }
 
 async fn connect_one(
-    plan: &Plan,
+    target: &Target,
     route: &str,
     rng: &mut Rng,
     timeout: Duration,
 ) -> Result<Connection, ClientError> {
-    match monoio::time::timeout(
-        timeout,
-        client::connect(&plan.target, route, rng, READ_BUFFER),
-    )
-    .await
-    {
+    match monoio::time::timeout(timeout, client::connect(target, route, rng, READ_BUFFER)).await {
         Ok(r) => r,
         Err(_) => Err(ClientError::Timeout),
     }
@@ -639,8 +642,8 @@ async fn thread_run(
                 let query = if plan.resume { "?resume=0" } else { "" };
                 let route = format!("/v1/relay/load-{}-{i}{query}", plan.run_id);
                 let pair = async {
-                    let a = connect_one(&plan, &route, &mut rng, left()).await?;
-                    let b = connect_one(&plan, &route, &mut rng, left()).await?;
+                    let a = connect_one(&plan.target, &route, &mut rng, left()).await?;
+                    let b = connect_one(plan.b(), &route, &mut rng, left()).await?;
                     Ok::<_, ClientError>((a, b))
                 };
                 match pair.await {
@@ -658,7 +661,7 @@ async fn thread_run(
         }
         Mode::Echo => {
             for i in mine {
-                match connect_one(&plan, "/v1/echo", &mut rng, left()).await {
+                match connect_one(&plan.target, "/v1/echo", &mut rng, left()).await {
                     Ok(a) => ready.push(Ready {
                         index: i,
                         a,
@@ -1170,8 +1173,8 @@ async fn churn_loop(ctx: Rc<Ctx>, k: usize) {
         let budget = Duration::from_nanos(ctx.hard.saturating_sub(start)).min(plan.connect_timeout);
         let mut rng = Rng::new(ctx.rng.borrow_mut().next_u64());
         let pair = async {
-            let a = connect_one(&plan, &route, &mut rng, budget).await?;
-            let b = connect_one(&plan, &route, &mut rng, budget).await?;
+            let a = connect_one(&plan.target, &route, &mut rng, budget).await?;
+            let b = connect_one(plan.b(), &route, &mut rng, budget).await?;
             Ok::<_, ClientError>((a, b))
         };
         let (a, b) = match pair.await {

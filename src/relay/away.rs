@@ -300,7 +300,9 @@ fn free(core: &Core, session: &Session) {
     if messages > 0 {
         bump(&core.stats.messages_dropped_linger, messages as u64);
     }
-    reg.release_if_empty(session);
+    if reg.release_if_empty(session) {
+        crate::cluster::ask::release(core, &session.id);
+    }
 }
 
 /// Frees sessions whose linger is over (called by the keepalive tick).

@@ -279,6 +279,7 @@ fn leave(
     end_code: u16,
 ) {
     core.registry.remove_peer(peer.id);
+    core.cluster_local.left(peer.id);
     core.ip_limits.close(peer.ip, core.clock.now_ms());
     let failed = core.bridge.agent_gone(peer.id);
     bump(&core.stats.bridge_agent_gone, failed as u64);

@@ -35,18 +35,29 @@ async fn seat_allowed(core: &Core, stream: &mut TcpStream, joining: Joining, ip:
     true
 }
 
+/// What the HTTP phase hands to the join, besides the stream and the target.
+pub struct Seat {
+    pub upgrade: Response,
+    /// Bytes read after the request head.
+    pub extra: Vec<u8>,
+    pub accepted_at: Instant,
+    pub ip: IpAddr,
+    /// Where the peer came from (cluster mode only).
+    pub origin: Option<crate::cluster::Origin>,
+}
+
 /// Pairs the connection into its session, then runs it as a task of its own, so the
-/// handshake's state is freed before the connection settles down to wait. The seat is taken before anything is
-/// awaited, so two connections racing for one role are decided in arrival order.
-pub async fn join_session(
-    core: Rc<Core>,
-    mut stream: TcpStream,
-    target: RelayTarget,
-    upgrade: Response,
-    extra: Vec<u8>,
-    accepted_at: Instant,
-    ip: IpAddr,
-) {
+/// handshake's state is freed before the connection settles down to wait. The seat is taken
+/// before anything is awaited, so two connections racing for one role are decided in arrival
+/// order.
+pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTarget, seat: Seat) {
+    let Seat {
+        upgrade,
+        extra,
+        accepted_at,
+        ip,
+        origin,
+    } = seat;
     let joining = match core.registry.get(&target.session) {
         Some(s) if s.was_paired.get() => Joining::Rejoin,
         Some(_) => Joining::New {
@@ -66,7 +77,9 @@ pub async fn join_session(
     let events_on = target.events;
     let (slot, role, replaced) = match session.plan(target.role.as_deref()) {
         JoinPlan::Full => {
-            core.registry.release_if_empty(&session);
+            if core.registry.release_if_empty(&session) {
+                crate::cluster::ask::release(&core, &session.id);
+            }
             core.ip_limits.close(ip, now);
             let r = Response::error(409, "session_full", "this session already has two peers");
             refuse(&core, &mut stream, r).await;
@@ -88,6 +101,10 @@ pub async fn join_session(
     core.registry.add_peer(peer.clone());
     core.publish_gauges();
     let other = session.other(peer.id);
+    if let Some(origin) = origin {
+        core.cluster_local
+            .joined(&core, peer.id, origin, other.as_ref().map(|o| o.id));
+    }
     // Asked to resume: what it missed is put in front of what is kept for it. On a gap, a
     // peer with events is told and delivery goes on from the first message still kept; a
     // peer without events cannot be told, so it is closed with 4003 rather than handed a

@@ -27,6 +27,11 @@ pub struct Shared {
     /// The fleet as the membership thread last read it (cluster mode only); read by /health
     /// and /stats, never by the forwarding path.
     pub cluster: Option<Arc<crate::cluster::View>>,
+    /// Owner lookups and releases for the cluster thread (cluster mode only): bounded by
+    /// `cluster.request_queue`, used at handshake time, never per message.
+    pub cluster_requests: Option<flume::Sender<crate::cluster::ask::Request>>,
+    /// The node-to-node link's secret (`cluster.secret`), read once at start.
+    pub cluster_secret: Option<Arc<Vec<u8>>>,
 }
 
 impl Shared {
@@ -48,6 +53,8 @@ pub struct Core {
     pub ip_limits: IpLimits,
     /// Bridged requests waiting for an agent of a session this core owns.
     pub bridge: crate::bridge::Pending,
+    /// Peers carried to other nodes and where the peers here came from (cluster mode).
+    pub cluster_local: crate::cluster::Local,
     next_id: Cell<u64>,
     /// Closed when the server shuts down; every waiter wakes with an error.
     pub shutdown: Semaphore,
@@ -69,6 +76,7 @@ impl Core {
             latency: CoreHistograms::new(shared.config.stats.latency),
             ip_limits: IpLimits::new(&cfg.limits, shared.workers()),
             bridge: crate::bridge::Pending::default(),
+            cluster_local: crate::cluster::Local::default(),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),
             shared,
@@ -128,6 +136,10 @@ impl Core {
                 ("buffered_capacity_bytes", kept_capacity as u64),
                 ("buffered_messages", kept_messages as u64),
                 ("lingering_sessions", lingering as u64),
+                (
+                    "carried_connections",
+                    self.cluster_local.carry_count() as u64,
+                ),
                 (
                     "replay_bytes",
                     sessions

@@ -6,11 +6,16 @@ use super::handoff::{owner_core, Handoff};
 use super::health::health;
 use super::scrape::{scrape, Format};
 use crate::bridge::serve::{serve as serve_bridged, BridgeRequest};
+use crate::cluster::carry::{carry, OwnerNode};
+use crate::cluster::inbound::accept_link;
+use crate::cluster::link::Carried;
+use crate::cluster::place::{place, region_hint, Placement};
+use crate::cluster::Origin;
 use crate::config::EchoRoute;
 use crate::http::route::{route, RelayTarget};
 use crate::http::upgrade::check_upgrade;
 use crate::http::{parse_head, HeadError, HeadScan, RequestHead, Response, Route};
-use crate::relay::join::{join_session, run_echo};
+use crate::relay::join::{join_session, run_echo, Seat};
 use crate::runtime::Core;
 use crate::stats::{bump, RefusedStatus};
 use crate::ws::accept::accept_key;
@@ -27,6 +32,8 @@ use std::time::{Duration, Instant};
 pub enum Listener {
     Public,
     Admin,
+    /// `cluster.internal_listen`: other nodes carrying peers here, after a challenge.
+    Internal,
 }
 
 enum HeadRead {
@@ -111,13 +118,22 @@ enum Next {
         upgrade: Response,
         extra: Vec<u8>,
         ip: IpAddr,
+        carried: Option<Carried>,
+        hint: Option<String>,
     },
     HandOver {
         owner: usize,
         bytes: Vec<u8>,
         admitted: Admitted,
+        carried: Option<Carried>,
     },
     Bridge(BridgeRequest),
+    /// The session is owned by another node: carry the connection there.
+    Carry {
+        owner: OwnerNode,
+        bytes: Vec<u8>,
+        carried: Carried,
+    },
 }
 
 /// Where a connection came from and what was already decided for it.
@@ -130,11 +146,41 @@ pub struct Arrival {
     pub accepted_at: Instant,
     /// Set when another core already admitted this connection and handed it over.
     pub admitted: Option<Admitted>,
+    /// Set when another node carried it here; its session must be owned here.
+    pub carried: Option<Carried>,
 }
 
 /// Entry for a freshly accepted connection (or one handed over with `initial` bytes).
-pub async fn handle(core: Rc<Core>, mut stream: TcpStream, arrival: Arrival) {
+pub async fn handle(core: Rc<Core>, mut stream: TcpStream, mut arrival: Arrival) {
     let accepted_at = arrival.accepted_at;
+    if arrival.listener == Listener::Internal {
+        let Some((carried, rest)) = accept_link(&core, &mut stream).await else {
+            return;
+        };
+        arrival = Arrival {
+            listener: Listener::Public,
+            peer: carried.ip,
+            initial: rest,
+            accepted_at,
+            admitted: Some(Admitted {
+                ip: carried.ip,
+                role: carried.role.clone(),
+            }),
+            carried: Some(carried),
+        };
+    }
+    let origin = |carried: &Option<Carried>, hint: Option<String>| {
+        core.shared.cluster.as_ref().map(|view| match carried {
+            Some(c) => Origin {
+                via: Some(c.from.as_str().into()),
+                region: c.region.as_str().into(),
+            },
+            None => Origin {
+                via: None,
+                region: hint.as_deref().unwrap_or(&view.identity.region).into(),
+            },
+        })
+    };
     match http_phase(&core, &mut stream, arrival).await {
         Next::Done => {}
         Next::Echo { upgrade, extra, ip } => {
@@ -145,13 +191,31 @@ pub async fn handle(core: Rc<Core>, mut stream: TcpStream, arrival: Arrival) {
             upgrade,
             extra,
             ip,
-        } => join_session(core, stream, target, upgrade, extra, accepted_at, ip).await,
+            carried,
+            hint,
+        } => {
+            let origin = origin(&carried, hint);
+            let seat = Seat {
+                upgrade,
+                extra,
+                accepted_at,
+                ip,
+                origin,
+            };
+            join_session(core, stream, target, seat).await
+        }
         Next::HandOver {
             owner,
             bytes,
             admitted,
-        } => hand_over(&core, stream, owner, bytes, accepted_at, admitted).await,
+            carried,
+        } => hand_over(&core, stream, owner, bytes, accepted_at, admitted, carried).await,
         Next::Bridge(req) => serve_bridged(core, stream, req).await,
+        Next::Carry {
+            owner,
+            bytes,
+            carried,
+        } => carry(core, stream, owner, carried, bytes).await,
     }
 }
 
@@ -171,6 +235,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
         initial,
         accepted_at,
         admitted,
+        carried,
     } = arrival;
     let timeout = core.config().limits.handshake_timeout;
     let buf = if initial.is_empty() {
@@ -212,6 +277,9 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
     };
     let r = match r {
         Route::Echo if core.config().security.echo_route == EchoRoute::Off => Route::NotFound,
+        // A carried connection may only join a session (or reach its agent).
+        Route::Relay(_) | Route::Bridge { .. } => r,
+        _ if carried.is_some() => Route::NotFound,
         r => r,
     };
     let refusal = match (listener, r) {
@@ -251,6 +319,11 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
                     }
                 },
             };
+            let hint = core
+                .shared
+                .cluster
+                .as_ref()
+                .and_then(|_| region_hint(&head));
             if let Route::Bridge { session } = r {
                 // Handled where its session lives, like the session's WebSocket peers.
                 let owner = owner_core(&session, core.shared.workers());
@@ -259,7 +332,18 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
                         owner,
                         bytes: buf,
                         admitted,
+                        carried,
                     };
+                }
+                match place(core, &session, hint.clone(), carried.is_some()).await {
+                    Placement::Here => {}
+                    Placement::Carry(owner) => {
+                        return carry_to(core, owner, buf, &session, admitted, hint);
+                    }
+                    Placement::Refuse(resp) => {
+                        refuse(core, stream, resp).await;
+                        return Next::Done;
+                    }
                 }
                 return Next::Bridge(BridgeRequest {
                     extra: buf.split_off(head_len),
@@ -285,7 +369,18 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
                             owner,
                             bytes: buf,
                             admitted,
+                            carried,
                         };
+                    }
+                    match place(core, &target.session, hint.clone(), carried.is_some()).await {
+                        Placement::Here => {}
+                        Placement::Carry(owner) => {
+                            return carry_to(core, owner, buf, &target.session, admitted, hint);
+                        }
+                        Placement::Refuse(resp) => {
+                            refuse(core, stream, resp).await;
+                            return Next::Done;
+                        }
                     }
                     target.role = admitted.role;
                     return Next::Join {
@@ -293,6 +388,8 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
                         upgrade,
                         extra: buf.split_off(head_len),
                         ip: admitted.ip,
+                        carried,
+                        hint,
                     };
                 }
                 _ => Response::error(404, "not_found", "no such route"),
@@ -302,6 +399,34 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
     };
     refuse(core, stream, refusal).await;
     Next::Done
+}
+
+/// What the owner is told about a peer carried to it.
+fn carry_to(
+    core: &Core,
+    owner: OwnerNode,
+    bytes: Vec<u8>,
+    session: &str,
+    admitted: Admitted,
+    hint: Option<String>,
+) -> Next {
+    let view = core
+        .shared
+        .cluster
+        .as_ref()
+        .expect("carrying happens in cluster mode");
+    let carried = Carried {
+        from: view.identity.node_id.clone(),
+        session: session.to_string(),
+        ip: admitted.ip,
+        role: admitted.role,
+        region: hint.unwrap_or_else(|| view.identity.region.clone()),
+    };
+    Next::Carry {
+        owner,
+        bytes,
+        carried,
+    }
 }
 
 fn upgrade(head: &RequestHead) -> Result<Response, Response> {
@@ -316,6 +441,7 @@ async fn hand_over(
     bytes: Vec<u8>,
     accepted_at: Instant,
     admitted: Admitted,
+    carried: Option<Carried>,
 ) {
     let fd = stream.into_raw_fd();
     // SAFETY: `into_raw_fd` gave up monoio's ownership of this fd (and deregistered it from
@@ -326,6 +452,7 @@ async fn hand_over(
         bytes,
         accepted_at,
         admitted,
+        carried,
     }) {
         Ok(()) => bump(&core.stats.handoffs_out, 1),
         Err(e) => {
@@ -357,6 +484,7 @@ pub async fn receive_handoffs(core: Rc<Core>, rx: flume::Receiver<Handoff>) {
                     initial: h.bytes,
                     accepted_at: h.accepted_at,
                     admitted: Some(h.admitted),
+                    carried: h.carried,
                 };
                 monoio::spawn(handle(core.clone(), stream, arrival));
             }

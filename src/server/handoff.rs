@@ -11,6 +11,8 @@ pub struct Handoff {
     pub accepted_at: Instant,
     /// Admission ran on the accepting core; the owner does not charge the limits twice.
     pub admitted: Admitted,
+    /// Set when another node carried this connection here (cluster mode).
+    pub carried: Option<crate::cluster::link::Carried>,
 }
 
 /// FNV-1a: stable across processes and builds, so a session maps to the same core index

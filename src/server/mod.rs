@@ -44,7 +44,10 @@ pub struct Server {
     driver: Driver,
     listeners: Vec<std::net::TcpListener>,
     admin: std::net::TcpListener,
+    /// `cluster.internal_listen`, one per worker like the public listener.
+    internal: Vec<std::net::TcpListener>,
     auth: Option<Authenticator>,
+    cluster_secret: Option<Arc<Vec<u8>>>,
 }
 
 fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
@@ -103,12 +106,26 @@ impl Server {
                 addr: config.admin_listen,
                 source,
             })?;
+        let mut internal = Vec::new();
+        if let (Some(addr), Some(_)) = (config.cluster.internal_listen, &config.cluster.redis_url) {
+            let first = bind(addr)?;
+            let addr = first
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            internal.push(first);
+            for _ in 1..config.workers {
+                internal.push(bind(addr)?);
+            }
+        }
+        let cluster_secret = config.cluster_secret()?.map(Arc::new);
         Ok(Server {
             config: Arc::new(config),
             driver,
             listeners,
             admin,
+            internal,
             auth,
+            cluster_secret,
         })
     }
 
@@ -122,6 +139,11 @@ impl Server {
         self.admin
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// The node-to-node listener's address (cluster mode with `cluster.internal_listen`).
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal.first().and_then(|l| l.local_addr().ok())
     }
 
     pub fn driver(&self) -> &'static str {
@@ -145,12 +167,22 @@ impl Server {
             scrape_rx.push(rx);
         }
         let listen = self.local_addr();
+        let internal_addr = self.internal_addr();
         let cluster_view = self.config.cluster.redis_url.as_ref().map(|_| {
-            Arc::new(crate::cluster::View::new(crate::cluster::Identity::of(
-                &self.config,
-                listen,
-            )))
+            let mut id = crate::cluster::Identity::of(&self.config, listen);
+            // Port 0 resolved: other nodes need the real one.
+            id.internal = internal_addr.map(|a| a.to_string());
+            Arc::new(crate::cluster::View::new(id))
         });
+        let mut command_tx = Vec::new();
+        let mut command_rx = Vec::new();
+        for _ in 0..workers {
+            let (tx, rx) = flume::bounded(crate::cluster::ask::COMMAND_QUEUE);
+            command_tx.push(tx);
+            command_rx.push(rx);
+        }
+        let (request_tx, request_rx) = flume::bounded(self.config.cluster.request_queue);
+        let cluster_on = cluster_view.is_some();
         let shared = Arc::new(Shared {
             cluster: cluster_view.clone(),
             config: self.config.clone(),
@@ -160,12 +192,16 @@ impl Server {
             handoff: handoff_tx,
             scrape: scrape_tx,
             auth: self.auth,
+            cluster_requests: cluster_on.then_some(request_tx),
+            cluster_secret: self.cluster_secret,
         });
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut stop = Vec::new();
         let mut threads = Vec::new();
         let mut admin = Some(self.admin);
+        let mut internal = self.internal.into_iter();
+        let mut commands = command_rx.into_iter();
         let inboxes = handoff_rx.into_iter().zip(scrape_rx);
         for (index, (listener, (handoffs, scrapes))) in
             self.listeners.into_iter().zip(inboxes).enumerate()
@@ -177,6 +213,8 @@ impl Server {
                 shared: shared.clone(),
                 listener,
                 admin: admin.take(),
+                internal: internal.next(),
+                commands: commands.next().filter(|_| cluster_on),
                 handoffs,
                 scrapes,
                 shutdown: stop_rx,
@@ -220,12 +258,20 @@ impl Server {
         // Registered only once every worker listens: the fleet never sees a node that cannot
         // take a connection yet.
         let member = match (&self.config.cluster.redis_url, cluster_view) {
-            (Some(url), Some(view)) => Some(
-                crate::cluster::Member::start(url, view, shared.clone()).map_err(|e| {
-                    handle.trigger();
-                    ServerError::Spawn(e)
-                })?,
-            ),
+            (Some(url), Some(view)) => {
+                let wiring = crate::cluster::Wiring {
+                    requests: request_rx,
+                    commands: command_tx,
+                };
+                Some(
+                    crate::cluster::Member::start(url, view, shared.clone(), wiring).map_err(
+                        |e| {
+                            handle.trigger();
+                            ServerError::Spawn(e)
+                        },
+                    )?,
+                )
+            }
             _ => None,
         };
         Ok(Running {

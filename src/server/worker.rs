@@ -17,6 +17,10 @@ pub struct WorkerSetup {
     pub shared: Arc<Shared>,
     pub listener: std::net::TcpListener,
     pub admin: Option<std::net::TcpListener>,
+    /// This worker's share of `cluster.internal_listen`.
+    pub internal: Option<std::net::TcpListener>,
+    /// The cluster thread's commands (cluster mode).
+    pub commands: Option<flume::Receiver<crate::cluster::ask::Command>>,
     pub handoffs: flume::Receiver<Handoff>,
     pub scrapes: flume::Receiver<flume::Sender<crate::stats::CoreSnapshot>>,
     pub shutdown: flume::Receiver<()>,
@@ -41,7 +45,9 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
                 backoff = ACCEPT_BACKOFF_START;
                 bump(&core.stats.connections_accepted, 1);
                 let _ = stream.set_nodelay(true);
-                if core.registry.peer_count() >= max_conns {
+                // Carried peers hold descriptors here too.
+                let busy = core.registry.peer_count() + core.cluster_local.carry_count();
+                if busy >= max_conns {
                     bump(&core.stats.worker_full_refused, 1);
                     let c = core.clone();
                     monoio::spawn(async move {
@@ -56,6 +62,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
                     initial: Vec::new(),
                     accepted_at: Instant::now(),
                     admitted: None,
+                    carried: None,
                 };
                 monoio::spawn(handle(core.clone(), stream, arrival));
             }
@@ -96,6 +103,20 @@ pub async fn run(setup: WorkerSetup) {
             }
         }
     }
+    if let Some(internal) = setup.internal {
+        match TcpListener::from_std(internal) {
+            Ok(l) => {
+                monoio::spawn(accept_loop(core.clone(), l, Listener::Internal));
+            }
+            Err(e) => {
+                let _ = setup.ready.send(Err(format!("internal listener: {e}")));
+                return;
+            }
+        }
+    }
+    if let Some(commands) = setup.commands {
+        monoio::spawn(crate::cluster::commands::serve(core.clone(), commands));
+    }
     monoio::spawn(receive_handoffs(core.clone(), setup.handoffs));
     monoio::spawn(super::scrape::answer_scrapes(core.clone(), setup.scrapes));
     monoio::spawn(keepalive::run(core.clone()));
@@ -109,8 +130,11 @@ pub async fn run(setup: WorkerSetup) {
                 .await
         });
     }
+    // Carried peers are told the same, and their links to the owners end.
+    core.cluster_local.end_all(CloseCode::GOING_AWAY);
     let deadline = Instant::now() + core.config().shutdown_grace;
-    while core.registry.peer_count() > 0 && Instant::now() < deadline {
+    let busy = || core.registry.peer_count() + core.cluster_local.carry_count() > 0;
+    while busy() && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
     tracing::info!(

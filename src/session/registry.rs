@@ -25,6 +25,9 @@ pub struct Session {
     /// Some role asked for `resume=`: the forwarding path numbers and keeps what it
     /// delivers (one flag read per read for sessions that never ask).
     pub resume_on: Cell<bool>,
+    /// Another node owns this session now (cluster mode): its peers here are being closed,
+    /// and a new peer must look the owner up instead of joining here.
+    pub moved: Cell<bool>,
 }
 
 impl Session {
@@ -132,6 +135,7 @@ impl Registry {
             lingering_since_ms: Cell::new(None),
             replays: RefCell::new(Vec::new()),
             resume_on: Cell::new(false),
+            moved: Cell::new(false),
         });
         self.sessions.borrow_mut().insert(id, s.clone());
         s
@@ -141,12 +145,10 @@ impl Registry {
         self.sessions.borrow().get(id).cloned()
     }
 
-    /// Forgets the session once nobody is in it. A session that keeps messages is freed
-    /// through `relay::away::release`, which accounts for them.
-    pub fn release_if_empty(&self, s: &Session) {
-        if s.is_empty() {
-            self.sessions.borrow_mut().remove(&s.id);
-        }
+    /// Forgets the session once nobody is in it; true when it did. A session that keeps
+    /// messages is freed through `relay::away::release`, which accounts for them.
+    pub fn release_if_empty(&self, s: &Session) -> bool {
+        s.is_empty() && self.sessions.borrow_mut().remove(&s.id).is_some()
     }
 
     pub fn add_peer(&self, p: Rc<Peer>) {

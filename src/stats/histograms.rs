@@ -15,16 +15,28 @@ pub enum Latency {
     Handshake,
     /// A bridged request sent to its agent to the agent's answer read.
     Bridge,
+    /// On a carrying node: one read from either side to the end of its write to the other.
+    Hop,
+    /// On a carrying node: connecting to the owner and passing its challenge.
+    Carry,
 }
 
 impl Latency {
-    pub const ALL: [Latency; 3] = [Latency::Relay, Latency::Handshake, Latency::Bridge];
+    pub const ALL: [Latency; 5] = [
+        Latency::Relay,
+        Latency::Handshake,
+        Latency::Bridge,
+        Latency::Hop,
+        Latency::Carry,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Latency::Relay => "relay",
             Latency::Handshake => "handshake",
             Latency::Bridge => "bridge",
+            Latency::Hop => "hop",
+            Latency::Carry => "carry",
         }
     }
 
@@ -34,6 +46,12 @@ impl Latency {
             Latency::Handshake => "Time from accepting a connection to writing its 101 response.",
             Latency::Bridge => {
                 "Time from sending a bridged request to its agent to reading the agent's answer."
+            }
+            Latency::Hop => {
+                "On a carrying node, time from a read to the end of its forwarding write."
+            }
+            Latency::Carry => {
+                "On a carrying node, time to connect to the owner and pass its challenge."
             }
         }
     }

@@ -30,7 +30,7 @@ const QUANTILES: [(&str, f64); 5] = [
     ("max", 1.0),
 ];
 
-fn latency_json(h: &Histogram<u64>) -> Value {
+pub fn latency_json(h: &Histogram<u64>) -> Value {
     let mut m = Map::new();
     m.insert("count".into(), h.len().into());
     for (name, q) in QUANTILES {
@@ -148,10 +148,52 @@ fn cluster_metrics(out: &mut String, c: &Value) {
             "Connections this node opened to Redis.",
             n("redis_connects"),
         ),
+        (
+            "cluster_owned_sessions",
+            "gauge",
+            "Sessions this node owned at its last renewal.",
+            n("owned_sessions"),
+        ),
+        (
+            "cluster_owner_lookups_total",
+            "counter",
+            "Owner lookups answered for new peers.",
+            n("owner_lookups"),
+        ),
+        (
+            "cluster_sessions_claimed_total",
+            "counter",
+            "Lookups that claimed a session for this node.",
+            n("sessions_claimed"),
+        ),
+        (
+            "cluster_sessions_given_up_total",
+            "counter",
+            "Sessions closed here (1012) because re-asserting found another owner.",
+            n("sessions_given_up"),
+        ),
     ];
     for (name, kind, help, value) in lines {
         let _ = writeln!(out, "# HELP ringrelay_{name} {help}\n# TYPE ringrelay_{name} {kind}\nringrelay_{name} {value}");
     }
+    let rtt = &c["redis_rtt_us"];
+    let metric = "ringrelay_cluster_redis_rtt_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {metric} Redis round trips (one command or one pipeline).\n# TYPE {metric} summary"
+    );
+    for (label, key) in [
+        ("0.5", "p50"),
+        ("0.9", "p90"),
+        ("0.99", "p99"),
+        ("0.999", "p999"),
+    ] {
+        let v = rtt[key].as_u64().unwrap_or(0) as f64 / 1e6;
+        let _ = writeln!(out, "{metric}{{quantile=\"{label}\"}} {v}");
+    }
+    let count = rtt["count"].as_u64().unwrap_or(0);
+    let sum = rtt["mean"].as_f64().unwrap_or(0.0) * count as f64 / 1e6;
+    let _ = writeln!(out, "{metric}_sum {sum}\n{metric}_count {count}");
 }
 
 /// Gauges' help texts; a gauge not listed here gets a generic one.
@@ -162,6 +204,7 @@ fn gauge_help(name: &str) -> &'static str {
         "paired_sessions" => "Sessions with two peers.",
         "read_buffers_in_use" => "Read buffers held by connections now.",
         "read_buffers_idle" => "Read buffers pooled for reuse.",
+        "carried_connections" => "Peers this node carries to their owner on another node now.",
         _ => "A current value.",
     }
 }

@@ -15,6 +15,9 @@ impl CloseCode {
     pub const POLICY: CloseCode = CloseCode(1008);
     pub const TOO_BIG: CloseCode = CloseCode(1009);
     pub const INTERNAL: CloseCode = CloseCode(1011);
+    /// RFC 6455 section 7.4.1 (IANA registry): the service is restarting; the client should
+    /// reconnect. Sent to a carried peer whose session's owner node is gone.
+    pub const SERVICE_RESTART: CloseCode = CloseCode(1012);
     pub const REPLACED: CloseCode = CloseCode(4001);
     pub const IDLE: CloseCode = CloseCode(4002);
     /// `resume=N` asked for messages no longer kept, and events are off to say so.

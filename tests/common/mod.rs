@@ -1,6 +1,8 @@
 //! Starts the real `ringrelay` binary on loopback port 0 and gives tests clients to talk to it.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -15,6 +17,8 @@ pub struct TestServer {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The node-to-node listener, when cluster mode has one.
+    pub internal: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -77,7 +81,9 @@ impl TestServer {
                 .parse()
                 .unwrap()
         };
+        let internal = line.contains("internal=").then(|| field("internal"));
         TestServer {
+            internal,
             addr: field("listen"),
             admin: field("admin"),
             child: Some(child),

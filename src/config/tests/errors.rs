@@ -331,3 +331,23 @@ fn the_first_bad_value_stops_loading() {
     let err = Config::load(Some(file.path()), &vars, &CliOverrides::default()).unwrap_err();
     assert_names(&err, "workers", "config file");
 }
+
+#[test]
+fn cluster_link_needs_a_secret_and_never_shows_it() {
+    let err = load_toml(
+        "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\ninternal_listen = \"127.0.0.1:7000\"",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("cluster.internal_listen"), "{err}");
+    assert!(err.contains("cluster.secret"), "{err}");
+    let err = load_toml("[cluster]\nsecret = \"hunter2-but-short\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least 32 bytes"), "{err}");
+    assert!(!err.contains("hunter2"), "the secret is redacted: {err}");
+    let err = load_toml("[cluster]\nsession_ttl = \"1s\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cluster.session_ttl"), "{err}");
+}

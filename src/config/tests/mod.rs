@@ -121,6 +121,11 @@ pub(super) fn sample(key: &str) -> &'static str {
         "cluster.heartbeat" => "2s",
         "cluster.node_ttl" => "7s",
         "cluster.key_prefix" => "rr-test",
+        "cluster.secret" => SECRET,
+        "cluster.secret_file" => "/run/credentials/ringrelay.service/cluster",
+        "cluster.session_ttl" => "40s",
+        "cluster.lookup_timeout" => "3s",
+        "cluster.request_queue" => "100",
         other => panic!("no sample for {other}: add one when adding a key"),
     }
 }
@@ -130,7 +135,7 @@ pub(super) fn sample(key: &str) -> &'static str {
 pub(super) fn everything_changed() -> Config {
     let vars: Vec<(String, String)> = apply::KEYS
         .iter()
-        .filter(|k| **k != "auth.jwt_secret")
+        .filter(|k| !matches!(**k, "auth.jwt_secret" | "cluster.secret"))
         .map(|k| (apply::env_var_name(k), sample(k).to_string()))
         .collect();
     Config::load(None, &vars, &CliOverrides::default()).expect("all samples are valid")
