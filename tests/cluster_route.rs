@@ -506,6 +506,45 @@ fn region_hints_choose_the_owner_and_cross_region_pairs_are_counted(driver: &str
     assert_eq!(total(&[&eu, &us], "cluster_cross_node_pairs"), 2);
 }
 
+fn a_bridged_request_is_carried_to_the_node_of_its_agent(driver: &str) {
+    let Some(redis) = Redis::start(None) else {
+        return;
+    };
+    let p = prefix("bridge");
+    let n1 = node(driver, &redis, &p, "n1", "eu");
+    let n2 = node(driver, &redis, &p, "n2", "eu");
+    wait_for_fleet(&[&n1, &n2]);
+    let mut agent = n1.connect("/v1/relay/desk?role=agent");
+    // curl, as a page's fetch would, on the node the agent is not on.
+    let url = format!("http://{}/v1/http/desk/api/items?x=1", n2.addr);
+    let call = std::thread::spawn(move || {
+        std::process::Command::new("curl")
+            .args(["-s", "-i", "--max-time", "10", "-d", "hello", &url])
+            .output()
+            .expect("curl runs")
+    });
+    let req: serde_json::Value = serde_json::from_str(&recv_text(&mut agent)).unwrap();
+    assert_eq!(req["type"], "http_request", "{req}");
+    assert_eq!(req["method"], "POST");
+    assert_eq!(req["path"], "/api/items?x=1");
+    let id = req["id"].as_str().unwrap();
+    agent
+        .send(Message::text(format!(
+            r#"{{"type":"http_response","id":"{id}","status":201,"headers":[["x-from","agent"]],"body_b64":"Y2FycmllZA=="}}"#
+        )))
+        .unwrap();
+    let out = call.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("x-from: agent"),
+        "{text}"
+    );
+    assert!(text.ends_with("carried"), "{text}");
+    assert_eq!(counter(&n2, "cluster_carried_out"), 1);
+    assert_eq!(counter(&n1, "bridge_responses_2xx"), 1);
+}
+
 /// A "Redis" that accepts connections and never answers: a partition that TCP cannot see.
 fn black_hole() -> (std::net::TcpListener, String) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -757,6 +796,7 @@ fn haproxy_sends_both_peers_of_a_session_to_one_node(driver: &str) {
 }
 
 both_drivers!(
+    a_bridged_request_is_carried_to_the_node_of_its_agent,
     a_partitioned_redis_never_holds_a_new_peer_past_the_lookup_timeout,
     a_carrying_node_counts_carried_peers_against_its_limits,
     haproxy_sends_both_peers_of_a_session_to_one_node,
