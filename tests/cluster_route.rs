@@ -208,6 +208,13 @@ fn split_pairs_exchange_10000_messages_each_way(driver: &str) {
         plan.iter()
             .all(|(s, _, _)| owner_of(&redis, &p, s).is_none())
     });
+    // Every pooled buffer the hops used went back.
+    for n in nodes {
+        wait_until(Duration::from_secs(3), "the links to end", || {
+            let t = &stats(n)["totals"];
+            t["carried_connections"] == 0 && t["read_buffers_in_use"] == 0
+        });
+    }
 }
 
 /// Reads the owner's challenge from a fresh connection to `internal`.

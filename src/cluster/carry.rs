@@ -198,17 +198,25 @@ async fn run(
         entry.link.shutdown_write();
     };
     let (mut down, mut up) = (std::pin::pin!(down), std::pin::pin!(up));
+    // When one side ends, the other gets `session.close_timeout` to finish. Past it both
+    // sockets are shut, which ends any read or write still pending at once; the direction is
+    // then awaited rather than dropped, so the pooled buffer it holds goes back to the pool.
     let linger = core.config().session.close_timeout;
+    let cut = || {
+        entry.link.abort();
+        client.abort();
+    };
     monoio::select! {
         _ = &mut down => {
             if monoio::time::timeout(linger, &mut up).await.is_err() {
-                client.abort();
+                cut();
+                (&mut up).await;
             }
         }
         _ = &mut up => {
             if monoio::time::timeout(linger, &mut down).await.is_err() {
-                entry.link.abort();
-                client.abort();
+                cut();
+                (&mut down).await;
             }
         }
     }
