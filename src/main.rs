@@ -195,14 +195,9 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match internal {
-        Some(internal) => {
-            tracing::info!(%listen, %admin, %internal, driver, workers, version = env!("CARGO_PKG_VERSION"), "ringrelay listening")
-        }
-        None => {
-            tracing::info!(%listen, %admin, driver, workers, version = env!("CARGO_PKG_VERSION"), "ringrelay listening")
-        }
-    }
+    // `internal` is left out of the line when there is none.
+    let internal = internal.map(tracing::field::display);
+    tracing::info!(%listen, %admin, internal, driver, workers, version = env!("CARGO_PKG_VERSION"), "ringrelay listening");
     if let Some(mut signals) = signals {
         let handle = running.handle.clone();
         std::thread::spawn(move || {

@@ -137,14 +137,23 @@ fn connect_pairs(plan: &[(&str, &TestServer, &TestServer)]) -> Vec<(Ws, Ws)> {
         .collect()
 }
 
-/// Redis and three nodes n1, n2, n3 in region eu, each seeing the whole fleet; `None` when
+/// Redis and one node per `(node_id, region)`, each seeing the whole fleet; `None` when
 /// there is no redis-server.
-fn three_nodes(driver: &str, test: &str) -> Option<(Redis, String, [TestServer; 3])> {
+fn fleet_of<const N: usize>(
+    driver: &str,
+    test: &str,
+    ids: [(&str, &str); N],
+) -> Option<(Redis, String, [TestServer; N])> {
     let redis = Redis::start(None)?;
     let p = prefix(test);
-    let nodes = ["n1", "n2", "n3"].map(|id| node(driver, &redis, &p, id, "eu"));
+    let nodes = ids.map(|(id, region)| node(driver, &redis, &p, id, region));
     wait_for_fleet(&nodes.iter().collect::<Vec<_>>());
     Some((redis, p, nodes))
+}
+
+/// Redis and three nodes n1, n2, n3 in region eu.
+fn three_nodes(driver: &str, test: &str) -> Option<(Redis, String, [TestServer; 3])> {
+    fleet_of(driver, test, [("n1", "eu"), ("n2", "eu"), ("n3", "eu")])
 }
 
 fn split_pairs_exchange_10000_messages_each_way(driver: &str) {
@@ -455,13 +464,10 @@ fn a_killed_node_s_partners_are_told_and_re_pair(driver: &str) {
 }
 
 fn graceful_shutdown_closes_with_1001_and_frees_the_sessions(driver: &str) {
-    let Some(redis) = Redis::start(None) else {
+    let Some((redis, p, [mut n1, mut n2])) = fleet_of(driver, "term", [("n1", "eu"), ("n2", "eu")])
+    else {
         return;
     };
-    let p = prefix("term");
-    let mut n1 = node(driver, &redis, &p, "n1", "eu");
-    let mut n2 = node(driver, &redis, &p, "n2", "eu");
-    wait_for_fleet(&[&n1, &n2]);
     let mut a = n1.connect("/v1/relay/g?role=a");
     let mut b = n2.connect("/v1/relay/g?role=b");
     exchange(&mut a, &mut b, 0, 20);
@@ -485,13 +491,10 @@ fn graceful_shutdown_closes_with_1001_and_frees_the_sessions(driver: &str) {
 }
 
 fn region_hints_choose_the_owner_and_cross_region_pairs_are_counted(driver: &str) {
-    let Some(redis) = Redis::start(None) else {
+    let Some((redis, p, [eu, us])) = fleet_of(driver, "region", [("eu1", "eu"), ("us1", "us")])
+    else {
         return;
     };
-    let p = prefix("region");
-    let eu = node(driver, &redis, &p, "eu1", "eu");
-    let us = node(driver, &redis, &p, "us1", "us");
-    wait_for_fleet(&[&eu, &us]);
     // A first peer landing in eu but hinting us: the session is owned in us.
     let mut a = eu.connect("/v1/relay/h1?role=a&region=us");
     assert_eq!(owner_of(&redis, &p, "h1").as_deref(), Some("us1"));
@@ -514,13 +517,10 @@ fn region_hints_choose_the_owner_and_cross_region_pairs_are_counted(driver: &str
 }
 
 fn a_bridged_request_is_carried_to_the_node_of_its_agent(driver: &str) {
-    let Some(redis) = Redis::start(None) else {
+    let Some((_redis, _, [n1, n2])) = fleet_of(driver, "bridge", [("n1", "eu"), ("n2", "eu")])
+    else {
         return;
     };
-    let p = prefix("bridge");
-    let n1 = node(driver, &redis, &p, "n1", "eu");
-    let n2 = node(driver, &redis, &p, "n2", "eu");
-    wait_for_fleet(&[&n1, &n2]);
     let mut agent = n1.connect("/v1/relay/desk?role=agent");
     // curl, as a page's fetch would, on the node the agent is not on.
     let url = format!("http://{}/v1/http/desk/api/items?x=1", n2.addr);
@@ -747,14 +747,13 @@ impl Drop for Haproxy {
 }
 
 fn haproxy_sends_both_peers_of_a_session_to_one_node(driver: &str) {
-    let Some(redis) = Redis::start(None) else {
+    let Some((redis, p, [n1, n2, mut n3])) = fleet_of(
+        driver,
+        "haproxy",
+        [("n1", "eu"), ("n2", "eu"), ("n3", "eu")],
+    ) else {
         return;
     };
-    let p = prefix("haproxy");
-    let n1 = node(driver, &redis, &p, "n1", "eu");
-    let n2 = node(driver, &redis, &p, "n2", "eu");
-    let mut n3 = node(driver, &redis, &p, "n3", "eu");
-    wait_for_fleet(&[&n1, &n2, &n3]);
     let Some(proxy) = Haproxy::start(&[&n1, &n2, &n3]) else {
         return;
     };

@@ -48,7 +48,6 @@ pub enum Owner {
     Elsewhere {
         node_id: String,
         internal: Option<String>,
-        region: String,
     },
     /// Redis cannot be asked (down, breaker open, queue full, too slow).
     Unknown(Unknown),

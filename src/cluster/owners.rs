@@ -41,6 +41,15 @@ fn claim_cmd(pipe: &mut redis::Pipeline, o: &Owners, session: &str, candidate: &
         .arg(&o.me);
 }
 
+fn release_cmd(pipe: &mut redis::Pipeline, o: &Owners, session: &str) {
+    pipe.cmd("EVAL")
+        .arg(RELEASE)
+        .arg(1)
+        .arg(session_key(&o.prefix, session))
+        .arg(&o.me)
+        .ignore();
+}
+
 impl Owners {
     pub fn new(id: &Identity, cfg: &ClusterConfig, workers: Vec<flume::Sender<Command>>) -> Self {
         Owners {
@@ -86,7 +95,6 @@ impl Owners {
         let known = fleet.iter().find(|n| n.node_id == node_id);
         Owner::Elsewhere {
             internal: known.and_then(|n| n.internal.clone()),
-            region: known.map(|n| n.region.clone()).unwrap_or_default(),
             node_id,
         }
     }
@@ -114,12 +122,7 @@ impl Owners {
                 }
                 Request::Release { session } => {
                     self.held.remove(&session);
-                    pipe.cmd("EVAL")
-                        .arg(RELEASE)
-                        .arg(1)
-                        .arg(session_key(&self.prefix, &session))
-                        .arg(&self.me)
-                        .ignore();
+                    release_cmd(&mut pipe, self, &session);
                     releases += 1;
                 }
             }
@@ -179,7 +182,7 @@ impl Owners {
         for chunk in held.chunks(RENEW_BATCH) {
             let mut pipe = redis::pipe();
             for s in chunk {
-                claim_cmd(&mut pipe, self, s, &self.me.clone());
+                claim_cmd(&mut pipe, self, s, &self.me);
             }
             view.update(|s| s.commands += chunk.len() as u64);
             let owners: Vec<String> = pipe.query(con)?;
@@ -245,12 +248,7 @@ impl Owners {
         }
         let mut pipe = redis::pipe();
         for s in &self.held {
-            pipe.cmd("EVAL")
-                .arg(RELEASE)
-                .arg(1)
-                .arg(session_key(&self.prefix, s))
-                .arg(&self.me)
-                .ignore();
+            release_cmd(&mut pipe, self, s);
         }
         let n = self.held.len() as u64;
         view.update(|s| {

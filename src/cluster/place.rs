@@ -51,7 +51,8 @@ pub async fn place(
     }
     match find_owner(core, session, hint).await {
         Owner::Here => {
-            if let Some(s) = core.registry.get(session) {
+            // Claimed back: a session given up earlier is this node's again.
+            if let Some(s) = local {
                 s.moved.set(false);
             }
             Placement::Here

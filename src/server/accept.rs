@@ -335,15 +335,10 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
                         carried,
                     };
                 }
-                match place(core, &session, hint.clone(), carried.is_some()).await {
-                    Placement::Here => {}
-                    Placement::Carry(owner) => {
-                        return carry_to(core, owner, buf, &session, admitted, hint);
-                    }
-                    Placement::Refuse(resp) => {
-                        refuse(core, stream, resp).await;
-                        return Next::Done;
-                    }
+                if let Some(next) =
+                    elsewhere(core, stream, &session, &hint, &carried, &mut buf, &admitted).await
+                {
+                    return next;
                 }
                 return Next::Bridge(BridgeRequest {
                     extra: buf.split_off(head_len),
@@ -372,15 +367,11 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
                             carried,
                         };
                     }
-                    match place(core, &target.session, hint.clone(), carried.is_some()).await {
-                        Placement::Here => {}
-                        Placement::Carry(owner) => {
-                            return carry_to(core, owner, buf, &target.session, admitted, hint);
-                        }
-                        Placement::Refuse(resp) => {
-                            refuse(core, stream, resp).await;
-                            return Next::Done;
-                        }
+                    let session = &target.session;
+                    if let Some(next) =
+                        elsewhere(core, stream, session, &hint, &carried, &mut buf, &admitted).await
+                    {
+                        return next;
                     }
                     target.role = admitted.role;
                     return Next::Join {
@@ -401,31 +392,43 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
     Next::Done
 }
 
-/// What the owner is told about a peer carried to it.
-fn carry_to(
+/// Cluster mode: where the session's owner says this peer goes. `None`: it is seated here;
+/// otherwise the refusal was written (`Next::Done`) or the connection is to be carried, with
+/// what the owner is told about it.
+async fn elsewhere(
     core: &Core,
-    owner: OwnerNode,
-    bytes: Vec<u8>,
+    stream: &mut TcpStream,
     session: &str,
-    admitted: Admitted,
-    hint: Option<String>,
-) -> Next {
-    let view = core
-        .shared
-        .cluster
-        .as_ref()
-        .expect("carrying happens in cluster mode");
-    let carried = Carried {
-        from: view.identity.node_id.clone(),
-        session: session.to_string(),
-        ip: admitted.ip,
-        role: admitted.role,
-        region: hint.unwrap_or_else(|| view.identity.region.clone()),
-    };
-    Next::Carry {
-        owner,
-        bytes,
-        carried,
+    hint: &Option<String>,
+    carried: &Option<Carried>,
+    buf: &mut Vec<u8>,
+    admitted: &Admitted,
+) -> Option<Next> {
+    match place(core, session, hint.clone(), carried.is_some()).await {
+        Placement::Here => None,
+        Placement::Refuse(resp) => {
+            refuse(core, stream, resp).await;
+            Some(Next::Done)
+        }
+        Placement::Carry(owner) => {
+            let view = core
+                .shared
+                .cluster
+                .as_ref()
+                .expect("carrying happens in cluster mode");
+            let carried = Carried {
+                from: view.identity.node_id.clone(),
+                session: session.to_string(),
+                ip: admitted.ip,
+                role: admitted.role.clone(),
+                region: hint.clone().unwrap_or_else(|| view.identity.region.clone()),
+            };
+            Some(Next::Carry {
+                owner,
+                bytes: std::mem::take(buf),
+                carried,
+            })
+        }
     }
 }
 

@@ -61,6 +61,31 @@ fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net
     Ok(s.into())
 }
 
+/// One SO_REUSEPORT listener per worker on `addr` (port 0: the port the first one got), for
+/// the public listener and the node-to-node one alike.
+fn bind_per_worker(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<Vec<std::net::TcpListener>, ServerError> {
+    let bind = |addr: SocketAddr| {
+        bind_listener(addr, true).map_err(|source| ServerError::Bind { addr, source })
+    };
+    // SO_REUSEPORT would let a second relay bind the same port and silently take half the
+    // connections (splitting sessions): a plain bind first proves the port is free.
+    if addr.port() != 0 {
+        drop(bind_listener(addr, false).map_err(|source| ServerError::Bind { addr, source })?);
+    }
+    let first = bind(addr)?;
+    let resolved = first
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind(resolved)?);
+    }
+    Ok(listeners)
+}
+
 /// Stops a running server when triggered; cloneable, usable from any thread.
 #[derive(Clone)]
 pub struct ShutdownHandle {
@@ -79,44 +104,16 @@ impl Server {
     pub fn bind(config: Config) -> Result<Server, ServerError> {
         let driver = driver::resolve(config.driver)?;
         let auth = Authenticator::from_config(&config)?;
-        let bind = |addr: SocketAddr| {
-            bind_listener(addr, true).map_err(|source| ServerError::Bind { addr, source })
-        };
-        // SO_REUSEPORT would let a second relay bind the same port and silently take half
-        // the connections (splitting sessions): a plain bind first proves the port is free.
-        if config.listen.port() != 0 {
-            drop(
-                bind_listener(config.listen, false).map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?,
-            );
-        }
-        let first = bind(config.listen)?;
-        let addr = first.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let mut listeners = vec![first];
-        for _ in 1..config.workers {
-            listeners.push(bind(addr)?);
-        }
+        let listeners = bind_per_worker(config.listen, config.workers)?;
         let admin =
             bind_listener(config.admin_listen, false).map_err(|source| ServerError::Bind {
                 addr: config.admin_listen,
                 source,
             })?;
-        let mut internal = Vec::new();
-        if let (Some(addr), Some(_)) = (config.cluster.internal_listen, &config.cluster.redis_url) {
-            let first = bind(addr)?;
-            let addr = first
-                .local_addr()
-                .map_err(|source| ServerError::Bind { addr, source })?;
-            internal.push(first);
-            for _ in 1..config.workers {
-                internal.push(bind(addr)?);
-            }
-        }
+        let internal = match (config.cluster.internal_listen, &config.cluster.redis_url) {
+            (Some(addr), Some(_)) => bind_per_worker(addr, config.workers)?,
+            _ => Vec::new(),
+        };
         let cluster_secret = config.cluster_secret()?.map(Arc::new);
         Ok(Server {
             config: Arc::new(config),

@@ -58,6 +58,7 @@ pub async fn scrape(core: &Core, format: Format) -> Response {
         workers: core.shared.workers(),
         uptime_s: core.shared.started.elapsed().as_secs(),
         cluster: core.shared.cluster.as_ref().map(|v| v.stats_json()),
+        cluster_rtt: core.shared.cluster.as_ref().map(|v| v.rtt()),
     };
     match format {
         Format::Json => Response::json(200, stats_json(&meta, &cores)),

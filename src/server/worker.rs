@@ -82,34 +82,24 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
 /// `shutdown_grace` for them to finish.
 pub async fn run(setup: WorkerSetup) {
     let core = Rc::new(Core::new(setup.index, setup.shared.clone()));
-    let listener = match TcpListener::from_std(setup.listener) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = setup
-                .ready
-                .send(Err(format!("worker {}: {e}", setup.index)));
-            return;
-        }
-    };
-    monoio::spawn(accept_loop(core.clone(), listener, Listener::Public));
-    if let Some(admin) = setup.admin {
-        match TcpListener::from_std(admin) {
+    let listeners = [
+        (Some(setup.listener), Listener::Public),
+        (setup.admin, Listener::Admin),
+        (setup.internal, Listener::Internal),
+    ];
+    for (listener, kind) in listeners {
+        let Some(listener) = listener else { continue };
+        match TcpListener::from_std(listener) {
             Ok(l) => {
-                monoio::spawn(accept_loop(core.clone(), l, Listener::Admin));
+                monoio::spawn(accept_loop(core.clone(), l, kind));
             }
             Err(e) => {
-                let _ = setup.ready.send(Err(format!("admin listener: {e}")));
-                return;
-            }
-        }
-    }
-    if let Some(internal) = setup.internal {
-        match TcpListener::from_std(internal) {
-            Ok(l) => {
-                monoio::spawn(accept_loop(core.clone(), l, Listener::Internal));
-            }
-            Err(e) => {
-                let _ = setup.ready.send(Err(format!("internal listener: {e}")));
+                let what = match kind {
+                    Listener::Public => format!("worker {}", setup.index),
+                    Listener::Admin => "admin listener".to_string(),
+                    Listener::Internal => "internal listener".to_string(),
+                };
+                let _ = setup.ready.send(Err(format!("{what}: {e}")));
                 return;
             }
         }

@@ -20,6 +20,8 @@ pub struct Meta {
     pub uptime_s: u64,
     /// The fleet as this node sees it (cluster mode only, docs/cluster.md).
     pub cluster: Option<Value>,
+    /// That node's Redis round trips, in microseconds (cluster mode only).
+    pub cluster_rtt: Option<Histogram<u64>>,
 }
 
 const QUANTILES: [(&str, f64); 5] = [
@@ -176,24 +178,20 @@ fn cluster_metrics(out: &mut String, c: &Value) {
     for (name, kind, help, value) in lines {
         let _ = writeln!(out, "# HELP ringrelay_{name} {help}\n# TYPE ringrelay_{name} {kind}\nringrelay_{name} {value}");
     }
-    let rtt = &c["redis_rtt_us"];
-    let metric = "ringrelay_cluster_redis_rtt_seconds";
-    let _ = writeln!(
-        out,
-        "# HELP {metric} Redis round trips (one command or one pipeline).\n# TYPE {metric} summary"
-    );
-    for (label, key) in [
-        ("0.5", "p50"),
-        ("0.9", "p90"),
-        ("0.99", "p99"),
-        ("0.999", "p999"),
-    ] {
-        let v = rtt[key].as_u64().unwrap_or(0) as f64 / 1e6;
-        let _ = writeln!(out, "{metric}{{quantile=\"{label}\"}} {v}");
+}
+
+/// A histogram in microseconds as a Prometheus summary in seconds.
+fn summary(out: &mut String, metric: &str, help: &str, h: &Histogram<u64>) {
+    let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} summary");
+    for (q, label) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999")] {
+        let _ = writeln!(
+            out,
+            "{metric}{{quantile=\"{label}\"}} {}",
+            h.value_at_quantile(q) as f64 / 1e6
+        );
     }
-    let count = rtt["count"].as_u64().unwrap_or(0);
-    let sum = rtt["mean"].as_f64().unwrap_or(0.0) * count as f64 / 1e6;
-    let _ = writeln!(out, "{metric}_sum {sum}\n{metric}_count {count}");
+    let _ = writeln!(out, "{metric}_sum {}", h.mean() * h.len() as f64 / 1e6);
+    let _ = writeln!(out, "{metric}_count {}", h.len());
 }
 
 /// Gauges' help texts; a gauge not listed here gets a generic one.
@@ -279,17 +277,16 @@ pub fn metrics_text(meta: &Meta, cores: &[CoreSnapshot]) -> String {
             .iter()
             .find(|l| l.name() == *name)
             .map_or("", |l| l.help());
-        let metric = format!("ringrelay_{name}_latency_seconds");
-        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} summary");
-        for (q, label) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999")] {
-            let _ = writeln!(
-                out,
-                "{metric}{{quantile=\"{label}\"}} {}",
-                h.value_at_quantile(q) as f64 / 1e6
-            );
-        }
-        let _ = writeln!(out, "{metric}_sum {}", h.mean() * h.len() as f64 / 1e6);
-        let _ = writeln!(out, "{metric}_count {}", h.len());
+        summary(
+            &mut out,
+            &format!("ringrelay_{name}_latency_seconds"),
+            help,
+            h,
+        );
+    }
+    if let Some(h) = &meta.cluster_rtt {
+        let help = "Redis round trips (one command or one pipeline).";
+        summary(&mut out, "ringrelay_cluster_redis_rtt_seconds", help, h);
     }
     out
 }
@@ -314,6 +311,7 @@ mod tests {
 
     const META: Meta = Meta {
         cluster: None,
+        cluster_rtt: None,
         version: "0.0.0",
         driver: "io_uring",
         workers: 2,
