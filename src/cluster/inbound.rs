@@ -8,13 +8,6 @@ use crate::runtime::Core;
 use crate::stats::bump;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use std::io::Read;
-
-fn nonce() -> std::io::Result<[u8; NONCE_BYTES]> {
-    let mut n = [0u8; NONCE_BYTES];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut n)?;
-    Ok(n)
-}
 
 /// Why an opening was refused, for the log and the refusal line.
 async fn refuse(core: &Core, stream: &mut TcpStream, code: &str) {
@@ -31,10 +24,7 @@ pub async fn accept_link(core: &Core, stream: &mut TcpStream) -> Option<(Carried
         refuse(core, stream, "no_secret").await;
         return None;
     };
-    let Ok(nonce) = nonce() else {
-        refuse(core, stream, "no_randomness").await;
-        return None;
-    };
+    let nonce: [u8; NONCE_BYTES] = core.rng.bytes();
     let (r, _) = stream.write_all(link::challenge_line(&nonce)).await;
     r.ok()?;
     let timeout = core.config().limits.handshake_timeout;

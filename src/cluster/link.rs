@@ -7,6 +7,7 @@
 //! After `ok` the connection carries the client's own bytes both ways, untouched. A fresh
 //! challenge per connection means a recorded opening cannot be replayed.
 
+use crate::runtime::rng::hex;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -74,16 +75,6 @@ pub fn line_end(buf: &[u8]) -> Result<Option<usize>, LinkError> {
         None if buf.len() >= MAX_LINE => Err(LinkError::LineTooLong),
         None => Ok(None),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -55,6 +55,8 @@ pub struct Core {
     pub bridge: crate::bridge::Pending,
     /// Peers carried to other nodes and where the peers here came from (cluster mode).
     pub cluster_local: crate::cluster::Local,
+    /// This worker's own secure random source (ids, keys, challenges).
+    pub rng: super::rng::CoreRng,
     next_id: Cell<u64>,
     /// Closed when the server shuts down; every waiter wakes with an error.
     pub shutdown: Semaphore,
@@ -77,6 +79,7 @@ impl Core {
             ip_limits: IpLimits::new(&cfg.limits, shared.workers()),
             bridge: crate::bridge::Pending::default(),
             cluster_local: crate::cluster::Local::default(),
+            rng: super::rng::CoreRng::new(),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),
             shared,

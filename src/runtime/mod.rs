@@ -5,6 +5,7 @@ pub mod clock;
 pub mod core;
 pub mod driver;
 pub mod pool;
+pub mod rng;
 pub mod socket;
 
 pub use self::core::{Core, Shared};
