@@ -194,6 +194,73 @@ fn tokens_are_checked_at_the_handshake(driver: &str) {
     );
 }
 
+/// A correctly signed token that is valid for a long time: leaked once (a log, a shared
+/// link), it opens its session for as long as its issuer wrote. Before: a 30-day token was
+/// accepted like any other. Now `auth.max_token_lifetime` (24 h by default) refuses it with
+/// 401 token_lifetime_too_long, counted with the other refusals, while a pair with
+/// short-lived tokens keeps talking beside the attempts.
+fn long_lived_tokens_are_refused(driver: &str) {
+    const DAY: u64 = 24 * 3600;
+    let srv = server(driver, &[]);
+    let now = unix_now();
+    let lived = |sid: &str, iat: Option<u64>, exp: u64| {
+        let claims = MintClaims {
+            sid: sid.into(),
+            iat,
+            exp,
+            ..MintClaims::default()
+        };
+        mint(SECRET.as_bytes(), JwtAlgorithm::Hs256, &claims)
+    };
+    // The control pair, on 1-hour tokens (with iat, as `ringrelay token` mints them).
+    let hour = lived("control", Some(now), now + 3600);
+    let mut a = upgrade(&srv, &format!("/v1/relay/control?role=a&token={hour}"), &[]).unwrap();
+    let mut b = upgrade(&srv, &format!("/v1/relay/control?role=b&token={hour}"), &[]).unwrap();
+    let before = stats(&srv)["totals"]["auth_refused"].as_u64().unwrap();
+    let month = [
+        lived("room-l", Some(now), now + 30 * DAY),
+        lived("room-l", None, now + 30 * DAY),
+        // Issued "tomorrow" with an hour's validity: still good for a day and an hour.
+        lived("room-l", Some(now + DAY), now + DAY + 3600),
+    ];
+    for (i, t) in month.iter().enumerate() {
+        let head = assert_refused(
+            upgrade(&srv, &format!("/v1/relay/room-l?token={t}"), &[]),
+            401,
+            "token_lifetime_too_long",
+        );
+        assert!(head.contains("error=\"invalid_token\""), "{head}");
+        a.send(Message::text(format!("still {i}"))).unwrap();
+        assert_eq!(recv_text(&mut b), format!("still {i}"));
+    }
+    // In the Authorization header too, and on the bridge route.
+    let bearer = format!("Bearer {}", month[0]);
+    assert_refused(
+        upgrade(&srv, "/v1/relay/room-l", &[("Authorization", &bearer)]),
+        401,
+        "token_lifetime_too_long",
+    );
+    let (status, _, body) = http(
+        srv.addr,
+        &format!("GET /v1/http/room-l/x HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\n\r\n"),
+    );
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("token_lifetime_too_long"), "{body}");
+    let st = stats(&srv);
+    assert_eq!(st["totals"]["auth_refused"].as_u64().unwrap() - before, 5);
+    // An hour's token for that session is fine, and the pair still flows.
+    let ok = lived("room-l", Some(now), now + 3600);
+    upgrade(&srv, &format!("/v1/relay/room-l?token={ok}"), &[]).unwrap();
+    b.send(Message::text("done")).unwrap();
+    assert_eq!(recv_text(&mut a), "done");
+
+    // An operator who issues month-long tokens on purpose raises the limit, or turns it off.
+    for limit in ["720h", "0s"] {
+        let srv = server(driver, &[("RINGRELAY_AUTH_MAX_TOKEN_LIFETIME", limit)]);
+        upgrade(&srv, &format!("/v1/relay/room-l?token={}", month[0]), &[]).unwrap();
+    }
+}
+
 fn echo_route_can_be_opened_or_switched_off(driver: &str) {
     let open = server(driver, &[("RINGRELAY_SECURITY_ECHO_ROUTE", "open")]);
     let mut e = upgrade(&open, "/v1/echo", &[]).unwrap();
@@ -237,6 +304,7 @@ fn origins_are_checked(driver: &str) {
 
 both_drivers!(
     tokens_are_checked_at_the_handshake,
+    long_lived_tokens_are_refused,
     echo_route_can_be_opened_or_switched_off,
     origins_are_checked,
 );

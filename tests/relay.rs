@@ -75,6 +75,113 @@ fn without_events_only_messages_arrive(driver: &str) {
     assert_eq!(recv_text(&mut a), "and this", "no event came first");
 }
 
+/// The `key` of an event: 32 lower-case hex digits, or a failure naming the event.
+fn key_of(e: &serde_json::Value) -> String {
+    let k = e["key"].as_str().unwrap_or_else(|| panic!("no key in {e}"));
+    assert!(
+        k.len() == 32 && k.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+        "{e}"
+    );
+    k.to_string()
+}
+
+/// Reads events until one of `typ`, checking that each carries `key`.
+fn event_with_key(ws: &mut Ws, typ: &str, key: &str) -> serde_json::Value {
+    loop {
+        let e = recv_event(ws);
+        assert_eq!(e["key"], key, "an event without this connection's key: {e}");
+        if e["type"] == typ {
+            return e;
+        }
+    }
+}
+
+/// A peer can send text that reads exactly like a relay event. Before: events carried no key,
+/// so the forged `peer_disconnected` below was byte for byte what the relay sends and a
+/// client could not tell them apart. Now `connected` (only the relay can send the first
+/// message) gives each connection its own key, every later event to it carries that key, and
+/// the peer's text arrives verbatim, without it.
+fn events_carry_their_connection_s_key_and_forgeries_do_not(driver: &str) {
+    let srv = TestServer::start(
+        driver,
+        2,
+        &[
+            ("RINGRELAY_SESSION_OVERFLOW", "drop_oldest"),
+            ("RINGRELAY_SESSION_BUFFER_MESSAGES", "1"),
+        ],
+    );
+    let mut a = srv.connect("/v1/relay/keyed?role=a&events=1");
+    let hello = recv_event(&mut a);
+    assert_eq!(hello["type"], "connected");
+    let ka = key_of(&hello);
+    // Alone, two messages for one kept: the error event carries the key too.
+    a.send(Message::text("k1")).unwrap();
+    a.send(Message::text("k2")).unwrap();
+    assert_eq!(
+        event_with_key(&mut a, "error", &ka)["error"],
+        "buffer_overflow"
+    );
+    let mut b = srv.connect("/v1/relay/keyed?role=b&events=1");
+    let kb = key_of(&recv_event(&mut b));
+    assert_ne!(ka, kb, "each connection has its own key");
+    assert_eq!(recv_text(&mut b), "k2");
+    assert_eq!(event_with_key(&mut a, "peer_connected", &ka)["role"], "b");
+
+    // Forgeries: the relay's own shape, b's own key (the only one b knows), a guessed key,
+    // pretty-printed. Each reaches a exactly as sent, and none carries a's key.
+    let ts = hello["ts"].as_u64().unwrap();
+    let forged = [
+        format!(r#"{{"code":1000,"role":"b","ts":{ts},"type":"peer_disconnected"}}"#),
+        format!(r#"{{"type":"peer_disconnected","ts":{ts},"role":"b","code":1000,"key":"{kb}"}}"#),
+        format!(
+            r#"{{"type":"error","ts":{ts},"error":"resume_gap","first":1,"key":"{}"}}"#,
+            "0".repeat(32)
+        ),
+        format!("{{\n  \"type\": \"connected\",\n  \"ts\": {ts},\n  \"key\": \"{kb}\"\n}}"),
+    ];
+    for f in &forged {
+        b.send(Message::text(f.as_str())).unwrap();
+        let got = recv_text(&mut a);
+        assert_eq!(&got, f, "forwarded verbatim");
+        let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+        assert_ne!(v["key"], ka.as_str());
+    }
+    // The control: real messages and real events still flow, each event with a's key.
+    b.send(Message::text("real")).unwrap();
+    assert_eq!(recv_text(&mut a), "real");
+
+    // A replacement gets a fresh key, never the one of the connection it replaces.
+    let mut b2 = srv.connect("/v1/relay/keyed?role=b&events=1");
+    let kb2 = key_of(&recv_event(&mut b2));
+    assert!(kb2 != kb && kb2 != ka);
+    assert_eq!(recv_close(&mut b), Some(4001));
+    event_with_key(&mut a, "peer_connected", &ka);
+    close(&mut b2, 1000);
+    let gone = event_with_key(&mut a, "peer_disconnected", &ka);
+    assert_eq!((&gone["role"], &gone["code"]), (&"b".into(), &1000.into()));
+
+    // `resume=` past what was delivered: connected and resume_ahead carry one key.
+    let mut r = srv.connect("/v1/relay/keyed-2?role=b&events=1&resume=5");
+    let kr = key_of(&recv_event(&mut r));
+    assert_eq!(
+        event_with_key(&mut r, "error", &kr)["error"],
+        "resume_ahead"
+    );
+    // The compatible paths have events on, so keys too.
+    let mut d = srv.connect("/desktop/keyed-3");
+    assert!(![&ka, &kb, &kb2, &kr].contains(&&key_of(&recv_event(&mut d))));
+
+    // peer_absent (buffering off) carries the key as well.
+    let off = TestServer::start(driver, 1, &[("RINGRELAY_SESSION_BUFFER_BYTES", "0")]);
+    let mut alone = off.connect("/v1/relay/keyed?role=a&events=1");
+    let k = key_of(&recv_event(&mut alone));
+    alone.send(Message::text("nobody")).unwrap();
+    assert_eq!(
+        event_with_key(&mut alone, "error", &k)["error"],
+        "peer_absent"
+    );
+}
+
 fn same_role_replaces_and_third_peer_is_refused(driver: &str) {
     let srv = TestServer::start(driver, 2, &[]);
     let mut d = srv.connect("/desktop/rep");
@@ -326,6 +433,7 @@ both_drivers!(
     text_and_binary_both_ways,
     events_tell_who_comes_and_goes,
     without_events_only_messages_arrive,
+    events_carry_their_connection_s_key_and_forgeries_do_not,
     same_role_replaces_and_third_peer_is_refused,
     fragmented_message_arrives_whole,
     sixteen_mib_message_streams_through,

@@ -384,3 +384,69 @@ fn bad_arguments_exit_2_with_a_message() {
         assert_no_secret(&out);
     }
 }
+
+/// The CLI never mints what its own server would refuse (401 token_lifetime_too_long). Before:
+/// `--ttl 720h` printed a 30-day token and no server bounded its lifetime.
+#[test]
+fn ttl_is_bounded_by_the_servers_max_token_lifetime() {
+    let d = dir("lifetime");
+    let file = write(&d, "secret", SECRET);
+    let f = file.to_str().unwrap();
+    let mint = |extra: &[&str]| {
+        let mut args = vec!["--session", "s"];
+        args.extend_from_slice(extra);
+        token(&args)
+    };
+    // Without --config: the server's default, 24 h.
+    let out = mint(&["--secret-file", f, "--ttl", "720h"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--ttl 720h")
+            && err.contains("24h")
+            && err.contains("auth.max_token_lifetime"),
+        "{err}"
+    );
+    assert!(err.contains("--config"), "says how to go further: {err}");
+    assert!(out.stdout.is_empty());
+    assert_no_secret(&out);
+    // A day is allowed, carries iat, and the default server accepts it.
+    let t = stdout_token(&mint(&["--secret-file", f, "--ttl", "24h"]));
+    let auth = verifier(AuthConfig::default());
+    let claims = auth.verify(&t, unix_now()).unwrap();
+    let payload = t.split('.').nth(1).unwrap();
+    let payload: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        payload["exp"].as_u64().unwrap() - payload["iat"].as_u64().unwrap(),
+        24 * 3600
+    );
+    assert_eq!(claims.exp, payload["exp"].as_u64().unwrap());
+
+    // With --config: that server's limit, longer or off.
+    let month = write(&d, "month.toml", "[auth]\nmax_token_lifetime = \"720h\"\n");
+    let m = month.to_str().unwrap();
+    let t = stdout_token(&mint(&["--secret-file", f, "--config", m, "--ttl", "720h"]));
+    let cfg = Config::load(Some(&month), &[], &CliOverrides::default()).unwrap();
+    assert!(verifier(cfg.auth.clone()).verify(&t, unix_now()).is_ok());
+    assert_eq!(
+        verifier(AuthConfig::default()).verify(&t, unix_now()),
+        Err(AuthError::LifetimeTooLong)
+    );
+    let out = mint(&["--secret-file", f, "--config", m, "--ttl", "721h"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in --config"));
+    let off = write(&d, "off.toml", "[auth]\nmax_token_lifetime = \"0s\"\n");
+    let o = off.to_str().unwrap();
+    stdout_token(&mint(&[
+        "--secret-file",
+        f,
+        "--config",
+        o,
+        "--ttl",
+        "8760h",
+    ]));
+}

@@ -42,9 +42,14 @@ fn check_auth(cfg: &Config) {
     };
     let secret = cfg.auth.jwt_secret.as_deref().unwrap_or_default();
     assert!(secret.len() >= 32, "a short secret was accepted");
+    // Valid for as long as this config allows (the whole test window when unlimited).
+    let lifetime = match cfg.auth.max_token_lifetime.as_secs() {
+        0 => 100_000_000,
+        s => s,
+    };
     let claims = MintClaims {
         sid: "room-1".into(),
-        exp: 2_000_000_000,
+        exp: 1_900_000_000 + lifetime,
         aud: cfg.auth.audience.clone(),
         iss: cfg.auth.issuer.clone(),
         ..MintClaims::default()

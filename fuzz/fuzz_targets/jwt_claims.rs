@@ -28,9 +28,11 @@ use std::time::Duration;
 const SECRET: &[u8] = b"fuzz-secret-0123456789abcdef-0123456789";
 const NOW: u64 = 1_700_000_000;
 const LEEWAY: u64 = 30;
+/// Short enough that the clock offsets drawn below cross it both ways.
+const MAX_LIFETIME: u64 = 3600;
 const MAX_TOKEN: usize = 512;
 const ALLOWED: [JwtAlgorithm; 2] = [JwtAlgorithm::Hs256, JwtAlgorithm::Hs384];
-const ALL_ERRORS: [AuthError; 11] = [
+const ALL_ERRORS: [AuthError; 12] = [
     AuthError::Missing,
     AuthError::TooLong,
     AuthError::Malformed,
@@ -38,6 +40,7 @@ const ALL_ERRORS: [AuthError; 11] = [
     AuthError::Signature,
     AuthError::Expired,
     AuthError::NotYetValid,
+    AuthError::LifetimeTooLong,
     AuthError::Audience,
     AuthError::Issuer,
     AuthError::WrongSession,
@@ -56,6 +59,7 @@ fn authenticator() -> Authenticator {
         issuer: Some("ops".into()),
         leeway: Duration::from_secs(LEEWAY),
         max_token_bytes: MAX_TOKEN,
+        max_token_lifetime: Duration::from_secs(MAX_LIFETIME),
         ..AuthConfig::default()
     };
     Authenticator::new(SECRET.to_vec(), &cfg)
@@ -88,6 +92,10 @@ fn check_answer(token: &str, now: u64, got: &Result<Claims, AuthError>) {
             assert!(
                 u128::from(c.exp) + u128::from(LEEWAY) >= u128::from(now),
                 "accepted an expired token"
+            );
+            assert!(
+                u128::from(c.exp) <= u128::from(now) + u128::from(MAX_LIFETIME + LEEWAY),
+                "accepted a token valid for longer than auth.max_token_lifetime"
             );
         }
     }
@@ -165,6 +173,7 @@ fn expected(
     now: u64,
 ) -> Result<Claims, AuthError> {
     let (now, leeway) = (u128::from(now), u128::from(LEEWAY));
+    let max = u128::from(MAX_LIFETIME);
     if token.len() > MAX_TOKEN {
         Err(AuthError::TooLong)
     } else if !ALLOWED.contains(&alg) {
@@ -179,6 +188,12 @@ fn expected(
         Err(AuthError::Expired)
     } else if mc.nbf.is_some_and(|nbf| now + leeway < u128::from(nbf)) {
         Err(AuthError::NotYetValid)
+    } else if mc
+        .iat
+        .is_some_and(|iat| u128::from(mc.exp).saturating_sub(u128::from(iat)) > max)
+        || u128::from(mc.exp).saturating_sub(now) > max + leeway
+    {
+        Err(AuthError::LifetimeTooLong)
     } else if mc.aud.as_deref() != Some("relay") {
         Err(AuthError::Audience)
     } else if mc.iss.as_deref() != Some("ops") {
@@ -213,6 +228,10 @@ fn minted(data: &[u8]) {
         .arbitrary::<bool>()
         .unwrap_or(false)
         .then(|| offset(&mut u, now));
+    let iat = u
+        .arbitrary::<bool>()
+        .unwrap_or(false)
+        .then(|| offset(&mut u, now));
     let aud = u
         .arbitrary::<bool>()
         .unwrap_or(true)
@@ -227,6 +246,7 @@ fn minted(data: &[u8]) {
         sid,
         role,
         exp,
+        iat,
         nbf,
         aud,
         iss,

@@ -50,6 +50,8 @@ pub(super) struct Policy<'a> {
     pub audience: Option<&'a str>,
     pub issuer: Option<&'a str>,
     pub leeway_secs: u64,
+    /// Longest validity accepted; `None`: any.
+    pub max_lifetime_secs: Option<u64>,
 }
 
 /// Each member is kept as JSON so its type can be judged here with the right error, and so a
@@ -61,6 +63,8 @@ struct Raw {
     exp: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     nbf: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    iat: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     aud: Option<Value>,
     #[serde(default, deserialize_with = "present")]
@@ -87,7 +91,8 @@ pub(super) fn is_object(json: &[u8]) -> bool {
 }
 
 /// Checks decoded, signature-verified claims against `policy` at `now` (Unix seconds).
-/// Shape first (401 token_malformed), then time, then audience and issuer.
+/// Shape first (401 token_malformed), then time (expiry, `nbf`, lifetime), then audience and
+/// issuer.
 pub(super) fn check(json: &[u8], policy: &Policy<'_>, now: u64) -> Result<Claims, AuthError> {
     if !is_object(json) {
         return Err(AuthError::Malformed);
@@ -101,6 +106,11 @@ pub(super) fn check(json: &[u8], policy: &Policy<'_>, now: u64) -> Result<Claims
     let nbf = match &raw.nbf {
         None => None,
         Some(v) => Some(numeric_date(v, Round::Up).ok_or(AuthError::Malformed)?),
+    };
+    // Rounded down: an earlier issue time makes a longer lifetime, toward refusing.
+    let iat = match &raw.iat {
+        None => None,
+        Some(v) => Some(numeric_date(v, Round::Down).ok_or(AuthError::Malformed)?),
     };
     let sid = match raw.sid {
         Some(Value::String(s)) if s == "*" => SessionGrant::Any,
@@ -119,6 +129,13 @@ pub(super) fn check(json: &[u8], policy: &Policy<'_>, now: u64) -> Result<Claims
     }
     if nbf.is_some_and(|nbf| now + leeway < nbf) {
         return Err(AuthError::NotYetValid);
+    }
+    if let Some(max) = policy.max_lifetime_secs.map(i128::from) {
+        // The lifetime the issuer wrote, and what is left of it by our clock: an `iat` in
+        // the future (or none) cannot stretch a token past the limit.
+        if iat.is_some_and(|iat| exp - iat > max) || exp - now > max + leeway {
+            return Err(AuthError::LifetimeTooLong);
+        }
     }
     if let Some(want) = policy.audience {
         let ok = match &raw.aud {

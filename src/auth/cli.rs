@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{mint, MintClaims};
-use crate::config::{parse_duration, AuthConfig, CliOverrides, Config, ConfigError, JwtAlgorithm};
+use crate::config::{
+    format_duration, parse_duration, AuthConfig, CliOverrides, Config, ConfigError, JwtAlgorithm,
+};
 use crate::http::route::{valid_role, valid_session_id};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -23,7 +25,8 @@ pub struct TokenArgs {
     /// Pin the token to this role.
     #[arg(long, value_parser = role_arg)]
     pub role: Option<String>,
-    /// How long the token is valid, like 15m or 1h.
+    /// How long the token is valid, like 15m or 1h; at most the server's
+    /// auth.max_token_lifetime (24h unless --config says otherwise).
     #[arg(long, value_parser = ttl_arg)]
     pub ttl: Duration,
     /// HS256, HS384 or HS512 (default: the config's first algorithm, else HS256).
@@ -56,6 +59,13 @@ pub enum TokenError {
         flag: &'static str,
         given: String,
         wanted: String,
+    },
+    #[error("--ttl {ttl}: the server refuses tokens valid for longer than {max} (auth.max_token_lifetime, {from}){hint}")]
+    TtlTooLong {
+        ttl: String,
+        max: String,
+        from: &'static str,
+        hint: &'static str,
     },
 }
 
@@ -113,15 +123,40 @@ pub fn token(args: &TokenArgs, now: u64) -> Result<String, TokenError> {
         auth.and_then(|a| a.audience.as_ref()),
     )?;
     let iss = pick("issuer", &args.issuer, auth.and_then(|a| a.issuer.as_ref()))?;
+    check_ttl(args.ttl, auth)?;
     let claims = MintClaims {
         sid: args.session.clone(),
         role: args.role.clone(),
         exp: now.saturating_add(args.ttl.as_secs()),
+        iat: Some(now),
         nbf: args.not_before_in.map(|d| now.saturating_add(d.as_secs())),
         aud,
         iss,
     };
     Ok(mint(&secret, alg, &claims))
+}
+
+/// A token its server would refuse (401 token_lifetime_too_long) is never minted: the limit is
+/// the config's when `--config` is given, else the server's default.
+fn check_ttl(ttl: Duration, server: Option<&AuthConfig>) -> Result<(), TokenError> {
+    let (max, source, hint) = match server {
+        Some(a) => (a.max_token_lifetime, "in --config", ""),
+        None => (
+            AuthConfig::default().max_token_lifetime,
+            "its default",
+            "; if the server allows longer, pass its config with --config",
+        ),
+    };
+    // The server compares whole seconds, as `exp` and `iat` are.
+    if max.is_zero() || ttl.as_secs() <= max.as_secs() {
+        return Ok(());
+    }
+    Err(TokenError::TtlTooLong {
+        ttl: format_duration(ttl),
+        max: format_duration(max),
+        from: source,
+        hint,
+    })
 }
 
 /// The flag, else the server's setting; both set and different would mint a token the server

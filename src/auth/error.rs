@@ -18,6 +18,8 @@ pub enum AuthError {
     Signature,
     Expired,
     NotYetValid,
+    /// Valid for longer than `auth.max_token_lifetime` (`exp - iat`, or `exp - now`).
+    LifetimeTooLong,
     Audience,
     Issuer,
     /// A valid token, but for another session.
@@ -46,6 +48,7 @@ impl AuthError {
             AuthError::Signature => "token_signature",
             AuthError::Expired => "token_expired",
             AuthError::NotYetValid => "token_not_yet_valid",
+            AuthError::LifetimeTooLong => "token_lifetime_too_long",
             AuthError::Audience => "token_audience",
             AuthError::Issuer => "token_issuer",
             AuthError::WrongSession => "token_wrong_session",
@@ -65,6 +68,9 @@ impl AuthError {
             AuthError::Signature => "the token's signature does not verify",
             AuthError::Expired => "the token has expired",
             AuthError::NotYetValid => "the token is not valid yet",
+            AuthError::LifetimeTooLong => {
+                "the token is valid for longer than this server accepts (auth.max_token_lifetime)"
+            }
             AuthError::Audience => "the token is meant for another audience",
             AuthError::Issuer => "the token comes from an issuer this server does not trust",
             AuthError::WrongSession => "the token does not grant access to this session",

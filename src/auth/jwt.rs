@@ -18,6 +18,9 @@ pub struct MintClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     pub exp: u64,
+    /// Issued at; the server measures a token's lifetime as `exp - iat` when it is there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

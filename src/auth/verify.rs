@@ -17,6 +17,8 @@ pub struct Authenticator {
     issuer: Option<String>,
     leeway_secs: u64,
     max_token_bytes: usize,
+    /// `None`: no limit (`auth.max_token_lifetime = "0s"`).
+    max_lifetime_secs: Option<u64>,
 }
 
 impl Authenticator {
@@ -38,6 +40,7 @@ impl Authenticator {
             issuer: auth.issuer.clone(),
             leeway_secs: auth.leeway.as_secs(),
             max_token_bytes: auth.max_token_bytes,
+            max_lifetime_secs: Some(auth.max_token_lifetime.as_secs()).filter(|s| *s > 0),
         }
     }
 
@@ -60,6 +63,7 @@ impl Authenticator {
             audience: self.audience.as_deref(),
             issuer: self.issuer.as_deref(),
             leeway_secs: self.leeway_secs,
+            max_lifetime_secs: self.max_lifetime_secs,
         };
         claims::check(&payload, &policy, now_unix_secs)
     }
@@ -75,6 +79,7 @@ impl fmt::Debug for Authenticator {
             .field("issuer", &self.issuer)
             .field("leeway_secs", &self.leeway_secs)
             .field("max_token_bytes", &self.max_token_bytes)
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
             .finish()
     }
 }

@@ -66,6 +66,7 @@ pub(super) const KEYS: &[&str] = &[
     "auth.issuer",
     "auth.leeway",
     "auth.max_token_bytes",
+    "auth.max_token_lifetime",
     "security.allowed_origins",
     "security.require_origin",
     "security.trusted_proxies",
@@ -235,6 +236,15 @@ impl Input<'_> {
         if d > MAX_DURATION {
             let max = format_duration(MAX_DURATION);
             return Err(self.fail(format!("must be at most {max}")));
+        }
+        Ok(d)
+    }
+
+    /// Whole seconds, as `exp` and `iat` are; `"0s"` (off) is the only value under a second.
+    fn token_lifetime(&self) -> Result<Duration, ConfigError> {
+        let d = self.duration(true)?;
+        if !d.is_zero() && d < Duration::from_secs(1) {
+            return Err(self.fail("must be \"0s\" (off) or at least 1s"));
         }
         Ok(d)
     }
@@ -435,6 +445,7 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "auth.issuer" => cfg.auth.issuer = i.optional_string()?,
         "auth.leeway" => cfg.auth.leeway = i.duration(true)?,
         "auth.max_token_bytes" => cfg.auth.max_token_bytes = i.size(64, 65_536)?,
+        "auth.max_token_lifetime" => cfg.auth.max_token_lifetime = i.token_lifetime()?,
         "security.allowed_origins" => cfg.security.allowed_origins = i.origins()?,
         "security.require_origin" => cfg.security.require_origin = i.boolean()?,
         "security.trusted_proxies" => cfg.security.trusted_proxies = i.parsed_list()?,

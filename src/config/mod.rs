@@ -279,6 +279,10 @@ pub struct AuthConfig {
     pub leeway: Duration,
     /// Longer tokens are refused before any decoding.
     pub max_token_bytes: usize,
+    /// Longest a token may be valid: `exp - iat`, and `exp - now` (plus `leeway`), may not
+    /// exceed it, so a leaked token is good for a bounded time whatever its issuer wrote.
+    /// Zero turns the check off, for issuers that deliberately mint long-lived tokens.
+    pub max_token_lifetime: Duration,
 }
 
 impl Default for AuthConfig {
@@ -291,6 +295,7 @@ impl Default for AuthConfig {
             issuer: None,
             leeway: Duration::from_secs(30),
             max_token_bytes: 4096,
+            max_token_lifetime: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -564,6 +569,7 @@ impl fmt::Debug for AuthConfig {
             .field("issuer", &self.issuer)
             .field("leeway", &self.leeway)
             .field("max_token_bytes", &self.max_token_bytes)
+            .field("max_token_lifetime", &self.max_token_lifetime)
             .finish()
     }
 }

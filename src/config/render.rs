@@ -105,6 +105,7 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     }
     out.key("leeway", duration(a.leeway));
     out.key("max_token_bytes", a.max_token_bytes);
+    out.key("max_token_lifetime", duration(a.max_token_lifetime));
 
     let sec = &cfg.security;
     out.section("security");

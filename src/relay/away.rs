@@ -136,10 +136,10 @@ pub fn store(
 }
 
 /// Sent from a task of its own: the forwarding path does not wait for an event.
-fn announce(peer: &Rc<Peer>, json: String) {
+fn announce(peer: &Rc<Peer>, event: events::Event) {
     let p = peer.clone();
     monoio::spawn(async move {
-        let _ = p.send_event(json).await;
+        let _ = p.send_event(event).await;
     });
 }
 

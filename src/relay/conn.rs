@@ -296,9 +296,9 @@ fn leave(
         }
         if s.leave(peer.id) {
             if let Some(other) = s.other(peer.id).filter(|o| o.events) {
-                let json = events::peer_disconnected(&peer.role, code);
+                let event = events::peer_disconnected(&peer.role, code);
                 monoio::spawn(async move {
-                    let _ = other.send_event(json).await;
+                    let _ = other.send_event(event).await;
                 });
             }
         }

@@ -1,7 +1,69 @@
 //! The JSON events sent to peers that asked for them with `events=1`.
+//!
+//! The other peer can send a text message that reads exactly like an event, so an event's
+//! shape proves nothing. Each connection with events gets a key of its own, 128 random bits,
+//! in its `connected` event; every later event to that connection carries the same `key`,
+//! and nothing forwarded from the peer is ever touched, so a client knows a text message is
+//! the relay's when its `key` matches. `connected` itself needs no proof: it is the first
+//! message after the 101, written together with it before anything forwarded from the other
+//! peer (docs/durability.md, "Events").
+//!
+//! Events are built here without their key and addressed where they are written
+//! (`Peer::send_event`, `Peer::event_bytes`), so no event can leave without one.
 
-use serde_json::json;
+use crate::runtime::rng::{self, CoreRng};
+use serde_json::{Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A connection's event key: stored once, as bytes, on its `Peer`; written out as 32
+/// lower-case hex digits only when an event is (rare).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EventKey([u8; 16]);
+
+impl EventKey {
+    /// The placeholder of a connection without events, which is never sent one.
+    pub const NONE: EventKey = EventKey([0; 16]);
+
+    /// A fresh key for one connection, from the worker's secure generator.
+    pub fn random(rng: &CoreRng) -> EventKey {
+        EventKey(rng.bytes())
+    }
+
+    pub fn hex(&self) -> String {
+        rng::hex(&self.0)
+    }
+}
+
+/// Never printed: a key in a log line would be one more place for it to leak from.
+impl std::fmt::Debug for EventKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventKey(<redacted>)")
+    }
+}
+
+/// An event not yet addressed to a connection.
+#[derive(Debug)]
+pub struct Event(Map<String, Value>);
+
+impl Event {
+    /// An event of type `kind`, stamped now.
+    fn new(kind: &str) -> Event {
+        let mut m = Map::new();
+        m.insert("type".into(), kind.into());
+        m.insert("ts".into(), ts().into());
+        Event(m)
+    }
+
+    fn with(mut self, name: &str, value: impl Into<Value>) -> Event {
+        self.0.insert(name.into(), value.into());
+        self
+    }
+
+    /// The event's text for the connection whose key is `key`.
+    pub fn to_json(self, key: &EventKey) -> String {
+        Value::Object(self.with("key", key.hex()).0).to_string()
+    }
+}
 
 fn ts() -> u64 {
     SystemTime::now()
@@ -11,39 +73,104 @@ fn ts() -> u64 {
 
 /// `next_seq` (a connection that asked for `resume=`): the number of the next message it
 /// will be delivered.
-pub fn connected(session: &str, role: &str, peer_present: bool, next_seq: Option<u64>) -> String {
-    let mut v = json!({"type": "connected", "ts": ts(), "session": session, "role": role, "peer_present": peer_present});
-    if let Some(n) = next_seq {
-        v["next_seq"] = n.into();
+pub fn connected(session: &str, role: &str, peer_present: bool, next_seq: Option<u64>) -> Event {
+    let ev = Event::new("connected")
+        .with("session", session)
+        .with("role", role)
+        .with("peer_present", peer_present);
+    match next_seq {
+        Some(n) => ev.with("next_seq", n),
+        None => ev,
     }
-    v.to_string()
 }
 
-pub fn peer_connected(role: &str) -> String {
-    json!({"type": "peer_connected", "ts": ts(), "role": role}).to_string()
+pub fn peer_connected(role: &str) -> Event {
+    Event::new("peer_connected").with("role", role)
 }
 
-pub fn peer_disconnected(role: &str, code: u16) -> String {
-    json!({"type": "peer_disconnected", "ts": ts(), "role": role, "code": code}).to_string()
+pub fn peer_disconnected(role: &str, code: u16) -> Event {
+    Event::new("peer_disconnected")
+        .with("role", role)
+        .with("code", code)
 }
 
 /// `resume=N` asked for messages no longer kept; delivery goes on from `first`.
-pub fn resume_gap(first: u64) -> String {
+pub fn resume_gap(first: u64) -> Event {
     let detail = format!("messages before {first} are no longer kept; delivery starts at {first}");
-    json!({"type": "error", "ts": ts(), "error": "resume_gap", "detail": detail, "first": first})
-        .to_string()
+    error("resume_gap", &detail).with("first", first)
 }
 
 /// `resume=N` is past every message delivered to this role.
-pub fn resume_ahead(next: u64) -> String {
+pub fn resume_ahead(next: u64) -> Event {
     let detail = format!(
         "resume is past the {} message(s) delivered; delivery goes on at {next}",
         next - 1
     );
-    json!({"type": "error", "ts": ts(), "error": "resume_ahead", "detail": detail, "first": next})
-        .to_string()
+    error("resume_ahead", &detail).with("first", next)
 }
 
-pub fn error(error: &str, detail: &str) -> String {
-    json!({"type": "error", "ts": ts(), "error": error, "detail": detail}).to_string()
+pub fn error(error: &str, detail: &str) -> Event {
+    Event::new("error")
+        .with("error", error)
+        .with("detail", detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn every_event_carries_the_key_it_is_addressed_with() {
+        let rng = CoreRng::new();
+        let key = EventKey::random(&rng);
+        let hex = key.hex();
+        assert_eq!(hex.len(), 32);
+        for ev in [
+            connected("s", "a", false, Some(3)),
+            peer_connected("b"),
+            peer_disconnected("b", 1000),
+            resume_gap(5),
+            resume_ahead(9),
+            error("peer_absent", "1 message(s) dropped"),
+        ] {
+            let v = parse(&ev.to_json(&key));
+            assert_eq!(v["key"], hex.as_str(), "{v}");
+            assert!(v["type"].is_string() && v["ts"].is_u64(), "{v}");
+        }
+    }
+
+    #[test]
+    fn keys_differ_and_stay_out_of_debug_output() {
+        let rng = CoreRng::new();
+        let (a, b) = (EventKey::random(&rng), EventKey::random(&rng));
+        assert_ne!(a, b);
+        assert_ne!(a.hex(), b.hex());
+        assert!(!format!("{a:?}").contains(&a.hex()));
+    }
+
+    #[test]
+    fn fields_keep_their_shape() {
+        let key = EventKey([0xab; 16]);
+        let v = parse(&connected("room", "desktop", true, None).to_json(&key));
+        assert_eq!(v["key"], "ab".repeat(16));
+        assert_eq!(
+            (&v["type"], &v["session"], &v["role"], &v["peer_present"]),
+            (
+                &"connected".into(),
+                &"room".into(),
+                &"desktop".into(),
+                &true.into()
+            )
+        );
+        assert!(v.get("next_seq").is_none());
+        let v = parse(&resume_gap(7).to_json(&key));
+        assert_eq!(
+            (&v["error"], &v["first"]),
+            (&"resume_gap".into(), &7.into())
+        );
+    }
 }

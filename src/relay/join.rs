@@ -1,6 +1,7 @@
 //! Seating an upgraded connection in its session, on the session's own core.
 
-use super::{away, conn, events, resume};
+use super::events::{self, EventKey};
+use super::{away, conn, resume};
 use crate::http::route::RelayTarget;
 use crate::http::Response;
 use crate::runtime::socket::Socket;
@@ -88,10 +89,13 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
         JoinPlan::Take { slot, role } => (slot, role, false),
         JoinPlan::Replace { slot, role } => (slot, role, true),
     };
+    // Fresh per connection, so a replaced or resumed client cannot be fed events with the
+    // key of one it had before (relay/events.rs).
+    let event_key = events_on.then(|| EventKey::random(&core.rng));
     let peer = Rc::new(Peer::new(
         core.next_conn_id(),
         role.into(),
-        events_on,
+        event_key,
         Socket::new(stream),
         ip,
         now,
@@ -115,19 +119,17 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
     // The 101 and the `connected` event go out before anything the other peer forwards.
     let mut hello = upgrade.to_bytes();
     if events_on {
-        hello.extend(crate::session::peer::event_frame(&events::connected(
+        hello.extend(peer.event_bytes(events::connected(
             &session.id,
             &peer.role,
             other.is_some(),
             resumed.map(|r| r.next),
         )));
         match resumed {
-            Some(r) if r.gap.is_some() => hello.extend(crate::session::peer::event_frame(
-                &events::resume_gap(r.next),
-            )),
-            Some(r) if r.ahead => hello.extend(crate::session::peer::event_frame(
-                &events::resume_ahead(r.next),
-            )),
+            Some(r) if r.gap.is_some() => {
+                hello.extend(peer.event_bytes(events::resume_gap(r.next)))
+            }
+            Some(r) if r.ahead => hello.extend(peer.event_bytes(events::resume_ahead(r.next))),
             _ => {}
         }
     }
@@ -141,9 +143,9 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
     core.latency
         .record(Latency::Handshake, accepted_at.elapsed());
     if let Some(o) = other.filter(|o| o.events) {
-        let json = events::peer_connected(&peer.role);
+        let event = events::peer_connected(&peer.role);
         monoio::spawn(async move {
-            let _ = o.send_event(json).await;
+            let _ = o.send_event(event).await;
         });
     }
     tracing::info!(
@@ -185,7 +187,7 @@ pub async fn run_echo(
     let peer = Rc::new(Peer::new(
         core.next_conn_id(),
         "echo".into(),
-        false,
+        None,
         Socket::new(stream),
         ip,
         core.clock.now_ms(),

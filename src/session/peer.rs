@@ -1,6 +1,7 @@
 //! One upgraded connection: its socket, its write gate and the little state the keepalive
 //! tick and the forwarding path need. Kept small: every idle connection holds one.
 
+use crate::relay::events::{Event, EventKey};
 use crate::runtime::chunk::Chunk;
 use crate::runtime::socket::Socket;
 use crate::ws::close::encode_close_frame;
@@ -14,6 +15,9 @@ pub struct Peer {
     pub id: u64,
     pub role: Box<str>,
     pub events: bool,
+    /// Carried by every event to this peer, so it can tell them from look-alikes its peer
+    /// sends (relay/events.rs); meaningless when `events` is off.
+    event_key: EventKey,
     pub sock: Socket,
     /// The client's address, counted in the per-IP limits while this peer lives.
     pub ip: IpAddr,
@@ -43,10 +47,11 @@ fn io_err(r: std::io::Result<usize>) -> std::io::Result<usize> {
 }
 
 impl Peer {
+    /// `event_key`: `Some` for a connection that asked for events.
     pub fn new(
         id: u64,
         role: Box<str>,
-        events: bool,
+        event_key: Option<EventKey>,
         sock: Socket,
         ip: IpAddr,
         now_ms: u64,
@@ -54,7 +59,8 @@ impl Peer {
         Peer {
             id,
             role,
-            events,
+            events: event_key.is_some(),
+            event_key: event_key.unwrap_or(EventKey::NONE),
             sock,
             ip,
             gate: Semaphore::new(1),
@@ -131,16 +137,26 @@ impl Peer {
         self.send_bytes(frame).await
     }
 
-    /// Sends a text frame with an event, unless a forwarded message is half written (the
-    /// only case is a peer about to be closed with 4004, where the event is moot).
-    pub async fn send_event(&self, json: String) -> std::io::Result<()> {
+    /// The text frame of `event`, addressed to this peer (its key added).
+    pub fn event_bytes(&self, event: Event) -> Vec<u8> {
+        event_frame(&event.to_json(&self.event_key))
+    }
+
+    /// Sends a text frame with an event, unless this peer did not ask for events or a
+    /// forwarded message is half written (the only case is a peer about to be closed with
+    /// 4004, where the event is moot).
+    pub async fn send_event(&self, event: Event) -> std::io::Result<()> {
+        if !self.events {
+            return Ok(());
+        }
+        let frame = self.event_bytes(event);
         let Ok(_permit) = self.gate.acquire().await else {
             return Err(std::io::ErrorKind::BrokenPipe.into());
         };
         if self.data_open.get() || self.is_closing() {
             return Ok(());
         }
-        self.write_locked(event_frame(&json)).await
+        self.write_locked(frame).await
     }
 
     /// Sends a text message that must not be skipped (a bridged request). Unlike an event it

@@ -59,7 +59,7 @@ counters!(
     sessions_idle_closed: "Sessions closed with 4002 after session.idle_timeout.",
     protocol_errors: "Connections closed for a protocol violation (1002, 1007, 1009).",
     read_buffer_waits: "Times a reader waited because limits.max_read_buffers buffers were in use.",
-    auth_refused: "Requests refused for a missing, invalid or expired token (401) or one for another session or role (403).",
+    auth_refused: "Requests refused for a missing, invalid, expired or too long-lived token (401) or one for another session or role (403).",
     origin_refused: "Requests refused because their Origin is not in security.allowed_origins (403).",
     ip_rate_refused: "Connections refused for exceeding limits.ip_connect_rate (429).",
     ip_open_refused: "Connections refused for exceeding limits.max_connections_per_ip (429).",

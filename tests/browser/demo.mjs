@@ -2,7 +2,10 @@
 // demo page. Run by tests/python/test_browser.py:
 //
 //   node demo.mjs two-pages      BASE_URL ARTIFACT_DIR
-//   node demo.mjs page-and-peer  BASE_URL ARTIFACT_DIR SESSION
+//   node demo.mjs page-and-peer  BASE_URL ARTIFACT_DIR SESSION FORGED_JSON
+//
+// FORGED_JSON: a JSON list of texts the peer sends that are shaped like relay events; the
+// page must show each as a message.
 //
 // Prints one JSON line with what it saw; exits non-zero (with the reason on stderr) when a
 // step fails. Every wait is bounded.
@@ -10,7 +13,7 @@ import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
-const [mode, base, artifacts, session] = process.argv.slice(2);
+const [mode, base, artifacts, session, forgedJson] = process.argv.slice(2);
 const STEP = 10_000;
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 // A closed network: nothing but the relay on loopback may be asked for.
@@ -53,6 +56,12 @@ async function send(page, text) {
 
 const waitMessage = (page, text) =>
   page.waitForSelector(`#messages li.in:text-is(${JSON.stringify(text)})`);
+// By exact text, whatever characters it holds (forged events are full of quotes).
+const waitMessageExact = (page, text) =>
+  page.waitForFunction(
+    (t) => [...document.querySelectorAll("#messages li.in")].some((x) => x.textContent === t),
+    text,
+  );
 const waitEvent = (page, text) =>
   page.waitForSelector(`#events li:text-is(${JSON.stringify(text)})`);
 
@@ -88,8 +97,11 @@ try {
     await waitMessage(p, "from python");
     await p.waitForSelector("#messages li.binary");
     result.binary = await p.$eval("#messages li.binary", (x) => x.textContent);
+    for (const f of JSON.parse(forgedJson || "[]")) await waitMessageExact(p, f);
     await send(p, "from the page");
     await waitEvent(p, "peer native disconnected (1000)");
+    result.events = await p.$$eval("#events li", (l) => l.map((x) => x.textContent));
+    result.messages = await p.$$eval("#messages li.in", (l) => l.map((x) => x.textContent));
     await p.screenshot({ path: join(artifacts, "demo-page-and-peer.png"), fullPage: true });
     result.extensions = await p.evaluate(() => ws.extensions);
   } else {

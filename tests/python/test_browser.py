@@ -79,24 +79,42 @@ def test_two_tabs_talk_through_the_relay(make_server):
 
 
 def test_a_page_and_a_python_peer_exchange_text_and_binary(make_server):
+    """Also: the peer sends text shaped exactly like relay events. Before: the page showed
+    any JSON with a known type and a numeric ts as an event, so the forged
+    `peer native disconnected (4001)` below appeared in its events list. Now the page takes
+    as events only texts carrying the key of its own `connected`, and shows these as the
+    messages they are."""
     srv = make_server()
     s = unique("browser")
     box: dict = {}
-
-    def page():
-        try:
-            box["result"] = run_demo(srv, "page-and-peer", s)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            box["error"] = e
-
+    # The native peer's own key is the one a forger knows; the page's key is never sent to it.
     with ws_connect(srv, f"/v1/relay/{s}?role=native&events=1") as peer:
-        assert recv_event_of(peer, "connected")["peer_present"] is False
+        hello = recv_event_of(peer, "connected")
+        assert hello["peer_present"] is False
+        own_key = hello["key"]
+        forged = [
+            json.dumps({"type": "peer_disconnected", "ts": hello["ts"], "role": "native", "code": 4001},
+                       separators=(",", ":")),
+            json.dumps({"type": "error", "ts": hello["ts"], "error": "forged_error", "key": own_key}),
+            json.dumps({"type": "connected", "ts": hello["ts"], "session": "elsewhere", "role": "x",
+                        "peer_present": True, "key": own_key}),
+        ]
+
+        def page():
+            try:
+                box["result"] = run_demo(srv, "page-and-peer", s, json.dumps(forged))
+            except BaseException as e:  # noqa: BLE001 - reported below
+                box["error"] = e
+
         t = threading.Thread(target=page, daemon=True)
         t.start()
         ev = recv_event_of(peer, "peer_connected", timeout=STEP_TIMEOUT)
         assert ev["role"] == "web", ev
+        assert ev["key"] == own_key, ev
         peer.send("from python")
         peer.send(bytes(range(256)))
+        for f in forged:
+            peer.send(f)
         got = peer.recv(timeout=STEP_TIMEOUT)
         assert got == "from the page", got
     t.join(STEP_TIMEOUT)
@@ -104,6 +122,9 @@ def test_a_page_and_a_python_peer_exchange_text_and_binary(make_server):
     r = box["result"]
     check_closed_world(r, srv)
     assert r["binary"] == "binary, 256 bytes: " + " ".join(f"{i:02x}" for i in range(32)), r["binary"]
+    assert r["messages"] == ["from python", r["binary"], *forged], r["messages"]
+    assert r["events"] == [f"connected to {s} as web, peer present", "peer native disconnected (1000)"], \
+        r["events"]
     assert (ARTIFACTS / srv.driver / "demo-page-and-peer.png").exists()
 
 

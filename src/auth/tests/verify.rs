@@ -156,7 +156,15 @@ fn the_signature_is_checked_before_the_claims_are_read() {
 
 #[test]
 fn exp_and_leeway() {
-    let at = |exp: &str| check(&signed(HS256, &format!(r#"{{"sid":"s","exp":{exp}}}"#)));
+    // Without a lifetime limit, so that far-off dates reach the expiry arithmetic.
+    let unlimited = authenticator(&AuthConfig {
+        max_token_lifetime: Duration::ZERO,
+        ..config()
+    });
+    let at = |exp: &str| {
+        let token = signed(HS256, &format!(r#"{{"sid":"s","exp":{exp}}}"#));
+        unlimited.verify(&token, NOW)
+    };
     assert_eq!(at(&(NOW - 31).to_string()), Err(Expired));
     assert_eq!(at(&(NOW - 30).to_string()).map(|c| c.exp), Ok(NOW - 30));
     assert_eq!(at(&format!("{}.5", NOW - 31)), Err(Expired));
@@ -173,6 +181,11 @@ fn exp_and_leeway() {
     assert_eq!(
         check(&signed(HS256, r#"{"sid":"s","exp":1e999}"#)),
         Err(Malformed)
+    );
+    // With the default limit the far-off ones are too long-lived, not malformed.
+    assert_eq!(
+        check(&signed(HS256, r#"{"sid":"s","exp":1e300}"#)),
+        Err(LifetimeTooLong)
     );
 
     let strict = AuthConfig {
@@ -192,7 +205,7 @@ fn exp_and_leeway() {
 fn nbf_and_leeway() {
     let at = |nbf: &str| {
         let body = format!(
-            r#"{{"sid":"s","exp":{},"nbf":{nbf},"iat":"ignored"}}"#,
+            r#"{{"sid":"s","exp":{},"nbf":{nbf},"jti":"ignored"}}"#,
             NOW + 600
         );
         check(&signed(HS256, &body))
@@ -206,6 +219,75 @@ fn nbf_and_leeway() {
     for bad in ["\"0\"", "null", "[]"] {
         assert_eq!(at(bad), Err(Malformed), "{bad}");
     }
+}
+
+/// `auth.max_token_lifetime` (24 h by default): `exp - iat` may not exceed it, nor may
+/// `exp - now` by more than the leeway, whether or not there is an `iat`.
+#[test]
+fn lifetime_is_bounded() {
+    const DAY: u64 = 24 * 3600;
+    let body = |exp: u64, iat: Option<&str>| match iat {
+        Some(iat) => format!(r#"{{"sid":"s","exp":{exp},"iat":{iat}}}"#),
+        None => format!(r#"{{"sid":"s","exp":{exp}}}"#),
+    };
+    let at = |exp: u64, iat: Option<&str>| check(&signed(HS256, &body(exp, iat)));
+    let now = NOW.to_string();
+    // Issued now: a day is the most; a second more is refused, with or without iat.
+    assert!(at(NOW + DAY, Some(&now)).is_ok());
+    assert_eq!(at(NOW + DAY + 1, Some(&now)), Err(LifetimeTooLong));
+    assert_eq!(at(NOW + 30 * DAY, Some(&now)), Err(LifetimeTooLong));
+    assert_eq!(at(NOW + 30 * DAY, None), Err(LifetimeTooLong));
+    // Without iat only the time left counts, with the leeway for clock skew.
+    assert!(at(NOW + DAY + 30, None).is_ok());
+    assert_eq!(at(NOW + DAY + 31, None), Err(LifetimeTooLong));
+    // A 30-day token issued 29.5 days ago has half a day left, but was minted too long.
+    let old = (NOW - 29 * DAY - DAY / 2).to_string();
+    assert_eq!(at(NOW + DAY / 2, Some(&old)), Err(LifetimeTooLong));
+    // An iat in the future cannot hide a long validity: what is left by our clock counts.
+    let later = (NOW + 10 * DAY).to_string();
+    assert_eq!(
+        at(NOW + 10 * DAY + 3600, Some(&later)),
+        Err(LifetimeTooLong)
+    );
+    // A fractional iat is rounded down (toward refusing); iat must be a NumericDate.
+    assert_eq!(
+        at(NOW + DAY, Some(&format!("{NOW}.5"))).map(|c| c.exp),
+        Ok(NOW + DAY)
+    );
+    assert_eq!(
+        at(NOW + DAY, Some(&format!("{}.5", NOW - 1))),
+        Err(LifetimeTooLong)
+    );
+    for bad in ["\"now\"", "null", "[]", "1e999"] {
+        assert_eq!(at(NOW + 60, Some(bad)), Err(Malformed), "{bad}");
+    }
+    // Expired beats too long: the client learns the more useful reason.
+    assert_eq!(at(NOW - 3600, Some("0")), Err(Expired));
+
+    let week = AuthConfig {
+        max_token_lifetime: Duration::from_secs(7 * DAY),
+        ..config()
+    };
+    let t = signed(HS256, &body(NOW + 7 * DAY, Some(&now)));
+    assert!(authenticator(&week).verify(&t, NOW).is_ok());
+    assert_eq!(check(&t), Err(LifetimeTooLong));
+    // "0s" turns the check off.
+    let off = AuthConfig {
+        max_token_lifetime: Duration::ZERO,
+        ..config()
+    };
+    let t = signed(HS256, &body(NOW + 3650 * DAY, Some("0")));
+    assert!(authenticator(&off).verify(&t, NOW).is_ok());
+    assert_eq!(
+        (
+            LifetimeTooLong.status(),
+            LifetimeTooLong.code(),
+            LifetimeTooLong
+                .message()
+                .contains("auth.max_token_lifetime")
+        ),
+        (401, "token_lifetime_too_long", true)
+    );
 }
 
 #[test]

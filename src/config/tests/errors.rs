@@ -21,6 +21,13 @@ fn env_errors_name_the_key_and_the_variable() {
         ),
         ("session.idle_timeout", "9000h", "at most 8760h"),
         ("session.idle_timeout", "0s", "greater than 0s"),
+        (
+            "auth.max_token_lifetime",
+            "500ms",
+            "\"0s\" (off) or at least 1s",
+        ),
+        ("auth.max_token_lifetime", "9000h", "at most 8760h"),
+        ("auth.max_token_lifetime", "1d", "expected a duration"),
         ("workers", "0", "between 1 and 1024"),
         ("workers", "1025", "between 1 and 1024"),
         ("workers", "four", "non-negative integer"),

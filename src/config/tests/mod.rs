@@ -105,6 +105,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "auth.issuer" => "https://auth.example",
         "auth.leeway" => "5s",
         "auth.max_token_bytes" => "2048",
+        "auth.max_token_lifetime" => "720h",
         "security.allowed_origins" => "https://a.example, http://localhost:3000",
         "security.require_origin" => "true",
         "security.trusted_proxies" => "10.0.0.0/8, ::1, 192.168.1.7",
@@ -197,6 +198,7 @@ fn defaults_match_the_contract() {
     );
     assert_eq!(format_duration(c.auth.leeway), "30s");
     assert_eq!(c.auth.max_token_bytes, 4096);
+    assert_eq!(format_duration(c.auth.max_token_lifetime), "24h");
     assert_eq!(c.security.allowed_origins, vec!["*".to_string()]);
     assert!(!c.security.require_origin);
     assert!(c.security.trusted_proxies.is_empty());

@@ -1,12 +1,17 @@
 // The demo page's client: one WebSocket to /v1/relay/{session} with events on. Relay events
-// (JSON text with "type" and "ts") go to the events list, everything else to the messages.
+// go to the events list, everything else to the messages. The peer can send text shaped
+// exactly like an event, so the shape proves nothing: the first message after the upgrade
+// is the relay's `connected` (nothing the peer sends can come before it) and hands this
+// connection its `key`; a later text is an event only when it carries that key.
 // No external requests and no inline script: the page's Content-Security-Policy allows only
 // this origin.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const EVENT_TYPES = new Set(["connected", "peer_connected", "peer_disconnected", "error"]);
 let ws = null;
+// This connection's event key, from its `connected`; null until then, false when the first
+// message was something else (no text is an event then).
+let eventKey = null;
 
 function randomSession() {
   const bytes = new Uint8Array(6);
@@ -39,14 +44,28 @@ function setStatus(state, text) {
   $("connect").disabled = open || state === "connecting";
 }
 
-function asEvent(text) {
+function parseObject(text) {
   if (!text.startsWith("{")) return null;
   try {
     const v = JSON.parse(text);
-    return v && EVENT_TYPES.has(v.type) && typeof v.ts === "number" ? v : null;
+    return v && typeof v === "object" && !Array.isArray(v) ? v : null;
   } catch {
     return null;
   }
+}
+
+// The relay's event in `text`, or null for a message from the peer. The first text of a
+// connection must be `connected`, and its key is kept; after it, only a text with that key.
+function asEvent(text) {
+  const v = parseObject(text);
+  if (eventKey === null) {
+    if (v && v.type === "connected" && typeof v.key === "string" && v.key.length === 32) {
+      eventKey = v.key;
+      return v;
+    }
+    return null;
+  }
+  return v && v.key === eventKey && typeof v.type === "string" ? v : null;
 }
 
 function describeEvent(e) {
@@ -57,8 +76,10 @@ function describeEvent(e) {
       return `peer ${e.role} connected`;
     case "peer_disconnected":
       return `peer ${e.role} disconnected (${e.code})`;
-    default:
+    case "error":
       return `error: ${e.error}` + (e.detail ? ` (${e.detail})` : "");
+    default:
+      return e.type;
   }
 }
 
@@ -78,17 +99,21 @@ function connect(ev) {
   const url = `${scheme}//${location.host}/v1/relay/${encodeURIComponent(session)}?${params}`;
   shareLink();
   setStatus("connecting", "Connecting…");
+  eventKey = null;
   ws = new WebSocket(url);
   ws.binaryType = "arraybuffer";
   ws.onopen = () => setStatus("open", `Connected to ${session}`);
   ws.onmessage = (m) => {
     if (typeof m.data !== "string") {
+      if (eventKey === null) eventKey = false;
       add("messages", `binary, ${m.data.byteLength} bytes: ${hex(m.data)}`, "in binary");
       return;
     }
     const e = asEvent(m.data);
     if (e) add("events", describeEvent(e), e.type);
     else add("messages", m.data, "in");
+    // The first text was not the relay's `connected`: nothing can be trusted as an event.
+    if (eventKey === null) eventKey = false;
   };
   ws.onclose = (c) => {
     setStatus("closed", `Closed (${c.code}${c.reason ? ": " + c.reason : ""})`);
