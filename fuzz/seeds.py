@@ -202,13 +202,16 @@ def agent_inbound():
 
 
 def link_opening():
-    nonce = bytes([9]) * 16
+    owner, carrier = bytes([9]) * 16, bytes([4]) * 16
     desc = json.dumps({"from": "n2", "session": "s1", "ip": "127.0.0.1", "role": None,
                        "region": "eu"}, separators=(",", ":")).encode()
     mac = hmac.new(b"fuzz-secret-of-thirty-two-bytes!",
-                   b"ringrelay-link/1\n" + nonce + b"\n" + desc, hashlib.sha256).hexdigest()
-    write("link_opening", "honest", bytes([7]) + desc + b"\n" + mac.encode() + b"\nGET / HTTP/1.1\r\n")
-    write("link_opening", "wrong-mac", bytes([3]) + desc + b"\n" + b"00" * 32 + b"\n")
+                   b"ringrelay-link/2 carrier\n" + owner + carrier + desc, hashlib.sha256).hexdigest()
+    proof = carrier.hex().encode() + b" " + mac.encode()
+    write("link_opening", "honest", bytes([7]) + desc + b"\n" + proof + b"\nGET / HTTP/1.1\r\n")
+    write("link_opening", "wrong-mac",
+          bytes([3]) + desc + b"\n" + carrier.hex().encode() + b" " + b"00" * 32 + b"\n")
+    write("link_opening", "challenge", bytes([1]) + b"RRLINK/2 " + owner.hex().encode())
     frames = server_frame(True, BINARY, bytes(300)) + server_frame(True, CLOSE, b"\x03\xe8")
     write("link_opening", "frames", bytes([5]) + frames)
 

@@ -76,6 +76,61 @@ fn print_config_shows_defaults_and_overrides_and_reads_back() {
 }
 
 #[test]
+fn print_config_never_shows_the_redis_password_or_the_cluster_secret() {
+    let secret = "cluster-secret-of-more-than-32-bytes!";
+    let out = bin()
+        .args(["serve", "--print-config"])
+        .env(
+            "RINGRELAY_CLUSTER_REDIS_URL",
+            "redis://ops:hunter2-pw@10.0.0.2:6379/0",
+        )
+        .env("RINGRELAY_CLUSTER_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Before: `redis_url = "redis://ops:hunter2-pw@10.0.0.2:6379/0"` was printed as given.
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(!text.contains(secret), "{text}");
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(
+        v["cluster"]["redis_url"].as_str(),
+        Some("redis://ops:<redacted>@10.0.0.2:6379/0")
+    );
+    assert!(text.contains("# the password in redis_url is not printed"));
+    assert!(text.contains("# secret is set but not printed"));
+}
+
+#[test]
+fn cluster_status_never_shows_the_redis_password() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("redis://:hunter2-pw@127.0.0.1:{port}");
+    // Before: "ringrelay cluster status: redis://:hunter2-pw@127.0.0.1:...: Connection refused".
+    let by_flag = bin()
+        .args(["cluster", "status", "--redis", &url])
+        .env_remove("RINGRELAY_CLUSTER_REDIS_URL")
+        .output()
+        .unwrap();
+    // The URL may also come from the environment, where `ps` does not show it.
+    let by_env = bin()
+        .args(["cluster", "status"])
+        .env("RINGRELAY_CLUSTER_REDIS_URL", &url)
+        .output()
+        .unwrap();
+    for out in [by_flag, by_env] {
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(
+            err.contains(&format!("redis://:<redacted>@127.0.0.1:{port}")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn systemd_is_told_ready_then_stopping() {
     let dir = std::env::temp_dir().join(format!("rr-notify-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -30,6 +30,19 @@ fn node_with(
     region: &str,
     extra: &[(&str, &str)],
 ) -> TestServer {
+    node_of(driver, 2, redis, prefix, id, region, extra)
+}
+
+/// A node with `workers` workers.
+fn node_of(
+    driver: &str,
+    workers: usize,
+    redis: &Redis,
+    prefix: &str,
+    id: &str,
+    region: &str,
+    extra: &[(&str, &str)],
+) -> TestServer {
     let url = redis.url();
     let mut env = vec![
         ("RINGRELAY_CLUSTER_REDIS_URL", url.as_str()),
@@ -44,7 +57,7 @@ fn node_with(
         ("RINGRELAY_SESSION_CLOSE_TIMEOUT", "1s"),
     ];
     env.extend_from_slice(extra);
-    TestServer::start(driver, 2, &env)
+    TestServer::start(driver, workers, &env)
 }
 
 fn cluster_health(srv: &TestServer) -> serde_json::Value {
@@ -228,13 +241,31 @@ fn split_pairs_exchange_10000_messages_each_way(driver: &str) {
 
 /// Reads the owner's challenge from a fresh connection to `internal`.
 fn challenge(internal: std::net::SocketAddr) -> (std::net::TcpStream, [u8; 16]) {
-    use std::io::{BufRead, BufReader};
-    let s = std::net::TcpStream::connect(internal).unwrap();
+    challenge_from("127.0.0.1", internal)
+}
+
+/// The same, connecting from the loopback address `source`.
+fn challenge_from(source: &str, internal: std::net::SocketAddr) -> (std::net::TcpStream, [u8; 16]) {
+    let mut s = tcp_from(source, internal);
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).unwrap();
-    let nonce = ringrelay::cluster::link::parse_challenge(line.trim_end().as_bytes()).unwrap();
+    let line = read_line(&mut s);
+    let nonce = ringrelay::cluster::link::parse_challenge(line.trim_end().as_bytes())
+        .unwrap_or_else(|e| panic!("{line:?}: {e}"));
     (s, nonce)
+}
+
+/// One line, read a byte at a time so nothing after it is consumed.
+fn read_line(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b).unwrap_or(0) == 1 {
+        line.push(b[0]);
+        if b[0] == b'\n' {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&line).into_owned()
 }
 
 fn read_all(mut s: std::net::TcpStream) -> String {
@@ -250,6 +281,9 @@ fn upgrade_request(path: &str) -> String {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
 }
+
+/// What a carrier sends as its own nonce in these hand-made openings.
+const CARRIER_NONCE: [u8; 16] = [5; 16];
 
 fn the_internal_listener_refuses_unauthenticated_connections(driver: &str) {
     use ringrelay::cluster::link::{answer, Carried};
@@ -285,20 +319,20 @@ fn the_internal_listener_refuses_unauthenticated_connections(driver: &str) {
         .unwrap();
     let answer_text = read_all(s);
     assert!(
-        answer_text.starts_with("RRLINK/1 refused"),
+        answer_text.starts_with("RRLINK/2 refused"),
         "{answer_text:?}"
     );
     assert!(!answer_text.contains("HTTP/1.1 101"));
-    // A proof made with the wrong secret.
+    // A proof made with the wrong secret: refused, and no proof of n1's comes back.
     let (mut s, nonce) = challenge(internal);
-    let mut hello = answer(other.as_bytes(), &nonce, &carried);
+    let (mut hello, _) = answer(other.as_bytes(), &nonce, &CARRIER_NONCE, &carried);
     hello.extend_from_slice(upgrade_request("/v1/relay/victim?role=b").as_bytes());
     s.write_all(&hello).unwrap();
-    assert_eq!(read_all(s), "RRLINK/1 refused bad_proof\n");
+    assert_eq!(read_all(s), "RRLINK/2 refused bad_proof\n");
     // A proof made for another challenge (a replayed opening).
     let (mut s, _) = challenge(internal);
     s.write_all(&hello).unwrap();
-    assert_eq!(read_all(s), "RRLINK/1 refused bad_proof\n");
+    assert_eq!(read_all(s), "RRLINK/2 refused bad_proof\n");
     assert_eq!(counter(&n1, "cluster_link_refused"), 3);
     // Nobody joined the victim's session: the next real peer is the first.
     let mut b = n1.connect("/v1/relay/victim?role=b&events=1");
@@ -306,14 +340,22 @@ fn the_internal_listener_refuses_unauthenticated_connections(driver: &str) {
     assert_eq!(recv_event(&mut a)["type"], "peer_connected");
     close(&mut b, 1000);
     assert_eq!(recv_event(&mut a)["type"], "peer_disconnected");
-    // The honest opening with the right secret is accepted (the control for the above).
+    // The honest opening with the right secret is accepted (the control for the above), and
+    // n1 proves the secret back before the request is sent.
     let (mut s, nonce) = challenge(internal);
-    let mut hello = answer(SECRET.as_bytes(), &nonce, &carried);
-    hello.extend_from_slice(upgrade_request("/v1/relay/victim?role=b").as_bytes());
+    let (hello, owner_proof) = answer(SECRET.as_bytes(), &nonce, &CARRIER_NONCE, &carried);
     s.write_all(&hello).unwrap();
-    let mut head = [0u8; 24];
+    let ok = read_line(&mut s);
+    assert_eq!(
+        owner_proof.check_verdict(ok.trim_end().as_bytes()),
+        Ok(()),
+        "{ok:?}"
+    );
+    s.write_all(upgrade_request("/v1/relay/victim?role=b").as_bytes())
+        .unwrap();
+    let mut head = [0u8; 12];
     std::io::Read::read_exact(&mut s, &mut head).unwrap();
-    assert_eq!(&head, b"RRLINK/1 ok\nHTTP/1.1 101");
+    assert_eq!(&head, b"HTTP/1.1 101");
     assert_eq!(recv_event(&mut a)["type"], "peer_connected");
     drop(s);
     // A node with another secret cannot carry peers to n1.
@@ -326,6 +368,165 @@ fn the_internal_listener_refuses_unauthenticated_connections(driver: &str) {
     assert_refused(r, 503, "owner_unreachable");
     assert_eq!(counter(&n2, "cluster_carry_failed"), 1);
     assert_eq!(counter(&n1, "cluster_link_refused"), 4);
+}
+
+/// Something that took an owner's address: it speaks the link's challenge but does not hold
+/// the secret, so the `ok` it sends carries a made-up proof. Returns every byte the carrier
+/// sent it.
+fn fake_owner(listener: std::net::TcpListener) -> std::thread::JoinHandle<Vec<u8>> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("RRLINK/2 {}\n", "ab".repeat(16)).as_bytes())
+            .unwrap();
+        // The carrier's description and proof lines.
+        let mut got = Vec::new();
+        while got.iter().filter(|&&b| b == b'\n').count() < 2 {
+            let line = read_line(&mut s);
+            if line.is_empty() {
+                return got;
+            }
+            got.extend_from_slice(line.as_bytes());
+        }
+        let _ = s.write_all(format!("RRLINK/2 ok {}\n", "00".repeat(32)).as_bytes());
+        // Whatever else comes before the carrier closes: the client's request, if it were
+        // sent (RRLINK/1 sent it with the carrier's answer).
+        let _ = s.read_to_end(&mut got);
+        got
+    })
+}
+
+fn a_carrier_refuses_an_owner_that_cannot_prove_the_secret(driver: &str) {
+    let Some(redis) = Redis::start(None) else {
+        return;
+    };
+    let p = prefix("fakeowner");
+    let n1 = node(driver, &redis, &p, "n1", "eu");
+    wait_for_fleet(&[&n1]);
+    // A fake node n9 in the registry, whose internal address is the fake owner, and a session
+    // it "owns".
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_addr = listener.local_addr().unwrap().to_string();
+    let fake = fake_owner(listener);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let entry = serde_json::json!({
+        "node_id": "n9", "region": "eu", "public_url": "ws://127.0.0.1:1",
+        "internal": fake_addr, "version": "0.1.0", "workers": 1,
+        "max_connections": 100, "max_sessions": 100, "connections": 0, "sessions": 0,
+        "started_ms": now, "written_ms": now,
+    });
+    let _: () = redis.query(
+        redis::cmd("SET")
+            .arg(format!("{p}:node:n9"))
+            .arg(entry.to_string())
+            .arg("PX")
+            .arg(60_000),
+    );
+    let _: () = redis.query(
+        redis::cmd("SET")
+            .arg(format!("{p}:session:stolen"))
+            .arg("n9")
+            .arg("PX")
+            .arg(60_000),
+    );
+    wait_until(Duration::from_secs(5), "n1 to see n9", || {
+        cluster_health(&n1)["nodes"] == 2
+    });
+    // A control pair on n1 talking throughout.
+    let mut a = n1.connect("/v1/relay/control?role=a");
+    let mut b = n1.connect("/v1/relay/control?role=b");
+    exchange(&mut a, &mut b, 0, 20);
+    // Before: n1 took the fake's bare `RRLINK/1 ok` and carried the client there (101), its
+    // request and token included. Now the fake's proof does not verify: 503, and the
+    // client's request never left n1.
+    let r = try_upgrade(
+        tcp_from("127.0.0.1", n1.addr),
+        n1.addr,
+        "/v1/relay/stolen?role=b&token=not-for-strangers",
+        &[],
+    );
+    assert_refused(r, 503, "owner_unreachable");
+    let seen = String::from_utf8_lossy(&fake.join().unwrap()).into_owned();
+    assert!(seen.contains("\"session\":\"stolen\""), "{seen:?}");
+    assert!(
+        !seen.contains("GET ") && !seen.contains("not-for-strangers"),
+        "the client's request reached the fake owner: {seen:?}"
+    );
+    assert_eq!(counter(&n1, "cluster_owner_unproved"), 1);
+    assert_eq!(counter(&n1, "cluster_carry_failed"), 1);
+    assert_eq!(counter(&n1, "cluster_carried_out"), 0);
+    assert!(n1.log_contains("did not prove it holds cluster.secret"));
+    exchange(&mut a, &mut b, 20, 20);
+}
+
+fn unproved_openings_are_capped_per_address_and_per_worker(driver: &str) {
+    use std::io::Read;
+    let Some(redis) = Redis::start(None) else {
+        return;
+    };
+    let p = prefix("pending");
+    // n1 has one worker, so every opening meets the same counts.
+    let caps = [
+        ("RINGRELAY_CLUSTER_MAX_PENDING_LINKS_PER_IP", "4"),
+        ("RINGRELAY_CLUSTER_MAX_PENDING_LINKS", "8"),
+    ];
+    let n1 = node_of(driver, 1, &redis, &p, "n1", "eu", &caps);
+    let n2 = node(driver, &redis, &p, "n2", "eu");
+    wait_for_fleet(&[&n1, &n2]);
+    let internal = n1.internal.unwrap();
+    let mut a = n1.connect("/v1/relay/pair?role=a");
+    // One host opens 4 connections and never answers its challenges.
+    let mut held: Vec<_> = (0..4)
+        .map(|_| challenge_from("127.0.0.5", internal).0)
+        .collect();
+    // Before: the 5th got a challenge too and was held for limits.handshake_timeout, like
+    // any number after it. Now it is closed at once, without a byte.
+    let closed_at_once = |source: &str| {
+        let mut s = tcp_from(source, internal);
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut got = Vec::new();
+        let r = s.read_to_end(&mut got);
+        // EOF or a reset, and nothing read; a timeout would mean it was held open.
+        let closed = match &r {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        assert!(
+            closed && got.is_empty(),
+            "from {source}: {r:?} {:?}",
+            String::from_utf8_lossy(&got)
+        );
+    };
+    closed_at_once("127.0.0.5");
+    assert_eq!(counter(&n1, "cluster_link_pending_ip_refused"), 1);
+    // A real carried peer (n2 connects from 127.0.0.1) still pairs and talks.
+    let mut b = n2.connect("/v1/relay/pair?role=b");
+    exchange(&mut a, &mut b, 0, 20);
+    assert_eq!(counter(&n2, "cluster_carried_out"), 1);
+    // Another host fills the worker's total (4 + 4 = 8); the next address is closed at once.
+    held.extend((0..4).map(|_| challenge_from("127.0.0.6", internal).0));
+    closed_at_once("127.0.0.7");
+    assert_eq!(counter(&n1, "cluster_link_pending_refused"), 1);
+    // While full, a new carried peer cannot reach n1 either (the cap is the point: the flood
+    // costs at most this), but the pair already carried keeps talking.
+    exchange(&mut a, &mut b, 20, 20);
+    // Once the openings go, pending openings are given back and carrying works again.
+    drop(held);
+    wait_until(
+        Duration::from_secs(5),
+        "the held openings to be refused",
+        || counter(&n1, "cluster_link_refused") >= 8,
+    );
+    let mut c = n1.connect("/v1/relay/pair2?role=a");
+    let mut d = n2.connect("/v1/relay/pair2?role=b");
+    exchange(&mut c, &mut d, 0, 5);
+    assert_eq!(counter(&n2, "cluster_carried_out"), 2);
+    assert_eq!(counter(&n1, "cluster_link_pending_ip_refused"), 1);
+    assert_eq!(counter(&n1, "cluster_link_pending_refused"), 1);
 }
 
 fn redis_killed_and_restarted_mid_run(driver: &str) {
@@ -802,6 +1003,8 @@ fn haproxy_sends_both_peers_of_a_session_to_one_node(driver: &str) {
 }
 
 both_drivers!(
+    a_carrier_refuses_an_owner_that_cannot_prove_the_secret,
+    unproved_openings_are_capped_per_address_and_per_worker,
     a_bridged_request_is_carried_to_the_node_of_its_agent,
     a_partitioned_redis_never_holds_a_new_peer_past_the_lookup_timeout,
     a_carrying_node_counts_carried_peers_against_its_limits,

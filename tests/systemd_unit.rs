@@ -87,6 +87,82 @@ fn unit_has_the_hardening_directives() {
     }
 }
 
+#[test]
+fn unit_bounds_memory_and_tasks() {
+    // A percentage of the host's RAM, or bytes with an optional K/M/G/T suffix; never
+    // "infinity", which would be no bound at all.
+    let memory = values("MemoryMax");
+    assert_eq!(memory.len(), 1, "MemoryMax: {memory:?}");
+    let m = memory[0];
+    let ok = match m.strip_suffix('%') {
+        Some(p) => p.parse::<u32>().is_ok_and(|p| (10..=95).contains(&p)),
+        None => m
+            .trim_end_matches(['K', 'M', 'G', 'T'])
+            .parse::<u64>()
+            .is_ok_and(|n| n > 0),
+    };
+    assert!(ok, "MemoryMax={m}");
+    // One thread per worker plus the main, signal and cluster threads: room for a host of a
+    // few hundred cores, not unbounded.
+    let tasks = values("TasksMax");
+    assert!(
+        tasks.len() == 1
+            && tasks[0]
+                .parse::<u32>()
+                .is_ok_and(|n| (256..=65536).contains(&n)),
+        "TasksMax: {tasks:?}"
+    );
+}
+
+/// The commented suggestions in the unit, as lines an operator would uncomment.
+fn suggested(prefix: &str) -> Vec<&'static str> {
+    UNIT.lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.starts_with(prefix))
+        .collect()
+}
+
+#[test]
+fn every_secret_is_suggested_as_a_credential() {
+    // Under DynamicUser= no file can belong to the service, so a secret in a file the relay
+    // reads directly would have to be world-readable. Before: nothing in the unit for the
+    // cluster secret, and docs/cluster.md suggested secret_file = "/etc/ringrelay/cluster-secret".
+    let creds = suggested("LoadCredential=");
+    let envs = suggested("Environment=");
+    for (name, var) in [
+        ("jwt", "RINGRELAY_AUTH_JWT_SECRET_FILE"),
+        ("cluster", "RINGRELAY_CLUSTER_SECRET_FILE"),
+    ] {
+        assert!(
+            creds
+                .iter()
+                .any(|c| c.starts_with(&format!("LoadCredential={name}:/"))),
+            "no LoadCredential={name}: in {creds:?}"
+        );
+        assert!(
+            envs.contains(&format!("Environment={var}=%d/{name}").as_str()),
+            "no Environment={var}=%d/{name} in {envs:?}"
+        );
+    }
+    // A Redis password comes from a file only root reads, never the world-readable config.
+    assert_eq!(suggested("EnvironmentFile=").len(), 1, "{UNIT}");
+    // The docs give the same lines.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for doc in ["docs/systemd.md", "docs/cluster.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        for line in [
+            "LoadCredential=cluster:/etc/ringrelay/cluster.secret",
+            "Environment=RINGRELAY_CLUSTER_SECRET_FILE=%d/cluster",
+        ] {
+            assert!(text.contains(line), "{doc} lacks {line}");
+        }
+        assert!(
+            !text.contains("secret_file = \"/etc/"),
+            "{doc} suggests a plain secret file"
+        );
+    }
+}
+
 /// A temporary directory holding a copy of the unit whose ExecStart is the binary under test.
 struct TempUnit {
     dir: PathBuf,
@@ -95,6 +171,30 @@ struct TempUnit {
 impl TempUnit {
     /// `test` keeps the directories of tests running in parallel apart.
     fn new(test: &str) -> Self {
+        Self::with(test, UNIT.to_string())
+    }
+
+    /// The unit with every suggested credential and environment line uncommented.
+    fn with_suggestions(test: &str) -> Self {
+        let text: Vec<String> = UNIT
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(s)
+                    if s.starts_with("LoadCredential=")
+                        || s.starts_with("EnvironmentFile=")
+                        || (s.starts_with("Environment=RINGRELAY_") && s.contains("=%d/")) =>
+                {
+                    s.to_string()
+                }
+                _ => l.to_string(),
+            })
+            .collect();
+        let text = text.join("\n") + "\n";
+        assert!(text.contains("\nLoadCredential=cluster:"), "{text}");
+        Self::with(test, text)
+    }
+
+    fn with(test: &str, unit: String) -> Self {
         let dir = std::env::temp_dir().join(format!("rr-systemd-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let exec = UNIT
@@ -113,7 +213,7 @@ impl TempUnit {
         let patched = exec.replacen(program, bin, 1);
         std::fs::write(
             dir.join("ringrelay.service"),
-            UNIT.replacen(exec, &patched, 1),
+            unit.replacen(exec, &patched, 1),
         )
         .unwrap();
         Self { dir }
@@ -156,7 +256,15 @@ fn text(out: &Output) -> String {
 
 #[test]
 fn systemd_analyze_verify_is_silent() {
-    let unit = TempUnit::new("verify");
+    verify_is_silent(&TempUnit::new("verify"));
+}
+
+#[test]
+fn systemd_analyze_verify_is_silent_with_the_suggested_secrets() {
+    verify_is_silent(&TempUnit::with_suggestions("verify-secrets"));
+}
+
+fn verify_is_silent(unit: &TempUnit) {
     let Some(out) = analyze(&["verify"], &unit.path()) else {
         return;
     };

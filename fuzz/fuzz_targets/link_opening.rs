@@ -1,13 +1,18 @@
-//! The owner's check of a carrier's opening (`cluster::link::verify_answer`) and the carrying
-//! node's frame-boundary tracker (`cluster::boundary::Boundary`), fed arbitrary bytes cut at
-//! a read size the input chooses.
+//! Both sides of the node-to-node link's opening (`cluster::link`) and the carrying node's
+//! frame-boundary tracker (`cluster::boundary::Boundary`), fed arbitrary bytes cut at a read
+//! size the input chooses.
 //!
 //! What is checked, besides "never panics":
-//! * the verdict only ever firms up as bytes arrive: once a prefix is accepted or refused,
-//!   every longer prefix gets the same answer, and an accepted opening never takes more
-//!   bytes than it was given;
+//! * the owner's verdict on a carrier's answer only firms up as bytes arrive: once a prefix
+//!   is accepted or refused, every longer prefix gets the same answer, and an accepted
+//!   opening never takes more bytes than it was given;
 //! * the honest opening built from the input's own bytes (as the relay's names allow) is
-//!   always accepted, taking exactly its own length, whatever follows it;
+//!   always accepted by the owner, taking exactly its own length whatever follows it, and the
+//!   owner's `ok` always satisfies the carrier that sent it;
+//! * the carrier accepts no verdict line but that one: the input's bytes as a verdict (after
+//!   an `ok`, or alone), the carrier's own proof sent back, and the `ok` made for another
+//!   carrier nonce are all refused; a challenge line from the input parses to a nonce only
+//!   when it is exactly a version 2 challenge;
 //! * the tracker ends in the same state whatever the read size.
 //!
 //! Input layout: 1 byte read size, then the bytes.
@@ -16,13 +21,17 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringrelay::cluster::boundary::Boundary;
-use ringrelay::cluster::link::{answer, verify_answer, Carried, NONCE_BYTES};
+use ringrelay::cluster::link::{
+    answer, challenge_line, parse_challenge, verify_answer, Accepted, Carried, LinkError,
+    NONCE_BYTES,
+};
 
 const SECRET: &[u8] = b"fuzz-secret-of-thirty-two-bytes!";
 const NONCE: [u8; NONCE_BYTES] = [9; NONCE_BYTES];
+const CARRIER_NONCE: [u8; NONCE_BYTES] = [4; NONCE_BYTES];
 
 fn firm_verdicts(bytes: &[u8], read: usize) {
-    let mut seen: Option<Result<(Carried, usize), String>> = None;
+    let mut seen: Option<Result<Accepted, String>> = None;
     let mut end = 0;
     while end < bytes.len() {
         end = (end + read).min(bytes.len());
@@ -31,9 +40,9 @@ fn firm_verdicts(bytes: &[u8], read: usize) {
                 assert!(seen.is_none(), "a verdict was taken back at {end}");
                 continue;
             }
-            Ok(Some((c, used))) => {
-                assert!(used <= end);
-                Ok((c, used))
+            Ok(Some(a)) => {
+                assert!(a.used <= end);
+                Ok(a)
             }
             Err(e) => Err(e.to_string()),
         };
@@ -69,12 +78,43 @@ fn honest_opening(bytes: &[u8]) {
         role: Some(name(&bytes[bytes.len() / 2..]).chars().take(32).collect()),
         region: name(bytes),
     };
-    let mut opening = answer(SECRET, &NONCE, &carried);
+    let (mut opening, owner_proof) = answer(SECRET, &NONCE, &CARRIER_NONCE, &carried);
     let n = opening.len();
+    let carrier_line = opening[..n - 1].rsplit(|&b| b == b'\n').next().unwrap().to_vec();
     opening.extend_from_slice(bytes);
-    match verify_answer(SECRET, &NONCE, &opening) {
-        Ok(Some((c, used))) => assert!(c == carried && used == n),
+    let accepted = match verify_answer(SECRET, &NONCE, &opening) {
+        Ok(Some(a)) => {
+            assert!(a.carried == carried && a.used == n);
+            a
+        }
         other => panic!("the honest opening was not accepted: {other:?}"),
+    };
+    let ok = &accepted.ok[..accepted.ok.len() - 1];
+    assert_eq!(owner_proof.check_verdict(ok), Ok(()));
+
+    // Anything else the carrier might be sent as a verdict.
+    let mut forged = b"RRLINK/2 ok ".to_vec();
+    forged.extend_from_slice(bytes);
+    for line in [&forged[..], bytes] {
+        if line != ok {
+            assert!(owner_proof.check_verdict(line).is_err(), "{line:?} passed");
+        }
+    }
+    // Its own proof reflected, and an ok made for another carrier nonce.
+    let own = carrier_line.split(|&b| b == b' ').nth(1).unwrap();
+    let mut reflected = b"RRLINK/2 ok ".to_vec();
+    reflected.extend_from_slice(own);
+    assert_eq!(
+        owner_proof.check_verdict(&reflected),
+        Err(LinkError::BadOwnerProof)
+    );
+    let (_, other_proof) = answer(SECRET, &NONCE, &[5; NONCE_BYTES], &carried);
+    assert_eq!(other_proof.check_verdict(ok), Err(LinkError::BadOwnerProof));
+}
+
+fn challenges(bytes: &[u8]) {
+    if let Ok(nonce) = parse_challenge(bytes) {
+        assert_eq!(challenge_line(&nonce).strip_suffix(b"\n"), Some(bytes));
     }
 }
 
@@ -98,6 +138,7 @@ fuzz_target!(|data: &[u8]| {
     let read = (r as usize % 64) + 1;
     firm_verdicts(bytes, read);
     honest_opening(bytes);
+    challenges(bytes);
     tracker_agrees(bytes, read);
     // As the owner's answer would start: a 101 head, then the bytes as frames.
     let mut stream = b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec();

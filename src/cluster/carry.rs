@@ -77,12 +77,15 @@ async fn read_line(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, O
     }
 }
 
-/// Connects and authenticates; returns the link and any bytes of the owner's answer already
-/// read past its `ok`.
+/// Connects and authenticates both ways; returns the link and any bytes of the owner's
+/// answer already read past its `ok`. The client's request (its token, cookies, body) is
+/// written only once the owner has proved it holds the secret: something that took the
+/// owner's address gets the peer's description and nothing of the client's own.
 async fn open(
     secret: &[u8],
     to: &str,
     carried: &Carried,
+    own_nonce: [u8; link::NONCE_BYTES],
     request: Vec<u8>,
 ) -> Result<(TcpStream, Vec<u8>), OpenError> {
     let mut stream = TcpStream::connect(to).await?;
@@ -91,13 +94,14 @@ async fn open(
     let end = read_line(&mut stream, &mut buf).await?;
     let nonce = link::parse_challenge(&buf[..end - 1])?;
     buf.drain(..end);
-    let mut hello = link::answer(secret, &nonce, carried);
-    hello.extend_from_slice(&request);
+    let (hello, owner_proof) = link::answer(secret, &nonce, &own_nonce, carried);
     let (r, _) = stream.write_all(hello).await;
     r?;
     let end = read_line(&mut stream, &mut buf).await?;
-    link::parse_verdict(&buf[..end - 1])?;
+    owner_proof.check_verdict(&buf[..end - 1])?;
     buf.drain(..end);
+    let (r, _) = stream.write_all(request).await;
+    r?;
     Ok((stream, buf))
 }
 
@@ -148,12 +152,21 @@ async fn run(
 ) {
     let started = Instant::now();
     let wait = core.config().cluster.lookup_timeout;
-    let opened = monoio::time::timeout(wait, open(&secret, &owner.internal, &carried, request));
+    let nonce = core.rng.bytes();
+    let opened = monoio::time::timeout(
+        wait,
+        open(&secret, &owner.internal, &carried, nonce, request),
+    );
     let (link, early) = match opened.await {
         Ok(Ok(l)) => l,
         failed => {
             let why = match failed {
-                Ok(Err(e)) => e.to_string(),
+                Ok(Err(e)) => {
+                    if matches!(e, OpenError::Link(LinkError::BadOwnerProof)) {
+                        bump(&core.stats.cluster_owner_unproved, 1);
+                    }
+                    e.to_string()
+                }
                 _ => "timed out".to_string(),
             };
             bump(&core.stats.cluster_carry_failed, 1);

@@ -1,13 +1,18 @@
 //! The owner's side of the node-to-node link: every connection to `cluster.internal_listen`
 //! must answer a fresh challenge with the cluster secret before a byte of it is read as a
-//! request. Once it has, the request it carries is handled as if the client had connected
-//! here, with the carrier's admission decision (so limits are not charged twice).
+//! request, and gets this node's own proof back only then. Once it has, the request it
+//! carries is handled as if the client had connected here, with the carrier's admission
+//! decision (so limits are not charged twice). Openings not yet proved are capped per source
+//! address and per worker (`cluster.max_pending_links_per_ip`, `cluster.max_pending_links`).
 
-use super::link::{self, Carried, NONCE_BYTES};
+use super::link::{self, Accepted, Carried, NONCE_BYTES};
+use super::local::Local;
+use super::pending::Full;
 use crate::runtime::Core;
 use crate::stats::bump;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use std::net::IpAddr;
 
 /// Why an opening was refused, for the log and the refusal line.
 async fn refuse(core: &Core, stream: &mut TcpStream, code: &str) {
@@ -17,9 +22,54 @@ async fn refuse(core: &Core, stream: &mut TcpStream, code: &str) {
     let _ = monoio::io::AsyncWriteRent::shutdown(stream).await;
 }
 
+/// An opening counted as pending until it is dropped.
+struct Pending<'a> {
+    local: &'a Local,
+    ip: IpAddr,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.local.pending.borrow_mut().close(self.ip);
+    }
+}
+
+/// Charges an opening from `ip` against the pending caps; `None` (counted) when over one.
+fn charge<'a>(core: &'a Core, ip: IpAddr) -> Option<Pending<'a>> {
+    let c = &core.config().cluster;
+    let opened = core.cluster_local.pending.borrow_mut().open(
+        ip,
+        c.max_pending_links_per_ip,
+        c.max_pending_links,
+    );
+    match opened {
+        Ok(()) => Some(Pending {
+            local: &core.cluster_local,
+            ip,
+        }),
+        Err(full) => {
+            let counter = match full {
+                Full::Address => &core.stats.cluster_link_pending_ip_refused,
+                Full::Worker => &core.stats.cluster_link_pending_refused,
+            };
+            bump(counter, 1);
+            // A flood would repeat this line per connection; the counters tell the rate.
+            tracing::debug!(%ip, ?full, "closed an opening on the internal listener: too many pending");
+            None
+        }
+    }
+}
+
 /// Runs the opening within `limits.handshake_timeout`; returns the carried peer and the
-/// bytes after the opening (the client's request), or `None` after refusing.
-pub async fn accept_link(core: &Core, stream: &mut TcpStream) -> Option<(Carried, Vec<u8>)> {
+/// bytes after the opening (the client's request, if the carrier sent any yet), or `None`
+/// after refusing. `peer` is the direct peer's address (the carrying node's).
+pub async fn accept_link(
+    core: &Core,
+    stream: &mut TcpStream,
+    peer: IpAddr,
+) -> Option<(Carried, Vec<u8>)> {
+    // Over a cap the connection is dropped here, before a challenge or a buffer exists.
+    let pending = charge(core, peer)?;
     let Some(secret) = core.shared.cluster_secret.clone() else {
         refuse(core, stream, "no_secret").await;
         return None;
@@ -32,7 +82,7 @@ pub async fn accept_link(core: &Core, stream: &mut TcpStream) -> Option<(Carried
         let mut buf = Vec::with_capacity(1024);
         loop {
             match link::verify_answer(&secret, &nonce, &buf) {
-                Ok(Some((carried, used))) => return Ok((carried, buf.split_off(used))),
+                Ok(Some(a)) => return Ok((a, buf)),
                 Ok(None) => {}
                 Err(e) => return Err(e.code()),
             }
@@ -55,10 +105,12 @@ pub async fn accept_link(core: &Core, stream: &mut TcpStream) -> Option<(Carried
         Err(_) => Err("timeout"),
     };
     match verdict {
-        Ok((carried, rest)) => {
-            let (r, _) = stream.write_all(link::ACK.to_vec()).await;
+        Ok((Accepted { carried, used, ok }, mut buf)) => {
+            // Proved: from here it counts as a connection like any other, not as pending.
+            drop(pending);
+            let (r, _) = stream.write_all(ok).await;
             r.ok()?;
-            Some((carried, rest))
+            Some((carried, buf.split_off(used)))
         }
         Err(code) => {
             refuse(core, stream, code).await;

@@ -1,8 +1,10 @@
-//! What one worker keeps about the cluster: the peers it carries to other nodes, and where the
+//! What one worker keeps about the cluster: the peers it carries to other nodes, where the
 //! peers seated here came from (for cross-node and cross-region counts, and to end peers of a
-//! node that left). Only its own thread touches it; both maps stay empty on a single node.
+//! node that left), and the internal listener's openings not yet proved. Only its own thread
+//! touches it; every map stays empty on a single node.
 
 use super::carry::Carry;
+use super::pending::PendingLinks;
 use crate::runtime::Core;
 use crate::stats::bump;
 use crate::ws::CloseCode;
@@ -24,6 +26,8 @@ pub struct Local {
     pub carries: RefCell<HashMap<u64, Rc<Carry>>>,
     /// Seated here, by connection id (cluster mode only).
     pub origins: RefCell<HashMap<u64, Origin>>,
+    /// Openings on the internal listener that have not proved the secret yet.
+    pub pending: RefCell<PendingLinks>,
 }
 
 impl Local {

@@ -9,7 +9,8 @@
 //! * `breaker`, `fleet`, `view`, `member`, `owners`: the cluster thread and what it knows;
 //! * `ask`, `commands`, `local`: what workers and that thread say to each other, and what
 //!   each worker keeps;
-//! * `place`, `carry`, `inbound`: deciding where a new peer goes, carrying it, receiving it;
+//! * `place`, `carry`, `inbound`, `pending`: deciding where a new peer goes, carrying it,
+//!   receiving it, and capping openings on the internal listener not yet proved;
 //! * `status`: `ringrelay cluster status`.
 
 pub mod ask;
@@ -25,6 +26,7 @@ pub mod local;
 pub mod member;
 pub mod node;
 pub mod owners;
+pub mod pending;
 pub mod place;
 pub mod status;
 pub mod view;

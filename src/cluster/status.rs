@@ -12,8 +12,9 @@ pub enum ClusterCommand {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct StatusArgs {
-    /// The fleet's Redis: redis://host:port[/db].
-    #[arg(long)]
+    /// The fleet's Redis: redis://host:port[/db]. With a password in it, prefer the
+    /// environment variable: a command line is visible to every local user.
+    #[arg(long, env = "RINGRELAY_CLUSTER_REDIS_URL", hide_env_values = true)]
     pub redis: String,
     /// The fleet's `cluster.key_prefix`.
     #[arg(long, default_value = "ringrelay")]
@@ -67,7 +68,9 @@ pub fn main(cmd: &ClusterCommand) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ringrelay cluster status: {}: {e}", args.redis);
+            // The URL as given may hold a password; the error never does.
+            let url = crate::config::redact_url(&args.redis);
+            eprintln!("ringrelay cluster status: {url}: {e}");
             ExitCode::from(1)
         }
     }

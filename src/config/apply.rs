@@ -88,6 +88,8 @@ pub(super) const KEYS: &[&str] = &[
     "cluster.session_ttl",
     "cluster.lookup_timeout",
     "cluster.request_queue",
+    "cluster.max_pending_links_per_ip",
+    "cluster.max_pending_links",
 ];
 
 /// `Instant + d` panics on overflow; no timer here has a use for more than a year.
@@ -121,6 +123,13 @@ impl Input<'_> {
         let value = match self.raw {
             _ if matches!(self.key, "auth.jwt_secret" | "cluster.secret") => {
                 "<redacted>".to_string()
+            }
+            // A URL may carry a password.
+            Raw::Toml(toml::Value::String(s)) if self.key == "cluster.redis_url" => {
+                format!("{:?}", super::redact_url(s))
+            }
+            Raw::Text(s) if self.key == "cluster.redis_url" => {
+                format!("{:?}", super::redact_url(s))
             }
             Raw::Toml(v) => v.to_string(),
             Raw::Text(s) => format!("{s:?}"),
@@ -475,6 +484,10 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "cluster.session_ttl" => cfg.cluster.session_ttl = i.duration(false)?,
         "cluster.lookup_timeout" => cfg.cluster.lookup_timeout = i.duration(false)?,
         "cluster.request_queue" => cfg.cluster.request_queue = i.size(1, 1 << 20)?,
+        "cluster.max_pending_links_per_ip" => {
+            cfg.cluster.max_pending_links_per_ip = i.size(1, 1_000_000)?
+        }
+        "cluster.max_pending_links" => cfg.cluster.max_pending_links = i.size(1, 1_000_000)?,
         other => debug_assert!(false, "key {other} is in KEYS but has no setter"),
     }
     Ok(())

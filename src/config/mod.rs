@@ -6,6 +6,7 @@ mod apply;
 mod duration;
 mod error;
 mod layers;
+mod redact;
 mod render;
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use redact::{has_password, redact_url};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DriverChoice {
@@ -53,8 +55,10 @@ pub struct Config {
 }
 
 /// Several nodes coordinated through Redis (docs/cluster.md). Off unless `redis_url` is set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` is written by hand: it must show neither `secret` nor a password in `redis_url`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
+    /// May hold a password (`redis://:pass@host`); shown only through [`redact_url`].
     pub redis_url: Option<String>,
     /// This node's name in the registry; empty means the host name and the listen port.
     pub node_id: String,
@@ -79,6 +83,12 @@ pub struct ClusterConfig {
     pub lookup_timeout: Duration,
     /// Ownership requests waiting for the cluster thread; past it, new peers get 503.
     pub request_queue: usize,
+    /// Openings on the internal listener from one address that have not proved the secret
+    /// yet, per worker; past it a new one is closed at once. A real carrier proves itself
+    /// within a round trip, so only a burst of new carried peers from one node comes near.
+    pub max_pending_links_per_ip: usize,
+    /// The same, from all addresses together, per worker.
+    pub max_pending_links: usize,
 }
 
 impl Default for ClusterConfig {
@@ -97,6 +107,8 @@ impl Default for ClusterConfig {
             session_ttl: Duration::from_secs(30),
             lookup_timeout: Duration::from_secs(2),
             request_queue: 4096,
+            max_pending_links_per_ip: 16,
+            max_pending_links: 256,
         }
     }
 }
@@ -554,6 +566,31 @@ impl Default for LogConfig {
             level: "info".to_string(),
             format: LogFormat::Text,
         }
+    }
+}
+
+/// Keeps the secret, and any password in the Redis URL, out of logs and panic messages.
+impl fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = self.secret.as_ref().map(|_| "<redacted>");
+        let url = self.redis_url.as_deref().map(redact_url);
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &url)
+            .field("node_id", &self.node_id)
+            .field("region", &self.region)
+            .field("public_url", &self.public_url)
+            .field("internal_listen", &self.internal_listen)
+            .field("heartbeat", &self.heartbeat)
+            .field("node_ttl", &self.node_ttl)
+            .field("key_prefix", &self.key_prefix)
+            .field("secret", &secret)
+            .field("secret_file", &self.secret_file)
+            .field("session_ttl", &self.session_ttl)
+            .field("lookup_timeout", &self.lookup_timeout)
+            .field("request_queue", &self.request_queue)
+            .field("max_pending_links_per_ip", &self.max_pending_links_per_ip)
+            .field("max_pending_links", &self.max_pending_links)
+            .finish()
     }
 }
 

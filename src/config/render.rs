@@ -124,7 +124,12 @@ pub(super) fn to_toml(cfg: &Config) -> String {
 
     let c = &cfg.cluster;
     out.section("cluster");
-    out.key("redis_url", string(c.redis_url.as_deref().unwrap_or("")));
+    let url = c.redis_url.as_deref().unwrap_or("");
+    if super::has_password(url) {
+        out.0
+            .push_str("# the password in redis_url is not printed\n");
+    }
+    out.key("redis_url", string(&super::redact_url(url)));
     out.key("node_id", string(&c.node_id));
     out.key("region", string(&c.region));
     out.key("public_url", string(&c.public_url));
@@ -142,6 +147,8 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.key("session_ttl", duration(c.session_ttl));
     out.key("lookup_timeout", duration(c.lookup_timeout));
     out.key("request_queue", c.request_queue);
+    out.key("max_pending_links_per_ip", c.max_pending_links_per_ip);
+    out.key("max_pending_links", c.max_pending_links);
 
     out.section("demo");
     match cfg.demo.enabled {

@@ -154,7 +154,7 @@ pub struct Arrival {
 pub async fn handle(core: Rc<Core>, mut stream: TcpStream, mut arrival: Arrival) {
     let accepted_at = arrival.accepted_at;
     if arrival.listener == Listener::Internal {
-        let Some((carried, rest)) = accept_link(&core, &mut stream).await else {
+        let Some((carried, rest)) = accept_link(&core, &mut stream, arrival.peer).await else {
             return;
         };
         arrival = Arrival {

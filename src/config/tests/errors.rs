@@ -127,6 +127,8 @@ fn env_errors_name_the_key_and_the_variable() {
         ("log.level", "ringrelay=loud", "not a log filter"),
         ("log.level", " ", "expected a filter"),
         ("log.format", "xml", "text or json"),
+        ("cluster.max_pending_links_per_ip", "0", "between 1 and"),
+        ("cluster.max_pending_links", "0", "between 1 and"),
     ];
     for (key, value, fragment) in cases {
         let var = apply::env_var_name(key);
@@ -353,6 +355,19 @@ fn cluster_link_needs_a_secret_and_never_shows_it() {
         .to_string();
     assert!(err.contains("at least 32 bytes"), "{err}");
     assert!(!err.contains("hunter2"), "the secret is redacted: {err}");
+    // A Redis URL the loader refuses is shown without its password.
+    for text in [
+        "[cluster]\nredis_url = \"http://ops:hunter2-pw@10.0.0.2\"",
+        "[cluster]\nredis_url = \"tcp://:hunter2-pw@10.0.0.2\"",
+    ] {
+        let err = load_toml(text).unwrap_err().to_string();
+        assert!(err.contains("cluster.redis_url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("<redacted>"), "{err}");
+    }
+    let var = "RINGRELAY_CLUSTER_REDIS_URL";
+    let err = load_env(&[(var, "ftp://:hunter2-pw@h")]).unwrap_err();
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
     let err = load_toml("[cluster]\nsession_ttl = \"1s\"")
         .unwrap_err()
         .to_string();

@@ -287,6 +287,37 @@ fn debug_output_hides_the_secret() {
 }
 
 #[test]
+fn debug_output_hides_the_cluster_secret_and_the_redis_password() {
+    let c = load_env(&[
+        ("RINGRELAY_CLUSTER_SECRET", SECRET),
+        (
+            "RINGRELAY_CLUSTER_REDIS_URL",
+            "redis://ops:hunter2-pw@10.0.0.2:6379/0",
+        ),
+    ])
+    .unwrap();
+    // Before: the derived Debug printed both as they were.
+    let shown = format!("{c:?} {:#?}", c.cluster);
+    assert!(!shown.contains(SECRET), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("secret: Some(\"<redacted>\")"), "{shown}");
+    assert!(
+        shown.contains("redis://ops:<redacted>@10.0.0.2:6379/0"),
+        "{shown}"
+    );
+    // Written by hand, so it must keep up with the struct: every cluster key is shown.
+    for key in apply::KEYS
+        .iter()
+        .filter_map(|k| k.strip_prefix("cluster."))
+    {
+        assert!(
+            shown.contains(&format!("{key}: ")),
+            "Debug lacks {key}: {shown}"
+        );
+    }
+}
+
+#[test]
 fn text_loads_as_its_file_would() {
     let text = "workers = 2\n[auth]\nleeway = \"5s\"\n";
     let file = TempFile::new(text.as_bytes());

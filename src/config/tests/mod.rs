@@ -127,6 +127,8 @@ pub(super) fn sample(key: &str) -> &'static str {
         "cluster.session_ttl" => "40s",
         "cluster.lookup_timeout" => "3s",
         "cluster.request_queue" => "100",
+        "cluster.max_pending_links_per_ip" => "4",
+        "cluster.max_pending_links" => "40",
         other => panic!("no sample for {other}: add one when adding a key"),
     }
 }

@@ -87,6 +87,40 @@ fn the_inline_secret_is_not_printed() {
 }
 
 #[test]
+fn the_redis_password_is_not_printed() {
+    for (url, shown) in [
+        (
+            "redis://ops:hunter2-pw@10.0.0.2:6379/0",
+            "redis://ops:<redacted>@10.0.0.2:6379/0",
+        ),
+        (
+            "redis://:hunter2-pw@10.0.0.2",
+            "redis://:<redacted>@10.0.0.2",
+        ),
+        (
+            "unix:///run/redis.sock?pass=hunter2-pw",
+            "unix:///run/redis.sock?pass=<redacted>",
+        ),
+    ] {
+        let c = load_env(&[("RINGRELAY_CLUSTER_REDIS_URL", url)]).unwrap();
+        let text = c.to_toml();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(
+            text.contains("# the password in redis_url is not printed\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("\nredis_url = \"{shown}\"\n")),
+            "{text}"
+        );
+        // Still a config the loader takes, with the placeholder where the password was.
+        assert_eq!(reload(&text).cluster.redis_url.as_deref(), Some(shown));
+    }
+    let plain = load_env(&[("RINGRELAY_CLUSTER_REDIS_URL", "redis://10.0.0.2:6379")]).unwrap();
+    assert!(!plain.to_toml().contains("not printed"));
+}
+
+#[test]
 fn awkward_strings_are_quoted() {
     let mut c = Config::default();
     c.auth.jwt_secret_file = Some("/tmp/a \"quoted\" \\ back\tslash/ünï".into());
