@@ -42,6 +42,10 @@ pub(super) const KEYS: &[&str] = &[
     "limits.byte_burst",
     "limits.max_frames_per_message",
     "limits.write_timeout",
+    "limits.blocked_write_grace",
+    "limits.max_blocked_writes_per_ip",
+    "limits.max_blocked_writes_per_session",
+    "limits.pool_reserve_percent",
     "limits.accept_backoff_max",
     "session.ping_interval",
     "session.peer_timeout",
@@ -424,6 +428,12 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "limits.byte_burst" => l.byte_burst = i.size(1, 1 << 40)?,
         "limits.max_frames_per_message" => l.max_frames_per_message = i.size(1, 1 << 30)?,
         "limits.write_timeout" => l.write_timeout = i.duration(false)?,
+        "limits.blocked_write_grace" => l.blocked_write_grace = i.duration(false)?,
+        "limits.max_blocked_writes_per_ip" => l.max_blocked_writes_per_ip = i.size(0, 1_000_000)?,
+        "limits.max_blocked_writes_per_session" => {
+            l.max_blocked_writes_per_session = i.size(0, 1_000_000)?
+        }
+        "limits.pool_reserve_percent" => l.pool_reserve_percent = i.size(0, 50)?,
         "limits.accept_backoff_max" => l.accept_backoff_max = i.duration(false)?,
         "session.ping_interval" => s.ping_interval = i.duration(false)?,
         "session.peer_timeout" => s.peer_timeout = i.duration(false)?,

@@ -184,6 +184,23 @@ fn validate(cfg: &Config, origins: &Origins) -> Result<(), ConfigError> {
         });
     }
 
+    // A write timeout no longer than the default grace is itself the bound (it ends blocked
+    // writes first); only a grace set explicitly at or past it is a mistake worth naming.
+    let l = &cfg.limits;
+    if l.blocked_write_grace >= l.write_timeout && origin_of("limits.blocked_write_grace").is_some()
+    {
+        let reason = format!(
+            "must be shorter than limits.write_timeout ({})",
+            format_duration(l.write_timeout)
+        );
+        let grace = format_duration(l.blocked_write_grace);
+        return Err(invalid(
+            "limits.blocked_write_grace",
+            format!("{grace:?}"),
+            reason,
+        ));
+    }
+
     let c = &cfg.cluster;
     if c.node_ttl <= c.heartbeat {
         let reason = format!(

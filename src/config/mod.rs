@@ -203,6 +203,25 @@ pub struct LimitsConfig {
     pub max_frames_per_message: usize,
     /// A peer that takes longer than this to accept one write is dropped.
     pub write_timeout: Duration,
+    /// A write still pending after this long counts as blocked: its receiver is not reading
+    /// (for now), and the pooled buffer it holds is what the two bounds below and the pool
+    /// reserve count. Set, it must be shorter than `write_timeout`; a `write_timeout` no
+    /// longer than the default grace is itself the bound on blocked writes.
+    pub blocked_write_grace: Duration,
+    /// Pooled buffers that blocked writes to one client address's connections may hold on a
+    /// worker (0: no limit). Past it, its receivers holding the most are dropped as the
+    /// write timeout would drop them: an address cannot pin the pool however many pairs it
+    /// opens.
+    pub max_blocked_writes_per_ip: usize,
+    /// The same for the peers of one session (0: no limit). Each direction holds at most one
+    /// buffer, so more than two means senders that replaced each other piled up behind one
+    /// receiver.
+    pub max_blocked_writes_per_session: usize,
+    /// Share of `max_read_buffers` (percent) the pool keeps free for connections that read:
+    /// when fewer are left, blocked writes are ended at once (the receivers of the address
+    /// holding the most first, then the oldest), so that pairs on the same core keep flowing
+    /// whoever else opens pairs that never read.
+    pub pool_reserve_percent: usize,
     /// Ceiling of the back-off after `accept` fails for lack of file descriptors.
     pub accept_backoff_max: Duration,
 }
@@ -512,6 +531,10 @@ impl Default for LimitsConfig {
             byte_burst: 1 << 20,
             max_frames_per_message: 4096,
             write_timeout: Duration::from_secs(60),
+            blocked_write_grace: Duration::from_secs(1),
+            max_blocked_writes_per_ip: 32,
+            max_blocked_writes_per_session: 2,
+            pool_reserve_percent: 10,
             accept_backoff_max: Duration::from_secs(1),
         }
     }

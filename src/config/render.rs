@@ -64,6 +64,13 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.key("byte_burst", l.byte_burst);
     out.key("max_frames_per_message", l.max_frames_per_message);
     out.key("write_timeout", duration(l.write_timeout));
+    out.key("blocked_write_grace", duration(l.blocked_write_grace));
+    out.key("max_blocked_writes_per_ip", l.max_blocked_writes_per_ip);
+    out.key(
+        "max_blocked_writes_per_session",
+        l.max_blocked_writes_per_session,
+    );
+    out.key("pool_reserve_percent", l.pool_reserve_percent);
     out.key("accept_backoff_max", duration(l.accept_backoff_max));
 
     let s = &cfg.session;

@@ -54,6 +54,11 @@ pub async fn run(
             if !hot && peer.sock.readable().await.is_err() {
                 break ABNORMAL;
             }
+            // Dropped for not reading (its socket is shut): it leaves without queueing for
+            // a buffer, which may be what the pool is short of.
+            if peer.dropped.get() {
+                break ABNORMAL;
+            }
             chunk = core.pool.take().await;
             let start = inbound.prepare(&mut chunk.data);
             let data = std::mem::take(&mut chunk.data);

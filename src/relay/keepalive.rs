@@ -1,8 +1,9 @@
-//! One coarse tick per core drives every timer: pings, dead peers, unanswered closes and idle
-//! sessions. Nothing is armed per message or per connection.
+//! One coarse tick per core drives every timer: pings, dead peers, unanswered closes, idle
+//! sessions, stuck writes and the bounds on buffers blocked writes hold
+//! (`relay::blocked`). Nothing is armed per message or per connection.
 
+use super::blocked;
 use crate::runtime::Core;
-use crate::session::peer::UNSTAMPED;
 use crate::session::Peer;
 use crate::stats::bump;
 use crate::ws::{CloseCode, OpCode};
@@ -23,14 +24,9 @@ pub fn tick_period(core: &Core) -> Duration {
 
 /// Stamps a write the tick sees for the first time; true once one has waited `write_ms`.
 fn write_stuck(p: &Peer, now: u64, write_ms: u64) -> bool {
-    match p.write_since_ms.get() {
-        None => false,
-        Some(UNSTAMPED) => {
-            p.write_since_ms.set(Some(now));
-            false
-        }
-        Some(since) => now.saturating_sub(since) >= write_ms,
-    }
+    !p.dropped.get()
+        && p.write_pending_since(now)
+            .is_some_and(|since| now.saturating_sub(since) >= write_ms)
 }
 
 pub async fn run(core: Rc<Core>) {
@@ -41,16 +37,23 @@ pub async fn run(core: Rc<Core>) {
     let idle_ms = cfg.idle_timeout.as_millis() as u64;
     let close_ms = cfg.close_timeout.as_millis() as u64;
     let write_ms = core.config().limits.write_timeout.as_millis() as u64;
+    // Ends blocked writes at once when the pool runs low, between ticks.
+    monoio::spawn(blocked::guard(core.clone()));
     loop {
         monoio::time::sleep(period).await;
         let now = core.clock.tick();
+        let mut blocked = blocked::Scan::new(&core);
         for p in core.registry.peers() {
             if write_stuck(&p, now, write_ms) {
                 // It stopped reading: its sender's write fails at once and the sender stays.
                 bump(&core.stats.peers_dropped_write_timeout, 1);
-                p.close_code.set(Some(1006));
-                p.sock.abort();
-            } else if let Some(since) = p.closing_since_ms.get() {
+                p.drop_stuck();
+            }
+            blocked.look(&p, now);
+            if p.dropped.get() {
+                continue;
+            }
+            if let Some(since) = p.closing_since_ms.get() {
                 if now.saturating_sub(since) >= close_ms {
                     p.sock.abort();
                 }
@@ -66,6 +69,7 @@ pub async fn run(core: Rc<Core>) {
                 });
             }
         }
+        blocked.enforce(&core, false);
         super::away::expire(&core, now);
         for s in core.registry.sessions() {
             if s.is_empty() {

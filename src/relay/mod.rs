@@ -1,6 +1,7 @@
 //! Forwarding between the peers of a session.
 
 pub mod away;
+pub mod blocked;
 pub mod conn;
 pub mod events;
 pub mod inbound;

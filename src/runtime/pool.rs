@@ -3,6 +3,11 @@
 //! holds none and the pool's size follows the number of connections busy at once. At most
 //! `limit` buffers are out at a time: past it, readers wait, so even every connection becoming
 //! readable at once cannot allocate a buffer each.
+//!
+//! A buffer whose write waits on a receiver that does not read stays out until that write
+//! ends. When fewer than the reserve (`limits.pool_reserve_percent`) are left, the pool
+//! sounds an alarm, once, for the task that ends such writes (`relay::blocked`); the check
+//! is one comparison per buffer taken.
 
 use super::chunk::Chunk;
 use local_sync::semaphore::Semaphore;
@@ -19,10 +24,20 @@ pub struct BufPool {
     pub allocated: Cell<u64>,
     /// Times a reader had to wait because `limit` buffers were out.
     pub waits: Cell<u64>,
+    /// Readers waiting for a buffer now.
+    waiting: Cell<usize>,
+    /// Buffers out (or wanted) past which the pool is under pressure: `limit` less the
+    /// reserve.
+    high_water: usize,
+    /// The alarm is rung at most once until the guard re-arms it.
+    armed: Cell<bool>,
+    alarm: Semaphore,
 }
 
 impl BufPool {
-    pub fn new(buf_bytes: usize, keep: usize, limit: usize) -> BufPool {
+    /// `reserve` buffers of `limit` should stay free: past `limit - reserve` out (counting
+    /// readers waiting), the pool is under pressure.
+    pub fn new(buf_bytes: usize, keep: usize, limit: usize, reserve: usize) -> BufPool {
         BufPool {
             free: RefCell::new(Vec::new()),
             buf_bytes,
@@ -31,6 +46,10 @@ impl BufPool {
             in_use: Cell::new(0),
             allocated: Cell::new(0),
             waits: Cell::new(0),
+            waiting: Cell::new(0),
+            high_water: limit - reserve.min(limit),
+            armed: Cell::new(true),
+            alarm: Semaphore::new(0),
         }
     }
 
@@ -39,12 +58,18 @@ impl BufPool {
             Ok(p) => p.forget(),
             Err(_) => {
                 self.waits.set(self.waits.get() + 1);
+                let _waiting = Waiting::new(&self.waiting);
+                self.ring();
                 if let Ok(p) = self.permits.acquire().await {
                     p.forget();
                 }
             }
         }
-        self.in_use.set(self.in_use.get() + 1);
+        let n = self.in_use.get() + 1;
+        self.in_use.set(n);
+        if n > self.high_water {
+            self.ring();
+        }
         self.free.borrow_mut().pop().unwrap_or_else(|| {
             self.allocated.set(self.allocated.get() + 1);
             Chunk::new(self.buf_bytes)
@@ -70,6 +95,51 @@ impl BufPool {
     pub fn idle(&self) -> usize {
         self.free.borrow().len()
     }
+
+    /// More buffers are out or wanted than leave the reserve free.
+    pub fn under_pressure(&self) -> bool {
+        self.deficit() > 0
+    }
+
+    /// How many buffers would have to come back for every waiting reader to get one and
+    /// the reserve to be free again.
+    pub fn deficit(&self) -> usize {
+        (self.in_use.get() + self.waiting.get()).saturating_sub(self.high_water)
+    }
+
+    /// Waits until the pool comes under pressure (at once if it did since the last `rearm`).
+    pub async fn pressure(&self) {
+        if let Ok(p) = self.alarm.acquire().await {
+            p.forget();
+        }
+    }
+
+    /// Lets the next take past the high-water mark ring the alarm again.
+    pub fn rearm(&self) {
+        self.armed.set(true);
+    }
+
+    fn ring(&self) {
+        if self.armed.replace(false) {
+            self.alarm.add_permits(1);
+        }
+    }
+}
+
+/// Counts a reader waiting for a buffer while it lives (a waiting take may be dropped).
+struct Waiting<'a>(&'a Cell<usize>);
+
+impl<'a> Waiting<'a> {
+    fn new(c: &'a Cell<usize>) -> Waiting<'a> {
+        c.set(c.get() + 1);
+        Waiting(c)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
 }
 
 #[cfg(test)]
@@ -78,7 +148,7 @@ mod tests {
 
     #[monoio::test_all(timer_enabled = true)]
     async fn keeps_at_most_keep_buffers_and_waits_past_the_limit() {
-        let p = Rc::new(super::BufPool::new(1024, 2, 4));
+        let p = Rc::new(super::BufPool::new(1024, 2, 4, 0));
         let mut a = Vec::new();
         for _ in 0..4 {
             a.push(p.take().await);
@@ -97,5 +167,45 @@ mod tests {
             p.put(c);
         }
         assert_eq!(p.idle(), 2, "only `keep` idle buffers stay");
+    }
+
+    #[monoio::test_all(timer_enabled = true)]
+    async fn rings_once_past_the_reserve_and_counts_waiting_readers() {
+        let p = Rc::new(super::BufPool::new(1024, 2, 4, 1));
+        let a = p.take().await;
+        let b = p.take().await;
+        let c = p.take().await;
+        assert!(
+            !p.under_pressure(),
+            "three of four out leaves the reserve of one"
+        );
+        let d = p.take().await;
+        assert_eq!(p.deficit(), 1);
+        // Rung once: the guard is woken at once...
+        monoio::time::timeout(std::time::Duration::from_millis(100), p.pressure())
+            .await
+            .expect("the alarm rang");
+        // ...and not again until it re-arms.
+        let p2 = p.clone();
+        let waiter = monoio::spawn(async move { p2.take().await });
+        monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+        assert_eq!(p.deficit(), 2, "a waiting reader counts");
+        let again = monoio::time::timeout(std::time::Duration::from_millis(20), p.pressure()).await;
+        assert!(again.is_err(), "rang twice without a re-arm");
+        p.put(a);
+        let e = waiter.await;
+        assert_eq!(p.deficit(), 1);
+        for c in [b, c, d, e] {
+            p.put(c);
+        }
+        assert!(!p.under_pressure());
+        p.rearm();
+        let _x = p.take().await;
+        let _y = p.take().await;
+        let _z = p.take().await;
+        let _w = p.take().await;
+        monoio::time::timeout(std::time::Duration::from_millis(100), p.pressure())
+            .await
+            .expect("rang again after the re-arm");
     }
 }

@@ -37,6 +37,13 @@ pub struct Peer {
     /// stamps its time, so the forwarding path never reads a clock for this. The tick drops a
     /// peer whose write has waited longer than `limits.write_timeout`.
     pub write_since_ms: Cell<Option<u64>>,
+    /// Pooled read buffers waiting to be written to this peer (in `send_chunk`, at the gate or
+    /// in the write): what a peer that stops reading keeps out of the pool
+    /// (`relay::blocked`).
+    pub pinned: Cell<u32>,
+    /// The relay has dropped this peer (its socket is shut); its pending writes are failing
+    /// and their buffers on their way back to the pool.
+    pub dropped: Cell<bool>,
 }
 
 fn io_err(r: std::io::Result<usize>) -> std::io::Result<usize> {
@@ -70,11 +77,36 @@ impl Peer {
             closing_since_ms: Cell::new(None),
             close_code: Cell::new(None),
             write_since_ms: Cell::new(None),
+            pinned: Cell::new(0),
+            dropped: Cell::new(false),
         }
     }
 
     pub fn is_closing(&self) -> bool {
         self.closing_since_ms.get().is_some()
+    }
+
+    /// Since when the pending write to this peer has waited, if one is pending. A write the
+    /// per-core timers see for the first time is stamped now, so the forwarding path never
+    /// reads a clock for this.
+    pub fn write_pending_since(&self, now_ms: u64) -> Option<u64> {
+        match self.write_since_ms.get() {
+            None => None,
+            Some(UNSTAMPED) => {
+                self.write_since_ms.set(Some(now_ms));
+                Some(now_ms)
+            }
+            since => since,
+        }
+    }
+
+    /// Drops a peer that stopped reading, as `limits.write_timeout` does: its socket is shut,
+    /// so its pending writes fail at once (their buffers go back to the pool) and its reader
+    /// ends; its sender is told `peer_disconnected` with 1006 and keeps its session.
+    pub fn drop_stuck(&self) {
+        self.dropped.set(true);
+        self.close_code.set(Some(1006));
+        self.sock.abort();
     }
 
     /// Writes every segment of `chunk`, then records whether a message is left open.
@@ -83,6 +115,7 @@ impl Peer {
         mut chunk: Chunk,
         open_after: bool,
     ) -> (std::io::Result<()>, Chunk) {
+        let _pinned = Pinned::new(self);
         let Ok(_permit) = self.gate.acquire().await else {
             return (Err(std::io::ErrorKind::BrokenPipe.into()), chunk);
         };
@@ -220,6 +253,22 @@ impl<'a> WriteTimer<'a> {
 impl Drop for WriteTimer<'_> {
     fn drop(&mut self) {
         self.0.write_since_ms.set(None);
+    }
+}
+
+/// Counts a pooled buffer waiting to be written to a peer while it lives.
+struct Pinned<'a>(&'a Peer);
+
+impl<'a> Pinned<'a> {
+    fn new(peer: &'a Peer) -> Pinned<'a> {
+        peer.pinned.set(peer.pinned.get() + 1);
+        Pinned(peer)
+    }
+}
+
+impl Drop for Pinned<'_> {
+    fn drop(&mut self) {
+        self.0.pinned.set(self.0.pinned.get() - 1);
     }
 }
 

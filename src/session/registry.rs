@@ -44,6 +44,15 @@ impl Session {
         self.slots.borrow().iter().flatten().cloned().collect()
     }
 
+    /// The ids of the peers seated now, without cloning them.
+    pub fn peer_ids(&self) -> [Option<u64>; 2] {
+        let slots = self.slots.borrow();
+        [
+            slots[0].as_ref().map(|p| p.id),
+            slots[1].as_ref().map(|p| p.id),
+        ]
+    }
+
     pub fn plan(&self, role: Option<&str>) -> JoinPlan {
         let slots = self.slots.borrow();
         plan_join(
@@ -173,5 +182,14 @@ impl Registry {
 
     pub fn peer_count(&self) -> usize {
         self.peers.borrow().len()
+    }
+
+    /// Pooled buffers waiting to be written to this core's peers (for /stats).
+    pub fn pinned(&self) -> usize {
+        self.peers
+            .borrow()
+            .values()
+            .map(|p| p.pinned.get() as usize)
+            .sum()
     }
 }

@@ -202,6 +202,9 @@ fn gauge_help(name: &str) -> &'static str {
         "paired_sessions" => "Sessions with two peers.",
         "read_buffers_in_use" => "Read buffers held by connections now.",
         "read_buffers_idle" => "Read buffers pooled for reuse.",
+        "read_buffers_pinned" => {
+            "Read buffers waiting to be written to a receiver (at its write gate or in the write)."
+        }
         "carried_connections" => "Peers this node carries to their owner on another node now.",
         _ => "A current value.",
     }

@@ -88,6 +88,23 @@ fn env_errors_name_the_key_and_the_variable() {
             "2m",
             "less than session.peer_timeout (75s)",
         ),
+        (
+            "limits.blocked_write_grace",
+            "1m",
+            "shorter than limits.write_timeout (1m)",
+        ),
+        ("limits.blocked_write_grace", "0s", "greater than 0s"),
+        (
+            "limits.max_blocked_writes_per_ip",
+            "1000001",
+            "between 0 and 1000000",
+        ),
+        (
+            "limits.max_blocked_writes_per_session",
+            "-2",
+            "non-negative integer",
+        ),
+        ("limits.pool_reserve_percent", "51", "between 0 and 50"),
         ("session.linger", "5", "missing unit"),
         ("session.buffer_bytes", "1MB", "non-negative integer"),
         ("session.close_timeout", "5 s", "expected a duration"),
@@ -330,6 +347,21 @@ fn cross_key_errors() {
         ("RINGRELAY_SESSION_PEER_TIMEOUT", "5m"),
     ]);
     assert_eq!(format_duration(c.unwrap().session.peer_timeout), "5m");
+
+    // A write timeout shorter than the default grace is fine (it is the bound then); a grace
+    // set at or past it is refused, naming both keys.
+    let c = load_env(&[("RINGRELAY_LIMITS_WRITE_TIMEOUT", "500ms")]).unwrap();
+    assert_eq!(format_duration(c.limits.write_timeout), "500ms");
+    let err = load_env(&[
+        ("RINGRELAY_LIMITS_WRITE_TIMEOUT", "2s"),
+        ("RINGRELAY_LIMITS_BLOCKED_WRITE_GRACE", "2s"),
+    ])
+    .unwrap_err();
+    assert_names(
+        &err,
+        "limits.blocked_write_grace",
+        "shorter than limits.write_timeout (2s)",
+    );
 }
 
 #[test]

@@ -81,6 +81,10 @@ pub(super) fn sample(key: &str) -> &'static str {
         "limits.byte_burst" => "50000",
         "limits.max_frames_per_message" => "16",
         "limits.write_timeout" => "15s",
+        "limits.blocked_write_grace" => "500ms",
+        "limits.max_blocked_writes_per_ip" => "5",
+        "limits.max_blocked_writes_per_session" => "3",
+        "limits.pool_reserve_percent" => "25",
         "limits.accept_backoff_max" => "250ms",
         "session.ping_interval" => "10s",
         "session.peer_timeout" => "100s",
@@ -172,6 +176,15 @@ fn defaults_match_the_contract() {
     assert_eq!((l.message_rate, l.byte_rate), (0, 0));
     assert_eq!(l.max_frames_per_message, 4096);
     assert_eq!(format_duration(l.write_timeout), "1m");
+    assert_eq!(format_duration(l.blocked_write_grace), "1s");
+    assert_eq!(
+        (
+            l.max_blocked_writes_per_ip,
+            l.max_blocked_writes_per_session
+        ),
+        (32, 2)
+    );
+    assert_eq!(l.pool_reserve_percent, 10);
     assert_eq!(format_duration(l.accept_backoff_max), "1s");
 
     let s = &c.session;
