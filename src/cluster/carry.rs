@@ -7,6 +7,13 @@
 //!
 //! Not splice(2): it would cost a pipe (two descriptors) per direction per peer, against a
 //! 20,000-descriptor budget, and the close frame needs the bytes to pass through here.
+//!
+//! A write in either direction holds its pooled buffer until it ends, so a client that does
+//! not read, or an owner that does not read the link (its own receiver is stuck, or it holds
+//! the sender back), pins one of this core's buffers. Each write marks its direction (two
+//! cell stores, no timer), and the core's tick and pool guard treat the marks as they treat
+//! a seated receiver's (`relay::blocked`): `limits.write_timeout` bounds each direction, and
+//! blocked writes count against the per-address, per-session and pool-reserve bounds.
 
 use super::boundary::Boundary;
 use super::link::{self, Carried, LinkError};
@@ -16,12 +23,14 @@ use crate::runtime::Core;
 use crate::server::accept::refuse;
 use crate::server::admit::ip_refusal;
 use crate::server::capacity;
+use crate::session::peer::UNSTAMPED;
 use crate::stats::{bump, Latency};
 use crate::ws::close::encode_close_frame;
 use crate::ws::CloseCode;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -35,19 +44,154 @@ pub struct OwnerNode {
 /// A carried peer, as the core's `Local` table sees it.
 pub struct Carry {
     pub owner: Rc<str>,
+    /// The session and the client's address, which the bounds on blocked writes key by.
+    pub session: Rc<str>,
+    pub ip: IpAddr,
+    client: Socket,
     link: Socket,
-    /// Why this node ends the link, when it does (the code the client is closed with).
-    ending: Cell<Option<CloseCode>>,
+    /// The write toward the client / toward the owner in progress, if any.
+    pub to_client: WriteMark,
+    pub to_owner: WriteMark,
+    /// Why this node ends the link, when it does (what the client is closed with).
+    ending: Cell<Option<Ending>>,
+    /// The client was dropped for not reading: nothing more is written to it.
+    client_dropped: Cell<bool>,
+}
+
+/// Why this node ended a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// `code`: the owner left the fleet (1012) or this node is stopping (1001).
+    Told(CloseCode),
+    /// The owner stopped reading the link (1012).
+    OwnerStalled,
+}
+
+impl Ending {
+    /// The close frame the client gets for it.
+    fn close(self) -> (CloseCode, &'static str) {
+        match self {
+            Ending::Told(CloseCode::GOING_AWAY) => (CloseCode::GOING_AWAY, "server shutting down"),
+            Ending::Told(code) => (code, "the session's node is gone; reconnect"),
+            Ending::OwnerStalled => (
+                CloseCode::SERVICE_RESTART,
+                "the session's node stopped reading; reconnect",
+            ),
+        }
+    }
 }
 
 impl Carry {
     /// Ends the link; the client gets a close frame with `code` if its stream is at a frame
     /// boundary, else its connection is closed.
     pub fn end(&self, code: CloseCode) {
+        self.end_for(Ending::Told(code));
+    }
+
+    fn end_for(&self, why: Ending) {
         if self.ending.get().is_none() {
-            self.ending.set(Some(code));
+            self.ending.set(Some(why));
         }
         self.link.abort();
+    }
+
+    /// Drops the client, which is not reading, as the relay drops a seated receiver: its
+    /// socket and the link are shut, so both writes fail at once and their buffers go back;
+    /// the owner sees its peer disconnect (and tells the other peer 1006).
+    fn drop_client(&self) {
+        self.client_dropped.set(true);
+        self.client.abort();
+        self.link.abort();
+    }
+
+    /// Ends the blocked writes `dirs` names: a client that does not read is dropped (with
+    /// its link); a link the owner does not read is ended, and its client, which reads, gets
+    /// 1012 at a frame boundary.
+    pub fn end_blocked(&self, dirs: Dirs) {
+        if dirs.to_client {
+            self.drop_client();
+        } else if dirs.to_owner {
+            self.end_for(Ending::OwnerStalled);
+        }
+    }
+
+    /// Whether the write toward the client / the owner can no longer complete: its socket
+    /// was shut, so it is failing and its buffer is on its way back to the pool.
+    pub fn released(&self) -> Dirs {
+        let dropped = self.client_dropped.get();
+        Dirs {
+            to_client: dropped,
+            to_owner: dropped || self.ending.get().is_some(),
+        }
+    }
+
+    /// This node shut the link or the client (or both).
+    fn is_shut(&self) -> bool {
+        self.client_dropped.get() || self.ending.get().is_some()
+    }
+
+    /// Writes waiting now (each holds one pooled buffer).
+    pub fn pinned(&self) -> usize {
+        self.to_client.is_pending() as usize + self.to_owner.is_pending() as usize
+    }
+
+    /// The keepalive tick's write timeout (`limits.write_timeout`), for both directions: a
+    /// client that has not taken a write for this long is dropped, as a seated receiver is;
+    /// a link whose owner has not is ended.
+    pub fn expire_writes(&self, core: &Core, now_ms: u64, write_ms: u64) {
+        let stuck = |m: &WriteMark| {
+            m.pending_since(now_ms)
+                .is_some_and(|since| now_ms.saturating_sub(since) >= write_ms)
+        };
+        if !self.released().to_client && stuck(&self.to_client) {
+            bump(&core.stats.peers_dropped_write_timeout, 1);
+            self.drop_client();
+        }
+        if !self.released().to_owner && stuck(&self.to_owner) {
+            bump(&core.stats.cluster_carries_owner_write_timeout, 1);
+            tracing::info!(owner = %self.owner, session = %self.session, "ended a carried link: the owner did not read it within limits.write_timeout");
+            self.end_for(Ending::OwnerStalled);
+        }
+    }
+}
+
+/// The two directions of a carried link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dirs {
+    pub to_client: bool,
+    pub to_owner: bool,
+}
+
+/// A pending write, as `Peer::write_since_ms` marks one: set when the write starts (one cell
+/// store, no clock), stamped by the first look of the core's tick or pool guard, cleared when
+/// the write ends.
+#[derive(Default)]
+pub struct WriteMark(Cell<Option<u64>>);
+
+impl WriteMark {
+    fn start(&self) {
+        self.0.set(Some(UNSTAMPED));
+    }
+
+    fn end(&self) {
+        self.0.set(None);
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.0.get().is_some()
+    }
+
+    /// Since when the pending write has waited, if one is pending; a write seen for the first
+    /// time is stamped `now_ms`.
+    pub fn pending_since(&self, now_ms: u64) -> Option<u64> {
+        match self.0.get() {
+            None => None,
+            Some(UNSTAMPED) => {
+                self.0.set(Some(now_ms));
+                Some(now_ms)
+            }
+            since => since,
+        }
     }
 }
 
@@ -185,29 +329,34 @@ async fn run(
     let id = core.next_conn_id();
     let entry = Rc::new(Carry {
         owner: owner.node_id.as_str().into(),
+        session: carried.session.as_str().into(),
+        ip: carried.ip,
+        client: Socket::new(client),
         link: Socket::new(link),
+        to_client: WriteMark::default(),
+        to_owner: WriteMark::default(),
         ending: Cell::new(None),
+        client_dropped: Cell::new(false),
     });
     core.cluster_local
         .carries
         .borrow_mut()
         .insert(id, entry.clone());
-    let client = Socket::new(client);
     let boundary = RefCell::new(Boundary::default());
     let down = async {
         let mut ok = true;
         if !early.is_empty() {
             boundary.borrow_mut().feed(&early);
-            ok = client.write_all(early).await.0.is_ok();
+            ok = entry.client.write_all(early).await.0.is_ok();
         }
         if ok {
-            forward(core, &entry.link, &client, Some(&boundary)).await;
+            forward(core, &entry, Direction::ToClient(&boundary)).await;
         }
         let at = boundary.borrow().clone();
-        finish_down(core, &entry, &client, &at).await;
+        finish_down(core, &entry, &at).await;
     };
     let up = async {
-        forward(core, &client, &entry.link, None).await;
+        forward(core, &entry, Direction::ToOwner).await;
         entry.link.shutdown_write();
     };
     let (mut down, mut up) = (std::pin::pin!(down), std::pin::pin!(up));
@@ -217,7 +366,7 @@ async fn run(
     let linger = core.config().session.close_timeout;
     let cut = || {
         entry.link.abort();
-        client.abort();
+        entry.client.abort();
     };
     monoio::select! {
         _ = &mut down => {
@@ -241,36 +390,52 @@ fn unreachable(msg: &'static str) -> Response {
 }
 
 /// The owner's side ended (it closed, died, or this node ended the link): if the client's
-/// stream allows, it gets a close frame saying why, then FIN.
-async fn finish_down(core: &Core, entry: &Carry, client: &Socket, boundary: &Boundary) {
-    let code = match entry.ending.get() {
-        Some(code) => Some(code),
-        None if !boundary.owner_closed() => Some(CloseCode::SERVICE_RESTART),
+/// stream allows, it gets a close frame saying why, then FIN. A client dropped for not
+/// reading gets nothing more.
+async fn finish_down(core: &Core, entry: &Carry, boundary: &Boundary) {
+    if entry.client_dropped.get() {
+        return;
+    }
+    let why = match entry.ending.get() {
+        Some(why) => Some(why),
+        None if !boundary.owner_closed() => Some(Ending::Told(CloseCode::SERVICE_RESTART)),
         None => None,
     };
-    if let Some(code) = code.filter(|_| boundary.can_close()) {
-        let reason = if code == CloseCode::GOING_AWAY {
-            "server shutting down"
-        } else {
-            "the session's node is gone; reconnect"
-        };
+    if let Some(why) = why.filter(|_| boundary.can_close()) {
+        let (code, reason) = why.close();
         let mut frame = [0u8; 2 + crate::ws::frame::MAX_CONTROL_PAYLOAD];
         let n = encode_close_frame(&mut frame, code, reason);
-        if code == CloseCode::SERVICE_RESTART {
+        if why == Ending::Told(CloseCode::SERVICE_RESTART) {
             bump(&core.stats.cluster_carries_closed_owner_gone, 1);
         }
-        let _ = client.write_all(frame[..n].to_vec()).await;
+        let _ = entry.client.write_all(frame[..n].to_vec()).await;
     }
-    client.shutdown_write();
+    entry.client.shutdown_write();
 }
 
-/// Moves bytes from `from` to `to` until `from` ends or a write fails. Writes to a client are
-/// bounded by `limits.write_timeout`, as the relay's are, so a client that stopped reading
-/// cannot hold a buffer forever.
-async fn forward(core: &Core, from: &Socket, to: &Socket, boundary: Option<&RefCell<Boundary>>) {
-    let write_timeout = core.config().limits.write_timeout;
+/// Which way `forward` moves bytes. Toward the client, its stream is followed by a
+/// [`Boundary`].
+#[derive(Clone, Copy)]
+enum Direction<'a> {
+    ToClient(&'a RefCell<Boundary>),
+    ToOwner,
+}
+
+/// Moves bytes one way until the source ends, a write fails, or the source was shut by this
+/// node. Each write marks its direction while it lasts, for the tick's write timeout and the
+/// bounds on blocked writes (`relay::blocked`); that is the only per-message cost of them.
+async fn forward(core: &Core, carry: &Carry, dir: Direction<'_>) {
+    let (from, to, mark, boundary) = match dir {
+        Direction::ToClient(b) => (&carry.link, &carry.client, &carry.to_client, Some(b)),
+        Direction::ToOwner => (&carry.client, &carry.link, &carry.to_owner, None),
+    };
     loop {
         if from.readable().await.is_err() {
+            return;
+        }
+        // Once this node shut a side, nothing more is moved and no buffer is queued for (the
+        // pool may be low because of this link).
+        if carry.is_shut() {
             return;
         }
         let mut chunk = core.pool.take().await;
@@ -288,26 +453,56 @@ async fn forward(core: &Core, from: &Socket, to: &Socket, boundary: Option<&RefC
         if let Some(b) = boundary {
             b.borrow_mut().feed(&buf[..n]);
         }
-        let written = if boundary.is_some() {
-            match monoio::time::timeout(write_timeout, to.write_all(buf)).await {
-                Ok(w) => w,
-                Err(_) => {
-                    bump(&core.stats.peers_dropped_write_timeout, 1);
-                    core.pool.put(chunk);
-                    to.abort();
-                    return;
-                }
-            }
-        } else {
-            to.write_all(buf).await
-        };
-        let (w, buf) = written;
+        mark.start();
+        let (w, buf) = to.write_all(buf).await;
+        mark.end();
         core.latency.record(Latency::Hop, read_at.elapsed());
         bump(&core.stats.cluster_hop_bytes, n as u64);
         chunk.data = buf;
         core.pool.put(chunk);
         if w.is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_mark_is_stamped_by_its_first_look_and_cleared_when_the_write_ends() {
+        let m = WriteMark::default();
+        assert!(!m.is_pending());
+        assert_eq!(m.pending_since(100), None);
+        m.start();
+        assert!(m.is_pending());
+        assert_eq!(m.pending_since(250), Some(250), "stamped by the first look");
+        assert_eq!(m.pending_since(900), Some(250), "and kept");
+        m.end();
+        assert_eq!(m.pending_since(1000), None);
+        m.start();
+        assert_eq!(
+            m.pending_since(1200),
+            Some(1200),
+            "a new write, a new stamp"
+        );
+    }
+
+    #[test]
+    fn the_client_is_told_why_the_link_ended() {
+        let stalled = Ending::OwnerStalled.close();
+        assert_eq!(stalled.0, CloseCode::SERVICE_RESTART);
+        assert!(stalled.1.contains("stopped reading"));
+        let gone = Ending::Told(CloseCode::SERVICE_RESTART).close();
+        assert_eq!(gone.0, CloseCode::SERVICE_RESTART);
+        assert!(gone.1.contains("gone"));
+        assert_eq!(
+            Ending::Told(CloseCode::GOING_AWAY).close().0,
+            CloseCode::GOING_AWAY
+        );
+        for (_, reason) in [stalled, gone] {
+            assert!(reason.len() <= crate::ws::frame::MAX_CONTROL_PAYLOAD - 2);
         }
     }
 }

@@ -100,4 +100,14 @@ impl Local {
     pub fn carry_count(&self) -> usize {
         self.carries.borrow().len()
     }
+
+    /// The links carried now (none on a single node: no allocation then).
+    pub fn carried(&self) -> Vec<Rc<Carry>> {
+        self.carries.borrow().values().cloned().collect()
+    }
+
+    /// Pooled buffers held by carried links' pending writes (for /stats).
+    pub fn pinned(&self) -> usize {
+        self.carries.borrow().values().map(|c| c.pinned()).sum()
+    }
 }

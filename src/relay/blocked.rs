@@ -19,7 +19,14 @@
 //! The forwarding path's part is two cell updates per forward (`Peer::pinned`) and one
 //! comparison per buffer taken; what is blocked is found from the marks writes leave for
 //! the write timeout.
+//!
+//! A node carrying peers to their owner (cluster mode) holds a buffer in each write of a
+//! carried link, toward the client and toward the owner (`cluster::carry`). Those writes are
+//! marked the same way and counted with the rest, keyed by the carried client's address and
+//! its session: a carried client that does not read is dropped like a seated receiver, and
+//! a link the owner does not read is ended (its client gets 1012).
 
+use crate::cluster::carry::{Carry, Dirs};
 use crate::runtime::Core;
 use crate::session::Peer;
 use crate::stats::bump;
@@ -133,11 +140,24 @@ fn totals<K: Hash + Eq>(
     t
 }
 
+/// Whose blocked writes a `Stuck` entry stands for.
+enum Receiver {
+    Peer(Rc<Peer>),
+    /// A carried link, and which of its writes are blocked.
+    Carry(Rc<Carry>, Dirs),
+}
+
+/// Carried links' sessions are numbered down from here in a pass, seated ones up from 0
+/// (`place_sessions`), so the two never meet.
+const CARRIED_SESSIONS: usize = usize::MAX;
+
 /// What one look over a core's peers found.
 pub struct Scan {
     grace_ms: u64,
     stuck: Vec<Stuck>,
-    peers: Vec<Rc<Peer>>,
+    receivers: Vec<Receiver>,
+    /// Sessions of the carried links seen, numbered for `Stuck::session`.
+    carried_sessions: HashMap<Rc<str>, usize>,
     /// Buffers still pinned by peers already dropped: on their way back to the pool.
     releasing: usize,
     /// When the next pending write that pins a buffer counts as blocked.
@@ -149,7 +169,8 @@ impl Scan {
         Scan {
             grace_ms: core.config().limits.blocked_write_grace.as_millis() as u64,
             stuck: Vec::new(),
-            peers: Vec::new(),
+            receivers: Vec::new(),
+            carried_sessions: HashMap::new(),
             releasing: 0,
             next_due_ms: None,
         }
@@ -168,9 +189,7 @@ impl Scan {
         let Some(since) = p.write_pending_since(now) else {
             return;
         };
-        let due = since.saturating_add(self.grace_ms);
-        if now < due {
-            self.next_due_ms = Some(self.next_due_ms.map_or(due, |d| d.min(due)));
+        if !self.past_grace(since, now) {
             return;
         }
         self.stuck.push(Stuck {
@@ -179,7 +198,54 @@ impl Scan {
             since_ms: since,
             held,
         });
-        self.peers.push(p.clone());
+        self.receivers.push(Receiver::Peer(p.clone()));
+    }
+
+    /// Whether a write pending since `since` is blocked; if not yet, notes when it will be.
+    fn past_grace(&mut self, since: u64, now: u64) -> bool {
+        let due = since.saturating_add(self.grace_ms);
+        if now < due {
+            self.next_due_ms = Some(self.next_due_ms.map_or(due, |d| d.min(due)));
+            return false;
+        }
+        true
+    }
+
+    /// Looks at a carried link: each of its pending writes holds one buffer.
+    pub fn look_carry(&mut self, c: &Rc<Carry>, now: u64) {
+        let released = c.released();
+        let mut blocked = Dirs::default();
+        let mut since_ms = u64::MAX;
+        for (mark, gone, flag) in [
+            (&c.to_client, released.to_client, &mut blocked.to_client),
+            (&c.to_owner, released.to_owner, &mut blocked.to_owner),
+        ] {
+            let Some(since) = mark.pending_since(now) else {
+                continue;
+            };
+            if gone {
+                self.releasing += 1;
+            } else if self.past_grace(since, now) {
+                *flag = true;
+                since_ms = since_ms.min(since);
+            }
+        }
+        let held = blocked.to_client as usize + blocked.to_owner as usize;
+        if held == 0 {
+            return;
+        }
+        let next = CARRIED_SESSIONS - self.carried_sessions.len();
+        let session = *self
+            .carried_sessions
+            .entry(c.session.clone())
+            .or_insert(next);
+        self.stuck.push(Stuck {
+            ip: crate::limits::ip::key(c.ip),
+            session: Some(session),
+            since_ms,
+            held,
+        });
+        self.receivers.push(Receiver::Carry(c.clone(), blocked));
     }
 
     /// Drops what the bounds (and, under `pressure`, the pool's deficit) call for.
@@ -194,7 +260,7 @@ impl Scan {
         };
         // A session seats two peers: it can only be over its bound if one of them holds
         // more than half of it, so the usual case (a few slow receivers holding one each)
-        // skips the walk over the sessions.
+        // skips the walk over the sessions. (Carried links come with their session.)
         let most = self.stuck.iter().map(|s| s.held).max().unwrap_or(0);
         if bounds.per_session > 0 && 2 * most > bounds.per_session {
             self.place_sessions(core);
@@ -205,6 +271,7 @@ impl Scan {
             0
         };
         let mut counts = [0u64; 3];
+        let mut carried = 0u64;
         for (i, why) in plan(&self.stuck, bounds, need) {
             let (n, counter) = match why {
                 Why::Session => (0, &core.stats.peers_dropped_blocked_per_session),
@@ -213,13 +280,21 @@ impl Scan {
             };
             counts[n] += 1;
             bump(counter, 1);
-            self.peers[i].drop_stuck();
+            match &self.receivers[i] {
+                Receiver::Peer(p) => p.drop_stuck(),
+                Receiver::Carry(c, dirs) => {
+                    carried += 1;
+                    c.end_blocked(*dirs);
+                }
+            }
         }
+        bump(&core.stats.cluster_carries_dropped_blocked, carried);
         if counts.iter().any(|&n| n > 0) {
             tracing::info!(
                 per_session = counts[0],
                 per_ip = counts[1],
                 pool_pressure = counts[2],
+                carried,
                 buffers_in_use = core.pool.in_use.get(),
                 "dropped receivers whose blocked writes held read buffers"
             );
@@ -228,10 +303,13 @@ impl Scan {
 
     fn place_sessions(&mut self, core: &Core) {
         let index: HashMap<u64, usize> = self
-            .peers
+            .receivers
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.id, i))
+            .filter_map(|(i, r)| match r {
+                Receiver::Peer(p) => Some((p.id, i)),
+                Receiver::Carry(..) => None,
+            })
             .collect();
         for (k, s) in core.registry.sessions().iter().enumerate() {
             for id in s.peer_ids().into_iter().flatten() {
@@ -257,6 +335,9 @@ pub async fn guard(core: Rc<Core>) {
             let mut scan = Scan::new(&core);
             for p in core.registry.peers() {
                 scan.look(&p, now);
+            }
+            for c in core.cluster_local.carried() {
+                scan.look_carry(&c, now);
             }
             let wait = scan
                 .next_due_ms

@@ -1,6 +1,6 @@
 //! One coarse tick per core drives every timer: pings, dead peers, unanswered closes, idle
-//! sessions, stuck writes and the bounds on buffers blocked writes hold
-//! (`relay::blocked`). Nothing is armed per message or per connection.
+//! sessions, stuck writes (carried links' included) and the bounds on buffers blocked writes
+//! hold (`relay::blocked`). Nothing is armed per message or per connection.
 
 use super::blocked;
 use crate::runtime::Core;
@@ -68,6 +68,11 @@ pub async fn run(core: Rc<Core>) {
                     let _ = p.send_control(OpCode::Ping, b"").await;
                 });
             }
+        }
+        // Carried links (cluster mode): the same write timeout and bounds, both directions.
+        for c in core.cluster_local.carried() {
+            c.expire_writes(&core, now, write_ms);
+            blocked.look_carry(&c, now);
         }
         blocked.enforce(&core, false);
         super::away::expire(&core, now);

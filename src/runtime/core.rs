@@ -134,7 +134,10 @@ impl Core {
                 ("paired_sessions", paired as u64),
                 ("read_buffers_in_use", self.pool.in_use.get() as u64),
                 ("read_buffers_idle", self.pool.idle() as u64),
-                ("read_buffers_pinned", self.registry.pinned() as u64),
+                (
+                    "read_buffers_pinned",
+                    (self.registry.pinned() + self.cluster_local.pinned()) as u64,
+                ),
                 ("ip_table_entries", self.ip_limits.len() as u64),
                 ("bridge_pending", self.bridge.len() as u64),
                 ("buffered_bytes", kept_bytes as u64),

@@ -88,6 +88,8 @@ counters!(
     cluster_cross_region_pairs: "Pairs formed here whose peers are in different regions (the hint, else the landing node's).",
     cluster_sessions_evicted: "Sessions closed here with 1012 because another node owns them (found on re-assert).",
     cluster_carries_closed_owner_gone: "Carried peers closed with 1012 because the owner node went away.",
+    cluster_carries_owner_write_timeout: "Carried links ended (the client told 1012) because the owner did not take a write toward it within limits.write_timeout.",
+    cluster_carries_dropped_blocked: "Carried peers among the peers_dropped_blocked_* and peers_dropped_pool_pressure drops: their client was dropped for not reading, or their link ended (1012) because the owner did not read it.",
     cluster_peers_dropped_node_gone: "Peers carried here dropped because their carrying node left the fleet.",
     cluster_hop_bytes: "Bytes moved by carried links, both ways.",
     accept_errors: "Times accept failed (EMFILE, ENFILE and the like) and the worker backed off.",

@@ -203,7 +203,7 @@ fn gauge_help(name: &str) -> &'static str {
         "read_buffers_in_use" => "Read buffers held by connections now.",
         "read_buffers_idle" => "Read buffers pooled for reuse.",
         "read_buffers_pinned" => {
-            "Read buffers waiting to be written to a receiver (at its write gate or in the write)."
+            "Read buffers waiting to be written to a receiver (at its write gate or in the write), or by a carried link."
         }
         "carried_connections" => "Peers this node carries to their owner on another node now.",
         _ => "A current value.",

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod stuck;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -225,8 +226,17 @@ pub struct Raw {
 
 impl Raw {
     pub fn upgrade(addr: SocketAddr, path: &str) -> Raw {
-        let mut s = TcpStream::connect(addr).unwrap();
+        let s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Raw::upgrade_on(s, path)
+    }
+
+    /// As `upgrade`, from the loopback address `source`.
+    pub fn upgrade_from(source: &str, addr: SocketAddr, path: &str) -> Raw {
+        Raw::upgrade_on(tcp_from(source, addr), path)
+    }
+
+    fn upgrade_on(mut s: TcpStream, path: &str) -> Raw {
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
         s.write_all(req.as_bytes()).unwrap();
         let mut raw = Raw { s, buf: Vec::new() };
