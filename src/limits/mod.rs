@@ -10,6 +10,7 @@
 pub mod bucket;
 pub mod client_ip;
 pub mod ip;
+pub mod proxy_protocol;
 pub mod throttle;
 
 pub use bucket::{Bucket, Rate};
