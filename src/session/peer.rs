@@ -1,6 +1,7 @@
 //! One upgraded connection: its socket, its write gate and the little state the keepalive
 //! tick and the forwarding path need. Kept small: every idle connection holds one.
 
+use crate::limits::IpCharge;
 use crate::runtime::chunk::Chunk;
 use crate::runtime::socket::Socket;
 use crate::ws::close::encode_close_frame;
@@ -8,15 +9,15 @@ use crate::ws::frame::{encode_header, MAX_CONTROL_PAYLOAD};
 use crate::ws::{CloseCode, OpCode};
 use local_sync::semaphore::Semaphore;
 use std::cell::Cell;
-use std::net::IpAddr;
 
 pub struct Peer {
     pub id: u64,
     pub role: Box<str>,
     pub events: bool,
     pub sock: Socket,
-    /// The client's address, counted in the per-IP limits while this peer lives.
-    pub ip: IpAddr,
+    /// This connection's count among its client address's open connections, given back
+    /// (by dropping it) when the peer leaves.
+    pub charge: Cell<Option<IpCharge>>,
     /// One writer at a time, so frames from the forwarding path, pongs, pings and events
     /// never interleave on the wire.
     gate: Semaphore,
@@ -48,7 +49,7 @@ impl Peer {
         role: Box<str>,
         events: bool,
         sock: Socket,
-        ip: IpAddr,
+        charge: IpCharge,
         now_ms: u64,
     ) -> Peer {
         Peer {
@@ -56,7 +57,7 @@ impl Peer {
             role,
             events,
             sock,
-            ip,
+            charge: Cell::new(Some(charge)),
             gate: Semaphore::new(1),
             data_open: Cell::new(false),
             last_recv_ms: Cell::new(now_ms),
