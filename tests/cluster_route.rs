@@ -636,14 +636,14 @@ fn a_carrying_node_counts_carried_peers_against_its_limits(driver: &str) {
     };
     let p = prefix("carrylimit");
     let n1 = node(driver, &redis, &p, "n1", "eu");
-    // One open connection per client address on each of its two workers.
+    // One open connection per client address (held exactly, on the address's home core).
     let n2 = node_with(
         driver,
         &redis,
         &p,
         "n2",
         "eu",
-        &[("RINGRELAY_LIMITS_MAX_CONNECTIONS_PER_IP", "2")],
+        &[("RINGRELAY_LIMITS_MAX_CONNECTIONS_PER_IP", "1")],
     );
     wait_for_fleet(&[&n1, &n2]);
     let sessions: Vec<String> = (0..100)

@@ -97,7 +97,8 @@ fn steering_of(srv: &TestServer) -> String {
         }
     };
     let start = line.find("steering=").expect("steering field") + "steering=".len();
-    line[start..].split_whitespace().next().unwrap().to_string()
+    let value = line[start..].split_whitespace().next().unwrap();
+    value.trim_matches('"').to_string()
 }
 
 /// Before: `Forwarded` won over `X-Forwarded-For` whenever present, and HAProxy's
@@ -326,6 +327,9 @@ fn one_address_gets_exactly_its_figures(driver: &str, workers: usize) {
     let bpf = steering_of(&srv) == "bpf";
     // The control pair comes through the proxy address (its own allowance).
     let mut control = Control::from(&srv, "exact-ctl", ["127.0.0.9", "127.0.0.9"]);
+    // (A proxy's connections land wherever the kernel's hash puts them, then go to the home
+    // of the client it names: itself, here.)
+    let handed_before = counter(&srv, "home_handoffs");
     // The burst, exactly, for each of three addresses; then 429 until the bucket refills.
     for source in ["127.0.0.20", "127.0.0.21", "127.0.0.22"] {
         for i in 0..burst {
@@ -345,8 +349,8 @@ fn one_address_gets_exactly_its_figures(driver: &str, workers: usize) {
     }
     control.flows();
     if bpf {
-        // Every connection landed on its address's home core: none was handed there.
-        assert_eq!(counter(&srv, "home_handoffs"), 0);
+        // Every direct connection landed on its address's home core: none was handed there.
+        assert_eq!(counter(&srv, "home_handoffs"), handed_before);
     }
     // Open connections: sessions owned by every core, most by core 0.
     let mut cores: Vec<usize> = (0..workers).collect();
