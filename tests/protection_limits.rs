@@ -1,6 +1,6 @@
 //! Per-IP limits, capacity, per-connection rates and hostile clients, each against the real
-//! server with real clients. Exact per-IP figures are checked with one worker, where the
-//! per-core share is the whole figure.
+//! server with real clients. Per-IP figures here use one worker; tests/protection_ip.rs shows
+//! them exact with 2 and 4.
 
 mod common;
 use common::*;

@@ -5,8 +5,8 @@ Tokens are minted here with hmac/hashlib (no JWT library), and once by the `ring
 subcommand. Refusals are read through three independent clients: the `websockets` library
 (`InvalidStatus`), raw sockets / `http.client`, and `curl`.
 
-Servers whose limits are exact counts run with one worker: each worker enforces
-ceil(figure / workers) of the per-IP figures.
+Per-IP figures are exact at any worker count (each address's counts live on its home core:
+tests/protection_ip.rs checks 2 and 4 workers); these servers run one worker anyway.
 """
 
 from __future__ import annotations
