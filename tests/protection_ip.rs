@@ -312,19 +312,27 @@ fn haproxy_with_proxy_protocol_gives_the_relay_each_clients_address(driver: &str
 /// session's core). With a burst of 20 one address was refused long before its 20th
 /// connection unless the kernel happened to spread them evenly; with 6 open connections and
 /// sessions mostly on core 0 it was refused at its 4th (2 workers) or 3rd (4 workers).
-fn one_address_gets_exactly_its_figures(driver: &str, workers: usize) {
+fn one_address_gets_exactly_its_figures(driver: &str, workers: usize, program: bool) {
     let (burst, open) = (20, 6);
-    let srv = TestServer::start(
-        driver,
-        workers,
-        &[
-            ("RINGRELAY_LIMITS_IP_CONNECT_RATE", "1"),
-            ("RINGRELAY_LIMITS_IP_CONNECT_BURST", &burst.to_string()),
-            ("RINGRELAY_LIMITS_MAX_CONNECTIONS_PER_IP", &open.to_string()),
-            ("RINGRELAY_SECURITY_TRUSTED_PROXIES", "127.0.0.9"),
-        ],
-    );
+    let (burst_s, open_s) = (burst.to_string(), open.to_string());
+    let env = [
+        ("RINGRELAY_LIMITS_IP_CONNECT_RATE", "1"),
+        ("RINGRELAY_LIMITS_IP_CONNECT_BURST", burst_s.as_str()),
+        ("RINGRELAY_LIMITS_MAX_CONNECTIONS_PER_IP", open_s.as_str()),
+        ("RINGRELAY_SECURITY_TRUSTED_PROXIES", "127.0.0.9"),
+    ];
+    let srv = if program {
+        TestServer::start(driver, workers, &env)
+    } else {
+        TestServer::start_with(driver, workers, &env, without_steering_program)
+    };
     let bpf = steering_of(&srv) == "bpf";
+    if !program {
+        // Refused by the sandbox: said, and every connection that lands on another core
+        // than its address's is handed there instead.
+        assert_eq!(steering_of(&srv), "handoff");
+        assert!(srv.log_contains("could not attach the client-address steering program"));
+    }
     // The control pair comes through the proxy address (its own allowance).
     let mut control = Control::from(&srv, "exact-ctl", ["127.0.0.9", "127.0.0.9"]);
     // (A proxy's connections land wherever the kernel's hash puts them, then go to the home
@@ -351,6 +359,8 @@ fn one_address_gets_exactly_its_figures(driver: &str, workers: usize) {
     if bpf {
         // Every direct connection landed on its address's home core: none was handed there.
         assert_eq!(counter(&srv, "home_handoffs"), handed_before);
+    } else {
+        assert!(counter(&srv, "home_handoffs") > handed_before);
     }
     // Open connections: sessions owned by every core, most by core 0.
     let mut cores: Vec<usize> = (0..workers).collect();
@@ -392,11 +402,62 @@ fn one_address_gets_exactly_its_figures(driver: &str, workers: usize) {
 }
 
 fn one_address_gets_exactly_its_figures_with_2_workers(driver: &str) {
-    one_address_gets_exactly_its_figures(driver, 2);
+    one_address_gets_exactly_its_figures(driver, 2, true);
 }
 
 fn one_address_gets_exactly_its_figures_with_4_workers(driver: &str) {
-    one_address_gets_exactly_its_figures(driver, 4);
+    one_address_gets_exactly_its_figures(driver, 4, true);
+}
+
+fn one_address_gets_exactly_its_figures_without_the_steering_program(driver: &str) {
+    one_address_gets_exactly_its_figures(driver, 4, false);
+}
+
+/// Runs the relay under a seccomp filter that fails `setsockopt(SOL_SOCKET,
+/// SO_ATTACH_REUSEPORT_CBPF)` with EPERM, as a sandbox or an old kernel would: the steering
+/// program cannot be attached. Everything else is allowed.
+fn without_steering_program(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+    const SO_ATTACH_REUSEPORT_CBPF: u32 = 51;
+    let insn = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let (ld, jeq, ret) = (0x20, 0x15, 0x06);
+    // struct seccomp_data: nr at 0, arch at 4, args[i] at 16 + 8 i (low half first).
+    let filter = vec![
+        insn(ld, 0, 0, 4),
+        insn(jeq, 0, 7, ARCH),
+        insn(ld, 0, 0, 0),
+        insn(jeq, 0, 5, libc::SYS_setsockopt as u32),
+        insn(ld, 0, 0, 24),
+        insn(jeq, 0, 3, libc::SOL_SOCKET as u32),
+        insn(ld, 0, 0, 32),
+        insn(jeq, 0, 1, SO_ATTACH_REUSEPORT_CBPF),
+        insn(ret, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        insn(ret, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: prctl is async-signal-safe and touches only the child being started; the
+    // program is read by the kernel during the call and `filter` outlives it.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr().cast_mut(),
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    std::ptr::addr_of!(prog),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
 }
 
 /// The steering program puts every connection from one address on the address's home core:
@@ -548,6 +609,7 @@ both_drivers!(
     haproxy_with_proxy_protocol_gives_the_relay_each_clients_address,
     one_address_gets_exactly_its_figures_with_2_workers,
     one_address_gets_exactly_its_figures_with_4_workers,
+    one_address_gets_exactly_its_figures_without_the_steering_program,
     each_address_lands_on_its_home_core,
     unfinished_handshakes_are_capped_per_address,
     unfinished_handshakes_are_capped_per_worker,
