@@ -216,6 +216,17 @@ def link_opening():
     write("link_opening", "frames", bytes([5]) + frames)
 
 
+def proxy_header():
+    request = b"GET /v1/echo HTTP/1.1\r\nHost: x\r\n\r\n"
+    write("proxy_header", "v1", b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n" + request)
+    write("proxy_header", "v1-tcp6", b"PROXY TCP6 2001:db8::1 2001:db8::2 65535 80\r\n" + request)
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    addrs = bytes([203, 0, 113, 9, 10, 0, 0, 1]) + struct.pack(">HH", 4000, 8080)
+    tlv = b"\x04\x00\x03abc"
+    write("proxy_header", "v2", sig + b"\x21\x11" + struct.pack(">H", len(addrs + tlv)) + addrs + tlv + request)
+    write("proxy_header", "v2-local", sig + b"\x20\x00\x00\x00" + request)
+
+
 if __name__ == "__main__":
     frame_decoder()
     handshake()
@@ -226,3 +237,4 @@ if __name__ == "__main__":
     answer_capture()
     agent_inbound()
     link_opening()
+    proxy_header()

@@ -45,9 +45,9 @@ WORKERS=${FLOOD_WORKERS:-$(nproc)}
 REPEAT=${FLOOD_REPEAT:-2}
 MAX_RATIO=${FLOOD_MAX_RATIO:-2.0}
 IP_CONNECT_RATE=${FLOOD_IP_CONNECT_RATE:-600}
-# The honest pairs open 2 x pairs connections from 127.0.0.1 at the start of every run, and
-# each worker holds ceil(burst / workers) of the burst: a burst below that would refuse honest
-# connections before the attack even starts. 4 x pairs leaves room for an uneven spread.
+# The honest pairs open 2 x pairs connections from 127.0.0.1 at the start of every run, all
+# charged to that address's bucket (on its home core): a burst below that would refuse honest
+# connections before the attack even starts. 4 x pairs is twice what they take.
 DEFAULT_BURST=$((4 * PAIRS > 100 ? 4 * PAIRS : 100))
 IP_CONNECT_BURST=${FLOOD_IP_CONNECT_BURST:-$DEFAULT_BURST}
 MAX_CONNECTIONS_PER_IP=${FLOOD_MAX_CONNECTIONS_PER_IP:-1000}

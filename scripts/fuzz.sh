@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the I/O-free codec, the request-head path, token verification, the config loader,
-# the agent's reader and the node-to-node link's opening with cargo-fuzz (libFuzzer).
+# the agent's reader, the node-to-node link's opening and the PROXY protocol header with
+# cargo-fuzz (libFuzzer).
 #
 #   scripts/fuzz.sh                 run every target for FUZZ_SECONDS (default 60) each
 #   scripts/fuzz.sh TARGET...       run only these targets
@@ -15,7 +16,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FUZZ_DIR="$ROOT/fuzz"
-ALL_TARGETS=(frame_decoder handshake mask_diff utf8_stream jwt_claims config_parse answer_capture agent_inbound link_opening)
+ALL_TARGETS=(frame_decoder handshake mask_diff utf8_stream jwt_claims config_parse answer_capture agent_inbound link_opening proxy_header)
 SECONDS_EACH=${FUZZ_SECONDS:-60}
 CARGO_FUZZ_VERSION=${CARGO_FUZZ_VERSION:-0.13.2}
 export RUSTC_BOOTSTRAP=1

@@ -6,6 +6,7 @@
 
 mod common;
 use common::cluster::*;
+use common::haproxy::{self, Haproxy};
 use common::*;
 use std::time::{Duration, Instant};
 use tungstenite::Message;
@@ -157,9 +158,19 @@ fn fleet_of<const N: usize>(
     test: &str,
     ids: [(&str, &str); N],
 ) -> Option<(Redis, String, [TestServer; N])> {
+    fleet_with(driver, test, ids, &[])
+}
+
+/// As [`fleet_of`], every node started with `extra` settings too.
+fn fleet_with<const N: usize>(
+    driver: &str,
+    test: &str,
+    ids: [(&str, &str); N],
+    extra: &[(&str, &str)],
+) -> Option<(Redis, String, [TestServer; N])> {
     let redis = Redis::start(None)?;
     let p = prefix(test);
-    let nodes = ids.map(|(id, region)| node(driver, &redis, &p, id, region));
+    let nodes = ids.map(|(id, region)| node_with(driver, &redis, &p, id, region, extra));
     wait_for_fleet(&nodes.iter().collect::<Vec<_>>());
     Some((redis, p, nodes))
 }
@@ -826,14 +837,14 @@ fn a_carrying_node_counts_carried_peers_against_its_limits(driver: &str) {
     };
     let p = prefix("carrylimit");
     let n1 = node(driver, &redis, &p, "n1", "eu");
-    // One open connection per client address on each of its two workers.
+    // One open connection per client address (held exactly, on the address's home core).
     let n2 = node_with(
         driver,
         &redis,
         &p,
         "n2",
         "eu",
-        &[("RINGRELAY_LIMITS_MAX_CONNECTIONS_PER_IP", "2")],
+        &[("RINGRELAY_LIMITS_MAX_CONNECTIONS_PER_IP", "1")],
     );
     wait_for_fleet(&[&n1, &n2]);
     let sessions: Vec<String> = (0..100)
@@ -872,90 +883,17 @@ fn a_carrying_node_counts_carried_peers_against_its_limits(driver: &str) {
     let _again = n2.connect(&format!("/v1/relay/{}?role=b", sessions[1]));
 }
 
-/// Debian's haproxy running the shipped haproxy/ringrelay.cfg, with its bind and server lines
-/// pointed at loopback.
-struct Haproxy {
-    child: std::process::Child,
-    addr: std::net::SocketAddr,
-    _config: tempfile_path::Path,
-}
-
-mod tempfile_path {
-    /// A file removed when dropped.
-    pub struct Path(pub std::path::PathBuf);
-    impl Drop for Path {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
-impl Haproxy {
-    fn start(nodes: &[&TestServer]) -> Option<Haproxy> {
-        let shipped = include_str!("../haproxy/ringrelay.cfg");
-        let port = free_port();
-        let mut cfg = shipped.replace("bind *:80", &format!("bind 127.0.0.1:{port}"));
-        for (i, n) in nodes.iter().enumerate() {
-            let sample = format!("10.0.0.1{}:8080", i + 1);
-            assert!(cfg.contains(&sample), "the shipped config has {sample}");
-            cfg = cfg.replace(&sample, &n.addr.to_string());
-        }
-        // Health checks every 100 ms, so a stopped node is out of the pool quickly.
-        cfg = cfg.replace(
-            "check inter 2s fall 2 rise 2",
-            "check inter 100ms fall 1 rise 1",
-        );
-        let path = std::env::temp_dir().join(format!(
-            "ringrelay-haproxy-{}-{port}.cfg",
-            std::process::id()
-        ));
-        std::fs::write(&path, cfg).unwrap();
-        let spawned = std::process::Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(c) => c,
-            Err(_) if std::env::var("RINGRELAY_REQUIRE_HAPROXY").as_deref() != Ok("1") => {
-                eprintln!("skipped: no haproxy (apt-get install haproxy)");
-                return None;
-            }
-            Err(e) => panic!("haproxy is required here: {e}"),
-        };
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_until(Duration::from_secs(5), "haproxy to listen", || {
-            std::net::TcpStream::connect(addr).is_ok()
-        });
-        Some(Haproxy {
-            child,
-            addr,
-            _config: tempfile_path::Path(path),
-        })
-    }
-
-    fn connect(&self, path: &str) -> Ws {
-        connect(&format!("ws://{}{path}", self.addr))
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn haproxy_sends_both_peers_of_a_session_to_one_node(driver: &str) {
-    let Some((redis, p, [n1, n2, mut n3])) = fleet_of(
+    // The nodes take the client's address from the PROXY header the shipped config sends.
+    let Some((redis, p, [n1, n2, mut n3])) = fleet_with(
         driver,
         "haproxy",
         [("n1", "eu"), ("n2", "eu"), ("n3", "eu")],
+        &haproxy::RELAY_ENV,
     ) else {
         return;
     };
-    let Some(proxy) = Haproxy::start(&[&n1, &n2, &n3]) else {
+    let Some(proxy) = Haproxy::start(&[n1.addr, n2.addr, n3.addr]) else {
         return;
     };
     const SESSIONS: usize = 30;

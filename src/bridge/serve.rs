@@ -11,9 +11,9 @@ use super::reply::{http_response, sends_body};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::response::truncate_to_head;
 use crate::http::{RequestHead, Response};
+use crate::limits::IpCharge;
 use crate::runtime::Core;
 use crate::server::accept::write_and_close;
-use crate::server::admit::ip_refusal;
 use crate::session::Peer;
 use crate::stats::{bump, Latency};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -29,6 +29,9 @@ pub struct BridgeRequest {
     /// Bytes that followed the head in the same reads: the start of the body.
     pub extra: Vec<u8>,
     pub ip: IpAddr,
+    /// The request's count among its client's open connections (taken at admission), held
+    /// until its connection ends.
+    pub charge: IpCharge,
     pub accepted_at: Instant,
 }
 
@@ -59,23 +62,14 @@ const BODY_READ: usize = 16 << 10;
 
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream, req: BridgeRequest) {
     bump(&core.stats.bridge_requests, 1);
-    let ip = req.ip;
     let head_request = req.head.method == "HEAD";
     // A request waiting for its agent holds a connection like any peer: it counts against
-    // the client's open connections.
-    let reply = match core.ip_limits.open(ip, core.clock.now_ms()) {
-        Err(r) => {
-            bump(&core.stats.ip_open_refused, 1);
-            Reply::from(ip_refusal(r))
-        }
-        Ok(()) => {
-            let reply = exchange(&core, &mut stream, req).await;
-            core.ip_limits.close(ip, core.clock.now_ms());
-            // The client went away while its request waited: nobody to answer.
-            let Some(reply) = reply else { return };
-            reply
-        }
-    };
+    // the client's open connections until this function returns (`_charge`).
+    let mut req = req;
+    let _charge = std::mem::replace(&mut req.charge, IpCharge::uncounted(req.ip));
+    let reply = exchange(&core, &mut stream, req).await;
+    // The client went away while its request waited: nobody to answer.
+    let Some(reply) = reply else { return };
     let st = &core.stats;
     let class = match reply.status {
         200..=299 => &st.bridge_responses_2xx,

@@ -21,7 +21,6 @@ use crate::http::Response;
 use crate::runtime::socket::Socket;
 use crate::runtime::Core;
 use crate::server::accept::refuse;
-use crate::server::admit::ip_refusal;
 use crate::server::capacity;
 use crate::session::peer::UNSTAMPED;
 use crate::stats::{bump, Latency};
@@ -256,6 +255,8 @@ pub async fn carry(
     owner: OwnerNode,
     carried: Carried,
     request: Vec<u8>,
+    // The client's count among its open connections on this node, held while it is carried.
+    _charge: crate::limits::IpCharge,
 ) {
     let Some(secret) = core.shared.cluster_secret.clone() else {
         bump(&core.stats.cluster_carry_failed, 1);
@@ -276,14 +277,7 @@ pub async fn carry(
         refuse(&core, &mut client, resp).await;
         return;
     }
-    let ip = carried.ip;
-    if let Err(r) = core.ip_limits.open(ip, core.clock.now_ms()) {
-        bump(&core.stats.ip_open_refused, 1);
-        refuse(&core, &mut client, ip_refusal(r)).await;
-        return;
-    }
     run(&core, client, owner, carried, request, secret).await;
-    core.ip_limits.close(ip, core.clock.now_ms());
 }
 
 async fn run(

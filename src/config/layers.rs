@@ -260,6 +260,20 @@ fn validate(cfg: &Config, origins: &Origins) -> Result<(), ConfigError> {
         ));
     }
 
+    // No proxy would ever be believed: every connection would be read as HTTP and a real
+    // PROXY header answered 400, which is a mistake to report now rather than in production.
+    let sec = &cfg.security;
+    if sec.client_ip_header == super::ClientIpHeader::ProxyProtocol
+        && sec.trusted_proxies.is_empty()
+    {
+        let reason = "needs security.trusted_proxies: the PROXY header is read only from them";
+        return Err(invalid(
+            "security.client_ip_header",
+            "\"proxy-protocol\"".to_string(),
+            reason.to_string(),
+        ));
+    }
+
     // With SO_REUSEPORT on both listeners the kernel would spread connections between them.
     if overlaps(cfg.listen, cfg.admin_listen) {
         let reason = format!("must not use the same port as listen ({})", cfg.listen);

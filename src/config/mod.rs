@@ -186,9 +186,9 @@ pub struct LimitsConfig {
     /// Share of `max_connections` (percent) kept for peers rejoining a session that has been
     /// paired, so a flood of new sessions cannot lock out users already talking.
     pub reconnect_reserve_percent: usize,
-    /// Open connections per client IP (0: no limit); split over the workers.
+    /// Open connections per client IP (0: no limit), held exactly on the address's home core.
     pub max_connections_per_ip: usize,
-    /// New connections per minute per client IP (0: no limit); split over the workers.
+    /// New connections per minute per client IP (0: no limit), held on the address's home core.
     pub ip_connect_rate: usize,
     pub ip_connect_burst: usize,
     /// Entries in each worker's per-IP tables; the least recently used is evicted past it.
@@ -224,6 +224,14 @@ pub struct LimitsConfig {
     pub pool_reserve_percent: usize,
     /// Ceiling of the back-off after `accept` fails for lack of file descriptors.
     pub accept_backoff_max: Duration,
+    /// Connections from one address still in their HTTP phase (PROXY header and request head
+    /// not yet read and answered); past it a new one is closed at once. 0: no limit. A
+    /// trusted proxy is exempt (it is many clients); behind PROXY protocol the declared client
+    /// is charged instead.
+    pub max_handshakes_per_ip: usize,
+    /// Connections in their HTTP phase on one worker, whoever they are from; past it a new one
+    /// is closed at once.
+    pub max_handshakes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -463,9 +471,46 @@ pub struct SecurityConfig {
     pub allowed_origins: Vec<String>,
     /// Refuse requests without an Origin header (non-browser clients send none).
     pub require_origin: bool,
-    /// Direct peers whose `Forwarded` / `X-Forwarded-For` headers name the client.
+    /// Direct peers believed when they name the client (in `client_ip_header`).
     pub trusted_proxies: Vec<IpNet>,
     pub echo_route: EchoRoute,
+    /// The one place a trusted proxy names the client; the others are ignored, so a client
+    /// cannot add its own `Forwarded` behind a proxy that writes only `X-Forwarded-For`.
+    pub client_ip_header: ClientIpHeader,
+}
+
+/// Where the client's address comes from when the direct peer is a trusted proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientIpHeader {
+    /// The `X-Forwarded-For` header (what HAProxy's `option forwardfor` and nginx write).
+    #[default]
+    XForwardedFor,
+    /// The RFC 7239 `Forwarded` header's `for=`.
+    Forwarded,
+    /// A PROXY protocol header (v1 or v2) before the request: no HTTP header is believed.
+    ProxyProtocol,
+}
+
+impl ClientIpHeader {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientIpHeader::XForwardedFor => "x-forwarded-for",
+            ClientIpHeader::Forwarded => "forwarded",
+            ClientIpHeader::ProxyProtocol => "proxy-protocol",
+        }
+    }
+}
+
+impl FromStr for ClientIpHeader {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(ClientIpHeader::XForwardedFor),
+            "forwarded" => Ok(ClientIpHeader::Forwarded),
+            "proxy-protocol" => Ok(ClientIpHeader::ProxyProtocol),
+            _ => Err("expected x-forwarded-for, forwarded or proxy-protocol".to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -536,6 +581,8 @@ impl Default for LimitsConfig {
             max_blocked_writes_per_session: 2,
             pool_reserve_percent: 10,
             accept_backoff_max: Duration::from_secs(1),
+            max_handshakes_per_ip: 32,
+            max_handshakes: 4096,
         }
     }
 }
@@ -579,6 +626,7 @@ impl Default for SecurityConfig {
             require_origin: false,
             trusted_proxies: Vec::new(),
             echo_route: EchoRoute::Auth,
+            client_ip_header: ClientIpHeader::XForwardedFor,
         }
     }
 }

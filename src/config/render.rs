@@ -72,6 +72,8 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     );
     out.key("pool_reserve_percent", l.pool_reserve_percent);
     out.key("accept_backoff_max", duration(l.accept_backoff_max));
+    out.key("max_handshakes_per_ip", l.max_handshakes_per_ip);
+    out.key("max_handshakes", l.max_handshakes);
 
     let s = &cfg.session;
     out.section("session");
@@ -121,6 +123,7 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     let proxies: Vec<String> = sec.trusted_proxies.iter().map(|p| p.to_string()).collect();
     out.key("trusted_proxies", list(proxies.iter()));
     out.key("echo_route", string(sec.echo_route.as_str()));
+    out.key("client_ip_header", string(sec.client_ip_header.as_str()));
 
     out.section("log");
     out.key("level", string(&cfg.log.level));

@@ -1,12 +1,15 @@
 //! Which address a request is from. Behind a proxy every connection comes from the proxy, so
 //! the per-IP limits would lump all clients together; the proxy names the client in a header.
-//! That header is believed only from a configured proxy, or any client could pick its own IP.
+//! That header is believed only from a configured proxy, or any client could pick its own IP,
+//! and only the one header the operator named (`security.client_ip_header`): a proxy that
+//! writes `X-Forwarded-For` passes a client's own `Forwarded` through untouched.
 
-use crate::config::IpNet;
+use crate::config::{ClientIpHeader, IpNet};
 use crate::http::RequestHead;
 use std::net::IpAddr;
 
-fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
+/// Whether `ip` is one of `security.trusted_proxies`.
+pub fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
     proxies.iter().any(|n| n.contains(ip))
 }
 
@@ -25,9 +28,9 @@ fn forwarded_node(value: &str) -> Option<IpAddr> {
     host.parse().ok()
 }
 
-/// The chain of addresses the proxies recorded, nearest the client first. `Forwarded` wins
-/// over `X-Forwarded-For` when both are present. `None` for a hop that names no address.
-fn chain(head: &RequestHead) -> Vec<Option<IpAddr>> {
+/// The chain of addresses the proxies recorded in `source`, nearest the client first. `None`
+/// for a hop that names no address. Empty for PROXY protocol: no header is believed then.
+fn chain(head: &RequestHead, source: ClientIpHeader) -> Vec<Option<IpAddr>> {
     let values = |name: &str| -> Vec<&str> {
         head.headers
             .iter()
@@ -35,9 +38,9 @@ fn chain(head: &RequestHead) -> Vec<Option<IpAddr>> {
             .flat_map(|(_, v)| v.split(','))
             .collect()
     };
-    let forwarded = values("forwarded");
-    if !forwarded.is_empty() {
-        return forwarded
+    match source {
+        ClientIpHeader::ProxyProtocol => Vec::new(),
+        ClientIpHeader::Forwarded => values("forwarded")
             .iter()
             .map(|element| {
                 element.split(';').find_map(|pair| {
@@ -46,24 +49,29 @@ fn chain(head: &RequestHead) -> Vec<Option<IpAddr>> {
                 })
             })
             .map(|v| v.and_then(forwarded_node))
-            .collect();
+            .collect(),
+        ClientIpHeader::XForwardedFor => values("x-forwarded-for")
+            .iter()
+            .map(|v| forwarded_node(v))
+            .collect(),
     }
-    values("x-forwarded-for")
-        .iter()
-        .map(|v| forwarded_node(v))
-        .collect()
 }
 
 /// The client's address: the direct peer, unless it is a trusted proxy; then the nearest
 /// address in the proxies' chain that is not itself a trusted proxy. A hop that cannot be read
 /// ends the walk at the last address that could, so a client cannot hide behind garbage.
-pub fn client_ip(peer: IpAddr, head: &RequestHead, proxies: &[IpNet]) -> IpAddr {
+pub fn client_ip(
+    peer: IpAddr,
+    head: &RequestHead,
+    proxies: &[IpNet],
+    source: ClientIpHeader,
+) -> IpAddr {
     let peer = peer.to_canonical();
     if !trusted(peer, proxies) {
         return peer;
     }
     let mut current = peer;
-    for hop in chain(head).into_iter().rev() {
+    for hop in chain(head, source).into_iter().rev() {
         let Some(ip) = hop.map(|ip| ip.to_canonical()) else {
             return current;
         };
@@ -78,6 +86,7 @@ pub fn client_ip(peer: IpAddr, head: &RequestHead, proxies: &[IpNet]) -> IpAddr 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ClientIpHeader::{Forwarded, ProxyProtocol, XForwardedFor};
 
     fn head(headers: &[(&str, &str)]) -> RequestHead {
         RequestHead::with_headers("GET", "/", headers)
@@ -93,10 +102,15 @@ mod tests {
 
     #[test]
     fn headers_from_an_untrusted_peer_are_ignored() {
-        let h = head(&[("x-forwarded-for", "1.2.3.4")]);
-        assert_eq!(client_ip(ip("9.9.9.9"), &h, &[]), ip("9.9.9.9"));
-        let proxies = nets(&["10.0.0.0/8"]);
-        assert_eq!(client_ip(ip("9.9.9.9"), &h, &proxies), ip("9.9.9.9"));
+        let h = head(&[("x-forwarded-for", "1.2.3.4"), ("forwarded", "for=1.2.3.4")]);
+        for source in [XForwardedFor, Forwarded, ProxyProtocol] {
+            assert_eq!(client_ip(ip("9.9.9.9"), &h, &[], source), ip("9.9.9.9"));
+            let proxies = nets(&["10.0.0.0/8"]);
+            assert_eq!(
+                client_ip(ip("9.9.9.9"), &h, &proxies, source),
+                ip("9.9.9.9")
+            );
+        }
     }
 
     #[test]
@@ -104,42 +118,72 @@ mod tests {
         let proxies = nets(&["10.0.0.0/8", "::1"]);
         // The client claims 6.6.6.6 itself; the first proxy saw it as 1.2.3.4.
         let h = head(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.1.1.1")]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies), ip("1.2.3.4"));
-        assert_eq!(client_ip(ip("::1"), &h, &proxies), ip("1.2.3.4"));
+        let from = |peer: &str| client_ip(ip(peer), &h, &proxies, XForwardedFor);
+        assert_eq!(from("10.0.0.2"), ip("1.2.3.4"));
+        assert_eq!(from("::1"), ip("1.2.3.4"));
         // Several header lines form one list.
         let h = head(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-for", "1.2.3.4"),
         ]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies), ip("1.2.3.4"));
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &h, &proxies, XForwardedFor),
+            ip("1.2.3.4")
+        );
     }
 
     #[test]
-    fn forwarded_wins_and_its_forms_parse() {
+    fn only_the_configured_source_is_believed() {
         let proxies = nets(&["10.0.0.0/8"]);
+        // What a client behind HAProxy's `option forwardfor` sends: its own Forwarded, and the
+        // proxy's X-Forwarded-For naming it. Before, Forwarded won whenever present.
         let h = head(&[
-            (
-                "forwarded",
-                "for=\"[2001:db8::7]:4711\";proto=https, for=10.2.2.2",
-            ),
+            ("forwarded", "for=198.51.100.99"),
             ("x-forwarded-for", "1.2.3.4"),
         ]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies), ip("2001:db8::7"));
+        let peer = ip("10.0.0.2");
+        assert_eq!(client_ip(peer, &h, &proxies, XForwardedFor), ip("1.2.3.4"));
+        assert_eq!(
+            client_ip(peer, &h, &proxies, Forwarded),
+            ip("198.51.100.99")
+        );
+        // PROXY protocol: the address came before the request; no header names anyone.
+        assert_eq!(client_ip(peer, &h, &proxies, ProxyProtocol), peer);
+        // The configured header missing: the proxy itself is the client.
+        let only_forwarded = head(&[("forwarded", "for=198.51.100.99")]);
+        assert_eq!(
+            client_ip(peer, &only_forwarded, &proxies, XForwardedFor),
+            peer
+        );
+    }
+
+    #[test]
+    fn forwarded_forms_parse() {
+        let proxies = nets(&["10.0.0.0/8"]);
+        let h = head(&[(
+            "forwarded",
+            "for=\"[2001:db8::7]:4711\";proto=https, for=10.2.2.2",
+        )]);
+        let peer = ip("10.0.0.2");
+        assert_eq!(client_ip(peer, &h, &proxies, Forwarded), ip("2001:db8::7"));
         let h = head(&[("forwarded", "For=192.0.2.60:80")]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies), ip("192.0.2.60"));
+        assert_eq!(client_ip(peer, &h, &proxies, Forwarded), ip("192.0.2.60"));
     }
 
     #[test]
     fn unreadable_or_missing_hops_stop_at_the_last_known_address() {
         let proxies = nets(&["10.0.0.0/8"]);
+        let peer = ip("10.0.0.2");
         let h = head(&[("forwarded", "for=1.2.3.4, for=unknown, for=10.3.3.3")]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies), ip("10.3.3.3"));
+        assert_eq!(client_ip(peer, &h, &proxies, Forwarded), ip("10.3.3.3"));
+        let h = head(&[("x-forwarded-for", "1.2.3.4, garbage, 10.3.3.3")]);
+        assert_eq!(client_ip(peer, &h, &proxies, XForwardedFor), ip("10.3.3.3"));
         let h = head(&[]);
-        assert_eq!(client_ip(ip("10.0.0.2"), &h, &proxies), ip("10.0.0.2"));
+        assert_eq!(client_ip(peer, &h, &proxies, XForwardedFor), peer);
         // IPv4-mapped IPv6 peers match IPv4 blocks.
         let h = head(&[("x-forwarded-for", "5.5.5.5")]);
         assert_eq!(
-            client_ip(ip("::ffff:10.0.0.2"), &h, &proxies),
+            client_ip(ip("::ffff:10.0.0.2"), &h, &proxies, XForwardedFor),
             ip("5.5.5.5")
         );
     }

@@ -1,9 +1,12 @@
-//! One worker's per-client-IP limits: a connection rate (token bucket) and a count of open
-//! connections. The table is bounded: past `limits.ip_table_size` entries the least recently
-//! used one is evicted, so a client cycling through addresses costs memory only up to the
-//! bound. IPv6 clients are keyed by their /64, the block one host usually holds.
+//! One worker's per-client-IP limits, for the addresses whose home core it is
+//! ([`super::home`]): a connection rate (token bucket), a count of open connections and a
+//! count of unfinished handshakes, each with the whole configured figure. The table is
+//! bounded: past `limits.ip_table_size` entries the least recently used one is evicted, so a
+//! client cycling through addresses costs memory only up to the bound. IPv6 clients are keyed
+//! by their /64, the block one host usually holds.
 
-use super::{per_core_share, Bucket, Rate};
+use super::home::IpCharge;
+use super::{Bucket, Rate};
 use crate::config::LimitsConfig;
 use lru::LruCache;
 use std::cell::{Cell, RefCell};
@@ -21,12 +24,16 @@ pub enum IpRefusal {
 struct Entry {
     connects: Option<Bucket>,
     open: u32,
+    handshakes: u32,
 }
 
 pub struct IpLimits {
+    /// The core these limits live on: charges are given back here.
+    home: usize,
     table: RefCell<LruCache<IpAddr, Entry>>,
     connect_rate: Option<Rate>,
     max_open: Option<u32>,
+    max_handshakes: Option<u32>,
     pub evictions: Cell<u64>,
 }
 
@@ -42,21 +49,35 @@ pub fn key(ip: IpAddr) -> IpAddr {
 }
 
 impl IpLimits {
-    pub fn new(limits: &LimitsConfig, workers: usize) -> IpLimits {
-        let rate = per_core_share(limits.ip_connect_rate, workers);
-        let burst = per_core_share(limits.ip_connect_burst, workers);
-        let open = per_core_share(limits.max_connections_per_ip, workers);
+    /// The limits of core `home` (below 1024, as `workers` is), with the whole configured
+    /// figures: every address counted here has this core as its home.
+    pub fn new(limits: &LimitsConfig, home: usize) -> IpLimits {
+        let (rate, burst) = (limits.ip_connect_rate, limits.ip_connect_burst);
+        let open = limits.max_connections_per_ip;
+        let handshakes = limits.max_handshakes_per_ip;
         let size = NonZeroUsize::new(limits.ip_table_size).unwrap_or(NonZeroUsize::MIN);
+        let cap = |n: usize| (n > 0).then(|| u32::try_from(n).unwrap_or(u32::MAX));
         IpLimits {
+            home,
             table: RefCell::new(LruCache::new(size)),
             connect_rate: (rate > 0).then(|| Rate::new(rate as f64, 60_000.0, burst as f64)),
-            max_open: (open > 0).then(|| u32::try_from(open).unwrap_or(u32::MAX)),
+            max_open: cap(open),
+            max_handshakes: cap(handshakes),
             evictions: Cell::new(0),
         }
     }
 
-    fn enabled(&self) -> bool {
-        self.connect_rate.is_some() || self.max_open.is_some()
+    /// Whether any per-IP limit is on. When none is, nothing is counted and an address's home
+    /// core does not matter.
+    pub fn enabled(&self) -> bool {
+        self.connect_rate.is_some() || self.max_open.is_some() || self.max_handshakes.is_some()
+    }
+
+    /// [`enabled`](Self::enabled) for `limits`, without building the tables.
+    pub fn configured(limits: &LimitsConfig) -> bool {
+        limits.ip_connect_rate > 0
+            || limits.max_connections_per_ip > 0
+            || limits.max_handshakes_per_ip > 0
     }
 
     /// Runs `f` on the entry for `ip`, creating it (and evicting the least recently used one
@@ -70,6 +91,7 @@ impl IpLimits {
         let entry = Entry {
             connects: self.connect_rate.map(|r| Bucket::full(&r, now_ms)),
             open: 0,
+            handshakes: 0,
         };
         if let Some((old, _)) = table.push(k, entry) {
             if old != k {
@@ -96,36 +118,63 @@ impl IpLimits {
         })
     }
 
-    /// Counts an open connection from `ip`, or refuses it; a counted one must be
-    /// [`closed`](Self::close) exactly once.
-    pub fn open(&self, ip: IpAddr, now_ms: u64) -> Result<(), IpRefusal> {
-        if !self.enabled() {
-            return Ok(());
-        }
-        let max = self.max_open.unwrap_or(u32::MAX);
+    /// Counts an open connection from `ip`, or refuses it. The count is given back when the
+    /// charge is dropped (through [`close`](Self::close) on this core).
+    pub fn open(&self, ip: IpAddr, now_ms: u64) -> Result<IpCharge, IpRefusal> {
+        let Some(max) = self.max_open else {
+            return Ok(IpCharge::uncounted(ip));
+        };
         self.with_entry(ip, now_ms, |e| {
             if e.open >= max {
                 return Err(IpRefusal::Open);
             }
             e.open += 1;
-            Ok(())
+            Ok(IpCharge::counted(ip, self.home as u16))
         })
     }
 
-    /// An evicted entry has forgotten its count; closing one of its connections then changes
-    /// nothing.
+    /// Gives back one open connection of `ip`. An evicted entry has forgotten its count;
+    /// closing one of its connections then changes nothing.
     pub fn close(&self, ip: IpAddr, now_ms: u64) {
+        self.settle(ip, now_ms, |e| e.open = e.open.saturating_sub(1));
+    }
+
+    /// Counts a connection from `ip` that has not finished its HTTP phase, or refuses it
+    /// (`false`). A counted one is ended with [`handshake_end`](Self::handshake_end).
+    pub fn handshake_begin(&self, ip: IpAddr, now_ms: u64) -> bool {
+        let Some(max) = self.max_handshakes else {
+            return true;
+        };
+        self.with_entry(ip, now_ms, |e| {
+            let ok = e.handshakes < max;
+            e.handshakes += u32::from(ok);
+            ok
+        })
+    }
+
+    pub fn handshake_end(&self, ip: IpAddr, now_ms: u64) {
+        if self.max_handshakes.is_some() {
+            self.settle(ip, now_ms, |e| {
+                e.handshakes = e.handshakes.saturating_sub(1)
+            });
+        }
+    }
+
+    /// Applies `f` to `ip`'s entry, then drops the entry if it no longer holds anything: no
+    /// open connection, no handshake, and a full bucket (or the client could reset its bucket
+    /// by reconnecting).
+    fn settle(&self, ip: IpAddr, now_ms: u64, f: impl FnOnce(&mut Entry)) {
         let mut table = self.table.borrow_mut();
         let k = key(ip);
         let Some(e) = table.peek_mut(&k) else {
             return;
         };
-        e.open = e.open.saturating_sub(1);
+        f(e);
         let rested = match (&mut e.connects, &self.connect_rate) {
             (Some(b), Some(r)) => b.is_full(r, now_ms),
             _ => true,
         };
-        if e.open == 0 && rested {
+        if e.open == 0 && e.handshakes == 0 && rested {
             table.pop(&k);
         }
     }
@@ -148,6 +197,7 @@ mod tests {
             ip_connect_rate: rate,
             ip_connect_burst: burst,
             max_connections_per_ip: open,
+            max_handshakes_per_ip: 0,
             ip_table_size: size,
             ..LimitsConfig::default()
         }
@@ -157,10 +207,16 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Opens and keeps the count; these tests give it back with `close` themselves (no
+    /// worker routes dropped charges on a test thread).
+    fn open(l: &IpLimits, a: IpAddr) -> Result<(), IpRefusal> {
+        l.open(a, 0).map(std::mem::forget)
+    }
+
     #[test]
     fn connection_rate_per_ip_with_retry_after() {
-        // 60 per minute = 1 per second, burst 2, one worker.
-        let l = IpLimits::new(&limits(60, 2, 0, 16), 1);
+        // 60 per minute = 1 per second, burst 2.
+        let l = IpLimits::new(&limits(60, 2, 0, 16), 0);
         let a = ip("10.0.0.1");
         assert_eq!(l.admit_connect(a, 0), Ok(()));
         assert_eq!(l.admit_connect(a, 0), Ok(()));
@@ -174,67 +230,97 @@ mod tests {
     }
 
     #[test]
-    fn the_figure_is_split_over_workers() {
-        // 10 open per IP over 4 workers: 3 on this one.
-        let l = IpLimits::new(&limits(0, 1, 10, 16), 4);
+    fn the_whole_figure_holds_on_the_home_core() {
+        // Before, each of W workers held ceil(figure / W): 3 of 10 with 4 workers.
+        let l = IpLimits::new(&limits(0, 1, 10, 16), 3);
         let a = ip("10.0.0.1");
-        for _ in 0..3 {
-            assert_eq!(l.open(a, 0), Ok(()));
+        for _ in 0..10 {
+            assert_eq!(open(&l, a), Ok(()));
         }
-        assert_eq!(l.open(a, 0), Err(IpRefusal::Open));
+        assert_eq!(open(&l, a), Err(IpRefusal::Open));
         l.close(a, 0);
-        assert_eq!(l.open(a, 0), Ok(()));
+        assert_eq!(open(&l, a), Ok(()));
+    }
+
+    #[test]
+    fn handshakes_per_ip_are_counted_apart_from_open_connections() {
+        let cfg = LimitsConfig {
+            max_handshakes_per_ip: 2,
+            ..limits(0, 1, 1, 16)
+        };
+        let l = IpLimits::new(&cfg, 0);
+        let a = ip("10.0.0.1");
+        assert!(l.handshake_begin(a, 0));
+        assert!(l.handshake_begin(a, 0));
+        assert!(!l.handshake_begin(a, 0));
+        assert!(l.handshake_begin(ip("10.0.0.2"), 0));
+        // An open connection does not take a handshake's place, nor the other way round.
+        assert_eq!(open(&l, a), Ok(()));
+        l.handshake_end(a, 0);
+        assert!(l.handshake_begin(a, 0));
+        l.handshake_end(a, 0);
+        l.handshake_end(a, 0);
+        l.close(a, 0);
+        l.handshake_end(ip("10.0.0.2"), 0);
+        assert!(l.is_empty());
+        // Off: nothing counted, no entry.
+        let off = IpLimits::new(&limits(0, 1, 0, 16), 0);
+        for _ in 0..100 {
+            assert!(off.handshake_begin(a, 0));
+        }
+        assert!(off.is_empty() && !off.enabled() && !IpLimits::configured(&limits(0, 1, 0, 16)));
+        assert!(IpLimits::configured(&cfg) && l.enabled());
     }
 
     #[test]
     fn ipv6_clients_share_their_slash_64() {
-        let l = IpLimits::new(&limits(0, 1, 1, 16), 1);
-        assert_eq!(l.open(ip("2001:db8::1"), 0), Ok(()));
-        assert_eq!(l.open(ip("2001:db8::ffff:2"), 0), Err(IpRefusal::Open));
-        assert_eq!(l.open(ip("2001:db8:0:1::1"), 0), Ok(()));
+        let l = IpLimits::new(&limits(0, 1, 1, 16), 0);
+        assert_eq!(open(&l, ip("2001:db8::1")), Ok(()));
+        assert_eq!(open(&l, ip("2001:db8::ffff:2")), Err(IpRefusal::Open));
+        assert_eq!(open(&l, ip("2001:db8:0:1::1")), Ok(()));
         // A v4-mapped address is the v4 address.
-        assert_eq!(l.open(ip("::ffff:10.0.0.9"), 0), Ok(()));
-        assert_eq!(l.open(ip("10.0.0.9"), 0), Err(IpRefusal::Open));
+        assert_eq!(open(&l, ip("::ffff:10.0.0.9")), Ok(()));
+        assert_eq!(open(&l, ip("10.0.0.9")), Err(IpRefusal::Open));
     }
 
     #[test]
     fn the_table_is_bounded_and_evicts_the_least_recently_used() {
-        let l = IpLimits::new(&limits(0, 1, 1, 16), 1);
+        let l = IpLimits::new(&limits(0, 1, 1, 16), 0);
         for i in 0..16 {
-            l.open(ip(&format!("10.0.1.{i}")), 0).unwrap();
+            open(&l, ip(&format!("10.0.1.{i}"))).unwrap();
         }
         // Touch the oldest, so the second oldest goes first.
-        assert_eq!(l.open(ip("10.0.1.0"), 0), Err(IpRefusal::Open));
-        l.open(ip("10.0.2.1"), 0).unwrap();
+        assert_eq!(open(&l, ip("10.0.1.0")), Err(IpRefusal::Open));
+        open(&l, ip("10.0.2.1")).unwrap();
         assert_eq!((l.len(), l.evictions.get()), (16, 1));
-        assert_eq!(l.open(ip("10.0.1.0"), 0), Err(IpRefusal::Open));
+        assert_eq!(open(&l, ip("10.0.1.0")), Err(IpRefusal::Open));
         // 10.0.1.1 was evicted: its count is forgotten.
-        assert_eq!(l.open(ip("10.0.1.1"), 0), Ok(()));
+        assert_eq!(open(&l, ip("10.0.1.1")), Ok(()));
         // Closing what an evicted entry counted is harmless.
         l.close(ip("10.0.1.2"), 0);
     }
 
     #[test]
     fn idle_entries_leave_the_table() {
-        let l = IpLimits::new(&limits(60, 1, 5, 16), 1);
+        let l = IpLimits::new(&limits(60, 1, 5, 16), 0);
         let a = ip("10.0.0.1");
         l.admit_connect(a, 0).unwrap();
-        l.open(a, 0).unwrap();
+        open(&l, a).unwrap();
         l.close(a, 0);
         // Its bucket is still refilling: kept, or the client could reset it by reconnecting.
         assert_eq!(l.len(), 1);
-        l.open(a, 0).unwrap();
+        open(&l, a).unwrap();
         l.close(a, 60_000);
         assert!(l.is_empty());
     }
 
     #[test]
     fn off_means_no_table_at_all() {
-        let l = IpLimits::new(&limits(0, 1, 0, 16), 1);
+        let l = IpLimits::new(&limits(0, 1, 0, 16), 0);
         for i in 0..100 {
             let a = ip(&format!("10.0.3.{i}"));
             assert_eq!(l.admit_connect(a, 0), Ok(()));
-            assert_eq!(l.open(a, 0), Ok(()));
+            assert_eq!(open(&l, a), Ok(()));
         }
         assert!(l.is_empty());
     }

@@ -189,11 +189,13 @@ impl Scan {
         let Some(since) = p.write_pending_since(now) else {
             return;
         };
+        // A peer that gave its charge back has left; its writes are ending.
+        let Some(ip) = p.client_ip() else { return };
         if !self.past_grace(since, now) {
             return;
         }
         self.stuck.push(Stuck {
-            ip: crate::limits::ip::key(p.ip),
+            ip: crate::limits::ip::key(ip),
             session: None,
             since_ms: since,
             held,

@@ -285,7 +285,8 @@ fn leave(
 ) {
     core.registry.remove_peer(peer.id);
     core.cluster_local.left(peer.id);
-    core.ip_limits.close(peer.ip, core.clock.now_ms());
+    // Its client's count of open connections, given back on the client's home core.
+    drop(peer.charge.take());
     let failed = core.bridge.agent_gone(peer.id);
     bump(&core.stats.bridge_agent_gone, failed as u64);
     let code = peer.close_code.get().unwrap_or(end_code);

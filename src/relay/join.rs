@@ -4,33 +4,26 @@ use super::events::{self, EventKey};
 use super::{away, conn, resume};
 use crate::http::route::RelayTarget;
 use crate::http::Response;
+use crate::limits::IpCharge;
 use crate::runtime::socket::Socket;
 use crate::runtime::Core;
 use crate::server::accept::refuse;
-use crate::server::admit::ip_refusal;
 use crate::server::capacity::{self, Joining};
 use crate::session::{JoinPlan, Peer};
 use crate::stats::bump;
 use crate::stats::Latency;
 use crate::ws::CloseCode;
 use monoio::net::TcpStream;
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
-/// The last checks, made on the core the connection will live on: whole-server capacity,
-/// then this core's count of the client's open connections. `Ok` means the connection is
-/// counted against its IP and must be released with `ip_limits.close` when it ends.
-async fn seat_allowed(core: &Core, stream: &mut TcpStream, joining: Joining, ip: IpAddr) -> bool {
+/// The last check, made on the core the connection will live on: whole-server capacity.
+/// (The client's open connections were counted at admission, on its address's home core.)
+async fn seat_allowed(core: &Core, stream: &mut TcpStream, joining: Joining) -> bool {
     let totals = capacity::totals(&core.shared);
     if let Err(reason) = capacity::check(&core.config().limits, totals, joining) {
         bump(&core.stats.capacity_refused, 1);
         refuse(core, stream, capacity::refusal(reason)).await;
-        return false;
-    }
-    if let Err(r) = core.ip_limits.open(ip, core.clock.now_ms()) {
-        bump(&core.stats.ip_open_refused, 1);
-        refuse(core, stream, ip_refusal(r)).await;
         return false;
     }
     true
@@ -42,7 +35,8 @@ pub struct Seat {
     /// Bytes read after the request head.
     pub extra: Vec<u8>,
     pub accepted_at: Instant,
-    pub ip: IpAddr,
+    /// The connection's count among its client's open connections, held while it lives.
+    pub charge: IpCharge,
     /// Where the peer came from (cluster mode only).
     pub origin: Option<crate::cluster::Origin>,
 }
@@ -56,7 +50,7 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
         upgrade,
         extra,
         accepted_at,
-        ip,
+        charge,
         origin,
     } = seat;
     let joining = match core.registry.get(&target.session) {
@@ -68,7 +62,7 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
             opens_session: true,
         },
     };
-    if !seat_allowed(&core, &mut stream, joining, ip).await {
+    if !seat_allowed(&core, &mut stream, joining).await {
         return;
     }
     // `seat_allowed` awaits only when it refuses, so nothing ran in between: arrival order
@@ -81,7 +75,7 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
             if core.registry.release_if_empty(&session) {
                 crate::cluster::ask::release(&core, &session.id);
             }
-            core.ip_limits.close(ip, now);
+            drop(charge);
             let r = Response::error(409, "session_full", "this session already has two peers");
             refuse(&core, &mut stream, r).await;
             return;
@@ -97,7 +91,7 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
         role.into(),
         event_key,
         Socket::new(stream),
-        ip,
+        charge,
         now,
     ));
     let old = session.seat(slot, peer.clone());
@@ -176,12 +170,12 @@ pub async fn run_echo(
     upgrade: Response,
     extra: Vec<u8>,
     accepted_at: Instant,
-    ip: IpAddr,
+    charge: IpCharge,
 ) {
     let joining = Joining::New {
         opens_session: false,
     };
-    if !seat_allowed(&core, &mut stream, joining, ip).await {
+    if !seat_allowed(&core, &mut stream, joining).await {
         return;
     }
     let peer = Rc::new(Peer::new(
@@ -189,7 +183,7 @@ pub async fn run_echo(
         "echo".into(),
         None,
         Socket::new(stream),
-        ip,
+        charge,
         core.clock.now_ms(),
     ));
     core.registry.add_peer(peer.clone());

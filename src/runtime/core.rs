@@ -19,6 +19,9 @@ pub struct Shared {
     pub driver: &'static str,
     pub gauges: Vec<CoreGauges>,
     pub handoff: Vec<flume::Sender<Handoff>>,
+    /// Each core's inbox of open-connection counts given back by connections that ended on
+    /// another core (`limits::home`): once per connection, never per message.
+    pub ip_release: Vec<flume::Sender<std::net::IpAddr>>,
     /// Each core's scrape inbox: a request is the channel to answer on.
     pub scrape: Vec<flume::Sender<flume::Sender<CoreSnapshot>>>,
     /// Token checks; `None` when auth is off. Immutable after start, so workers read it
@@ -49,8 +52,10 @@ pub struct Core {
     pub clock: Clock,
     pub stats: CoreStats,
     pub latency: CoreHistograms,
-    /// This core's share of the per-IP limits.
+    /// The per-IP limits of the client addresses whose home this core is.
     pub ip_limits: IpLimits,
+    /// Connections in their HTTP phase here (`limits.max_handshakes`).
+    pub handshakes: Cell<usize>,
     /// Bridged requests waiting for an agent of a session this core owns.
     pub bridge: crate::bridge::Pending,
     /// Peers carried to other nodes and where the peers here came from (cluster mode).
@@ -77,7 +82,8 @@ impl Core {
             clock: Clock::new(shared.started),
             stats: CoreStats::default(),
             latency: CoreHistograms::new(shared.config.stats.latency),
-            ip_limits: IpLimits::new(&cfg.limits, shared.workers()),
+            ip_limits: IpLimits::new(&cfg.limits, index),
+            handshakes: Cell::new(0),
             bridge: crate::bridge::Pending::default(),
             cluster_local: crate::cluster::Local::default(),
             rng: super::rng::CoreRng::new(),
@@ -89,6 +95,20 @@ impl Core {
 
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// Gives back one open connection of `ip`, counted on core `home`: here at once, or by a
+    /// message to `home`. The inbox is sized for every connection the server can hold, so it
+    /// should never be full; if it is, the count stays taken and that is counted and logged.
+    pub fn release_ip(&self, ip: std::net::IpAddr, home: usize) {
+        if home == self.index {
+            self.ip_limits.close(ip, self.clock.now_ms());
+            return;
+        }
+        if let Err(flume::TrySendError::Full(_)) = self.shared.ip_release[home].try_send(ip) {
+            crate::stats::bump(&self.stats.ip_release_overflow, 1);
+            tracing::warn!(%ip, home, "per-IP release queue full: the count stays taken");
+        }
     }
 
     /// Connection ids are unique across cores: the core index is in the low bits.
@@ -139,6 +159,7 @@ impl Core {
                     (self.registry.pinned() + self.cluster_local.pinned()) as u64,
                 ),
                 ("ip_table_entries", self.ip_limits.len() as u64),
+                ("handshakes_in_progress", self.handshakes.get() as u64),
                 ("bridge_pending", self.bridge.len() as u64),
                 ("buffered_bytes", kept_bytes as u64),
                 ("buffered_capacity_bytes", kept_capacity as u64),

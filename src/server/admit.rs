@@ -1,24 +1,37 @@
-//! The checks every public WebSocket and bridge request passes, once, on the core that
-//! accepted it, before it is upgraded or handed to its session's core: the per-IP connection
-//! rate (cheapest first, so a flood of bad tokens costs no HMAC), the Origin, then the token.
-//! Relay, compatible paths, echo and bridge all go through this one function.
+//! The checks every public WebSocket and bridge request passes, once, on its client address's
+//! home core, before it is upgraded or handed to its session's core: the per-IP connection
+//! rate (cheapest first, so a flood of bad tokens costs no HMAC), the Origin, the token, then
+//! the client's count of open connections. Relay, compatible paths, echo and bridge all go
+//! through this one function.
 
 use crate::auth::{token_from_request, unix_now, AuthError};
 use crate::config::{EchoRoute, SecurityConfig};
 use crate::http::route::Route;
 use crate::http::{RequestHead, Response};
-use crate::limits::{client_ip, IpRefusal};
+use crate::limits::{IpCharge, IpRefusal};
 use crate::runtime::Core;
 use crate::stats::bump;
 use std::net::IpAddr;
 
 /// What admission learned, carried with the connection to its session's core.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Admitted {
-    /// The client's address (from the proxy's header when the direct peer is a trusted proxy).
+    /// The client's address (named by a trusted proxy when the direct peer is one).
     pub ip: IpAddr,
     /// The role the connection takes: the one it asked for, else the one its token names.
     pub role: Option<String>,
+    /// The connection's place in its client's count of open connections, held until the
+    /// connection ends. `None` only for a connection carried in from another node that this
+    /// node has not counted yet (its home core does, before it is seated).
+    pub charge: Option<IpCharge>,
+}
+
+/// Counts one more open connection for `ip` (on its home core, this one), or refuses it.
+pub fn count_open(core: &Core, ip: IpAddr) -> Result<IpCharge, Response> {
+    core.ip_limits.open(ip, core.clock.now_ms()).map_err(|r| {
+        bump(&core.stats.ip_open_refused, 1);
+        ip_refusal(r)
+    })
 }
 
 pub fn ip_refusal(r: IpRefusal) -> Response {
@@ -95,14 +108,14 @@ fn authorize(core: &Core, head: &RequestHead, route: &Route) -> Result<Option<St
     }
 }
 
+/// Admits a request from `ip` (the client, already resolved) on `ip`'s home core.
 pub fn admit(
     core: &Core,
     head: &RequestHead,
-    peer: IpAddr,
+    ip: IpAddr,
     route: &Route,
 ) -> Result<Admitted, Response> {
     let sec = &core.config().security;
-    let ip = client_ip(peer, head, &sec.trusted_proxies);
     // A fresh reading (one per handshake, not per message): the coarse tick may be a second
     // old, which would skew a rate of a few per second.
     if let Err(r) = core.ip_limits.admit_connect(ip, core.clock.tick()) {
@@ -114,7 +127,14 @@ pub fn admit(
         return Err(Response::error(403, "origin_not_allowed", reason));
     }
     let role = authorize(core, head, route)?;
-    Ok(Admitted { ip, role })
+    // Counted from here until the connection ends, wherever it then lives: the count and its
+    // limit are on this core, the client's home.
+    let charge = count_open(core, ip)?;
+    Ok(Admitted {
+        ip,
+        role,
+        charge: Some(charge),
+    })
 }
 
 #[cfg(test)]

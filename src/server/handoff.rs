@@ -1,18 +1,40 @@
-//! Handing a connection to the core that owns its session: the raw socket and every byte
-//! read so far cross over once, right after the request head is parsed.
+//! Handing a connection to another core: to its client address's home core (where its per-IP
+//! state lives) when it arrived elsewhere, and to the core that owns its session once it is
+//! admitted. The raw socket and every byte read so far cross over, with what was decided.
 
 use super::admit::Admitted;
+use std::net::IpAddr;
 use std::time::Instant;
+
+/// How far a connection got before it was handed over, and so what the receiving core does.
+pub enum Stage {
+    /// Nothing read but a PROXY header, if any: the client's home core takes a handshake slot
+    /// for it and reads the request. `client` is the address a PROXY header named; `None`
+    /// when there was none (the direct peer is the client).
+    Accepted { client: Option<IpAddr> },
+    /// The request head was read and names a client behind a trusted proxy: the client's home
+    /// core admits it (rate, Origin, token) and counts it.
+    Admit { client: IpAddr },
+    /// Admitted: the session's core upgrades it. A connection carried in from another node is
+    /// admitted but not yet counted here; its home core counts it first.
+    Admitted(Admitted),
+}
+
+/// Everything a handed-over connection brings besides its socket.
+pub struct Parcel {
+    /// What was read so far: a request head and anything after it (or less, for `Accepted`).
+    pub bytes: Vec<u8>,
+    pub accepted_at: Instant,
+    /// The direct peer's address.
+    pub peer: IpAddr,
+    pub stage: Stage,
+    /// Set when another node carried this connection here (cluster mode).
+    pub carried: Option<crate::cluster::link::Carried>,
+}
 
 pub struct Handoff {
     pub stream: std::net::TcpStream,
-    /// The request head and anything that followed it.
-    pub bytes: Vec<u8>,
-    pub accepted_at: Instant,
-    /// Admission ran on the accepting core; the owner does not charge the limits twice.
-    pub admitted: Admitted,
-    /// Set when another node carried this connection here (cluster mode).
-    pub carried: Option<crate::cluster::link::Carried>,
+    pub parcel: Parcel,
 }
 
 /// FNV-1a: stable across processes and builds, so a session maps to the same core index

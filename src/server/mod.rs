@@ -4,8 +4,10 @@ pub mod accept;
 pub mod admit;
 pub mod capacity;
 pub mod handoff;
+pub mod handshake;
 pub mod health;
 pub mod scrape;
+pub mod steer;
 pub mod worker;
 
 use crate::auth::Authenticator;
@@ -48,6 +50,46 @@ pub struct Server {
     internal: Vec<std::net::TcpListener>,
     auth: Option<Authenticator>,
     cluster_secret: Option<Arc<Vec<u8>>>,
+    steering: Steering,
+}
+
+/// How connections reach their client address's home core (`server/steer.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steering {
+    /// One worker, or no per-IP limit: the home does not matter.
+    Off,
+    /// The kernel puts each connection on its home core (the reuseport BPF program).
+    Bpf,
+    /// The program could not be attached: a connection that lands elsewhere is handed over.
+    Handoff,
+}
+
+impl Steering {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Steering::Off => "off",
+            Steering::Bpf => "bpf",
+            Steering::Handoff => "handoff",
+        }
+    }
+}
+
+/// Attaches the steering program to the public listeners' group when homes matter. A failure
+/// is not fatal: each worker then hands a connection that landed on the wrong core to its
+/// client's home, which keeps every figure exact at the cost of one more hop.
+fn steer(config: &Config, listeners: &[std::net::TcpListener]) -> Steering {
+    let per_ip = crate::limits::IpLimits::configured(&config.limits);
+    if listeners.len() < 2 || !per_ip {
+        return Steering::Off;
+    }
+    let program = steer::program(listeners.len(), &config.security.trusted_proxies);
+    match steer::attach(&listeners[0], &program) {
+        Ok(()) => Steering::Bpf,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not attach the client-address steering program; connections that land on another core than their address's are handed over");
+            Steering::Handoff
+        }
+    }
 }
 
 fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
@@ -115,6 +157,7 @@ impl Server {
             _ => Vec::new(),
         };
         let cluster_secret = config.cluster_secret()?.map(Arc::new);
+        let steering = steer(&config, &listeners);
         Ok(Server {
             config: Arc::new(config),
             driver,
@@ -123,7 +166,13 @@ impl Server {
             internal,
             auth,
             cluster_secret,
+            steering,
         })
+    }
+
+    /// How connections reach their client address's home core.
+    pub fn steering(&self) -> Steering {
+        self.steering
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -155,10 +204,22 @@ impl Server {
         let mut handoff_rx = Vec::new();
         let mut scrape_tx = Vec::new();
         let mut scrape_rx = Vec::new();
+        let mut release_tx = Vec::new();
+        let mut release_rx = Vec::new();
+        // Room for a release from every connection the server can hold at once (upgraded,
+        // handed over, or in its handshake): it cannot fill. The queue allocates only for
+        // what waits in it, which is drained at once.
+        let l = &self.config.limits;
+        let releases = l
+            .max_connections
+            .saturating_add(workers.saturating_mul(l.handoff_queue + l.max_handshakes));
         for _ in 0..workers {
             let (tx, rx) = flume::bounded(self.config.limits.handoff_queue);
             handoff_tx.push(tx);
             handoff_rx.push(rx);
+            let (tx, rx) = flume::bounded(releases);
+            release_tx.push(tx);
+            release_rx.push(rx);
             let (tx, rx) = flume::bounded(SCRAPES_QUEUED);
             scrape_tx.push(tx);
             scrape_rx.push(rx);
@@ -187,6 +248,7 @@ impl Server {
             driver: self.driver.name(),
             gauges: (0..workers).map(|_| CoreGauges::default()).collect(),
             handoff: handoff_tx,
+            ip_release: release_tx,
             scrape: scrape_tx,
             auth: self.auth,
             cluster_requests: cluster_on.then_some(request_tx),
@@ -199,6 +261,7 @@ impl Server {
         let mut admin = Some(self.admin);
         let mut internal = self.internal.into_iter();
         let mut commands = command_rx.into_iter();
+        let mut releases = release_rx.into_iter();
         let inboxes = handoff_rx.into_iter().zip(scrape_rx);
         for (index, (listener, (handoffs, scrapes))) in
             self.listeners.into_iter().zip(inboxes).enumerate()
@@ -213,6 +276,7 @@ impl Server {
                 internal: internal.next(),
                 commands: commands.next().filter(|_| cluster_on),
                 handoffs,
+                releases: releases.next().expect("one per worker"),
                 scrapes,
                 shutdown: stop_rx,
                 ready: ready_tx.clone(),

@@ -1,6 +1,6 @@
 //! One worker thread: its runtime, its listener, its sessions.
 
-use super::accept::{handle, receive_handoffs, refuse, Arrival, Listener};
+use super::accept::{self, handle, receive_handoffs, refuse, Arrival, Listener};
 use super::capacity;
 use super::handoff::Handoff;
 use crate::relay::keepalive;
@@ -22,6 +22,8 @@ pub struct WorkerSetup {
     /// The cluster thread's commands (cluster mode).
     pub commands: Option<flume::Receiver<crate::cluster::ask::Command>>,
     pub handoffs: flume::Receiver<Handoff>,
+    /// Open-connection counts given back to this core by connections that ended elsewhere.
+    pub releases: flume::Receiver<std::net::IpAddr>,
     pub scrapes: flume::Receiver<flume::Sender<crate::stats::CoreSnapshot>>,
     pub shutdown: flume::Receiver<()>,
     /// Told once this worker listens.
@@ -56,15 +58,12 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
                     });
                     continue;
                 }
-                let arrival = Arrival {
-                    listener: kind,
-                    peer: addr.ip(),
-                    initial: Vec::new(),
-                    accepted_at: Instant::now(),
-                    admitted: None,
-                    carried: None,
-                };
-                monoio::spawn(handle(core.clone(), stream, arrival));
+                if kind == Listener::Public {
+                    accept::accepted(&core, stream, addr.ip());
+                } else {
+                    let arrival = Arrival::new(kind, addr.ip(), None);
+                    monoio::spawn(handle(core.clone(), stream, arrival));
+                }
             }
             Err(e) => {
                 // EMFILE, ENFILE and the like: the error repeats until descriptors free up,
@@ -78,10 +77,26 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
     }
 }
 
+/// Gives back the counts of connections from this core's client addresses that ended on
+/// other cores.
+async fn receive_releases(core: Rc<Core>, rx: flume::Receiver<std::net::IpAddr>) {
+    while let Ok(ip) = rx.recv_async().await {
+        core.ip_limits.close(ip, core.clock.now_ms());
+    }
+}
+
 /// Runs the worker until shutdown, then closes every connection with 1001 and waits up to
 /// `shutdown_grace` for them to finish.
 pub async fn run(setup: WorkerSetup) {
     let core = Rc::new(Core::new(setup.index, setup.shared.clone()));
+    // A connection's count is given back wherever it ends: here when this is its client's
+    // home core, else through the home core's inbox.
+    let weak = Rc::downgrade(&core);
+    crate::limits::home::route_releases(move |ip, home| {
+        if let Some(core) = weak.upgrade() {
+            core.release_ip(ip, home);
+        }
+    });
     let listeners = [
         (Some(setup.listener), Listener::Public),
         (setup.admin, Listener::Admin),
@@ -108,6 +123,7 @@ pub async fn run(setup: WorkerSetup) {
         monoio::spawn(crate::cluster::commands::serve(core.clone(), commands));
     }
     monoio::spawn(receive_handoffs(core.clone(), setup.handoffs));
+    monoio::spawn(receive_releases(core.clone(), setup.releases));
     monoio::spawn(super::scrape::answer_scrapes(core.clone(), setup.scrapes));
     monoio::spawn(keepalive::run(core.clone()));
     let _ = setup.ready.send(Ok(()));

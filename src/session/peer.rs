@@ -1,6 +1,7 @@
 //! One upgraded connection: its socket, its write gate and the little state the keepalive
 //! tick and the forwarding path need. Kept small: every idle connection holds one.
 
+use crate::limits::IpCharge;
 use crate::relay::events::{Event, EventKey};
 use crate::runtime::chunk::Chunk;
 use crate::runtime::socket::Socket;
@@ -9,7 +10,6 @@ use crate::ws::frame::{encode_header, MAX_CONTROL_PAYLOAD};
 use crate::ws::{CloseCode, OpCode};
 use local_sync::semaphore::Semaphore;
 use std::cell::Cell;
-use std::net::IpAddr;
 
 pub struct Peer {
     pub id: u64,
@@ -19,8 +19,9 @@ pub struct Peer {
     /// sends (relay/events.rs); meaningless when `events` is off.
     event_key: EventKey,
     pub sock: Socket,
-    /// The client's address, counted in the per-IP limits while this peer lives.
-    pub ip: IpAddr,
+    /// This connection's count among its client address's open connections, given back
+    /// (by dropping it) when the peer leaves.
+    pub charge: Cell<Option<IpCharge>>,
     /// One writer at a time, so frames from the forwarding path, pongs, pings and events
     /// never interleave on the wire.
     gate: Semaphore,
@@ -54,13 +55,22 @@ fn io_err(r: std::io::Result<usize>) -> std::io::Result<usize> {
 }
 
 impl Peer {
+    /// The client's address, while the peer still holds its charge (it gives it back when it
+    /// leaves).
+    pub fn client_ip(&self) -> Option<std::net::IpAddr> {
+        let charge = self.charge.take();
+        let ip = charge.as_ref().map(IpCharge::ip);
+        self.charge.set(charge);
+        ip
+    }
+
     /// `event_key`: `Some` for a connection that asked for events.
     pub fn new(
         id: u64,
         role: Box<str>,
         event_key: Option<EventKey>,
         sock: Socket,
-        ip: IpAddr,
+        charge: IpCharge,
         now_ms: u64,
     ) -> Peer {
         Peer {
@@ -69,7 +79,7 @@ impl Peer {
             events: event_key.is_some(),
             event_key: event_key.unwrap_or(EventKey::NONE),
             sock,
-            ip,
+            charge: Cell::new(Some(charge)),
             gate: Semaphore::new(1),
             data_open: Cell::new(false),
             last_recv_ms: Cell::new(now_ms),

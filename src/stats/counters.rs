@@ -108,6 +108,11 @@ counters!(
     bridge_busy_refused: "Bridged requests refused because the agent had bridge.max_in_flight waiting (503).",
     bridge_request_bytes: "Body bytes of bridged requests sent to agents.",
     bridge_response_bytes: "Body bytes of agent answers written to HTTP clients.",
+    handshakes_refused_per_ip: "Connections closed at once because their client address had limits.max_handshakes_per_ip unfinished handshakes.",
+    handshakes_refused_worker: "Connections closed at once because the worker had limits.max_handshakes unfinished handshakes.",
+    proxy_header_refused: "Connections from a trusted proxy dropped for a missing or malformed PROXY protocol header (security.client_ip_header = proxy-protocol).",
+    home_handoffs: "Connections handed to their client address's home core (behind a proxy, or without the steering program).",
+    ip_release_overflow: "Open-connection counts that could not be given back to their home core (release queue full; should stay 0).",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

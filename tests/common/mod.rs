@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod haproxy;
 pub mod stuck;
 
 use std::io::{BufRead, BufReader, Read, Write};

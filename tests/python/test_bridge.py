@@ -1242,10 +1242,11 @@ def test_waiting_requests_count_as_connections_per_ip(make_server):
         r = bridge(srv, "GET", ag.session, "/third")
         check_error(r, 429, "too_many_connections")
         ag.assert_no_request(0.2)
-        # counted as ip_open_refused; this check runs on the session's core, after admission, so the
-        # refusal is also a bridged request answered 4xx (docs/bridge.md)
-        t = expect_deltas(srv, before, {"bridge_requests": 1, "bridge_responses_4xx": 1})
+        # counted as ip_open_refused; the count is part of admission (on the client address's home
+        # core), so the refusal is a handshake refused with 429, not a bridged request (docs/bridge.md)
+        t = expect_deltas(srv, before, {"bridge_requests": 0, "bridge_responses_4xx": 0})
         assert t["ip_open_refused"] - before["ip_open_refused"] == 1
+        assert t["handshakes_refused_by_status"]["429"] - before["handshakes_refused_by_status"]["429"] == 1
         for q in reqs:
             ag.answer(q["id"], 200, [], b"")
         for j in joins:

@@ -5,8 +5,8 @@ Tokens are minted here with hmac/hashlib (no JWT library), and once by the `ring
 subcommand. Refusals are read through three independent clients: the `websockets` library
 (`InvalidStatus`), raw sockets / `http.client`, and `curl`.
 
-Servers whose limits are exact counts run with one worker: each worker enforces
-ceil(figure / workers) of the per-IP figures.
+Per-IP figures are exact at any worker count (each address's counts live on its home core:
+tests/protection_ip.rs checks 2 and 4 workers); these servers run one worker anyway.
 """
 
 from __future__ import annotations
@@ -577,18 +577,37 @@ def test_trusted_proxy_headers_name_the_client(make_server):
     assert attempt(xff("198.51.100.8")) == (101, None)
     # The client's own claim (leftmost) is ignored: the nearest untrusted hop is what counts.
     assert attempt(xff("203.0.113.1, 198.51.100.7")) == (429, "rate_limited")
+    # Forwarded is not the configured source (security.client_ip_header): ignored, so these
+    # count as the proxy itself, in its own bucket.
     assert attempt({"Forwarded": 'for="198.51.100.9:4711";proto=http'}) == (101, None)
-    assert attempt({"Forwarded": "for=198.51.100.9"}) == (429, "rate_limited")
-    assert attempt(None) == (101, None)                  # the proxy itself, its own bucket
+    assert attempt({"Forwarded": "for=198.51.100.10"}) == (429, "rate_limited")
     assert attempt(None) == (429, "rate_limited")
     before = totals(srv)
-    assert before["ip_table_entries"] == 4, before["ip_table_entries"]
+    assert before["ip_table_entries"] == 3, before["ip_table_entries"]
     # 20 new addresses through a 16-entry table: the least recently used are evicted.
     for i in range(20):
         assert attempt(xff(f"192.0.2.{i + 1}"))[0] == 101
     after = totals(srv)
     assert after["ip_table_entries"] == 16, after["ip_table_entries"]
-    assert delta(before, after, "ip_table_evictions") == 8, (before["ip_table_evictions"], after["ip_table_evictions"])
+    assert delta(before, after, "ip_table_evictions") == 7, (before["ip_table_evictions"], after["ip_table_evictions"])
+
+
+def test_forwarded_names_the_client_when_it_is_the_chosen_header(make_server):
+    srv = make_server(env={"RINGRELAY_LIMITS_IP_CONNECT_RATE": "1", "RINGRELAY_LIMITS_IP_CONNECT_BURST": "1",
+                           "RINGRELAY_SECURITY_CLIENT_IP_HEADER": "forwarded",
+                           "RINGRELAY_SECURITY_TRUSTED_PROXIES": "127.0.0.0/8"}, workers=1)
+
+    def attempt(headers: dict | None):
+        r = http_raw(srv.listen, upgrade_request(srv.listen, f"/v1/relay/{unique()}", extra=headers))
+        return r.status, (r.json().get("code") if r.status != 101 else None)
+
+    assert attempt({"Forwarded": 'for="198.51.100.9:4711";proto=http'}) == (101, None)
+    assert attempt({"Forwarded": "for=198.51.100.9"}) == (429, "rate_limited")
+    assert attempt({"Forwarded": 'For="[2001:db8::9]"'}) == (101, None)
+    # Now X-Forwarded-For is the header nobody wrote for us: a client's own is ignored.
+    assert attempt({"Forwarded": "for=198.51.100.9", "X-Forwarded-For": "192.0.2.99"}) == (429, "rate_limited")
+    assert attempt(None) == (101, None)                  # the proxy itself, its own bucket
+    assert attempt({"X-Forwarded-For": "192.0.2.98"}) == (429, "rate_limited")
 
 
 def test_too_many_connections_per_ip(make_server):

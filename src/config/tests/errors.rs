@@ -341,6 +341,24 @@ fn cross_key_errors() {
     );
     assert!(!err.to_string().contains(SECRET), "{err}");
 
+    // PROXY protocol with nobody to believe it from.
+    let err = load_env(&[("RINGRELAY_SECURITY_CLIENT_IP_HEADER", "proxy-protocol")]).unwrap_err();
+    assert_names(
+        &err,
+        "security.client_ip_header",
+        "security.trusted_proxies",
+    );
+    let ok = load_env(&[
+        ("RINGRELAY_SECURITY_CLIENT_IP_HEADER", "PROXY-protocol"),
+        ("RINGRELAY_SECURITY_TRUSTED_PROXIES", "10.0.0.0/8"),
+    ]);
+    assert_eq!(
+        ok.unwrap().security.client_ip_header,
+        ClientIpHeader::ProxyProtocol
+    );
+    let err = load_env(&[("RINGRELAY_SECURITY_CLIENT_IP_HEADER", "x-real-ip")]).unwrap_err();
+    assert_names(&err, "security.client_ip_header", "proxy-protocol");
+
     // A valid pair in different layers is fine.
     let c = load_env(&[
         ("RINGRELAY_SESSION_PING_INTERVAL", "2m"),

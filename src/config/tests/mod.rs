@@ -86,6 +86,8 @@ pub(super) fn sample(key: &str) -> &'static str {
         "limits.max_blocked_writes_per_session" => "3",
         "limits.pool_reserve_percent" => "25",
         "limits.accept_backoff_max" => "250ms",
+        "limits.max_handshakes_per_ip" => "5",
+        "limits.max_handshakes" => "77",
         "session.ping_interval" => "10s",
         "session.peer_timeout" => "100s",
         "session.idle_timeout" => "1h",
@@ -114,6 +116,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "security.require_origin" => "true",
         "security.trusted_proxies" => "10.0.0.0/8, ::1, 192.168.1.7",
         "security.echo_route" => "off",
+        "security.client_ip_header" => "forwarded",
         "log.level" => "warn,ringrelay=debug",
         "log.format" => "json",
         "stats.latency" => "false",
@@ -186,6 +189,7 @@ fn defaults_match_the_contract() {
     );
     assert_eq!(l.pool_reserve_percent, 10);
     assert_eq!(format_duration(l.accept_backoff_max), "1s");
+    assert_eq!((l.max_handshakes_per_ip, l.max_handshakes), (32, 4096));
 
     let s = &c.session;
     assert_eq!(format_duration(s.ping_interval), "30s");
@@ -218,6 +222,7 @@ fn defaults_match_the_contract() {
     assert!(!c.security.require_origin);
     assert!(c.security.trusted_proxies.is_empty());
     assert_eq!(c.security.echo_route, EchoRoute::Auth);
+    assert_eq!(c.security.client_ip_header, ClientIpHeader::XForwardedFor);
     assert_eq!(c.log.level, "info");
     assert_eq!(c.log.format, LogFormat::Text);
 }
