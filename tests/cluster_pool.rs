@@ -7,15 +7,10 @@
 
 mod common;
 use common::cluster::*;
-use common::stuck::stuck_receiver;
+use common::stuck::{control_pair, exchange, stuck_receiver, Flood};
 use common::*;
-use std::io::Write;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tungstenite::Message;
 
 const SECRET: &str = "a-test-secret-of-more-than-32-bytes!";
 
@@ -63,83 +58,6 @@ fn two_nodes(
     Some((redis, n1, n2))
 }
 
-/// Senders already upgraded, writing `msg` until `messages` are sent, a write fails or the
-/// flood is stopped (which shuts their sockets, ending a blocked write).
-struct Flood {
-    stop: Arc<AtomicBool>,
-    socks: Vec<TcpStream>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Flood {
-    fn start(senders: &[&TcpStream], msg: Vec<u8>, messages: usize) -> Flood {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut socks = Vec::new();
-        let mut threads = Vec::new();
-        for s in senders {
-            let mut s = s.try_clone().unwrap();
-            socks.push(s.try_clone().unwrap());
-            let (stop, msg) = (stop.clone(), msg.clone());
-            threads.push(std::thread::spawn(move || {
-                for _ in 0..messages {
-                    if stop.load(Ordering::Relaxed) || s.write_all(&msg).is_err() {
-                        return;
-                    }
-                }
-            }));
-        }
-        Flood {
-            stop,
-            socks,
-            threads,
-        }
-    }
-}
-
-impl Drop for Flood {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for s in &self.socks {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A control pair on `srv`'s one core: both peers join there, so it owns the session.
-fn control_pair(srv: &TestServer, session: &str) -> (Ws, Ws) {
-    let a = srv.connect(&format!("/v1/relay/{session}?role=a"));
-    let b = srv.connect(&format!("/v1/relay/{session}?role=b"));
-    for ws in [&a, &b] {
-        ws.get_ref()
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-    }
-    (a, b)
-}
-
-/// One message each way on the control pair; how long it took, or why it did not happen.
-fn exchange(a: &mut Ws, b: &mut Ws, i: usize) -> Result<Duration, String> {
-    let started = Instant::now();
-    let read = |ws: &mut Ws| loop {
-        match ws.read() {
-            Ok(Message::Text(t)) => return Ok(t.to_string()),
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            Ok(other) => return Err(format!("unexpected {other:?}")),
-            Err(e) => return Err(format!("no message after {:?}: {e}", started.elapsed())),
-        }
-    };
-    a.send(Message::text(format!("ping {i}")))
-        .map_err(|e| e.to_string())?;
-    assert_eq!(read(b)?, format!("ping {i}"));
-    b.send(Message::text(format!("pong {i}")))
-        .map_err(|e| e.to_string())?;
-    assert_eq!(read(a)?, format!("pong {i}"));
-    Ok(started.elapsed())
-}
-
 fn carried_clients_that_never_read_cannot_starve_the_carrying_node(driver: &str) {
     let (max_buffers, pairs) = (32, 40);
     // 10 % of 32 kept free: the pool is under pressure past 29 buffers out or wanted.
@@ -160,7 +78,7 @@ fn carried_clients_that_never_read_cannot_starve_the_carrying_node(driver: &str)
     ) else {
         return;
     };
-    let (mut a, mut b) = control_pair(&n2, "control");
+    let (mut a, mut b) = control_pair(&n2, "control", Duration::from_secs(5));
     exchange(&mut a, &mut b, 0).expect("the control pair flows before the attack");
     // Each session's sender joins n1 first (n1 owns it); its receiver lands on n2, from an
     // address of its own (so no per-address bound is what helps), and is carried to n1.
@@ -257,7 +175,7 @@ fn a_link_its_owner_does_not_read_is_bounded(driver: &str) {
     ) else {
         return;
     };
-    let (mut a, mut b) = control_pair(&n2, "control");
+    let (mut a, mut b) = control_pair(&n2, "control", Duration::from_secs(5));
     exchange(&mut a, &mut b, 0).expect("the control pair flows before");
     // Each session's receiver joins n1 first (n1 owns it) and never reads. n1 keeps it (its
     // write timeout is the default minute, and one buffer per receiver is within its

@@ -5,15 +5,11 @@
 //! buffer per pair.
 
 mod common;
-use common::stuck::stuck_receiver;
+use common::stuck::{control_pair, exchange, stuck_receiver, Flood};
 use common::*;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tungstenite::Message;
 
 /// The server's rule for a session's core (`server/handoff.rs`): FNV-1a of the id, modulo
 /// the worker count. Public, so an attacker can compute it too.
@@ -35,82 +31,11 @@ fn ids_on_core(prefix: &str, core: usize, workers: usize, n: usize) -> Vec<Strin
         .collect()
 }
 
-/// Senders writing 1000-byte binary messages to their stuck receivers, each until it has sent
-/// `messages` or the flood is stopped (which shuts their sockets, ending a blocked
-/// write).
-struct Flood {
-    stop: Arc<AtomicBool>,
-    socks: Vec<TcpStream>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Flood {
-    fn start(addr: SocketAddr, paths: &[String], messages: usize) -> Flood {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut socks = Vec::new();
-        let mut threads = Vec::new();
-        let msg = frame(true, 2, &[0x5a; 1000]);
-        for path in paths {
-            let raw = Raw::upgrade(addr, path);
-            let mut s = raw.s.try_clone().unwrap();
-            socks.push(raw.s);
-            let (stop, msg) = (stop.clone(), msg.clone());
-            threads.push(std::thread::spawn(move || {
-                for _ in 0..messages {
-                    if stop.load(Ordering::Relaxed) || s.write_all(&msg).is_err() {
-                        return;
-                    }
-                }
-            }));
-        }
-        Flood {
-            stop,
-            socks,
-            threads,
-        }
-    }
-}
-
-impl Drop for Flood {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for s in &self.socks {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One message each way on the control pair; how long it took, or why it did not happen.
-fn exchange(a: &mut Ws, b: &mut Ws, i: usize) -> Result<Duration, String> {
-    let started = Instant::now();
-    let read = |ws: &mut Ws| loop {
-        match ws.read() {
-            Ok(Message::Text(t)) => return Ok(t.to_string()),
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            Ok(other) => return Err(format!("unexpected {other:?}")),
-            Err(e) => return Err(format!("no message after {:?}: {e}", started.elapsed())),
-        }
-    };
-    a.send(Message::text(format!("ping {i}")))
-        .map_err(|e| e.to_string())?;
-    assert_eq!(read(b)?, format!("ping {i}"));
-    b.send(Message::text(format!("pong {i}")))
-        .map_err(|e| e.to_string())?;
-    assert_eq!(read(a)?, format!("pong {i}"));
-    Ok(started.elapsed())
-}
-
-/// A control pair on `session`, with reads that give up after `patience`.
-fn control_pair(srv: &TestServer, session: &str, patience: Duration) -> (Ws, Ws) {
-    let a = srv.connect(&format!("/v1/relay/{session}?role=a"));
-    let b = srv.connect(&format!("/v1/relay/{session}?role=b"));
-    for ws in [&a, &b] {
-        ws.get_ref().set_read_timeout(Some(patience)).unwrap();
-    }
-    (a, b)
+/// Senders on `paths`, writing 1000-byte binary messages to their stuck receivers.
+fn flood(addr: SocketAddr, paths: &[String], messages: usize) -> Flood {
+    let raws: Vec<Raw> = paths.iter().map(|p| Raw::upgrade(addr, p)).collect();
+    let socks: Vec<&TcpStream> = raws.iter().map(|r| &r.s).collect();
+    Flood::start(&socks, frame(true, 2, &[0x5a; 1000]), messages)
 }
 
 fn gauge(st: &serde_json::Value, core: usize, name: &str) -> u64 {
@@ -177,7 +102,7 @@ fn non_reading_receivers_cannot_starve_the_pool(driver: &str) {
         .iter()
         .map(|id| format!("/v1/relay/{id}?role=tx"))
         .collect();
-    let flood = Flood::start(srv.addr, &paths, 4096);
+    let flood = flood(srv.addr, &paths, 4096);
     // The attack takes the whole pool of the control pair's core: readers wait.
     let st = stats_when(&srv, |v| {
         v["per_core"][core]["read_buffer_waits"].as_u64() > Some(0)
@@ -257,7 +182,7 @@ fn one_address_cannot_pin_more_than_its_share(driver: &str) {
         ));
         paths.push(format!("/v1/relay/{id}?role=tx"));
     }
-    let flood = Flood::start(srv.addr, &paths, 1024);
+    let flood = flood(srv.addr, &paths, 1024);
     // Before: all fifteen kept a buffer pinned until limits.write_timeout (60 s), so one
     // address with enough pairs could take any share of the pool. Now the address over
     // its bound loses its receivers with the oldest blocked writes, down to the bound; the
@@ -302,7 +227,7 @@ fn senders_piling_up_behind_one_receiver_are_bounded_per_session(driver: &str) {
     let (mut a, mut b) = control_pair(&srv, "control-pile", Duration::from_secs(5));
     let _rx = stuck_receiver(srv.addr, "127.0.5.1", "/v1/relay/pile?role=rx");
     // The first sender writes until its write to the stuck receiver blocks.
-    let flood = Flood::start(srv.addr, &["/v1/relay/pile?role=tx".to_string()], 1024);
+    let flood = flood(srv.addr, &["/v1/relay/pile?role=tx".to_string()], 1024);
     let pinned = |n: u64| move |v: &serde_json::Value| v["totals"]["read_buffers_pinned"] == n;
     blocked_writes(&srv, 1);
     // Each newcomer with its role replaces the sender before it, whose buffer stays behind
@@ -360,7 +285,7 @@ fn a_receiver_slow_for_a_while_on_a_quiet_relay_is_kept(driver: &str) {
     );
     let mut rx = stuck_receiver(srv.addr, "127.0.6.1", "/v1/relay/slow?role=rx");
     let messages = 256;
-    let flood = Flood::start(srv.addr, &["/v1/relay/slow?role=tx".to_string()], messages);
+    let flood = flood(srv.addr, &["/v1/relay/slow?role=tx".to_string()], messages);
     // Its write blocks well past the grace...
     blocked_writes(&srv, 1);
     std::thread::sleep(Duration::from_millis(1500));
