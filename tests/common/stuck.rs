@@ -127,3 +127,13 @@ pub fn exchange(a: &mut Ws, b: &mut Ws, i: usize) -> Result<Duration, String> {
     assert_eq!(read(a)?, format!("pong {i}"));
     Ok(started.elapsed())
 }
+
+/// `rounds` exchanges on the control pair, each within `within`: it kept flowing.
+pub fn keeps_flowing(a: &mut Ws, b: &mut Ws, rounds: usize, within: Duration) {
+    for i in 1..=rounds {
+        match exchange(a, b, i) {
+            Ok(took) => assert!(took < within, "round {i} took {took:?}"),
+            Err(e) => panic!("the control pair stalled in round {i}: {e}"),
+        }
+    }
+}
