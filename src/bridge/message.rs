@@ -57,8 +57,8 @@ pub struct HttpResponseMsg {
     pub body: Vec<u8>,
 }
 
-/// The answer's wire form. Field order is the byte form the relay recognises: `type` first,
-/// then `id` (so that an oversized answer's id is read before its body), no whitespace.
+/// The answer's wire form: `type` first, then `id`, so that the relay decides at once and an
+/// oversized answer's id is read before its body (any order works, this one is cheapest).
 #[derive(Serialize)]
 struct AnswerOut<'a> {
     #[serde(rename = "type")]
@@ -70,7 +70,7 @@ struct AnswerOut<'a> {
 }
 
 impl HttpResponseMsg {
-    /// The answer as the agent sends it; begins with the relay's answer prefix.
+    /// The answer as the agent sends it.
     pub fn to_json(&self) -> String {
         let out = AnswerOut {
             kind: "http_response",
@@ -323,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_starts_with_the_prefix_the_relay_recognises_and_round_trips() {
+    fn an_answer_is_recognised_by_the_relay_and_round_trips() {
         let m = HttpResponseMsg {
             id: "7f".into(),
             status: 201,
@@ -331,9 +331,8 @@ mod tests {
             body: b"\x00\xffok".to_vec(),
         };
         let json = m.to_json();
-        assert!(json
-            .as_bytes()
-            .starts_with(crate::relay::inbound::ANSWER_PREFIX));
+        let s = super::super::sniff::sniff(json.as_bytes());
+        assert_eq!((s.answer(true), s.id()), (Some(true), Some("7f")));
         assert!(
             json.starts_with(r#"{"type":"http_response","id":"7f","#),
             "{json}"

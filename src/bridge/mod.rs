@@ -9,6 +9,7 @@ pub mod message;
 pub mod pending;
 pub mod reply;
 pub mod serve;
+pub mod sniff;
 
 pub use framing::{body_length, BodyLength, FramingError};
 pub use headers::{forwardable, is_hop_by_hop};

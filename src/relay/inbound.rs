@@ -7,6 +7,7 @@
 //! intermediary refragment when no extension is agreed): each chunk gets its header written
 //! into the headroom reserved at the front of every buffer. Nothing is reassembled or copied.
 
+use crate::bridge::sniff::first_non_ws;
 use crate::ws::close::parse_close_payload;
 use crate::ws::frame::{
     encode_header_before, parse_header, Sender, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
@@ -14,6 +15,9 @@ use crate::ws::frame::{
 };
 use crate::ws::mask::apply_mask;
 use crate::ws::{CloseCode, OpCode, Utf8Validator};
+
+mod hold;
+pub use hold::{Fed, HeldAnswer, Hold, HoldMode, Released};
 
 /// Bytes kept free at the front of every read buffer for a chunk's server header.
 pub const HEADROOM: usize = MAX_SERVER_HEADER_LEN;
@@ -37,48 +41,9 @@ enum Target {
     Drop,
     /// A bridge answer from the agent: collected for the bridge, never forwarded.
     Capture,
-}
-
-/// The first bytes of every bridge answer's first frame (docs/bridge.md). Deciding on them
-/// lets the agent's other messages keep the zero-copy path: only answers are collected.
-pub const ANSWER_PREFIX: &[u8; 23] = br#"{"type":"http_response""#;
-
-/// Bridge answers collected from an agent's connection. `buf` holds whole answers at the
-/// `done` ranges, then the one still arriving from `open_from`.
-///
-/// Answers are not bound by `limits.max_message_bytes` but by `limit`: past it an answer is
-/// read to its end without being kept, and marked truncated, so the agent is not closed and
-/// its request can still be failed at once.
-#[derive(Debug, Default)]
-pub struct Capture {
-    pub buf: Vec<u8>,
-    /// (start, end, truncated) of each answer completed in the last read.
-    pub done: Vec<(usize, usize, bool)>,
-    open_from: usize,
-    truncated: bool,
-    limit: usize,
-}
-
-/// A capture buffer grown by a large answer is given back once empty.
-const CAPTURE_KEEP: usize = 64 << 10;
-
-impl Capture {
-    pub fn new(limit: usize) -> Capture {
-        Capture {
-            limit,
-            ..Capture::default()
-        }
-    }
-
-    /// Drops the answers already handed on, keeping one still arriving.
-    pub fn compact(&mut self) {
-        self.done.clear();
-        self.buf.drain(..self.open_from);
-        self.open_from = 0;
-        if self.buf.is_empty() && self.buf.capacity() > CAPTURE_KEEP {
-            self.buf = Vec::new();
-        }
-    }
+    /// Read whole into the connection's [`Hold`] before anything is decided; then it goes on
+    /// to the receiver of the read it ends in, as one frame.
+    Hold,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -115,8 +80,10 @@ pub struct Outcome {
     pub closing: Option<Closing>,
     pub messages_forwarded: u32,
     pub messages_dropped: u32,
-    /// Bridge answers collected whole (see [`Capture`]).
+    /// Bridge answers collected whole (see [`Hold`]).
     pub answers: u32,
+    /// The connection is closed for sending an `http_request` towards an agent.
+    pub forged_request: bool,
     /// Payload bytes of data frames read, forwarded or not.
     pub payload_bytes: u64,
     /// Payload bytes handed to the receiver.
@@ -210,18 +177,20 @@ impl Inbound {
         limits: DecodeLimits,
         segs: &mut Vec<Segment>,
     ) -> Outcome {
-        self.decode_capturing(buf, receiver, limits, segs, None)
+        self.decode_holding(buf, receiver, limits, segs, None)
     }
 
-    /// As [`Inbound::decode`], for an agent's connection: a text message whose first frame
-    /// starts with [`ANSWER_PREFIX`] goes whole into `capture` instead of to the receiver.
-    pub fn decode_capturing(
+    /// As [`Inbound::decode`], for a connection that holds some messages (see [`Hold`]): a
+    /// text message that starts, after JSON whitespace, with `{` is read whole into `hold`
+    /// when `hold.mode` is set as it starts. Answers end in `hold.answers`; other held
+    /// messages in `hold.released`, each to be written before the segment it names.
+    pub fn decode_holding(
         &mut self,
         buf: &mut [u8],
         receiver: Option<u64>,
         limits: DecodeLimits,
         segs: &mut Vec<Segment>,
-        mut capture: Option<&mut Capture>,
+        mut hold: Option<&mut Hold>,
     ) -> Outcome {
         let mut out = Outcome::default();
         let end = buf.len();
@@ -251,9 +220,10 @@ impl Inbound {
                 i += avail;
                 let frame_done = f.remaining == 0;
                 self.frame = if frame_done { None } else { Some(f) };
-                let cap = capture.as_deref_mut();
-                if let Err(v) = self.data_chunk(buf, range, frame_done, f.fin, segs, &mut out, cap)
-                {
+                let hd = hold.as_deref_mut();
+                if let Err(v) = self.data_chunk(
+                    buf, range, frame_done, f.fin, segs, &mut out, hd, limits, receiver,
+                ) {
                     self.violate(v, segs, msg_first_seg, &mut out);
                     break;
                 }
@@ -322,23 +292,27 @@ impl Inbound {
                 }
                 continue;
             }
-            let mut answer = false;
-            if let (Some(cap), OpCode::Text, None) = (capture.as_deref_mut(), h.opcode, &self.msg) {
-                // The decision needs the prefix: wait for it like for a control frame.
-                let need = (h.payload_len as usize).min(ANSWER_PREFIX.len());
-                if end - i < h.header_len + need {
-                    self.keep(&buf[i..end]);
-                    break;
-                }
-                let first = &buf[i + h.header_len..i + h.header_len + need];
-                answer = need == ANSWER_PREFIX.len()
-                    && first
-                        .iter()
-                        .zip(ANSWER_PREFIX)
-                        .enumerate()
-                        .all(|(k, (b, want))| b ^ mask[k % 4] == *want);
-                if answer {
-                    cap.open_from = cap.buf.len();
+            let mut held = false;
+            if let (Some(hd), OpCode::Text, None) = (hold.as_deref_mut(), h.opcode, &self.msg) {
+                if let Some(mode) = hd.mode {
+                    // The decision needs the first byte that is not whitespace: wait for it
+                    // like for a control frame, when it is not in this read yet.
+                    let p0 = i + h.header_len;
+                    let avail = &buf[p0..end.min(p0.saturating_add(h.payload_len as usize))];
+                    held = match first_non_ws(avail, mask) {
+                        Some(b) => b == b'{',
+                        // All of this frame is whitespace: the next frame decides, unless
+                        // this is the whole message.
+                        None if avail.len() as u64 == h.payload_len => !h.fin,
+                        None if end - i <= CARRY_MAX => {
+                            self.keep(&buf[i..end]);
+                            break;
+                        }
+                        None => true,
+                    };
+                    if held {
+                        hd.begin(mode);
+                    }
                 }
             }
             out.data_seen = true;
@@ -374,8 +348,8 @@ impl Inbound {
                         bytes: 0,
                         frames: 0,
                         utf8: Utf8Validator::new(),
-                        target: if answer {
-                            Target::Capture
+                        target: if held {
+                            Target::Hold
                         } else {
                             receiver.map_or(Target::Drop, Target::Forward)
                         },
@@ -396,8 +370,12 @@ impl Inbound {
                 );
                 break;
             }
-            if msg.bytes + h.payload_len > limits.max_message_bytes && msg.target != Target::Capture
-            {
+            let exempt = match msg.target {
+                Target::Capture => true,
+                Target::Hold => hold.as_deref().is_some_and(Hold::exempt_from_message_limit),
+                _ => false,
+            };
+            if msg.bytes + h.payload_len > limits.max_message_bytes && !exempt {
                 self.violate(
                     Closing::Violation(CloseCode::TOO_BIG, "message too big"),
                     segs,
@@ -458,7 +436,9 @@ impl Inbound {
         frame_fin: bool,
         segs: &mut Vec<Segment>,
         out: &mut Outcome,
-        capture: Option<&mut Capture>,
+        hold: Option<&mut Hold>,
+        limits: DecodeLimits,
+        receiver: Option<u64>,
     ) -> Result<(), Closing> {
         let msg = self
             .msg
@@ -487,22 +467,46 @@ impl Inbound {
                 msg.out_started = true;
             }
         }
-        if let (Target::Capture, Some(cap)) = (msg.target, capture) {
-            let room = cap.limit.saturating_sub(cap.buf.len() - cap.open_from);
-            let keep = range.len().min(room);
-            cap.truncated |= keep < range.len();
-            cap.buf
-                .extend_from_slice(&buf[range.start..range.start + keep]);
+        if let (Target::Capture | Target::Hold, Some(hd)) = (msg.target, hold) {
+            let captured = msg.target == Target::Capture;
+            let max = limits.max_message_bytes;
+            let mut fed = hd.feed(&buf[range], captured, max, msg.bytes);
+            if message_done && fed == Fed::Hold && !captured {
+                fed = hd.ended(max, msg.bytes);
+            }
+            match fed {
+                Fed::Hold => {}
+                Fed::Answer => msg.target = Target::Capture,
+                Fed::TooBig => {
+                    return Err(Closing::Violation(CloseCode::TOO_BIG, "message too big"))
+                }
+                Fed::Forged => {
+                    out.forged_request = true;
+                    return Err(Closing::Violation(
+                        CloseCode::POLICY,
+                        "only the relay sends http_request messages to an agent",
+                    ));
+                }
+            }
             if message_done {
-                cap.done.push((cap.open_from, cap.buf.len(), cap.truncated));
-                cap.open_from = cap.buf.len();
-                cap.truncated = false;
+                match (msg.target, receiver) {
+                    (Target::Capture, _) => hd.finish_answer(),
+                    (_, Some(r)) => {
+                        let len = hd.release(segs.len());
+                        out.forwarded_bytes += len as u64;
+                        msg.target = Target::Forward(r);
+                    }
+                    (_, None) => {
+                        hd.discard();
+                        msg.target = Target::Drop;
+                    }
+                }
             }
         }
         if message_done {
             match msg.target {
                 Target::Forward(_) => out.messages_forwarded += 1,
-                Target::Drop => out.messages_dropped += 1,
+                Target::Drop | Target::Hold => out.messages_dropped += 1,
                 Target::Capture => out.answers += 1,
             }
             self.msg = None;

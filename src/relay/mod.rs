@@ -3,6 +3,7 @@
 pub mod away;
 pub mod conn;
 pub mod events;
+pub mod held;
 pub mod inbound;
 pub mod join;
 pub mod keepalive;

@@ -100,6 +100,8 @@ counters!(
     bridge_busy_refused: "Bridged requests refused because the agent had bridge.max_in_flight waiting (503).",
     bridge_request_bytes: "Body bytes of bridged requests sent to agents.",
     bridge_response_bytes: "Body bytes of agent answers written to HTTP clients.",
+    bridge_forged_requests: "Connections closed with 1008 for sending an http_request message towards an agent (only the relay sends those).",
+    bridge_write_timeouts: "Bridged responses dropped because the client did not take them within limits.write_timeout.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

@@ -1,0 +1,196 @@
+//! Messages that are read whole before they go anywhere: those that may be a bridge answer
+//! (on an agent's connection) or a request (on a connection whose messages may reach an
+//! agent). Only a text message whose payload starts, after JSON whitespace, with `{` is held;
+//! everything else keeps the zero-copy path (docs/bridge.md, "How the relay reads the agent's
+//! messages"). A held message that is neither goes on whole, as one frame built here: a
+//! copy, paid only by JSON-object text messages on those connections.
+
+use super::HEADROOM;
+use crate::bridge::sniff::Sniff;
+use crate::ws::frame::encode_header_before;
+use crate::ws::OpCode;
+
+/// Which messages a connection holds, decided before each read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldMode {
+    /// An agent's own connection: a message whose first top-level `type` is
+    /// `"http_response"` is an answer, collected for the bridge and never forwarded.
+    Answers,
+    /// A connection whose messages may reach an agent: a message with a top-level `type`
+    /// of `"http_request"` is refused, since only the relay sends requests to an agent.
+    Requests,
+}
+
+/// An answer collected whole (or cut at the limit: `truncated`).
+#[derive(Debug)]
+pub struct HeldAnswer {
+    buf: Vec<u8>,
+    pub truncated: bool,
+    /// The answer's top-level `id`, read as it streamed: known even when the answer was cut.
+    pub id: Option<String>,
+}
+
+impl HeldAnswer {
+    pub fn json(&self) -> &[u8] {
+        &self.buf[HEADROOM..]
+    }
+}
+
+/// A held message that goes on: one whole text frame, to be written before the segment
+/// `before_seg` of the same read (after everything the sender sent before it).
+#[derive(Debug)]
+pub struct Released {
+    pub before_seg: usize,
+    pub frame: Vec<u8>,
+}
+
+/// What reading one more piece of a held message decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fed {
+    /// Still held.
+    Hold,
+    /// It is an answer: from now on it is collected as one.
+    Answer,
+    /// A request from a peer: refused.
+    Forged,
+    /// Not an answer, and over `limits.max_message_bytes`.
+    TooBig,
+}
+
+/// The held message of one connection, and what the last read completed.
+#[derive(Debug)]
+pub struct Hold {
+    /// Set by the connection before each read; applies to messages that start in it.
+    pub mode: Option<HoldMode>,
+    /// The most of one answer kept (`bridge::answers::capture_limit`).
+    answer_limit: usize,
+    msg_mode: HoldMode,
+    sniff: Sniff,
+    /// `HEADROOM` bytes for the frame header, then the payload kept so far.
+    open: Vec<u8>,
+    truncated: bool,
+    /// Answers completed by the last read, in order.
+    pub answers: Vec<HeldAnswer>,
+    /// Messages released by the last read, in order.
+    pub released: Vec<Released>,
+}
+
+impl Hold {
+    pub fn new(answer_limit: usize) -> Hold {
+        Hold {
+            mode: None,
+            answer_limit,
+            msg_mode: HoldMode::Answers,
+            sniff: Sniff::new(),
+            open: Vec::new(),
+            truncated: false,
+            answers: Vec::new(),
+            released: Vec::new(),
+        }
+    }
+
+    pub(super) fn begin(&mut self, mode: HoldMode) {
+        self.msg_mode = mode;
+        self.sniff = Sniff::new();
+        self.open.clear();
+        self.open.resize(HEADROOM, 0);
+        self.truncated = false;
+    }
+
+    /// A held message on an agent's connection that may still prove an answer is not bound
+    /// by `limits.max_message_bytes` (answers have their own bound).
+    pub(super) fn exempt_from_message_limit(&self) -> bool {
+        self.msg_mode == HoldMode::Answers && self.sniff.answer(false) != Some(false)
+    }
+
+    fn kept(&self) -> usize {
+        self.open.len() - HEADROOM
+    }
+
+    /// Takes the next piece of the held message. `captured`: it is already known to be an
+    /// answer. `msg_bytes`: the message's declared length so far.
+    pub(super) fn feed(
+        &mut self,
+        bytes: &[u8],
+        captured: bool,
+        max_message: u64,
+        msg_bytes: u64,
+    ) -> Fed {
+        // An answer is still read for its id when that comes after its type.
+        if !captured || self.sniff.id().is_none() {
+            self.sniff.feed(bytes);
+        }
+        let bound = match (captured, self.msg_mode) {
+            (true, _) => self.answer_limit,
+            // Undecided: it may prove an answer (bound by the answer limit) or not (bound by
+            // the message limit); past both it is too large either way.
+            (false, HoldMode::Answers) => self
+                .answer_limit
+                .max(usize::try_from(max_message).unwrap_or(usize::MAX)),
+            (false, HoldMode::Requests) => usize::try_from(max_message).unwrap_or(usize::MAX),
+        };
+        let keep = bytes.len().min(bound.saturating_sub(self.kept()));
+        self.truncated |= keep < bytes.len();
+        self.open.extend_from_slice(&bytes[..keep]);
+        if captured {
+            return Fed::Hold;
+        }
+        match self.msg_mode {
+            HoldMode::Requests if self.sniff.request_like() => Fed::Forged,
+            HoldMode::Requests => Fed::Hold,
+            HoldMode::Answers => match self.sniff.answer(false) {
+                Some(true) => {
+                    if self.kept() > self.answer_limit {
+                        self.open.truncate(HEADROOM + self.answer_limit);
+                        self.truncated = true;
+                    }
+                    Fed::Answer
+                }
+                Some(false) if msg_bytes > max_message || self.truncated => Fed::TooBig,
+                _ => Fed::Hold,
+            },
+        }
+    }
+
+    /// The held message ended and was not an answer. `TooBig` when it is over the message
+    /// limit (it could have been an answer until its end), else `Hold`: it may go on.
+    pub(super) fn ended(&self, max_message: u64, msg_bytes: u64) -> Fed {
+        if msg_bytes > max_message || self.truncated {
+            Fed::TooBig
+        } else {
+            Fed::Hold
+        }
+    }
+
+    /// The completed answer, collected.
+    pub(super) fn finish_answer(&mut self) {
+        let buf = std::mem::take(&mut self.open);
+        self.answers.push(HeldAnswer {
+            buf,
+            truncated: self.truncated,
+            id: self.sniff.id().map(str::to_string),
+        });
+    }
+
+    /// The completed message as one text frame, to go before segment `before_seg`. Returns
+    /// its payload length.
+    pub(super) fn release(&mut self, before_seg: usize) -> usize {
+        let mut frame = std::mem::take(&mut self.open);
+        let len = frame.len() - HEADROOM;
+        let start = encode_header_before(&mut frame, HEADROOM, true, OpCode::Text, len as u64);
+        frame.drain(..start);
+        self.released.push(Released { before_seg, frame });
+        len
+    }
+
+    /// The completed message has no receiver: dropped.
+    pub(super) fn discard(&mut self) {
+        self.open.clear();
+    }
+
+    /// Drops what the last read completed, once handed on.
+    pub fn clear_done(&mut self) {
+        self.answers.clear();
+        self.released.clear();
+    }
+}
