@@ -18,6 +18,10 @@ pub struct HttpRequestMsg {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub id: String,
+    /// The key the agent's connection was given in its upgrade answer: marks the request as
+    /// the relay's (docs/bridge.md). Written early, so a cut request still shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_key: Option<String>,
     pub method: String,
     /// Path below the session, with the query string.
     pub path: String,
@@ -28,6 +32,7 @@ pub struct HttpRequestMsg {
 impl HttpRequestMsg {
     pub fn new(
         id: String,
+        relay_key: Option<String>,
         method: String,
         path: String,
         headers: Vec<(String, String)>,
@@ -36,6 +41,7 @@ impl HttpRequestMsg {
         HttpRequestMsg {
             kind: "http_request",
             id,
+            relay_key,
             method,
             path,
             headers,
@@ -88,6 +94,7 @@ impl HttpResponseMsg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgedRequest {
     pub id: String,
+    pub relay_key: Option<String>,
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -99,6 +106,8 @@ struct RequestIn {
     #[serde(rename = "type")]
     kind: String,
     id: String,
+    #[serde(default)]
+    relay_key: Option<String>,
     method: String,
     path: String,
     #[serde(default)]
@@ -167,11 +176,25 @@ pub fn parse_request(json: &[u8]) -> Result<BridgedRequest, (Option<String>, Req
     };
     Ok(BridgedRequest {
         id: w.id,
+        relay_key: w.relay_key,
         method: w.method,
         path: w.path,
         headers: w.headers,
         body,
     })
+}
+
+/// Just the key of a request that broke the schema (its JSON being readable).
+#[derive(Deserialize)]
+struct KeyOnly {
+    #[serde(default)]
+    relay_key: Option<String>,
+}
+
+/// The `relay_key` of a request `parse_request` refused with an id, so the agent can tell
+/// whether the relay sent it before answering under that id.
+pub fn request_key(json: &[u8]) -> Option<String> {
+    serde_json::from_slice::<KeyOnly>(json).ok()?.relay_key
 }
 
 fn valid_id(id: &str) -> bool {
@@ -260,6 +283,7 @@ mod tests {
     fn a_request_serialises_to_the_documented_shape() {
         let m = HttpRequestMsg::new(
             "r1".into(),
+            None,
             "POST".into(),
             "/users?x=1".into(),
             vec![("accept".into(), "*/*".into())],
@@ -344,6 +368,7 @@ mod tests {
     fn a_request_the_relay_writes_is_read_back_whole() {
         let out = HttpRequestMsg::new(
             "a1".into(),
+            Some("k".into()),
             "PATCH".into(),
             "/u/1?x=%20".into(),
             vec![("x-a".into(), "1".into()), ("x-a".into(), "2".into())],
@@ -354,6 +379,7 @@ mod tests {
             r,
             BridgedRequest {
                 id: "a1".into(),
+                relay_key: Some("k".into()),
                 method: "PATCH".into(),
                 path: "/u/1?x=%20".into(),
                 headers: out.headers.clone(),

@@ -18,3 +18,6 @@ pub use message::{
     HttpResponseMsg, RequestMsgError,
 };
 pub use pending::Pending;
+
+/// The upgrade answer header that gives an agent connection its key (docs/bridge.md).
+pub const KEY_HEADER: &str = "Ringrelay-Bridge-Key";

@@ -135,6 +135,7 @@ impl Core {
                 ("read_buffers_idle", self.pool.idle() as u64),
                 ("ip_table_entries", self.ip_limits.len() as u64),
                 ("bridge_pending", self.bridge.len() as u64),
+                ("bridge_connections", self.bridge.connections() as u64),
                 ("buffered_bytes", kept_bytes as u64),
                 ("buffered_capacity_bytes", kept_capacity as u64),
                 ("buffered_messages", kept_messages as u64),

@@ -565,7 +565,8 @@ fn bridge_answers_are_captured_whole_and_everything_else_forwarded_in_order() {
     // Python's json.dumps defaults, another key order, pretty-printed, leading whitespace.
     let spaced = br#"{"type": "http_response", "id": "4", "status": 200}"#.to_vec();
     let id_first = br#"{"id":"5","status":204,"type":"http_response"}"#.to_vec();
-    let pretty = b"\n  {\n  \"id\": \"6\",\n  \"type\": \"http_response\",\n  \"status\": 200\n}\n".to_vec();
+    let pretty =
+        b"\n  {\n  \"id\": \"6\",\n  \"type\": \"http_response\",\n  \"status\": 200\n}\n".to_vec();
     let chat = br#"{"type":"chat","text":"{\"type\":\"http_response\"}"}"#.to_vec();
     let mut s = Vec::new();
     s.extend(client_frame(true, OpCode::Text, &a1, [1, 2, 3, 4]));
@@ -574,18 +575,43 @@ fn bridge_answers_are_captured_whole_and_everything_else_forwarded_in_order() {
     // An answer split into three frames, a ping in between.
     s.extend(client_frame(false, OpCode::Text, &a2[..30], [1, 1, 2, 2]));
     s.extend(client_frame(true, OpCode::Ping, b"p", [3, 3, 3, 3]));
-    s.extend(client_frame(false, OpCode::Continuation, &a2[30..2000], [4, 4, 4, 4]));
-    s.extend(client_frame(true, OpCode::Continuation, &a2[2000..], [5, 5, 5, 5]));
+    s.extend(client_frame(
+        false,
+        OpCode::Continuation,
+        &a2[30..2000],
+        [4, 4, 4, 4],
+    ));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        &a2[2000..],
+        [5, 5, 5, 5],
+    ));
     s.extend(client_frame(true, OpCode::Text, &not_quite, [6, 6, 6, 6]));
     // The decision waits for the type, wherever the frames cut the message.
     s.extend(client_frame(false, OpCode::Text, &a3[..10], [7, 7, 7, 7]));
-    s.extend(client_frame(true, OpCode::Continuation, &a3[10..], [8, 8, 8, 8]));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        &a3[10..],
+        [8, 8, 8, 8],
+    ));
     s.extend(client_frame(true, OpCode::Text, &spaced, [9, 9, 9, 9]));
     s.extend(client_frame(true, OpCode::Text, &chat, [1, 0, 1, 0]));
     s.extend(client_frame(false, OpCode::Text, b"", [2, 0, 2, 0]));
-    s.extend(client_frame(true, OpCode::Continuation, &id_first, [3, 0, 3, 0]));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        &id_first,
+        [3, 0, 3, 0],
+    ));
     s.extend(client_frame(true, OpCode::Text, &pretty, [4, 0, 4, 0]));
-    s.extend(client_frame(true, OpCode::Text, b"  not json", [5, 0, 5, 0]));
+    s.extend(client_frame(
+        true,
+        OpCode::Text,
+        b"  not json",
+        [5, 0, 5, 0],
+    ));
     let forwarded_want = vec![
         (OpCode::Text, b"hi".to_vec()),
         (OpCode::Binary, a1.clone()),
@@ -619,7 +645,11 @@ fn bridge_answers_are_captured_whole_and_everything_else_forwarded_in_order() {
             // its id is known all the same.
             let got = run_holding(&s, read, buf_size, HoldMode::Answers, 120, LIMITS);
             assert_eq!(server_messages(&got.forwarded), forwarded_want, "{ctx}");
-            assert_eq!(got.answers[1], (a2[..120].to_vec(), true, Some("2".into())), "{ctx}");
+            assert_eq!(
+                got.answers[1],
+                (a2[..120].to_vec(), true, Some("2".into())),
+                "{ctx}"
+            );
             assert_eq!(ids(&got.answers), ["1", "2", "3", "4", "5", "6"], "{ctx}");
         }
     }
@@ -630,11 +660,26 @@ fn only_json_object_text_is_held_and_the_rest_keeps_its_frames() {
     // Zero-copy messages keep their fragmentation; a held one comes out as one frame.
     let mut s = Vec::new();
     s.extend(client_frame(false, OpCode::Text, b"pla", [1, 2, 3, 4]));
-    s.extend(client_frame(true, OpCode::Continuation, b"in", [1, 2, 3, 4]));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        b"in",
+        [1, 2, 3, 4],
+    ));
     s.extend(client_frame(false, OpCode::Text, b"{\"a\":", [1, 2, 3, 4]));
-    s.extend(client_frame(true, OpCode::Continuation, b"1}", [1, 2, 3, 4]));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        b"1}",
+        [1, 2, 3, 4],
+    ));
     s.extend(client_frame(false, OpCode::Binary, b"{\"b\"", [1, 2, 3, 4]));
-    s.extend(client_frame(true, OpCode::Continuation, b":2}", [1, 2, 3, 4]));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        b":2}",
+        [1, 2, 3, 4],
+    ));
     let got = run_holding(&s, 4096, 4096, HoldMode::Requests, 1 << 20, LIMITS);
     let frames = |mut b: &[u8]| {
         let mut n = Vec::new();
@@ -679,9 +724,19 @@ fn a_request_towards_an_agent_is_refused_and_nothing_of_it_goes_out() {
     ];
     for f in &forged {
         let mut s = Vec::new();
-        s.extend(client_frame(true, OpCode::Text, br#"{"type":"chat"}"#, [1, 2, 3, 4]));
+        s.extend(client_frame(
+            true,
+            OpCode::Text,
+            br#"{"type":"chat"}"#,
+            [1, 2, 3, 4],
+        ));
         s.extend(client_frame(false, OpCode::Text, &f[..5], [5, 6, 7, 8]));
-        s.extend(client_frame(true, OpCode::Continuation, &f[5..], [5, 6, 7, 8]));
+        s.extend(client_frame(
+            true,
+            OpCode::Continuation,
+            &f[5..],
+            [5, 6, 7, 8],
+        ));
         s.extend(client_frame(true, OpCode::Text, b"after", [1, 2, 3, 4]));
         for read in READS {
             for buf_size in BUFS {
@@ -734,8 +789,14 @@ fn held_messages_keep_the_message_limit_and_answers_their_own() {
     }
     // An answer may pass the message limit; past its own it is cut and marked, in any
     // order of its keys, and the connection goes on.
-    let ans_first = format!(r#"{{"type":"http_response","id":"9","body_b64":"{}"}}"#, pad(200));
-    let ans_last = format!(r#"{{"id":"9","body_b64":"{}","type":"http_response"}}"#, pad(300));
+    let ans_first = format!(
+        r#"{{"type":"http_response","id":"9","body_b64":"{}"}}"#,
+        pad(200)
+    );
+    let ans_last = format!(
+        r#"{{"id":"9","body_b64":"{}","type":"http_response"}}"#,
+        pad(300)
+    );
     for (m, limit, cut) in [
         (&ans_first, 1000, false),
         (&ans_first, 150, true),
@@ -756,7 +817,10 @@ fn held_messages_keep_the_message_limit_and_answers_their_own() {
             } else {
                 assert_eq!(json.as_slice(), m.as_bytes(), "{ctx}");
             }
-            assert_eq!(server_messages(&got.forwarded), [(OpCode::Text, b"ok".to_vec())]);
+            assert_eq!(
+                server_messages(&got.forwarded),
+                [(OpCode::Text, b"ok".to_vec())]
+            );
         }
     }
 }
