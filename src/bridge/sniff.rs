@@ -56,6 +56,20 @@ enum State {
     End,
     /// Not JSON: nothing after this point is read.
     Invalid,
+    /// What the reader was asked to find is found (`Goal`): nothing more is read.
+    Found,
+}
+
+/// What a reader is for, so it can stop as soon as more reading would change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// Everything: read to the end.
+    All,
+    /// Whether an agent's message is an answer: until the first top-level `type` decides,
+    /// and for an answer until its `id` is read too.
+    Answer,
+    /// Whether a message towards an agent is a request: until a request's type is found.
+    Request,
 }
 
 /// Inside a string: where an escape stands.
@@ -113,6 +127,25 @@ impl<const N: usize> Small<N> {
         }
     }
 
+    fn clear(&mut self) {
+        self.len = 0;
+        self.spoilt = false;
+    }
+
+    fn extend(&mut self, run: &[u8]) {
+        let at = self.len as usize;
+        if at + run.len() <= N {
+            // A loop rather than `copy_from_slice`: runs here are a few bytes, and a call to
+            // memcpy costs more than copying them.
+            for (d, s) in self.bytes[at..at + run.len()].iter_mut().zip(run) {
+                *d = *s;
+            }
+            self.len += run.len() as u8;
+        } else if !run.is_empty() {
+            self.spoilt = true;
+        }
+    }
+
     fn get(&self) -> Option<&[u8]> {
         (!self.spoilt).then(|| &self.bytes[..self.len as usize])
     }
@@ -122,6 +155,7 @@ impl<const N: usize> Small<N> {
 /// has learnt so far.
 #[derive(Debug, Clone)]
 pub struct Sniff {
+    goal: Goal,
     state: State,
     /// Open containers; the top-level object is depth 1.
     depth: u32,
@@ -146,7 +180,7 @@ pub struct Sniff {
 
 impl Default for Sniff {
     fn default() -> Self {
-        Sniff::new()
+        Sniff::new(Goal::All)
     }
 }
 
@@ -156,6 +190,17 @@ fn is_ws(b: u8) -> bool {
 
 fn is_scalar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')
+}
+
+/// Where the next `"` or `\\` is. Most strings in a message are short (keys, small values):
+/// a plain loop finds those sooner than setting up a vector search, which takes the rest.
+fn quote_or_backslash(bytes: &[u8]) -> Option<usize> {
+    const SHORT: usize = 32;
+    let head = &bytes[..bytes.len().min(SHORT)];
+    if let Some(n) = head.iter().position(|&c| c == b'"' || c == b'\\') {
+        return Some(n);
+    }
+    memchr::memchr2(b'"', b'\\', &bytes[head.len()..]).map(|n| n + head.len())
 }
 
 /// The first byte of `bytes` that is not JSON whitespace, once unmasked with `mask` (the
@@ -169,8 +214,26 @@ pub fn first_non_ws(bytes: &[u8], mask: [u8; 4]) -> Option<u8> {
 }
 
 impl Sniff {
-    pub fn new() -> Sniff {
+    /// Starts over for a new text, without rewriting the buffers (only their lengths).
+    pub fn reset(&mut self, goal: Goal) {
+        self.goal = goal;
+        self.state = State::Start;
+        self.depth = 0;
+        self.root_object = false;
+        self.escape = Escape::None;
+        self.in_key = false;
+        self.kept = Kept::Nothing;
+        self.key.clear();
+        self.key_kind = Key::Other;
+        self.value.clear();
+        self.first_type = None;
+        self.request_like = false;
+        self.id = None;
+    }
+
+    pub fn new(goal: Goal) -> Sniff {
         Sniff {
+            goal,
             state: State::Start,
             depth: 0,
             objects: [0; (CHECKED_DEPTH / 64) as usize],
@@ -200,6 +263,22 @@ impl Sniff {
         }
     }
 
+    /// Stops reading once the goal is met.
+    fn check_goal(&mut self) {
+        let met = match self.goal {
+            Goal::All => false,
+            Goal::Request => self.request_like,
+            Goal::Answer => match self.first_type {
+                Some(Kind::HttpResponse) => self.id.is_some(),
+                Some(_) => true,
+                None => false,
+            },
+        };
+        if met {
+            self.state = State::Found;
+        }
+    }
+
     /// Whether any top-level member named `type` (in any letter case) has the string value
     /// `"http_request"`, in what was read so far. Python and JavaScript keep the last of
     /// repeated keys, Go matches keys ignoring case: any of them makes it a request to some
@@ -219,9 +298,15 @@ impl Sniff {
         std::str::from_utf8(id).ok()
     }
 
-    /// The text so far is JSON up to where it stops (nothing out of place yet).
+    /// The text so far is JSON up to where it stops (nothing out of place yet), as far as it
+    /// was read.
     pub fn valid_so_far(&self) -> bool {
         self.state != State::Invalid
+    }
+
+    /// The goal was met: the rest of the text is not read.
+    pub fn found(&self) -> bool {
+        self.state == State::Found
     }
 
     /// The top-level value is complete (only whitespace may follow).
@@ -232,24 +317,25 @@ impl Sniff {
     pub fn feed(&mut self, bytes: &[u8]) {
         let mut i = 0;
         while i < bytes.len() {
-            if self.state == State::Invalid {
-                return;
-            }
-            if self.state == State::Str {
-                i += self.string(&bytes[i..]);
-                continue;
-            }
-            let b = bytes[i];
-            if self.state == State::Scalar {
-                if is_scalar(b) {
-                    i += 1;
-                    continue;
+            match self.state {
+                State::Str => i += self.string(&bytes[i..]),
+                State::Scalar => {
+                    let rest = &bytes[i..];
+                    let n = rest.iter().position(|&b| !is_scalar(b));
+                    i += n.unwrap_or(rest.len());
+                    if n.is_some() {
+                        // The byte that ended the scalar is read in the state after it.
+                        self.end_value();
+                    }
                 }
-                self.end_value();
-                // The byte that ended the scalar is read in the state after it.
-            } else {
-                i += 1;
-                self.byte(b);
+                State::Invalid | State::Found => return,
+                _ => {
+                    let b = bytes[i];
+                    i += 1;
+                    if !is_ws(b) {
+                        self.byte(b);
+                    }
+                }
             }
         }
     }
@@ -262,11 +348,8 @@ impl Sniff {
         self.depth == 1 && self.root_object
     }
 
-    /// One byte outside strings and scalars.
+    /// One byte outside strings and scalars, not whitespace.
     fn byte(&mut self, b: u8) {
-        if is_ws(b) {
-            return;
-        }
         match self.state {
             State::Start | State::Value | State::ArrayFirst => {
                 if self.state == State::ArrayFirst && b == b']' {
@@ -317,7 +400,9 @@ impl Sniff {
                 _ => {}
             },
             State::End => self.fail(),
-            State::Str | State::Scalar | State::Invalid => unreachable!("handled by feed"),
+            State::Str | State::Scalar | State::Invalid | State::Found => {
+                unreachable!("handled by feed")
+            }
         }
     }
 
@@ -330,6 +415,10 @@ impl Sniff {
         let member = self.top_member_value();
         if member && self.key_kind == Key::Type && self.first_type.is_none() && b != b'"' {
             self.first_type = Some(Kind::Other);
+            self.check_goal();
+            if self.state == State::Found {
+                return;
+            }
         }
         match b {
             b'{' | b'[' => {
@@ -392,8 +481,8 @@ impl Sniff {
         self.in_key = key;
         self.kept = kept;
         match kept {
-            Kept::TopKey => self.key = Small::EMPTY,
-            Kept::TopValue => self.value = Small::EMPTY,
+            Kept::TopKey => self.key.clear(),
+            Kept::TopValue => self.value.clear(),
             Kept::Nothing => {}
         }
     }
@@ -406,6 +495,14 @@ impl Sniff {
         }
     }
 
+    fn keep_run(&mut self, run: &[u8]) {
+        match self.kept {
+            Kept::TopKey => self.key.extend(run),
+            Kept::TopValue => self.value.extend(run),
+            Kept::Nothing => {}
+        }
+    }
+
     fn spoil(&mut self) {
         match self.kept {
             Kept::TopKey => self.key.spoilt = true,
@@ -414,33 +511,29 @@ impl Sniff {
         }
     }
 
-    /// Reads string bytes; returns how many were used. Plain runs go at the speed of a scan.
+    /// Reads string bytes; returns how many were used. Runs without a quote or a backslash
+    /// are found with `memchr` and taken (or skipped) whole.
     fn string(&mut self, bytes: &[u8]) -> usize {
         let mut i = 0;
         while i < bytes.len() {
-            let b = bytes[i];
-            i += 1;
             match self.escape {
-                Escape::None => match b {
-                    b'"' => {
+                Escape::None => {
+                    let rest = &bytes[i..];
+                    let Some(n) = quote_or_backslash(rest) else {
+                        self.keep_run(rest);
+                        return bytes.len();
+                    };
+                    self.keep_run(&rest[..n]);
+                    i += n + 1;
+                    if rest[n] == b'"' {
                         self.end_string();
                         return i;
                     }
-                    b'\\' => self.escape = Escape::Backslash,
-                    _ => {
-                        if self.kept == Kept::Nothing {
-                            // Skip to the next quote or backslash.
-                            let rest = &bytes[i..];
-                            i += rest
-                                .iter()
-                                .position(|&c| c == b'"' || c == b'\\')
-                                .unwrap_or(rest.len());
-                        } else {
-                            self.keep(b);
-                        }
-                    }
-                },
+                    self.escape = Escape::Backslash;
+                }
                 Escape::Backslash => {
+                    let b = bytes[i];
+                    i += 1;
                     self.escape = Escape::None;
                     let c = match b {
                         b'u' => {
@@ -459,6 +552,8 @@ impl Sniff {
                     self.keep(c);
                 }
                 Escape::Unicode(n, v) => {
+                    let b = bytes[i];
+                    i += 1;
                     let Some(d) = (b as char).to_digit(16) else {
                         self.fail();
                         return i;
@@ -511,18 +606,22 @@ impl Sniff {
             }
             Kept::Nothing => {}
         }
+        let was_value = self.kept == Kept::TopValue;
         self.kept = Kept::Nothing;
         if self.in_key {
             self.state = State::Colon;
         } else {
             self.end_value();
+            if was_value {
+                self.check_goal();
+            }
         }
     }
 }
 
 /// Reads a whole text at once.
 pub fn sniff(json: &[u8]) -> Sniff {
-    let mut s = Sniff::new();
+    let mut s = Sniff::new(Goal::All);
     s.feed(json);
     s
 }
@@ -532,7 +631,7 @@ mod tests {
     use super::*;
 
     fn in_pieces(json: &[u8], size: usize) -> Sniff {
-        let mut s = Sniff::new();
+        let mut s = Sniff::new(Goal::All);
         for p in json.chunks(size.max(1)) {
             s.feed(p);
         }
@@ -606,17 +705,17 @@ mod tests {
 
     #[test]
     fn the_decision_comes_as_soon_as_the_first_type_is_read() {
-        let mut s = Sniff::new();
+        let mut s = Sniff::new(Goal::All);
         s.feed(br#"{"id":"7","type":"http_re"#);
         assert_eq!(s.answer(false), None);
         s.feed(br#"sponse","body_b64":"AAAA"#);
         assert_eq!(s.answer(false), Some(true));
         assert_eq!(s.id(), Some("7"));
-        let mut s = Sniff::new();
+        let mut s = Sniff::new(Goal::All);
         s.feed(br#"{"type":"note","#);
         assert_eq!(s.answer(false), Some(false));
         // Broken before any type: decided, not an answer.
-        let mut s = Sniff::new();
+        let mut s = Sniff::new(Goal::All);
         s.feed(br#"{"a":1]"#);
         assert_eq!(s.answer(false), Some(false));
     }
@@ -702,6 +801,33 @@ mod tests {
             Some(max.as_str())
         );
         assert_eq!(read(r#"{"x":{"id":"in"},"id":"top"}"#).id(), Some("top"));
+    }
+
+    #[test]
+    fn a_reader_stops_once_its_goal_is_met_with_the_same_findings() {
+        let read = |goal, text: &str| {
+            let mut s = Sniff::new(goal);
+            s.feed(text.as_bytes());
+            s
+        };
+        // An answer: the type decides, the id is still wanted (wherever it stands).
+        let s = read(
+            Goal::Answer,
+            r#"{"type":"http_response","body_b64":"AA","id":"9","x":"#,
+        );
+        assert!(s.found() && s.answer(false) == Some(true) && s.id() == Some("9"));
+        let s = read(Goal::Answer, r#"{"type":"http_response","body_b64":"AA"#);
+        assert!(!s.found() && s.id().is_none());
+        // Not an answer: decided at the type, the rest (broken or not) unread.
+        let s = read(Goal::Answer, r#"{"type":{"a":1},"x":]]]"#);
+        assert!(s.found() && s.answer(false) == Some(false));
+        let s = read(Goal::Answer, r#"{"type":"chat","x":]]]"#);
+        assert!(s.found() && s.answer(false) == Some(false));
+        // A request is found wherever its type stands; anything else is read to the end.
+        let s = read(Goal::Request, r#"{"type":"chat","TYPE":"http_request","#);
+        assert!(s.found() && s.request_like());
+        let s = read(Goal::Request, r#"{"type":"chat","x":1}"#);
+        assert!(!s.found() && s.complete() && !s.request_like());
     }
 
     #[test]

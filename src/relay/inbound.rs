@@ -393,6 +393,12 @@ impl Inbound {
             });
             i += h.header_len;
         }
+        // A held message this read did not finish is copied out before the buffer goes back.
+        if let (Some(m), Some(hd)) = (&self.msg, hold) {
+            if m.target == Target::Hold && !hd.copied() {
+                hd.copy_out(buf, limits.max_message_bytes, false);
+            }
+        }
         out
     }
 
@@ -470,7 +476,7 @@ impl Inbound {
         if let (Target::Capture | Target::Hold, Some(hd)) = (msg.target, hold) {
             let captured = msg.target == Target::Capture;
             let max = limits.max_message_bytes;
-            let mut fed = hd.feed(&buf[range], captured, max, msg.bytes);
+            let mut fed = hd.feed(buf, range, captured, max, msg.bytes);
             if message_done && fed == Fed::Hold && !captured {
                 fed = hd.ended(max, msg.bytes);
             }
@@ -491,9 +497,27 @@ impl Inbound {
             if message_done {
                 match (msg.target, receiver) {
                     (Target::Capture, _) => hd.finish_answer(),
-                    (_, Some(r)) => {
+                    (_, Some(r)) if hd.copied() => {
                         let len = hd.release(segs.len());
                         out.forwarded_bytes += len as u64;
+                        msg.target = Target::Forward(r);
+                    }
+                    (_, Some(r)) => {
+                        // All of it is in this read: forwarded from where it was read, frame
+                        // by frame as the client sent it, like any message.
+                        let n = hd.in_read.len();
+                        for (k, &(a, b)) in hd.in_read.iter().enumerate() {
+                            let op = if k == 0 {
+                                OpCode::Text
+                            } else {
+                                OpCode::Continuation
+                            };
+                            let start =
+                                encode_header_before(buf, a, k + 1 == n, op, (b - a) as u64);
+                            segs.push((start, b));
+                            out.forwarded_bytes += (b - a) as u64;
+                        }
+                        hd.in_read.clear();
                         msg.target = Target::Forward(r);
                     }
                     (_, None) => {

@@ -2,11 +2,16 @@
 //! (on an agent's connection) or a request (on a connection whose messages may reach an
 //! agent). Only a text message whose payload starts, after JSON whitespace, with `{` is held;
 //! everything else keeps the zero-copy path (docs/bridge.md, "How the relay reads the agent's
-//! messages"). A held message that is neither goes on whole, as one frame built here: a
-//! copy, paid only by JSON-object text messages on those connections.
+//! messages").
+//!
+//! A held message that begins and ends in one read is not copied: its frames stay where they
+//! were read, and once it proves neither an answer nor a request they are forwarded from
+//! there like any message's. Only one that spans reads is copied out (the read buffer goes
+//! back to the pool), and goes on whole as one frame built here. Answers are always copied:
+//! they are kept for the bridge.
 
 use super::HEADROOM;
-use crate::bridge::sniff::Sniff;
+use crate::bridge::sniff::{Goal, Sniff};
 use crate::ws::frame::encode_header_before;
 use crate::ws::OpCode;
 
@@ -66,8 +71,13 @@ pub struct Hold {
     answer_limit: usize,
     msg_mode: HoldMode,
     sniff: Sniff,
-    /// `HEADROOM` bytes for the frame header, then the payload kept so far.
+    /// Payload ranges of the held message in the current read buffer, one per client frame:
+    /// not copied unless the message outlives the read.
+    pub(super) in_read: Vec<(usize, usize)>,
+    /// `HEADROOM` bytes for the frame header, then the payload copied so far.
     open: Vec<u8>,
+    /// Some of the message was copied into `open`: it outlived a read, or is an answer.
+    copied: bool,
     truncated: bool,
     /// Answers completed by the last read, in order.
     pub answers: Vec<HeldAnswer>,
@@ -81,8 +91,10 @@ impl Hold {
             mode: None,
             answer_limit,
             msg_mode: HoldMode::Answers,
-            sniff: Sniff::new(),
+            sniff: Sniff::new(Goal::All),
+            in_read: Vec::new(),
             open: Vec::new(),
+            copied: false,
             truncated: false,
             answers: Vec::new(),
             released: Vec::new(),
@@ -91,9 +103,13 @@ impl Hold {
 
     pub(super) fn begin(&mut self, mode: HoldMode) {
         self.msg_mode = mode;
-        self.sniff = Sniff::new();
+        self.sniff.reset(match mode {
+            HoldMode::Answers => Goal::Answer,
+            HoldMode::Requests => Goal::Request,
+        });
+        self.in_read.clear();
         self.open.clear();
-        self.open.resize(HEADROOM, 0);
+        self.copied = false;
         self.truncated = false;
     }
 
@@ -104,34 +120,52 @@ impl Hold {
     }
 
     fn kept(&self) -> usize {
-        self.open.len() - HEADROOM
+        self.open.len().saturating_sub(HEADROOM)
     }
 
-    /// Takes the next piece of the held message. `captured`: it is already known to be an
-    /// answer. `msg_bytes`: the message's declared length so far.
+    /// The most of the message kept: an answer's limit, or while undecided the larger of it
+    /// and the message limit (past both it is too large either way).
+    fn bound(&self, captured: bool, max_message: u64) -> usize {
+        let max_message = usize::try_from(max_message).unwrap_or(usize::MAX);
+        match (captured, self.msg_mode) {
+            (true, _) => self.answer_limit,
+            (false, HoldMode::Answers) => self.answer_limit.max(max_message),
+            (false, HoldMode::Requests) => max_message,
+        }
+    }
+
+    /// Copies `bytes` of the message, within `bound`.
+    fn keep(&mut self, bytes: &[u8], bound: usize) {
+        if !self.copied {
+            self.copied = true;
+            self.open.clear();
+            self.open.resize(HEADROOM, 0);
+        }
+        let keep = bytes.len().min(bound.saturating_sub(self.kept()));
+        self.truncated |= keep < bytes.len();
+        self.open.extend_from_slice(&bytes[..keep]);
+    }
+
+    /// Takes the next piece of the held message, `buf[range]`. `captured`: it is already
+    /// known to be an answer. `msg_bytes`: the message's declared length so far.
     pub(super) fn feed(
         &mut self,
-        bytes: &[u8],
+        buf: &[u8],
+        range: std::ops::Range<usize>,
         captured: bool,
         max_message: u64,
         msg_bytes: u64,
     ) -> Fed {
-        // An answer is still read for its id when that comes after its type.
-        if !captured || self.sniff.id().is_none() {
-            self.sniff.feed(bytes);
+        let bytes = &buf[range.clone()];
+        // Read only while it can change something (`sniff::Goal`): towards an agent to the
+        // end (a request's type may be repeated last); from the agent until the first type
+        // decides, and an answer on until its id.
+        self.sniff.feed(bytes);
+        if self.copied || captured {
+            self.keep(bytes, self.bound(captured, max_message));
+        } else {
+            self.in_read.push((range.start, range.end));
         }
-        let bound = match (captured, self.msg_mode) {
-            (true, _) => self.answer_limit,
-            // Undecided: it may prove an answer (bound by the answer limit) or not (bound by
-            // the message limit); past both it is too large either way.
-            (false, HoldMode::Answers) => self
-                .answer_limit
-                .max(usize::try_from(max_message).unwrap_or(usize::MAX)),
-            (false, HoldMode::Requests) => usize::try_from(max_message).unwrap_or(usize::MAX),
-        };
-        let keep = bytes.len().min(bound.saturating_sub(self.kept()));
-        self.truncated |= keep < bytes.len();
-        self.open.extend_from_slice(&bytes[..keep]);
         if captured {
             return Fed::Hold;
         }
@@ -140,16 +174,39 @@ impl Hold {
             HoldMode::Requests => Fed::Hold,
             HoldMode::Answers => match self.sniff.answer(false) {
                 Some(true) => {
-                    if self.kept() > self.answer_limit {
-                        self.open.truncate(HEADROOM + self.answer_limit);
-                        self.truncated = true;
-                    }
+                    // Kept from now on: what this read holds of it is copied first.
+                    self.copy_out(buf, max_message, true);
                     Fed::Answer
                 }
                 Some(false) if msg_bytes > max_message || self.truncated => Fed::TooBig,
                 _ => Fed::Hold,
             },
         }
+    }
+
+    /// Copies what the current read holds of the message into `open`: the read ends before
+    /// the message does, or the message proved an answer.
+    pub(super) fn copy_out(&mut self, buf: &[u8], max_message: u64, captured: bool) {
+        let bound = self.bound(captured, max_message);
+        let mut ranges = std::mem::take(&mut self.in_read);
+        for &(a, b) in &ranges {
+            self.keep(&buf[a..b], bound);
+        }
+        if !self.copied {
+            // An empty message so far: copied all the same, the next read appends to it.
+            self.keep(&[], bound);
+        }
+        if captured && self.kept() > self.answer_limit {
+            self.open.truncate(HEADROOM + self.answer_limit);
+            self.truncated = true;
+        }
+        ranges.clear();
+        self.in_read = ranges;
+    }
+
+    /// Whether the held message was copied (else it is all in the current read).
+    pub(super) fn copied(&self) -> bool {
+        self.copied
     }
 
     /// The held message ended and was not an answer. `TooBig` when it is over the message
@@ -186,6 +243,7 @@ impl Hold {
     /// The completed message has no receiver: dropped.
     pub(super) fn discard(&mut self) {
         self.open.clear();
+        self.in_read.clear();
     }
 
     /// Drops what the last read completed, once handed on.

@@ -657,7 +657,9 @@ fn bridge_answers_are_captured_whole_and_everything_else_forwarded_in_order() {
 
 #[test]
 fn only_json_object_text_is_held_and_the_rest_keeps_its_frames() {
-    // Zero-copy messages keep their fragmentation; a held one comes out as one frame.
+    // Every message keeps its fragmentation when it is all in one read (a held one is
+    // forwarded from the read buffer once read); a held one that spans reads is copied and
+    // comes out as one frame.
     let mut s = Vec::new();
     s.extend(client_frame(false, OpCode::Text, b"pla", [1, 2, 3, 4]));
     s.extend(client_frame(
@@ -696,18 +698,32 @@ fn only_json_object_text_is_held_and_the_rest_keeps_its_frames() {
         [
             (Text, false),
             (Continuation, true),
-            (Text, true),
+            (Text, false),
+            (Continuation, true),
             (Binary, false),
             (Continuation, true)
         ]
     );
+    let cut = run_holding(&s, 7, 4096, HoldMode::Requests, 1 << 20, LIMITS);
+    assert_eq!(
+        server_messages(&cut.forwarded),
+        server_messages(&got.forwarded)
+    );
+    let held_whole = frames(&cut.forwarded)
+        .iter()
+        .filter(|f| **f == (Text, true))
+        .count();
+    assert_eq!(held_whole, 1, "{:?}", frames(&cut.forwarded));
     // A first frame of whitespace only defers the decision to the next frame.
     let mut s = Vec::new();
     s.extend(client_frame(false, OpCode::Text, b"  ", [1, 2, 3, 4]));
     s.extend(client_frame(true, OpCode::Continuation, b"x", [1, 2, 3, 4]));
     s.extend(client_frame(true, OpCode::Text, b"   ", [1, 2, 3, 4]));
     let got = run_holding(&s, 4096, 4096, HoldMode::Requests, 1 << 20, LIMITS);
-    assert_eq!(frames(&got.forwarded), [(Text, true), (Text, true)]);
+    assert_eq!(
+        frames(&got.forwarded),
+        [(Text, false), (Continuation, true), (Text, true)]
+    );
     assert_eq!(
         server_messages(&got.forwarded),
         [(Text, b"  x".to_vec()), (Text, b"   ".to_vec())]
