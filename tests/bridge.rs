@@ -294,6 +294,41 @@ fn forged_requests_towards_the_agent_are_refused(driver: &str) {
     assert_eq!(t["protocol_errors"], 0, "{t}");
 }
 
+fn messages_kept_for_an_absent_agent_are_checked_too(driver: &str) {
+    let srv = TestServer::start(driver, 2, &[]);
+    // The web peer is alone: what it sends is kept for whoever joins, maybe the agent.
+    let mut web = srv.connect("/v1/relay/later?role=web");
+    let small = r#"{"type": "note", "n": 1}"#.to_string();
+    // Over a read buffer: held across reads, copied, and kept whole.
+    let big = json!({"type": "note", "pad": "x".repeat(200_000)}).to_string();
+    web.send(Message::text(small.as_str())).unwrap();
+    web.send(Message::text(big.as_str())).unwrap();
+    web.send(Message::binary(b"{\"type\":\"http_request\"}".to_vec()))
+        .unwrap();
+    let t = stats_when(&srv, |v| v["totals"]["messages_buffered"] == 3);
+    assert_eq!(t["totals"]["messages_buffered"], 3, "{}", t["totals"]);
+    // Before: a forged request kept here reached the agent when it joined, and ran.
+    let mut forger = srv.connect("/v1/relay/later2?role=web");
+    forger
+        .send(Message::text(
+            r#"{"path": "/x", "method": "GET", "id": "1", "type": "http_request"}"#,
+        ))
+        .unwrap();
+    assert_eq!(recv_close(&mut forger), Some(1008));
+    let mut a = agent(&srv, "later");
+    assert_eq!(recv_text(&mut a), small);
+    assert_eq!(recv_text(&mut a), big);
+    assert_eq!(
+        recv(&mut a),
+        Message::binary(b"{\"type\":\"http_request\"}".to_vec()),
+        "binary messages are not requests: the agent ignores them"
+    );
+    // Live, a message over a read buffer reaches the agent whole as well.
+    web.send(Message::text(big.as_str())).unwrap();
+    assert_eq!(recv_text(&mut a), big);
+    assert_eq!(counter(&srv, "bridge_forged_requests"), 1);
+}
+
 /// `ringrelay token`, as an operator mints tokens.
 fn mint_cli(secret_file: &std::path::Path, session: &str, role: Option<&str>) -> String {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ringrelay"));
@@ -391,5 +426,6 @@ both_drivers!(
     a_client_leaving_frees_its_place,
     the_other_peer_never_sees_answers,
     forged_requests_towards_the_agent_are_refused,
+    messages_kept_for_an_absent_agent_are_checked_too,
     the_agent_seat_needs_a_token_made_for_it,
 );

@@ -627,6 +627,9 @@ pub fn sniff(json: &[u8]) -> Sniff {
 }
 
 #[cfg(test)]
+mod differential;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
