@@ -176,6 +176,9 @@ pub struct Sniff {
     request_like: bool,
     /// The first top-level `id` with a string value of 1 to 64 characters.
     id: Option<Small<VALUE_KEEP>>,
+    /// The text is not an object, seen at its first byte: that byte decided without being
+    /// read as part of anything (a reader with a goal stops before it).
+    not_object: bool,
 }
 
 impl Default for Sniff {
@@ -229,6 +232,7 @@ impl Sniff {
         self.first_type = None;
         self.request_like = false;
         self.id = None;
+        self.not_object = false;
     }
 
     pub fn new(goal: Goal) -> Sniff {
@@ -247,6 +251,7 @@ impl Sniff {
             first_type: None,
             request_like: false,
             id: None,
+            not_object: false,
         }
     }
 
@@ -256,7 +261,7 @@ impl Sniff {
     pub fn answer(&self, ended: bool) -> Option<bool> {
         match self.first_type {
             Some(k) => Some(k == Kind::HttpResponse),
-            None if ended || self.state == State::Invalid || self.state == State::End => {
+            None if ended || matches!(self.state, State::Invalid | State::End | State::Found) => {
                 Some(false)
             }
             None => None,
@@ -314,7 +319,10 @@ impl Sniff {
         self.state == State::End
     }
 
-    pub fn feed(&mut self, bytes: &[u8]) {
+    /// Reads the next piece of the text. Returns how many of its bytes were read: all of
+    /// them, unless the goal was met in it or the text proved not JSON (then up to and
+    /// including the byte that decided it).
+    pub fn feed(&mut self, bytes: &[u8]) -> usize {
         let mut i = 0;
         while i < bytes.len() {
             match self.state {
@@ -328,16 +336,20 @@ impl Sniff {
                         self.end_value();
                     }
                 }
-                State::Invalid | State::Found => return,
+                State::Found | State::Invalid => return i,
                 _ => {
                     let b = bytes[i];
                     i += 1;
                     if !is_ws(b) {
                         self.byte(b);
+                        if self.not_object {
+                            return i - 1;
+                        }
                     }
                 }
             }
         }
+        i
     }
 
     fn fail(&mut self) {
@@ -412,6 +424,12 @@ impl Sniff {
     }
 
     fn value_start(&mut self, b: u8) {
+        if self.depth == 0 && b != b'{' && self.goal != Goal::All {
+            // Neither an answer nor a request can be anything but an object.
+            self.not_object = true;
+            self.state = State::Found;
+            return;
+        }
         let member = self.top_member_value();
         if member && self.key_kind == Key::Type && self.first_type.is_none() && b != b'"' {
             self.first_type = Some(Kind::Other);
@@ -469,6 +487,9 @@ impl Sniff {
     /// A value (or a container) just ended.
     fn end_value(&mut self) {
         self.state = match self.depth {
+            // For an answer the end of the top level decides (it had no type, or it was
+            // decided already): nothing after it is read.
+            0 if self.goal == Goal::Answer => State::Found,
             0 => State::End,
             d if d > CHECKED_DEPTH => State::Deep,
             _ => State::After,

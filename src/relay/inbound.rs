@@ -451,10 +451,29 @@ impl Inbound {
             .as_mut()
             .expect("data frames only arrive inside a message");
         let message_done = frame_done && frame_fin;
+        let max = limits.max_message_bytes;
+        // A held message is read first: what it decides is acted on after the UTF-8 check of
+        // the bytes up to the point of decision, so the answer is the same whatever the
+        // reads (an invalid byte before that point wins, one after it is never read).
+        let held = match (msg.target, hold) {
+            (Target::Capture | Target::Hold, Some(hd)) => {
+                let captured = msg.target == Target::Capture;
+                let (mut fed, upto) = hd.feed(buf, range.clone(), captured, max, msg.bytes);
+                if message_done && fed == Fed::Hold && !captured {
+                    fed = hd.ended(max, msg.bytes);
+                }
+                Some((hd, fed, upto))
+            }
+            _ => None,
+        };
+        let checked = match held {
+            Some((_, Fed::Forged | Fed::TooBig, upto)) => range.start + upto,
+            _ => range.end,
+        };
         if msg.text {
             let bad = Closing::Violation(CloseCode::INVALID_DATA, "invalid UTF-8 in text message");
-            msg.utf8.feed(&buf[range.clone()]).map_err(|_| bad)?;
-            if message_done {
+            msg.utf8.feed(&buf[range.start..checked]).map_err(|_| bad)?;
+            if message_done && checked == range.end {
                 msg.utf8.finish().map_err(|_| bad)?;
             }
         }
@@ -473,13 +492,7 @@ impl Inbound {
                 msg.out_started = true;
             }
         }
-        if let (Target::Capture | Target::Hold, Some(hd)) = (msg.target, hold) {
-            let captured = msg.target == Target::Capture;
-            let max = limits.max_message_bytes;
-            let mut fed = hd.feed(buf, range, captured, max, msg.bytes);
-            if message_done && fed == Fed::Hold && !captured {
-                fed = hd.ended(max, msg.bytes);
-            }
+        if let Some((hd, fed, _)) = held {
             match fed {
                 Fed::Hold => {}
                 Fed::Answer => msg.target = Target::Capture,

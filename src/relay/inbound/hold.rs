@@ -147,7 +147,8 @@ impl Hold {
     }
 
     /// Takes the next piece of the held message, `buf[range]`. `captured`: it is already
-    /// known to be an answer. `msg_bytes`: the message's declared length so far.
+    /// known to be an answer. `msg_bytes`: the message's declared length so far. Also returns
+    /// how many bytes of the piece lead up to the decision (all of them when none was made).
     pub(super) fn feed(
         &mut self,
         buf: &[u8],
@@ -155,21 +156,21 @@ impl Hold {
         captured: bool,
         max_message: u64,
         msg_bytes: u64,
-    ) -> Fed {
+    ) -> (Fed, usize) {
         let bytes = &buf[range.clone()];
         // Read only while it can change something (`sniff::Goal`): towards an agent to the
         // end (a request's type may be repeated last); from the agent until the first type
         // decides, and an answer on until its id.
-        self.sniff.feed(bytes);
+        let upto = self.sniff.feed(bytes);
         if self.copied || captured {
             self.keep(bytes, self.bound(captured, max_message));
         } else {
             self.in_read.push((range.start, range.end));
         }
         if captured {
-            return Fed::Hold;
+            return (Fed::Hold, bytes.len());
         }
-        match self.msg_mode {
+        let fed = match self.msg_mode {
             HoldMode::Requests if self.sniff.request_like() => Fed::Forged,
             HoldMode::Requests => Fed::Hold,
             HoldMode::Answers => match self.sniff.answer(false) {
@@ -178,10 +179,12 @@ impl Hold {
                     self.copy_out(buf, max_message, true);
                     Fed::Answer
                 }
-                Some(false) if msg_bytes > max_message || self.truncated => Fed::TooBig,
+                // Its declared length says it (not what was kept, which depends on the reads).
+                Some(false) if msg_bytes > max_message => Fed::TooBig,
                 _ => Fed::Hold,
             },
-        }
+        };
+        (fed, upto)
     }
 
     /// Copies what the current read holds of the message into `open`: the read ends before
@@ -212,7 +215,7 @@ impl Hold {
     /// The held message ended and was not an answer. `TooBig` when it is over the message
     /// limit (it could have been an answer until its end), else `Hold`: it may go on.
     pub(super) fn ended(&self, max_message: u64, msg_bytes: u64) -> Fed {
-        if msg_bytes > max_message || self.truncated {
+        if msg_bytes > max_message {
             Fed::TooBig
         } else {
             Fed::Hold
