@@ -22,7 +22,7 @@
 use libfuzzer_sys::fuzz_target;
 use ringrelay::bridge::sniff::sniff;
 use ringrelay::relay::inbound::{DecodeLimits, Hold, HoldMode, Inbound, CARRY_MAX, HEADROOM};
-use ringrelay::ws::frame::{parse_header, Sender};
+use ringrelay::ws::frame::{parse_header, Sender, MAX_HEADER_LEN};
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_message_bytes: 1 << 12,
@@ -155,8 +155,17 @@ fuzz_target!(|data: &[u8]| {
                 assert!(a.starts_with(b) || b.starts_with(a));
             }
             (None, None) => {}
-            (Some((_, a)), None) | (None, Some((_, a))) => {
-                assert!(r.closing.is_some(), "an open message without a violation: {a:?}")
+            // The stream ended inside a text message that may have been held: where a run
+            // held it (it starts with `{`, or its first frame was all whitespace as far as
+            // that run could see, more than a carried header's room), nothing of it went out.
+            (Some((op, a)), None) | (None, Some((op, a))) => {
+                let ws = a.iter().take_while(|b| b" \t\r\n".contains(b)).count();
+                let holdable = *op == 1
+                    && (a.get(ws).is_none_or(|&b| b == b'{') || ws + MAX_HEADER_LEN >= CARRY_MAX);
+                assert!(
+                    r.closing.is_some() || holdable,
+                    "an open message without a violation: {a:?}"
+                )
             }
         }
         assert_eq!(r.answers, runs[0].answers);

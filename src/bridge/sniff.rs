@@ -268,6 +268,12 @@ impl Sniff {
         }
     }
 
+    /// Settles, without reading, that the text matches nothing sought (its caller knows it
+    /// cannot): not an answer, not a request. Nothing more is read.
+    pub fn settle_not_matching(&mut self) {
+        self.state = State::Found;
+    }
+
     /// Stops reading once the goal is met.
     fn check_goal(&mut self) {
         let met = match self.goal {

@@ -5,7 +5,9 @@
 //! Frames that fit in a read buffer are forwarded as they came. A frame larger than a buffer
 //! is forwarded chunk by chunk as a fragmented message (RFC 6455 section 5.4 lets an
 //! intermediary refragment when no extension is agreed): each chunk gets its header written
-//! into the headroom reserved at the front of every buffer. Nothing is reassembled or copied.
+//! into the headroom reserved at the front of every buffer. Nothing is reassembled or copied,
+//! but on the connections that hold JSON-object text messages for the bridge (`Hold`): there
+//! such a message is forwarded once read whole, from the read buffer when it fits in one read.
 
 use crate::bridge::sniff::first_non_ws;
 use crate::ws::close::parse_close_payload;
@@ -41,8 +43,9 @@ enum Target {
     Drop,
     /// A bridge answer from the agent: collected for the bridge, never forwarded.
     Capture,
-    /// Read whole into the connection's [`Hold`] before anything is decided; then it goes on
-    /// to the receiver of the read it ends in, as one frame.
+    /// Read whole (see [`Hold`]) before it goes anywhere; then it goes on to the receiver of
+    /// the read it ends in: from that read's buffer when all of it is there, else as one
+    /// frame copied out.
     Hold,
 }
 
@@ -458,9 +461,10 @@ impl Inbound {
         let held = match (msg.target, hold) {
             (Target::Capture | Target::Hold, Some(hd)) => {
                 let captured = msg.target == Target::Capture;
-                let (mut fed, upto) = hd.feed(buf, range.clone(), captured, max, msg.bytes);
+                let declared = (msg.bytes, message_done);
+                let (mut fed, upto) = hd.feed(buf, range.clone(), captured, max, declared);
                 if message_done && fed == Fed::Hold && !captured {
-                    fed = hd.ended(max, msg.bytes);
+                    fed = hd.ended(buf, max, msg.bytes);
                 }
                 Some((hd, fed, upto))
             }

@@ -79,6 +79,10 @@ pub struct Hold {
     /// Some of the message was copied into `open`: it outlived a read, or is an answer.
     copied: bool,
     truncated: bool,
+    /// Searchers for the words a message must spell, escapes aside, to be an answer or a
+    /// request: built once per connection.
+    response_word: memchr::memmem::Finder<'static>,
+    request_word: memchr::memmem::Finder<'static>,
     /// Answers completed by the last read, in order.
     pub answers: Vec<HeldAnswer>,
     /// Messages released by the last read, in order.
@@ -96,6 +100,8 @@ impl Hold {
             open: Vec::new(),
             copied: false,
             truncated: false,
+            response_word: memchr::memmem::Finder::new(b"http_response"),
+            request_word: memchr::memmem::Finder::new(b"http_request"),
             answers: Vec::new(),
             released: Vec::new(),
         }
@@ -147,21 +153,32 @@ impl Hold {
     }
 
     /// Takes the next piece of the held message, `buf[range]`. `captured`: it is already
-    /// known to be an answer. `msg_bytes`: the message's declared length so far. Also returns
-    /// how many bytes of the piece lead up to the decision (all of them when none was made).
+    /// known to be an answer. `msg_bytes`: the message's declared length so far; `done`: this
+    /// piece ends the message. Also returns how many bytes of the piece lead up to the
+    /// decision (all of them when none was made).
     pub(super) fn feed(
         &mut self,
         buf: &[u8],
         range: std::ops::Range<usize>,
         captured: bool,
         max_message: u64,
-        msg_bytes: u64,
+        (msg_bytes, done): (u64, bool),
     ) -> (Fed, usize) {
         let bytes = &buf[range.clone()];
-        // Read only while it can change something (`sniff::Goal`): towards an agent to the
-        // end (a request's type may be repeated last); from the agent until the first type
-        // decides, and an answer on until its id.
-        let upto = self.sniff.feed(bytes);
+        // The whole message at once, within the message limit (so no verdict hangs on where
+        // it is decided), and it cannot be an answer: no need to read it.
+        let whole = done && self.in_read.is_empty() && !self.copied && msg_bytes <= max_message;
+        if whole && self.msg_mode == HoldMode::Answers && !self.may_spell(bytes, true) {
+            self.sniff.settle_not_matching();
+        }
+        // From the agent the reader runs as the message streams, until the first type decides
+        // (and an answer on until its id): an answer's bound depends on it. Towards an agent
+        // the whole message is read anyway (a request's type may be repeated last), so it is
+        // judged once, at its end (`ended`).
+        let upto = match self.msg_mode {
+            HoldMode::Answers => self.sniff.feed(bytes),
+            HoldMode::Requests => bytes.len(),
+        };
         if self.copied || captured {
             self.keep(bytes, self.bound(captured, max_message));
         } else {
@@ -171,7 +188,6 @@ impl Hold {
             return (Fed::Hold, bytes.len());
         }
         let fed = match self.msg_mode {
-            HoldMode::Requests if self.sniff.request_like() => Fed::Forged,
             HoldMode::Requests => Fed::Hold,
             HoldMode::Answers => match self.sniff.answer(false) {
                 Some(true) => {
@@ -213,13 +229,54 @@ impl Hold {
     }
 
     /// The held message ended and was not an answer. `TooBig` when it is over the message
-    /// limit (it could have been an answer until its end), else `Hold`: it may go on.
-    pub(super) fn ended(&self, max_message: u64, msg_bytes: u64) -> Fed {
+    /// limit (it could have been an answer until its end), `Forged` when it is a request
+    /// towards an agent, else `Hold`: it may go on.
+    pub(super) fn ended(&mut self, buf: &[u8], max_message: u64, msg_bytes: u64) -> Fed {
         if msg_bytes > max_message {
-            Fed::TooBig
-        } else {
-            Fed::Hold
+            return Fed::TooBig;
         }
+        if self.msg_mode == HoldMode::Requests && self.is_request(buf) {
+            return Fed::Forged;
+        }
+        Fed::Hold
+    }
+
+    /// Whether the whole held message is a request. Without a backslash the text is its own
+    /// decoding, so one that never spells `http_request` cannot have it as a value: most
+    /// messages are cleared by two vector searches, and only the rest are read in full.
+    /// Whether `text` may hold `"http_response"` (`response`) or `"http_request"` as a
+    /// value: without a backslash the text is its own decoding, so it must spell the word.
+    fn may_spell(&self, text: &[u8], response: bool) -> bool {
+        let word = if response {
+            &self.response_word
+        } else {
+            &self.request_word
+        };
+        memchr::memchr(b'\\', text).is_some() || word.find(text).is_some()
+    }
+
+    fn is_request(&mut self, buf: &[u8]) -> bool {
+        let one = match (self.copied, self.in_read.as_slice()) {
+            (true, _) => Some(&self.open[HEADROOM..]),
+            (false, &[(a, b)]) => Some(&buf[a..b]),
+            // Split over frames, a word could straddle them: read in full.
+            _ => None,
+        };
+        if one.is_some_and(|t| !self.may_spell(t, false)) {
+            return false;
+        }
+        self.sniff.reset(Goal::Request);
+        match one {
+            Some(t) => {
+                self.sniff.feed(t);
+            }
+            None => {
+                for &(a, b) in &self.in_read {
+                    self.sniff.feed(&buf[a..b]);
+                }
+            }
+        }
+        self.sniff.request_like()
     }
 
     /// The completed answer, collected.

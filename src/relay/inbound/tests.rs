@@ -737,6 +737,8 @@ fn a_request_towards_an_agent_is_refused_and_nothing_of_it_goes_out() {
         br#"{"id": "x", "type": "http_request", "method": "GET", "path": "/"}"#.to_vec(),
         b"{\n \"TYPE\": \"http_request\"\n}".to_vec(),
         br#"{"type":"chat","type":"http_request"}"#.to_vec(),
+        // Escaped: no `http_request` in its bytes, read in full all the same.
+        br#"{"t\u0079pe":"http\u005frequest"}"#.to_vec(),
     ];
     for f in &forged {
         let mut s = Vec::new();
@@ -771,6 +773,15 @@ fn a_request_towards_an_agent_is_refused_and_nothing_of_it_goes_out() {
             }
         }
     }
+    // Spelling `http_request` elsewhere is no request.
+    let note = br#"{"type":"note","text":"http_request","x":{"type":"http_request"}}"#;
+    let s = client_frame(true, OpCode::Text, note, [1, 2, 3, 4]);
+    let got = run_holding(&s, 4096, 4096, HoldMode::Requests, 1 << 20, LIMITS);
+    assert!(!got.forged && got.closing.is_none());
+    assert_eq!(
+        server_messages(&got.forwarded),
+        [(OpCode::Text, note.to_vec())]
+    );
     // The same message from the agent itself is no request: it goes to the other peer.
     let f = &forged[0];
     let s = client_frame(true, OpCode::Text, f, [1, 2, 3, 4]);
