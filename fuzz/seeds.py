@@ -172,6 +172,19 @@ def answer_capture():
     write("answer_capture", "mixed", bytes([5, 3, 200]) + mixed)
     write("answer_capture", "cut-by-limit", bytes([1, 40, 10]) + mixed)
     write("answer_capture", "close-after", bytes([7, 0, 255]) + client_frame(True, TEXT, a1) + client_frame(True, CLOSE, b"\x03\xe8"))
+    # Other writers: Python's json.dumps defaults, id first, pretty-printed; a chat message.
+    others = (
+        client_frame(True, TEXT, json.dumps({"type": "http_response", "id": "3", "status": 200}).encode())
+        + client_frame(False, TEXT, b"  ")
+        + client_frame(True, CONT, json.dumps({"id": "4", "status": 204, "type": "http_response"}).encode())
+        + client_frame(True, TEXT, json.dumps({"id": "5", "type": "http_response", "status": 200}, indent=2).encode())
+        + client_frame(True, TEXT, b'{"type":"chat","text":"hi"}')
+    )
+    write("answer_capture", "writers", bytes([9, 2, 60]) + others)
+    # Towards an agent (top bit of the first byte): a chat message, then a forged request.
+    forged = client_frame(True, TEXT, b'{"type":"chat"}') + client_frame(
+        True, TEXT, json.dumps({"id": "x", "type": "http_request", "method": "GET", "path": "/"}).encode())
+    write("answer_capture", "forged-request", bytes([0x80 | 6, 3, 100]) + forged)
 
 
 def server_frame(fin, opcode, payload):

@@ -1,7 +1,9 @@
 //! The HTTP bridge against the real server, with a tungstenite client playing the agent and
 //! raw HTTP clients calling `/v1/http/...`: answers matched by id on both cores, broken and
 //! oversized answers failing their request at once without costing the agent its connection,
-//! an agent leaving, and answers never reaching the session's other peer.
+//! an agent leaving, answers (in any JSON writer's form) never reaching the session's other
+//! peer, requests forged by that peer refused, and the agent's seat kept for tokens made
+//! for it.
 
 mod common;
 use common::*;
@@ -196,23 +198,225 @@ fn the_other_peer_never_sees_answers(driver: &str) {
     a.send(Message::text("before")).unwrap();
     a.send(answer(r["id"].as_str().unwrap(), 204, json!([]), b""))
         .unwrap();
-    // Not an answer (a space after the brace): forwarded like any message.
+    // An answer with a space after the brace and no id: an answer all the same (a broken
+    // one, counted), never forwarded. Before: anything but the exact bytes
+    // `{"type":"http_response"` was forwarded to the other peer.
     a.send(Message::text(r#"{ "type":"http_response"}"#))
         .unwrap();
+    // JSON objects that are not answers reach the other peer byte for byte.
+    let chat = r#"{"type": "chat", "text": "{\"type\":\"http_response\"}"}"#;
+    a.send(Message::text(chat)).unwrap();
+    let pretty =
+        "{\n  \"kind\": \"http_response\",\n  \"nested\": {\"type\": \"http_response\"}\n}";
+    a.send(Message::text(pretty)).unwrap();
     a.send(Message::binary(b"{\"type\":\"http_response\"".to_vec()))
         .unwrap();
     let (status, head, body) = c.join().unwrap();
     assert_eq!((status, body.as_str()), (204, ""), "{head}");
     assert!(!head.contains("Content-Length"), "{head}");
     assert_eq!(recv_text(&mut web), "before");
-    assert_eq!(recv_text(&mut web), r#"{ "type":"http_response"}"#);
+    assert_eq!(recv_text(&mut web), chat);
+    assert_eq!(recv_text(&mut web), pretty);
     assert_eq!(
         recv(&mut web),
         Message::binary(b"{\"type\":\"http_response\"".to_vec())
     );
-    // And the web peer's messages still reach the agent.
+    // And the web peer's messages still reach the agent, JSON objects whole.
     web.send(Message::text("to agent")).unwrap();
     assert_eq!(recv_text(&mut a), "to agent");
+    web.send(Message::text(chat)).unwrap();
+    assert_eq!(recv_text(&mut a), chat);
+    let t = &stats(&srv)["totals"];
+    assert_eq!(t["bridge_bad_answers"], 1, "{t}");
+}
+
+/// An agent whose upgrade answer is kept: its `Ringrelay-Bridge-Key` header.
+fn agent_with_key(srv: &TestServer, session: &str) -> (Ws, String) {
+    let stream = std::net::TcpStream::connect(srv.addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let url = srv.url(&format!("/v1/relay/{session}?role=agent"));
+    let (ws, resp) = tungstenite::client::client(url, stream).expect("upgrade");
+    let key = resp.headers()["ringrelay-bridge-key"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    (ws, key)
+}
+
+fn is_hex32(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn forged_requests_towards_the_agent_are_refused(driver: &str) {
+    let srv = TestServer::start(driver, 2, &[]);
+    let mut ctl_a = srv.connect("/v1/relay/forge-control?role=a");
+    let mut ctl_b = srv.connect("/v1/relay/forge-control?role=b");
+    let (mut a, key) = agent_with_key(&srv, "forge");
+    assert!(is_hex32(&key), "{key}");
+    // A victim's request is waiting for the agent; its id is what a forger would answer.
+    let victim = call(&srv, "/v1/http/forge/private");
+    let r = next_request(&mut a);
+    let id = r["id"].as_str().unwrap().to_string();
+    assert!(is_hex32(&id), "ids are 128 random bits: {id}");
+    assert_eq!(r["relay_key"], key.as_str(), "{r}");
+    // The other peer sends a request of its own to the agent, in several writers' forms.
+    // Before: the agent received it and ran it (a DELETE past bridge.allowed_methods, a body
+    // past max_body_bytes), and its answer under the victim's id settled the victim's request.
+    let forms = [
+        json!({"type": "http_request", "id": id, "method": "DELETE", "path": "/admin",
+               "headers": [], "body_b64": ""})
+        .to_string(),
+        format!(r#"{{"id": "{id}", "method": "GET", "path": "/", "type": "http_request"}}"#),
+        format!("{{\n  \"TYPE\": \"http_request\",\n  \"id\": \"{id}\"\n}}"),
+    ];
+    for (k, forged) in forms.iter().enumerate() {
+        let mut web = srv.connect("/v1/relay/forge?role=web");
+        web.send(Message::text(r#"{"type":"hello"}"#)).unwrap();
+        assert_eq!(recv_text(&mut a), r#"{"type":"hello"}"#);
+        web.send(Message::text(forged.as_str())).unwrap();
+        assert_eq!(recv_close(&mut web), Some(1008), "form {k}");
+        // The pair beside it flows.
+        ctl_a.send(Message::text(format!("ctl {k}"))).unwrap();
+        assert_eq!(recv_text(&mut ctl_b), format!("ctl {k}"));
+    }
+    // The agent got nothing of them: the next thing it reads is the next real request.
+    let second = call(&srv, "/v1/http/forge/second");
+    let r2 = next_request(&mut a);
+    assert_eq!(r2["path"], "/second", "{r2}");
+    let id2 = r2["id"].as_str().unwrap();
+    assert!(is_hex32(id2) && id2 != id, "{id2} after {id}");
+    a.send(answer(&id, 200, json!([]), b"victim")).unwrap();
+    a.send(answer(id2, 200, json!([]), b"second")).unwrap();
+    assert_eq!(victim.join().unwrap().2, "victim");
+    assert_eq!(second.join().unwrap().2, "second");
+    let t = &stats(&srv)["totals"];
+    assert_eq!(t["bridge_forged_requests"], 3, "{t}");
+    assert_eq!(t["protocol_errors"], 0, "{t}");
+}
+
+fn messages_kept_for_an_absent_agent_are_checked_too(driver: &str) {
+    let srv = TestServer::start(driver, 2, &[]);
+    // The web peer is alone: what it sends is kept for whoever joins, maybe the agent.
+    let mut web = srv.connect("/v1/relay/later?role=web");
+    let small = r#"{"type": "note", "n": 1}"#.to_string();
+    // Over a read buffer: held across reads, copied, and kept whole.
+    let big = json!({"type": "note", "pad": "x".repeat(200_000)}).to_string();
+    web.send(Message::text(small.as_str())).unwrap();
+    web.send(Message::text(big.as_str())).unwrap();
+    web.send(Message::binary(b"{\"type\":\"http_request\"}".to_vec()))
+        .unwrap();
+    let t = stats_when(&srv, |v| v["totals"]["messages_buffered"] == 3);
+    assert_eq!(t["totals"]["messages_buffered"], 3, "{}", t["totals"]);
+    // Before: a forged request kept here reached the agent when it joined, and ran.
+    let mut forger = srv.connect("/v1/relay/later2?role=web");
+    forger
+        .send(Message::text(
+            r#"{"path": "/x", "method": "GET", "id": "1", "type": "http_request"}"#,
+        ))
+        .unwrap();
+    assert_eq!(recv_close(&mut forger), Some(1008));
+    let mut a = agent(&srv, "later");
+    assert_eq!(recv_text(&mut a), small);
+    assert_eq!(recv_text(&mut a), big);
+    assert_eq!(
+        recv(&mut a),
+        Message::binary(b"{\"type\":\"http_request\"}".to_vec()),
+        "binary messages are not requests: the agent ignores them"
+    );
+    // Live, a message over a read buffer reaches the agent whole as well.
+    web.send(Message::text(big.as_str())).unwrap();
+    assert_eq!(recv_text(&mut a), big);
+    assert_eq!(counter(&srv, "bridge_forged_requests"), 1);
+}
+
+/// `ringrelay token`, as an operator mints tokens.
+fn mint_cli(secret_file: &std::path::Path, session: &str, role: Option<&str>) -> String {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_ringrelay"));
+    c.arg("token").arg("--secret-file").arg(secret_file).args([
+        "--session",
+        session,
+        "--ttl",
+        "10m",
+    ]);
+    if let Some(r) = role {
+        c.args(["--role", r]);
+    }
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("RINGRELAY_") {
+            c.env_remove(k);
+        }
+    }
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn the_agent_seat_needs_a_token_made_for_it(driver: &str) {
+    const SECRET: &str = "bridge-agent-seat-secret-0123456789abcdef";
+    let dir = std::env::temp_dir().join(format!("rr-bridge-seat-{}-{driver}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let srv = TestServer::start(driver, 2, &[("RINGRELAY_AUTH_JWT_SECRET", SECRET)]);
+    let tok = |session: &str, role: Option<&str>| mint_cli(&secret_file, session, role);
+    let bearer = |t: &str| format!("Bearer {t}");
+    let upgrade = |path: &str, t: &str| {
+        let stream = std::net::TcpStream::connect(srv.addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        try_upgrade(stream, srv.addr, path, &[("Authorization", &bearer(t))])
+    };
+    let control = tok("seat-control", None);
+    let mut ctl_a = upgrade("/v1/relay/seat-control?role=a", &control).unwrap();
+    let mut ctl_b = upgrade("/v1/relay/seat-control?role=b", &control).unwrap();
+    let mut real = upgrade("/v1/relay/seat?role=agent", &tok("seat", Some("agent"))).unwrap();
+    // The page's token names no role. Before: it joined as the agent, the real agent was
+    // closed with 4001, and every bridged request (cookies, body) went to the newcomer.
+    let page = tok("seat", None);
+    assert_refused(
+        upgrade("/v1/relay/seat?role=agent", &page),
+        403,
+        "token_wrong_role",
+    );
+    // A token for another role cannot either (as before), and the roleless token still
+    // joins as any other role.
+    let web = tok("seat", Some("web"));
+    assert_refused(
+        upgrade("/v1/relay/seat?role=agent", &web),
+        403,
+        "token_wrong_role",
+    );
+    let mut other = upgrade("/v1/relay/seat?role=web", &page).unwrap();
+    ctl_a.send(Message::text("still here")).unwrap();
+    assert_eq!(recv_text(&mut ctl_b), "still here");
+    // The real agent still holds its seat and answers the page's bridged request.
+    let addr = srv.addr;
+    let req = format!(
+        "GET /v1/http/seat/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {page}\r\nConnection: close\r\n\r\n"
+    );
+    let c = std::thread::spawn(move || http(addr, &req));
+    let r = next_request(&mut real);
+    real.send(answer(
+        r["id"].as_str().unwrap(),
+        200,
+        json!([]),
+        b"real agent",
+    ))
+    .unwrap();
+    let (status, _, body) = c.join().unwrap();
+    assert_eq!((status, body.as_str()), (200, "real agent"));
+    other.send(Message::text("web to agent")).unwrap();
+    assert_eq!(recv_text(&mut real), "web to agent");
+    let t = &stats(&srv)["totals"];
+    assert_eq!(
+        (&t["peers_replaced"], &t["auth_refused"]),
+        (&0.into(), &2.into()),
+        "{t}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 both_drivers!(
@@ -221,4 +425,7 @@ both_drivers!(
     an_agent_leaving_fails_its_requests_at_once,
     a_client_leaving_frees_its_place,
     the_other_peer_never_sees_answers,
+    forged_requests_towards_the_agent_are_refused,
+    messages_kept_for_an_absent_agent_are_checked_too,
+    the_agent_seat_needs_a_token_made_for_it,
 );

@@ -163,15 +163,45 @@ impl Failure {
     }
 }
 
-/// The id of a request whose message was cut (over the limit): the relay writes `id` right
-/// after `type`, so it is in the kept start.
-pub fn id_of_cut_request(start: &[u8]) -> Option<String> {
-    const PREFIX: &[u8] = br#"{"type":"http_request","id":""#;
-    let rest = start.strip_prefix(PREFIX)?;
+/// A string field's value at the start of `rest`, up to its closing quote: relay ids and
+/// keys are hex, so they have no escapes.
+fn plain_string(rest: &[u8]) -> Option<(&str, &[u8])> {
     let end = rest.iter().position(|&b| b == b'"')?;
-    let id = std::str::from_utf8(&rest[..end]).ok()?;
-    (!id.is_empty() && id.len() <= crate::bridge::message::MAX_ID_LEN && !id.contains('\\'))
-        .then(|| id.to_string())
+    let value = std::str::from_utf8(&rest[..end]).ok()?;
+    (!value.is_empty()
+        && value.len() <= crate::bridge::message::MAX_ID_LEN
+        && !value.contains('\\'))
+    .then(|| (value, &rest[end + 1..]))
+}
+
+/// The id and key of a request whose message was cut (over the limit): the relay writes
+/// `id`, then `relay_key` when it gave one, right after `type`, so both are in the kept start.
+pub fn cut_request(start: &[u8]) -> Option<(String, Option<String>)> {
+    let rest = start.strip_prefix(br#"{"type":"http_request","id":""#.as_slice())?;
+    let (id, rest) = plain_string(rest)?;
+    let key = rest
+        .strip_prefix(br#","relay_key":""#.as_slice())
+        .and_then(plain_string)
+        .map(|(k, _)| k.to_string());
+    Some((id.to_string(), key))
+}
+
+/// Whether a request is the relay's: it carries the key this connection was given at its
+/// upgrade. A relay that gave no key (an older one) marks nothing, and then every request
+/// counts as its own.
+pub fn from_relay(expected: Option<&str>, carried: Option<&str>) -> bool {
+    match expected {
+        None => true,
+        Some(k) => carried.is_some_and(|c| {
+            // Not secret-dependent timing worth guarding against for a 32-digit key read over
+            // the network, but cheap to avoid: compare every byte.
+            c.len() == k.len()
+                && c.bytes()
+                    .zip(k.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +212,7 @@ mod tests {
     fn req(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> BridgedRequest {
         BridgedRequest {
             id: "1".into(),
+            relay_key: None,
             method: method.into(),
             path: path.into(),
             headers: headers
@@ -278,17 +309,20 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_requests_id_is_found_in_its_start() {
+    fn a_cut_requests_id_and_key_are_found_in_its_start() {
         let start = br#"{"type":"http_request","id":"1f","method":"POST","path":"/","#;
-        assert_eq!(id_of_cut_request(start).as_deref(), Some("1f"));
-        assert_eq!(
-            id_of_cut_request(br#"{"type":"http_request","id":"1f"#),
-            None
-        );
-        assert_eq!(
-            id_of_cut_request(br#"{"id":"1f","type":"http_request"}"#),
-            None
-        );
+        assert_eq!(cut_request(start), Some(("1f".into(), None)));
+        let keyed = br#"{"type":"http_request","id":"1f","relay_key":"k9","method":"#;
+        assert_eq!(cut_request(keyed), Some(("1f".into(), Some("k9".into()))));
+        let cut_key = br#"{"type":"http_request","id":"1f","relay_key":"k9"#;
+        assert_eq!(cut_request(cut_key), Some(("1f".into(), None)));
+        assert_eq!(cut_request(br#"{"type":"http_request","id":"1f"#), None);
+        assert_eq!(cut_request(br#"{"id":"1f","type":"http_request"}"#), None);
+        assert!(from_relay(None, None) && from_relay(None, Some("x")));
+        assert!(from_relay(Some("k9"), Some("k9")));
+        assert!(!from_relay(Some("k9"), None));
+        assert!(!from_relay(Some("k9"), Some("k8")));
+        assert!(!from_relay(Some("k9"), Some("k9 ")));
         assert!(
             idempotent("GET") && idempotent("PUT") && !idempotent("POST") && !idempotent("PATCH")
         );

@@ -75,6 +75,23 @@ pub enum Out {
 pub struct Link {
     pub socket: Rc<Socket>,
     pub inbound: Inbound,
+    /// The key the relay gave this connection in its upgrade answer: only requests that carry
+    /// it are the relay's (docs/bridge.md). `None` from a relay that gives none.
+    pub relay_key: Option<String>,
+}
+
+/// The relay's key for this agent connection, from the upgrade answer's head.
+fn relay_key(head: &[u8]) -> Option<String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    resp.parse(head).ok()?;
+    let v = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(crate::bridge::KEY_HEADER))?
+        .value;
+    let v = std::str::from_utf8(v).ok()?.trim();
+    (!v.is_empty()).then(|| v.to_string())
 }
 
 /// Connects to `authority` (resolved now), upgrades on `route`, with `headers` added.
@@ -117,6 +134,7 @@ pub async fn connect(
     Ok(Link {
         socket,
         inbound: Inbound::new(max_message, &buf[head_len..]),
+        relay_key: relay_key(&buf[..head_len]),
     })
 }
 

@@ -3,11 +3,12 @@
 
 use super::args::Plan;
 use super::backoff::Backoff;
-use super::exchange::{answer, id_of_cut_request, idempotent, target_request, Failure};
+use super::exchange::{answer, cut_request, from_relay, idempotent, target_request, Failure};
 use super::inbound::WsEvent;
 use super::link::{connect, write_loop, ConnectError, Link, Out, ReadError};
 use super::stop::{on_signals, Latch};
 use super::upstream::Upstream;
+use crate::bridge::message::request_key;
 use crate::bridge::{parse_request, BridgedRequest, HttpResponseMsg, RequestMsgError};
 use crate::ws::client::Rng;
 use local_sync::mpsc::bounded::{channel, Tx};
@@ -58,6 +59,8 @@ struct Agent {
     in_flight: Cell<usize>,
     served: Cell<u64>,
     refused: Cell<u64>,
+    /// Requests ignored for not carrying the relay's key.
+    foreign: Cell<u64>,
 }
 
 pub async fn run(plan: Plan) -> Result<(), AgentError> {
@@ -80,6 +83,7 @@ pub async fn run(plan: Plan) -> Result<(), AgentError> {
         in_flight: Cell::new(0),
         served: Cell::new(0),
         refused: Cell::new(0),
+        foreign: Cell::new(0),
     });
     let plan = &agent.plan;
     let route = plan.route();
@@ -141,6 +145,7 @@ pub async fn run(plan: Plan) -> Result<(), AgentError> {
     tracing::info!(
         served = agent.served.get(),
         refused = agent.refused.get(),
+        foreign = agent.foreign.get(),
         "agent stopped"
     );
     result
@@ -210,28 +215,46 @@ async fn handle_buffered(agent: &Rc<Agent>, link: &mut Link, tx: &Tx<Out>) -> Op
                 text: true,
                 data,
                 oversized,
-            } => dispatch(agent, tx, &data, oversized).await,
+            } => dispatch(agent, tx, &data, oversized, link.relay_key.as_deref()).await,
             // The session's other peer may send anything; only requests are the agent's.
             WsEvent::Message { text: false, .. } => {}
         }
     }
 }
 
-/// Reads a message and starts its request, or answers at once when it cannot run.
-async fn dispatch(agent: &Rc<Agent>, tx: &Tx<Out>, data: &[u8], oversized: bool) {
+/// Reads a message and starts its request, or answers at once when it cannot run. Only a
+/// request that carries this connection's key (`key`) is the relay's; anything else shaped
+/// like one came from the session's other peer and is neither run nor answered (an answer
+/// under its id could settle someone else's request).
+async fn dispatch(
+    agent: &Rc<Agent>,
+    tx: &Tx<Out>,
+    data: &[u8],
+    oversized: bool,
+    key: Option<&str>,
+) {
     let refuse = |id: &str, f: Failure| {
         agent.refused.set(agent.refused.get() + 1);
         tracing::warn!(id, code = f.code(), "request refused");
         Out::Text(f.answer(id).to_json())
     };
+    let foreign = || {
+        agent.foreign.set(agent.foreign.get() + 1);
+        tracing::warn!("a request without this connection's relay key was ignored");
+    };
     if oversized {
-        if let Some(id) = id_of_cut_request(data) {
+        if let Some((id, carried)) = cut_request(data) {
+            if !from_relay(key, carried.as_deref()) {
+                return foreign();
+            }
             let _ = tx.send(refuse(&id, Failure::RequestTooLarge)).await;
         }
         return;
     }
     let req = match parse_request(data) {
+        Ok(r) if !from_relay(key, r.relay_key.as_deref()) => return foreign(),
         Ok(r) => r,
+        Err((Some(_), _)) if !from_relay(key, request_key(data).as_deref()) => return foreign(),
         Err((Some(id), e)) => {
             tracing::warn!(error = %e, "unreadable bridged request");
             let _ = tx.send(refuse(&id, Failure::BadRequest)).await;

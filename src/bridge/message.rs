@@ -18,6 +18,10 @@ pub struct HttpRequestMsg {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub id: String,
+    /// The key the agent's connection was given in its upgrade answer: marks the request as
+    /// the relay's (docs/bridge.md). Written early, so a cut request still shows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_key: Option<String>,
     pub method: String,
     /// Path below the session, with the query string.
     pub path: String,
@@ -28,6 +32,7 @@ pub struct HttpRequestMsg {
 impl HttpRequestMsg {
     pub fn new(
         id: String,
+        relay_key: Option<String>,
         method: String,
         path: String,
         headers: Vec<(String, String)>,
@@ -36,6 +41,7 @@ impl HttpRequestMsg {
         HttpRequestMsg {
             kind: "http_request",
             id,
+            relay_key,
             method,
             path,
             headers,
@@ -57,8 +63,8 @@ pub struct HttpResponseMsg {
     pub body: Vec<u8>,
 }
 
-/// The answer's wire form. Field order is the byte form the relay recognises: `type` first,
-/// then `id` (so that an oversized answer's id is read before its body), no whitespace.
+/// The answer's wire form: `type` first, then `id`, so that the relay decides at once and an
+/// oversized answer's id is read before its body (any order works, this one is cheapest).
 #[derive(Serialize)]
 struct AnswerOut<'a> {
     #[serde(rename = "type")]
@@ -70,7 +76,7 @@ struct AnswerOut<'a> {
 }
 
 impl HttpResponseMsg {
-    /// The answer as the agent sends it; begins with the relay's answer prefix.
+    /// The answer as the agent sends it.
     pub fn to_json(&self) -> String {
         let out = AnswerOut {
             kind: "http_response",
@@ -88,6 +94,7 @@ impl HttpResponseMsg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgedRequest {
     pub id: String,
+    pub relay_key: Option<String>,
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -99,6 +106,8 @@ struct RequestIn {
     #[serde(rename = "type")]
     kind: String,
     id: String,
+    #[serde(default)]
+    relay_key: Option<String>,
     method: String,
     path: String,
     #[serde(default)]
@@ -167,11 +176,25 @@ pub fn parse_request(json: &[u8]) -> Result<BridgedRequest, (Option<String>, Req
     };
     Ok(BridgedRequest {
         id: w.id,
+        relay_key: w.relay_key,
         method: w.method,
         path: w.path,
         headers: w.headers,
         body,
     })
+}
+
+/// Just the key of a request that broke the schema (its JSON being readable).
+#[derive(Deserialize)]
+struct KeyOnly {
+    #[serde(default)]
+    relay_key: Option<String>,
+}
+
+/// The `relay_key` of a request `parse_request` refused with an id, so the agent can tell
+/// whether the relay sent it before answering under that id.
+pub fn request_key(json: &[u8]) -> Option<String> {
+    serde_json::from_slice::<KeyOnly>(json).ok()?.relay_key
 }
 
 fn valid_id(id: &str) -> bool {
@@ -260,6 +283,7 @@ mod tests {
     fn a_request_serialises_to_the_documented_shape() {
         let m = HttpRequestMsg::new(
             "r1".into(),
+            None,
             "POST".into(),
             "/users?x=1".into(),
             vec![("accept".into(), "*/*".into())],
@@ -323,7 +347,7 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_starts_with_the_prefix_the_relay_recognises_and_round_trips() {
+    fn an_answer_is_recognised_by_the_relay_and_round_trips() {
         let m = HttpResponseMsg {
             id: "7f".into(),
             status: 201,
@@ -331,9 +355,8 @@ mod tests {
             body: b"\x00\xffok".to_vec(),
         };
         let json = m.to_json();
-        assert!(json
-            .as_bytes()
-            .starts_with(crate::relay::inbound::ANSWER_PREFIX));
+        let s = super::super::sniff::sniff(json.as_bytes());
+        assert_eq!((s.answer(true), s.id()), (Some(true), Some("7f")));
         assert!(
             json.starts_with(r#"{"type":"http_response","id":"7f","#),
             "{json}"
@@ -345,6 +368,7 @@ mod tests {
     fn a_request_the_relay_writes_is_read_back_whole() {
         let out = HttpRequestMsg::new(
             "a1".into(),
+            Some("k".into()),
             "PATCH".into(),
             "/u/1?x=%20".into(),
             vec![("x-a".into(), "1".into()), ("x-a".into(), "2".into())],
@@ -355,6 +379,7 @@ mod tests {
             r,
             BridgedRequest {
                 id: "a1".into(),
+                relay_key: Some("k".into()),
                 method: "PATCH".into(),
                 path: "/u/1?x=%20".into(),
                 headers: out.headers.clone(),

@@ -9,6 +9,7 @@ pub mod message;
 pub mod pending;
 pub mod reply;
 pub mod serve;
+pub mod sniff;
 
 pub use framing::{body_length, BodyLength, FramingError};
 pub use headers::{forwardable, is_hop_by_hop};
@@ -17,3 +18,6 @@ pub use message::{
     HttpResponseMsg, RequestMsgError,
 };
 pub use pending::Pending;
+
+/// The upgrade answer header that gives an agent connection its key (docs/bridge.md).
+pub const KEY_HEADER: &str = "Ringrelay-Bridge-Key";

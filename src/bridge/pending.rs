@@ -1,12 +1,14 @@
 //! Bridged requests waiting for their agent's answer, on the core that owns the session. Only
 //! that core's thread touches the table, so it is plain cells; every entry is removed by
 //! whichever comes first of the answer, the timeout, the client going away or the agent
-//! leaving.
+//! leaving. Also the key each agent connection was given at its upgrade, which marks the
+//! requests the relay sends it (docs/bridge.md, "Only the relay's requests").
 
 use super::message::HttpResponseMsg;
 use local_sync::oneshot;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// What a waiting request learns.
 #[derive(Debug)]
@@ -31,32 +33,39 @@ pub struct Busy;
 
 #[derive(Default)]
 pub struct Pending {
-    next: Cell<u64>,
-    waiting: RefCell<HashMap<u64, Waiter>>,
+    /// Keyed by the request's random id, so a lookup is one hash of 16 bytes.
+    waiting: RefCell<HashMap<u128, Waiter>>,
     /// Requests waiting per agent connection, for `bridge.max_in_flight`.
     per_agent: RefCell<HashMap<u64, u32>>,
+    /// The key of each agent connection on this core (`relay_key` in its requests).
+    keys: RefCell<HashMap<u64, Rc<str>>>,
+    /// Bridged requests' connections open on this core, from admission to their end.
+    open: Cell<usize>,
 }
 
-/// A request's id on the wire: the core's sequence number in hex, unique on this core for the
-/// life of the process, so a late answer can never match a newer request.
-pub fn wire_id(n: u64) -> String {
-    format!("{n:x}")
+/// A request's id on the wire: 128 random bits as 32 lower-case hex digits. Nobody can guess
+/// a waiting request's id, and a late answer cannot match a newer request.
+pub fn wire_id(n: u128) -> String {
+    format!("{n:032x}")
 }
 
-fn parse_wire_id(id: &str) -> Option<u64> {
-    if id.is_empty() || id.len() > 16 || id.starts_with('+') {
+fn parse_wire_id(id: &str) -> Option<u128> {
+    let b = id.as_bytes();
+    if b.len() != 32 || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
-    u64::from_str_radix(id, 16).ok()
+    u128::from_str_radix(id, 16).ok()
 }
 
 impl Pending {
-    /// Records a request for `agent`; the receiver yields its answer.
+    /// Records a request for `agent` under an id drawn from `random` (drawn again in the
+    /// vanishing case it is taken); the receiver yields its answer.
     pub fn register(
         &self,
         agent: u64,
         max_in_flight: u32,
-    ) -> Result<(u64, oneshot::Receiver<Answer>), Busy> {
+        mut random: impl FnMut() -> u128,
+    ) -> Result<(u128, oneshot::Receiver<Answer>), Busy> {
         let mut per = self.per_agent.borrow_mut();
         let count = per.entry(agent).or_insert(0);
         if *count >= max_in_flight {
@@ -66,14 +75,19 @@ impl Pending {
             return Err(Busy);
         }
         *count += 1;
-        let n = self.next.get() + 1;
-        self.next.set(n);
+        let mut waiting = self.waiting.borrow_mut();
+        let n = loop {
+            let n = random();
+            if !waiting.contains_key(&n) {
+                break n;
+            }
+        };
         let (tx, rx) = oneshot::channel();
-        self.waiting.borrow_mut().insert(n, Waiter { agent, tx });
+        waiting.insert(n, Waiter { agent, tx });
         Ok((n, rx))
     }
 
-    fn take(&self, n: u64) -> Option<Waiter> {
+    fn take(&self, n: u128) -> Option<Waiter> {
         let w = self.waiting.borrow_mut().remove(&n)?;
         let mut per = self.per_agent.borrow_mut();
         if let Some(c) = per.get_mut(&w.agent) {
@@ -86,7 +100,7 @@ impl Pending {
     }
 
     /// Forgets a request whose client gave up or whose time ran out.
-    pub fn cancel(&self, n: u64) {
+    pub fn cancel(&self, n: u128) {
         self.take(n);
     }
 
@@ -105,12 +119,23 @@ impl Pending {
         }
     }
 
+    /// Gives an agent connection its key, shown to it alone in its upgrade answer.
+    pub fn add_agent(&self, agent: u64, key: String) {
+        self.keys.borrow_mut().insert(agent, key.into());
+    }
+
+    /// The key of an agent connection, to mark the requests sent to it.
+    pub fn agent_key(&self, agent: u64) -> Option<Rc<str>> {
+        self.keys.borrow().get(&agent).cloned()
+    }
+
     /// Fails every request sent to `agent` at once: its connection ended. Returns how many.
     pub fn agent_gone(&self, agent: u64) -> usize {
+        self.keys.borrow_mut().remove(&agent);
         if self.per_agent.borrow().get(&agent).is_none() {
             return 0;
         }
-        let ids: Vec<u64> = self
+        let ids: Vec<u128> = self
             .waiting
             .borrow()
             .iter()
@@ -127,6 +152,19 @@ impl Pending {
 
     pub fn len(&self) -> usize {
         self.waiting.borrow().len()
+    }
+
+    pub fn connection_opened(&self) {
+        self.open.set(self.open.get() + 1);
+    }
+
+    pub fn connection_closed(&self) {
+        self.open.set(self.open.get() - 1);
+    }
+
+    /// Bridged requests' connections open on this core.
+    pub fn connections(&self) -> usize {
+        self.open.get()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -147,16 +185,31 @@ mod tests {
         })
     }
 
+    /// A counter standing in for the random source.
+    fn seq() -> impl FnMut() -> u128 {
+        let mut n = 0u128;
+        move || {
+            n += 1;
+            n << 100 | 0xabc_def0 | n
+        }
+    }
+
     #[test]
     fn answers_reach_their_own_request_only() {
         let p = Pending::default();
-        let (a, mut ra) = p.register(7, 4).unwrap();
-        let (b, mut rb) = p.register(7, 4).unwrap();
-        assert_ne!(a, b);
+        let (a, mut ra) = p.register(7, 4, seq()).unwrap();
+        let (b, mut rb) = p.register(7, 4, seq()).unwrap();
+        assert_ne!(a, b, "a taken id is drawn again");
         // Another agent cannot answer it, and an unknown or malformed id matches nothing.
         assert!(!p.resolve(8, &wire_id(a), reply("x")));
         assert!(!p.resolve(7, "zz", reply("x")));
         assert!(!p.resolve(7, "", reply("x")));
+        // Only the exact 32-digit spelling the relay sent matches.
+        let id = wire_id(b);
+        assert_eq!(id.len(), 32);
+        assert!(!p.resolve(7, &id.to_uppercase(), reply("x")));
+        assert!(!p.resolve(7, &format!("+{}", &id[1..]), reply("x")));
+        assert!(!p.resolve(7, id.trim_start_matches('0'), reply("x")));
         assert!(p.resolve(7, &wire_id(b), reply("b")));
         assert!(matches!(rb.try_recv(), Ok(Answer::Reply(r)) if r.id == "b"));
         assert!(ra.try_recv().is_err());
@@ -168,28 +221,33 @@ mod tests {
     #[test]
     fn in_flight_is_bounded_per_agent_and_released() {
         let p = Pending::default();
-        let (a, _ra) = p.register(1, 2).unwrap();
-        let (_b, _rb) = p.register(1, 2).unwrap();
-        assert_eq!(p.register(1, 2).err(), Some(Busy));
+        let mut ids = seq();
+        let (a, _ra) = p.register(1, 2, &mut ids).unwrap();
+        let (_b, _rb) = p.register(1, 2, &mut ids).unwrap();
+        assert_eq!(p.register(1, 2, &mut ids).err(), Some(Busy));
         // Another agent has its own allowance.
-        assert!(p.register(2, 2).is_ok());
+        assert!(p.register(2, 2, &mut ids).is_ok());
         p.cancel(a);
-        assert!(p.register(1, 2).is_ok());
-        assert_eq!(p.register(3, 0).err(), Some(Busy));
+        assert!(p.register(1, 2, &mut ids).is_ok());
+        assert_eq!(p.register(3, 0, &mut ids).err(), Some(Busy));
         assert!(p.per_agent.borrow().get(&3).is_none());
     }
 
     #[test]
     fn an_agent_leaving_fails_only_its_requests_at_once() {
         let p = Pending::default();
-        let (_a, mut ra) = p.register(1, 8).unwrap();
-        let (_b, mut rb) = p.register(1, 8).unwrap();
-        let (_c, mut rc) = p.register(2, 8).unwrap();
+        let mut ids = seq();
+        p.add_agent(1, "k1".into());
+        let (_a, mut ra) = p.register(1, 8, &mut ids).unwrap();
+        let (_b, mut rb) = p.register(1, 8, &mut ids).unwrap();
+        let (_c, mut rc) = p.register(2, 8, &mut ids).unwrap();
+        assert_eq!(p.agent_key(1).as_deref(), Some("k1"));
         assert_eq!(p.agent_gone(1), 2);
         assert!(matches!(ra.try_recv(), Ok(Answer::AgentGone)));
         assert!(matches!(rb.try_recv(), Ok(Answer::AgentGone)));
         assert!(rc.try_recv().is_err());
         assert_eq!(p.len(), 1);
         assert_eq!(p.agent_gone(1), 0);
+        assert_eq!(p.agent_key(1), None);
     }
 }

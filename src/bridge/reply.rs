@@ -1,6 +1,8 @@
 //! The HTTP response an agent's answer becomes. The relay owns the framing (its own
 //! Content-Length, `Connection: close`) and the contract's security headers; the agent owns
-//! the status, the other headers and the body.
+//! the status, the other headers and the body. Every agent's answers share the relay's
+//! origin, so by default none may run script there or set cookies for it
+//! (`bridge.allow_active_content`, `bridge.pass_cookies`).
 
 use super::headers::forwardable;
 use super::message::HttpResponseMsg;
@@ -16,6 +18,35 @@ const RELAY_OWNED: [&str; 5] = [
     "cache-control",
 ];
 
+/// What the relay lets an agent's answer do on the relay's origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Without it the answer is sandboxed (`Content-Security-Policy: sandbox`).
+    pub active_content: bool,
+    /// Without it the agent's `Set-Cookie` headers are dropped.
+    pub cookies: bool,
+}
+
+impl Origin {
+    pub fn of(cfg: &crate::config::BridgeConfig) -> Origin {
+        Origin {
+            active_content: cfg.allow_active_content,
+            cookies: cfg.pass_cookies,
+        }
+    }
+}
+
+/// The policy added to every sandboxed answer. It is a header of its own, after the agent's
+/// own policies, which stay: a browser enforces every policy it is given (CSP Level 3,
+/// section 8.1), so the agent can tighten the result but not loosen it, and no merging of
+/// directive lists is needed.
+pub const SANDBOX: &str = "Content-Security-Policy: sandbox\r\n";
+
+/// Cookie-setting headers an answer may not carry unless `bridge.pass_cookies`.
+fn sets_cookie(name: &str) -> bool {
+    name.eq_ignore_ascii_case("set-cookie") || name.eq_ignore_ascii_case("set-cookie2")
+}
+
 /// Statuses whose responses never carry a body (RFC 9110 sections 15.3.5 and 15.4.5).
 fn bodiless(status: u16) -> bool {
     status == 204 || status == 304
@@ -27,15 +58,19 @@ pub fn sends_body(status: u16, head_request: bool) -> bool {
 }
 
 /// The response bytes for `msg`; `head_request` answers a HEAD, whose body is never sent.
-pub fn http_response(msg: &HttpResponseMsg, head_request: bool) -> Vec<u8> {
+pub fn http_response(msg: &HttpResponseMsg, head_request: bool, origin: Origin) -> Vec<u8> {
     let mut head = String::with_capacity(256);
     let _ = write!(head, "HTTP/1.1 {} {}\r\n", msg.status, reason(msg.status));
     let headers = forwardable(&msg.headers);
     for (n, v) in headers
         .iter()
         .filter(|(n, _)| !RELAY_OWNED.contains(&n.as_str()))
+        .filter(|(n, _)| origin.cookies || !sets_cookie(n))
     {
         let _ = write!(head, "{n}: {v}\r\n");
+    }
+    if !origin.active_content {
+        head.push_str(SANDBOX);
     }
     head.push_str(SECURITY_HEADERS);
     let send_body = sends_body(msg.status, head_request);
@@ -76,6 +111,48 @@ mod tests {
 
     fn text(b: Vec<u8>) -> String {
         String::from_utf8(b).unwrap()
+    }
+
+    const DEFAULT: Origin = Origin {
+        active_content: false,
+        cookies: false,
+    };
+
+    fn http_response(msg: &HttpResponseMsg, head_request: bool) -> Vec<u8> {
+        super::http_response(msg, head_request, DEFAULT)
+    }
+
+    #[test]
+    fn answers_are_sandboxed_and_cookieless_unless_allowed() {
+        let m = msg(
+            200,
+            &[
+                ("Set-Cookie", "sid=1; Path=/"),
+                ("set-cookie", "b=2"),
+                ("SET-COOKIE2", "c=3"),
+                ("Content-Security-Policy", "default-src 'self'"),
+                ("X-Keep", "1"),
+            ],
+            b"<script>1</script>",
+        );
+        let t = text(http_response(&m, false));
+        let lower = t.to_ascii_lowercase();
+        assert!(!lower.contains("set-cookie"), "{t}");
+        // The agent's own policy stays; the sandbox is a policy of its own beside it.
+        assert!(
+            t.contains("content-security-policy: default-src 'self'\r\n"),
+            "{t}"
+        );
+        assert!(t.contains("Content-Security-Policy: sandbox\r\n"), "{t}");
+        assert!(t.contains("x-keep: 1\r\n"), "{t}");
+        let all = Origin {
+            active_content: true,
+            cookies: true,
+        };
+        let t = text(super::http_response(&m, false, all));
+        assert!(!t.contains("sandbox"), "{t}");
+        assert_eq!(t.matches("set-cookie: ").count(), 2, "{t}");
+        assert!(t.contains("set-cookie2: c=3\r\n"), "{t}");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::framing::{body_length, BodyLength};
 use super::headers::forwardable;
 use super::message::HttpRequestMsg;
 use super::pending::{wire_id, Answer};
-use super::reply::{http_response, sends_body};
+use super::reply::{http_response, sends_body, Origin};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::response::truncate_to_head;
 use crate::http::{RequestHead, Response};
@@ -60,16 +60,44 @@ impl From<Response> for Reply {
 /// Read size while taking a body in.
 const BODY_READ: usize = 16 << 10;
 
+/// A bridged request's connection, counted from its start until it really ends (its
+/// response written or given up): in the client's open connections (`limits.
+/// max_connections_per_ip`, the charge taken at admission) and in this worker's connections
+/// (`limits.max_connections_per_worker`). Released on drop, so no way out forgets it.
+struct Counted<'a> {
+    core: &'a Core,
+    _charge: IpCharge,
+}
+
+impl<'a> Counted<'a> {
+    fn new(core: &'a Core, charge: IpCharge) -> Counted<'a> {
+        core.bridge.connection_opened();
+        Counted {
+            core,
+            _charge: charge,
+        }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.core.bridge.connection_closed();
+    }
+}
+
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream, req: BridgeRequest) {
     bump(&core.stats.bridge_requests, 1);
     let head_request = req.head.method == "HEAD";
     // A request waiting for its agent holds a connection like any peer: it counts against
-    // the client's open connections until this function returns (`_charge`).
+    // the client's open connections until its response is written.
     let mut req = req;
-    let _charge = std::mem::replace(&mut req.charge, IpCharge::uncounted(req.ip));
-    let reply = exchange(&core, &mut stream, req).await;
+    let ip = req.ip;
+    let charge = std::mem::replace(&mut req.charge, IpCharge::uncounted(ip));
+    let counted = Counted::new(&core, charge);
     // The client went away while its request waited: nobody to answer.
-    let Some(reply) = reply else { return };
+    let Some(reply) = exchange(&core, &mut stream, req).await else {
+        return;
+    };
     let st = &core.stats;
     let class = match reply.status {
         200..=299 => &st.bridge_responses_2xx,
@@ -83,7 +111,18 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, req: BridgeRequest) {
         // A response to HEAD has no content, refusals included.
         truncate_to_head(&mut bytes);
     }
-    write_and_close(&mut stream, bytes).await;
+    // A client that does not read its response (up to a whole `bridge.max_response_bytes`
+    // body) holds a descriptor, this task and the bytes: bounded like a peer's write.
+    let limit = core.config().limits.write_timeout;
+    if monoio::time::timeout(limit, write_and_close(&mut stream, bytes))
+        .await
+        .is_err()
+    {
+        bump(&core.stats.bridge_write_timeouts, 1);
+        tracing::debug!(%ip, "bridged response not taken within limits.write_timeout");
+    }
+    drop(stream);
+    drop(counted);
 }
 
 /// The session's agent, if one is connected and not being closed.
@@ -119,7 +158,7 @@ async fn exchange(
 /// A request checked, read whole and registered, ready to go to its agent.
 struct Ready {
     agent: Rc<Peer>,
-    n: u64,
+    n: u128,
     rx: local_sync::oneshot::Receiver<Answer>,
     json: String,
     body_bytes: u64,
@@ -190,7 +229,8 @@ async fn prepare(
     };
     // The agent may have left while the body was arriving.
     let agent = agent_of(core, &req.session).ok_or_else(|| no_agent(core))?;
-    let Ok((n, rx)) = core.bridge.register(agent.id, cfg.max_in_flight) else {
+    let random = || u128::from_le_bytes(core.rng.bytes());
+    let Ok((n, rx)) = core.bridge.register(agent.id, cfg.max_in_flight, random) else {
         bump(&core.stats.bridge_busy_refused, 1);
         return Err(Response::error(
             503,
@@ -203,6 +243,7 @@ async fn prepare(
     let auth_on = core.shared.auth.is_some();
     let json = HttpRequestMsg::new(
         wire_id(n),
+        core.bridge.agent_key(agent.id).map(|k| k.to_string()),
         head.method.clone(),
         agent_path(head, &req.session, auth_on),
         agent_headers(&head.headers, auth_on),
@@ -280,7 +321,7 @@ async fn wait_for_answer(
             }
             Reply {
                 status: r.status,
-                bytes: http_response(&r, head_request),
+                bytes: http_response(&r, head_request, Origin::of(&core.config().bridge)),
             }
         }
         Answer::Malformed => refusal(

@@ -65,6 +65,8 @@ pub(super) const KEYS: &[&str] = &[
     "bridge.max_response_bytes",
     "bridge.allowed_methods",
     "bridge.max_in_flight",
+    "bridge.allow_active_content",
+    "bridge.pass_cookies",
     "auth.jwt_secret",
     "auth.jwt_secret_file",
     "auth.algorithms",
@@ -456,6 +458,8 @@ pub(super) fn set(cfg: &mut Config, input: &Input<'_>) -> Result<(), ConfigError
         "bridge.max_response_bytes" => b.max_response_bytes = i.size(0, usize::MAX)?,
         "bridge.allowed_methods" => b.allowed_methods = i.methods()?,
         "bridge.max_in_flight" => b.max_in_flight = i.size(1, u32::MAX as usize)? as u32,
+        "bridge.allow_active_content" => b.allow_active_content = i.boolean()?,
+        "bridge.pass_cookies" => b.pass_cookies = i.boolean()?,
         "auth.jwt_secret" => cfg.auth.jwt_secret = Some(i.secret()?),
         "auth.jwt_secret_file" => cfg.auth.jwt_secret_file = Some(i.path()?),
         "auth.algorithms" => {

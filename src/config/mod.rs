@@ -301,6 +301,13 @@ pub struct BridgeConfig {
     pub allowed_methods: Vec<String>,
     /// Requests waiting for one agent's answers; more are answered 503.
     pub max_in_flight: u32,
+    /// Off (the default), every bridged answer carries `Content-Security-Policy: sandbox`:
+    /// an agent's page may not run script or reach storage as the relay's origin. On for a
+    /// relay whose origin serves nothing else.
+    pub allow_active_content: bool,
+    /// Off (the default), an agent's `Set-Cookie` headers are dropped: an agent may not set
+    /// cookies for the relay's origin, which every other agent's answers share.
+    pub pass_cookies: bool,
 }
 
 /// At most one of the two is set (checked by [`Config::load`]).
@@ -615,6 +622,8 @@ impl Default for BridgeConfig {
                 .map(String::from)
                 .to_vec(),
             max_in_flight: 64,
+            allow_active_content: false,
+            pass_cookies: false,
         }
     }
 }

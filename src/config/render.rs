@@ -96,6 +96,8 @@ pub(super) fn to_toml(cfg: &Config) -> String {
     out.key("max_response_bytes", b.max_response_bytes);
     out.key("allowed_methods", list(b.allowed_methods.iter()));
     out.key("max_in_flight", b.max_in_flight);
+    out.key("allow_active_content", b.allow_active_content);
+    out.key("pass_cookies", b.pass_cookies);
 
     let a = &cfg.auth;
     out.section("auth");

@@ -2,7 +2,8 @@
 
 use super::away::{self, Verdict};
 use super::events;
-use super::inbound::{Capture, Closing, DecodeLimits, Inbound};
+use super::held;
+use super::inbound::{Closing, DecodeLimits, Inbound};
 use super::resume;
 use crate::limits::Throttle;
 use crate::runtime::Core;
@@ -36,9 +37,9 @@ pub async fn run(
         .then(|| core.clock.tick())
         .and_then(|now| Throttle::new(cfg, now));
     let mut inbound = Inbound::default();
-    // Only the agent of a session answers bridged requests; everyone else decodes as before.
-    let mut capture = (session.is_some() && *peer.role == *core.config().bridge.agent_role)
-        .then(|| Capture::new(crate::bridge::answers::capture_limit(core.config())));
+    // Made when the connection first has messages to hold (relay::held): only an agent's
+    // connection and one whose messages may reach an agent ever do.
+    let mut hold = None;
     // After a read that filled the buffer more is likely waiting: read again at once rather
     // than paying for a readiness round trip.
     let mut hot = false;
@@ -102,15 +103,28 @@ pub async fn run(
         } else {
             receiver.as_ref().map(|r| r.id)
         };
+        let mode = session
+            .as_ref()
+            .and_then(|_| held::mode(&core, &peer, receiver.as_ref(), storing));
+        if mode.is_some() && hold.is_none() {
+            hold = Some(held::new_hold(&core));
+        }
+        if let Some(h) = hold.as_mut() {
+            h.mode = mode;
+        }
         chunk.segs.clear();
         let c = &mut *chunk;
-        let out = inbound.decode_capturing(
+        let out = inbound.decode_holding(
             &mut c.data,
             decode_for,
             limits,
             &mut c.segs,
-            capture.as_mut(),
+            hold.as_deref_mut(),
         );
+        let released = hold
+            .as_mut()
+            .map(|h| std::mem::take(&mut h.released))
+            .unwrap_or_default();
         // Rare: copied out so the buffer can go to the receiver first.
         let pong = out.ping.map(|(a, b)| chunk.data[a..b].to_vec());
         if out.data_seen {
@@ -128,7 +142,11 @@ pub async fn run(
         match (&session, storing) {
             (Some(s), true) => {
                 // Kept messages are counted as forwarded when they are delivered.
-                let (v, completed) = away::store(&core, s, &peer, &chunk.data, &chunk.segs);
+                let (v, completed) = if released.is_empty() {
+                    away::store(&core, s, &peer, &chunk.data, &chunk.segs)
+                } else {
+                    held::store(&core, s, &peer, &chunk.data, &chunk.segs, released)
+                };
                 core.pool.put(chunk);
                 verdict = v;
                 if let (Some(r), true) = (&receiver, completed > 0) {
@@ -139,6 +157,13 @@ pub async fn run(
                 bump(&st.messages_forwarded, out.messages_forwarded as u64);
                 bump(&st.bytes_forwarded, out.forwarded_bytes);
                 match (&receiver, chunk.segs.is_empty()) {
+                    (Some(r), _) if !released.is_empty() => {
+                        let open = inbound.receiver_open() == Some(r.id);
+                        let send =
+                            held::send(&core, session.as_ref(), &peer, r, chunk, released, open);
+                        core.pool.put(Box::pin(send).await);
+                        core.latency.record_since(Latency::Relay, read_at);
+                    }
                     (Some(r), false) => {
                         if let Some(s) = session.as_ref().filter(|s| s.resume_on.get()) {
                             resume::retain(&core, s, &peer, r, &chunk.data, &chunk.segs);
@@ -152,11 +177,11 @@ pub async fn run(
                 }
             }
         }
-        if let Some(cap) = capture.as_mut().filter(|_| out.answers > 0) {
-            for &(a, b, truncated) in &cap.done {
-                crate::bridge::answers::deliver(&core, peer.id, &cap.buf[a..b], truncated);
+        if let Some(h) = hold.as_mut().filter(|_| out.answers > 0) {
+            for answer in &h.answers {
+                crate::bridge::answers::deliver(&core, peer.id, answer);
             }
-            cap.compact();
+            h.clear_done();
         }
         if out.messages_dropped > 0 {
             bump(
@@ -194,11 +219,15 @@ pub async fn run(
                 break code;
             }
             Some(Closing::Violation(code, reason)) => {
-                bump(&core.stats.protocol_errors, 1);
+                if out.forged_request {
+                    bump(&core.stats.bridge_forged_requests, 1);
+                } else {
+                    bump(&core.stats.protocol_errors, 1);
+                }
                 if code == CloseCode::TOO_BIG {
                     bump(&core.stats.messages_dropped_over_limit, 1);
                 }
-                if code == CloseCode::POLICY {
+                if code == CloseCode::POLICY && !out.forged_request {
                     bump(&core.stats.fragment_floods, 1);
                 }
                 Box::pin(peer.close(code, reason, now)).await;

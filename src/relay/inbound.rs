@@ -5,8 +5,11 @@
 //! Frames that fit in a read buffer are forwarded as they came. A frame larger than a buffer
 //! is forwarded chunk by chunk as a fragmented message (RFC 6455 section 5.4 lets an
 //! intermediary refragment when no extension is agreed): each chunk gets its header written
-//! into the headroom reserved at the front of every buffer. Nothing is reassembled or copied.
+//! into the headroom reserved at the front of every buffer. Nothing is reassembled or copied,
+//! but on the connections that hold JSON-object text messages for the bridge (`Hold`): there
+//! such a message is forwarded once read whole, from the read buffer when it fits in one read.
 
+use crate::bridge::sniff::first_non_ws;
 use crate::ws::close::parse_close_payload;
 use crate::ws::frame::{
     encode_header_before, parse_header, Sender, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
@@ -14,6 +17,9 @@ use crate::ws::frame::{
 };
 use crate::ws::mask::apply_mask;
 use crate::ws::{CloseCode, OpCode, Utf8Validator};
+
+mod hold;
+pub use hold::{Fed, HeldAnswer, Hold, HoldMode, Released};
 
 /// Bytes kept free at the front of every read buffer for a chunk's server header.
 pub const HEADROOM: usize = MAX_SERVER_HEADER_LEN;
@@ -37,48 +43,10 @@ enum Target {
     Drop,
     /// A bridge answer from the agent: collected for the bridge, never forwarded.
     Capture,
-}
-
-/// The first bytes of every bridge answer's first frame (docs/bridge.md). Deciding on them
-/// lets the agent's other messages keep the zero-copy path: only answers are collected.
-pub const ANSWER_PREFIX: &[u8; 23] = br#"{"type":"http_response""#;
-
-/// Bridge answers collected from an agent's connection. `buf` holds whole answers at the
-/// `done` ranges, then the one still arriving from `open_from`.
-///
-/// Answers are not bound by `limits.max_message_bytes` but by `limit`: past it an answer is
-/// read to its end without being kept, and marked truncated, so the agent is not closed and
-/// its request can still be failed at once.
-#[derive(Debug, Default)]
-pub struct Capture {
-    pub buf: Vec<u8>,
-    /// (start, end, truncated) of each answer completed in the last read.
-    pub done: Vec<(usize, usize, bool)>,
-    open_from: usize,
-    truncated: bool,
-    limit: usize,
-}
-
-/// A capture buffer grown by a large answer is given back once empty.
-const CAPTURE_KEEP: usize = 64 << 10;
-
-impl Capture {
-    pub fn new(limit: usize) -> Capture {
-        Capture {
-            limit,
-            ..Capture::default()
-        }
-    }
-
-    /// Drops the answers already handed on, keeping one still arriving.
-    pub fn compact(&mut self) {
-        self.done.clear();
-        self.buf.drain(..self.open_from);
-        self.open_from = 0;
-        if self.buf.is_empty() && self.buf.capacity() > CAPTURE_KEEP {
-            self.buf = Vec::new();
-        }
-    }
+    /// Read whole (see [`Hold`]) before it goes anywhere; then it goes on to the receiver of
+    /// the read it ends in: from that read's buffer when all of it is there, else as one
+    /// frame copied out.
+    Hold,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -115,8 +83,10 @@ pub struct Outcome {
     pub closing: Option<Closing>,
     pub messages_forwarded: u32,
     pub messages_dropped: u32,
-    /// Bridge answers collected whole (see [`Capture`]).
+    /// Bridge answers collected whole (see [`Hold`]).
     pub answers: u32,
+    /// The connection is closed for sending an `http_request` towards an agent.
+    pub forged_request: bool,
     /// Payload bytes of data frames read, forwarded or not.
     pub payload_bytes: u64,
     /// Payload bytes handed to the receiver.
@@ -210,18 +180,20 @@ impl Inbound {
         limits: DecodeLimits,
         segs: &mut Vec<Segment>,
     ) -> Outcome {
-        self.decode_capturing(buf, receiver, limits, segs, None)
+        self.decode_holding(buf, receiver, limits, segs, None)
     }
 
-    /// As [`Inbound::decode`], for an agent's connection: a text message whose first frame
-    /// starts with [`ANSWER_PREFIX`] goes whole into `capture` instead of to the receiver.
-    pub fn decode_capturing(
+    /// As [`Inbound::decode`], for a connection that holds some messages (see [`Hold`]): a
+    /// text message that starts, after JSON whitespace, with `{` is read whole into `hold`
+    /// when `hold.mode` is set as it starts. Answers end in `hold.answers`; other held
+    /// messages in `hold.released`, each to be written before the segment it names.
+    pub fn decode_holding(
         &mut self,
         buf: &mut [u8],
         receiver: Option<u64>,
         limits: DecodeLimits,
         segs: &mut Vec<Segment>,
-        mut capture: Option<&mut Capture>,
+        mut hold: Option<&mut Hold>,
     ) -> Outcome {
         let mut out = Outcome::default();
         let end = buf.len();
@@ -251,9 +223,10 @@ impl Inbound {
                 i += avail;
                 let frame_done = f.remaining == 0;
                 self.frame = if frame_done { None } else { Some(f) };
-                let cap = capture.as_deref_mut();
-                if let Err(v) = self.data_chunk(buf, range, frame_done, f.fin, segs, &mut out, cap)
-                {
+                let hd = hold.as_deref_mut();
+                if let Err(v) = self.data_chunk(
+                    buf, range, frame_done, f.fin, segs, &mut out, hd, limits, receiver,
+                ) {
                     self.violate(v, segs, msg_first_seg, &mut out);
                     break;
                 }
@@ -322,23 +295,27 @@ impl Inbound {
                 }
                 continue;
             }
-            let mut answer = false;
-            if let (Some(cap), OpCode::Text, None) = (capture.as_deref_mut(), h.opcode, &self.msg) {
-                // The decision needs the prefix: wait for it like for a control frame.
-                let need = (h.payload_len as usize).min(ANSWER_PREFIX.len());
-                if end - i < h.header_len + need {
-                    self.keep(&buf[i..end]);
-                    break;
-                }
-                let first = &buf[i + h.header_len..i + h.header_len + need];
-                answer = need == ANSWER_PREFIX.len()
-                    && first
-                        .iter()
-                        .zip(ANSWER_PREFIX)
-                        .enumerate()
-                        .all(|(k, (b, want))| b ^ mask[k % 4] == *want);
-                if answer {
-                    cap.open_from = cap.buf.len();
+            let mut held = false;
+            if let (Some(hd), OpCode::Text, None) = (hold.as_deref_mut(), h.opcode, &self.msg) {
+                if let Some(mode) = hd.mode {
+                    // The decision needs the first byte that is not whitespace: wait for it
+                    // like for a control frame, when it is not in this read yet.
+                    let p0 = i + h.header_len;
+                    let avail = &buf[p0..end.min(p0.saturating_add(h.payload_len as usize))];
+                    held = match first_non_ws(avail, mask) {
+                        Some(b) => b == b'{',
+                        // All of this frame is whitespace: the next frame decides, unless
+                        // this is the whole message.
+                        None if avail.len() as u64 == h.payload_len => !h.fin,
+                        None if end - i <= CARRY_MAX => {
+                            self.keep(&buf[i..end]);
+                            break;
+                        }
+                        None => true,
+                    };
+                    if held {
+                        hd.begin(mode);
+                    }
                 }
             }
             out.data_seen = true;
@@ -374,8 +351,8 @@ impl Inbound {
                         bytes: 0,
                         frames: 0,
                         utf8: Utf8Validator::new(),
-                        target: if answer {
-                            Target::Capture
+                        target: if held {
+                            Target::Hold
                         } else {
                             receiver.map_or(Target::Drop, Target::Forward)
                         },
@@ -396,8 +373,12 @@ impl Inbound {
                 );
                 break;
             }
-            if msg.bytes + h.payload_len > limits.max_message_bytes && msg.target != Target::Capture
-            {
+            let exempt = match msg.target {
+                Target::Capture => true,
+                Target::Hold => hold.as_deref().is_some_and(Hold::exempt_from_message_limit),
+                _ => false,
+            };
+            if msg.bytes + h.payload_len > limits.max_message_bytes && !exempt {
                 self.violate(
                     Closing::Violation(CloseCode::TOO_BIG, "message too big"),
                     segs,
@@ -414,6 +395,12 @@ impl Inbound {
                 pos: 0,
             });
             i += h.header_len;
+        }
+        // A held message this read did not finish is copied out before the buffer goes back.
+        if let (Some(m), Some(hd)) = (&self.msg, hold) {
+            if m.target == Target::Hold && !hd.copied() {
+                hd.copy_out(buf, limits.max_message_bytes, false);
+            }
         }
         out
     }
@@ -458,17 +445,39 @@ impl Inbound {
         frame_fin: bool,
         segs: &mut Vec<Segment>,
         out: &mut Outcome,
-        capture: Option<&mut Capture>,
+        hold: Option<&mut Hold>,
+        limits: DecodeLimits,
+        receiver: Option<u64>,
     ) -> Result<(), Closing> {
         let msg = self
             .msg
             .as_mut()
             .expect("data frames only arrive inside a message");
         let message_done = frame_done && frame_fin;
+        let max = limits.max_message_bytes;
+        // A held message is read first: what it decides is acted on after the UTF-8 check of
+        // the bytes up to the point of decision, so the answer is the same whatever the
+        // reads (an invalid byte before that point wins, one after it is never read).
+        let held = match (msg.target, hold) {
+            (Target::Capture | Target::Hold, Some(hd)) => {
+                let captured = msg.target == Target::Capture;
+                let declared = (msg.bytes, message_done);
+                let (mut fed, upto) = hd.feed(buf, range.clone(), captured, max, declared);
+                if message_done && fed == Fed::Hold && !captured {
+                    fed = hd.ended(buf, max, msg.bytes);
+                }
+                Some((hd, fed, upto))
+            }
+            _ => None,
+        };
+        let checked = match held {
+            Some((_, Fed::Forged | Fed::TooBig, upto)) => range.start + upto,
+            _ => range.end,
+        };
         if msg.text {
             let bad = Closing::Violation(CloseCode::INVALID_DATA, "invalid UTF-8 in text message");
-            msg.utf8.feed(&buf[range.clone()]).map_err(|_| bad)?;
-            if message_done {
+            msg.utf8.feed(&buf[range.start..checked]).map_err(|_| bad)?;
+            if message_done && checked == range.end {
                 msg.utf8.finish().map_err(|_| bad)?;
             }
         }
@@ -487,22 +496,58 @@ impl Inbound {
                 msg.out_started = true;
             }
         }
-        if let (Target::Capture, Some(cap)) = (msg.target, capture) {
-            let room = cap.limit.saturating_sub(cap.buf.len() - cap.open_from);
-            let keep = range.len().min(room);
-            cap.truncated |= keep < range.len();
-            cap.buf
-                .extend_from_slice(&buf[range.start..range.start + keep]);
+        if let Some((hd, fed, _)) = held {
+            match fed {
+                Fed::Hold => {}
+                Fed::Answer => msg.target = Target::Capture,
+                Fed::TooBig => {
+                    return Err(Closing::Violation(CloseCode::TOO_BIG, "message too big"))
+                }
+                Fed::Forged => {
+                    out.forged_request = true;
+                    return Err(Closing::Violation(
+                        CloseCode::POLICY,
+                        "only the relay sends http_request messages to an agent",
+                    ));
+                }
+            }
             if message_done {
-                cap.done.push((cap.open_from, cap.buf.len(), cap.truncated));
-                cap.open_from = cap.buf.len();
-                cap.truncated = false;
+                match (msg.target, receiver) {
+                    (Target::Capture, _) => hd.finish_answer(),
+                    (_, Some(r)) if hd.copied() => {
+                        let len = hd.release(segs.len());
+                        out.forwarded_bytes += len as u64;
+                        msg.target = Target::Forward(r);
+                    }
+                    (_, Some(r)) => {
+                        // All of it is in this read: forwarded from where it was read, frame
+                        // by frame as the client sent it, like any message.
+                        let n = hd.in_read.len();
+                        for (k, &(a, b)) in hd.in_read.iter().enumerate() {
+                            let op = if k == 0 {
+                                OpCode::Text
+                            } else {
+                                OpCode::Continuation
+                            };
+                            let start =
+                                encode_header_before(buf, a, k + 1 == n, op, (b - a) as u64);
+                            segs.push((start, b));
+                            out.forwarded_bytes += (b - a) as u64;
+                        }
+                        hd.in_read.clear();
+                        msg.target = Target::Forward(r);
+                    }
+                    (_, None) => {
+                        hd.discard();
+                        msg.target = Target::Drop;
+                    }
+                }
             }
         }
         if message_done {
             match msg.target {
                 Target::Forward(_) => out.messages_forwarded += 1,
-                Target::Drop => out.messages_dropped += 1,
+                Target::Drop | Target::Hold => out.messages_dropped += 1,
                 Target::Capture => out.answers += 1,
             }
             self.msg = None;

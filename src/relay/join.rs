@@ -94,6 +94,15 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
         charge,
         now,
     ));
+    // An agent learns, in its upgrade answer (which no peer can write), the key that marks
+    // the relay's requests to it.
+    let upgrade = if *peer.role == *core.config().bridge.agent_role {
+        let key = core.rng.hex128();
+        core.bridge.add_agent(peer.id, key.clone());
+        upgrade.with_header(crate::bridge::KEY_HEADER, key)
+    } else {
+        upgrade
+    };
     let old = session.seat(slot, peer.clone());
     session.lingering_since_ms.set(None);
     core.registry.add_peer(peer.clone());

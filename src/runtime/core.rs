@@ -161,6 +161,7 @@ impl Core {
                 ("ip_table_entries", self.ip_limits.len() as u64),
                 ("handshakes_in_progress", self.handshakes.get() as u64),
                 ("bridge_pending", self.bridge.len() as u64),
+                ("bridge_connections", self.bridge.connections() as u64),
                 ("buffered_bytes", kept_bytes as u64),
                 ("buffered_capacity_bytes", kept_capacity as u64),
                 ("buffered_messages", kept_messages as u64),

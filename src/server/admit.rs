@@ -100,9 +100,19 @@ fn authorize(core: &Core, head: &RequestHead, route: &Route) -> Result<Option<St
         .map_err(refuse)?;
     let claims = auth.verify(&token, unix_now()).map_err(refuse)?;
     match route {
-        Route::Relay(t) => claims
-            .grant(&t.session, requested.as_deref())
-            .map_err(refuse),
+        Route::Relay(t) => {
+            let role = claims
+                .grant(&t.session, requested.as_deref())
+                .map_err(refuse)?;
+            // The agent receives every bridged request, with its cookies and body: taking
+            // its seat (and replacing a live agent) needs a token made for it, not merely one
+            // that names no role.
+            let agent = &*core.config().bridge.agent_role;
+            if role.as_deref() == Some(agent) && claims.role.as_deref() != Some(agent) {
+                return Err(refuse(AuthError::WrongRole));
+            }
+            Ok(role)
+        }
         Route::Bridge { session } => claims.grant(session, None).map_err(refuse),
         _ => Ok(None),
     }

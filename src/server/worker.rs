@@ -47,8 +47,10 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
                 backoff = ACCEPT_BACKOFF_START;
                 bump(&core.stats.connections_accepted, 1);
                 let _ = stream.set_nodelay(true);
-                // Carried peers hold descriptors here too.
-                let busy = core.registry.peer_count() + core.cluster_local.carry_count();
+                // Carried peers and bridged requests hold descriptors here too.
+                let busy = core.registry.peer_count()
+                    + core.cluster_local.carry_count()
+                    + core.bridge.connections();
                 if busy >= max_conns {
                     bump(&core.stats.worker_full_refused, 1);
                     let c = core.clone();

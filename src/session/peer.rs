@@ -171,6 +171,18 @@ impl Peer {
         Ok(())
     }
 
+    /// Writes one whole data message held back by the relay (`relay::held`): like a
+    /// forwarded chunk, nothing may follow the relay's close frame.
+    pub async fn send_message(&self, frame: Vec<u8>) -> std::io::Result<()> {
+        let Ok(_permit) = self.gate.acquire().await else {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        };
+        if self.is_closing() {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        self.write_locked(frame).await
+    }
+
     /// Sends a control frame (ping or pong).
     pub async fn send_control(&self, op: OpCode, payload: &[u8]) -> std::io::Result<()> {
         let n = payload.len().min(MAX_CONTROL_PAYLOAD);

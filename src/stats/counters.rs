@@ -113,6 +113,8 @@ counters!(
     proxy_header_refused: "Connections from a trusted proxy dropped for a missing or malformed PROXY protocol header (security.client_ip_header = proxy-protocol).",
     home_handoffs: "Connections handed to their client address's home core (behind a proxy, or without the steering program).",
     ip_release_overflow: "Open-connection counts that could not be given back to their home core (release queue full; should stay 0).",
+    bridge_forged_requests: "Connections closed with 1008 for sending an http_request message towards an agent (only the relay sends those).",
+    bridge_write_timeouts: "Bridged responses dropped because the client did not take them within limits.write_timeout.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

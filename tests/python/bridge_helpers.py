@@ -37,7 +37,7 @@ BRIDGE_COUNTERS = [
     "bridge_requests", "bridge_responses_2xx", "bridge_responses_3xx", "bridge_responses_4xx",
     "bridge_responses_5xx", "bridge_timeouts", "bridge_agent_absent", "bridge_agent_gone",
     "bridge_bad_answers", "bridge_answers_too_large", "bridge_answers_unmatched", "bridge_client_gone",
-    "bridge_busy_refused",
+    "bridge_busy_refused", "bridge_forged_requests", "bridge_write_timeouts",
     "bridge_request_bytes", "bridge_response_bytes",
 ]
 
@@ -53,7 +53,8 @@ def unb64(s: str) -> bytes:
 
 
 def answer_json(id_, status: int = 200, headers=(), body: bytes = b"", **extra) -> str:
-    """An `http_response` message as the relay recognises it: compact JSON, "type" first."""
+    """An `http_response` message as the reference agent writes it: compact JSON, "type" first
+    (the relay reads any writer's form; test_bridge_writers.py tries others)."""
     msg = {"type": "http_response", "id": id_, "status": status, "headers": [list(h) for h in headers],
            "body_b64": b64(body)}
     msg.update(extra)
@@ -71,12 +72,14 @@ class FakeAgent:
     `others`."""
 
     def __init__(self, srv: Server, session: str, role: str = "agent", handler=None, query: str = "",
-                 headers: dict | None = None):
+                 headers: dict | None = None, sock=None):
         self.srv = srv
         self.session = session
         self.handler = handler
         path = f"/v1/relay/{session}?role={role}" + (f"&{query}" if query else "")
         kw = {"additional_headers": headers} if headers else {}
+        if sock is not None:
+            kw["sock"] = sock       # connected from another loopback address
         self.ws = ws_connect(srv, path, **kw)
         self.requests: queue.Queue = queue.Queue()
         self.seen: list[dict] = []          # every http_request, in arrival order

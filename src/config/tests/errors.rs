@@ -120,6 +120,12 @@ fn env_errors_name_the_key_and_the_variable() {
         ("bridge.allowed_methods", "get", "upper-case"),
         ("bridge.allowed_methods", "GET, PO ST", "upper-case"),
         ("bridge.max_in_flight", "0", "between 1 and"),
+        (
+            "bridge.allow_active_content",
+            "sometimes",
+            "expected true or false",
+        ),
+        ("bridge.pass_cookies", "2", "expected true or false"),
         ("auth.jwt_secret", "short", "at least 32 bytes"),
         ("auth.jwt_secret_file", "", "expected a file path"),
         (

@@ -104,6 +104,8 @@ pub(super) fn sample(key: &str) -> &'static str {
         "bridge.max_response_bytes" => "2048",
         "bridge.allowed_methods" => "GET, PROPFIND",
         "bridge.max_in_flight" => "3",
+        "bridge.allow_active_content" => "true",
+        "bridge.pass_cookies" => "true",
         "auth.jwt_secret" => SECRET,
         "auth.jwt_secret_file" => "/run/credentials/ringrelay.service/jwt",
         "auth.algorithms" => "HS256, HS512",
@@ -208,6 +210,7 @@ fn defaults_match_the_contract() {
         "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS"
     );
     assert_eq!(c.bridge.max_in_flight, 64);
+    assert!(!c.bridge.allow_active_content && !c.bridge.pass_cookies);
     assert_eq!(c.auth.jwt_secret, None);
     assert_eq!(c.auth.jwt_secret_file, None);
     assert_eq!(c.auth.algorithms, vec![JwtAlgorithm::Hs256]);

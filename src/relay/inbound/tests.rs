@@ -485,17 +485,33 @@ fn pings_in_one_buffer_are_counted_and_only_the_latest_is_answered() {
     assert_eq!(&buf[a..b], b"333");
 }
 
-/// Runs a stream through `decode_capturing` the way an agent's connection does: forwarded
-/// bytes, then every captured answer in order.
-fn run_capturing(
+/// What a holding connection produced: the bytes its receiver got (zero-copy segments and
+/// released messages, in order), the answers collected (json, truncated, id) and the ending.
+#[derive(Debug, PartialEq, Eq)]
+struct Held {
+    forwarded: Vec<u8>,
+    answers: Vec<(Vec<u8>, bool, Option<String>)>,
+    closing: Option<Closing>,
+    forged: bool,
+}
+
+/// Runs a stream through `decode_holding` the way a holding connection does.
+fn run_holding(
     stream: &[u8],
     read: usize,
     buf_size: usize,
-    limit: usize,
-) -> (Vec<u8>, Vec<(Vec<u8>, bool)>) {
+    mode: HoldMode,
+    answer_limit: usize,
+    limits: DecodeLimits,
+) -> Held {
     let mut inb = Inbound::default();
-    let mut cap = Capture::new(limit);
-    let (mut forwarded, mut answers) = (Vec::new(), Vec::new());
+    let mut hold = Hold::new(answer_limit);
+    let mut got = Held {
+        forwarded: Vec::new(),
+        answers: Vec::new(),
+        closing: None,
+        forged: false,
+    };
     let mut pos = 0;
     let mut buf = Vec::with_capacity(buf_size);
     while pos < stream.len() {
@@ -504,19 +520,36 @@ fn run_capturing(
         buf.extend_from_slice(&stream[pos..pos + want]);
         pos += want;
         let mut segs = Vec::new();
-        let out = inb.decode_capturing(&mut buf, Some(7), LIMITS, &mut segs, Some(&mut cap));
-        assert!(out.closing.is_none(), "{out:?}");
-        for (a, b) in segs {
-            forwarded.extend_from_slice(&buf[a..b]);
+        hold.mode = Some(mode);
+        let out = inb.decode_holding(&mut buf, Some(7), limits, &mut segs, Some(&mut hold));
+        let mut released = std::mem::take(&mut hold.released).into_iter().peekable();
+        for (k, (a, b)) in segs.iter().enumerate() {
+            while let Some(r) = released.next_if(|r| r.before_seg == k) {
+                got.forwarded.extend_from_slice(&r.frame);
+            }
+            got.forwarded.extend_from_slice(&buf[*a..*b]);
         }
-        assert_eq!(out.answers as usize, cap.done.len());
-        for &(a, b, truncated) in &cap.done {
-            answers.push((cap.buf[a..b].to_vec(), truncated));
+        for r in released {
+            assert_eq!(r.before_seg, segs.len());
+            got.forwarded.extend_from_slice(&r.frame);
         }
-        cap.compact();
+        assert_eq!(out.answers as usize, hold.answers.len());
+        for a in &hold.answers {
+            got.answers
+                .push((a.json().to_vec(), a.truncated, a.id.clone()));
+        }
+        hold.clear_done();
+        got.forged |= out.forged_request;
+        if out.closing.is_some() {
+            got.closing = out.closing;
+            break;
+        }
     }
-    (forwarded, answers)
+    got
 }
+
+const READS: [usize; 10] = [1, 2, 5, 13, 23, 24, 37, 100, 1000, 8192];
+const BUFS: [usize; 3] = [HEADROOM + CARRY_MAX + 1, 512, 4096];
 
 #[test]
 fn bridge_answers_are_captured_whole_and_everything_else_forwarded_in_order() {
@@ -529,7 +562,12 @@ fn bridge_answers_are_captured_whole_and_everything_else_forwarded_in_order() {
     };
     let (a1, a2, a3) = (answer("1", 0), answer("2", 3000), answer("3", 40));
     let not_quite = br#"{"type":"http_responses","id":"x"}"#.to_vec();
-    let spaced = br#"{ "type":"http_response","id":"x"}"#.to_vec();
+    // Python's json.dumps defaults, another key order, pretty-printed, leading whitespace.
+    let spaced = br#"{"type": "http_response", "id": "4", "status": 200}"#.to_vec();
+    let id_first = br#"{"id":"5","status":204,"type":"http_response"}"#.to_vec();
+    let pretty =
+        b"\n  {\n  \"id\": \"6\",\n  \"type\": \"http_response\",\n  \"status\": 200\n}\n".to_vec();
+    let chat = br#"{"type":"chat","text":"{\"type\":\"http_response\"}"}"#.to_vec();
     let mut s = Vec::new();
     s.extend(client_frame(true, OpCode::Text, &a1, [1, 2, 3, 4]));
     s.extend(client_frame(true, OpCode::Text, b"hi", [5, 6, 7, 8]));
@@ -550,7 +588,7 @@ fn bridge_answers_are_captured_whole_and_everything_else_forwarded_in_order() {
         [5, 5, 5, 5],
     ));
     s.extend(client_frame(true, OpCode::Text, &not_quite, [6, 6, 6, 6]));
-    // The prefix must sit in the first frame: this one's first frame is too short.
+    // The decision waits for the type, wherever the frames cut the message.
     s.extend(client_frame(false, OpCode::Text, &a3[..10], [7, 7, 7, 7]));
     s.extend(client_frame(
         true,
@@ -559,26 +597,257 @@ fn bridge_answers_are_captured_whole_and_everything_else_forwarded_in_order() {
         [8, 8, 8, 8],
     ));
     s.extend(client_frame(true, OpCode::Text, &spaced, [9, 9, 9, 9]));
-    s.extend(client_frame(true, OpCode::Text, &a3, [0, 0, 0, 0]));
+    s.extend(client_frame(true, OpCode::Text, &chat, [1, 0, 1, 0]));
+    s.extend(client_frame(false, OpCode::Text, b"", [2, 0, 2, 0]));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        &id_first,
+        [3, 0, 3, 0],
+    ));
+    s.extend(client_frame(true, OpCode::Text, &pretty, [4, 0, 4, 0]));
+    s.extend(client_frame(
+        true,
+        OpCode::Text,
+        b"  not json",
+        [5, 0, 5, 0],
+    ));
     let forwarded_want = vec![
         (OpCode::Text, b"hi".to_vec()),
         (OpCode::Binary, a1.clone()),
         (OpCode::Text, not_quite),
-        (OpCode::Text, a3.clone()),
-        (OpCode::Text, spaced),
+        (OpCode::Text, chat),
+        (OpCode::Text, b"  not json".to_vec()),
     ];
-    for read in [1, 2, 5, 13, 23, 24, 37, 100, 1000, 8192] {
-        for buf_size in [HEADROOM + CARRY_MAX + 1, 512, 4096] {
+    let ids = |v: &[(Vec<u8>, bool, Option<String>)]| {
+        v.iter().map(|a| a.2.clone().unwrap()).collect::<Vec<_>>()
+    };
+    for read in READS {
+        for buf_size in BUFS {
             let ctx = format!("read {read} buf {buf_size}");
-            let (fwd, answers) = run_capturing(&s, read, buf_size, 1 << 20);
-            assert_eq!(server_messages(&fwd), forwarded_want, "{ctx}");
-            let whole = |a: &Vec<u8>| (a.clone(), false);
-            assert_eq!(answers, vec![whole(&a1), whole(&a2), whole(&a3)], "{ctx}");
-            // Over the limit an answer keeps only its start and is marked, the rest intact.
-            let (fwd, answers) = run_capturing(&s, read, buf_size, 120);
-            assert_eq!(server_messages(&fwd), forwarded_want, "{ctx}");
-            let cut = (a2[..120].to_vec(), true);
-            assert_eq!(answers, vec![whole(&a1), cut, whole(&a3)], "{ctx}");
+            let got = run_holding(&s, read, buf_size, HoldMode::Answers, 1 << 20, LIMITS);
+            assert_eq!(got.closing, None, "{ctx}");
+            assert_eq!(server_messages(&got.forwarded), forwarded_want, "{ctx}");
+            let whole = |a: &Vec<u8>, id: &str| (a.clone(), false, Some(id.to_string()));
+            assert_eq!(
+                got.answers,
+                vec![
+                    whole(&a1, "1"),
+                    whole(&a2, "2"),
+                    whole(&a3, "3"),
+                    whole(&spaced, "4"),
+                    whole(&id_first, "5"),
+                    whole(&pretty, "6"),
+                ],
+                "{ctx}"
+            );
+            // Over the limit an answer keeps only its start and is marked, the rest intact;
+            // its id is known all the same.
+            let got = run_holding(&s, read, buf_size, HoldMode::Answers, 120, LIMITS);
+            assert_eq!(server_messages(&got.forwarded), forwarded_want, "{ctx}");
+            assert_eq!(
+                got.answers[1],
+                (a2[..120].to_vec(), true, Some("2".into())),
+                "{ctx}"
+            );
+            assert_eq!(ids(&got.answers), ["1", "2", "3", "4", "5", "6"], "{ctx}");
+        }
+    }
+}
+
+#[test]
+fn only_json_object_text_is_held_and_the_rest_keeps_its_frames() {
+    // Every message keeps its fragmentation when it is all in one read (a held one is
+    // forwarded from the read buffer once read); a held one that spans reads is copied and
+    // comes out as one frame.
+    let mut s = Vec::new();
+    s.extend(client_frame(false, OpCode::Text, b"pla", [1, 2, 3, 4]));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        b"in",
+        [1, 2, 3, 4],
+    ));
+    s.extend(client_frame(false, OpCode::Text, b"{\"a\":", [1, 2, 3, 4]));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        b"1}",
+        [1, 2, 3, 4],
+    ));
+    s.extend(client_frame(false, OpCode::Binary, b"{\"b\"", [1, 2, 3, 4]));
+    s.extend(client_frame(
+        true,
+        OpCode::Continuation,
+        b":2}",
+        [1, 2, 3, 4],
+    ));
+    let got = run_holding(&s, 4096, 4096, HoldMode::Requests, 1 << 20, LIMITS);
+    let frames = |mut b: &[u8]| {
+        let mut n = Vec::new();
+        while !b.is_empty() {
+            let h = parse_header(b, Sender::Server).unwrap().unwrap();
+            n.push((h.opcode, h.fin));
+            b = &b[h.header_len + h.payload_len as usize..];
+        }
+        n
+    };
+    use OpCode::*;
+    assert_eq!(
+        frames(&got.forwarded),
+        [
+            (Text, false),
+            (Continuation, true),
+            (Text, false),
+            (Continuation, true),
+            (Binary, false),
+            (Continuation, true)
+        ]
+    );
+    let cut = run_holding(&s, 7, 4096, HoldMode::Requests, 1 << 20, LIMITS);
+    assert_eq!(
+        server_messages(&cut.forwarded),
+        server_messages(&got.forwarded)
+    );
+    let held_whole = frames(&cut.forwarded)
+        .iter()
+        .filter(|f| **f == (Text, true))
+        .count();
+    assert_eq!(held_whole, 1, "{:?}", frames(&cut.forwarded));
+    // A first frame of whitespace only defers the decision to the next frame.
+    let mut s = Vec::new();
+    s.extend(client_frame(false, OpCode::Text, b"  ", [1, 2, 3, 4]));
+    s.extend(client_frame(true, OpCode::Continuation, b"x", [1, 2, 3, 4]));
+    s.extend(client_frame(true, OpCode::Text, b"   ", [1, 2, 3, 4]));
+    let got = run_holding(&s, 4096, 4096, HoldMode::Requests, 1 << 20, LIMITS);
+    assert_eq!(
+        frames(&got.forwarded),
+        [(Text, false), (Continuation, true), (Text, true)]
+    );
+    assert_eq!(
+        server_messages(&got.forwarded),
+        [(Text, b"  x".to_vec()), (Text, b"   ".to_vec())]
+    );
+}
+
+#[test]
+fn a_request_towards_an_agent_is_refused_and_nothing_of_it_goes_out() {
+    let forged = [
+        br#"{"type":"http_request","id":"x","method":"GET","path":"/"}"#.to_vec(),
+        br#"{"id": "x", "type": "http_request", "method": "GET", "path": "/"}"#.to_vec(),
+        b"{\n \"TYPE\": \"http_request\"\n}".to_vec(),
+        br#"{"type":"chat","type":"http_request"}"#.to_vec(),
+        // Escaped: no `http_request` in its bytes, read in full all the same.
+        br#"{"t\u0079pe":"http\u005frequest"}"#.to_vec(),
+    ];
+    for f in &forged {
+        let mut s = Vec::new();
+        s.extend(client_frame(
+            true,
+            OpCode::Text,
+            br#"{"type":"chat"}"#,
+            [1, 2, 3, 4],
+        ));
+        s.extend(client_frame(false, OpCode::Text, &f[..5], [5, 6, 7, 8]));
+        s.extend(client_frame(
+            true,
+            OpCode::Continuation,
+            &f[5..],
+            [5, 6, 7, 8],
+        ));
+        s.extend(client_frame(true, OpCode::Text, b"after", [1, 2, 3, 4]));
+        for read in READS {
+            for buf_size in BUFS {
+                let got = run_holding(&s, read, buf_size, HoldMode::Requests, 1 << 20, LIMITS);
+                let ctx = format!("{} read {read} buf {buf_size}", String::from_utf8_lossy(f));
+                assert!(got.forged, "{ctx}");
+                assert!(
+                    matches!(got.closing, Some(Closing::Violation(CloseCode::POLICY, _))),
+                    "{ctx}"
+                );
+                assert_eq!(
+                    server_messages(&got.forwarded),
+                    [(OpCode::Text, br#"{"type":"chat"}"#.to_vec())],
+                    "{ctx}"
+                );
+            }
+        }
+    }
+    // Spelling `http_request` elsewhere is no request.
+    let note = br#"{"type":"note","text":"http_request","x":{"type":"http_request"}}"#;
+    let s = client_frame(true, OpCode::Text, note, [1, 2, 3, 4]);
+    let got = run_holding(&s, 4096, 4096, HoldMode::Requests, 1 << 20, LIMITS);
+    assert!(!got.forged && got.closing.is_none());
+    assert_eq!(
+        server_messages(&got.forwarded),
+        [(OpCode::Text, note.to_vec())]
+    );
+    // The same message from the agent itself is no request: it goes to the other peer.
+    let f = &forged[0];
+    let s = client_frame(true, OpCode::Text, f, [1, 2, 3, 4]);
+    let got = run_holding(&s, 4096, 4096, HoldMode::Answers, 1 << 20, LIMITS);
+    assert_eq!(server_messages(&got.forwarded), [(OpCode::Text, f.clone())]);
+}
+
+#[test]
+fn held_messages_keep_the_message_limit_and_answers_their_own() {
+    let limits = DecodeLimits {
+        max_message_bytes: 100,
+        max_frames_per_message: u32::MAX,
+    };
+    let pad = |n: usize| "x".repeat(n);
+    // A non-answer over the message limit is refused, whether its type comes first or last.
+    let first = format!(r#"{{"type":"chat","p":"{}"}}"#, pad(200));
+    let last = format!(r#"{{"p":"{}","type":"chat"}}"#, pad(200));
+    let none = format!(r#"{{"p":"{}"}}"#, pad(200));
+    for m in [&first, &last, &none] {
+        for mode in [HoldMode::Answers, HoldMode::Requests] {
+            let s = client_frame(true, OpCode::Text, m.as_bytes(), [1, 2, 3, 4]);
+            for read in READS {
+                let got = run_holding(&s, read, 512, mode, 150, limits);
+                assert_eq!(
+                    got.closing,
+                    Some(Closing::Violation(CloseCode::TOO_BIG, "message too big")),
+                    "{mode:?} read {read} {m}"
+                );
+                assert!(got.forwarded.is_empty());
+            }
+        }
+    }
+    // An answer may pass the message limit; past its own it is cut and marked, in any
+    // order of its keys, and the connection goes on.
+    let ans_first = format!(
+        r#"{{"type":"http_response","id":"9","body_b64":"{}"}}"#,
+        pad(200)
+    );
+    let ans_last = format!(
+        r#"{{"id":"9","body_b64":"{}","type":"http_response"}}"#,
+        pad(300)
+    );
+    for (m, limit, cut) in [
+        (&ans_first, 1000, false),
+        (&ans_first, 150, true),
+        (&ans_last, 1000, false),
+        (&ans_last, 150, true),
+    ] {
+        let mut s = client_frame(true, OpCode::Text, m.as_bytes(), [1, 2, 3, 4]);
+        s.extend(client_frame(true, OpCode::Text, b"ok", [1, 2, 3, 4]));
+        for read in READS {
+            let got = run_holding(&s, read, 512, HoldMode::Answers, limit, limits);
+            let ctx = format!("read {read} limit {limit} {m}");
+            assert_eq!(got.closing, None, "{ctx}");
+            assert_eq!(got.answers.len(), 1, "{ctx}");
+            let (json, truncated, id) = &got.answers[0];
+            assert_eq!((*truncated, id.as_deref()), (cut, Some("9")), "{ctx}");
+            if cut {
+                assert_eq!(json.as_slice(), &m.as_bytes()[..limit], "{ctx}");
+            } else {
+                assert_eq!(json.as_slice(), m.as_bytes(), "{ctx}");
+            }
+            assert_eq!(
+                server_messages(&got.forwarded),
+                [(OpCode::Text, b"ok".to_vec())]
+            );
         }
     }
 }

@@ -1,0 +1,134 @@
+//! The connection side of held messages (`inbound::Hold`): which connections hold, and how
+//! a read that released held messages goes out, each whole message in its place among the
+//! zero-copy frames of the same read. Off the hot path: only reads that released something
+//! come here.
+
+use super::away::{self, Verdict};
+use super::inbound::{Hold, HoldMode, Released};
+use super::resume;
+use crate::runtime::chunk::Chunk;
+use crate::runtime::Core;
+use crate::session::{Peer, Session};
+use std::rc::Rc;
+
+/// A new hold for a connection of `core`.
+pub fn new_hold(core: &Core) -> Box<Hold> {
+    Box::new(Hold::new(crate::bridge::answers::capture_limit(
+        core.config(),
+    )))
+}
+
+/// What a connection holds in its next read. The agent holds what may be its answers;
+/// another peer holds what may reach the agent: now (its receiver is the agent) or later
+/// (its messages are being kept for a receiver that is away, and may be delivered to an
+/// agent that joins).
+pub fn mode(
+    core: &Core,
+    sender: &Peer,
+    receiver: Option<&Rc<Peer>>,
+    storing: bool,
+) -> Option<HoldMode> {
+    let agent = &*core.config().bridge.agent_role;
+    if *sender.role == *agent {
+        Some(HoldMode::Answers)
+    } else if storing || receiver.is_some_and(|r| *r.role == *agent) {
+        Some(HoldMode::Requests)
+    } else {
+        None
+    }
+}
+
+/// Writes a read's segments to `receiver` with the held messages it released in between.
+/// `open_at_end`: the last segment leaves a message open at the receiver.
+pub async fn send(
+    core: &Core,
+    session: Option<&Rc<Session>>,
+    sender: &Peer,
+    receiver: &Peer,
+    mut chunk: Chunk,
+    released: Vec<Released>,
+    open_at_end: bool,
+) -> Chunk {
+    let all = std::mem::take(&mut chunk.segs);
+    let replay = session.filter(|s| s.resume_on.get());
+    let mut from = 0;
+    // Write failures are left to the receiver's own reader, as on the zero-copy path.
+    for rel in released {
+        if rel.before_seg > from {
+            chunk.segs.clear();
+            chunk.segs.extend_from_slice(&all[from..rel.before_seg]);
+            if let Some(s) = replay {
+                resume::retain(core, s, sender, receiver, &chunk.data, &chunk.segs);
+            }
+            chunk = receiver.send_chunk(chunk, false).await.1;
+            from = rel.before_seg;
+        }
+        if let Some(s) = replay {
+            resume::retain(
+                core,
+                s,
+                sender,
+                receiver,
+                &rel.frame,
+                &[(0, rel.frame.len())],
+            );
+        }
+        let _ = receiver.send_message(rel.frame).await;
+    }
+    if from < all.len() {
+        chunk.segs.clear();
+        chunk.segs.extend_from_slice(&all[from..]);
+        if let Some(s) = replay {
+            resume::retain(core, s, sender, receiver, &chunk.data, &chunk.segs);
+        }
+        chunk = receiver.send_chunk(chunk, open_at_end).await.1;
+    }
+    chunk.segs = all;
+    chunk
+}
+
+/// As `away::store`, for a read that released held messages: each goes into the backlog in
+/// its place. Returns the strictest verdict and the messages completed.
+pub fn store(
+    core: &Core,
+    session: &Session,
+    sender: &Rc<Peer>,
+    data: &[u8],
+    segs: &[super::inbound::Segment],
+    released: Vec<Released>,
+) -> (Verdict, usize) {
+    let mut verdict = Verdict::Go;
+    let mut completed = 0;
+    let mut merge = |(v, c): (Verdict, usize)| {
+        completed += c;
+        verdict = match (verdict, v) {
+            (Verdict::Close, _) | (_, Verdict::Close) => Verdict::Close,
+            (Verdict::Pause, _) | (_, Verdict::Pause) => Verdict::Pause,
+            _ => Verdict::Go,
+        };
+    };
+    let mut from = 0;
+    for rel in released {
+        if rel.before_seg > from {
+            merge(away::store(
+                core,
+                session,
+                sender,
+                data,
+                &segs[from..rel.before_seg],
+            ));
+            from = rel.before_seg;
+        }
+        merge(away::store(
+            core,
+            session,
+            sender,
+            &rel.frame,
+            &[(0, rel.frame.len())],
+        ));
+    }
+    if from < segs.len() {
+        merge(away::store(core, session, sender, data, &segs[from..]));
+    }
+    (verdict, completed)
+}
