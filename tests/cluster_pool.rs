@@ -12,26 +12,10 @@ use common::*;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-const SECRET: &str = "a-test-secret-of-more-than-32-bytes!";
-
 /// A one-worker node of the fleet `prefix`, so that every carried link and the control
 /// pair share its one core (and its one pool).
 fn node(driver: &str, redis: &Redis, prefix: &str, id: &str, extra: &[(&str, &str)]) -> TestServer {
-    let url = redis.url();
-    let mut env = vec![
-        ("RINGRELAY_CLUSTER_REDIS_URL", url.as_str()),
-        ("RINGRELAY_CLUSTER_NODE_ID", id),
-        ("RINGRELAY_CLUSTER_HEARTBEAT", "200ms"),
-        ("RINGRELAY_CLUSTER_NODE_TTL", "1500ms"),
-        ("RINGRELAY_CLUSTER_SESSION_TTL", "5s"),
-        ("RINGRELAY_CLUSTER_KEY_PREFIX", prefix),
-        ("RINGRELAY_CLUSTER_INTERNAL_LISTEN", "127.0.0.1:0"),
-        ("RINGRELAY_CLUSTER_SECRET", SECRET),
-        // A tick of 250 ms keeps the write timeout and the bounds.
-        ("RINGRELAY_SESSION_CLOSE_TIMEOUT", "1s"),
-    ];
-    env.extend_from_slice(extra);
-    TestServer::start(driver, 1, &env)
+    node_of(driver, 1, redis, prefix, id, "default", extra)
 }
 
 /// Redis and an owner node n1 and a carrying node n2, each seeing both.

@@ -11,7 +11,6 @@ use common::*;
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 
-const SECRET: &str = "a-test-secret-of-more-than-32-bytes!";
 const HEARTBEAT_MS: u64 = 200;
 const NODE_TTL: Duration = Duration::from_millis(1500);
 
@@ -32,33 +31,6 @@ fn node_with(
     extra: &[(&str, &str)],
 ) -> TestServer {
     node_of(driver, 2, redis, prefix, id, region, extra)
-}
-
-/// A node with `workers` workers.
-fn node_of(
-    driver: &str,
-    workers: usize,
-    redis: &Redis,
-    prefix: &str,
-    id: &str,
-    region: &str,
-    extra: &[(&str, &str)],
-) -> TestServer {
-    let url = redis.url();
-    let mut env = vec![
-        ("RINGRELAY_CLUSTER_REDIS_URL", url.as_str()),
-        ("RINGRELAY_CLUSTER_NODE_ID", id),
-        ("RINGRELAY_CLUSTER_REGION", region),
-        ("RINGRELAY_CLUSTER_HEARTBEAT", "200ms"),
-        ("RINGRELAY_CLUSTER_NODE_TTL", "1500ms"),
-        ("RINGRELAY_CLUSTER_SESSION_TTL", "5s"),
-        ("RINGRELAY_CLUSTER_KEY_PREFIX", prefix),
-        ("RINGRELAY_CLUSTER_INTERNAL_LISTEN", "127.0.0.1:0"),
-        ("RINGRELAY_CLUSTER_SECRET", SECRET),
-        ("RINGRELAY_SESSION_CLOSE_TIMEOUT", "1s"),
-    ];
-    env.extend_from_slice(extra);
-    TestServer::start(driver, workers, &env)
 }
 
 fn cluster_health(srv: &TestServer) -> serde_json::Value {

@@ -1,5 +1,7 @@
-//! A real redis-server for the cluster tests, and reading the fleet back.
+//! A real redis-server for the cluster tests, nodes of a fleet on it, and reading the fleet
+//! back.
 
+use super::TestServer;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -121,4 +123,36 @@ impl Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The secret every test fleet shares.
+pub const SECRET: &str = "a-test-secret-of-more-than-32-bytes!";
+
+/// A node of the fleet `prefix` on `redis`, with `workers` workers, a node-to-node listener and
+/// the fleet's secret; heartbeats and time-to-live short enough for tests.
+pub fn node_of(
+    driver: &str,
+    workers: usize,
+    redis: &Redis,
+    prefix: &str,
+    id: &str,
+    region: &str,
+    extra: &[(&str, &str)],
+) -> TestServer {
+    let url = redis.url();
+    let mut env = vec![
+        ("RINGRELAY_CLUSTER_REDIS_URL", url.as_str()),
+        ("RINGRELAY_CLUSTER_NODE_ID", id),
+        ("RINGRELAY_CLUSTER_REGION", region),
+        ("RINGRELAY_CLUSTER_HEARTBEAT", "200ms"),
+        ("RINGRELAY_CLUSTER_NODE_TTL", "1500ms"),
+        ("RINGRELAY_CLUSTER_SESSION_TTL", "5s"),
+        ("RINGRELAY_CLUSTER_KEY_PREFIX", prefix),
+        ("RINGRELAY_CLUSTER_INTERNAL_LISTEN", "127.0.0.1:0"),
+        ("RINGRELAY_CLUSTER_SECRET", SECRET),
+        // Also makes the per-core tick (a quarter of the shortest session timer) 250 ms.
+        ("RINGRELAY_SESSION_CLOSE_TIMEOUT", "1s"),
+    ];
+    env.extend_from_slice(extra);
+    TestServer::start(driver, workers, &env)
 }
