@@ -27,17 +27,6 @@ const FULL_POLL: Duration = Duration::from_millis(20);
 /// A session keeps a backlog per sending role; a session has two peers at once, so two.
 const MAX_BACKLOGS: usize = 2;
 
-/// The index of `role`'s backlog in `backlogs`, made if there is none.
-pub fn backlog_of(backlogs: &mut Vec<Backlog>, role: &str) -> usize {
-    match backlogs.iter().position(|b| *b.from == *role) {
-        Some(i) => i,
-        None => {
-            backlogs.push(Backlog::new(role));
-            backlogs.len() - 1
-        }
-    }
-}
-
 /// Whether this read of `sender` goes into its backlog rather than to `receiver`.
 pub fn storing(
     core: &Core,
@@ -292,7 +281,7 @@ pub fn release(core: &Core, session: &Session, now: u64) {
 /// Frees a session and whatever it keeps.
 fn free(core: &Core, session: &Session) {
     let (kept, _, messages) = session.kept();
-    let bytes = kept + super::resume::held(session);
+    let bytes = kept + session.replay_bytes();
     session.backlogs.borrow_mut().clear();
     session.replays.borrow_mut().clear();
     let reg = &core.registry;

@@ -8,10 +8,9 @@
 //! windows count against `session.core_buffer_budget` with the backlogs: past the budget a
 //! window keeps less (a later resume may then find a gap, which is reported).
 
-use super::away::backlog_of;
 use super::inbound::Segment;
 use crate::runtime::Core;
-use crate::session::{Peer, Replay, Session};
+use crate::session::{backlog_of, Peer, Replay, Session};
 use crate::stats::bump;
 
 /// Keeps the frames just forwarded to `receiver` (its direction asked for resume).
@@ -179,14 +178,4 @@ pub fn on_join(core: &Core, session: &Session, peer: &Peer, n: u64, replay_gap: 
         gap,
         ahead,
     }
-}
-
-/// Bytes kept in the session's replay windows.
-pub fn held(session: &Session) -> usize {
-    session
-        .replays
-        .borrow()
-        .iter()
-        .map(|r| r.ring.bytes())
-        .sum()
 }

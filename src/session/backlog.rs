@@ -234,6 +234,17 @@ impl Backlog {
     }
 }
 
+/// The index of `role`'s backlog in `backlogs`, made if there is none.
+pub fn backlog_of(backlogs: &mut Vec<Backlog>, role: &str) -> usize {
+    match backlogs.iter().position(|b| *b.from == *role) {
+        Some(i) => i,
+        None => {
+            backlogs.push(Backlog::new(role));
+            backlogs.len() - 1
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

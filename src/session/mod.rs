@@ -6,7 +6,7 @@ pub mod peer;
 pub mod registry;
 pub mod replay;
 
-pub use backlog::Backlog;
+pub use backlog::{backlog_of, Backlog};
 pub use join::{plan_join, JoinPlan};
 pub use peer::Peer;
 pub use registry::{Registry, Session};

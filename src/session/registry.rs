@@ -117,6 +117,11 @@ impl Session {
                 (b + x.bytes(), c + x.capacity(), m + x.messages())
             })
     }
+
+    /// Bytes kept in this session's replay windows.
+    pub fn replay_bytes(&self) -> usize {
+        self.replays.borrow().iter().map(|r| r.ring.bytes()).sum()
+    }
 }
 
 #[derive(Default)]
