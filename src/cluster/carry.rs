@@ -17,11 +17,11 @@
 
 use super::boundary::Boundary;
 use super::link::{self, Carried, LinkError};
+use crate::http::write::refuse;
 use crate::http::Response;
+use crate::limits::capacity;
 use crate::runtime::socket::Socket;
 use crate::runtime::Core;
-use crate::server::accept::refuse;
-use crate::server::capacity;
 use crate::session::peer::UNSTAMPED;
 use crate::stats::{bump, Latency};
 use crate::ws::close::encode_close_frame;
@@ -261,7 +261,7 @@ pub async fn carry(
     let Some(secret) = core.shared.cluster_secret.clone() else {
         bump(&core.stats.cluster_carry_failed, 1);
         refuse(
-            &core,
+            &core.stats,
             &mut client,
             unreachable("this node has no cluster.secret"),
         )
@@ -274,7 +274,7 @@ pub async fn carry(
     if busy >= core.config().limits.max_connections_per_worker {
         bump(&core.stats.worker_full_refused, 1);
         let resp = capacity::refusal("this worker is at its connection limit");
-        refuse(&core, &mut client, resp).await;
+        refuse(&core.stats, &mut client, resp).await;
         return;
     }
     run(&core, client, owner, carried, request, secret).await;
@@ -310,7 +310,7 @@ async fn run(
             bump(&core.stats.cluster_carry_failed, 1);
             tracing::warn!(owner = %owner.node_id, to = %owner.internal, error = %why, "cannot carry a peer to its session's owner");
             refuse(
-                core,
+                &core.stats,
                 &mut client,
                 unreachable("the session's node cannot be reached"),
             )

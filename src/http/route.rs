@@ -26,7 +26,7 @@ pub enum Route {
     /// Admin listener only.
     Metrics,
     /// `/demo` and its files (docs/demo.md).
-    Demo(crate::demo::Asset),
+    Demo(DemoAsset),
     /// `/v1/http/{session}/...`: belongs to the HTTP bridge.
     Bridge {
         session: String,
@@ -132,7 +132,7 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
             session: session.to_string(),
         });
     }
-    if let Some(asset) = crate::demo::Asset::of(path) {
+    if let Some(asset) = DemoAsset::of(path) {
         return Ok(Route::Demo(asset));
     }
     Ok(match path {
@@ -142,6 +142,28 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
         "/metrics" => Route::Metrics,
         _ => Route::NotFound,
     })
+}
+
+/// A file of the demo page (docs/demo.md); its contents are `demo`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoAsset {
+    Page,
+    Script,
+    Style,
+    Icon,
+}
+
+impl DemoAsset {
+    /// The asset a path names, if any.
+    pub fn of(path: &str) -> Option<DemoAsset> {
+        match path {
+            "/demo" | "/demo/" => Some(DemoAsset::Page),
+            "/demo/app.js" => Some(DemoAsset::Script),
+            "/demo/app.css" => Some(DemoAsset::Style),
+            "/demo/favicon.svg" => Some(DemoAsset::Icon),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 //! cross-core traffic is a connection handed to its address's home before admission (when it
 //! arrived elsewhere) and one message giving its count back when it ends on another core.
 
+pub mod admit;
 pub mod bucket;
+pub mod capacity;
 pub mod client_ip;
 pub mod home;
 pub mod ip;

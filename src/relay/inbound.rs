@@ -26,8 +26,8 @@ pub const HEADROOM: usize = MAX_SERVER_HEADER_LEN;
 /// A partial header or a partial control frame is all that is ever carried between reads.
 pub const CARRY_MAX: usize = MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD;
 
-/// A range of the read buffer to write to the receiver, header included.
-pub type Segment = (usize, usize);
+/// The chunk's type of a range to write (the decoder produces them).
+pub use crate::runtime::chunk::Segment;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FrameState {

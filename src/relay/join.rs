@@ -3,12 +3,12 @@
 use super::events::{self, EventKey};
 use super::{away, conn, resume};
 use crate::http::route::RelayTarget;
+use crate::http::write::refuse;
 use crate::http::Response;
+use crate::limits::capacity::{self, Joining};
 use crate::limits::IpCharge;
 use crate::runtime::socket::Socket;
 use crate::runtime::Core;
-use crate::server::accept::refuse;
-use crate::server::capacity::{self, Joining};
 use crate::session::{JoinPlan, Peer};
 use crate::stats::bump;
 use crate::stats::Latency;
@@ -23,7 +23,7 @@ async fn seat_allowed(core: &Core, stream: &mut TcpStream, joining: Joining) -> 
     let totals = capacity::totals(&core.shared);
     if let Err(reason) = capacity::check(&core.config().limits, totals, joining) {
         bump(&core.stats.capacity_refused, 1);
-        refuse(core, stream, capacity::refusal(reason)).await;
+        refuse(&core.stats, stream, capacity::refusal(reason)).await;
         return false;
     }
     true
@@ -77,7 +77,7 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
             }
             drop(charge);
             let r = Response::error(409, "session_full", "this session already has two peers");
-            refuse(&core, &mut stream, r).await;
+            refuse(&core.stats, &mut stream, r).await;
             return;
         }
         JoinPlan::Take { slot, role } => (slot, role, false),

@@ -1,7 +1,9 @@
 //! A pooled read buffer that is also the vectored write of the frames it holds.
 
-use crate::relay::inbound::Segment;
 use monoio::buf::IoVecBuf;
+
+/// A range of the read buffer to write to the receiver, header included.
+pub type Segment = (usize, usize);
 
 /// Linux refuses more iovecs than this in one writev (IOV_MAX).
 const MAX_IOVECS: usize = 1024;

@@ -4,7 +4,7 @@ use super::clock::Clock;
 use super::pool::BufPool;
 use crate::config::Config;
 use crate::limits::IpLimits;
-use crate::server::handoff::Handoff;
+use crate::session::handoff::Handoff;
 use crate::session::Registry;
 use crate::stats::{CoreGauges, CoreHistograms, CoreSnapshot, CoreStats};
 use local_sync::semaphore::Semaphore;

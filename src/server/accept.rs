@@ -1,30 +1,31 @@
 //! The HTTP phase of a connection: read the request head within the handshake timeout,
 //! route it, and either answer it, upgrade it here, or hand it to its session's core.
 
-use super::admit::{admit, count_open, Admitted};
-use super::handoff::{owner_core, Handoff, Parcel, Stage};
 use super::handshake::{per_ip, HandshakeSlot};
 use super::health::health;
 use super::scrape::{scrape, Format};
 use crate::bridge::serve::{serve as serve_bridged, BridgeRequest};
 use crate::cluster::carry::{carry, OwnerNode};
 use crate::cluster::inbound::accept_link;
-use crate::cluster::link::Carried;
 use crate::cluster::place::{place, region_hint, Placement};
 use crate::cluster::Origin;
 use crate::config::{ClientIpHeader, EchoRoute};
 use crate::http::route::{route, RelayTarget};
 use crate::http::upgrade::check_upgrade;
+use crate::http::write::{answer, refuse, write_and_close};
 use crate::http::{parse_head, HeadError, HeadScan, RequestHead, Response, Route};
+use crate::limits::admit::{admit, count_open, Admitted};
 use crate::limits::client_ip::{client_ip, trusted};
 use crate::limits::proxy_protocol::{self, Parsed, ProxyHeaderError};
 use crate::limits::{home_core, IpCharge};
 use crate::relay::join::{join_session, run_echo, Seat};
 use crate::runtime::Core;
+use crate::session::handoff::Carried;
+use crate::session::handoff::{owner_core, Handoff, Parcel, Stage};
 use crate::stats::{bump, RefusedStatus};
 use crate::ws::accept::accept_key;
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use std::net::IpAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -109,38 +110,6 @@ async fn read_proxy_header(
             _ => return Err(Some(ProxyHeaderError::Missing)),
         }
     }
-}
-
-/// Writes a refusal, then closes politely so the client reads it before the reset that an
-/// unread request body would otherwise cause.
-pub async fn refuse(core: &Core, stream: &mut TcpStream, resp: Response) {
-    core.stats.refused(RefusedStatus::Status(resp.status));
-    answer(stream, resp).await;
-}
-
-async fn answer(stream: &mut TcpStream, resp: Response) {
-    write_and_close(stream, resp.to_bytes()).await
-}
-
-/// Writes a whole HTTP response, then closes so the client reads it before any reset an
-/// unread request body would cause.
-pub async fn write_and_close(stream: &mut TcpStream, bytes: Vec<u8>) {
-    let (r, _) = stream.write_all(bytes).await;
-    if r.is_err() {
-        return;
-    }
-    let _ = stream.shutdown().await;
-    let drain = async {
-        let mut buf = vec![0u8; 4096];
-        for _ in 0..16 {
-            let (r, b) = stream.read(buf).await;
-            buf = b;
-            if !matches!(r, Ok(n) if n > 0) {
-                break;
-            }
-        }
-    };
-    let _ = monoio::time::timeout(Duration::from_millis(500), drain).await;
 }
 
 /// What the HTTP phase decided. Everything it parsed is dropped before the long-lived phase
@@ -432,7 +401,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
                 } else {
                     "bad_request"
                 };
-                refuse(core, stream, Response::error(e.status(), code, msg)).await;
+                refuse(&core.stats, stream, Response::error(e.status(), code, msg)).await;
                 return Next::Done;
             }
             Ok(HeadRead::Gone) => return Next::Done,
@@ -445,7 +414,12 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
     let r = match route(&head) {
         Ok(r) => r,
         Err(e) => {
-            refuse(core, stream, Response::error(e.status, e.code, e.message)).await;
+            refuse(
+                &core.stats,
+                stream,
+                Response::error(e.status, e.code, e.message),
+            )
+            .await;
             return Next::Done;
         }
     };
@@ -497,7 +471,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
                     match count_open(core, a.ip) {
                         Ok(c) => a.charge = Some(c),
                         Err(resp) => {
-                            refuse(core, stream, resp).await;
+                            refuse(&core.stats, stream, resp).await;
                             return Next::Done;
                         }
                     }
@@ -520,7 +494,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
                                 client = %ip,
                                 "request refused"
                             );
-                            refuse(core, stream, resp).await;
+                            refuse(&core.stats, stream, resp).await;
                             return Next::Done;
                         }
                     }
@@ -615,7 +589,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -
         }
         _ => Response::error(404, "not_found", "no such route"),
     };
-    refuse(core, stream, refusal).await;
+    refuse(&core.stats, stream, refusal).await;
     Next::Done
 }
 
@@ -634,7 +608,7 @@ async fn elsewhere(
     match place(core, session, hint.clone(), carried.is_some()).await {
         Placement::Here => None,
         Placement::Refuse(resp) => {
-            refuse(core, stream, resp).await;
+            refuse(&core.stats, stream, resp).await;
             Some(Next::Done)
         }
         Placement::Carry(owner) => {
@@ -689,7 +663,7 @@ async fn hand_over(core: Rc<Core>, stream: TcpStream, to: usize, parcel: Parcel)
                     "the worker this connection belongs on is busy; retry shortly",
                 )
                 .with_header("Retry-After", "1");
-                refuse(&core, &mut stream, resp).await;
+                refuse(&core.stats, &mut stream, resp).await;
             }
         }
     }

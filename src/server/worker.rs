@@ -1,10 +1,11 @@
 //! One worker thread: its runtime, its listener, its sessions.
 
-use super::accept::{self, handle, receive_handoffs, refuse, Arrival, Listener};
-use super::capacity;
-use super::handoff::Handoff;
+use super::accept::{self, handle, receive_handoffs, Arrival, Listener};
+use crate::http::write::refuse;
+use crate::limits::capacity;
 use crate::relay::keepalive;
 use crate::runtime::{Core, Shared};
+use crate::session::handoff::Handoff;
 use crate::stats::bump;
 use crate::ws::CloseCode;
 use monoio::net::TcpListener;
@@ -56,7 +57,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
                     let c = core.clone();
                     monoio::spawn(async move {
                         let resp = capacity::refusal("this worker is at its connection limit");
-                        refuse(&c, &mut stream, resp).await
+                        refuse(&c.stats, &mut stream, resp).await
                     });
                     continue;
                 }

@@ -2,6 +2,8 @@
 
 pub mod backlog;
 pub mod budget;
+pub mod events;
+pub mod handoff;
 pub mod join;
 pub mod peer;
 pub mod registry;

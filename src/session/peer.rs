@@ -1,8 +1,8 @@
 //! One upgraded connection: its socket, its write gate and the little state the keepalive
 //! tick and the forwarding path need. Kept small: every idle connection holds one.
 
+use super::events::{Event, EventKey};
 use crate::limits::IpCharge;
-use crate::relay::events::{Event, EventKey};
 use crate::runtime::chunk::Chunk;
 use crate::runtime::socket::Socket;
 use crate::ws::close::encode_close_frame;
