@@ -41,6 +41,13 @@ pub struct RouteError {
     pub message: &'static str,
 }
 
+impl RouteError {
+    /// The refusal, with the contract's JSON body.
+    pub fn response(&self) -> super::Response {
+        super::Response::error(self.status, self.code, self.message)
+    }
+}
+
 fn bad(code: &'static str, message: &'static str) -> RouteError {
     RouteError {
         status: 400,

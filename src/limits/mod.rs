@@ -14,10 +14,12 @@ pub mod client_ip;
 pub mod home;
 pub mod ip;
 pub mod proxy_protocol;
+pub mod refusal;
 pub mod throttle;
 
 pub use bucket::{Bucket, Rate};
 pub use client_ip::client_ip;
 pub use home::{home_core, IpCharge};
 pub use ip::{IpLimits, IpRefusal};
+pub use refusal::Refusal;
 pub use throttle::Throttle;

@@ -240,14 +240,7 @@ impl Inbound {
             }
             let h = match parse_header(&buf[i..end], Sender::Client) {
                 Err(e) => {
-                    let reason = match e {
-                        crate::ws::HeaderError::ReservedBits => "reserved bits set",
-                        crate::ws::HeaderError::UnknownOpcode(_) => "unknown opcode",
-                        crate::ws::HeaderError::ControlTooLong => "control frame too long",
-                        crate::ws::HeaderError::ControlFragmented => "fragmented control frame",
-                        crate::ws::HeaderError::LengthTopBit => "invalid 64-bit length",
-                        _ => "client frames must be masked",
-                    };
+                    let reason = e.close_reason();
                     self.violate(
                         Closing::Violation(CloseCode::PROTOCOL, reason),
                         segs,

@@ -16,7 +16,7 @@ pub struct Peer {
     pub role: Box<str>,
     pub events: bool,
     /// Carried by every event to this peer, so it can tell them from look-alikes its peer
-    /// sends (relay/events.rs); meaningless when `events` is off.
+    /// sends (session/events.rs); meaningless when `events` is off.
     event_key: EventKey,
     pub sock: Socket,
     /// This connection's count among its client address's open connections, given back
