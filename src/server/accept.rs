@@ -1,5 +1,6 @@
 //! The HTTP phase of a connection: read the request head within the handshake timeout,
-//! route it, and either answer it, upgrade it here, or hand it to its session's core.
+//! route it, and either answer it, upgrade it here, hand it to another core (its client's
+//! home, or its session's), or carry it to the node that owns its session.
 
 use super::handshake::{per_ip, HandshakeSlot};
 use super::health::health;
