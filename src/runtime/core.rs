@@ -173,10 +173,7 @@ impl Core {
                 ),
                 (
                     "replay_bytes",
-                    sessions
-                        .iter()
-                        .map(|s| crate::relay::resume::held(s))
-                        .sum::<usize>() as u64,
+                    sessions.iter().map(|s| s.replay_bytes()).sum::<usize>() as u64,
                 ),
             ],
             latency: self.latency.snapshot(),
