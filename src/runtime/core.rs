@@ -2,7 +2,7 @@
 
 use super::clock::Clock;
 use super::pool::BufPool;
-use crate::config::{Config, WORKER_INDEX_BITS};
+use crate::config::Config;
 use crate::limits::IpLimits;
 use crate::server::handoff::Handoff;
 use crate::session::Registry;
@@ -112,11 +112,12 @@ impl Core {
     }
 
     /// Connection ids are unique across cores: the core index is in the low
-    /// [`WORKER_INDEX_BITS`] bits (`workers` is at most [`crate::config::MAX_WORKERS`]).
+    /// [`crate::config::WORKER_INDEX_BITS`] bits (`workers` is at most
+    /// [`crate::config::MAX_WORKERS`]).
     pub fn next_conn_id(&self) -> u64 {
         let n = self.next_id.get() + 1;
         self.next_id.set(n);
-        (n << WORKER_INDEX_BITS) | self.index as u64
+        (n << crate::config::WORKER_INDEX_BITS) | self.index as u64
     }
 
     pub fn shutting_down(&self) -> bool {
