@@ -11,7 +11,7 @@
 //!   core, admission and whole-server capacity;
 //! * `auth`: the bearer tokens that admit a client;
 //! * `session`: the per-core session registry, the pairing rules, the events a peer is sent,
-//!   messages kept for an absent peer, the replay window of `resume=`, and placement (a
+//!   bridged requests waiting for their agent, messages kept for an absent peer, the replay window of `resume=`, and placement (a
 //!   session's core, the parcel a connection crosses cores with);
 //! * `relay`: the forwarding path, from a read to the write to the other peer;
 //! * `bridge`: the HTTP bridge (a request becomes a message to the session's agent);

@@ -39,16 +39,15 @@ const LAYERS: &[(&str, u8)] = &[
     ("load", 3),
 ];
 
-/// The one file allowed to name modules above its own, and which: the worker's context
-/// (`Core`, `Shared`) is the composition root of a worker, holding each layer's per-core
-/// state (the session registry, the per-IP tables, the token checker, the bridge's waiting
-/// requests, the cluster's carried links and fleet view) that every layer above `runtime`
-/// is handed. Its imports are left out of the graph; each listed one must still be there, so
-/// the list only shrinks (docs/architecture.md says what taking it apart would need).
-const ROOT_EXCEPTIONS: &[(&str, &[&str])] = &[(
-    "runtime/core.rs",
-    &["auth", "bridge", "cluster", "limits", "session"],
-)];
+/// The one file allowed to name modules beside or above its own, and which: the worker's
+/// context (`Core`, `Shared`) is the composition root of a worker, holding each layer's
+/// per-core state (the session registry and handoff inboxes, the per-IP tables, the token
+/// checker, the cluster's carried links, fleet view and owner lookups) while limits, relay,
+/// bridge, cluster and server are handed it. Its imports are left out of the graph; each
+/// listed one must still be there, so the list only shrinks (docs/architecture.md, "Layers",
+/// says what taking it apart would need).
+const ROOT_EXCEPTIONS: &[(&str, &[&str])] =
+    &[("runtime/core.rs", &["auth", "cluster", "limits", "session"])];
 
 /// The crate roots: they declare and wire every module.
 const CRATE_ROOTS: &[&str] = &["lib.rs", "main.rs"];

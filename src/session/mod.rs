@@ -1,6 +1,7 @@
 //! Sessions and their peers, owned by one core each.
 
 pub mod backlog;
+pub mod bridged;
 pub mod budget;
 pub mod events;
 pub mod handoff;
