@@ -6,16 +6,23 @@
 //! * `http`: request heads, routes, answers and their writer, and the client side of HTTP/1.1;
 //! * `config`: the settings; `stats`: per-core counters and latency histograms;
 //! * `runtime`: per-core machinery: the buffer pool and its chunks, the shared socket, the
-//!   clock, the driver, the secure RNG, the context each worker owns;
+//!   clock, the driver, the secure RNG;
 //! * `limits`: per-core limiters, the client's address behind proxies, each address's home
-//!   core, admission and whole-server capacity;
+//!   core, what admission learned, whole-server capacity, the refusal type;
 //! * `auth`: the bearer tokens that admit a client;
 //! * `session`: the per-core session registry, the pairing rules, the events a peer is sent,
-//!   bridged requests waiting for their agent, messages kept for an absent peer, the replay window of `resume=`, and placement (a
-//!   session's core, the parcel a connection crosses cores with);
+//!   bridged requests waiting for their agent, messages kept for an absent peer, the replay
+//!   window of `resume=`, and placement (a session's core, the parcel a connection crosses
+//!   cores with);
+//! * `fleet`: the cluster's state without I/O (the fleet view, the messages to the cluster
+//!   thread, each worker's carried links and peer origins), below the context that holds it;
+//! * `context`: the worker's context (`Core`, what one worker owns; `Shared`, what all
+//!   share), which holds the state of the modules above in this list, and admission, whose
+//!   checks read it;
 //! * `relay`: the forwarding path, from a read to the write to the other peer;
 //! * `bridge`: the HTTP bridge (a request becomes a message to the session's agent);
-//! * `cluster`: several nodes sharing the sessions through Redis;
+//! * `cluster`: several nodes sharing the sessions through Redis (the I/O; `fleet` is the
+//!   state);
 //! * `server`: the listeners, workers, the HTTP phase and cross-core handoff;
 //! * `demo`: the files of the page to try a session from a browser;
 //! * `agent`, `load`: clients of the relay: the program that answers the bridge on a user's
@@ -27,7 +34,9 @@ pub mod auth;
 pub mod bridge;
 pub mod cluster;
 pub mod config;
+pub mod context;
 pub mod demo;
+pub mod fleet;
 pub mod http;
 pub mod limits;
 pub mod load;

@@ -5,7 +5,7 @@
 use super::message::{parse_response, AgentReplyError};
 use super::pending::Answer;
 use crate::config::Config;
-use crate::runtime::Core;
+use crate::context::Core;
 use crate::stats::bump;
 
 /// Room for an answer's JSON besides its base64 body: status, headers, punctuation.

@@ -1,38 +1,13 @@
 //! What workers and the cluster thread say to each other, over bounded channels, at
 //! handshake time only: a new peer's owner lookup, a session's release, and the thread's
-//! commands back (list your sessions, give one up, these nodes are gone).
+//! commands back (list your sessions, give one up, these nodes are gone). The messages are
+//! defined in `fleet::ask`, below the worker's context that holds the request queue; this
+//! file is the asking.
 
 use super::claim::{Owner, Unknown};
-use crate::runtime::Core;
+use crate::context::Core;
+pub use crate::fleet::ask::{Command, Request, COMMAND_QUEUE};
 use crate::stats::bump;
-
-/// From a worker to the cluster thread.
-pub enum Request {
-    /// Who owns `session`? Claims it (for this node, or for a node in `region` when the
-    /// client hinted one) when nobody live does.
-    Claim {
-        session: String,
-        region: Option<String>,
-        reply: flume::Sender<Owner>,
-    },
-    /// The session ended here: free its key if this node still holds it.
-    Release { session: String },
-}
-
-/// From the cluster thread to one worker.
-pub enum Command {
-    /// Answer with the ids of the sessions this core holds, to renew their ownership.
-    Sessions(flume::Sender<Vec<String>>),
-    /// Another node owns this session now (found when re-asserting after Redis came back):
-    /// close its peers here with 1012 so they reconnect to the owner.
-    Evict(String),
-    /// These nodes left the fleet: end links carried to them and peers carried from them.
-    NodesGone(Vec<String>),
-}
-
-/// Commands waiting per worker; the thread skips a worker whose queue is full (counted) and
-/// tries again next heartbeat.
-pub const COMMAND_QUEUE: usize = 64;
 
 /// Asks for `session`'s owner, waiting at most `cluster.lookup_timeout`.
 pub async fn find_owner(core: &Core, session: &str, region: Option<String>) -> Owner {

@@ -14,20 +14,23 @@
 //! cell stores, no timer), and the core's tick and pool guard treat the marks as they treat
 //! a seated receiver's (`relay::blocked`): `limits.write_timeout` bounds each direction, and
 //! blocked writes count against the per-address, per-session and pool-reserve bounds.
+//!
+//! The link's state (`Carry`, its write marks) is `fleet::carry`, below the worker's context
+//! whose table lists it; this file is the I/O.
 
 use super::boundary::Boundary;
 use super::link::{self, Carried, LinkError};
+use crate::context::Core;
+use crate::fleet::carry::Ending;
+pub use crate::fleet::carry::{Carry, Dirs, WriteMark};
 use crate::limits::Refusal;
 use crate::runtime::socket::Socket;
-use crate::runtime::Core;
-use crate::session::peer::UNSTAMPED;
 use crate::stats::{bump, Latency};
 use crate::ws::close::encode_close_frame;
 use crate::ws::CloseCode;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use std::cell::{Cell, RefCell};
-use std::net::IpAddr;
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -38,100 +41,7 @@ pub struct OwnerNode {
     pub internal: String,
 }
 
-/// A carried peer, as the core's `Local` table sees it.
-pub struct Carry {
-    pub owner: Rc<str>,
-    /// The session and the client's address, which the bounds on blocked writes key by.
-    pub session: Rc<str>,
-    pub ip: IpAddr,
-    client: Socket,
-    link: Socket,
-    /// The write toward the client / toward the owner in progress, if any.
-    pub to_client: WriteMark,
-    pub to_owner: WriteMark,
-    /// Why this node ends the link, when it does (what the client is closed with).
-    ending: Cell<Option<Ending>>,
-    /// The client was dropped for not reading: nothing more is written to it.
-    client_dropped: Cell<bool>,
-}
-
-/// Why this node ended a link.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ending {
-    /// `code`: the owner left the fleet (1012) or this node is stopping (1001).
-    Told(CloseCode),
-    /// The owner stopped reading the link (1012).
-    OwnerStalled,
-}
-
-impl Ending {
-    /// The close frame the client gets for it.
-    fn close(self) -> (CloseCode, &'static str) {
-        match self {
-            Ending::Told(CloseCode::GOING_AWAY) => (CloseCode::GOING_AWAY, "server shutting down"),
-            Ending::Told(code) => (code, "the session's node is gone; reconnect"),
-            Ending::OwnerStalled => (
-                CloseCode::SERVICE_RESTART,
-                "the session's node stopped reading; reconnect",
-            ),
-        }
-    }
-}
-
 impl Carry {
-    /// Ends the link; the client gets a close frame with `code` if its stream is at a frame
-    /// boundary, else its connection is closed.
-    pub fn end(&self, code: CloseCode) {
-        self.end_for(Ending::Told(code));
-    }
-
-    fn end_for(&self, why: Ending) {
-        if self.ending.get().is_none() {
-            self.ending.set(Some(why));
-        }
-        self.link.abort();
-    }
-
-    /// Drops the client, which is not reading, as the relay drops a seated receiver: its
-    /// socket and the link are shut, so both writes fail at once and their buffers go back;
-    /// the owner sees its peer disconnect (and tells the other peer 1006).
-    fn drop_client(&self) {
-        self.client_dropped.set(true);
-        self.client.abort();
-        self.link.abort();
-    }
-
-    /// Ends the blocked writes `dirs` names: a client that does not read is dropped (with
-    /// its link); a link the owner does not read is ended, and its client, which reads, gets
-    /// 1012 at a frame boundary.
-    pub fn end_blocked(&self, dirs: Dirs) {
-        if dirs.to_client {
-            self.drop_client();
-        } else if dirs.to_owner {
-            self.end_for(Ending::OwnerStalled);
-        }
-    }
-
-    /// Whether the write toward the client / the owner can no longer complete: its socket
-    /// was shut, so it is failing and its buffer is on its way back to the pool.
-    pub fn released(&self) -> Dirs {
-        let dropped = self.client_dropped.get();
-        Dirs {
-            to_client: dropped,
-            to_owner: dropped || self.ending.get().is_some(),
-        }
-    }
-
-    /// This node shut the link or the client (or both).
-    fn is_shut(&self) -> bool {
-        self.client_dropped.get() || self.ending.get().is_some()
-    }
-
-    /// Writes waiting now (each holds one pooled buffer).
-    pub fn pinned(&self) -> usize {
-        self.to_client.is_pending() as usize + self.to_owner.is_pending() as usize
-    }
-
     /// The keepalive tick's write timeout (`limits.write_timeout`), for both directions: a
     /// client that has not taken a write for this long is dropped, as a seated receiver is;
     /// a link whose owner has not is ended.
@@ -148,46 +58,6 @@ impl Carry {
             bump(&core.stats.cluster_carries_owner_write_timeout, 1);
             tracing::info!(owner = %self.owner, session = %self.session, "ended a carried link: the owner did not read it within limits.write_timeout");
             self.end_for(Ending::OwnerStalled);
-        }
-    }
-}
-
-/// The two directions of a carried link.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Dirs {
-    pub to_client: bool,
-    pub to_owner: bool,
-}
-
-/// A pending write, as `Peer::write_since_ms` marks one: set when the write starts (one cell
-/// store, no clock), stamped by the first look of the core's tick or pool guard, cleared when
-/// the write ends.
-#[derive(Default)]
-pub struct WriteMark(Cell<Option<u64>>);
-
-impl WriteMark {
-    fn start(&self) {
-        self.0.set(Some(UNSTAMPED));
-    }
-
-    fn end(&self) {
-        self.0.set(None);
-    }
-
-    pub fn is_pending(&self) -> bool {
-        self.0.get().is_some()
-    }
-
-    /// Since when the pending write has waited, if one is pending; a write seen for the first
-    /// time is stamped `now_ms`.
-    pub fn pending_since(&self, now_ms: u64) -> Option<u64> {
-        match self.0.get() {
-            None => None,
-            Some(UNSTAMPED) => {
-                self.0.set(Some(now_ms));
-                Some(now_ms)
-            }
-            since => since,
         }
     }
 }
@@ -287,17 +157,13 @@ async fn run(
         return;
     };
     let id = core.next_conn_id();
-    let entry = Rc::new(Carry {
-        owner: owner.node_id.as_str().into(),
-        session: carried.session.as_str().into(),
-        ip: carried.ip,
-        client: Socket::new(client),
-        link: Socket::new(link),
-        to_client: WriteMark::default(),
-        to_owner: WriteMark::default(),
-        ending: Cell::new(None),
-        client_dropped: Cell::new(false),
-    });
+    let entry = Rc::new(Carry::new(
+        owner.node_id.as_str().into(),
+        carried.session.as_str().into(),
+        carried.ip,
+        Socket::new(client),
+        Socket::new(link),
+    ));
     core.cluster_local
         .carries
         .borrow_mut()
@@ -461,47 +327,6 @@ async fn forward(core: &Core, carry: &Carry, dir: Direction<'_>) {
         core.pool.put(chunk);
         if w.is_err() {
             return;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_write_mark_is_stamped_by_its_first_look_and_cleared_when_the_write_ends() {
-        let m = WriteMark::default();
-        assert!(!m.is_pending());
-        assert_eq!(m.pending_since(100), None);
-        m.start();
-        assert!(m.is_pending());
-        assert_eq!(m.pending_since(250), Some(250), "stamped by the first look");
-        assert_eq!(m.pending_since(900), Some(250), "and kept");
-        m.end();
-        assert_eq!(m.pending_since(1000), None);
-        m.start();
-        assert_eq!(
-            m.pending_since(1200),
-            Some(1200),
-            "a new write, a new stamp"
-        );
-    }
-
-    #[test]
-    fn the_client_is_told_why_the_link_ended() {
-        let stalled = Ending::OwnerStalled.close();
-        assert_eq!(stalled.0, CloseCode::SERVICE_RESTART);
-        assert!(stalled.1.contains("stopped reading"));
-        let gone = Ending::Told(CloseCode::SERVICE_RESTART).close();
-        assert_eq!(gone.0, CloseCode::SERVICE_RESTART);
-        assert!(gone.1.contains("gone"));
-        assert_eq!(
-            Ending::Told(CloseCode::GOING_AWAY).close().0,
-            CloseCode::GOING_AWAY
-        );
-        for (_, reason) in [stalled, gone] {
-            assert!(reason.len() <= crate::ws::frame::MAX_CONTROL_PAYLOAD - 2);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! path, like the scrape inbox.
 
 use super::ask::Command;
-use crate::runtime::Core;
+use crate::context::Core;
 use crate::stats::bump;
 use crate::ws::CloseCode;
 use std::rc::Rc;

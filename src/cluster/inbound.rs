@@ -8,7 +8,7 @@
 use super::link::{self, Accepted, Carried, NONCE_BYTES};
 use super::local::Local;
 use super::pending::Full;
-use crate::runtime::Core;
+use crate::context::Core;
 use crate::stats::bump;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;

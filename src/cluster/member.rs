@@ -10,7 +10,7 @@ use super::node::{node_key, NodeInfo};
 use super::owners::Owners;
 use super::redis::{self as store, IO_TIMEOUT};
 use super::view::View;
-use crate::runtime::Shared;
+use crate::context::Shared;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

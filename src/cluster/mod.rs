@@ -13,25 +13,29 @@
 //!   receiving it, and capping openings on the internal listener not yet proved;
 //! * `redis`: opening a Redis connection, with its timeouts;
 //! * `status`: `ringrelay cluster status`.
+//!
+//! `breaker`, `claim`, `node`, `pending` and `view`, and the types of `ask`, `local` and
+//! `carry`, hold no I/O and are defined in `fleet`, below the worker's context that holds
+//! them (`Core::cluster_local`, `Shared::cluster`, `Shared::cluster_requests`); they are
+//! re-exported here under their old paths.
 
 pub mod ask;
 pub mod boundary;
-pub mod breaker;
 pub mod carry;
-pub mod claim;
 pub mod commands;
 pub mod fleet;
 pub mod inbound;
 pub mod link;
 pub mod local;
 pub mod member;
-pub mod node;
 pub mod owners;
-pub mod pending;
 pub mod place;
 pub mod redis;
 pub mod status;
-pub mod view;
+
+// The I/O-free half, defined a layer down (below the worker's context, which holds part of
+// it), under its old paths.
+pub use crate::fleet::{breaker, claim, node, pending, view};
 
 pub use local::{Local, Origin};
 pub use member::{Member, Wiring};

@@ -4,8 +4,8 @@
 use super::ask::find_owner;
 use super::carry::OwnerNode;
 use super::claim::Owner;
+use crate::context::Core;
 use crate::http::{RequestHead, Response};
-use crate::runtime::Core;
 use crate::stats::bump;
 
 pub enum Placement {

@@ -34,7 +34,7 @@ pub use types::{
     ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow,
 };
 
-/// Bits of a connection id that hold its worker's index (`runtime::Core::next_conn_id`), so
+/// Bits of a connection id that hold its worker's index (`context::Core::next_conn_id`), so
 /// ids are unique across workers without any coordination.
 pub const WORKER_INDEX_BITS: u32 = 10;
 

@@ -5,7 +5,7 @@
 //! may go over a limit by at most one connection per worker.
 
 use crate::config::LimitsConfig;
-use crate::runtime::Shared;
+use crate::stats::CoreGauges;
 
 /// What an admitted connection would add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,10 +25,11 @@ pub struct Totals {
     pub sessions: u64,
 }
 
-pub fn totals(shared: &Shared) -> Totals {
+/// The server's totals: the sum of the gauges each core publishes (`Shared::gauges`).
+pub fn totals(gauges: &[CoreGauges]) -> Totals {
     Totals {
-        connections: shared.gauges.iter().map(|g| g.connections()).sum(),
-        sessions: shared.gauges.iter().map(|g| g.sessions()).sum(),
+        connections: gauges.iter().map(|g| g.connections()).sum(),
+        sessions: gauges.iter().map(|g| g.sessions()).sum(),
     }
 }
 
@@ -73,9 +74,8 @@ fn usage(active: u64, limit: u64) -> serde_json::Value {
 }
 
 /// The `capacity` object of /health.
-pub fn health_json(shared: &Shared) -> serde_json::Value {
-    let l = &shared.config.limits;
-    let t = totals(shared);
+pub fn health_json(l: &LimitsConfig, gauges: &[CoreGauges]) -> serde_json::Value {
+    let t = totals(gauges);
     serde_json::json!({
         "connections": usage(t.connections, l.max_connections as u64),
         "sessions": usage(t.sessions, l.max_sessions as u64),

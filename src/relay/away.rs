@@ -10,7 +10,7 @@
 use super::events;
 use super::inbound::{Inbound, Segment};
 use crate::config::Overflow;
-use crate::runtime::Core;
+use crate::context::Core;
 use crate::session::{Backlog, Peer, Session};
 use crate::stats::bump;
 use crate::ws::CloseCode;

@@ -27,7 +27,7 @@
 //! a link the owner does not read is ended (its client gets 1012).
 
 use crate::cluster::carry::{Carry, Dirs};
-use crate::runtime::Core;
+use crate::context::Core;
 use crate::session::Peer;
 use crate::stats::bump;
 use std::cmp::Reverse;

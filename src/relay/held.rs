@@ -6,8 +6,8 @@
 use super::away::{self, Verdict};
 use super::inbound::{Hold, HoldMode, Released};
 use super::resume;
+use crate::context::Core;
 use crate::runtime::chunk::Chunk;
-use crate::runtime::Core;
 use crate::session::{Peer, Session};
 use std::rc::Rc;
 

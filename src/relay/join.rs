@@ -2,12 +2,12 @@
 
 use super::events::{self, EventKey};
 use super::{away, conn, resume};
+use crate::context::Core;
 use crate::http::route::RelayTarget;
 use crate::http::Response;
 use crate::limits::capacity::{self, Joining};
 use crate::limits::{IpCharge, Refusal};
 use crate::runtime::socket::Socket;
-use crate::runtime::Core;
 use crate::session::{JoinPlan, Peer, Session};
 use crate::stats::bump;
 use crate::stats::Latency;
@@ -19,7 +19,7 @@ use std::time::Instant;
 /// The last check, made on the core the connection will live on: whole-server capacity.
 /// (The client's open connections were counted at admission, on its address's home core.)
 async fn seat_allowed(core: &Core, stream: &mut TcpStream, joining: Joining) -> bool {
-    let totals = capacity::totals(&core.shared);
+    let totals = capacity::totals(&core.shared.gauges);
     if let Err(reason) = capacity::check(&core.config().limits, totals, joining) {
         Refusal::Capacity(reason).write(&core.stats, stream).await;
         return false;

@@ -3,7 +3,7 @@
 //! hold (`relay::blocked`). Nothing is armed per message or per connection.
 
 use super::blocked;
-use crate::runtime::Core;
+use crate::context::Core;
 use crate::session::Peer;
 use crate::stats::bump;
 use crate::ws::{CloseCode, OpCode};

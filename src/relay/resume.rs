@@ -9,7 +9,7 @@
 //! window keeps less (a later resume may then find a gap, which is reported).
 
 use super::inbound::Segment;
-use crate::runtime::Core;
+use crate::context::Core;
 use crate::session::{backlog_of, Peer, Replay, Session};
 use crate::stats::bump;
 

@@ -9,8 +9,8 @@
 //! under the per-worker cap); behind PROXY protocol the client the header names is charged
 //! once the header is read.
 
+use crate::context::Core;
 use crate::limits::client_ip::trusted;
-use crate::runtime::Core;
 use crate::stats::bump;
 use std::net::IpAddr;
 use std::rc::Rc;

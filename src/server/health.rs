@@ -1,7 +1,7 @@
 //! The /health answer.
 
+use crate::context::Shared;
 use crate::http::Response;
-use crate::runtime::Shared;
 
 pub fn health(shared: &Shared) -> Response {
     let sessions: u64 = shared.gauges.iter().map(|g| g.sessions()).sum();
@@ -15,7 +15,7 @@ pub fn health(shared: &Shared) -> Response {
         "workers": shared.workers(),
         "active_sessions": sessions,
         "active_connections": connections,
-        "capacity": crate::limits::capacity::health_json(shared),
+        "capacity": crate::limits::capacity::health_json(&shared.config.limits, &shared.gauges),
     });
     if let Some(view) = &shared.cluster {
         body["cluster"] = view.health_json();

@@ -13,8 +13,8 @@ pub use crate::session::handoff;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::context::Shared;
 use crate::runtime::driver::{self, Driver};
-use crate::runtime::Shared;
 use crate::stats::CoreGauges;
 use std::net::SocketAddr;
 use std::sync::Arc;

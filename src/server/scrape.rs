@@ -1,8 +1,8 @@
 //! Scrapes: the admin listener's core asks every core for its snapshot and merges them. Each
 //! core answers between its own tasks, so a scrape never stops another core's forwarding.
 
+use crate::context::Core;
 use crate::http::Response;
-use crate::runtime::Core;
 use crate::stats::render::{metrics_text, stats_json, Meta};
 use crate::stats::CoreSnapshot;
 use std::rc::Rc;

@@ -1,9 +1,9 @@
 //! One worker thread: its runtime, its listener, its sessions.
 
 use super::accept::{self, handle, receive_handoffs, Arrival, Listener};
+use crate::context::{Core, Shared};
 use crate::limits::Refusal;
 use crate::relay::keepalive;
-use crate::runtime::{Core, Shared};
 use crate::session::handoff::Handoff;
 use crate::stats::bump;
 use crate::ws::CloseCode;

@@ -1,9 +1,17 @@
-//! What each worker owns, and the little that all workers share.
+//! The worker's context: what each worker owns (`Core`), and the little that all workers
+//! share (`Shared`). It holds each lower layer's per-core state (the buffer pool and clock of
+//! `runtime`, the session registry and handoff inboxes of `session`, the per-IP tables of
+//! `limits`, the token checker of `auth`, the cluster's per-worker state and fleet view of
+//! `fleet`), and is handed to everything above it: relay, bridge, cluster and server.
+//! Admission (`admit`) lives here because its checks read that state.
 
-use super::clock::Clock;
-use super::pool::BufPool;
+pub mod admit;
+
 use crate::config::Config;
 use crate::limits::IpLimits;
+use crate::runtime::clock::Clock;
+use crate::runtime::pool::BufPool;
+use crate::runtime::rng::CoreRng;
 use crate::session::handoff::Handoff;
 use crate::session::Registry;
 use crate::stats::{CoreGauges, CoreHistograms, CoreSnapshot, CoreStats};
@@ -29,10 +37,10 @@ pub struct Shared {
     pub auth: Option<crate::auth::Authenticator>,
     /// The fleet as the membership thread last read it (cluster mode only); read by /health
     /// and /stats, never by the forwarding path.
-    pub cluster: Option<Arc<crate::cluster::View>>,
+    pub cluster: Option<Arc<crate::fleet::view::View>>,
     /// Owner lookups and releases for the cluster thread (cluster mode only): bounded by
     /// `cluster.request_queue`, used at handshake time, never per message.
-    pub cluster_requests: Option<flume::Sender<crate::cluster::ask::Request>>,
+    pub cluster_requests: Option<flume::Sender<crate::fleet::ask::Request>>,
     /// The node-to-node link's secret (`cluster.secret`), read once at start.
     pub cluster_secret: Option<Arc<Vec<u8>>>,
 }
@@ -59,9 +67,9 @@ pub struct Core {
     /// Bridged requests waiting for an agent of a session this core owns.
     pub bridge: crate::session::bridged::Pending,
     /// Peers carried to other nodes and where the peers here came from (cluster mode).
-    pub cluster_local: crate::cluster::Local,
+    pub cluster_local: crate::fleet::local::Local,
     /// This worker's own secure random source (ids, keys, challenges).
-    pub rng: super::rng::CoreRng,
+    pub rng: CoreRng,
     next_id: Cell<u64>,
     /// Closed when the server shuts down; every waiter wakes with an error.
     pub shutdown: Semaphore,
@@ -85,8 +93,8 @@ impl Core {
             ip_limits: IpLimits::new(&cfg.limits, index),
             handshakes: Cell::new(0),
             bridge: crate::session::bridged::Pending::default(),
-            cluster_local: crate::cluster::Local::default(),
-            rng: super::rng::CoreRng::new(),
+            cluster_local: crate::fleet::local::Local::default(),
+            rng: CoreRng::new(),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),
             shared,

@@ -121,7 +121,7 @@ impl View {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
-    pub(super) fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Snapshot)) {
         match self.inner.lock() {
             Ok(mut s) => f(&mut s),
             Err(p) => f(&mut p.into_inner()),

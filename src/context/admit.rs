@@ -1,0 +1,144 @@
+//! The checks every public WebSocket and bridge request passes, once, on its client address's
+//! home core, before it is upgraded or handed to its session's core: the per-IP connection
+//! rate (cheapest first, so a flood of bad tokens costs no HMAC), the Origin, the token, then
+//! the client's count of open connections. Relay, compatible paths, echo and bridge all go
+//! through this one function. What admission learned, `Admitted`, is plain data in
+//! `limits::admit`, so the parcel a connection crosses cores with (`session::handoff`) can
+//! carry it without naming the worker's context.
+
+use super::Core;
+use crate::auth::{token_from_request, unix_now, AuthError};
+use crate::config::{EchoRoute, SecurityConfig};
+use crate::http::route::Route;
+use crate::http::RequestHead;
+pub use crate::limits::admit::Admitted;
+use crate::limits::{IpCharge, Refusal};
+use std::net::IpAddr;
+
+/// Counts one more open connection for `ip` (on its home core, this one), or refuses it.
+pub fn count_open(core: &Core, ip: IpAddr) -> Result<IpCharge, Refusal> {
+    core.ip_limits
+        .open(ip, core.clock.now_ms())
+        .map_err(Refusal::IpOpen)
+}
+
+/// `None` when the request's Origin may connect. Browsers always send one on a WebSocket
+/// upgrade; native clients usually do not.
+fn origin_refusal(sec: &SecurityConfig, head: &RequestHead) -> Option<&'static str> {
+    match head.header_count("origin") {
+        0 if sec.require_origin => Some("an Origin header is required"),
+        0 => None,
+        1 => {
+            let origin = head.header("origin").unwrap_or_default();
+            let allowed = sec
+                .allowed_origins
+                .iter()
+                .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
+            (!allowed).then_some("this origin may not connect")
+        }
+        _ => Some("more than one Origin header"),
+    }
+}
+
+/// Checks the token, when auth is on, for what `route` asks for; returns the role granted.
+fn authorize(core: &Core, head: &RequestHead, route: &Route) -> Result<Option<String>, Refusal> {
+    let requested = match route {
+        Route::Relay(t) => t.role.clone(),
+        _ => None,
+    };
+    let Some(auth) = core.shared.auth.as_ref() else {
+        return Ok(requested);
+    };
+    if *route == Route::Echo && core.config().security.echo_route == EchoRoute::Open {
+        return Ok(None);
+    }
+    let refuse = |e: AuthError| {
+        tracing::debug!(code = e.code(), path = %head.path, "token refused");
+        Refusal::Auth(e)
+    };
+    let token = token_from_request(head)
+        .map_err(refuse)?
+        .ok_or(AuthError::Missing)
+        .map_err(refuse)?;
+    let claims = auth.verify(&token, unix_now()).map_err(refuse)?;
+    match route {
+        Route::Relay(t) => {
+            let role = claims
+                .grant(&t.session, requested.as_deref())
+                .map_err(refuse)?;
+            // The agent receives every bridged request, with its cookies and body: taking
+            // its seat (and replacing a live agent) needs a token made for it, not merely one
+            // that names no role.
+            let agent = &*core.config().bridge.agent_role;
+            if role.as_deref() == Some(agent) && claims.role.as_deref() != Some(agent) {
+                return Err(refuse(AuthError::WrongRole));
+            }
+            Ok(role)
+        }
+        Route::Bridge { session } => claims.grant(session, None).map_err(refuse),
+        _ => Ok(None),
+    }
+}
+
+/// Admits a request from `ip` (the client, already resolved) on `ip`'s home core.
+pub fn admit(
+    core: &Core,
+    head: &RequestHead,
+    ip: IpAddr,
+    route: &Route,
+) -> Result<Admitted, Refusal> {
+    let sec = &core.config().security;
+    // A fresh reading (one per handshake, not per message): the coarse tick may be a second
+    // old, which would skew a rate of a few per second.
+    if let Err(r) = core.ip_limits.admit_connect(ip, core.clock.tick()) {
+        return Err(Refusal::IpRate(r));
+    }
+    if let Some(reason) = origin_refusal(sec, head) {
+        return Err(Refusal::Origin(reason));
+    }
+    let role = authorize(core, head, route)?;
+    // Counted from here until the connection ends, wherever it then lives: the count and its
+    // limit are on this core, the client's home.
+    let charge = count_open(core, ip)?;
+    Ok(Admitted {
+        ip,
+        role,
+        charge: Some(charge),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(origins: &[&str]) -> RequestHead {
+        let headers: Vec<(&str, &str)> = origins.iter().map(|o| ("origin", *o)).collect();
+        RequestHead::with_headers("GET", "/v1/relay/s", &headers)
+    }
+
+    fn sec(allowed: &[&str], require: bool) -> SecurityConfig {
+        SecurityConfig {
+            allowed_origins: allowed.iter().map(|s| s.to_string()).collect(),
+            require_origin: require,
+            ..SecurityConfig::default()
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let s = sec(&["https://app.example"], false);
+        assert_eq!(origin_refusal(&s, &head(&[])), None);
+        assert_eq!(origin_refusal(&s, &head(&["https://app.example"])), None);
+        assert_eq!(origin_refusal(&s, &head(&["https://APP.example"])), None);
+        assert!(origin_refusal(&s, &head(&["https://evil.example"])).is_some());
+        assert!(origin_refusal(&s, &head(&["null"])).is_some());
+        assert!(origin_refusal(&s, &head(&["https://app.example", "https://x"])).is_some());
+        let any = sec(&["*"], false);
+        assert_eq!(origin_refusal(&any, &head(&["null"])), None);
+        let none = sec(&[], false);
+        assert!(origin_refusal(&none, &head(&["https://app.example"])).is_some());
+        assert_eq!(origin_refusal(&none, &head(&[])), None);
+        let required = sec(&["*"], true);
+        assert!(origin_refusal(&required, &head(&[])).is_some());
+    }
+}

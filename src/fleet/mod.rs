@@ -1,0 +1,22 @@
+//! The cluster's state without I/O (docs/cluster.md), defined below the worker's context
+//! that holds it, so that the context (`Core`, `Shared`) names no module above it:
+//!
+//! * `node`, `claim`: a node's registry entry and the session-ownership scripts;
+//! * `breaker`, `view`: the breaker around Redis and what this node knows of the fleet
+//!   (`Shared::cluster`);
+//! * `ask`: what workers and the cluster thread say to each other (`Shared::cluster_requests`);
+//! * `local`, `carry`, `pending`: what each worker keeps (`Core::cluster_local`): the peers it
+//!   carries to other nodes, where the peers seated here came from, and the internal
+//!   listener's openings not yet proved.
+//!
+//! The I/O (Redis, the links, the cluster thread, the methods that take the context) is
+//! `cluster`, a layer above the context, which re-exports these modules under its own paths.
+
+pub mod ask;
+pub mod breaker;
+pub mod carry;
+pub mod claim;
+pub mod local;
+pub mod node;
+pub mod pending;
+pub mod view;
