@@ -19,23 +19,23 @@
 //! them (`Core::cluster_local`, `Shared::cluster`, `Shared::cluster_requests`); they are
 //! re-exported here under their old paths.
 
-pub mod ask;
+pub(crate) mod ask;
 pub mod boundary;
-pub mod carry;
-pub mod commands;
-pub mod fleet;
-pub mod inbound;
+pub(crate) mod carry;
+pub(crate) mod commands;
+pub(crate) mod fleet;
+pub(crate) mod inbound;
 pub mod link;
-pub mod local;
-pub mod member;
-pub mod owners;
-pub mod place;
-pub mod redis;
+pub(crate) mod local;
+pub(crate) mod member;
+pub(crate) mod owners;
+pub(crate) mod place;
+pub(crate) mod redis;
 pub mod status;
 
 // The I/O-free half, defined a layer down (below the worker's context, which holds part of
 // it), under its old paths.
-pub use crate::fleet::{breaker, claim, node, pending, view};
+pub(crate) use crate::fleet::{breaker, claim, node, pending, view};
 
 pub use local::{Local, Origin};
 pub use member::{Member, Wiring};

@@ -5,7 +5,7 @@
 //! `fleet`), and is handed to everything above it: relay, bridge, cluster and server.
 //! Admission (`admit`) lives here because its checks read that state.
 
-pub mod admit;
+pub(crate) mod admit;
 
 use crate::config::Config;
 use crate::limits::IpLimits;

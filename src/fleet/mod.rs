@@ -12,11 +12,11 @@
 //! The I/O (Redis, the links, the cluster thread, the methods that take the context) is
 //! `cluster`, a layer above the context, which re-exports these modules under its own paths.
 
-pub mod ask;
-pub mod breaker;
-pub mod carry;
-pub mod claim;
-pub mod local;
-pub mod node;
-pub mod pending;
-pub mod view;
+pub(crate) mod ask;
+pub(crate) mod breaker;
+pub(crate) mod carry;
+pub(crate) mod claim;
+pub(crate) mod local;
+pub(crate) mod node;
+pub(crate) mod pending;
+pub(crate) mod view;
