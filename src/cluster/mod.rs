@@ -4,20 +4,22 @@
 //! this. Redis holds who is in the fleet and who owns what, never messages: nothing here runs
 //! per message.
 //!
-//! * `node`, `claim`, `link`, `boundary`: the registry entry, the ownership scripts, the
-//!   link's opening and the close-frame tracker, all without I/O;
-//! * `breaker`, `fleet`, `view`, `member`, `owners`: the cluster thread and what it knows;
-//! * `ask`, `commands`, `local`: what workers and that thread say to each other, and what
-//!   each worker keeps;
-//! * `place`, `carry`, `inbound`, `pending`: deciding where a new peer goes, carrying it,
-//!   receiving it, and capping openings on the internal listener not yet proved;
+//! * `link`, `boundary`: the link's opening and the close-frame tracker, without I/O;
+//! * `fleet`, `member`, `owners`: the cluster thread (reading the fleet, membership, owner
+//!   lookups and releases);
+//! * `ask`, `commands`, `local`: a worker asking that thread, obeying its commands, and
+//!   counting and ending what it keeps;
+//! * `place`, `carry`, `inbound`: deciding where a new peer goes, carrying it, receiving it;
 //! * `redis`: opening a Redis connection, with its timeouts;
 //! * `status`: `ringrelay cluster status`.
 //!
-//! `breaker`, `claim`, `node`, `pending` and `view`, and the types of `ask`, `local` and
-//! `carry`, hold no I/O and are defined in `fleet`, below the worker's context that holds
-//! them (`Core::cluster_local`, `Shared::cluster`, `Shared::cluster_requests`); they are
-//! re-exported here under their old paths.
+//! The I/O-free half is defined a layer down, in `crate::fleet` (not `cluster::fleet`, which
+//! reads the fleet from Redis), below the worker's context that holds part of it
+//! (`Core::cluster_local`, `Shared::cluster`, `Shared::cluster_requests`): the registry entry
+//! and the ownership scripts (`node`, `claim`), the breaker and what the node knows of the
+//! fleet (`breaker`, `view`), the messages of `ask`, and what each worker keeps (`Local`,
+//! `Carry`, `PendingLinks`). Its modules are re-exported here under their old paths; the
+//! methods that take the context stay here as `impl` blocks.
 
 pub(crate) mod ask;
 pub mod boundary;
