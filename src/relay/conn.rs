@@ -10,7 +10,6 @@ use crate::runtime::Core;
 use crate::session::{Peer, Session};
 use crate::stats::{bump, Latency};
 use crate::ws::{CloseCode, OpCode};
-use monoio::buf::IoBufMut;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -48,8 +47,8 @@ pub async fn run(
         let mut chunk;
         if !initial.is_empty() {
             chunk = core.pool.take().await;
-            inbound.prepare(&mut chunk.data);
-            chunk.data.extend_from_slice(&initial);
+            chunk.lay_out(|data| inbound.prepare(data));
+            chunk.extend_from_slice(&initial);
             initial = Vec::new();
         } else {
             if !hot && peer.sock.readable().await.is_err() {
@@ -61,12 +60,9 @@ pub async fn run(
                 break ABNORMAL;
             }
             chunk = core.pool.take().await;
-            let start = inbound.prepare(&mut chunk.data);
-            let data = std::mem::take(&mut chunk.data);
-            let (res, slice) = peer.sock.read(data.slice_mut(start..)).await;
-            chunk.data = slice.into_inner();
-            match res {
-                Ok(n) if n > 0 => hot = chunk.data.len() == chunk.data.capacity(),
+            chunk.lay_out(|data| inbound.prepare(data));
+            match chunk.read_from(&peer.sock).await {
+                Ok(n) if n > 0 => hot = chunk.is_full(),
                 _ => {
                     core.pool.put(chunk);
                     break ABNORMAL;
@@ -112,21 +108,24 @@ pub async fn run(
         if let Some(h) = hold.as_mut() {
             h.mode = mode;
         }
-        chunk.segs.clear();
-        let c = &mut *chunk;
-        let out = inbound.decode_holding(
-            &mut c.data,
-            decode_for,
-            limits,
-            &mut c.segs,
-            hold.as_deref_mut(),
-        );
+        let decoded = chunk.decode(|data, segs| {
+            inbound.decode_holding(data, decode_for, limits, segs, hold.as_deref_mut())
+        });
+        let out = match decoded {
+            Ok(out) => out,
+            Err(e) => {
+                // A decoder bug: nothing of this read is written, and only this connection ends.
+                tracing::error!(conn = peer.id, error = %e, "decoder chose bytes outside its read");
+                core.pool.put(chunk);
+                break ABNORMAL;
+            }
+        };
         let released = hold
             .as_mut()
             .map(|h| std::mem::take(&mut h.released))
             .unwrap_or_default();
         // Rare: copied out so the buffer can go to the receiver first.
-        let pong = out.ping.map(|(a, b)| chunk.data[a..b].to_vec());
+        let pong = out.ping.map(|(a, b)| chunk.data()[a..b].to_vec());
         if out.data_seen {
             if let Some(s) = &session {
                 s.last_activity_ms.set(now);
@@ -143,9 +142,9 @@ pub async fn run(
             (Some(s), true) => {
                 // Kept messages are counted as forwarded when they are delivered.
                 let (v, completed) = if released.is_empty() {
-                    away::store(&core, s, &peer, &chunk.data, &chunk.segs)
+                    away::store(&core, s, &peer, chunk.data(), chunk.segments())
                 } else {
-                    held::store(&core, s, &peer, &chunk.data, &chunk.segs, released)
+                    held::store(&core, s, &peer, chunk.data(), chunk.segments(), released)
                 };
                 core.pool.put(chunk);
                 verdict = v;
@@ -156,7 +155,7 @@ pub async fn run(
             _ => {
                 bump(&st.messages_forwarded, out.messages_forwarded as u64);
                 bump(&st.bytes_forwarded, out.forwarded_bytes);
-                match (&receiver, chunk.segs.is_empty()) {
+                match (&receiver, chunk.segments().is_empty()) {
                     (Some(r), _) if !released.is_empty() => {
                         let open = inbound.receiver_open() == Some(r.id);
                         let send =
@@ -166,10 +165,10 @@ pub async fn run(
                     }
                     (Some(r), false) => {
                         if let Some(s) = session.as_ref().filter(|s| s.resume_on.get()) {
-                            resume::retain(&core, s, &peer, r, &chunk.data, &chunk.segs);
+                            resume::retain(&core, s, &peer, r, chunk.data(), chunk.segments());
                         }
                         let open = inbound.receiver_open() == Some(r.id);
-                        let (_, chunk) = r.send_chunk(chunk, open).await;
+                        let (_, chunk) = r.send_chunk(chunk.into_write(), open).await;
                         core.pool.put(chunk);
                         core.latency.record_since(Latency::Relay, read_at);
                     }

@@ -27,7 +27,7 @@ pub const HEADROOM: usize = MAX_SERVER_HEADER_LEN;
 pub const CARRY_MAX: usize = MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD;
 
 /// A range of the read buffer to write to the receiver, header included.
-pub type Segment = (usize, usize);
+pub use crate::runtime::chunk::Segment;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FrameState {

@@ -3,7 +3,7 @@
 
 use crate::limits::IpCharge;
 use crate::relay::events::{Event, EventKey};
-use crate::runtime::chunk::Chunk;
+use crate::runtime::chunk::{Chunk, WriteChunk};
 use crate::runtime::socket::Socket;
 use crate::ws::close::encode_close_frame;
 use crate::ws::frame::{encode_header, MAX_CONTROL_PAYLOAD};
@@ -119,33 +119,33 @@ impl Peer {
         self.sock.abort();
     }
 
-    /// Writes every segment of `chunk`, then records whether a message is left open.
+    /// Writes every segment of `out`, then records whether a message is left open. Gives
+    /// the chunk back, for the pool.
     pub async fn send_chunk(
         &self,
-        mut chunk: Chunk,
+        mut out: WriteChunk,
         open_after: bool,
     ) -> (std::io::Result<()>, Chunk) {
         let _pinned = Pinned::new(self);
         let Ok(_permit) = self.gate.acquire().await else {
-            return (Err(std::io::ErrorKind::BrokenPipe.into()), chunk);
+            return (Err(std::io::ErrorKind::BrokenPipe.into()), out.into_chunk());
         };
         // The relay may have started closing this peer while the writer waited for the gate:
         // nothing may follow its close frame.
         if self.is_closing() {
-            return (Err(std::io::ErrorKind::BrokenPipe.into()), chunk);
+            return (Err(std::io::ErrorKind::BrokenPipe.into()), out.into_chunk());
         }
-        chunk.prepare_write();
         let _timer = WriteTimer::start(self);
-        while !chunk.done() {
-            let (r, c) = self.sock.writev(chunk).await;
-            chunk = c;
+        while !out.done() {
+            let (r, o) = self.sock.writev(out).await;
+            out = o;
             match io_err(r) {
-                Ok(n) => chunk.advance(n),
-                Err(e) => return (Err(e), chunk),
+                Ok(n) => out.advance(n),
+                Err(e) => return (Err(e), out.into_chunk()),
             }
         }
         self.data_open.set(open_after);
-        (Ok(()), chunk)
+        (Ok(()), out.into_chunk())
     }
 
     /// Writes whole frames held in `bytes`.
