@@ -47,6 +47,12 @@ pub struct Peer {
     pub dropped: Cell<bool>,
 }
 
+// One `Peer` (in an `Rc`) per connection for its whole life: at the default
+// `max_connections_per_worker` of 100,000, 256 bytes is 25 MiB per core. The counters and
+// timestamps are plain `Cell`s for this reason; anything per-connection that is large or
+// rare (a backlog, held messages) lives in the session or in a box made when it is needed.
+const _: () = assert!(std::mem::size_of::<Peer>() <= 256);
+
 fn io_err(r: std::io::Result<usize>) -> std::io::Result<usize> {
     match r {
         Ok(0) => Err(std::io::ErrorKind::WriteZero.into()),
