@@ -53,16 +53,19 @@ impl Chunk {
     }
 
     /// The read filled the buffer: more is likely waiting.
+    #[inline]
     pub fn is_full(&self) -> bool {
         self.0.data.len() == self.0.data.capacity()
     }
 
     /// The bytes read (unmasked, once decoded).
+    #[inline]
     pub fn data(&self) -> &[u8] {
         &self.0.data
     }
 
     /// The ranges of [`Chunk::data`] the last decode chose to write.
+    #[inline]
     pub fn segments(&self) -> &[Segment] {
         &self.0.segs
     }
@@ -114,6 +117,7 @@ impl Chunk {
     /// within the bytes (`start <= end <= len`); one that does not is a bug in the decoder,
     /// answered with [`SegmentOutOfBounds`] and no segments at all, so that nothing of this
     /// read is written rather than bytes a peer was never meant to see.
+    #[inline]
     pub fn decode<R>(
         &mut self,
         f: impl FnOnce(&mut [u8], &mut Vec<Segment>) -> R,
@@ -130,6 +134,7 @@ impl Chunk {
     }
 
     /// The writable form of all the segments.
+    #[inline]
     pub fn into_write(self) -> WriteChunk {
         let n = self.0.segs.len();
         self.into_write_part(0..n)
@@ -139,6 +144,7 @@ impl Chunk {
     /// their own): builds their iovecs, merging segments that touch, and checks each range
     /// against the bytes again, so that what the kernel reads is known to be in the buffer
     /// without trusting anything outside this function. The other segments stay.
+    #[inline]
     pub fn into_write_part(self, part: Range<usize>) -> WriteChunk {
         let mut p = self.0;
         let Parts {
@@ -200,11 +206,13 @@ fn check(start: usize, end: usize, len: usize) -> Result<(), SegmentOutOfBounds>
 
 impl WriteChunk {
     /// Bytes not yet written.
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.0.iov[self.0.next..].iter().map(|v| v.iov_len).sum()
     }
 
     /// Marks `n` bytes as written after a partial writev.
+    #[inline]
     pub fn advance(&mut self, mut n: usize) {
         let p = &mut *self.0;
         while n > 0 && p.next < p.iov.len() {
@@ -221,11 +229,13 @@ impl WriteChunk {
     }
 
     /// Everything was written.
+    #[inline]
     pub fn done(&self) -> bool {
         self.0.next >= self.0.iov.len()
     }
 
     /// The chunk again, with its bytes and all its segments.
+    #[inline]
     pub fn into_chunk(self) -> Chunk {
         Chunk(self.0)
     }
@@ -246,10 +256,12 @@ impl WriteChunk {
 // heap buffer moves. The count is the number of iovecs past `next` (at most IOV_MAX), all
 // initialised.
 unsafe impl IoVecBuf for WriteChunk {
+    #[inline]
     fn read_iovec_ptr(&self) -> *const libc::iovec {
         self.0.iov[self.0.next..].as_ptr()
     }
 
+    #[inline]
     fn read_iovec_len(&self) -> usize {
         (self.0.iov.len() - self.0.next).min(MAX_IOVECS)
     }
