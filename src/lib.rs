@@ -1,11 +1,23 @@
 //! ringrelay: a thread-per-core WebSocket relay on io_uring.
 //!
-//! Layout: `ws` is the I/O-free WebSocket codec, `http` the request head and answers,
-//! `relay` the forwarding path, `session` the per-core session registry, `runtime` the
-//! per-core machinery (buffers, sockets, driver), `server` the listeners and workers,
-//! `config` the settings, `stats` the counters, `auth` the bearer tokens that admit a client,
-//! `bridge` the HTTP bridge, `agent` the program that answers it on a user's machine, `demo`
-//! the page to try a session from a browser.
+//! Layout (docs/architecture.md has the file-by-file table):
+//! * `ws`: the I/O-free WebSocket codec (server and client side);
+//! * `http`: request heads, routes and answers, and the client side of HTTP/1.1;
+//! * `config`: the settings; `stats`: per-core counters and latency histograms;
+//! * `runtime`: per-core machinery: the buffer pool and its chunks, the shared socket, the
+//!   clock, the driver, the secure RNG, the context each worker owns;
+//! * `limits`: per-core limiters, the client's address behind proxies, each address's home
+//!   core;
+//! * `auth`: the bearer tokens that admit a client;
+//! * `session`: the per-core session registry, the pairing rules, messages kept for an absent
+//!   peer and the replay window of `resume=`;
+//! * `relay`: the forwarding path, from a read to the write to the other peer;
+//! * `bridge`: the HTTP bridge (a request becomes a message to the session's agent);
+//! * `cluster`: several nodes sharing the sessions through Redis;
+//! * `server`: the listeners, workers, the HTTP phase, admission and cross-core handoff;
+//! * `demo`: the page to try a session from a browser;
+//! * `agent`, `load`: clients of the relay: the program that answers the bridge on a user's
+//!   machine, and the load generator.
 // `unsafe` is refused crate-wide and allowed by name in the two files that need it,
 // runtime/chunk.rs (the vectored write's iovecs) and runtime/socket.rs (the stream shared by
 // reader and writers, and the raw socket calls). One line here covers every module, new ones

@@ -248,10 +248,61 @@ fn a_resume_past_what_was_delivered_is_refused(driver: &str) {
     assert!(recv_event(&mut plain).get("next_seq").is_none());
 }
 
+fn a_message_carried_over_a_cut_is_charged_to_the_core_budget_once(driver: &str) {
+    // Before: the frames of a message half forwarded when its receiver's connection was cut
+    // were charged to the core's budget twice, in the replay window and again when carried
+    // into the backlog, and the first charge was never given back. Once such leftovers
+    // passed `session.core_buffer_budget`, every replay window of the core kept nothing, so
+    // a later resume in any session found a gap (here: `resume_gap`, first 6).
+    let srv = TestServer::start(
+        driver,
+        1,
+        &[("RINGRELAY_SESSION_CORE_BUFFER_BUDGET", "16384")],
+    );
+    let b = srv.connect("/v1/relay/carried?role=b&resume=0");
+    let mut a = Raw::upgrade(srv.addr, "/v1/relay/carried?role=a");
+    a.send(&frame(false, 2, &[7; 20_000]));
+    stats_when(&srv, |v| v["totals"]["bytes_forwarded"] == 20_000);
+    cut(b);
+    stats_when(&srv, |v| v["totals"]["active_connections"] == 1);
+    a.send(&frame(true, 0, b"end"));
+    let mut b = srv.connect("/v1/relay/carried?role=b&resume=0");
+    let m = recv(&mut b).into_data();
+    assert_eq!((m.len(), &m[19_998..]), (20_003, &b"\x07\x07end"[..]));
+    // Another session on the same core: its window keeps what was delivered, within budget.
+    let mut d = srv.connect("/v1/relay/after?role=b&events=1&resume=0");
+    assert_eq!(recv_event(&mut d)["type"], "connected");
+    let mut c = srv.connect("/v1/relay/after?role=a");
+    for i in 0..5u32 {
+        let mut m = i.to_be_bytes().to_vec();
+        m.resize(100, 0);
+        c.send(Message::binary(m)).unwrap();
+    }
+    for i in 0..5u32 {
+        assert_eq!(next_binary(&mut d).into_data()[..4], i.to_be_bytes());
+    }
+    cut(d);
+    stats_when(&srv, |v| v["totals"]["active_connections"] == 3);
+    let mut d = srv.connect("/v1/relay/after?role=b&events=1&resume=2");
+    let e = recv_event(&mut d);
+    assert_eq!(
+        (e["type"].as_str(), e["next_seq"].as_u64()),
+        (Some("connected"), Some(3))
+    );
+    for i in 2..5u32 {
+        match recv(&mut d) {
+            Message::Binary(m) => assert_eq!(m[..4], i.to_be_bytes()),
+            other => panic!("message {} expected, got {other:?}", i + 1),
+        }
+    }
+    assert_eq!(counter(&srv, "resume_gaps"), 0);
+}
+
 both_drivers!(
     a_cut_receiver_resumes_with_nothing_lost_or_repeated,
     a_message_half_delivered_when_the_cut_came_is_sent_again_whole,
     a_gap_is_reported_with_events_and_closes_4003_without,
     a_resume_past_what_was_delivered_is_refused,
     the_core_budget_caps_replay_windows_too,
+    a_message_carried_over_a_cut_is_charged_to_the_core_budget_once,
 );

@@ -52,9 +52,12 @@ pub fn home_core(ip: IpAddr, workers: usize) -> usize {
 pub struct IpCharge {
     ip: IpAddr,
     /// `None` when nothing was counted (per-IP open limits off): nothing to give back. A core
-    /// index (workers are at most 1024); small, since every open connection holds one.
+    /// index (below `config::MAX_WORKERS`); small, since every open connection holds one.
     home: Option<u16>,
 }
+
+// Every core index fits the `u16` a charge keeps.
+const _: () = assert!(crate::config::MAX_WORKERS <= 1 << u16::BITS);
 
 impl IpCharge {
     pub(super) fn counted(ip: IpAddr, home: u16) -> IpCharge {

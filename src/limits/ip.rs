@@ -49,7 +49,7 @@ pub fn key(ip: IpAddr) -> IpAddr {
 }
 
 impl IpLimits {
-    /// The limits of core `home` (below 1024, as `workers` is), with the whole configured
+    /// The limits of core `home` (below `config::MAX_WORKERS`), with the whole configured
     /// figures: every address counted here has this core as its home.
     pub fn new(limits: &LimitsConfig, home: usize) -> IpLimits {
         let (rate, burst) = (limits.ip_connect_rate, limits.ip_connect_burst);

@@ -27,17 +27,6 @@ const FULL_POLL: Duration = Duration::from_millis(20);
 /// A session keeps a backlog per sending role; a session has two peers at once, so two.
 const MAX_BACKLOGS: usize = 2;
 
-/// The index of `role`'s backlog in `backlogs`, made if there is none.
-pub fn backlog_of(backlogs: &mut Vec<Backlog>, role: &str) -> usize {
-    match backlogs.iter().position(|b| *b.from == *role) {
-        Some(i) => i,
-        None => {
-            backlogs.push(Backlog::new(role));
-            backlogs.len() - 1
-        }
-    }
-}
-
 /// Whether this read of `sender` goes into its backlog rather than to `receiver`.
 pub fn storing(
     core: &Core,
@@ -90,20 +79,15 @@ pub fn store(
         }
     };
     let b = &mut backlogs[i];
-    let reg = &core.registry;
     if b.has_open() && b.open_by != Some(sender.id) {
         // Left unfinished by an earlier connection of this role (it was replaced).
-        let n = b.abandon_open();
-        reg.buffered_bytes.set(reg.buffered_bytes.get() - n);
+        b.abandon_open();
     }
     let mut completed = 0;
-    let mut added = 0;
     for &(a, e) in segs {
         completed += usize::from(b.push_frame(&data[a..e]));
-        added += e - a;
     }
     b.open_by = b.has_open().then_some(sender.id);
-    reg.buffered_bytes.set(reg.buffered_bytes.get() + added);
     bump(&core.stats.messages_buffered, completed as u64);
     let over =
         |b: &Backlog| b.whole_bytes() > cfg.buffer_bytes || b.messages() > cfg.buffer_messages;
@@ -114,9 +98,7 @@ pub fn store(
             Overflow::Close => verdict = Verdict::Close,
             Overflow::DropOldest => {
                 let mut dropped = 0;
-                while over(b) {
-                    let Some(n) = b.drop_oldest() else { break };
-                    reg.buffered_bytes.set(reg.buffered_bytes.get() - n);
+                while over(b) && b.drop_oldest().is_some() {
                     dropped += 1;
                 }
                 bump(&core.stats.buffer_overflow_dropped, dropped);
@@ -129,7 +111,9 @@ pub fn store(
             }
         }
     }
-    if verdict == Verdict::Go && reg.buffered_bytes.get() >= cfg.core_buffer_budget {
+    let budget = &core.registry.budget;
+    budget.settle(b);
+    if verdict == Verdict::Go && budget.is_spent(cfg.core_buffer_budget) {
         verdict = Verdict::Pause;
     }
     (verdict, completed)
@@ -149,7 +133,7 @@ fn announce(peer: &Rc<Peer>, event: events::Event) {
 /// were delivered reads again whatever other sessions keep.
 fn still_full(core: &Core, session: &Session, sender: &Peer) -> bool {
     let cfg = &core.config().session;
-    let budget_spent = core.registry.buffered_bytes.get() >= cfg.core_buffer_budget;
+    let budget_spent = core.registry.budget.is_spent(cfg.core_buffer_budget);
     session.backlogs.borrow().iter().any(|b| {
         *b.from == *sender.role
             && (b.whole_bytes() > cfg.buffer_bytes
@@ -174,9 +158,8 @@ pub async fn pause_while_full(core: &Core, session: &Session, sender: &Peer) {
 pub fn abandon_open(core: &Core, session: &Session, sender: &Peer) {
     for b in session.backlogs.borrow_mut().iter_mut() {
         if b.open_by == Some(sender.id) {
-            let n = b.abandon_open();
-            let reg = &core.registry;
-            reg.buffered_bytes.set(reg.buffered_bytes.get() - n);
+            b.abandon_open();
+            core.registry.budget.settle(b);
         }
     }
 }
@@ -193,7 +176,9 @@ pub fn deliver(core: &Rc<Core>, session: &Rc<Session>, receiver: &Rc<Peer>) {
     monoio::spawn(async move {
         deliver_all(&core, &session, &receiver).await;
         session.delivering.set(false);
-        session.backlogs.borrow_mut().retain(|b| !b.is_empty());
+        core.registry
+            .budget
+            .drop_empty(&mut session.backlogs.borrow_mut());
         // A message may have been completed while the last batch was being written, or
         // another connection may have taken this one's place meanwhile.
         for p in session.peers() {
@@ -255,9 +240,8 @@ async fn deliver_all(core: &Core, session: &Session, receiver: &Peer) {
         }
         // Messages dropped from the front meanwhile (drop_oldest) were among those written.
         let gone = (b.removed() - removed_before) as usize;
-        let freed = b.consume(count.saturating_sub(gone));
-        let reg = &core.registry;
-        reg.buffered_bytes.set(reg.buffered_bytes.get() - freed);
+        b.consume(count.saturating_sub(gone));
+        core.registry.budget.settle(b);
         drop(backlogs);
         if let Some(batch) = kept {
             super::resume::retain_delivered(
@@ -291,12 +275,14 @@ pub fn release(core: &Core, session: &Session, now: u64) {
 
 /// Frees a session and whatever it keeps.
 fn free(core: &Core, session: &Session) {
-    let (kept, _, messages) = session.kept();
-    let bytes = kept + super::resume::held(session);
-    session.backlogs.borrow_mut().clear();
-    session.replays.borrow_mut().clear();
+    let (_, _, messages) = session.kept();
     let reg = &core.registry;
-    reg.buffered_bytes.set(reg.buffered_bytes.get() - bytes);
+    for b in session.backlogs.borrow_mut().drain(..) {
+        reg.budget.release(b);
+    }
+    for r in session.replays.borrow_mut().drain(..) {
+        reg.budget.release(r.ring);
+    }
     if messages > 0 {
         bump(&core.stats.messages_dropped_linger, messages as u64);
     }

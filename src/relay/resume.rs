@@ -8,10 +8,9 @@
 //! windows count against `session.core_buffer_budget` with the backlogs: past the budget a
 //! window keeps less (a later resume may then find a gap, which is reported).
 
-use super::away::backlog_of;
 use super::inbound::Segment;
 use crate::runtime::Core;
-use crate::session::{Peer, Replay, Session};
+use crate::session::{backlog_of, Peer, Replay, Session};
 use crate::stats::bump;
 
 /// Keeps the frames just forwarded to `receiver` (its direction asked for resume).
@@ -28,27 +27,23 @@ pub fn retain(
     let Some(r) = replays.iter_mut().find(|r| *r.role == *receiver.role) else {
         return;
     };
-    let mut added = 0;
-    let mut freed = 0;
     for &(a, b) in segs {
-        added += b - a;
-        freed += r.keep_frame(&data[a..b], &sender.role, sender.id, limit);
+        r.keep_frame(&data[a..b], &sender.role, sender.id, limit);
     }
-    account(core, r, &sender.role, added, freed);
+    account(core, r, &sender.role);
 }
 
 /// Books a window's change against the core's budget, and shrinks the window while the
-/// budget is spent.
-fn account(core: &Core, r: &mut Replay, from: &str, added: usize, freed: usize) {
-    let reg = &core.registry;
-    let mut held = reg.buffered_bytes.get() + added - freed;
-    let budget = core.config().session.core_buffer_budget;
-    if held > budget {
-        let over = held - budget;
+/// budget is exceeded.
+fn account(core: &Core, r: &mut Replay, from: &str) {
+    let budget = &core.registry.budget;
+    budget.settle(&mut r.ring);
+    let over = budget.excess(core.config().session.core_buffer_budget);
+    if over > 0 {
         let keep = r.ring.whole_bytes().saturating_sub(over);
-        held -= r.keep_within(keep, from);
+        r.keep_within(keep, from);
+        budget.settle(&mut r.ring);
     }
-    reg.buffered_bytes.set(held);
 }
 
 /// Keeps whole messages written to `receiver` from a backlog (their frames in `batch`, each
@@ -68,16 +63,13 @@ pub fn retain_delivered(
         return;
     };
     let mut start = 0;
-    let mut added = 0;
-    let mut freed = 0;
     for (k, &end) in ends.iter().enumerate() {
         if k >= replayed {
-            added += end - start;
-            freed += r.keep_whole(&batch[start..end], from, limit);
+            r.keep_whole(&batch[start..end], from, limit);
         }
         start = end;
     }
-    account(core, r, from, added, freed);
+    account(core, r, from);
 }
 
 /// The receiver of `sender`'s message in progress left before its end. When its direction
@@ -85,6 +77,7 @@ pub fn retain_delivered(
 /// where the rest of the message follows them: nothing of it is lost. Returns whether they
 /// were (the caller then redirects the decoder into the backlog).
 pub fn carry(core: &Core, session: &Session, sender: &Peer) -> bool {
+    let budget = &core.registry.budget;
     let frames = {
         let mut replays = session.replays.borrow_mut();
         let Some(r) = replays
@@ -93,20 +86,19 @@ pub fn carry(core: &Core, session: &Session, sender: &Peer) -> bool {
         else {
             return false;
         };
-        r.ring.take_open()
+        let frames = r.ring.take_open();
+        budget.settle(&mut r.ring);
+        frames
     };
     let mut backlogs = session.backlogs.borrow_mut();
     let i = backlog_of(&mut backlogs, &sender.role);
     let b = &mut backlogs[i];
-    let reg = &core.registry;
     if b.has_open() {
-        let n = b.abandon_open();
-        reg.buffered_bytes.set(reg.buffered_bytes.get() - n);
+        b.abandon_open();
     }
     b.push_open(&frames);
     b.open_by = Some(sender.id);
-    reg.buffered_bytes
-        .set(reg.buffered_bytes.get() + frames.len());
+    budget.settle(b);
     true
 }
 
@@ -162,32 +154,21 @@ pub fn on_join(core: &Core, session: &Session, peer: &Peer, n: u64, replay_gap: 
         .unwrap_or_else(|| r.last_from.clone());
     drop(replays);
     let mut backlogs = session.backlogs.borrow_mut();
-    let reg = &core.registry;
+    let budget = &core.registry.budget;
     for b in backlogs.iter_mut().filter(|b| *b.from != *peer.role) {
         // What an earlier replay to this role did not get through is in `frames` again.
-        let n = b.drop_replayed();
-        reg.buffered_bytes.set(reg.buffered_bytes.get() - n);
+        b.drop_replayed();
+        budget.settle(b);
     }
     if !ends.is_empty() {
         bump(&core.stats.messages_replayed, ends.len() as u64);
         let i = backlog_of(&mut backlogs, &from);
         backlogs[i].prepend_replay(&frames, &ends);
-        reg.buffered_bytes
-            .set(reg.buffered_bytes.get() + frames.len());
+        budget.settle(&mut backlogs[i]);
     }
     Resumed {
         next: from_n + 1,
         gap,
         ahead,
     }
-}
-
-/// Bytes kept in the session's replay windows.
-pub fn held(session: &Session) -> usize {
-    session
-        .replays
-        .borrow()
-        .iter()
-        .map(|r| r.ring.bytes())
-        .sum()
 }

@@ -111,11 +111,13 @@ impl Core {
         }
     }
 
-    /// Connection ids are unique across cores: the core index is in the low bits.
+    /// Connection ids are unique across cores: the core index is in the low
+    /// [`crate::config::WORKER_INDEX_BITS`] bits (`workers` is at most
+    /// [`crate::config::MAX_WORKERS`]).
     pub fn next_conn_id(&self) -> u64 {
         let n = self.next_id.get() + 1;
         self.next_id.set(n);
-        (n << 10) | self.index as u64
+        (n << crate::config::WORKER_INDEX_BITS) | self.index as u64
     }
 
     pub fn shutting_down(&self) -> bool {
@@ -172,10 +174,7 @@ impl Core {
                 ),
                 (
                     "replay_bytes",
-                    sessions
-                        .iter()
-                        .map(|s| crate::relay::resume::held(s))
-                        .sum::<usize>() as u64,
+                    sessions.iter().map(|s| s.replay_bytes()).sum::<usize>() as u64,
                 ),
             ],
             latency: self.latency.snapshot(),

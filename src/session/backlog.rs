@@ -6,6 +6,7 @@
 //! The forwarding path copies into a backlog only while the receiver is away (or while a
 //! backlog is still being delivered to it); a session whose peers are both here never has one.
 
+use super::budget::Charge;
 use std::collections::VecDeque;
 
 /// Past this, an emptied backlog gives its allocation back.
@@ -32,6 +33,8 @@ pub struct Backlog {
     /// Messages taken from the front so far (delivered or dropped): a delivery that copied
     /// the front, then awaited its write, learns from it how many of those are still there.
     removed: u64,
+    /// What is booked for these bytes against the core's budget (`CoreBudget::settle`).
+    pub(super) charge: Charge,
 }
 
 impl Backlog {
@@ -46,6 +49,7 @@ impl Backlog {
             replayed: 0,
             generation: 0,
             removed: 0,
+            charge: Charge::default(),
         }
     }
 
@@ -230,6 +234,17 @@ impl Backlog {
             }
             self.open_from -= h;
             self.head = 0;
+        }
+    }
+}
+
+/// The index of `role`'s backlog in `backlogs`, made if there is none.
+pub fn backlog_of(backlogs: &mut Vec<Backlog>, role: &str) -> usize {
+    match backlogs.iter().position(|b| *b.from == *role) {
+        Some(i) => i,
+        None => {
+            backlogs.push(Backlog::new(role));
+            backlogs.len() - 1
         }
     }
 }

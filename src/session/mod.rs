@@ -1,12 +1,14 @@
 //! Sessions and their peers, owned by one core each.
 
 pub mod backlog;
+pub mod budget;
 pub mod join;
 pub mod peer;
 pub mod registry;
 pub mod replay;
 
-pub use backlog::Backlog;
+pub use backlog::{backlog_of, Backlog};
+pub use budget::{Charge, CoreBudget};
 pub use join::{plan_join, JoinPlan};
 pub use peer::Peer;
 pub use registry::{Registry, Session};

@@ -1,6 +1,6 @@
 //! The sessions and connections one core owns. Only that core's thread touches them.
 
-use super::{plan_join, Backlog, JoinPlan, Peer, Replay};
+use super::{plan_join, Backlog, CoreBudget, JoinPlan, Peer, Replay};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -117,15 +117,20 @@ impl Session {
                 (b + x.bytes(), c + x.capacity(), m + x.messages())
             })
     }
+
+    /// Bytes kept in this session's replay windows.
+    pub fn replay_bytes(&self) -> usize {
+        self.replays.borrow().iter().map(|r| r.ring.bytes()).sum()
+    }
 }
 
 #[derive(Default)]
 pub struct Registry {
     sessions: RefCell<HashMap<Rc<str>, Rc<Session>>>,
     peers: RefCell<HashMap<u64, Rc<Peer>>>,
-    /// Bytes kept in every session's backlogs on this core, for
-    /// `session.core_buffer_budget`; kept by `relay::away`.
-    pub buffered_bytes: Cell<usize>,
+    /// Bytes kept in every backlog and replay window of this core's sessions, for
+    /// `session.core_buffer_budget`.
+    pub budget: CoreBudget,
 }
 
 impl Registry {

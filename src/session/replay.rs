@@ -42,7 +42,7 @@ impl Replay {
     }
 
     /// Keeps a delivered whole message and numbers it. Returns the bytes freed to stay
-    /// within `limit` (the caller accounts for the message's own).
+    /// within `limit` (the caller settles the ring's charge with the core's budget).
     pub fn keep_whole(&mut self, message: &[u8], from: &str, limit: usize) -> usize {
         self.ring.push_whole(message);
         self.numbered += 1;

@@ -1,5 +1,6 @@
 //! Unit tests for the config module. Helpers live here; the cases are split by topic.
 
+mod docs;
 mod duration;
 mod errors;
 mod layering;

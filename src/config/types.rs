@@ -1,0 +1,291 @@
+//! The value types of config keys that are not plain numbers, strings or durations: what
+//! each accepts (`FromStr`, with the reason an operator sees) and how it is written back.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DriverChoice {
+    #[default]
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Whether the public listener serves the demo page at `/demo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DemoMode {
+    /// On only when the public listener is a loopback address: a relay on a developer's
+    /// machine shows it, a deployed one does not unless asked.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl DemoMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DemoMode::Auto => "auto",
+            DemoMode::On => "true",
+            DemoMode::Off => "false",
+        }
+    }
+}
+
+/// What the relay does when a sender's buffer for an absent peer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Stop reading the sender until there is room: nothing is lost, TCP slows the sender.
+    #[default]
+    Backpressure,
+    /// Drop the oldest kept messages to make room (counted, announced to the sender).
+    DropOldest,
+    /// Close the sender with 4005; what was kept is still delivered.
+    Close,
+}
+
+impl Overflow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::Backpressure => "backpressure",
+            Overflow::DropOldest => "drop_oldest",
+            Overflow::Close => "close",
+        }
+    }
+}
+
+impl FromStr for Overflow {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "backpressure" => Ok(Overflow::Backpressure),
+            "drop_oldest" => Ok(Overflow::DropOldest),
+            "close" => Ok(Overflow::Close),
+            _ => Err("expected backpressure, drop_oldest or close".to_string()),
+        }
+    }
+}
+
+/// The HMAC algorithms a shared secret can verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    Hs384,
+    Hs512,
+}
+
+impl JwtAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtAlgorithm::Hs256 => "HS256",
+            JwtAlgorithm::Hs384 => "HS384",
+            JwtAlgorithm::Hs512 => "HS512",
+        }
+    }
+}
+
+impl FromStr for JwtAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "HS256" => Ok(JwtAlgorithm::Hs256),
+            "HS384" => Ok(JwtAlgorithm::Hs384),
+            "HS512" => Ok(JwtAlgorithm::Hs512),
+            _ => Err(format!(
+                "{s:?} is not supported; expected HS256, HS384 or HS512"
+            )),
+        }
+    }
+}
+
+/// Who may use `/v1/echo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EchoRoute {
+    /// Needs a valid token (any session) when auth is on; open otherwise.
+    #[default]
+    Auth,
+    Open,
+    /// 404.
+    Off,
+}
+
+impl EchoRoute {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EchoRoute::Auth => "auth",
+            EchoRoute::Open => "open",
+            EchoRoute::Off => "off",
+        }
+    }
+}
+
+impl FromStr for EchoRoute {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auth" => Ok(EchoRoute::Auth),
+            "open" => Ok(EchoRoute::Open),
+            "off" => Ok(EchoRoute::Off),
+            _ => Err("expected auth, open or off".to_string()),
+        }
+    }
+}
+
+/// An address block such as `10.0.0.0/8`; a plain address is a block of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
+            let keep = u32::from(prefix.min(width));
+            if keep == 0 {
+                0
+            } else {
+                bits >> (u32::from(width) - keep)
+            }
+        }
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let (a, b) = (u32::from(net) as u128, u32::from(ip) as u128);
+                masked(a, self.prefix, 32) == masked(b, self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(net), self.prefix, 128)
+                    == masked(u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            "" => width,
+            p => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= width)
+                .ok_or_else(|| format!("{s:?}: prefix must be 0 to {width}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = if self.addr.is_ipv4() { 32 } else { 128 };
+        if self.prefix == width {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+/// Where the client's address comes from when the direct peer is a trusted proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientIpHeader {
+    /// The `X-Forwarded-For` header (what HAProxy's `option forwardfor` and nginx write).
+    #[default]
+    XForwardedFor,
+    /// The RFC 7239 `Forwarded` header's `for=`.
+    Forwarded,
+    /// A PROXY protocol header (v1 or v2) before the request: no HTTP header is believed.
+    ProxyProtocol,
+}
+
+impl ClientIpHeader {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientIpHeader::XForwardedFor => "x-forwarded-for",
+            ClientIpHeader::Forwarded => "forwarded",
+            ClientIpHeader::ProxyProtocol => "proxy-protocol",
+        }
+    }
+}
+
+impl FromStr for ClientIpHeader {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => Ok(ClientIpHeader::XForwardedFor),
+            "forwarded" => Ok(ClientIpHeader::Forwarded),
+            "proxy-protocol" => Ok(ClientIpHeader::ProxyProtocol),
+            _ => Err("expected x-forwarded-for, forwarded or proxy-protocol".to_string()),
+        }
+    }
+}
+
+impl DriverChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverChoice::Auto => "auto",
+            DriverChoice::IoUring => "io_uring",
+            DriverChoice::Epoll => "epoll",
+        }
+    }
+}
+
+impl FromStr for DriverChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DriverChoice::Auto),
+            "io_uring" => Ok(DriverChoice::IoUring),
+            "epoll" => Ok(DriverChoice::Epoll),
+            _ => Err("expected one of auto, io_uring, epoll".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for DriverChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text or json".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
