@@ -1,6 +1,6 @@
 //! End-to-end relay throughput, ringrelay against two baselines, all on loopback:
 //!
-//! * `ringrelay`: the relay in-process (`Server::bind`, one worker), every protection limit
+//! * `ringrelay`: the relay in-process (`server::run` on listeners bound here, one worker), every protection limit
 //!   off;
 //! * `ringrelay+limits`: the same with every per-IP and per-connection limit on, set far above
 //!   this load, so the difference is what checking them costs;
@@ -28,7 +28,7 @@ use futures_util::{SinkExt, StreamExt};
 use ringrelay::config::Config;
 use ringrelay::load::client::{Target, Transport};
 use ringrelay::load::engine::{self, Mode, Plan, Stop};
-use ringrelay::server::{Running, Server};
+use ringrelay::server::{self, Listeners, Shutdown};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -217,7 +217,9 @@ async fn copy(
 
 /// One worker; with `limits` every per-IP and per-connection limit is on (but far above
 /// this load), without it every one is off, so the two differ only by the checks' cost.
-fn start_ringrelay(limits: bool) -> (Running, SocketAddr) {
+/// Runs through the library entry (`server::run`) on listeners bound here, on a thread of its
+/// own; the returned trigger stops it and the thread ends when it has.
+fn start_ringrelay(limits: bool) -> (InProcess, SocketAddr) {
     let mut config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -237,9 +239,17 @@ fn start_ringrelay(limits: bool) -> (Running, SocketAddr) {
         l.ip_connect_rate = 0;
         l.max_connections_per_ip = 0;
     }
-    let server = Server::bind(config).expect("bind ringrelay");
-    let addr = server.local_addr();
-    (server.start().expect("start ringrelay"), addr)
+    let listeners = Listeners::bind(&config).expect("bind ringrelay");
+    let addr = listeners.public[0].local_addr().expect("bound listener");
+    let (shutdown, signal) = Shutdown::new();
+    let thread = std::thread::spawn(move || server::run(config, listeners, signal));
+    (InProcess { shutdown, thread }, addr)
+}
+
+/// A relay run in process: its trigger and the thread `server::run` blocks.
+struct InProcess {
+    shutdown: Shutdown,
+    thread: std::thread::JoinHandle<Result<(), server::ServerError>>,
 }
 
 fn plan(addr: SocketAddr, transport: Transport, size: usize, messages: u64, run: u64) -> Plan {
@@ -330,8 +340,11 @@ fn main() {
     c.final_summary();
     print_table(&results.borrow());
     for r in [ringrelay, limited] {
-        r.handle.trigger();
-        r.join();
+        r.shutdown.trigger();
+        r.thread
+            .join()
+            .expect("ringrelay thread")
+            .expect("ringrelay run");
     }
 }
 

@@ -1,21 +1,23 @@
 //! ringrelay: a thread-per-core WebSocket relay on io_uring.
 //!
-//! Layout (docs/architecture.md has the file-by-file table):
+//! Layout, in layers that import only downward (docs/architecture.md, "Layers"; checked by
+//! tests/layers.rs), with the file-by-file table there:
 //! * `ws`: the I/O-free WebSocket codec (server and client side);
-//! * `http`: request heads, routes and answers, and the client side of HTTP/1.1;
+//! * `http`: request heads, routes, answers and their writer, and the client side of HTTP/1.1;
 //! * `config`: the settings; `stats`: per-core counters and latency histograms;
 //! * `runtime`: per-core machinery: the buffer pool and its chunks, the shared socket, the
 //!   clock, the driver, the secure RNG, the context each worker owns;
 //! * `limits`: per-core limiters, the client's address behind proxies, each address's home
-//!   core;
+//!   core, admission and whole-server capacity;
 //! * `auth`: the bearer tokens that admit a client;
-//! * `session`: the per-core session registry, the pairing rules, messages kept for an absent
-//!   peer and the replay window of `resume=`;
+//! * `session`: the per-core session registry, the pairing rules, the events a peer is sent,
+//!   bridged requests waiting for their agent, messages kept for an absent peer, the replay window of `resume=`, and placement (a
+//!   session's core, the parcel a connection crosses cores with);
 //! * `relay`: the forwarding path, from a read to the write to the other peer;
 //! * `bridge`: the HTTP bridge (a request becomes a message to the session's agent);
 //! * `cluster`: several nodes sharing the sessions through Redis;
-//! * `server`: the listeners, workers, the HTTP phase, admission and cross-core handoff;
-//! * `demo`: the page to try a session from a browser;
+//! * `server`: the listeners, workers, the HTTP phase and cross-core handoff;
+//! * `demo`: the files of the page to try a session from a browser;
 //! * `agent`, `load`: clients of the relay: the program that answers the bridge on a user's
 //!   machine, and the load generator.
 // `unsafe` is refused crate-wide and allowed by name in the two files that need it,

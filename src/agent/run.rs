@@ -13,6 +13,7 @@ use crate::bridge::{parse_request, BridgedRequest, HttpResponseMsg, RequestMsgEr
 use crate::ws::client::Rng;
 use local_sync::mpsc::bounded::{channel, Tx};
 use std::cell::Cell;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,8 @@ struct Agent {
     foreign: Cell<u64>,
 }
 
+/// Runs the agent until SIGTERM (`Ok`), a refusal for good, or its replacement by another
+/// agent of the same session.
 pub async fn run(plan: Plan) -> Result<(), AgentError> {
     let stop = Rc::new(Latch::default());
     on_signals(stop.clone()).map_err(AgentError::Signals)?;
@@ -72,19 +75,42 @@ pub async fn run(plan: Plan) -> Result<(), AgentError> {
         plan.backoff_max,
         Rng::new(rng.next_u64()),
     );
-    let agent = Rc::new(Agent {
-        upstream: Upstream::new(
-            plan.target.clone(),
-            plan.max_response_bytes,
-            plan.max_concurrency,
-        ),
-        plan,
-        stop,
-        in_flight: Cell::new(0),
-        served: Cell::new(0),
-        refused: Cell::new(0),
-        foreign: Cell::new(0),
-    });
+    let agent = Rc::new(Agent::new(plan, stop));
+    let result = connect_loop(&agent, &mut rng, &mut backoff).await;
+    tracing::info!(
+        served = agent.served.get(),
+        refused = agent.refused.get(),
+        foreign = agent.foreign.get(),
+        "agent stopped"
+    );
+    result
+}
+
+impl Agent {
+    fn new(plan: Plan, stop: Rc<Latch>) -> Agent {
+        Agent {
+            upstream: Upstream::new(
+                plan.target.clone(),
+                plan.max_response_bytes,
+                plan.max_concurrency,
+            ),
+            plan,
+            stop,
+            in_flight: Cell::new(0),
+            served: Cell::new(0),
+            refused: Cell::new(0),
+            foreign: Cell::new(0),
+        }
+    }
+}
+
+/// Connects, serves the connection, waits (the back-off, or longer when the relay asked)
+/// and connects again, until stopped or refused for good. SIGTERM ends any wait at once.
+async fn connect_loop(
+    agent: &Rc<Agent>,
+    rng: &mut Rng,
+    backoff: &mut Backoff,
+) -> Result<(), AgentError> {
     let plan = &agent.plan;
     let route = plan.route();
     let bearer = plan.token.as_ref().map(|t| format!("Bearer {t}"));
@@ -92,44 +118,25 @@ pub async fn run(plan: Plan) -> Result<(), AgentError> {
         .iter()
         .map(|b| ("Authorization", b.as_str()))
         .collect();
-    let result = loop {
-        let attempt = async {
-            let addr = plan.relay.resolve().map_err(ConnectError::Resolve)?;
-            let link = connect(
-                addr,
-                &plan.relay.authority,
-                &route,
-                &headers,
-                plan.max_message_bytes,
-                &mut rng,
-            );
-            monoio::time::timeout(plan.connect_timeout, link)
-                .await
-                .map_err(|_| ConnectError::Timeout(plan.connect_timeout))?
-        };
+    loop {
         let attempt = monoio::select! {
-            _ = agent.stop.wait() => break Ok(()),
-            r = attempt => r,
+            _ = agent.stop.wait() => return Ok(()),
+            r = connect_once(plan, &route, &headers, rng) => r,
         };
         let retry_after = match attempt {
             Ok(link) => {
-                tracing::info!(relay = %plan.relay.authority, session = %plan.session, "connected to the relay");
                 let up = Instant::now();
-                let ended = serve(&agent, link, Rng::new(rng.next_u64())).await;
-                match ended {
-                    Ended::Stopped => break Ok(()),
-                    Ended::Closed(Some(CLOSE_REPLACED)) => break Err(AgentError::Replaced),
-                    Ended::Closed(code) => {
-                        tracing::warn!(code = ?code, "the relay closed the connection")
-                    }
-                    Ended::Lost(why) => tracing::warn!(%why, "lost the relay"),
+                if let ControlFlow::Break(result) =
+                    serve_connection(agent, link, Rng::new(rng.next_u64())).await
+                {
+                    return result;
                 }
                 if up.elapsed() >= STABLE_AFTER {
                     backoff.reset();
                 }
                 None
             }
-            Err(e) if e.is_final() => break Err(AgentError::Refused(e)),
+            Err(e) if e.is_final() => return Err(AgentError::Refused(e)),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot connect to the relay");
                 e.retry_after()
@@ -138,17 +145,53 @@ pub async fn run(plan: Plan) -> Result<(), AgentError> {
         let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
         tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting");
         monoio::select! {
-            _ = agent.stop.wait() => break Ok(()),
+            _ = agent.stop.wait() => return Ok(()),
             _ = monoio::time::sleep(delay) => {}
         }
-    };
-    tracing::info!(
-        served = agent.served.get(),
-        refused = agent.refused.get(),
-        foreign = agent.foreign.get(),
-        "agent stopped"
+    }
+}
+
+/// One connection attempt: resolves the relay's name afresh each time (its address may
+/// change between outages) and gives up after `connect_timeout`.
+async fn connect_once(
+    plan: &Plan,
+    route: &str,
+    headers: &[(&str, &str)],
+    rng: &mut Rng,
+) -> Result<Link, ConnectError> {
+    let addr = plan.relay.resolve().map_err(ConnectError::Resolve)?;
+    let link = connect(
+        addr,
+        &plan.relay.authority,
+        route,
+        headers,
+        plan.max_message_bytes,
+        rng,
     );
-    result
+    monoio::time::timeout(plan.connect_timeout, link)
+        .await
+        .map_err(|_| ConnectError::Timeout(plan.connect_timeout))?
+}
+
+/// Serves a connection until it ends and says whether the agent goes on: it stops on
+/// SIGTERM and when replaced (close 4001: another agent took the role, so reconnecting would
+/// only push it out in turn); any other end is logged and retried.
+async fn serve_connection(
+    agent: &Rc<Agent>,
+    link: Link,
+    rng: Rng,
+) -> ControlFlow<Result<(), AgentError>> {
+    let plan = &agent.plan;
+    tracing::info!(relay = %plan.relay.authority, session = %plan.session, "connected to the relay");
+    match serve(agent, link, rng).await {
+        Ended::Stopped => return ControlFlow::Break(Ok(())),
+        Ended::Closed(Some(CLOSE_REPLACED)) => {
+            return ControlFlow::Break(Err(AgentError::Replaced))
+        }
+        Ended::Closed(code) => tracing::warn!(code = ?code, "the relay closed the connection"),
+        Ended::Lost(why) => tracing::warn!(%why, "lost the relay"),
+    }
+    ControlFlow::Continue(())
 }
 
 /// Serves one connection until it ends.

@@ -5,7 +5,6 @@
 use super::message::{parse_response, AgentReplyError};
 use super::pending::Answer;
 use crate::config::Config;
-use crate::relay::inbound::HeldAnswer;
 use crate::runtime::Core;
 use crate::stats::bump;
 
@@ -21,15 +20,17 @@ pub fn capture_limit(cfg: &Config) -> usize {
         .saturating_add(ANSWER_OVERHEAD)
 }
 
-/// Hands one collected answer on. An answer cut at [`capture_limit`] is too large; its id,
-/// like a broken answer's, is the top-level `id` read while it streamed, wherever it stood.
-pub fn deliver(core: &Core, agent: u64, held: &HeldAnswer) {
+/// Hands one collected answer on: its JSON as the agent's connection collected it, whether it
+/// was cut at [`capture_limit`] (then it is too large), and its top-level `id` as read while
+/// it streamed, wherever it stood (a broken answer's id comes from there too). Plain values,
+/// so the bridge needs nothing of the relay's reader.
+pub fn deliver(core: &Core, agent: u64, json: &[u8], truncated: bool, streamed_id: Option<&str>) {
     let st = &core.stats;
     let max = core.config().bridge.max_response_bytes;
-    let parsed = if held.truncated {
+    let parsed = if truncated {
         Err(AgentReplyError::TooLarge)
     } else {
-        parse_response(held.json(), max)
+        parse_response(json, max)
     };
     let (id, answer) = match parsed {
         Ok(r) => (Some(r.id.clone()), Answer::Reply(r)),
@@ -37,10 +38,10 @@ pub fn deliver(core: &Core, agent: u64, held: &HeldAnswer) {
             tracing::debug!(conn = agent, error = %e, "bridge answer refused");
             if e == AgentReplyError::TooLarge {
                 bump(&st.bridge_answers_too_large, 1);
-                (held.id.clone(), Answer::TooLarge)
+                (streamed_id.map(str::to_owned), Answer::TooLarge)
             } else {
                 bump(&st.bridge_bad_answers, 1);
-                (held.id.clone(), Answer::Malformed)
+                (streamed_id.map(str::to_owned), Answer::Malformed)
             }
         }
     };

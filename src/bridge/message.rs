@@ -55,13 +55,9 @@ impl HttpRequestMsg {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpResponseMsg {
-    pub id: String,
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+/// An agent's answer, decoded; the struct is the session layer's, since the requests waiting
+/// for it are kept there (`session::bridged`).
+pub use crate::session::bridged::HttpResponseMsg;
 
 /// The answer's wire form: `type` first, then `id`, so that the relay decides at once and an
 /// oversized answer's id is read before its body (any order works, this one is cheapest).

@@ -6,18 +6,19 @@ pub mod answers;
 pub mod framing;
 pub mod headers;
 pub mod message;
-pub mod pending;
 pub mod reply;
 pub mod serve;
 pub mod sniff;
 
+/// The requests waiting for their agent are per-core session state (`session::bridged`),
+/// held by the worker's context below this module.
+pub use crate::session::bridged::{self as pending, Pending};
 pub use framing::{body_length, BodyLength, FramingError};
 pub use headers::{forwardable, is_hop_by_hop};
 pub use message::{
     parse_request, parse_response, AgentReplyError, BridgedRequest, HttpRequestMsg,
     HttpResponseMsg, RequestMsgError,
 };
-pub use pending::Pending;
 
 /// The upgrade answer header that gives an agent connection its key (docs/bridge.md).
 pub const KEY_HEADER: &str = "Ringrelay-Bridge-Key";

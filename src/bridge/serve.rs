@@ -10,10 +10,10 @@ use super::pending::{wire_id, Answer};
 use super::reply::{http_response, sends_body, Origin};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::response::truncate_to_head;
+use crate::http::write::write_and_close;
 use crate::http::{RequestHead, Response};
 use crate::limits::IpCharge;
 use crate::runtime::Core;
-use crate::server::accept::write_and_close;
 use crate::session::Peer;
 use crate::stats::{bump, Latency};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -170,6 +170,14 @@ async fn prepare(
     stream: &mut TcpStream,
     req: &mut BridgeRequest,
 ) -> Result<Ready, Reply> {
+    let framing = check_head(core, req)?;
+    let body = read_request_body(core, stream, req, framing).await?;
+    register(core, req, &body)
+}
+
+/// What can be refused from the head alone, before any body is read: Host, the method, the
+/// framing and the declared size, and whether the session has an agent at all.
+fn check_head(core: &Core, req: &BridgeRequest) -> Result<BodyLength, Reply> {
     let cfg = &core.config().bridge;
     let head = &req.head;
     // RFC 9112 section 3.2: exactly one Host in HTTP/1.1. Two could be read differently by
@@ -198,7 +206,19 @@ async fn prepare(
     if agent_of(core, &req.session).is_none() {
         return Err(no_agent(core));
     }
-    let wants_continue = head
+    Ok(framing)
+}
+
+/// The whole body, within what is left of `limits.handshake_timeout` and under
+/// `bridge.max_body_bytes`; a client that sent `Expect: 100-continue` is told to go on first.
+async fn read_request_body(
+    core: &Core,
+    stream: &mut TcpStream,
+    req: &mut BridgeRequest,
+    framing: BodyLength,
+) -> Result<Vec<u8>, Reply> {
+    let wants_continue = req
+        .head
         .header("expect")
         .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     if wants_continue && framing != BodyLength::Empty {
@@ -215,19 +235,23 @@ async fn prepare(
         stream,
         framing,
         std::mem::take(&mut req.extra),
-        cfg.max_body_bytes,
+        core.config().bridge.max_body_bytes,
     );
-    let body = match monoio::time::timeout(left, read).await {
-        Ok(body) => body?,
-        Err(_) => {
-            return Err(refusal(
-                408,
-                "body_timeout",
-                "the request body did not arrive within limits.handshake_timeout",
-            ))
-        }
-    };
-    // The agent may have left while the body was arriving.
+    match monoio::time::timeout(left, read).await {
+        Ok(body) => body,
+        Err(_) => Err(refusal(
+            408,
+            "body_timeout",
+            "the request body did not arrive within limits.handshake_timeout",
+        )),
+    }
+}
+
+/// Takes a place among the agent's requests in flight (`bridge.max_in_flight`) and builds
+/// the message the agent gets. The agent is looked up again: it may have left while the body
+/// was arriving.
+fn register(core: &Core, req: &BridgeRequest, body: &[u8]) -> Result<Ready, Reply> {
+    let cfg = &core.config().bridge;
     let agent = agent_of(core, &req.session).ok_or_else(|| no_agent(core))?;
     let random = || u128::from_le_bytes(core.rng.bytes());
     let Ok((n, rx)) = core.bridge.register(agent.id, cfg.max_in_flight, random) else {
@@ -241,13 +265,14 @@ async fn prepare(
         .into());
     };
     let auth_on = core.shared.auth.is_some();
+    let head = &req.head;
     let json = HttpRequestMsg::new(
         wire_id(n),
         core.bridge.agent_key(agent.id).map(|k| k.to_string()),
         head.method.clone(),
         agent_path(head, &req.session, auth_on),
         agent_headers(&head.headers, auth_on),
-        &body,
+        body,
     )
     .to_json();
     Ok(Ready {

@@ -17,11 +17,9 @@
 
 use super::boundary::Boundary;
 use super::link::{self, Carried, LinkError};
-use crate::http::Response;
+use crate::limits::Refusal;
 use crate::runtime::socket::Socket;
 use crate::runtime::Core;
-use crate::server::accept::refuse;
-use crate::server::capacity;
 use crate::session::peer::UNSTAMPED;
 use crate::stats::{bump, Latency};
 use crate::ws::close::encode_close_frame;
@@ -259,27 +257,23 @@ pub async fn carry(
     _charge: crate::limits::IpCharge,
 ) {
     let Some(secret) = core.shared.cluster_secret.clone() else {
-        bump(&core.stats.cluster_carry_failed, 1);
-        refuse(
-            &core,
-            &mut client,
-            unreachable("this node has no cluster.secret"),
-        )
-        .await;
+        Refusal::OwnerUnreachable("this node has no cluster.secret")
+            .write(&core.stats, &mut client)
+            .await;
         return;
     };
     // A carried peer holds two descriptors here: it counts against this worker's connections
     // and its client's open connections, as a peer seated here would.
     let busy = core.registry.peer_count() + core.cluster_local.carry_count();
     if busy >= core.config().limits.max_connections_per_worker {
-        bump(&core.stats.worker_full_refused, 1);
-        let resp = capacity::refusal("this worker is at its connection limit");
-        refuse(&core, &mut client, resp).await;
+        Refusal::WorkerFull.write(&core.stats, &mut client).await;
         return;
     }
     run(&core, client, owner, carried, request, secret).await;
 }
 
+/// One carried link: opened, listed in this core's table while it lasts (for /stats, and to
+/// end it when its owner leaves the fleet), and forwarded both ways.
 async fn run(
     core: &Rc<Core>,
     mut client: TcpStream,
@@ -288,38 +282,10 @@ async fn run(
     request: Vec<u8>,
     secret: std::sync::Arc<Vec<u8>>,
 ) {
-    let started = Instant::now();
-    let wait = core.config().cluster.lookup_timeout;
-    let nonce = core.rng.bytes();
-    let opened = monoio::time::timeout(
-        wait,
-        open(&secret, &owner.internal, &carried, nonce, request),
-    );
-    let (link, early) = match opened.await {
-        Ok(Ok(l)) => l,
-        failed => {
-            let why = match failed {
-                Ok(Err(e)) => {
-                    if matches!(e, OpenError::Link(LinkError::BadOwnerProof)) {
-                        bump(&core.stats.cluster_owner_unproved, 1);
-                    }
-                    e.to_string()
-                }
-                _ => "timed out".to_string(),
-            };
-            bump(&core.stats.cluster_carry_failed, 1);
-            tracing::warn!(owner = %owner.node_id, to = %owner.internal, error = %why, "cannot carry a peer to its session's owner");
-            refuse(
-                core,
-                &mut client,
-                unreachable("the session's node cannot be reached"),
-            )
-            .await;
-            return;
-        }
+    let opened = open_link(core, &mut client, &owner, &carried, request, &secret).await;
+    let Some((link, early)) = opened else {
+        return;
     };
-    core.latency.record(Latency::Carry, started.elapsed());
-    bump(&core.stats.cluster_carried_out, 1);
     let id = core.next_conn_id();
     let entry = Rc::new(Carry {
         owner: owner.node_id.as_str().into(),
@@ -336,6 +302,50 @@ async fn run(
         .carries
         .borrow_mut()
         .insert(id, entry.clone());
+    both_ways(core, &entry, early).await;
+    core.cluster_local.carries.borrow_mut().remove(&id);
+}
+
+/// Opens the link to the owner within `cluster.lookup_timeout` (its opening proves both
+/// sides, then the client's request goes). Returns the link and what the owner sent after
+/// its proof; on failure the client gets 503 and the failure is counted and logged.
+async fn open_link(
+    core: &Core,
+    client: &mut TcpStream,
+    owner: &OwnerNode,
+    carried: &Carried,
+    request: Vec<u8>,
+    secret: &[u8],
+) -> Option<(TcpStream, Vec<u8>)> {
+    let started = Instant::now();
+    let wait = core.config().cluster.lookup_timeout;
+    let nonce = core.rng.bytes();
+    let opened =
+        monoio::time::timeout(wait, open(secret, &owner.internal, carried, nonce, request));
+    let why = match opened.await {
+        Ok(Ok(l)) => {
+            core.latency.record(Latency::Carry, started.elapsed());
+            bump(&core.stats.cluster_carried_out, 1);
+            return Some(l);
+        }
+        Ok(Err(e)) => {
+            if matches!(e, OpenError::Link(LinkError::BadOwnerProof)) {
+                bump(&core.stats.cluster_owner_unproved, 1);
+            }
+            e.to_string()
+        }
+        Err(_) => "timed out".to_string(),
+    };
+    tracing::warn!(owner = %owner.node_id, to = %owner.internal, error = %why, "cannot carry a peer to its session's owner");
+    Refusal::OwnerUnreachable("the session's node cannot be reached")
+        .write(&core.stats, client)
+        .await;
+    None
+}
+
+/// Forwards both ways until both are done: toward the client (first what the owner sent
+/// with its proof), then its close; toward the owner, then FIN.
+async fn both_ways(core: &Core, entry: &Carry, early: Vec<u8>) {
     let boundary = RefCell::new(Boundary::default());
     let down = async {
         let mut ok = true;
@@ -344,13 +354,13 @@ async fn run(
             ok = entry.client.write_all(early).await.0.is_ok();
         }
         if ok {
-            forward(core, &entry, Direction::ToClient(&boundary)).await;
+            forward(core, entry, Direction::ToClient(&boundary)).await;
         }
         let at = boundary.borrow().clone();
-        finish_down(core, &entry, &at).await;
+        finish_down(core, entry, &at).await;
     };
     let up = async {
-        forward(core, &entry, Direction::ToOwner).await;
+        forward(core, entry, Direction::ToOwner).await;
         entry.link.shutdown_write();
     };
     let (mut down, mut up) = (std::pin::pin!(down), std::pin::pin!(up));
@@ -376,11 +386,6 @@ async fn run(
             }
         }
     }
-    core.cluster_local.carries.borrow_mut().remove(&id);
-}
-
-fn unreachable(msg: &'static str) -> Response {
-    Response::error(503, "owner_unreachable", msg).with_header("Retry-After", "1")
 }
 
 /// The owner's side ended (it closed, died, or this node ended the link): if the client's

@@ -22,9 +22,7 @@
 
 use crate::runtime::rng::hex;
 use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use std::net::IpAddr;
 
 pub const NONCE_BYTES: usize = 16;
 /// Longest line either side sends; a longer one is refused before it is parsed.
@@ -41,20 +39,8 @@ const OWNER_LABEL: &[u8] = b"ringrelay-link/2 owner\n";
 /// Longest refusal reason a carrier repeats in its log (the owner's text is not trusted).
 const MAX_REASON: usize = 32;
 
-/// What the carrying node decided about the peer, so the owner neither re-checks nor
-/// double-charges it (the same as a handoff between cores carries).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Carried {
-    /// The carrying node's id.
-    pub from: String,
-    pub session: String,
-    /// The client's address as the carrier's admission saw it.
-    pub ip: IpAddr,
-    /// The role its token granted or it asked for.
-    pub role: Option<String>,
-    /// The peer's region: its hint, else the carrying node's.
-    pub region: String,
-}
+/// The peer description is the session layer's `Carried` (it travels in a handoff too).
+pub use crate::session::handoff::Carried;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkError {

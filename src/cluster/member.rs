@@ -8,14 +8,13 @@ use super::ask::{Command, Request};
 use super::breaker::{Breaker, State};
 use super::node::{node_key, NodeInfo};
 use super::owners::Owners;
+use super::redis::{self as store, IO_TIMEOUT};
 use super::view::View;
 use crate::runtime::Shared;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Every Redis call gives up after this, so a partitioned Redis cannot hold the thread.
-pub(super) const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// Failures in a row that open the breaker, and its first and longest wait.
 const BREAKER_THRESHOLD: u32 = 2;
 const BREAKER_WAIT: Duration = Duration::from_millis(500);
@@ -53,8 +52,7 @@ impl Member {
         shared: Arc<Shared>,
         wiring: Wiring,
     ) -> std::io::Result<Member> {
-        let client = redis::Client::open(url)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let client = store::client(url)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -273,8 +271,5 @@ fn entry(view: &View, shared: &Shared, started_ms: u64) -> NodeInfo {
 
 fn connect(client: &redis::Client, view: &View) -> redis::RedisResult<redis::Connection> {
     view.update(|s| s.connects += 1);
-    let con = client.get_connection_with_timeout(IO_TIMEOUT)?;
-    con.set_read_timeout(Some(IO_TIMEOUT))?;
-    con.set_write_timeout(Some(IO_TIMEOUT))?;
-    Ok(con)
+    store::connect(client, IO_TIMEOUT)
 }

@@ -11,6 +11,7 @@
 //!   each worker keeps;
 //! * `place`, `carry`, `inbound`, `pending`: deciding where a new peer goes, carrying it,
 //!   receiving it, and capping openings on the internal listener not yet proved;
+//! * `redis`: opening a Redis connection, with its timeouts;
 //! * `status`: `ringrelay cluster status`.
 
 pub mod ask;
@@ -28,6 +29,7 @@ pub mod node;
 pub mod owners;
 pub mod pending;
 pub mod place;
+pub mod redis;
 pub mod status;
 pub mod view;
 

@@ -4,11 +4,11 @@
 
 use super::ask::{Command, Request};
 use super::claim::{node_key_prefix, session_key, Owner, Unknown, CLAIM, RELEASE};
-use super::member::IO_TIMEOUT;
 use super::node::NodeInfo;
+use super::redis::IO_TIMEOUT;
 use super::view::{Identity, View};
 use crate::config::ClusterConfig;
-use crate::server::handoff::owner_core;
+use crate::session::handoff::owner_core;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 

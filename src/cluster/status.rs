@@ -26,8 +26,7 @@ pub struct StatusArgs {
 
 fn read_fleet(args: &StatusArgs) -> redis::RedisResult<(Vec<NodeInfo>, usize)> {
     let client = redis::Client::open(args.redis.as_str())?;
-    let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
-    con.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut con = super::redis::connect(&client, Duration::from_secs(2))?;
     let f = super::fleet::read(&mut con, &args.prefix)?;
     Ok((f.nodes, f.unreadable))
 }

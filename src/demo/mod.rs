@@ -4,27 +4,17 @@
 
 use crate::http::Response;
 
-/// A file of the page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Asset {
-    Page,
-    Script,
-    Style,
-    Icon,
+/// Which file of the page a path names is routing's business (`http::route`); what each
+/// file holds is this module's.
+pub use crate::http::route::DemoAsset as Asset;
+
+/// Each file's bytes and type.
+trait Contents {
+    fn body(self) -> &'static str;
+    fn content_type(self) -> &'static str;
 }
 
-impl Asset {
-    /// The asset a path names, if any.
-    pub fn of(path: &str) -> Option<Asset> {
-        match path {
-            "/demo" | "/demo/" => Some(Asset::Page),
-            "/demo/app.js" => Some(Asset::Script),
-            "/demo/app.css" => Some(Asset::Style),
-            "/demo/favicon.svg" => Some(Asset::Icon),
-            _ => None,
-        }
-    }
-
+impl Contents for Asset {
     fn body(self) -> &'static str {
         match self {
             Asset::Page => include_str!("page/index.html"),

@@ -86,70 +86,12 @@ impl ChunkedDecoder {
         input: &[u8],
         mut data: impl FnMut(&[u8]),
     ) -> Result<(usize, bool), ChunkedError> {
-        use ChunkedError::*;
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
             self.state = match self.state {
                 State::Done => return Ok((i, true)),
-                State::Size {
-                    value,
-                    digits,
-                    ext,
-                    len,
-                } => {
-                    if len >= MAX_SIZE_LINE {
-                        return Err(Malformed);
-                    }
-                    let len = len + 1;
-                    match (b, ext) {
-                        (b'\r', _) if digits > 0 => State::SizeLf { value },
-                        (b';', false) if digits > 0 => State::Size {
-                            value,
-                            digits,
-                            ext: true,
-                            len,
-                        },
-                        (_, true) if b == b'\t' || (b >= 0x20 && b != 0x7f) => State::Size {
-                            value,
-                            digits,
-                            ext,
-                            len,
-                        },
-                        (_, false) => {
-                            let d = (b as char).to_digit(16).ok_or(Malformed)?;
-                            // 16 hex digits already exceed any limit we could be given.
-                            if digits >= 15 {
-                                return Err(TooLarge);
-                            }
-                            State::Size {
-                                value: value * 16 + u64::from(d),
-                                digits: digits + 1,
-                                ext,
-                                len,
-                            }
-                        }
-                        _ => return Err(Malformed),
-                    }
-                }
-                State::SizeLf { value } => {
-                    if b != b'\n' {
-                        return Err(Malformed);
-                    }
-                    if value == 0 {
-                        State::Trailer {
-                            line: 0,
-                            total: 0,
-                            cr: false,
-                        }
-                    } else {
-                        self.total += value;
-                        if self.total > self.max {
-                            return Err(TooLarge);
-                        }
-                        State::Data { left: value }
-                    }
-                }
+                // Data is handed on as a run, not byte by byte.
                 State::Data { left } => {
                     let n = (left.min((input.len() - i) as u64)) as usize;
                     data(&input[i..i + n]);
@@ -162,39 +104,114 @@ impl ChunkedDecoder {
                     };
                     continue;
                 }
+                State::Size {
+                    value,
+                    digits,
+                    ext,
+                    len,
+                } => size_line_byte(value, digits, ext, len, b)?,
+                State::SizeLf { value } => self.end_size_line(value, b)?,
                 State::DataCr if b == b'\r' => State::DataLf,
                 State::DataLf if b == b'\n' => START,
-                State::DataCr | State::DataLf => return Err(Malformed),
-                State::Trailer { line, total, cr } => {
-                    if total >= MAX_TRAILER_BYTES {
-                        return Err(Malformed);
-                    }
-                    match (b, cr) {
-                        (b'\n', true) if line == 0 => State::Done,
-                        (b'\n', true) => State::Trailer {
-                            line: 0,
-                            total: total + 1,
-                            cr: false,
-                        },
-                        (b'\r', false) => State::Trailer {
-                            line,
-                            total: total + 1,
-                            cr: true,
-                        },
-                        (_, true) => return Err(Malformed),
-                        (b'\n', false) => return Err(Malformed),
-                        _ => State::Trailer {
-                            line: line + 1,
-                            total: total + 1,
-                            cr: false,
-                        },
-                    }
-                }
+                State::DataCr | State::DataLf => return Err(ChunkedError::Malformed),
+                State::Trailer { line, total, cr } => trailer_byte(line, total, cr, b)?,
             };
             i += 1;
         }
         Ok((i, self.is_done()))
     }
+
+    /// The LF that ends a size line: a zero size starts the trailer, any other charges the
+    /// chunk to the limit here, before a byte of it is read, and starts its data.
+    fn end_size_line(&mut self, value: u64, b: u8) -> Result<State, ChunkedError> {
+        if b != b'\n' {
+            return Err(ChunkedError::Malformed);
+        }
+        if value == 0 {
+            return Ok(State::Trailer {
+                line: 0,
+                total: 0,
+                cr: false,
+            });
+        }
+        self.total += value;
+        if self.total > self.max {
+            return Err(ChunkedError::TooLarge);
+        }
+        Ok(State::Data { left: value })
+    }
+}
+
+/// One byte of a size line: hex digits, then optionally `;` and extensions (printable bytes,
+/// skipped), up to its CR. The line is bounded so a sender cannot make it endless.
+fn size_line_byte(
+    value: u64,
+    digits: u32,
+    ext: bool,
+    len: usize,
+    b: u8,
+) -> Result<State, ChunkedError> {
+    use ChunkedError::*;
+    if len >= MAX_SIZE_LINE {
+        return Err(Malformed);
+    }
+    let len = len + 1;
+    Ok(match (b, ext) {
+        (b'\r', _) if digits > 0 => State::SizeLf { value },
+        (b';', false) if digits > 0 => State::Size {
+            value,
+            digits,
+            ext: true,
+            len,
+        },
+        (_, true) if b == b'\t' || (b >= 0x20 && b != 0x7f) => State::Size {
+            value,
+            digits,
+            ext,
+            len,
+        },
+        (_, false) => {
+            let d = (b as char).to_digit(16).ok_or(Malformed)?;
+            // 16 hex digits already exceed any limit we could be given.
+            if digits >= 15 {
+                return Err(TooLarge);
+            }
+            State::Size {
+                value: value * 16 + u64::from(d),
+                digits: digits + 1,
+                ext,
+                len,
+            }
+        }
+        _ => return Err(Malformed),
+    })
+}
+
+/// One byte of the trailer: lines are read and dropped, each ended by CRLF, the whole
+/// bounded by `MAX_TRAILER_BYTES`; an empty line ends the body.
+fn trailer_byte(line: usize, total: usize, cr: bool, b: u8) -> Result<State, ChunkedError> {
+    if total >= MAX_TRAILER_BYTES {
+        return Err(ChunkedError::Malformed);
+    }
+    Ok(match (b, cr) {
+        (b'\n', true) if line == 0 => State::Done,
+        (b'\n', true) => State::Trailer {
+            line: 0,
+            total: total + 1,
+            cr: false,
+        },
+        (b'\r', false) => State::Trailer {
+            line,
+            total: total + 1,
+            cr: true,
+        },
+        (_, true) | (b'\n', false) => return Err(ChunkedError::Malformed),
+        _ => State::Trailer {
+            line: line + 1,
+            total: total + 1,
+            cr: false,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ pub mod request;
 pub mod response;
 pub mod route;
 pub mod upgrade;
+pub mod write;
 
 pub use request::{parse_head, HeadError, HeadScan, RequestHead};
 pub use response::Response;

@@ -27,10 +27,22 @@ pub enum HeadError {
 
 impl HeadError {
     pub fn status(self) -> u16 {
+        self.answer().0
+    }
+
+    /// Status, error code and message of the refusal, one arm per error.
+    pub fn answer(self) -> (u16, &'static str, &'static str) {
         match self {
-            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
-            HeadError::Malformed => 400,
+            HeadError::Malformed => (400, "bad_request", "malformed HTTP request"),
+            HeadError::TooLarge => (431, "header_too_large", "request header block too large"),
+            HeadError::TooManyHeaders => (431, "header_too_large", "too many request headers"),
         }
+    }
+
+    /// The refusal, with the contract's JSON body.
+    pub fn response(self) -> super::Response {
+        let (status, code, message) = self.answer();
+        super::Response::error(status, code, message)
     }
 }
 

@@ -26,7 +26,7 @@ pub enum Route {
     /// Admin listener only.
     Metrics,
     /// `/demo` and its files (docs/demo.md).
-    Demo(crate::demo::Asset),
+    Demo(DemoAsset),
     /// `/v1/http/{session}/...`: belongs to the HTTP bridge.
     Bridge {
         session: String,
@@ -39,6 +39,13 @@ pub struct RouteError {
     pub status: u16,
     pub code: &'static str,
     pub message: &'static str,
+}
+
+impl RouteError {
+    /// The refusal, with the contract's JSON body.
+    pub fn response(&self) -> super::Response {
+        super::Response::error(self.status, self.code, self.message)
+    }
 }
 
 fn bad(code: &'static str, message: &'static str) -> RouteError {
@@ -132,7 +139,7 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
             session: session.to_string(),
         });
     }
-    if let Some(asset) = crate::demo::Asset::of(path) {
+    if let Some(asset) = DemoAsset::of(path) {
         return Ok(Route::Demo(asset));
     }
     Ok(match path {
@@ -142,6 +149,28 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
         "/metrics" => Route::Metrics,
         _ => Route::NotFound,
     })
+}
+
+/// A file of the demo page (docs/demo.md); its contents are `demo`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoAsset {
+    Page,
+    Script,
+    Style,
+    Icon,
+}
+
+impl DemoAsset {
+    /// The asset a path names, if any.
+    pub fn of(path: &str) -> Option<DemoAsset> {
+        match path {
+            "/demo" | "/demo/" => Some(DemoAsset::Page),
+            "/demo/app.js" => Some(DemoAsset::Script),
+            "/demo/app.css" => Some(DemoAsset::Style),
+            "/demo/favicon.svg" => Some(DemoAsset::Icon),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

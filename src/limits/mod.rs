@@ -7,15 +7,19 @@
 //! cross-core traffic is a connection handed to its address's home before admission (when it
 //! arrived elsewhere) and one message giving its count back when it ends on another core.
 
+pub mod admit;
 pub mod bucket;
+pub mod capacity;
 pub mod client_ip;
 pub mod home;
 pub mod ip;
 pub mod proxy_protocol;
+pub mod refusal;
 pub mod throttle;
 
 pub use bucket::{Bucket, Rate};
 pub use client_ip::client_ip;
 pub use home::{home_core, IpCharge};
 pub use ip::{IpLimits, IpRefusal};
+pub use refusal::Refusal;
 pub use throttle::Throttle;

@@ -252,87 +252,22 @@ impl FrameParser {
         pos: &mut usize,
     ) -> Result<Option<Event>, ProtocolError> {
         loop {
-            if !self.in_payload {
-                let avail = &buf[*pos..];
-                if avail.len() < 2 {
-                    return Ok(None);
-                }
-                // Either side's frames are fine: a relay's are unmasked, a peer's through a
-                // byte forwarder are masked.
-                let from = if avail[1] & 0x80 != 0 {
-                    Sender::Client
-                } else {
-                    Sender::Server
-                };
-                let Some(h) = parse_header(avail, from)? else {
-                    return Ok(None);
-                };
-                *pos += h.header_len;
-                match h.opcode {
-                    OpCode::Text | OpCode::Binary => {
-                        if self.in_message {
-                            return Err(ProtocolError::Interleaved);
-                        }
-                        self.in_message = true;
-                        self.msg_len = 0;
-                        self.stamp = [0; STAMP_LEN];
-                    }
-                    OpCode::Continuation => {
-                        if !self.in_message {
-                            return Err(ProtocolError::StrayContinuation);
-                        }
-                    }
-                    _ => self.control.len = 0,
-                }
-                self.in_payload = true;
-                self.left = h.payload_len;
-                self.frame_mask = h.mask;
-                self.frame_offset = 0;
-                self.frame_op = h.opcode;
-                self.frame_fin = h.fin;
+            if !self.in_payload && !self.begin_frame(buf, pos)? {
+                return Ok(None);
             }
             let n = self.left.min((buf.len() - *pos) as u64) as usize;
-            let bytes = &buf[*pos..*pos + n];
-            if self.frame_op.is_control() {
-                let at = self.control.len as usize;
-                let dst = &mut self.control.bytes[at..at + n];
-                dst.copy_from_slice(bytes);
-                if let Some(m) = self.frame_mask {
-                    apply_mask(dst, m, self.frame_offset);
-                }
-                self.control.len += n as u8;
-            } else {
-                // Only the stamp is unmasked (in a copy); the rest of the payload is skipped.
-                let at = self.msg_len.min(STAMP_LEN as u64) as usize;
-                let take = (STAMP_LEN - at).min(n);
-                if take > 0 {
-                    let dst = &mut self.stamp[at..at + take];
-                    dst.copy_from_slice(&bytes[..take]);
-                    if let Some(m) = self.frame_mask {
-                        apply_mask(dst, m, self.frame_offset);
-                    }
-                }
-                self.msg_len += n as u64;
-            }
+            self.take_payload(&buf[*pos..*pos + n]);
             *pos += n;
-            self.left -= n as u64;
-            self.frame_offset += n;
             if self.left > 0 {
                 return Ok(None);
             }
             self.in_payload = false;
+            // The event a complete frame makes is built here, in the return value: a step
+            // returning it would copy the 130-byte `Event` once more per message.
             match self.frame_op {
                 OpCode::Ping => return Ok(Some(Event::Ping(self.control))),
                 OpCode::Pong => return Ok(Some(Event::Pong)),
-                OpCode::Close => {
-                    let p = self.control.payload();
-                    let code = if p.len() >= 2 {
-                        u16::from_be_bytes([p[0], p[1]])
-                    } else {
-                        1005
-                    };
-                    return Ok(Some(Event::Close(code)));
-                }
+                OpCode::Close => return Ok(Some(Event::Close(self.close_code()))),
                 _ if self.frame_fin => {
                     self.in_message = false;
                     return Ok(Some(Event::Message {
@@ -340,8 +275,94 @@ impl FrameParser {
                         stamp: self.stamp,
                     }));
                 }
+                // A message's earlier frame: on to the next.
                 _ => {}
             }
+        }
+    }
+
+    /// Reads the next frame's header at `buf[*pos..]` and sets up its payload; `false` when
+    /// the header is not whole yet (nothing consumed). Checks the message sequence here, so
+    /// the payload steps need not.
+    #[inline]
+    fn begin_frame(&mut self, buf: &[u8], pos: &mut usize) -> Result<bool, ProtocolError> {
+        let avail = &buf[*pos..];
+        if avail.len() < 2 {
+            return Ok(false);
+        }
+        // Either side's frames are fine: a relay's are unmasked, a peer's through a byte
+        // forwarder are masked.
+        let from = if avail[1] & 0x80 != 0 {
+            Sender::Client
+        } else {
+            Sender::Server
+        };
+        let Some(h) = parse_header(avail, from)? else {
+            return Ok(false);
+        };
+        *pos += h.header_len;
+        match h.opcode {
+            OpCode::Text | OpCode::Binary => {
+                if self.in_message {
+                    return Err(ProtocolError::Interleaved);
+                }
+                self.in_message = true;
+                self.msg_len = 0;
+                self.stamp = [0; STAMP_LEN];
+            }
+            OpCode::Continuation => {
+                if !self.in_message {
+                    return Err(ProtocolError::StrayContinuation);
+                }
+            }
+            _ => self.control.len = 0,
+        }
+        self.in_payload = true;
+        self.left = h.payload_len;
+        self.frame_mask = h.mask;
+        self.frame_offset = 0;
+        self.frame_op = h.opcode;
+        self.frame_fin = h.fin;
+        Ok(true)
+    }
+
+    /// Consumes the part of the current frame's payload in `bytes`: a control frame's is kept
+    /// (its close code or ping payload is needed), a data frame's only as far as the stamp,
+    /// in a copy; the rest is skipped without touching it.
+    #[inline]
+    fn take_payload(&mut self, bytes: &[u8]) {
+        let n = bytes.len();
+        if self.frame_op.is_control() {
+            let at = self.control.len as usize;
+            let dst = &mut self.control.bytes[at..at + n];
+            dst.copy_from_slice(bytes);
+            if let Some(m) = self.frame_mask {
+                apply_mask(dst, m, self.frame_offset);
+            }
+            self.control.len += n as u8;
+        } else {
+            let at = self.msg_len.min(STAMP_LEN as u64) as usize;
+            let take = (STAMP_LEN - at).min(n);
+            if take > 0 {
+                let dst = &mut self.stamp[at..at + take];
+                dst.copy_from_slice(&bytes[..take]);
+                if let Some(m) = self.frame_mask {
+                    apply_mask(dst, m, self.frame_offset);
+                }
+            }
+            self.msg_len += n as u64;
+        }
+        self.left -= n as u64;
+        self.frame_offset += n;
+    }
+
+    /// A close frame's code, 1005 when it carried none.
+    fn close_code(&self) -> u16 {
+        let p = self.control.payload();
+        if p.len() >= 2 {
+            u16::from_be_bytes([p[0], p[1]])
+        } else {
+            1005
         }
     }
 }

@@ -621,6 +621,8 @@ async fn connect_one(
     }
 }
 
+/// One thread's run: connect its share before the start line, start with the others, run
+/// every task to its end, hand back the counts.
 async fn thread_run(
     plan: Arc<Plan>,
     attack: Option<Arc<Attack>>,
@@ -629,75 +631,15 @@ async fn thread_run(
 ) -> ThreadStats {
     let mut rng = Rng::from_entropy(index as u64);
     let mut early = ThreadStats::new();
-    let mut ready = Vec::new();
     // A thread past the load's own runs attackers only.
     let honest = index < plan.threads;
-    let mine = (index..if honest { plan.conns } else { index }).step_by(plan.threads);
-    // Setting up is bounded as a whole, not per connection.
-    let setup_end = Instant::now() + plan.connect_timeout;
-    let left = || setup_end.saturating_duration_since(Instant::now());
-    match plan.mode {
-        Mode::Pairs => {
-            for i in mine {
-                let query = if plan.resume { "?resume=0" } else { "" };
-                let route = format!("/v1/relay/load-{}-{i}{query}", plan.run_id);
-                let pair = async {
-                    let a = connect_one(&plan.target, &route, &mut rng, left()).await?;
-                    let b = connect_one(plan.b(), &route, &mut rng, left()).await?;
-                    Ok::<_, ClientError>((a, b))
-                };
-                match pair.await {
-                    Ok((a, b)) => ready.push(Ready {
-                        index: i,
-                        a,
-                        b: Some(b),
-                    }),
-                    Err(e) => {
-                        early.connect_errors += 1;
-                        early.error(1, || format!("pair {i}: {e}"));
-                    }
-                }
-            }
-        }
-        Mode::Echo => {
-            for i in mine {
-                match connect_one(&plan.target, "/v1/echo", &mut rng, left()).await {
-                    Ok(a) => ready.push(Ready {
-                        index: i,
-                        a,
-                        b: None,
-                    }),
-                    Err(e) => {
-                        early.connect_errors += 1;
-                        early.error(1, || format!("echo connection {i}: {e}"));
-                    }
-                }
-            }
-        }
-        Mode::Churn => {}
-    }
+    let ready = connect_share(&plan, index, honest, &mut rng, &mut early).await;
     shared.barrier.wait();
     shared.barrier.wait();
     let t0 = shared.t0_ns.load(Ordering::Acquire);
-    let (warm, end, hard) = match plan.stop {
-        Stop::Time { warmup, duration } => {
-            let warm = t0 + warmup.as_nanos() as u64;
-            let end = warm + duration.as_nanos() as u64;
-            (warm, end, end + plan.drain.as_nanos() as u64)
-        }
-        Stop::Count { deadline, .. } => (t0, u64::MAX, t0 + deadline.as_nanos() as u64),
-    };
+    let (warm, end, hard) = deadlines(&plan, t0);
     shared.errors.fetch_add(early.errors, Ordering::Relaxed);
-    let alarm = match plan.rate.filter(|_| honest) {
-        Some(_) => match Alarm::start(shared.epoch) {
-            Ok((a, sock)) => Some((Rc::new(a), sock)),
-            Err(e) => {
-                eprintln!("load: no alarm thread ({e}); fixed-rate sends use millisecond timers");
-                None
-            }
-        },
-        None => None,
-    };
+    let alarm = start_alarm(&plan, honest, shared.epoch);
     let ctx = Rc::new(Ctx {
         interval: plan.rate.map(|r| plan.senders() as f64 / r * 1e9),
         alarm: alarm.as_ref().map(|a| a.0.clone()),
@@ -716,6 +658,111 @@ async fn thread_run(
         stats: RefCell::new(early),
         rng: RefCell::new(rng),
     });
+    let mut tasks = spawn_streams(&ctx, ready);
+    spawn_churn_and_attack(&ctx, index, honest, &mut tasks);
+    monoio::spawn(controller(ctx.clone()));
+    if let Some((_, sock)) = alarm {
+        monoio::spawn(alarm_dispatch(ctx.clone(), sock));
+    }
+    for t in tasks {
+        t.await;
+    }
+    drop(ctx.live.borrow_mut().drain());
+    let stats = std::mem::replace(&mut *ctx.stats.borrow_mut(), ThreadStats::new());
+    stats
+}
+
+/// Opens this thread's pairs (or echo connections) before the start line, so connecting is
+/// not timed; a failure is counted in `early` and the rest go on. Bounded as a whole by
+/// `connect_timeout`, not per connection.
+async fn connect_share(
+    plan: &Plan,
+    index: usize,
+    honest: bool,
+    rng: &mut Rng,
+    early: &mut ThreadStats,
+) -> Vec<Ready> {
+    let mut ready = Vec::new();
+    let mine = (index..if honest { plan.conns } else { index }).step_by(plan.threads);
+    let setup_end = Instant::now() + plan.connect_timeout;
+    let left = || setup_end.saturating_duration_since(Instant::now());
+    match plan.mode {
+        Mode::Pairs => {
+            for i in mine {
+                let query = if plan.resume { "?resume=0" } else { "" };
+                let route = format!("/v1/relay/load-{}-{i}{query}", plan.run_id);
+                let pair = async {
+                    let a = connect_one(&plan.target, &route, rng, left()).await?;
+                    let b = connect_one(plan.b(), &route, rng, left()).await?;
+                    Ok::<_, ClientError>((a, b))
+                };
+                match pair.await {
+                    Ok((a, b)) => ready.push(Ready {
+                        index: i,
+                        a,
+                        b: Some(b),
+                    }),
+                    Err(e) => {
+                        early.connect_errors += 1;
+                        early.error(1, || format!("pair {i}: {e}"));
+                    }
+                }
+            }
+        }
+        Mode::Echo => {
+            for i in mine {
+                match connect_one(&plan.target, "/v1/echo", rng, left()).await {
+                    Ok(a) => ready.push(Ready {
+                        index: i,
+                        a,
+                        b: None,
+                    }),
+                    Err(e) => {
+                        early.connect_errors += 1;
+                        early.error(1, || format!("echo connection {i}: {e}"));
+                    }
+                }
+            }
+        }
+        Mode::Churn => {}
+    }
+    ready
+}
+
+/// The run's clock marks from the common start `t0`: (counting starts, senders stop, every
+/// socket is cut). Count mode counts from the start and only has the hard deadline.
+fn deadlines(plan: &Plan, t0: u64) -> (u64, u64, u64) {
+    match plan.stop {
+        Stop::Time { warmup, duration } => {
+            let warm = t0 + warmup.as_nanos() as u64;
+            let end = warm + duration.as_nanos() as u64;
+            (warm, end, end + plan.drain.as_nanos() as u64)
+        }
+        Stop::Count { deadline, .. } => (t0, u64::MAX, t0 + deadline.as_nanos() as u64),
+    }
+}
+
+/// Fixed rate needs wake-ups finer than monoio's millisecond timers: a thread of its own
+/// writes each due sender's token to a socket. Without it the run goes on, less precise.
+fn start_alarm(
+    plan: &Plan,
+    honest: bool,
+    epoch: Instant,
+) -> Option<(Rc<Alarm>, monoio::net::UnixStream)> {
+    plan.rate.filter(|_| honest)?;
+    match Alarm::start(epoch) {
+        Ok((a, sock)) => Some((Rc::new(a), sock)),
+        Err(e) => {
+            eprintln!("load: no alarm thread ({e}); fixed-rate sends use millisecond timers");
+            None
+        }
+    }
+}
+
+/// Starts the reader and writer of every connection set up before the start: a pair's
+/// stream a→b (and b→a when both ways), an echo connection's stream to itself. Each stream's
+/// phase spreads the fixed-rate senders evenly over one interval.
+fn spawn_streams(ctx: &Rc<Ctx>, ready: Vec<Ready>) -> Vec<monoio::task::JoinHandle<()>> {
     let limit = match ctx.plan.stop {
         Stop::Count { messages, .. } => Some(messages),
         Stop::Time { .. } => None,
@@ -733,16 +780,27 @@ async fn thread_run(
                     .plan
                     .both_ways
                     .then(|| Stream::new(&wb, &wa, window, limit, (i * dirs + 1) as f64 / senders));
-                tasks.extend(spawn_conn(&ctx, a, wa, Some(ab.clone()), ba.clone()));
-                tasks.extend(spawn_conn(&ctx, b, wb, ba, Some(ab)));
+                tasks.extend(spawn_conn(ctx, a, wa, Some(ab.clone()), ba.clone()));
+                tasks.extend(spawn_conn(ctx, b, wb, ba, Some(ab)));
             }
             None => {
                 let w = Rc::new(Signal::default());
                 let s = Stream::new(&w, &w, window, limit, i as f64 / senders);
-                tasks.extend(spawn_conn(&ctx, a, w, Some(s.clone()), Some(s)));
+                tasks.extend(spawn_conn(ctx, a, w, Some(s.clone()), Some(s)));
             }
         }
     }
+    tasks
+}
+
+/// The tasks that connect during the run rather than before it: churn cycles (this thread's
+/// share of them) and the attackers assigned to this thread.
+fn spawn_churn_and_attack(
+    ctx: &Rc<Ctx>,
+    index: usize,
+    honest: bool,
+    tasks: &mut Vec<monoio::task::JoinHandle<()>>,
+) {
     if ctx.plan.mode == Mode::Churn && honest {
         for k in (index..ctx.plan.conns).step_by(ctx.plan.threads) {
             tasks.push(monoio::spawn(churn_loop(ctx.clone(), k)));
@@ -753,16 +811,6 @@ async fn thread_run(
             tasks.push(monoio::spawn(attack_loop(ctx.clone(), k)));
         }
     }
-    monoio::spawn(controller(ctx.clone()));
-    if let Some((_, sock)) = alarm {
-        monoio::spawn(alarm_dispatch(ctx.clone(), sock));
-    }
-    for t in tasks {
-        t.await;
-    }
-    drop(ctx.live.borrow_mut().drain());
-    let stats = std::mem::replace(&mut *ctx.stats.borrow_mut(), ThreadStats::new());
-    stats
 }
 
 /// Wakes the senders whose tokens the alarm thread writes.

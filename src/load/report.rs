@@ -103,9 +103,19 @@ impl Report {
         serde_json::to_string(self).expect("a report always serialises")
     }
 
-    /// A few lines for a terminal.
+    /// A few lines for a terminal: what was run, what came of it, and the flood beside it.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
+        self.write_plan(&mut s);
+        self.write_results(&mut s);
+        if let Some(a) = &self.attack {
+            write_attack(&mut s, a);
+        }
+        s
+    }
+
+    /// The first line says what was run, so a pasted result carries its own command's gist.
+    fn write_plan(&self, s: &mut String) {
         let how = match self.rate {
             Some(r) => format!("fixed rate {r} msgs/s"),
             None => format!("closed loop, window {}", self.window),
@@ -128,6 +138,11 @@ impl Report {
             self.duration_s,
             self.warmup_s,
         );
+    }
+
+    /// Throughput, delivery, latency (and the sender's own lateness at a fixed rate), then
+    /// the first errors: the figures a reader compares between runs.
+    fn write_results(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "  throughput  {:.0} msgs/s, {:.2} MB/s payload",
@@ -160,29 +175,30 @@ impl Report {
         for e in &self.error_samples {
             let _ = writeln!(s, "  error: {e}");
         }
-        if let Some(a) = &self.attack {
-            let c = &a.counts;
-            let _ = writeln!(
-                s,
-                "  attack      {} attempts, 101: {}, 429: {}, 503: {}, other: {}, errors: {}  ({} attacker(s) from {} on {}, {:.0}/s over warm-up and run)",
-                c.attempts,
-                c.status_101,
-                c.status_429,
-                c.status_503,
-                c.status_other,
-                c.errors,
-                a.attackers,
-                a.source,
-                match a.threads {
-                    0 => "the load's threads".to_string(),
-                    n => format!("{n} thread(s) of their own"),
-                },
-                a.attempts_per_s,
-            );
-            for e in &c.error_samples {
-                let _ = writeln!(s, "  attack error: {e}");
-            }
-        }
-        s
+    }
+}
+
+/// The flood's answers counted by status, so an operator sees how much the relay refused.
+fn write_attack(s: &mut String, a: &AttackReport) {
+    let c = &a.counts;
+    let _ = writeln!(
+        s,
+        "  attack      {} attempts, 101: {}, 429: {}, 503: {}, other: {}, errors: {}  ({} attacker(s) from {} on {}, {:.0}/s over warm-up and run)",
+        c.attempts,
+        c.status_101,
+        c.status_429,
+        c.status_503,
+        c.status_other,
+        c.errors,
+        a.attackers,
+        a.source,
+        match a.threads {
+            0 => "the load's threads".to_string(),
+            n => format!("{n} thread(s) of their own"),
+        },
+        a.attempts_per_s,
+    );
+    for e in &c.error_samples {
+        let _ = writeln!(s, "  attack error: {e}");
     }
 }

@@ -335,7 +335,8 @@ async fn after_write(
     let (core, peer) = (c.core, c.peer);
     if let Some(h) = reader.hold.as_mut().filter(|_| out.answers > 0) {
         for answer in &h.answers {
-            crate::bridge::answers::deliver(core, peer.id, answer);
+            let (json, cut, id) = (answer.json(), answer.truncated, answer.id.as_deref());
+            crate::bridge::answers::deliver(core, peer.id, json, cut, id);
         }
         h.clear_done();
     }

@@ -27,7 +27,7 @@ pub const HEADROOM: usize = MAX_SERVER_HEADER_LEN;
 /// A partial header or a partial control frame is all that is ever carried between reads.
 pub const CARRY_MAX: usize = MAX_HEADER_LEN + MAX_CONTROL_PAYLOAD;
 
-/// A range of the read buffer to write to the receiver, header included.
+/// The chunk's type of a range to write (the decoder produces them).
 pub use crate::runtime::chunk::Segment;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,14 +283,7 @@ impl Inbound {
     fn next_frame(&mut self, p: &mut Pass<'_>) -> ControlFlow<()> {
         let h = match parse_header(&p.buf[p.i..], Sender::Client) {
             Err(e) => {
-                let reason = match e {
-                    crate::ws::HeaderError::ReservedBits => "reserved bits set",
-                    crate::ws::HeaderError::UnknownOpcode(_) => "unknown opcode",
-                    crate::ws::HeaderError::ControlTooLong => "control frame too long",
-                    crate::ws::HeaderError::ControlFragmented => "fragmented control frame",
-                    crate::ws::HeaderError::LengthTopBit => "invalid 64-bit length",
-                    _ => "client frames must be masked",
-                };
+                let reason = e.close_reason();
                 self.violate(Closing::Violation(CloseCode::PROTOCOL, reason), p);
                 return ControlFlow::Break(());
             }

@@ -4,12 +4,11 @@ use super::events::{self, EventKey};
 use super::{away, conn, resume};
 use crate::http::route::RelayTarget;
 use crate::http::Response;
-use crate::limits::IpCharge;
+use crate::limits::capacity::{self, Joining};
+use crate::limits::{IpCharge, Refusal};
 use crate::runtime::socket::Socket;
 use crate::runtime::Core;
-use crate::server::accept::refuse;
-use crate::server::capacity::{self, Joining};
-use crate::session::{JoinPlan, Peer};
+use crate::session::{JoinPlan, Peer, Session};
 use crate::stats::bump;
 use crate::stats::Latency;
 use crate::ws::CloseCode;
@@ -22,8 +21,7 @@ use std::time::Instant;
 async fn seat_allowed(core: &Core, stream: &mut TcpStream, joining: Joining) -> bool {
     let totals = capacity::totals(&core.shared);
     if let Err(reason) = capacity::check(&core.config().limits, totals, joining) {
-        bump(&core.stats.capacity_refused, 1);
-        refuse(core, stream, capacity::refusal(reason)).await;
+        Refusal::Capacity(reason).write(&core.stats, stream).await;
         return false;
     }
     true
@@ -44,7 +42,8 @@ pub struct Seat {
 /// Pairs the connection into its session, then runs it as a task of its own, so the
 /// handshake's state is freed before the connection settles down to wait. The seat is taken
 /// before anything is awaited, so two connections racing for one role are decided in arrival
-/// order.
+/// order. In steps: capacity, the session's plan for the role, the new peer, its seat, the
+/// 101 with its events, then the greeting.
 pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTarget, seat: Seat) {
     let Seat {
         upgrade,
@@ -69,22 +68,53 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
     // still decides who gets a role.
     let now = core.clock.now_ms();
     let session = core.registry.session(&target.session, now);
-    let events_on = target.events;
     let (slot, role, replaced) = match session.plan(target.role.as_deref()) {
-        JoinPlan::Full => {
-            if core.registry.release_if_empty(&session) {
-                crate::cluster::ask::release(&core, &session.id);
-            }
-            drop(charge);
-            let r = Response::error(409, "session_full", "this session already has two peers");
-            refuse(&core, &mut stream, r).await;
-            return;
-        }
+        JoinPlan::Full => return refuse_full(&core, stream, &session, charge).await,
         JoinPlan::Take { slot, role } => (slot, role, false),
         JoinPlan::Replace { slot, role } => (slot, role, true),
     };
+    let events_on = target.events;
+    let (peer, upgrade) = new_peer(&core, stream, role, events_on, charge, now, upgrade);
+    let (old, other) = take_seat(&core, &session, slot, &peer, origin);
+    let (hello, refuse_resume) = hello(&core, &session, &peer, &target, other.is_some(), upgrade);
+    if let Some(old) = old {
+        bump(&core.stats.peers_replaced, 1);
+        monoio::spawn(async move { old.close(CloseCode::REPLACED, "replaced", now).await });
+    }
+    drop(target);
+    let joined = Joined {
+        session,
+        peer,
+        other,
+        replaced,
+    };
+    greet(core, joined, hello, refuse_resume, accepted_at, now, extra).await
+}
+
+/// Both slots are taken by live peers of other roles: 409. A session this request had just
+/// opened is let go again (and its cluster claim with it).
+async fn refuse_full(core: &Core, mut stream: TcpStream, session: &Session, charge: IpCharge) {
+    if core.registry.release_if_empty(session) {
+        crate::cluster::ask::release(core, &session.id);
+    }
+    drop(charge);
+    Refusal::SessionFull.write(&core.stats, &mut stream).await;
+}
+
+/// The connection becomes a peer with an id, its role and, when it asked for events, a key
+/// of its own. An agent learns, in its upgrade answer (which no peer can write), the key that
+/// marks the relay's requests to it.
+fn new_peer(
+    core: &Core,
+    stream: TcpStream,
+    role: String,
+    events_on: bool,
+    charge: IpCharge,
+    now: u64,
+    upgrade: Response,
+) -> (Rc<Peer>, Response) {
     // Fresh per connection, so a replaced or resumed client cannot be fed events with the
-    // key of one it had before (relay/events.rs).
+    // key of one it had before (session/events.rs).
     let event_key = events_on.then(|| EventKey::random(&core.rng));
     let peer = Rc::new(Peer::new(
         core.next_conn_id(),
@@ -94,8 +124,6 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
         charge,
         now,
     ));
-    // An agent learns, in its upgrade answer (which no peer can write), the key that marks
-    // the relay's requests to it.
     let upgrade = if *peer.role == *core.config().bridge.agent_role {
         let key = core.rng.hex128();
         core.bridge.add_agent(peer.id, key.clone());
@@ -103,6 +131,18 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
     } else {
         upgrade
     };
+    (peer, upgrade)
+}
+
+/// Seats `peer` in `slot` and counts it on this core (and, in cluster mode, where it came
+/// from). Returns the peer it replaced, if any, and the other peer of the session, if any.
+fn take_seat(
+    core: &Core,
+    session: &Rc<Session>,
+    slot: usize,
+    peer: &Rc<Peer>,
+    origin: Option<crate::cluster::Origin>,
+) -> (Option<Rc<Peer>>, Option<Rc<Peer>>) {
     let old = session.seat(slot, peer.clone());
     session.lingering_since_ms.set(None);
     core.registry.add_peer(peer.clone());
@@ -110,22 +150,35 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
     let other = session.other(peer.id);
     if let Some(origin) = origin {
         core.cluster_local
-            .joined(&core, peer.id, origin, other.as_ref().map(|o| o.id));
+            .joined(core, peer.id, origin, other.as_ref().map(|o| o.id));
     }
-    // Asked to resume: what it missed is put in front of what is kept for it. On a gap, a
-    // peer with events is told and delivery goes on from the first message still kept; a
-    // peer without events cannot be told, so it is closed with 4003 rather than handed a
-    // stream with a hole it cannot see.
+    (old, other)
+}
+
+/// The bytes the peer gets first: the 101, then (with events) `connected` and what its resume
+/// found. Asked to resume, what it missed is put in front of what is kept for it. On a gap, a
+/// peer with events is told and delivery goes on from the first message still kept; a peer
+/// without events cannot be told, so it is to be closed with 4003 (the `bool`) rather than
+/// handed a stream with a hole it cannot see.
+fn hello(
+    core: &Core,
+    session: &Session,
+    peer: &Peer,
+    target: &RelayTarget,
+    paired: bool,
+    upgrade: Response,
+) -> (Vec<u8>, bool) {
+    let events_on = target.events;
     let resumed = target
         .resume
-        .map(|n| resume::on_join(&core, &session, &peer, n, events_on));
+        .map(|n| resume::on_join(core, session, peer, n, events_on));
     // The 101 and the `connected` event go out before anything the other peer forwards.
     let mut hello = upgrade.to_bytes();
     if events_on {
         hello.extend(peer.event_bytes(events::connected(
             &session.id,
             &peer.role,
-            other.is_some(),
+            paired,
             resumed.map(|r| r.next),
         )));
         match resumed {
@@ -137,11 +190,35 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
         }
     }
     let refuse_resume = !events_on && resumed.is_some_and(|r| r.gap.is_some() || r.ahead);
-    if let Some(old) = old {
-        bump(&core.stats.peers_replaced, 1);
-        monoio::spawn(async move { old.close(CloseCode::REPLACED, "replaced", now).await });
-    }
-    drop((target, upgrade));
+    (hello, refuse_resume)
+}
+
+/// A peer just seated, with its session and the session's other peer.
+struct Joined {
+    session: Rc<Session>,
+    peer: Rc<Peer>,
+    other: Option<Rc<Peer>>,
+    replaced: bool,
+}
+
+/// Writes the hello, tells the other peer (with events) that this one connected, then hands
+/// this peer what was kept for it, or closes it when its resume left a gap it cannot be told
+/// of; and starts the connection's own task.
+async fn greet(
+    core: Rc<Core>,
+    joined: Joined,
+    hello: Vec<u8>,
+    refuse_resume: bool,
+    accepted_at: Instant,
+    now: u64,
+    extra: Vec<u8>,
+) {
+    let Joined {
+        session,
+        peer,
+        other,
+        replaced,
+    } = joined;
     let sent = peer.send_bytes(hello).await;
     core.latency
         .record(Latency::Handshake, accepted_at.elapsed());

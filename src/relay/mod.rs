@@ -3,9 +3,11 @@
 pub mod away;
 pub mod blocked;
 pub mod conn;
-pub mod events;
 pub mod held;
 pub mod inbound;
 pub mod join;
 pub mod keepalive;
 pub mod resume;
+
+/// The events a peer is sent are the session's (a `Peer` writes them); relay code builds them.
+pub use crate::session::events;

@@ -4,7 +4,7 @@ use super::clock::Clock;
 use super::pool::BufPool;
 use crate::config::Config;
 use crate::limits::IpLimits;
-use crate::server::handoff::Handoff;
+use crate::session::handoff::Handoff;
 use crate::session::Registry;
 use crate::stats::{CoreGauges, CoreHistograms, CoreSnapshot, CoreStats};
 use local_sync::semaphore::Semaphore;
@@ -57,7 +57,7 @@ pub struct Core {
     /// Connections in their HTTP phase here (`limits.max_handshakes`).
     pub handshakes: Cell<usize>,
     /// Bridged requests waiting for an agent of a session this core owns.
-    pub bridge: crate::bridge::Pending,
+    pub bridge: crate::session::bridged::Pending,
     /// Peers carried to other nodes and where the peers here came from (cluster mode).
     pub cluster_local: crate::cluster::Local,
     /// This worker's own secure random source (ids, keys, challenges).
@@ -84,7 +84,7 @@ impl Core {
             latency: CoreHistograms::new(shared.config.stats.latency),
             ip_limits: IpLimits::new(&cfg.limits, index),
             handshakes: Cell::new(0),
-            bridge: crate::bridge::Pending::default(),
+            bridge: crate::session::bridged::Pending::default(),
             cluster_local: crate::cluster::Local::default(),
             rng: super::rng::CoreRng::new(),
             next_id: Cell::new(0),

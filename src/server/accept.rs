@@ -1,30 +1,32 @@
 //! The HTTP phase of a connection: read the request head within the handshake timeout,
-//! route it, and either answer it, upgrade it here, or hand it to its session's core.
+//! route it, and either answer it, upgrade it here, hand it to another core (its client's
+//! home, or its session's), or carry it to the node that owns its session.
 
-use super::admit::{admit, count_open, Admitted};
-use super::handoff::{owner_core, Handoff, Parcel, Stage};
 use super::handshake::{per_ip, HandshakeSlot};
 use super::health::health;
 use super::scrape::{scrape, Format};
 use crate::bridge::serve::{serve as serve_bridged, BridgeRequest};
 use crate::cluster::carry::{carry, OwnerNode};
 use crate::cluster::inbound::accept_link;
-use crate::cluster::link::Carried;
 use crate::cluster::place::{place, region_hint, Placement};
 use crate::cluster::Origin;
 use crate::config::{ClientIpHeader, EchoRoute};
 use crate::http::route::{route, RelayTarget};
 use crate::http::upgrade::check_upgrade;
+use crate::http::write::{answer, refuse, write_and_close};
 use crate::http::{parse_head, HeadError, HeadScan, RequestHead, Response, Route};
+use crate::limits::admit::{admit, count_open, Admitted};
 use crate::limits::client_ip::{client_ip, trusted};
 use crate::limits::proxy_protocol::{self, Parsed, ProxyHeaderError};
-use crate::limits::{home_core, IpCharge};
+use crate::limits::{home_core, IpCharge, Refusal};
 use crate::relay::join::{join_session, run_echo, Seat};
 use crate::runtime::Core;
+use crate::session::handoff::Carried;
+use crate::session::handoff::{owner_core, Handoff, Parcel, Stage};
 use crate::stats::{bump, RefusedStatus};
 use crate::ws::accept::accept_key;
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -108,38 +110,6 @@ async fn read_proxy_header(
             _ => return Err(Some(ProxyHeaderError::Missing)),
         }
     }
-}
-
-/// Writes a refusal, then closes politely so the client reads it before the reset that an
-/// unread request body would otherwise cause.
-pub async fn refuse(core: &Core, stream: &mut TcpStream, resp: Response) {
-    core.stats.refused(RefusedStatus::Status(resp.status));
-    answer(stream, resp).await;
-}
-
-async fn answer(stream: &mut TcpStream, resp: Response) {
-    write_and_close(stream, resp.to_bytes()).await
-}
-
-/// Writes a whole HTTP response, then closes so the client reads it before any reset an
-/// unread request body would cause.
-pub async fn write_and_close(stream: &mut TcpStream, bytes: Vec<u8>) {
-    let (r, _) = stream.write_all(bytes).await;
-    if r.is_err() {
-        return;
-    }
-    let _ = stream.shutdown().await;
-    let drain = async {
-        let mut buf = vec![0u8; 4096];
-        for _ in 0..16 {
-            let (r, b) = stream.read(buf).await;
-            buf = b;
-            if !matches!(r, Ok(n) if n > 0) {
-                break;
-            }
-        }
-    };
-    let _ = monoio::time::timeout(Duration::from_millis(500), drain).await;
 }
 
 /// What the HTTP phase decided. Everything it parsed is dropped before the long-lived phase
@@ -366,256 +336,354 @@ async fn proxy_header(
     }
 }
 
-async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, arrival: Arrival) -> Next {
+/// A request whose head was read on this core: what the steps after the head need, and what
+/// goes along when the connection is handed to another core.
+struct Request {
+    /// The direct peer's address.
+    peer: IpAddr,
+    /// The client's address when a PROXY header or another core already named it.
+    client: Option<IpAddr>,
+    accepted_at: Instant,
+    head: RequestHead,
+    /// The head and whatever was read after it.
+    buf: Vec<u8>,
+    head_len: usize,
+    /// Set when another node carried this connection here.
+    carried: Option<Carried>,
+}
+
+impl Request {
+    /// What crosses to another core with the connection, at `stage`.
+    fn parcel(self, stage: Stage) -> Parcel {
+        Parcel {
+            bytes: self.buf,
+            accepted_at: self.accepted_at,
+            peer: self.peer,
+            stage,
+            carried: self.carried,
+        }
+    }
+
+    /// The bytes read after the head: the start of the WebSocket stream or of a body.
+    fn extra(&mut self) -> Vec<u8> {
+        self.buf.split_off(self.head_len)
+    }
+}
+
+/// The HTTP phase, in steps: a trusted proxy's PROXY header, the request head within the
+/// handshake timeout, its route, then the answer (health, demo, stats) or the way to the
+/// session (admission, then "seat here or carry elsewhere").
+async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, mut arrival: Arrival) -> Next {
+    let timeout = core.config().limits.handshake_timeout;
+    let accepted_at = arrival.accepted_at;
+    let left = || timeout.saturating_sub(accepted_at.elapsed());
+    if arrival.initial.is_empty() {
+        arrival.initial = Vec::with_capacity(1024);
+    }
+    if let Err(next) = proxy_step(core, stream, &mut arrival, left()).await {
+        return next;
+    }
+    let buf = std::mem::take(&mut arrival.initial);
+    let Some((head, buf, head_len)) = head_step(core, stream, buf, left()).await else {
+        return Next::Done;
+    };
+    let carried = arrival.carried.is_some();
+    let Some(r) = route_step(core, stream, &head, carried).await else {
+        return Next::Done;
+    };
     let Arrival {
         listener,
         peer,
-        mut client,
-        initial,
-        accepted_at,
+        client,
         admitted,
         carried,
-        mut slot,
+        slot,
+        ..
     } = arrival;
-    let sec = &core.config().security;
-    let timeout = core.config().limits.handshake_timeout;
-    let left = || timeout.saturating_sub(accepted_at.elapsed());
-    let mut buf = if initial.is_empty() {
-        Vec::with_capacity(1024)
-    } else {
-        initial
+    let req = Request {
+        peer,
+        client,
+        accepted_at,
+        head,
+        buf,
+        head_len,
+        carried,
     };
-    if listener == Listener::Public
-        && client.is_none()
-        && admitted.is_none()
-        && sec.client_ip_header == ClientIpHeader::ProxyProtocol
-        && trusted(peer, &sec.trusted_proxies)
+    match (listener, r) {
+        (_, Route::Health) => answer(stream, health(&core.shared)).await,
+        (Listener::Public, Route::Demo(asset)) if core.config().demo_enabled() => {
+            demo(stream, asset, &req.head.method).await
+        }
+        (Listener::Admin, Route::Stats) => answer(stream, scrape(core, Format::Json).await).await,
+        (Listener::Admin, Route::Metrics) => {
+            answer(stream, scrape(core, Format::Prometheus).await).await
+        }
+        (Listener::Public, r @ (Route::Echo | Route::Relay(_) | Route::Bridge { .. })) => {
+            return to_session(core, stream, req, admitted, slot, r).await;
+        }
+        _ => Refusal::NotFound.write(&core.stats, stream).await,
+    }
+    Next::Done
+}
+
+/// A connection from a trusted proxy (with `client_ip_header = "proxy_protocol"`) starts
+/// with a PROXY header naming the client: read it, then charge the client's handshake on its
+/// home core, handing the connection there when that is another core. `Err`: the phase ends
+/// with that.
+async fn proxy_step(
+    core: &Core,
+    stream: &mut TcpStream,
+    a: &mut Arrival,
+    left: Duration,
+) -> Result<(), Next> {
+    let sec = &core.config().security;
+    if a.listener != Listener::Public
+        || a.client.is_some()
+        || a.admitted.is_some()
+        || sec.client_ip_header != ClientIpHeader::ProxyProtocol
+        || !trusted(a.peer, &sec.trusted_proxies)
     {
-        let ip = match proxy_header(core, stream, peer, std::mem::take(&mut buf), left()).await {
-            ProxyRead::Header(ip, rest) => {
-                buf = rest;
-                ip
-            }
-            ProxyRead::Dropped => return Next::Done,
-        };
-        client = Some(ip);
-        // The client is charged now, on its home core: handed there to read its request.
-        if let Some(ip) = per_ip(core, ip) {
-            if let Some(to) = home_elsewhere(core, ip) {
-                let stage = Stage::Accepted { client };
-                let parcel = Parcel {
-                    bytes: buf,
-                    accepted_at,
-                    peer,
-                    stage,
-                    carried,
-                };
-                return Next::HandOver { to, parcel };
-            }
-            if slot.as_mut().is_some_and(|s| !s.charge_ip(ip)) {
-                return Next::Done;
-            }
+        return Ok(());
+    }
+    let buf = std::mem::take(&mut a.initial);
+    let ip = match proxy_header(core, stream, a.peer, buf, left).await {
+        ProxyRead::Header(ip, rest) => {
+            a.initial = rest;
+            ip
+        }
+        ProxyRead::Dropped => return Err(Next::Done),
+    };
+    a.client = Some(ip);
+    // The client is charged now, on its home core: handed there to read its request.
+    if let Some(ip) = per_ip(core, ip) {
+        if let Some(to) = home_elsewhere(core, ip) {
+            let parcel = Parcel {
+                bytes: std::mem::take(&mut a.initial),
+                accepted_at: a.accepted_at,
+                peer: a.peer,
+                stage: Stage::Accepted { client: a.client },
+                carried: a.carried.take(),
+            };
+            return Err(Next::HandOver { to, parcel });
+        }
+        if a.slot.as_mut().is_some_and(|s| !s.charge_ip(ip)) {
+            return Err(Next::Done);
         }
     }
-    let (head, mut buf, head_len) =
-        match monoio::time::timeout(left(), read_head(core, stream, buf)).await {
-            Ok(HeadRead::Done(h, b, n)) => (h, b, n),
-            Ok(HeadRead::Refuse(e)) => {
-                let msg = match e {
-                    HeadError::Malformed => "malformed HTTP request",
-                    HeadError::TooLarge => "request header block too large",
-                    HeadError::TooManyHeaders => "too many request headers",
-                };
-                let code = if e.status() == 431 {
-                    "header_too_large"
-                } else {
-                    "bad_request"
-                };
-                refuse(core, stream, Response::error(e.status(), code, msg)).await;
-                return Next::Done;
-            }
-            Ok(HeadRead::Gone) => return Next::Done,
-            Err(_) => {
-                core.stats.refused(RefusedStatus::Timeout);
-                tracing::debug!("handshake timed out");
-                return Next::Done;
-            }
-        };
-    let r = match route(&head) {
+    Ok(())
+}
+
+/// Reads the request head within what is left of the handshake timeout. A head that breaks
+/// the limits or HTTP is refused (400 or 431), a timeout is counted. `None`: the phase is over.
+async fn head_step(
+    core: &Core,
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    left: Duration,
+) -> Option<(RequestHead, Vec<u8>, usize)> {
+    match monoio::time::timeout(left, read_head(core, stream, buf)).await {
+        Ok(HeadRead::Done(h, b, n)) => Some((h, b, n)),
+        Ok(HeadRead::Refuse(e)) => {
+            Refusal::Head(e).write(&core.stats, stream).await;
+            None
+        }
+        Ok(HeadRead::Gone) => None,
+        Err(_) => {
+            core.stats.refused(RefusedStatus::Timeout);
+            tracing::debug!("handshake timed out");
+            None
+        }
+    }
+}
+
+/// The request's route as this connection may take it: the echo route only when it is on,
+/// and a connection carried in from another node only to a session (or its agent). `None`: a
+/// malformed target was refused (400).
+async fn route_step(
+    core: &Core,
+    stream: &mut TcpStream,
+    head: &RequestHead,
+    carried: bool,
+) -> Option<Route> {
+    let r = match route(head) {
         Ok(r) => r,
         Err(e) => {
-            refuse(core, stream, Response::error(e.status, e.code, e.message)).await;
-            return Next::Done;
+            Refusal::Route(e).write(&core.stats, stream).await;
+            return None;
         }
     };
-    let r = match r {
+    Some(match r {
         Route::Echo if core.config().security.echo_route == EchoRoute::Off => Route::NotFound,
         // A carried connection may only join a session (or reach its agent).
         Route::Relay(_) | Route::Bridge { .. } => r,
-        _ if carried.is_some() => Route::NotFound,
+        _ if carried => Route::NotFound,
         r => r,
+    })
+}
+
+/// The demo page's files (`demo.enabled`); HEAD gets the head a GET would.
+async fn demo(stream: &mut TcpStream, asset: crate::demo::Asset, method: &str) {
+    let mut bytes = crate::demo::response(asset, method).to_bytes();
+    if method == "HEAD" {
+        crate::http::response::truncate_to_head(&mut bytes);
+    }
+    write_and_close(stream, bytes).await;
+}
+
+/// A public WebSocket or bridge request: admitted on its client's home core, then a relay
+/// peer or a bridged request goes to its session ("seat here or carry elsewhere") and an echo
+/// is upgraded here.
+async fn to_session(
+    core: &Rc<Core>,
+    stream: &mut TcpStream,
+    req: Request,
+    admitted: Option<Admitted>,
+    mut slot: Option<HandshakeSlot>,
+    r: Route,
+) -> Next {
+    let (req, admitted) = match admission(core, stream, req, admitted, &r).await {
+        Ok(admitted) => admitted,
+        Err(next) => return next,
     };
-    let refusal = match (listener, r) {
-        (_, Route::Health) => {
-            answer(stream, health(&core.shared)).await;
-            return Next::Done;
-        }
-        (Listener::Public, Route::Demo(asset)) if core.config().demo_enabled() => {
-            let mut bytes = crate::demo::response(asset, &head.method).to_bytes();
-            if head.method == "HEAD" {
-                crate::http::response::truncate_to_head(&mut bytes);
-            }
-            write_and_close(stream, bytes).await;
-            return Next::Done;
-        }
-        (Listener::Admin, Route::Stats) => {
-            answer(stream, scrape(core, Format::Json).await).await;
-            return Next::Done;
-        }
-        (Listener::Admin, Route::Metrics) => {
-            answer(stream, scrape(core, Format::Prometheus).await).await;
-            return Next::Done;
-        }
-        (Listener::Public, r @ (Route::Echo | Route::Relay(_) | Route::Bridge { .. })) => {
-            // Admitted and counted on the client's home core; from there on to the session's.
-            let hand = |stage: Stage, bytes: Vec<u8>, carried: Option<Carried>| Parcel {
-                bytes,
-                accepted_at,
-                peer,
-                stage,
-                carried,
+    // The handshake is over once admitted here: what is left is writing an answer.
+    drop(slot.take());
+    let hint = core
+        .shared
+        .cluster
+        .as_ref()
+        .and_then(|_| region_hint(&req.head));
+    if let Route::Bridge { session } = r {
+        // Handled where its session lives, like the session's WebSocket peers.
+        return match seat(core, stream, req, admitted, &session, &hint).await {
+            Ok((mut req, admitted, charge)) => Next::Bridge(BridgeRequest {
+                extra: req.extra(),
+                head: req.head,
+                session,
+                ip: admitted.ip,
+                charge,
+                accepted_at: req.accepted_at,
+            }),
+            Err(next) => next,
+        };
+    }
+    let refusal = match (r, upgrade(&req.head)) {
+        (_, Err(resp)) => Refusal::Upgrade(resp),
+        (Route::Echo, Ok(upgrade)) => {
+            let (mut req, Some(charge)) = (req, admitted.charge) else {
+                unreachable!("counted above")
             };
-            let mut admitted = match admitted {
-                Some(a) if a.charge.is_some() => a,
-                Some(mut a) => {
-                    // Carried in from another node: counted here too, as a local peer is.
-                    if let Some(to) = home_elsewhere(core, a.ip) {
-                        let parcel = hand(Stage::Admitted(a), buf, carried);
-                        return Next::HandOver { to, parcel };
-                    }
-                    match count_open(core, a.ip) {
-                        Ok(c) => a.charge = Some(c),
-                        Err(resp) => {
-                            refuse(core, stream, resp).await;
-                            return Next::Done;
-                        }
-                    }
-                    a
-                }
-                None => {
-                    let ip = client.unwrap_or_else(|| {
-                        client_ip(peer, &head, &sec.trusted_proxies, sec.client_ip_header)
-                    });
-                    if let Some(to) = home_elsewhere(core, ip) {
-                        let parcel = hand(Stage::Admit { client: ip }, buf, carried);
-                        return Next::HandOver { to, parcel };
-                    }
-                    match admit(core, &head, ip, &r) {
-                        Ok(a) => a,
-                        Err(resp) => {
-                            tracing::debug!(
-                                target = %log_target(&head),
-                                status = resp.status,
-                                client = %ip,
-                                "request refused"
-                            );
-                            refuse(core, stream, resp).await;
-                            return Next::Done;
-                        }
-                    }
-                }
+            return Next::Echo {
+                upgrade,
+                extra: req.extra(),
+                charge,
             };
-            // The handshake is over once admitted here: what is left is writing an answer.
-            drop(slot.take());
-            let hint = core
-                .shared
-                .cluster
-                .as_ref()
-                .and_then(|_| region_hint(&head));
-            if let Route::Bridge { session } = r {
-                // Handled where its session lives, like the session's WebSocket peers.
-                let owner = owner_core(&session, core.shared.workers());
-                if owner != core.index {
-                    let parcel = hand(Stage::Admitted(admitted), buf, carried);
-                    return Next::HandOver { to: owner, parcel };
-                }
-                if let Some(next) = elsewhere(
-                    core,
-                    stream,
-                    &session,
-                    &hint,
-                    &carried,
-                    &mut buf,
-                    &mut admitted,
-                )
-                .await
-                {
-                    return next;
-                }
-                let Some(charge) = admitted.charge else {
-                    unreachable!("counted above")
-                };
-                return Next::Bridge(BridgeRequest {
-                    extra: buf.split_off(head_len),
-                    head,
-                    session,
-                    ip: admitted.ip,
-                    charge,
-                    accepted_at,
-                });
-            }
-            match (r, upgrade(&head)) {
-                (_, Err(resp)) => resp,
-                (Route::Echo, Ok(upgrade)) => {
-                    let Some(charge) = admitted.charge else {
-                        unreachable!("counted above")
-                    };
-                    return Next::Echo {
-                        upgrade,
-                        extra: buf.split_off(head_len),
-                        charge,
-                    };
-                }
-                (Route::Relay(mut target), Ok(upgrade)) => {
-                    let owner = owner_core(&target.session, core.shared.workers());
-                    if owner != core.index {
-                        let parcel = hand(Stage::Admitted(admitted), buf, carried);
-                        return Next::HandOver { to: owner, parcel };
-                    }
-                    let session = &target.session;
-                    if let Some(next) = elsewhere(
-                        core,
-                        stream,
-                        session,
-                        &hint,
-                        &carried,
-                        &mut buf,
-                        &mut admitted,
-                    )
-                    .await
-                    {
-                        return next;
-                    }
-                    let Some(charge) = admitted.charge else {
-                        unreachable!("counted above")
-                    };
+        }
+        (Route::Relay(mut target), Ok(upgrade)) => {
+            return match seat(core, stream, req, admitted, &target.session, &hint).await {
+                Ok((mut req, admitted, charge)) => {
                     target.role = admitted.role;
-                    return Next::Join {
+                    Next::Join {
                         target,
                         upgrade,
-                        extra: buf.split_off(head_len),
+                        extra: req.extra(),
                         charge,
-                        carried,
+                        carried: req.carried,
                         hint,
-                    };
+                    }
                 }
-                _ => Response::error(404, "not_found", "no such route"),
-            }
+                Err(next) => next,
+            };
         }
-        _ => Response::error(404, "not_found", "no such route"),
+        _ => Refusal::NotFound,
     };
-    refuse(core, stream, refusal).await;
+    refusal.write(&core.stats, stream).await;
     Next::Done
+}
+
+/// Admission, on the client's home core. A connection another core admitted and counted goes
+/// on; one carried in from another node (admitted there) is counted here too, as a local peer
+/// is; any other is admitted here (rate, Origin, token, count). `Err`: handed to the client's
+/// home core, or refused.
+async fn admission(
+    core: &Core,
+    stream: &mut TcpStream,
+    req: Request,
+    admitted: Option<Admitted>,
+    r: &Route,
+) -> Result<(Request, Admitted), Next> {
+    let ip = match &admitted {
+        Some(a) => a.ip,
+        None => {
+            let sec = &core.config().security;
+            let (peer, head) = (req.peer, &req.head);
+            req.client.unwrap_or_else(|| {
+                client_ip(peer, head, &sec.trusted_proxies, sec.client_ip_header)
+            })
+        }
+    };
+    let counted = admitted.as_ref().is_some_and(|a| a.charge.is_some());
+    if !counted {
+        if let Some(to) = home_elsewhere(core, ip) {
+            let stage = match admitted {
+                Some(a) => Stage::Admitted(a),
+                None => Stage::Admit { client: ip },
+            };
+            return Err(Next::HandOver {
+                to,
+                parcel: req.parcel(stage),
+            });
+        }
+    }
+    let answer = match admitted {
+        Some(a) if counted => Ok(a),
+        Some(mut a) => count_open(core, a.ip).map(|c| {
+            a.charge = Some(c);
+            a
+        }),
+        None => admit(core, &req.head, ip, r).inspect_err(|refusal| {
+            tracing::debug!(
+                target = %log_target(&req.head),
+                status = refusal.response().status,
+                client = %ip,
+                "request refused"
+            );
+        }),
+    };
+    match answer {
+        Ok(a) => Ok((req, a)),
+        Err(refusal) => {
+            refusal.write(&core.stats, stream).await;
+            Err(Next::Done)
+        }
+    }
+}
+
+/// The step every session-bound request takes once admitted: handed to the core that owns its
+/// session when that is another core, carried to the node that owns it when that is another
+/// node (cluster mode), else seated here with its count. `Err`: where it went instead (or
+/// `Done`: refused).
+async fn seat(
+    core: &Core,
+    stream: &mut TcpStream,
+    mut req: Request,
+    mut admitted: Admitted,
+    session: &str,
+    hint: &Option<String>,
+) -> Result<(Request, Admitted, IpCharge), Next> {
+    let owner = owner_core(session, core.shared.workers());
+    if owner != core.index {
+        return Err(Next::HandOver {
+            to: owner,
+            parcel: req.parcel(Stage::Admitted(admitted)),
+        });
+    }
+    if let Some(next) = elsewhere(core, stream, session, hint, &mut req, &mut admitted).await {
+        return Err(next);
+    }
+    let Some(charge) = admitted.charge.take() else {
+        unreachable!("counted above")
+    };
+    Ok((req, admitted, charge))
 }
 
 /// Cluster mode: where the session's owner says this peer goes. `None`: it is seated here;
@@ -626,14 +694,13 @@ async fn elsewhere(
     stream: &mut TcpStream,
     session: &str,
     hint: &Option<String>,
-    carried: &Option<Carried>,
-    buf: &mut Vec<u8>,
+    req: &mut Request,
     admitted: &mut Admitted,
 ) -> Option<Next> {
-    match place(core, session, hint.clone(), carried.is_some()).await {
+    match place(core, session, hint.clone(), req.carried.is_some()).await {
         Placement::Here => None,
         Placement::Refuse(resp) => {
-            refuse(core, stream, resp).await;
+            refuse(&core.stats, stream, resp).await;
             Some(Next::Done)
         }
         Placement::Carry(owner) => {
@@ -652,7 +719,7 @@ async fn elsewhere(
             let charge = admitted.charge.take().expect("counted before placing");
             Some(Next::Carry {
                 owner,
-                bytes: std::mem::take(buf),
+                bytes: std::mem::take(&mut req.buf),
                 carried,
                 charge,
             })
@@ -679,13 +746,7 @@ async fn hand_over(core: Rc<Core>, stream: TcpStream, to: usize, parcel: Parcel)
             let h = e.into_inner();
             drop(h.parcel);
             if let Ok(mut stream) = TcpStream::from_std(h.stream) {
-                let resp = Response::error(
-                    503,
-                    "overloaded",
-                    "the worker this connection belongs on is busy; retry shortly",
-                )
-                .with_header("Retry-After", "1");
-                refuse(&core, &mut stream, resp).await;
+                Refusal::HandoffBusy.write(&core.stats, &mut stream).await;
             }
         }
     }

@@ -15,7 +15,7 @@ pub fn health(shared: &Shared) -> Response {
         "workers": shared.workers(),
         "active_sessions": sessions,
         "active_connections": connections,
-        "capacity": super::capacity::health_json(shared),
+        "capacity": crate::limits::capacity::health_json(shared),
     });
     if let Some(view) = &shared.cluster {
         body["cluster"] = view.health_json();

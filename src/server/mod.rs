@@ -1,14 +1,15 @@
 //! The server entry: bind, run the workers, shut down.
 
 pub mod accept;
-pub mod admit;
-pub mod capacity;
-pub mod handoff;
 pub mod handshake;
 pub mod health;
 pub mod scrape;
 pub mod steer;
 pub mod worker;
+
+/// Where a connection goes is the session layer's decision (`owner_core`); re-exported here
+/// where it was first, for the integration tests that name it.
+pub use crate::session::handoff;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -34,6 +35,8 @@ pub enum ServerError {
     Worker(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("listeners: {0}")]
+    Listeners(String),
 }
 
 /// Scrapes waiting per core; more at once are answered with 503.
@@ -142,11 +145,60 @@ impl ShutdownHandle {
     }
 }
 
-impl Server {
-    pub fn bind(config: Config) -> Result<Server, ServerError> {
-        let driver = driver::resolve(config.driver)?;
-        let auth = Authenticator::from_config(&config)?;
-        let listeners = bind_per_worker(config.listen, config.workers)?;
+/// The caller's way to stop a server run by [`run`]: keep the [`Shutdown`], pass the
+/// [`ShutdownSignal`] to the server. A plain channel rather than a future because no runtime
+/// runs on the caller's thread: each worker runs its own, so the thread that called `run`
+/// waits on the signal and then tells every worker (docs/architecture.md, "The server entry").
+#[derive(Clone)]
+pub struct Shutdown {
+    tx: flume::Sender<()>,
+}
+
+/// What [`run`] waits on: fires when any [`Shutdown`] is triggered, or when every one has
+/// been dropped (a test that panics does not leave its server running).
+pub struct ShutdownSignal {
+    rx: flume::Receiver<()>,
+}
+
+impl Shutdown {
+    /// A trigger and the signal it fires.
+    pub fn new() -> (Shutdown, ShutdownSignal) {
+        let (tx, rx) = flume::bounded(1);
+        (Shutdown { tx }, ShutdownSignal { rx })
+    }
+
+    /// Asks the server to stop; more calls change nothing.
+    pub fn trigger(&self) {
+        let _ = self.tx.try_send(());
+    }
+}
+
+impl ShutdownSignal {
+    /// Blocks until the signal fires.
+    fn wait(self) {
+        let _ = self.rx.recv();
+    }
+}
+
+/// The listeners a server runs on, bound by its caller (port 0 allowed: the server uses the
+/// ports they got).
+pub struct Listeners {
+    /// The public listener, one per worker: `config.workers` sockets of one SO_REUSEPORT
+    /// group (one plain listener for one worker). Each worker accepts on its own, so the
+    /// kernel (and the steering program) can spread connections over the cores.
+    pub public: Vec<std::net::TcpListener>,
+    /// The admin listener (`/health`, `/stats`, `/metrics`), served by the first worker.
+    pub admin: std::net::TcpListener,
+    /// `cluster.internal_listen`, one per worker like the public listener; empty when the
+    /// node takes no node-to-node links.
+    pub internal: Vec<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what `config` names: `listen` and `cluster.internal_listen` once per worker
+    /// (SO_REUSEPORT, after proving the port free), `admin_listen` once.
+    pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
+        let public = bind_per_worker(config.listen, config.workers)?;
         let admin =
             bind_listener(config.admin_listen, false).map_err(|source| ServerError::Bind {
                 addr: config.admin_listen,
@@ -156,14 +208,176 @@ impl Server {
             (Some(addr), Some(_)) => bind_per_worker(addr, config.workers)?,
             _ => Vec::new(),
         };
+        Ok(Listeners {
+            public,
+            admin,
+            internal,
+        })
+    }
+
+    /// Refuses a set that does not give each worker its share, and makes every socket
+    /// non-blocking (the epoll driver needs it; a caller's `std::net::TcpListener::bind`
+    /// leaves it blocking).
+    fn check(&self, workers: usize) -> Result<(), ServerError> {
+        let per_worker = |what: &str, n: usize| {
+            if n == workers {
+                Ok(())
+            } else {
+                Err(ServerError::Listeners(format!(
+                    "{n} {what} listener(s) for {workers} worker(s): give one per worker"
+                )))
+            }
+        };
+        per_worker("public", self.public.len())?;
+        if !self.internal.is_empty() {
+            per_worker("internal", self.internal.len())?;
+        }
+        let all = self.public.iter().chain(&self.internal);
+        for l in all.chain(std::iter::once(&self.admin)) {
+            l.set_nonblocking(true)
+                .map_err(|e| ServerError::Listeners(format!("cannot make non-blocking: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs a server on listeners the caller bound until `shutdown` fires, then stops it as a
+/// SIGTERM does (every connection closed with 1001, up to `shutdown_grace` to finish) and
+/// returns. Blocks the calling thread; the workers run on their own threads.
+pub fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: ShutdownSignal,
+) -> Result<(), ServerError> {
+    Server::with_listeners(config, listeners)?.run(shutdown)
+}
+
+/// Each worker's ends of the queues other threads reach it through.
+struct Inbox {
+    handoffs: flume::Receiver<handoff::Handoff>,
+    releases: flume::Receiver<std::net::IpAddr>,
+    scrapes: flume::Receiver<flume::Sender<crate::stats::CoreSnapshot>>,
+    commands: flume::Receiver<crate::cluster::ask::Command>,
+}
+
+/// The sending ends of every worker's inbox, in worker order.
+struct Outboxes {
+    handoff: Vec<flume::Sender<handoff::Handoff>>,
+    ip_release: Vec<flume::Sender<std::net::IpAddr>>,
+    scrape: Vec<flume::Sender<flume::Sender<crate::stats::CoreSnapshot>>>,
+    commands: Vec<flume::Sender<crate::cluster::ask::Command>>,
+}
+
+/// Creates every worker's bounded inboxes before any thread starts, so each worker can be
+/// given the senders to all the others.
+fn inboxes(config: &Config, workers: usize) -> (Outboxes, Vec<Inbox>) {
+    // Room for a release from every connection the server can hold at once (upgraded,
+    // handed over, or in its handshake): it cannot fill. The queue allocates only for
+    // what waits in it, which is drained at once.
+    let l = &config.limits;
+    let releases = l
+        .max_connections
+        .saturating_add(workers.saturating_mul(l.handoff_queue + l.max_handshakes));
+    let mut out = Outboxes {
+        handoff: Vec::new(),
+        ip_release: Vec::new(),
+        scrape: Vec::new(),
+        commands: Vec::new(),
+    };
+    let mut ins = Vec::new();
+    for _ in 0..workers {
+        let (handoff_tx, handoffs) = flume::bounded(l.handoff_queue);
+        let (release_tx, releases) = flume::bounded(releases);
+        let (scrape_tx, scrapes) = flume::bounded(SCRAPES_QUEUED);
+        let (command_tx, commands) = flume::bounded(crate::cluster::ask::COMMAND_QUEUE);
+        out.handoff.push(handoff_tx);
+        out.ip_release.push(release_tx);
+        out.scrape.push(scrape_tx);
+        out.commands.push(command_tx);
+        ins.push(Inbox {
+            handoffs,
+            releases,
+            scrapes,
+            commands,
+        });
+    }
+    (out, ins)
+}
+
+/// Starts one worker thread, pinned to its core, running its own runtime of `driver`. A
+/// worker that cannot start says so on `setup.ready`.
+fn spawn_worker(
+    driver: Driver,
+    cpus: usize,
+    setup: worker::WorkerSetup,
+) -> Result<std::thread::JoinHandle<()>, ServerError> {
+    let index = setup.index;
+    std::thread::Builder::new()
+        .name(format!("ringrelay-w{index}"))
+        .spawn(move || {
+            if let Err(e) = monoio::utils::bind_to_cpu_set([index % cpus]) {
+                // Still correct, only slower: say so rather than run unpinned unseen.
+                tracing::warn!(worker = index, error = %e, "could not pin worker to its core");
+            }
+            let ready = setup.ready.clone();
+            if let Err(e) = driver::block_on(driver, worker::run(setup)) {
+                let _ = ready.send(Err(format!("worker {index}: {e}")));
+            }
+        })
+        .map_err(ServerError::Spawn)
+}
+
+/// Waits until each of `workers` says it listens; on the first failure stops the others, so
+/// start-up either completes or leaves nothing running.
+fn await_ready(
+    ready: &std::sync::mpsc::Receiver<Result<(), String>>,
+    workers: usize,
+    handle: &ShutdownHandle,
+) -> Result<(), ServerError> {
+    for _ in 0..workers {
+        let failure = match ready.recv() {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(_) => "a worker exited during start-up".into(),
+        };
+        handle.trigger();
+        return Err(ServerError::Worker(failure));
+    }
+    Ok(())
+}
+
+impl Server {
+    /// Binds the listeners `config` names, then prepares the server on them.
+    pub fn bind(config: Config) -> Result<Server, ServerError> {
+        Server::prepare(config, Listeners::bind)
+    }
+
+    /// Prepares a server on listeners the caller bound (see [`run`]).
+    pub fn with_listeners(config: Config, listeners: Listeners) -> Result<Server, ServerError> {
+        Server::prepare(config, |config| {
+            listeners.check(config.workers)?;
+            Ok(listeners)
+        })
+    }
+
+    /// Resolves the driver and loads the token keys before taking the listeners (so a config
+    /// error is reported before a bind error, as always), then the cluster secret, and steers
+    /// the public listeners' group.
+    fn prepare(
+        config: Config,
+        listeners: impl FnOnce(&Config) -> Result<Listeners, ServerError>,
+    ) -> Result<Server, ServerError> {
+        let driver = driver::resolve(config.driver)?;
+        let auth = Authenticator::from_config(&config)?;
+        let listeners = listeners(&config)?;
         let cluster_secret = config.cluster_secret()?.map(Arc::new);
-        let steering = steer(&config, &listeners);
+        let steering = steer(&config, &listeners.public);
         Ok(Server {
             config: Arc::new(config),
             driver,
-            listeners,
-            admin,
-            internal,
+            listeners: listeners.public,
+            admin: listeners.admin,
+            internal: listeners.internal,
             auth,
             cluster_secret,
             steering,
@@ -196,49 +410,31 @@ impl Server {
         self.driver.name()
     }
 
+    /// Starts the server, waits for `shutdown`, stops it gracefully and returns once every
+    /// worker has finished.
+    pub fn run(self, shutdown: ShutdownSignal) -> Result<(), ServerError> {
+        let running = self.start()?;
+        shutdown.wait();
+        running.handle.trigger();
+        running.join();
+        Ok(())
+    }
+
+    /// This node as the fleet sees it (cluster mode), with the ports actually bound.
+    fn cluster_view(&self) -> Option<Arc<crate::cluster::View>> {
+        self.config.cluster.redis_url.as_ref()?;
+        let mut id = crate::cluster::Identity::of(&self.config, self.local_addr());
+        // Port 0 resolved: other nodes need the real one.
+        id.internal = self.internal_addr().map(|a| a.to_string());
+        Some(Arc::new(crate::cluster::View::new(id)))
+    }
+
     /// Starts the workers; returns once every one listens, with the handle to stop them and
     /// the threads to join.
     pub fn start(self) -> Result<Running, ServerError> {
         let workers = self.listeners.len();
-        let mut handoff_tx = Vec::new();
-        let mut handoff_rx = Vec::new();
-        let mut scrape_tx = Vec::new();
-        let mut scrape_rx = Vec::new();
-        let mut release_tx = Vec::new();
-        let mut release_rx = Vec::new();
-        // Room for a release from every connection the server can hold at once (upgraded,
-        // handed over, or in its handshake): it cannot fill. The queue allocates only for
-        // what waits in it, which is drained at once.
-        let l = &self.config.limits;
-        let releases = l
-            .max_connections
-            .saturating_add(workers.saturating_mul(l.handoff_queue + l.max_handshakes));
-        for _ in 0..workers {
-            let (tx, rx) = flume::bounded(self.config.limits.handoff_queue);
-            handoff_tx.push(tx);
-            handoff_rx.push(rx);
-            let (tx, rx) = flume::bounded(releases);
-            release_tx.push(tx);
-            release_rx.push(rx);
-            let (tx, rx) = flume::bounded(SCRAPES_QUEUED);
-            scrape_tx.push(tx);
-            scrape_rx.push(rx);
-        }
-        let listen = self.local_addr();
-        let internal_addr = self.internal_addr();
-        let cluster_view = self.config.cluster.redis_url.as_ref().map(|_| {
-            let mut id = crate::cluster::Identity::of(&self.config, listen);
-            // Port 0 resolved: other nodes need the real one.
-            id.internal = internal_addr.map(|a| a.to_string());
-            Arc::new(crate::cluster::View::new(id))
-        });
-        let mut command_tx = Vec::new();
-        let mut command_rx = Vec::new();
-        for _ in 0..workers {
-            let (tx, rx) = flume::bounded(crate::cluster::ask::COMMAND_QUEUE);
-            command_tx.push(tx);
-            command_rx.push(rx);
-        }
+        let (out, inboxes) = inboxes(&self.config, workers);
+        let cluster_view = self.cluster_view();
         let (request_tx, request_rx) = flume::bounded(self.config.cluster.request_queue);
         let cluster_on = cluster_view.is_some();
         let shared = Arc::new(Shared {
@@ -247,91 +443,40 @@ impl Server {
             started: Instant::now(),
             driver: self.driver.name(),
             gauges: (0..workers).map(|_| CoreGauges::default()).collect(),
-            handoff: handoff_tx,
-            ip_release: release_tx,
-            scrape: scrape_tx,
+            handoff: out.handoff,
+            ip_release: out.ip_release,
+            scrape: out.scrape,
             auth: self.auth,
             cluster_requests: cluster_on.then_some(request_tx),
             cluster_secret: self.cluster_secret,
         });
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let mut stop = Vec::new();
-        let mut threads = Vec::new();
-        let mut admin = Some(self.admin);
-        let mut internal = self.internal.into_iter();
-        let mut commands = command_rx.into_iter();
-        let mut releases = release_rx.into_iter();
-        let inboxes = handoff_rx.into_iter().zip(scrape_rx);
-        for (index, (listener, (handoffs, scrapes))) in
-            self.listeners.into_iter().zip(inboxes).enumerate()
-        {
-            let (stop_tx, stop_rx) = flume::bounded(1);
-            stop.push(stop_tx);
-            let setup = worker::WorkerSetup {
-                index,
-                shared: shared.clone(),
-                listener,
-                admin: admin.take(),
-                internal: internal.next(),
-                commands: commands.next().filter(|_| cluster_on),
-                handoffs,
-                releases: releases.next().expect("one per worker"),
-                scrapes,
-                shutdown: stop_rx,
-                ready: ready_tx.clone(),
-            };
-            let driver = self.driver;
-            let t = std::thread::Builder::new()
-                .name(format!("ringrelay-w{index}"))
-                .spawn(move || {
-                    if let Err(e) = monoio::utils::bind_to_cpu_set([index % cpus]) {
-                        // Still correct, only slower: say so rather than run unpinned unseen.
-                        tracing::warn!(worker = index, error = %e, "could not pin worker to its core");
-                    }
-                    let ready = setup.ready.clone();
-                    if let Err(e) = driver::block_on(driver, worker::run(setup)) {
-                        let _ = ready.send(Err(format!("worker {index}: {e}")));
-                    }
-                })
-                .map_err(ServerError::Spawn)?;
-            threads.push(t);
-        }
-        drop(ready_tx);
+        let (stop, threads) = Self::spawn_workers(
+            self.driver,
+            &shared,
+            (self.listeners, self.admin, self.internal),
+            inboxes,
+            cluster_on,
+            ready_tx,
+        );
         let handle = ShutdownHandle {
             senders: Arc::new(stop),
         };
-        for _ in 0..workers {
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    handle.trigger();
-                    return Err(ServerError::Worker(e));
-                }
-                Err(_) => {
-                    handle.trigger();
-                    return Err(ServerError::Worker(
-                        "a worker exited during start-up".into(),
-                    ));
-                }
-            }
-        }
+        let threads = threads.inspect_err(|_| handle.trigger())?;
+        await_ready(&ready_rx, workers, &handle)?;
         // Registered only once every worker listens: the fleet never sees a node that cannot
         // take a connection yet.
         let member = match (&self.config.cluster.redis_url, cluster_view) {
             (Some(url), Some(view)) => {
                 let wiring = crate::cluster::Wiring {
                     requests: request_rx,
-                    commands: command_tx,
+                    commands: out.commands,
                 };
-                Some(
-                    crate::cluster::Member::start(url, view, shared.clone(), wiring).map_err(
-                        |e| {
-                            handle.trigger();
-                            ServerError::Spawn(e)
-                        },
-                    )?,
-                )
+                let member = crate::cluster::Member::start(url, view, shared.clone(), wiring);
+                Some(member.map_err(|e| {
+                    handle.trigger();
+                    ServerError::Spawn(e)
+                })?)
             }
             _ => None,
         };
@@ -341,6 +486,53 @@ impl Server {
             shared,
             member,
         })
+    }
+
+    /// Gives each worker its listeners and inbox and starts its thread. Returns every stop
+    /// sender made so far even when a spawn fails, so the caller can stop the ones running.
+    #[allow(clippy::type_complexity)]
+    fn spawn_workers(
+        driver: Driver,
+        shared: &Arc<Shared>,
+        (public, admin, internal): (
+            Vec<std::net::TcpListener>,
+            std::net::TcpListener,
+            Vec<std::net::TcpListener>,
+        ),
+        inboxes: Vec<Inbox>,
+        cluster_on: bool,
+        ready: std::sync::mpsc::Sender<Result<(), String>>,
+    ) -> (
+        Vec<flume::Sender<()>>,
+        Result<Vec<std::thread::JoinHandle<()>>, ServerError>,
+    ) {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut stop = Vec::new();
+        let mut threads = Vec::new();
+        let mut admin = Some(admin);
+        let mut internal = internal.into_iter();
+        for (index, (listener, inbox)) in public.into_iter().zip(inboxes).enumerate() {
+            let (stop_tx, stop_rx) = flume::bounded(1);
+            stop.push(stop_tx);
+            let setup = worker::WorkerSetup {
+                index,
+                shared: shared.clone(),
+                listener,
+                admin: admin.take(),
+                internal: internal.next(),
+                commands: cluster_on.then_some(inbox.commands),
+                handoffs: inbox.handoffs,
+                releases: inbox.releases,
+                scrapes: inbox.scrapes,
+                shutdown: stop_rx,
+                ready: ready.clone(),
+            };
+            match spawn_worker(driver, cpus, setup) {
+                Ok(t) => threads.push(t),
+                Err(e) => return (stop, Err(e)),
+            }
+        }
+        (stop, Ok(threads))
     }
 }
 

@@ -1,10 +1,10 @@
 //! One worker thread: its runtime, its listener, its sessions.
 
-use super::accept::{self, handle, receive_handoffs, refuse, Arrival, Listener};
-use super::capacity;
-use super::handoff::Handoff;
+use super::accept::{self, handle, receive_handoffs, Arrival, Listener};
+use crate::limits::Refusal;
 use crate::relay::keepalive;
 use crate::runtime::{Core, Shared};
+use crate::session::handoff::Handoff;
 use crate::stats::bump;
 use crate::ws::CloseCode;
 use monoio::net::TcpListener;
@@ -52,12 +52,10 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
                     + core.cluster_local.carry_count()
                     + core.bridge.connections();
                 if busy >= max_conns {
-                    bump(&core.stats.worker_full_refused, 1);
                     let c = core.clone();
-                    monoio::spawn(async move {
-                        let resp = capacity::refusal("this worker is at its connection limit");
-                        refuse(&c, &mut stream, resp).await
-                    });
+                    monoio::spawn(
+                        async move { Refusal::WorkerFull.write(&c.stats, &mut stream).await },
+                    );
                     continue;
                 }
                 if kind == Listener::Public {

@@ -1,7 +1,10 @@
 //! Sessions and their peers, owned by one core each.
 
 pub mod backlog;
+pub mod bridged;
 pub mod budget;
+pub mod events;
+pub mod handoff;
 pub mod join;
 pub mod peer;
 pub mod registry;

@@ -1,8 +1,8 @@
 //! One upgraded connection: its socket, its write gate and the little state the keepalive
 //! tick and the forwarding path need. Kept small: every idle connection holds one.
 
+use super::events::{Event, EventKey};
 use crate::limits::IpCharge;
-use crate::relay::events::{Event, EventKey};
 use crate::runtime::chunk::{Chunk, WriteChunk};
 use crate::runtime::socket::Socket;
 use crate::ws::close::encode_close_frame;
@@ -16,7 +16,7 @@ pub struct Peer {
     pub role: Box<str>,
     pub events: bool,
     /// Carried by every event to this peer, so it can tell them from look-alikes its peer
-    /// sends (relay/events.rs); meaningless when `events` is off.
+    /// sends (session/events.rs); meaningless when `events` is off.
     event_key: EventKey,
     pub sock: Socket,
     /// This connection's count among its client address's open connections, given back

@@ -210,8 +210,22 @@ fn gauge_help(name: &str) -> &'static str {
     }
 }
 
+/// The Prometheus text of a scrape: what this relay is, each core's counters and gauges (one
+/// series per core, so an uneven spread shows), and the latency summaries over all cores.
 pub fn metrics_text(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     let mut out = String::with_capacity(8192);
+    node_metrics(&mut out, meta);
+    if let Some(c) = &meta.cluster {
+        cluster_metrics(&mut out, c);
+    }
+    counter_metrics(&mut out, cores);
+    gauge_metrics(&mut out, cores);
+    latency_metrics(&mut out, meta, cores);
+    out
+}
+
+/// Version, driver, workers and uptime: what a dashboard needs to tell relays apart.
+fn node_metrics(out: &mut String, meta: &Meta) {
     let _ = writeln!(out, "# HELP ringrelay_build_info Version and I/O driver of this relay.\n# TYPE ringrelay_build_info gauge");
     let _ = writeln!(
         out,
@@ -220,9 +234,11 @@ pub fn metrics_text(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     );
     let _ = writeln!(out, "# HELP ringrelay_workers Worker threads.\n# TYPE ringrelay_workers gauge\nringrelay_workers {}", meta.workers);
     let _ = writeln!(out, "# HELP ringrelay_uptime_seconds Seconds since start.\n# TYPE ringrelay_uptime_seconds gauge\nringrelay_uptime_seconds {}", meta.uptime_s);
-    if let Some(c) = &meta.cluster {
-        cluster_metrics(&mut out, c);
-    }
+}
+
+/// Every counter per core, then the two labelled families (closes by reason, refusals by
+/// status), each with its HELP and TYPE once.
+fn counter_metrics(out: &mut String, cores: &[CoreSnapshot]) {
     for (i, (name, help)) in COUNTERS.iter().enumerate() {
         let _ = writeln!(
             out,
@@ -258,40 +274,43 @@ pub fn metrics_text(meta: &Meta, cores: &[CoreSnapshot]) -> String {
             );
         }
     }
-    if let Some(first) = cores.first() {
-        for (i, (name, _)) in first.gauges.iter().enumerate() {
+}
+
+/// Every gauge per core; the names come from the first core's snapshot (all cores report the
+/// same set).
+fn gauge_metrics(out: &mut String, cores: &[CoreSnapshot]) {
+    let Some(first) = cores.first() else { return };
+    for (i, (name, _)) in first.gauges.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "# HELP ringrelay_{name} {}\n# TYPE ringrelay_{name} gauge",
+            gauge_help(name)
+        );
+        for c in cores {
             let _ = writeln!(
                 out,
-                "# HELP ringrelay_{name} {}\n# TYPE ringrelay_{name} gauge",
-                gauge_help(name)
+                "ringrelay_{name}{{core=\"{}\"}} {}",
+                c.core, c.gauges[i].1
             );
-            for c in cores {
-                let _ = writeln!(
-                    out,
-                    "ringrelay_{name}{{core=\"{}\"}} {}",
-                    c.core, c.gauges[i].1
-                );
-            }
         }
     }
+}
+
+/// Latency summaries merged over every core (a quantile cannot be summed afterwards), and
+/// the Redis round trips in cluster mode.
+fn latency_metrics(out: &mut String, meta: &Meta, cores: &[CoreSnapshot]) {
     let total = CoreSnapshot::merge(cores);
     for (name, h) in &total.latency {
         let help = Latency::ALL
             .iter()
             .find(|l| l.name() == *name)
             .map_or("", |l| l.help());
-        summary(
-            &mut out,
-            &format!("ringrelay_{name}_latency_seconds"),
-            help,
-            h,
-        );
+        summary(out, &format!("ringrelay_{name}_latency_seconds"), help, h);
     }
     if let Some(h) = &meta.cluster_rtt {
         let help = "Redis round trips (one command or one pipeline).";
-        summary(&mut out, "ringrelay_cluster_redis_rtt_seconds", help, h);
+        summary(out, "ringrelay_cluster_redis_rtt_seconds", help, h);
     }
-    out
 }
 
 #[cfg(test)]

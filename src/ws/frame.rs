@@ -77,6 +77,22 @@ pub enum HeaderError {
     Masked,
 }
 
+impl HeaderError {
+    /// The close reason a peer is told when its frame header breaks the protocol (the close
+    /// code is always 1002), one arm per error.
+    pub fn close_reason(self) -> &'static str {
+        match self {
+            HeaderError::ReservedBits => "reserved bits set",
+            HeaderError::UnknownOpcode(_) => "unknown opcode",
+            HeaderError::ControlTooLong => "control frame too long",
+            HeaderError::ControlFragmented => "fragmented control frame",
+            HeaderError::LengthTopBit => "invalid 64-bit length",
+            HeaderError::Unmasked => "client frames must be masked",
+            HeaderError::Masked => "server frames must not be masked",
+        }
+    }
+}
+
 /// Which side's frames are being parsed: clients must mask, servers must not (section 5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sender {

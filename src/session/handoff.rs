@@ -2,7 +2,8 @@
 //! state lives) when it arrived elsewhere, and to the core that owns its session once it is
 //! admitted. The raw socket and every byte read so far cross over, with what was decided.
 
-use super::admit::Admitted;
+use crate::limits::admit::Admitted;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -29,7 +30,23 @@ pub struct Parcel {
     pub peer: IpAddr,
     pub stage: Stage,
     /// Set when another node carried this connection here (cluster mode).
-    pub carried: Option<crate::cluster::link::Carried>,
+    pub carried: Option<Carried>,
+}
+
+/// What another node's admission decided about a peer it carries here (the description in
+/// the cluster link's opening, `cluster::link`), so the owner neither re-checks nor
+/// double-charges it (the same as a handoff between cores carries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Carried {
+    /// The carrying node's id.
+    pub from: String,
+    pub session: String,
+    /// The client's address as the carrier's admission saw it.
+    pub ip: IpAddr,
+    /// The role its token granted or it asked for.
+    pub role: Option<String>,
+    /// The peer's region: its hint, else the carrying node's.
+    pub region: String,
 }
 
 pub struct Handoff {

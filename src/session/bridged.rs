@@ -4,11 +4,19 @@
 //! leaving. Also the key each agent connection was given at its upgrade, which marks the
 //! requests the relay sends it (docs/bridge.md, "Only the relay's requests").
 
-use super::message::HttpResponseMsg;
 use local_sync::oneshot;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+
+/// An agent's answer to one bridged request, decoded (`bridge::message::parse_response`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponseMsg {
+    pub id: String,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
 
 /// What a waiting request learns.
 #[derive(Debug)]

@@ -5,7 +5,6 @@
 //! may go over a limit by at most one connection per worker.
 
 use crate::config::LimitsConfig;
-use crate::http::Response;
 use crate::runtime::Shared;
 
 /// What an admitted connection would add.
@@ -57,11 +56,6 @@ pub fn check(l: &LimitsConfig, now: Totals, joining: Joining) -> Result<(), &'st
         return Err("the relay is at its session limit");
     }
     Ok(())
-}
-
-pub fn refusal(reason: &'static str) -> Response {
-    Response::error(503, "at_capacity", reason)
-        .with_header("Retry-After", RETRY_AFTER_S.to_string())
 }
 
 fn usage(active: u64, limit: u64) -> serde_json::Value {

@@ -7,10 +7,9 @@
 use crate::auth::{token_from_request, unix_now, AuthError};
 use crate::config::{EchoRoute, SecurityConfig};
 use crate::http::route::Route;
-use crate::http::{RequestHead, Response};
-use crate::limits::{IpCharge, IpRefusal};
+use crate::http::RequestHead;
+use crate::limits::{IpCharge, Refusal};
 use crate::runtime::Core;
-use crate::stats::bump;
 use std::net::IpAddr;
 
 /// What admission learned, carried with the connection to its session's core.
@@ -27,28 +26,10 @@ pub struct Admitted {
 }
 
 /// Counts one more open connection for `ip` (on its home core, this one), or refuses it.
-pub fn count_open(core: &Core, ip: IpAddr) -> Result<IpCharge, Response> {
-    core.ip_limits.open(ip, core.clock.now_ms()).map_err(|r| {
-        bump(&core.stats.ip_open_refused, 1);
-        ip_refusal(r)
-    })
-}
-
-pub fn ip_refusal(r: IpRefusal) -> Response {
-    match r {
-        IpRefusal::Rate { retry_after_s } => Response::error(
-            429,
-            "rate_limited",
-            "too many new connections from this address; retry later",
-        )
-        .with_header("Retry-After", retry_after_s.to_string()),
-        IpRefusal::Open => Response::error(
-            429,
-            "too_many_connections",
-            "too many open connections from this address",
-        )
-        .with_header("Retry-After", "5"),
-    }
+pub fn count_open(core: &Core, ip: IpAddr) -> Result<IpCharge, Refusal> {
+    core.ip_limits
+        .open(ip, core.clock.now_ms())
+        .map_err(Refusal::IpOpen)
 }
 
 /// `None` when the request's Origin may connect. Browsers always send one on a WebSocket
@@ -70,7 +51,7 @@ fn origin_refusal(sec: &SecurityConfig, head: &RequestHead) -> Option<&'static s
 }
 
 /// Checks the token, when auth is on, for what `route` asks for; returns the role granted.
-fn authorize(core: &Core, head: &RequestHead, route: &Route) -> Result<Option<String>, Response> {
+fn authorize(core: &Core, head: &RequestHead, route: &Route) -> Result<Option<String>, Refusal> {
     let requested = match route {
         Route::Relay(t) => t.role.clone(),
         _ => None,
@@ -82,17 +63,8 @@ fn authorize(core: &Core, head: &RequestHead, route: &Route) -> Result<Option<St
         return Ok(None);
     }
     let refuse = |e: AuthError| {
-        bump(&core.stats.auth_refused, 1);
         tracing::debug!(code = e.code(), path = %head.path, "token refused");
-        let resp = Response::error(e.status(), e.code(), e.message());
-        // RFC 7235 section 3.1: a 401 names the scheme; RFC 6750 section 3 says how.
-        match e {
-            AuthError::Missing => resp.with_header("WWW-Authenticate", "Bearer"),
-            _ if e.status() == 401 => {
-                resp.with_header("WWW-Authenticate", "Bearer error=\"invalid_token\"")
-            }
-            _ => resp,
-        }
+        Refusal::Auth(e)
     };
     let token = token_from_request(head)
         .map_err(refuse)?
@@ -124,17 +96,15 @@ pub fn admit(
     head: &RequestHead,
     ip: IpAddr,
     route: &Route,
-) -> Result<Admitted, Response> {
+) -> Result<Admitted, Refusal> {
     let sec = &core.config().security;
     // A fresh reading (one per handshake, not per message): the coarse tick may be a second
     // old, which would skew a rate of a few per second.
     if let Err(r) = core.ip_limits.admit_connect(ip, core.clock.tick()) {
-        bump(&core.stats.ip_rate_refused, 1);
-        return Err(ip_refusal(r));
+        return Err(Refusal::IpRate(r));
     }
     if let Some(reason) = origin_refusal(sec, head) {
-        bump(&core.stats.origin_refused, 1);
-        return Err(Response::error(403, "origin_not_allowed", reason));
+        return Err(Refusal::Origin(reason));
     }
     let role = authorize(core, head, route)?;
     // Counted from here until the connection ends, wherever it then lives: the count and its

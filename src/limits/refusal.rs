@@ -1,0 +1,191 @@
+//! Every refusal of a request before its upgrade (or before its bridged request goes to the
+//! agent), one variant each: the answer (status, the contract's JSON `code` and message,
+//! headers) and the counter that says why, both decided here. [`Refusal::write`] is the one
+//! way to send one: it bumps the variant's counter and `refused_by` the status, so no caller
+//! counts a refusal of its own.
+
+use super::capacity::RETRY_AFTER_S;
+use super::ip::IpRefusal;
+use crate::auth::AuthError;
+use crate::http::{HeadError, Response, RouteError};
+use crate::stats::{bump, CoreStats};
+use monoio::net::TcpStream;
+use std::cell::Cell;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request head breaks HTTP or the head limits (400, 431).
+    Head(HeadError),
+    /// The target is no valid route, session id, role or resume count (400).
+    Route(RouteError),
+    /// No such route on this listener (404).
+    NotFound,
+    /// A WebSocket route without a valid upgrade, as `http::upgrade` answers it (400, 405,
+    /// 426); counted by status only.
+    Upgrade(Response),
+    /// The client's address connects too fast (`limits.ip_connect_rate`): 429,
+    /// `ip_rate_refused`.
+    IpRate(IpRefusal),
+    /// The client's address holds too many open connections (`limits.max_connections_per_ip`):
+    /// 429, `ip_open_refused`.
+    IpOpen(IpRefusal),
+    /// The Origin may not connect (`security.allowed_origins`): 403, `origin_refused`.
+    Origin(&'static str),
+    /// The token is missing, invalid or grants less (401, 403), `auth_refused`.
+    Auth(AuthError),
+    /// Whole-server capacity (`limits.max_connections`, `limits.max_sessions`): 503,
+    /// `capacity_refused`.
+    Capacity(&'static str),
+    /// This worker holds `limits.max_connections_per_worker` connections: 503,
+    /// `worker_full_refused`.
+    WorkerFull,
+    /// Both of the session's seats are taken by live peers of other roles (409).
+    SessionFull,
+    /// The core the connection belongs on has a full inbox (503, retry in a second); the
+    /// failed handoff itself is `handoffs_refused`, counted where it fails.
+    HandoffBusy,
+    /// This node cannot carry the peer to its session's owner node: 503,
+    /// `cluster_carry_failed`.
+    OwnerUnreachable(&'static str),
+}
+
+impl Refusal {
+    /// The answer the client reads.
+    pub fn response(&self) -> Response {
+        match self {
+            Refusal::Head(e) => e.response(),
+            Refusal::Route(e) => e.response(),
+            Refusal::NotFound => Response::error(404, "not_found", "no such route"),
+            Refusal::Upgrade(r) => r.clone(),
+            Refusal::IpRate(r) | Refusal::IpOpen(r) => ip_answer(*r),
+            Refusal::Origin(reason) => Response::error(403, "origin_not_allowed", reason),
+            Refusal::Auth(e) => auth_answer(*e),
+            Refusal::Capacity(reason) => at_capacity(reason),
+            Refusal::WorkerFull => at_capacity("this worker is at its connection limit"),
+            Refusal::SessionFull => {
+                Response::error(409, "session_full", "this session already has two peers")
+            }
+            Refusal::HandoffBusy => Response::error(
+                503,
+                "overloaded",
+                "the worker this connection belongs on is busy; retry shortly",
+            )
+            .with_header("Retry-After", "1"),
+            Refusal::OwnerUnreachable(msg) => {
+                Response::error(503, "owner_unreachable", msg).with_header("Retry-After", "1")
+            }
+        }
+    }
+
+    /// The counter that says why, besides `refused_by` the status.
+    pub fn counter<'a>(&self, stats: &'a CoreStats) -> Option<&'a Cell<u64>> {
+        match self {
+            Refusal::Head(_)
+            | Refusal::Route(_)
+            | Refusal::NotFound
+            | Refusal::Upgrade(_)
+            | Refusal::SessionFull
+            | Refusal::HandoffBusy => None,
+            Refusal::IpRate(_) => Some(&stats.ip_rate_refused),
+            Refusal::IpOpen(_) => Some(&stats.ip_open_refused),
+            Refusal::Origin(_) => Some(&stats.origin_refused),
+            Refusal::Auth(_) => Some(&stats.auth_refused),
+            Refusal::Capacity(_) => Some(&stats.capacity_refused),
+            Refusal::WorkerFull => Some(&stats.worker_full_refused),
+            Refusal::OwnerUnreachable(_) => Some(&stats.cluster_carry_failed),
+        }
+    }
+
+    /// Counts the refusal, then writes it and closes the connection.
+    pub async fn write(self, stats: &CoreStats, stream: &mut TcpStream) {
+        if let Some(c) = self.counter(stats) {
+            bump(c, 1);
+        }
+        crate::http::write::refuse(stats, stream, self.response()).await;
+    }
+}
+
+fn at_capacity(reason: &str) -> Response {
+    Response::error(503, "at_capacity", reason)
+        .with_header("Retry-After", RETRY_AFTER_S.to_string())
+}
+
+fn ip_answer(r: IpRefusal) -> Response {
+    match r {
+        IpRefusal::Rate { retry_after_s } => Response::error(
+            429,
+            "rate_limited",
+            "too many new connections from this address; retry later",
+        )
+        .with_header("Retry-After", retry_after_s.to_string()),
+        IpRefusal::Open => Response::error(
+            429,
+            "too_many_connections",
+            "too many open connections from this address",
+        )
+        .with_header("Retry-After", "5"),
+    }
+}
+
+fn auth_answer(e: AuthError) -> Response {
+    let resp = Response::error(e.status(), e.code(), e.message());
+    // RFC 7235 section 3.1: a 401 names the scheme; RFC 6750 section 3 says how.
+    match e {
+        AuthError::Missing => resp.with_header("WWW-Authenticate", "Bearer"),
+        _ if e.status() == 401 => {
+            resp.with_header("WWW-Authenticate", "Bearer error=\"invalid_token\"")
+        }
+        _ => resp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every() -> Vec<Refusal> {
+        vec![
+            Refusal::Head(HeadError::TooLarge),
+            Refusal::NotFound,
+            Refusal::IpRate(IpRefusal::Rate { retry_after_s: 3 }),
+            Refusal::IpOpen(IpRefusal::Open),
+            Refusal::Origin("this origin may not connect"),
+            Refusal::Auth(AuthError::Missing),
+            Refusal::Capacity("the server is at its connection limit"),
+            Refusal::WorkerFull,
+            Refusal::SessionFull,
+            Refusal::HandoffBusy,
+            Refusal::OwnerUnreachable("the session's node cannot be reached"),
+        ]
+    }
+
+    #[test]
+    fn each_refusal_has_its_answer_and_its_own_counter() {
+        let stats = CoreStats::default();
+        let mut counters: Vec<*const Cell<u64>> = Vec::new();
+        for r in every() {
+            let resp = r.response();
+            let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap();
+            assert!(
+                body["code"].is_string() && body["error"].is_string(),
+                "{r:?}"
+            );
+            assert!(resp.status >= 400, "{r:?}");
+            if let Some(c) = r.counter(&stats) {
+                assert!(
+                    !counters.contains(&(c as *const _)),
+                    "{r:?} shares a counter"
+                );
+                counters.push(c);
+            }
+        }
+        assert_eq!(counters.len(), 7);
+        let rate = Refusal::IpRate(IpRefusal::Rate { retry_after_s: 3 }).response();
+        assert_eq!((rate.status, rate.headers[1].1.as_str()), (429, "3"));
+        let auth = Refusal::Auth(AuthError::Signature).response();
+        assert!(auth
+            .headers
+            .iter()
+            .any(|(n, v)| *n == "WWW-Authenticate" && v.contains("invalid_token")));
+    }
+}
