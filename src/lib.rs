@@ -20,6 +20,13 @@
 //! * `demo`: the files of the page to try a session from a browser;
 //! * `agent`, `load`: clients of the relay: the program that answers the bridge on a user's
 //!   machine, and the load generator.
+//!
+//! The crate's surface is its module tree: a module is `pub(crate)` unless something outside
+//! the library needs it (`main.rs`, the benches, the fuzz targets, the integration tests), and
+//! then only the submodules those users name are `pub`. What is left public is the entry
+//! (`server::{run, Listeners, Shutdown, Server}`), the config, the clients (`agent`, `load`,
+//! `ws::client`), and the I/O-free pieces fuzzed or benched on their own (codec, head parser,
+//! routes, upgrade check, PROXY header, tokens, link opening, answer sniffer, decoder).
 // `unsafe` is refused crate-wide and allowed by name in the two files that need it,
 // runtime/chunk.rs (the vectored write's iovecs) and runtime/socket.rs (the stream shared by
 // reader and writers, and the raw socket calls). One line here covers every module, new ones
@@ -33,13 +40,13 @@ pub mod auth;
 pub mod bridge;
 pub mod cluster;
 pub mod config;
-pub mod demo;
+pub(crate) mod demo;
 pub mod http;
 pub mod limits;
 pub mod load;
 pub mod relay;
-pub mod runtime;
+pub(crate) mod runtime;
 pub mod server;
-pub mod session;
-pub mod stats;
+pub(crate) mod session;
+pub(crate) mod stats;
 pub mod ws;

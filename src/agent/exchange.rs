@@ -138,6 +138,7 @@ impl Failure {
         }
     }
 
+    #[cfg(test)]
     pub fn status(self) -> u16 {
         self.parts().0
     }

@@ -14,16 +14,16 @@
 //! * `backoff`: reconnect waits; `stop`: SIGTERM;
 //! * `run`: the loop that ties them together.
 
-pub mod args;
-pub mod backoff;
-pub mod exchange;
+pub(crate) mod args;
+pub(crate) mod backoff;
+pub(crate) mod exchange;
 pub mod inbound;
-pub mod link;
-pub mod relay_url;
-pub mod run;
-pub mod stop;
-pub mod target;
-pub mod upstream;
+pub(crate) mod link;
+pub(crate) mod relay_url;
+pub(crate) mod run;
+pub(crate) mod stop;
+pub(crate) mod target;
+pub(crate) mod upstream;
 
 pub use args::{AgentArgs, ArgsError, Plan};
 pub use run::AgentError;

@@ -113,11 +113,6 @@ impl Upstream {
         &self.target
     }
 
-    /// Idle connections kept now.
-    pub fn idle_count(&self) -> usize {
-        self.idle.borrow().len()
-    }
-
     fn take_idle(&self) -> Option<Socket> {
         let mut idle = self.idle.borrow_mut();
         // Newest last: a connection used recently is the likeliest to be alive.

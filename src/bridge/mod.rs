@@ -2,12 +2,12 @@
 //! agent, and the agent's answer becomes the response (docs/bridge.md). The pure pieces (the
 //! JSON messages, which headers may cross, body framing, the answer's HTTP form) are apart from the I/O in `serve`, which runs on the core that owns the session.
 
-pub mod answers;
-pub mod framing;
-pub mod headers;
-pub mod message;
-pub mod reply;
-pub mod serve;
+pub(crate) mod answers;
+pub(crate) mod framing;
+pub(crate) mod headers;
+pub(crate) mod message;
+pub(crate) mod reply;
+pub(crate) mod serve;
 pub mod sniff;
 
 /// The requests waiting for their agent are per-core session state (`session::bridged`),

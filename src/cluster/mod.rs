@@ -14,24 +14,24 @@
 //! * `redis`: opening a Redis connection, with its timeouts;
 //! * `status`: `ringrelay cluster status`.
 
-pub mod ask;
+pub(crate) mod ask;
 pub mod boundary;
-pub mod breaker;
-pub mod carry;
-pub mod claim;
-pub mod commands;
-pub mod fleet;
-pub mod inbound;
+pub(crate) mod breaker;
+pub(crate) mod carry;
+pub(crate) mod claim;
+pub(crate) mod commands;
+pub(crate) mod fleet;
+pub(crate) mod inbound;
 pub mod link;
-pub mod local;
-pub mod member;
-pub mod node;
-pub mod owners;
-pub mod pending;
-pub mod place;
-pub mod redis;
+pub(crate) mod local;
+pub(crate) mod member;
+pub(crate) mod node;
+pub(crate) mod owners;
+pub(crate) mod pending;
+pub(crate) mod place;
+pub(crate) mod redis;
 pub mod status;
-pub mod view;
+pub(crate) mod view;
 
 pub use local::{Local, Origin};
 pub use member::{Member, Wiring};

@@ -2,13 +2,13 @@
 //! httparse, routed, and answered with a small writer (every answer closes the connection,
 //! so no keep-alive state is kept per client).
 
-pub mod chunked;
-pub mod client;
-pub mod request;
-pub mod response;
+pub(crate) mod chunked;
+pub(crate) mod client;
+pub(crate) mod request;
+pub(crate) mod response;
 pub mod route;
 pub mod upgrade;
-pub mod write;
+pub(crate) mod write;
 
 pub use request::{parse_head, HeadError, HeadScan, RequestHead};
 pub use response::Response;

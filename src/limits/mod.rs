@@ -7,15 +7,15 @@
 //! cross-core traffic is a connection handed to its address's home before admission (when it
 //! arrived elsewhere) and one message giving its count back when it ends on another core.
 
-pub mod admit;
-pub mod bucket;
-pub mod capacity;
-pub mod client_ip;
-pub mod home;
-pub mod ip;
+pub(crate) mod admit;
+pub(crate) mod bucket;
+pub(crate) mod capacity;
+pub(crate) mod client_ip;
+pub(crate) mod home;
+pub(crate) mod ip;
 pub mod proxy_protocol;
-pub mod refusal;
-pub mod throttle;
+pub(crate) mod refusal;
+pub(crate) mod throttle;
 
 pub use bucket::{Bucket, Rate};
 pub use client_ip::client_ip;

@@ -10,13 +10,13 @@
 //! * `report`: the result, as JSON or text;
 //! * `http`: `--mode http` (HTTP/1.1 requests, for the bridge) and `--mode http-target`.
 
-pub mod alarm;
-pub mod args;
-pub mod attack;
+pub(crate) mod alarm;
+pub(crate) mod args;
+pub(crate) mod attack;
 pub mod client;
 pub mod engine;
-pub mod http;
-pub mod report;
+pub(crate) mod http;
+pub(crate) mod report;
 
 pub use args::{LoadArgs, ModeArg};
 pub use attack::{Attack, AttackCounts};

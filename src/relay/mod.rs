@@ -1,13 +1,13 @@
 //! Forwarding between the peers of a session.
 
-pub mod away;
-pub mod blocked;
-pub mod conn;
-pub mod held;
+pub(crate) mod away;
+pub(crate) mod blocked;
+pub(crate) mod conn;
+pub(crate) mod held;
 pub mod inbound;
-pub mod join;
-pub mod keepalive;
-pub mod resume;
+pub(crate) mod join;
+pub(crate) mod keepalive;
+pub(crate) mod resume;
 
 /// The events a peer is sent are the session's (a `Peer` writes them); relay code builds them.
 pub use crate::session::events;

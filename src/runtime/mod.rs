@@ -1,11 +1,11 @@
 //! Per-core machinery: buffers, sockets, the clock, and the context each worker owns.
 
-pub mod chunk;
-pub mod clock;
-pub mod core;
-pub mod driver;
-pub mod pool;
-pub mod rng;
-pub mod socket;
+pub(crate) mod chunk;
+pub(crate) mod clock;
+pub(crate) mod core;
+pub(crate) mod driver;
+pub(crate) mod pool;
+pub(crate) mod rng;
+pub(crate) mod socket;
 
 pub use self::core::{Core, Shared};

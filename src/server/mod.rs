@@ -1,11 +1,11 @@
 //! The server entry: bind, run the workers, shut down.
 
-pub mod accept;
-pub mod handshake;
-pub mod health;
-pub mod scrape;
-pub mod steer;
-pub mod worker;
+pub(crate) mod accept;
+pub(crate) mod handshake;
+pub(crate) mod health;
+pub(crate) mod scrape;
+pub(crate) mod steer;
+pub(crate) mod worker;
 
 /// Where a connection goes is the session layer's decision (`owner_core`); re-exported here
 /// where it was first, for the integration tests that name it.

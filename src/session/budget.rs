@@ -22,6 +22,7 @@ use std::cell::Cell;
 pub struct Charge(usize);
 
 impl Charge {
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.0
     }

@@ -1,18 +1,18 @@
 //! Sessions and their peers, owned by one core each.
 
-pub mod backlog;
+pub(crate) mod backlog;
 pub mod bridged;
-pub mod budget;
+pub(crate) mod budget;
 pub mod events;
 pub mod handoff;
-pub mod join;
-pub mod peer;
-pub mod registry;
-pub mod replay;
+pub(crate) mod join;
+pub(crate) mod peer;
+pub(crate) mod registry;
+pub(crate) mod replay;
 
 pub use backlog::{backlog_of, Backlog};
-pub use budget::{Charge, CoreBudget};
+pub use budget::CoreBudget;
 pub use join::{plan_join, JoinPlan};
 pub use peer::Peer;
 pub use registry::{Registry, Session};
-pub use replay::{Gap, Replay};
+pub use replay::Replay;

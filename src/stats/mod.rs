@@ -3,12 +3,12 @@
 //! snapshot over a channel and merges them off the hot path. `CoreGauges` are the two figures
 //! `/health` reads without a scrape, written by their core when a connection opens or closes.
 
-pub mod counters;
-pub mod histograms;
-pub mod render;
-pub mod snapshot;
+pub(crate) mod counters;
+pub(crate) mod histograms;
+pub(crate) mod render;
+pub(crate) mod snapshot;
 
-pub use counters::{bump, CloseReason, CoreStats, RefusedStatus};
+pub use counters::{bump, CoreStats, RefusedStatus};
 pub use histograms::{CoreHistograms, Latency};
 pub use snapshot::CoreSnapshot;
 

@@ -5,10 +5,10 @@
 
 pub mod accept;
 pub mod client;
-pub mod close;
+pub(crate) mod close;
 pub mod frame;
 pub mod mask;
-pub mod utf8;
+pub(crate) mod utf8;
 
 pub use close::{CloseCode, CloseError};
 pub use frame::{FrameHeader, HeaderError, OpCode};

@@ -10,7 +10,7 @@ pub mod url;
 pub use error::WireError;
 pub use framing::{closes, framing, Framing};
 pub use response::{Answer, ResponseReader, ResponseSink, MAX_HEAD};
-pub use url::{parse_url, HttpUrl, UrlError};
+pub use url::{parse_url, HttpUrl};
 
 /// Most header lines in a head either client reads (and the load generator's target): the
 /// relay's own `limits.max_headers` default.

@@ -22,5 +22,4 @@ pub mod request;
 pub mod target;
 
 pub use engine::HttpPlan;
-pub use report::HttpReport;
 pub use target::{TargetError, TargetPlan};
