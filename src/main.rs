@@ -1,4 +1,5 @@
 //! The `ringrelay` binary: parses the command line, loads the config, runs the server.
+#![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 use ringrelay::config::{CliOverrides, Config, LogFormat};

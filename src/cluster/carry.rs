@@ -304,26 +304,22 @@ async fn forward(core: &Core, carry: &Carry, dir: Direction<'_>) {
             return;
         }
         let mut chunk = core.pool.take().await;
-        let buf = std::mem::take(&mut chunk.data);
-        let (r, buf) = from.read(buf).await;
-        let n = match r {
+        let n = match chunk.read_from(from).await {
             Ok(n) if n > 0 => n,
             _ => {
-                chunk.data = buf;
                 core.pool.put(chunk);
                 return;
             }
         };
         let read_at = Instant::now();
         if let Some(b) = boundary {
-            b.borrow_mut().feed(&buf[..n]);
+            b.borrow_mut().feed(chunk.data());
         }
         mark.start();
-        let (w, buf) = to.write_all(buf).await;
+        let w = chunk.write_all_to(to).await;
         mark.end();
         core.latency.record(Latency::Hop, read_at.elapsed());
         bump(&core.stats.cluster_hop_bytes, n as u64);
-        chunk.data = buf;
         core.pool.put(chunk);
         if w.is_err() {
             return;

@@ -4,6 +4,7 @@
 //! `limits`, the token checker of `auth`, the cluster's per-worker state and fleet view of
 //! `fleet`), and is handed to everything above it: relay, bridge, cluster and server.
 //! Admission (`admit`) lives here because its checks read that state.
+#![forbid(unsafe_code)]
 
 pub(crate) mod admit;
 

@@ -11,6 +11,7 @@
 //!
 //! The I/O (Redis, the links, the cluster thread, the methods that take the context) is
 //! `cluster`, a layer above the context, which re-exports these modules under its own paths.
+#![forbid(unsafe_code)]
 
 pub(crate) mod ask;
 pub(crate) mod breaker;

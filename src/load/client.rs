@@ -94,7 +94,7 @@ pub(crate) fn start_connect(
     if let Some(ip) = source {
         if ip.is_ipv4() {
             // Best effort: without it, binding still works, ports just run out sooner.
-            let _ = set_bind_address_no_port(&s);
+            let _ = crate::runtime::socket::set_bind_address_no_port(&s);
         }
         s.bind(&SockAddr::from(SocketAddr::new(ip, 0)))
             .map_err(err)?;
@@ -107,28 +107,6 @@ pub(crate) fn start_connect(
         Err(e) => return Err(err(e)),
     }
     Ok(s.into())
-}
-
-/// `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2+), which socket2 does not wrap.
-fn set_bind_address_no_port(s: &socket2::Socket) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt(2) on a socket this function borrows (so its fd is open), reading
-    // `size_of::<c_int>()` bytes from a live `c_int`.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// Opens a TCP connection without blocking the runtime: a non-blocking connect, then a wait

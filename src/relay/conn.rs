@@ -3,257 +3,79 @@
 use super::away::{self, Verdict};
 use super::events;
 use super::held;
-use super::inbound::{Closing, DecodeLimits, Inbound};
+use super::inbound::{Closing, DecodeLimits, Hold, Inbound, Outcome, Released};
 use super::resume;
 use crate::context::Core;
 use crate::limits::Throttle;
+use crate::runtime::chunk::{Chunk, SegmentOutOfBounds};
 use crate::session::{Peer, Session};
 use crate::stats::{bump, Latency};
 use crate::ws::{CloseCode, OpCode};
-use monoio::buf::IoBufMut;
 use std::rc::Rc;
 use std::time::Instant;
 
 /// Code reported when a connection ends without a close frame (RFC 6455 section 7.1.5).
 const ABNORMAL: u16 = 1006;
 
+/// The size of the future an async fn of four arguments returns, for the check below.
+const fn future_size<A, B, C, D, Fut, F: FnOnce(A, B, C, D) -> Fut>(_: &F) -> usize {
+    std::mem::size_of::<Fut>()
+}
+
+// Every connection's task is this future (plus monoio's task header) for the whole life of
+// the connection, idle or not: at the default `max_connections_per_worker` of 100,000, 1 KiB
+// each is 100 MiB per core. It is 968 bytes with rustc 1.95 (debug and release; 896 before
+// `run` was split into steps, whose futures keep their own references); the decoder state
+// (`Inbound`, 208) is a fifth of it. The rare awaits (pong, events, pauses, close) are boxed
+// so that they do not size it. A change that grows it past 1 KiB should box the await that
+// did, or say here why every connection needs the room. (To see the figure, turn this into
+// `const _: [(); 0] = [(); future_size(&run)];` and read the compiler's error.)
+const _: () = assert!(future_size(&run) <= 1024);
+
 /// Reads from `peer` until it leaves and forwards to the other peer of `session` (or back to
 /// itself on the echo route, when `session` is `None`). `initial` holds bytes that arrived
 /// with the upgrade request.
+///
+/// Each turn of the loop is four steps: [`Reader::read`] a buffer, [`Reader::route`] and
+/// [`Reader::decode`] it, [`deliver`] its frames (or keep them for an absent receiver), and
+/// [`after_write`] answer what the read asked for and pace the next one.
 pub async fn run(
     core: Rc<Core>,
     peer: Rc<Peer>,
     session: Option<Rc<Session>>,
     mut initial: Vec<u8>,
 ) {
-    let cfg = &core.config().limits;
-    let limits = DecodeLimits {
-        max_message_bytes: cfg.max_message_bytes as u64,
-        max_frames_per_message: u32::try_from(cfg.max_frames_per_message).unwrap_or(u32::MAX),
+    let c = Conn {
+        core: &core,
+        peer: &peer,
+        session: session.as_ref(),
     };
-    // The buckets start on a fresh clock reading, or a stale tick would credit them with
-    // time that never passed.
-    let mut throttle = Throttle::configured(cfg)
-        .then(|| core.clock.tick())
-        .and_then(|now| Throttle::new(cfg, now));
-    let mut inbound = Inbound::default();
-    // Made when the connection first has messages to hold (relay::held): only an agent's
-    // connection and one whose messages may reach an agent ever do.
-    let mut hold = None;
-    // After a read that filled the buffer more is likely waiting: read again at once rather
-    // than paying for a readiness round trip.
-    let mut hot = false;
-    let mut violated = false;
-    let end_code = loop {
-        let mut chunk;
-        if !initial.is_empty() {
-            chunk = core.pool.take().await;
-            inbound.prepare(&mut chunk.data);
-            chunk.data.extend_from_slice(&initial);
-            initial = Vec::new();
-        } else {
-            if !hot && peer.sock.readable().await.is_err() {
-                break ABNORMAL;
-            }
-            // Dropped for not reading (its socket is shut): it leaves without queueing for
-            // a buffer, which may be what the pool is short of.
-            if peer.dropped.get() {
-                break ABNORMAL;
-            }
-            chunk = core.pool.take().await;
-            let start = inbound.prepare(&mut chunk.data);
-            let data = std::mem::take(&mut chunk.data);
-            let (res, slice) = peer.sock.read(data.slice_mut(start..)).await;
-            chunk.data = slice.into_inner();
-            match res {
-                Ok(n) if n > 0 => hot = chunk.data.len() == chunk.data.capacity(),
-                _ => {
-                    core.pool.put(chunk);
-                    break ABNORMAL;
-                }
-            }
-        }
+    let mut reader = Reader::new(&core);
+    let (end_code, violated) = loop {
+        let Some(mut chunk) = reader.read(&c, &mut initial).await else {
+            break (ABNORMAL, false);
+        };
         let now = core.clock.now_ms();
         let read_at = core.latency.enabled().then(Instant::now);
         peer.last_recv_ms.set(now);
-        let receiver = if peer.is_closing() {
-            None
-        } else {
-            match &session {
-                // A peer the relay is closing takes no more data (RFC 6455 section 5.5.1).
-                Some(s) => s.other(peer.id).filter(|r| !r.is_closing()),
-                None => Some(peer.clone()),
-            }
-        };
-        if let (Some(s), Some(to)) = (&session, inbound.message_receiver()) {
-            // The receiver of this message left before its end: with resume on for it, the
-            // message goes on into the backlog instead of being lost.
-            let gone = to != away::STORE && receiver.as_ref().map(|r| r.id) != Some(to);
-            if gone && s.resume_on.get() && resume::carry(&core, s, &peer) {
-                inbound.redirect(to, away::STORE);
-            }
-        }
-        // While the receiver is away, or messages kept for it are still being delivered,
-        // the frames go into the sender's backlog instead (docs/durability.md).
-        let storing = session
-            .as_ref()
-            .is_some_and(|s| away::storing(&core, s, &peer, receiver.as_ref(), &inbound));
-        let decode_for = if storing {
-            Some(away::STORE)
-        } else {
-            receiver.as_ref().map(|r| r.id)
-        };
-        let mode = session
-            .as_ref()
-            .and_then(|_| held::mode(&core, &peer, receiver.as_ref(), storing));
-        if mode.is_some() && hold.is_none() {
-            hold = Some(held::new_hold(&core));
-        }
-        if let Some(h) = hold.as_mut() {
-            h.mode = mode;
-        }
-        chunk.segs.clear();
-        let c = &mut *chunk;
-        let out = inbound.decode_holding(
-            &mut c.data,
-            decode_for,
-            limits,
-            &mut c.segs,
-            hold.as_deref_mut(),
-        );
-        let released = hold
-            .as_mut()
-            .map(|h| std::mem::take(&mut h.released))
-            .unwrap_or_default();
-        // Rare: copied out so the buffer can go to the receiver first.
-        let pong = out.ping.map(|(a, b)| chunk.data[a..b].to_vec());
-        if out.data_seen {
-            if let Some(s) = &session {
-                s.last_activity_ms.set(now);
-            }
-        }
-        let st = &core.stats;
-        bump(
-            &st.messages_received,
-            (out.messages_forwarded + out.messages_dropped + out.answers) as u64,
-        );
-        bump(&st.bytes_received, out.payload_bytes);
-        let mut verdict = Verdict::Go;
-        match (&session, storing) {
-            (Some(s), true) => {
-                // Kept messages are counted as forwarded when they are delivered.
-                let (v, completed) = if released.is_empty() {
-                    away::store(&core, s, &peer, &chunk.data, &chunk.segs)
-                } else {
-                    held::store(&core, s, &peer, &chunk.data, &chunk.segs, released)
-                };
+        let route = reader.route(&c);
+        let read = match reader.decode(&c, &mut chunk, &route, now) {
+            Ok(read) => read,
+            Err(e) => {
+                // A decoder bug: nothing of this read is written, and only this connection ends.
+                tracing::error!(conn = peer.id, error = %e, "decoder chose bytes outside its read");
                 core.pool.put(chunk);
-                verdict = v;
-                if let (Some(r), true) = (&receiver, completed > 0) {
-                    away::deliver(&core, s, r);
-                }
+                break (ABNORMAL, false);
             }
-            _ => {
-                bump(&st.messages_forwarded, out.messages_forwarded as u64);
-                bump(&st.bytes_forwarded, out.forwarded_bytes);
-                match (&receiver, chunk.segs.is_empty()) {
-                    (Some(r), _) if !released.is_empty() => {
-                        let open = inbound.receiver_open() == Some(r.id);
-                        let send =
-                            held::send(&core, session.as_ref(), &peer, r, chunk, released, open);
-                        core.pool.put(Box::pin(send).await);
-                        core.latency.record_since(Latency::Relay, read_at);
-                    }
-                    (Some(r), false) => {
-                        if let Some(s) = session.as_ref().filter(|s| s.resume_on.get()) {
-                            resume::retain(&core, s, &peer, r, &chunk.data, &chunk.segs);
-                        }
-                        let open = inbound.receiver_open() == Some(r.id);
-                        let (_, chunk) = r.send_chunk(chunk, open).await;
-                        core.pool.put(chunk);
-                        core.latency.record_since(Latency::Relay, read_at);
-                    }
-                    _ => core.pool.put(chunk),
-                }
-            }
-        }
-        if let Some(h) = hold.as_mut().filter(|_| out.answers > 0) {
-            for answer in &h.answers {
-                let (json, cut, id) = (answer.json(), answer.truncated, answer.id.as_deref());
-                crate::bridge::answers::deliver(&core, peer.id, json, cut, id);
-            }
-            h.clear_done();
-        }
-        if out.messages_dropped > 0 {
-            bump(
-                &core.stats.messages_dropped_peer_absent,
-                out.messages_dropped as u64,
-            );
-            if peer.events && !peer.is_closing() {
-                let detail = format!(
-                    "{} message(s) dropped: no peer connected",
-                    out.messages_dropped
-                );
-                let _ = Box::pin(peer.send_event(events::error("peer_absent", &detail))).await;
-            }
-        }
-        // The rare awaits below are boxed: their futures would otherwise size every
-        // connection's task for its whole life.
-        if out.pings > 1 {
-            bump(&core.stats.pings_coalesced, u64::from(out.pings - 1));
-        }
-        // Answered before this connection is read again: at most one pong is ever pending.
-        if let Some(payload) = pong {
-            bump(&core.stats.pongs_sent, 1);
-            let _ = Box::pin(peer.send_control(OpCode::Pong, &payload)).await;
-        }
-        if let (Some(id), Some(r)) = (out.aborted_receiver, &receiver) {
-            if r.id == id {
-                abort_receiver(&core, r.clone());
-            }
-        }
-        match out.closing {
-            Some(Closing::Peer(code)) => {
-                if !peer.is_closing() {
-                    Box::pin(peer.answer_close(code)).await;
-                }
-                break code;
-            }
-            Some(Closing::Violation(code, reason)) => {
-                if out.forged_request {
-                    bump(&core.stats.bridge_forged_requests, 1);
-                } else {
-                    bump(&core.stats.protocol_errors, 1);
-                }
-                if code == CloseCode::TOO_BIG {
-                    bump(&core.stats.messages_dropped_over_limit, 1);
-                }
-                if code == CloseCode::POLICY && !out.forged_request {
-                    bump(&core.stats.fragment_floods, 1);
-                }
-                Box::pin(peer.close(code, reason, now)).await;
-                violated = true;
-                break code.0;
-            }
-            None => {}
-        }
-        match (verdict, &session) {
-            (Verdict::Pause, Some(s)) => {
-                Box::pin(away::pause_while_full(&core, s, &peer)).await;
-                hot = false;
-            }
-            (Verdict::Close, _) => Box::pin(away::close_full(&core, &peer, now)).await,
-            _ => {}
-        }
-        if let Some(t) = throttle.as_mut() {
-            let messages = out.messages_forwarded + out.messages_dropped;
-            if t.charge(messages, out.payload_bytes, now) > 0 {
-                Box::pin(pause(&core, &peer, t)).await;
-                hot = false;
-            }
+        };
+        let (released, out) = (read.released, &read.out);
+        let verdict = deliver(&c, &reader.inbound, &route, chunk, released, out, read_at).await;
+        match after_write(&c, &mut reader, &read.out, read.pong, &route, verdict, now).await {
+            Next::Read => {}
+            Next::End { code, violated } => break (code, violated),
         }
     };
-    leave(&core, &peer, session.as_ref(), &inbound, end_code);
+    leave(&core, &peer, session.as_ref(), &reader.inbound, end_code);
     if violated {
         // Out of its session already (its seat is free for a reconnect); only the socket
         // lingers, for at most the close timeout.
@@ -261,6 +83,352 @@ pub async fn run(
         let _ = Box::pin(monoio::time::timeout(linger, drain_until_closed(&peer))).await;
     }
     peer.sock.abort();
+}
+
+/// The connection a reader serves: what every step of [`run`] needs, borrowed.
+#[derive(Clone, Copy)]
+struct Conn<'a> {
+    core: &'a Rc<Core>,
+    peer: &'a Rc<Peer>,
+    session: Option<&'a Rc<Session>>,
+}
+
+/// What a connection's reader keeps from one read to the next.
+struct Reader {
+    limits: DecodeLimits,
+    throttle: Option<Throttle>,
+    inbound: Inbound,
+    /// Made when the connection first has messages to hold (relay::held): only an agent's
+    /// connection and one whose messages may reach an agent ever do.
+    hold: Option<Box<Hold>>,
+    /// After a read that filled the buffer more is likely waiting: read again at once rather
+    /// than paying for a readiness round trip.
+    hot: bool,
+}
+
+/// Where one read's messages go, decided before it is decoded.
+struct Route {
+    /// The peer its frames are written to, if any is there and open.
+    receiver: Option<Rc<Peer>>,
+    /// The frames go into the sender's backlog instead (docs/durability.md).
+    storing: bool,
+}
+
+/// What decoding one read found, besides the segments the chunk now holds.
+struct Read {
+    out: Outcome,
+    /// Held messages to write before the segment each names (relay::held).
+    released: Vec<Released>,
+    /// The latest ping's payload, to answer with a pong.
+    pong: Option<Vec<u8>>,
+}
+
+/// How [`run`]'s loop goes on after a read.
+enum Next {
+    Read,
+    End { code: u16, violated: bool },
+}
+
+impl Reader {
+    fn new(core: &Core) -> Reader {
+        let cfg = &core.config().limits;
+        let limits = DecodeLimits {
+            max_message_bytes: cfg.max_message_bytes as u64,
+            max_frames_per_message: u32::try_from(cfg.max_frames_per_message).unwrap_or(u32::MAX),
+        };
+        // The buckets start on a fresh clock reading, or a stale tick would credit them with
+        // time that never passed.
+        let throttle = Throttle::configured(cfg)
+            .then(|| core.clock.tick())
+            .and_then(|now| Throttle::new(cfg, now));
+        Reader {
+            limits,
+            throttle,
+            inbound: Inbound::default(),
+            hold: None,
+            hot: false,
+        }
+    }
+
+    /// Step 1: a pooled buffer laid out for the decoder (headroom, carried bytes), then the
+    /// next bytes: those that came with the upgrade request first, else a read once the
+    /// socket is readable, so that an idle connection holds no buffer. `None`: the
+    /// connection is gone.
+    async fn read(&mut self, c: &Conn<'_>, initial: &mut Vec<u8>) -> Option<Chunk> {
+        let (core, peer) = (c.core, c.peer);
+        if !initial.is_empty() {
+            let mut chunk = core.pool.take().await;
+            chunk.lay_out(|data| self.inbound.prepare(data));
+            chunk.extend_from_slice(initial);
+            *initial = Vec::new();
+            return Some(chunk);
+        }
+        if !self.hot && peer.sock.readable().await.is_err() {
+            return None;
+        }
+        // Dropped for not reading (its socket is shut): it leaves without queueing for a
+        // buffer, which may be what the pool is short of.
+        if peer.dropped.get() {
+            return None;
+        }
+        let mut chunk = core.pool.take().await;
+        chunk.lay_out(|data| self.inbound.prepare(data));
+        match chunk.read_from(&peer.sock).await {
+            Ok(n) if n > 0 => {
+                self.hot = chunk.is_full();
+                Some(chunk)
+            }
+            _ => {
+                core.pool.put(chunk);
+                None
+            }
+        }
+    }
+
+    /// Step 2: where this read goes: the receiver, or the backlog while it is away or
+    /// messages kept for it are still being delivered; and whether messages are held.
+    fn route(&mut self, c: &Conn<'_>) -> Route {
+        let (core, peer) = (c.core, c.peer);
+        let receiver = if peer.is_closing() {
+            None
+        } else {
+            match c.session {
+                // A peer the relay is closing takes no more data (RFC 6455 section 5.5.1).
+                Some(s) => s.other(peer.id).filter(|r| !r.is_closing()),
+                None => Some(peer.clone()),
+            }
+        };
+        if let (Some(s), Some(to)) = (c.session, self.inbound.message_receiver()) {
+            // The receiver of this message left before its end: with resume on for it, the
+            // message goes on into the backlog instead of being lost.
+            let gone = to != away::STORE && receiver.as_ref().map(|r| r.id) != Some(to);
+            if gone && s.resume_on.get() && resume::carry(core, s, peer) {
+                self.inbound.redirect(to, away::STORE);
+            }
+        }
+        let storing = c
+            .session
+            .is_some_and(|s| away::storing(core, s, peer, receiver.as_ref(), &self.inbound));
+        let mode = c
+            .session
+            .and_then(|_| held::mode(core, peer, receiver.as_ref(), storing));
+        if mode.is_some() && self.hold.is_none() {
+            self.hold = Some(held::new_hold(core));
+        }
+        if let Some(h) = self.hold.as_mut() {
+            h.mode = mode;
+        }
+        Route { receiver, storing }
+    }
+
+    /// Step 3: unmasks the frames in place and chooses the segments to write (checked by the
+    /// chunk), then counts what was received.
+    fn decode(
+        &mut self,
+        c: &Conn<'_>,
+        chunk: &mut Chunk,
+        route: &Route,
+        now: u64,
+    ) -> Result<Read, SegmentOutOfBounds> {
+        let decode_for = if route.storing {
+            Some(away::STORE)
+        } else {
+            route.receiver.as_ref().map(|r| r.id)
+        };
+        let Reader {
+            limits,
+            inbound,
+            hold,
+            ..
+        } = self;
+        let out = chunk.decode(|data, segs| {
+            inbound.decode_holding(data, decode_for, *limits, segs, hold.as_deref_mut())
+        })?;
+        let released = hold
+            .as_mut()
+            .map(|h| std::mem::take(&mut h.released))
+            .unwrap_or_default();
+        // Rare: copied out so the buffer can go to the receiver first.
+        let pong = out.ping.map(|(a, b)| chunk.data()[a..b].to_vec());
+        if out.data_seen {
+            if let Some(s) = c.session {
+                s.last_activity_ms.set(now);
+            }
+        }
+        let st = &c.core.stats;
+        bump(
+            &st.messages_received,
+            (out.messages_forwarded + out.messages_dropped + out.answers) as u64,
+        );
+        bump(&st.bytes_received, out.payload_bytes);
+        Ok(Read {
+            out,
+            released,
+            pong,
+        })
+    }
+}
+
+/// Step 4, route or keep: writes the read's frames to the receiver (the held messages
+/// released in it in their places), or keeps them in the sender's backlog; the buffer goes
+/// back to the pool. The verdict says whether the backlog has room for more.
+async fn deliver(
+    c: &Conn<'_>,
+    inbound: &Inbound,
+    route: &Route,
+    chunk: Chunk,
+    released: Vec<Released>,
+    out: &Outcome,
+    read_at: Option<Instant>,
+) -> Verdict {
+    let (core, peer) = (c.core, c.peer);
+    if let (Some(s), true) = (c.session, route.storing) {
+        // Kept messages are counted as forwarded when they are delivered.
+        let (v, completed) = if released.is_empty() {
+            away::store(core, s, peer, chunk.data(), chunk.segments())
+        } else {
+            held::store(core, s, peer, chunk.data(), chunk.segments(), released)
+        };
+        core.pool.put(chunk);
+        if let (Some(r), true) = (&route.receiver, completed > 0) {
+            away::deliver(core, s, r);
+        }
+        return v;
+    }
+    bump(
+        &core.stats.messages_forwarded,
+        out.messages_forwarded as u64,
+    );
+    bump(&core.stats.bytes_forwarded, out.forwarded_bytes);
+    let out_open = |r: &Peer| inbound.receiver_open() == Some(r.id);
+    match (&route.receiver, chunk.segments().is_empty()) {
+        (Some(r), _) if !released.is_empty() => {
+            let send = held::send(core, c.session, peer, r, chunk, released, out_open(r));
+            core.pool.put(Box::pin(send).await);
+            core.latency.record_since(Latency::Relay, read_at);
+        }
+        (Some(r), false) => {
+            if let Some(s) = c.session.filter(|s| s.resume_on.get()) {
+                resume::retain(core, s, peer, r, chunk.data(), chunk.segments());
+            }
+            let (_, chunk) = r.send_chunk(chunk.into_write(), out_open(r)).await;
+            core.pool.put(chunk);
+            core.latency.record_since(Latency::Relay, read_at);
+        }
+        _ => core.pool.put(chunk),
+    }
+    Verdict::Go
+}
+
+/// Step 5, after the write: hands the bridge its answers, tells the sender of messages
+/// dropped for want of a peer, answers the latest ping, closes a receiver left mid-message,
+/// ends the connection on a close frame or a violation, else paces the next read.
+async fn after_write(
+    c: &Conn<'_>,
+    reader: &mut Reader,
+    out: &Outcome,
+    pong: Option<Vec<u8>>,
+    route: &Route,
+    verdict: Verdict,
+    now: u64,
+) -> Next {
+    let (core, peer) = (c.core, c.peer);
+    if let Some(h) = reader.hold.as_mut().filter(|_| out.answers > 0) {
+        for answer in &h.answers {
+            let (json, cut, id) = (answer.json(), answer.truncated, answer.id.as_deref());
+            crate::bridge::answers::deliver(core, peer.id, json, cut, id);
+        }
+        h.clear_done();
+    }
+    if out.messages_dropped > 0 {
+        bump(
+            &core.stats.messages_dropped_peer_absent,
+            out.messages_dropped as u64,
+        );
+        if peer.events && !peer.is_closing() {
+            let detail = format!(
+                "{} message(s) dropped: no peer connected",
+                out.messages_dropped
+            );
+            let _ = Box::pin(peer.send_event(events::error("peer_absent", &detail))).await;
+        }
+    }
+    // The rare awaits below are boxed: their futures would otherwise size every
+    // connection's task for its whole life.
+    if out.pings > 1 {
+        bump(&core.stats.pings_coalesced, u64::from(out.pings - 1));
+    }
+    // Answered before this connection is read again: at most one pong is ever pending.
+    if let Some(payload) = pong {
+        bump(&core.stats.pongs_sent, 1);
+        let _ = Box::pin(peer.send_control(OpCode::Pong, &payload)).await;
+    }
+    if let (Some(id), Some(r)) = (out.aborted_receiver, &route.receiver) {
+        if r.id == id {
+            abort_receiver(core, r.clone());
+        }
+    }
+    if let Some(closing) = out.closing {
+        return end(c, closing, out.forged_request, now).await;
+    }
+    pace(c, reader, out, verdict, now).await;
+    Next::Read
+}
+
+/// Ends the connection the read asked to end: answers a close frame, or counts a violation
+/// and closes with its code.
+async fn end(c: &Conn<'_>, closing: Closing, forged_request: bool, now: u64) -> Next {
+    let (core, peer) = (c.core, c.peer);
+    match closing {
+        Closing::Peer(code) => {
+            if !peer.is_closing() {
+                Box::pin(peer.answer_close(code)).await;
+            }
+            Next::End {
+                code,
+                violated: false,
+            }
+        }
+        Closing::Violation(code, reason) => {
+            if forged_request {
+                bump(&core.stats.bridge_forged_requests, 1);
+            } else {
+                bump(&core.stats.protocol_errors, 1);
+            }
+            if code == CloseCode::TOO_BIG {
+                bump(&core.stats.messages_dropped_over_limit, 1);
+            }
+            if code == CloseCode::POLICY && !forged_request {
+                bump(&core.stats.fragment_floods, 1);
+            }
+            Box::pin(peer.close(code, reason, now)).await;
+            Next::End {
+                code: code.0,
+                violated: true,
+            }
+        }
+    }
+}
+
+/// Holds the next read back: while the backlog is full (or closes the sender when the
+/// session says so), and while the connection owes its rate limit time.
+async fn pace(c: &Conn<'_>, reader: &mut Reader, out: &Outcome, verdict: Verdict, now: u64) {
+    let (core, peer) = (c.core, c.peer);
+    match (verdict, c.session) {
+        (Verdict::Pause, Some(s)) => {
+            Box::pin(away::pause_while_full(core, s, peer)).await;
+            reader.hot = false;
+        }
+        (Verdict::Close, _) => Box::pin(away::close_full(core, peer, now)).await,
+        _ => {}
+    }
+    if let Some(t) = reader.throttle.as_mut() {
+        let messages = out.messages_forwarded + out.messages_dropped;
+        if t.charge(messages, out.payload_bytes, now) > 0 {
+            Box::pin(pause(core, peer, t)).await;
+            reader.hot = false;
+        }
+    }
 }
 
 /// A client closed for a violation may still be sending. Closing the socket with its data

@@ -49,18 +49,21 @@ pub async fn send(
     released: Vec<Released>,
     open_at_end: bool,
 ) -> Chunk {
-    let all = std::mem::take(&mut chunk.segs);
+    let all = chunk.segments().len();
     let replay = session.filter(|s| s.resume_on.get());
     let mut from = 0;
     // Write failures are left to the receiver's own reader, as on the zero-copy path.
     for rel in released {
         if rel.before_seg > from {
-            chunk.segs.clear();
-            chunk.segs.extend_from_slice(&all[from..rel.before_seg]);
+            let part = from..rel.before_seg;
             if let Some(s) = replay {
-                resume::retain(core, s, sender, receiver, &chunk.data, &chunk.segs);
+                let segs = &chunk.segments()[part.clone()];
+                resume::retain(core, s, sender, receiver, chunk.data(), segs);
             }
-            chunk = receiver.send_chunk(chunk, false).await.1;
+            chunk = receiver
+                .send_chunk(chunk.into_write_part(part), false)
+                .await
+                .1;
             from = rel.before_seg;
         }
         if let Some(s) = replay {
@@ -75,15 +78,14 @@ pub async fn send(
         }
         let _ = receiver.send_message(rel.frame).await;
     }
-    if from < all.len() {
-        chunk.segs.clear();
-        chunk.segs.extend_from_slice(&all[from..]);
+    if from < all {
         if let Some(s) = replay {
-            resume::retain(core, s, sender, receiver, &chunk.data, &chunk.segs);
+            let segs = &chunk.segments()[from..];
+            resume::retain(core, s, sender, receiver, chunk.data(), segs);
         }
-        chunk = receiver.send_chunk(chunk, open_at_end).await.1;
+        let part = chunk.into_write_part(from..all);
+        chunk = receiver.send_chunk(part, open_at_end).await.1;
     }
-    chunk.segs = all;
     chunk
 }
 

@@ -1,92 +1,225 @@
-//! A pooled read buffer that is also the vectored write of the frames it holds.
+//! A pooled read buffer, and the vectored write of the frames it holds.
+//!
+//! The bytes are read into a [`Chunk`], unmasked there, and written from there: the payload
+//! is never copied. The write hands the kernel pointers into the buffer, so this file keeps
+//! every way of changing the bytes or the ranges to write private, and the form the kernel
+//! reads from, [`WriteChunk`], is a type of its own that can change neither: no safe code can
+//! make a write reach past the bytes that were read.
+#![allow(unsafe_code)]
 
-use monoio::buf::IoVecBuf;
+use super::socket::Socket;
+use monoio::buf::{IoBufMut, IoVecBuf};
+use std::ops::Range;
 
-/// A range of the read buffer to write to the receiver, header included.
+/// A range of the buffer to write to the receiver, header included: `(start, end)`.
 pub type Segment = (usize, usize);
 
 /// Linux refuses more iovecs than this in one writev (IOV_MAX).
 const MAX_IOVECS: usize = 1024;
 
-/// One read buffer plus the iovecs that point into it. The bytes are read into `data`,
-/// unmasked there, and written from there: the payload is never copied. Boxed, so that moving
-/// a chunk in and out of I/O operations moves one pointer, which keeps every connection's
-/// task small.
-pub struct Chunk(Box<ChunkInner>);
+/// One read buffer plus the segments of it to write. Every segment lies within the bytes
+/// read: [`Chunk::decode`] checks each one it is given, and nothing else adds any. Boxed, so
+/// that moving a chunk in and out of I/O operations moves one pointer, which keeps every
+/// connection's task small.
+pub struct Chunk(Box<Parts>);
 
-pub struct ChunkInner {
-    pub data: Vec<u8>,
-    pub segs: Vec<Segment>,
+/// A chunk on its way to the kernel: the iovecs of its segments, built and checked by
+/// [`Chunk::into_write`]. Neither the bytes nor the iovecs can be changed while it is one,
+/// but for [`WriteChunk::advance`], which only shortens them. [`WriteChunk::into_chunk`]
+/// gives the chunk back, segments included.
+pub struct WriteChunk(Box<Parts>);
+
+struct Parts {
+    data: Vec<u8>,
+    segs: Vec<Segment>,
+    /// Kept with the chunk so that building them allocates only the first time.
     iov: Vec<libc::iovec>,
     /// First iovec not yet fully written.
     next: usize,
 }
 
-impl std::ops::Deref for Chunk {
-    type Target = ChunkInner;
-    fn deref(&self) -> &ChunkInner {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Chunk {
-    fn deref_mut(&mut self) -> &mut ChunkInner {
-        &mut self.0
-    }
-}
-
 impl Chunk {
     pub fn new(capacity: usize) -> Chunk {
-        Chunk(Box::new(ChunkInner {
+        Chunk(Box::new(Parts {
             data: Vec::with_capacity(capacity),
             segs: Vec::new(),
             iov: Vec::new(),
             next: 0,
         }))
     }
-}
 
-impl ChunkInner {
     pub fn capacity(&self) -> usize {
-        self.data.capacity()
+        self.0.data.capacity()
     }
 
-    /// Builds the iovecs for `segs`, merging segments that touch.
+    /// The read filled the buffer: more is likely waiting.
     #[inline]
-    pub fn prepare_write(&mut self) {
-        self.iov.clear();
-        self.next = 0;
-        let base = self.data.as_mut_ptr();
+    pub fn is_full(&self) -> bool {
+        self.0.data.len() == self.0.data.capacity()
+    }
+
+    /// The bytes read (unmasked, once decoded).
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.0.data
+    }
+
+    /// The ranges of [`Chunk::data`] the last decode chose to write.
+    #[inline]
+    pub fn segments(&self) -> &[Segment] {
+        &self.0.segs
+    }
+
+    /// Empties the chunk, keeping its allocations.
+    pub fn clear(&mut self) {
+        self.0.data.clear();
+        self.0.segs.clear();
+    }
+
+    /// Lays the buffer out afresh: the segments go, and `f` writes what comes before the next
+    /// read (the decoder's headroom and carried bytes). Returns what `f` returns.
+    pub fn lay_out<R>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        self.0.segs.clear();
+        f(&mut self.0.data)
+    }
+
+    /// Copies `bytes` in after those already there (the rare bytes that did not come from a
+    /// read into this buffer, such as those that arrived with the upgrade request).
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.0.data.extend_from_slice(bytes);
+    }
+
+    /// Reads from `sock` into the spare capacity, after the bytes already there. Returns what
+    /// the read returned (0: end of stream, or no spare capacity).
+    pub async fn read_from(&mut self, sock: &Socket) -> std::io::Result<usize> {
+        // Segments from before a read are never written after it; clearing them also keeps
+        // them valid should this read be dropped while the bytes are away.
+        self.0.segs.clear();
+        let data = std::mem::take(&mut self.0.data);
+        let start = data.len();
+        let (r, slice) = sock.read(data.slice_mut(start..)).await;
+        self.0.data = slice.into_inner();
+        r
+    }
+
+    /// Writes all the bytes in the buffer to `sock`, segments aside (a byte stream passed
+    /// through as read).
+    pub async fn write_all_to(&mut self, sock: &Socket) -> std::io::Result<()> {
+        self.0.segs.clear();
+        let data = std::mem::take(&mut self.0.data);
+        let (r, data) = sock.write_all(data).await;
+        self.0.data = data;
+        r
+    }
+
+    /// Decodes the buffer in place: `f` may change the bytes (unmask them, write headers over
+    /// them) but not their number, and appends the segments to write. Each segment must lie
+    /// within the bytes (`start <= end <= len`); one that does not is a bug in the decoder,
+    /// answered with [`SegmentOutOfBounds`] and no segments at all, so that nothing of this
+    /// read is written rather than bytes a peer was never meant to see.
+    #[inline]
+    pub fn decode<R>(
+        &mut self,
+        f: impl FnOnce(&mut [u8], &mut Vec<Segment>) -> R,
+    ) -> Result<R, SegmentOutOfBounds> {
+        let p = &mut *self.0;
+        p.segs.clear();
+        let r = f(&mut p.data, &mut p.segs);
+        let len = p.data.len();
+        if let Some(e) = p.segs.iter().find_map(|&(a, b)| check(a, b, len).err()) {
+            p.segs.clear();
+            return Err(e);
+        }
+        Ok(r)
+    }
+
+    /// The writable form of all the segments.
+    #[inline]
+    pub fn into_write(self) -> WriteChunk {
+        let n = self.0.segs.len();
+        self.into_write_part(0..n)
+    }
+
+    /// The writable form of the segments `part` (a run of them between messages written on
+    /// their own): builds their iovecs, merging segments that touch, and checks each range
+    /// against the bytes again, so that what the kernel reads is known to be in the buffer
+    /// without trusting anything outside this function. The other segments stay.
+    #[inline]
+    pub fn into_write_part(self, part: Range<usize>) -> WriteChunk {
+        let mut p = self.0;
+        let Parts {
+            data,
+            segs,
+            iov,
+            next,
+        } = &mut *p;
+        iov.clear();
+        *next = 0;
+        let len = data.len();
+        let base = data.as_mut_ptr();
         let mut last_end = usize::MAX;
-        for &(a, b) in &self.segs {
-            debug_assert!(a <= b && b <= self.data.len());
+        for &(a, b) in &segs[part] {
+            // `decode` refused any segment out of bounds and nothing else adds one, so this
+            // cannot fail; it is checked again because the iovecs must not depend on that.
+            if let Err(e) = check(a, b, len) {
+                panic!("chunk: {e}");
+            }
+            if a == b {
+                continue;
+            }
             if a == last_end {
-                if let Some(v) = self.iov.last_mut() {
+                if let Some(v) = iov.last_mut() {
                     v.iov_len += b - a;
                     last_end = b;
                     continue;
                 }
             }
-            self.iov.push(libc::iovec {
+            iov.push(libc::iovec {
                 iov_base: base.wrapping_add(a).cast(),
                 iov_len: b - a,
             });
             last_end = b;
         }
-        self.iov.retain(|v| v.iov_len > 0);
+        WriteChunk(p)
     }
+}
 
+/// A segment the decoder chose lies outside the bytes of its buffer: a bug, refused where the
+/// segment is added ([`Chunk::decode`]) before any iovec points at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("segment {start}..{end} lies outside the {len} bytes of its buffer")]
+pub struct SegmentOutOfBounds {
+    pub start: usize,
+    pub end: usize,
+    pub len: usize,
+}
+
+/// A segment must lie within the `len` bytes of its buffer.
+#[inline]
+fn check(start: usize, end: usize, len: usize) -> Result<(), SegmentOutOfBounds> {
+    if start <= end && end <= len {
+        Ok(())
+    } else {
+        Err(SegmentOutOfBounds { start, end, len })
+    }
+}
+
+impl WriteChunk {
+    /// Bytes not yet written.
+    #[inline]
     pub fn remaining(&self) -> usize {
-        self.iov[self.next..].iter().map(|v| v.iov_len).sum()
+        self.0.iov[self.0.next..].iter().map(|v| v.iov_len).sum()
     }
 
     /// Marks `n` bytes as written after a partial writev.
+    #[inline]
     pub fn advance(&mut self, mut n: usize) {
-        while n > 0 && self.next < self.iov.len() {
-            let v = &mut self.iov[self.next];
+        let p = &mut *self.0;
+        while n > 0 && p.next < p.iov.len() {
+            let v = &mut p.iov[p.next];
             if n >= v.iov_len {
                 n -= v.iov_len;
-                self.next += 1;
+                p.next += 1;
             } else {
                 v.iov_base = v.iov_base.cast::<u8>().wrapping_add(n).cast();
                 v.iov_len -= n;
@@ -95,23 +228,42 @@ impl ChunkInner {
         }
     }
 
+    /// Everything was written.
+    #[inline]
     pub fn done(&self) -> bool {
-        self.next >= self.iov.len()
+        self.0.next >= self.0.iov.len()
+    }
+
+    /// The chunk again, with its bytes and all its segments.
+    #[inline]
+    pub fn into_chunk(self) -> Chunk {
+        Chunk(self.0)
     }
 }
 
-// SAFETY: every iovec points into `data`'s heap allocation, built by `prepare_write` after the
-// last change to `data`; neither that allocation nor the iovec array moves when the `Chunk`
-// (a box) moves, and neither is touched while the runtime owns the chunk for the write.
-// `advance` only moves pointers forward within the same ranges. The count never exceeds the
-// vector's length.
-unsafe impl IoVecBuf for Chunk {
+// SAFETY: this relies on monoio 0.2.4 (pinned with `=` in Cargo.toml for this reason; re-read
+// this before changing the version). Its `writev` takes the `WriteChunk` by value and calls
+// these two methods only while it owns it: when it builds the io_uring entry, or at each
+// writev attempt of the legacy (epoll) driver. It keeps the value alive until the kernel has
+// completed the operation, even when the future is dropped first (the uring driver's
+// `Lifecycle::Ignored` holds the operation's data until its completion arrives).
+// What the iovecs point to: every one lies within `data`'s heap allocation, as
+// `into_write_part` checked each range against `data.len()` when it built them (`base` is
+// that allocation's start), and `advance` only moves a start forward within its range. While
+// the chunk is a `WriteChunk` nothing can change `data`, `iov` or `next` but `advance`, which
+// needs the value back from monoio: the fields are private to this file and `WriteChunk` has
+// no other method that touches them. Moving the value moves one box pointer; neither vector's
+// heap buffer moves. The count is the number of iovecs past `next` (at most IOV_MAX), all
+// initialised.
+unsafe impl IoVecBuf for WriteChunk {
+    #[inline]
     fn read_iovec_ptr(&self) -> *const libc::iovec {
-        self.iov[self.next..].as_ptr()
+        self.0.iov[self.0.next..].as_ptr()
     }
 
+    #[inline]
     fn read_iovec_len(&self) -> usize {
-        (self.iov.len() - self.next).min(MAX_IOVECS)
+        (self.0.iov.len() - self.0.next).min(MAX_IOVECS)
     }
 }
 
@@ -119,28 +271,101 @@ unsafe impl IoVecBuf for Chunk {
 mod tests {
     use super::*;
 
-    fn gather(c: &Chunk) -> Vec<u8> {
-        c.iov[c.next..]
+    /// The bytes the kernel would read from `w`.
+    fn gather(w: &WriteChunk) -> Vec<u8> {
+        let p = &w.0;
+        p.iov[p.next..]
             .iter()
             .flat_map(|v| {
-                let off = v.iov_base as usize - c.data.as_ptr() as usize;
-                c.data[off..off + v.iov_len].to_vec()
+                let off = v.iov_base as usize - p.data.as_ptr() as usize;
+                p.data[off..off + v.iov_len].to_vec()
             })
             .collect()
     }
 
+    fn chunk_with(bytes: &[u8], segs: &[Segment]) -> Result<Chunk, SegmentOutOfBounds> {
+        let mut c = Chunk::new(64);
+        c.extend_from_slice(bytes);
+        c.decode(|_, s| s.extend_from_slice(segs))?;
+        Ok(c)
+    }
+
     #[test]
     fn merges_touching_segments_and_advances_partially() {
+        let c = chunk_with(b"0123456789abcdef", &[(0, 3), (3, 5), (7, 7), (8, 12)]).unwrap();
+        let mut w = c.into_write();
+        assert_eq!(w.0.iov.len(), 2);
+        assert_eq!(gather(&w), b"0123489ab");
+        assert_eq!(w.remaining(), 9);
+        w.advance(6);
+        assert_eq!(gather(&w), b"9ab");
+        w.advance(3);
+        assert!(w.done());
+        let c = w.into_chunk();
+        assert_eq!(c.segments().len(), 4, "the segments come back whole");
+    }
+
+    #[test]
+    fn a_part_writes_only_its_run_of_segments_and_keeps_the_others() {
+        let c = chunk_with(b"0123456789", &[(0, 2), (4, 6), (8, 10)]).unwrap();
+        let w = c.into_write_part(1..3);
+        assert_eq!(gather(&w), b"4589");
+        let w = w.into_chunk().into_write_part(0..1);
+        assert_eq!(gather(&w), b"01");
+        assert_eq!(w.into_chunk().segments(), &[(0, 2), (4, 6), (8, 10)]);
+    }
+
+    #[test]
+    fn a_segment_past_the_bytes_read_is_refused_where_it_is_added() {
         let mut c = Chunk::new(64);
-        c.data.extend_from_slice(b"0123456789abcdef");
-        c.segs = vec![(0, 3), (3, 5), (7, 7), (8, 12)];
-        c.prepare_write();
-        assert_eq!(c.iov.len(), 2);
-        assert_eq!(gather(&c), b"0123489ab");
-        assert_eq!(c.remaining(), 9);
-        c.advance(6);
-        assert_eq!(gather(&c), b"9ab");
-        c.advance(3);
-        assert!(c.done());
+        c.extend_from_slice(b"01234567");
+        let r = c.decode(|_, s| s.extend_from_slice(&[(0, 2), (4, 9)]));
+        let e = SegmentOutOfBounds {
+            start: 4,
+            end: 9,
+            len: 8,
+        };
+        assert_eq!(r, Err(e));
+        assert!(c.segments().is_empty(), "not even the good segment stays");
+        assert!(c.into_write().done(), "nothing is written");
+    }
+
+    #[test]
+    fn a_segment_that_ends_before_it_starts_is_refused() {
+        let e = chunk_with(b"01234567", &[(5, 3)]).err();
+        assert_eq!(e.map(|e| (e.start, e.end)), Some((5, 3)));
+    }
+
+    #[test]
+    fn a_segment_that_ends_at_the_last_byte_is_accepted() {
+        let c = chunk_with(b"01234567", &[(6, 8), (8, 8)]).expect("within bounds");
+        assert_eq!(gather(&c.into_write()), b"67");
+    }
+
+    #[test]
+    fn the_decoder_cannot_change_the_number_of_bytes() {
+        // `decode` hands out a slice, not the vector: the bounds it checks are final.
+        let mut c = chunk_with(b"0123", &[]).expect("no segments");
+        let n = c.decode(|data, _| data.len()).expect("no segments");
+        assert_eq!(n, c.data().len());
+    }
+
+    #[test]
+    fn laying_out_or_reading_again_drops_the_segments_of_the_last_read() {
+        let mut c = chunk_with(b"0123456789", &[(0, 10)]).unwrap();
+        c.lay_out(|d| d.truncate(2));
+        assert!(c.segments().is_empty());
+        assert!(c.into_write().done(), "nothing left to write");
+    }
+
+    #[test]
+    fn clear_keeps_the_buffer() {
+        let mut c = chunk_with(b"0123", &[(0, 4)]).unwrap();
+        c.clear();
+        assert_eq!(
+            (c.data(), c.segments(), c.capacity()),
+            (&[][..], &[][..], 64)
+        );
+        assert!(!c.is_full());
     }
 }

@@ -82,8 +82,7 @@ impl BufPool {
         self.permits.add_permits(1);
         let mut free = self.free.borrow_mut();
         if free.len() < self.keep && c.capacity() == self.buf_bytes {
-            c.data.clear();
-            c.segs.clear();
+            c.clear();
             free.push(c);
         }
     }

@@ -1,4 +1,7 @@
-//! A TCP stream shared by the task that reads it and the tasks that write to it.
+//! A TCP stream shared by the task that reads it and the tasks that write to it, and the few
+//! raw socket calls the crate makes that std, monoio and socket2 do not wrap. With
+//! runtime/chunk.rs, the only file allowed `unsafe` (see lib.rs).
+#![allow(unsafe_code)]
 
 use monoio::buf::{IoBufMut, IoVecBuf};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
@@ -35,7 +38,9 @@ impl Socket {
 
     pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
         // SAFETY: monoio's `TcpStream::read` builds the io_uring/epoll operation from a clone of
-        // the shared fd when it is called and never dereferences `self` again, so this
+        // the shared fd when it is called and never dereferences `self` again (true of monoio
+        // 0.2.4, pinned with `=` in Cargo.toml for this reason: `Op::recv(self.fd.clone(), buf)`
+        // in its net/tcp/stream.rs; `writev` and `write` do the same), so this
         // exclusive borrow is not used after the call returns, even though the future's type
         // mentions it. Tasks on this thread run one at a time, so no other borrow of the
         // stream is live during the call itself. monoio's split halves rely on the same fact.
@@ -96,5 +101,75 @@ impl std::os::fd::AsFd for Socket {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         // SAFETY: the fd belongs to the stream owned by `self`, which outlives the borrow.
         unsafe { std::os::fd::BorrowedFd::borrow_raw(self.as_raw_fd()) }
+    }
+}
+
+/// The std stream that owns `stream`'s fd from now on, to hand it to another core (monoio's
+/// streams are bound to the driver of the thread that made them).
+pub fn into_std(stream: TcpStream) -> std::net::TcpStream {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = stream.into_raw_fd();
+    // SAFETY: `into_raw_fd` gave up monoio's ownership of this fd (and deregistered it from
+    // this core's driver); nothing else refers to it, so the std stream becomes its only owner.
+    unsafe { std::net::TcpStream::from_raw_fd(fd) }
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` from asm-generic/socket.h (x86-64, aarch64 and most others;
+/// libc does not export it for Linux).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+/// Attaches the classic BPF `program` to the reuseport group `listener` belongs to: the
+/// kernel runs it on each new connection to choose the listener (and so the core) it goes
+/// to. The kernel copies the program.
+pub fn attach_reuseport_cbpf(
+    listener: &std::net::TcpListener,
+    program: &[libc::sock_filter],
+) -> std::io::Result<()> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| std::io::Error::other("steering program too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `program`, which outlives the call (the kernel copies the
+    // instructions before returning, and never writes through the pointer), its `len` is
+    // that of `program`, and the option length is that of `struct sock_fprog`. The fd is
+    // open: `listener` is borrowed for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            std::ptr::addr_of!(fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2+), which socket2 does not wrap: a socket bound
+/// to an address before `connect` gets its port at connect time, so many sockets can share
+/// a source address without running out of ports at bind.
+pub fn set_bind_address_no_port(s: &socket2::Socket) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt(2) on a socket this function borrows (so its fd is open), reading
+    // `size_of::<c_int>()` bytes from a live `c_int`.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }

@@ -29,7 +29,6 @@ use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use std::net::IpAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -736,10 +735,7 @@ fn upgrade(head: &RequestHead) -> Result<Response, Response> {
 /// Hands `stream` to core `to`; when its inbox is full the client gets 503 (and whatever the
 /// connection was counted for is given back as the parcel drops).
 async fn hand_over(core: Rc<Core>, stream: TcpStream, to: usize, parcel: Parcel) {
-    let fd = stream.into_raw_fd();
-    // SAFETY: `into_raw_fd` gave up monoio's ownership of this fd (and deregistered it from
-    // this core's driver); nothing else refers to it, so the std stream becomes its only owner.
-    let std_stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let std_stream = crate::runtime::socket::into_std(stream);
     match core.shared.handoff[to].try_send(Handoff {
         stream: std_stream,
         parcel,

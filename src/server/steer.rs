@@ -16,10 +16,6 @@ use crate::config::IpNet;
 use crate::limits::home::{MIX, MIX_SHIFT};
 use std::net::IpAddr;
 
-/// `SO_ATTACH_REUSEPORT_CBPF` from asm-generic/socket.h (x86-64, aarch64 and most others;
-/// libc does not export it for Linux).
-const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
-
 // linux/filter.h: the classic BPF encoding.
 const LD: u16 = 0x00;
 const ALU: u16 = 0x04;
@@ -146,29 +142,7 @@ pub fn program(workers: usize, trusted: &[IpNet]) -> Vec<Insn> {
 
 /// Attaches `program` to the reuseport group `listener` belongs to. The kernel copies it.
 pub fn attach(listener: &std::net::TcpListener, program: &[Insn]) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let len = u16::try_from(program.len())
-        .map_err(|_| std::io::Error::other("steering program too long"))?;
-    let fprog = libc::sock_fprog {
-        len,
-        filter: program.as_ptr().cast_mut(),
-    };
-    // SAFETY: `fprog` points at `program`, which outlives the call (the kernel copies the
-    // instructions before returning), and the option length is that of `struct sock_fprog`.
-    let r = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            std::ptr::addr_of!(fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::runtime::socket::attach_reuseport_cbpf(listener, program)
 }
 
 #[cfg(test)]
