@@ -38,7 +38,9 @@
 // runtime/chunk.rs (the vectored write's iovecs) and runtime/socket.rs (the stream shared by
 // reader and writers, and the raw socket calls). One line here covers every module, new ones
 // included, where a `forbid` per module would have to be remembered in each new file; a new
-// `#![allow(unsafe_code)]` stands out in review. (A few modules also `forbid` it outright.)
+// `#![allow(unsafe_code)]` stands out in review. Every other top-level module, and runtime's
+// other files, also `forbid` it, which no `allow` below them can lift; tests/layers.rs checks
+// both (no `unsafe` outside the two files, a `forbid` in each module).
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

@@ -82,6 +82,53 @@ fn imports_point_down_and_form_no_cycle() {
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
+/// The only files that may contain `unsafe` (lib.rs denies it crate-wide; these two allow
+/// it): the vectored write's iovecs and the raw socket calls.
+const UNSAFE_FILES: &[&str] = &["runtime/chunk.rs", "runtime/socket.rs"];
+
+#[test]
+fn unsafe_stays_in_its_two_files_and_every_other_module_forbids_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&root, &root, &mut files);
+    let problems = unsafe_problems(&files, UNSAFE_FILES);
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// `unsafe` (or an `allow(unsafe_code)`) outside `allowed`, and a module that does not
+/// `forbid` it: each top-level module's root file, except the one holding an allowed file,
+/// whose other files each forbid it themselves (a `forbid` cannot be lifted below it).
+fn unsafe_problems(files: &[(String, String)], allowed: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let holders: BTreeSet<&str> = allowed.iter().map(|f| top_of(f)).collect();
+    for (path, source) in files {
+        let code = blank_comments_and_literals(source);
+        if !allowed.contains(&path.as_str()) {
+            for (line, token) in tokenize(&code) {
+                if token == "unsafe" {
+                    problems.push(format!("src/{path}:{line}: unsafe outside {allowed:?}"));
+                }
+            }
+            if code.contains("allow(unsafe_code)") {
+                problems.push(format!("src/{path}: allows unsafe_code"));
+            }
+        }
+        if CRATE_ROOTS.contains(&path.as_str()) || allowed.contains(&path.as_str()) {
+            continue;
+        }
+        let top = top_of(path);
+        let must_forbid = if holders.contains(top) {
+            !path.ends_with("/mod.rs") || path.matches('/').count() > 1
+        } else {
+            *path == format!("{top}/mod.rs") || *path == format!("{top}.rs")
+        };
+        if must_forbid && !code.contains("#![forbid(unsafe_code)]") {
+            problems.push(format!("src/{path}: has no #![forbid(unsafe_code)]"));
+        }
+    }
+    problems
+}
+
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .expect("src/ is readable")
@@ -584,5 +631,37 @@ fn the_checker_allows_a_downward_group_and_reports_a_stale_exception() {
     assert_eq!(
         stale,
         ["src/relay/conn.rs: no longer imports bridge: take it off ROOT_EXCEPTIONS in tests/layers.rs"]
+    );
+}
+
+#[test]
+fn the_unsafe_check_names_a_stray_block_and_a_module_without_forbid() {
+    let files: Vec<(String, String)> = [
+        (
+            "runtime/chunk.rs",
+            "#![allow(unsafe_code)]\nfn a() { unsafe { f() } }",
+        ),
+        (
+            "runtime/pool.rs",
+            "#![forbid(unsafe_code)]\n// unsafe in a comment\nfn b() {}",
+        ),
+        ("runtime/mod.rs", "mod chunk; mod pool;"),
+        ("ws/mod.rs", "#![forbid(unsafe_code)]\nmod frame;"),
+        (
+            "ws/frame.rs",
+            "fn c() {\n    let s = \"unsafe\";\n    unsafe { g() }\n}",
+        ),
+        ("http/mod.rs", "fn d() {}"),
+    ]
+    .iter()
+    .map(|(p, s)| (p.to_string(), s.to_string()))
+    .collect();
+    let problems = unsafe_problems(&files, &["runtime/chunk.rs"]);
+    assert_eq!(
+        problems,
+        [
+            "src/ws/frame.rs:3: unsafe outside [\"runtime/chunk.rs\"]",
+            "src/http/mod.rs: has no #![forbid(unsafe_code)]",
+        ]
     );
 }

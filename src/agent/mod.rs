@@ -13,6 +13,7 @@
 //! * `upstream`: the HTTP/1.1 client for the target, with a few kept connections;
 //! * `backoff`: reconnect waits; `stop`: SIGTERM;
 //! * `run`: the loop that ties them together.
+#![forbid(unsafe_code)]
 
 pub(crate) mod args;
 pub(crate) mod backoff;

@@ -1,6 +1,7 @@
 //! The HTTP bridge: a plain HTTP request for a session becomes a message to the session's
 //! agent, and the agent's answer becomes the response (docs/bridge.md). The pure pieces (the
 //! JSON messages, which headers may cross, body framing, the answer's HTTP form) are apart from the I/O in `serve`, which runs on the core that owns the session.
+#![forbid(unsafe_code)]
 
 pub(crate) mod answers;
 pub(crate) mod framing;

@@ -20,6 +20,7 @@
 //! fleet (`breaker`, `view`), the messages of `ask`, and what each worker keeps (`Local`,
 //! `Carry`, `PendingLinks`). Its modules are re-exported here under their old paths; the
 //! methods that take the context stay here as `impl` blocks.
+#![forbid(unsafe_code)]
 
 pub(crate) mod ask;
 pub mod boundary;

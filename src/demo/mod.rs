@@ -1,6 +1,7 @@
 //! The demo page (`GET /demo`, docs/demo.md): plain HTML, CSS and JavaScript compiled into the
 //! binary, no build step and no request anywhere but this relay. Served on the public
 //! listener when `demo.enabled` allows it (by default only when that listener is loopback).
+#![forbid(unsafe_code)]
 
 use crate::http::Response;
 

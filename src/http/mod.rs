@@ -1,6 +1,7 @@
 //! HTTP/1.1 as far as the relay needs it: one request head per connection, parsed with
 //! httparse, routed, and answered with a small writer (every answer closes the connection,
 //! so no keep-alive state is kept per client).
+#![forbid(unsafe_code)]
 
 pub(crate) mod chunked;
 pub(crate) mod client;

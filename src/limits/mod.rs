@@ -6,6 +6,7 @@
 //! ([`home`]) that keeps all of its per-IP state with the whole configured figure. The only
 //! cross-core traffic is a connection handed to its address's home before admission (when it
 //! arrived elsewhere) and one message giving its count back when it ends on another core.
+#![forbid(unsafe_code)]
 
 pub(crate) mod admit;
 pub(crate) mod bucket;

@@ -9,6 +9,7 @@
 //! * `attack`: `--attackers`, a connection flood from one source address beside the load;
 //! * `report`: the result, as JSON or text;
 //! * `http`: `--mode http` (HTTP/1.1 requests, for the bridge) and `--mode http-target`.
+#![forbid(unsafe_code)]
 
 pub(crate) mod alarm;
 pub(crate) mod args;

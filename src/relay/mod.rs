@@ -1,4 +1,5 @@
 //! Forwarding between the peers of a session.
+#![forbid(unsafe_code)]
 
 pub(crate) mod away;
 pub(crate) mod blocked;

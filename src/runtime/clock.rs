@@ -1,5 +1,6 @@
 //! A coarse per-core clock: read on every message, so it is a plain cell updated by the
 //! keepalive tick instead of a clock syscall per read.
+#![forbid(unsafe_code)]
 
 use std::cell::Cell;
 use std::time::Instant;

@@ -1,4 +1,5 @@
 //! Choosing the I/O driver: io_uring where the kernel allows it, epoll otherwise.
+#![forbid(unsafe_code)]
 
 use crate::config::DriverChoice;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};

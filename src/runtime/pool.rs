@@ -8,6 +8,7 @@
 //! ends. When fewer than the reserve (`limits.pool_reserve_percent`) are left, the pool
 //! sounds an alarm, once, for the task that ends such writes (`relay::blocked`); the check
 //! is one comparison per buffer taken.
+#![forbid(unsafe_code)]
 
 use super::chunk::Chunk;
 use local_sync::semaphore::Semaphore;

@@ -1,4 +1,5 @@
 //! The server entry: bind, run the workers, shut down.
+#![forbid(unsafe_code)]
 
 pub(crate) mod accept;
 pub(crate) mod handshake;

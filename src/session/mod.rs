@@ -1,4 +1,5 @@
 //! Sessions and their peers, owned by one core each.
+#![forbid(unsafe_code)]
 
 pub(crate) mod backlog;
 pub mod bridged;

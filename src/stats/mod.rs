@@ -2,6 +2,7 @@
 //! behind a `RefCell`: no sharing on the forwarding path). A scrape asks every core for a
 //! snapshot over a channel and merges them off the hot path. `CoreGauges` are the two figures
 //! `/health` reads without a scrape, written by their core when a connection opens or closes.
+#![forbid(unsafe_code)]
 
 pub(crate) mod counters;
 pub(crate) mod histograms;

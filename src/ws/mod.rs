@@ -2,6 +2,7 @@
 //!
 //! The relay never reassembles messages: it parses headers, unmasks payload in place and
 //! rewrites a server header in front of it, so the codec works on borrowed byte slices.
+#![forbid(unsafe_code)]
 
 pub mod accept;
 pub mod client;
