@@ -5,13 +5,14 @@ use super::ask::find_owner;
 use super::carry::OwnerNode;
 use super::claim::Owner;
 use crate::context::Core;
-use crate::http::{RequestHead, Response};
-use crate::stats::bump;
+use crate::http::RequestHead;
+use crate::limits::Refusal;
 
 pub enum Placement {
     Here,
     Carry(OwnerNode),
-    Refuse(Response),
+    /// Written (and counted) by `Refusal::write`.
+    Refuse(Refusal),
 }
 
 /// A client's region hint: `?region=` or the `x-region` header (the query wins), 1 to 64
@@ -28,10 +29,6 @@ pub fn region_hint(head: &RequestHead) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     ok.then(|| hint.to_string())
-}
-
-fn unavailable(code: &'static str, msg: &'static str, retry_s: u32) -> Response {
-    Response::error(503, code, msg).with_header("Retry-After", retry_s.to_string())
 }
 
 /// `carried_in`: this peer was already carried here by another node, which found this node
@@ -57,31 +54,18 @@ pub async fn place(
             }
             Placement::Here
         }
-        Owner::Elsewhere { .. } if carried_in => {
-            bump(&core.stats.cluster_unavailable, 1);
-            Placement::Refuse(unavailable(
-                "owner_moved",
-                "the session moved to another node; retry",
-                1,
-            ))
-        }
+        Owner::Elsewhere { .. } if carried_in => Placement::Refuse(Refusal::OwnerMoved),
         Owner::Elsewhere {
             node_id,
             internal: Some(internal),
             ..
         } => Placement::Carry(OwnerNode { node_id, internal }),
-        Owner::Elsewhere { internal: None, .. } => {
-            bump(&core.stats.cluster_carry_failed, 1);
-            Placement::Refuse(unavailable(
-                "owner_unreachable",
-                "the session's node has no internal listener",
-                1,
-            ))
-        }
+        Owner::Elsewhere { internal: None, .. } => Placement::Refuse(Refusal::OwnerUnreachable(
+            "the session's node has no internal listener",
+        )),
         Owner::Unknown(why) => {
-            bump(&core.stats.cluster_unavailable, 1);
             tracing::debug!(reason = why.reason(), "owner lookup failed");
-            Placement::Refuse(unavailable("cluster_unavailable", why.reason(), 2))
+            Placement::Refuse(Refusal::ClusterUnavailable(why.reason()))
         }
     }
 }

@@ -47,6 +47,13 @@ pub enum Refusal {
     /// This node cannot carry the peer to its session's owner node: 503,
     /// `cluster_carry_failed`.
     OwnerUnreachable(&'static str),
+    /// A peer carried here by another node whose session has moved on meanwhile: it is never
+    /// carried twice (503 `owner_moved`, retry in a second), `cluster_unavailable`.
+    OwnerMoved,
+    /// The session's owner could not be looked up (Redis down, the breaker open, the queue
+    /// full, no answer in time; the reason says which): 503 `cluster_unavailable`, retry in
+    /// two seconds, `cluster_unavailable`.
+    ClusterUnavailable(&'static str),
 }
 
 impl Refusal {
@@ -74,6 +81,15 @@ impl Refusal {
             Refusal::OwnerUnreachable(msg) => {
                 Response::error(503, "owner_unreachable", msg).with_header("Retry-After", "1")
             }
+            Refusal::OwnerMoved => Response::error(
+                503,
+                "owner_moved",
+                "the session moved to another node; retry",
+            )
+            .with_header("Retry-After", "1"),
+            Refusal::ClusterUnavailable(why) => {
+                Response::error(503, "cluster_unavailable", why).with_header("Retry-After", "2")
+            }
         }
     }
 
@@ -93,6 +109,9 @@ impl Refusal {
             Refusal::Capacity(_) => Some(&stats.capacity_refused),
             Refusal::WorkerFull => Some(&stats.worker_full_refused),
             Refusal::OwnerUnreachable(_) => Some(&stats.cluster_carry_failed),
+            Refusal::OwnerMoved | Refusal::ClusterUnavailable(_) => {
+                Some(&stats.cluster_unavailable)
+            }
         }
     }
 
@@ -156,6 +175,7 @@ mod tests {
             Refusal::SessionFull,
             Refusal::HandoffBusy,
             Refusal::OwnerUnreachable("the session's node cannot be reached"),
+            Refusal::ClusterUnavailable("the cluster registry cannot be reached"),
         ]
     }
 
@@ -179,7 +199,23 @@ mod tests {
                 counters.push(c);
             }
         }
-        assert_eq!(counters.len(), 7);
+        assert_eq!(counters.len(), 8);
+        // The two ways a lookup fails share their counter, each with its own answer.
+        let (moved, down) = (
+            Refusal::OwnerMoved,
+            Refusal::ClusterUnavailable("the cluster registry cannot be reached"),
+        );
+        assert!(std::ptr::eq(
+            moved.counter(&stats).unwrap(),
+            down.counter(&stats).unwrap()
+        ));
+        let retry = |r: &Refusal| {
+            let resp = r.response();
+            let v = resp.headers.iter().find(|(n, _)| *n == "Retry-After");
+            (resp.status, v.map(|(_, v)| v.clone()))
+        };
+        assert_eq!(retry(&moved), (503, Some("1".to_string())));
+        assert_eq!(retry(&down), (503, Some("2".to_string())));
         let rate = Refusal::IpRate(IpRefusal::Rate { retry_after_s: 3 }).response();
         assert_eq!((rate.status, rate.headers[1].1.as_str()), (429, "3"));
         let auth = Refusal::Auth(AuthError::Signature).response();

@@ -15,7 +15,7 @@ use crate::context::admit::{admit, count_open, Admitted};
 use crate::context::Core;
 use crate::http::route::{route, RelayTarget};
 use crate::http::upgrade::check_upgrade;
-use crate::http::write::{answer, refuse, write_and_close};
+use crate::http::write::{answer, write_and_close};
 use crate::http::{parse_head, HeadError, HeadScan, RequestHead, Response, Route};
 use crate::limits::client_ip::{client_ip, trusted};
 use crate::limits::proxy_protocol::{self, Parsed, ProxyHeaderError};
@@ -699,8 +699,8 @@ async fn elsewhere(
 ) -> Option<Next> {
     match place(core, session, hint.clone(), req.carried.is_some()).await {
         Placement::Here => None,
-        Placement::Refuse(resp) => {
-            refuse(&core.stats, stream, resp).await;
+        Placement::Refuse(refusal) => {
+            refusal.write(&core.stats, stream).await;
             Some(Next::Done)
         }
         Placement::Carry(owner) => {
