@@ -3,6 +3,7 @@
 //! can fail ends in one of the contract's statuses with a JSON body (docs/bridge.md); the
 //! connection closes after the response, as for every plain HTTP answer of the relay.
 
+use super::failure::Failure;
 use super::framing::{body_length, BodyLength};
 use super::headers::forwardable;
 use super::message::HttpRequestMsg;
@@ -36,16 +37,9 @@ pub struct BridgeRequest {
 }
 
 /// A response ready to write, with its status for the counters.
-struct Reply {
-    status: u16,
+pub struct Reply {
+    pub status: u16,
     bytes: Vec<u8>,
-}
-
-fn refusal(status: u16, code: &str, message: &str) -> Reply {
-    Reply {
-        status,
-        bytes: Response::error(status, code, message).to_bytes(),
-    }
 }
 
 impl From<Response> for Reply {
@@ -135,15 +129,6 @@ fn agent_of(core: &Core, session: &str) -> Option<Rc<Peer>> {
         .find(|p| *p.role == **role && !p.is_closing())
 }
 
-fn no_agent(core: &Core) -> Reply {
-    bump(&core.stats.bridge_agent_absent, 1);
-    refusal(
-        502,
-        "agent_not_connected",
-        "no agent is connected to this session",
-    )
-}
-
 async fn exchange(
     core: &Rc<Core>,
     stream: &mut TcpStream,
@@ -151,7 +136,7 @@ async fn exchange(
 ) -> Option<Reply> {
     match prepare(core, stream, &mut req).await {
         Ok(ready) => wait_for_answer(core, stream, &req, ready).await,
-        Err(reply) => Some(reply),
+        Err(failure) => Some(failure.reply(&core.stats)),
     }
 }
 
@@ -169,7 +154,7 @@ async fn prepare(
     core: &Rc<Core>,
     stream: &mut TcpStream,
     req: &mut BridgeRequest,
-) -> Result<Ready, Reply> {
+) -> Result<Ready, Failure> {
     let framing = check_head(core, req)?;
     let body = read_request_body(core, stream, req, framing).await?;
     register(core, req, &body)
@@ -177,34 +162,24 @@ async fn prepare(
 
 /// What can be refused from the head alone, before any body is read: Host, the method, the
 /// framing and the declared size, and whether the session has an agent at all.
-fn check_head(core: &Core, req: &BridgeRequest) -> Result<BodyLength, Reply> {
+fn check_head(core: &Core, req: &BridgeRequest) -> Result<BodyLength, Failure> {
     let cfg = &core.config().bridge;
     let head = &req.head;
     // RFC 9112 section 3.2: exactly one Host in HTTP/1.1. Two could be read differently by
     // the agent's HTTP stack and the API behind it, so neither reaches them.
     let hosts = head.header_count("host");
     if hosts > 1 || (hosts == 0 && head.version == 1) {
-        return Err(refusal(
-            400,
-            "bad_host",
-            "an HTTP/1.1 request needs exactly one Host header",
-        ));
+        return Err(Failure::BadHost);
     }
     if !cfg.allowed_methods.contains(&head.method) {
-        return Err(Response::error(
-            405,
-            "method_not_allowed",
-            "this method is not bridged to the agent",
-        )
-        .with_header("Allow", cfg.allowed_methods.join(", "))
-        .into());
+        return Err(Failure::MethodNotAllowed(cfg.allowed_methods.join(", ")));
     }
-    let framing = body_length(head).map_err(|e| refusal(400, e.code(), &e.to_string()))?;
+    let framing = body_length(head).map_err(Failure::Framing)?;
     if matches!(framing, BodyLength::Fixed(n) if n > cfg.max_body_bytes as u64) {
-        return Err(too_large(cfg.max_body_bytes));
+        return Err(Failure::BodyTooLarge(cfg.max_body_bytes));
     }
     if agent_of(core, &req.session).is_none() {
-        return Err(no_agent(core));
+        return Err(Failure::AgentNotConnected);
     }
     Ok(framing)
 }
@@ -216,7 +191,7 @@ async fn read_request_body(
     stream: &mut TcpStream,
     req: &mut BridgeRequest,
     framing: BodyLength,
-) -> Result<Vec<u8>, Reply> {
+) -> Result<Vec<u8>, Failure> {
     let wants_continue = req
         .head
         .header("expect")
@@ -226,7 +201,7 @@ async fn read_request_body(
             .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
             .await;
         if r.is_err() {
-            return Err(refusal(400, "client_gone", "the client went away"));
+            return Err(Failure::ClientGone);
         }
     }
     let timeout = core.config().limits.handshake_timeout;
@@ -239,30 +214,19 @@ async fn read_request_body(
     );
     match monoio::time::timeout(left, read).await {
         Ok(body) => body,
-        Err(_) => Err(refusal(
-            408,
-            "body_timeout",
-            "the request body did not arrive within limits.handshake_timeout",
-        )),
+        Err(_) => Err(Failure::BodyTimeout),
     }
 }
 
 /// Takes a place among the agent's requests in flight (`bridge.max_in_flight`) and builds
 /// the message the agent gets. The agent is looked up again: it may have left while the body
 /// was arriving.
-fn register(core: &Core, req: &BridgeRequest, body: &[u8]) -> Result<Ready, Reply> {
+fn register(core: &Core, req: &BridgeRequest, body: &[u8]) -> Result<Ready, Failure> {
     let cfg = &core.config().bridge;
-    let agent = agent_of(core, &req.session).ok_or_else(|| no_agent(core))?;
+    let agent = agent_of(core, &req.session).ok_or(Failure::AgentNotConnected)?;
     let random = || u128::from_le_bytes(core.rng.bytes());
     let Ok((n, rx)) = core.bridge.register(agent.id, cfg.max_in_flight, random) else {
-        bump(&core.stats.bridge_busy_refused, 1);
-        return Err(Response::error(
-            503,
-            "bridge_busy",
-            "the agent has too many requests in flight; retry shortly",
-        )
-        .with_header("Retry-After", "1")
-        .into());
+        return Err(Failure::Busy);
     };
     let auth_on = core.shared.auth.is_some();
     let head = &req.head;
@@ -325,12 +289,7 @@ async fn wait_for_answer(
         }
         Some(Err(_)) => {
             core.bridge.cancel(n);
-            bump(&core.stats.bridge_timeouts, 1);
-            return Some(refusal(
-                504,
-                "agent_timeout",
-                "the agent did not answer within bridge.timeout",
-            ));
+            return Some(Failure::AgentTimeout.reply(&core.stats));
         }
     };
     core.latency.record(
@@ -349,21 +308,9 @@ async fn wait_for_answer(
                 bytes: http_response(&r, head_request, Origin::of(&core.config().bridge)),
             }
         }
-        Answer::Malformed => refusal(
-            502,
-            "bad_agent_answer",
-            "the agent's answer did not follow the bridge schema",
-        ),
-        Answer::TooLarge => refusal(
-            502,
-            "agent_response_too_large",
-            "the agent's answer body is over bridge.max_response_bytes",
-        ),
-        Answer::AgentGone => refusal(
-            502,
-            "agent_disconnected",
-            "the agent disconnected before answering",
-        ),
+        Answer::Malformed => Failure::BadAgentAnswer.reply(&core.stats),
+        Answer::TooLarge => Failure::AgentResponseTooLarge.reply(&core.stats),
+        Answer::AgentGone => Failure::AgentDisconnected.reply(&core.stats),
     })
 }
 
@@ -381,20 +328,12 @@ async fn client_closed(stream: &mut TcpStream) {
     }
 }
 
-fn too_large(max: usize) -> Reply {
-    refusal(
-        413,
-        "body_too_large",
-        &format!("the request body is over bridge.max_body_bytes ({max})"),
-    )
-}
-
 async fn read_body(
     stream: &mut TcpStream,
     framing: BodyLength,
     mut got: Vec<u8>,
     max: usize,
-) -> Result<Vec<u8>, Reply> {
+) -> Result<Vec<u8>, Failure> {
     let mut chunked = ChunkedDecoder::with_limit(max as u64);
     let mut body = Vec::new();
     let want = match framing {
@@ -412,14 +351,8 @@ async fn read_body(
             match chunked.feed(&got, |d| body.extend_from_slice(d)) {
                 Ok((_, true)) => return Ok(body),
                 Ok((_, false)) => {}
-                Err(ChunkedError::TooLarge) => return Err(too_large(max)),
-                Err(ChunkedError::Malformed) => {
-                    return Err(refusal(
-                        400,
-                        "bad_chunked_body",
-                        "the chunked request body is malformed",
-                    ))
-                }
+                Err(ChunkedError::TooLarge) => return Err(Failure::BodyTooLarge(max)),
+                Err(ChunkedError::Malformed) => return Err(Failure::BadChunkedBody),
             }
         }
         got.clear();
@@ -428,13 +361,7 @@ async fn read_body(
         got = buf;
         match r {
             Ok(n) if n > 0 => {}
-            _ => {
-                return Err(refusal(
-                    400,
-                    "incomplete_body",
-                    "the connection ended before the request body was complete",
-                ))
-            }
+            _ => return Err(Failure::IncompleteBody),
         }
     }
 }
