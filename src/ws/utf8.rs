@@ -32,6 +32,11 @@ impl Utf8Validator {
     }
 
     /// Validates the next piece of the message.
+    ///
+    /// Kept out of line: inlined into the decoder, its loop over a large text message ran
+    /// up to 5 % slower or faster as the caller's code moved (`cargo bench --bench codec --
+    /// forward/text/64KiB`); one copy keeps that figure where the validator's own bench has it.
+    #[inline(never)]
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), Utf8Error> {
         if self.partial_len > 0 {
             let have = self.partial_len as usize;
