@@ -23,7 +23,8 @@
 //! * `bridge`: the HTTP bridge (a request becomes a message to the session's agent);
 //! * `cluster`: several nodes sharing the sessions through Redis (the I/O; `fleet` is the
 //!   state);
-//! * `server`: the listeners, workers, the HTTP phase and cross-core handoff;
+//! * `server`: the listeners, workers, the HTTP phase and cross-core handoff, and the entry
+//!   (`server::run`) that runs on listeners the caller bound until a shutdown signal;
 //! * `demo`: the files of the page to try a session from a browser;
 //! * `agent`, `load`: clients of the relay: the program that answers the bridge on a user's
 //!   machine, and the load generator.

@@ -58,9 +58,7 @@ const CRATE_ROOTS: &[&str] = &["lib.rs", "main.rs"];
 
 #[test]
 fn imports_point_down_and_form_no_cycle() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    collect(&root, &root, &mut files);
+    let files = src_files();
     assert!(
         files.len() > 50,
         "read only {} files under src/",
@@ -88,9 +86,7 @@ const UNSAFE_FILES: &[&str] = &["runtime/chunk.rs", "runtime/socket.rs"];
 
 #[test]
 fn unsafe_stays_in_its_two_files_and_every_other_module_forbids_it() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    collect(&root, &root, &mut files);
+    let files = src_files();
     let problems = unsafe_problems(&files, UNSAFE_FILES);
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
@@ -127,6 +123,14 @@ fn unsafe_problems(files: &[(String, String)], allowed: &[&str]) -> Vec<String> 
         }
     }
     problems
+}
+
+/// Every .rs file under src/, as (path below src/, text).
+fn src_files() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    collect(&root, &root, &mut files);
+    files
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
