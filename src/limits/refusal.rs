@@ -67,29 +67,25 @@ impl Refusal {
             Refusal::IpRate(r) | Refusal::IpOpen(r) => ip_answer(*r),
             Refusal::Origin(reason) => Response::error(403, "origin_not_allowed", reason),
             Refusal::Auth(e) => auth_answer(*e),
-            Refusal::Capacity(reason) => at_capacity(reason),
-            Refusal::WorkerFull => at_capacity("this worker is at its connection limit"),
+            Refusal::Capacity(reason) => retry_later("at_capacity", reason, RETRY_AFTER_S),
+            Refusal::WorkerFull => retry_later(
+                "at_capacity",
+                "this worker is at its connection limit",
+                RETRY_AFTER_S,
+            ),
             Refusal::SessionFull => {
                 Response::error(409, "session_full", "this session already has two peers")
             }
-            Refusal::HandoffBusy => Response::error(
-                503,
+            Refusal::HandoffBusy => retry_later(
                 "overloaded",
                 "the worker this connection belongs on is busy; retry shortly",
-            )
-            .with_header("Retry-After", "1"),
-            Refusal::OwnerUnreachable(msg) => {
-                Response::error(503, "owner_unreachable", msg).with_header("Retry-After", "1")
+                1,
+            ),
+            Refusal::OwnerUnreachable(msg) => retry_later("owner_unreachable", msg, 1),
+            Refusal::OwnerMoved => {
+                retry_later("owner_moved", "the session moved to another node; retry", 1)
             }
-            Refusal::OwnerMoved => Response::error(
-                503,
-                "owner_moved",
-                "the session moved to another node; retry",
-            )
-            .with_header("Retry-After", "1"),
-            Refusal::ClusterUnavailable(why) => {
-                Response::error(503, "cluster_unavailable", why).with_header("Retry-After", "2")
-            }
+            Refusal::ClusterUnavailable(why) => retry_later("cluster_unavailable", why, 2),
         }
     }
 
@@ -124,9 +120,9 @@ impl Refusal {
     }
 }
 
-fn at_capacity(reason: &str) -> Response {
-    Response::error(503, "at_capacity", reason)
-        .with_header("Retry-After", RETRY_AFTER_S.to_string())
+/// A 503 that says when to come back: every refusal for a lack of room, here or elsewhere.
+fn retry_later(code: &str, message: &str, retry_after_s: u64) -> Response {
+    Response::error(503, code, message).with_header("Retry-After", retry_after_s.to_string())
 }
 
 fn ip_answer(r: IpRefusal) -> Response {
