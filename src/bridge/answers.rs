@@ -3,9 +3,9 @@
 //! client gets 502 rather than waiting for the timeout.
 
 use super::message::{parse_response, AgentReplyError};
-use super::pending::Answer;
 use crate::config::Config;
 use crate::context::Core;
+use crate::session::bridged::Answer;
 use crate::stats::bump;
 
 /// Room for an answer's JSON besides its base64 body: status, headers, punctuation.

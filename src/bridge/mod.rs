@@ -14,7 +14,6 @@ pub mod sniff;
 
 /// The requests waiting for their agent are per-core session state (`session::bridged`),
 /// held by the worker's context below this module.
-pub use crate::session::bridged::{self as pending, Pending};
 pub use framing::{body_length, BodyLength, FramingError};
 pub use headers::{forwardable, is_hop_by_hop};
 pub use message::{

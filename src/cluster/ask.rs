@@ -4,9 +4,9 @@
 //! defined in `fleet::ask`, below the worker's context that holds the request queue; this
 //! file is the asking.
 
-use super::claim::{Owner, Unknown};
 use crate::context::Core;
-pub use crate::fleet::ask::{Command, Request, COMMAND_QUEUE};
+use crate::fleet::ask::Request;
+use crate::fleet::claim::{Owner, Unknown};
 use crate::stats::bump;
 
 /// Asks for `session`'s owner, waiting at most `cluster.lookup_timeout`.

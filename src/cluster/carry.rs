@@ -21,8 +21,7 @@
 use super::boundary::Boundary;
 use super::link::{self, Carried, LinkError};
 use crate::context::Core;
-pub use crate::fleet::carry::{Carry, Dirs};
-use crate::fleet::carry::{Ending, WriteMark};
+use crate::fleet::carry::{Carry, Ending, WriteMark};
 use crate::limits::Refusal;
 use crate::runtime::socket::Socket;
 use crate::stats::{bump, Latency};

@@ -1,8 +1,8 @@
 //! A worker's side of the cluster thread's commands: a task per worker, off the forwarding
 //! path, like the scrape inbox.
 
-use super::ask::Command;
 use crate::context::Core;
+use crate::fleet::ask::Command;
 use crate::stats::bump;
 use crate::ws::CloseCode;
 use std::rc::Rc;

@@ -1,7 +1,7 @@
 //! Reading the fleet from Redis: `SCAN` over the node keys, then one `MGET`. Shared by the
 //! membership thread and `ringrelay cluster status`.
 
-use super::node::{node_pattern, parse_fleet, NodeInfo};
+use crate::fleet::node::{node_pattern, parse_fleet, NodeInfo};
 
 /// Keys asked for per SCAN step.
 const SCAN_COUNT: usize = 100;

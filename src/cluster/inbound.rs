@@ -6,9 +6,9 @@
 //! address and per worker (`cluster.max_pending_links_per_ip`, `cluster.max_pending_links`).
 
 use super::link::{self, Accepted, Carried, NONCE_BYTES};
-use super::local::Local;
-use super::pending::Full;
 use crate::context::Core;
+use crate::fleet::local::Local;
+use crate::fleet::pending::Full;
 use crate::stats::bump;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;

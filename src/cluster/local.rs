@@ -4,7 +4,7 @@
 
 use crate::context::Core;
 use crate::fleet::carry::Carry;
-pub use crate::fleet::local::{Local, Origin};
+use crate::fleet::local::{Local, Origin};
 use crate::stats::bump;
 use crate::ws::CloseCode;
 use std::rc::Rc;

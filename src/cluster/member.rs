@@ -4,13 +4,13 @@
 //! hold. In between it answers the workers' owner lookups, several to a pipeline. The
 //! workers never wait for it on the forwarding path: only a new peer's handshake does.
 
-use super::ask::{Command, Request};
-use super::breaker::{Breaker, State};
-use super::node::{node_key, NodeInfo};
 use super::owners::Owners;
 use super::redis::{self as store, IO_TIMEOUT};
-use super::view::View;
 use crate::context::Shared;
+use crate::fleet::ask::{Command, Request};
+use crate::fleet::breaker::{Breaker, State};
+use crate::fleet::node::{node_key, NodeInfo};
+use crate::fleet::view::View;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -18,8 +18,8 @@
 //! (`Core::cluster_local`, `Shared::cluster`, `Shared::cluster_requests`): the registry entry
 //! and the ownership scripts (`node`, `claim`), the breaker and what the node knows of the
 //! fleet (`breaker`, `view`), the messages of `ask`, and what each worker keeps (`Local`,
-//! `Carry`, `PendingLinks`). Its modules are re-exported here under their old paths; the
-//! methods that take the context stay here as `impl` blocks.
+//! `Carry`, `PendingLinks`). Code names them there (`crate::fleet::...`); the methods that
+//! take the context stay here as `impl` blocks.
 #![forbid(unsafe_code)]
 
 pub(crate) mod ask;
@@ -36,10 +36,4 @@ pub(crate) mod place;
 pub(crate) mod redis;
 pub mod status;
 
-// The I/O-free half, defined a layer down (below the worker's context, which holds part of
-// it), under its old paths.
-pub(crate) use crate::fleet::{breaker, claim, node, pending, view};
-
-pub use local::{Local, Origin};
 pub use member::{Member, Wiring};
-pub use view::{Identity, View};

@@ -2,12 +2,12 @@
 //! re-asserting what this node holds, releasing what ended, and telling workers when a
 //! session must go (another node owns it) or a node left the fleet.
 
-use super::ask::{Command, Request};
-use super::claim::{node_key_prefix, session_key, Owner, Unknown, CLAIM, RELEASE};
-use super::node::NodeInfo;
 use super::redis::IO_TIMEOUT;
-use super::view::{Identity, View};
 use crate::config::ClusterConfig;
+use crate::fleet::ask::{Command, Request};
+use crate::fleet::claim::{node_key_prefix, session_key, Owner, Unknown, CLAIM, RELEASE};
+use crate::fleet::node::NodeInfo;
+use crate::fleet::view::{Identity, View};
 use crate::session::handoff::owner_core;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

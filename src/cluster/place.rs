@@ -3,8 +3,8 @@
 
 use super::ask::find_owner;
 use super::carry::OwnerNode;
-use super::claim::Owner;
 use crate::context::Core;
+use crate::fleet::claim::Owner;
 use crate::http::RequestHead;
 use crate::limits::Refusal;
 

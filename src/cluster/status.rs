@@ -1,6 +1,6 @@
 //! `ringrelay cluster status --redis URL`: the fleet as Redis holds it, for an operator.
 
-use super::node::NodeInfo;
+use crate::fleet::node::NodeInfo;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

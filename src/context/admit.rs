@@ -11,7 +11,7 @@ use crate::auth::{token_from_request, unix_now, AuthError};
 use crate::config::{EchoRoute, SecurityConfig};
 use crate::http::route::Route;
 use crate::http::RequestHead;
-pub use crate::limits::admit::Admitted;
+use crate::limits::admit::Admitted;
 use crate::limits::{IpCharge, Refusal};
 use std::net::IpAddr;
 

@@ -10,7 +10,7 @@
 //!   listener's openings not yet proved.
 //!
 //! The I/O (Redis, the links, the cluster thread, the methods that take the context) is
-//! `cluster`, a layer above the context, which re-exports these modules under its own paths.
+//! `cluster`, a layer above the context.
 #![forbid(unsafe_code)]
 
 pub(crate) mod ask;

@@ -51,10 +51,12 @@ impl PendingLinks {
         }
     }
 
+    #[cfg(test)]
     pub fn total(&self) -> usize {
         self.total
     }
 
+    #[cfg(test)]
     pub fn addresses(&self) -> usize {
         self.by_ip.len()
     }

@@ -7,10 +7,10 @@
 //! are still being written to it, are the sender's frames copied into the backlog, so that
 //! nothing newer can overtake them.
 
-use super::events;
 use super::inbound::{Inbound, Segment};
 use crate::config::Overflow;
 use crate::context::Core;
+use crate::session::events;
 use crate::session::{Backlog, Peer, Session};
 use crate::stats::bump;
 use crate::ws::CloseCode;

@@ -26,8 +26,8 @@
 //! its session: a carried client that does not read is dropped like a seated receiver, and
 //! a link the owner does not read is ended (its client gets 1012).
 
-use crate::cluster::carry::{Carry, Dirs};
 use crate::context::Core;
+use crate::fleet::carry::{Carry, Dirs};
 use crate::session::Peer;
 use crate::stats::bump;
 use std::cmp::Reverse;

@@ -1,13 +1,13 @@
 //! The life of one upgraded connection: read, forward, answer control frames, leave.
 
 use super::away::{self, Verdict};
-use super::events;
 use super::held;
 use super::inbound::{Closing, DecodeLimits, Hold, Inbound, Outcome, Released};
 use super::resume;
 use crate::context::Core;
 use crate::limits::Throttle;
 use crate::runtime::chunk::{Chunk, SegmentOutOfBounds};
+use crate::session::events;
 use crate::session::{Peer, Session};
 use crate::stats::{bump, Latency};
 use crate::ws::{CloseCode, OpCode};

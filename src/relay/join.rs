@@ -1,6 +1,5 @@
 //! Seating an upgraded connection in its session, on the session's own core.
 
-use super::events::{self, EventKey};
 use super::{away, conn, resume};
 use crate::context::Core;
 use crate::http::route::RelayTarget;
@@ -8,6 +7,7 @@ use crate::http::Response;
 use crate::limits::capacity::{self, Joining};
 use crate::limits::{IpCharge, Refusal};
 use crate::runtime::socket::Socket;
+use crate::session::events::{self, EventKey};
 use crate::session::{JoinPlan, Peer, Session};
 use crate::stats::bump;
 use crate::stats::Latency;
@@ -36,7 +36,7 @@ pub struct Seat {
     /// The connection's count among its client's open connections, held while it lives.
     pub charge: IpCharge,
     /// Where the peer came from (cluster mode only).
-    pub origin: Option<crate::cluster::Origin>,
+    pub origin: Option<crate::fleet::local::Origin>,
 }
 
 /// Pairs the connection into its session, then runs it as a task of its own, so the
@@ -141,7 +141,7 @@ fn take_seat(
     session: &Rc<Session>,
     slot: usize,
     peer: &Rc<Peer>,
-    origin: Option<crate::cluster::Origin>,
+    origin: Option<crate::fleet::local::Origin>,
 ) -> (Option<Rc<Peer>>, Option<Rc<Peer>>) {
     let old = session.seat(slot, peer.clone());
     session.lingering_since_ms.set(None);

@@ -9,6 +9,3 @@ pub mod inbound;
 pub(crate) mod join;
 pub(crate) mod keepalive;
 pub(crate) mod resume;
-
-/// The events a peer is sent are the session's (a `Peer` writes them); relay code builds them.
-pub use crate::session::events;

@@ -206,7 +206,7 @@ fn check(start: usize, end: usize, len: usize) -> Result<(), SegmentOutOfBounds>
 
 impl WriteChunk {
     /// Bytes not yet written.
-    #[inline]
+    #[cfg(test)]
     pub fn remaining(&self) -> usize {
         self.0.iov[self.0.next..].iter().map(|v| v.iov_len).sum()
     }

@@ -88,10 +88,6 @@ impl BufPool {
         }
     }
 
-    pub fn buf_bytes(&self) -> usize {
-        self.buf_bytes
-    }
-
     pub fn idle(&self) -> usize {
         self.free.borrow().len()
     }

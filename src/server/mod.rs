@@ -258,7 +258,7 @@ struct Inbox {
     handoffs: flume::Receiver<handoff::Handoff>,
     releases: flume::Receiver<std::net::IpAddr>,
     scrapes: flume::Receiver<flume::Sender<crate::stats::CoreSnapshot>>,
-    commands: flume::Receiver<crate::cluster::ask::Command>,
+    commands: flume::Receiver<crate::fleet::ask::Command>,
 }
 
 /// The sending ends of every worker's inbox, in worker order.
@@ -266,7 +266,7 @@ struct Outboxes {
     handoff: Vec<flume::Sender<handoff::Handoff>>,
     ip_release: Vec<flume::Sender<std::net::IpAddr>>,
     scrape: Vec<flume::Sender<flume::Sender<crate::stats::CoreSnapshot>>>,
-    commands: Vec<flume::Sender<crate::cluster::ask::Command>>,
+    commands: Vec<flume::Sender<crate::fleet::ask::Command>>,
 }
 
 /// Creates every worker's bounded inboxes before any thread starts, so each worker can be
@@ -290,7 +290,7 @@ fn inboxes(config: &Config, workers: usize) -> (Outboxes, Vec<Inbox>) {
         let (handoff_tx, handoffs) = flume::bounded(l.handoff_queue);
         let (release_tx, releases) = flume::bounded(releases);
         let (scrape_tx, scrapes) = flume::bounded(SCRAPES_QUEUED);
-        let (command_tx, commands) = flume::bounded(crate::cluster::ask::COMMAND_QUEUE);
+        let (command_tx, commands) = flume::bounded(crate::fleet::ask::COMMAND_QUEUE);
         out.handoff.push(handoff_tx);
         out.ip_release.push(release_tx);
         out.scrape.push(scrape_tx);
@@ -422,12 +422,12 @@ impl Server {
     }
 
     /// This node as the fleet sees it (cluster mode), with the ports actually bound.
-    fn cluster_view(&self) -> Option<Arc<crate::cluster::View>> {
+    fn cluster_view(&self) -> Option<Arc<crate::fleet::view::View>> {
         self.config.cluster.redis_url.as_ref()?;
-        let mut id = crate::cluster::Identity::of(&self.config, self.local_addr());
+        let mut id = crate::fleet::view::Identity::of(&self.config, self.local_addr());
         // Port 0 resolved: other nodes need the real one.
         id.internal = self.internal_addr().map(|a| a.to_string());
-        Some(Arc::new(crate::cluster::View::new(id)))
+        Some(Arc::new(crate::fleet::view::View::new(id)))
     }
 
     /// Starts the workers; returns once every one listens, with the handle to stop them and

@@ -20,7 +20,7 @@ pub struct WorkerSetup {
     /// This worker's share of `cluster.internal_listen`.
     pub internal: Option<std::net::TcpListener>,
     /// The cluster thread's commands (cluster mode).
-    pub commands: Option<flume::Receiver<crate::cluster::ask::Command>>,
+    pub commands: Option<flume::Receiver<crate::fleet::ask::Command>>,
     pub handoffs: flume::Receiver<Handoff>,
     /// Open-connection counts given back to this core by connections that ended elsewhere.
     pub releases: flume::Receiver<std::net::IpAddr>,

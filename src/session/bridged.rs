@@ -174,10 +174,6 @@ impl Pending {
     pub fn connections(&self) -> usize {
         self.open.get()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

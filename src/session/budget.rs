@@ -38,6 +38,7 @@ pub struct CoreBudget {
 
 impl CoreBudget {
     /// Bytes charged now.
+    #[cfg(test)]
     pub fn used(&self) -> usize {
         self.used.get()
     }

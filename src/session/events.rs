@@ -60,7 +60,7 @@ impl Event {
     }
 
     /// The event's text for the connection whose key is `key`.
-    pub fn to_json(self, key: &EventKey) -> String {
+    pub fn into_json(self, key: &EventKey) -> String {
         Value::Object(self.with("key", key.hex()).0).to_string()
     }
 }
@@ -137,7 +137,7 @@ mod tests {
             resume_ahead(9),
             error("peer_absent", "1 message(s) dropped"),
         ] {
-            let v = parse(&ev.to_json(&key));
+            let v = parse(&ev.into_json(&key));
             assert_eq!(v["key"], hex.as_str(), "{v}");
             assert!(v["type"].is_string() && v["ts"].is_u64(), "{v}");
         }
@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn fields_keep_their_shape() {
         let key = EventKey([0xab; 16]);
-        let v = parse(&connected("room", "desktop", true, None).to_json(&key));
+        let v = parse(&connected("room", "desktop", true, None).into_json(&key));
         assert_eq!(v["key"], "ab".repeat(16));
         assert_eq!(
             (&v["type"], &v["session"], &v["role"], &v["peer_present"]),
@@ -167,7 +167,7 @@ mod tests {
             )
         );
         assert!(v.get("next_seq").is_none());
-        let v = parse(&resume_gap(7).to_json(&key));
+        let v = parse(&resume_gap(7).into_json(&key));
         assert_eq!(
             (&v["error"], &v["first"]),
             (&"resume_gap".into(), &7.into())

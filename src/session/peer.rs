@@ -200,7 +200,7 @@ impl Peer {
 
     /// The text frame of `event`, addressed to this peer (its key added).
     pub fn event_bytes(&self, event: Event) -> Vec<u8> {
-        event_frame(&event.to_json(&self.event_key))
+        event_frame(&event.into_json(&self.event_key))
     }
 
     /// Sends a text frame with an event, unless this peer did not ask for events or a
