@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use ringrelay::config::{CliOverrides, Config, LogFormat};
+use ringrelay::server::reload::Reloader;
 use ringrelay::server::Server;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -114,19 +115,75 @@ fn agent(args: &ringrelay::agent::AgentArgs) -> ExitCode {
     }
 }
 
-fn load_config(args: &ServeArgs) -> Result<Config, ringrelay::config::ConfigError> {
-    // Non-UTF-8 values cannot belong to a key; skipping them avoids `env::vars`' panic.
-    let env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .filter(|(k, _)| k.starts_with("RINGRELAY_"))
-        .collect();
-    let cli = CliOverrides {
-        listen: args.listen.clone(),
-        admin_listen: args.admin_listen.clone(),
-        workers: args.workers.clone(),
-        driver: args.driver.clone(),
+/// Where the config comes from: the file named at start (`--config` or `RINGRELAY_CONFIG`),
+/// the `RINGRELAY_*` environment as it was at start, and the flags. A reload reads the same
+/// three again, so only the file's contents (and the files it names) can change what it
+/// finds; a flag or variable keeps overriding the file as it did at start.
+#[derive(Clone)]
+struct Sources {
+    file: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    cli: CliOverrides,
+}
+
+impl Sources {
+    fn of(args: &ServeArgs) -> Sources {
+        // Non-UTF-8 values cannot belong to a key; skipping them avoids `env::vars`' panic.
+        let env: Vec<(String, String)> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with("RINGRELAY_"))
+            .collect();
+        let cli = CliOverrides {
+            listen: args.listen.clone(),
+            admin_listen: args.admin_listen.clone(),
+            workers: args.workers.clone(),
+            driver: args.driver.clone(),
+        };
+        Sources {
+            file: args.config.clone(),
+            env,
+            cli,
+        }
+    }
+
+    fn load(&self) -> Result<Config, ringrelay::config::ConfigError> {
+        Config::load(self.file.as_deref(), &self.env, &self.cli)
+    }
+}
+
+/// SIGHUP: reads the sources again and puts what may change live in force on every worker,
+/// or refuses the whole config and keeps the one in force. systemd is told RELOADING=1 (with
+/// the monotonic time it wants beside it) before, READY=1 once every worker has it.
+fn reload(sources: &Sources, reloader: &Reloader, running: &mut Config) {
+    use sd_notify::NotifyState;
+    tracing::info!("SIGHUP: reloading the config");
+    let mut reloading = vec![NotifyState::Reloading];
+    reloading.extend(NotifyState::monotonic_usec_now().ok());
+    let _ = sd_notify::notify(false, &reloading);
+    let status = match reloader.reload(running, sources.load()) {
+        Ok(applied) => {
+            if !applied.kept.is_empty() {
+                tracing::warn!(
+                    keys = %applied.kept.join(", "),
+                    "config reloaded, but these keys cannot change without a restart and were left as they were"
+                );
+            }
+            *running = applied.config;
+            tracing::info!(
+                kept = applied.kept.len(),
+                auth = running.auth.jwt_secret.is_some()
+                    || running.auth.jwt_secret_file.is_some()
+                    || !running.auth.keys.is_empty(),
+                "config reloaded"
+            );
+            "config reloaded".to_string()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "config reload refused: the config in force is unchanged");
+            format!("config reload refused: {e}")
+        }
     };
-    Config::load(args.config.as_deref(), &env, &cli)
+    let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
 fn init_logging(cfg: &Config) {
@@ -146,14 +203,15 @@ fn init_logging(cfg: &Config) {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let cfg = match load_config(&args) {
+    let sources = Sources::of(&args);
+    let cfg = match sources.load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ringrelay: config error: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = cfg.jwt_secret() {
+    if let Err(e) = cfg.jwt_keys() {
         eprintln!("ringrelay: config error: {e}");
         return ExitCode::from(2);
     }
@@ -163,6 +221,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     init_logging(&cfg);
     let workers = cfg.workers;
+    let mut in_force = cfg.clone();
     let server = match Server::bind(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -182,6 +241,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -202,11 +262,23 @@ fn serve(args: ServeArgs) -> ExitCode {
     tracing::info!(%listen, %admin, internal, driver, workers, steering, version = env!("CARGO_PKG_VERSION"), "ringrelay listening");
     if let Some(mut signals) = signals {
         let handle = running.handle.clone();
+        let reloader = running.reloader();
         std::thread::spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            let mut stopping = false;
+            // The handlers stay for the process's life: a late SIGHUP is ignored rather than
+            // meeting its default action (termination) while the workers drain.
+            for sig in signals.forever() {
+                if stopping {
+                    continue;
+                }
+                if sig == signal_hook::consts::SIGHUP {
+                    reload(&sources, &reloader, &mut in_force);
+                    continue;
+                }
                 tracing::info!(signal = sig, "shutting down");
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
                 handle.trigger();
+                stopping = true;
             }
         });
     }

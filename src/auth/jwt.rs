@@ -31,7 +31,19 @@ pub struct MintClaims {
 
 /// A signed token carrying `claims`.
 pub fn mint(secret: &[u8], alg: JwtAlgorithm, claims: &MintClaims) -> String {
-    let header = format!(r#"{{"alg":"{}","typ":"JWT"}}"#, alg.as_str());
+    mint_with_kid(secret, alg, None, claims)
+}
+
+/// [`mint`] with a `kid` in the header, naming which of `auth.keys` signed it. `kid` is a
+/// valid key id (`config::AuthKey::valid_kid`), so it needs no JSON escaping.
+pub fn mint_with_kid(
+    secret: &[u8],
+    alg: JwtAlgorithm,
+    kid: Option<&str>,
+    claims: &MintClaims,
+) -> String {
+    let kid = kid.map_or(String::new(), |k| format!(r#","kid":"{k}""#));
+    let header = format!(r#"{{"alg":"{}","typ":"JWT"{kid}}}"#, alg.as_str());
     // Serializing a struct of strings and integers cannot fail.
     let body = serde_json::to_vec(claims).unwrap_or_default();
     sign_parts(secret, alg, header.as_bytes(), &body)
@@ -94,11 +106,21 @@ struct Header {
     /// Extensions the token says must be understood; this verifier understands none.
     #[serde(default, deserialize_with = "super::claims::present")]
     crit: Option<serde::de::IgnoredAny>,
+    /// Which of `auth.keys` signed the token; a string when present.
+    #[serde(default, deserialize_with = "super::claims::present")]
+    kid: Option<String>,
+}
+
+/// What the header says about how to check the token.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct HeaderFacts {
+    pub alg: JwtAlgorithm,
+    pub kid: Option<String>,
 }
 
 /// The header's algorithm, refusing what RFC 8725 warns about: `none`, anything unknown, and
 /// any extension or type that would change how the token is meant to be read.
-pub(super) fn header_alg(encoded: &str) -> Result<JwtAlgorithm, AuthError> {
+pub(super) fn header(encoded: &str) -> Result<HeaderFacts, AuthError> {
     let bytes = decode(encoded)?;
     if !super::claims::is_object(&bytes) {
         return Err(AuthError::Malformed);
@@ -116,22 +138,26 @@ pub(super) fn header_alg(encoded: &str) -> Result<JwtAlgorithm, AuthError> {
         Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("JWT") => {}
         Some(_) => return Err(AuthError::Malformed),
     }
-    Ok(alg)
+    Ok(HeaderFacts {
+        alg,
+        kid: header.kid,
+    })
 }
 
 /// Checks the tag in constant time (`Mac::verify_slice`), so response timing says nothing about
 /// how many leading bytes of a forged signature were right.
+/// `tag` is the token's signature, already decoded (once, however many keys are tried).
 pub(super) fn check_signature(
     secret: &[u8],
     alg: JwtAlgorithm,
     parts: &Parts<'_>,
+    tag: &[u8],
 ) -> Result<(), AuthError> {
-    let tag = decode(parts.signature)?;
     let signed = parts.signed.as_bytes();
     let ok = match alg {
-        JwtAlgorithm::Hs256 => keyed::<Hmac<Sha256>>(secret, signed).verify_slice(&tag),
-        JwtAlgorithm::Hs384 => keyed::<Hmac<Sha384>>(secret, signed).verify_slice(&tag),
-        JwtAlgorithm::Hs512 => keyed::<Hmac<Sha512>>(secret, signed).verify_slice(&tag),
+        JwtAlgorithm::Hs256 => keyed::<Hmac<Sha256>>(secret, signed).verify_slice(tag),
+        JwtAlgorithm::Hs384 => keyed::<Hmac<Sha384>>(secret, signed).verify_slice(tag),
+        JwtAlgorithm::Hs512 => keyed::<Hmac<Sha512>>(secret, signed).verify_slice(tag),
     };
     ok.map_err(|_| AuthError::Signature)
 }

@@ -20,7 +20,7 @@ mod verify;
 
 pub use claims::{Claims, SessionGrant};
 pub use error::AuthError;
-pub use jwt::{mint, sign_parts, MintClaims};
+pub use jwt::{mint, mint_with_kid, sign_parts, MintClaims};
 pub use redact::redact_query;
 pub use request::token_from_request;
 pub use verify::Authenticator;

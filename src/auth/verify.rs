@@ -7,11 +7,22 @@ use super::jwt::{self, Parts};
 use super::{AuthError, Claims};
 use crate::config::{AuthConfig, Config, ConfigError, JwtAlgorithm};
 
-/// Holds the secret and the policy. Immutable after start-up, so workers can share it without
-/// locking; cloning copies the secret, so prefer an `Arc`.
+/// One secret, with the key id that names it (`None`: `auth.jwt_secret[_file]`).
+#[derive(Clone)]
+struct Key {
+    kid: Option<String>,
+    secret: Vec<u8>,
+}
+
+/// Holds the secrets and the policy. Immutable once built: a reload builds a new one on the
+/// main thread and each worker swaps its own copy in (`context::Core::auth`), so no worker
+/// ever reads one while it changes.
 #[derive(Clone)]
 pub struct Authenticator {
-    secret: Vec<u8>,
+    /// At least one; kids unique (the config loader checks both).
+    keys: Vec<Key>,
+    /// Whether any key has an id: only then does a token's `kid` choose the key.
+    by_kid: bool,
     algorithms: Vec<JwtAlgorithm>,
     audience: Option<String>,
     issuer: Option<String>,
@@ -25,16 +36,26 @@ impl Authenticator {
     /// `None` when no secret is configured: auth is off. Reads `auth.jwt_secret_file` now, so a
     /// missing or short secret stops start-up instead of failing every request later.
     pub fn from_config(cfg: &Config) -> Result<Option<Authenticator>, ConfigError> {
-        Ok(cfg
-            .jwt_secret()?
-            .map(|secret| Authenticator::new(secret, &cfg.auth)))
+        let keys = cfg.jwt_keys()?;
+        Ok((!keys.is_empty()).then(|| Authenticator::with_keys(keys, &cfg.auth)))
     }
 
     /// Takes the secret as given: the 32-byte minimum is enforced by the config loader, which
     /// [`Authenticator::from_config`] goes through. Tests and the fuzzer call this directly.
     pub fn new(secret: Vec<u8>, auth: &AuthConfig) -> Authenticator {
+        Authenticator::with_keys(vec![(None, secret)], auth)
+    }
+
+    /// Several secrets, each with its key id (at most one without, `auth.jwt_secret[_file]`),
+    /// taken as given like [`Authenticator::new`]'s.
+    pub fn with_keys(keys: Vec<(Option<String>, Vec<u8>)>, auth: &AuthConfig) -> Authenticator {
+        let keys: Vec<Key> = keys
+            .into_iter()
+            .map(|(kid, secret)| Key { kid, secret })
+            .collect();
         Authenticator {
-            secret,
+            by_kid: keys.iter().any(|k| k.kid.is_some()),
+            keys,
             algorithms: auth.algorithms.clone(),
             audience: auth.audience.clone(),
             issuer: auth.issuer.clone(),
@@ -53,11 +74,19 @@ impl Authenticator {
             return Err(AuthError::TooLong);
         }
         let parts = Parts::split(token)?;
-        let alg = jwt::header_alg(parts.header)?;
+        let header = jwt::header(parts.header)?;
+        let alg = header.alg;
         if !self.algorithms.contains(&alg) {
             return Err(AuthError::Algorithm);
         }
-        jwt::check_signature(&self.secret, alg, &parts)?;
+        let tag = jwt::decode(parts.signature)?;
+        let signed_by_one = self
+            .candidates(header.kid.as_deref())
+            .any(|key| jwt::check_signature(&key.secret, alg, &parts, &tag).is_ok());
+        if !signed_by_one {
+            // An unknown kid is refused as a bad signature: no key here made it.
+            return Err(AuthError::Signature);
+        }
         let payload = jwt::decode(parts.payload)?;
         let policy = Policy {
             audience: self.audience.as_deref(),
@@ -67,13 +96,31 @@ impl Authenticator {
         };
         claims::check(&payload, &policy, now_unix_secs)
     }
+
+    /// The keys a token is checked against. With a `kid`, the key of that id only (none when
+    /// no key has it); without one, every key, so a token minted before its issuer knew of
+    /// key ids passes under any secret in force. When no key has an id (only
+    /// `auth.jwt_secret[_file]` is set), a `kid` is ignored, as it was before keys had ids:
+    /// an issuer whose library writes one keeps working.
+    fn candidates<'a>(&'a self, kid: Option<&'a str>) -> impl Iterator<Item = &'a Key> + 'a {
+        let wanted = kid.filter(|_| self.by_kid);
+        self.keys
+            .iter()
+            .filter(move |k| wanted.is_none() || k.kid.as_deref() == wanted)
+    }
+
+    /// The key ids in force, in order (`None` for the secret without one), for the log.
+    pub fn key_ids(&self) -> Vec<Option<&str>> {
+        self.keys.iter().map(|k| k.kid.as_deref()).collect()
+    }
 }
 
 /// Keeps the secret out of logs and panic messages.
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticator")
-            .field("secret", &"<redacted>")
+            .field("secrets", &"<redacted>")
+            .field("kids", &self.key_ids())
             .field("algorithms", &self.algorithms)
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)

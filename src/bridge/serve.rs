@@ -228,7 +228,7 @@ fn register(core: &Core, req: &BridgeRequest, body: &[u8]) -> Result<Ready, Fail
     let Ok((n, rx)) = core.bridge.register(agent.id, cfg.max_in_flight, random) else {
         return Err(Failure::Busy);
     };
-    let auth_on = core.shared.auth.is_some();
+    let auth_on = core.auth().is_some();
     let head = &req.head;
     let json = HttpRequestMsg::new(
         wire_id(n),

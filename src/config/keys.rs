@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::{
-    Addr, Choice, Demo, Dur, FilePath, Flag, Int, List, LogFilter, Methods, OptionalAddr,
+    Addr, Choice, Demo, Dur, FilePath, Flag, Int, Keys, List, LogFilter, Methods, OptionalAddr,
     OptionalText, Origins, RedisUrl, RegistryName, Role, Secret, TokenLifetime, Trimmed,
 };
 use super::{
-    ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow,
-    MAX_WORKERS,
+    AuthKey, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat,
+    Overflow, MAX_WORKERS,
 };
 
 const MIB: usize = 1 << 20;
@@ -196,8 +196,13 @@ config_keys! {
     [auth] AuthConfig {
         /// The HMAC secret inline; when set, every connection needs a token.
         jwt_secret: Option<String> { default: None, parse: Secret }
-        /// A file holding that secret, read at start.
+        /// A file holding that secret, read at start and on every reload.
         jwt_secret_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// Several secrets at once, each with a key id, each read from its file at start and
+        /// on every reload: a token whose header names a `kid` is checked against that key
+        /// only, one without a `kid` against each, so a secret can be rotated with no refused
+        /// client.
+        keys: Vec<AuthKey> { default: Vec::new(), parse: Keys }
         /// Accepted `alg` values; anything else (`none` above all) is refused.
         algorithms: Vec<JwtAlgorithm> {
             default: vec![JwtAlgorithm::Hs256],

@@ -170,29 +170,33 @@ pub(super) fn read_secret(
             reason: format!("set only one of {inline_key} and {key}"),
             origin: "the config".to_string(),
         }),
-        (None, Some(path)) => {
-            let mut bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
-                key: Some(key.to_string()),
-                path: path.clone(),
-                source,
-            })?;
-            while matches!(bytes.last(), Some(b'\n' | b'\r')) {
-                bytes.pop();
-            }
-            if bytes.len() < MIN_SECRET_BYTES {
-                return Err(ConfigError::Invalid {
-                    key: key.to_string(),
-                    value: format!("{:?}", path.display().to_string()),
-                    reason: format!(
-                        "the file holds {} bytes; an HS256 secret must be at least {MIN_SECRET_BYTES}",
-                        bytes.len()
-                    ),
-                    origin: "the file's contents".to_string(),
-                });
-            }
-            Ok(Some(bytes))
-        }
+        (None, Some(path)) => read_secret_file(key, path).map(Some),
     }
+}
+
+/// A secret in a file, named by `key` in errors: trailing CR/LF dropped (`echo secret > file`
+/// adds one), at least `MIN_SECRET_BYTES` left.
+pub(super) fn read_secret_file(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let mut bytes = std::fs::read(path).map_err(|source| ConfigError::Io {
+        key: Some(key.to_string()),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+        bytes.pop();
+    }
+    if bytes.len() < MIN_SECRET_BYTES {
+        return Err(ConfigError::Invalid {
+            key: key.to_string(),
+            value: format!("{:?}", path.display().to_string()),
+            reason: format!(
+                "the file holds {} bytes; an HS256 secret must be at least {MIN_SECRET_BYTES}",
+                bytes.len()
+            ),
+            origin: "the file's contents".to_string(),
+        });
+    }
+    Ok(bytes)
 }
 
 pub(super) fn ignored_env_vars(env: &[(String, String)]) -> Vec<String> {

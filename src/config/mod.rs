@@ -14,6 +14,7 @@ mod error;
 mod keys;
 mod kinds;
 mod layers;
+mod live;
 mod redact;
 mod render;
 #[cfg(test)]
@@ -29,9 +30,11 @@ pub use keys::{
     AuthConfig, BridgeConfig, ClusterConfig, Config, DemoConfig, LimitsConfig, LogConfig,
     SecurityConfig, SessionConfig, StatsConfig,
 };
+pub use live::{is_live, FIXED_KEYS};
 pub use redact::{has_password, redact_url};
 pub use types::{
-    ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow,
+    AuthKey, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat,
+    Overflow, MAX_AUTH_KEYS,
 };
 
 /// Bits of a connection id that hold its worker's index (`context::Core::next_conn_id`), so
@@ -94,6 +97,19 @@ impl Config {
     pub fn jwt_secret(&self) -> Result<Option<Vec<u8>>, ConfigError> {
         let a = &self.auth;
         layers::read_secret("auth", &a.jwt_secret, &a.jwt_secret_file)
+    }
+
+    /// Every token secret in force, read now: the one without a key id
+    /// (`auth.jwt_secret[_file]`) first, then each of `auth.keys` with its `kid`. Empty: auth
+    /// is off.
+    pub fn jwt_keys(&self) -> Result<Vec<(Option<String>, Vec<u8>)>, ConfigError> {
+        let mut keys: Vec<(Option<String>, Vec<u8>)> =
+            self.jwt_secret()?.map(|s| (None, s)).into_iter().collect();
+        for k in &self.auth.keys {
+            let secret = layers::read_secret_file("auth.keys", &k.secret_file)?;
+            keys.push((Some(k.kid.clone()), secret));
+        }
+        Ok(keys)
     }
 
     /// The node-to-node link's secret (`cluster.secret` or `cluster.secret_file`), read now.

@@ -289,3 +289,27 @@ impl fmt::Display for LogFormat {
         f.write_str(self.as_str())
     }
 }
+
+/// One of several token secrets (`auth.keys`): a token whose header names `kid` is checked
+/// against this key only. The secret is read from `secret_file` at start and on every reload,
+/// never written inline, so a rotation is a file change plus SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthKey {
+    /// 1 to 64 of `[A-Za-z0-9._-]`, unique among the keys.
+    pub kid: String,
+    pub secret_file: std::path::PathBuf,
+}
+
+/// The most keys `auth.keys` may hold: a token without a `kid` is tried against each, so
+/// this bounds the HMACs one forged token costs.
+pub const MAX_AUTH_KEYS: usize = 8;
+
+impl AuthKey {
+    /// Whether `kid` is a valid key id.
+    pub fn valid_kid(kid: &str) -> bool {
+        (1..=64).contains(&kid.len())
+            && kid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    }
+}

@@ -46,7 +46,7 @@ fn authorize(core: &Core, head: &RequestHead, route: &Route) -> Result<Option<St
         Route::Relay(t) => t.role.clone(),
         _ => None,
     };
-    let Some(auth) = core.shared.auth.as_ref() else {
+    let Some(auth) = core.auth() else {
         return Ok(requested);
     };
     if *route == Route::Echo && core.config().security.echo_route == EchoRoute::Open {

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod admit;
+pub(crate) mod reload;
 
 use crate::config::Config;
 use crate::limits::IpLimits;
@@ -17,12 +18,16 @@ use crate::session::handoff::Handoff;
 use crate::session::Registry;
 use crate::stats::{CoreGauges, CoreHistograms, CoreSnapshot, CoreStats};
 use local_sync::semaphore::Semaphore;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Shared by all workers and read off the forwarding path only (handoff, /health).
 pub struct Shared {
+    /// The config the relay started with. What a reload can change is read from each
+    /// worker's own copy instead ([`Core::config`]); read this one only for keys a reload
+    /// keeps (`config::FIXED_KEYS`: listeners, pool and queue sizes, the tick's timers).
     pub config: Arc<Config>,
     pub started: Instant,
     pub driver: &'static str,
@@ -33,9 +38,11 @@ pub struct Shared {
     pub ip_release: Vec<flume::Sender<std::net::IpAddr>>,
     /// Each core's scrape inbox: a request is the channel to answer on.
     pub scrape: Vec<flume::Sender<flume::Sender<CoreSnapshot>>>,
-    /// Token checks; `None` when auth is off. Immutable after start, so workers read it
-    /// without any synchronisation.
-    pub auth: Option<crate::auth::Authenticator>,
+    /// Token checks as the relay started; `None` when auth is off. Each worker starts its
+    /// own copy from it ([`Core::auth`]), which a reload replaces.
+    pub start_auth: Option<Arc<crate::auth::Authenticator>>,
+    /// What the reloads came to, for /stats and /metrics (written by the main thread).
+    pub reloads: crate::stats::ReloadStats,
     /// The fleet as the membership thread last read it (cluster mode only); read by /health
     /// and /stats, never by the forwarding path.
     pub cluster: Option<Arc<crate::fleet::view::View>>,
@@ -74,6 +81,12 @@ pub struct Core {
     next_id: Cell<u64>,
     /// Closed when the server shuts down; every waiter wakes with an error.
     pub shutdown: Semaphore,
+    /// This worker's copy of the config in force: the start config until a reload replaces
+    /// it whole (`reload::apply`). Only this thread touches it, so reading it takes no lock
+    /// or atomic; a reader holds the `Rc` it got, so a swap never changes a config under it.
+    live: RefCell<Rc<Config>>,
+    /// This worker's token checker in force (`None`: auth off), swapped with `live`.
+    auth: RefCell<Option<Rc<crate::auth::Authenticator>>>,
 }
 
 impl Core {
@@ -98,12 +111,21 @@ impl Core {
             rng: CoreRng::new(),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),
+            live: RefCell::new(Rc::new(Config::clone(&shared.config))),
+            auth: RefCell::new(shared.start_auth.as_deref().cloned().map(Rc::new)),
             shared,
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.shared.config
+    /// The config in force on this worker: what a connection or request reads when it
+    /// starts. A reload swaps it; whoever holds the one it got keeps it unchanged.
+    pub fn config(&self) -> Rc<Config> {
+        self.live.borrow().clone()
+    }
+
+    /// The token checker in force on this worker; `None` when auth is off.
+    pub fn auth(&self) -> Option<Rc<crate::auth::Authenticator>> {
+        self.auth.borrow().clone()
     }
 
     /// Gives back one open connection of `ip`, counted on core `home`: here at once, or by a

@@ -31,9 +31,10 @@ pub struct IpLimits {
     /// The core these limits live on: charges are given back here.
     home: usize,
     table: RefCell<LruCache<IpAddr, Entry>>,
-    connect_rate: Option<Rate>,
-    max_open: Option<u32>,
-    max_handshakes: Option<u32>,
+    /// The figures a reload may change (`reconfigure`); the table's size stays.
+    connect_rate: Cell<Option<Rate>>,
+    max_open: Cell<Option<u32>>,
+    max_handshakes: Cell<Option<u32>>,
     pub evictions: Cell<u64>,
 }
 
@@ -52,25 +53,38 @@ impl IpLimits {
     /// The limits of core `home` (below `config::MAX_WORKERS`), with the whole configured
     /// figures: every address counted here has this core as its home.
     pub fn new(limits: &LimitsConfig, home: usize) -> IpLimits {
-        let (rate, burst) = (limits.ip_connect_rate, limits.ip_connect_burst);
-        let open = limits.max_connections_per_ip;
-        let handshakes = limits.max_handshakes_per_ip;
         let size = NonZeroUsize::new(limits.ip_table_size).unwrap_or(NonZeroUsize::MIN);
-        let cap = |n: usize| (n > 0).then(|| u32::try_from(n).unwrap_or(u32::MAX));
-        IpLimits {
+        let l = IpLimits {
             home,
             table: RefCell::new(LruCache::new(size)),
-            connect_rate: (rate > 0).then(|| Rate::new(rate as f64, 60_000.0, burst as f64)),
-            max_open: cap(open),
-            max_handshakes: cap(handshakes),
+            connect_rate: Cell::new(None),
+            max_open: Cell::new(None),
+            max_handshakes: Cell::new(None),
             evictions: Cell::new(0),
-        }
+        };
+        l.reconfigure(limits);
+        l
+    }
+
+    /// Takes the rate and counts of `limits` (a reload): the next connection and handshake
+    /// are checked against them. Counts already taken stay: a lower cap refuses newcomers
+    /// until enough connections have ended, it closes nobody. A bucket keeps its tokens and
+    /// refills at the new rate.
+    pub fn reconfigure(&self, limits: &LimitsConfig) {
+        let (rate, burst) = (limits.ip_connect_rate, limits.ip_connect_burst);
+        let cap = |n: usize| (n > 0).then(|| u32::try_from(n).unwrap_or(u32::MAX));
+        self.connect_rate
+            .set((rate > 0).then(|| Rate::new(rate as f64, 60_000.0, burst as f64)));
+        self.max_open.set(cap(limits.max_connections_per_ip));
+        self.max_handshakes.set(cap(limits.max_handshakes_per_ip));
     }
 
     /// Whether any per-IP limit is on. When none is, nothing is counted and an address's home
     /// core does not matter.
     pub fn enabled(&self) -> bool {
-        self.connect_rate.is_some() || self.max_open.is_some() || self.max_handshakes.is_some()
+        self.connect_rate.get().is_some()
+            || self.max_open.get().is_some()
+            || self.max_handshakes.get().is_some()
     }
 
     /// [`enabled`](Self::enabled) for `limits`, without building the tables.
@@ -89,7 +103,7 @@ impl IpLimits {
             return f(e);
         }
         let entry = Entry {
-            connects: self.connect_rate.map(|r| Bucket::full(&r, now_ms)),
+            connects: self.connect_rate.get().map(|r| Bucket::full(&r, now_ms)),
             open: 0,
             handshakes: 0,
         };
@@ -103,7 +117,7 @@ impl IpLimits {
 
     /// A new connection from `ip` (refused ones are not charged).
     pub fn admit_connect(&self, ip: IpAddr, now_ms: u64) -> Result<(), IpRefusal> {
-        let Some(rate) = self.connect_rate else {
+        let Some(rate) = self.connect_rate.get() else {
             return Ok(());
         };
         self.with_entry(ip, now_ms, |e| {
@@ -121,7 +135,7 @@ impl IpLimits {
     /// Counts an open connection from `ip`, or refuses it. The count is given back when the
     /// charge is dropped (through [`close`](Self::close) on this core).
     pub fn open(&self, ip: IpAddr, now_ms: u64) -> Result<IpCharge, IpRefusal> {
-        let Some(max) = self.max_open else {
+        let Some(max) = self.max_open.get() else {
             return Ok(IpCharge::uncounted(ip));
         };
         self.with_entry(ip, now_ms, |e| {
@@ -142,7 +156,7 @@ impl IpLimits {
     /// Counts a connection from `ip` that has not finished its HTTP phase, or refuses it
     /// (`false`). A counted one is ended with [`handshake_end`](Self::handshake_end).
     pub fn handshake_begin(&self, ip: IpAddr, now_ms: u64) -> bool {
-        let Some(max) = self.max_handshakes else {
+        let Some(max) = self.max_handshakes.get() else {
             return true;
         };
         self.with_entry(ip, now_ms, |e| {
@@ -152,12 +166,12 @@ impl IpLimits {
         })
     }
 
+    /// Settled whether or not a limit is on now: a reload may have turned it off since this
+    /// handshake was counted, and a count left behind would pin its entry.
     pub fn handshake_end(&self, ip: IpAddr, now_ms: u64) {
-        if self.max_handshakes.is_some() {
-            self.settle(ip, now_ms, |e| {
-                e.handshakes = e.handshakes.saturating_sub(1)
-            });
-        }
+        self.settle(ip, now_ms, |e| {
+            e.handshakes = e.handshakes.saturating_sub(1)
+        });
     }
 
     /// Applies `f` to `ip`'s entry, then drops the entry if it no longer holds anything: no
@@ -170,7 +184,7 @@ impl IpLimits {
             return;
         };
         f(e);
-        let rested = match (&mut e.connects, &self.connect_rate) {
+        let rested = match (&mut e.connects, &self.connect_rate.get()) {
             (Some(b), Some(r)) => b.is_full(r, now_ms),
             _ => true,
         };

@@ -14,7 +14,7 @@ use std::rc::Rc;
 /// A new hold for a connection of `core`.
 pub fn new_hold(core: &Core) -> Box<Hold> {
     Box::new(Hold::new(crate::bridge::answers::capture_limit(
-        core.config(),
+        &core.config(),
     )))
 }
 

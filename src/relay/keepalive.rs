@@ -36,12 +36,14 @@ pub async fn run(core: Rc<Core>) {
     let peer_timeout_ms = cfg.peer_timeout.as_millis() as u64;
     let idle_ms = cfg.idle_timeout.as_millis() as u64;
     let close_ms = cfg.close_timeout.as_millis() as u64;
-    let write_ms = core.config().limits.write_timeout.as_millis() as u64;
     // Ends blocked writes at once when the pool runs low, between ticks.
     monoio::spawn(blocked::guard(core.clone()));
     loop {
         monoio::time::sleep(period).await;
         let now = core.clock.tick();
+        // A reload may change the write timeout (the session timers and the tick's period
+        // stay as they started: config::FIXED_KEYS).
+        let write_ms = core.config().limits.write_timeout.as_millis() as u64;
         let mut blocked = blocked::Scan::new(&core);
         for p in core.registry.peers() {
             if write_stuck(&p, now, write_ms) {

@@ -4,6 +4,7 @@
 pub(crate) mod accept;
 pub(crate) mod handshake;
 pub(crate) mod health;
+pub mod reload;
 pub(crate) mod scrape;
 pub(crate) mod steer;
 pub(crate) mod worker;
@@ -259,6 +260,7 @@ struct Inbox {
     releases: flume::Receiver<std::net::IpAddr>,
     scrapes: flume::Receiver<flume::Sender<crate::stats::CoreSnapshot>>,
     commands: flume::Receiver<crate::fleet::ask::Command>,
+    reloads: flume::Receiver<crate::context::reload::ReloadOrder>,
 }
 
 /// The sending ends of every worker's inbox, in worker order.
@@ -267,6 +269,7 @@ struct Outboxes {
     ip_release: Vec<flume::Sender<std::net::IpAddr>>,
     scrape: Vec<flume::Sender<flume::Sender<crate::stats::CoreSnapshot>>>,
     commands: Vec<flume::Sender<crate::fleet::ask::Command>>,
+    reloads: Vec<flume::Sender<crate::context::reload::ReloadOrder>>,
 }
 
 /// Creates every worker's bounded inboxes before any thread starts, so each worker can be
@@ -284,6 +287,7 @@ fn inboxes(config: &Config, workers: usize) -> (Outboxes, Vec<Inbox>) {
         ip_release: Vec::new(),
         scrape: Vec::new(),
         commands: Vec::new(),
+        reloads: Vec::new(),
     };
     let mut ins = Vec::new();
     for _ in 0..workers {
@@ -291,15 +295,18 @@ fn inboxes(config: &Config, workers: usize) -> (Outboxes, Vec<Inbox>) {
         let (release_tx, releases) = flume::bounded(releases);
         let (scrape_tx, scrapes) = flume::bounded(SCRAPES_QUEUED);
         let (command_tx, commands) = flume::bounded(crate::fleet::ask::COMMAND_QUEUE);
+        let (reload_tx, reloads) = flume::bounded(reload::QUEUED);
         out.handoff.push(handoff_tx);
         out.ip_release.push(release_tx);
         out.scrape.push(scrape_tx);
         out.commands.push(command_tx);
+        out.reloads.push(reload_tx);
         ins.push(Inbox {
             handoffs,
             releases,
             scrapes,
             commands,
+            reloads,
         });
     }
     (out, ins)
@@ -447,7 +454,8 @@ impl Server {
             handoff: out.handoff,
             ip_release: out.ip_release,
             scrape: out.scrape,
-            auth: self.auth,
+            start_auth: self.auth.map(Arc::new),
+            reloads: Default::default(),
             cluster_requests: cluster_on.then_some(request_tx),
             cluster_secret: self.cluster_secret,
         });
@@ -486,6 +494,7 @@ impl Server {
             threads,
             shared,
             member,
+            reloads: out.reloads,
         })
     }
 
@@ -525,6 +534,7 @@ impl Server {
                 handoffs: inbox.handoffs,
                 releases: inbox.releases,
                 scrapes: inbox.scrapes,
+                reloads: inbox.reloads,
                 shutdown: stop_rx,
                 ready: ready.clone(),
             };
@@ -543,6 +553,8 @@ pub struct Running {
     pub shared: Arc<Shared>,
     /// The membership thread (cluster mode).
     member: Option<crate::cluster::Member>,
+    /// Each worker's reload inbox (`Running::reload`).
+    reloads: Vec<flume::Sender<crate::context::reload::ReloadOrder>>,
 }
 
 impl Running {

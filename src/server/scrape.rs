@@ -59,6 +59,7 @@ pub async fn scrape(core: &Core, format: Format) -> Response {
         uptime_s: core.shared.started.elapsed().as_secs(),
         cluster: core.shared.cluster.as_ref().map(|v| v.stats_json()),
         cluster_rtt: core.shared.cluster.as_ref().map(|v| v.rtt()),
+        reload: Some(core.shared.reloads.json()),
     };
     match format {
         Format::Json => Response::json(200, stats_json(&meta, &cores)),

@@ -25,6 +25,8 @@ pub struct WorkerSetup {
     /// Open-connection counts given back to this core by connections that ended elsewhere.
     pub releases: flume::Receiver<std::net::IpAddr>,
     pub scrapes: flume::Receiver<flume::Sender<crate::stats::CoreSnapshot>>,
+    /// Reloads to put in force on this worker (SIGHUP).
+    pub reloads: flume::Receiver<crate::context::reload::ReloadOrder>,
     pub shutdown: flume::Receiver<()>,
     /// Told once this worker listens.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -125,6 +127,10 @@ pub async fn run(setup: WorkerSetup) {
     monoio::spawn(receive_handoffs(core.clone(), setup.handoffs));
     monoio::spawn(receive_releases(core.clone(), setup.releases));
     monoio::spawn(super::scrape::answer_scrapes(core.clone(), setup.scrapes));
+    monoio::spawn(crate::context::reload::receive_reloads(
+        core.clone(),
+        setup.reloads,
+    ));
     monoio::spawn(keepalive::run(core.clone()));
     let _ = setup.ready.send(Ok(()));
     let _ = setup.shutdown.recv_async().await;

@@ -6,11 +6,13 @@
 
 pub(crate) mod counters;
 pub(crate) mod histograms;
+pub(crate) mod reload;
 pub(crate) mod render;
 pub(crate) mod snapshot;
 
 pub use counters::{bump, CoreStats, RefusedStatus};
 pub use histograms::{CoreHistograms, Latency};
+pub use reload::ReloadStats;
 pub use snapshot::CoreSnapshot;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -22,6 +22,8 @@ pub struct Meta {
     pub cluster: Option<Value>,
     /// That node's Redis round trips, in microseconds (cluster mode only).
     pub cluster_rtt: Option<Histogram<u64>>,
+    /// The reloads (SIGHUP) so far: `ReloadStats::json`.
+    pub reload: Option<Value>,
 }
 
 const QUANTILES: [(&str, f64); 5] = [
@@ -106,6 +108,9 @@ pub fn stats_json(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     });
     if let Some(c) = &meta.cluster {
         v["cluster"] = c.clone();
+    }
+    if let Some(r) = &meta.reload {
+        v["reload"] = r.clone();
     }
     v.to_string()
 }
@@ -215,6 +220,9 @@ fn gauge_help(name: &str) -> &'static str {
 pub fn metrics_text(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     let mut out = String::with_capacity(8192);
     node_metrics(&mut out, meta);
+    if let Some(r) = &meta.reload {
+        reload_metrics(&mut out, r);
+    }
     if let Some(c) = &meta.cluster {
         cluster_metrics(&mut out, c);
     }
@@ -222,6 +230,45 @@ pub fn metrics_text(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     gauge_metrics(&mut out, cores);
     latency_metrics(&mut out, meta, cores);
     out
+}
+
+/// The reloads, from the same object /stats shows. Before any reload the success gauge is 1:
+/// the config in force is the one the relay started with, which loaded.
+fn reload_metrics(out: &mut String, r: &Value) {
+    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    let success = u64::from(r["last_reload_outcome"] != "refused");
+    let lines = [
+        (
+            "reloads_ok_total",
+            "counter",
+            "Reloads (SIGHUP) applied.",
+            n("reloads_ok"),
+        ),
+        (
+            "reloads_refused_total",
+            "counter",
+            "Reloads (SIGHUP) refused: the config did not load or validate, nothing changed.",
+            n("reloads_refused"),
+        ),
+        (
+            "last_reload_timestamp_seconds",
+            "gauge",
+            "Unix time of the last reload, applied or refused (0: none yet).",
+            n("last_reload_unix"),
+        ),
+        (
+            "last_reload_success",
+            "gauge",
+            "1 when the last reload was applied (or none was tried), 0 when it was refused.",
+            success,
+        ),
+    ];
+    for (name, kind, help, v) in lines {
+        let _ = writeln!(
+            out,
+            "# HELP ringrelay_{name} {help}\n# TYPE ringrelay_{name} {kind}\nringrelay_{name} {v}"
+        );
+    }
 }
 
 /// Version, driver, workers and uptime: what a dashboard needs to tell relays apart.
@@ -332,6 +379,7 @@ mod tests {
     }
 
     const META: Meta = Meta {
+        reload: None,
         cluster: None,
         cluster_rtt: None,
         version: "0.0.0",

@@ -1,6 +1,7 @@
 //! Unit tests for auth. Helpers live here; the cases are split by topic.
 
 mod grant;
+mod keys;
 mod props;
 mod request;
 mod verify;

@@ -4,6 +4,7 @@ mod docs;
 mod duration;
 mod errors;
 mod layering;
+mod live;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -109,6 +110,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "bridge.pass_cookies" => "true",
         "auth.jwt_secret" => SECRET,
         "auth.jwt_secret_file" => "/run/credentials/ringrelay.service/jwt",
+        "auth.keys" => "k1=/run/credentials/ringrelay.service/k1, k-2=/run/k2.key",
         "auth.algorithms" => "HS256, HS512",
         "auth.audience" => "relay.example",
         "auth.issuer" => "https://auth.example",

@@ -1,0 +1,89 @@
+//! Which keys a reload (SIGHUP) applies to the running workers, and which stay as the relay
+//! started: a key is fixed when its value is baked into something built once (a listener, a
+//! thread, the buffer pool, a queue's capacity, the tick, the logger, the cluster thread). A
+//! reload keeps every fixed key's running value and names each one the new config changed,
+//! so the config the workers then read is whole and coherent: live keys new, fixed keys as
+//! they started. Every key is in exactly one of the two lists (a test holds them to the
+//! table in `keys.rs`, and docs/configuration.md to this file).
+
+use super::Config;
+
+macro_rules! fixed_keys {
+    ($($name:literal => $($path:ident).+ ;)*) => {
+        /// The keys a reload cannot change, in the table's order.
+        pub const FIXED_KEYS: &[&str] = &[$($name),*];
+
+        /// Puts back into `new` the running value of every fixed key it changed and returns
+        /// their names.
+        fn keep(new: &mut Config, running: &Config) -> Vec<&'static str> {
+            let mut changed = Vec::new();
+            $(
+                if new.$($path).+ != running.$($path).+ {
+                    changed.push($name);
+                    new.$($path).+ = running.$($path).+.clone();
+                }
+            )*
+            changed
+        }
+    };
+}
+
+fixed_keys! {
+    "listen" => listen;
+    "admin_listen" => admin_listen;
+    "workers" => workers;
+    "driver" => driver;
+    "limits.read_buffer_bytes" => limits.read_buffer_bytes;
+    "limits.pool_buffers" => limits.pool_buffers;
+    "limits.max_read_buffers" => limits.max_read_buffers;
+    "limits.handoff_queue" => limits.handoff_queue;
+    "limits.max_connections_per_worker" => limits.max_connections_per_worker;
+    "limits.max_connections" => limits.max_connections;
+    "limits.max_sessions" => limits.max_sessions;
+    "limits.reconnect_reserve_percent" => limits.reconnect_reserve_percent;
+    "limits.ip_table_size" => limits.ip_table_size;
+    "limits.pool_reserve_percent" => limits.pool_reserve_percent;
+    "limits.accept_backoff_max" => limits.accept_backoff_max;
+    "session.ping_interval" => session.ping_interval;
+    "session.peer_timeout" => session.peer_timeout;
+    "session.idle_timeout" => session.idle_timeout;
+    "session.linger" => session.linger;
+    "session.buffer_bytes" => session.buffer_bytes;
+    "session.buffer_messages" => session.buffer_messages;
+    "session.overflow" => session.overflow;
+    "session.core_buffer_budget" => session.core_buffer_budget;
+    "session.replay_bytes" => session.replay_bytes;
+    "session.close_timeout" => session.close_timeout;
+    "bridge.agent_role" => bridge.agent_role;
+    "log.level" => log.level;
+    "log.format" => log.format;
+    "stats.latency" => stats.latency;
+    "cluster.redis_url" => cluster.redis_url;
+    "cluster.node_id" => cluster.node_id;
+    "cluster.region" => cluster.region;
+    "cluster.public_url" => cluster.public_url;
+    "cluster.internal_listen" => cluster.internal_listen;
+    "cluster.heartbeat" => cluster.heartbeat;
+    "cluster.node_ttl" => cluster.node_ttl;
+    "cluster.key_prefix" => cluster.key_prefix;
+    "cluster.secret" => cluster.secret;
+    "cluster.secret_file" => cluster.secret_file;
+    "cluster.session_ttl" => cluster.session_ttl;
+    "cluster.lookup_timeout" => cluster.lookup_timeout;
+    "cluster.request_queue" => cluster.request_queue;
+    "cluster.max_pending_links_per_ip" => cluster.max_pending_links_per_ip;
+    "cluster.max_pending_links" => cluster.max_pending_links;
+}
+
+/// Whether a reload applies `key` (a dotted name from the table).
+pub fn is_live(key: &str) -> bool {
+    !FIXED_KEYS.contains(&key)
+}
+
+impl Config {
+    /// Makes `self` (a config just loaded for a reload) keep `running`'s value of every key
+    /// that cannot change live; returns the names of those it had changed, for the operator.
+    pub fn keep_fixed(&mut self, running: &Config) -> Vec<&'static str> {
+        keep(self, running)
+    }
+}
