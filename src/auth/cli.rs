@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{mint, MintClaims};
+use super::{mint_with_kid, MintClaims};
 use crate::config::{
     format_duration, parse_duration, AuthConfig, CliOverrides, Config, ConfigError, JwtAlgorithm,
 };
@@ -38,6 +38,10 @@ pub struct TokenArgs {
     /// Set iss (default: the config's auth.issuer).
     #[arg(long)]
     pub issuer: Option<String>,
+    /// Put this key id in the token's header (`kid`). With --config and no --secret-file,
+    /// the secret is that key's from auth.keys.
+    #[arg(long, value_parser = kid_arg)]
+    pub kid: Option<String>,
     /// Set nbf this far in the future (0s: now); without it the token has no nbf.
     #[arg(long, value_parser = parse_duration)]
     pub not_before_in: Option<Duration>,
@@ -46,8 +50,10 @@ pub struct TokenArgs {
 /// Every message names the flag or file at fault and never the secret's bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("no secret: pass --secret-file, or --config with auth.jwt_secret or auth.jwt_secret_file set")]
+    #[error("no secret: pass --secret-file, or --config with auth.jwt_secret or auth.jwt_secret_file set (or --kid naming one of its auth.keys)")]
     NoSecret,
+    #[error("--kid {0:?}: no key of that id in the config's auth.keys")]
+    UnknownKid(String),
     #[error("--secret-file: {0}")]
     SecretFile(ConfigError),
     #[error("--config: {0}")]
@@ -98,10 +104,19 @@ pub fn token(args: &TokenArgs, now: u64) -> Result<String, TokenError> {
     };
     let secret = match (&args.secret_file, &server) {
         (Some(path), _) => read_secret(path).map_err(TokenError::SecretFile)?,
-        (None, Some(cfg)) => cfg
-            .jwt_secret()
-            .map_err(TokenError::Config)?
-            .ok_or(TokenError::NoSecret)?,
+        (None, Some(cfg)) => match &args.kid {
+            Some(kid) => cfg
+                .jwt_keys()
+                .map_err(TokenError::Config)?
+                .into_iter()
+                .find(|(id, _)| id.as_ref() == Some(kid))
+                .map(|(_, secret)| secret)
+                .ok_or_else(|| TokenError::UnknownKid(kid.clone()))?,
+            None => cfg
+                .jwt_secret()
+                .map_err(TokenError::Config)?
+                .ok_or(TokenError::NoSecret)?,
+        },
         (None, None) => return Err(TokenError::NoSecret),
     };
     let auth = server.as_ref().map(|c| &c.auth);
@@ -133,7 +148,7 @@ pub fn token(args: &TokenArgs, now: u64) -> Result<String, TokenError> {
         aud,
         iss,
     };
-    Ok(mint(&secret, alg, &claims))
+    Ok(mint_with_kid(&secret, alg, args.kid.as_deref(), &claims))
 }
 
 /// A token its server would refuse (401 token_lifetime_too_long) is never minted: the limit is
@@ -221,6 +236,14 @@ fn ttl_arg(s: &str) -> Result<Duration, String> {
         return Err("must be at least 1s".to_string());
     }
     Ok(d)
+}
+
+fn kid_arg(s: &str) -> Result<String, String> {
+    if crate::config::AuthKey::valid_kid(s) {
+        Ok(s.to_string())
+    } else {
+        Err("expected 1 to 64 characters of A-Z a-z 0-9 . _ -".to_string())
+    }
 }
 
 fn alg_arg(s: &str) -> Result<JwtAlgorithm, String> {
