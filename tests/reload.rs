@@ -373,7 +373,38 @@ fn a_key_that_cannot_change_live_is_named_and_left(driver: &str) {
     assert_eq!(r["last_reload_kept"].as_array().unwrap().len(), 2, "{r}");
 }
 
+/// The per-IP connection rate, turned on by a reload: an address past the new burst is
+/// refused, another address and a pair opened before are not.
+fn a_per_ip_rate_turned_on_by_reload_applies_at_once(driver: &str) {
+    let dir = Dir::new(&format!("rate-{driver}"));
+    let config = dir.file("relay.toml", "[limits]\nip_connect_rate = 0\n");
+    // The harness turns the rate off in the environment, which would override the file.
+    let srv = TestServer::start_with(driver, 2, &[], |cmd| {
+        cmd.env_remove("RINGRELAY_LIMITS_IP_CONNECT_RATE")
+            .env("RINGRELAY_CONFIG", &config);
+    });
+    let (mut a, mut b) = stuck::control_pair(&srv, "rate-control", TIMEOUT);
+    let from = |source: &str| try_upgrade(tcp_from(source, srv.addr), srv.addr, "/v1/relay/r", &[]);
+    for _ in 0..5 {
+        assert!(from("127.0.0.5").is_ok(), "no rate before the reload");
+    }
+    dir.file(
+        "relay.toml",
+        "[limits]\nip_connect_rate = 60\nip_connect_burst = 2\n",
+    );
+    reload(&srv, 1, 0);
+    assert!(from("127.0.0.6").is_ok());
+    assert!(from("127.0.0.6").is_ok());
+    assert_refused(from("127.0.0.6"), 429, "rate_limited");
+    assert!(
+        from("127.0.0.7").is_ok(),
+        "another address has its own bucket"
+    );
+    stuck::keeps_flowing(&mut a, &mut b, 3, TIMEOUT);
+}
+
 both_drivers!(
+    a_per_ip_rate_turned_on_by_reload_applies_at_once,
     live_keys_reach_new_connections_while_open_pairs_keep_going,
     rotating_the_jwt_secret_with_two_keys_refuses_no_client,
     a_broken_config_changes_nothing_and_says_why,

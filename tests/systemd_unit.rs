@@ -87,6 +87,14 @@ fn unit_has_the_hardening_directives() {
     }
 }
 
+/// Reload is SIGHUP to the main process, and the unit stays a notify service: Debian 12's
+/// systemd (252) does not know `Type=notify-reload` (253).
+#[test]
+fn unit_reloads_with_sighup() {
+    assert_eq!(values("Type"), ["notify"]);
+    assert_eq!(values("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+}
+
 #[test]
 fn unit_bounds_memory_and_tasks() {
     // A percentage of the host's RAM, or bytes with an optional K/M/G/T suffix; never

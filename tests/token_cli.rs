@@ -450,3 +450,41 @@ fn ttl_is_bounded_by_the_servers_max_token_lifetime() {
         "8760h",
     ]));
 }
+
+/// `--kid` writes the key id into the header; with `--config`, the secret is that key's from
+/// `auth.keys`, and the server's verifier (built from the same config) picks it by the id.
+#[test]
+fn kid_names_a_key_of_the_config() {
+    let d = dir("kid");
+    let k1 = write(&d, "k1.key", "kid-one-secret-0123456789abcdefghijkl\n");
+    let k2 = write(&d, "k2.key", "kid-two-secret-0123456789abcdefghijkl\n");
+    let cfg_path = write(
+        &d,
+        "relay.toml",
+        &format!(
+            "[auth]\nkeys = [{{ kid = \"k1\", secret_file = \"{}\" }}, {{ kid = \"k2\", secret_file = \"{}\" }}]\n",
+            k1.display(),
+            k2.display()
+        ),
+    );
+    let cfg_arg = cfg_path.to_str().unwrap();
+    let out = token(&["--config", cfg_arg, "--kid", "k2", "--session", "s", "--ttl", "1m"]);
+    assert_no_secret(&out);
+    let t = stdout_token(&out);
+    let header = t.split('.').next().unwrap();
+    use base64::Engine;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    assert_eq!(header["kid"], "k2");
+    let cfg = Config::load(Some(&cfg_path), &[], &CliOverrides::default()).unwrap();
+    let auth = Authenticator::from_config(&cfg).unwrap().unwrap();
+    assert!(auth.verify(&t, unix_now()).is_ok());
+    // Without --kid there is no secret to pick: the config has keys only.
+    let out = token(&["--config", cfg_arg, "--session", "s", "--ttl", "1m"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = token(&["--config", cfg_arg, "--kid", "k9", "--session", "s", "--ttl", "1m"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("k9"));
+}

@@ -287,6 +287,54 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_changes_the_figures_and_keeps_the_counts() {
+        let l = IpLimits::new(&limits(0, 1, 0, 16), 0);
+        let a = ip("10.0.0.1");
+        assert!(!l.enabled());
+        assert_eq!(open(&l, a), Ok(()), "uncounted: no limit yet");
+        // On: 60 per minute with a burst of 1, and 2 open connections.
+        l.reconfigure(&limits(60, 1, 2, 16));
+        assert!(l.enabled());
+        assert_eq!(l.admit_connect(a, 0), Ok(()));
+        assert_eq!(
+            l.admit_connect(a, 0),
+            Err(IpRefusal::Rate { retry_after_s: 1 })
+        );
+        assert_eq!(open(&l, a), Ok(()));
+        assert_eq!(open(&l, a), Ok(()));
+        assert_eq!(open(&l, a), Err(IpRefusal::Open));
+        // Lower: the two open stay counted, a newcomer is refused until they end.
+        l.reconfigure(&limits(60, 1, 1, 16));
+        assert_eq!(open(&l, a), Err(IpRefusal::Open));
+        l.close(a, 0);
+        assert_eq!(open(&l, a), Err(IpRefusal::Open));
+        l.close(a, 0);
+        assert_eq!(open(&l, a), Ok(()));
+        // Off again: nothing refused.
+        l.reconfigure(&limits(0, 1, 0, 16));
+        assert!(!l.enabled());
+        assert_eq!(l.admit_connect(a, 0), Ok(()));
+        assert_eq!(open(&l, a), Ok(()));
+    }
+
+    #[test]
+    fn a_handshake_counted_before_a_reload_turned_the_limit_off_is_settled() {
+        let cfg = LimitsConfig {
+            max_handshakes_per_ip: 1,
+            ..limits(0, 1, 0, 16)
+        };
+        let l = IpLimits::new(&cfg, 0);
+        let a = ip("10.0.0.1");
+        assert!(l.handshake_begin(a, 0));
+        l.reconfigure(&limits(0, 1, 0, 16));
+        l.handshake_end(a, 0);
+        assert!(
+            l.is_empty(),
+            "the entry is not pinned by a count left behind"
+        );
+    }
+
+    #[test]
     fn ipv6_clients_share_their_slash_64() {
         let l = IpLimits::new(&limits(0, 1, 1, 16), 0);
         assert_eq!(open(&l, ip("2001:db8::1")), Ok(()));
