@@ -186,6 +186,36 @@ fn reload(sources: &Sources, reloader: &Reloader, running: &mut Config) {
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
+/// What the signal thread needs: SIGTERM and SIGINT stop the server, SIGHUP reloads it.
+struct OnSignal {
+    stop: ringrelay::server::ShutdownHandle,
+    reloader: Reloader,
+    sources: Sources,
+    /// The config in force, which the next reload is compared with.
+    in_force: Config,
+}
+
+impl OnSignal {
+    fn serve(mut self, mut signals: signal_hook::iterator::Signals) {
+        let mut stopping = false;
+        // The handlers stay for the process's life: a late SIGHUP is ignored rather than
+        // meeting its default action (termination) while the workers drain.
+        for sig in signals.forever() {
+            if stopping {
+                continue;
+            }
+            if sig == signal_hook::consts::SIGHUP {
+                reload(&self.sources, &self.reloader, &mut self.in_force);
+                continue;
+            }
+            tracing::info!(signal = sig, "shutting down");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            self.stop.trigger();
+            stopping = true;
+        }
+    }
+}
+
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("RUST_LOG")
@@ -221,7 +251,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     init_logging(&cfg);
     let workers = cfg.workers;
-    let mut in_force = cfg.clone();
+    let in_force = cfg.clone();
     let server = match Server::bind(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -260,27 +290,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     // `internal` is left out of the line when there is none.
     let internal = internal.map(tracing::field::display);
     tracing::info!(%listen, %admin, internal, driver, workers, steering, version = env!("CARGO_PKG_VERSION"), "ringrelay listening");
-    if let Some(mut signals) = signals {
-        let handle = running.handle.clone();
-        let reloader = running.reloader();
-        std::thread::spawn(move || {
-            let mut stopping = false;
-            // The handlers stay for the process's life: a late SIGHUP is ignored rather than
-            // meeting its default action (termination) while the workers drain.
-            for sig in signals.forever() {
-                if stopping {
-                    continue;
-                }
-                if sig == signal_hook::consts::SIGHUP {
-                    reload(&sources, &reloader, &mut in_force);
-                    continue;
-                }
-                tracing::info!(signal = sig, "shutting down");
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-                handle.trigger();
-                stopping = true;
-            }
-        });
+    if let Some(signals) = signals {
+        let on_signal = OnSignal {
+            stop: running.handle.clone(),
+            reloader: running.reloader(),
+            sources,
+            in_force,
+        };
+        std::thread::spawn(move || on_signal.serve(signals));
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     running.join();

@@ -468,7 +468,16 @@ fn kid_names_a_key_of_the_config() {
         ),
     );
     let cfg_arg = cfg_path.to_str().unwrap();
-    let out = token(&["--config", cfg_arg, "--kid", "k2", "--session", "s", "--ttl", "1m"]);
+    let out = token(&[
+        "--config",
+        cfg_arg,
+        "--kid",
+        "k2",
+        "--session",
+        "s",
+        "--ttl",
+        "1m",
+    ]);
     assert_no_secret(&out);
     let t = stdout_token(&out);
     let header = t.split('.').next().unwrap();
@@ -484,7 +493,16 @@ fn kid_names_a_key_of_the_config() {
     // Without --kid there is no secret to pick: the config has keys only.
     let out = token(&["--config", cfg_arg, "--session", "s", "--ttl", "1m"]);
     assert_eq!(out.status.code(), Some(2));
-    let out = token(&["--config", cfg_arg, "--kid", "k9", "--session", "s", "--ttl", "1m"]);
+    let out = token(&[
+        "--config",
+        cfg_arg,
+        "--kid",
+        "k9",
+        "--session",
+        "s",
+        "--ttl",
+        "1m",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("k9"));
 }

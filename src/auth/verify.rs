@@ -5,7 +5,7 @@ use std::fmt;
 use super::claims::{self, Policy};
 use super::jwt::{self, Parts};
 use super::{AuthError, Claims};
-use crate::config::{AuthConfig, Config, ConfigError, JwtAlgorithm};
+use crate::config::{AuthConfig, Config, ConfigError, JwtAlgorithm, JwtKey};
 
 /// One secret, with the key id that names it (`None`: `auth.jwt_secret[_file]`).
 #[derive(Clone)]
@@ -48,7 +48,7 @@ impl Authenticator {
 
     /// Several secrets, each with its key id (at most one without, `auth.jwt_secret[_file]`),
     /// taken as given like [`Authenticator::new`]'s.
-    pub fn with_keys(keys: Vec<(Option<String>, Vec<u8>)>, auth: &AuthConfig) -> Authenticator {
+    pub fn with_keys(keys: Vec<JwtKey>, auth: &AuthConfig) -> Authenticator {
         let keys: Vec<Key> = keys
             .into_iter()
             .map(|(kid, secret)| Key { kid, secret })

@@ -45,6 +45,9 @@ pub const WORKER_INDEX_BITS: u32 = 10;
 /// [`WORKER_INDEX_BITS`] bits (and in the `u16` an open connection keeps of its home core).
 pub const MAX_WORKERS: usize = 1 << WORKER_INDEX_BITS;
 
+/// One token secret as read: its key id (`None` for `auth.jwt_secret[_file]`) and its bytes.
+pub type JwtKey = (Option<String>, Vec<u8>);
+
 /// CLI flags that override file and environment.
 #[derive(Debug, Clone, Default)]
 pub struct CliOverrides {
@@ -102,9 +105,8 @@ impl Config {
     /// Every token secret in force, read now: the one without a key id
     /// (`auth.jwt_secret[_file]`) first, then each of `auth.keys` with its `kid`. Empty: auth
     /// is off.
-    pub fn jwt_keys(&self) -> Result<Vec<(Option<String>, Vec<u8>)>, ConfigError> {
-        let mut keys: Vec<(Option<String>, Vec<u8>)> =
-            self.jwt_secret()?.map(|s| (None, s)).into_iter().collect();
+    pub fn jwt_keys(&self) -> Result<Vec<JwtKey>, ConfigError> {
+        let mut keys: Vec<JwtKey> = self.jwt_secret()?.map(|s| (None, s)).into_iter().collect();
         for k in &self.auth.keys {
             let secret = layers::read_secret_file("auth.keys", &k.secret_file)?;
             keys.push((Some(k.kid.clone()), secret));
