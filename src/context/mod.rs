@@ -123,6 +123,12 @@ impl Core {
         self.live.borrow().clone()
     }
 
+    /// `f` over the config in force, without taking a reference count: for the checks made
+    /// on every read (the forwarding path). `f` cannot await, so no reload lands inside it.
+    pub fn with_config<T>(&self, f: impl FnOnce(&Config) -> T) -> T {
+        f(&self.live.borrow())
+    }
+
     /// The token checker in force on this worker; `None` when auth is off.
     pub fn auth(&self) -> Option<Rc<crate::auth::Authenticator>> {
         self.auth.borrow().clone()

@@ -35,7 +35,7 @@ pub fn storing(
     receiver: Option<&Rc<Peer>>,
     inbound: &Inbound,
 ) -> bool {
-    core.config().session.buffer_bytes > 0
+    core.with_config(|c| c.session.buffer_bytes > 0)
         && !sender.is_closing()
         && (receiver.is_none()
             || session.keeps_from(&sender.role)

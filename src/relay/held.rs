@@ -28,14 +28,16 @@ pub fn mode(
     receiver: Option<&Rc<Peer>>,
     storing: bool,
 ) -> Option<HoldMode> {
-    let agent = &*core.config().bridge.agent_role;
-    if *sender.role == *agent {
-        Some(HoldMode::Answers)
-    } else if storing || receiver.is_some_and(|r| *r.role == *agent) {
-        Some(HoldMode::Requests)
-    } else {
-        None
-    }
+    core.with_config(|c| {
+        let agent = &*c.bridge.agent_role;
+        if *sender.role == *agent {
+            Some(HoldMode::Answers)
+        } else if storing || receiver.is_some_and(|r| *r.role == *agent) {
+            Some(HoldMode::Requests)
+        } else {
+            None
+        }
+    })
 }
 
 /// Writes a read's segments to `receiver` with the held messages it released in between.
