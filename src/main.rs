@@ -193,9 +193,27 @@ struct OnSignal {
     sources: Sources,
     /// The config in force, which the next reload is compared with.
     in_force: Config,
+    /// How to apply a new `log.level` (`None`: `RUST_LOG` decides the filter).
+    log_filter: Option<SetLogFilter>,
 }
 
 impl OnSignal {
+    /// `log.level` is live: the logger is the main process's, not a worker's, so the signal
+    /// thread applies it itself once the workers have the rest.
+    fn set_log_level(&self) {
+        let level = &self.in_force.log.level;
+        match &self.log_filter {
+            Some(set) => match set(level) {
+                Ok(()) => tracing::info!(%level, "log filter changed"),
+                Err(e) => tracing::warn!(%level, error = %e, "could not change the log filter"),
+            },
+            None => tracing::warn!(
+                %level,
+                "log.level changed, but RUST_LOG is set and overrides it: the filter is unchanged"
+            ),
+        }
+    }
+
     fn serve(mut self, mut signals: signal_hook::iterator::Signals) {
         let mut stopping = false;
         // The handlers stay for the process's life: a late SIGHUP is ignored rather than
@@ -205,7 +223,11 @@ impl OnSignal {
                 continue;
             }
             if sig == signal_hook::consts::SIGHUP {
+                let level = self.in_force.log.level.clone();
                 reload(&self.sources, &self.reloader, &mut self.in_force);
+                if self.in_force.log.level != level {
+                    self.set_log_level();
+                }
                 continue;
             }
             tracing::info!(signal = sig, "shutting down");
@@ -216,20 +238,38 @@ impl OnSignal {
     }
 }
 
-fn init_logging(cfg: &Config) {
+/// Replaces the running logger's filter with a `log.level` that a reload brought.
+type SetLogFilter = Box<dyn Fn(&str) -> Result<(), String> + Send>;
+
+/// Starts the logger. Returns how to change its filter on a reload, or `None` when `RUST_LOG`
+/// sets it: the variable overrides `log.level`, at start and on every reload alike.
+fn init_logging(cfg: &Config) -> Option<SetLogFilter> {
     use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("RUST_LOG")
+    let from_env = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(&cfg.log.level));
+        .and_then(|v| EnvFilter::try_new(v).ok());
+    let by_config = from_env.is_none();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&cfg.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false);
-    match cfg.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    // `log.level` was checked when the config loaded, so a new filter always parses.
+    let set: SetLogFilter = match cfg.log.format {
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |f| handle.reload(EnvFilter::new(f)).map_err(|e| e.to_string()))
+        }
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |f| handle.reload(EnvFilter::new(f)).map_err(|e| e.to_string()))
+        }
+    };
+    by_config.then_some(set)
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -249,7 +289,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         print!("{}", cfg.to_toml());
         return ExitCode::SUCCESS;
     }
-    init_logging(&cfg);
+    let log_filter = init_logging(&cfg);
     let workers = cfg.workers;
     let in_force = cfg.clone();
     let server = match Server::bind(cfg) {
@@ -296,6 +336,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             reloader: running.reloader(),
             sources,
             in_force,
+            log_filter,
         };
         std::thread::spawn(move || on_signal.serve(signals));
     }

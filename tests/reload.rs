@@ -447,3 +447,42 @@ fn systemd_hears_reloading_then_ready() {
     assert!(ready.contains("STATUS=config reloaded"), "{ready}");
     assert!(from_origin(&srv, "https://b.example").is_ok());
 }
+
+/// `log.level` is live: debug lines appear after a reload turns them on. (The harness sets
+/// RUST_LOG, which overrides `log.level`, so this server runs without it.)
+#[test]
+fn log_level_changes_on_reload() {
+    let dir = Dir::new("log");
+    let config = dir.file(
+        "relay.toml",
+        &format!("[log]\nlevel = \"info\"\n{ORIGINS_A}"),
+    );
+    let srv = TestServer::start_with("auto", 1, &[], |cmd| {
+        cmd.env_remove("RUST_LOG").env("RINGRELAY_CONFIG", &config);
+    });
+    assert_refused(
+        from_origin(&srv, "https://b.example"),
+        403,
+        "origin_not_allowed",
+    );
+    dir.file(
+        "relay.toml",
+        &format!("[log]\nlevel = \"debug\"\n{ORIGINS_A}"),
+    );
+    reload(&srv, 1, 0);
+    assert!(srv.log_contains("log filter changed"));
+    assert!(
+        !srv.log_contains("request refused"),
+        "at info, a refusal is not logged"
+    );
+    assert_refused(
+        from_origin(&srv, "https://b.example"),
+        403,
+        "origin_not_allowed",
+    );
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !srv.log_contains("request refused") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(srv.log_contains("request refused"), "at debug, it is");
+}

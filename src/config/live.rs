@@ -1,10 +1,11 @@
 //! Which keys a reload (SIGHUP) applies to the running workers, and which stay as the relay
 //! started: a key is fixed when its value is baked into something built once (a listener, a
-//! thread, the buffer pool, a queue's capacity, the tick, the logger, the cluster thread). A
-//! reload keeps every fixed key's running value and names each one the new config changed,
-//! so the config the workers then read is whole and coherent: live keys new, fixed keys as
-//! they started. Every key is in exactly one of the two lists (a test holds them to the
-//! table in `keys.rs`, and docs/configuration.md to this file).
+//! thread, the buffer pool, a queue's capacity, the tick, the log format, the cluster
+//! thread). A reload keeps every fixed key's running value and names each one the new config
+//! changed, so the config the workers then read is whole and coherent: live keys new, fixed
+//! keys as they started. Every key is in exactly one of the two lists (a test holds them to
+//! the table in `keys.rs`, and docs/configuration.md to this file). `log.level` is live but
+//! applied by the main process, whose logger it is (main.rs).
 
 use super::Config;
 
@@ -55,7 +56,6 @@ fixed_keys! {
     "session.replay_bytes" => session.replay_bytes;
     "session.close_timeout" => session.close_timeout;
     "bridge.agent_role" => bridge.agent_role;
-    "log.level" => log.level;
     "log.format" => log.format;
     "stats.latency" => stats.latency;
     "cluster.redis_url" => cluster.redis_url;
