@@ -180,7 +180,10 @@ fn reload(sources: &Sources, reloader: &Reloader, running: &mut Config) {
         }
         Err(e) => {
             tracing::error!(error = %e, "config reload refused: the config in force is unchanged");
-            format!("config reload refused: {e}")
+            // One line: the notify protocol is a line per assignment, and a TOML error
+            // quotes the file over several.
+            let why: Vec<String> = e.to_string().split_whitespace().map(String::from).collect();
+            format!("config reload refused: {}", why.join(" "))
         }
     };
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);

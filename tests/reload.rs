@@ -446,6 +446,21 @@ fn systemd_hears_reloading_then_ready() {
     assert!(ready.contains("READY=1"), "{ready}");
     assert!(ready.contains("STATUS=config reloaded"), "{ready}");
     assert!(from_origin(&srv, "https://b.example").is_ok());
+    // Refused: still READY=1 (the relay runs, on the old config), and the reason on one
+    // STATUS= line, though the TOML error quotes the file over several.
+    dir.file("relay.toml", "[security\nallowed_origins = 1\n");
+    sighup(&srv);
+    assert!(next().contains("RELOADING=1"));
+    let refused = next();
+    let lines: Vec<&str> = refused.lines().collect();
+    assert!(lines.contains(&"READY=1"), "{refused}");
+    assert_eq!(lines.len(), 2, "one assignment per line: {refused}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("STATUS=config reload refused: cannot parse")),
+        "{refused}"
+    );
 }
 
 /// `log.level` is live: debug lines appear after a reload turns them on. (The harness sets
