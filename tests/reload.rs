@@ -276,6 +276,22 @@ fn rotating_the_jwt_secret_with_two_keys_refuses_no_client(driver: &str) {
     );
     // The pair admitted with the old key is not disturbed by its key's removal.
     stuck::keeps_flowing(&mut a, &mut b, 3, TIMEOUT);
+    // Removing the last key would turn auth off: refused, tokens still needed.
+    dir.file("relay.toml", "");
+    let r = reload(&srv, 2, 1);
+    assert!(
+        r["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("turn auth off"),
+        "{r}"
+    );
+    assert_refused(
+        upgrade(&srv, "/v1/relay/rotation", &[]),
+        401,
+        "token_missing",
+    );
+    assert!(with_token(&srv, &new).is_ok());
 }
 
 fn a_broken_config_changes_nothing_and_says_why(driver: &str) {

@@ -37,13 +37,34 @@ pub struct Prepared {
 
 /// Checks `new` (already loaded and validated as a whole) against the `running` config and
 /// reads what it names (the token secrets), so that nothing fails after the workers are told.
+///
+/// A config that would turn auth off on a relay that has it on is refused: removing the last
+/// key while rotating would otherwise let everyone in without a word. Turning auth off takes a
+/// restart; turning it on (every new connection then needs a token) is live.
 pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, ConfigError> {
     let kept = new.keep_fixed(running);
     let auth = Authenticator::from_config(&new)?.map(Arc::new);
+    if auth.is_none() && auth_on(running) {
+        return Err(ConfigError::Invalid {
+            key: "auth.keys".to_string(),
+            value: "[]".to_string(),
+            reason: "the reloaded config sets no token secret (auth.jwt_secret, \
+                     auth.jwt_secret_file or auth.keys), which would turn auth off; \
+                     that takes a restart"
+                .to_string(),
+            origin: "the reloaded config".to_string(),
+        });
+    }
     Ok(Prepared {
         reload: Reload { config: new, auth },
         kept,
     })
+}
+
+/// Whether `cfg` names any token secret (without reading the files).
+fn auth_on(cfg: &Config) -> bool {
+    let a = &cfg.auth;
+    a.jwt_secret.is_some() || a.jwt_secret_file.is_some() || !a.keys.is_empty()
 }
 
 impl Core {
@@ -60,5 +81,42 @@ pub async fn receive_reloads(core: Rc<Core>, rx: flume::Receiver<ReloadOrder>) {
     while let Ok(order) = rx.recv_async().await {
         core.apply(&order.reload);
         let _ = order.done.send(core.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_secret() -> Config {
+        Config {
+            auth: crate::config::AuthConfig {
+                jwt_secret: Some("0123456789abcdef0123456789abcdef-reload".into()),
+                ..Default::default()
+            },
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn turning_auth_off_is_refused_and_on_is_not() {
+        let err = prepare(&with_secret(), Config::default()).err().unwrap();
+        assert_eq!(err.key(), Some("auth.keys"));
+        assert!(err.to_string().contains("restart"), "{err}");
+        let on = prepare(&Config::default(), with_secret()).ok().unwrap();
+        assert!(on.reload.auth.is_some());
+    }
+
+    #[test]
+    fn fixed_keys_are_kept_and_named() {
+        let mut new = Config {
+            workers: Config::default().workers + 1,
+            ..Config::default()
+        };
+        new.security.require_origin = true;
+        let p = prepare(&Config::default(), new).ok().unwrap();
+        assert_eq!(p.kept, ["workers"]);
+        assert_eq!(p.reload.config.workers, Config::default().workers);
+        assert!(p.reload.config.security.require_origin);
     }
 }
