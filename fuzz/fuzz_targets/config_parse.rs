@@ -32,7 +32,7 @@ const ENV: &[&str] = &[
 
 fn check_auth(cfg: &Config) {
     // A secret file would be read from disk: only an inline secret is exercised here.
-    if cfg.auth.jwt_secret_file.is_some() {
+    if cfg.auth.jwt_secret_file.is_some() || !cfg.auth.keys.is_empty() {
         return;
     }
     let auth = Authenticator::from_config(cfg).expect("an inline secret needs no I/O");
