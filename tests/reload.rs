@@ -419,7 +419,43 @@ fn a_per_ip_rate_turned_on_by_reload_applies_at_once(driver: &str) {
     stuck::keeps_flowing(&mut a, &mut b, 3, TIMEOUT);
 }
 
+/// A proxy trusted by a reload: its clients, named in X-Forwarded-For, are counted each on
+/// its own from then on (the steering program still dates from the start, so the proxy's
+/// connections take one more hop to each client's home core; the counts are exact).
+fn a_proxy_trusted_by_reload_names_its_clients(driver: &str) {
+    let dir = Dir::new(&format!("proxy-{driver}"));
+    let rate = "[limits]\nip_connect_rate = 60\nip_connect_burst = 2\n";
+    let config = dir.file("relay.toml", rate);
+    let srv = TestServer::start_with(driver, 2, &[], |cmd| {
+        cmd.env_remove("RINGRELAY_LIMITS_IP_CONNECT_RATE")
+            .env("RINGRELAY_CONFIG", &config);
+    });
+    let via = |proxy: &str, client: &str| {
+        let path = "/v1/relay/p";
+        try_upgrade(
+            tcp_from(proxy, srv.addr),
+            srv.addr,
+            path,
+            &[("X-Forwarded-For", client)],
+        )
+    };
+    // Not trusted: the header is ignored and the proxy's own address is the client.
+    assert!(via("127.0.0.20", "10.1.1.1").is_ok());
+    assert!(via("127.0.0.20", "10.1.1.2").is_ok());
+    assert_refused(via("127.0.0.20", "10.1.1.3"), 429, "rate_limited");
+    let trusted = "[security]\ntrusted_proxies = [\"127.0.0.21\"]\n";
+    dir.file("relay.toml", &format!("{rate}{trusted}"));
+    reload(&srv, 1, 0);
+    // Trusted now: each named client has its own bucket.
+    for client in ["10.2.2.1", "10.2.2.2", "10.2.2.3", "10.2.2.4"] {
+        assert!(via("127.0.0.21", client).is_ok(), "{client}");
+    }
+    assert!(via("127.0.0.21", "10.2.2.1").is_ok());
+    assert_refused(via("127.0.0.21", "10.2.2.1"), 429, "rate_limited");
+}
+
 both_drivers!(
+    a_proxy_trusted_by_reload_names_its_clients,
     a_per_ip_rate_turned_on_by_reload_applies_at_once,
     live_keys_reach_new_connections_while_open_pairs_keep_going,
     rotating_the_jwt_secret_with_two_keys_refuses_no_client,
