@@ -42,7 +42,6 @@ fixed_keys! {
     "limits.max_connections" => limits.max_connections;
     "limits.max_sessions" => limits.max_sessions;
     "limits.reconnect_reserve_percent" => limits.reconnect_reserve_percent;
-    "limits.ip_table_size" => limits.ip_table_size;
     "limits.pool_reserve_percent" => limits.pool_reserve_percent;
     "limits.accept_backoff_max" => limits.accept_backoff_max;
     "session.ping_interval" => session.ping_interval;

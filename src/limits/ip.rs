@@ -66,11 +66,21 @@ impl IpLimits {
         l
     }
 
-    /// Takes the rate and counts of `limits` (a reload): the next connection and handshake
-    /// are checked against them. Counts already taken stay: a lower cap refuses newcomers
-    /// until enough connections have ended, it closes nobody. A bucket keeps its tokens and
-    /// refills at the new rate.
+    /// Takes the rate, counts and table size of `limits` (a reload): the next connection and
+    /// handshake are checked against them. Counts already taken stay: a lower cap refuses
+    /// newcomers until enough connections have ended, it closes nobody. A bucket keeps its
+    /// tokens and refills at the new rate. A smaller table drops its least recently used
+    /// entries at once, counted as evictions like any other.
     pub fn reconfigure(&self, limits: &LimitsConfig) {
+        let size = NonZeroUsize::new(limits.ip_table_size).unwrap_or(NonZeroUsize::MIN);
+        let mut table = self.table.borrow_mut();
+        if table.cap() != size {
+            let before = table.len();
+            table.resize(size);
+            let dropped = before - table.len();
+            self.evictions.set(self.evictions.get() + dropped as u64);
+        }
+        drop(table);
         let (rate, burst) = (limits.ip_connect_rate, limits.ip_connect_burst);
         let cap = |n: usize| (n > 0).then(|| u32::try_from(n).unwrap_or(u32::MAX));
         self.connect_rate
@@ -310,6 +320,13 @@ mod tests {
         assert_eq!(open(&l, a), Err(IpRefusal::Open));
         l.close(a, 0);
         assert_eq!(open(&l, a), Ok(()));
+        // A smaller table drops the least recently used entries, counted.
+        for i in 0..10 {
+            l.admit_connect(ip(&format!("10.0.1.{i}")), 0).unwrap();
+        }
+        assert_eq!(l.len(), 11);
+        l.reconfigure(&limits(60, 1, 1, 4));
+        assert_eq!((l.len(), l.evictions.get()), (4, 7));
         // Off again: nothing refused.
         l.reconfigure(&limits(0, 1, 0, 16));
         assert!(!l.enabled());
