@@ -33,8 +33,9 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// `None` when no secret is configured: auth is off. Reads `auth.jwt_secret_file` now, so a
-    /// missing or short secret stops start-up instead of failing every request later.
+    /// `None` when no secret is configured: auth is off. Reads `auth.jwt_secret_file` and the
+    /// files of `auth.keys` now, so a missing or short secret stops start-up (or refuses a
+    /// reload) instead of failing every request later.
     pub fn from_config(cfg: &Config) -> Result<Option<Authenticator>, ConfigError> {
         let keys = cfg.jwt_keys()?;
         Ok((!keys.is_empty()).then(|| Authenticator::with_keys(keys, &cfg.auth)))
