@@ -115,6 +115,11 @@ impl Core {
         self.tls.borrow().as_ref().map(|t| t.config.clone())
     }
 
+    /// The certificates this worker serves now, for /stats and /metrics.
+    pub fn tls_certificates(&self) -> Option<Arc<[crate::tls::CertInfo]>> {
+        self.tls.borrow().as_ref().map(|t| t.certificates.clone())
+    }
+
     /// Replaces what new TLS handshakes use (a reload, built and checked on the main thread
     /// with `tls::server_config`); open connections keep theirs.
     #[allow(dead_code)] // the reload's seam: wired by the live-reload work

@@ -11,4 +11,4 @@ mod server;
 
 pub use expiry::not_after;
 pub use failure::{Failure, Negotiated};
-pub use server::{server_config, ServerTls, TlsError};
+pub use server::{server_config, CertInfo, ServerTls, TlsError};

@@ -270,3 +270,64 @@ def test_sni_picks_the_certificate_by_name_and_defaults_to_the_first(make_server
     finally:
         a.close()
         b.close()
+
+
+def test_echo_and_demo_over_tls(tls_server, pki):
+    srv = tls_server
+    ws = wss(srv, pki, "/v1/echo")
+    try:
+        ws.send("echo over wss")
+        assert ws.recv(timeout=RECV_TIMEOUT) == "echo over wss"
+        big = os.urandom(200_000)
+        ws.send(big)
+        assert ws.recv(timeout=RECV_TIMEOUT) == big
+    finally:
+        ws.close()
+    host, port = srv.tls
+    r = curl(["--cacert", pki["ca"], "-i", f"https://localhost:{port}/demo"])
+    assert r.returncode == 0, r.stderr
+    head, _, body = r.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"strict-transport-security" in head.lower(), head
+    assert b"<html" in body.lower()
+
+
+def test_certificate_expiry_and_handshake_figures_in_stats_and_metrics(tls_server, pki):
+    srv = tls_server
+    assert _handshake(srv.tls, client_ctx(pki))[0] == "TLSv1.3"
+    with open(pki["a"][0]) as f:
+        der = ssl.PEM_cert_to_DER_cert(f.read())
+    # The test certificates are made for 3 days.
+    body = http_get(srv.admin, "/stats").json()
+    certs = body["tls"]["certificates"]
+    assert [c["file"] for c in certs] == [pki["a"][0]]
+    left = certs[0]["expires_in_s"]
+    assert 2 * 86400 < left <= 3 * 86400 + 60, left
+    assert body["latency_us"]["tls_handshake"]["count"] >= 1
+    assert der  # the file read is the one served (checked by SNI test's DER comparison)
+    text = http_get(srv.admin, "/metrics").body.decode()
+    line = next(l for l in text.splitlines() if l.startswith("ringrelay_tls_certificate_expiry_seconds{"))
+    assert f'file="{pki["a"][0]}"' in line and 2 * 86400 < int(line.rsplit(" ", 1)[1]) <= 3 * 86400 + 60, line
+    assert any(l.startswith("ringrelay_tls_handshakes_total{") for l in text.splitlines())
+
+
+def test_unfinished_tls_handshakes_count_against_the_per_ip_limit(make_server, pki):
+    """Before TLS, a silent connection held a handshake slot for its request head; now the TLS
+    handshake is inside that slot: past limits.max_handshakes_per_ip a new connection is closed
+    at once, and a plain pair keeps flowing."""
+    srv = make_server(env=tls_env(pki, RINGRELAY_LIMITS_MAX_HANDSHAKES_PER_IP="2"), workers=WORKERS)
+    _, c1, c2 = pair(srv)
+    before = totals(srv)["handshakes_refused_per_ip"]
+    held = [socket.create_connection(srv.tls, timeout=5) for _ in range(2)]
+    try:
+        wait_for(lambda: sum(c["gauges"]["handshakes_in_progress"] if "gauges" in c else c.get("handshakes_in_progress", 0)
+                             for c in http_get(srv.admin, "/stats").json()["per_core"]) >= 2, 3, "two handshakes held")
+        third = socket.create_connection(srv.tls, timeout=5)
+        assert third.recv(1) == b"", "the third is closed at once"
+        third.close()
+        wait_for(lambda: totals(srv)["handshakes_refused_per_ip"] == before + 1, 3, "per-IP refusal counted")
+        round_trip(c1, c2, "beside held TLS handshakes")
+    finally:
+        for s in held:
+            s.close()
+        c1.close()
+        c2.close()
