@@ -331,3 +331,45 @@ def test_unfinished_tls_handshakes_count_against_the_per_ip_limit(make_server, p
             s.close()
         c1.close()
         c2.close()
+
+
+from test_cluster import SECRET, redis_url  # noqa: E402,F401  (a fixture, used by name below)
+
+
+def test_a_wss_client_carried_to_the_owner_node(driver, redis_url, pki):  # noqa: F811
+    """Cluster mode: the session's owner is node 1 (its first peer came there in plain); the
+    second peer comes to node 2 over wss, which carries it to node 1 over the node-to-node link
+    (the carried stream decrypted on node 2, where the client's TLS ends)."""
+    prefix = unique("tlsc")
+    nodes = []
+    from helpers import Server, stop_server
+    try:
+        for node_id in ("t1", "t2"):
+            env = tls_env(pki, RINGRELAY_CLUSTER_REDIS_URL=redis_url, RINGRELAY_CLUSTER_NODE_ID=node_id,
+                          RINGRELAY_CLUSTER_KEY_PREFIX=prefix, RINGRELAY_CLUSTER_HEARTBEAT="200ms",
+                          RINGRELAY_CLUSTER_NODE_TTL="1s", RINGRELAY_CLUSTER_INTERNAL_LISTEN="127.0.0.1:0",
+                          RINGRELAY_CLUSTER_SECRET=SECRET)
+            nodes.append(Server(driver=driver, workers=WORKERS, env=env).start())
+        n1, n2 = nodes
+        for n in nodes:
+            wait_for(lambda: http_get(n.listen, "/health").json()["cluster"]["nodes"] == 2, 5, "the fleet")
+        s = unique("carried")
+        from helpers import ws_connect
+        owner_side = ws_connect(n1, f"/v1/relay/{s}?role=a")
+        carried = wss(n2, pki, f"/v1/relay/{s}?role=b")
+        try:
+            for n in (10, 100_000):
+                m = os.urandom(n)
+                carried.send(m)
+                assert owner_side.recv(timeout=RECV_TIMEOUT) == m
+                owner_side.send(m)
+                assert carried.recv(timeout=RECV_TIMEOUT) == m
+        finally:
+            owner_side.close()
+            carried.close()
+        assert totals(n2)["cluster_carried_out"] >= 1
+        assert totals(n2)["tls_handshakes"] >= 1
+    finally:
+        for n in nodes:
+            if n.alive():
+                stop_server(n)
