@@ -51,6 +51,9 @@ pub struct Shared {
     pub cluster_requests: Option<flume::Sender<crate::fleet::ask::Request>>,
     /// The node-to-node link's secret (`cluster.secret`), read once at start.
     pub cluster_secret: Option<Arc<Vec<u8>>>,
+    /// What the TLS listener serves at start (`tls.*`); each worker keeps its own current
+    /// one in `Core::tls`, which a reload replaces.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Shared {
@@ -87,6 +90,10 @@ pub struct Core {
     live: RefCell<Rc<Config>>,
     /// This worker's token checker in force (`None`: auth off), swapped with `live`.
     auth: RefCell<Option<Rc<crate::auth::Authenticator>>>,
+    /// The TLS configuration new handshakes here use (`None`: no TLS listener). The seam for
+    /// a live reload: `set_tls` swaps it; connections already open keep the config they
+    /// shook hands with (their session holds it).
+    tls: std::cell::RefCell<Option<crate::tls::ServerTls>>,
 }
 
 impl Core {
@@ -113,6 +120,7 @@ impl Core {
             shutdown: Semaphore::new(0),
             live: RefCell::new(Rc::new(Config::clone(&shared.config))),
             auth: RefCell::new(shared.start_auth.as_deref().cloned().map(Rc::new)),
+            tls: std::cell::RefCell::new(shared.tls.clone()),
             shared,
         }
     }
@@ -132,6 +140,23 @@ impl Core {
     /// The token checker in force on this worker; `None` when auth is off.
     pub fn auth(&self) -> Option<Rc<crate::auth::Authenticator>> {
         self.auth.borrow().clone()
+    }
+
+    /// The rustls config a new TLS handshake here uses.
+    pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.borrow().as_ref().map(|t| t.config.clone())
+    }
+
+    /// The certificates this worker serves now, for /stats and /metrics.
+    pub fn tls_certificates(&self) -> Option<Arc<[crate::tls::CertInfo]>> {
+        self.tls.borrow().as_ref().map(|t| t.certificates.clone())
+    }
+
+    /// Replaces what new TLS handshakes use (a reload, built and checked on the main thread
+    /// with `tls::server_config`); open connections keep theirs.
+    #[allow(dead_code)] // the reload's seam: wired by the live-reload work
+    pub fn set_tls(&self, tls: crate::tls::ServerTls) {
+        *self.tls.borrow_mut() = Some(tls);
     }
 
     /// Gives back one open connection of `ip`, counted on core `home`: here at once, or by a
