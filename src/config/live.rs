@@ -56,10 +56,6 @@ fixed_keys! {
     "session.close_timeout" => session.close_timeout;
     "bridge.agent_role" => bridge.agent_role;
     "tls.listen" => tls.listen;
-    "tls.cert_file" => tls.cert_file;
-    "tls.key_file" => tls.key_file;
-    "tls.certificates" => tls.certificates;
-    "tls.min_version" => tls.min_version;
     "log.format" => log.format;
     "stats.latency" => stats.latency;
     "cluster.redis_url" => cluster.redis_url;
@@ -125,6 +121,10 @@ pub const LIVE_KEYS: &[&str] = &[
     "security.echo_route",
     "security.client_ip_header",
     "security.hsts_max_age",
+    "tls.cert_file",
+    "tls.key_file",
+    "tls.certificates",
+    "tls.min_version",
     "log.level",
     "demo.enabled",
 ];

@@ -154,7 +154,6 @@ impl Core {
 
     /// Replaces what new TLS handshakes use (a reload, built and checked on the main thread
     /// with `tls::server_config`); open connections keep theirs.
-    #[allow(dead_code)] // the reload's seam: wired by the live-reload work
     pub fn set_tls(&self, tls: crate::tls::ServerTls) {
         *self.tls.borrow_mut() = Some(tls);
     }

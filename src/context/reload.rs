@@ -7,18 +7,33 @@
 use super::Core;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
+use crate::tls::{ServerTls, TlsError};
 use std::rc::Rc;
 use std::sync::Arc;
 
 /// Everything a reload hands the workers. Built on the main thread, so that a secret file
-/// that cannot be read (or, later, a certificate that does not load) refuses the reload
-/// before any worker changed. Add to it what else a reload replaces (the TLS server config)
-/// beside `auth`, and swap it in [`Core::apply`].
+/// that cannot be read or a certificate that does not load refuses the reload before any
+/// worker changed. Add to it anything else a reload replaces, and swap it in
+/// [`Core::apply`].
 pub struct Reload {
     /// The new config, with every key a reload cannot change at its running value.
     pub config: Config,
     /// The token checker the new config describes; `None`: auth off.
     pub auth: Option<Arc<Authenticator>>,
+    /// The TLS server config (certificates, versions) new handshakes use; `None` when the
+    /// relay has no TLS listener.
+    pub tls: Option<ServerTls>,
+}
+
+/// Why a reload was refused before any worker heard of it.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The config did not load or validate, or a secret file could not be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A certificate or key of `tls.*` did not load.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// One reload for one worker: `done` gets the worker's index once it has swapped.
@@ -41,11 +56,17 @@ pub struct Prepared {
 /// A config that would turn auth off on a relay that has it on is refused: removing the last
 /// key while rotating would otherwise let everyone in without a word. Turning auth off takes a
 /// restart; turning it on (every new connection then needs a token) is live.
-pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, ConfigError> {
+pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareError> {
     let kept = new.keep_fixed(running);
     let auth = Authenticator::from_config(&new)?.map(Arc::new);
+    // `tls.listen` is kept, so the new config has a TLS listener exactly when the running
+    // one does; the certificates are read and checked now, as at start.
+    let tls = match new.tls.listen {
+        Some(_) => Some(crate::tls::server_config(&new.tls)?),
+        None => None,
+    };
     if auth.is_none() && auth_on(running) {
-        return Err(ConfigError::Invalid {
+        return Err(PrepareError::Config(ConfigError::Invalid {
             key: "auth.keys".to_string(),
             value: "[]".to_string(),
             reason: "the reloaded config sets no token secret (auth.jwt_secret, \
@@ -53,10 +74,14 @@ pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, ConfigErro
                      that takes a restart"
                 .to_string(),
             origin: "the reloaded config".to_string(),
-        });
+        }));
     }
     Ok(Prepared {
-        reload: Reload { config: new, auth },
+        reload: Reload {
+            config: new,
+            auth,
+            tls,
+        },
         kept,
     })
 }
@@ -73,6 +98,9 @@ impl Core {
         *self.live.borrow_mut() = Rc::new(r.config.clone());
         *self.auth.borrow_mut() = r.auth.as_deref().cloned().map(Rc::new);
         self.ip_limits.reconfigure(&r.config.limits);
+        if let Some(tls) = &r.tls {
+            self.set_tls(tls.clone());
+        }
     }
 }
 
@@ -100,7 +128,9 @@ mod tests {
 
     #[test]
     fn turning_auth_off_is_refused_and_on_is_not() {
-        let err = prepare(&with_secret(), Config::default()).err().unwrap();
+        let Err(PrepareError::Config(err)) = prepare(&with_secret(), Config::default()) else {
+            panic!("turning auth off was not refused");
+        };
         assert_eq!(err.key(), Some("auth.keys"));
         assert!(err.to_string().contains("restart"), "{err}");
         let on = prepare(&Config::default(), with_secret()).ok().unwrap();

@@ -6,7 +6,7 @@
 use super::Running;
 use crate::auth::unix_now;
 use crate::config::{Config, ConfigError};
-use crate::context::reload::{prepare, ReloadOrder};
+use crate::context::reload::{prepare, PrepareError, ReloadOrder};
 use crate::context::Shared;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,9 +21,12 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    /// The new config did not load, validate or read its secrets: nothing changed.
+    /// The new config did not load, validate or read its secrets or certificates: nothing
+    /// changed.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
     /// Some workers may have swapped and others not (one is stuck, or the server is
     /// stopping); the next reload puts them in step again.
     #[error("only {confirmed} of {workers} workers confirmed the reload")]
