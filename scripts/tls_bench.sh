@@ -12,9 +12,10 @@
 #              current-thread runtime)
 #   plain      plain ringrelay over ws://, one worker: the baseline without TLS
 #   tokio-plain  (not run unless named in SERVERS) the tokio peer over ws://
-# for three loads: 64 B messages (msgs/s), 64 KiB messages (MB/s) in pairs, and new
-# connections per second (`--mode connect`: TCP, full TLS handshake, upgrade, close; the
-# load resumes no session). The servers take turns within each round, starting one further
+# for four loads: 64 B messages (msgs/s), 64 KiB messages (MB/s) in pairs, new connections
+# per second (`--mode connect`: TCP, full TLS handshake, upgrade, close; the load resumes no
+# session), and new connections from Python's websockets (connect-x25519: the key exchange
+# browsers use; see there). The servers take turns within each round, starting one further
 # along each round, so the shared machine's noise falls on all alike. Prints each round,
 # then per server the median and spread (min–max), the server core's busy share and the
 # server CPU per unit of work (which stays meaningful when the one load core, doing its own
@@ -23,10 +24,11 @@
 #
 #   scripts/tls_bench.sh
 #   ROUNDS=5 SECONDS_EACH=3 WARMUP=1 PAIRS=4 CONNECT_LOOPS=16 scripts/tls_bench.sh
-#   SERVERS="native haproxy tokio plain" LOADS="64B 64KiB connect" KEY=rsa scripts/tls_bench.sh
+#   SERVERS="native haproxy tokio plain" LOADS="64B 64KiB connect connect-x25519" KEY=rsa scripts/tls_bench.sh
 #
 #   CHECK_ONLY=1: start the servers, check each relays a pair (Python websockets), stop
 #   KEY=ec (default: ECDSA P-256 certificate) or rsa (RSA 2048)
+#   LOAD_BIN=path: the load generator from another build (default: this one's ringrelay)
 #   SERVER_CPU=0 CLIENT_CPU=1 HAPROXY2_CPU (default 2 with 3 or more cores, else CLIENT_CPU)
 #
 # Everything on loopback and bounded: ROUNDS * LOADS * SERVERS runs of WARMUP + SECONDS_EACH
@@ -41,11 +43,12 @@ PAIRS=${PAIRS:-4}
 CONNECT_LOOPS=${CONNECT_LOOPS:-16}
 KEY=${KEY:-ec}
 read -r -a SERVERS <<<"${SERVERS:-native haproxy haproxy2 tokio plain}"
-read -r -a LOADS <<<"${LOADS:-64B 64KiB connect}"
+read -r -a LOADS <<<"${LOADS:-64B 64KiB connect connect-x25519}"
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 if [ "$(nproc)" -ge 3 ]; then HAPROXY2_CPU=${HAPROXY2_CPU:-2}; else HAPROXY2_CPU=${HAPROXY2_CPU:-$CLIENT_CPU}; fi
 BIN="$ROOT/target/release/ringrelay"
+LOAD_BIN=${LOAD_BIN:-$BIN}
 PEER_DIR="$ROOT/peers/tokio-rustls-relay"
 PEER_TARGET="$ROOT/target/tokio-rustls-relay"
 PEER="$PEER_TARGET/release/tokio-rustls-relay"
@@ -77,7 +80,7 @@ cargo build --release --locked --quiet --manifest-path "$PEER_DIR/Cargo.toml" \
 # What this build can do: native TLS needs the `tls` config section, wss:// loads need
 # `ringrelay load --ca-file` and `--mode connect`.
 has_native_tls() { "$BIN" serve --print-config 2>/dev/null | grep -q '^\[tls\]'; }
-has_connect_mode() { "$BIN" load --help | grep -q 'connect:'; }
+has_connect_mode() { "$LOAD_BIN" load --help | grep -q 'connect:'; }
 
 # ---- certificates: a CA, and a server certificate for 127.0.0.1 and localhost ----
 make_certs() {
@@ -101,6 +104,44 @@ make_certs() {
 }
 make_certs
 CA="$WORK/pki/ca.pem"
+
+# connect-x25519: new connections from Python's websockets over OpenSSL, which offers an
+# X25519 key share first as browsers do. `ringrelay load` (rustls 0.23.48's ring provider)
+# offers P-384 first, and the servers follow the client's order, so its connect figures
+# include a P-384 exchange on both ends. Python is too slow to fill the server core: read
+# this load's server CPU per connection, not its rate.
+cat >"$WORK/connect_loops.py" <<'PY'
+import asyncio, json, ssl, sys, time
+import websockets
+url, ca, loops, warmup, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+ctx = ssl.create_default_context(cafile=ca) if url.startswith("wss://") else None
+t0 = time.monotonic()
+warm, end = t0 + warmup, t0 + warmup + seconds
+counted = errors = 0
+
+async def loop(k):
+    global counted, errors
+    i = 0
+    while time.monotonic() < end:
+        i += 1
+        start = time.monotonic()
+        try:
+            kw = {"ssl": ctx} if ctx else {}
+            async with websockets.connect(f"{url}/v1/relay/tls-bench-{k}-{i}", compression=None,
+                                          ping_interval=None, open_timeout=10, **kw):
+                pass
+            if start >= warm and time.monotonic() <= end:
+                counted += 1
+        except Exception:
+            errors += 1
+            await asyncio.sleep(0.05)
+
+async def main():
+    await asyncio.gather(*(loop(k) for k in range(loops)))
+
+asyncio.run(main())
+print(json.dumps({"cycles_per_s": counted / seconds, "errors": errors}))
+PY
 
 # ---- servers ----
 # A free loopback port (the kernel's pick, released at once; nothing else on this machine
@@ -273,20 +314,20 @@ if [ -n "${CHECK_ONLY:-}" ]; then
     echo "tls_bench: every server relayed a pair over its URL (CHECK_ONLY: no load)"
     exit 0
 fi
-if [[ " ${urls[*]}" == *" wss://"* ]] && ! "$BIN" load --help | grep -q -- '--ca-file'; then
+if [[ " ${urls[*]}" == *" wss://"* ]] && ! "$LOAD_BIN" load --help | grep -q -- '--ca-file'; then
     die "this ringrelay load has no wss:// support (--ca-file): only SERVERS=\"plain tokio-plain\" can run"
 fi
 
 loads=()
 for l in "${LOADS[@]}"; do
     case $l in
-    64B | 64KiB) loads+=("$l") ;;
+    64B | 64KiB | connect-x25519) loads+=("$l") ;;
     connect)
         if has_connect_mode; then loads+=(connect); else
             echo "tls_bench: this ringrelay load has no --mode connect: connect skipped" >&2
         fi
         ;;
-    *) die "unknown load $l (64B 64KiB connect)" ;;
+    *) die "unknown load $l (64B 64KiB connect connect-x25519)" ;;
     esac
 done
 
@@ -315,16 +356,22 @@ measure() {
     read -r -a procs <<<"${PROCS_OF[$s]}"
     c0=$(cpu_ticks "${procs[@]}")
     t0=$(date +%s.%N)
-    json=$(timeout -k 5 $((WARMUP + SECONDS_EACH + 60)) taskset -c "$CLIENT_CPU" "$BIN" load \
-        --url "$url" "${args[@]}" --duration "${SECONDS_EACH}s" --warmup "${WARMUP}s" --json \
-        2>>"$WORK/load.log") || json='{}'
+    if [ "$l" = connect-x25519 ]; then
+        json=$(timeout -k 5 $((WARMUP + SECONDS_EACH + 60)) taskset -c "$CLIENT_CPU" python3 \
+            "$WORK/connect_loops.py" "$url" "$CA" "$CONNECT_LOOPS" "$WARMUP" "$SECONDS_EACH" \
+            2>>"$WORK/load.log") || json='{}'
+    else
+        json=$(timeout -k 5 $((WARMUP + SECONDS_EACH + 60)) taskset -c "$CLIENT_CPU" "$LOAD_BIN" \
+            load --url "$url" "${args[@]}" --duration "${SECONDS_EACH}s" --warmup "${WARMUP}s" \
+            --json 2>>"$WORK/load.log") || json='{}'
+    fi
     t1=$(date +%s.%N)
     c1=$(cpu_ticks "${procs[@]}")
     python3 - "$l" "$r" "$s" "$c0" "$c1" "$t0" "$t1" "$HZ" "$json" >>"$RESULTS" <<'PY'
 import json, sys
 load, rnd, server, c0, c1, t0, t1, hz, raw = sys.argv[1:]
 d = json.loads(raw or "{}")
-key = {"64B": "msgs_per_s", "64KiB": "mb_per_s", "connect": "cycles_per_s"}[load]
+key = {"64B": "msgs_per_s", "64KiB": "mb_per_s"}.get(load, "cycles_per_s")
 value = d.get(key) or 0.0
 errors = d.get("errors", -1)
 busy = (int(c1) - int(c0)) / int(hz) / (float(t1) - float(t0))
@@ -332,7 +379,8 @@ print(load, rnd, server, f"{value:.3f}", f"{busy:.4f}", errors)
 PY
 }
 
-declare -A UNIT=([64B]="msgs/s" [64KiB]="MB/s" [connect]="connections/s")
+declare -A UNIT=([64B]="msgs/s" [64KiB]="MB/s" [connect]="connections/s"
+    [connect-x25519]="connections/s, Python client")
 echo "tls_bench: $ROUNDS rounds of ${WARMUP}s warm-up + ${SECONDS_EACH}s per server and load;" \
     "servers on cpu$SERVER_CPU, the load on cpu$CLIENT_CPU; $KEY certificate; $PAIRS pairs," \
     "$CONNECT_LOOPS connect loops"
@@ -370,8 +418,9 @@ for load, rnd, server, v, b, e in rows:
     busy[(load, server)].append(float(b))
     if int(e) != 0:
         errs[(load, server)] += 1
-unit = {"64B": "msgs/s", "64KiB": "MB/s", "connect": "conn/s"}
-per = {"64B": ("µs/msg", 1e6), "64KiB": ("ms/MB", 1e3), "connect": ("µs/conn", 1e6)}
+unit = {"64B": "msgs/s", "64KiB": "MB/s", "connect": "conn/s", "connect-x25519": "conn/s"}
+per = {"64B": ("µs/msg", 1e6), "64KiB": ("ms/MB", 1e3), "connect": ("µs/conn", 1e6),
+       "connect-x25519": ("µs/conn", 1e6)}
 print()
 print("summary: median and (min–max) over the rounds; busy: the server processes' CPU time")
 print("over the run's wall time (100% = one core); cpu/unit: busy / rate, the server CPU each")
