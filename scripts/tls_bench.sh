@@ -23,7 +23,7 @@
 # as the median of the per-round ratios.
 #
 #   scripts/tls_bench.sh
-#   ROUNDS=5 SECONDS_EACH=3 WARMUP=1 PAIRS=4 CONNECT_LOOPS=16 scripts/tls_bench.sh
+#   ROUNDS=5 SECONDS_EACH=3 WARMUP=1 PAIRS=4 WINDOW=16 CONNECT_LOOPS=16 scripts/tls_bench.sh
 #   SERVERS="native haproxy tokio plain" LOADS="64B 64KiB connect connect-x25519" KEY=rsa scripts/tls_bench.sh
 #
 #   CHECK_ONLY=1: start the servers, check each relays a pair (Python websockets), stop
@@ -40,6 +40,7 @@ ROUNDS=${ROUNDS:-5}
 SECONDS_EACH=${SECONDS_EACH:-3}
 WARMUP=${WARMUP:-1}
 PAIRS=${PAIRS:-4}
+WINDOW=${WINDOW:-16}
 CONNECT_LOOPS=${CONNECT_LOOPS:-16}
 KEY=${KEY:-ec}
 read -r -a SERVERS <<<"${SERVERS:-native haproxy haproxy2 tokio plain}"
@@ -341,49 +342,56 @@ cpu_ticks() {
     echo "$total"
 }
 
-# measure SERVER LOAD ROUND: one run; appends "load round server value busy errors" to
-# $RESULTS (value 0 and errors -1 when the load printed no report).
+# measure SERVER LOAD ROUND: one run; appends "load round server value busy errors
+# load_busy" to $RESULTS (value 0 and errors -1 when the load printed no report).
 RESULTS=$WORK/results
 HZ=$(getconf CLK_TCK)
+# The load's own CPU time, to see whether its core was the limit.
+TIMED=()
+if [ -x /usr/bin/time ]; then TIMED=(/usr/bin/time -f "%U %S" -o "$WORK/load.time"); fi
 measure() {
     local s=$1 l=$2 r=$3 url=${URL_OF[$1]} json c0 c1 t0 t1 args=() procs=()
     case $l in
-    64B) args=(--mode pairs --pairs "$PAIRS" --size 64) ;;
-    64KiB) args=(--mode pairs --pairs "$PAIRS" --size 65536) ;;
+    64B) args=(--mode pairs --pairs "$PAIRS" --window "$WINDOW" --size 64) ;;
+    64KiB) args=(--mode pairs --pairs "$PAIRS" --window "$WINDOW" --size 65536) ;;
     connect) args=(--mode connect --pairs "$CONNECT_LOOPS") ;;
     esac
     if [[ $url == wss://* ]]; then args+=(--ca-file "$CA"); fi
     read -r -a procs <<<"${PROCS_OF[$s]}"
+    echo "0 0" >"$WORK/load.time"
     c0=$(cpu_ticks "${procs[@]}")
     t0=$(date +%s.%N)
     if [ "$l" = connect-x25519 ]; then
-        json=$(timeout -k 5 $((WARMUP + SECONDS_EACH + 60)) taskset -c "$CLIENT_CPU" python3 \
-            "$WORK/connect_loops.py" "$url" "$CA" "$CONNECT_LOOPS" "$WARMUP" "$SECONDS_EACH" \
+        json=$(timeout -k 5 $((WARMUP + SECONDS_EACH + 60)) taskset -c "$CLIENT_CPU" \
+            "${TIMED[@]}" python3 "$WORK/connect_loops.py" "$url" "$CA" "$CONNECT_LOOPS" "$WARMUP" "$SECONDS_EACH" \
             2>>"$WORK/load.log") || json='{}'
     else
-        json=$(timeout -k 5 $((WARMUP + SECONDS_EACH + 60)) taskset -c "$CLIENT_CPU" "$LOAD_BIN" \
-            load --url "$url" "${args[@]}" --duration "${SECONDS_EACH}s" --warmup "${WARMUP}s" \
+        json=$(timeout -k 5 $((WARMUP + SECONDS_EACH + 60)) taskset -c "$CLIENT_CPU" \
+            "${TIMED[@]}" "$LOAD_BIN" load --url "$url" "${args[@]}" --duration "${SECONDS_EACH}s" --warmup "${WARMUP}s" \
             --json 2>>"$WORK/load.log") || json='{}'
     fi
     t1=$(date +%s.%N)
     c1=$(cpu_ticks "${procs[@]}")
-    python3 - "$l" "$r" "$s" "$c0" "$c1" "$t0" "$t1" "$HZ" "$json" >>"$RESULTS" <<'PY'
+    python3 - "$l" "$r" "$s" "$c0" "$c1" "$t0" "$t1" "$HZ" "$json" "$(tail -1 "$WORK/load.time")" \
+        >>"$RESULTS" <<'PY'
 import json, sys
-load, rnd, server, c0, c1, t0, t1, hz, raw = sys.argv[1:]
+load, rnd, server, c0, c1, t0, t1, hz, raw, load_time = sys.argv[1:]
 d = json.loads(raw or "{}")
 key = {"64B": "msgs_per_s", "64KiB": "mb_per_s"}.get(load, "cycles_per_s")
 value = d.get(key) or 0.0
 errors = d.get("errors", -1)
-busy = (int(c1) - int(c0)) / int(hz) / (float(t1) - float(t0))
-print(load, rnd, server, f"{value:.3f}", f"{busy:.4f}", errors)
+wall = float(t1) - float(t0)
+busy = (int(c1) - int(c0)) / int(hz) / wall
+user, system = (float(x) for x in load_time.split()[:2])
+print(load, rnd, server, f"{value:.3f}", f"{busy:.4f}", errors, f"{(user + system) / wall:.4f}")
 PY
 }
 
 declare -A UNIT=([64B]="msgs/s" [64KiB]="MB/s" [connect]="connections/s"
     [connect-x25519]="connections/s, Python client")
 echo "tls_bench: $ROUNDS rounds of ${WARMUP}s warm-up + ${SECONDS_EACH}s per server and load;" \
-    "servers on cpu$SERVER_CPU, the load on cpu$CLIENT_CPU; $KEY certificate; $PAIRS pairs," \
-    "$CONNECT_LOOPS connect loops"
+    "servers on cpu$SERVER_CPU, the load on cpu$CLIENT_CPU; $KEY certificate; $PAIRS pairs" \
+    "(window $WINDOW), $CONNECT_LOOPS connect loops"
 for s in "${active[@]}"; do printf '  %-12s %-24s %s\n' "$s" "${URL_OF[$s]}" "${LABEL_OF[$s]}"; done
 : >"$RESULTS"
 n=${#active[@]}
@@ -412,10 +420,12 @@ path, servers = sys.argv[1], sys.argv[2:]
 rows = [l.split() for l in open(path) if l.strip()]
 val = defaultdict(dict)  # (load, server) -> {round: value}
 busy = defaultdict(list)
+lbusy = defaultdict(list)
 errs = defaultdict(int)
-for load, rnd, server, v, b, e in rows:
+for load, rnd, server, v, b, e, lb in rows:
     val[(load, server)][int(rnd)] = float(v)
     busy[(load, server)].append(float(b))
+    lbusy[(load, server)].append(float(lb))
     if int(e) != 0:
         errs[(load, server)] += 1
 unit = {"64B": "msgs/s", "64KiB": "MB/s", "connect": "conn/s", "connect-x25519": "conn/s"}
@@ -424,11 +434,12 @@ per = {"64B": ("µs/msg", 1e6), "64KiB": ("ms/MB", 1e3), "connect": ("µs/conn",
 print()
 print("summary: median and (min–max) over the rounds; busy: the server processes' CPU time")
 print("over the run's wall time (100% = one core); cpu/unit: busy / rate, the server CPU each")
-print("unit of work cost; native/x: the median (min–max) of the per-round ratios of rates")
+print("unit of work cost; load: the load generator's CPU share of its core (100%: it was the")
+print("limit); native/x: the median (min–max) of the per-round ratios of rates")
 for load in dict.fromkeys(r[0] for r in rows):
     pu, scale = per[load]
     print(f"== {load}")
-    print(f"  {'server':<12} {unit[load]:>10} {'(min–max)':>21} {'busy':>5} {pu:>8}   native/x")
+    print(f"  {'server':<12} {unit[load]:>10} {'(min–max)':>21} {'busy':>5} {pu:>8} {'load':>5}   native/x")
     nat = val.get((load, "native"))
     for s in servers:
         v = val.get((load, s))
@@ -437,6 +448,7 @@ for load in dict.fromkeys(r[0] for r in rows):
         xs = sorted(v.values())
         med = statistics.median(xs)
         b = statistics.median(busy[(load, s)])
+        lb = statistics.median(lbusy[(load, s)])
         cpu = f"{b / med * scale:8.2f}" if med else "       -"
         ratio = ""
         if nat and s != "native":
@@ -445,5 +457,5 @@ for load in dict.fromkeys(r[0] for r in rows):
                 ratio = f"{statistics.median(rs):.2f} ({rs[0]:.2f}–{rs[-1]:.2f})"
         bad = f"  errors in {errs[(load, s)]} run(s)" if errs[(load, s)] else ""
         spread = f"({xs[0]:.0f}–{xs[-1]:.0f})"
-        print(f"  {s:<12} {med:>10.0f} {spread:>21} {b * 100:>4.0f}% {cpu}   {ratio}{bad}")
+        print(f"  {s:<12} {med:>10.0f} {spread:>21} {b * 100:>4.0f}% {cpu} {lb * 100:>4.0f}%   {ratio}{bad}")
 PY
