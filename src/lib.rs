@@ -61,4 +61,5 @@ pub(crate) mod runtime;
 pub mod server;
 pub(crate) mod session;
 pub(crate) mod stats;
+pub mod tls;
 pub mod ws;
