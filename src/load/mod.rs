@@ -32,6 +32,9 @@ pub fn run(args: LoadArgs) -> Result<(), EngineError> {
         _ => {}
     }
     let plan = args.plan().map_err(EngineError::Invalid)?;
+    if args.insecure {
+        eprintln!("load: WARNING: {}", crate::tls::client::INSECURE_WARNING);
+    }
     let report = engine::run_attacked(&plan, args.attack().as_ref())?;
     if args.json {
         println!("{}", report.to_json());
