@@ -339,7 +339,44 @@ fn load_refuses_an_untrusted_relay_and_warns_when_insecure(driver: &str) {
     assert!(!ok && err.contains("wss://"), "{err}");
 }
 
+/// `--mode http` over https: requests to the bridge through the TLS front, a new connection
+/// and a full TLS handshake each, answered by an agent that is itself on wss.
+fn load_http_over_https_through_the_bridge(driver: &str) {
+    let pki = Pki::new("https");
+    let relay = TestServer::start(driver, 1, &[]);
+    let Some(front) = TlsFront::start(&pki, relay.addr) else {
+        return;
+    };
+    let (_api, api) = upstream(driver);
+    let ca = pki.ca.to_str().unwrap();
+    let a = agent(driver, &front.wss(), "https-load", api, &["--ca-file", ca]);
+    a.wait_for("connected to the relay", 1);
+    let url = format!("https://127.0.0.1:{}/v1/http/https-load/x", front.port);
+    let args = [
+        "--mode",
+        "http",
+        "--concurrency",
+        "4",
+        "--duration",
+        "1s",
+        "--ca-file",
+        ca,
+        "--driver",
+        driver,
+    ];
+    let (ok, r, err) = load(&url, &args);
+    assert!(ok, "{r}\n{err}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let requests = r["requests"].as_u64().unwrap();
+    assert!(requests > 0, "{r}");
+    assert_eq!(r["status"]["200"].as_u64(), Some(requests), "{r}");
+    assert_eq!(r["url"], url, "{r}");
+    assert_eq!(r["tls"]["server_name"], "127.0.0.1", "{r}");
+    assert_eq!(r["tls"]["insecure"], false, "{r}");
+}
+
 both_drivers!(
+    load_http_over_https_through_the_bridge,
     agent_over_wss_serves_bridged_requests_and_reconnects,
     agent_refuses_an_untrusted_relay_and_warns_when_insecure,
     load_pairs_over_wss,

@@ -6,7 +6,7 @@ use super::engine::{Mode, Plan, Stop};
 use super::http::request::{sends_body, valid_method};
 use super::http::{HttpPlan, TargetPlan};
 use crate::config::{parse_duration, DriverChoice};
-use crate::http::client::parse_url;
+use crate::http::client::parse_web_url;
 use crate::tls::client::{client_config, ClientTls, Trust};
 use rustls::ClientConfig;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -41,7 +41,7 @@ pub enum ModeArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
     /// Relay base URL (ws:// or wss://; a path is put in front of the routes). With --mode
-    /// http, the whole http:// URL every request goes to.
+    /// http, the whole http:// or https:// URL every request goes to.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
     /// Pairs and churn: the relay the second peer of each pair connects to (default: --url).
@@ -123,12 +123,12 @@ pub struct LoadArgs {
     /// start says which).
     #[arg(long, default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
-    /// wss://: trust only the CA certificate(s) in this PEM file (a relay with a private CA),
-    /// instead of the system's roots.
+    /// wss:// and https://: trust only the CA certificate(s) in this PEM file (a relay with
+    /// a private CA), instead of the system's roots.
     #[arg(long, value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
-    /// wss://: do not verify the relay's certificate. For tests only: a warning says so at
-    /// start and in the report.
+    /// wss:// and https://: do not verify the relay's certificate. For tests only: a warning
+    /// says so at start and in the report.
     #[arg(long)]
     pub insecure: bool,
 }
@@ -224,7 +224,15 @@ impl LoadArgs {
                 "--rate, --attackers, --raw and --both-ways do not apply to --mode http".into(),
             );
         }
-        let url = parse_url(&self.url).map_err(|e| format!("--url {}: {e}", self.url))?;
+        let (url, name) =
+            parse_web_url(&self.url).map_err(|e| format!("--url {}: {e}", self.url))?;
+        let tls = match (self.tls_config(name.is_some())?, name) {
+            (Some((config, insecure)), Some(name)) => Some(
+                ClientTls::new(config, &name, insecure)
+                    .map_err(|e| format!("--url {}: {e}", self.url))?,
+            ),
+            _ => None,
+        };
         if !valid_method(&self.method) {
             return Err(format!("--method {:?} is not an HTTP method", self.method));
         }
@@ -242,6 +250,7 @@ impl LoadArgs {
         }
         Ok(HttpPlan {
             url,
+            tls,
             method: self.method.clone(),
             body,
             concurrency: self.concurrency,
@@ -271,7 +280,9 @@ impl LoadArgs {
     pub fn tls_config(&self, uses_tls: bool) -> Result<Option<(Arc<ClientConfig>, bool)>, String> {
         if !uses_tls {
             if self.ca_file.is_some() || self.insecure {
-                return Err("--ca-file and --insecure apply to wss:// URLs only".into());
+                return Err(
+                    "--ca-file and --insecure apply to wss:// and https:// URLs only".into(),
+                );
             }
             return Ok(None);
         }
