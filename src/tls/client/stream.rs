@@ -127,6 +127,8 @@ pub async fn connect<R: ReadIo, W: WriteIo>(
             r.map(|n| (n, c.process_new_packets()))
         };
         match fed {
+            // rustls takes nothing more after the server's close_notify.
+            Ok((0, Ok(_))) => return Err(HandshakeError::Closed),
             Ok((n, Ok(_))) => reader.pos += n,
             Ok((_, Err(e))) => {
                 // rustls queued an alert saying why: send it, so the server logs the reason.
@@ -232,7 +234,12 @@ impl<R: ReadIo> TlsReader<R> {
             }
             if self.pos < self.cipher.len() {
                 let mut rd = &self.cipher[self.pos..];
-                self.pos += conn.read_tls(&mut rd)?;
+                match conn.read_tls(&mut rd)? {
+                    // After the server's close_notify rustls takes nothing more: what
+                    // follows it is dropped, as TLS says.
+                    0 => self.pos = self.cipher.len(),
+                    n => self.pos += n,
+                }
                 continue;
             }
             let closed = state.peer_has_closed() && state.plaintext_bytes_to_read() == ready;
@@ -389,31 +396,65 @@ mod tests {
         }
     }
 
+    type Halves = (TlsReader<PipeRead>, TlsWriter<PipeWrite>);
+
+    /// A client trusting `ca_pem` and its handshake with `server` over in-memory pipes: the
+    /// server is driven by hand whenever the client's handshake waits.
+    async fn handshake(
+        server: &mut rustls::ServerConnection,
+        ca_pem: &str,
+        up: &Rc<Pipe>,
+        down: &Rc<Pipe>,
+    ) -> Result<Halves, HandshakeError> {
+        let path = std::env::temp_dir().join(format!(
+            "ringrelay-stream-ca-{}-{:p}.pem",
+            std::process::id(),
+            server
+        ));
+        std::fs::write(&path, ca_pem).unwrap();
+        let config = client_config(&Trust::CaFile(path.clone()), false).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let tls = ClientTls::new(config, "localhost", false).unwrap();
+        let hs = connect(&tls, PipeRead(down.clone(), 1000), PipeWrite(up.clone()));
+        let mut hs = std::pin::pin!(hs);
+        loop {
+            let step =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(hs.as_mut().poll(cx))).await;
+            match step {
+                std::task::Poll::Ready(res) => return res,
+                std::task::Poll::Pending => pump_server(server, up, down),
+            }
+        }
+    }
+
+    #[test]
+    fn a_server_another_ca_signed_is_refused_as_untrusted() {
+        let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build();
+        rt.unwrap().block_on(async {
+            let (mut srv, _) = server();
+            let (_, other_ca) = server();
+            let (up, down) = (Rc::new(Pipe::default()), Rc::new(Pipe::default()));
+            let e = match handshake(&mut srv, &other_ca, &up, &down).await {
+                Err(e) => e,
+                Ok(_) => panic!("an untrusted server was taken"),
+            };
+            assert!(matches!(e, HandshakeError::Untrusted(_)), "{e}");
+            assert!(e.to_string().contains("--ca-file"), "{e}");
+            // The client told the server why, in an alert.
+            let pending: Vec<u8> = up.bytes.borrow_mut().drain(..).collect();
+            assert!(!pending.is_empty(), "no alert was sent");
+            let _ = srv.read_tls(&mut &pending[..]);
+            assert!(srv.process_new_packets().is_err());
+        });
+    }
+
     #[test]
     fn handshake_then_data_both_ways_through_a_small_buffer() {
         let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build();
         rt.unwrap().block_on(async {
             let (mut server, ca) = server();
-            let path = std::env::temp_dir()
-                .join(format!("ringrelay-stream-ca-{}.pem", std::process::id()));
-            std::fs::write(&path, ca).unwrap();
-            let config = client_config(&Trust::CaFile(path.clone()), false).unwrap();
-            let _ = std::fs::remove_file(&path);
-            let tls = ClientTls::new(config, "localhost", false).unwrap();
             let (up, down) = (Rc::new(Pipe::default()), Rc::new(Pipe::default()));
-            // Drive the server by hand between the client's steps: the client's handshake
-            // future is polled until it waits, the server answers, and so on.
-            let hs = connect(&tls, PipeRead(down.clone(), 1000), PipeWrite(up.clone()));
-            let mut hs = std::pin::pin!(hs);
-            let (mut r, mut w) = loop {
-                let step =
-                    std::future::poll_fn(|cx| std::task::Poll::Ready(hs.as_mut().poll(cx))).await;
-                match step {
-                    std::task::Poll::Ready(res) => break res.unwrap(),
-                    std::task::Poll::Pending => pump_server(&mut server, &up, &down),
-                }
-            };
-            let _ = &mut r;
+            let (r, mut w) = handshake(&mut server, &ca, &up, &down).await.unwrap();
             pump_server(&mut server, &up, &down);
             assert_eq!(w.alpn().as_deref(), Some(&b"http/1.1"[..]));
             // Client to server.
@@ -443,8 +484,14 @@ mod tests {
             assert!(!r.has_buffered());
             server.send_close_notify();
             pump_server(&mut server, &up, &down);
+            // Bytes after the close_notify are dropped, not waited on forever (more than
+            // rustls takes in one go, so that some are left over after the close).
+            down.bytes
+                .borrow_mut()
+                .extend(std::iter::repeat_n(23u8, 5000));
             let mut out = Vec::with_capacity(100);
             assert_eq!(r.read(&mut out).await.unwrap(), 0);
+            assert!(out.is_empty());
         });
     }
 }
