@@ -61,5 +61,5 @@ pub(crate) mod runtime;
 pub mod server;
 pub(crate) mod session;
 pub(crate) mod stats;
-pub mod tls;
+pub(crate) mod tls;
 pub mod ws;

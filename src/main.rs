@@ -176,6 +176,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     let (listen, admin, driver) = (server.local_addr(), server.admin_addr(), server.driver());
     let internal = server.internal_addr();
+    let tls = server.tls_addr().map(tracing::field::display);
     let steering = server.steering().as_str();
     // Handlers go in before anything can report ready, so a stop that follows READY=1 at
     // once still shuts down gracefully instead of meeting SIGTERM's default action.
@@ -199,7 +200,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     // `internal` is left out of the line when there is none.
     let internal = internal.map(tracing::field::display);
-    tracing::info!(%listen, %admin, internal, driver, workers, steering, version = env!("CARGO_PKG_VERSION"), "ringrelay listening");
+    tracing::info!(%listen, %admin, internal, tls, driver, workers, steering, version = env!("CARGO_PKG_VERSION"), "ringrelay listening");
     if let Some(mut signals) = signals {
         let handle = running.handle.clone();
         std::thread::spawn(move || {

@@ -20,7 +20,6 @@ const LAYERS: &[(&str, u8)] = &[
     ("http", 0),
     ("config", 0),
     ("stats", 0),
-    // TLS with rustls: the clients' configuration and stream (issue 18).
     ("tls", 0),
     // Per-core machinery and the state of each concern, none of which knows the worker's
     // context: buffers, sockets, the clock, the driver, the RNG; limiters, the per-IP tables,

@@ -65,6 +65,7 @@ fn run_in_process(driver: &str, workers: usize) -> InProcess {
         public,
         admin,
         internal: Vec::new(),
+        tls: Vec::new(),
     };
     let (shutdown, signal) = Shutdown::new();
     let (tx, returned) = mpsc::channel();
@@ -136,6 +137,7 @@ fn refuses_a_listener_count_unlike_the_workers(driver: &str) {
         public: reuseport_group(1),
         admin: TcpListener::bind("127.0.0.1:0").unwrap(),
         internal: Vec::new(),
+        tls: Vec::new(),
     };
     let (_shutdown, signal) = Shutdown::new();
     let err = server::run(config, listeners, signal)

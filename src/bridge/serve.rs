@@ -14,11 +14,11 @@ use crate::http::response::truncate_to_head;
 use crate::http::write::write_and_close;
 use crate::http::{RequestHead, Response};
 use crate::limits::IpCharge;
+use crate::runtime::stream::ServerStream;
 use crate::session::bridged::{wire_id, Answer};
 use crate::session::Peer;
 use crate::stats::{bump, Latency};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -79,7 +79,7 @@ impl Drop for Counted<'_> {
     }
 }
 
-pub async fn serve(core: Rc<Core>, mut stream: TcpStream, req: BridgeRequest) {
+pub async fn serve(core: Rc<Core>, mut stream: ServerStream, req: BridgeRequest) {
     bump(&core.stats.bridge_requests, 1);
     let head_request = req.head.method == "HEAD";
     // A request waiting for its agent holds a connection like any peer: it counts against
@@ -131,7 +131,7 @@ fn agent_of(core: &Core, session: &str) -> Option<Rc<Peer>> {
 
 async fn exchange(
     core: &Rc<Core>,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     mut req: BridgeRequest,
 ) -> Option<Reply> {
     match prepare(core, stream, &mut req).await {
@@ -152,7 +152,7 @@ struct Ready {
 /// Everything up to the request's registration: the checks, the body, the agent.
 async fn prepare(
     core: &Rc<Core>,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     req: &mut BridgeRequest,
 ) -> Result<Ready, Failure> {
     let framing = check_head(core, req)?;
@@ -188,7 +188,7 @@ fn check_head(core: &Core, req: &BridgeRequest) -> Result<BodyLength, Failure> {
 /// `bridge.max_body_bytes`; a client that sent `Expect: 100-continue` is told to go on first.
 async fn read_request_body(
     core: &Core,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     req: &mut BridgeRequest,
     framing: BodyLength,
 ) -> Result<Vec<u8>, Failure> {
@@ -253,7 +253,7 @@ fn register(core: &Core, req: &BridgeRequest, body: &[u8]) -> Result<Ready, Fail
 /// its request stops holding a place (nginx's default with a client that aborts).
 async fn wait_for_answer(
     core: &Rc<Core>,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     req: &BridgeRequest,
     ready: Ready,
 ) -> Option<Reply> {
@@ -316,7 +316,7 @@ async fn wait_for_answer(
 
 /// Completes when the client closes its side (or its connection fails). Bytes it sends
 /// meanwhile (a pipelined request, which is not served) are read and dropped.
-async fn client_closed(stream: &mut TcpStream) {
+async fn client_closed(stream: &mut ServerStream) {
     let mut buf = Vec::with_capacity(1024);
     loop {
         buf.clear();
@@ -329,7 +329,7 @@ async fn client_closed(stream: &mut TcpStream) {
 }
 
 async fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     framing: BodyLength,
     mut got: Vec<u8>,
     max: usize,

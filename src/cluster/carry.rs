@@ -24,6 +24,7 @@ use crate::context::Core;
 use crate::fleet::carry::{Carry, Ending, WriteMark};
 use crate::limits::Refusal;
 use crate::runtime::socket::Socket;
+use crate::runtime::stream::ServerStream;
 use crate::stats::{bump, Latency};
 use crate::ws::close::encode_close_frame;
 use crate::ws::CloseCode;
@@ -118,7 +119,7 @@ async fn open(
 /// Carries `client` (whose request, `request`, was admitted here) to `owner`.
 pub async fn carry(
     core: Rc<Core>,
-    mut client: TcpStream,
+    mut client: ServerStream,
     owner: OwnerNode,
     carried: Carried,
     request: Vec<u8>,
@@ -145,7 +146,7 @@ pub async fn carry(
 /// end it when its owner leaves the fleet), and forwarded both ways.
 async fn run(
     core: &Rc<Core>,
-    mut client: TcpStream,
+    mut client: ServerStream,
     owner: OwnerNode,
     carried: Carried,
     request: Vec<u8>,
@@ -160,7 +161,7 @@ async fn run(
         owner.node_id.as_str().into(),
         carried.session.as_str().into(),
         carried.ip,
-        Socket::new(client),
+        Socket::upgraded(client),
         Socket::new(link),
     ));
     core.cluster_local
@@ -176,7 +177,7 @@ async fn run(
 /// its proof; on failure the client gets 503 and the failure is counted and logged.
 async fn open_link(
     core: &Core,
-    client: &mut TcpStream,
+    client: &mut ServerStream,
     owner: &OwnerNode,
     carried: &Carried,
     request: Vec<u8>,
@@ -305,6 +306,11 @@ async fn forward(core: &Core, carry: &Carry, dir: Direction<'_>) {
         let mut chunk = core.pool.take().await;
         let n = match chunk.read_from(from).await {
             Ok(n) if n > 0 => n,
+            // A TLS client's record not complete yet: wait for the rest without the buffer.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                core.pool.put(chunk);
+                continue;
+            }
             _ => {
                 core.pool.put(chunk);
                 return;

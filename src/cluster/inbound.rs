@@ -10,12 +10,11 @@ use crate::context::Core;
 use crate::fleet::local::Local;
 use crate::fleet::pending::Full;
 use crate::stats::bump;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use std::net::IpAddr;
 
 /// Why an opening was refused, for the log and the refusal line.
-async fn refuse(core: &Core, stream: &mut TcpStream, code: &str) {
+async fn refuse(core: &Core, stream: &mut (impl AsyncReadRent + AsyncWriteRent), code: &str) {
     bump(&core.stats.cluster_link_refused, 1);
     tracing::warn!(code, "refused a connection on the internal listener");
     let _ = stream.write_all(link::refused_line(code)).await;
@@ -65,7 +64,7 @@ fn charge<'a>(core: &'a Core, ip: IpAddr) -> Option<Pending<'a>> {
 /// after refusing. `peer` is the direct peer's address (the carrying node's).
 pub async fn accept_link(
     core: &Core,
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncReadRent + AsyncWriteRent),
     peer: IpAddr,
 ) -> Option<(Carried, Vec<u8>)> {
     // Over a cap the connection is dropped here, before a challenge or a buffer exists.

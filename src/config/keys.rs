@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::{
-    Addr, Choice, Demo, Dur, FilePath, Flag, Int, List, LogFilter, Methods, OptionalAddr,
+    Addr, CertList, Choice, Demo, Dur, FilePath, Flag, Int, List, LogFilter, Methods, OptionalAddr,
     OptionalText, Origins, RedisUrl, RegistryName, Role, Secret, TokenLifetime, Trimmed,
 };
 use super::{
-    ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow,
-    MAX_WORKERS,
+    CertPair, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat,
+    Overflow, TlsVersion, MAX_WORKERS,
 };
 
 const MIB: usize = 1 << 20;
@@ -231,6 +231,25 @@ config_keys! {
         /// client cannot add its own `Forwarded` behind a proxy that writes only
         /// `X-Forwarded-For`.
         client_ip_header: ClientIpHeader { default: ClientIpHeader::XForwardedFor, parse: Choice }
+        /// `Strict-Transport-Security: max-age` on answers over TLS (never over plain TCP,
+        /// where a browser ignores it); zero sends none.
+        hsts_max_age: Duration { default: secs(365 * 24 * 3600), parse: Dur::ANY }
+    }
+
+    /// Native TLS on a public listener of its own (docs/tls.md). Off unless `listen` is set.
+    [tls] TlsConfig {
+        /// The TLS public listener, serving every route the plain one does; empty for none
+        /// (the plain `listen` stays either way).
+        listen: Option<SocketAddr> { default: None, parse: OptionalAddr }
+        /// PEM certificate chain, leaf first: shorthand for a first entry of `certificates`.
+        cert_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519).
+        key_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// More certificates, chosen by the server name a client asks for (SNI); the first
+        /// one (after `cert_file`) answers a client that names none or an unknown one.
+        certificates: Vec<CertPair> { default: Vec::new(), parse: CertList }
+        /// Oldest TLS version accepted.
+        min_version: TlsVersion { default: TlsVersion::V1_2, parse: Choice }
     }
 
     /// Logging.

@@ -27,11 +27,12 @@ pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use keys::{
     AuthConfig, BridgeConfig, ClusterConfig, Config, DemoConfig, LimitsConfig, LogConfig,
-    SecurityConfig, SessionConfig, StatsConfig,
+    SecurityConfig, SessionConfig, StatsConfig, TlsConfig,
 };
 pub use redact::{has_password, redact_url};
 pub use types::{
-    ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow,
+    CertPair, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat,
+    Overflow, TlsVersion,
 };
 
 /// Bits of a connection id that hold its worker's index (`context::Core::next_conn_id`), so

@@ -289,3 +289,38 @@ impl fmt::Display for LogFormat {
         f.write_str(self.as_str())
     }
 }
+
+/// The oldest TLS version the TLS listener accepts (`tls.min_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    #[default]
+    V1_2,
+    V1_3,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+}
+
+impl FromStr for TlsVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "1.2" => Ok(TlsVersion::V1_2),
+            "1.3" => Ok(TlsVersion::V1_3),
+            _ => Err("expected 1.2 or 1.3 (older versions are not offered)".to_string()),
+        }
+    }
+}
+
+/// One certificate of `tls.certificates`: a PEM chain and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertPair {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+}

@@ -34,7 +34,25 @@ pub(super) fn validate(cfg: &Config, origins: &Origins) -> Result<(), ConfigErro
     cluster(cfg, &blame)?;
     secrets(cfg, &blame)?;
     security(cfg, &blame)?;
+    tls(cfg, &blame)?;
     listeners(cfg, &blame)
+}
+
+/// A TLS listener cannot share a port with the plain or admin listener. (Whether it has a
+/// certificate, and each certificate its key, is checked when the files are read at start,
+/// `tls::server_config`, so that each key here loads on its own.)
+fn tls(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
+    let t = &cfg.tls;
+    let Some(listen) = t.listen else {
+        return Ok(());
+    };
+    for (other, addr) in [("listen", cfg.listen), ("admin_listen", cfg.admin_listen)] {
+        if overlaps(listen, addr) {
+            let reason = format!("must not use the same port as {other} ({addr})");
+            return Err(blame.invalid("tls.listen", format!("\"{listen}\""), reason));
+        }
+    }
+    Ok(())
 }
 
 fn session(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {

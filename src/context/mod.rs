@@ -44,6 +44,9 @@ pub struct Shared {
     pub cluster_requests: Option<flume::Sender<crate::fleet::ask::Request>>,
     /// The node-to-node link's secret (`cluster.secret`), read once at start.
     pub cluster_secret: Option<Arc<Vec<u8>>>,
+    /// What the TLS listener serves at start (`tls.*`); each worker keeps its own current
+    /// one in `Core::tls`, which a reload replaces.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Shared {
@@ -74,6 +77,10 @@ pub struct Core {
     next_id: Cell<u64>,
     /// Closed when the server shuts down; every waiter wakes with an error.
     pub shutdown: Semaphore,
+    /// The TLS configuration new handshakes here use (`None`: no TLS listener). The seam for
+    /// a live reload: `set_tls` swaps it; connections already open keep the config they
+    /// shook hands with (their session holds it).
+    tls: std::cell::RefCell<Option<crate::tls::ServerTls>>,
 }
 
 impl Core {
@@ -98,8 +105,26 @@ impl Core {
             rng: CoreRng::new(),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),
+            tls: std::cell::RefCell::new(shared.tls.clone()),
             shared,
         }
+    }
+
+    /// The rustls config a new TLS handshake here uses.
+    pub fn tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.borrow().as_ref().map(|t| t.config.clone())
+    }
+
+    /// The certificates this worker serves now, for /stats and /metrics.
+    pub fn tls_certificates(&self) -> Option<Arc<[crate::tls::CertInfo]>> {
+        self.tls.borrow().as_ref().map(|t| t.certificates.clone())
+    }
+
+    /// Replaces what new TLS handshakes use (a reload, built and checked on the main thread
+    /// with `tls::server_config`); open connections keep theirs.
+    #[allow(dead_code)] // the reload's seam: wired by the live-reload work
+    pub fn set_tls(&self, tls: crate::tls::ServerTls) {
+        *self.tls.borrow_mut() = Some(tls);
     }
 
     pub fn config(&self) -> &Config {

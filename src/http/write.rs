@@ -1,7 +1,8 @@
 //! Writing an HTTP answer on a connection that ends with it: every answer closes the
 //! connection, politely, so the client reads it before the reset an unread request body would
 //! otherwise cause. Shared by the HTTP phase, the relay's late refusals, the bridge and the
-//! cluster's carrying node, which all sit above this module.
+//! cluster's carrying node, which all sit above this module. Over TLS every answer carries
+//! `Strict-Transport-Security` (`security.hsts_max_age`), added here so no path forgets it.
 
 use super::Response;
 use crate::stats::{CoreStats, RefusedStatus};
@@ -9,20 +10,43 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use std::time::Duration;
 
+/// A stream an answer is written on: plain TCP, or the server's stream that may be TLS.
+pub trait AnswerStream: AsyncReadRent + AsyncWriteRent {
+    /// The `Strict-Transport-Security` value every answer on it carries, if any (TLS only).
+    fn hsts(&self) -> Option<String> {
+        None
+    }
+}
+
+impl AnswerStream for TcpStream {}
+
 /// Writes a refusal and counts it by its status in `refused_by` (the one place that does).
-pub async fn refuse(stats: &CoreStats, stream: &mut TcpStream, resp: Response) {
+pub async fn refuse(stats: &CoreStats, stream: &mut impl AnswerStream, resp: Response) {
     stats.refused(RefusedStatus::Status(resp.status));
     answer(stream, resp).await;
 }
 
 /// Writes an answer that is not a refusal (health, stats, the demo page), then closes.
-pub async fn answer(stream: &mut TcpStream, resp: Response) {
+pub async fn answer(stream: &mut impl AnswerStream, resp: Response) {
     write_and_close(stream, resp.to_bytes()).await
+}
+
+/// Adds `Strict-Transport-Security: value` after the status line of the response in `bytes`
+/// (which has none: the relay never writes one of its own).
+pub fn add_hsts(bytes: &mut Vec<u8>, value: &str) {
+    let Some(eol) = bytes.windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
+    let line = format!("Strict-Transport-Security: {value}\r\n");
+    bytes.splice(eol + 2..eol + 2, line.into_bytes());
 }
 
 /// Writes a whole HTTP response, then closes so the client reads it before any reset an
 /// unread request body would cause.
-pub async fn write_and_close(stream: &mut TcpStream, bytes: Vec<u8>) {
+pub async fn write_and_close(stream: &mut impl AnswerStream, mut bytes: Vec<u8>) {
+    if let Some(v) = stream.hsts() {
+        add_hsts(&mut bytes, &v);
+    }
     let (r, _) = stream.write_all(bytes).await;
     if r.is_err() {
         return;
@@ -39,4 +63,22 @@ pub async fn write_and_close(stream: &mut TcpStream, bytes: Vec<u8>) {
         }
     };
     let _ = monoio::time::timeout(Duration::from_millis(500), drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::add_hsts;
+
+    #[test]
+    fn hsts_goes_right_after_the_status_line() {
+        let mut b = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec();
+        add_hsts(&mut b, "max-age=60");
+        assert_eq!(
+            b,
+            b"HTTP/1.1 200 OK\r\nStrict-Transport-Security: max-age=60\r\nContent-Length: 0\r\n\r\n"
+        );
+        let mut none = b"no line end".to_vec();
+        add_hsts(&mut none, "max-age=60");
+        assert_eq!(none, b"no line end");
+    }
 }

@@ -7,9 +7,9 @@
 use super::capacity::RETRY_AFTER_S;
 use super::ip::IpRefusal;
 use crate::auth::AuthError;
+use crate::http::write::AnswerStream;
 use crate::http::{HeadError, Response, RouteError};
 use crate::stats::{bump, CoreStats};
-use monoio::net::TcpStream;
 use std::cell::Cell;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,9 @@ pub enum Refusal {
     /// full, no answer in time; the reason says which): 503 `cluster_unavailable`, retry in
     /// two seconds, `cluster_unavailable`.
     ClusterUnavailable(&'static str),
+    /// A plain-text request on the TLS listener: 400 in clear, saying so,
+    /// `tls_handshake_failed_not_tls`.
+    NotTls,
 }
 
 impl Refusal {
@@ -86,6 +89,11 @@ impl Refusal {
                 retry_later("owner_moved", "the session moved to another node; retry", 1)
             }
             Refusal::ClusterUnavailable(why) => retry_later("cluster_unavailable", why, 2),
+            Refusal::NotTls => Response::error(
+                400,
+                "tls_required",
+                "this port speaks TLS: use https:// or wss://",
+            ),
         }
     }
 
@@ -105,6 +113,7 @@ impl Refusal {
             Refusal::Capacity(_) => Some(&stats.capacity_refused),
             Refusal::WorkerFull => Some(&stats.worker_full_refused),
             Refusal::OwnerUnreachable(_) => Some(&stats.cluster_carry_failed),
+            Refusal::NotTls => Some(&stats.tls_handshake_failed_not_tls),
             Refusal::OwnerMoved | Refusal::ClusterUnavailable(_) => {
                 Some(&stats.cluster_unavailable)
             }
@@ -112,7 +121,7 @@ impl Refusal {
     }
 
     /// Counts the refusal, then writes it and closes the connection.
-    pub async fn write(self, stats: &CoreStats, stream: &mut TcpStream) {
+    pub async fn write(self, stats: &CoreStats, stream: &mut impl AnswerStream) {
         if let Some(c) = self.counter(stats) {
             bump(c, 1);
         }

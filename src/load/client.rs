@@ -88,6 +88,8 @@ pub struct Setup {
     pub tcp: Duration,
     /// The TLS handshake (`None` without TLS).
     pub tls: Option<Duration>,
+    /// The TLS version negotiated (`"1.3"`, `"1.2"`).
+    pub tls_version: Option<&'static str>,
     /// From the upgrade request to its whole answer (or the raw line written).
     pub upgrade: Duration,
 }
@@ -188,6 +190,7 @@ pub async fn connect(
             let started = Instant::now();
             let (r, w) = tls::connect(t, r, w).await?;
             setup.tls = Some(started.elapsed());
+            setup.tls_version = w.version();
             (ReadIo::Tls(r), WriteIo::Tls(w))
         }
     };

@@ -589,6 +589,7 @@ fn report(plan: &Plan, attack: Option<&Attack>, total: ThreadStats, t0: u64) -> 
         tls: plan.target.tls.as_ref().map(|t| TlsReport {
             insecure: t.insecure,
             server_name: t.server_name.to_str().into_owned(),
+            version: total.setup.tls_version.map(str::to_string),
         }),
         latency_us: latency,
         send_lag_us: send_lag,

@@ -73,6 +73,9 @@ pub struct TlsReport {
     pub insecure: bool,
     /// The name asked for (SNI) and checked against the certificate.
     pub server_name: String,
+    /// The TLS version negotiated (`"1.3"` or `"1.2"`; null when no connection was made,
+    /// and in `--mode http`).
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -154,7 +157,12 @@ impl Report {
             "sessions"
         };
         let transport = match &self.tls {
-            Some(t) => format!("{} over TLS to {}", self.transport, t.server_name),
+            Some(t) => format!(
+                "{} over TLS {} to {}",
+                self.transport,
+                t.version.as_deref().unwrap_or("?"),
+                t.server_name
+            ),
             None => self.transport.clone(),
         };
         if self.mode == "connect" {

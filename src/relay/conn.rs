@@ -163,24 +163,32 @@ impl Reader {
             *initial = Vec::new();
             return Some(chunk);
         }
-        if !self.hot && peer.sock.readable().await.is_err() {
-            return None;
-        }
-        // Dropped for not reading (its socket is shut): it leaves without queueing for a
-        // buffer, which may be what the pool is short of.
-        if peer.dropped.get() {
-            return None;
-        }
-        let mut chunk = core.pool.take().await;
-        chunk.lay_out(|data| self.inbound.prepare(data));
-        match chunk.read_from(&peer.sock).await {
-            Ok(n) if n > 0 => {
-                self.hot = chunk.is_full();
-                Some(chunk)
+        loop {
+            if !self.hot && peer.sock.readable().await.is_err() {
+                return None;
             }
-            _ => {
-                core.pool.put(chunk);
-                None
+            // Dropped for not reading (its socket is shut): it leaves without queueing for a
+            // buffer, which may be what the pool is short of.
+            if peer.dropped.get() {
+                return None;
+            }
+            let mut chunk = core.pool.take().await;
+            chunk.lay_out(|data| self.inbound.prepare(data));
+            match chunk.read_from(&peer.sock).await {
+                Ok(n) if n > 0 => {
+                    self.hot = chunk.is_full();
+                    return Some(chunk);
+                }
+                // TLS: only part of a record came; the buffer goes back while the rest is
+                // awaited (`Socket::read`).
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    core.pool.put(chunk);
+                    self.hot = false;
+                }
+                _ => {
+                    core.pool.put(chunk);
+                    return None;
+                }
             }
         }
     }
@@ -439,7 +447,7 @@ async fn drain_until_closed(peer: &Peer) {
     peer.sock.shutdown_write();
     let mut buf = vec![0u8; 4096];
     loop {
-        let (r, b) = peer.sock.read(buf).await;
+        let (r, b) = peer.sock.read_wait(buf).await;
         buf = b;
         if !matches!(r, Ok(n) if n > 0) {
             return;

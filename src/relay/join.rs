@@ -7,18 +7,18 @@ use crate::http::Response;
 use crate::limits::capacity::{self, Joining};
 use crate::limits::{IpCharge, Refusal};
 use crate::runtime::socket::Socket;
+use crate::runtime::stream::ServerStream;
 use crate::session::events::{self, EventKey};
 use crate::session::{JoinPlan, Peer, Session};
 use crate::stats::bump;
 use crate::stats::Latency;
 use crate::ws::CloseCode;
-use monoio::net::TcpStream;
 use std::rc::Rc;
 use std::time::Instant;
 
 /// The last check, made on the core the connection will live on: whole-server capacity.
 /// (The client's open connections were counted at admission, on its address's home core.)
-async fn seat_allowed(core: &Core, stream: &mut TcpStream, joining: Joining) -> bool {
+async fn seat_allowed(core: &Core, stream: &mut ServerStream, joining: Joining) -> bool {
     let totals = capacity::totals(&core.shared.gauges);
     if let Err(reason) = capacity::check(&core.config().limits, totals, joining) {
         Refusal::Capacity(reason).write(&core.stats, stream).await;
@@ -44,7 +44,12 @@ pub struct Seat {
 /// before anything is awaited, so two connections racing for one role are decided in arrival
 /// order. In steps: capacity, the session's plan for the role, the new peer, its seat, the
 /// 101 with its events, then the greeting.
-pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTarget, seat: Seat) {
+pub async fn join_session(
+    core: Rc<Core>,
+    mut stream: ServerStream,
+    target: RelayTarget,
+    seat: Seat,
+) {
     let Seat {
         upgrade,
         extra,
@@ -93,7 +98,7 @@ pub async fn join_session(core: Rc<Core>, mut stream: TcpStream, target: RelayTa
 
 /// Both slots are taken by live peers of other roles: 409. A session this request had just
 /// opened is let go again (and its cluster claim with it).
-async fn refuse_full(core: &Core, mut stream: TcpStream, session: &Session, charge: IpCharge) {
+async fn refuse_full(core: &Core, mut stream: ServerStream, session: &Session, charge: IpCharge) {
     if core.registry.release_if_empty(session) {
         crate::cluster::ask::release(core, &session.id);
     }
@@ -106,7 +111,7 @@ async fn refuse_full(core: &Core, mut stream: TcpStream, session: &Session, char
 /// marks the relay's requests to it.
 fn new_peer(
     core: &Core,
-    stream: TcpStream,
+    stream: ServerStream,
     role: String,
     events_on: bool,
     charge: IpCharge,
@@ -116,11 +121,16 @@ fn new_peer(
     // Fresh per connection, so a replaced or resumed client cannot be fed events with the
     // key of one it had before (session/events.rs).
     let event_key = events_on.then(|| EventKey::random(&core.rng));
+    // Over TLS the 101 carries Strict-Transport-Security, as every answer there does.
+    let upgrade = match stream.hsts() {
+        Some(v) => upgrade.with_header("Strict-Transport-Security", v),
+        None => upgrade,
+    };
     let peer = Rc::new(Peer::new(
         core.next_conn_id(),
         role.into(),
         event_key,
-        Socket::new(stream),
+        Socket::upgraded(stream),
         charge,
         now,
     ));
@@ -252,7 +262,7 @@ async fn greet(
 /// Runs an echo connection: its own peer, no session.
 pub async fn run_echo(
     core: Rc<Core>,
-    mut stream: TcpStream,
+    mut stream: ServerStream,
     upgrade: Response,
     extra: Vec<u8>,
     accepted_at: Instant,
@@ -264,11 +274,15 @@ pub async fn run_echo(
     if !seat_allowed(&core, &mut stream, joining).await {
         return;
     }
+    let upgrade = match stream.hsts() {
+        Some(v) => upgrade.with_header("Strict-Transport-Security", v),
+        None => upgrade,
+    };
     let peer = Rc::new(Peer::new(
         core.next_conn_id(),
         "echo".into(),
         None,
-        Socket::new(stream),
+        Socket::upgraded(stream),
         charge,
         core.clock.now_ms(),
     ));

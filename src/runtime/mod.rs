@@ -1,4 +1,4 @@
-//! Per-core machinery: buffers, sockets, the clock, the driver and the secure RNG. The
+//! Per-core machinery: buffers, sockets (plain or TLS), the clock, the driver and the secure RNG. The
 //! context each worker owns, which holds them, is `context` (a layer up).
 
 pub(crate) mod chunk;
@@ -7,3 +7,5 @@ pub(crate) mod driver;
 pub(crate) mod pool;
 pub(crate) mod rng;
 pub(crate) mod socket;
+pub(crate) mod stream;
+pub(crate) mod tls;

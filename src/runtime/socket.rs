@@ -1,42 +1,110 @@
-//! A TCP stream shared by the task that reads it and the tasks that write to it, and the few
-//! raw socket calls the crate makes that std, monoio and socket2 do not wrap. With
-//! runtime/chunk.rs, the only file allowed `unsafe` (see lib.rs).
+//! A TCP stream shared by the task that reads it and the tasks that write to it (plain, or
+//! carrying a TLS session), and the few raw socket calls the crate makes that std, monoio
+//! and socket2 do not wrap. With runtime/chunk.rs, the only file allowed `unsafe` (see
+//! lib.rs).
 #![allow(unsafe_code)]
 
-use monoio::buf::{IoBufMut, IoVecBuf};
+use super::stream::ServerStream;
+use super::tls::TlsSession;
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 use std::cell::UnsafeCell;
-use std::os::fd::AsRawFd;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, RawFd};
 
 /// One reader task and any number of writers (serialised by the peer's write gate) use the
 /// same stream at once, the way monoio's own split halves do, but keeping `readable`, which
 /// the split halves lack: the reader waits for readiness before it takes a pooled buffer.
-pub struct Socket {
-    stream: UnsafeCell<TcpStream>,
+/// A TLS connection's session comes along; a plain one pays one branch per call. The enum
+/// inside is no larger than the stream (the box fits beside the stream's niche), which keeps
+/// every `Peer` within its size.
+pub struct Socket(UnsafeCell<Stream>);
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsSocket>),
 }
+
+/// A TLS connection's stream and session, boxed: rare next to plain ones on the hot path.
+struct TlsSocket {
+    stream: TcpStream,
+    session: Box<TlsSession>,
+}
+
+const _: () = assert!(std::mem::size_of::<Socket>() == std::mem::size_of::<TcpStream>());
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Socket {
-        Socket {
-            stream: UnsafeCell::new(stream),
+        Socket(UnsafeCell::new(Stream::Plain(stream)))
+    }
+
+    /// The socket of a connection the HTTP phase upgraded, its TLS session with it.
+    pub fn upgraded(stream: ServerStream) -> Socket {
+        match stream.into_parts() {
+            (stream, None) => Socket::new(stream),
+            (stream, Some(session)) => Socket(UnsafeCell::new(Stream::Tls(Box::new(TlsSocket {
+                stream,
+                session,
+            })))),
+        }
+    }
+
+    fn inner(&self) -> &Stream {
+        // SAFETY: the only `&mut` made from this cell is inside `read`/`writev`/`write` below,
+        // for a plain stream, where it lives just for the synchronous call that creates the
+        // operation (see there), so it never overlaps this shared borrow in use. A TLS
+        // stream is never borrowed mutably.
+        unsafe { &*self.0.get() }
+    }
+
+    fn tls(&self) -> Option<&TlsSession> {
+        match self.inner() {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => Some(&t.session),
         }
     }
 
     fn shared(&self) -> &TcpStream {
-        // SAFETY: the only `&mut` made from this cell is inside `read`/`writev` below, where it
-        // lives just for the synchronous call that creates the operation (see there), so it
-        // never overlaps this shared borrow in use.
-        unsafe { &*self.stream.get() }
+        match self.inner() {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.stream,
+        }
     }
 
-    /// Waits until the socket has data (or EOF) without holding any buffer.
+    /// The plain stream, mutably, for the call that creates an operation (`None` over TLS).
+    ///
+    /// # Safety
+    /// The borrow must end with the synchronous call that creates the operation (monoio
+    /// 0.2.4's `read`, `writev` and `write` clone the fd into it and never touch the stream
+    /// again), and the caller must not hold any other borrow of the stream meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn plain(&self) -> Option<&mut TcpStream> {
+        // SAFETY: see the function's contract, which each caller keeps.
+        match unsafe { &mut *self.0.get() } {
+            Stream::Plain(s) => Some(s),
+            Stream::Tls(_) => None,
+        }
+    }
+
+    /// Waits until the socket has data (or EOF) without holding any buffer. Over TLS, at once
+    /// when the session already holds something to read.
     pub async fn readable(&self) -> std::io::Result<()> {
+        if self.tls().is_some_and(|t| t.has_buffered()) {
+            return Ok(());
+        }
         self.shared().readable(false).await
     }
 
-    pub async fn read<B: IoBufMut>(&self, buf: B) -> BufResult<usize, B> {
+    /// Reads into `buf`. Over TLS this returns `WouldBlock` when what the socket had was not
+    /// a whole record yet: the caller gives its buffer back and waits for readiness again,
+    /// so a client trickling a record holds no pooled buffer meanwhile.
+    pub async fn read<B: IoBufMut>(&self, mut buf: B) -> BufResult<usize, B> {
+        if let Some(tls) = self.tls() {
+            let r = read_tls_now(tls, self.shared(), &mut buf);
+            return (r, buf);
+        }
         // SAFETY: monoio's `TcpStream::read` builds the io_uring/epoll operation from a clone of
         // the shared fd when it is called and never dereferences `self` again (true of monoio
         // 0.2.4, pinned with `=` in Cargo.toml for this reason: `Op::recv(self.fd.clone(), buf)`
@@ -44,25 +112,50 @@ impl Socket {
         // exclusive borrow is not used after the call returns, even though the future's type
         // mentions it. Tasks on this thread run one at a time, so no other borrow of the
         // stream is live during the call itself. monoio's split halves rely on the same fact.
-        let op = unsafe { &mut *self.stream.get() }.read(buf);
+        let op = unsafe { self.plain() }.expect("plain").read(buf);
         op.await
     }
 
+    /// Like `read`, but over TLS waits for a whole record rather than answering `WouldBlock`.
+    pub async fn read_wait<B: IoBufMut>(&self, mut buf: B) -> BufResult<usize, B> {
+        let Some(tls) = self.tls() else {
+            return self.read(buf).await;
+        };
+        let mut at = 0;
+        let room = buf.bytes_total();
+        let r = Box::pin(tls.read(self.shared(), room, &mut |b| at += fill(&mut buf, at, b))).await;
+        (r, buf)
+    }
+
+    /// Over TLS the write's future is boxed, so a plain connection's task stays as small as
+    /// it was (one small allocation per TLS write, next to its encryption).
     pub async fn writev<B: IoVecBuf>(&self, buf: B) -> BufResult<usize, B> {
+        if let Some(tls) = self.tls() {
+            let r = {
+                let slices = iovec_slices(&buf);
+                Box::pin(tls.write(self.shared(), &slices)).await
+            };
+            return (r, buf);
+        }
         // SAFETY: as in `read`: `writev` clones the fd into the operation at call time and does
         // not touch the stream afterwards; callers serialise writes with the write gate.
-        let op = unsafe { &mut *self.stream.get() }.writev(buf);
+        let op = unsafe { self.plain() }.expect("plain").writev(buf);
         op.await
     }
 
-    pub async fn write<B: monoio::buf::IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+    pub async fn write<B: IoBuf>(&self, buf: B) -> BufResult<usize, B> {
+        if let Some(tls) = self.tls() {
+            let slices = [IoSlice::new(init_bytes(&buf))];
+            let r = Box::pin(tls.write(self.shared(), &slices)).await;
+            return (r, buf);
+        }
         // SAFETY: as in `writev`.
-        let op = unsafe { &mut *self.stream.get() }.write(buf);
+        let op = unsafe { self.plain() }.expect("plain").write(buf);
         op.await
     }
 
     /// Writes all of `buf` (in as many writes as it takes) and gives it back.
-    pub async fn write_all<B: monoio::buf::IoBuf>(&self, buf: B) -> BufResult<(), B> {
+    pub async fn write_all<B: IoBuf>(&self, buf: B) -> BufResult<(), B> {
         let len = buf.bytes_init();
         let mut slice = buf.slice(0..len);
         let mut done = 0;
@@ -79,8 +172,12 @@ impl Socket {
         (Ok(()), slice.into_inner())
     }
 
-    /// Sends FIN after the last queued byte, leaving the read side open.
+    /// Sends FIN after the last queued byte, leaving the read side open (over TLS, the
+    /// close_notify alert first, best effort: a FIN alone reads as a truncation to a client).
     pub fn shutdown_write(&self) {
+        if let Some(tls) = self.tls() {
+            tls.close_notify_now(self.as_raw_fd());
+        }
         let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write);
     }
 
@@ -89,6 +186,17 @@ impl Socket {
     pub fn abort(&self) {
         let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// One non-blocking TLS read into `buf`: what the session gives now, `WouldBlock` if nothing.
+fn read_tls_now<B: IoBufMut>(
+    tls: &TlsSession,
+    tcp: &TcpStream,
+    buf: &mut B,
+) -> std::io::Result<usize> {
+    let mut at = 0;
+    let room = buf.bytes_total();
+    tls.read_now(tcp.as_raw_fd(), room, &mut |b| at += fill(buf, at, b))
 }
 
 impl AsRawFd for Socket {
@@ -101,6 +209,88 @@ impl std::os::fd::AsFd for Socket {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         // SAFETY: the fd belongs to the stream owned by `self`, which outlives the borrow.
         unsafe { std::os::fd::BorrowedFd::borrow_raw(self.as_raw_fd()) }
+    }
+}
+
+/// The initialised bytes of an owned buffer, for a writer that copies them (TLS).
+pub fn init_bytes<B: IoBuf>(buf: &B) -> &[u8] {
+    // SAFETY: `IoBuf`'s contract: `read_ptr` points at `bytes_init` initialised bytes that
+    // stay valid and unchanged while the buffer is borrowed (it is, for the slice's life).
+    unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) }
+}
+
+/// The slices an owned vectored buffer points at, for a writer that copies them (TLS).
+pub fn iovec_slices<B: IoVecBuf>(buf: &B) -> Vec<IoSlice<'_>> {
+    let (ptr, len) = (buf.read_iovec_ptr(), buf.read_iovec_len());
+    if len == 0 {
+        return Vec::new();
+    }
+    // SAFETY: `IoVecBuf`'s contract: `read_iovec_ptr` points at `read_iovec_len` iovecs, each
+    // naming initialised bytes, all valid while the buffer is borrowed (it is, for the slices'
+    // life, as the returned value borrows `buf`).
+    let iovs = unsafe { std::slice::from_raw_parts(ptr, len) };
+    iovs.iter()
+        .map(|v| {
+            // SAFETY: as above: each iovec names `iov_len` initialised bytes at `iov_base`.
+            let b = unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
+            IoSlice::new(b)
+        })
+        .collect()
+}
+
+/// Copies what fits of `src` into `buf` from `at` on (after the bytes put there before) and
+/// marks them initialised. Returns the bytes copied.
+pub fn fill<B: IoBufMut>(buf: &mut B, at: usize, src: &[u8]) -> usize {
+    let n = src.len().min(buf.bytes_total().saturating_sub(at));
+    // SAFETY: `IoBufMut`'s contract: `write_ptr` is valid for `bytes_total` bytes of writes;
+    // `at + n <= bytes_total`, and `src` is a slice of our own that cannot overlap a buffer we
+    // hold by value. `set_init(at + n)` then covers bytes all written (`0..at` by the calls
+    // before, `at..at + n` now).
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), buf.write_ptr().add(at), n);
+        buf.set_init(at + n);
+    }
+    n
+}
+
+/// recv(2) with `MSG_DONTWAIT`: what the socket has now (`WouldBlock` if nothing), whether or
+/// not the fd is in non-blocking mode (io_uring's accepted sockets are not).
+pub fn recv_now(fd: RawFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        // SAFETY: recv(2) writes at most `buf.len()` bytes into `buf`, a live exclusive
+        // borrow; `fd` is borrowed from a stream the caller holds open.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// sendmsg(2) of `bufs` with `MSG_DONTWAIT | MSG_NOSIGNAL`: what the socket takes now
+/// (`WouldBlock` if nothing).
+pub fn send_now(fd: RawFd, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+    let n = bufs.len().min(1024);
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is ABI-compatible with `iovec` on Unix (std guarantees it); sendmsg only
+    // reads through the pointer.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = n as _;
+    loop {
+        // SAFETY: `msg` points at `n` iovecs of `bufs`, live for the call, each naming bytes
+        // of a live slice; the kernel only reads them. `fd` is held open by the caller.
+        let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 

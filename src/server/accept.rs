@@ -22,9 +22,13 @@ use crate::limits::client_ip::{client_ip, trusted};
 use crate::limits::proxy_protocol::{self, Parsed, ProxyHeaderError};
 use crate::limits::{home_core, IpCharge, Refusal};
 use crate::relay::join::{join_session, run_echo, Seat};
+use crate::runtime::stream::ServerStream;
+use crate::runtime::tls::Refused;
 use crate::session::handoff::Carried;
+use crate::session::handoff::Tls;
 use crate::session::handoff::{owner_core, Handoff, Parcel, Stage};
-use crate::stats::{bump, RefusedStatus};
+use crate::stats::{bump, Latency, RefusedStatus};
+use crate::tls::Failure;
 use crate::ws::accept::accept_key;
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
@@ -48,7 +52,7 @@ enum HeadRead {
     Gone,
 }
 
-async fn read_head(core: &Core, stream: &mut TcpStream, mut buf: Vec<u8>) -> HeadRead {
+async fn read_head(core: &Core, stream: &mut ServerStream, mut buf: Vec<u8>) -> HeadRead {
     let limits = &core.config().limits;
     let (max_bytes, max_headers) = (limits.max_header_bytes, limits.max_headers);
     let mut scan = HeadScan::default();
@@ -83,7 +87,7 @@ async fn read_head(core: &Core, stream: &mut TcpStream, mut buf: Vec<u8>) -> Hea
 /// after it, which are the start of the request.
 /// `Err(None)`: the peer closed before sending anything.
 async fn read_proxy_header(
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     mut buf: Vec<u8>,
 ) -> Result<(Option<IpAddr>, Vec<u8>), Option<ProxyHeaderError>> {
     loop {
@@ -162,6 +166,8 @@ pub struct Arrival {
     pub carried: Option<Carried>,
     /// Its place among this worker's unfinished handshakes, while it reads its request here.
     pub slot: Option<HandshakeSlot>,
+    /// Accepted on the TLS listener and not yet through its TLS handshake.
+    pub tls_pending: bool,
 }
 
 impl Arrival {
@@ -176,6 +182,7 @@ impl Arrival {
             admitted: None,
             carried: None,
             slot,
+            tls_pending: false,
         }
     }
 }
@@ -183,7 +190,7 @@ impl Arrival {
 /// A new connection on the public listener: to its client's home core if it landed elsewhere
 /// (the steering program is missing), else counted among the unfinished handshakes (closed at
 /// once when they are full) and read here.
-pub fn accepted(core: &Rc<Core>, stream: TcpStream, peer: IpAddr) {
+pub fn accepted(core: &Rc<Core>, stream: TcpStream, peer: IpAddr, tls: bool) {
     let peer = peer.to_canonical();
     let charged = per_ip(core, peer);
     if let Some(home) = charged.and_then(|ip| home_elsewhere(core, ip)) {
@@ -193,20 +200,22 @@ pub fn accepted(core: &Rc<Core>, stream: TcpStream, peer: IpAddr) {
             peer,
             stage: Stage::Accepted { client: None },
             carried: None,
+            tls: if tls { Tls::Pending } else { Tls::Plain },
         };
-        monoio::spawn(hand_over(core.clone(), stream, home, parcel));
+        monoio::spawn(hand_over(core.clone(), stream.into(), home, parcel));
         return;
     }
     // Closed at once when full: no answer, so a flood of them costs no writes.
     let Some(slot) = HandshakeSlot::take(core, charged) else {
         return;
     };
-    let arrival = Arrival::new(Listener::Public, peer, Some(slot));
-    monoio::spawn(handle(core.clone(), stream, arrival));
+    let mut arrival = Arrival::new(Listener::Public, peer, Some(slot));
+    arrival.tls_pending = tls;
+    monoio::spawn(handle(core.clone(), stream.into(), arrival));
 }
 
 /// Entry for a freshly accepted connection (or one handed over with `initial` bytes).
-pub async fn handle(core: Rc<Core>, mut stream: TcpStream, mut arrival: Arrival) {
+pub async fn handle(core: Rc<Core>, mut stream: ServerStream, mut arrival: Arrival) {
     let accepted_at = arrival.accepted_at;
     if arrival.listener == Listener::Internal {
         let Some((carried, rest)) = accept_link(&core, &mut stream, arrival.peer).await else {
@@ -226,6 +235,7 @@ pub async fn handle(core: Rc<Core>, mut stream: TcpStream, mut arrival: Arrival)
             }),
             carried: Some(carried),
             slot: None,
+            tls_pending: false,
         };
     }
     let origin = |carried: &Option<Carried>, hint: Option<String>| {
@@ -311,7 +321,7 @@ enum ProxyRead {
 /// the proxy), and reading its bytes as a request would charge the proxy for its clients.
 async fn proxy_header(
     core: &Core,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     peer: IpAddr,
     buf: Vec<u8>,
     left: Duration,
@@ -362,6 +372,8 @@ impl Request {
             peer: self.peer,
             stage,
             carried: self.carried,
+            // The stream's own session goes along (`hand_over`): the handshake is done.
+            tls: Tls::Plain,
         }
     }
 
@@ -374,7 +386,7 @@ impl Request {
 /// The HTTP phase, in steps: a trusted proxy's PROXY header, the request head within the
 /// handshake timeout, its route, then the answer (health, demo, stats) or the way to the
 /// session (admission, then "seat here or carry elsewhere").
-async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, mut arrival: Arrival) -> Next {
+async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arrival) -> Next {
     let timeout = core.config().limits.handshake_timeout;
     let accepted_at = arrival.accepted_at;
     let left = || timeout.saturating_sub(accepted_at.elapsed());
@@ -382,6 +394,9 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, mut arrival: Arriva
         arrival.initial = Vec::with_capacity(1024);
     }
     if let Err(next) = proxy_step(core, stream, &mut arrival, left()).await {
+        return next;
+    }
+    if let Err(next) = tls_step(core, stream, &mut arrival, left()).await {
         return next;
     }
     let buf = std::mem::take(&mut arrival.initial);
@@ -433,7 +448,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut TcpStream, mut arrival: Arriva
 /// with that.
 async fn proxy_step(
     core: &Core,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     a: &mut Arrival,
     left: Duration,
 ) -> Result<(), Next> {
@@ -464,6 +479,11 @@ async fn proxy_step(
                 peer: a.peer,
                 stage: Stage::Accepted { client: a.client },
                 carried: a.carried.take(),
+                tls: if a.tls_pending {
+                    Tls::Pending
+                } else {
+                    Tls::Plain
+                },
             };
             return Err(Next::HandOver { to, parcel });
         }
@@ -474,11 +494,56 @@ async fn proxy_step(
     Ok(())
 }
 
+/// A connection accepted on the TLS listener: its TLS handshake, within what is left of the
+/// handshake timeout and under the same handshake slot as the request head that follows. A
+/// failure is counted by its reason; a client that spoke plain HTTP is told so in clear.
+/// `Err`: the phase ends with that.
+async fn tls_step(
+    core: &Core,
+    stream: &mut ServerStream,
+    a: &mut Arrival,
+    left: Duration,
+) -> Result<(), Next> {
+    if !std::mem::take(&mut a.tls_pending) {
+        return Ok(());
+    }
+    let Some(config) = core.tls_config() else {
+        return Err(Next::Done);
+    };
+    let started = Instant::now();
+    let hsts = hsts_max_age(core);
+    let failure = match monoio::time::timeout(left, stream.start_tls(config, hsts)).await {
+        Ok(Ok(())) => {
+            if let Some(tls) = stream.tls() {
+                super::tls::negotiated(&core.stats, tls.negotiated());
+            }
+            core.latency
+                .record(Latency::TlsHandshake, started.elapsed());
+            return Ok(());
+        }
+        Ok(Err(Refused::NotTls)) => {
+            Refusal::NotTls.write(&core.stats, stream).await;
+            return Err(Next::Done);
+        }
+        Ok(Err(Refused::Tls(e))) => {
+            tracing::debug!(peer = %a.peer, error = %e, "TLS handshake refused");
+            Failure::of(&e)
+        }
+        Ok(Err(Refused::Closed | Refused::Io(_))) => Failure::Other,
+        Err(_) => {
+            core.stats.refused(RefusedStatus::Timeout);
+            Failure::Timeout
+        }
+    };
+    super::tls::failed(&core.stats, failure);
+    Err(Next::Done)
+}
+
 /// Reads the request head within what is left of the handshake timeout. A head that breaks
 /// the limits or HTTP is refused (400 or 431), a timeout is counted. `None`: the phase is over.
 async fn head_step(
     core: &Core,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     buf: Vec<u8>,
     left: Duration,
 ) -> Option<(RequestHead, Vec<u8>, usize)> {
@@ -502,7 +567,7 @@ async fn head_step(
 /// malformed target was refused (400).
 async fn route_step(
     core: &Core,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     head: &RequestHead,
     carried: bool,
 ) -> Option<Route> {
@@ -523,7 +588,7 @@ async fn route_step(
 }
 
 /// The demo page's files (`demo.enabled`); HEAD gets the head a GET would.
-async fn demo(stream: &mut TcpStream, asset: crate::demo::Asset, method: &str) {
+async fn demo(stream: &mut ServerStream, asset: crate::demo::Asset, method: &str) {
     let mut bytes = crate::demo::response(asset, method).to_bytes();
     if method == "HEAD" {
         crate::http::response::truncate_to_head(&mut bytes);
@@ -536,7 +601,7 @@ async fn demo(stream: &mut TcpStream, asset: crate::demo::Asset, method: &str) {
 /// is upgraded here.
 async fn to_session(
     core: &Rc<Core>,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     req: Request,
     admitted: Option<Admitted>,
     mut slot: Option<HandshakeSlot>,
@@ -607,7 +672,7 @@ async fn to_session(
 /// home core, or refused.
 async fn admission(
     core: &Core,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     req: Request,
     admitted: Option<Admitted>,
     r: &Route,
@@ -665,7 +730,7 @@ async fn admission(
 /// `Done`: refused).
 async fn seat(
     core: &Core,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     mut req: Request,
     mut admitted: Admitted,
     session: &str,
@@ -692,7 +757,7 @@ async fn seat(
 /// what the owner is told about it (and its count here, held while it is carried).
 async fn elsewhere(
     core: &Core,
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     session: &str,
     hint: &Option<String>,
     req: &mut Request,
@@ -735,8 +800,12 @@ fn upgrade(head: &RequestHead) -> Result<Response, Response> {
 
 /// Hands `stream` to core `to`; when its inbox is full the client gets 503 (and whatever the
 /// connection was counted for is given back as the parcel drops).
-async fn hand_over(core: Rc<Core>, stream: TcpStream, to: usize, parcel: Parcel) {
-    let std_stream = crate::runtime::socket::into_std(stream);
+async fn hand_over(core: Rc<Core>, stream: ServerStream, to: usize, mut parcel: Parcel) {
+    let (tcp, session) = stream.into_parts();
+    if let Some(session) = session {
+        parcel.tls = Tls::On(session);
+    }
+    let std_stream = crate::runtime::socket::into_std(tcp);
     match core.shared.handoff[to].try_send(Handoff {
         stream: std_stream,
         parcel,
@@ -745,12 +814,22 @@ async fn hand_over(core: Rc<Core>, stream: TcpStream, to: usize, parcel: Parcel)
         Err(e) => {
             bump(&core.stats.handoffs_refused, 1);
             let h = e.into_inner();
-            drop(h.parcel);
-            if let Ok(mut stream) = TcpStream::from_std(h.stream) {
+            let session = match h.parcel.tls {
+                Tls::On(s) => Some(s),
+                Tls::Plain | Tls::Pending => None,
+            };
+            if let Ok(tcp) = TcpStream::from_std(h.stream) {
+                // Over TLS in the session's own words; a handshake not yet made gets none.
+                let mut stream = ServerStream::from_parts(tcp, session, hsts_max_age(&core));
                 Refusal::HandoffBusy.write(&core.stats, &mut stream).await;
             }
         }
     }
+}
+
+/// `security.hsts_max_age` in seconds.
+fn hsts_max_age(core: &Core) -> u64 {
+    core.config().security.hsts_max_age.as_secs()
 }
 
 /// Receives connections handed over by other cores and carries on with them here.
@@ -764,6 +843,7 @@ pub async fn receive_handoffs(core: Rc<Core>, rx: flume::Receiver<Handoff>) {
             peer,
             stage,
             carried,
+            tls,
         } = parcel;
         let (client, admitted, slot) = match stage {
             Stage::Accepted { client } => {
@@ -780,6 +860,12 @@ pub async fn receive_handoffs(core: Rc<Core>, rx: flume::Receiver<Handoff>) {
         match TcpStream::from_std(stream) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
+                let (session, tls_pending) = match tls {
+                    Tls::Plain => (None, false),
+                    Tls::Pending => (None, true),
+                    Tls::On(s) => (Some(s), false),
+                };
+                let stream = ServerStream::from_parts(stream, session, hsts_max_age(&core));
                 let arrival = Arrival {
                     listener: Listener::Public,
                     peer,
@@ -789,6 +875,7 @@ pub async fn receive_handoffs(core: Rc<Core>, rx: flume::Receiver<Handoff>) {
                     admitted,
                     carried,
                     slot,
+                    tls_pending,
                 };
                 monoio::spawn(handle(core.clone(), stream, arrival));
             }

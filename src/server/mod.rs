@@ -6,6 +6,7 @@ pub(crate) mod handshake;
 pub(crate) mod health;
 pub(crate) mod scrape;
 pub(crate) mod steer;
+pub(crate) mod tls;
 pub(crate) mod worker;
 
 /// Where a connection goes is the session layer's decision (`owner_core`); re-exported here
@@ -38,6 +39,8 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("listeners: {0}")]
     Listeners(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Scrapes waiting per core; more at once are answered with 503.
@@ -52,6 +55,10 @@ pub struct Server {
     admin: std::net::TcpListener,
     /// `cluster.internal_listen`, one per worker like the public listener.
     internal: Vec<std::net::TcpListener>,
+    /// `tls.listen`, one per worker like the public listener; empty without TLS.
+    tls_listeners: Vec<std::net::TcpListener>,
+    /// What the TLS listener serves, built (certificates read) before anything runs.
+    tls: Option<crate::tls::ServerTls>,
     auth: Option<Authenticator>,
     cluster_secret: Option<Arc<Vec<u8>>>,
     steering: Steering,
@@ -193,6 +200,9 @@ pub struct Listeners {
     /// `cluster.internal_listen`, one per worker like the public listener; empty when the
     /// node takes no node-to-node links.
     pub internal: Vec<std::net::TcpListener>,
+    /// `tls.listen`, one per worker like the public listener (every public route, over
+    /// TLS); empty when there is no TLS listener.
+    pub tls: Vec<std::net::TcpListener>,
 }
 
 impl Listeners {
@@ -209,10 +219,15 @@ impl Listeners {
             (Some(addr), Some(_)) => bind_per_worker(addr, config.workers)?,
             _ => Vec::new(),
         };
+        let tls = match config.tls.listen {
+            Some(addr) => bind_per_worker(addr, config.workers)?,
+            None => Vec::new(),
+        };
         Ok(Listeners {
             public,
             admin,
             internal,
+            tls,
         })
     }
 
@@ -233,7 +248,10 @@ impl Listeners {
         if !self.internal.is_empty() {
             per_worker("internal", self.internal.len())?;
         }
-        let all = self.public.iter().chain(&self.internal);
+        if !self.tls.is_empty() {
+            per_worker("TLS", self.tls.len())?;
+        }
+        let all = self.public.iter().chain(&self.internal).chain(&self.tls);
         for l in all.chain(std::iter::once(&self.admin)) {
             l.set_nonblocking(true)
                 .map_err(|e| ServerError::Listeners(format!("cannot make non-blocking: {e}")))?;
@@ -371,14 +389,26 @@ impl Server {
         let driver = driver::resolve(config.driver)?;
         let auth = Authenticator::from_config(&config)?;
         let listeners = listeners(&config)?;
+        let tls = if listeners.tls.is_empty() {
+            None
+        } else {
+            Some(crate::tls::server_config(&config.tls)?)
+        };
         let cluster_secret = config.cluster_secret()?.map(Arc::new);
         let steering = steer(&config, &listeners.public);
+        if !listeners.tls.is_empty() && steering == Steering::Bpf {
+            // The TLS listeners are a reuseport group of their own; a failure here leaves
+            // them on handoffs, which keeps every figure exact.
+            let _ = steer(&config, &listeners.tls);
+        }
         Ok(Server {
             config: Arc::new(config),
             driver,
             listeners: listeners.public,
             admin: listeners.admin,
             internal: listeners.internal,
+            tls_listeners: listeners.tls,
+            tls,
             auth,
             cluster_secret,
             steering,
@@ -400,6 +430,11 @@ impl Server {
         self.admin
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// The TLS listener's address (with `tls.listen`).
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listeners.first().and_then(|l| l.local_addr().ok())
     }
 
     /// The node-to-node listener's address (cluster mode with `cluster.internal_listen`).
@@ -450,12 +485,18 @@ impl Server {
             auth: self.auth,
             cluster_requests: cluster_on.then_some(request_tx),
             cluster_secret: self.cluster_secret,
+            tls: self.tls,
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, threads) = Self::spawn_workers(
             self.driver,
             &shared,
-            (self.listeners, self.admin, self.internal),
+            (
+                self.listeners,
+                self.admin,
+                self.internal,
+                self.tls_listeners,
+            ),
             inboxes,
             cluster_on,
             ready_tx,
@@ -495,9 +536,10 @@ impl Server {
     fn spawn_workers(
         driver: Driver,
         shared: &Arc<Shared>,
-        (public, admin, internal): (
+        (public, admin, internal, tls): (
             Vec<std::net::TcpListener>,
             std::net::TcpListener,
+            Vec<std::net::TcpListener>,
             Vec<std::net::TcpListener>,
         ),
         inboxes: Vec<Inbox>,
@@ -512,6 +554,7 @@ impl Server {
         let mut threads = Vec::new();
         let mut admin = Some(admin);
         let mut internal = internal.into_iter();
+        let mut tls = tls.into_iter();
         for (index, (listener, inbox)) in public.into_iter().zip(inboxes).enumerate() {
             let (stop_tx, stop_rx) = flume::bounded(1);
             stop.push(stop_tx);
@@ -521,6 +564,7 @@ impl Server {
                 listener,
                 admin: admin.take(),
                 internal: internal.next(),
+                tls: tls.next(),
                 commands: cluster_on.then_some(inbox.commands),
                 handoffs: inbox.handoffs,
                 releases: inbox.releases,

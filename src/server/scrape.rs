@@ -47,6 +47,18 @@ async fn collect(core: &Core) -> Option<Vec<CoreSnapshot>> {
     Some(all)
 }
 
+/// The certificates this core's TLS listener serves now, with the seconds each has left.
+fn certificates(core: &Core) -> Vec<(String, Option<i64>)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    core.tls_certificates()
+        .iter()
+        .flat_map(|certs| certs.iter())
+        .map(|c| (c.file.clone(), c.not_after.map(|t| t - now)))
+        .collect()
+}
+
 pub async fn scrape(core: &Core, format: Format) -> Response {
     let Some(cores) = collect(core).await else {
         return Response::error(503, "scrape_busy", "a worker did not answer in time; retry")
@@ -59,6 +71,7 @@ pub async fn scrape(core: &Core, format: Format) -> Response {
         uptime_s: core.shared.started.elapsed().as_secs(),
         cluster: core.shared.cluster.as_ref().map(|v| v.stats_json()),
         cluster_rtt: core.shared.cluster.as_ref().map(|v| v.rtt()),
+        certificates: certificates(core),
     };
     match format {
         Format::Json => Response::json(200, stats_json(&meta, &cores)),

@@ -19,6 +19,8 @@ pub struct WorkerSetup {
     pub admin: Option<std::net::TcpListener>,
     /// This worker's share of `cluster.internal_listen`.
     pub internal: Option<std::net::TcpListener>,
+    /// This worker's share of `tls.listen`.
+    pub tls: Option<std::net::TcpListener>,
     /// The cluster thread's commands (cluster mode).
     pub commands: Option<flume::Receiver<crate::fleet::ask::Command>>,
     pub handoffs: flume::Receiver<Handoff>,
@@ -33,7 +35,8 @@ pub struct WorkerSetup {
 /// The first back-off after `accept` fails; it doubles up to `limits.accept_backoff_max`.
 const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
 
-async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
+/// Accepts on one listener; `tls`: the TLS listener (public routes, after a TLS handshake).
+async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener, tls: bool) {
     let max_conns = core.config().limits.max_connections_per_worker;
     let backoff_max = core.config().limits.accept_backoff_max;
     let mut backoff = ACCEPT_BACKOFF_START;
@@ -52,17 +55,20 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener) {
                     + core.cluster_local.carry_count()
                     + core.bridge.connections();
                 if busy >= max_conns {
-                    let c = core.clone();
-                    monoio::spawn(
-                        async move { Refusal::WorkerFull.write(&c.stats, &mut stream).await },
-                    );
+                    // Over TLS no plain answer can be read: the connection is just closed.
+                    if !tls {
+                        let c = core.clone();
+                        monoio::spawn(async move {
+                            Refusal::WorkerFull.write(&c.stats, &mut stream).await
+                        });
+                    }
                     continue;
                 }
                 if kind == Listener::Public {
-                    accept::accepted(&core, stream, addr.ip());
+                    accept::accepted(&core, stream, addr.ip(), tls);
                 } else {
                     let arrival = Arrival::new(kind, addr.ip(), None);
-                    monoio::spawn(handle(core.clone(), stream, arrival));
+                    monoio::spawn(handle(core.clone(), stream.into(), arrival));
                 }
             }
             Err(e) => {
@@ -98,18 +104,20 @@ pub async fn run(setup: WorkerSetup) {
         }
     });
     let listeners = [
-        (Some(setup.listener), Listener::Public),
-        (setup.admin, Listener::Admin),
-        (setup.internal, Listener::Internal),
+        (Some(setup.listener), Listener::Public, false),
+        (setup.admin, Listener::Admin, false),
+        (setup.internal, Listener::Internal, false),
+        (setup.tls, Listener::Public, true),
     ];
-    for (listener, kind) in listeners {
+    for (listener, kind, tls) in listeners {
         let Some(listener) = listener else { continue };
         match TcpListener::from_std(listener) {
             Ok(l) => {
-                monoio::spawn(accept_loop(core.clone(), l, kind));
+                monoio::spawn(accept_loop(core.clone(), l, kind, tls));
             }
             Err(e) => {
                 let what = match kind {
+                    Listener::Public if tls => format!("worker {} (TLS)", setup.index),
                     Listener::Public => format!("worker {}", setup.index),
                     Listener::Admin => "admin listener".to_string(),
                     Listener::Internal => "internal listener".to_string(),

@@ -3,6 +3,7 @@
 //! admitted. The raw socket and every byte read so far cross over, with what was decided.
 
 use crate::limits::admit::Admitted;
+use crate::runtime::tls::TlsSession;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Instant;
@@ -31,6 +32,17 @@ pub struct Parcel {
     pub stage: Stage,
     /// Set when another node carried this connection here (cluster mode).
     pub carried: Option<Carried>,
+    /// The connection's TLS, which crosses with its fd.
+    pub tls: Tls,
+}
+
+/// Whether a handed-over connection speaks TLS, and how far it got.
+pub enum Tls {
+    Plain,
+    /// Accepted on the TLS listener, handshake not started: the receiving core runs it.
+    Pending,
+    /// The session, its keys and buffers: the receiving core reads and writes through it.
+    On(Box<TlsSession>),
 }
 
 /// What another node's admission decided about a peer it carries here (the description in

@@ -19,15 +19,18 @@ pub enum Latency {
     Hop,
     /// On a carrying node: connecting to the owner and passing its challenge.
     Carry,
+    /// A TLS listener's handshake, from its start (after any PROXY header) to its end.
+    TlsHandshake,
 }
 
 impl Latency {
-    pub const ALL: [Latency; 5] = [
+    pub const ALL: [Latency; 6] = [
         Latency::Relay,
         Latency::Handshake,
         Latency::Bridge,
         Latency::Hop,
         Latency::Carry,
+        Latency::TlsHandshake,
     ];
 
     pub fn name(self) -> &'static str {
@@ -37,6 +40,7 @@ impl Latency {
             Latency::Bridge => "bridge",
             Latency::Hop => "hop",
             Latency::Carry => "carry",
+            Latency::TlsHandshake => "tls_handshake",
         }
     }
 
@@ -52,6 +56,9 @@ impl Latency {
             }
             Latency::Carry => {
                 "On a carrying node, time to connect to the owner and pass its challenge."
+            }
+            Latency::TlsHandshake => {
+                "Time from a TLS listener's connection's first handshake read to its end."
             }
         }
     }

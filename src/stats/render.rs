@@ -22,6 +22,9 @@ pub struct Meta {
     pub cluster: Option<Value>,
     /// That node's Redis round trips, in microseconds (cluster mode only).
     pub cluster_rtt: Option<Histogram<u64>>,
+    /// Each certificate the TLS listener serves: its file and the seconds until it expires
+    /// (negative once expired; `None` when its notAfter could not be read).
+    pub certificates: Vec<(String, Option<i64>)>,
 }
 
 const QUANTILES: [(&str, f64); 5] = [
@@ -107,7 +110,35 @@ pub fn stats_json(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     if let Some(c) = &meta.cluster {
         v["cluster"] = c.clone();
     }
+    if !meta.certificates.is_empty() {
+        let certs: Vec<Value> = meta
+            .certificates
+            .iter()
+            .map(|(file, left)| json!({ "file": file, "expires_in_s": left }))
+            .collect();
+        v["tls"] = json!({ "certificates": certs });
+    }
     v.to_string()
+}
+
+/// Seconds until each certificate the TLS listener serves expires, by file.
+fn certificate_metrics(out: &mut String, meta: &Meta) {
+    if meta.certificates.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP ringrelay_tls_certificate_expiry_seconds Seconds until the certificate expires (negative once expired).\n# TYPE ringrelay_tls_certificate_expiry_seconds gauge");
+    for (file, left) in &meta.certificates {
+        if let Some(left) = left {
+            let file = file
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = writeln!(
+                out,
+                "ringrelay_tls_certificate_expiry_seconds{{file=\"{file}\"}} {left}"
+            );
+        }
+    }
 }
 
 /// The fleet's figures (cluster mode), from the same object /stats shows.
@@ -218,6 +249,7 @@ pub fn metrics_text(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     if let Some(c) = &meta.cluster {
         cluster_metrics(&mut out, c);
     }
+    certificate_metrics(&mut out, meta);
     counter_metrics(&mut out, cores);
     gauge_metrics(&mut out, cores);
     latency_metrics(&mut out, meta, cores);
@@ -334,6 +366,7 @@ mod tests {
     const META: Meta = Meta {
         cluster: None,
         cluster_rtt: None,
+        certificates: Vec::new(),
         version: "0.0.0",
         driver: "io_uring",
         workers: 2,

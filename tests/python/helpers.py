@@ -57,6 +57,8 @@ def unique(prefix: str = "s") -> str:
 ACTIVE_SERVERS: list = []
 
 _LISTEN_RE = re.compile(r"ringrelay listening .*?listen=(\S+) admin=(\S+)")
+# The TLS listener's address, on the same line when `tls.listen` is set.
+_TLS_RE = re.compile(r"ringrelay listening .*? tls=(\S+)")
 
 
 class Server:
@@ -75,6 +77,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.listen: tuple[str, int] | None = None
         self.admin: tuple[str, int] | None = None
+        self.tls: tuple[str, int] | None = None
         self.exit_code: int | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -111,6 +114,8 @@ class Server:
             if m and not self._ready.is_set():
                 self.listen = _parse_addr(m.group(1))
                 self.admin = _parse_addr(m.group(2))
+                t = _TLS_RE.search(line)
+                self.tls = _parse_addr(t.group(1)) if t else None
                 self._ready.set()
         self._ready.set()
 

@@ -69,7 +69,8 @@ named_by_as_str!(
     super::Overflow,
     super::EchoRoute,
     super::ClientIpHeader,
-    super::JwtAlgorithm
+    super::JwtAlgorithm,
+    super::TlsVersion
 );
 
 impl Named for super::IpNet {
@@ -334,5 +335,62 @@ impl Kind<Option<String>> for RedisUrl {
     }
     fn debug(&self, v: &Option<String>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&v.as_deref().map(redact_url), f)
+    }
+}
+
+/// `tls.certificates`: in TOML an array of tables `{ cert_file = "...", key_file = "..." }`;
+/// in the environment `cert.pem:key.pem,cert2.pem:key2.pem` (a path holding `:` or `,` needs
+/// the file).
+pub(super) struct CertList;
+
+impl CertList {
+    fn pair(i: &Input<'_>, cert: &str, key: &str) -> Result<super::CertPair, ConfigError> {
+        let (cert, key) = (cert.trim(), key.trim());
+        if cert.is_empty() || key.is_empty() {
+            return Err(i.fail("each certificate needs a cert_file and a key_file"));
+        }
+        Ok(super::CertPair {
+            cert_file: PathBuf::from(cert),
+            key_file: PathBuf::from(key),
+        })
+    }
+
+    fn table(i: &Input<'_>, v: &toml::Value) -> Result<super::CertPair, ConfigError> {
+        let hint = "expected { cert_file = \"...\", key_file = \"...\" }";
+        let t = v.as_table().ok_or_else(|| i.fail(hint))?;
+        if let Some(k) = t.keys().find(|k| *k != "cert_file" && *k != "key_file") {
+            return Err(i.fail(format!("unknown key {k:?} in a certificate: {hint}")));
+        }
+        let field = |name: &str| t.get(name).and_then(toml::Value::as_str).unwrap_or("");
+        Self::pair(i, field("cert_file"), field("key_file"))
+    }
+}
+
+impl Kind<Vec<super::CertPair>> for CertList {
+    fn parse(&self, i: &Input<'_>) -> Result<Vec<super::CertPair>, ConfigError> {
+        match i.raw {
+            Raw::Toml(toml::Value::Array(items)) => {
+                items.iter().map(|v| Self::table(i, v)).collect()
+            }
+            Raw::Toml(_) => Err(i.fail("expected an array of { cert_file, key_file } tables")),
+            Raw::Text(s) if s.trim().is_empty() => Ok(Vec::new()),
+            Raw::Text(s) => s
+                .split(',')
+                .map(|item| match item.split_once(':') {
+                    Some((c, k)) => Self::pair(i, c, k),
+                    None => Err(i.fail("expected cert.pem:key.pem, comma-separated")),
+                })
+                .collect(),
+        }
+    }
+    fn toml(&self, v: &Vec<super::CertPair>) -> Option<String> {
+        let items = v.iter().map(|p| {
+            format!(
+                "{{ cert_file = {}, key_file = {} }}",
+                render::string(&p.cert_file.to_string_lossy()),
+                render::string(&p.key_file.to_string_lossy())
+            )
+        });
+        Some(format!("[{}]", items.collect::<Vec<_>>().join(", ")))
     }
 }

@@ -429,3 +429,38 @@ fn cluster_link_needs_a_secret_and_never_shows_it() {
         .to_string();
     assert!(err.contains("cluster.session_ttl"), "{err}");
 }
+
+#[test]
+fn tls_errors_name_the_key_at_fault() {
+    let cert = [
+        ("RINGRELAY_TLS_CERT_FILE", "/etc/relay.pem"),
+        ("RINGRELAY_TLS_KEY_FILE", "/etc/relay.key"),
+    ];
+    let same = [("RINGRELAY_TLS_LISTEN", "127.0.0.1:8080")];
+    let err = load_env(&[&cert[..], &same[..]].concat()).unwrap_err();
+    assert_names(&err, "tls.listen", "same port as listen");
+    let err = load_env(&[("RINGRELAY_TLS_MIN_VERSION", "1.1")]).unwrap_err();
+    assert_names(&err, "tls.min_version", "expected 1.2 or 1.3");
+    let err = load_env(&[("RINGRELAY_TLS_CERTIFICATES", "a.pem")]).unwrap_err();
+    assert_names(&err, "tls.certificates", "cert.pem:key.pem");
+    let ok = load_env(&[&cert[..], &[("RINGRELAY_TLS_LISTEN", "127.0.0.1:8443")][..]].concat());
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn tls_certificates_read_from_a_table_array() {
+    let toml = b"[tls]\ncertificates = [{ cert_file = \"a.pem\", key_file = \"a.key\" }, { key_file = \"b.key\", cert_file = \"b.pem\" }]\n";
+    let file = TempFile::new(toml);
+    let c = Config::load(Some(file.path()), &env(&[]), &CliOverrides::default()).unwrap();
+    let files: Vec<_> = c
+        .tls
+        .certificates
+        .iter()
+        .map(|p| (p.cert_file.to_str().unwrap(), p.key_file.to_str().unwrap()))
+        .collect();
+    assert_eq!(files, [("a.pem", "a.key"), ("b.pem", "b.key")]);
+    let bad =
+        TempFile::new(b"[tls]\ncertificates = [{ cert_file = \"a.pem\", keyfile = \"a.key\" }]\n");
+    let err = Config::load(Some(bad.path()), &env(&[]), &CliOverrides::default()).unwrap_err();
+    assert_names(&err, "tls.certificates", "unknown key \"keyfile\"");
+}

@@ -60,6 +60,7 @@ fn output_is_sectioned_like_the_docs() {
             "[bridge]",
             "[auth]",
             "[security]",
+            "[tls]",
             "[log]",
             "[stats]",
             "[cluster]",

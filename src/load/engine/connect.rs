@@ -27,6 +27,8 @@ pub struct SetupStats {
     upgrade: Histogram<u64>,
     /// Connect mode: the whole cycle, from connect to the relay's close.
     cycle: Histogram<u64>,
+    /// The TLS version the last connection negotiated.
+    pub tls_version: Option<&'static str>,
 }
 
 impl SetupStats {
@@ -36,6 +38,7 @@ impl SetupStats {
             tls: super::new_histogram(),
             upgrade: super::new_histogram(),
             cycle: super::new_histogram(),
+            tls_version: None,
         }
     }
 
@@ -45,6 +48,7 @@ impl SetupStats {
         if let Some(t) = s.tls {
             self.tls.saturating_record(us(t));
         }
+        self.tls_version = s.tls_version.or(self.tls_version);
         self.upgrade.saturating_record(us(s.upgrade));
         if let Some(c) = cycle {
             self.cycle.saturating_record(us(c));
@@ -56,6 +60,7 @@ impl SetupStats {
         let _ = self.tls.add(&o.tls);
         let _ = self.upgrade.add(&o.upgrade);
         let _ = self.cycle.add(&o.cycle);
+        self.tls_version = self.tls_version.or(o.tls_version);
     }
 
     /// `None` when no connection was set up.

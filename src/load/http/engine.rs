@@ -335,6 +335,7 @@ fn report(plan: &HttpPlan, total: Tally) -> HttpReport {
         tls: plan.tls.as_ref().map(|t| crate::load::report::TlsReport {
             insecure: t.insecure,
             server_name: t.server_name.to_str().into_owned(),
+            version: None,
         }),
         method: plan.method.clone(),
         size: plan.body.unwrap_or(0),

@@ -1,0 +1,306 @@
+//! A TLS session on a server socket: rustls's buffered `Connection`, fed with what a
+//! non-blocking recv(2) returns once the socket is readable, and drained with non-blocking
+//! sendmsg(2), waiting for writability when the socket is full (docs/tls.md, "The glue").
+//! Ciphertext never sits in a buffer of ours between two reads: rustls's own buffers hold
+//! the part of a record not yet complete, and one scratch buffer per core lands each read.
+//! Used by the HTTP phase (`runtime::stream::ServerStream`) and, once upgraded, by the
+//! relay's shared `runtime::socket::Socket`; it crosses cores with its fd in a handoff.
+#![forbid(unsafe_code)]
+
+use super::socket::{recv_now, send_now};
+use crate::tls::Negotiated;
+use monoio::net::TcpStream;
+use rustls::Connection;
+use std::cell::RefCell;
+use std::io::{self, BufRead, IoSlice, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+
+/// What one read from the socket may bring: the size of the pooled read buffers' default,
+/// so a 64 KiB message of records arrives in one recv(2).
+const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// Plaintext rustls may hold before feeding it stops: it refuses more ciphertext past
+/// 16 KiB of unread plaintext, so what is left of a read waits in the session's backlog.
+const PLAINTEXT_HIGH: usize = 16 * 1024;
+
+/// The first byte of a TLS handshake record; anything else at the start of a connection to
+/// the TLS listener is not TLS (most often a plain HTTP request).
+const HANDSHAKE_RECORD: u8 = 0x16;
+
+thread_local! {
+    /// One per worker thread: every read is fed to its session before the next one starts.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
+}
+
+/// One connection's TLS state. `Send`, so it travels with its fd to another core.
+pub struct TlsSession {
+    conn: RefCell<Connection>,
+    /// Ciphertext read but not yet given to rustls (its plaintext buffer was full): rare, and
+    /// empty (no allocation) otherwise.
+    backlog: RefCell<Vec<u8>>,
+}
+
+/// How a handshake ended without a session.
+#[derive(Debug)]
+pub enum Refused {
+    /// The first byte was not a TLS handshake record.
+    NotTls,
+    /// The client closed the connection first.
+    Closed,
+    /// rustls refused the client (its alert has been sent).
+    Tls(rustls::Error),
+    Io(io::Error),
+}
+
+/// `io::Write` onto the socket with non-blocking sends, for `write_tls`.
+struct SendNow(RawFd);
+
+impl Write for SendNow {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        send_now(self.0, &[IoSlice::new(b)])
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        send_now(self.0, bufs)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn invalid(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// What went wrong feeding ciphertext to rustls.
+enum FeedError {
+    Tls(rustls::Error),
+    Io(io::Error),
+}
+
+impl From<FeedError> for io::Error {
+    fn from(e: FeedError) -> io::Error {
+        match e {
+            FeedError::Tls(e) => invalid(e),
+            FeedError::Io(e) => e,
+        }
+    }
+}
+
+impl TlsSession {
+    fn new(conn: Connection) -> TlsSession {
+        TlsSession {
+            conn: RefCell::new(conn),
+            backlog: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// What the handshake agreed on.
+    pub fn negotiated(&self) -> Negotiated {
+        let c = self.conn.borrow();
+        Negotiated {
+            version: c.protocol_version(),
+            suite: c.negotiated_cipher_suite().map(|s| s.suite()),
+        }
+    }
+
+    /// Something can be read without waiting for the socket: plaintext, ciphertext in the
+    /// backlog, or the end of the stream.
+    pub fn has_buffered(&self) -> bool {
+        if !self.backlog.borrow().is_empty() {
+            return true;
+        }
+        let mut c = self.conn.borrow_mut();
+        let r = c.reader().fill_buf().map(|_| ());
+        !matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Gives rustls `bytes` of ciphertext and processes them; what it cannot take yet goes to
+    /// the backlog.
+    fn feed(&self, conn: &mut Connection, mut bytes: &[u8]) -> Result<(), FeedError> {
+        while !bytes.is_empty() {
+            match conn.read_tls(&mut bytes) {
+                // After the client's close_notify: nothing more is read.
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(FeedError::Io(e)),
+            }
+            let state = conn.process_new_packets().map_err(FeedError::Tls)?;
+            if state.plaintext_bytes_to_read() > PLAINTEXT_HIGH && !bytes.is_empty() {
+                self.backlog.borrow_mut().extend_from_slice(bytes);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what the socket has now into the scratch buffer and feeds it. `Ok(false)`: the
+    /// stream ended.
+    fn pull(&self, fd: RawFd, check_first: bool) -> Result<bool, Refused> {
+        let backlog = std::mem::take(&mut *self.backlog.borrow_mut());
+        if !backlog.is_empty() {
+            let mut c = self.conn.borrow_mut();
+            return self.fed(&mut c, fd, &backlog).map(|()| true);
+        }
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let n = recv_now(fd, &mut s).map_err(Refused::Io)?;
+            let mut c = self.conn.borrow_mut();
+            if n == 0 {
+                // rustls learns of the end, so its reader reports it.
+                let _ = c.read_tls(&mut &[][..]);
+                return Ok(false);
+            }
+            if check_first && s[0] != HANDSHAKE_RECORD {
+                return Err(Refused::NotTls);
+            }
+            self.fed(&mut c, fd, &s[..n]).map(|()| true)
+        })
+    }
+
+    /// Feeds `bytes`, then sends at once what rustls has to say (a handshake flight, a key
+    /// update, or the alert of an error).
+    fn fed(&self, c: &mut Connection, fd: RawFd, bytes: &[u8]) -> Result<(), Refused> {
+        let r = self.feed(c, bytes);
+        let _ = send_queued(c, fd);
+        match r {
+            Ok(()) => Ok(()),
+            Err(FeedError::Tls(e)) => Err(Refused::Tls(e)),
+            Err(FeedError::Io(e)) => Err(Refused::Io(e)),
+        }
+    }
+
+    /// Gives `put` up to `room` bytes of plaintext without waiting. `Ok(0)`: the stream
+    /// ended; `Err(WouldBlock)`: nothing yet (wait for the socket to be readable).
+    pub fn read_now(
+        &self,
+        fd: RawFd,
+        room: usize,
+        put: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<usize> {
+        loop {
+            match self.drain(room, put) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The end, clean (close_notify) or not: the relay reads both as the end.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                r => return r,
+            }
+            match self.pull(fd, false) {
+                Ok(true) => {}
+                Ok(false) => return Ok(0),
+                Err(Refused::Io(e)) => return Err(e),
+                Err(Refused::Tls(e)) => return Err(invalid(e)),
+                Err(Refused::NotTls | Refused::Closed) => return Ok(0),
+            }
+        }
+    }
+
+    /// Hands plaintext rustls holds to `put`, up to `room` bytes.
+    fn drain(&self, room: usize, put: &mut dyn FnMut(&[u8])) -> io::Result<usize> {
+        let mut c = self.conn.borrow_mut();
+        let mut reader = c.reader();
+        let mut got = 0;
+        while got < room {
+            let r = reader.fill_buf();
+            let b = match r {
+                Ok(b) => b,
+                Err(_) if got > 0 => break,
+                Err(e) => return Err(e),
+            };
+            if b.is_empty() {
+                break;
+            }
+            let k = b.len().min(room - got);
+            put(&b[..k]);
+            reader.consume(k);
+            got += k;
+        }
+        Ok(got)
+    }
+
+    /// Reads up to `room` bytes of plaintext, waiting for the socket as long as it takes.
+    pub async fn read(
+        &self,
+        tcp: &TcpStream,
+        room: usize,
+        put: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<usize> {
+        loop {
+            match self.read_now(tcp.as_raw_fd(), room, put) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.readable(false).await?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Encrypts what rustls takes of `bufs` and sends it all, waiting for the socket when it
+    /// is full. Returns the plaintext bytes taken (all of them unless rustls's outgoing
+    /// buffer filled first; the caller writes the rest next).
+    pub async fn write(&self, tcp: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            let n = self.conn.borrow_mut().writer().write_vectored(bufs)?;
+            self.flush(tcp).await?;
+            if n > 0 || bufs.iter().all(|b| b.is_empty()) {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Sends every record rustls has queued, waiting for the socket when it is full.
+    pub async fn flush(&self, tcp: &TcpStream) -> io::Result<()> {
+        loop {
+            let r = send_queued(&mut self.conn.borrow_mut(), tcp.as_raw_fd());
+            match r {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.writable(false).await?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Queues the close_notify alert and sends what the socket takes now (before a FIN that
+    /// cannot wait).
+    pub fn close_notify_now(&self, fd: RawFd) {
+        let mut c = self.conn.borrow_mut();
+        c.send_close_notify();
+        let _ = send_queued(&mut c, fd);
+    }
+
+    /// Queues the close_notify alert and sends it (before a FIN).
+    pub async fn close_notify(&self, tcp: &TcpStream) -> io::Result<()> {
+        self.conn.borrow_mut().send_close_notify();
+        self.flush(tcp).await
+    }
+}
+
+/// Sends what rustls has queued until it is all sent or the socket is full.
+fn send_queued(c: &mut Connection, fd: RawFd) -> io::Result<()> {
+    while c.wants_write() {
+        c.write_tls(&mut SendNow(fd))?;
+    }
+    Ok(())
+}
+
+/// Runs a server handshake on `tcp` with `config`. The caller bounds it in time
+/// (`limits.handshake_timeout`, with the rest of the HTTP phase).
+pub async fn accept(
+    tcp: &TcpStream,
+    config: Arc<rustls::ServerConfig>,
+) -> Result<Box<TlsSession>, Refused> {
+    let conn = rustls::ServerConnection::new(config).map_err(Refused::Tls)?;
+    let session = Box::new(TlsSession::new(conn.into()));
+    let mut first = true;
+    loop {
+        session.flush(tcp).await.map_err(Refused::Io)?;
+        if !session.conn.borrow().is_handshaking() {
+            return Ok(session);
+        }
+        match session.pull(tcp.as_raw_fd(), first) {
+            Ok(true) => first = false,
+            Ok(false) => return Err(Refused::Closed),
+            Err(Refused::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                tcp.readable(false).await.map_err(Refused::Io)?
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

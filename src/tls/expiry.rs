@@ -1,0 +1,117 @@
+//! A certificate's notAfter, read from its DER with just enough of a parser to reach it
+//! (Certificate → TBSCertificate → Validity), for the expiry gauges in /stats and /metrics.
+
+/// One DER element: its tag, its contents and what follows it. Lengths up to four bytes.
+fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |a, &b| (a << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The element at the start of `input` when it has tag `tag`, and what follows it.
+fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (t, body, rest) = element(input)?;
+    (t == tag).then_some((body, rest))
+}
+
+const SEQUENCE: u8 = 0x30;
+const INTEGER: u8 = 0x02;
+const VERSION: u8 = 0xa0;
+const UTC_TIME: u8 = 0x17;
+const GENERALIZED_TIME: u8 = 0x18;
+
+/// The notAfter of a DER certificate, in seconds since the Unix epoch.
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    let (cert, _) = expect(cert, SEQUENCE)?;
+    let (mut tbs, _) = expect(cert, SEQUENCE)?;
+    if tbs.first() == Some(&VERSION) {
+        tbs = element(tbs)?.2;
+    }
+    let (_, tbs) = expect(tbs, INTEGER)?; // serialNumber
+    let (_, tbs) = expect(tbs, SEQUENCE)?; // signature
+    let (_, tbs) = expect(tbs, SEQUENCE)?; // issuer
+    let (validity, _) = expect(tbs, SEQUENCE)?;
+    let (_, _, after) = element(validity)?; // notBefore
+    let (tag, time, _) = element(after)?;
+    parse_time(tag, time)
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, years 1950 to 2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
+fn parse_time(tag: u8, s: &[u8]) -> Option<i64> {
+    let digits = |b: &[u8]| -> Option<i64> {
+        b.iter().try_fold(0i64, |a, &c| {
+            c.is_ascii_digit().then(|| a * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (year, rest) = match tag {
+        UTC_TIME if s.len() == 13 => {
+            let yy = digits(&s[..2])?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &s[2..])
+        }
+        GENERALIZED_TIME if s.len() == 15 => (digits(&s[..4])?, &s[4..]),
+        _ => return None,
+    };
+    if rest[10] != b'Z' {
+        return None;
+    }
+    let field = |i: usize| digits(&rest[i..i + 2]);
+    let (month, day) = (field(0)?, field(2)?);
+    let (h, m, sec) = (field(4)?, field(6)?, field(8)?);
+    Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// Days from 1970-01-01 to the given date of the proleptic Gregorian calendar (Howard
+/// Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_calendar_matches_known_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(parse_time(UTC_TIME, b"491231235959Z"), Some(2_524_607_999));
+        assert_eq!(
+            parse_time(GENERALIZED_TIME, b"20380119031408Z"),
+            Some(2_147_483_648)
+        );
+        assert_eq!(parse_time(UTC_TIME, b"491231235959+"), None);
+    }
+
+    #[test]
+    fn reads_the_not_after_of_a_generated_certificate() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 7, 14);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let want = days_from_civil(2031, 7, 14) * 86_400;
+        assert_eq!(not_after(cert.der()), Some(want));
+        assert_eq!(
+            not_after(&cert.der()[..40]),
+            None,
+            "a truncated certificate"
+        );
+    }
+}
