@@ -375,7 +375,90 @@ fn load_http_over_https_through_the_bridge(driver: &str) {
     assert_eq!(r["tls"]["insecure"], false, "{r}");
 }
 
+/// A relay serving TLS itself (`tls.listen`, issue 18) with the test CA's certificate; its
+/// TLS port.
+fn native_tls_relay(driver: &str, pki: &Pki) -> (TestServer, u16) {
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+    let env = [
+        ("RINGRELAY_TLS_LISTEN", "127.0.0.1:0"),
+        ("RINGRELAY_TLS_CERT_FILE", cert),
+        ("RINGRELAY_TLS_KEY_FILE", key),
+    ];
+    let srv = TestServer::start(driver, 1, &env);
+    let line = srv
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("ringrelay listening"))
+        .cloned()
+        .unwrap();
+    let port = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tls="))
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .unwrap_or_else(|| panic!("no tls= in {line}"))
+        .port();
+    (srv, port)
+}
+
+/// The same clients against the relay's own TLS, no proxy in front: the agent serves a
+/// request curl sends over https, load runs pairs over wss, `--mode connect` and `--mode
+/// http` over https, and each report names the TLS version the relay negotiated.
+fn agent_and_load_against_the_relays_native_tls(driver: &str) {
+    let pki = Pki::new("native");
+    let (relay, port) = native_tls_relay(driver, &pki);
+    let (_api, api) = upstream(driver);
+    let ca = pki.ca.to_str().unwrap();
+    let wss = format!("wss://127.0.0.1:{port}");
+    let a = agent(driver, &wss, "native", api, &["--ca-file", ca]);
+    a.wait_for("connected to the relay", 1);
+    let url = format!("https://localhost:{port}/v1/http/native/echo");
+    let (status, body) = curl(&url, &pki.ca, "straight to the relay");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "straight to the relay"),
+        "{}",
+        a.text()
+    );
+    let base = ["--ca-file", ca, "--duration", "1s", "--driver", driver];
+    let (ok, r, err) = load(
+        &wss,
+        &[&base[..], &["--pairs", "2", "--size", "64"]].concat(),
+    );
+    assert!(ok, "{r}\n{err}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["delivered"].as_u64().unwrap() > 0, "{r}");
+    assert!(
+        ["1.2", "1.3"].contains(&r["tls"]["version"].as_str().unwrap()),
+        "{r}"
+    );
+    let (ok, r, err) = load(
+        &wss,
+        &[&base[..], &["--mode", "connect", "--pairs", "2"]].concat(),
+    );
+    assert!(ok, "{r}\n{err}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let cycles = r["cycles"].as_u64().unwrap();
+    assert!(cycles > 0, "{r}");
+    assert_eq!(
+        r["setup_us"]["tls_handshake"]["count"].as_u64(),
+        Some(cycles),
+        "{r}"
+    );
+    let http = format!("https://127.0.0.1:{port}/v1/http/native/x");
+    let (ok, r, err) = load(
+        &http,
+        &[&base[..], &["--mode", "http", "--concurrency", "2"]].concat(),
+    );
+    assert!(ok, "{r}\n{err}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["requests"].as_u64().unwrap() > 0, "{r}");
+    drop(relay);
+}
+
 both_drivers!(
+    agent_and_load_against_the_relays_native_tls,
     load_http_over_https_through_the_bridge,
     agent_over_wss_serves_bridged_requests_and_reconnects,
     agent_refuses_an_untrusted_relay_and_warns_when_insecure,
