@@ -275,6 +275,24 @@ mod tests {
     }
 
     #[test]
+    fn wss_takes_the_tls_flags_and_ws_refuses_them() {
+        assert!(plan(&[]).unwrap().tls.is_none());
+        let p = plan(&["--relay", "wss://127.0.0.1:8443", "--insecure"]).unwrap();
+        let tls = p.tls.unwrap();
+        assert!(tls.insecure);
+        assert_eq!(tls.server_name.to_str(), "127.0.0.1");
+        assert_eq!(p.relay.authority, "127.0.0.1:8443");
+        let err = |extra: &[&str]| plan(extra).unwrap_err().to_string();
+        assert!(err(&["--insecure"]).contains("wss://"));
+        assert!(err(&["--ca-file", "/x.pem"]).contains("wss://"));
+        let wss = ["--relay", "wss://127.0.0.1:8443"];
+        let e = err(&[&wss[..], &["--ca-file", "/nonexistent/ca.pem"]].concat());
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        let e = err(&[&wss[..], &["--ca-file", "/x.pem", "--insecure"]].concat());
+        assert!(e.contains("--insecure"), "{e}");
+    }
+
+    #[test]
     fn the_token_file_is_read_and_trimmed() {
         let path = std::env::temp_dir().join(format!("rr-agent-token-{}", std::process::id()));
         std::fs::write(&path, "tok.en\n").unwrap();

@@ -390,6 +390,58 @@ mod tests {
         assert!(plan(&["--duration", "5"]).is_err());
     }
 
+    #[test]
+    fn wss_urls_and_the_tls_flags() {
+        assert!(plan(&[]).unwrap().target.tls.is_none());
+        let p = plan(&["--url", "wss://127.0.0.1:9/base/", "--insecure"]).unwrap();
+        assert_eq!(p.target.addr.to_string(), "127.0.0.1:9");
+        assert_eq!(
+            (p.target.host.as_str(), p.target.prefix.as_str()),
+            ("127.0.0.1:9", "/base")
+        );
+        let tls = p.target.tls.unwrap();
+        assert!(tls.insecure);
+        assert_eq!(tls.server_name.to_str(), "127.0.0.1");
+        let p = plan(&[
+            "--url",
+            "wss://127.0.0.1",
+            "--insecure",
+            "--mode",
+            "connect",
+        ])
+        .unwrap();
+        assert_eq!(p.target.addr.port(), 443);
+        assert_eq!(p.mode, Mode::Connect);
+        // One wss:// URL of two is enough to need the flags; each gets its own name.
+        let p = plan(&[
+            "--url",
+            "ws://127.0.0.1:8",
+            "--url-b",
+            "wss://localhost:9",
+            "--insecure",
+        ])
+        .unwrap();
+        assert!(p.target.tls.is_none());
+        assert_eq!(
+            p.b().tls.as_ref().unwrap().server_name.to_str(),
+            "localhost"
+        );
+        let err = |a: &[&str]| plan(a).unwrap_err();
+        assert!(err(&["--insecure"]).contains("wss://"));
+        assert!(
+            err(&["--url", "wss://127.0.0.1:9", "--ca-file", "/no/ca.pem"]).contains("/no/ca.pem")
+        );
+        assert!(err(&[
+            "--url",
+            "wss://127.0.0.1:9",
+            "--insecure",
+            "--attackers",
+            "1"
+        ])
+        .contains("--attackers"));
+        assert!(err(&["--url", "https://127.0.0.1:9"]).contains("ws://"));
+    }
+
     fn http(args: &[&str]) -> Result<HttpPlan, String> {
         let mut v = vec!["load", "--mode", "http"];
         v.extend_from_slice(args);
@@ -444,6 +496,23 @@ mod tests {
         assert_eq!(t.target_plan().listen.to_string(), "127.0.0.1:0");
         assert_eq!(t.target_plan().size, 64);
         assert!(plan(&["--mode", "http"]).is_err());
+    }
+
+    #[test]
+    fn https_for_the_http_mode() {
+        let p = http(&["--url", "https://127.0.0.1:9/v1/http/s/x", "--insecure"]).unwrap();
+        assert_eq!(
+            (p.url.addr.port(), p.url.path.as_str()),
+            (9, "/v1/http/s/x")
+        );
+        assert_eq!(p.tls.unwrap().server_name.to_str(), "127.0.0.1");
+        assert!(http(&["--url", "http://127.0.0.1:9/"])
+            .unwrap()
+            .tls
+            .is_none());
+        assert!(http(&["--url", "http://127.0.0.1:9/", "--insecure"])
+            .unwrap_err()
+            .contains("https://"));
     }
 
     fn attack(args: &[&str]) -> Result<Option<Attack>, String> {

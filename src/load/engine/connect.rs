@@ -113,7 +113,6 @@ pub async fn connect_loop(ctx: Rc<Ctx>, k: usize) {
             let took = Duration::from_nanos(ctx.now_ns() - start);
             let mut st = ctx.stats.borrow_mut();
             st.cycles += 1;
-            st.last_end_ns = st.last_end_ns.max(start);
             st.setup.record(&setup, Some(took));
             drop(st);
             ctx.shared.delivered.fetch_add(1, Ordering::Relaxed);
