@@ -403,7 +403,7 @@ for l in "${loads[@]}"; do
             # Each round starts one server further along.
             s=${active[$(((i + r - 1) % n))]}
             measure "$s" "$l" "$r"
-            read -r _ _ _ v _ e < <(tail -1 "$RESULTS")
+            read -r _ _ _ v _ e _ < <(tail -1 "$RESULTS")
             flag=""
             [ "$e" = 0 ] || flag=" (errors: $e)"
             line+=$(printf '  %s %.0f%s' "$s" "$v" "$flag")
