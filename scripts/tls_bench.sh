@@ -17,10 +17,11 @@
 # session), and new connections from Python's websockets (connect-x25519: the key exchange
 # browsers use; see there). The servers take turns within each round, starting one further
 # along each round, so the shared machine's noise falls on all alike. Prints each round,
-# then per server the median and spread (min–max), the server core's busy share and the
-# server CPU per unit of work (which stays meaningful when the one load core, doing its own
-# half of every handshake and every encryption, is the bottleneck), and native / each other
-# as the median of the per-round ratios.
+# then per server the median and spread (min–max), the share of a core its processes used,
+# the server CPU per unit of work (which stays meaningful when the rate is set by something
+# else: the one load core, doing its half of every handshake and encryption, or a shared
+# machine's scheduling), the load generator's own share of its core, and native / each
+# other as the median of the per-round ratios. docs/performance.md ("TLS") has figures.
 #
 #   scripts/tls_bench.sh
 #   ROUNDS=5 SECONDS_EACH=3 WARMUP=1 PAIRS=4 WINDOW=16 CONNECT_LOOPS=16 scripts/tls_bench.sh
