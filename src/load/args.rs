@@ -31,7 +31,7 @@ pub enum ModeArg {
     /// session of its own), close it, and start over: new connections per second, and how
     /// long each step took.
     Connect,
-    /// HTTP/1.1 requests to --url (http://), --concurrency in flight, closed loop.
+    /// HTTP/1.1 requests to --url (http:// or https://), --concurrency in flight, closed loop.
     Http,
     /// Serve HTTP on --listen: 200 to everything, with the request's body or --size bytes.
     HttpTarget,
