@@ -449,6 +449,18 @@ fn agent_and_load_against_the_relays_native_tls(driver: &str) {
         Some(cycles),
         "{r}"
     );
+    assert_eq!(r["tls"]["resumed_handshakes"], 0, "{r}");
+    // With --tls-resume the relay's tickets are used: all but the first few resume.
+    let resume = [
+        &base[..],
+        &["--mode", "connect", "--pairs", "2", "--tls-resume"],
+    ]
+    .concat();
+    let (ok, r, err) = load(&wss, &resume);
+    assert!(ok, "{r}\n{err}");
+    let cycles = r["cycles"].as_u64().unwrap();
+    let resumed = r["tls"]["resumed_handshakes"].as_u64().unwrap();
+    assert!(resumed > 0 && resumed < cycles, "{r}");
     let http = format!("https://127.0.0.1:{port}/v1/http/native/x");
     let (ok, r, err) = load(
         &http,

@@ -590,6 +590,7 @@ fn report(plan: &Plan, attack: Option<&Attack>, total: ThreadStats, t0: u64) -> 
             insecure: t.insecure,
             server_name: t.server_name.to_str().into_owned(),
             version: total.setup.tls_version.map(str::to_string),
+            resumed_handshakes: Some(total.setup.tls_resumed),
         }),
         latency_us: latency,
         send_lag_us: send_lag,

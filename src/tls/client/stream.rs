@@ -288,6 +288,11 @@ impl<W: WriteIo> TlsWriter<W> {
         self.conn.borrow().alpn_protocol().map(<[u8]>::to_vec)
     }
 
+    /// Whether the handshake resumed an earlier session (a ticket) rather than a full one.
+    pub fn resumed(&self) -> bool {
+        self.conn.borrow().handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The TLS version negotiated (`"1.3"`, `"1.2"`), for reports.
     pub fn version(&self) -> Option<&'static str> {
         match self.conn.borrow().protocol_version()? {
