@@ -199,6 +199,18 @@ fn agent_refuses_an_untrusted_relay_and_warns_when_insecure(driver: &str) {
         log.contains("WARN") && log.contains("NOT verified"),
         "{log}"
     );
+    drop(a);
+    // wss:// to the relay's plain port: the relay waits for an HTTP head that a ClientHello
+    // never completes, so the attempt times out, and the agent says what to check.
+    let plain = format!("wss://{}", relay.addr);
+    let a = agent(
+        driver,
+        &plain,
+        "plain",
+        api,
+        &["--insecure", "--connect-timeout", "300ms"],
+    );
+    a.wait_for("is the relay's port a TLS one?", 1);
     // The flags are checked at start: both at once, or either with ws://, is refused.
     let out = Command::new(env!("CARGO_BIN_EXE_ringrelay"))
         .args(["agent", "--relay", &relay.url(""), "--session", "s"])

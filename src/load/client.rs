@@ -67,6 +67,8 @@ pub enum ClientError {
     BadAnswer(&'static str),
     #[error("timed out")]
     Timeout,
+    #[error("timed out (TLS handshake and upgrade: is the port a TLS one?)")]
+    TlsTimeout,
     #[error(transparent)]
     Tls(#[from] HandshakeError),
 }

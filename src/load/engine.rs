@@ -645,6 +645,7 @@ async fn connect_one(
 ) -> Result<Connection, ClientError> {
     match monoio::time::timeout(timeout, client::connect(target, route, rng, READ_BUFFER)).await {
         Ok(r) => r,
+        Err(_) if target.tls.is_some() => Err(ClientError::TlsTimeout),
         Err(_) => Err(ClientError::Timeout),
     }
 }
