@@ -473,6 +473,20 @@ fn agent_and_load_against_the_relays_native_tls(driver: &str) {
     let cycles = r["cycles"].as_u64().unwrap();
     let resumed = r["tls"]["resumed_handshakes"].as_u64().unwrap();
     assert!(resumed > 0 && resumed < cycles, "{r}");
+    // Churn: each cycle's two connections make their handshakes, timed.
+    let churn = [
+        &base[..],
+        &["--mode", "churn", "--pairs", "1", "--churn-messages", "5"],
+    ]
+    .concat();
+    let (ok, r, err) = load(&wss, &churn);
+    assert!(ok, "{r}\n{err}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let cycles = r["cycles"].as_u64().unwrap();
+    assert!(cycles > 0, "{r}");
+    let handshakes = r["setup_us"]["tls_handshake"]["count"].as_u64();
+    assert_eq!(handshakes, Some(2 * cycles), "{r}");
+    assert!(r["tls"]["version"].is_string(), "{r}");
     let http = format!("https://127.0.0.1:{port}/v1/http/native/x");
     let (ok, r, err) = load(
         &http,

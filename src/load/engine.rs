@@ -1275,6 +1275,11 @@ async fn churn_loop(ctx: Rc<Ctx>, k: usize) {
                 continue;
             }
         };
+        if start >= ctx.warm {
+            let mut st = ctx.stats.borrow_mut();
+            st.setup.record(&a.setup, None);
+            st.setup.record(&b.setup, None);
+        }
         let (wa, wb) = (Rc::new(Signal::default()), Rc::new(Signal::default()));
         let limit = Some(plan.churn_messages);
         let ab = Stream::new(&wa, &wb, plan.window, limit, 0.0);
