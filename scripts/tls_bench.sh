@@ -27,6 +27,8 @@
 #   ROUNDS=5 SECONDS_EACH=3 WARMUP=1 PAIRS=4 WINDOW=16 CONNECT_LOOPS=16 scripts/tls_bench.sh
 #   SERVERS="native haproxy tokio plain" LOADS="64B 64KiB connect connect-x25519" KEY=rsa scripts/tls_bench.sh
 #
+#   LOADS=connect-resume (not in the default set): --mode connect with --tls-resume, each
+#     loop resuming with the session tickets the server gave it (returning clients)
 #   CHECK_ONLY=1: start the servers, check each relays a pair (Python websockets), stop
 #   KEY=ec (default: ECDSA P-256 certificate) or rsa (RSA 2048)
 #   LOAD_BIN=path: the load generator from another build (default: this one's ringrelay)
@@ -324,12 +326,17 @@ loads=()
 for l in "${LOADS[@]}"; do
     case $l in
     64B | 64KiB | connect-x25519) loads+=("$l") ;;
+    connect-resume)
+        if "$LOAD_BIN" load --help | grep -q -- '--tls-resume'; then loads+=(connect-resume); else
+            echo "tls_bench: this ringrelay load has no --tls-resume: connect-resume skipped" >&2
+        fi
+        ;;
     connect)
         if has_connect_mode; then loads+=(connect); else
             echo "tls_bench: this ringrelay load has no --mode connect: connect skipped" >&2
         fi
         ;;
-    *) die "unknown load $l (64B 64KiB connect connect-x25519)" ;;
+    *) die "unknown load $l (64B 64KiB connect connect-x25519 connect-resume)" ;;
     esac
 done
 
@@ -355,9 +362,12 @@ measure() {
     case $l in
     64B) args=(--mode pairs --pairs "$PAIRS" --window "$WINDOW" --size 64) ;;
     64KiB) args=(--mode pairs --pairs "$PAIRS" --window "$WINDOW" --size 65536) ;;
-    connect) args=(--mode connect --pairs "$CONNECT_LOOPS") ;;
+    connect | connect-resume) args=(--mode connect --pairs "$CONNECT_LOOPS") ;;
     esac
-    if [[ $url == wss://* ]]; then args+=(--ca-file "$CA"); fi
+    if [[ $url == wss://* ]]; then
+        args+=(--ca-file "$CA")
+        if [ "$l" = connect-resume ]; then args+=(--tls-resume); fi
+    fi
     read -r -a procs <<<"${PROCS_OF[$s]}"
     echo "0 0" >"$WORK/load.time"
     c0=$(cpu_ticks "${procs[@]}")
@@ -381,6 +391,9 @@ d = json.loads(raw or "{}")
 key = {"64B": "msgs_per_s", "64KiB": "mb_per_s"}.get(load, "cycles_per_s")
 value = d.get(key) or 0.0
 errors = d.get("errors", -1)
+tls = d.get("tls") or {}
+if load == "connect-resume" and tls and not tls.get("resumed_handshakes"):
+    print(f"tls_bench: {server} resumed no handshake in connect-resume", file=sys.stderr)
 wall = float(t1) - float(t0)
 busy = (int(c1) - int(c0)) / int(hz) / wall
 user, system = (float(x) for x in load_time.split()[:2])
@@ -389,6 +402,7 @@ PY
 }
 
 declare -A UNIT=([64B]="msgs/s" [64KiB]="MB/s" [connect]="connections/s"
+    [connect-resume]="connections/s, resumed with the server's tickets"
     [connect-x25519]="connections/s, Python client")
 echo "tls_bench: $ROUNDS rounds of ${WARMUP}s warm-up + ${SECONDS_EACH}s per server and load;" \
     "servers on cpu$SERVER_CPU, the load on cpu$CLIENT_CPU; $KEY certificate; $PAIRS pairs" \
@@ -429,9 +443,10 @@ for load, rnd, server, v, b, e, lb in rows:
     lbusy[(load, server)].append(float(lb))
     if int(e) != 0:
         errs[(load, server)] += 1
-unit = {"64B": "msgs/s", "64KiB": "MB/s", "connect": "conn/s", "connect-x25519": "conn/s"}
+unit = {"64B": "msgs/s", "64KiB": "MB/s", "connect": "conn/s", "connect-x25519": "conn/s",
+        "connect-resume": "conn/s"}
 per = {"64B": ("µs/msg", 1e6), "64KiB": ("ms/MB", 1e3), "connect": ("µs/conn", 1e6),
-       "connect-x25519": ("µs/conn", 1e6)}
+       "connect-x25519": ("µs/conn", 1e6), "connect-resume": ("µs/conn", 1e6)}
 print()
 print("summary: median and (min–max) over the rounds; busy: the server processes' CPU time")
 print("over the run's wall time (100% = one core); cpu/unit: busy / rate, the server CPU each")
