@@ -1,9 +1,9 @@
 //! What the reloads (SIGHUP) came to: counts, and the time, outcome and findings of the last
 //! one. Written by the main thread once per reload and read by scrapes: never on a worker's
-//! forwarding path, so plain atomics and a mutex are fine here.
+//! forwarding path, so a mutex is fine here. Counts and the last reload change together
+//! under it, so a scrape never sees a count without the reload it counts.
 
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// The last reload's outcome, as /stats shows it.
@@ -23,7 +23,9 @@ impl Outcome {
 }
 
 #[derive(Debug, Clone, Default)]
-struct Last {
+struct Figures {
+    ok: u64,
+    refused: u64,
     unix_s: u64,
     outcome: Option<Outcome>,
     /// Changed keys a reload cannot apply (left as they were), or why it was refused.
@@ -33,56 +35,47 @@ struct Last {
 
 #[derive(Default)]
 pub struct ReloadStats {
-    ok: AtomicU64,
-    refused: AtomicU64,
-    last: Mutex<Last>,
+    figures: Mutex<Figures>,
 }
 
 impl ReloadStats {
     /// An applied reload at `unix_s`; `kept` names the changed keys left as they were.
     pub fn applied(&self, unix_s: u64, kept: &[&str]) {
-        self.ok.fetch_add(1, Ordering::Relaxed);
-        self.set_last(Last {
-            unix_s,
-            outcome: Some(Outcome::Ok),
-            kept: kept.iter().map(|k| k.to_string()).collect(),
-            error: None,
-        });
+        let mut f = self.lock();
+        f.ok += 1;
+        f.unix_s = unix_s;
+        f.outcome = Some(Outcome::Ok);
+        f.kept = kept.iter().map(|k| k.to_string()).collect();
+        f.error = None;
     }
 
     /// A refused reload at `unix_s`: nothing changed, for `reason`.
     pub fn refused(&self, unix_s: u64, reason: &str) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
-        self.set_last(Last {
-            unix_s,
-            outcome: Some(Outcome::Refused),
-            kept: Vec::new(),
-            error: Some(reason.to_string()),
-        });
+        let mut f = self.lock();
+        f.refused += 1;
+        f.unix_s = unix_s;
+        f.outcome = Some(Outcome::Refused);
+        f.kept = Vec::new();
+        f.error = Some(reason.to_string());
     }
 
-    fn set_last(&self, last: Last) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Figures> {
         // A poisoned lock only means a panic elsewhere mid-write of plain data.
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = last;
+        self.figures.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `(ok, refused, last reload's unix seconds (0: none yet), last outcome)`.
     pub fn figures(&self) -> (u64, u64, u64, Option<Outcome>) {
-        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.refused.load(Ordering::Relaxed),
-            last.unix_s,
-            last.outcome,
-        )
+        let f = self.lock();
+        (f.ok, f.refused, f.unix_s, f.outcome)
     }
 
     /// The `reload` object of /stats.
     pub fn json(&self) -> Value {
-        let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let last = self.lock().clone();
         json!({
-            "reloads_ok": self.ok.load(Ordering::Relaxed),
-            "reloads_refused": self.refused.load(Ordering::Relaxed),
+            "reloads_ok": last.ok,
+            "reloads_refused": last.refused,
             "last_reload_unix": last.unix_s,
             "last_reload_outcome": last.outcome.map_or("none", Outcome::as_str),
             "last_reload_kept": last.kept,
