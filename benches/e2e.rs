@@ -260,6 +260,7 @@ fn plan(addr: SocketAddr, transport: Transport, size: usize, messages: u64, run:
             host: addr.to_string(),
             prefix: String::new(),
             transport,
+            tls: None,
         },
         mode: Mode::Pairs,
         conns: PAIRS,

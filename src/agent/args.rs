@@ -5,12 +5,14 @@ use super::relay_url::{parse_relay_url, RelayUrl};
 use super::target::{parse_target, Target};
 use crate::config::{parse_duration, DriverChoice};
 use crate::http::route::{valid_role, valid_session_id};
+use crate::tls::client::{client_config, ClientTls, Trust};
 use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// The relay: ws://HOST:PORT, optionally with a base path (ws://HOST:PORT/base).
+    /// The relay: ws://HOST:PORT or wss://HOST[:PORT], optionally with a base path
+    /// (ws://HOST:PORT/base).
     #[arg(long)]
     pub relay: String,
     /// The session to serve.
@@ -63,6 +65,13 @@ pub struct AgentArgs {
     /// I/O driver: auto, io_uring or epoll.
     #[arg(long, default_value = "auto")]
     pub driver: DriverChoice,
+    /// wss://: trust only the CA certificate(s) in this PEM file (a relay with a private
+    /// CA), instead of the system's roots.
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// wss://: do not verify the relay's certificate. For tests only: logged loudly.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// The checked arguments.
@@ -83,6 +92,8 @@ pub struct Plan {
     pub ping_interval: Duration,
     pub shutdown_grace: Duration,
     pub driver: DriverChoice,
+    /// `wss://`: the TLS configuration and the name asked for.
+    pub tls: Option<ClientTls>,
 }
 
 /// An argument that cannot work, named.
@@ -107,6 +118,8 @@ pub enum ArgsError {
     Zero(&'static str),
     #[error("--backoff-initial must not be over --backoff-max")]
     Backoff,
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl Plan {
@@ -171,6 +184,7 @@ impl AgentArgs {
         if self.backoff_initial > self.backoff_max {
             return Err(ArgsError::Backoff);
         }
+        let tls = self.tls(&relay)?;
         Ok(Plan {
             relay,
             session: self.session.clone(),
@@ -187,7 +201,27 @@ impl AgentArgs {
             ping_interval: self.ping_interval,
             shutdown_grace: self.shutdown_grace,
             driver: self.driver,
+            tls,
         })
+    }
+
+    /// The TLS a `wss://` relay needs: resumption on, so a reconnect after a short outage
+    /// is a quick resumed handshake.
+    fn tls(&self, relay: &RelayUrl) -> Result<Option<ClientTls>, ArgsError> {
+        if !relay.tls {
+            if self.ca_file.is_some() || self.insecure {
+                return Err(ArgsError::Tls(
+                    "--ca-file and --insecure apply to a wss:// relay only".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let err = |e: crate::tls::client::ClientTlsError| ArgsError::Tls(e.to_string());
+        let trust = Trust::from_flags(self.ca_file.as_deref(), self.insecure).map_err(err)?;
+        let config = client_config(&trust, true).map_err(err)?;
+        ClientTls::new(config, &relay.name, self.insecure)
+            .map(Some)
+            .map_err(err)
     }
 }
 
@@ -238,6 +272,24 @@ mod tests {
         assert!(err(&["--backoff-initial", "1m"]).contains("--backoff-max"));
         assert!(err(&["--token", "a\r\nX: y"]).contains("token"));
         assert!(err(&["--token-file", "/nonexistent/t"]).starts_with("--token-file"));
+    }
+
+    #[test]
+    fn wss_takes_the_tls_flags_and_ws_refuses_them() {
+        assert!(plan(&[]).unwrap().tls.is_none());
+        let p = plan(&["--relay", "wss://127.0.0.1:8443", "--insecure"]).unwrap();
+        let tls = p.tls.unwrap();
+        assert!(tls.insecure);
+        assert_eq!(tls.server_name.to_str(), "127.0.0.1");
+        assert_eq!(p.relay.authority, "127.0.0.1:8443");
+        let err = |extra: &[&str]| plan(extra).unwrap_err().to_string();
+        assert!(err(&["--insecure"]).contains("wss://"));
+        assert!(err(&["--ca-file", "/x.pem"]).contains("wss://"));
+        let wss = ["--relay", "wss://127.0.0.1:8443"];
+        let e = err(&[&wss[..], &["--ca-file", "/nonexistent/ca.pem"]].concat());
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        let e = err(&[&wss[..], &["--ca-file", "/x.pem", "--insecure"]].concat());
+        assert!(e.contains("--insecure"), "{e}");
     }
 
     #[test]

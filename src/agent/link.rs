@@ -1,9 +1,14 @@
 //! The agent's WebSocket connection to the relay: connect and upgrade (client side of the
 //! crate's own codec), a reader that waits for readiness before it reads, and one writer task
-//! that masks and writes every outgoing frame in the order it was queued.
+//! that masks and writes every outgoing frame in the order it was queued. Over `wss://` the
+//! same happens through the TLS halves of `crate::tls::client`, on the same shared socket: the
+//! reader still waits for readiness first, unless TLS already holds bytes a read would return.
 
 use super::inbound::{Inbound, WsEvent};
 use crate::runtime::socket::Socket;
+use crate::tls::client::{
+    self as tls, ClientTls, HandshakeError, ReadIo, TlsReader, TlsWriter, WriteIo,
+};
 use crate::ws::client::{
     self as handshake, encode_client_frame, ProtocolError, Rng, UpgradeAnswerError,
 };
@@ -36,6 +41,8 @@ pub enum ConnectError {
     Closed,
     #[error(transparent)]
     Answer(#[from] UpgradeAnswerError),
+    #[error(transparent)]
+    Tls(#[from] HandshakeError),
 }
 
 impl ConnectError {
@@ -72,9 +79,44 @@ pub enum Out {
     Close(u16),
 }
 
+/// The shared socket as the TLS halves' transport: the reader's reads and the writer's
+/// writes, each from its own task, as over plain TCP.
+pub struct SocketIo(Rc<Socket>);
+
+impl ReadIo for SocketIo {
+    async fn read_owned(&mut self, buf: Vec<u8>) -> monoio::BufResult<usize, Vec<u8>> {
+        self.0.read(buf).await
+    }
+}
+
+impl WriteIo for SocketIo {
+    async fn write_owned(&mut self, buf: Vec<u8>) -> monoio::BufResult<(), Vec<u8>> {
+        self.0.write_all(buf).await
+    }
+}
+
+/// How the writer task writes: straight to the socket, or through TLS.
+pub enum Writer {
+    Plain(Rc<Socket>),
+    Tls(TlsWriter<SocketIo>),
+}
+
+impl Writer {
+    async fn write_all(&mut self, bytes: Vec<u8>) -> (std::io::Result<()>, Vec<u8>) {
+        match self {
+            Writer::Plain(s) => s.write_all(bytes).await,
+            Writer::Tls(w) => (w.write_all(&bytes).await, bytes),
+        }
+    }
+}
+
 pub struct Link {
     pub socket: Rc<Socket>,
     pub inbound: Inbound,
+    /// `wss://`: where the reader's bytes come from.
+    tls: Option<TlsReader<SocketIo>>,
+    /// Taken by the writer task once the connection is up.
+    pub writer: Option<Writer>,
     /// The key the relay gave this connection in its upgrade answer: only requests that carry
     /// it are the relay's (docs/bridge.md). `None` from a relay that gives none.
     pub relay_key: Option<String>,
@@ -94,23 +136,37 @@ fn relay_key(head: &[u8]) -> Option<String> {
     (!v.is_empty()).then(|| v.to_string())
 }
 
-/// Connects to `authority` (resolved now), upgrades on `route`, with `headers` added.
-pub async fn connect(
-    addr: SocketAddr,
-    authority: &str,
-    route: &str,
-    headers: &[(&str, &str)],
-    max_message: usize,
-    rng: &mut Rng,
-) -> Result<Link, ConnectError> {
+/// Where to connect and how.
+pub struct Dial<'a> {
+    pub addr: SocketAddr,
+    /// `host:port`, the `Host` header.
+    pub authority: &'a str,
+    pub route: &'a str,
+    pub headers: &'a [(&'a str, &'a str)],
+    pub max_message: usize,
+    /// `wss://`: TLS first.
+    pub tls: Option<&'a ClientTls>,
+}
+
+/// Connects to `dial.addr` (TLS first for `wss://`), upgrades on its route with its headers.
+pub async fn connect(dial: Dial<'_>, rng: &mut Rng) -> Result<Link, ConnectError> {
+    let addr = dial.addr;
     let stream = TcpStream::connect_addr(addr)
         .await
         .map_err(|source| ConnectError::Connect { addr, source })?;
     let _ = stream.set_nodelay(true);
     let socket = Rc::new(Socket::new(stream));
+    let (mut reader, mut writer) = match dial.tls {
+        None => (None, Writer::Plain(socket.clone())),
+        Some(t) => {
+            let (r, w) =
+                tls::connect(t, SocketIo(socket.clone()), SocketIo(socket.clone())).await?;
+            (Some(r), Writer::Tls(w))
+        }
+    };
     let key = handshake::new_key(rng);
-    let request = handshake::upgrade_request(authority, route, &key, headers);
-    let (r, _) = socket.write_all(request.into_bytes()).await;
+    let request = handshake::upgrade_request(dial.authority, dial.route, &key, dial.headers);
+    let (r, _) = writer.write_all(request.into_bytes()).await;
     r.map_err(ConnectError::Io)?;
     let mut buf = Vec::with_capacity(4096);
     let head_len = loop {
@@ -120,10 +176,16 @@ pub async fn connect(
         if buf.len() >= MAX_ANSWER_HEAD {
             return Err(UpgradeAnswerError::Bad("answer head too large").into());
         }
-        let len = buf.len();
         buf.reserve(4096);
-        let (r, b) = socket.read(buf.slice_mut(len..)).await;
-        buf = b.into_inner();
+        let r = match &mut reader {
+            None => {
+                let len = buf.len();
+                let (r, b) = socket.read(buf.slice_mut(len..)).await;
+                buf = b.into_inner();
+                r
+            }
+            Some(t) => t.read(&mut buf).await,
+        };
         match r {
             Ok(0) => return Err(ConnectError::Closed),
             Ok(_) => {}
@@ -133,7 +195,9 @@ pub async fn connect(
     handshake::check_answer(&buf[..head_len], &key)?;
     Ok(Link {
         socket,
-        inbound: Inbound::new(max_message, &buf[head_len..]),
+        inbound: Inbound::new(dial.max_message, &buf[head_len..]),
+        tls: reader,
+        writer: Some(writer),
         relay_key: relay_key(&buf[..head_len]),
     })
 }
@@ -155,18 +219,36 @@ impl Link {
         Ok(self.inbound.next_event()?)
     }
 
+    /// Waits until a read would return at once: the socket is readable, or TLS already holds
+    /// what the last read brought. Holds no buffer, so it may be cancelled.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        if self.tls.as_ref().is_some_and(TlsReader::has_buffered) {
+            return Ok(());
+        }
+        self.socket.readable().await
+    }
+
     /// Reads once more; the caller has waited for readiness. Never cancelled midway, so no
-    /// bytes the kernel handed over can be lost.
+    /// bytes the kernel handed over can be lost. Over TLS one socket read may bring no whole
+    /// record: that is no error, the caller just waits again.
     pub async fn read_more(&mut self) -> Result<(), ReadError> {
         self.inbound.compact();
         let mut buf = std::mem::take(&mut self.inbound.buf);
-        let len = buf.len();
         buf.reserve(READ_CHUNK);
-        let (r, b) = self.socket.read(buf.slice_mut(len..)).await;
-        self.inbound.buf = b.into_inner();
+        let r = match &mut self.tls {
+            None => {
+                let len = buf.len();
+                let (r, b) = self.socket.read(buf.slice_mut(len..)).await;
+                buf = b.into_inner();
+                r.map(Some)
+            }
+            Some(t) => t.read_some(&mut buf).await,
+        };
+        self.inbound.buf = buf;
         match r {
-            Ok(0) => Err(ReadError::Eof),
-            Ok(_) => Ok(()),
+            Ok(Some(0)) if self.tls.is_none() => Err(ReadError::Eof),
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(ReadError::Eof),
             Err(e) => Err(ReadError::Io(e)),
         }
     }
@@ -176,6 +258,7 @@ impl Link {
 /// gone, or a write fails (the reader then sees the connection end).
 pub async fn write_loop(
     socket: Rc<Socket>,
+    mut writer: Writer,
     mut rx: local_sync::mpsc::bounded::Rx<Out>,
     mut rng: Rng,
 ) {
@@ -191,13 +274,16 @@ pub async fn write_loop(
                 encode_client_frame(&mut frame, OpCode::Close, &code.to_be_bytes(), rng.mask())
             }
         }
-        let (r, f) = socket.write_all(frame).await;
+        let (r, f) = writer.write_all(frame).await;
         frame = f;
         if r.is_err() {
             socket.abort();
             return;
         }
         if last {
+            if let Writer::Tls(w) = &mut writer {
+                w.close().await;
+            }
             return;
         }
     }

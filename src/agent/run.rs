@@ -5,7 +5,7 @@ use super::args::Plan;
 use super::backoff::Backoff;
 use super::exchange::{answer, cut_request, from_relay, idempotent, target_request, Failure};
 use super::inbound::WsEvent;
-use super::link::{connect, write_loop, ConnectError, Link, Out, ReadError};
+use super::link::{connect, write_loop, ConnectError, Dial, Link, Out, ReadError};
 use super::stop::{on_signals, Latch};
 use super::upstream::Upstream;
 use crate::bridge::message::request_key;
@@ -67,6 +67,9 @@ struct Agent {
 /// Runs the agent until SIGTERM (`Ok`), a refusal for good, or its replacement by another
 /// agent of the same session.
 pub async fn run(plan: Plan) -> Result<(), AgentError> {
+    if plan.tls.as_ref().is_some_and(|t| t.insecure) {
+        tracing::warn!("{}", crate::tls::client::INSECURE_WARNING);
+    }
     let stop = Rc::new(Latch::default());
     on_signals(stop.clone()).map_err(AgentError::Signals)?;
     let mut rng = Rng::from_entropy(u64::from(std::process::id()));
@@ -160,14 +163,15 @@ async fn connect_once(
     rng: &mut Rng,
 ) -> Result<Link, ConnectError> {
     let addr = plan.relay.resolve().map_err(ConnectError::Resolve)?;
-    let link = connect(
+    let dial = Dial {
         addr,
-        &plan.relay.authority,
+        authority: &plan.relay.authority,
         route,
         headers,
-        plan.max_message_bytes,
-        rng,
-    );
+        max_message: plan.max_message_bytes,
+        tls: plan.tls.as_ref(),
+    };
+    let link = connect(dial, rng);
     monoio::time::timeout(plan.connect_timeout, link)
         .await
         .map_err(|_| ConnectError::Timeout(plan.connect_timeout))?
@@ -197,7 +201,10 @@ async fn serve_connection(
 /// Serves one connection until it ends.
 async fn serve(agent: &Rc<Agent>, mut link: Link, rng: Rng) -> Ended {
     let (tx, rx) = channel(agent.plan.max_concurrency + QUEUE_SLACK);
-    let writer = monoio::spawn(write_loop(link.socket.clone(), rx, rng));
+    let Some(w) = link.writer.take() else {
+        return Ended::Lost("the connection's writer was already taken".into());
+    };
+    let writer = monoio::spawn(write_loop(link.socket.clone(), w, rx, rng));
     let link_done = Rc::new(Latch::default());
     monoio::spawn(ping_loop(
         tx.clone(),
@@ -211,7 +218,7 @@ async fn serve(agent: &Rc<Agent>, mut link: Link, rng: Rng) -> Ended {
         }
         let ready = monoio::select! {
             _ = agent.stop.wait() => None,
-            r = monoio::time::timeout(silent_limit, link.socket.readable()) => Some(r),
+            r = monoio::time::timeout(silent_limit, link.readable()) => Some(r),
         };
         match ready {
             None => break leave(agent, &mut link, &tx).await,
@@ -393,7 +400,7 @@ async fn pump(agent: &Rc<Agent>, link: &mut Link, tx: &Tx<Out>, wait: Duration) 
     if let Some(end) = handle_buffered(agent, link, tx).await {
         return Some(end);
     }
-    match monoio::time::timeout(wait, link.socket.readable()).await {
+    match monoio::time::timeout(wait, link.readable()).await {
         Err(_) => None,
         Ok(Err(e)) => Some(Ended::Lost(e.to_string())),
         Ok(Ok(())) => match link.read_more().await {

@@ -6,8 +6,12 @@ use super::engine::{Mode, Plan, Stop};
 use super::http::request::{sends_body, valid_method};
 use super::http::{HttpPlan, TargetPlan};
 use crate::config::{parse_duration, DriverChoice};
-use crate::http::client::parse_url;
+use crate::http::client::parse_web_url;
+use crate::tls::client::{client_config, ClientTls, Trust};
+use rustls::ClientConfig;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long after the end senders and receivers may take to finish.
@@ -23,6 +27,10 @@ pub enum ModeArg {
     Echo,
     /// N loops that connect a pair, exchange --churn-messages, close, and start over.
     Churn,
+    /// N loops that open a connection (TCP, TLS with wss://, the WebSocket upgrade on a
+    /// session of its own), close it, and start over: new connections per second, and how
+    /// long each step took.
+    Connect,
     /// HTTP/1.1 requests to --url (http://), --concurrency in flight, closed loop.
     Http,
     /// Serve HTTP on --listen: 200 to everything, with the request's body or --size bytes.
@@ -32,8 +40,8 @@ pub enum ModeArg {
 /// Generate load against a relay and report throughput and latency.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadArgs {
-    /// Relay base URL (ws://; a path is put in front of the routes). With --mode http, the
-    /// whole http:// URL every request goes to.
+    /// Relay base URL (ws:// or wss://; a path is put in front of the routes). With --mode
+    /// http, the whole http:// or https:// URL every request goes to.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
     /// Pairs and churn: the relay the second peer of each pair connects to (default: --url).
@@ -42,7 +50,7 @@ pub struct LoadArgs {
     pub url_b: Option<String>,
     #[arg(long, value_enum, default_value_t = ModeArg::Pairs)]
     pub mode: ModeArg,
-    /// Sessions (pairs, churn loops), or connections for echo.
+    /// Sessions (pairs, churn loops), connections for echo, or connect loops.
     #[arg(long, default_value_t = 4)]
     pub pairs: usize,
     /// Message size in bytes (at least 16: sequence number and send time). --mode http: the
@@ -115,13 +123,37 @@ pub struct LoadArgs {
     /// start says which).
     #[arg(long, default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
+    /// wss:// and https://: trust only the CA certificate(s) in this PEM file (a relay with
+    /// a private CA), instead of the system's roots.
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+    /// wss:// and https://: do not verify the relay's certificate. For tests only: a warning
+    /// says so at start and in the report.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
-/// A `ws://host[:port][/base]` URL resolved to where the load connects.
-fn ws_target(url: &str, flag: &str, transport: Transport) -> Result<Target, String> {
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| format!("{flag} {url}: only ws:// URLs are supported"))?;
+/// A `ws://` or `wss://` URL cut into its parts.
+struct WsUrl<'a> {
+    tls: bool,
+    /// `host[:port]` as written.
+    host: &'a str,
+    /// The bare host (no port), for TLS's server name.
+    name: &'a str,
+    with_port: String,
+    path: &'a str,
+}
+
+fn split_ws_url<'a>(url: &'a str, flag: &str) -> Result<WsUrl<'a>, String> {
+    let (tls, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(r), _) => (false, r),
+        (_, Some(r)) => (true, r),
+        _ => {
+            return Err(format!(
+                "{flag} {url}: only ws:// and wss:// URLs are supported"
+            ))
+        }
+    };
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -129,24 +161,49 @@ fn ws_target(url: &str, flag: &str, transport: Transport) -> Result<Target, Stri
     if host.is_empty() {
         return Err(format!("{flag} {url}: no host"));
     }
-    let with_port = if host
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        host.to_string()
-    } else {
-        format!("{host}:80")
+    // `[::1]` has colons but no port; `[::1]:8080` and `a:8080` have one.
+    let (name, with_port) = match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => (h, host.to_string()),
+        _ => (host, format!("{host}:{}", if tls { 443 } else { 80 })),
     };
-    let addr = with_port
+    Ok(WsUrl {
+        tls,
+        host,
+        name,
+        with_port,
+        path,
+    })
+}
+
+/// A `ws[s]://host[:port][/base]` URL resolved to where the load connects; `tls` is the
+/// configuration a `wss://` URL needs.
+fn ws_target(
+    url: &str,
+    flag: &str,
+    transport: Transport,
+    tls: Option<&(Arc<ClientConfig>, bool)>,
+) -> Result<Target, String> {
+    let u = split_ws_url(url, flag)?;
+    let addr = u
+        .with_port
         .to_socket_addrs()
         .map_err(|e| format!("{flag} {url}: {e}"))?
         .next()
         .ok_or_else(|| format!("{flag} {url}: no address"))?;
+    let tls = match (u.tls, tls) {
+        (false, _) => None,
+        (true, Some((config, insecure))) => Some(
+            ClientTls::new(config.clone(), u.name, *insecure)
+                .map_err(|e| format!("{flag} {url}: {e}"))?,
+        ),
+        (true, None) => return Err(format!("{flag} {url}: no TLS configuration")),
+    };
     Ok(Target {
         addr,
-        host: host.to_string(),
-        prefix: path.trim_end_matches('/').to_string(),
+        host: u.host.to_string(),
+        prefix: u.path.trim_end_matches('/').to_string(),
         transport,
+        tls,
     })
 }
 
@@ -167,7 +224,15 @@ impl LoadArgs {
                 "--rate, --attackers, --raw and --both-ways do not apply to --mode http".into(),
             );
         }
-        let url = parse_url(&self.url).map_err(|e| format!("--url {}: {e}", self.url))?;
+        let (url, name) =
+            parse_web_url(&self.url).map_err(|e| format!("--url {}: {e}", self.url))?;
+        let tls = match (self.tls_config(name.is_some())?, name) {
+            (Some((config, insecure)), Some(name)) => Some(
+                ClientTls::new(config, &name, insecure)
+                    .map_err(|e| format!("--url {}: {e}", self.url))?,
+            ),
+            _ => None,
+        };
         if !valid_method(&self.method) {
             return Err(format!("--method {:?} is not an HTTP method", self.method));
         }
@@ -185,6 +250,7 @@ impl LoadArgs {
         }
         Ok(HttpPlan {
             url,
+            tls,
             method: self.method.clone(),
             body,
             concurrency: self.concurrency,
@@ -208,6 +274,24 @@ impl LoadArgs {
         }
     }
 
+    /// The TLS configuration the run's `wss://` URLs need (one for every connection and
+    /// thread), and whether it skips the certificate check; `None` without TLS.
+    /// Resumption is off: every connection the load counts makes a full handshake.
+    pub fn tls_config(&self, uses_tls: bool) -> Result<Option<(Arc<ClientConfig>, bool)>, String> {
+        if !uses_tls {
+            if self.ca_file.is_some() || self.insecure {
+                return Err(
+                    "--ca-file and --insecure apply to wss:// and https:// URLs only".into(),
+                );
+            }
+            return Ok(None);
+        }
+        let trust =
+            Trust::from_flags(self.ca_file.as_deref(), self.insecure).map_err(|e| e.to_string())?;
+        let config = client_config(&trust, false).map_err(|e| e.to_string())?;
+        Ok(Some((config, self.insecure)))
+    }
+
     /// Resolves the URL and turns the options into an engine plan.
     pub fn plan(&self) -> Result<Plan, String> {
         let transport = if self.raw {
@@ -215,11 +299,18 @@ impl LoadArgs {
         } else {
             Transport::WebSocket
         };
-        let target = ws_target(&self.url, "--url", transport)?;
+        let uses_tls = std::iter::once(&self.url)
+            .chain(&self.url_b)
+            .any(|u| u.starts_with("wss://"));
+        let tls = self.tls_config(uses_tls)?;
+        let target = ws_target(&self.url, "--url", transport, tls.as_ref())?;
         let target_b = match &self.url_b {
-            Some(u) => Some(ws_target(u, "--url-b", transport)?),
+            Some(u) => Some(ws_target(u, "--url-b", transport, tls.as_ref())?),
             None => None,
         };
+        if uses_tls && self.attackers > 0 {
+            return Err("--attackers speak plain ws:// only (the flood is of upgrades)".into());
+        }
         let mut run = Rng::from_entropy(std::process::id() as u64);
         Ok(Plan {
             target,
@@ -228,6 +319,7 @@ impl LoadArgs {
                 ModeArg::Pairs => Mode::Pairs,
                 ModeArg::Echo => Mode::Echo,
                 ModeArg::Churn => Mode::Churn,
+                ModeArg::Connect => Mode::Connect,
                 ModeArg::Http | ModeArg::HttpTarget => {
                     return Err("the HTTP modes have plans of their own".into())
                 }
@@ -298,6 +390,58 @@ mod tests {
         assert!(plan(&["--duration", "5"]).is_err());
     }
 
+    #[test]
+    fn wss_urls_and_the_tls_flags() {
+        assert!(plan(&[]).unwrap().target.tls.is_none());
+        let p = plan(&["--url", "wss://127.0.0.1:9/base/", "--insecure"]).unwrap();
+        assert_eq!(p.target.addr.to_string(), "127.0.0.1:9");
+        assert_eq!(
+            (p.target.host.as_str(), p.target.prefix.as_str()),
+            ("127.0.0.1:9", "/base")
+        );
+        let tls = p.target.tls.unwrap();
+        assert!(tls.insecure);
+        assert_eq!(tls.server_name.to_str(), "127.0.0.1");
+        let p = plan(&[
+            "--url",
+            "wss://127.0.0.1",
+            "--insecure",
+            "--mode",
+            "connect",
+        ])
+        .unwrap();
+        assert_eq!(p.target.addr.port(), 443);
+        assert_eq!(p.mode, Mode::Connect);
+        // One wss:// URL of two is enough to need the flags; each gets its own name.
+        let p = plan(&[
+            "--url",
+            "ws://127.0.0.1:8",
+            "--url-b",
+            "wss://localhost:9",
+            "--insecure",
+        ])
+        .unwrap();
+        assert!(p.target.tls.is_none());
+        assert_eq!(
+            p.b().tls.as_ref().unwrap().server_name.to_str(),
+            "localhost"
+        );
+        let err = |a: &[&str]| plan(a).unwrap_err();
+        assert!(err(&["--insecure"]).contains("wss://"));
+        assert!(
+            err(&["--url", "wss://127.0.0.1:9", "--ca-file", "/no/ca.pem"]).contains("/no/ca.pem")
+        );
+        assert!(err(&[
+            "--url",
+            "wss://127.0.0.1:9",
+            "--insecure",
+            "--attackers",
+            "1"
+        ])
+        .contains("--attackers"));
+        assert!(err(&["--url", "https://127.0.0.1:9"]).contains("ws://"));
+    }
+
     fn http(args: &[&str]) -> Result<HttpPlan, String> {
         let mut v = vec!["load", "--mode", "http"];
         v.extend_from_slice(args);
@@ -352,6 +496,23 @@ mod tests {
         assert_eq!(t.target_plan().listen.to_string(), "127.0.0.1:0");
         assert_eq!(t.target_plan().size, 64);
         assert!(plan(&["--mode", "http"]).is_err());
+    }
+
+    #[test]
+    fn https_for_the_http_mode() {
+        let p = http(&["--url", "https://127.0.0.1:9/v1/http/s/x", "--insecure"]).unwrap();
+        assert_eq!(
+            (p.url.addr.port(), p.url.path.as_str()),
+            (9, "/v1/http/s/x")
+        );
+        assert_eq!(p.tls.unwrap().server_name.to_str(), "127.0.0.1");
+        assert!(http(&["--url", "http://127.0.0.1:9/"])
+            .unwrap()
+            .tls
+            .is_none());
+        assert!(http(&["--url", "http://127.0.0.1:9/", "--insecure"])
+            .unwrap_err()
+            .contains("https://"));
     }
 
     fn attack(args: &[&str]) -> Result<Option<Attack>, String> {

@@ -301,6 +301,7 @@ mod tests {
             host: "127.0.0.1:9".into(),
             prefix: String::new(),
             transport: client::Transport::WebSocket,
+            tls: None,
         };
         let ok = Attack {
             attackers: 1,

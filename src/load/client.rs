@@ -10,7 +10,11 @@
 //!   payload is consumed as it arrives, only the first 16 bytes of a message are kept, and
 //!   nothing is allocated per message. A header cut by a read is moved to the front of the
 //!   buffer (at most 13 bytes).
+//! * Over `wss://` the same frames go through TLS (`crate::tls::client`): the reader takes
+//!   plaintext into its buffer from the TLS half, the writer hands its batch to the TLS half.
+//!   A plain connection pays nothing for it but a branch per read and per write.
 
+use crate::tls::client::{self as tls, ClientTls, HandshakeError, TlsReader, TlsWriter};
 use crate::ws::client::{self as handshake, encode_client_frame, UpgradeAnswerError};
 pub use crate::ws::client::{ProtocolError, Rng};
 use crate::ws::frame::{encode_header, parse_header, OpCode, Sender, MAX_HEADER_LEN};
@@ -19,6 +23,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 /// Bytes of every load message that carry the sequence number and the send timestamp.
 pub const STAMP_LEN: usize = 16;
@@ -43,6 +48,8 @@ pub struct Target {
     /// Prepended to every route (a base path from the URL, without a trailing slash).
     pub prefix: String,
     pub transport: Transport,
+    /// `wss://`: TLS under the WebSocket (or under the raw line and frames).
+    pub tls: Option<ClientTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +67,8 @@ pub enum ClientError {
     BadAnswer(&'static str),
     #[error("timed out")]
     Timeout,
+    #[error(transparent)]
+    Tls(#[from] HandshakeError),
 }
 
 /// A connected client: its two halves and a duplicate of the socket, kept so that the
@@ -68,6 +77,33 @@ pub struct Connection {
     pub reader: FrameReader,
     pub writer: FrameWriter,
     pub kill: std::net::TcpStream,
+    /// How long each step of the setup took.
+    pub setup: Setup,
+}
+
+/// The steps of setting up a connection, timed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Setup {
+    /// The TCP connect.
+    pub tcp: Duration,
+    /// The TLS handshake (`None` without TLS).
+    pub tls: Option<Duration>,
+    /// The TLS version negotiated (`"1.3"`, `"1.2"`).
+    pub tls_version: Option<&'static str>,
+    /// From the upgrade request to its whole answer (or the raw line written).
+    pub upgrade: Duration,
+}
+
+/// The read side's transport.
+enum ReadIo {
+    Plain(OwnedReadHalf<TcpStream>),
+    Tls(TlsReader<OwnedReadHalf<TcpStream>>),
+}
+
+/// The write side's transport.
+enum WriteIo {
+    Plain(OwnedWriteHalf<TcpStream>),
+    Tls(TlsWriter<OwnedWriteHalf<TcpStream>>),
 }
 
 /// Starts a non-blocking connect to `addr`, from `source` (port chosen by the kernel) when
@@ -141,8 +177,24 @@ pub async fn connect(
     rng: &mut Rng,
     read_capacity: usize,
 ) -> Result<Connection, ClientError> {
+    let started = Instant::now();
     let (stream, kill) = open(target.addr).await?;
+    let mut setup = Setup {
+        tcp: started.elapsed(),
+        ..Setup::default()
+    };
     let (r, w) = stream.into_split();
+    let (r, w) = match &target.tls {
+        None => (ReadIo::Plain(r), WriteIo::Plain(w)),
+        Some(t) => {
+            let started = Instant::now();
+            let (r, w) = tls::connect(t, r, w).await?;
+            setup.tls = Some(started.elapsed());
+            setup.tls_version = w.version();
+            (ReadIo::Tls(r), WriteIo::Tls(w))
+        }
+    };
+    let started = Instant::now();
     let mut reader = FrameReader::new(r, read_capacity.max(MAX_RESPONSE_HEAD * 2));
     let mut writer = FrameWriter::new(w, Rng::new(rng.next_u64()));
     match target.transport {
@@ -161,10 +213,12 @@ pub async fn connect(
             reader.pos = head_len;
         }
     }
+    setup.upgrade = started.elapsed();
     Ok(Connection {
         reader,
         writer,
         kill,
+        setup,
     })
 }
 
@@ -369,7 +423,7 @@ impl FrameParser {
 
 /// The read side of a connection: one reusable buffer and the parser over it.
 pub struct FrameReader {
-    io: OwnedReadHalf<TcpStream>,
+    io: ReadIo,
     /// Bytes read so far; `buf.len()` is where the next read goes.
     buf: Vec<u8>,
     /// Parse position in `buf`.
@@ -378,7 +432,7 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    fn new(io: OwnedReadHalf<TcpStream>, capacity: usize) -> FrameReader {
+    fn new(io: ReadIo, capacity: usize) -> FrameReader {
         FrameReader {
             io,
             buf: Vec::with_capacity(capacity.max(4096)),
@@ -398,11 +452,16 @@ impl FrameReader {
             self.buf.truncate(self.buf.len() - self.pos);
             self.pos = 0;
         }
-        let buf = std::mem::take(&mut self.buf);
-        let end = buf.len();
-        let (res, slice) = self.io.read(buf.slice_mut(end..)).await;
-        self.buf = slice.into_inner();
-        res
+        match &mut self.io {
+            ReadIo::Plain(io) => {
+                let buf = std::mem::take(&mut self.buf);
+                let end = buf.len();
+                let (res, slice) = io.read(buf.slice_mut(end..)).await;
+                self.buf = slice.into_inner();
+                res
+            }
+            ReadIo::Tls(io) => io.read(&mut self.buf).await,
+        }
     }
 
     /// Reads until the end of an HTTP response head; returns its length.
@@ -430,13 +489,13 @@ impl FrameReader {
 
 /// Builds masked frames into one reusable buffer and writes them out in one go.
 pub struct FrameWriter {
-    io: OwnedWriteHalf<TcpStream>,
+    io: WriteIo,
     buf: Vec<u8>,
     rng: Rng,
 }
 
 impl FrameWriter {
-    fn new(io: OwnedWriteHalf<TcpStream>, rng: Rng) -> FrameWriter {
+    fn new(io: WriteIo, rng: Rng) -> FrameWriter {
         FrameWriter {
             io,
             buf: Vec::with_capacity(64 << 10),
@@ -480,11 +539,27 @@ impl FrameWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let buf = std::mem::take(&mut self.buf);
-        let (res, mut buf) = self.io.write_all(buf).await;
-        buf.clear();
-        self.buf = buf;
-        res.map(|_| ())
+        match &mut self.io {
+            WriteIo::Plain(io) => {
+                let buf = std::mem::take(&mut self.buf);
+                let (res, mut buf) = io.write_all(buf).await;
+                buf.clear();
+                self.buf = buf;
+                res.map(|_| ())
+            }
+            WriteIo::Tls(io) => {
+                let res = io.write_all(&self.buf).await;
+                self.buf.clear();
+                res
+            }
+        }
+    }
+
+    /// Ends TLS with its close_notify (nothing without TLS); best effort.
+    pub async fn close_tls(&mut self) {
+        if let WriteIo::Tls(io) = &mut self.io {
+            io.close().await;
+        }
     }
 }
 

@@ -17,13 +17,15 @@
 //! from the honest connections: either spread over the load's threads, sharing their runtimes,
 //! or on threads of their own numbered after the load's (which then run nothing else).
 
+mod connect;
+
 use super::alarm::Alarm;
 use super::attack::{self, Attack, AttackCounts, Outcome};
 use super::client::{
     self, ClientError, Connection, Control, Event, FrameReader, FrameWriter, Rng, Target,
     Transport, STAMP_LEN,
 };
-use super::report::{AttackReport, LatencySummary, Report};
+use super::report::{AttackReport, LatencySummary, Report, TlsReport};
 use crate::config::DriverChoice;
 use crate::runtime::driver::{self, Driver};
 use crate::ws::OpCode;
@@ -54,6 +56,9 @@ pub enum Mode {
     Echo,
     /// `conns` loops that each connect a pair, send `churn_messages`, close, and start over.
     Churn,
+    /// `conns` loops that each open a connection (TCP, TLS, upgrade), close it, and start
+    /// over: the rate of new connections and what each step of one costs.
+    Connect,
 }
 
 impl Mode {
@@ -62,6 +67,7 @@ impl Mode {
             Mode::Pairs => "pairs",
             Mode::Echo => "echo",
             Mode::Churn => "churn",
+            Mode::Connect => "connect",
         }
     }
 }
@@ -143,15 +149,17 @@ impl Plan {
             if !(r.is_finite() && r > 0.0) {
                 return bad("--rate must be a positive number of messages per second");
             }
-            if self.mode == Mode::Churn {
-                return bad("--rate does not apply to churn");
+            if matches!(self.mode, Mode::Churn | Mode::Connect) {
+                return bad("--rate does not apply to churn or connect");
             }
         }
         if self.mode == Mode::Churn && self.churn_messages == 0 {
             return bad("--churn-messages must be at least 1");
         }
-        if self.mode == Mode::Echo && self.target.transport == Transport::Raw {
-            return bad("echo needs a WebSocket server, not a raw forwarder");
+        if matches!(self.mode, Mode::Echo | Mode::Connect)
+            && self.target.transport == Transport::Raw
+        {
+            return bad("echo and connect need a WebSocket server, not a raw forwarder");
         }
         Ok(())
     }
@@ -283,6 +291,8 @@ pub(crate) struct ThreadStats {
     pub samples: Vec<String>,
     /// The attackers' tally (kept apart from the honest figures above).
     pub attack: AttackCounts,
+    /// How long connections took to set up, step by step.
+    pub setup: connect::SetupStats,
 }
 
 impl ThreadStats {
@@ -300,6 +310,7 @@ impl ThreadStats {
             lag: new_histogram(),
             samples: Vec::new(),
             attack: AttackCounts::default(),
+            setup: connect::SetupStats::new(),
         }
     }
 
@@ -327,6 +338,7 @@ impl ThreadStats {
             }
         }
         self.attack.merge(o.attack);
+        self.setup.merge(&o.setup);
     }
 }
 
@@ -501,6 +513,15 @@ fn progress(plan: &Plan, threads: usize, attacked: bool, shared: &RunShared, t0:
         } else {
             String::new()
         };
+        if plan.mode == Mode::Connect {
+            eprintln!(
+                "load [{:>4.0}s] {phase:<8} {:>10.0} conns/s  connections {delivered}  errors {}",
+                elapsed.as_secs_f64(),
+                rate,
+                shared.errors.load(Ordering::Relaxed),
+            );
+            continue;
+        }
         eprintln!(
             "load [{:>4.0}s] {phase:<8} {:>10.0} msgs/s {:>9.2} MB/s  delivered {delivered}  errors {}{attack}",
             elapsed.as_secs_f64(),
@@ -519,7 +540,7 @@ fn report(plan: &Plan, attack: Option<&Attack>, total: ThreadStats, t0: u64) -> 
     let per_s = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
     let latency = LatencySummary::of(&total.hist);
     let send_lag = plan.rate.map(|_| LatencySummary::of(&total.lag));
-    let churn = plan.mode == Mode::Churn;
+    let cycles = matches!(plan.mode, Mode::Churn | Mode::Connect);
     let attack = attack.map(|a| {
         // Attackers run from the start to the end of the measured time.
         let window = warmup + secs;
@@ -562,8 +583,14 @@ fn report(plan: &Plan, attack: Option<&Attack>, total: ThreadStats, t0: u64) -> 
         },
         msgs_per_s: per_s(total.delivered as f64),
         mb_per_s: per_s(total.bytes as f64) / 1e6,
-        cycles: churn.then_some(total.cycles),
-        cycles_per_s: churn.then(|| per_s(total.cycles as f64)),
+        cycles: cycles.then_some(total.cycles),
+        cycles_per_s: cycles.then(|| per_s(total.cycles as f64)),
+        setup_us: total.setup.summary(),
+        tls: plan.target.tls.as_ref().map(|t| TlsReport {
+            insecure: t.insecure,
+            server_name: t.server_name.to_str().into_owned(),
+            version: total.setup.tls_version.map(str::to_string),
+        }),
         latency_us: latency,
         send_lag_us: send_lag,
         error_samples: total.samples,
@@ -724,7 +751,13 @@ async fn connect_share(
                 }
             }
         }
-        Mode::Churn => {}
+        Mode::Churn | Mode::Connect => {}
+    }
+    for r in &ready {
+        early.setup.record(&r.a.setup, None);
+        if let Some(b) = &r.b {
+            early.setup.record(&b.setup, None);
+        }
     }
     ready
 }
@@ -804,6 +837,11 @@ fn spawn_churn_and_attack(
     if ctx.plan.mode == Mode::Churn && honest {
         for k in (index..ctx.plan.conns).step_by(ctx.plan.threads) {
             tasks.push(monoio::spawn(churn_loop(ctx.clone(), k)));
+        }
+    }
+    if ctx.plan.mode == Mode::Connect && honest {
+        for k in (index..ctx.plan.conns).step_by(ctx.plan.threads) {
+            tasks.push(monoio::spawn(connect::connect_loop(ctx.clone(), k)));
         }
     }
     if let Some(a) = ctx.attack.clone() {

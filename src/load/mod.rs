@@ -32,6 +32,9 @@ pub fn run(args: LoadArgs) -> Result<(), EngineError> {
         _ => {}
     }
     let plan = args.plan().map_err(EngineError::Invalid)?;
+    if args.insecure {
+        eprintln!("load: WARNING: {}", crate::tls::client::INSECURE_WARNING);
+    }
     let report = engine::run_attacked(&plan, args.attack().as_ref())?;
     if args.json {
         println!("{}", report.to_json());
@@ -45,6 +48,9 @@ pub fn run(args: LoadArgs) -> Result<(), EngineError> {
 /// any answer at all (a wrong URL, a target that is down), so that scripts notice.
 fn run_http(args: &LoadArgs) -> Result<(), EngineError> {
     let plan = args.http_plan().map_err(EngineError::Invalid)?;
+    if args.insecure {
+        eprintln!("load: WARNING: {}", crate::tls::client::INSECURE_WARNING);
+    }
     let report = http::engine::run(&plan)?;
     if args.json {
         println!("{}", report.to_json());

@@ -52,6 +52,32 @@ pub struct AttackReport {
     pub counts: AttackCounts,
 }
 
+/// How long connections took to set up, step by step, in microseconds: in `connect` mode
+/// the cycles after the warm-up, otherwise the connections opened before the start.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetupReport {
+    /// The TCP connect.
+    pub tcp_connect: LatencySummary,
+    /// The TLS handshake (`wss://` only).
+    pub tls_handshake: Option<LatencySummary>,
+    /// From the upgrade request to its whole answer.
+    pub upgrade: LatencySummary,
+    /// `connect` mode: a whole cycle, from the connect to the relay's close.
+    pub cycle: Option<LatencySummary>,
+}
+
+/// The TLS a `wss://` run spoke.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsReport {
+    /// `--insecure`: the relay's certificate was not verified.
+    pub insecure: bool,
+    /// The name asked for (SNI) and checked against the certificate.
+    pub server_name: String,
+    /// The TLS version negotiated (`"1.3"` or `"1.2"`; null when no connection was made,
+    /// and in `--mode http`).
+    pub version: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub mode: String,
@@ -84,8 +110,13 @@ pub struct Report {
     /// Payload megabytes (10^6 bytes) per second delivered.
     pub mb_per_s: f64,
     /// Churn: connect-send-close cycles completed cleanly (started after the warm-up).
+    /// Connect: connections opened and closed (started after the warm-up).
     pub cycles: Option<u64>,
     pub cycles_per_s: Option<f64>,
+    /// Connection setup times (null when no connection was set up).
+    pub setup_us: Option<SetupReport>,
+    /// `wss://`: the TLS spoken; null over plain ws://.
+    pub tls: Option<TlsReport>,
     /// From the time a message was due (fixed rate) or sent (closed loop) to its arrival.
     pub latency_us: LatencySummary,
     /// Fixed rate: how late messages left after their due time. This is the client's own
@@ -125,12 +156,27 @@ impl Report {
         } else {
             "sessions"
         };
-        let _ = writeln!(
+        let transport = match &self.tls {
+            Some(t) => format!(
+                "{} over TLS {} to {}",
+                self.transport,
+                t.version.as_deref().unwrap_or("?"),
+                t.server_name
+            ),
+            None => self.transport.clone(),
+        };
+        if self.mode == "connect" {
+            let _ = writeln!(
+                s,
+                "ringrelay load: connect to {} ({transport}), {} loops, {} thread(s), {:.1}s measured after {:.1}s warm-up",
+                self.target, self.conns, self.threads, self.duration_s, self.warmup_s,
+            );
+        } else {
+            let _ = writeln!(
             s,
-            "ringrelay load: {} to {} ({}), {} {unit}{}, {} B messages, {how}, {} thread(s), {:.1}s measured after {:.1}s warm-up",
+            "ringrelay load: {} to {} ({transport}), {} {unit}{}, {} B messages, {how}, {} thread(s), {:.1}s measured after {:.1}s warm-up",
             self.mode,
             self.target,
-            self.transport,
             self.conns,
             if self.both_ways { " both ways" } else { "" },
             self.size,
@@ -138,11 +184,22 @@ impl Report {
             self.duration_s,
             self.warmup_s,
         );
+        }
+        if self.tls.as_ref().is_some_and(|t| t.insecure) {
+            let _ = writeln!(
+                s,
+                "  WARNING     --insecure: the relay's certificate was not verified"
+            );
+        }
     }
 
     /// Throughput, delivery, latency (and the sender's own lateness at a fixed rate), then
     /// the first errors: the figures a reader compares between runs.
     fn write_results(&self, s: &mut String) {
+        if self.mode == "connect" {
+            self.write_connect(s);
+            return;
+        }
         let _ = writeln!(
             s,
             "  throughput  {:.0} msgs/s, {:.2} MB/s payload",
@@ -171,6 +228,37 @@ impl Report {
                 "  send lag µs p50 {}  p99 {}  max {}  (client's lateness against the schedule, included above)",
                 l.p50, l.p99, l.max
             );
+        }
+        for e in &self.error_samples {
+            let _ = writeln!(s, "  error: {e}");
+        }
+    }
+
+    /// `connect` mode: the rate of new connections, then each step's time.
+    fn write_connect(&self, s: &mut String) {
+        let _ = writeln!(
+            s,
+            "  connections {} ({:.1}/s), errors {}",
+            self.cycles.unwrap_or(0),
+            self.cycles_per_s.unwrap_or(0.0),
+            self.errors
+        );
+        if let Some(u) = &self.setup_us {
+            let steps = [
+                ("tcp connect", Some(&u.tcp_connect)),
+                ("tls handshake", u.tls_handshake.as_ref()),
+                ("upgrade", Some(&u.upgrade)),
+                ("whole cycle", u.cycle.as_ref()),
+            ];
+            for (name, l) in steps {
+                if let Some(l) = l {
+                    let _ = writeln!(
+                        s,
+                        "  {name:<13} µs  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (mean {:.1}, {} samples)",
+                        l.p50, l.p90, l.p99, l.p999, l.max, l.mean, l.count
+                    );
+                }
+            }
         }
         for e in &self.error_samples {
             let _ = writeln!(s, "  error: {e}");

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod haproxy;
 pub mod stuck;
+pub mod tls_front;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,6 +1,6 @@
-//! `http://host[:port][/path][?query]` URLs, for the clients of plain HTTP/1.1 (the load
-//! generator, the agent's target). No TLS: both talk to services on the same machine or
-//! network.
+//! `http://host[:port][/path][?query]` URLs, for the clients of HTTP/1.1 (the load
+//! generator, the agent's target), and `https://` ones for the load generator (the relay's
+//! bridge over TLS). The agent's target stays `http://`: it is on the same machine.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -18,6 +18,8 @@ pub struct HttpUrl {
 pub enum UrlError {
     #[error("only http:// URLs are supported (plain HTTP/1.1, no TLS)")]
     Scheme,
+    #[error("only http:// and https:// URLs are supported")]
+    WebScheme,
     #[error("no host")]
     NoHost,
     #[error("the path holds a space or a control character")]
@@ -68,9 +70,57 @@ pub fn parse_url(url: &str) -> Result<HttpUrl, UrlError> {
     })
 }
 
+/// `http://` as [`parse_url`], or `https://host[:port][/path][?query]` (port 443 by
+/// default): the URL and, for `https://`, the host TLS checks the certificate against (no
+/// port, brackets kept).
+pub fn parse_web_url(url: &str) -> Result<(HttpUrl, Option<String>), UrlError> {
+    if url.starts_with("http://") {
+        return parse_url(url).map(|u| (u, None));
+    }
+    let rest = url.strip_prefix("https://").ok_or(UrlError::WebScheme)?;
+    let split = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (host, path) = rest.split_at(split);
+    if host.is_empty() || host.contains('@') {
+        return Err(UrlError::NoHost);
+    }
+    let port = host
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+    let (name, with_port) = match port {
+        Some((h, _)) => (h, host.to_string()),
+        None => (host, format!("{host}:443")),
+    };
+    let mut u = parse_url(&format!("http://{with_port}{path}"))?;
+    u.host = host.to_string();
+    Ok((u, Some(name.to_string())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn web_urls() {
+        let (u, name) = parse_web_url("https://127.0.0.1:8443/v1/http/s/x?y").unwrap();
+        assert_eq!(u.addr.to_string(), "127.0.0.1:8443");
+        assert_eq!(
+            (u.host.as_str(), u.path.as_str()),
+            ("127.0.0.1:8443", "/v1/http/s/x?y")
+        );
+        assert_eq!(name.as_deref(), Some("127.0.0.1"));
+        let (u, name) = parse_web_url("https://localhost").unwrap();
+        assert_eq!(
+            (u.addr.port(), u.host.as_str(), u.path.as_str()),
+            (443, "localhost", "/")
+        );
+        assert_eq!(name.as_deref(), Some("localhost"));
+        let (u, name) = parse_web_url("https://[::1]/a").unwrap();
+        assert_eq!((u.addr.port(), name.as_deref()), (443, Some("[::1]")));
+        let (u, name) = parse_web_url("http://127.0.0.1:9/").unwrap();
+        assert_eq!((u.addr.port(), name), (9, None));
+        assert_eq!(parse_web_url("ws://127.0.0.1:9"), Err(UrlError::WebScheme));
+        assert_eq!(parse_web_url("https:///x"), Err(UrlError::NoHost));
+    }
 
     #[test]
     fn urls() {

@@ -4,11 +4,15 @@
 //! The buffers are owned by the slot and handed to each read and write (monoio takes them for
 //! the duration of the operation). A request cut short by its timeout loses the buffer it had
 //! lent; the slot then makes a new one, so a timeout costs an allocation and nothing else.
+//!
+//! Over `https://` each new connection makes its TLS handshake first (a full one: the load
+//! generator keeps no session tickets), and the request and answer go through the TLS halves.
 
 use super::error::HttpError;
 use crate::http::client::{Answer, ResponseReader, WireError, MAX_HEAD};
+use crate::tls::client::{self as tls, ClientTls, TlsReader, TlsWriter};
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -16,16 +20,52 @@ use std::rc::Rc;
 /// Read buffer per slot: room for the longest head and a read's worth of body behind it.
 const READ_BUFFER: usize = 64 << 10;
 
+/// One connection, plain or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(
+        TlsReader<OwnedReadHalf<TcpStream>>,
+        TlsWriter<OwnedWriteHalf<TcpStream>>,
+    ),
+}
+
+impl Conn {
+    async fn write_request(&mut self, request: &Rc<Vec<u8>>) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.write_all(request.clone()).await.0.map(drop),
+            Conn::Tls(_, w) => w.write_all(request).await,
+        }
+    }
+
+    /// Reads into `buf`'s spare capacity; `Ok(0)` at the end.
+    async fn read(&mut self, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
+        match self {
+            Conn::Plain(s) => {
+                let len = buf.len();
+                let (r, b) = s.read(buf.slice_mut(len..)).await;
+                (r, b.into_inner())
+            }
+            Conn::Tls(r, _) => {
+                let mut buf = buf;
+                let res = r.read(&mut buf).await;
+                (res, buf)
+            }
+        }
+    }
+}
+
 pub struct Slot {
     addr: SocketAddr,
+    /// `https://`: TLS on every connection.
+    tls: Option<ClientTls>,
     request: Rc<Vec<u8>>,
     head_request: bool,
     keep_alive: bool,
     buf: Vec<u8>,
     /// The connection kept for the next request (`--keep-alive`).
-    idle: Option<TcpStream>,
+    idle: Option<Conn>,
     /// A connection whose answer is complete and which the server is about to close.
-    closing: Option<TcpStream>,
+    closing: Option<Conn>,
     /// Connections opened so far.
     pub connections: u64,
 }
@@ -33,12 +73,14 @@ pub struct Slot {
 impl Slot {
     pub fn new(
         addr: SocketAddr,
+        tls: Option<ClientTls>,
         request: Rc<Vec<u8>>,
         head_request: bool,
         keep_alive: bool,
     ) -> Slot {
         Slot {
             addr,
+            tls,
             request,
             head_request,
             keep_alive,
@@ -69,11 +111,20 @@ impl Slot {
                 // One write per request, so this only matters for a large body.
                 let _ = s.set_nodelay(true);
                 self.connections += 1;
-                s
+                match &self.tls {
+                    None => Conn::Plain(s),
+                    Some(t) => {
+                        let (r, w) = s.into_split();
+                        let (r, w) = tls::connect(t, r, w).await?;
+                        Conn::Tls(r, w)
+                    }
+                }
             }
         };
-        let (res, _) = stream.write_all(self.request.clone()).await;
-        res.map_err(HttpError::Write)?;
+        stream
+            .write_request(&self.request)
+            .await
+            .map_err(HttpError::Write)?;
         let mut reader = ResponseReader::new(self.head_request);
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -96,9 +147,8 @@ impl Slot {
                 // Cannot happen (the reader refuses longer heads), but never read into nothing.
                 return Err(WireError::HeadTooLarge(MAX_HEAD).into());
             }
-            let len = buf.len();
-            let (res, b) = stream.read(buf.slice_mut(len..)).await;
-            buf = b.into_inner();
+            let (res, b) = stream.read(buf).await;
+            buf = b;
             match res {
                 Ok(0) => {
                     eof = true;

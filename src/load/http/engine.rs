@@ -31,6 +31,8 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 #[derive(Debug, Clone)]
 pub struct HttpPlan {
     pub url: HttpUrl,
+    /// `https://`: the TLS every connection speaks.
+    pub tls: Option<crate::tls::client::ClientTls>,
     pub method: String,
     /// Request body bytes; `None` sends no body (GET, HEAD).
     pub body: Option<usize>,
@@ -81,7 +83,7 @@ impl Tally {
     fn error(&mut self, e: &HttpError) {
         self.errors += 1;
         match e {
-            HttpError::Connect(_) => self.connect_errors += 1,
+            HttpError::Connect(_) | HttpError::Handshake(_) => self.connect_errors += 1,
             HttpError::Timeout(_) => self.timeouts += 1,
             _ => {}
         }
@@ -238,6 +240,7 @@ async fn slot_loop(ctx: Rc<Ctx>, request: Rc<Vec<u8>>) {
     let plan = &ctx.plan;
     let mut slot = Slot::new(
         plan.url.addr,
+        plan.tls.clone(),
         request,
         plan.method == "HEAD",
         plan.keep_alive,
@@ -323,7 +326,17 @@ fn report(plan: &HttpPlan, total: Tally) -> HttpReport {
     HttpReport {
         mode: "http".into(),
         target: plan.url.addr.to_string(),
-        url: format!("http://{}{}", plan.url.host, plan.url.path),
+        url: format!(
+            "{}://{}{}",
+            if plan.tls.is_some() { "https" } else { "http" },
+            plan.url.host,
+            plan.url.path
+        ),
+        tls: plan.tls.as_ref().map(|t| crate::load::report::TlsReport {
+            insecure: t.insecure,
+            server_name: t.server_name.to_str().into_owned(),
+            version: None,
+        }),
         method: plan.method.clone(),
         size: plan.body.unwrap_or(0),
         concurrency: plan.concurrency,

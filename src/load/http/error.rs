@@ -9,6 +9,8 @@ use std::time::Duration;
 pub enum HttpError {
     #[error("connect: {0}")]
     Connect(std::io::Error),
+    #[error("connect: {0}")]
+    Handshake(#[from] crate::tls::client::HandshakeError),
     #[error("write: {0}")]
     Write(std::io::Error),
     #[error("read: {0}")]

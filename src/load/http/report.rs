@@ -1,7 +1,7 @@
 //! The result of an HTTP load run: one JSON object, or a few lines for a person. Field names
 //! follow the WebSocket modes' report where they mean the same thing.
 
-use crate::load::report::LatencySummary;
+use crate::load::report::{LatencySummary, TlsReport};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -49,6 +49,9 @@ pub struct HttpReport {
     pub latency_us: LatencySummary,
     /// The first few errors, for a person to read.
     pub error_samples: Vec<String>,
+    /// `https://`: the TLS spoken (every new connection made a full handshake); null over
+    /// http://.
+    pub tls: Option<TlsReport>,
 }
 
 impl HttpReport {
@@ -76,6 +79,12 @@ impl HttpReport {
             self.duration_s,
             self.warmup_s,
         );
+        if self.tls.as_ref().is_some_and(|t| t.insecure) {
+            let _ = writeln!(
+                s,
+                "  WARNING     --insecure: the server's certificate was not verified"
+            );
+        }
         let _ = writeln!(
             s,
             "  throughput  {:.0} req/s (2xx), {:.2} MB/s response bodies",
