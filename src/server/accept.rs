@@ -516,6 +516,9 @@ async fn tls_step(
         Ok(Ok(())) => {
             if let Some(tls) = stream.tls() {
                 super::tls::negotiated(&core.stats, tls.negotiated());
+                if let Some(cn) = tls.client_subject() {
+                    tracing::debug!(peer = %a.peer, client_cn = %cn, "TLS client certificate verified");
+                }
             }
             core.latency
                 .record(Latency::TlsHandshake, started.elapsed());
