@@ -441,3 +441,16 @@ def test_client_certificates_optional(make_server, pki, client_pki):
         got = b""
     assert got == b"", "a certificate that is sent must verify"
     wait_for(lambda: totals(srv)["tls_handshake_failed_bad_client_cert"] == 1, 3, "the refusal counted")
+
+
+def test_hsts_max_age_zero_sends_no_header(make_server, pki):
+    srv = make_server(env=tls_env(pki, RINGRELAY_SECURITY_HSTS_MAX_AGE="0s"), workers=WORKERS)
+    host, port = srv.tls
+    r = curl(["--cacert", pki["ca"], "-i", f"https://localhost:{port}/health"])
+    assert r.returncode == 0 and r.stdout.startswith(b"HTTP/1.1 200"), r
+    assert b"strict-transport-security" not in r.stdout.lower()
+    ws = wss(srv, pki, f"/v1/relay/{unique('h0')}?role=a")
+    try:
+        assert ws.response.headers.get("Strict-Transport-Security") is None
+    finally:
+        ws.close()
