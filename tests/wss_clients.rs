@@ -199,6 +199,18 @@ fn agent_refuses_an_untrusted_relay_and_warns_when_insecure(driver: &str) {
         log.contains("WARN") && log.contains("NOT verified"),
         "{log}"
     );
+    drop(a);
+    // wss:// to the relay's plain port: the relay waits for an HTTP head that a ClientHello
+    // never completes, so the attempt times out, and the agent says what to check.
+    let plain = format!("wss://{}", relay.addr);
+    let a = agent(
+        driver,
+        &plain,
+        "plain",
+        api,
+        &["--insecure", "--connect-timeout", "300ms"],
+    );
+    a.wait_for("is the relay's port a TLS one?", 1);
     // The flags are checked at start: both at once, or either with ws://, is refused.
     let out = Command::new(env!("CARGO_BIN_EXE_ringrelay"))
         .args(["agent", "--relay", &relay.url(""), "--session", "s"])
@@ -449,6 +461,32 @@ fn agent_and_load_against_the_relays_native_tls(driver: &str) {
         Some(cycles),
         "{r}"
     );
+    assert_eq!(r["tls"]["resumed_handshakes"], 0, "{r}");
+    // With --tls-resume the relay's tickets are used: all but the first few resume.
+    let resume = [
+        &base[..],
+        &["--mode", "connect", "--pairs", "2", "--tls-resume"],
+    ]
+    .concat();
+    let (ok, r, err) = load(&wss, &resume);
+    assert!(ok, "{r}\n{err}");
+    let cycles = r["cycles"].as_u64().unwrap();
+    let resumed = r["tls"]["resumed_handshakes"].as_u64().unwrap();
+    assert!(resumed > 0 && resumed < cycles, "{r}");
+    // Churn: each cycle's two connections make their handshakes, timed.
+    let churn = [
+        &base[..],
+        &["--mode", "churn", "--pairs", "1", "--churn-messages", "5"],
+    ]
+    .concat();
+    let (ok, r, err) = load(&wss, &churn);
+    assert!(ok, "{r}\n{err}");
+    assert_eq!(r["errors"], 0, "{r}");
+    let cycles = r["cycles"].as_u64().unwrap();
+    assert!(cycles > 0, "{r}");
+    let handshakes = r["setup_us"]["tls_handshake"]["count"].as_u64();
+    assert_eq!(handshakes, Some(2 * cycles), "{r}");
+    assert!(r["tls"]["version"].is_string(), "{r}");
     let http = format!("https://127.0.0.1:{port}/v1/http/native/x");
     let (ok, r, err) = load(
         &http,

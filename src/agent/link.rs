@@ -37,6 +37,8 @@ pub enum ConnectError {
     Io(std::io::Error),
     #[error("no upgrade answer within {0:?}")]
     Timeout(Duration),
+    #[error("no TLS handshake and upgrade answer within {0:?} (is the relay's port a TLS one?)")]
+    TlsTimeout(Duration),
     #[error("the relay closed the connection during the upgrade")]
     Closed,
     #[error(transparent)]

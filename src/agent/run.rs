@@ -174,7 +174,10 @@ async fn connect_once(
     let link = connect(dial, rng);
     monoio::time::timeout(plan.connect_timeout, link)
         .await
-        .map_err(|_| ConnectError::Timeout(plan.connect_timeout))?
+        .map_err(|_| match plan.tls {
+            Some(_) => ConnectError::TlsTimeout(plan.connect_timeout),
+            None => ConnectError::Timeout(plan.connect_timeout),
+        })?
 }
 
 /// Serves a connection until it ends and says whether the agent goes on: it stops on

@@ -31,7 +31,7 @@ pub enum ModeArg {
     /// session of its own), close it, and start over: new connections per second, and how
     /// long each step took.
     Connect,
-    /// HTTP/1.1 requests to --url (http://), --concurrency in flight, closed loop.
+    /// HTTP/1.1 requests to --url (http:// or https://), --concurrency in flight, closed loop.
     Http,
     /// Serve HTTP on --listen: 200 to everything, with the request's body or --size bytes.
     HttpTarget,
@@ -131,6 +131,11 @@ pub struct LoadArgs {
     /// says so at start and in the report.
     #[arg(long)]
     pub insecure: bool,
+    /// wss:// and https://: keep the relay's session tickets and resume with them (the
+    /// report counts the resumed handshakes). Without it every connection makes a full
+    /// handshake.
+    #[arg(long)]
+    pub tls_resume: bool,
 }
 
 /// A `ws://` or `wss://` URL cut into its parts.
@@ -276,19 +281,21 @@ impl LoadArgs {
 
     /// The TLS configuration the run's `wss://` URLs need (one for every connection and
     /// thread), and whether it skips the certificate check; `None` without TLS.
-    /// Resumption is off: every connection the load counts makes a full handshake.
+    /// Resumption is off unless `--tls-resume`: every connection the load counts makes a
+    /// full handshake.
     pub fn tls_config(&self, uses_tls: bool) -> Result<Option<(Arc<ClientConfig>, bool)>, String> {
         if !uses_tls {
-            if self.ca_file.is_some() || self.insecure {
+            if self.ca_file.is_some() || self.insecure || self.tls_resume {
                 return Err(
-                    "--ca-file and --insecure apply to wss:// and https:// URLs only".into(),
+                    "--ca-file, --insecure and --tls-resume apply to wss:// and https:// URLs only"
+                        .into(),
                 );
             }
             return Ok(None);
         }
         let trust =
             Trust::from_flags(self.ca_file.as_deref(), self.insecure).map_err(|e| e.to_string())?;
-        let config = client_config(&trust, false).map_err(|e| e.to_string())?;
+        let config = client_config(&trust, self.tls_resume).map_err(|e| e.to_string())?;
         Ok(Some((config, self.insecure)))
     }
 

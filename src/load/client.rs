@@ -67,6 +67,8 @@ pub enum ClientError {
     BadAnswer(&'static str),
     #[error("timed out")]
     Timeout,
+    #[error("timed out (TLS handshake and upgrade: is the port a TLS one?)")]
+    TlsTimeout,
     #[error(transparent)]
     Tls(#[from] HandshakeError),
 }
@@ -90,6 +92,8 @@ pub struct Setup {
     pub tls: Option<Duration>,
     /// The TLS version negotiated (`"1.3"`, `"1.2"`).
     pub tls_version: Option<&'static str>,
+    /// The handshake resumed a session (`--tls-resume`).
+    pub tls_resumed: bool,
     /// From the upgrade request to its whole answer (or the raw line written).
     pub upgrade: Duration,
 }
@@ -191,6 +195,7 @@ pub async fn connect(
             let (r, w) = tls::connect(t, r, w).await?;
             setup.tls = Some(started.elapsed());
             setup.tls_version = w.version();
+            setup.tls_resumed = w.resumed();
             (ReadIo::Tls(r), WriteIo::Tls(w))
         }
     };

@@ -590,6 +590,7 @@ fn report(plan: &Plan, attack: Option<&Attack>, total: ThreadStats, t0: u64) -> 
             insecure: t.insecure,
             server_name: t.server_name.to_str().into_owned(),
             version: total.setup.tls_version.map(str::to_string),
+            resumed_handshakes: Some(total.setup.tls_resumed),
         }),
         latency_us: latency,
         send_lag_us: send_lag,
@@ -644,6 +645,7 @@ async fn connect_one(
 ) -> Result<Connection, ClientError> {
     match monoio::time::timeout(timeout, client::connect(target, route, rng, READ_BUFFER)).await {
         Ok(r) => r,
+        Err(_) if target.tls.is_some() => Err(ClientError::TlsTimeout),
         Err(_) => Err(ClientError::Timeout),
     }
 }
@@ -1273,6 +1275,11 @@ async fn churn_loop(ctx: Rc<Ctx>, k: usize) {
                 continue;
             }
         };
+        if start >= ctx.warm {
+            let mut st = ctx.stats.borrow_mut();
+            st.setup.record(&a.setup, None);
+            st.setup.record(&b.setup, None);
+        }
         let (wa, wb) = (Rc::new(Signal::default()), Rc::new(Signal::default()));
         let limit = Some(plan.churn_messages);
         let ab = Stream::new(&wa, &wb, plan.window, limit, 0.0);

@@ -76,6 +76,9 @@ pub struct TlsReport {
     /// The TLS version negotiated (`"1.3"` or `"1.2"`; null when no connection was made,
     /// and in `--mode http`).
     pub version: Option<String>,
+    /// Of the handshakes timed in `setup_us.tls_handshake`, those that resumed a session
+    /// (only with `--tls-resume`); null in `--mode http`.
+    pub resumed_handshakes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -243,6 +246,11 @@ impl Report {
             self.cycles_per_s.unwrap_or(0.0),
             self.errors
         );
+        if let Some(n) = self.tls.as_ref().and_then(|t| t.resumed_handshakes) {
+            if n > 0 {
+                let _ = writeln!(s, "  resumed     {n} TLS handshakes resumed a session");
+            }
+        }
         if let Some(u) = &self.setup_us {
             let steps = [
                 ("tcp connect", Some(&u.tcp_connect)),

@@ -29,6 +29,8 @@ pub struct SetupStats {
     cycle: Histogram<u64>,
     /// The TLS version the last connection negotiated.
     pub tls_version: Option<&'static str>,
+    /// Handshakes that resumed a session.
+    pub tls_resumed: u64,
 }
 
 impl SetupStats {
@@ -39,6 +41,7 @@ impl SetupStats {
             upgrade: super::new_histogram(),
             cycle: super::new_histogram(),
             tls_version: None,
+            tls_resumed: 0,
         }
     }
 
@@ -49,6 +52,7 @@ impl SetupStats {
             self.tls.saturating_record(us(t));
         }
         self.tls_version = s.tls_version.or(self.tls_version);
+        self.tls_resumed += u64::from(s.tls_resumed);
         self.upgrade.saturating_record(us(s.upgrade));
         if let Some(c) = cycle {
             self.cycle.saturating_record(us(c));
@@ -61,6 +65,7 @@ impl SetupStats {
         let _ = self.upgrade.add(&o.upgrade);
         let _ = self.cycle.add(&o.cycle);
         self.tls_version = self.tls_version.or(o.tls_version);
+        self.tls_resumed += o.tls_resumed;
     }
 
     /// `None` when no connection was set up.

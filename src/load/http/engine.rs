@@ -336,6 +336,7 @@ fn report(plan: &HttpPlan, total: Tally) -> HttpReport {
             insecure: t.insecure,
             server_name: t.server_name.to_str().into_owned(),
             version: None,
+            resumed_handshakes: None,
         }),
         method: plan.method.clone(),
         size: plan.body.unwrap_or(0),

@@ -56,6 +56,8 @@ pub enum HandshakeError {
     Closed,
     #[error("TLS handshake: the server's certificate is not trusted: {0} (a private CA: give it with --ca-file)")]
     Untrusted(rustls::Error),
+    #[error("TLS handshake: the server's answer is not TLS ({0}): a plain ws:// or http:// port?")]
+    NotTls(rustls::Error),
     #[error("TLS handshake: {0}")]
     Tls(rustls::Error),
 }
@@ -64,6 +66,7 @@ impl HandshakeError {
     fn of(e: rustls::Error) -> HandshakeError {
         match e {
             rustls::Error::InvalidCertificate(_) => HandshakeError::Untrusted(e),
+            rustls::Error::InvalidMessage(_) => HandshakeError::NotTls(e),
             e => HandshakeError::Tls(e),
         }
     }
@@ -285,6 +288,11 @@ impl<W: WriteIo> TlsWriter<W> {
         self.conn.borrow().alpn_protocol().map(<[u8]>::to_vec)
     }
 
+    /// Whether the handshake resumed an earlier session (a ticket) rather than a full one.
+    pub fn resumed(&self) -> bool {
+        self.conn.borrow().handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// The TLS version negotiated (`"1.3"`, `"1.2"`), for reports.
     pub fn version(&self) -> Option<&'static str> {
         match self.conn.borrow().protocol_version()? {
@@ -447,6 +455,31 @@ mod tests {
             assert!(!pending.is_empty(), "no alert was sent");
             let _ = srv.read_tls(&mut &pending[..]);
             assert!(srv.process_new_packets().is_err());
+        });
+    }
+
+    #[test]
+    fn a_plain_http_answer_is_named_as_not_tls() {
+        let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().build();
+        rt.unwrap().block_on(async {
+            let (_, ca) = server();
+            let path = std::env::temp_dir()
+                .join(format!("ringrelay-stream-notls-{}.pem", std::process::id()));
+            std::fs::write(&path, ca).unwrap();
+            let config = client_config(&Trust::CaFile(path.clone()), false).unwrap();
+            let _ = std::fs::remove_file(&path);
+            let tls = ClientTls::new(config, "localhost", false).unwrap();
+            let (up, down) = (Rc::new(Pipe::default()), Rc::new(Pipe::default()));
+            // What a plain relay answers to a ClientHello it cannot parse.
+            let answer = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+            down.bytes.borrow_mut().extend(answer.iter());
+            let hs = connect(&tls, PipeRead(down.clone(), 1000), PipeWrite(up.clone()));
+            let e = match hs.await {
+                Err(e) => e,
+                Ok(_) => panic!("a plain answer was taken for TLS"),
+            };
+            assert!(matches!(e, HandshakeError::NotTls(_)), "{e}");
+            assert!(e.to_string().contains("plain ws://"), "{e}");
         });
     }
 
