@@ -16,8 +16,8 @@ use super::kinds::{
     OptionalText, Origins, RedisUrl, RegistryName, Role, Secret, TokenLifetime, Trimmed,
 };
 use super::{
-    CertPair, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat,
-    Overflow, TlsVersion, MAX_WORKERS,
+    CertPair, ClientAuth, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm,
+    LogFormat, Overflow, TlsVersion, MAX_WORKERS,
 };
 
 const MIB: usize = 1 << 20;
@@ -250,6 +250,11 @@ config_keys! {
         certificates: Vec<CertPair> { default: Vec::new(), parse: CertList }
         /// Oldest TLS version accepted.
         min_version: TlsVersion { default: TlsVersion::V1_2, parse: Choice }
+        /// PEM CA certificate(s) that client certificates must chain to.
+        client_ca_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// Client certificates: `off` (not asked for), `optional` (checked when given) or
+        /// `required` (a client without a valid one is refused in the handshake).
+        client_auth: ClientAuth { default: ClientAuth::Off, parse: Choice }
     }
 
     /// Logging.

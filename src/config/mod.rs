@@ -31,8 +31,8 @@ pub use keys::{
 };
 pub use redact::{has_password, redact_url};
 pub use types::{
-    CertPair, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat,
-    Overflow, TlsVersion,
+    CertPair, ClientAuth, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm,
+    LogFormat, Overflow, TlsVersion,
 };
 
 /// Bits of a connection id that hold its worker's index (`context::Core::next_conn_id`), so

@@ -12,10 +12,10 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
-mod expiry;
 mod failure;
 mod server;
+mod x509;
 
-pub use expiry::not_after;
 pub use failure::{Failure, Negotiated};
 pub use server::{server_config, CertInfo, ServerTls, TlsError};
+pub use x509::{not_after, subject_cn};
