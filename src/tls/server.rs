@@ -113,21 +113,13 @@ fn load(pair: &CertPair, provider: &CryptoProvider) -> Result<(CertifiedKey, Cer
     Ok((key, info))
 }
 
-/// The ring provider, named explicitly (never the process default): ring, as the issue asks
-/// (aws-lc-rs needs cmake and a C toolchain to build). rustls marks it deprecated only
-/// because ring has no post-quantum key exchange.
-#[allow(deprecated)]
-fn ring() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
-}
-
 /// Builds the server configuration `cfg` describes: its certificates (the first one for
 /// clients that name no server or an unknown one), versions from `min_version` up, ALPN
 /// `http/1.1`, stateless session tickets from ring's rotating ticketer (a new key every six
 /// hours, the one before still accepted) and the ring provider named explicitly, never the
 /// process default.
 pub fn server_config(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
-    let provider = Arc::new(ring());
+    let provider = Arc::new(super::provider());
     let pairs = pairs(cfg)?;
     let mut keys = Vec::with_capacity(pairs.len());
     let mut infos = Vec::with_capacity(pairs.len());
@@ -280,7 +272,7 @@ mod tests {
     #[test]
     fn sni_picks_by_name_wildcards_included_and_falls_back_to_the_first() {
         let d = tmpdir("sni");
-        let provider = ring();
+        let provider = super::super::provider();
         let load_key = |p: &CertPair| Arc::new(load(p, &provider).unwrap().0);
         let a = load_key(&cert_files(&d, "a", &["a.test"]));
         let b = load_key(&cert_files(&d, "b", &["b.test", "*.wild.test"]));
