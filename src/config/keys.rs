@@ -17,8 +17,8 @@ use super::kinds::{
     Trimmed,
 };
 use super::{
-    AuthKey, CertPair, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm,
-    LogFormat, Overflow, TlsVersion, MAX_WORKERS,
+    AuthKey, CertPair, ClientAuth, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet,
+    JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_WORKERS,
 };
 
 const MIB: usize = 1 << 20;
@@ -256,6 +256,11 @@ config_keys! {
         certificates: Vec<CertPair> { default: Vec::new(), parse: CertList }
         /// Oldest TLS version accepted.
         min_version: TlsVersion { default: TlsVersion::V1_2, parse: Choice }
+        /// PEM CA certificate(s) that client certificates must chain to.
+        client_ca_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// Client certificates: `off` (not asked for), `optional` (checked when given) or
+        /// `required` (a client without a valid one is refused in the handshake).
+        client_auth: ClientAuth { default: ClientAuth::Off, parse: Choice }
     }
 
     /// Logging.

@@ -125,6 +125,8 @@ pub const LIVE_KEYS: &[&str] = &[
     "tls.key_file",
     "tls.certificates",
     "tls.min_version",
+    "tls.client_ca_file",
+    "tls.client_auth",
     "log.level",
     "demo.enabled",
 ];

@@ -33,8 +33,8 @@ pub use keys::{
 pub use live::{is_live, FIXED_KEYS, LIVE_KEYS};
 pub use redact::{has_password, redact_url};
 pub use types::{
-    AuthKey, CertPair, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet, JwtAlgorithm,
-    LogFormat, Overflow, TlsVersion, MAX_AUTH_KEYS,
+    AuthKey, CertPair, ClientAuth, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet,
+    JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_AUTH_KEYS,
 };
 
 /// Bits of a connection id that hold its worker's index (`context::Core::next_conn_id`), so

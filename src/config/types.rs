@@ -342,6 +342,37 @@ impl FromStr for TlsVersion {
     }
 }
 
+/// Whether the TLS listener asks for client certificates (`tls.client_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    #[default]
+    Off,
+    Optional,
+    Required,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Off => "off",
+            ClientAuth::Optional => "optional",
+            ClientAuth::Required => "required",
+        }
+    }
+}
+
+impl FromStr for ClientAuth {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(ClientAuth::Off),
+            "optional" => Ok(ClientAuth::Optional),
+            "required" => Ok(ClientAuth::Required),
+            _ => Err("expected off, optional or required".to_string()),
+        }
+    }
+}
+
 /// One certificate of `tls.certificates`: a PEM chain and its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertPair {

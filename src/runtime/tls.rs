@@ -104,6 +104,13 @@ impl TlsSession {
         }
     }
 
+    /// The common name of the client certificate the handshake verified (`tls.client_auth`).
+    pub fn client_subject(&self) -> Option<String> {
+        let c = self.conn.borrow();
+        let leaf = c.peer_certificates()?.first()?;
+        crate::tls::subject_cn(leaf)
+    }
+
     /// Something can be read without waiting for the socket: plaintext, ciphertext in the
     /// backlog, or the end of the stream.
     pub fn has_buffered(&self) -> bool {

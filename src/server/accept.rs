@@ -516,6 +516,9 @@ async fn tls_step(
         Ok(Ok(())) => {
             if let Some(tls) = stream.tls() {
                 super::tls::negotiated(&core.stats, tls.negotiated());
+                if let Some(cn) = tls.client_subject() {
+                    tracing::debug!(peer = %a.peer, client_cn = %cn, "TLS client certificate verified");
+                }
             }
             core.latency
                 .record(Latency::TlsHandshake, started.elapsed());
@@ -816,10 +819,12 @@ async fn hand_over(core: Rc<Core>, stream: ServerStream, to: usize, mut parcel: 
             let h = e.into_inner();
             let session = match h.parcel.tls {
                 Tls::On(s) => Some(s),
-                Tls::Plain | Tls::Pending => None,
+                Tls::Plain => None,
+                // Before its TLS handshake, no answer can be read: it is just closed.
+                Tls::Pending => return,
             };
             if let Ok(tcp) = TcpStream::from_std(h.stream) {
-                // Over TLS in the session's own words; a handshake not yet made gets none.
+                // Over TLS, in the session's own words.
                 let mut stream = ServerStream::from_parts(tcp, session, hsts_max_age(&core));
                 Refusal::HandoffBusy.write(&core.stats, &mut stream).await;
             }

@@ -12,7 +12,7 @@
 //! `stream`.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -107,10 +107,7 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, ClientTlsError> {
 /// (the agent's reconnects); the load generator turns it off so that every connection it
 /// counts is a full handshake.
 pub fn client_config(trust: &Trust, resumption: bool) -> Result<Arc<ClientConfig>, ClientTlsError> {
-    // The project's provider is ring (Cargo.toml); rustls 0.23.48 deprecates its constructor
-    // only to point at post-quantum key exchange, which ring lacks.
-    #[allow(deprecated)]
-    let provider = Arc::new(ring::default_provider());
+    let provider = Arc::new(super::provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let mut config = match trust {

@@ -2,7 +2,7 @@
 //! the main thread (and again by a reload, which swaps it into each worker: new handshakes
 //! use the new one, open connections keep theirs).
 
-use crate::config::{CertPair, TlsConfig, TlsVersion};
+use crate::config::{CertPair, ClientAuth, TlsConfig, TlsVersion};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -19,6 +19,12 @@ pub enum TlsError {
     NoCertificate,
     #[error("tls.cert_file and tls.key_file go together: {0} is set without the other")]
     HalfPair(&'static str),
+    #[error(
+        "tls.client_auth = \"{0}\" needs tls.client_ca_file, the CA client certificates chain to"
+    )]
+    NoClientCa(&'static str),
+    #[error("tls: cannot use the client CA file {path}: {reason}")]
+    ClientCa { path: PathBuf, reason: String },
     #[error("tls: cannot read the certificate chain {path}: {reason}")]
     Chain { path: PathBuf, reason: String },
     #[error("tls: cannot read the private key {path}: {reason}")]
@@ -107,21 +113,13 @@ fn load(pair: &CertPair, provider: &CryptoProvider) -> Result<(CertifiedKey, Cer
     Ok((key, info))
 }
 
-/// The ring provider, named explicitly (never the process default): ring, as the issue asks
-/// (aws-lc-rs needs cmake and a C toolchain to build). rustls marks it deprecated only
-/// because ring has no post-quantum key exchange.
-#[allow(deprecated)]
-fn ring() -> CryptoProvider {
-    rustls::crypto::ring::default_provider()
-}
-
 /// Builds the server configuration `cfg` describes: its certificates (the first one for
 /// clients that name no server or an unknown one), versions from `min_version` up, ALPN
 /// `http/1.1`, stateless session tickets from ring's rotating ticketer (a new key every six
 /// hours, the one before still accepted) and the ring provider named explicitly, never the
 /// process default.
 pub fn server_config(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
-    let provider = Arc::new(ring());
+    let provider = Arc::new(super::provider());
     let pairs = pairs(cfg)?;
     let mut keys = Vec::with_capacity(pairs.len());
     let mut infos = Vec::with_capacity(pairs.len());
@@ -134,16 +132,53 @@ pub fn server_config(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
     };
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni { keys }));
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
+    let mut config = match client_verifier(cfg, provider)? {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    }
+    .with_cert_resolver(Arc::new(BySni { keys }));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(ServerTls {
         config: Arc::new(config),
         certificates: infos.into(),
     })
+}
+
+/// The verifier of client certificates `tls.client_auth` asks for, against the CAs in
+/// `tls.client_ca_file` (`None`: not asked for).
+fn client_verifier(
+    cfg: &TlsConfig,
+    provider: Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
+    if cfg.client_auth == ClientAuth::Off {
+        return Ok(None);
+    }
+    let Some(path) = &cfg.client_ca_file else {
+        return Err(TlsError::NoClientCa(cfg.client_auth.as_str()));
+    };
+    let fail = |reason: String| TlsError::ClientCa {
+        path: path.clone(),
+        reason,
+    };
+    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| fail(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots.add(ca).map_err(|e| fail(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("no CERTIFICATE block in it".to_string()));
+    }
+    let mut b = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+    if cfg.client_auth == ClientAuth::Optional {
+        b = b.allow_unauthenticated();
+    }
+    b.build().map(Some).map_err(|e| fail(e.to_string()))
 }
 
 /// Picks the certificate for the server name a client asks for (webpki's own matching,
@@ -216,6 +251,8 @@ mod tests {
             key_file: None,
             certificates: pairs.to_vec(),
             min_version: TlsVersion::V1_2,
+            client_ca_file: None,
+            client_auth: ClientAuth::Off,
         }
     }
 
@@ -235,7 +272,7 @@ mod tests {
     #[test]
     fn sni_picks_by_name_wildcards_included_and_falls_back_to_the_first() {
         let d = tmpdir("sni");
-        let provider = ring();
+        let provider = super::super::provider();
         let load_key = |p: &CertPair| Arc::new(load(p, &provider).unwrap().0);
         let a = load_key(&cert_files(&d, "a", &["a.test"]));
         let b = load_key(&cert_files(&d, "b", &["b.test", "*.wild.test"]));
@@ -275,6 +312,18 @@ mod tests {
         assert!(e.to_string().contains("nope.pem"), "{e}");
         let e = server_config(&config(&[])).unwrap_err();
         assert!(matches!(e, TlsError::NoCertificate), "{e}");
+        let mut no_ca = config(std::slice::from_ref(&a));
+        no_ca.client_auth = ClientAuth::Required;
+        let e = server_config(&no_ca).unwrap_err();
+        assert!(e.to_string().contains("tls.client_ca_file"), "{e}");
+        no_ca.client_ca_file = Some(a.key_file.clone());
+        let e = server_config(&no_ca).unwrap_err();
+        assert!(matches!(e, TlsError::ClientCa { .. }), "{e}");
+        no_ca.client_ca_file = Some(a.cert_file.clone());
+        assert!(
+            server_config(&no_ca).is_ok(),
+            "a certificate as its own client CA"
+        );
         let mut half = config(&[a]);
         half.cert_file = Some(d.join("x.pem"));
         let e = server_config(&half).unwrap_err();

@@ -46,10 +46,11 @@ if _REASON and os.environ.get("RINGRELAY_REQUIRE_BROWSER") == "1":
 pytestmark = pytest.mark.skipif(_REASON is not None, reason=_REASON or "")
 
 
-def run_demo(srv: Server, mode: str, *extra: str) -> dict:
+def run_demo(srv: Server, mode: str, *extra: str, base: str | None = None) -> dict:
     out_dir = ARTIFACTS / srv.driver
     env = dict(os.environ, CHROMIUM=CHROMIUM)
-    proc = subprocess.run(["node", "demo.mjs", mode, f"http://{srv.host}:{srv.port}", str(out_dir), *extra],
+    base = base or f"http://{srv.host}:{srv.port}"
+    proc = subprocess.run(["node", "demo.mjs", mode, base, str(out_dir), *extra],
                           cwd=BROWSER_DIR, capture_output=True, timeout=STEP_TIMEOUT, env=env)
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return json.loads(proc.stdout.decode().strip().splitlines()[-1])
@@ -138,3 +139,27 @@ def test_the_demo_can_be_turned_off_and_is_only_on_the_public_listener(make_serv
     assert r.status == 200 and "default-src 'none'" in r.headers["content-security-policy"]
     assert r.headers["x-frame-options"] == "DENY"
     assert http_get(on.admin, "/demo").status == 404
+
+
+def test_the_demo_over_https_talks_over_wss(make_server, tmp_path):
+    """Over the TLS listener (`tls.listen`) the page is served over https and its WebSocket
+    goes to wss:// on the same port (app.js picks wss: from the page's scheme); two tabs pair
+    and talk, as over plain http. Before: there was no TLS listener to open it from."""
+    from test_tls import _leaf, _openssl
+    d = str(tmp_path)
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+             "ca.key", "-out", "ca.pem", "-days", "3", "-subj", "/CN=browser test CA", cwd=d)
+    cert, key = _leaf(d, "relay", "DNS:localhost,IP:127.0.0.1")
+    srv = make_server(env={"RINGRELAY_TLS_LISTEN": "127.0.0.1:0", "RINGRELAY_TLS_CERT_FILE": cert,
+                           "RINGRELAY_TLS_KEY_FILE": key})
+    host, port = srv.tls
+    r = run_demo(srv, "two-pages", base=f"https://{host}:{port}")
+    origin = f"https://{host}:{port}/"
+    assert r["requests"] and all(u.startswith(origin) for u in r["requests"]), r["requests"]
+    assert not r["console"], r["console"]
+    s = r["session"]
+    assert r["events_a"] == [f"connected to {s} as desktop, waiting for a peer", "peer mobile connected",
+                             "peer mobile disconnected (1000)"], r["events_a"]
+    assert r["messages_b"] == ["hello from the desktop tab", "hello back, grüße ✓"], r["messages_b"]
+    t = http_get(srv.admin, "/stats").json()["totals"]
+    assert t["tls_handshakes"] >= 3, t  # the page, and each tab's wss socket

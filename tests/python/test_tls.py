@@ -31,13 +31,14 @@ def _openssl(*args: str, cwd: str):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
 
 
-def _leaf(d: str, name: str, sans: str):
-    """A P-256 certificate for `sans`, signed by the test CA in `d`."""
+def _leaf(d: str, name: str, sans: str, ext: str = "", ca: str = "ca"):
+    """A P-256 certificate for `sans` (plus the extension lines `ext`), signed by the CA `ca`
+    in `d`."""
     _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{name}.key",
              "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
     with open(os.path.join(d, f"{name}.ext"), "w") as f:
-        f.write(f"subjectAltName={sans}\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        f.write(f"subjectAltName={sans}\n{ext}")
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
              "-out", f"{name}.pem", "-days", "3", "-extfile", f"{name}.ext", cwd=d)
     return os.path.join(d, f"{name}.pem"), os.path.join(d, f"{name}.key")
 
@@ -373,3 +374,83 @@ def test_a_wss_client_carried_to_the_owner_node(driver, redis_url, pki):  # noqa
         for n in nodes:
             if n.alive():
                 stop_server(n)
+
+
+
+@pytest.fixture(scope="module")
+def client_pki(pki, tmp_path_factory):
+    """A client certificate from the test CA (CN device-1), and one from a CA the relay does
+    not trust."""
+    d = os.path.dirname(pki["ca"])
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+             "other.key", "-out", "other.pem", "-days", "3", "-subj", "/CN=another CA", cwd=d)
+    eku = "extendedKeyUsage=clientAuth\n"
+    return {
+        "good": _leaf(d, "device-1", "DNS:device-1.test", eku),
+        "stranger": _leaf(d, "stranger", "DNS:stranger.test", eku, ca="other"),
+    }
+
+
+def _with_cert(pki, pair_=None) -> ssl.SSLContext:
+    ctx = client_ctx(pki)
+    if pair_:
+        ctx.load_cert_chain(*pair_)
+    return ctx
+
+
+def _relay_101(srv, ctx) -> bytes:
+    """Opens a TLS connection, sends an upgrade request and returns what comes back (the 101
+    head, or b"" / an SSL error when the handshake was refused)."""
+    with socket.create_connection(srv.tls, timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            t.sendall(f"GET /v1/relay/{unique('cc')}?role=a HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+            return t.recv(4096)
+
+
+def test_client_certificates_required(make_server, pki, client_pki):
+    """tls.client_auth = "required": a client with a certificate from tls.client_ca_file is
+    served; one with none, or with one from another CA, is refused in the handshake and
+    counted as tls_handshake_failed_bad_client_cert, beside a plain pair that keeps flowing.
+    Before: there was no client certificate check at all (and no TLS)."""
+    srv = make_server(env=tls_env(pki, RINGRELAY_TLS_CLIENT_AUTH="required", RINGRELAY_TLS_CLIENT_CA_FILE=pki["ca"]),
+                      workers=WORKERS)
+    _, c1, c2 = pair(srv)
+    assert _relay_101(srv, _with_cert(pki, client_pki["good"])).startswith(b"HTTP/1.1 101")
+    for who in (None, client_pki["stranger"]):
+        try:
+            got = _relay_101(srv, _with_cert(pki, who))
+        except (ssl.SSLError, ConnectionError):
+            got = b""
+        assert got == b"", got
+    wait_for(lambda: totals(srv)["tls_handshake_failed_bad_client_cert"] == 2, 3, "both refusals counted")
+    round_trip(c1, c2, "beside refused client certificates")
+    c1.close()
+    c2.close()
+
+
+def test_client_certificates_optional(make_server, pki, client_pki):
+    srv = make_server(env=tls_env(pki, RINGRELAY_TLS_CLIENT_AUTH="optional", RINGRELAY_TLS_CLIENT_CA_FILE=pki["ca"]),
+                      workers=WORKERS)
+    assert _relay_101(srv, _with_cert(pki)).startswith(b"HTTP/1.1 101")
+    assert _relay_101(srv, _with_cert(pki, client_pki["good"])).startswith(b"HTTP/1.1 101")
+    try:
+        got = _relay_101(srv, _with_cert(pki, client_pki["stranger"]))
+    except (ssl.SSLError, ConnectionError):
+        got = b""
+    assert got == b"", "a certificate that is sent must verify"
+    wait_for(lambda: totals(srv)["tls_handshake_failed_bad_client_cert"] == 1, 3, "the refusal counted")
+
+
+def test_hsts_max_age_zero_sends_no_header(make_server, pki):
+    srv = make_server(env=tls_env(pki, RINGRELAY_SECURITY_HSTS_MAX_AGE="0s"), workers=WORKERS)
+    host, port = srv.tls
+    r = curl(["--cacert", pki["ca"], "-i", f"https://localhost:{port}/health"])
+    assert r.returncode == 0 and r.stdout.startswith(b"HTTP/1.1 200"), r
+    assert b"strict-transport-security" not in r.stdout.lower()
+    ws = wss(srv, pki, f"/v1/relay/{unique('h0')}?role=a")
+    try:
+        assert ws.response.headers.get("Strict-Transport-Security") is None
+    finally:
+        ws.close()

@@ -73,7 +73,8 @@ named_by_as_str!(
     super::EchoRoute,
     super::ClientIpHeader,
     super::JwtAlgorithm,
-    super::TlsVersion
+    super::TlsVersion,
+    super::ClientAuth
 );
 
 impl Named for super::IpNet {

@@ -129,6 +129,8 @@ pub(super) fn sample(key: &str) -> &'static str {
         "tls.key_file" => "/etc/ringrelay/tls/relay.key",
         "tls.certificates" => "/etc/ringrelay/tls/b.pem:/etc/ringrelay/tls/b.key",
         "tls.min_version" => "1.3",
+        "tls.client_ca_file" => "/etc/ringrelay/tls/clients.pem",
+        "tls.client_auth" => "optional",
         "log.level" => "warn,ringrelay=debug",
         "log.format" => "json",
         "stats.latency" => "false",

@@ -1,5 +1,6 @@
-//! A certificate's notAfter, read from its DER with just enough of a parser to reach it
-//! (Certificate → TBSCertificate → Validity), for the expiry gauges in /stats and /metrics.
+//! Two fields of a certificate, read from its DER with just enough of a parser to reach them
+//! (Certificate → TBSCertificate → Validity, Subject): its notAfter, for the expiry gauges in
+//! /stats and /metrics, and its subject's common name, for a verified client certificate.
 
 /// One DER element: its tag, its contents and what follows it. Lengths up to four bytes.
 fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -32,8 +33,8 @@ const VERSION: u8 = 0xa0;
 const UTC_TIME: u8 = 0x17;
 const GENERALIZED_TIME: u8 = 0x18;
 
-/// The notAfter of a DER certificate, in seconds since the Unix epoch.
-pub fn not_after(cert: &[u8]) -> Option<i64> {
+/// The TBSCertificate's fields from Validity on.
+fn from_validity(cert: &[u8]) -> Option<&[u8]> {
     let (cert, _) = expect(cert, SEQUENCE)?;
     let (mut tbs, _) = expect(cert, SEQUENCE)?;
     if tbs.first() == Some(&VERSION) {
@@ -42,10 +43,35 @@ pub fn not_after(cert: &[u8]) -> Option<i64> {
     let (_, tbs) = expect(tbs, INTEGER)?; // serialNumber
     let (_, tbs) = expect(tbs, SEQUENCE)?; // signature
     let (_, tbs) = expect(tbs, SEQUENCE)?; // issuer
-    let (validity, _) = expect(tbs, SEQUENCE)?;
+    Some(tbs)
+}
+
+/// The notAfter of a DER certificate, in seconds since the Unix epoch.
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    let (validity, _) = expect(from_validity(cert)?, SEQUENCE)?;
     let (_, _, after) = element(validity)?; // notBefore
     let (tag, time, _) = element(after)?;
     parse_time(tag, time)
+}
+
+/// The id-at-commonName attribute type (2.5.4.3), as its DER contents.
+const COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+
+/// The first common name (CN) of a DER certificate's subject, if it has one in a string type.
+pub fn subject_cn(cert: &[u8]) -> Option<String> {
+    let (_, subject) = expect(from_validity(cert)?, SEQUENCE)?; // validity
+    let (mut rdns, _) = expect(subject, SEQUENCE)?;
+    while !rdns.is_empty() {
+        let (set, rest) = expect(rdns, 0x31)?;
+        rdns = rest;
+        let (attr, _) = expect(set, SEQUENCE)?;
+        let (oid, value) = expect(attr, 0x06)?;
+        if oid == COMMON_NAME {
+            let (_, text, _) = element(value)?;
+            return String::from_utf8(text.to_vec()).ok();
+        }
+    }
+    None
 }
 
 /// UTCTime (`YYMMDDHHMMSSZ`, years 1950 to 2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
@@ -113,5 +139,24 @@ mod tests {
             None,
             "a truncated certificate"
         );
+    }
+
+    #[test]
+    fn reads_the_subject_common_name() {
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "ringrelay tests");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "device-42");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(subject_cn(cert.der()).as_deref(), Some("device-42"));
+        let mut none = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+        none.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = none.self_signed(&key).unwrap();
+        assert_eq!(subject_cn(cert.der()), None);
     }
 }
