@@ -47,25 +47,11 @@ impl Haproxy {
             std::process::id()
         ));
         std::fs::write(&config, cfg).unwrap();
-        let spawned = std::process::Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(c) => c,
-            Err(_) if std::env::var("RINGRELAY_REQUIRE_HAPROXY").as_deref() != Ok("1") => {
-                let _ = std::fs::remove_file(&config);
-                eprintln!("skipped: no haproxy (apt-get install haproxy)");
-                return None;
-            }
-            Err(e) => panic!("haproxy is required here: {e}"),
+        let Some(child) = spawn_haproxy(&config, port) else {
+            let _ = std::fs::remove_file(&config);
+            return None;
         };
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_until(Duration::from_secs(5), "haproxy to listen", || {
-            std::net::TcpStream::connect(addr).is_ok()
-        });
         Some(Haproxy {
             child,
             addr,
@@ -76,6 +62,30 @@ impl Haproxy {
     pub fn connect(&self, path: &str) -> Ws {
         connect(&format!("ws://{}{path}", self.addr))
     }
+}
+
+/// Starts haproxy on `config` and waits until it listens on loopback `port`. `None`: there is
+/// no haproxy and the run does not require it (`RINGRELAY_REQUIRE_HAPROXY=1` makes that a
+/// failure), which the caller reports as a skip.
+pub fn spawn_haproxy(config: &std::path::Path, port: u16) -> Option<std::process::Child> {
+    let spawned = std::process::Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let child = match spawned {
+        Ok(c) => c,
+        Err(_) if std::env::var("RINGRELAY_REQUIRE_HAPROXY").as_deref() != Ok("1") => {
+            eprintln!("skipped: no haproxy (apt-get install haproxy)");
+            return None;
+        }
+        Err(e) => panic!("haproxy is required here: {e}"),
+    };
+    wait_until(Duration::from_secs(5), "haproxy to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Some(child)
 }
 
 impl Drop for Haproxy {

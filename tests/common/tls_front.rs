@@ -2,10 +2,9 @@
 //! with rcgen, and Debian's haproxy terminating TLS with them (what operators run today, and
 //! the stand-in for the relay's native TLS until it is there).
 
-use super::cluster::{free_port, wait_until};
+use super::cluster::free_port;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// A CA, a server certificate it signed (for `localhost` and `127.0.0.1`), and a second CA
 /// that signed nothing here, as PEM files in a directory of their own.
@@ -103,23 +102,7 @@ impl TlsFront {
         );
         let config = pki.dir.join(format!("haproxy-{port}.cfg"));
         std::fs::write(&config, cfg).unwrap();
-        let spawned = std::process::Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(c) => c,
-            Err(_) if std::env::var("RINGRELAY_REQUIRE_HAPROXY").as_deref() != Ok("1") => {
-                eprintln!("skipped: no haproxy (apt-get install haproxy)");
-                return None;
-            }
-            Err(e) => panic!("haproxy is required here: {e}"),
-        };
-        wait_until(Duration::from_secs(5), "haproxy to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let child = super::haproxy::spawn_haproxy(&config, port)?;
         Some(TlsFront {
             child,
             port,
