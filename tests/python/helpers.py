@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect_raw
 
 REPO = Path(__file__).resolve().parents[2]
@@ -573,6 +574,42 @@ def ws_connect(server: Server, path: str, **kw):
                 compression=None, proxy=None, max_size=64 * 1024 * 1024, legacy=True)
     opts.update(kw)
     return ws_connect_raw(server.ws_url(path), **opts)
+
+
+class TicketsFirst(ClientConnection):
+    """websockets' sync client for wss://: takes in the server's TLS 1.3 session tickets on
+    the calling thread before the client's reader thread starts.
+
+    The sync client reads in a thread of its own while the caller writes, and OpenSSL forbids
+    two threads in one TLS session at once. A TLS 1.3 server sends its tickets just after the
+    handshake, exactly when the client writes its upgrade request: the reader thread's
+    SSL_read handling them raced the request's SSL_write, and about one connection in three
+    here failed with `[SSL] internal error` or never saw its 101 (the relay had answered).
+    Pass as `create_connection=TicketsFirst`."""
+
+    def __init__(self, sock, *args, **kw):
+        import select
+        import ssl
+
+        if isinstance(sock, ssl.SSLSocket) and sock.version() == "TLSv1.3":
+            timeout = sock.gettimeout()
+            sock.setblocking(False)
+            try:
+                wait = 2.0
+                # Tickets come in one flight; a second look catches a flight split in two.
+                while select.select([sock], [], [], wait)[0]:
+                    try:
+                        data = sock.recv(1)
+                    except ssl.SSLWantReadError:
+                        wait = 0.05
+                        continue
+                    except OSError:
+                        break  # an alert or a reset: the client meets it on its first read
+                    assert not data, "the server spoke before the client's request"
+                    break  # the end of the stream: likewise left to the client
+            finally:
+                sock.settimeout(timeout)
+        super().__init__(sock, *args, **kw)
 
 
 def recv_event(ws, timeout: float = RECV_TIMEOUT) -> dict:

@@ -24,7 +24,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from helpers import RECV_TIMEOUT, round_trip, unique, wait_for
+from helpers import RECV_TIMEOUT, TicketsFirst, round_trip, unique, wait_for
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "haproxy" / "ringrelay-tls.cfg"
 
@@ -94,7 +94,7 @@ def _connects(port: int) -> bool:
 def _wss(port: int, ctx: ssl.SSLContext, path: str):
     return connect(f"wss://127.0.0.1:{port}{path}", ssl=ctx, open_timeout=RECV_TIMEOUT,
                    close_timeout=RECV_TIMEOUT, ping_interval=None, compression=None, proxy=None,
-                   max_size=1 << 20)
+                   max_size=1 << 20, create_connection=TicketsFirst)
 
 
 def test_pair_over_wss_through_haproxy(front):

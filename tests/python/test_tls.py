@@ -21,7 +21,7 @@ import time
 import pytest
 
 from bridge_helpers import FakeAgent, echo_handler, totals
-from helpers import RECV_TIMEOUT, http_get, http_raw, pair, round_trip, unique, wait_for
+from helpers import RECV_TIMEOUT, TicketsFirst, http_get, http_raw, pair, round_trip, unique, wait_for
 from websockets.sync.client import connect as ws_connect_raw
 
 WORKERS = 2
@@ -72,7 +72,8 @@ def wss(srv, pki, path: str, name: str | None = None):
     for server name `name` (none: the address, which sends no SNI)."""
     host, port = srv.tls
     opts = dict(open_timeout=RECV_TIMEOUT, close_timeout=RECV_TIMEOUT, ping_interval=None, compression=None,
-                proxy=None, max_size=64 * 1024 * 1024, legacy=True, ssl=client_ctx(pki))
+                proxy=None, max_size=64 * 1024 * 1024, legacy=True, ssl=client_ctx(pki),
+                create_connection=TicketsFirst)
     if name is None:
         return ws_connect_raw(f"wss://{host}:{port}{path}", **opts)
     sock = socket.create_connection((host, port), timeout=5)
