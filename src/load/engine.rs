@@ -397,6 +397,32 @@ impl Ctx {
         self.stats.borrow_mut().error(count, what);
         self.shared.errors.fetch_add(count, Ordering::Relaxed);
     }
+
+    /// The start of cycle `cycle` of a loop that opens connections (churn, connect): its
+    /// session route (`tag`, the loop `k` and the cycle make it unique in the run), the time
+    /// its connections may take, and a random source of its own. `None`: the measured time is
+    /// over, or the run is stopping.
+    fn next_cycle(&self, tag: char, k: usize, cycle: u64) -> Option<Cycle> {
+        let start = self.now_ns();
+        if start >= self.end || self.stopping.get() || self.aborted.get() {
+            return None;
+        }
+        let plan = &self.plan;
+        Some(Cycle {
+            start,
+            route: format!("/v1/relay/load-{}-{tag}{k}-{cycle}", plan.run_id),
+            budget: Duration::from_nanos(self.hard.saturating_sub(start)).min(plan.connect_timeout),
+            rng: Rng::new(self.rng.borrow_mut().next_u64()),
+        })
+    }
+}
+
+/// See [`Ctx::next_cycle`].
+struct Cycle {
+    start: u64,
+    route: String,
+    budget: Duration,
+    rng: Rng,
 }
 
 /// Runs the plan to the end and reports.
@@ -1252,14 +1278,16 @@ async fn churn_loop(ctx: Rc<Ctx>, k: usize) {
     let plan = ctx.plan.clone();
     let mut cycle = 0u64;
     loop {
-        let start = ctx.now_ns();
-        if start >= ctx.end || ctx.stopping.get() || ctx.aborted.get() {
-            break;
-        }
         cycle += 1;
-        let route = format!("/v1/relay/load-{}-c{k}-{cycle}", plan.run_id);
-        let budget = Duration::from_nanos(ctx.hard.saturating_sub(start)).min(plan.connect_timeout);
-        let mut rng = Rng::new(ctx.rng.borrow_mut().next_u64());
+        let Some(Cycle {
+            start,
+            route,
+            budget,
+            mut rng,
+        }) = ctx.next_cycle('c', k, cycle)
+        else {
+            break;
+        };
         let pair = async {
             let a = connect_one(&plan.target, &route, &mut rng, budget).await?;
             let b = connect_one(plan.b(), &route, &mut rng, budget).await?;

@@ -7,8 +7,8 @@
 //! state stays on its side, not on the client's ephemeral ports (as a browser that closes
 //! its WebSocket does).
 
-use super::Ctx;
-use crate::load::client::{self, ClientError, Event, FrameReader, Rng, Setup};
+use super::{Ctx, Cycle};
+use crate::load::client::{self, ClientError, Event, FrameReader, Setup};
 use crate::load::report::{LatencySummary, SetupReport};
 use hdrhistogram::Histogram;
 use std::rc::Rc;
@@ -85,14 +85,16 @@ pub async fn connect_loop(ctx: Rc<Ctx>, k: usize) {
     let plan = ctx.plan.clone();
     let mut cycle = 0u64;
     loop {
-        let start = ctx.now_ns();
-        if start >= ctx.end || ctx.stopping.get() || ctx.aborted.get() {
-            break;
-        }
         cycle += 1;
-        let route = format!("/v1/relay/load-{}-k{k}-{cycle}", plan.run_id);
-        let budget = Duration::from_nanos(ctx.hard.saturating_sub(start)).min(plan.connect_timeout);
-        let mut rng = Rng::new(ctx.rng.borrow_mut().next_u64());
+        let Some(Cycle {
+            start,
+            route,
+            budget,
+            mut rng,
+        }) = ctx.next_cycle('k', k, cycle)
+        else {
+            break;
+        };
         let once = async {
             let mut c = client::connect(&plan.target, &route, &mut rng, READ_BUFFER).await?;
             c.writer.push_close(1000);
