@@ -576,6 +576,15 @@ def ws_connect(server: Server, path: str, **kw):
     return ws_connect_raw(server.ws_url(path), **opts)
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts connections on loopback `port` (a server a test started)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 class TicketsFirst(ClientConnection):
     """websockets' sync client for wss://: takes in the server's TLS 1.3 session tickets on
     the calling thread before the client's reader thread starts.

@@ -16,7 +16,7 @@ import time
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from helpers import (Server, http_get, recv_event, recv_event_of, stop_server, unique, wait_for,
+from helpers import (Server, http_get, listening, recv_event, recv_event_of, stop_server, unique, wait_for,
                      ws_connect)
 
 SECRET = "python-suite-secret-of-more-than-32-bytes"
@@ -39,19 +39,11 @@ def redis_url():
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _connects(port), 5, "redis-server to listen")
+        wait_for(lambda: listening(port), 5, "redis-server to listen")
         yield f"redis://127.0.0.1:{port}"
     finally:
         proc.kill()
         proc.wait(5)
-
-
-def _connects(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

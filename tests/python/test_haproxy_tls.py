@@ -24,7 +24,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from helpers import RECV_TIMEOUT, TicketsFirst, round_trip, unique, wait_for
+from helpers import RECV_TIMEOUT, TicketsFirst, listening, round_trip, unique, wait_for
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "haproxy" / "ringrelay-tls.cfg"
 
@@ -74,21 +74,13 @@ def front(make_server, pki):
     proc = subprocess.Popen(["haproxy", "-db", "-f", str(TEMPLATE)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: proc.poll() is not None or _connects(port), 5, "haproxy to listen")
+        wait_for(lambda: proc.poll() is not None or listening(port), 5, "haproxy to listen")
         assert proc.poll() is None, f"haproxy exited: {proc.stderr.read().decode()}"
         ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
         yield port, relay, ctx
     finally:
         proc.terminate()
         proc.wait(5)
-
-
-def _connects(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def _wss(port: int, ctx: ssl.SSLContext, path: str):
