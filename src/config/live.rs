@@ -127,6 +127,11 @@ pub const LIVE_KEYS: &[&str] = &[
     "tls.min_version",
     "tls.client_ca_file",
     "tls.client_auth",
+    "tls.client_grants",
+    "admin_tls.cert_file",
+    "admin_tls.key_file",
+    "admin_tls.client_ca_file",
+    "admin_tls.client_auth",
     "log.level",
     "demo.enabled",
 ];

@@ -7,7 +7,7 @@
 use super::Core;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
-use crate::tls::{ServerTls, TlsError};
+use crate::tls::{AdminTlsError, ServerTls, TlsError};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -23,6 +23,8 @@ pub struct Reload {
     /// The TLS server config (certificates, versions) new handshakes use; `None` when the
     /// relay has no TLS listener.
     pub tls: Option<ServerTls>,
+    /// The admin listener's TLS (`admin_tls.*`); `None`: plain.
+    pub admin_tls: Option<ServerTls>,
 }
 
 /// Why a reload was refused before any worker heard of it.
@@ -34,6 +36,9 @@ pub enum PrepareError {
     /// A certificate or key of `tls.*` did not load.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A certificate or key of `admin_tls.*` did not load.
+    #[error(transparent)]
+    AdminTls(#[from] AdminTlsError),
 }
 
 /// One reload for one worker: `done` gets the worker's index once it has swapped.
@@ -55,7 +60,8 @@ pub struct Prepared {
 ///
 /// A config that would turn auth off on a relay that has it on is refused: removing the last
 /// key while rotating would otherwise let everyone in without a word. Turning auth off takes a
-/// restart; turning it on (every new connection then needs a token) is live.
+/// restart; turning it on (every new connection then needs a token) is live. The same holds
+/// for TLS on the admin listener: turning it on is live, putting it back in clear is not.
 pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareError> {
     let kept = new.keep_fixed(running);
     let auth = Authenticator::from_config(&new)?.map(Arc::new);
@@ -65,13 +71,24 @@ pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareErr
         Some(_) => Some(crate::tls::server_config(&new.tls)?),
         None => None,
     };
+    let admin_tls = crate::tls::admin_config(&new.admin_tls, new.tls.min_version)?;
+    if admin_tls.is_none() && running.admin_tls.cert_file.is_some() {
+        return Err(PrepareError::Config(ConfigError::Invalid {
+            key: "admin_tls.cert_file".to_string(),
+            value: "\"\"".to_string(),
+            reason: "the reloaded config unsets admin_tls.cert_file, which would put the \
+                     admin listener back in clear; that takes a restart"
+                .to_string(),
+            origin: "the reloaded config".to_string(),
+        }));
+    }
     if auth.is_none() && auth_on(running) {
         return Err(PrepareError::Config(ConfigError::Invalid {
             key: "auth.keys".to_string(),
             value: "[]".to_string(),
             reason: "the reloaded config sets no token secret (auth.jwt_secret, \
-                     auth.jwt_secret_file or auth.keys), which would turn auth off; \
-                     that takes a restart"
+                     auth.jwt_secret_file or auth.keys) and no tls.client_grants, which \
+                     would turn auth off; that takes a restart"
                 .to_string(),
             origin: "the reloaded config".to_string(),
         }));
@@ -81,15 +98,20 @@ pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareErr
             config: new,
             auth,
             tls,
+            admin_tls,
         },
         kept,
     })
 }
 
-/// Whether `cfg` names any token secret (without reading the files).
+/// Whether `cfg` turns auth on: any token secret (without reading the files) or certificate
+/// grant.
 fn auth_on(cfg: &Config) -> bool {
     let a = &cfg.auth;
-    a.jwt_secret.is_some() || a.jwt_secret_file.is_some() || !a.keys.is_empty()
+    a.jwt_secret.is_some()
+        || a.jwt_secret_file.is_some()
+        || !a.keys.is_empty()
+        || !cfg.tls.client_grants.is_empty()
 }
 
 impl Core {
@@ -101,6 +123,7 @@ impl Core {
         if let Some(tls) = &r.tls {
             self.set_tls(tls.clone());
         }
+        self.set_admin_tls(r.admin_tls.clone());
     }
 }
 

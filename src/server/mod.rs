@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod accept;
+mod admin;
 pub(crate) mod handshake;
 pub(crate) mod health;
 pub mod reload;
@@ -42,6 +43,8 @@ pub enum ServerError {
     Listeners(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    AdminTls(#[from] crate::tls::AdminTlsError),
 }
 
 /// Scrapes waiting per core; more at once are answered with 503.
@@ -60,6 +63,8 @@ pub struct Server {
     tls_listeners: Vec<std::net::TcpListener>,
     /// What the TLS listener serves, built (certificates read) before anything runs.
     tls: Option<crate::tls::ServerTls>,
+    /// What the admin listener serves TLS with (`admin_tls.*`); `None`: plain.
+    admin_tls: Option<crate::tls::ServerTls>,
     auth: Option<Authenticator>,
     cluster_secret: Option<Arc<Vec<u8>>>,
     steering: Steering,
@@ -401,6 +406,7 @@ impl Server {
         } else {
             Some(crate::tls::server_config(&config.tls)?)
         };
+        let admin_tls = crate::tls::admin_config(&config.admin_tls, config.tls.min_version)?;
         let cluster_secret = config.cluster_secret()?.map(Arc::new);
         let steering = steer(&config, &listeners.public);
         if !listeners.tls.is_empty() && steering == Steering::Bpf {
@@ -416,6 +422,7 @@ impl Server {
             internal: listeners.internal,
             tls_listeners: listeners.tls,
             tls,
+            admin_tls,
             auth,
             cluster_secret,
             steering,
@@ -494,6 +501,7 @@ impl Server {
             cluster_requests: cluster_on.then_some(request_tx),
             cluster_secret: self.cluster_secret,
             tls: self.tls,
+            admin_tls: self.admin_tls,
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, threads) = Self::spawn_workers(
