@@ -161,6 +161,38 @@ mod tests {
     }
 
     #[test]
+    fn grants_alone_keep_auth_on_and_their_removal_is_refused() {
+        let grant = crate::config::ClientGrant {
+            subject: "device-1".into(),
+            sid: "s1".into(),
+            role: None,
+        };
+        let mut granted = Config::default();
+        granted.tls.client_grants = vec![grant];
+        let on = prepare(&Config::default(), granted.clone()).ok().unwrap();
+        assert_eq!(on.reload.auth.map(|a| a.grants().len()), Some(1));
+        let Err(PrepareError::Config(err)) = prepare(&granted, Config::default()) else {
+            panic!("removing the last grant was not refused");
+        };
+        assert!(err.to_string().contains("tls.client_grants"), "{err}");
+    }
+
+    #[test]
+    fn admin_tls_is_never_turned_off_live() {
+        let mut running = Config::default();
+        running.admin_tls.cert_file = Some("/nonexistent/admin.pem".into());
+        let Err(PrepareError::Config(err)) = prepare(&running, Config::default()) else {
+            panic!("turning admin TLS off was not refused");
+        };
+        assert_eq!(err.key(), Some("admin_tls.cert_file"));
+        // Turning it on reads the files (here missing: refused, naming them).
+        let Err(PrepareError::AdminTls(err)) = prepare(&Config::default(), running) else {
+            panic!("a missing admin certificate was not refused");
+        };
+        assert!(err.to_string().contains("admin_tls"), "{err}");
+    }
+
+    #[test]
     fn fixed_keys_are_kept_and_named() {
         let mut new = Config {
             workers: Config::default().workers + 1,

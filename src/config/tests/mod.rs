@@ -3,6 +3,7 @@
 mod docs;
 mod duration;
 mod errors;
+mod grants;
 mod keys;
 mod layering;
 mod live;
