@@ -3,8 +3,22 @@
 
 use super::*;
 
+/// The TLS listener and client certificates that grants need, in the file and the
+/// environment.
+const TLS: &str = "[tls]\nlisten = \"127.0.0.1:0\"\nclient_auth = \"optional\"\n";
+const TLS_ENV: [(&str, &str); 2] = [
+    ("RINGRELAY_TLS_LISTEN", "127.0.0.1:0"),
+    ("RINGRELAY_TLS_CLIENT_AUTH", "required"),
+];
+
 fn grants_of(toml: &str) -> Result<Vec<ClientGrant>, ConfigError> {
-    load_toml(&format!("[tls]\nclient_grants = {toml}\n")).map(|c| c.tls.client_grants)
+    load_toml(&format!("{TLS}client_grants = {toml}\n")).map(|c| c.tls.client_grants)
+}
+
+fn env_with(grants: &str) -> Result<Config, ConfigError> {
+    let mut vars = TLS_ENV.to_vec();
+    vars.push(("RINGRELAY_TLS_CLIENT_GRANTS", grants));
+    load_env(&vars)
 }
 
 fn grant(subject: &str, sid: &str, role: Option<&str>) -> ClientGrant {
@@ -28,11 +42,7 @@ fn the_file_and_the_environment_agree() {
             grant("ops.example", "*", None)
         ]
     );
-    let env = load_env(&[(
-        "RINGRELAY_TLS_CLIENT_GRANTS",
-        " device-42 = s42/agent ,ops.example=*",
-    )])
-    .unwrap();
+    let env = env_with(" device-42 = s42/agent ,ops.example=*").unwrap();
     assert_eq!(env.tls.client_grants, from_file);
     let again = Config::from_toml_str(
         &env.to_toml(),
@@ -79,6 +89,17 @@ fn bad_grants_are_refused_naming_the_key() {
         assert_eq!(e.key(), Some("tls.client_grants"), "{toml}: {e}");
         assert!(e.to_string().contains(why), "{toml}: {e}");
     }
-    let e = load_env(&[("RINGRELAY_TLS_CLIENT_GRANTS", "device-42")]).unwrap_err();
+    let e = env_with("device-42").unwrap_err();
     assert!(e.to_string().contains("subject=sid"), "{e}");
+}
+
+#[test]
+fn grants_need_the_tls_listener_asking_for_client_certificates() {
+    let grant = "RINGRELAY_TLS_CLIENT_GRANTS";
+    let e = load_env(&[(grant, "d=s")]).unwrap_err();
+    assert_eq!(e.key(), Some("tls.client_grants"));
+    assert!(e.to_string().contains("needs tls.listen"), "{e}");
+    let e = load_env(&[("RINGRELAY_TLS_LISTEN", "127.0.0.1:0"), (grant, "d=s")]).unwrap_err();
+    assert!(e.to_string().contains("tls.client_auth"), "{e}");
+    assert!(env_with("d=s").is_ok());
 }
