@@ -68,12 +68,13 @@ fn authorize(
         tracing::debug!(code = e.code(), path = %head.path, "token refused");
         Refusal::Auth(e)
     };
-    let agent = core.config().bridge.agent_role.clone();
+    let cfg = core.config();
+    let agent = cfg.bridge.agent_role.as_str();
     let Some(token) = token_from_request(head).map_err(refuse)? else {
-        return by_certificate(core, &auth, tls, route, requested.as_deref(), &agent);
+        return by_certificate(core, &auth, tls, route, requested.as_deref(), agent);
     };
     let claims = auth.verify(&token, unix_now()).map_err(refuse)?;
-    decide(&claims, route, requested.as_deref(), &agent).map_err(refuse)
+    decide(&claims, route, requested.as_deref(), agent).map_err(refuse)
 }
 
 /// What `claims` (a token's, or a certificate grant's) allow `route` with the `requested`
