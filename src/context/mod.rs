@@ -51,6 +51,9 @@ pub struct Shared {
     pub cluster_requests: Option<flume::Sender<crate::fleet::ask::Request>>,
     /// The node-to-node link's secret (`cluster.secret`), read once at start.
     pub cluster_secret: Option<Arc<Vec<u8>>>,
+    /// The node-to-node link's TLS (`cluster.tls_*`; `None`: the link is in clear), built
+    /// once at start: both the internal listener and carrying use it.
+    pub cluster_tls: Option<crate::tls::LinkTls>,
     /// What the TLS listener serves at start (`tls.*`); each worker keeps its own current
     /// one in `Core::tls`, which a reload replaces.
     pub tls: Option<crate::tls::ServerTls>,

@@ -42,6 +42,8 @@ pub enum ServerError {
     Listeners(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    LinkTls(#[from] crate::tls::LinkTlsError),
 }
 
 /// Scrapes waiting per core; more at once are answered with 503.
@@ -62,6 +64,8 @@ pub struct Server {
     tls: Option<crate::tls::ServerTls>,
     auth: Option<Authenticator>,
     cluster_secret: Option<Arc<Vec<u8>>>,
+    /// The node-to-node link's TLS (`cluster.tls_*`), built before anything runs.
+    cluster_tls: Option<crate::tls::LinkTls>,
     steering: Steering,
 }
 
@@ -402,6 +406,10 @@ impl Server {
             Some(crate::tls::server_config(&config.tls)?)
         };
         let cluster_secret = config.cluster_secret()?.map(Arc::new);
+        let cluster_tls = match config.cluster.redis_url {
+            Some(_) => crate::tls::link_tls(&config.cluster)?,
+            None => None,
+        };
         let steering = steer(&config, &listeners.public);
         if !listeners.tls.is_empty() && steering == Steering::Bpf {
             // The TLS listeners are a reuseport group of their own; a failure here leaves
@@ -418,6 +426,7 @@ impl Server {
             tls,
             auth,
             cluster_secret,
+            cluster_tls,
             steering,
         })
     }
@@ -493,6 +502,7 @@ impl Server {
             reloads: Default::default(),
             cluster_requests: cluster_on.then_some(request_tx),
             cluster_secret: self.cluster_secret,
+            cluster_tls: self.cluster_tls,
             tls: self.tls,
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
