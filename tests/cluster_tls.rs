@@ -36,7 +36,6 @@ fn prefix(test: &str) -> String {
 /// internal address), as PEM files in a directory of their own.
 struct Pki {
     dir: PathBuf,
-    ca: PathBuf,
 }
 
 struct NodeFiles {
@@ -87,8 +86,7 @@ impl Pki {
             // Trusts the cluster CA, but its own certificate is another CA's.
             node("stranger", &other, &other_key),
         ];
-        let ca = PathBuf::from(&ca_file);
-        (Pki { dir, ca }, files)
+        (Pki { dir }, files)
     }
 }
 
