@@ -36,6 +36,9 @@ fn prefix(test: &str) -> String {
 /// internal address), as PEM files in a directory of their own.
 struct Pki {
     dir: PathBuf,
+    cluster: (rcgen::Certificate, rcgen::KeyPair),
+    other: (rcgen::Certificate, rcgen::KeyPair),
+    ca_file: String,
 }
 
 struct NodeFiles {
@@ -52,7 +55,16 @@ fn make_ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
     (p.self_signed(&key).unwrap(), key)
 }
 
+/// Written aside and renamed, as a deploy tool would: a reload never reads half a file.
+fn write_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 impl Pki {
+    /// With three nodes' files: n1 and n2 signed by the cluster CA, and a stranger that
+    /// trusts the cluster CA but whose own certificate another CA signed.
     fn new(tag: &str) -> (Pki, [NodeFiles; 3]) {
         let dir = std::env::temp_dir().join(format!(
             "ringrelay-cluster-tls-{tag}-{}-{}",
@@ -60,33 +72,46 @@ impl Pki {
             free_port()
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let (ca, ca_key) = make_ca("cluster CA");
-        let (other, other_key) = make_ca("not the cluster's CA");
-        let write = |name: &str, text: &str| {
-            let p = dir.join(name);
-            std::fs::write(&p, text).unwrap();
-            p.to_string_lossy().into_owned()
-        };
-        let ca_file = write("ca.pem", &ca.pem());
-        let node = |tag: &str, signer: &rcgen::Certificate, signer_key: &rcgen::KeyPair| {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-                .unwrap()
-                .signed_by(&key, signer, signer_key)
-                .unwrap();
-            NodeFiles {
-                cert: write(&format!("{tag}.pem"), &cert.pem()),
-                key: write(&format!("{tag}.key"), &key.serialize_pem()),
-                ca: ca_file.clone(),
-            }
+        let cluster = make_ca("cluster CA");
+        let ca_file = dir.join("ca.pem");
+        write_file(&ca_file, &cluster.0.pem());
+        let pki = Pki {
+            dir,
+            cluster,
+            other: make_ca("not the cluster's CA"),
+            ca_file: ca_file.to_string_lossy().into_owned(),
         };
         let files = [
-            node("n1", &ca, &ca_key),
-            node("n2", &ca, &ca_key),
-            // Trusts the cluster CA, but its own certificate is another CA's.
-            node("stranger", &other, &other_key),
+            pki.node("n1", true),
+            pki.node("n2", true),
+            pki.node("stranger", false),
         ];
-        (Pki { dir }, files)
+        (pki, files)
+    }
+
+    /// `tag`'s certificate and key, signed by the cluster CA or by the other one.
+    fn node(&self, tag: &str, by_cluster: bool) -> NodeFiles {
+        let (signer, signer_key) = if by_cluster {
+            (&self.cluster.0, &self.cluster.1)
+        } else {
+            (&self.other.0, &self.other.1)
+        };
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, signer, signer_key)
+            .unwrap();
+        let (cert_file, key_file) = (
+            self.dir.join(format!("{tag}.pem")),
+            self.dir.join(format!("{tag}.key")),
+        );
+        write_file(&cert_file, &cert.pem());
+        write_file(&key_file, &key.serialize_pem());
+        NodeFiles {
+            cert: cert_file.to_string_lossy().into_owned(),
+            key: key_file.to_string_lossy().into_owned(),
+            ca: self.ca_file.clone(),
+        }
     }
 }
 
@@ -405,7 +430,66 @@ fn nodes_outside_the_cluster_ca_or_in_clear_are_refused(driver: &str) {
     drop(pki);
 }
 
+fn sighup(srv: &TestServer) {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
+    unsafe { libc::kill(srv.pid() as i32, libc::SIGHUP) };
+}
+
+/// Sends SIGHUP and waits until /stats counts `ok` applied and `refused` refused reloads.
+fn reload(srv: &TestServer, ok: u64, refused: u64) {
+    sighup(srv);
+    let v = stats_when(srv, |v| {
+        v["reload"]["reloads_ok"] == ok && v["reload"]["reloads_refused"] == refused
+    });
+    assert_eq!(v["reload"]["reloads_ok"], ok, "{}", v["reload"]);
+    assert_eq!(v["reload"]["reloads_refused"], refused, "{}", v["reload"]);
+}
+
+fn a_reload_replaces_the_link_certificate_and_never_turns_tls_off(driver: &str) {
+    let Some(redis) = Redis::start(None) else {
+        return;
+    };
+    let (pki, files) = Pki::new("reload");
+    let p = prefix("reload");
+    let n1 = node(driver, &redis, &p, "n1", tls_env(&files[0]));
+    // n2's link TLS comes from its config file, which the test rewrites; its certificate
+    // starts as the stranger's (another CA's).
+    let config = pki.dir.join("n2.toml");
+    let tls_lines = format!(
+        "[cluster]\ntls_cert_file = {:?}\ntls_key_file = {:?}\ntls_ca_file = {:?}\n",
+        files[2].cert, files[2].key, files[2].ca
+    );
+    write_file(&config, &tls_lines);
+    let conf = ("RINGRELAY_CONFIG", config.to_string_lossy().into_owned());
+    let n2 = node(driver, &redis, &p, "n2", vec![conf]);
+    wait_until(Duration::from_secs(10), "n2 to see n1", || {
+        stats(&n2)["cluster"]["nodes"].as_array().map(Vec::len) == Some(2)
+    });
+    let mut a = join(&n1, "rotated", "a").unwrap();
+    assert_refused(join(&n2, "rotated", "b"), 503, "owner_unreachable");
+    assert_eq!(counter(&n2, "cluster_carry_tls_failed"), 1);
+    // The cluster CA issues n2 a certificate, written over the old files; SIGHUP. Before: the
+    // link's TLS did not exist, and no reload read a certificate for it.
+    pki.node("stranger", true);
+    reload(&n2, 1, 0);
+    let mut b = join(&n2, "rotated", "b").expect("carried with the new certificate");
+    exchange(&mut a, &mut b, 0, 5);
+    assert_eq!(counter(&n2, "cluster_carried_out"), 1);
+    // A config without the link's TLS is refused whole: the link is never put back in clear
+    // by a reload, and the pair carried before keeps talking.
+    write_file(&config, "[cluster]\n");
+    reload(&n2, 1, 1);
+    assert!(n2.log_contains("would put the node-to-node link in clear"));
+    exchange(&mut a, &mut b, 5, 5);
+    let mut c = join(&n1, "after", "a").unwrap();
+    let mut d = join(&n2, "after", "b").expect("still carried over TLS");
+    exchange(&mut c, &mut d, 0, 3);
+    assert_eq!(counter(&n2, "cluster_carry_tls_failed"), 1);
+    assert_eq!(counter(&n1, "cluster_link_tls_bad_cert"), 1);
+}
+
 both_drivers!(
+    a_reload_replaces_the_link_certificate_and_never_turns_tls_off,
     without_tls_the_tap_sees_the_token_and_the_messages,
     with_tls_the_token_and_messages_never_cross_in_clear,
     nodes_outside_the_cluster_ca_or_in_clear_are_refused,

@@ -223,8 +223,15 @@ async fn open_link(
     let started = Instant::now();
     let wait = core.config().cluster.lookup_timeout;
     let nonce = core.rng.bytes();
-    let tls = core.shared.cluster_tls.as_ref();
-    let opening = open(secret, &owner.internal, tls, carried, nonce, request);
+    let tls = core.cluster_local.tls();
+    let opening = open(
+        secret,
+        &owner.internal,
+        tls.as_ref(),
+        carried,
+        nonce,
+        request,
+    );
     let why = match monoio::time::timeout(wait, opening).await {
         Ok(Ok(l)) => {
             core.latency.record(Latency::Carry, started.elapsed());

@@ -72,7 +72,7 @@ fn charge<'a>(core: &'a Core, ip: IpAddr) -> Option<Pending<'a>> {
 /// cluster CA, within `left`. A failure is counted and logged (the carrier is another node, or
 /// something posing as one: worth a line), and the connection closed without a word in clear.
 async fn tls_step(core: &Core, stream: &mut ServerStream, peer: IpAddr, left: Duration) -> bool {
-    let Some(tls) = &core.shared.cluster_tls else {
+    let Some(tls) = core.cluster_local.tls() else {
         return true;
     };
     // No HSTS on the link: answers on it are for a client of another node.

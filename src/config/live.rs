@@ -73,10 +73,6 @@ fixed_keys! {
     "cluster.request_queue" => cluster.request_queue;
     "cluster.max_pending_links_per_ip" => cluster.max_pending_links_per_ip;
     "cluster.max_pending_links" => cluster.max_pending_links;
-    "cluster.tls_cert_file" => cluster.tls_cert_file;
-    "cluster.tls_key_file" => cluster.tls_key_file;
-    "cluster.tls_ca_file" => cluster.tls_ca_file;
-    "cluster.tls_server_name" => cluster.tls_server_name;
 }
 
 /// The keys a reload applies, in the table's order. Listed rather than taken as "every key
@@ -131,6 +127,10 @@ pub const LIVE_KEYS: &[&str] = &[
     "tls.min_version",
     "tls.client_ca_file",
     "tls.client_auth",
+    "cluster.tls_cert_file",
+    "cluster.tls_key_file",
+    "cluster.tls_ca_file",
+    "cluster.tls_server_name",
     "log.level",
     "demo.enabled",
 ];

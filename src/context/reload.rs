@@ -7,7 +7,7 @@
 use super::Core;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
-use crate::tls::{ServerTls, TlsError};
+use crate::tls::{LinkTls, LinkTlsError, ServerTls, TlsError};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -23,6 +23,8 @@ pub struct Reload {
     /// The TLS server config (certificates, versions) new handshakes use; `None` when the
     /// relay has no TLS listener.
     pub tls: Option<ServerTls>,
+    /// The node-to-node link's TLS (`cluster.tls_*`) new links use; `None`: in clear.
+    pub cluster_tls: Option<LinkTls>,
 }
 
 /// Why a reload was refused before any worker heard of it.
@@ -34,6 +36,10 @@ pub enum PrepareError {
     /// A certificate or key of `tls.*` did not load.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The link's certificate, key or CA (`cluster.tls_*`) did not load, or the reload would
+    /// put the link back in clear.
+    #[error(transparent)]
+    LinkTls(#[from] LinkTlsError),
 }
 
 /// One reload for one worker: `done` gets the worker's index once it has swapped.
@@ -65,6 +71,7 @@ pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareErr
         Some(_) => Some(crate::tls::server_config(&new.tls)?),
         None => None,
     };
+    let cluster_tls = link_tls(running, &new)?;
     if auth.is_none() && auth_on(running) {
         return Err(PrepareError::Config(ConfigError::Invalid {
             key: "auth.keys".to_string(),
@@ -81,9 +88,24 @@ pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareErr
             config: new,
             auth,
             tls,
+            cluster_tls,
         },
         kept,
     })
+}
+
+/// The link's TLS `new` describes, read now (cluster mode only). Turning it off is refused,
+/// as turning auth off is: a config that lost its `cluster.tls_*` lines would otherwise put
+/// every new link, tokens included, in clear without a word. Turning it on is live.
+fn link_tls(running: &Config, new: &Config) -> Result<Option<LinkTls>, LinkTlsError> {
+    if new.cluster.redis_url.is_none() {
+        return Ok(None);
+    }
+    let tls = crate::tls::link_tls(&new.cluster)?;
+    if tls.is_none() && running.cluster.tls_cert_file.is_some() {
+        return Err(LinkTlsError::TurnedOff);
+    }
+    Ok(tls)
 }
 
 /// Whether `cfg` names any token secret (without reading the files).
@@ -101,6 +123,7 @@ impl Core {
         if let Some(tls) = &r.tls {
             self.set_tls(tls.clone());
         }
+        self.cluster_local.set_tls(r.cluster_tls.clone());
     }
 }
 

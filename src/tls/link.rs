@@ -40,6 +40,8 @@ pub enum LinkTlsError {
     Incomplete(&'static str),
     #[error("cluster.tls_server_name is set but the link has no TLS: set cluster.tls_cert_file, cluster.tls_key_file and cluster.tls_ca_file too")]
     NameWithoutTls,
+    #[error("the reloaded config sets no cluster.tls_cert_file, cluster.tls_key_file and cluster.tls_ca_file, which would put the node-to-node link in clear; that takes a restart")]
+    TurnedOff,
     #[error("cluster.tls_server_name {0:?} is not a DNS name or IP address")]
     ServerName(String),
     #[error("cluster TLS: {0}")]
