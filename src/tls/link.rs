@@ -306,6 +306,28 @@ mod tests {
     }
 
     #[test]
+    fn the_name_checked_is_the_registered_ip_unless_one_is_fixed() {
+        let d = tmpdir("names");
+        let cluster = ca("cluster CA");
+        let mut c = node(&d, "n", &["127.0.0.1"], &cluster, &cluster);
+        let by_ip = link_tls(&c).unwrap().unwrap();
+        let ip = |s: &str| {
+            Some(ServerName::IpAddress(
+                s.parse::<std::net::IpAddr>().unwrap().into(),
+            ))
+        };
+        assert_eq!(by_ip.server_name("10.0.1.5:7000"), ip("10.0.1.5"));
+        assert_eq!(by_ip.server_name("[::1]:7000"), ip("::1"));
+        // Not an address: nothing to check it against (the carrier refuses to carry).
+        assert_eq!(by_ip.server_name("relay-1:7000"), None);
+        c.tls_server_name = "nodes.cluster".into();
+        let fixed = link_tls(&c).unwrap().unwrap();
+        let name = Some(ServerName::try_from("nodes.cluster").unwrap());
+        assert_eq!(fixed.server_name("relay-1:7000"), name);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
     fn a_certificate_of_another_ca_or_for_another_address_is_refused() {
         let d = tmpdir("refused");
         let cluster = ca("cluster CA");
