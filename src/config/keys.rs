@@ -331,6 +331,18 @@ config_keys! {
         max_pending_links_per_ip: usize { default: 16, parse: Int(1, 1_000_000) }
         /// The same, from all addresses together, per worker.
         max_pending_links: usize { default: 256, parse: Int(1, 1_000_000) }
+        /// This node's certificate chain (PEM) for the node-to-node link over TLS. With
+        /// `tls_key_file` and `tls_ca_file` it turns TLS on for the link, both ways: the
+        /// internal listener then speaks only TLS and this node carries only over TLS.
+        tls_cert_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// The private key of `tls_cert_file`.
+        tls_key_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// The cluster CA (PEM): the owner checks the carrier's certificate and the carrier
+        /// the owner's against it, and nothing else.
+        tls_ca_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// The name a carrier checks the owner's certificate for; empty: the IP address of
+        /// the owner's registered `internal_listen` (an IP SAN in each node's certificate).
+        tls_server_name: String { default: String::new(), parse: Trimmed }
     }
 
     /// The demo page.

@@ -132,6 +132,10 @@ pub const LIVE_KEYS: &[&str] = &[
     "admin_tls.key_file",
     "admin_tls.client_ca_file",
     "admin_tls.client_auth",
+    "cluster.tls_cert_file",
+    "cluster.tls_key_file",
+    "cluster.tls_ca_file",
+    "cluster.tls_server_name",
     "log.level",
     "demo.enabled",
 ];

@@ -136,6 +136,21 @@ fn cluster(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
         let key = "cluster.internal_listen";
         return Err(blame.invalid(key, format!("{addr:?}"), reason.to_string()));
     }
+    cluster_tls(cfg, blame)
+}
+
+/// `cluster.tls_server_name` must be a name TLS can check a certificate against. (That the
+/// three files go together is checked where they are read, `tls::link_tls`, like `tls.*`.)
+fn cluster_tls(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
+    let name = &cfg.cluster.tls_server_name;
+    if !name.is_empty() && rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+        let reason = "not a DNS name or IP address a certificate can be checked against";
+        return Err(blame.invalid(
+            "cluster.tls_server_name",
+            format!("{name:?}"),
+            reason.into(),
+        ));
+    }
     Ok(())
 }
 

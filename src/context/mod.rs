@@ -51,6 +51,10 @@ pub struct Shared {
     pub cluster_requests: Option<flume::Sender<crate::fleet::ask::Request>>,
     /// The node-to-node link's secret (`cluster.secret`), read once at start.
     pub cluster_secret: Option<Arc<Vec<u8>>>,
+    /// The node-to-node link's TLS at start (`cluster.tls_*`; `None`: the link is in clear).
+    /// Each worker keeps its own current one in `Core::cluster_local`, which a reload
+    /// replaces.
+    pub cluster_tls: Option<crate::tls::LinkTls>,
     /// What the TLS listener serves at start (`tls.*`); each worker keeps its own current
     /// one in `Core::tls`, which a reload replaces.
     pub tls: Option<crate::tls::ServerTls>,
@@ -119,7 +123,7 @@ impl Core {
             ip_limits: IpLimits::new(&cfg.limits, index),
             handshakes: Cell::new(0),
             bridge: crate::session::bridged::Pending::default(),
-            cluster_local: crate::fleet::local::Local::default(),
+            cluster_local: crate::fleet::local::Local::new(shared.cluster_tls.clone()),
             rng: CoreRng::new(),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),

@@ -7,7 +7,7 @@
 use super::Core;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
-use crate::tls::{AdminTlsError, ServerTls, TlsError};
+use crate::tls::{AdminTlsError, LinkTls, LinkTlsError, ServerTls, TlsError};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -25,6 +25,8 @@ pub struct Reload {
     pub tls: Option<ServerTls>,
     /// The admin listener's TLS (`admin_tls.*`); `None`: plain.
     pub admin_tls: Option<ServerTls>,
+    /// The node-to-node link's TLS (`cluster.tls_*`) new links use; `None`: in clear.
+    pub cluster_tls: Option<LinkTls>,
 }
 
 /// Why a reload was refused before any worker heard of it.
@@ -39,6 +41,10 @@ pub enum PrepareError {
     /// A certificate or key of `admin_tls.*` did not load.
     #[error(transparent)]
     AdminTls(#[from] AdminTlsError),
+    /// The link's certificate, key or CA (`cluster.tls_*`) did not load, or the reload would
+    /// put the link back in clear.
+    #[error(transparent)]
+    LinkTls(#[from] LinkTlsError),
 }
 
 /// One reload for one worker: `done` gets the worker's index once it has swapped.
@@ -82,6 +88,7 @@ pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareErr
             origin: "the reloaded config".to_string(),
         }));
     }
+    let cluster_tls = link_tls(running, &new)?;
     if auth.is_none() && auth_on(running) {
         return Err(PrepareError::Config(ConfigError::Invalid {
             key: "auth.keys".to_string(),
@@ -99,9 +106,24 @@ pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareErr
             auth,
             tls,
             admin_tls,
+            cluster_tls,
         },
         kept,
     })
+}
+
+/// The link's TLS `new` describes, read now (cluster mode only). Turning it off is refused,
+/// as turning auth off is: a config that lost its `cluster.tls_*` lines would otherwise put
+/// every new link, tokens included, in clear without a word. Turning it on is live.
+fn link_tls(running: &Config, new: &Config) -> Result<Option<LinkTls>, LinkTlsError> {
+    if new.cluster.redis_url.is_none() {
+        return Ok(None);
+    }
+    let tls = crate::tls::link_tls(&new.cluster)?;
+    if tls.is_none() && running.cluster.tls_cert_file.is_some() {
+        return Err(LinkTlsError::TurnedOff);
+    }
+    Ok(tls)
 }
 
 /// Whether `cfg` turns auth on: any token secret (without reading the files) or certificate
@@ -124,6 +146,7 @@ impl Core {
             self.set_tls(tls.clone());
         }
         self.set_admin_tls(r.admin_tls.clone());
+        self.cluster_local.set_tls(r.cluster_tls.clone());
     }
 }
 

@@ -875,7 +875,14 @@ pub async fn receive_handoffs(core: Rc<Core>, rx: flume::Receiver<Handoff>) {
                     Tls::Pending => (None, true),
                     Tls::On(s) => (Some(s), false),
                 };
-                let stream = ServerStream::from_parts(stream, session, hsts_max_age(&core));
+                // A connection carried in over the cluster link's TLS answers a client of
+                // another node: that node's transport, not this TLS, is what the client sees.
+                let hsts = if carried.is_some() {
+                    0
+                } else {
+                    hsts_max_age(&core)
+                };
+                let stream = ServerStream::from_parts(stream, session, hsts);
                 let arrival = Arrival {
                     listener: Listener::Public,
                     peer,

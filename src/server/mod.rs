@@ -45,6 +45,8 @@ pub enum ServerError {
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     AdminTls(#[from] crate::tls::AdminTlsError),
+    #[error(transparent)]
+    LinkTls(#[from] crate::tls::LinkTlsError),
 }
 
 /// Scrapes waiting per core; more at once are answered with 503.
@@ -67,6 +69,8 @@ pub struct Server {
     admin_tls: Option<crate::tls::ServerTls>,
     auth: Option<Authenticator>,
     cluster_secret: Option<Arc<Vec<u8>>>,
+    /// The node-to-node link's TLS (`cluster.tls_*`), built before anything runs.
+    cluster_tls: Option<crate::tls::LinkTls>,
     steering: Steering,
 }
 
@@ -408,6 +412,10 @@ impl Server {
         };
         let admin_tls = crate::tls::admin_config(&config.admin_tls, config.tls.min_version)?;
         let cluster_secret = config.cluster_secret()?.map(Arc::new);
+        let cluster_tls = match config.cluster.redis_url {
+            Some(_) => crate::tls::link_tls(&config.cluster)?,
+            None => None,
+        };
         let steering = steer(&config, &listeners.public);
         if !listeners.tls.is_empty() && steering == Steering::Bpf {
             // The TLS listeners are a reuseport group of their own; a failure here leaves
@@ -425,6 +433,7 @@ impl Server {
             admin_tls,
             auth,
             cluster_secret,
+            cluster_tls,
             steering,
         })
     }
@@ -500,6 +509,7 @@ impl Server {
             reloads: Default::default(),
             cluster_requests: cluster_on.then_some(request_tx),
             cluster_secret: self.cluster_secret,
+            cluster_tls: self.cluster_tls,
             tls: self.tls,
             admin_tls: self.admin_tls,
         });

@@ -156,6 +156,10 @@ pub(super) fn sample(key: &str) -> &'static str {
         "cluster.request_queue" => "100",
         "cluster.max_pending_links_per_ip" => "4",
         "cluster.max_pending_links" => "40",
+        "cluster.tls_cert_file" => "/etc/ringrelay/cluster/node.pem",
+        "cluster.tls_key_file" => "/etc/ringrelay/cluster/node.key",
+        "cluster.tls_ca_file" => "/etc/ringrelay/cluster/ca.pem",
+        "cluster.tls_server_name" => "relay-7.cluster.internal",
         other => panic!("no sample for {other}: add one when adding a key"),
     }
 }
