@@ -84,6 +84,19 @@ pub fn connected(session: &str, role: &str, peer_present: bool, next_seq: Option
     }
 }
 
+impl Event {
+    /// `acked` (a connection that asked for `resume=`): messages from its role the relay
+    /// has accepted in this session; the client resends from `acked + 1`.
+    pub fn with_acked(self, acked: u64) -> Event {
+        self.with("acked", acked)
+    }
+}
+
+/// Two-way resume: messages from this connection's role accepted so far.
+pub fn ack(acked: u64) -> Event {
+    Event::new("ack").with("acked", acked)
+}
+
 pub fn peer_connected(role: &str) -> Event {
     Event::new("peer_connected").with("role", role)
 }
@@ -130,7 +143,8 @@ mod tests {
         let hex = key.hex();
         assert_eq!(hex.len(), 32);
         for ev in [
-            connected("s", "a", false, Some(3)),
+            connected("s", "a", false, Some(3)).with_acked(2),
+            ack(7),
             peer_connected("b"),
             peer_disconnected("b", 1000),
             resume_gap(5),
@@ -167,6 +181,15 @@ mod tests {
             )
         );
         assert!(v.get("next_seq").is_none());
+        assert!(v.get("acked").is_none());
+        let v = parse(
+            &connected("r", "a", false, Some(4))
+                .with_acked(9)
+                .into_json(&key),
+        );
+        assert_eq!((&v["next_seq"], &v["acked"]), (&4.into(), &9.into()));
+        let v = parse(&ack(12).into_json(&key));
+        assert_eq!((&v["type"], &v["acked"]), (&"ack".into(), &12.into()));
         let v = parse(&resume_gap(7).into_json(&key));
         assert_eq!(
             (&v["error"], &v["first"]),

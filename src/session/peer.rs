@@ -45,6 +45,11 @@ pub struct Peer {
     /// The relay has dropped this peer (its socket is shut); its pending writes are failing
     /// and their buffers on their way back to the pool.
     pub dropped: Cell<bool>,
+    /// Two-way resume (docs/durability.md): the connection asked for `resume=`, so the
+    /// messages it sends are counted for its role.
+    pub counts: Cell<bool>,
+    /// A task will send an `ack` within `session.ack_delay` (relay::ack).
+    pub ack_armed: Cell<bool>,
 }
 
 // One `Peer` (in an `Rc`) per connection for its whole life: at the default
@@ -95,6 +100,8 @@ impl Peer {
             write_since_ms: Cell::new(None),
             pinned: Cell::new(0),
             dropped: Cell::new(false),
+            counts: Cell::new(false),
+            ack_armed: Cell::new(false),
         }
     }
 
@@ -207,17 +214,22 @@ impl Peer {
     /// forwarded message is half written (the only case is a peer about to be closed with
     /// 4004, where the event is moot).
     pub async fn send_event(&self, event: Event) -> std::io::Result<()> {
+        self.send_event_written(event).await.map(|_| ())
+    }
+
+    /// As [`Peer::send_event`]; `Ok(false)` when the event was skipped.
+    pub async fn send_event_written(&self, event: Event) -> std::io::Result<bool> {
         if !self.events {
-            return Ok(());
+            return Ok(false);
         }
         let frame = self.event_bytes(event);
         let Ok(_permit) = self.gate.acquire().await else {
             return Err(std::io::ErrorKind::BrokenPipe.into());
         };
         if self.data_open.get() || self.is_closing() {
-            return Ok(());
+            return Ok(false);
         }
-        self.write_locked(frame).await
+        self.write_locked(frame).await.map(|_| true)
     }
 
     /// Sends a text message that must not be skipped (a bridged request). Unlike an event it
