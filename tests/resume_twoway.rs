@@ -9,6 +9,7 @@
 //! successor), so the successor's next message broke the receiver's stream.
 
 mod common;
+use common::cluster::{node_of, wait_until, Redis};
 use common::*;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
@@ -312,7 +313,52 @@ fn no_acked_without_resume(driver: &str) {
     assert_eq!(counter(&srv, "acks_sent"), 0);
 }
 
+/// In a cluster, `acked` lives with the session at its owner (docs/durability.md): a sender
+/// carried from another node is counted there, gets its acks through the carrying node, and
+/// learns the same count when it comes back through the owner itself. Without redis-server
+/// the test says so and passes (as tests/cluster_route.rs).
+fn in_a_cluster_acked_lives_with_the_session_at_its_owner(driver: &str) {
+    let Some(redis) = Redis::start(None) else {
+        return;
+    };
+    let p = format!("t{}-acked", std::process::id());
+    let n1 = node_of(driver, 1, &redis, &p, "n1", "eu", &[]);
+    let n2 = node_of(driver, 1, &redis, &p, "n2", "eu", &[]);
+    for n in [&n1, &n2] {
+        wait_until(Duration::from_secs(5), "the fleet", || {
+            let (_, _, body) = get(n.addr, "/health");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["cluster"]["nodes"] == 2 && v["cluster"]["registered"] == true
+        });
+    }
+    // b opens the session on n1, its owner; a is carried there from n2.
+    let mut b = n1.connect("/v1/relay/owned?role=b");
+    let mut a = Raw::upgrade(n2.addr, "/v1/relay/owned?role=a&events=1&resume=0");
+    let connected = next_event(&mut a);
+    assert_eq!(connected["acked"], 0, "{connected}");
+    let burst: Vec<u8> = (0..30).flat_map(|i| frame(true, 2, &numbered(i))).collect();
+    a.send(&burst);
+    for i in 0..30 {
+        assert_eq!(next_binary(&mut b), Message::binary(numbered(i)));
+    }
+    // Acks come from the owner, through the carrying node.
+    let mut acked = 0;
+    while acked < 30 {
+        let e = next_ack(&mut a);
+        assert_eq!(e["type"], "ack", "{e}");
+        acked = e["acked"].as_u64().unwrap();
+    }
+    assert_eq!(counter(&n2, "acks_sent"), 0);
+    assert!(counter(&n1, "acks_sent") > 0);
+    let _ = a.s.shutdown(Shutdown::Both);
+    // Back through the owner itself: the same count.
+    let mut a = Raw::upgrade(n1.addr, "/v1/relay/owned?role=a&events=1&resume=0");
+    let connected = next_event(&mut a);
+    assert_eq!(connected["acked"], 30, "{connected}");
+}
+
 both_drivers!(
+    in_a_cluster_acked_lives_with_the_session_at_its_owner,
     a_sender_cut_mid_frame_resends_from_acked_and_the_receiver_gets_each_message_once,
     acks_come_every_ack_every_messages_and_after_ack_delay,
     a_message_refused_for_a_violation_is_not_counted,
