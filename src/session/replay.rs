@@ -160,6 +160,27 @@ mod tests {
     }
 
     #[test]
+    fn a_torn_message_s_frames_are_dropped_never_numbered() {
+        let mut r = Replay::new("b");
+        r.keep_frame(&frame(true, OpCode::Text, b"one"), "a", 1, 1000);
+        let part = frame(false, OpCode::Text, b"first half");
+        r.keep_frame(&part, "a", 1, 1000);
+        // Another sender's frames are not this one's to drop.
+        assert_eq!(r.abandon_by(2), 0);
+        assert_eq!(r.abandon_by(1), part.len());
+        assert_eq!((r.numbered, r.ring.has_open()), (1, false));
+        // A whole message delivered from a backlog (the torn one, resent) drops frames left
+        // open by a sender that never finished.
+        r.keep_frame(&part, "a", 3, 1000);
+        let whole = frame(true, OpCode::Text, b"first half, second half");
+        assert_eq!(r.keep_whole(&whole, "a", 1000), part.len());
+        let (frames, ends) = r.after(1).unwrap();
+        assert_eq!((frames, ends.len(), r.numbered), (whole, 1, 2));
+        // The sending half's count is the role's own, untouched by numbering.
+        assert_eq!(r.accepted, 0);
+    }
+
+    #[test]
     fn nothing_kept_means_every_resume_but_the_last_is_a_gap() {
         let mut r = Replay::new("b");
         for _ in 0..5 {
