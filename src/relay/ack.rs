@@ -8,7 +8,6 @@
 //! Nothing here runs for a connection that did not ask: the forwarding path reads one flag.
 
 use crate::context::Core;
-use crate::session::events;
 use crate::session::{Peer, Replay, Session};
 use crate::stats::bump;
 use std::rc::Rc;
@@ -48,7 +47,7 @@ async fn write(core: &Core, session: &Session, peer: &Peer, k: u64) -> std::io::
     if k <= state(session, &peer.role).1 {
         return Ok(true);
     }
-    let written = peer.send_event_written(events::ack(k)).await?;
+    let written = peer.send_event_frame(peer.ack_bytes(k)).await?;
     if written {
         bump(&core.stats.acks_sent, 1);
         with_role(session, &peer.role, |r| r.told = r.told.max(k));

@@ -92,9 +92,21 @@ impl Event {
     }
 }
 
-/// Two-way resume: messages from this connection's role accepted so far.
+/// Two-way resume: messages from this connection's role accepted so far. Sent as written out
+/// by [`ack_json`]; this form is the reference its test holds it to.
+#[cfg(test)]
 pub fn ack(acked: u64) -> Event {
     Event::new("ack").with("acked", acked)
+}
+
+/// The text of [`ack`] for the connection whose key is `key`, written without a JSON map
+/// (the same object; a test holds the two together).
+pub fn ack_json(acked: u64, key: &EventKey) -> String {
+    format!(
+        r#"{{"type":"ack","ts":{},"acked":{acked},"key":"{}"}}"#,
+        ts(),
+        key.hex()
+    )
 }
 
 pub fn peer_connected(role: &str) -> Event {
@@ -155,6 +167,17 @@ mod tests {
             assert_eq!(v["key"], hex.as_str(), "{v}");
             assert!(v["type"].is_string() && v["ts"].is_u64(), "{v}");
         }
+    }
+
+    #[test]
+    fn the_written_out_ack_is_the_ack_event() {
+        let key = EventKey([0x5c; 16]);
+        let mut fast = parse(&ack_json(77, &key));
+        let mut slow = parse(&ack(77).into_json(&key));
+        assert!(fast["ts"].is_u64());
+        fast["ts"] = 0.into();
+        slow["ts"] = 0.into();
+        assert_eq!(fast, slow);
     }
 
     #[test]

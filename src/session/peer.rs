@@ -222,7 +222,23 @@ impl Peer {
         if !self.events {
             return Ok(false);
         }
-        let frame = self.event_bytes(event);
+        self.send_event_frame(self.event_bytes(event)).await
+    }
+
+    /// The text frame of an `ack` event (two-way resume) addressed to this peer. Written out
+    /// directly: acks are the one event sent all along a busy stream (every
+    /// `session.ack_every` messages), so they skip building a JSON map.
+    pub fn ack_bytes(&self, acked: u64) -> Vec<u8> {
+        let json = super::events::ack_json(acked, &self.event_key);
+        event_frame(&json)
+    }
+
+    /// Writes an event's frame (from `event_bytes` or `ack_bytes`); `Ok(false)` when it was
+    /// skipped (no events, a forwarded message half written, or closing).
+    pub async fn send_event_frame(&self, frame: Vec<u8>) -> std::io::Result<bool> {
+        if !self.events {
+            return Ok(false);
+        }
         let Ok(_permit) = self.gate.acquire().await else {
             return Err(std::io::ErrorKind::BrokenPipe.into());
         };
