@@ -71,8 +71,8 @@ pub async fn run(
         };
         let (released, out) = (read.released, &read.out);
         let verdict = deliver(&c, &reader.inbound, &route, chunk, released, out, read_at).await;
-        if let (Some(k), Some(s)) = (read.ack_due, c.session) {
-            Box::pin(ack::send(&core, s, &peer, k)).await;
+        if let (true, Some(s)) = (read.ack_due, c.session) {
+            ack::send(&core, s, &peer);
         }
         match after_write(&c, &mut reader, &read.out, read.pong, &route, verdict, now).await {
             Next::Read => {}
@@ -128,8 +128,8 @@ struct Read {
     released: Vec<Released>,
     /// The latest ping's payload, to answer with a pong.
     pong: Option<Vec<u8>>,
-    /// Two-way resume: an `ack` with this count is due at once.
-    ack_due: Option<u64>,
+    /// Two-way resume: an `ack` is due at once.
+    ack_due: bool,
 }
 
 /// How [`run`]'s loop goes on after a read.
@@ -290,7 +290,7 @@ impl Reader {
         // by policy with an event), so the count stays a prefix of what the client sent.
         let ack_due = match (c.session, route.counted && whole > 0) {
             (Some(s), true) => ack::count(c.core, s, c.peer, whole),
-            _ => None,
+            _ => false,
         };
         bump(&st.bytes_received, out.payload_bytes);
         Ok(Read {

@@ -50,6 +50,8 @@ pub struct Peer {
     pub counts: Cell<bool>,
     /// A task will send an `ack` within `session.ack_delay` (relay::ack).
     pub ack_armed: Cell<bool>,
+    /// A task is sending the `ack` due at once (relay::ack): at most one per connection.
+    pub ack_sending: Cell<bool>,
 }
 
 // One `Peer` (in an `Rc`) per connection for its whole life: at the default
@@ -102,6 +104,7 @@ impl Peer {
             dropped: Cell::new(false),
             counts: Cell::new(false),
             ack_armed: Cell::new(false),
+            ack_sending: Cell::new(false),
         }
     }
 
