@@ -29,6 +29,10 @@ const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+const fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -161,6 +165,11 @@ config_keys! {
         /// Delivered messages kept per direction for `resume=`, once its receiver asked for
         /// it.
         replay_bytes: usize { default: 256 * KIB, parse: Int(0, UNLIMITED) }
+        /// A connection with `resume=` and events is sent an `ack` once this many of its
+        /// messages were accepted since the last one it was told of.
+        ack_every: usize { default: 64, parse: Int(1, 1_000_000) }
+        /// ... and at the latest this long after the last accepted one.
+        ack_delay: Duration { default: millis(50), parse: Dur::POSITIVE }
         /// How long to wait for the peer's close reply after sending a close frame.
         close_timeout: Duration { default: secs(5), parse: Dur::ANY }
     }

@@ -99,6 +99,8 @@ pub const LIVE_KEYS: &[&str] = &[
     "limits.max_blocked_writes_per_session",
     "limits.max_handshakes_per_ip",
     "limits.max_handshakes",
+    "session.ack_every",
+    "session.ack_delay",
     "bridge.timeout",
     "bridge.max_body_bytes",
     "bridge.max_response_bytes",

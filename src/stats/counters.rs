@@ -71,6 +71,8 @@ counters!(
     resumes: "Connections that asked for resume=N.",
     messages_replayed: "Messages put back for delivery to a connection that resumed.",
     resume_gaps: "Resumes that asked for messages no longer kept (error event resume_gap, or close 4003).",
+    acks_sent: "ack events sent to connections with resume= and events=1 (two-way resume).",
+    receivers_closed_torn: "Receivers closed with 4004 because the sender of a message they held part of left or was replaced before its end.",
     messages_dropped_over_limit: "Messages refused for exceeding limits.max_message_bytes (closed with 1009).",
     pings_sent: "Keepalive pings the relay sent.",
     pongs_sent: "Pongs the relay sent in answer to a client's ping.",

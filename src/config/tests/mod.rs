@@ -101,6 +101,8 @@ pub(super) fn sample(key: &str) -> &'static str {
         "session.overflow" => "drop_oldest",
         "session.core_buffer_budget" => "1000000",
         "session.replay_bytes" => "4096",
+        "session.ack_every" => "16",
+        "session.ack_delay" => "20ms",
         "session.close_timeout" => "500ms",
         "bridge.agent_role" => "bot_2",
         "bridge.timeout" => "90s",
