@@ -8,6 +8,7 @@ use crate::context::Core;
 use crate::limits::Throttle;
 use crate::runtime::chunk::{Chunk, SegmentOutOfBounds};
 use crate::session::events;
+use crate::session::events::durable::Shapes;
 use crate::session::{Peer, Session};
 use crate::stats::{bump, Latency};
 use crate::ws::{CloseCode, OpCode};
@@ -297,6 +298,9 @@ async fn deliver(
         } else {
             held::store(core, s, peer, chunk.data(), chunk.segments(), released)
         };
+        if route.receiver.is_none() && completed > 0 {
+            away::tell_away(core, peer, true);
+        }
         core.pool.put(chunk);
         if let (Some(r), true) = (&route.receiver, completed > 0) {
             away::deliver(core, s, r);
@@ -353,7 +357,9 @@ async fn after_write(
             &core.stats.messages_dropped_peer_absent,
             out.messages_dropped as u64,
         );
-        if peer.events && !peer.is_closing() {
+        if away::tell_away(core, peer, false) {
+            // Told in the Durable Object relay's words instead (`/desktop`, `/mobile`).
+        } else if peer.events && !peer.is_closing() && peer.shapes() == Shapes::Relay {
             let detail = format!(
                 "{} message(s) dropped: no peer connected",
                 out.messages_dropped

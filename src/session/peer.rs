@@ -1,6 +1,7 @@
 //! One upgraded connection: its socket, its write gate and the little state the keepalive
 //! tick and the forwarding path need. Kept small: every idle connection holds one.
 
+use super::events::durable::{self, Shapes};
 use super::events::{Event, EventKey};
 use crate::limits::IpCharge;
 use crate::runtime::chunk::{Chunk, WriteChunk};
@@ -18,6 +19,14 @@ pub struct Peer {
     /// Carried by every event to this peer, so it can tell them from look-alikes its peer
     /// sends (session/events.rs); meaningless when `events` is off.
     event_key: EventKey,
+    /// The shapes its events take: ours, or the Durable Object relay's on `/desktop` and
+    /// `/mobile` (session/events/durable.rs).
+    shapes: Shapes,
+    /// When this peer was last told its peer is away ("Mobile device not connected"; 0:
+    /// never), so it is told at most once a second however fast it sends. The clock's low 32
+    /// bits: a `u64` would push `Peer` past its size bound, and the wrap (every 49 days) only
+    /// ever makes one notice due early.
+    away_told_ms: Cell<u32>,
     pub sock: Socket,
     /// This connection's count among its client address's open connections, given back
     /// (by dropping it) when the peer leaves.
@@ -84,6 +93,8 @@ impl Peer {
             role,
             events: event_key.is_some(),
             event_key: event_key.unwrap_or(EventKey::NONE),
+            shapes: Shapes::Relay,
+            away_told_ms: Cell::new(0),
             sock,
             charge: Cell::new(Some(charge)),
             gate: Semaphore::new(1),
@@ -96,6 +107,30 @@ impl Peer {
             pinned: Cell::new(0),
             dropped: Cell::new(false),
         }
+    }
+
+    /// The same peer, sent its events in `shapes`.
+    pub fn with_shapes(mut self, shapes: Shapes) -> Peer {
+        self.shapes = shapes;
+        self
+    }
+
+    pub fn shapes(&self) -> Shapes {
+        self.shapes
+    }
+
+    /// Whether this peer, which sent while its peer is away, is to be told so now: only
+    /// with the Durable Object relay's shapes, and at most once a second. Stamps the time
+    /// when it is.
+    pub fn away_notice_due(&self, now_ms: u64) -> bool {
+        let due = self.events
+            && self.shapes == Shapes::Durable
+            && !self.is_closing()
+            && durable::notice_due(self.away_told_ms.get(), now_ms as u32);
+        if due {
+            self.away_told_ms.set((now_ms as u32).max(1));
+        }
+        due
     }
 
     pub fn is_closing(&self) -> bool {
@@ -200,6 +235,10 @@ impl Peer {
 
     /// The text frame of `event`, addressed to this peer (its key added).
     pub fn event_bytes(&self, event: Event) -> Vec<u8> {
+        let event = match self.shapes {
+            Shapes::Relay => event,
+            Shapes::Durable => durable::reshape(event),
+        };
         event_frame(&event.into_json(&self.event_key))
     }
 

@@ -59,6 +59,7 @@ counters!(
     messages_forwarded: "Messages forwarded whole to a peer (or echoed).",
     bytes_forwarded: "Payload bytes forwarded to a peer (or echoed).",
     messages_dropped_peer_absent: "Messages dropped because no peer was there and they could not be kept (session.buffer_bytes = 0, or a sender being closed).",
+    peer_away_notices: "\"Mobile device not connected\" / \"Desktop not connected\" errors sent on /desktop and /mobile to a sender whose peer is away (at most one a second per sender).",
     messages_buffered: "Messages kept for an absent peer (or behind ones still being delivered).",
     messages_delivered_from_buffer: "Kept messages written to a peer that joined.",
     buffer_overflow_dropped: "Kept messages dropped to make room (session.overflow = drop_oldest).",
