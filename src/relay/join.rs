@@ -139,15 +139,17 @@ fn new_peer(
         Some(v) => upgrade.with_header("Strict-Transport-Security", v),
         None => upgrade,
     };
-    let peer = Rc::new(Peer::new(
-        core.next_conn_id(),
-        role.into(),
-        event_key,
-        Socket::upgraded(stream),
-        charge,
-        now,
-    )
-    .with_shapes(events_on.unwrap_or_default()));
+    let peer = Rc::new(
+        Peer::new(
+            core.next_conn_id(),
+            role.into(),
+            event_key,
+            Socket::upgraded(stream),
+            charge,
+            now,
+        )
+        .with_shapes(events_on.unwrap_or_default()),
+    );
     let upgrade = if *peer.role == *core.config().bridge.agent_role {
         let key = core.rng.hex128();
         core.bridge.add_agent(peer.id, key.clone());

@@ -94,28 +94,52 @@ mod tests {
         assert_eq!(v["sessionId"], "abc123");
         assert!(v["timestamp"].is_u64());
         assert_eq!(v["timestamp"], v["ts"]);
-        assert_eq!((&v["next_seq"], &v["key"]), (&4.into(), &"cd".repeat(16).into()));
+        assert_eq!(
+            (&v["next_seq"], &v["key"]),
+            (&4.into(), &"cd".repeat(16).into())
+        );
     }
 
     #[test]
     fn peer_events_are_named_after_the_peer() {
         let v = shaped(peer_connected("mobile"));
-        assert_eq!((v["type"].as_str(), v["timestamp"].is_u64()), (Some("mobile_connected"), true));
-        assert_eq!(shaped(peer_connected("desktop"))["type"], "desktop_connected");
+        assert_eq!(
+            (v["type"].as_str(), v["timestamp"].is_u64()),
+            (Some("mobile_connected"), true)
+        );
+        assert_eq!(
+            shaped(peer_connected("desktop"))["type"],
+            "desktop_connected"
+        );
         let v = shaped(peer_disconnected("mobile", 1006));
-        assert_eq!((v["type"].as_str(), &v["code"]), (Some("mobile_disconnected"), &1006.into()));
-        assert_eq!(shaped(peer_disconnected("desktop", 1000))["type"], "desktop_disconnected");
+        assert_eq!(
+            (v["type"].as_str(), &v["code"]),
+            (Some("mobile_disconnected"), &1006.into())
+        );
+        assert_eq!(
+            shaped(peer_disconnected("desktop", 1000))["type"],
+            "desktop_disconnected"
+        );
     }
 
     #[test]
     fn the_away_error_names_the_missing_side() {
         let v = shaped(peer_away("desktop", true));
-        assert_eq!((v["type"].as_str(), v["error"].as_str()), (Some("error"), Some("Mobile device not connected")));
+        assert_eq!(
+            (v["type"].as_str(), v["error"].as_str()),
+            (Some("error"), Some("Mobile device not connected"))
+        );
         assert!(v["timestamp"].is_u64());
-        assert_eq!(shaped(peer_away("mobile", false))["error"], "Desktop not connected");
+        assert_eq!(
+            shaped(peer_away("mobile", false))["error"],
+            "Desktop not connected"
+        );
         // Our other errors keep their codes, with the timestamp added.
         let v = shaped(error("buffer_overflow", "x"));
-        assert_eq!((v["error"].as_str(), v["timestamp"].is_u64()), (Some("buffer_overflow"), true));
+        assert_eq!(
+            (v["error"].as_str(), v["timestamp"].is_u64()),
+            (Some("buffer_overflow"), true)
+        );
     }
 
     #[test]
