@@ -133,6 +133,8 @@ counters!(
     home_handoffs: "Connections handed to their client address's home core (behind a proxy, or without the steering program).",
     ip_release_overflow: "Open-connection counts that could not be given back to their home core (release queue full; should stay 0).",
     bridge_forged_requests: "Connections closed with 1008 for sending an http_request message towards an agent (only the relay sends those).",
+    cors_preflights: "CORS preflights on the bridge answered by the relay (204) for an origin in cors.allowed_origins.",
+    cors_preflights_refused: "CORS preflights on the bridge refused with 403 (no CORS headers): the origin is not in cors.allowed_origins.",
     bridge_write_timeouts: "Bridged responses dropped because the client did not take them within limits.write_timeout.",
 );
 

@@ -359,3 +359,31 @@ fn hosting_port_is_the_lowest_layer() {
     }
     assert!(port(&[("PORT", "x"), ("RINGRELAY_LISTEN", "127.0.0.1:2")], &none).is_ok());
 }
+
+/// A CORS origin that `security.allowed_origins` refuses could never work (its preflight
+/// answered, every request after it 403): refused at load, naming the key.
+#[test]
+fn cors_origins_must_pass_the_security_origins() {
+    let none = CliOverrides::default();
+    let ok = env(&[("RINGRELAY_CORS_ALLOWED_ORIGINS", "https://App.example, *")]);
+    let c = Config::load(None, &ok, &none).unwrap();
+    assert_eq!(c.cors.allowed_origins, ["https://app.example", "*"]);
+    let listed = env(&[
+        ("RINGRELAY_SECURITY_ALLOWED_ORIGINS", "https://app.example"),
+        ("RINGRELAY_CORS_ALLOWED_ORIGINS", "https://APP.example"),
+    ]);
+    assert!(Config::load(None, &listed, &none).is_ok());
+    let lost = env(&[
+        ("RINGRELAY_SECURITY_ALLOWED_ORIGINS", "https://app.example"),
+        (
+            "RINGRELAY_CORS_ALLOWED_ORIGINS",
+            "https://app.example, https://other.example",
+        ),
+    ]);
+    let e = Config::load(None, &lost, &none).unwrap_err();
+    assert_eq!(e.key(), Some("cors.allowed_origins"));
+    assert!(e.to_string().contains("https://other.example"), "{e}");
+    let bad = env(&[("RINGRELAY_CORS_ALLOWED_HEADERS", "content type")]);
+    let e = Config::load(None, &bad, &none).unwrap_err();
+    assert_eq!(e.key(), Some("cors.allowed_headers"));
+}
