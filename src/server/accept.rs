@@ -16,7 +16,7 @@ use crate::context::Core;
 use crate::fleet::local::Origin;
 use crate::http::route::{route, RelayTarget};
 use crate::http::upgrade::check_upgrade;
-use crate::http::write::{answer, write_and_close};
+use crate::http::write::{answer, write_and_close, AnswerStream};
 use crate::http::{parse_head, HeadError, HeadScan, RequestHead, Response, Route};
 use crate::limits::admit::Admitted;
 use crate::limits::client_ip::{client_ip, trusted};
@@ -834,6 +834,8 @@ fn upgrade(head: &RequestHead) -> Result<Response, Response> {
 /// Hands `stream` to core `to`; when its inbox is full the client gets 503 (and whatever the
 /// connection was counted for is given back as the parcel drops).
 async fn hand_over(core: Rc<Core>, stream: ServerStream, to: usize, mut parcel: Parcel) {
+    // The CORS lines stay here: the core it goes to reads the head again and sets its own.
+    let lines = stream.answer_lines().map(str::to_string);
     let (tcp, session) = stream.into_parts();
     if let Some(session) = session {
         parcel.tls = Tls::On(session);
@@ -856,6 +858,7 @@ async fn hand_over(core: Rc<Core>, stream: ServerStream, to: usize, mut parcel: 
             if let Ok(tcp) = TcpStream::from_std(h.stream) {
                 // Over TLS, in the session's own words.
                 let mut stream = ServerStream::from_parts(tcp, session, hsts_max_age(&core));
+                stream.set_answer_lines(lines.unwrap_or_default());
                 Refusal::HandoffBusy.write(&core.stats, &mut stream).await;
             }
         }
