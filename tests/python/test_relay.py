@@ -138,6 +138,7 @@ def test_compat_path_pairs_with_v1_relay_role(server):
     s = unique()
     with ws_connect(server, f"/v1/relay/{s}?role=desktop") as d, ws_connect(server, f"/mobile/{s}") as m:
         assert recv_event(m)["type"] == "connected"
+        assert recv_event(m)["type"] == "desktop_connected"
         d.send("hi")
         assert m.recv(timeout=RECV_TIMEOUT) == "hi"
 
