@@ -16,7 +16,7 @@ import time
 import pytest
 
 from bridge_helpers import FakeAgent, curl, echo_handler, mint, totals
-from helpers import Server, stop_server, unique
+from helpers import RECV_TIMEOUT, Server, stop_server, unique, ws_connect
 
 SECRET = b"cors-test-secret-cors-test-secret-0123"
 APP = "https://app.example"
@@ -88,15 +88,22 @@ def test_preflight_from_an_allowed_origin_is_answered_by_the_relay_before_any_to
 
 def test_preflight_from_another_origin_is_403_without_cors_headers(csrv):
     s = unique("cors")
-    before = totals(csrv)
-    for origin in (EVIL, "null", APP + ".evil.example"):
-        r = preflight(csrv, s, origin)
-        assert r.status == 403, (origin, r.status, r.body)
-        assert json.loads(r.body)["code"] == "cors_origin_not_allowed"
-        assert cors_headers(r) == [], r.header_list
-    after = totals(csrv)
-    assert after["cors_preflights_refused"] - before["cors_preflights_refused"] == 3
-    assert after["cors_preflights"] == before["cors_preflights"]
+    # A control pair of another session keeps talking beside the refusals.
+    c = unique("ctl")
+    a = ws_connect(csrv, f"/v1/relay/{c}?role=a&token={token(c)}")
+    b = ws_connect(csrv, f"/v1/relay/{c}?role=b&token={token(c)}")
+    with a, b:
+        before = totals(csrv)
+        for i, origin in enumerate((EVIL, "null", APP + ".evil.example")):
+            r = preflight(csrv, s, origin)
+            assert r.status == 403, (origin, r.status, r.body)
+            assert json.loads(r.body)["code"] == "cors_origin_not_allowed"
+            assert cors_headers(r) == [], r.header_list
+            a.send(f"still here {i}")
+            assert b.recv(timeout=RECV_TIMEOUT) == f"still here {i}"
+        after = totals(csrv)
+        assert after["cors_preflights_refused"] - before["cors_preflights_refused"] == 3
+        assert after["cors_preflights"] == before["cors_preflights"]
 
 
 def test_every_answer_to_the_allowed_origin_carries_cors_refusals_included(csrv):
