@@ -53,6 +53,11 @@ fn allowed_origin<'h>(cfg: &CorsConfig, head: &'h RequestHead) -> Option<&'h str
         return None;
     }
     let origin = head.header("origin")?.trim();
+    // Echoed into a header: only visible ASCII, as every serialised origin is (a `*` would
+    // otherwise echo whatever the client wrote).
+    if !origin.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
     let listed = cfg
         .allowed_origins
         .iter()
