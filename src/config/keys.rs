@@ -12,13 +12,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::{
-    Addr, CertList, Choice, Demo, Dur, FilePath, Flag, Int, Keys, List, LogFilter, Methods,
+    Addr, CertList, Choice, Demo, Dur, FilePath, Flag, Grants, Int, Keys, List, LogFilter, Methods,
     OptionalAddr, OptionalText, Origins, RedisUrl, RegistryName, Role, Secret, TokenLifetime,
     Trimmed,
 };
 use super::{
-    AuthKey, CertPair, ClientAuth, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet,
-    JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_WORKERS,
+    AuthKey, CertPair, ClientAuth, ClientGrant, ClientIpHeader, DemoMode, DriverChoice, EchoRoute,
+    IpNet, JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_WORKERS,
 };
 
 const MIB: usize = 1 << 20;
@@ -260,6 +260,24 @@ config_keys! {
         client_ca_file: Option<PathBuf> { default: None, parse: FilePath }
         /// Client certificates: `off` (not asked for), `optional` (checked when given) or
         /// `required` (a client without a valid one is refused in the handshake).
+        client_auth: ClientAuth { default: ClientAuth::Off, parse: Choice }
+        /// What a verified client certificate admits to without a token, as a token's
+        /// `sid` and `role` claims would: `[{ subject, sid, role }]`, `subject` matched
+        /// against the certificate's common name and subject alternative names. Any grant
+        /// (or token secret) makes every public connection need a credential.
+        client_grants: Vec<ClientGrant> { default: Vec::new(), parse: Grants }
+    }
+
+    /// TLS on the admin listener (/health, /stats, /metrics; docs/tls.md). Off unless
+    /// `cert_file` is set; then the admin listener speaks only TLS.
+    [admin_tls] AdminTlsConfig {
+        /// PEM certificate chain of the admin listener, leaf first.
+        cert_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// PEM private key of `cert_file`.
+        key_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// PEM CA certificate(s) that a scraper's client certificate must chain to.
+        client_ca_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// Client certificates on the admin listener: `off`, `optional` or `required`.
         client_auth: ClientAuth { default: ClientAuth::Off, parse: Choice }
     }
 

@@ -111,6 +111,14 @@ impl TlsSession {
         crate::tls::subject_cn(leaf)
     }
 
+    /// The names of the client certificate the handshake verified, for admission by
+    /// certificate (`tls.client_grants`); `None` without one.
+    pub fn client_names(&self) -> Option<crate::tls::ClientNames> {
+        let c = self.conn.borrow();
+        let leaf = c.peer_certificates()?.first()?;
+        Some(crate::tls::client_names(leaf))
+    }
+
     /// Something can be read without waiting for the socket: plaintext, ciphertext in the
     /// backlog, or the end of the stream.
     pub fn has_buffered(&self) -> bool {

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod accept;
+mod admin;
 pub(crate) mod handshake;
 pub(crate) mod health;
 pub mod reload;
@@ -43,6 +44,8 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
+    AdminTls(#[from] crate::tls::AdminTlsError),
+    #[error(transparent)]
     LinkTls(#[from] crate::tls::LinkTlsError),
 }
 
@@ -62,6 +65,8 @@ pub struct Server {
     tls_listeners: Vec<std::net::TcpListener>,
     /// What the TLS listener serves, built (certificates read) before anything runs.
     tls: Option<crate::tls::ServerTls>,
+    /// What the admin listener serves TLS with (`admin_tls.*`); `None`: plain.
+    admin_tls: Option<crate::tls::ServerTls>,
     auth: Option<Authenticator>,
     cluster_secret: Option<Arc<Vec<u8>>>,
     /// The node-to-node link's TLS (`cluster.tls_*`), built before anything runs.
@@ -405,6 +410,7 @@ impl Server {
         } else {
             Some(crate::tls::server_config(&config.tls)?)
         };
+        let admin_tls = crate::tls::admin_config(&config.admin_tls, config.tls.min_version)?;
         let cluster_secret = config.cluster_secret()?.map(Arc::new);
         let cluster_tls = match config.cluster.redis_url {
             Some(_) => crate::tls::link_tls(&config.cluster)?,
@@ -424,6 +430,7 @@ impl Server {
             internal: listeners.internal,
             tls_listeners: listeners.tls,
             tls,
+            admin_tls,
             auth,
             cluster_secret,
             cluster_tls,
@@ -504,6 +511,7 @@ impl Server {
             cluster_secret: self.cluster_secret,
             cluster_tls: self.cluster_tls,
             tls: self.tls,
+            admin_tls: self.admin_tls,
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, threads) = Self::spawn_workers(

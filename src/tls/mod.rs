@@ -13,16 +13,18 @@
 //! needs only monoio and rustls, so it stays in this layer).
 #![forbid(unsafe_code)]
 
+mod admin;
 pub mod client;
 mod failure;
 mod link;
 mod server;
 mod x509;
 
+pub use admin::{admin_config, AdminTlsError};
 pub use failure::{Failure, Negotiated};
 pub use link::{link_tls, LinkTls, LinkTlsError};
 pub use server::{server_config, CertInfo, ServerTls, TlsError};
-pub use x509::{not_after, subject_cn};
+pub use x509::{client_names, not_after, subject_cn, ClientNames};
 
 use rustls::crypto::ring::kx_group;
 use rustls::crypto::CryptoProvider;

@@ -3,6 +3,7 @@
 mod docs;
 mod duration;
 mod errors;
+mod grants;
 mod keys;
 mod layering;
 mod live;
@@ -131,6 +132,11 @@ pub(super) fn sample(key: &str) -> &'static str {
         "tls.min_version" => "1.3",
         "tls.client_ca_file" => "/etc/ringrelay/tls/clients.pem",
         "tls.client_auth" => "optional",
+        "tls.client_grants" => "device-42=s42/agent, ops.example=*",
+        "admin_tls.cert_file" => "/etc/ringrelay/tls/admin.pem",
+        "admin_tls.key_file" => "/etc/ringrelay/tls/admin.key",
+        "admin_tls.client_ca_file" => "/etc/ringrelay/tls/scrapers.pem",
+        "admin_tls.client_auth" => "required",
         "log.level" => "warn,ringrelay=debug",
         "log.format" => "json",
         "stats.latency" => "false",
