@@ -24,6 +24,23 @@ fn free_port() -> u16 {
 /// Starts `ringrelay serve` without `--listen`, with `env`; returns the child and the public
 /// address from its "listening" line.
 fn serve(driver: &str, env: &[(&str, &str)], args: &[&str]) -> (Child, SocketAddr) {
+    try_serve(driver, env, args).expect("server did not start")
+}
+
+/// Starts the relay on `PORT` = a free port, trying another one when that port was taken
+/// between `free_port` and the relay's bind (another test's ephemeral port): the relay then
+/// exits at once, which is not what these tests are about.
+fn serve_on_free_port(driver: &str) -> (Child, SocketAddr, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        if let Some((child, addr)) = try_serve(driver, &[("PORT", &port.to_string())], &[]) {
+            return (child, addr, port);
+        }
+    }
+    panic!("no free port could be bound in 5 tries");
+}
+
+fn try_serve(driver: &str, env: &[(&str, &str)], args: &[&str]) -> Option<(Child, SocketAddr)> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringrelay"));
     cmd.args(["serve", "--admin-listen", "127.0.0.1:0", "--workers", "1"])
         .args(["--driver", driver])
@@ -51,10 +68,13 @@ fn serve(driver: &str, env: &[(&str, &str)], args: &[&str]) -> (Child, SocketAdd
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server did not start");
-    (child, addr.parse().unwrap())
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(addr) => Some((child, addr.parse().unwrap())),
+        Err(_) => {
+            stop(child);
+            None
+        }
+    }
 }
 
 fn stop(mut child: Child) {
@@ -63,8 +83,7 @@ fn stop(mut child: Child) {
 }
 
 fn port_puts_the_listener_on_every_address(driver: &str) {
-    let port = free_port();
-    let (child, addr) = serve(driver, &[("PORT", &port.to_string())], &[]);
+    let (child, addr, port) = serve_on_free_port(driver);
     assert_eq!(addr, SocketAddr::from(([0, 0, 0, 0], port)));
     // Reached through loopback, one of "all addresses"; and it serves.
     let (status, _, body) = get(SocketAddr::from(([127, 0, 0, 1], port)), "/health");
