@@ -32,6 +32,8 @@
 #   CHECK_ONLY=1: start the servers, check each relays a pair (Python websockets), stop
 #   KEY=ec (default: ECDSA P-256 certificate) or rsa (RSA 2048)
 #   LOAD_BIN=path: the load generator from another build (default: this one's ringrelay)
+#   BIN=path: the relay from another build (default: this one's target/release/ringrelay)
+#   NO_BUILD=1: no cargo build first (the binaries as they are)
 #   SERVER_CPU=0 CLIENT_CPU=1 HAPROXY2_CPU (default 2 with 3 or more cores, else CLIENT_CPU)
 #
 # Everything on loopback and bounded: ROUNDS * LOADS * SERVERS runs of WARMUP + SECONDS_EACH
@@ -51,7 +53,7 @@ read -r -a LOADS <<<"${LOADS:-64B 64KiB connect connect-x25519}"
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 if [ "$(nproc)" -ge 3 ]; then HAPROXY2_CPU=${HAPROXY2_CPU:-2}; else HAPROXY2_CPU=${HAPROXY2_CPU:-$CLIENT_CPU}; fi
-BIN="$ROOT/target/release/ringrelay"
+BIN=${BIN:-$ROOT/target/release/ringrelay}
 LOAD_BIN=${LOAD_BIN:-$BIN}
 PEER_DIR="$ROOT/peers/tokio-rustls-relay"
 PEER_TARGET="$ROOT/target/tokio-rustls-relay"
@@ -76,10 +78,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "tls_bench: building ringrelay and the tokio-rustls peer (release)" >&2
-cargo build --release --locked --quiet
-cargo build --release --locked --quiet --manifest-path "$PEER_DIR/Cargo.toml" \
-    --target-dir "$PEER_TARGET"
+# NO_BUILD=1: use the release binaries as they are (a build on a busy machine takes minutes).
+if [ -z "${NO_BUILD:-}" ]; then
+    echo "tls_bench: building ringrelay (release)" >&2
+    cargo build --release --locked --quiet
+fi
+# The tokio-rustls peer is built only when it is measured.
+if [[ " ${SERVERS[*]} " == *" tokio"* ]] && { [ -z "${NO_BUILD:-}" ] || [ ! -x "$PEER" ]; }; then
+    echo "tls_bench: building the tokio-rustls peer (release)" >&2
+    cargo build --release --locked --quiet --manifest-path "$PEER_DIR/Cargo.toml" \
+        --target-dir "$PEER_TARGET"
+fi
 
 # What this build can do: native TLS needs the `tls` config section, wss:// loads need
 # `ringrelay load --ca-file` and `--mode connect`.

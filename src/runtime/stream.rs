@@ -130,7 +130,7 @@ impl AsyncWriteRent for ServerStream {
         };
         let r = {
             let slices = iovec_slices(&buf);
-            tls.write(&self.tcp, &slices).await
+            tls.write(&self.tcp, slices).await
         };
         (r, buf)
     }
