@@ -52,6 +52,9 @@ pub struct Peer {
     pub ack_armed: Cell<bool>,
     /// A task is sending the `ack` due at once (relay::ack): at most one per connection.
     pub ack_sending: Cell<bool>,
+    /// A newer connection of the same role took this one's seat (`Session::seat`): it sends
+    /// nothing more, and is credited nothing more (docs/durability.md, two-way resume).
+    pub unseated: Cell<bool>,
 }
 
 // One `Peer` (in an `Rc`) per connection for its whole life: at the default
@@ -105,6 +108,7 @@ impl Peer {
             counts: Cell::new(false),
             ack_armed: Cell::new(false),
             ack_sending: Cell::new(false),
+            unseated: Cell::new(false),
         }
     }
 
@@ -232,8 +236,14 @@ impl Peer {
     /// directly: acks are the one event sent all along a busy stream (every
     /// `session.ack_every` messages), so they skip building a JSON map.
     pub fn ack_bytes(&self, acked: u64) -> Vec<u8> {
-        let json = super::events::ack_json(acked, &self.event_key);
-        event_frame(&json)
+        // Under 126 bytes: a two-byte header, its length filled in once the text is written.
+        let mut frame = Vec::with_capacity(128);
+        frame.extend_from_slice(&[0x81, 0]);
+        super::events::ack_json(acked, &self.event_key, &mut frame);
+        let len = frame.len() - 2;
+        debug_assert!(len < 126);
+        frame[1] = len as u8;
+        frame
     }
 
     /// Writes an event's frame (from `event_bytes` or `ack_bytes`); `Ok(false)` when it was

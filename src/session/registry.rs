@@ -83,6 +83,9 @@ impl Session {
     pub fn seat(&self, slot: usize, peer: Rc<Peer>) -> Option<Rc<Peer>> {
         let mut slots = self.slots.borrow_mut();
         let old = slots[slot].replace(peer);
+        if let Some(o) = &old {
+            o.unseated.set(true);
+        }
         if slots.iter().all(Option::is_some) {
             self.was_paired.set(true);
         }
