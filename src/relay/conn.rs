@@ -209,8 +209,7 @@ impl Reader {
         let (core, peer) = (c.core, c.peer);
         // A peer that lost its seat to a newer connection of its role sends nothing more:
         // its successor sends again what it was not credited with.
-        let seated = c.session.is_none_or(|s| s.seated(peer.id));
-        let sending = seated && !peer.is_closing();
+        let sending = !peer.flags.get(Flag::UNSEATED) && !peer.is_closing();
         let receiver = match (c.session, sending) {
             (_, false) => None,
             // A peer the relay is closing takes no more data (RFC 6455 section 5.5.1).

@@ -75,6 +75,9 @@ impl Flag {
     pub const ACK_ARMED: u8 = 1 << 3;
     /// A task is sending the `ack` due at once (relay::ack): at most one per connection.
     pub const ACK_SENDING: u8 = 1 << 4;
+    /// A newer connection of the same role took this one's seat (`Session::seat`): it sends
+    /// nothing more, and is credited nothing more (docs/durability.md, two-way resume).
+    pub const UNSEATED: u8 = 1 << 5;
 }
 
 /// [`Flag`]s packed in one byte.
@@ -296,8 +299,14 @@ impl Peer {
     /// directly: acks are the one event sent all along a busy stream (every
     /// `session.ack_every` messages), so they skip building a JSON map.
     pub fn ack_bytes(&self, acked: u64) -> Vec<u8> {
-        let json = super::events::ack_json(acked, &self.event_key);
-        event_frame(&json)
+        // Under 126 bytes: a two-byte header, its length filled in once the text is written.
+        let mut frame = Vec::with_capacity(128);
+        frame.extend_from_slice(&[0x81, 0]);
+        super::events::ack_json(acked, &self.event_key, &mut frame);
+        let len = frame.len() - 2;
+        debug_assert!(len < 126);
+        frame[1] = len as u8;
+        frame
     }
 
     /// Writes an event's frame (from `event_bytes` or `ack_bytes`); `Ok(false)` when it was

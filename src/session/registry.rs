@@ -1,6 +1,6 @@
 //! The sessions and connections one core owns. Only that core's thread touches them.
 
-use super::{plan_join, Backlog, CoreBudget, JoinPlan, Peer, Replay};
+use super::{plan_join, Backlog, CoreBudget, Flag, JoinPlan, Peer, Replay};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -83,6 +83,9 @@ impl Session {
     pub fn seat(&self, slot: usize, peer: Rc<Peer>) -> Option<Rc<Peer>> {
         let mut slots = self.slots.borrow_mut();
         let old = slots[slot].replace(peer);
+        if let Some(o) = &old {
+            o.flags.set(Flag::UNSEATED, true);
+        }
         if slots.iter().all(Option::is_some) {
             self.was_paired.set(true);
         }
