@@ -814,7 +814,7 @@ function failure(code: Failure): Answer {
   const [status, error] = FAILURES[code];
   const headers: [string, string][] = [["content-type", "application/json"]];
   if (status === 503) headers.push(["retry-after", "1"]);
-  return { status, headers, body: new TextEncoder().encode(JSON.stringify({ error, code })) };
+  return { status, headers, body: new TextEncoder().encode(JSON.stringify({ code, error }) /* serde_json's key order, as ringrelay agent writes it */) };
 }
 
 /** The `http_response` text for an answer: `type` first and `id` second, compact. */
