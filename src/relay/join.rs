@@ -185,12 +185,12 @@ fn hello(
     // The 101 and the `connected` event go out before anything the other peer forwards.
     let mut hello = upgrade.to_bytes();
     if events_on {
-        hello.extend(peer.event_bytes(events::connected(
-            &session.id,
-            &peer.role,
-            paired,
-            resumed.map(|r| r.next),
-        )));
+        let connected = events::connected(&session.id, &peer.role, paired, resumed.map(|r| r.next));
+        let connected = match core.bridge.agent_key(peer.id) {
+            Some(key) => connected.with_bridge_key(&key),
+            None => connected,
+        };
+        hello.extend(peer.event_bytes(connected));
         match resumed {
             Some(r) if r.gap.is_some() => {
                 hello.extend(peer.event_bytes(events::resume_gap(r.next)))

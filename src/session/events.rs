@@ -84,6 +84,16 @@ pub fn connected(session: &str, role: &str, peer_present: bool, next_seq: Option
     }
 }
 
+impl Event {
+    /// An agent's `connected` also carries the key the relay marks its bridged requests with
+    /// (`relay_key`), the `Ringrelay-Bridge-Key` of the upgrade answer: a browser's or Node's
+    /// WebSocket cannot read response headers, and `connected` is as much the relay's own (it
+    /// is written with the 101, before anything from the peer).
+    pub fn with_bridge_key(self, key: &str) -> Event {
+        self.with("bridge_key", key)
+    }
+}
+
 pub fn peer_connected(role: &str) -> Event {
     Event::new("peer_connected").with("role", role)
 }
