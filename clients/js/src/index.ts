@@ -68,6 +68,10 @@ export interface PeerEvent {
   /** The other peer's role, when the relay said it. */
   role?: string;
   present: boolean;
+  /** When it left: the close code it sent, 1006 if its connection dropped, or the relay's. */
+  code?: number;
+  /** True for the first of a connection: whether the peer was there when it connected. */
+  initial?: boolean;
 }
 
 /** An error the client reports. `fatal` ones end the client (state `closed`). */
@@ -311,6 +315,15 @@ export class RelayClient extends Emitter<RelayClientEvents> {
     return this._state;
   }
 
+  /** This client's role: the one asked for, or the one the relay gave. */
+  get clientRole(): string | undefined {
+    return this.role;
+  }
+
+  get session(): string {
+    return this.opts.session;
+  }
+
   private isClosed(): boolean {
     return this._state === "closed";
   }
@@ -491,7 +504,7 @@ export class RelayClient extends Emitter<RelayClientEvents> {
     this.everOpen = true;
     this.waitingSince = 0;
     this.setState("open");
-    if (typeof ev.peer_present === "boolean") this.emit("peer", { present: ev.peer_present });
+    if (typeof ev.peer_present === "boolean") this.emit("peer", { present: ev.peer_present, initial: true });
     this.writeOutbox();
     this.settleFlushes();
   }
@@ -505,7 +518,11 @@ export class RelayClient extends Emitter<RelayClientEvents> {
         this.emit("peer", { role: typeof ev.role === "string" ? ev.role : undefined, present: true });
         return;
       case "peer_disconnected":
-        this.emit("peer", { role: typeof ev.role === "string" ? ev.role : undefined, present: false });
+        this.emit("peer", {
+          role: typeof ev.role === "string" ? ev.role : undefined,
+          present: false,
+          code: typeof ev.code === "number" ? ev.code : undefined,
+        });
         return;
       case "error":
         return this.onRelayError(ev);

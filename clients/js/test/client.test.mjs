@@ -44,7 +44,7 @@ test("the first connect asks for events and resume=0 with the role and the token
   assert.deepEqual(seen.states, ["connecting"]);
   ws.connected({ acked: 0, next_seq: 1, peer_present: true });
   assert.deepEqual(seen.states, ["connecting", "open"]);
-  assert.deepEqual(seen.peers, [{ present: true }]);
+  assert.deepEqual(seen.peers, [{ present: true, initial: true }]);
   await c.close();
   assert.deepEqual(ws.closedWith, { code: 1000, reason: "bye" });
   assert.equal(c.state, "closed");
@@ -64,7 +64,7 @@ test("messages are handed over; only texts with this connection's key are events
   assert.deepEqual(seen.messages, ["hello", new Uint8Array([1, 2, 3]), forged]);
   assert.deepEqual(seen.peers.slice(1), [
     { role: "mobile", present: true },
-    { role: "mobile", present: false },
+    { role: "mobile", present: false, code: 1006 },
   ]);
   await c.close();
 });

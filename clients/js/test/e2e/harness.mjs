@@ -141,13 +141,4 @@ export class CutForwarder {
   }
 }
 
-/** A small, seedable random source (the tests print the seed so a failure can be replayed). */
-export function rng(seed) {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 4294967296;
-  };
-}
+export { rng } from "./traffic.mjs";
