@@ -50,6 +50,10 @@ export interface RelayClientOptions {
   backoff?: BackoffOptions;
   /** Bytes of messages kept until the relay acks them; past it, `send` throws (8 MiB). */
   maxOutboxBytes?: number;
+  /** Messages from the peer this session already handed over, for an application that keeps
+   * the count across restarts (a page reload): the first connect resumes from there
+   * (default 0: everything the relay still keeps for this role). */
+  received?: number;
   /** Resume across dropped connections (default true). Off, a message in flight when a
    * connection drops may be lost, as with a bare WebSocket. */
   resume?: boolean;
@@ -307,6 +311,7 @@ export class RelayClient extends Emitter<RelayClientEvents> {
     this.WS = WS;
     this.random = options.random ?? Math.random;
     this.role = options.role;
+    this.received = options.received ?? 0;
     // Connect on the next tick, so listeners added right after construction hear everything.
     queueMicrotask(() => void this.connect());
   }
@@ -332,6 +337,11 @@ export class RelayClient extends Emitter<RelayClientEvents> {
    * (`bridge_key` in `connected`); null when the relay gives none. */
   get bridgeKey(): string | null {
     return this._bridgeKey;
+  }
+
+  /** Messages from the peer handed over so far in this session (what `resume=` says). */
+  get receivedCount(): number {
+    return this.received;
   }
 
   /** Bytes waiting for the relay's ack. */
@@ -437,7 +447,13 @@ export class RelayClient extends Emitter<RelayClientEvents> {
       if (this.ws === ws) this.onClose(ev.code, ev.reason, url);
       else this.closed();
     };
-    ws.onerror = () => {};
+    // An error always ends a WebSocket, and its close event should follow; Node 20's does
+    // not send one after a refused upgrade, so an error not followed by a close soon is one.
+    ws.onerror = () => {
+      setTimeout(() => {
+        if (this.ws === ws) this.onClose(1006, "", url);
+      }, 50);
+    };
     this.startStallCheck();
   }
 

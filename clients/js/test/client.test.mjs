@@ -213,6 +213,15 @@ test("a refused upgrade: the route is probed, and 401 ends the client while 400 
   await c.close();
 });
 
+test("an error with no close after it (Node 20 after a refused upgrade) counts as a failed connect", async () => {
+  const { c } = client();
+  const ws = await socket();
+  ws.fail();
+  await socket(2);
+  assert.equal(c.state, "connecting");
+  await c.close();
+});
+
 test("the token function is called again for every connect", async () => {
   let n = 0;
   const { c } = client({ token: async () => `t${++n}` });

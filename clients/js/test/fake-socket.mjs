@@ -40,6 +40,10 @@ export class FakeSocket {
   push(data) {
     this.onmessage?.({ data });
   }
+  /** An error event with no close after it (Node 20's WebSocket after a refused upgrade). */
+  fail() {
+    this.onerror?.({});
+  }
   drop(code = 1006, reason = "") {
     this.readyState = 3;
     this.onclose?.({ code, reason });

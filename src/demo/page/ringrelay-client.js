@@ -209,6 +209,7 @@ export class RelayClient extends Emitter {
         this.WS = WS;
         this.random = options.random ?? Math.random;
         this.role = options.role;
+        this.received = options.received ?? 0;
         // Connect on the next tick, so listeners added right after construction hear everything.
         queueMicrotask(() => void this.connect());
     }
@@ -229,6 +230,10 @@ export class RelayClient extends Emitter {
      * (`bridge_key` in `connected`); null when the relay gives none. */
     get bridgeKey() {
         return this._bridgeKey;
+    }
+    /** Messages from the peer handed over so far in this session (what `resume=` says). */
+    get receivedCount() {
+        return this.received;
     }
     /** Bytes waiting for the relay's ack. */
     get outboxBytes() {
@@ -346,7 +351,14 @@ export class RelayClient extends Emitter {
             else
                 this.closed();
         };
-        ws.onerror = () => { };
+        // An error always ends a WebSocket, and its close event should follow; Node 20's does
+        // not send one after a refused upgrade, so an error not followed by a close soon is one.
+        ws.onerror = () => {
+            setTimeout(() => {
+                if (this.ws === ws)
+                    this.onClose(1006, "", url);
+            }, 50);
+        };
         this.startStallCheck();
     }
     onMessage(data) {
