@@ -441,7 +441,8 @@ export class RelayClient extends Emitter<RelayClientEvents> {
     this.waitingSince = this.lastRx;
     ws.binaryType = "arraybuffer";
     ws.onmessage = (ev) => {
-      if (this.ws === ws) this.onMessage(ev.data);
+      // After close() nothing more is handed over, though the socket is still closing.
+      if (this.ws === ws && !this.isClosed()) this.onMessage(ev.data);
     };
     ws.onclose = (ev) => {
       if (this.ws === ws) this.onClose(ev.code, ev.reason, url);

@@ -342,7 +342,8 @@ export class RelayClient extends Emitter {
         this.waitingSince = this.lastRx;
         ws.binaryType = "arraybuffer";
         ws.onmessage = (ev) => {
-            if (this.ws === ws)
+            // After close() nothing more is handed over, though the socket is still closing.
+            if (this.ws === ws && !this.isClosed())
                 this.onMessage(ev.data);
         };
         ws.onclose = (ev) => {
