@@ -280,6 +280,7 @@ fn plan(addr: SocketAddr, transport: Transport, size: usize, messages: u64, run:
         connect_timeout: Duration::from_secs(5),
         driver: ringrelay::config::DriverChoice::Auto,
         resume: false,
+        acks: false,
     }
 }
 

@@ -11,6 +11,7 @@
 #                                       one build against itself, this side's load with --resume
 #   ROUNDS=10 SIZE=64 PAIRS=4 SECONDS_EACH=3 ENV_B="RINGRELAY_X=1" (environment for this build)
 #   LOAD_B="--resume"                   more `ringrelay load` arguments for this build's runs
+#   LOAD_A="--resume"                   ... and for the other build's (the load is this build's)
 #
 # Everything runs on loopback and is bounded: ROUNDS * 2 runs of SECONDS_EACH (+1 s warm-up).
 set -euo pipefail
@@ -24,6 +25,7 @@ PAIRS=${PAIRS:-4}
 SECONDS_EACH=${SECONDS_EACH:-3}
 read -r -a ENV_B <<<"${ENV_B:-}"
 read -r -a LOAD_B <<<"${LOAD_B:-}"
+read -r -a LOAD_A <<<"${LOAD_A:-}"
 BIN="$ROOT/target/release/ringrelay"
 
 cd "$ROOT"
@@ -82,11 +84,11 @@ ratios=()
 for r in $(seq "$ROUNDS"); do
     # Alternate which goes first, so neither always gets the warmer machine.
     if ((r % 2)); then
-        a=$(run "$A")
+        a=$(run "$A" "${LOAD_A[@]}")
         b=$(run "$B" "${LOAD_B[@]}")
     else
         b=$(run "$B" "${LOAD_B[@]}")
-        a=$(run "$A")
+        a=$(run "$A" "${LOAD_A[@]}")
     fi
     ratio=$(python3 -c "print(f'{$b / $a:.3f}')")
     ratios+=("$ratio")

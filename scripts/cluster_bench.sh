@@ -8,6 +8,10 @@
 #
 #   scripts/cluster_bench.sh                 defaults below
 #   ROUNDS=6 SIZE=64 PAIRS=4 SECONDS_EACH=3 RATE=20000 scripts/cluster_bench.sh
+#   LINK_TLS=1 scripts/cluster_bench.sh        the node-to-node link over TLS (cluster.tls_*,
+#       a cluster CA and node certificates made here with openssl), to set beside a run
+#       without it: the hop's cost of TLS
+#   RELAY_BIN=target/debug/ringrelay ...        another binary, not rebuilt (a quick check)
 #   HOP_CALLGRIND=1 scripts/cluster_bench.sh   instead: node 2 (the carrying node) runs under
 #       callgrind (epoll) for one closed-loop cross-node run, and the instructions it spent
 #       per message carried are printed, to set beside scripts/callgrind_relay.sh's
@@ -24,18 +28,35 @@ SIZE=${SIZE:-64}
 PAIRS=${PAIRS:-4}
 SECONDS_EACH=${SECONDS_EACH:-3}
 RATE=${RATE:-20000}
-BIN="$ROOT/target/release/ringrelay"
+BIN=${RELAY_BIN:-"$ROOT/target/release/ringrelay"}
 SECRET="cluster-bench-secret-of-at-least-32-bytes"
 
 command -v redis-server >/dev/null || { echo "cluster_bench: needs redis-server" >&2; exit 1; }
 cd "$ROOT"
-cargo build --release --locked --quiet
+[ -n "${RELAY_BIN:-}" ] || cargo build --release --locked --quiet
 WORK=$(mktemp -d)
 cleanup() {
     for f in "$WORK"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# LINK_TLS=1: a cluster CA and one node certificate (IP SAN 127.0.0.1, the nodes' internal
+# address; serverAuth and clientAuth, since it serves both ways), shared by both nodes.
+TLS_ENV=()
+if [ -n "${LINK_TLS:-}" ]; then
+    command -v openssl >/dev/null || { echo "cluster_bench: LINK_TLS needs openssl" >&2; exit 1; }
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" -days 2 \
+        -subj "/CN=cluster_bench CA" -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+    openssl req "${ec[@]}" -keyout "$WORK/node.key" -out "$WORK/node.csr" -subj "/CN=node" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >"$WORK/node.ext"
+    openssl x509 -req -in "$WORK/node.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
+        -CAcreateserial -out "$WORK/node.pem" -days 2 -extfile "$WORK/node.ext" 2>/dev/null
+    TLS_ENV=(RINGRELAY_CLUSTER_TLS_CERT_FILE="$WORK/node.pem" RINGRELAY_CLUSTER_TLS_KEY_FILE="$WORK/node.key"
+        RINGRELAY_CLUSTER_TLS_CA_FILE="$WORK/ca.pem")
+fi
 
 REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
@@ -51,7 +72,7 @@ start() {
     env RINGRELAY_LIMITS_IP_CONNECT_RATE=0 RINGRELAY_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
         RINGRELAY_CLUSTER_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" RINGRELAY_CLUSTER_NODE_ID="$name" \
         RINGRELAY_CLUSTER_INTERNAL_LISTEN=127.0.0.1:0 RINGRELAY_CLUSTER_SECRET="$SECRET" \
-        RINGRELAY_CLUSTER_KEY_PREFIX="bench$$" \
+        RINGRELAY_CLUSTER_KEY_PREFIX="bench$$" "${TLS_ENV[@]}" \
         "$@" "$BIN" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --workers 1 \
         ${DRIVER:+--driver "$DRIVER"} >/dev/null 2>"$WORK/$name.log" &
     echo $! >"$WORK/$name.pid"
@@ -93,7 +114,7 @@ print(round(d["msgs_per_s"]), d["latency_us"]["p99"], int(sys.argv[2]) - int(sys
         "$out" "$after" "$before"
 }
 
-echo "cluster_bench: $ROUNDS rounds, $PAIRS pairs both ways, $SIZE B, ${SECONDS_EACH}s each; node1=$N1 node2=$N2"
+echo "cluster_bench: $ROUNDS rounds, $PAIRS pairs both ways, $SIZE B, ${SECONDS_EACH}s each; node1=$N1 node2=$N2${LINK_TLS:+; link over TLS}"
 rows=()
 for r in $(seq "$ROUNDS"); do
     for mode in closed rate; do

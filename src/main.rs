@@ -173,7 +173,9 @@ fn reload(sources: &Sources, reloader: &Reloader, running: &mut Config) {
                 kept = applied.kept.len(),
                 auth = running.auth.jwt_secret.is_some()
                     || running.auth.jwt_secret_file.is_some()
-                    || !running.auth.keys.is_empty(),
+                    || !running.auth.keys.is_empty()
+                    || !running.tls.client_grants.is_empty(),
+                admin_tls = running.admin_tls.cert_file.is_some(),
                 "config reloaded"
             );
             "config reloaded".to_string()
@@ -333,7 +335,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     // `internal` is left out of the line when there is none.
     let internal = internal.map(tracing::field::display);
-    tracing::info!(%listen, %admin, internal, tls, driver, workers, steering, version = env!("CARGO_PKG_VERSION"), "ringrelay listening");
+    let admin_tls = in_force.admin_tls.cert_file.is_some();
+    tracing::info!(%listen, %admin, internal, tls, driver, workers, steering, version = env!("CARGO_PKG_VERSION"), admin_tls, "ringrelay listening");
     if let Some(signals) = signals {
         let on_signal = OnSignal {
             stop: running.handle.clone(),

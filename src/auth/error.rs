@@ -26,6 +26,12 @@ pub enum AuthError {
     WrongSession,
     /// A valid token that pins a role other than the one requested.
     WrongRole,
+    /// No token, and a verified client certificate that no `tls.client_grants` entry names.
+    CertNotGranted,
+    /// No token, and a client certificate whose grants are all for other sessions.
+    CertWrongSession,
+    /// No token, and a client certificate whose grants for this session pin another role.
+    CertWrongRole,
 }
 
 impl AuthError {
@@ -33,7 +39,10 @@ impl AuthError {
     /// its token grants (so a client knows that fetching a fresh token will not help).
     pub fn status(self) -> u16 {
         match self {
-            AuthError::WrongSession | AuthError::WrongRole => 403,
+            AuthError::WrongSession
+            | AuthError::WrongRole
+            | AuthError::CertWrongSession
+            | AuthError::CertWrongRole => 403,
             _ => 401,
         }
     }
@@ -53,6 +62,9 @@ impl AuthError {
             AuthError::Issuer => "token_issuer",
             AuthError::WrongSession => "token_wrong_session",
             AuthError::WrongRole => "token_wrong_role",
+            AuthError::CertNotGranted => "client_cert_not_granted",
+            AuthError::CertWrongSession => "client_cert_wrong_session",
+            AuthError::CertWrongRole => "client_cert_wrong_role",
         }
     }
 
@@ -75,6 +87,25 @@ impl AuthError {
             AuthError::Issuer => "the token comes from an issuer this server does not trust",
             AuthError::WrongSession => "the token does not grant access to this session",
             AuthError::WrongRole => "the token does not grant this role",
+            AuthError::CertNotGranted => {
+                "this client certificate grants no access here: send a token, or ask for a grant"
+            }
+            AuthError::CertWrongSession => {
+                "this client certificate does not grant access to this session"
+            }
+            AuthError::CertWrongRole => "this client certificate does not grant this role",
+        }
+    }
+}
+
+impl AuthError {
+    /// The error a certificate's grant gets where [`super::Claims::grant`] refused it: a
+    /// client is told whether its token or its certificate fell short.
+    pub fn for_certificate(self) -> AuthError {
+        match self {
+            AuthError::WrongSession => AuthError::CertWrongSession,
+            AuthError::WrongRole => AuthError::CertWrongRole,
+            other => other,
         }
     }
 }

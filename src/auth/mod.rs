@@ -2,7 +2,9 @@
 //!
 //! The server builds one [`Authenticator`] at start-up and, for each upgrade request, finds the
 //! token with [`token_from_request`], checks it with [`Authenticator::verify`] and asks
-//! [`Claims::grant`] whether it covers the session and role requested. Only HMAC algorithms
+//! [`Claims::grant`] whether it covers the session and role requested. A client certificate
+//! verified by the TLS handshake may stand in for a token: [`CertGrants`] turns its names
+//! into the claims `tls.client_grants` gives them, and the same [`Claims::grant`] decides. Only HMAC algorithms
 //! exist here: a relay that shares one secret with its issuer has no use for public keys, and
 //! every algorithm left out is one fewer way to confuse the verifier. docs/auth.md is the
 //! operator's account.
@@ -11,6 +13,7 @@
 mod claims;
 pub mod cli;
 mod error;
+mod grants;
 mod jwt;
 mod redact;
 mod request;
@@ -20,6 +23,7 @@ mod verify;
 
 pub use claims::{Claims, SessionGrant};
 pub use error::AuthError;
+pub use grants::CertGrants;
 pub use jwt::{mint, mint_with_kid, sign_parts, MintClaims};
 pub use redact::redact_query;
 pub use request::token_from_request;

@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::claims::{self, Policy};
 use super::jwt::{self, Parts};
-use super::{AuthError, Claims};
+use super::{AuthError, CertGrants, Claims};
 use crate::config::{AuthConfig, Config, ConfigError, JwtAlgorithm, JwtKey};
 
 /// One secret, with the key id that names it (`None`: `auth.jwt_secret[_file]`).
@@ -30,15 +30,33 @@ pub struct Authenticator {
     max_token_bytes: usize,
     /// `None`: no limit (`auth.max_token_lifetime = "0s"`).
     max_lifetime_secs: Option<u64>,
+    /// What verified client certificates admit to without a token (`tls.client_grants`).
+    grants: CertGrants,
 }
 
 impl Authenticator {
     /// `None` when no secret is configured: auth is off. Reads `auth.jwt_secret_file` and the
     /// files of `auth.keys` now, so a missing or short secret stops start-up (or refuses a
     /// reload) instead of failing every request later.
+    ///
+    /// Auth is on when a token secret or a certificate grant is configured: a relay with
+    /// grants and no secret admits verified certificates only (a token then never verifies).
     pub fn from_config(cfg: &Config) -> Result<Option<Authenticator>, ConfigError> {
         let keys = cfg.jwt_keys()?;
-        Ok((!keys.is_empty()).then(|| Authenticator::with_keys(keys, &cfg.auth)))
+        let grants = CertGrants::new(&cfg.tls.client_grants);
+        Ok((!keys.is_empty() || !grants.is_empty())
+            .then(|| Authenticator::with_keys(keys, &cfg.auth).with_grants(grants)))
+    }
+
+    /// The same, admitting the certificates `grants` names as well.
+    pub fn with_grants(mut self, grants: CertGrants) -> Authenticator {
+        self.grants = grants;
+        self
+    }
+
+    /// What verified client certificates admit to.
+    pub fn grants(&self) -> &CertGrants {
+        &self.grants
     }
 
     /// Takes the secret as given: the 32-byte minimum is enforced by the config loader, which
@@ -63,6 +81,7 @@ impl Authenticator {
             leeway_secs: auth.leeway.as_secs(),
             max_token_bytes: auth.max_token_bytes,
             max_lifetime_secs: Some(auth.max_token_lifetime.as_secs()).filter(|s| *s > 0),
+            grants: CertGrants::default(),
         }
     }
 
@@ -128,6 +147,7 @@ impl fmt::Debug for Authenticator {
             .field("leeway_secs", &self.leeway_secs)
             .field("max_token_bytes", &self.max_token_bytes)
             .field("max_lifetime_secs", &self.max_lifetime_secs)
+            .field("client_grants", &self.grants.len())
             .finish()
     }
 }

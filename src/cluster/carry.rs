@@ -25,7 +25,9 @@ use crate::fleet::carry::{Carry, Ending, WriteMark};
 use crate::limits::Refusal;
 use crate::runtime::socket::Socket;
 use crate::runtime::stream::ServerStream;
+use crate::runtime::tls::Refused;
 use crate::stats::{bump, Latency};
+use crate::tls::LinkTls;
 use crate::ws::close::encode_close_frame;
 use crate::ws::CloseCode;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -70,10 +72,14 @@ enum OpenError {
     Link(#[from] LinkError),
     #[error("the owner closed the link during its opening")]
     Closed,
+    /// The link's TLS (`cluster.tls_*`) failed: nothing of the peer was sent.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
-/// Reads one line (and whatever follows it in the same reads) from `stream`.
-async fn read_line(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, OpenError> {
+/// Reads one line (and whatever follows it in the same reads) from `stream`. Over TLS, a
+/// TLS error is one (the owner refusing this node's certificate says so on the first read).
+async fn read_line(stream: &mut ServerStream, buf: &mut Vec<u8>) -> Result<usize, OpenError> {
     loop {
         if let Some(end) = link::line_end(buf)? {
             return Ok(end);
@@ -83,24 +89,55 @@ async fn read_line(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, O
         match r {
             Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
             Ok(_) => return Err(OpenError::Closed),
+            Err(e) if stream.tls().is_some() && e.kind() == std::io::ErrorKind::InvalidData => {
+                return Err(OpenError::Tls(e.to_string()))
+            }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// With `cluster.tls_*` set, the link's TLS handshake: the owner's certificate must chain to
+/// the cluster CA and hold its registered address (or `cluster.tls_server_name`); this node's
+/// own certificate goes as the client certificate. Never a fallback to clear.
+async fn start_tls(
+    tcp: TcpStream,
+    tls: Option<&LinkTls>,
+    to: &str,
+) -> Result<ServerStream, OpenError> {
+    let Some(tls) = tls else {
+        return Ok(ServerStream::from(tcp));
+    };
+    let name = tls.server_name(to).ok_or_else(|| {
+        OpenError::Tls(format!("{to} has no IP address to check the owner's certificate for: set cluster.tls_server_name"))
+    })?;
+    match crate::runtime::tls::connect(&tcp, tls.client.clone(), name).await {
+        Ok(session) => Ok(ServerStream::from_parts(tcp, Some(session), 0)),
+        Err(Refused::NotTls) => Err(OpenError::Tls(
+            "the owner answered in clear: set cluster.tls_* on every node".to_string(),
+        )),
+        Err(Refused::Closed) => Err(OpenError::Tls("the owner closed the handshake".into())),
+        Err(Refused::Tls(e)) => Err(OpenError::Tls(e.to_string())),
+        Err(Refused::Io(e)) => Err(OpenError::Io(e)),
     }
 }
 
 /// Connects and authenticates both ways; returns the link and any bytes of the owner's
 /// answer already read past its `ok`. The client's request (its token, cookies, body) is
 /// written only once the owner has proved it holds the secret: something that took the
-/// owner's address gets the peer's description and nothing of the client's own.
+/// owner's address gets the peer's description and nothing of the client's own. With the
+/// link's TLS, all of it is inside TLS with an owner the cluster CA vouched for.
 async fn open(
     secret: &[u8],
     to: &str,
+    tls: Option<&LinkTls>,
     carried: &Carried,
     own_nonce: [u8; link::NONCE_BYTES],
     request: Vec<u8>,
-) -> Result<(TcpStream, Vec<u8>), OpenError> {
-    let mut stream = TcpStream::connect(to).await?;
-    let _ = stream.set_nodelay(true);
+) -> Result<(ServerStream, Vec<u8>), OpenError> {
+    let tcp = TcpStream::connect(to).await?;
+    let _ = tcp.set_nodelay(true);
+    let mut stream = start_tls(tcp, tls, to).await?;
     let mut buf = Vec::new();
     let end = read_line(&mut stream, &mut buf).await?;
     let nonce = link::parse_challenge(&buf[..end - 1])?;
@@ -162,7 +199,7 @@ async fn run(
         carried.session.as_str().into(),
         carried.ip,
         Socket::upgraded(client),
-        Socket::new(link),
+        Socket::upgraded(link),
     ));
     core.cluster_local
         .carries
@@ -182,23 +219,38 @@ async fn open_link(
     carried: &Carried,
     request: Vec<u8>,
     secret: &[u8],
-) -> Option<(TcpStream, Vec<u8>)> {
+) -> Option<(ServerStream, Vec<u8>)> {
     let started = Instant::now();
     let wait = core.config().cluster.lookup_timeout;
     let nonce = core.rng.bytes();
-    let opened =
-        monoio::time::timeout(wait, open(secret, &owner.internal, carried, nonce, request));
-    let why = match opened.await {
+    let tls = core.cluster_local.tls();
+    let opening = open(
+        secret,
+        &owner.internal,
+        tls.as_ref(),
+        carried,
+        nonce,
+        request,
+    );
+    let why = match monoio::time::timeout(wait, opening).await {
         Ok(Ok(l)) => {
             core.latency.record(Latency::Carry, started.elapsed());
             bump(&core.stats.cluster_carried_out, 1);
             return Some(l);
         }
         Ok(Err(e)) => {
-            if matches!(e, OpenError::Link(LinkError::BadOwnerProof)) {
-                bump(&core.stats.cluster_owner_unproved, 1);
+            match e {
+                OpenError::Link(LinkError::BadOwnerProof) => {
+                    bump(&core.stats.cluster_owner_unproved, 1)
+                }
+                OpenError::Tls(_) => bump(&core.stats.cluster_carry_tls_failed, 1),
+                _ => {}
             }
             e.to_string()
+        }
+        // An owner whose link has TLS waits for a handshake this node never starts.
+        Err(_) if tls.is_none() => {
+            "timed out (if the owner has cluster.tls_* set, set it here too)".to_string()
         }
         Err(_) => "timed out".to_string(),
     };

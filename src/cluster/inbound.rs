@@ -4,14 +4,23 @@
 //! carries is handled as if the client had connected here, with the carrier's admission
 //! decision (so limits are not charged twice). Openings not yet proved are capped per source
 //! address and per worker (`cluster.max_pending_links_per_ip`, `cluster.max_pending_links`).
+//!
+//! With `cluster.tls_*` set, the listener speaks only TLS: the carrier's certificate must chain
+//! to the cluster CA before the challenge is even sent, and everything after (the challenge,
+//! the carried request, the session's frames) is inside the TLS session. The pending caps and
+//! `limits.handshake_timeout` cover the TLS handshake too.
 
 use super::link::{self, Accepted, Carried, NONCE_BYTES};
 use crate::context::Core;
 use crate::fleet::local::Local;
 use crate::fleet::pending::Full;
+use crate::runtime::stream::ServerStream;
+use crate::runtime::tls::Refused;
 use crate::stats::bump;
+use crate::tls::Failure;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use std::net::IpAddr;
+use std::time::Duration;
 
 /// Why an opening was refused, for the log and the refusal line.
 async fn refuse(core: &Core, stream: &mut (impl AsyncReadRent + AsyncWriteRent), code: &str) {
@@ -59,16 +68,52 @@ fn charge<'a>(core: &'a Core, ip: IpAddr) -> Option<Pending<'a>> {
     }
 }
 
-/// Runs the opening within `limits.handshake_timeout`; returns the carried peer and the
-/// bytes after the opening (the client's request, if the carrier sent any yet), or `None`
-/// after refusing. `peer` is the direct peer's address (the carrying node's).
+/// With `cluster.tls_*` set: the TLS handshake, the carrier's certificate checked against the
+/// cluster CA, within `left`. A failure is counted and logged (the carrier is another node, or
+/// something posing as one: worth a line), and the connection closed without a word in clear.
+async fn tls_step(core: &Core, stream: &mut ServerStream, peer: IpAddr, left: Duration) -> bool {
+    let Some(tls) = core.cluster_local.tls() else {
+        return true;
+    };
+    // No HSTS on the link: answers on it are for a client of another node.
+    let why = match monoio::time::timeout(left, stream.start_tls(tls.server.clone(), 0)).await {
+        Ok(Ok(())) => return true,
+        Ok(Err(Refused::Tls(e))) => {
+            if Failure::of(&e) == Failure::BadClientCert {
+                bump(&core.stats.cluster_link_tls_bad_cert, 1);
+            }
+            e.to_string()
+        }
+        Ok(Err(Refused::NotTls)) => {
+            "not TLS: a node without cluster.tls_* set, or not a node".to_string()
+        }
+        Ok(Err(Refused::Closed)) => "closed during the handshake".to_string(),
+        Ok(Err(Refused::Io(e))) => e.to_string(),
+        Err(_) => "timed out (a node without cluster.tls_* set waits for a challenge in clear)"
+            .to_string(),
+    };
+    bump(&core.stats.cluster_link_tls_failed, 1);
+    tracing::warn!(%peer, error = %why, "refused a TLS handshake on the internal listener");
+    false
+}
+
+/// Runs the opening within `limits.handshake_timeout` (the TLS handshake first, when the link
+/// has TLS); returns the carried peer and the bytes after the opening (the client's request,
+/// if the carrier sent any yet), or `None` after refusing. `peer` is the direct peer's address
+/// (the carrying node's).
 pub async fn accept_link(
     core: &Core,
-    stream: &mut (impl AsyncReadRent + AsyncWriteRent),
+    stream: &mut ServerStream,
     peer: IpAddr,
 ) -> Option<(Carried, Vec<u8>)> {
-    // Over a cap the connection is dropped here, before a challenge or a buffer exists.
+    // Over a cap the connection is dropped here, before a handshake, challenge or buffer.
     let pending = charge(core, peer)?;
+    let started = std::time::Instant::now();
+    let timeout = core.config().limits.handshake_timeout;
+    if !tls_step(core, stream, peer, timeout).await {
+        return None;
+    }
+    let timeout = timeout.saturating_sub(started.elapsed());
     let Some(secret) = core.shared.cluster_secret.clone() else {
         refuse(core, stream, "no_secret").await;
         return None;
@@ -76,7 +121,6 @@ pub async fn accept_link(
     let nonce: [u8; NONCE_BYTES] = core.rng.bytes();
     let (r, _) = stream.write_all(link::challenge_line(&nonce)).await;
     r.ok()?;
-    let timeout = core.config().limits.handshake_timeout;
     let read = async {
         let mut buf = Vec::with_capacity(1024);
         loop {

@@ -12,13 +12,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::{
-    Addr, CertList, Choice, Demo, Dur, FilePath, Flag, Int, Keys, List, LogFilter, Methods,
+    Addr, CertList, Choice, Demo, Dur, FilePath, Flag, Grants, Int, Keys, List, LogFilter, Methods,
     OptionalAddr, OptionalText, Origins, RedisUrl, RegistryName, Role, Secret, TokenLifetime,
     Trimmed,
 };
 use super::{
-    AuthKey, CertPair, ClientAuth, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet,
-    JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_WORKERS,
+    AuthKey, CertPair, ClientAuth, ClientGrant, ClientIpHeader, DemoMode, DriverChoice, EchoRoute,
+    IpNet, JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_WORKERS,
 };
 
 const MIB: usize = 1 << 20;
@@ -27,6 +27,10 @@ const UNLIMITED: usize = usize::MAX;
 
 const fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
+}
+
+const fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 fn cpus() -> usize {
@@ -161,6 +165,11 @@ config_keys! {
         /// Delivered messages kept per direction for `resume=`, once its receiver asked for
         /// it.
         replay_bytes: usize { default: 256 * KIB, parse: Int(0, UNLIMITED) }
+        /// A connection with `resume=` and events is sent an `ack` once this many of its
+        /// messages were accepted since the last one it was told of.
+        ack_every: usize { default: 64, parse: Int(1, 1_000_000) }
+        /// ... and at the latest this long after the last accepted one.
+        ack_delay: Duration { default: millis(50), parse: Dur::POSITIVE }
         /// How long to wait for the peer's close reply after sending a close frame.
         close_timeout: Duration { default: secs(5), parse: Dur::ANY }
     }
@@ -261,6 +270,24 @@ config_keys! {
         /// Client certificates: `off` (not asked for), `optional` (checked when given) or
         /// `required` (a client without a valid one is refused in the handshake).
         client_auth: ClientAuth { default: ClientAuth::Off, parse: Choice }
+        /// What a verified client certificate admits to without a token, as a token's
+        /// `sid` and `role` claims would: `[{ subject, sid, role }]`, `subject` matched
+        /// against the certificate's common name and subject alternative names. Any grant
+        /// (or token secret) makes every public connection need a credential.
+        client_grants: Vec<ClientGrant> { default: Vec::new(), parse: Grants }
+    }
+
+    /// TLS on the admin listener (/health, /stats, /metrics; docs/tls.md). Off unless
+    /// `cert_file` is set; then the admin listener speaks only TLS.
+    [admin_tls] AdminTlsConfig {
+        /// PEM certificate chain of the admin listener, leaf first.
+        cert_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// PEM private key of `cert_file`.
+        key_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// PEM CA certificate(s) that a scraper's client certificate must chain to.
+        client_ca_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// Client certificates on the admin listener: `off`, `optional` or `required`.
+        client_auth: ClientAuth { default: ClientAuth::Off, parse: Choice }
     }
 
     /// Logging.
@@ -313,6 +340,18 @@ config_keys! {
         max_pending_links_per_ip: usize { default: 16, parse: Int(1, 1_000_000) }
         /// The same, from all addresses together, per worker.
         max_pending_links: usize { default: 256, parse: Int(1, 1_000_000) }
+        /// This node's certificate chain (PEM) for the node-to-node link over TLS. With
+        /// `tls_key_file` and `tls_ca_file` it turns TLS on for the link, both ways: the
+        /// internal listener then speaks only TLS and this node carries only over TLS.
+        tls_cert_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// The private key of `tls_cert_file`.
+        tls_key_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// The cluster CA (PEM): the owner checks the carrier's certificate and the carrier
+        /// the owner's against it, and nothing else.
+        tls_ca_file: Option<PathBuf> { default: None, parse: FilePath }
+        /// The name a carrier checks the owner's certificate for; empty: the IP address of
+        /// the owner's registered `internal_listen` (an IP SAN in each node's certificate).
+        tls_server_name: String { default: String::new(), parse: Trimmed }
     }
 
     /// The demo page.

@@ -27,14 +27,14 @@ use std::path::Path;
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use keys::{
-    AuthConfig, BridgeConfig, ClusterConfig, Config, DemoConfig, LimitsConfig, LogConfig,
-    SecurityConfig, SessionConfig, StatsConfig, TlsConfig,
+    AdminTlsConfig, AuthConfig, BridgeConfig, ClusterConfig, Config, DemoConfig, LimitsConfig,
+    LogConfig, SecurityConfig, SessionConfig, StatsConfig, TlsConfig,
 };
 pub use live::{is_live, FIXED_KEYS, LIVE_KEYS};
 pub use redact::{has_password, redact_url};
 pub use types::{
-    AuthKey, CertPair, ClientAuth, ClientIpHeader, DemoMode, DriverChoice, EchoRoute, IpNet,
-    JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_AUTH_KEYS,
+    AuthKey, CertPair, ClientAuth, ClientGrant, ClientIpHeader, DemoMode, DriverChoice, EchoRoute,
+    IpNet, JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_AUTH_KEYS, MAX_CLIENT_GRANTS,
 };
 
 /// Bits of a connection id that hold its worker's index (`context::Core::next_conn_id`), so

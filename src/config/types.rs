@@ -379,3 +379,34 @@ pub struct CertPair {
     pub cert_file: std::path::PathBuf,
     pub key_file: std::path::PathBuf,
 }
+
+/// One grant of `tls.client_grants`: what a client whose verified certificate names
+/// `subject` (its common name or one of its subject alternative names) may open without a
+/// token, as a token with these `sid` and `role` claims would (docs/auth.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientGrant {
+    /// 1 to [`MAX_SUBJECT_BYTES`] bytes of printable text, matched exactly (a DNS name
+    /// ASCII-case-insensitively).
+    pub subject: String,
+    /// A session id, or `*` for any session.
+    pub sid: String,
+    /// When set, the grant admits this role only, as a token's `role` claim does.
+    pub role: Option<String>,
+}
+
+/// The most grants `tls.client_grants` may hold: each admission by certificate scans them.
+pub const MAX_CLIENT_GRANTS: usize = 1024;
+
+/// The longest `subject` of a grant (a common name is at most 64 characters; a SAN may be
+/// longer).
+pub const MAX_SUBJECT_BYTES: usize = 255;
+
+impl ClientGrant {
+    /// Whether `subject` may be matched against a certificate: not empty, not too long, no
+    /// control characters or surrounding spaces.
+    pub fn valid_subject(subject: &str) -> bool {
+        (1..=MAX_SUBJECT_BYTES).contains(&subject.len())
+            && subject.trim() == subject
+            && !subject.chars().any(char::is_control)
+    }
+}

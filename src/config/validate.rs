@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use super::layers::Origins;
-use super::{format_duration, ClientIpHeader, Config, ConfigError};
+use super::{format_duration, ClientAuth, ClientIpHeader, Config, ConfigError};
 
 /// Builds the errors, blaming a key with the layer that set it.
 struct Blame<'a>(&'a Origins);
@@ -43,6 +43,7 @@ pub(super) fn validate(cfg: &Config, origins: &Origins) -> Result<(), ConfigErro
 /// `tls::server_config`, so that each key here loads on its own.)
 fn tls(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
     let t = &cfg.tls;
+    grants(cfg, blame)?;
     let Some(listen) = t.listen else {
         return Ok(());
     };
@@ -53,6 +54,24 @@ fn tls(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Grants admit by a client certificate, which only the TLS listener asks for: without it, or
+/// with `tls.client_auth = "off"`, they would never match yet still turn auth on.
+fn grants(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
+    let t = &cfg.tls;
+    let reason = if t.client_grants.is_empty() {
+        return Ok(());
+    } else if t.listen.is_none() {
+        "needs tls.listen: a client certificate only comes on the TLS listener"
+    } else if t.client_auth == ClientAuth::Off {
+        "needs tls.client_auth = \"optional\" or \"required\": with \"off\" no client \
+         certificate is asked for"
+    } else {
+        return Ok(());
+    };
+    let value = format!("{} grants", t.client_grants.len());
+    Err(blame.invalid("tls.client_grants", value, reason.to_string()))
 }
 
 fn session(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
@@ -116,6 +135,21 @@ fn cluster(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
         let addr = c.internal_listen.map(|a| a.to_string()).unwrap_or_default();
         let key = "cluster.internal_listen";
         return Err(blame.invalid(key, format!("{addr:?}"), reason.to_string()));
+    }
+    cluster_tls(cfg, blame)
+}
+
+/// `cluster.tls_server_name` must be a name TLS can check a certificate against. (That the
+/// three files go together is checked where they are read, `tls::link_tls`, like `tls.*`.)
+fn cluster_tls(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
+    let name = &cfg.cluster.tls_server_name;
+    if !name.is_empty() && rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+        let reason = "not a DNS name or IP address a certificate can be checked against";
+        return Err(blame.invalid(
+            "cluster.tls_server_name",
+            format!("{name:?}"),
+            reason.into(),
+        ));
     }
     Ok(())
 }

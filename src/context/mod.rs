@@ -51,9 +51,16 @@ pub struct Shared {
     pub cluster_requests: Option<flume::Sender<crate::fleet::ask::Request>>,
     /// The node-to-node link's secret (`cluster.secret`), read once at start.
     pub cluster_secret: Option<Arc<Vec<u8>>>,
+    /// The node-to-node link's TLS at start (`cluster.tls_*`; `None`: the link is in clear).
+    /// Each worker keeps its own current one in `Core::cluster_local`, which a reload
+    /// replaces.
+    pub cluster_tls: Option<crate::tls::LinkTls>,
     /// What the TLS listener serves at start (`tls.*`); each worker keeps its own current
     /// one in `Core::tls`, which a reload replaces.
     pub tls: Option<crate::tls::ServerTls>,
+    /// What the admin listener serves TLS with at start (`admin_tls.*`; `None`: plain); the
+    /// admin worker keeps its current one in `Core::admin_tls`, which a reload replaces.
+    pub admin_tls: Option<crate::tls::ServerTls>,
 }
 
 impl Shared {
@@ -94,6 +101,8 @@ pub struct Core {
     /// a live reload: `set_tls` swaps it; connections already open keep the config they
     /// shook hands with (their session holds it).
     tls: std::cell::RefCell<Option<crate::tls::ServerTls>>,
+    /// The same for the admin listener (`admin_tls.*`; `None`: the admin listener is plain).
+    admin_tls: RefCell<Option<crate::tls::ServerTls>>,
 }
 
 impl Core {
@@ -114,13 +123,14 @@ impl Core {
             ip_limits: IpLimits::new(&cfg.limits, index),
             handshakes: Cell::new(0),
             bridge: crate::session::bridged::Pending::default(),
-            cluster_local: crate::fleet::local::Local::default(),
+            cluster_local: crate::fleet::local::Local::new(shared.cluster_tls.clone()),
             rng: CoreRng::new(),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),
             live: RefCell::new(Rc::new(Config::clone(&shared.config))),
             auth: RefCell::new(shared.start_auth.as_deref().cloned().map(Rc::new)),
             tls: std::cell::RefCell::new(shared.tls.clone()),
+            admin_tls: RefCell::new(shared.admin_tls.clone()),
             shared,
         }
     }
@@ -150,6 +160,25 @@ impl Core {
     /// The certificates this worker serves now, for /stats and /metrics.
     pub fn tls_certificates(&self) -> Option<Arc<[crate::tls::CertInfo]>> {
         self.tls.borrow().as_ref().map(|t| t.certificates.clone())
+    }
+
+    /// The rustls config a new connection to the admin listener shakes hands with; `None`:
+    /// the admin listener is plain.
+    pub fn admin_tls_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.admin_tls.borrow().as_ref().map(|t| t.config.clone())
+    }
+
+    /// The admin listener's certificates, for /stats and /metrics.
+    pub fn admin_tls_certificates(&self) -> Option<Arc<[crate::tls::CertInfo]>> {
+        self.admin_tls
+            .borrow()
+            .as_ref()
+            .map(|t| t.certificates.clone())
+    }
+
+    /// Replaces what new admin connections shake hands with (a reload).
+    pub fn set_admin_tls(&self, tls: Option<crate::tls::ServerTls>) {
+        *self.admin_tls.borrow_mut() = tls;
     }
 
     /// Replaces what new TLS handshakes use (a reload, built and checked on the main thread

@@ -7,7 +7,7 @@
 use super::Core;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
-use crate::tls::{ServerTls, TlsError};
+use crate::tls::{AdminTlsError, LinkTls, LinkTlsError, ServerTls, TlsError};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -23,6 +23,10 @@ pub struct Reload {
     /// The TLS server config (certificates, versions) new handshakes use; `None` when the
     /// relay has no TLS listener.
     pub tls: Option<ServerTls>,
+    /// The admin listener's TLS (`admin_tls.*`); `None`: plain.
+    pub admin_tls: Option<ServerTls>,
+    /// The node-to-node link's TLS (`cluster.tls_*`) new links use; `None`: in clear.
+    pub cluster_tls: Option<LinkTls>,
 }
 
 /// Why a reload was refused before any worker heard of it.
@@ -34,6 +38,13 @@ pub enum PrepareError {
     /// A certificate or key of `tls.*` did not load.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A certificate or key of `admin_tls.*` did not load.
+    #[error(transparent)]
+    AdminTls(#[from] AdminTlsError),
+    /// The link's certificate, key or CA (`cluster.tls_*`) did not load, or the reload would
+    /// put the link back in clear.
+    #[error(transparent)]
+    LinkTls(#[from] LinkTlsError),
 }
 
 /// One reload for one worker: `done` gets the worker's index once it has swapped.
@@ -55,7 +66,8 @@ pub struct Prepared {
 ///
 /// A config that would turn auth off on a relay that has it on is refused: removing the last
 /// key while rotating would otherwise let everyone in without a word. Turning auth off takes a
-/// restart; turning it on (every new connection then needs a token) is live.
+/// restart; turning it on (every new connection then needs a token) is live. The same holds
+/// for TLS on the admin listener: turning it on is live, putting it back in clear is not.
 pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareError> {
     let kept = new.keep_fixed(running);
     let auth = Authenticator::from_config(&new)?.map(Arc::new);
@@ -65,13 +77,25 @@ pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareErr
         Some(_) => Some(crate::tls::server_config(&new.tls)?),
         None => None,
     };
+    let admin_tls = crate::tls::admin_config(&new.admin_tls, new.tls.min_version)?;
+    if admin_tls.is_none() && running.admin_tls.cert_file.is_some() {
+        return Err(PrepareError::Config(ConfigError::Invalid {
+            key: "admin_tls.cert_file".to_string(),
+            value: "\"\"".to_string(),
+            reason: "the reloaded config unsets admin_tls.cert_file, which would put the \
+                     admin listener back in clear; that takes a restart"
+                .to_string(),
+            origin: "the reloaded config".to_string(),
+        }));
+    }
+    let cluster_tls = link_tls(running, &new)?;
     if auth.is_none() && auth_on(running) {
         return Err(PrepareError::Config(ConfigError::Invalid {
             key: "auth.keys".to_string(),
             value: "[]".to_string(),
             reason: "the reloaded config sets no token secret (auth.jwt_secret, \
-                     auth.jwt_secret_file or auth.keys), which would turn auth off; \
-                     that takes a restart"
+                     auth.jwt_secret_file or auth.keys) and no tls.client_grants, which \
+                     would turn auth off; that takes a restart"
                 .to_string(),
             origin: "the reloaded config".to_string(),
         }));
@@ -81,15 +105,35 @@ pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareErr
             config: new,
             auth,
             tls,
+            admin_tls,
+            cluster_tls,
         },
         kept,
     })
 }
 
-/// Whether `cfg` names any token secret (without reading the files).
+/// The link's TLS `new` describes, read now (cluster mode only). Turning it off is refused,
+/// as turning auth off is: a config that lost its `cluster.tls_*` lines would otherwise put
+/// every new link, tokens included, in clear without a word. Turning it on is live.
+fn link_tls(running: &Config, new: &Config) -> Result<Option<LinkTls>, LinkTlsError> {
+    if new.cluster.redis_url.is_none() {
+        return Ok(None);
+    }
+    let tls = crate::tls::link_tls(&new.cluster)?;
+    if tls.is_none() && running.cluster.tls_cert_file.is_some() {
+        return Err(LinkTlsError::TurnedOff);
+    }
+    Ok(tls)
+}
+
+/// Whether `cfg` turns auth on: any token secret (without reading the files) or certificate
+/// grant.
 fn auth_on(cfg: &Config) -> bool {
     let a = &cfg.auth;
-    a.jwt_secret.is_some() || a.jwt_secret_file.is_some() || !a.keys.is_empty()
+    a.jwt_secret.is_some()
+        || a.jwt_secret_file.is_some()
+        || !a.keys.is_empty()
+        || !cfg.tls.client_grants.is_empty()
 }
 
 impl Core {
@@ -101,6 +145,8 @@ impl Core {
         if let Some(tls) = &r.tls {
             self.set_tls(tls.clone());
         }
+        self.set_admin_tls(r.admin_tls.clone());
+        self.cluster_local.set_tls(r.cluster_tls.clone());
     }
 }
 
@@ -135,6 +181,38 @@ mod tests {
         assert!(err.to_string().contains("restart"), "{err}");
         let on = prepare(&Config::default(), with_secret()).ok().unwrap();
         assert!(on.reload.auth.is_some());
+    }
+
+    #[test]
+    fn grants_alone_keep_auth_on_and_their_removal_is_refused() {
+        let grant = crate::config::ClientGrant {
+            subject: "device-1".into(),
+            sid: "s1".into(),
+            role: None,
+        };
+        let mut granted = Config::default();
+        granted.tls.client_grants = vec![grant];
+        let on = prepare(&Config::default(), granted.clone()).ok().unwrap();
+        assert_eq!(on.reload.auth.map(|a| a.grants().len()), Some(1));
+        let Err(PrepareError::Config(err)) = prepare(&granted, Config::default()) else {
+            panic!("removing the last grant was not refused");
+        };
+        assert!(err.to_string().contains("tls.client_grants"), "{err}");
+    }
+
+    #[test]
+    fn admin_tls_is_never_turned_off_live() {
+        let mut running = Config::default();
+        running.admin_tls.cert_file = Some("/nonexistent/admin.pem".into());
+        let Err(PrepareError::Config(err)) = prepare(&running, Config::default()) else {
+            panic!("turning admin TLS off was not refused");
+        };
+        assert_eq!(err.key(), Some("admin_tls.cert_file"));
+        // Turning it on reads the files (here missing: refused, naming them).
+        let Err(PrepareError::AdminTls(err)) = prepare(&Config::default(), running) else {
+            panic!("a missing admin certificate was not refused");
+        };
+        assert!(err.to_string().contains("admin_tls"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use super::carry::Carry;
 use super::pending::PendingLinks;
+use crate::tls::LinkTls;
 use crate::ws::CloseCode;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -29,9 +30,30 @@ pub struct Local {
     pub origins: RefCell<HashMap<u64, Origin>>,
     /// Openings on the internal listener that have not proved the secret yet.
     pub pending: RefCell<PendingLinks>,
+    /// The link's TLS new links use, both ways (`cluster.tls_*`; `None`: in clear). A reload
+    /// replaces it; links already open keep the session they shook hands with.
+    tls: RefCell<Option<LinkTls>>,
 }
 
 impl Local {
+    /// With the link's TLS as the node started (`Shared::cluster_tls`).
+    pub fn new(tls: Option<LinkTls>) -> Local {
+        Local {
+            tls: RefCell::new(tls),
+            ..Local::default()
+        }
+    }
+
+    /// The link's TLS for a link opening now (two reference counts: once per link).
+    pub fn tls(&self) -> Option<LinkTls> {
+        self.tls.borrow().clone()
+    }
+
+    /// A reload's link TLS, for links opened from now on.
+    pub fn set_tls(&self, tls: Option<LinkTls>) {
+        *self.tls.borrow_mut() = tls;
+    }
+
     pub fn left(&self, id: u64) {
         let mut origins = self.origins.borrow_mut();
         if !origins.is_empty() {

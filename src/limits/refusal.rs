@@ -155,7 +155,11 @@ fn auth_answer(e: AuthError) -> Response {
     let resp = Response::error(e.status(), e.code(), e.message());
     // RFC 7235 section 3.1: a 401 names the scheme; RFC 6750 section 3 says how.
     match e {
-        AuthError::Missing => resp.with_header("WWW-Authenticate", "Bearer"),
+        // No token came (a certificate no grant names is not a token): no error code, RFC
+        // 6750 section 3.1.
+        AuthError::Missing | AuthError::CertNotGranted => {
+            resp.with_header("WWW-Authenticate", "Bearer")
+        }
         _ if e.status() == 401 => {
             resp.with_header("WWW-Authenticate", "Bearer error=\"invalid_token\"")
         }

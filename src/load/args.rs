@@ -87,6 +87,10 @@ pub struct LoadArgs {
     /// Pairs join with `resume=0`: the relay numbers and keeps what it delivers.
     #[arg(long)]
     pub resume: bool,
+    /// Pairs join with `resume=0&events=1`: two-way resume with its `ack` events on (implies
+    /// --resume). The relay's events (text) are read and not counted as messages.
+    #[arg(long)]
+    pub acks: bool,
     /// The client's I/O driver: auto, io_uring or epoll.
     #[arg(long, default_value = "auto")]
     pub driver: DriverChoice,
@@ -347,7 +351,8 @@ impl LoadArgs {
             drain: DRAIN,
             connect_timeout: Duration::from_secs(5),
             driver: self.driver,
-            resume: self.resume,
+            resume: self.resume || self.acks,
+            acks: self.acks,
         })
     }
 }

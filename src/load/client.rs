@@ -276,6 +276,9 @@ pub struct FrameParser {
     frame_fin: bool,
     /// The data message being received (it may span frames).
     in_message: bool,
+    /// It is text: the load only ever sends binary, so a text message is the relay's event
+    /// (`--acks`), read and not counted.
+    msg_text: bool,
     msg_len: u64,
     stamp: [u8; STAMP_LEN],
     control: Control,
@@ -291,6 +294,7 @@ impl Default for FrameParser {
             frame_op: OpCode::Binary,
             frame_fin: true,
             in_message: false,
+            msg_text: false,
             msg_len: 0,
             stamp: [0; STAMP_LEN],
             control: Control {
@@ -327,6 +331,7 @@ impl FrameParser {
                 OpCode::Ping => return Ok(Some(Event::Ping(self.control))),
                 OpCode::Pong => return Ok(Some(Event::Pong)),
                 OpCode::Close => return Ok(Some(Event::Close(self.close_code()))),
+                _ if self.frame_fin && self.msg_text => self.in_message = false,
                 _ if self.frame_fin => {
                     self.in_message = false;
                     return Ok(Some(Event::Message {
@@ -366,6 +371,7 @@ impl FrameParser {
                     return Err(ProtocolError::Interleaved);
                 }
                 self.in_message = true;
+                self.msg_text = h.opcode == OpCode::Text;
                 self.msg_len = 0;
                 self.stamp = [0; STAMP_LEN];
             }

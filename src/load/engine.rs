@@ -115,6 +115,8 @@ pub struct Plan {
     /// Pairs join with `resume=0`, so the relay numbers and keeps what it delivers (to
     /// measure what resume costs).
     pub resume: bool,
+    /// ... with `events=1`, so the relay also sends `ack` events (two-way resume).
+    pub acks: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -744,7 +746,11 @@ async fn connect_share(
     match plan.mode {
         Mode::Pairs => {
             for i in mine {
-                let query = if plan.resume { "?resume=0" } else { "" };
+                let query = match (plan.resume, plan.acks) {
+                    (_, true) => "?resume=0&events=1",
+                    (true, false) => "?resume=0",
+                    _ => "",
+                };
                 let route = format!("/v1/relay/load-{}-{i}{query}", plan.run_id);
                 let pair = async {
                     let a = connect_one(&plan.target, &route, rng, left()).await?;

@@ -1,5 +1,6 @@
 //! The life of one upgraded connection: read, forward, answer control frames, leave.
 
+use super::ack;
 use super::away::{self, Verdict};
 use super::held;
 use super::inbound::{Closing, DecodeLimits, Hold, Inbound, Outcome, Released};
@@ -70,6 +71,9 @@ pub async fn run(
         };
         let (released, out) = (read.released, &read.out);
         let verdict = deliver(&c, &reader.inbound, &route, chunk, released, out, read_at).await;
+        if let (true, Some(s)) = (read.ack_due, c.session) {
+            ack::send(&core, s, &peer);
+        }
         match after_write(&c, &mut reader, &read.out, read.pong, &route, verdict, now).await {
             Next::Read => {}
             Next::End { code, violated } => break (code, violated),
@@ -112,6 +116,9 @@ struct Route {
     receiver: Option<Rc<Peer>>,
     /// The frames go into the sender's backlog instead (docs/durability.md).
     storing: bool,
+    /// The messages this read completes are credited to the sender's role (two-way resume:
+    /// it asked for `resume=`, holds its seat and is not being closed).
+    counted: bool,
 }
 
 /// What decoding one read found, besides the segments the chunk now holds.
@@ -121,6 +128,8 @@ struct Read {
     released: Vec<Released>,
     /// The latest ping's payload, to answer with a pong.
     pong: Option<Vec<u8>>,
+    /// Two-way resume: an `ack` is due at once.
+    ack_due: bool,
 }
 
 /// How [`run`]'s loop goes on after a read.
@@ -197,15 +206,22 @@ impl Reader {
     /// messages kept for it are still being delivered; and whether messages are held.
     fn route(&mut self, c: &Conn<'_>) -> Route {
         let (core, peer) = (c.core, c.peer);
-        let receiver = if peer.is_closing() {
-            None
-        } else {
-            match c.session {
-                // A peer the relay is closing takes no more data (RFC 6455 section 5.5.1).
-                Some(s) => s.other(peer.id).filter(|r| !r.is_closing()),
-                None => Some(peer.clone()),
-            }
+        // A peer that lost its seat to a newer connection of its role sends nothing more:
+        // its successor sends again what it was not credited with.
+        let seated = c.session.is_none_or(|s| s.seated(peer.id));
+        let sending = seated && !peer.is_closing();
+        let receiver = match (c.session, sending) {
+            (_, false) => None,
+            // A peer the relay is closing takes no more data (RFC 6455 section 5.5.1).
+            (Some(s), true) => s.other(peer.id).filter(|r| !r.is_closing()),
+            (None, true) => Some(peer.clone()),
         };
+        let counted = sending && peer.counts.get();
+        if let (Some(s), false, Some(to)) = (c.session, sending, self.inbound.receiver_open()) {
+            // The rest of a message part of which reached its receiver will never come from
+            // this connection: the receiver is closed (4004) rather than left with a part.
+            resume::abandon_torn(core, s, peer, Some(to));
+        }
         if let (Some(s), Some(to)) = (c.session, self.inbound.message_receiver()) {
             // The receiver of this message left before its end: with resume on for it, the
             // message goes on into the backlog instead of being lost.
@@ -214,9 +230,9 @@ impl Reader {
                 self.inbound.redirect(to, away::STORE);
             }
         }
-        let storing = c
-            .session
-            .is_some_and(|s| away::storing(core, s, peer, receiver.as_ref(), &self.inbound));
+        let storing = sending
+            && c.session
+                .is_some_and(|s| away::storing(core, s, peer, receiver.as_ref(), &self.inbound));
         let mode = c
             .session
             .and_then(|_| held::mode(core, peer, receiver.as_ref(), storing));
@@ -226,7 +242,11 @@ impl Reader {
         if let Some(h) = self.hold.as_mut() {
             h.mode = mode;
         }
-        Route { receiver, storing }
+        Route {
+            receiver,
+            storing,
+            counted,
+        }
     }
 
     /// Step 3: unmasks the frames in place and chooses the segments to write (checked by the
@@ -264,15 +284,20 @@ impl Reader {
             }
         }
         let st = &c.core.stats;
-        bump(
-            &st.messages_received,
-            (out.messages_forwarded + out.messages_dropped + out.answers) as u64,
-        );
+        let whole = (out.messages_forwarded + out.messages_dropped + out.answers) as u64;
+        bump(&st.messages_received, whole);
+        // Two-way resume: every message read whole is accepted (forwarded, kept, or dropped
+        // by policy with an event), so the count stays a prefix of what the client sent.
+        let ack_due = match (c.session, route.counted && whole > 0) {
+            (Some(s), true) => ack::count(c.core, s, c.peer, whole),
+            _ => false,
+        };
         bump(&st.bytes_received, out.payload_bytes);
         Ok(Read {
             out,
             released,
             pong,
+            ack_due,
         })
     }
 }
@@ -474,7 +499,7 @@ async fn pause(core: &Core, peer: &Peer, throttle: &mut Throttle) {
 
 /// A receiver that holds part of a message that will never be finished is closed: it cannot
 /// be handed the truncated message as if it were whole.
-fn abort_receiver(core: &Rc<Core>, r: Rc<Peer>) {
+pub(super) fn abort_receiver(core: &Rc<Core>, r: Rc<Peer>) {
     let now = core.clock.now_ms();
     monoio::spawn(async move {
         r.close(CloseCode::PEER_ABORTED, "peer left mid-message", now)
@@ -499,9 +524,8 @@ fn leave(
     core.stats.closed(code);
     if let Some(s) = session {
         if let Some(open_to) = inbound.receiver_open() {
-            if let Some(r) = s.other(peer.id).filter(|r| r.id == open_to) {
-                abort_receiver(core, r);
-            }
+            // By id: once this peer was replaced, `other` could be its successor.
+            resume::abandon_torn(core, s, peer, Some(open_to));
         }
         if inbound.message_receiver() == Some(away::STORE) {
             away::abandon_open(core, s, peer);

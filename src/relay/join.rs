@@ -186,6 +186,10 @@ fn hello(
     let mut hello = upgrade.to_bytes();
     if events_on {
         let connected = events::connected(&session.id, &peer.role, paired, resumed.map(|r| r.next));
+        let connected = match resumed {
+            Some(r) => connected.with_acked(r.acked),
+            None => connected,
+        };
         let connected = match core.bridge.agent_key(peer.id) {
             Some(key) => connected.with_bridge_key(&key),
             None => connected,

@@ -1,6 +1,7 @@
 //! Forwarding between the peers of a session.
 #![forbid(unsafe_code)]
 
+pub(crate) mod ack;
 pub(crate) mod away;
 pub(crate) mod blocked;
 pub(crate) mod conn;

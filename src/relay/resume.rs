@@ -12,6 +12,7 @@ use super::inbound::Segment;
 use crate::context::Core;
 use crate::session::{backlog_of, Peer, Replay, Session};
 use crate::stats::bump;
+use std::rc::Rc;
 
 /// Keeps the frames just forwarded to `receiver` (its direction asked for resume).
 pub fn retain(
@@ -111,6 +112,8 @@ pub struct Resumed {
     pub gap: Option<u64>,
     /// N is past every message delivered to the role (the client counted wrong).
     pub ahead: bool,
+    /// Messages from the role accepted so far: the client resends from `acked + 1`.
+    pub acked: u64,
 }
 
 /// A peer joined with `resume=n`: turns numbering and retention on for its role, and puts
@@ -129,6 +132,10 @@ pub fn on_join(core: &Core, session: &Session, peer: &Peer, n: u64, replay_gap: 
         }
     };
     let r = &mut replays[i];
+    // Two-way resume: from now on what this connection sends is counted for its role.
+    let acked = r.accepted;
+    peer.counts.set(true);
+    r.told = acked;
     // A message half forwarded to the connection this one replaces is not replayed: the
     // sender's next read carries it over whole.
     let ahead = n > r.numbered;
@@ -145,6 +152,7 @@ pub fn on_join(core: &Core, session: &Session, peer: &Peer, n: u64, replay_gap: 
             next: from_n + 1,
             gap,
             ahead,
+            acked,
         };
     }
     let (frames, ends) = r.after(from_n).unwrap_or_default();
@@ -170,5 +178,28 @@ pub fn on_join(core: &Core, session: &Session, peer: &Peer, n: u64, replay_gap: 
         next: from_n + 1,
         gap,
         ahead,
+        acked,
+    }
+}
+
+/// The sender `sender` will never finish the message it was forwarding (it left, or lost its
+/// seat to a newer connection of its role): a receiver holding part of it is closed with
+/// 4004 (it resumes; the sender, credited with nothing of it, resends it whole), and the
+/// frames its replay window kept of it are dropped.
+pub fn abandon_torn(core: &Rc<Core>, session: &Session, sender: &Peer, open_to: Option<u64>) {
+    if let Some(r) = open_to.and_then(|id| session.peer(id)) {
+        if !r.is_closing() {
+            bump(&core.stats.receivers_closed_torn, 1);
+            super::conn::abort_receiver(core, r);
+        }
+    }
+    if !session.resume_on.get() {
+        return;
+    }
+    let budget = &core.registry.budget;
+    for r in session.replays.borrow_mut().iter_mut() {
+        if r.abandon_by(sender.id) > 0 {
+            budget.settle(&mut r.ring);
+        }
     }
 }

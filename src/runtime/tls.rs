@@ -111,6 +111,14 @@ impl TlsSession {
         crate::tls::subject_cn(leaf)
     }
 
+    /// The names of the client certificate the handshake verified, for admission by
+    /// certificate (`tls.client_grants`); `None` without one.
+    pub fn client_names(&self) -> Option<crate::tls::ClientNames> {
+        let c = self.conn.borrow();
+        let leaf = c.peer_certificates()?.first()?;
+        Some(crate::tls::client_names(leaf))
+    }
+
     /// Something can be read without waiting for the socket: plaintext, ciphertext in the
     /// backlog, or the end of the stream.
     pub fn has_buffered(&self) -> bool {
@@ -294,6 +302,34 @@ pub async fn accept(
     config: Arc<rustls::ServerConfig>,
 ) -> Result<Box<TlsSession>, Refused> {
     let conn = rustls::ServerConnection::new(config).map_err(Refused::Tls)?;
+    let session = Box::new(TlsSession::new(conn.into()));
+    let mut first = true;
+    loop {
+        session.flush(tcp).await.map_err(Refused::Io)?;
+        if !session.conn.borrow().is_handshaking() {
+            return Ok(session);
+        }
+        match session.pull(tcp.as_raw_fd(), first) {
+            Ok(true) => first = false,
+            Ok(false) => return Err(Refused::Closed),
+            Err(Refused::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                tcp.readable(false).await.map_err(Refused::Io)?
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs a client handshake on `tcp` (the cluster link's carrier, `tls::link`): the same
+/// session glue as the server side, so the link reads and writes like a TLS client's socket.
+/// An answer that does not start with a TLS handshake record is `Refused::NotTls` (an owner
+/// whose link is in clear speaks first, in text). The caller bounds it in time.
+pub async fn connect(
+    tcp: &TcpStream,
+    config: Arc<rustls::ClientConfig>,
+    name: rustls::pki_types::ServerName<'static>,
+) -> Result<Box<TlsSession>, Refused> {
+    let conn = rustls::ClientConnection::new(config, name).map_err(Refused::Tls)?;
     let session = Box::new(TlsSession::new(conn.into()));
     let mut first = true;
     loop {

@@ -399,6 +399,11 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
     if let Err(next) = tls_step(core, stream, &mut arrival, left()).await {
         return next;
     }
+    if arrival.listener == Listener::Admin
+        && !super::admin::admin_tls_step(core, stream, arrival.peer, left()).await
+    {
+        return Next::Done;
+    }
     let buf = std::mem::take(&mut arrival.initial);
     let Some((head, buf, head_len)) = head_step(core, stream, buf, left()).await else {
         return Next::Done;
@@ -709,7 +714,7 @@ async fn admission(
             a.charge = Some(c);
             a
         }),
-        None => admit(core, &req.head, ip, r).inspect_err(|refusal| {
+        None => admit(core, &req.head, ip, r, stream.tls()).inspect_err(|refusal| {
             tracing::debug!(
                 target = %log_target(&req.head),
                 status = refusal.response().status,
@@ -870,7 +875,14 @@ pub async fn receive_handoffs(core: Rc<Core>, rx: flume::Receiver<Handoff>) {
                     Tls::Pending => (None, true),
                     Tls::On(s) => (Some(s), false),
                 };
-                let stream = ServerStream::from_parts(stream, session, hsts_max_age(&core));
+                // A connection carried in over the cluster link's TLS answers a client of
+                // another node: that node's transport, not this TLS, is what the client sees.
+                let hsts = if carried.is_some() {
+                    0
+                } else {
+                    hsts_max_age(&core)
+                };
+                let stream = ServerStream::from_parts(stream, session, hsts);
                 let arrival = Arrival {
                     listener: Listener::Public,
                     peer,

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod accept;
+mod admin;
 pub(crate) mod handshake;
 pub(crate) mod health;
 pub mod reload;
@@ -42,6 +43,10 @@ pub enum ServerError {
     Listeners(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    AdminTls(#[from] crate::tls::AdminTlsError),
+    #[error(transparent)]
+    LinkTls(#[from] crate::tls::LinkTlsError),
 }
 
 /// Scrapes waiting per core; more at once are answered with 503.
@@ -60,8 +65,12 @@ pub struct Server {
     tls_listeners: Vec<std::net::TcpListener>,
     /// What the TLS listener serves, built (certificates read) before anything runs.
     tls: Option<crate::tls::ServerTls>,
+    /// What the admin listener serves TLS with (`admin_tls.*`); `None`: plain.
+    admin_tls: Option<crate::tls::ServerTls>,
     auth: Option<Authenticator>,
     cluster_secret: Option<Arc<Vec<u8>>>,
+    /// The node-to-node link's TLS (`cluster.tls_*`), built before anything runs.
+    cluster_tls: Option<crate::tls::LinkTls>,
     steering: Steering,
 }
 
@@ -401,7 +410,12 @@ impl Server {
         } else {
             Some(crate::tls::server_config(&config.tls)?)
         };
+        let admin_tls = crate::tls::admin_config(&config.admin_tls, config.tls.min_version)?;
         let cluster_secret = config.cluster_secret()?.map(Arc::new);
+        let cluster_tls = match config.cluster.redis_url {
+            Some(_) => crate::tls::link_tls(&config.cluster)?,
+            None => None,
+        };
         let steering = steer(&config, &listeners.public);
         if !listeners.tls.is_empty() && steering == Steering::Bpf {
             // The TLS listeners are a reuseport group of their own; a failure here leaves
@@ -416,8 +430,10 @@ impl Server {
             internal: listeners.internal,
             tls_listeners: listeners.tls,
             tls,
+            admin_tls,
             auth,
             cluster_secret,
+            cluster_tls,
             steering,
         })
     }
@@ -493,7 +509,9 @@ impl Server {
             reloads: Default::default(),
             cluster_requests: cluster_on.then_some(request_tx),
             cluster_secret: self.cluster_secret,
+            cluster_tls: self.cluster_tls,
             tls: self.tls,
+            admin_tls: self.admin_tls,
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, threads) = Self::spawn_workers(

@@ -47,16 +47,24 @@ async fn collect(core: &Core) -> Option<Vec<CoreSnapshot>> {
     Some(all)
 }
 
-/// The certificates this core's TLS listener serves now, with the seconds each has left.
+/// The certificates this core's TLS listener and the admin listener serve now, with the
+/// seconds each has left; a file both serve is listed once (one series per file).
 fn certificates(core: &Core) -> Vec<(String, Option<i64>)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    core.tls_certificates()
+    let (public, admin) = (core.tls_certificates(), core.admin_tls_certificates());
+    let mut out: Vec<(String, Option<i64>)> = Vec::new();
+    for c in public
         .iter()
+        .chain(admin.iter())
         .flat_map(|certs| certs.iter())
-        .map(|c| (c.file.clone(), c.not_after.map(|t| t - now)))
-        .collect()
+    {
+        if !out.iter().any(|(file, _)| *file == c.file) {
+            out.push((c.file.clone(), c.not_after.map(|t| t - now)));
+        }
+    }
+    out
 }
 
 pub async fn scrape(core: &Core, format: Format) -> Response {

@@ -92,6 +92,31 @@ pub fn connected(session: &str, role: &str, peer_present: bool, next_seq: Option
     }
 }
 
+impl Event {
+    /// `acked` (a connection that asked for `resume=`): messages from its role the relay
+    /// has accepted in this session; the client resends from `acked + 1`.
+    pub fn with_acked(self, acked: u64) -> Event {
+        self.with("acked", acked)
+    }
+}
+
+/// Two-way resume: messages from this connection's role accepted so far. Sent as written out
+/// by [`ack_json`]; this form is the reference its test holds it to.
+#[cfg(test)]
+pub fn ack(acked: u64) -> Event {
+    Event::new("ack").with("acked", acked)
+}
+
+/// The text of [`ack`] for the connection whose key is `key`, written without a JSON map
+/// (the same object; a test holds the two together).
+pub fn ack_json(acked: u64, key: &EventKey) -> String {
+    format!(
+        r#"{{"type":"ack","ts":{},"acked":{acked},"key":"{}"}}"#,
+        ts(),
+        key.hex()
+    )
+}
+
 pub fn peer_connected(role: &str) -> Event {
     Event::new("peer_connected").with("role", role)
 }
@@ -138,7 +163,8 @@ mod tests {
         let hex = key.hex();
         assert_eq!(hex.len(), 32);
         for ev in [
-            connected("s", "a", false, Some(3)),
+            connected("s", "a", false, Some(3)).with_acked(2),
+            ack(7),
             peer_connected("b"),
             peer_disconnected("b", 1000),
             resume_gap(5),
@@ -149,6 +175,17 @@ mod tests {
             assert_eq!(v["key"], hex.as_str(), "{v}");
             assert!(v["type"].is_string() && v["ts"].is_u64(), "{v}");
         }
+    }
+
+    #[test]
+    fn the_written_out_ack_is_the_ack_event() {
+        let key = EventKey([0x5c; 16]);
+        let mut fast = parse(&ack_json(77, &key));
+        let mut slow = parse(&ack(77).into_json(&key));
+        assert!(fast["ts"].is_u64());
+        fast["ts"] = 0.into();
+        slow["ts"] = 0.into();
+        assert_eq!(fast, slow);
     }
 
     #[test]
@@ -175,6 +212,15 @@ mod tests {
             )
         );
         assert!(v.get("next_seq").is_none());
+        assert!(v.get("acked").is_none());
+        let v = parse(
+            &connected("r", "a", false, Some(4))
+                .with_acked(9)
+                .into_json(&key),
+        );
+        assert_eq!((&v["next_seq"], &v["acked"]), (&4.into(), &9.into()));
+        let v = parse(&ack(12).into_json(&key));
+        assert_eq!((&v["type"], &v["acked"]), (&"ack".into(), &12.into()));
         let v = parse(&resume_gap(7).into_json(&key));
         assert_eq!(
             (&v["error"], &v["first"]),

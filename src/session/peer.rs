@@ -45,6 +45,13 @@ pub struct Peer {
     /// The relay has dropped this peer (its socket is shut); its pending writes are failing
     /// and their buffers on their way back to the pool.
     pub dropped: Cell<bool>,
+    /// Two-way resume (docs/durability.md): the connection asked for `resume=`, so the
+    /// messages it sends are counted for its role.
+    pub counts: Cell<bool>,
+    /// A task will send an `ack` within `session.ack_delay` (relay::ack).
+    pub ack_armed: Cell<bool>,
+    /// A task is sending the `ack` due at once (relay::ack): at most one per connection.
+    pub ack_sending: Cell<bool>,
 }
 
 // One `Peer` (in an `Rc`) per connection for its whole life: at the default
@@ -95,6 +102,9 @@ impl Peer {
             write_since_ms: Cell::new(None),
             pinned: Cell::new(0),
             dropped: Cell::new(false),
+            counts: Cell::new(false),
+            ack_armed: Cell::new(false),
+            ack_sending: Cell::new(false),
         }
     }
 
@@ -207,17 +217,38 @@ impl Peer {
     /// forwarded message is half written (the only case is a peer about to be closed with
     /// 4004, where the event is moot).
     pub async fn send_event(&self, event: Event) -> std::io::Result<()> {
+        self.send_event_written(event).await.map(|_| ())
+    }
+
+    /// As [`Peer::send_event`]; `Ok(false)` when the event was skipped.
+    pub async fn send_event_written(&self, event: Event) -> std::io::Result<bool> {
         if !self.events {
-            return Ok(());
+            return Ok(false);
         }
-        let frame = self.event_bytes(event);
+        self.send_event_frame(self.event_bytes(event)).await
+    }
+
+    /// The text frame of an `ack` event (two-way resume) addressed to this peer. Written out
+    /// directly: acks are the one event sent all along a busy stream (every
+    /// `session.ack_every` messages), so they skip building a JSON map.
+    pub fn ack_bytes(&self, acked: u64) -> Vec<u8> {
+        let json = super::events::ack_json(acked, &self.event_key);
+        event_frame(&json)
+    }
+
+    /// Writes an event's frame (from `event_bytes` or `ack_bytes`); `Ok(false)` when it was
+    /// skipped (no events, a forwarded message half written, or closing).
+    pub async fn send_event_frame(&self, frame: Vec<u8>) -> std::io::Result<bool> {
+        if !self.events {
+            return Ok(false);
+        }
         let Ok(_permit) = self.gate.acquire().await else {
             return Err(std::io::ErrorKind::BrokenPipe.into());
         };
         if self.data_open.get() || self.is_closing() {
-            return Ok(());
+            return Ok(false);
         }
-        self.write_locked(frame).await
+        self.write_locked(frame).await.map(|_| true)
     }
 
     /// Sends a text message that must not be skipped (a bridged request). Unlike an event it

@@ -40,6 +40,21 @@ impl Session {
             .cloned()
     }
 
+    /// The seated peer with this id.
+    pub fn peer(&self, id: u64) -> Option<Rc<Peer>> {
+        self.slots
+            .borrow()
+            .iter()
+            .flatten()
+            .find(|p| p.id == id)
+            .cloned()
+    }
+
+    /// Holds a seat (was not replaced, has not left).
+    pub fn seated(&self, id: u64) -> bool {
+        self.peer_ids().contains(&Some(id))
+    }
+
     pub fn peers(&self) -> Vec<Rc<Peer>> {
         self.slots.borrow().iter().flatten().cloned().collect()
     }

@@ -2,6 +2,9 @@
 //! messages delivered to a role are numbered 1, 2, 3 ..., and once that role has connected
 //! with `resume=`, the newest of them are kept after delivery, so that a client whose
 //! connection dropped can say how many it processed and get the rest again.
+//!
+//! The other half of two-way resume lives here too: how many messages the same role has
+//! sent that the relay accepted (`accepted`), which a reconnecting client resends after.
 
 use super::Backlog;
 
@@ -17,6 +20,13 @@ pub struct Replay {
     pub ring: Backlog,
     /// The role that sent the newest message kept.
     pub last_from: Box<str>,
+    /// Messages from this role the relay accepted (read whole, then forwarded, kept or
+    /// dropped by policy) on its connections that asked for `resume=`: `acked` in
+    /// `connected` and in `ack` events.
+    pub accepted: u64,
+    /// The `accepted` the role's seated connection was last told (in `connected` or an
+    /// `ack` event).
+    pub told: u64,
 }
 
 /// `resume=N` asks for messages that are no longer kept.
@@ -33,6 +43,8 @@ impl Replay {
             numbered: 0,
             ring: Backlog::new(""),
             last_from: "".into(),
+            accepted: 0,
+            told: 0,
         }
     }
 
@@ -44,9 +56,26 @@ impl Replay {
     /// Keeps a delivered whole message and numbers it. Returns the bytes freed to stay
     /// within `limit` (the caller settles the ring's charge with the core's budget).
     pub fn keep_whole(&mut self, message: &[u8], from: &str, limit: usize) -> usize {
+        // Frames of a message whose sender left before its end (its receiver was closed
+        // with 4004): the message is resent whole, so they are never delivered.
+        let freed = if self.ring.has_open() {
+            self.ring.abandon_open()
+        } else {
+            0
+        };
         self.ring.push_whole(message);
         self.numbered += 1;
-        self.keep_within(limit, from)
+        freed + self.keep_within(limit, from)
+    }
+
+    /// The sender `by` left (or lost its seat) before the end of the message whose frames
+    /// the window holds open: they are dropped. Returns the bytes freed.
+    pub fn abandon_by(&mut self, by: u64) -> usize {
+        if self.ring.has_open() && self.ring.open_by == Some(by) {
+            self.ring.abandon_open()
+        } else {
+            0
+        }
     }
 
     /// Keeps one forwarded frame; numbers its message when the frame ends it. Returns the
@@ -128,6 +157,27 @@ mod tests {
         assert_eq!(frames, want);
         r.keep_whole(&frame(true, OpCode::Text, b"w"), "c", 1000);
         assert_eq!((r.numbered, &*r.last_from), (12, "c"));
+    }
+
+    #[test]
+    fn a_torn_message_s_frames_are_dropped_never_numbered() {
+        let mut r = Replay::new("b");
+        r.keep_frame(&frame(true, OpCode::Text, b"one"), "a", 1, 1000);
+        let part = frame(false, OpCode::Text, b"first half");
+        r.keep_frame(&part, "a", 1, 1000);
+        // Another sender's frames are not this one's to drop.
+        assert_eq!(r.abandon_by(2), 0);
+        assert_eq!(r.abandon_by(1), part.len());
+        assert_eq!((r.numbered, r.ring.has_open()), (1, false));
+        // A whole message delivered from a backlog (the torn one, resent) drops frames left
+        // open by a sender that never finished.
+        r.keep_frame(&part, "a", 3, 1000);
+        let whole = frame(true, OpCode::Text, b"first half, second half");
+        assert_eq!(r.keep_whole(&whole, "a", 1000), part.len());
+        let (frames, ends) = r.after(1).unwrap();
+        assert_eq!((frames, ends.len(), r.numbered), (whole, 1, 2));
+        // The sending half's count is the role's own, untouched by numbering.
+        assert_eq!(r.accepted, 0);
     }
 
     #[test]

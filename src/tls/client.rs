@@ -129,6 +129,25 @@ pub fn client_config(trust: &Trust, resumption: bool) -> Result<Arc<ClientConfig
     Ok(Arc::new(config))
 }
 
+/// A client configuration that presents a certificate of its own (mutual TLS: the cluster
+/// link's carrier, `tls::link`) and trusts only `roots`; ALPN is `alpn` alone, no session
+/// resumption (each link is one long connection, opened rarely).
+pub fn mutual_config(
+    roots: RootCertStore,
+    chain: Vec<CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    alpn: &[u8],
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = Arc::new(super::provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
 /// The CA certificates of a PEM file. Every certificate in it must parse, so that a file
 /// cut short or of the wrong kind is an error at start, not a refused handshake later.
 fn file_roots(path: &Path) -> Result<RootCertStore, ClientTlsError> {

@@ -6,19 +6,25 @@
 //! when each certificate expires. No I/O but reading the files named in the config; the glue
 //! that runs a session on a socket is `runtime::tls`, a layer up.
 //!
+//! `link`: the node-to-node link's mutual TLS with the cluster CA (`cluster.tls_*`).
+//!
 //! `client`: the relay's own clients (`ringrelay agent`, `ringrelay load`) over `wss://` and
 //! `https://`: whom they trust, and their TLS stream over monoio's owned-buffer I/O (which
 //! needs only monoio and rustls, so it stays in this layer).
 #![forbid(unsafe_code)]
 
+mod admin;
 pub mod client;
 mod failure;
+mod link;
 mod server;
 mod x509;
 
+pub use admin::{admin_config, AdminTlsError};
 pub use failure::{Failure, Negotiated};
+pub use link::{link_tls, LinkTls, LinkTlsError};
 pub use server::{server_config, CertInfo, ServerTls, TlsError};
-pub use x509::{not_after, subject_cn};
+pub use x509::{client_names, not_after, subject_cn, ClientNames};
 
 use rustls::crypto::ring::kx_group;
 use rustls::crypto::CryptoProvider;

@@ -253,6 +253,7 @@ mod tests {
             min_version: TlsVersion::V1_2,
             client_ca_file: None,
             client_auth: ClientAuth::Off,
+            client_grants: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Two fields of a certificate, read from its DER with just enough of a parser to reach them
 //! (Certificate → TBSCertificate → Validity, Subject): its notAfter, for the expiry gauges in
-//! /stats and /metrics, and its subject's common name, for a verified client certificate.
+//! /stats and /metrics, and its subject's common name, for a verified client certificate
+//! (whose subject alternative names webpki reads: `client_names`).
 
 /// One DER element: its tag, its contents and what follows it. Lengths up to four bytes.
 fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -74,6 +75,52 @@ pub fn subject_cn(cert: &[u8]) -> Option<String> {
     None
 }
 
+/// The names a verified client certificate goes by, for admission by certificate
+/// (`tls.client_grants`): its subject's common name and its subject alternative names of
+/// the DNS and URI kinds (webpki's reading of the extension).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientNames {
+    pub cn: Option<String>,
+    pub dns: Vec<String>,
+    pub uris: Vec<String>,
+}
+
+impl ClientNames {
+    /// Whether `subject` is one of these names: the common name and URIs exactly, DNS names
+    /// ASCII-case-insensitively (as DNS compares them).
+    pub fn matches(&self, subject: &str) -> bool {
+        self.cn.as_deref() == Some(subject)
+            || self.uris.iter().any(|u| u == subject)
+            || self.dns.iter().any(|d| d.eq_ignore_ascii_case(subject))
+    }
+
+    /// The name to log: the common name, else the first SAN.
+    pub fn display(&self) -> &str {
+        self.cn
+            .as_deref()
+            .or(self.dns.first().map(String::as_str))
+            .or(self.uris.first().map(String::as_str))
+            .unwrap_or("")
+    }
+}
+
+/// The names of a DER certificate (one the handshake has already verified).
+pub fn client_names(cert: &[u8]) -> ClientNames {
+    let der = rustls::pki_types::CertificateDer::from(cert);
+    let (dns, uris) = match webpki::EndEntityCert::try_from(&der) {
+        Ok(ee) => (
+            ee.valid_dns_names().map(str::to_string).collect(),
+            ee.valid_uri_names().map(str::to_string).collect(),
+        ),
+        Err(_) => (Vec::new(), Vec::new()),
+    };
+    ClientNames {
+        cn: subject_cn(cert),
+        dns,
+        uris,
+    }
+}
+
 /// UTCTime (`YYMMDDHHMMSSZ`, years 1950 to 2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
 fn parse_time(tag: u8, s: &[u8]) -> Option<i64> {
     let digits = |b: &[u8]| -> Option<i64> {
@@ -139,6 +186,33 @@ mod tests {
             None,
             "a truncated certificate"
         );
+    }
+
+    #[test]
+    fn client_names_are_the_cn_and_the_dns_and_uri_sans() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["Device-7.Example".to_string()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://fleet/device-7".try_into().unwrap(),
+        ));
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "device-7");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names = client_names(params.self_signed(&key).unwrap().der());
+        assert_eq!(names.cn.as_deref(), Some("device-7"));
+        assert!(names.matches("device-7"));
+        assert!(
+            !names.matches("DEVICE-7"),
+            "a common name is matched exactly"
+        );
+        assert!(names.matches("device-7.example"), "DNS names ignore case");
+        assert!(names.matches("spiffe://fleet/device-7"));
+        assert!(!names.matches("device"));
+        assert!(!names.matches(""));
+        assert_eq!(names.display(), "device-7");
+        assert_eq!(client_names(b"not a certificate"), ClientNames::default());
     }
 
     #[test]

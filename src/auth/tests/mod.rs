@@ -1,5 +1,6 @@
 //! Unit tests for auth. Helpers live here; the cases are split by topic.
 
+mod certs;
 mod grant;
 mod keys;
 mod props;

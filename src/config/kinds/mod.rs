@@ -12,9 +12,11 @@ use super::apply::{Input, Raw, Secrecy, MIN_SECRET_BYTES};
 use super::render::{self, Out};
 use super::{has_password, redact_url, ConfigError, DemoMode};
 
+mod grants;
 mod keys;
 mod text;
 
+pub(super) use grants::Grants;
 pub(super) use keys::Keys;
 
 pub(super) use text::{LogFilter, Methods, Origins, RegistryName, Role, Trimmed};

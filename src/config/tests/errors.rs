@@ -464,3 +464,16 @@ fn tls_certificates_read_from_a_table_array() {
     let err = Config::load(Some(bad.path()), &env(&[]), &CliOverrides::default()).unwrap_err();
     assert_names(&err, "tls.certificates", "unknown key \"keyfile\"");
 }
+
+#[test]
+fn cluster_tls_server_name_must_be_checkable() {
+    let err = load_toml("[cluster]\ntls_server_name = \"not a name!\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cluster.tls_server_name"), "{err}");
+    assert!(err.contains("DNS name or IP address"), "{err}");
+    for ok in ["nodes.cluster.internal", "10.0.0.7", ""] {
+        let c = load_toml(&format!("[cluster]\ntls_server_name = \"{ok}\"")).unwrap();
+        assert_eq!(c.cluster.tls_server_name, ok);
+    }
+}

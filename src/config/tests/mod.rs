@@ -3,6 +3,7 @@
 mod docs;
 mod duration;
 mod errors;
+mod grants;
 mod keys;
 mod layering;
 mod live;
@@ -100,6 +101,8 @@ pub(super) fn sample(key: &str) -> &'static str {
         "session.overflow" => "drop_oldest",
         "session.core_buffer_budget" => "1000000",
         "session.replay_bytes" => "4096",
+        "session.ack_every" => "16",
+        "session.ack_delay" => "20ms",
         "session.close_timeout" => "500ms",
         "bridge.agent_role" => "bot_2",
         "bridge.timeout" => "90s",
@@ -131,6 +134,11 @@ pub(super) fn sample(key: &str) -> &'static str {
         "tls.min_version" => "1.3",
         "tls.client_ca_file" => "/etc/ringrelay/tls/clients.pem",
         "tls.client_auth" => "optional",
+        "tls.client_grants" => "device-42=s42/agent, ops.example=*",
+        "admin_tls.cert_file" => "/etc/ringrelay/tls/admin.pem",
+        "admin_tls.key_file" => "/etc/ringrelay/tls/admin.key",
+        "admin_tls.client_ca_file" => "/etc/ringrelay/tls/scrapers.pem",
+        "admin_tls.client_auth" => "required",
         "log.level" => "warn,ringrelay=debug",
         "log.format" => "json",
         "stats.latency" => "false",
@@ -150,6 +158,10 @@ pub(super) fn sample(key: &str) -> &'static str {
         "cluster.request_queue" => "100",
         "cluster.max_pending_links_per_ip" => "4",
         "cluster.max_pending_links" => "40",
+        "cluster.tls_cert_file" => "/etc/ringrelay/cluster/node.pem",
+        "cluster.tls_key_file" => "/etc/ringrelay/cluster/node.key",
+        "cluster.tls_ca_file" => "/etc/ringrelay/cluster/ca.pem",
+        "cluster.tls_server_name" => "relay-7.cluster.internal",
         other => panic!("no sample for {other}: add one when adding a key"),
     }
 }

@@ -61,6 +61,7 @@ fn output_is_sectioned_like_the_docs() {
             "[auth]",
             "[security]",
             "[tls]",
+            "[admin_tls]",
             "[log]",
             "[stats]",
             "[cluster]",

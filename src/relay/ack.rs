@@ -1,0 +1,125 @@
+//! Two-way resume, the sender's half (docs/durability.md): the messages a connection that
+//! asked for `resume=` sends are counted for its role as the relay accepts them, and with
+//! `events=1` it is told the count in `ack` events: at once every `session.ack_every`
+//! messages, else within `session.ack_delay` of the last one, so a client can free its
+//! outbox. The count lives with the session (`Replay::accepted`), so a reconnecting
+//! connection of the role learns it in its `connected` (`acked`) and resends from there.
+//!
+//! Nothing here runs for a connection that did not ask: the forwarding path reads one flag.
+
+use crate::context::Core;
+use crate::session::{Peer, Replay, Session};
+use crate::stats::bump;
+use std::rc::Rc;
+
+fn with_role<T>(session: &Session, role: &str, f: impl FnOnce(&mut Replay) -> T) -> Option<T> {
+    let mut replays = session.replays.borrow_mut();
+    replays.iter_mut().find(|r| *r.role == *role).map(f)
+}
+
+/// Messages from `role` accepted so far in `session`, and how many its connection was told.
+fn state(session: &Session, role: &str) -> (u64, u64) {
+    with_role(session, role, |r| (r.accepted, r.told)).unwrap_or_default()
+}
+
+/// Credits `sender`'s role with `n` more accepted messages. True when an ack is due at once
+/// (`session.ack_every` reached: the caller sends it with [`send`]); otherwise, with some not
+/// yet told, makes sure one goes out within `session.ack_delay`.
+pub fn count(core: &Rc<Core>, session: &Rc<Session>, sender: &Rc<Peer>, n: u64) -> bool {
+    let Some((k, told)) = with_role(session, &sender.role, |r| {
+        r.accepted += n;
+        (r.accepted, r.told)
+    }) else {
+        return false;
+    };
+    if !sender.events {
+        return false;
+    }
+    if k - told >= core.config().session.ack_every as u64 {
+        return true;
+    }
+    arm(core, session, sender);
+    false
+}
+
+/// Writes `ack` with the role's count now to `peer`, unless its connection was told as much
+/// already. True when written or not needed. A skipped one (a message from the peer is half
+/// written to this connection) is left to the delayed ack.
+///
+/// The count is read here, not earlier: the acks of a connection queue at its write gate in
+/// the order they got here, so reading it here keeps the counts they carry from going down.
+async fn write(core: &Core, session: &Session, peer: &Peer) -> std::io::Result<bool> {
+    let (k, told) = state(session, &peer.role);
+    if k <= told {
+        return Ok(true);
+    }
+    let written = peer.send_event_frame(peer.ack_bytes(k)).await?;
+    if written {
+        bump(&core.stats.acks_sent, 1);
+        with_role(session, &peer.role, |r| r.told = r.told.max(k));
+    }
+    Ok(written)
+}
+
+/// The ack due at once after a read (`count` said so), from a task of its own: the reader
+/// goes on reading meanwhile (awaiting the write cost a closed-loop sender about 10 % of its
+/// rate). One such task per connection at most: it goes on while `session.ack_every` more
+/// were accepted during its write, so a client that does not read its acks holds one task
+/// and one ack, not one per read.
+pub fn send(core: &Rc<Core>, session: &Rc<Session>, peer: &Rc<Peer>) {
+    if peer.ack_sending.replace(true) {
+        return;
+    }
+    let (core, session, peer) = (core.clone(), session.clone(), peer.clone());
+    monoio::spawn(async move {
+        let every = core.config().session.ack_every as u64;
+        loop {
+            match write(&core, &session, &peer).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    arm(&core, &session, &peer);
+                    break;
+                }
+                Err(_) => break,
+            }
+            let (k, told) = state(&session, &peer.role);
+            if !session.seated(peer.id) {
+                break;
+            }
+            if k - told < every {
+                // The rest within the delay, as after any read below `ack_every`.
+                if k > told {
+                    arm(&core, &session, &peer);
+                }
+                break;
+            }
+        }
+        peer.ack_sending.set(false);
+    });
+}
+
+/// One task per connection at most: waits `session.ack_delay`, tells the count, and goes
+/// again while the count moved on meanwhile or the ack could not be written.
+fn arm(core: &Rc<Core>, session: &Rc<Session>, peer: &Rc<Peer>) {
+    if peer.ack_armed.get() {
+        return;
+    }
+    peer.ack_armed.set(true);
+    let (core, session, peer) = (core.clone(), session.clone(), peer.clone());
+    monoio::spawn(async move {
+        loop {
+            monoio::time::sleep(core.config().session.ack_delay).await;
+            if peer.is_closing() || peer.dropped.get() || !session.seated(peer.id) {
+                break;
+            }
+            let (k, told) = state(&session, &peer.role);
+            if k <= told {
+                break;
+            }
+            if write(&core, &session, &peer).await.is_err() {
+                break;
+            }
+        }
+        peer.ack_armed.set(false);
+    });
+}
