@@ -178,7 +178,11 @@ fn stats_under_load_answers_quickly_and_forwarding_goes_on() {
     let out = load.wait_with_output().unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["errors"], 0, "{report}");
-    assert!(forwarded.len() >= 3, "only {} scrapes in 2.5 s", forwarded.len());
+    assert!(
+        forwarded.len() >= 3,
+        "only {} scrapes in 2.5 s",
+        forwarded.len()
+    );
     times.sort();
     let (median, max) = (times[times.len() / 2], times[times.len() - 1]);
     eprintln!("scrape under load: median {median:?}, max {max:?}");
