@@ -131,7 +131,8 @@ impl Sources {
         // Non-UTF-8 values cannot belong to a key; skipping them avoids `env::vars`' panic.
         let env: Vec<(String, String)> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .filter(|(k, _)| k.starts_with("RINGRELAY_"))
+            // `PORT`: the hosting platforms' convention (config/layers.rs, lowest layer).
+            .filter(|(k, _)| k.starts_with("RINGRELAY_") || k == "PORT")
             .collect();
         let cli = CliOverrides {
             listen: args.listen.clone(),

@@ -875,6 +875,8 @@ fn haproxy_sends_both_peers_of_a_session_to_one_node(driver: &str) {
         let a = proxy.connect(&format!("/v1/relay/{}?role=desktop", session(i)));
         let mut b = proxy.connect(&format!("/mobile/{}", session(i)));
         assert_eq!(recv_event(&mut b)["peer_present"], true);
+        // The compatible path also says the desktop is there (tests/durable_events.rs).
+        assert_eq!(recv_event(&mut b)["type"], "desktop_connected");
         (a, b)
     };
     let mut pairs: Vec<(Ws, Ws)> = (0..SESSIONS).map(pair).collect();

@@ -186,9 +186,11 @@ fn same_role_replaces_and_third_peer_is_refused(driver: &str) {
     let srv = TestServer::start(driver, 2, &[]);
     let mut d = srv.connect("/desktop/rep");
     let mut m = srv.connect("/mobile/rep");
+    // The compatible paths speak the Durable Object relay's events (tests/durable_events.rs).
     assert_eq!(recv_event(&mut d)["type"], "connected");
-    assert_eq!(recv_event(&mut d)["type"], "peer_connected");
+    assert_eq!(recv_event(&mut d)["type"], "mobile_connected");
     assert_eq!(recv_event(&mut m)["type"], "connected");
+    assert_eq!(recv_event(&mut m)["type"], "desktop_connected");
     let (status, head, body) = get(srv.addr, "/v1/relay/rep?role=agent");
     assert_eq!(status, 400, "a plain GET is no upgrade: {head}");
     let third = tungstenite::client::client(
@@ -208,7 +210,8 @@ fn same_role_replaces_and_third_peer_is_refused(driver: &str) {
     let mut m2 = srv.connect("/mobile/rep");
     assert_eq!(recv_close(&mut m), Some(4001));
     assert_eq!(recv_event(&mut m2)["peer_present"], true);
-    assert_eq!(recv_event(&mut d)["type"], "peer_connected");
+    assert_eq!(recv_event(&mut m2)["type"], "desktop_connected");
+    assert_eq!(recv_event(&mut d)["type"], "mobile_connected");
     m2.send(Message::text("from the new phone")).unwrap();
     assert_eq!(recv_text(&mut d), "from the new phone");
     d.send(Message::text("to the new phone")).unwrap();

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod answers;
+pub mod cors;
 pub(crate) mod failure;
 pub(crate) mod framing;
 pub(crate) mod headers;

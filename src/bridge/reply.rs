@@ -25,13 +25,17 @@ pub struct Origin {
     pub active_content: bool,
     /// Without it the agent's `Set-Cookie` headers are dropped.
     pub cookies: bool,
+    /// CORS is the relay's (`cors.allowed_origins` set): the agent's `Access-Control-*`
+    /// headers are dropped (bridge/cors.rs).
+    pub relay_cors: bool,
 }
 
 impl Origin {
-    pub fn of(cfg: &crate::config::BridgeConfig) -> Origin {
+    pub fn of(cfg: &crate::config::Config) -> Origin {
         Origin {
-            active_content: cfg.allow_active_content,
-            cookies: cfg.pass_cookies,
+            active_content: cfg.bridge.allow_active_content,
+            cookies: cfg.bridge.pass_cookies,
+            relay_cors: !cfg.cors.allowed_origins.is_empty(),
         }
     }
 }
@@ -66,6 +70,7 @@ pub fn http_response(msg: &HttpResponseMsg, head_request: bool, origin: Origin) 
         .iter()
         .filter(|(n, _)| !RELAY_OWNED.contains(&n.as_str()))
         .filter(|(n, _)| origin.cookies || !sets_cookie(n))
+        .filter(|(n, _)| !origin.relay_cors || !super::cors::relay_owned(n))
     {
         let _ = write!(head, "{n}: {v}\r\n");
     }
@@ -116,6 +121,7 @@ mod tests {
     const DEFAULT: Origin = Origin {
         active_content: false,
         cookies: false,
+        relay_cors: false,
     };
 
     fn http_response(msg: &HttpResponseMsg, head_request: bool) -> Vec<u8> {
@@ -148,6 +154,7 @@ mod tests {
         let all = Origin {
             active_content: true,
             cookies: true,
+            relay_cors: false,
         };
         let t = text(super::http_response(&m, false, all));
         assert!(!t.contains("sandbox"), "{t}");
@@ -182,6 +189,28 @@ mod tests {
         for gone in ["999", "chunked", "keep-alive", "max-age"] {
             assert!(!t.contains(gone), "{gone} in {t}");
         }
+    }
+
+    #[test]
+    fn with_relay_cors_the_agent_s_access_control_headers_are_dropped() {
+        let m = msg(
+            200,
+            &[
+                ("Access-Control-Allow-Origin", "*"),
+                ("access-control-allow-credentials", "true"),
+                ("X-Api", "1"),
+            ],
+            b"",
+        );
+        let t = text(http_response(&m, false));
+        assert_eq!(t.to_ascii_lowercase().matches("access-control-").count(), 2);
+        let cors = Origin {
+            relay_cors: true,
+            ..DEFAULT
+        };
+        let t = text(super::http_response(&m, false, cors));
+        assert!(!t.to_ascii_lowercase().contains("access-control-"), "{t}");
+        assert!(t.contains("x-api: 1\r\n"), "{t}");
     }
 
     #[test]

@@ -305,7 +305,7 @@ async fn wait_for_answer(
             }
             Reply {
                 status: r.status,
-                bytes: http_response(&r, head_request, Origin::of(&core.config().bridge)),
+                bytes: http_response(&r, head_request, Origin::of(&core.config())),
             }
         }
         Answer::Malformed => Failure::BadAgentAnswer.reply(&core.stats),

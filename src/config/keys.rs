@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::{
-    Addr, CertList, Choice, Demo, Dur, FilePath, Flag, Grants, Int, Keys, List, LogFilter, Methods,
-    OptionalAddr, OptionalText, Origins, RedisUrl, RegistryName, Role, Secret, TokenLifetime,
-    Trimmed,
+    Addr, CertList, Choice, Demo, Dur, FilePath, Flag, Grants, HeaderNames, Int, Keys, List,
+    LogFilter, Methods, OptionalAddr, OptionalText, Origins, RedisUrl, RegistryName, Role, Secret,
+    TokenLifetime, Trimmed,
 };
 use super::{
     AuthKey, CertPair, ClientAuth, ClientGrant, ClientIpHeader, DemoMode, DriverChoice, EchoRoute,
@@ -199,6 +199,23 @@ config_keys! {
         /// Off (the default), an agent's `Set-Cookie` headers are dropped: an agent may not
         /// set cookies for the relay's origin, which every other agent's answers share.
         pass_cookies: bool { default: false, parse: Flag }
+    }
+
+    /// CORS on the HTTP bridge, for a page on another origin (docs/bridge.md, "CORS"). Off
+    /// while `allowed_origins` is empty: no CORS headers, preflights go to the agent.
+    [cors] CorsConfig {
+        /// Origins whose pages may call the bridge: `*` (any but `null`) or
+        /// `scheme://host[:port]`. Each must also pass `security.allowed_origins`.
+        allowed_origins: Vec<String> { default: Vec::new(), parse: Origins }
+        /// Request headers a preflight may ask for (names, any case).
+        allowed_headers: Vec<String> {
+            default: strings(&["authorization", "content-type"]),
+            parse: HeaderNames,
+        }
+        /// Response headers a page may read besides the CORS-safelisted ones.
+        expose_headers: Vec<String> { default: Vec::new(), parse: HeaderNames }
+        /// How long a browser may reuse a preflight's answer (`Access-Control-Max-Age`).
+        max_age: Duration { default: secs(600), parse: Dur::ANY }
     }
 
     /// Tokens (docs/auth.md). At most one of the two secrets is set (checked by

@@ -66,8 +66,44 @@ pub(super) fn load_text(
             )?;
         }
     }
+    if !origins.contains_key("listen") {
+        hosting_port(&mut cfg, &mut origins, env)?;
+    }
     validate(&cfg, &origins)?;
     Ok(cfg)
+}
+
+/// The variable hosting platforms (Render, Railway, Heroku, Cloud Run, most container
+/// platforms) set to the port they route to.
+const PORT_VAR: &str = "PORT";
+
+/// `PORT`, when nothing else named `listen`: the public listener on all IPv4 addresses at that
+/// port (the platform's router reaches the container from outside, so loopback would be
+/// unreachable; IPv4 because some container networks have no IPv6 at all). The lowest layer
+/// above the default: the file, `RINGRELAY_LISTEN` and `--listen` all win. Only read when it
+/// would be used, so a stray `PORT` beside an explicit `listen` can never stop the relay.
+fn hosting_port(
+    cfg: &mut Config,
+    origins: &mut Origins,
+    env: &[(String, String)],
+) -> Result<(), ConfigError> {
+    let Some((_, value)) = env.iter().rev().find(|(name, _)| name == PORT_VAR) else {
+        return Ok(());
+    };
+    let port = value
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| ConfigError::Invalid {
+            key: "listen".to_string(),
+            value: format!("{value:?}"),
+            reason: "PORT must be a port number from 1 to 65535".to_string(),
+            origin: format!("environment variable {PORT_VAR}"),
+        })?;
+    cfg.listen = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+    origins.insert("listen", format!("environment variable {PORT_VAR}"));
+    Ok(())
 }
 
 fn set(

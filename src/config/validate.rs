@@ -34,6 +34,7 @@ pub(super) fn validate(cfg: &Config, origins: &Origins) -> Result<(), ConfigErro
     cluster(cfg, &blame)?;
     secrets(cfg, &blame)?;
     security(cfg, &blame)?;
+    cors(cfg, &blame)?;
     tls(cfg, &blame)?;
     listeners(cfg, &blame)
 }
@@ -188,6 +189,28 @@ fn security(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
         "\"proxy-protocol\"".to_string(),
         reason.to_string(),
     ))
+}
+
+/// A CORS origin must also pass `security.allowed_origins`, or its page's preflight would be
+/// answered and every request after it refused 403: a config that cannot work.
+fn cors(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
+    let allowed = &cfg.security.allowed_origins;
+    if allowed.iter().any(|o| o == "*") {
+        return Ok(());
+    }
+    let Some(lost) = cfg
+        .cors
+        .allowed_origins
+        .iter()
+        .find(|o| !allowed.iter().any(|a| a.eq_ignore_ascii_case(o)))
+    else {
+        return Ok(());
+    };
+    let reason = format!(
+        "{lost:?} is not in security.allowed_origins, so its requests would be refused 403"
+    );
+    let value = format!("{:?}", cfg.cors.allowed_origins);
+    Err(blame.invalid("cors.allowed_origins", value, reason))
 }
 
 /// With SO_REUSEPORT on both listeners the kernel would spread connections between them.

@@ -98,12 +98,17 @@ impl Response {
             let _ = write!(head, "{n}: {v}\r\n");
         }
         head.push_str(SECURITY_HEADERS);
-        if self.status != 101 {
-            let _ = write!(
-                head,
-                "Content-Length: {}\r\nConnection: close\r\n",
-                self.body.len()
-            );
+        match self.status {
+            101 => {}
+            // RFC 9110 section 8.6: never a Content-Length on a 204 (nor a body on a 304).
+            204 | 304 => head.push_str("Connection: close\r\n"),
+            _ => {
+                let _ = write!(
+                    head,
+                    "Content-Length: {}\r\nConnection: close\r\n",
+                    self.body.len()
+                );
+            }
         }
         head.push_str("\r\n");
         let mut out = head.into_bytes();

@@ -14,6 +14,9 @@ pub struct RelayTarget {
     /// `resume=N`: the client has fully processed N messages of this session and role, and
     /// wants the rest again (docs/durability.md).
     pub resume: Option<u64>,
+    /// Came in on `/desktop/{id}` or `/mobile/{id}`: its events take the Durable Object
+    /// relay's shapes (session/events/durable.rs).
+    pub durable_events: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +115,15 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
             role,
             events,
             resume,
+            durable_events: false,
         }))
+    };
+    let durable = |r: Result<Route, RouteError>| match r {
+        Ok(Route::Relay(t)) => Ok(Route::Relay(RelayTarget {
+            durable_events: true,
+            ..t
+        })),
+        other => other,
     };
     if let Some(session) = path.strip_prefix("/v1/relay/") {
         return relay(
@@ -122,10 +133,10 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
         );
     }
     if let Some(session) = path.strip_prefix("/desktop/") {
-        return relay(session, Some("desktop".into()), true);
+        return durable(relay(session, Some("desktop".into()), true));
     }
     if let Some(session) = path.strip_prefix("/mobile/") {
-        return relay(session, Some("mobile".into()), true);
+        return durable(relay(session, Some("mobile".into()), true));
     }
     if let Some(rest) = path.strip_prefix("/v1/http/") {
         let session = rest.split('/').next().unwrap_or("");
@@ -195,6 +206,7 @@ mod tests {
                 role: Some("agent".into()),
                 events: true,
                 resume: None,
+                durable_events: false,
             }))
         );
         assert_eq!(
@@ -204,6 +216,7 @@ mod tests {
                 role: None,
                 events: false,
                 resume: None,
+                durable_events: false,
             }))
         );
         assert_eq!(
@@ -213,6 +226,7 @@ mod tests {
                 role: Some("mobile".into()),
                 events: true,
                 resume: None,
+                durable_events: true,
             }))
         );
         match r("/v1/relay/s?resume=0") {

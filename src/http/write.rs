@@ -16,6 +16,12 @@ pub trait AnswerStream: AsyncReadRent + AsyncWriteRent {
     fn hsts(&self) -> Option<String> {
         None
     }
+
+    /// Header lines (each ending in CRLF) every answer on it carries, if any: CORS for a
+    /// bridged request from an allowed origin (`bridge::cors`), set once its head is read.
+    fn answer_lines(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl AnswerStream for TcpStream {}
@@ -41,11 +47,23 @@ pub fn add_hsts(bytes: &mut Vec<u8>, value: &str) {
     bytes.splice(eol + 2..eol + 2, line.into_bytes());
 }
 
+/// Adds header `lines` (each ending in CRLF) after the status line of the response in
+/// `bytes`.
+pub fn add_lines(bytes: &mut Vec<u8>, lines: &str) {
+    let Some(eol) = bytes.windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
+    bytes.splice(eol + 2..eol + 2, lines.bytes());
+}
+
 /// Writes a whole HTTP response, then closes so the client reads it before any reset an
 /// unread request body would cause.
 pub async fn write_and_close(stream: &mut impl AnswerStream, mut bytes: Vec<u8>) {
     if let Some(v) = stream.hsts() {
         add_hsts(&mut bytes, &v);
+    }
+    if let Some(lines) = stream.answer_lines() {
+        add_lines(&mut bytes, lines);
     }
     let (r, _) = stream.write_all(bytes).await;
     if r.is_err() {

@@ -57,6 +57,9 @@ pub enum Refusal {
     /// A plain-text request on the TLS listener: 400 in clear, saying so,
     /// `tls_handshake_failed_not_tls`.
     NotTls,
+    /// A CORS preflight on the bridge from an origin not in `cors.allowed_origins`: 403 with
+    /// no CORS headers, `cors_preflights_refused` (bridge/cors.rs).
+    CorsOrigin,
 }
 
 impl Refusal {
@@ -94,6 +97,11 @@ impl Refusal {
                 "tls_required",
                 "this port speaks TLS: use https:// or wss://",
             ),
+            Refusal::CorsOrigin => Response::error(
+                403,
+                "cors_origin_not_allowed",
+                "this origin may not call the bridge from a browser (cors.allowed_origins)",
+            ),
         }
     }
 
@@ -114,6 +122,7 @@ impl Refusal {
             Refusal::WorkerFull => Some(&stats.worker_full_refused),
             Refusal::OwnerUnreachable(_) => Some(&stats.cluster_carry_failed),
             Refusal::NotTls => Some(&stats.tls_handshake_failed_not_tls),
+            Refusal::CorsOrigin => Some(&stats.cors_preflights_refused),
             Refusal::OwnerMoved | Refusal::ClusterUnavailable(_) => {
                 Some(&stats.cluster_unavailable)
             }
@@ -185,6 +194,7 @@ mod tests {
             Refusal::HandoffBusy,
             Refusal::OwnerUnreachable("the session's node cannot be reached"),
             Refusal::ClusterUnavailable("the cluster registry cannot be reached"),
+            Refusal::CorsOrigin,
         ]
     }
 
@@ -208,7 +218,7 @@ mod tests {
                 counters.push(c);
             }
         }
-        assert_eq!(counters.len(), 8);
+        assert_eq!(counters.len(), 9);
         // The two ways a lookup fails share their counter, each with its own answer.
         let (moved, down) = (
             Refusal::OwnerMoved,

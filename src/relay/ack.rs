@@ -8,7 +8,7 @@
 //! Nothing here runs for a connection that did not ask: the forwarding path reads one flag.
 
 use crate::context::Core;
-use crate::session::{Peer, Replay, Session};
+use crate::session::{Flag, Peer, Replay, Session};
 use crate::stats::bump;
 use std::rc::Rc;
 
@@ -67,7 +67,7 @@ async fn write(core: &Core, session: &Session, peer: &Peer) -> std::io::Result<b
 /// were accepted during its write, so a client that does not read its acks holds one task
 /// and one ack, not one per read.
 pub fn send(core: &Rc<Core>, session: &Rc<Session>, peer: &Rc<Peer>) {
-    if peer.ack_sending.replace(true) {
+    if peer.flags.replace(Flag::ACK_SENDING, true) {
         return;
     }
     let (core, session, peer) = (core.clone(), session.clone(), peer.clone());
@@ -94,22 +94,22 @@ pub fn send(core: &Rc<Core>, session: &Rc<Session>, peer: &Rc<Peer>) {
                 break;
             }
         }
-        peer.ack_sending.set(false);
+        peer.flags.set(Flag::ACK_SENDING, false);
     });
 }
 
 /// One task per connection at most: waits `session.ack_delay`, tells the count, and goes
 /// again while the count moved on meanwhile or the ack could not be written.
 fn arm(core: &Rc<Core>, session: &Rc<Session>, peer: &Rc<Peer>) {
-    if peer.ack_armed.get() {
+    if peer.flags.get(Flag::ACK_ARMED) {
         return;
     }
-    peer.ack_armed.set(true);
+    peer.flags.set(Flag::ACK_ARMED, true);
     let (core, session, peer) = (core.clone(), session.clone(), peer.clone());
     monoio::spawn(async move {
         loop {
             monoio::time::sleep(core.config().session.ack_delay).await;
-            if peer.is_closing() || peer.dropped.get() || !session.seated(peer.id) {
+            if peer.is_closing() || peer.flags.get(Flag::DROPPED) || !session.seated(peer.id) {
                 break;
             }
             let (k, told) = state(&session, &peer.role);
@@ -120,6 +120,6 @@ fn arm(core: &Rc<Core>, session: &Rc<Session>, peer: &Rc<Peer>) {
                 break;
             }
         }
-        peer.ack_armed.set(false);
+        peer.flags.set(Flag::ACK_ARMED, false);
     });
 }

@@ -11,6 +11,7 @@ use super::inbound::{Inbound, Segment};
 use crate::config::Overflow;
 use crate::context::Core;
 use crate::session::events;
+use crate::session::events::durable;
 use crate::session::{Backlog, Peer, Session};
 use crate::stats::bump;
 use crate::ws::CloseCode;
@@ -117,6 +118,18 @@ pub fn store(
         verdict = Verdict::Pause;
     }
     (verdict, completed)
+}
+
+/// A sender on `/desktop` or `/mobile` sent while its peer is away (`kept`: the message
+/// waits for it, else it was dropped): told so in the Durable Object relay's words, at most
+/// once a second (a timestamp on the peer, no map). Returns whether it was told.
+pub fn tell_away(core: &Core, sender: &Rc<Peer>, kept: bool) -> bool {
+    if !sender.away_notice_due(core.clock.now_ms()) {
+        return false;
+    }
+    bump(&core.stats.peer_away_notices, 1);
+    announce(sender, durable::peer_away(&sender.role, kept));
+    true
 }
 
 /// Sent from a task of its own: the forwarding path does not wait for an event.

@@ -28,7 +28,7 @@
 
 use crate::context::Core;
 use crate::fleet::carry::{Carry, Dirs};
-use crate::session::Peer;
+use crate::session::{Flag, Peer};
 use crate::stats::bump;
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -182,7 +182,7 @@ impl Scan {
         if held == 0 {
             return;
         }
-        if p.dropped.get() {
+        if p.flags.get(Flag::DROPPED) {
             self.releasing += held;
             return;
         }

@@ -9,7 +9,8 @@ use crate::context::Core;
 use crate::limits::Throttle;
 use crate::runtime::chunk::{Chunk, SegmentOutOfBounds};
 use crate::session::events;
-use crate::session::{Peer, Session};
+use crate::session::events::durable::Shapes;
+use crate::session::{Flag, Peer, Session};
 use crate::stats::{bump, Latency};
 use crate::ws::{CloseCode, OpCode};
 use std::rc::Rc;
@@ -178,7 +179,7 @@ impl Reader {
             }
             // Dropped for not reading (its socket is shut): it leaves without queueing for a
             // buffer, which may be what the pool is short of.
-            if peer.dropped.get() {
+            if peer.flags.get(Flag::DROPPED) {
                 return None;
             }
             let mut chunk = core.pool.take().await;
@@ -216,7 +217,7 @@ impl Reader {
             (Some(s), true) => s.other(peer.id).filter(|r| !r.is_closing()),
             (None, true) => Some(peer.clone()),
         };
-        let counted = sending && peer.counts.get();
+        let counted = sending && peer.flags.get(Flag::COUNTS);
         if let (Some(s), false, Some(to)) = (c.session, sending, self.inbound.receiver_open()) {
             // The rest of a message part of which reached its receiver will never come from
             // this connection: the receiver is closed (4004) rather than left with a part.
@@ -322,6 +323,9 @@ async fn deliver(
         } else {
             held::store(core, s, peer, chunk.data(), chunk.segments(), released)
         };
+        if route.receiver.is_none() && completed > 0 {
+            away::tell_away(core, peer, true);
+        }
         core.pool.put(chunk);
         if let (Some(r), true) = (&route.receiver, completed > 0) {
             away::deliver(core, s, r);
@@ -378,7 +382,9 @@ async fn after_write(
             &core.stats.messages_dropped_peer_absent,
             out.messages_dropped as u64,
         );
-        if peer.events && !peer.is_closing() {
+        if away::tell_away(core, peer, false) {
+            // Told in the Durable Object relay's words instead (`/desktop`, `/mobile`).
+        } else if peer.events && !peer.is_closing() && peer.shapes() == Shapes::Relay {
             let detail = format!(
                 "{} message(s) dropped: no peer connected",
                 out.messages_dropped

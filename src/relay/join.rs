@@ -8,6 +8,7 @@ use crate::limits::capacity::{self, Joining};
 use crate::limits::{IpCharge, Refusal};
 use crate::runtime::socket::Socket;
 use crate::runtime::stream::ServerStream;
+use crate::session::events::durable::Shapes;
 use crate::session::events::{self, EventKey};
 use crate::session::{JoinPlan, Peer, Session};
 use crate::stats::bump;
@@ -78,10 +79,22 @@ pub async fn join_session(
         JoinPlan::Take { slot, role } => (slot, role, false),
         JoinPlan::Replace { slot, role } => (slot, role, true),
     };
-    let events_on = target.events;
+    let shapes = match target.durable_events {
+        true => Shapes::Durable,
+        false => Shapes::Relay,
+    };
+    let events_on = target.events.then_some(shapes);
     let (peer, upgrade) = new_peer(&core, stream, role, events_on, charge, now, upgrade);
     let (old, other) = take_seat(&core, &session, slot, &peer, origin);
-    let (hello, refuse_resume) = hello(&core, &session, &peer, &target, other.is_some(), upgrade);
+    let (mut hello, refuse_resume) =
+        hello(&core, &session, &peer, &target, other.is_some(), upgrade);
+    if let Some(o) = other.as_ref().filter(|_| peer.events) {
+        // The Durable Object relay's clients learn of a peer already there from
+        // `{role}_connected` right after `connected` (our own clients read `peer_present`).
+        if peer.shapes() == Shapes::Durable {
+            hello.extend(peer.event_bytes(events::peer_connected(&o.role)));
+        }
+    }
     if let Some(old) = old {
         bump(&core.stats.peers_replaced, 1);
         monoio::spawn(async move { old.close(CloseCode::REPLACED, "replaced", now).await });
@@ -113,27 +126,30 @@ fn new_peer(
     core: &Core,
     stream: ServerStream,
     role: String,
-    events_on: bool,
+    events_on: Option<Shapes>,
     charge: IpCharge,
     now: u64,
     upgrade: Response,
 ) -> (Rc<Peer>, Response) {
     // Fresh per connection, so a replaced or resumed client cannot be fed events with the
     // key of one it had before (session/events.rs).
-    let event_key = events_on.then(|| EventKey::random(&core.rng));
+    let event_key = events_on.map(|_| EventKey::random(&core.rng));
     // Over TLS the 101 carries Strict-Transport-Security, as every answer there does.
     let upgrade = match stream.hsts() {
         Some(v) => upgrade.with_header("Strict-Transport-Security", v),
         None => upgrade,
     };
-    let peer = Rc::new(Peer::new(
-        core.next_conn_id(),
-        role.into(),
-        event_key,
-        Socket::upgraded(stream),
-        charge,
-        now,
-    ));
+    let peer = Rc::new(
+        Peer::new(
+            core.next_conn_id(),
+            role.into(),
+            event_key,
+            Socket::upgraded(stream),
+            charge,
+            now,
+        )
+        .with_shapes(events_on.unwrap_or_default()),
+    );
     let upgrade = if *peer.role == *core.config().bridge.agent_role {
         let key = core.rng.hex128();
         core.bridge.add_agent(peer.id, key.clone());

@@ -4,7 +4,7 @@
 
 use super::blocked;
 use crate::context::Core;
-use crate::session::Peer;
+use crate::session::{Flag, Peer};
 use crate::stats::bump;
 use crate::ws::{CloseCode, OpCode};
 use std::rc::Rc;
@@ -24,7 +24,7 @@ pub fn tick_period(core: &Core) -> Duration {
 
 /// Stamps a write the tick sees for the first time; true once one has waited `write_ms`.
 fn write_stuck(p: &Peer, now: u64, write_ms: u64) -> bool {
-    !p.dropped.get()
+    !p.flags.get(Flag::DROPPED)
         && p.write_pending_since(now)
             .is_some_and(|since| now.saturating_sub(since) >= write_ms)
 }
@@ -52,7 +52,7 @@ pub async fn run(core: Rc<Core>) {
                 p.drop_stuck();
             }
             blocked.look(&p, now);
-            if p.dropped.get() {
+            if p.flags.get(Flag::DROPPED) {
                 continue;
             }
             if let Some(since) = p.closing_since_ms.get() {

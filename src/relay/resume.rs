@@ -10,7 +10,7 @@
 
 use super::inbound::Segment;
 use crate::context::Core;
-use crate::session::{backlog_of, Peer, Replay, Session};
+use crate::session::{backlog_of, Flag, Peer, Replay, Session};
 use crate::stats::bump;
 use std::rc::Rc;
 
@@ -134,7 +134,7 @@ pub fn on_join(core: &Core, session: &Session, peer: &Peer, n: u64, replay_gap: 
     let r = &mut replays[i];
     // Two-way resume: from now on what this connection sends is counted for its role.
     let acked = r.accepted;
-    peer.counts.set(true);
+    peer.flags.set(Flag::COUNTS, true);
     r.told = acked;
     // A message half forwarded to the connection this one replaces is not replayed: the
     // sender's next read carries it over whole.

@@ -19,6 +19,9 @@ pub struct ServerStream {
     tls: Option<Box<TlsSession>>,
     /// `Strict-Transport-Security: max-age` for answers written on it (TLS only; 0: none).
     hsts_max_age: u64,
+    /// Header lines every answer written on it carries (CORS, `bridge::cors`); not handed
+    /// over with the connection: the core it goes to reads the head again and sets them.
+    answer_lines: Option<Box<str>>,
 }
 
 impl From<TcpStream> for ServerStream {
@@ -27,6 +30,7 @@ impl From<TcpStream> for ServerStream {
             tcp,
             tls: None,
             hsts_max_age: 0,
+            answer_lines: None,
         }
     }
 }
@@ -39,6 +43,7 @@ impl ServerStream {
             tcp,
             tls,
             hsts_max_age,
+            answer_lines: None,
         }
     }
 
@@ -49,6 +54,12 @@ impl ServerStream {
 
     pub fn tls(&self) -> Option<&TlsSession> {
         self.tls.as_deref()
+    }
+
+    /// Makes every answer written on this stream from now on carry `lines` (each ending in
+    /// CRLF; empty for none).
+    pub fn set_answer_lines(&mut self, lines: String) {
+        self.answer_lines = (!lines.is_empty()).then(|| lines.into_boxed_str());
     }
 
     /// The `Strict-Transport-Security` value for answers on this stream, if it takes one.
@@ -73,6 +84,10 @@ impl ServerStream {
 impl AnswerStream for ServerStream {
     fn hsts(&self) -> Option<String> {
         ServerStream::hsts(self)
+    }
+
+    fn answer_lines(&self) -> Option<&str> {
+        self.answer_lines.as_deref()
     }
 }
 

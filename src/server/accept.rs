@@ -5,6 +5,7 @@
 use super::handshake::{per_ip, HandshakeSlot};
 use super::health::health;
 use super::scrape::{scrape, Format};
+use crate::bridge::cors;
 use crate::bridge::serve::{serve as serve_bridged, BridgeRequest};
 use crate::cluster::carry::{carry, OwnerNode};
 use crate::cluster::inbound::accept_link;
@@ -15,7 +16,7 @@ use crate::context::Core;
 use crate::fleet::local::Origin;
 use crate::http::route::{route, RelayTarget};
 use crate::http::upgrade::check_upgrade;
-use crate::http::write::{answer, write_and_close};
+use crate::http::write::{answer, write_and_close, AnswerStream};
 use crate::http::{parse_head, HeadError, HeadScan, RequestHead, Response, Route};
 use crate::limits::admit::Admitted;
 use crate::limits::client_ip::{client_ip, trusted};
@@ -408,6 +409,11 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
     let Some((head, buf, head_len)) = head_step(core, stream, buf, left()).await else {
         return Next::Done;
     };
+    if arrival.listener == Listener::Public && cors::on_bridge_path(&head) {
+        if let Err(next) = cors_step(core, stream, &head).await {
+            return next;
+        }
+    }
     let carried = arrival.carried.is_some();
     let Some(r) = route_step(core, stream, &head, carried).await else {
         return Next::Done;
@@ -566,6 +572,30 @@ async fn head_step(
             core.stats.refused(RefusedStatus::Timeout);
             tracing::debug!("handshake timed out");
             None
+        }
+    }
+}
+
+/// CORS on the bridge's path (`bridge::cors`), before the route and admission: a preflight
+/// is answered here (204 for an allowed origin, 403 for any other), since a browser sends no
+/// token with it; any other request from an allowed origin has every answer on its stream,
+/// refusals included, carry the CORS headers. `Err`: the phase ends with that.
+async fn cors_step(core: &Core, stream: &mut ServerStream, head: &RequestHead) -> Result<(), Next> {
+    let cfg = core.config();
+    match cors::classify(&cfg.cors, &cfg.bridge.allowed_methods, head) {
+        cors::Cors::Off => Ok(()),
+        cors::Cors::Answers(lines) => {
+            stream.set_answer_lines(lines);
+            Ok(())
+        }
+        cors::Cors::Preflight(resp) => {
+            bump(&core.stats.cors_preflights, 1);
+            answer(stream, resp).await;
+            Err(Next::Done)
+        }
+        cors::Cors::Refused => {
+            Refusal::CorsOrigin.write(&core.stats, stream).await;
+            Err(Next::Done)
         }
     }
 }
@@ -809,6 +839,8 @@ fn upgrade(head: &RequestHead) -> Result<Response, Response> {
 /// Hands `stream` to core `to`; when its inbox is full the client gets 503 (and whatever the
 /// connection was counted for is given back as the parcel drops).
 async fn hand_over(core: Rc<Core>, stream: ServerStream, to: usize, mut parcel: Parcel) {
+    // The CORS lines stay here: the core it goes to reads the head again and sets its own.
+    let lines = stream.answer_lines().map(str::to_string);
     let (tcp, session) = stream.into_parts();
     if let Some(session) = session {
         parcel.tls = Tls::On(session);
@@ -831,6 +863,7 @@ async fn hand_over(core: Rc<Core>, stream: ServerStream, to: usize, mut parcel: 
             if let Ok(tcp) = TcpStream::from_std(h.stream) {
                 // Over TLS, in the session's own words.
                 let mut stream = ServerStream::from_parts(tcp, session, hsts_max_age(&core));
+                stream.set_answer_lines(lines.unwrap_or_default());
                 Refusal::HandoffBusy.write(&core.stats, &mut stream).await;
             }
         }

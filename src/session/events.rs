@@ -11,6 +11,8 @@
 //! Events are built here without their key and addressed where they are written
 //! (`Peer::send_event`, `Peer::event_bytes`), so no event can leave without one.
 
+pub mod durable;
+
 use crate::runtime::rng::{self, CoreRng};
 use serde_json::{Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -14,6 +14,6 @@ pub(crate) mod replay;
 pub use backlog::{backlog_of, Backlog};
 pub use budget::CoreBudget;
 pub use join::{plan_join, JoinPlan};
-pub use peer::Peer;
+pub use peer::{Flag, Peer};
 pub use registry::{Registry, Session};
 pub use replay::Replay;

@@ -1,6 +1,7 @@
 //! One upgraded connection: its socket, its write gate and the little state the keepalive
 //! tick and the forwarding path need. Kept small: every idle connection holds one.
 
+use super::events::durable::{self, Shapes};
 use super::events::{Event, EventKey};
 use crate::limits::IpCharge;
 use crate::runtime::chunk::{Chunk, WriteChunk};
@@ -18,6 +19,14 @@ pub struct Peer {
     /// Carried by every event to this peer, so it can tell them from look-alikes its peer
     /// sends (session/events.rs); meaningless when `events` is off.
     event_key: EventKey,
+    /// The shapes its events take: ours, or the Durable Object relay's on `/desktop` and
+    /// `/mobile` (session/events/durable.rs).
+    shapes: Shapes,
+    /// When this peer was last told its peer is away ("Mobile device not connected"; 0:
+    /// never), so it is told at most once a second however fast it sends. The clock's low 32
+    /// bits: a `u64` would push `Peer` past its size bound, and the wrap (every 49 days) only
+    /// ever makes one notice due early.
+    away_told_ms: Cell<u32>,
     pub sock: Socket,
     /// This connection's count among its client address's open connections, given back
     /// (by dropping it) when the peer leaves.
@@ -25,9 +34,8 @@ pub struct Peer {
     /// One writer at a time, so frames from the forwarding path, pongs, pings and events
     /// never interleave on the wire.
     gate: Semaphore,
-    /// A data message to this peer is partly written: no other data frame (an event) may go
-    /// out until it ends.
-    data_open: Cell<bool>,
+    /// Yes/no state ([`Flag`]), one byte for all: `Peer` has a size bound.
+    pub flags: Flags,
     pub last_recv_ms: Cell<u64>,
     pub last_ping_ms: Cell<u64>,
     /// Set when the relay sent its close frame; the peer has `close_timeout` to answer.
@@ -42,16 +50,6 @@ pub struct Peer {
     /// in the write): what a peer that stops reading keeps out of the pool
     /// (`relay::blocked`).
     pub pinned: Cell<u32>,
-    /// The relay has dropped this peer (its socket is shut); its pending writes are failing
-    /// and their buffers on their way back to the pool.
-    pub dropped: Cell<bool>,
-    /// Two-way resume (docs/durability.md): the connection asked for `resume=`, so the
-    /// messages it sends are counted for its role.
-    pub counts: Cell<bool>,
-    /// A task will send an `ack` within `session.ack_delay` (relay::ack).
-    pub ack_armed: Cell<bool>,
-    /// A task is sending the `ack` due at once (relay::ack): at most one per connection.
-    pub ack_sending: Cell<bool>,
 }
 
 // One `Peer` (in an `Rc`) per connection for its whole life: at the default
@@ -59,6 +57,46 @@ pub struct Peer {
 // timestamps are plain `Cell`s for this reason; anything per-connection that is large or
 // rare (a backlog, held messages) lives in the session or in a box made when it is needed.
 const _: () = assert!(std::mem::size_of::<Peer>() <= 256);
+
+/// The yes/no state of a [`Peer`].
+pub struct Flag;
+
+impl Flag {
+    /// A data message to this peer is partly written: no other data frame (an event) may go
+    /// out until it ends.
+    pub const DATA_OPEN: u8 = 1;
+    /// The relay has dropped this peer (its socket is shut); its pending writes are failing
+    /// and their buffers on their way back to the pool.
+    pub const DROPPED: u8 = 1 << 1;
+    /// Two-way resume (docs/durability.md): the connection asked for `resume=`, so the
+    /// messages it sends are counted for its role.
+    pub const COUNTS: u8 = 1 << 2;
+    /// A task will send an `ack` within `session.ack_delay` (relay::ack).
+    pub const ACK_ARMED: u8 = 1 << 3;
+    /// A task is sending the `ack` due at once (relay::ack): at most one per connection.
+    pub const ACK_SENDING: u8 = 1 << 4;
+}
+
+/// [`Flag`]s packed in one byte.
+#[derive(Default)]
+pub struct Flags(Cell<u8>);
+
+impl Flags {
+    pub fn get(&self, flag: u8) -> bool {
+        self.0.get() & flag != 0
+    }
+
+    pub fn set(&self, flag: u8, on: bool) {
+        self.replace(flag, on);
+    }
+
+    /// Sets `flag` and says whether it was set before.
+    pub fn replace(&self, flag: u8, on: bool) -> bool {
+        let was = self.0.get();
+        self.0.set(if on { was | flag } else { was & !flag });
+        was & flag != 0
+    }
+}
 
 fn io_err(r: std::io::Result<usize>) -> std::io::Result<usize> {
     match r {
@@ -91,21 +129,43 @@ impl Peer {
             role,
             events: event_key.is_some(),
             event_key: event_key.unwrap_or(EventKey::NONE),
+            shapes: Shapes::Relay,
+            away_told_ms: Cell::new(0),
             sock,
             charge: Cell::new(Some(charge)),
             gate: Semaphore::new(1),
-            data_open: Cell::new(false),
+            flags: Flags::default(),
             last_recv_ms: Cell::new(now_ms),
             last_ping_ms: Cell::new(now_ms),
             closing_since_ms: Cell::new(None),
             close_code: Cell::new(None),
             write_since_ms: Cell::new(None),
             pinned: Cell::new(0),
-            dropped: Cell::new(false),
-            counts: Cell::new(false),
-            ack_armed: Cell::new(false),
-            ack_sending: Cell::new(false),
         }
+    }
+
+    /// The same peer, sent its events in `shapes`.
+    pub fn with_shapes(mut self, shapes: Shapes) -> Peer {
+        self.shapes = shapes;
+        self
+    }
+
+    pub fn shapes(&self) -> Shapes {
+        self.shapes
+    }
+
+    /// Whether this peer, which sent while its peer is away, is to be told so now: only
+    /// with the Durable Object relay's shapes, and at most once a second. Stamps the time
+    /// when it is.
+    pub fn away_notice_due(&self, now_ms: u64) -> bool {
+        let due = self.events
+            && self.shapes == Shapes::Durable
+            && !self.is_closing()
+            && durable::notice_due(self.away_told_ms.get(), now_ms as u32);
+        if due {
+            self.away_told_ms.set((now_ms as u32).max(1));
+        }
+        due
     }
 
     pub fn is_closing(&self) -> bool {
@@ -130,7 +190,7 @@ impl Peer {
     /// so its pending writes fail at once (their buffers go back to the pool) and its reader
     /// ends; its sender is told `peer_disconnected` with 1006 and keeps its session.
     pub fn drop_stuck(&self) {
-        self.dropped.set(true);
+        self.flags.set(Flag::DROPPED, true);
         self.close_code.set(Some(1006));
         self.sock.abort();
     }
@@ -160,7 +220,7 @@ impl Peer {
                 Err(e) => return (Err(e), out.into_chunk()),
             }
         }
-        self.data_open.set(open_after);
+        self.flags.set(Flag::DATA_OPEN, open_after);
         (Ok(()), out.into_chunk())
     }
 
@@ -210,6 +270,10 @@ impl Peer {
 
     /// The text frame of `event`, addressed to this peer (its key added).
     pub fn event_bytes(&self, event: Event) -> Vec<u8> {
+        let event = match self.shapes {
+            Shapes::Relay => event,
+            Shapes::Durable => durable::reshape(event),
+        };
         event_frame(&event.into_json(&self.event_key))
     }
 
@@ -245,7 +309,7 @@ impl Peer {
         let Ok(_permit) = self.gate.acquire().await else {
             return Err(std::io::ErrorKind::BrokenPipe.into());
         };
-        if self.data_open.get() || self.is_closing() {
+        if self.flags.get(Flag::DATA_OPEN) || self.is_closing() {
             return Ok(false);
         }
         self.write_locked(frame).await.map(|_| true)
@@ -263,7 +327,7 @@ impl Peer {
             if self.is_closing() {
                 return Err(std::io::ErrorKind::BrokenPipe.into());
             }
-            if !self.data_open.get() {
+            if !self.flags.get(Flag::DATA_OPEN) {
                 return self.write_locked(frame).await;
             }
             drop(_permit);

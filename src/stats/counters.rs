@@ -61,6 +61,7 @@ counters!(
     messages_forwarded: "Messages forwarded whole to a peer (or echoed).",
     bytes_forwarded: "Payload bytes forwarded to a peer (or echoed).",
     messages_dropped_peer_absent: "Messages dropped because no peer was there and they could not be kept (session.buffer_bytes = 0, or a sender being closed).",
+    peer_away_notices: "\"Mobile device not connected\" / \"Desktop not connected\" errors sent on /desktop and /mobile to a sender whose peer is away (at most one a second per sender).",
     messages_buffered: "Messages kept for an absent peer (or behind ones still being delivered).",
     messages_delivered_from_buffer: "Kept messages written to a peer that joined.",
     buffer_overflow_dropped: "Kept messages dropped to make room (session.overflow = drop_oldest).",
@@ -141,6 +142,8 @@ counters!(
     home_handoffs: "Connections handed to their client address's home core (behind a proxy, or without the steering program).",
     ip_release_overflow: "Open-connection counts that could not be given back to their home core (release queue full; should stay 0).",
     bridge_forged_requests: "Connections closed with 1008 for sending an http_request message towards an agent (only the relay sends those).",
+    cors_preflights: "CORS preflights on the bridge answered by the relay (204) for an origin in cors.allowed_origins.",
+    cors_preflights_refused: "CORS preflights on the bridge refused with 403 (no CORS headers): the origin is not in cors.allowed_origins.",
     bridge_write_timeouts: "Bridged responses dropped because the client did not take them within limits.write_timeout.",
 );
 

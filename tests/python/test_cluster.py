@@ -108,3 +108,27 @@ def test_the_carried_client_is_told_1012_when_the_owner_dies(two_nodes):
         carried.recv(timeout=5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
     assert time.monotonic() - start < 1.0
+
+
+def test_the_durable_paths_keep_their_events_across_nodes(two_nodes):
+    """`/desktop` and `/mobile` speak the Durable Object relay's events (issue 24) also when the
+    two sides land on different nodes: the owner reads the carried request's path again."""
+    n1, n2 = two_nodes
+    session = unique("durable")
+    desktop = ws_connect(n1, f"/desktop/{session}")
+    ev = recv_event(desktop)
+    assert (ev["type"], ev["clientType"], ev["sessionId"]) == ("connected", "desktop", session), ev
+    mobile = ws_connect(n2, f"/mobile/{session}")
+    ev = recv_event(mobile)
+    assert (ev["type"], ev["clientType"], ev["sessionId"]) == ("connected", "mobile", session), ev
+    assert recv_event(mobile)["type"] == "desktop_connected"
+    assert recv_event(desktop)["type"] == "mobile_connected"
+    mobile.send("through the hop")
+    assert desktop.recv(timeout=5) == "through the hop"
+    mobile.close()
+    assert recv_event(desktop)["type"] == "mobile_disconnected"
+    desktop.send("kept")
+    ev = recv_event(desktop)
+    assert (ev["type"], ev["error"]) == ("error", "Mobile device not connected"), ev
+    assert isinstance(ev["timestamp"], int)
+    desktop.close()

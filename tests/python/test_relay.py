@@ -124,8 +124,10 @@ def test_desktop_and_mobile_paths_pair(server):
         with ws_connect(server, f"/mobile/{s}") as m:
             ev = recv_event(m)
             assert (ev["type"], ev["role"], ev["peer_present"]) == ("connected", "mobile", True)
+            # The Durable Object relay's names on these paths (tests/durable_events.rs).
+            assert recv_event(m)["type"] == "desktop_connected"
             ev = recv_event(d)
-            assert (ev["type"], ev["role"]) == ("peer_connected", "mobile")
+            assert (ev["type"], ev["role"]) == ("mobile_connected", "mobile")
             m.send("from mobile")
             assert d.recv(timeout=RECV_TIMEOUT) == "from mobile"
             d.send(b"from desktop")
@@ -136,6 +138,7 @@ def test_compat_path_pairs_with_v1_relay_role(server):
     s = unique()
     with ws_connect(server, f"/v1/relay/{s}?role=desktop") as d, ws_connect(server, f"/mobile/{s}") as m:
         assert recv_event(m)["type"] == "connected"
+        assert recv_event(m)["type"] == "desktop_connected"
         d.send("hi")
         assert m.recv(timeout=RECV_TIMEOUT) == "hi"
 

@@ -34,7 +34,7 @@ def test_every_kind_of_connection_gets_1001(make_server):
     d = ws_connect(srv, f"/desktop/{s}")
     m = ws_connect(srv, f"/mobile/{s}")
     with lone, echo, d, m:
-        recv_event_of(d, "peer_connected")
+        recv_event_of(d, "mobile_connected")
         srv.proc.send_signal(signal.SIGTERM)
         for ws in (lone, echo, d, m):
             assert closed_code(ws) == 1001

@@ -19,7 +19,7 @@ mod text;
 pub(super) use grants::Grants;
 pub(super) use keys::Keys;
 
-pub(super) use text::{LogFilter, Methods, Origins, RegistryName, Role, Trimmed};
+pub(super) use text::{HeaderNames, LogFilter, Methods, Origins, RegistryName, Role, Trimmed};
 
 /// How one kind of value is read, written back and shown.
 pub(super) trait Kind<T> {

@@ -104,6 +104,28 @@ impl Kind<Vec<String>> for Methods {
     }
 }
 
+/// HTTP header names (tokens, RFC 9110 section 5.1), kept lower-case: names are
+/// case-insensitive and browsers send them lower-case in `Access-Control-Request-Headers`.
+pub(in crate::config) struct HeaderNames;
+
+impl Kind<Vec<String>> for HeaderNames {
+    fn parse(&self, i: &Input<'_>) -> Result<Vec<String>, ConfigError> {
+        i.list()?
+            .into_iter()
+            .map(|h| {
+                let ok = !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                ok.then(|| h.to_ascii_lowercase())
+                    .ok_or_else(|| i.fail("header names are tokens like content-type"))
+            })
+            .collect()
+    }
+    fn toml(&self, v: &Vec<String>) -> Option<String> {
+        Some(render::list(v.iter()))
+    }
+}
+
 /// Browser origins: `*` or `scheme://host[:port]`.
 pub(in crate::config) struct Origins;
 

@@ -338,3 +338,60 @@ fn text_loads_as_its_file_would() {
     let err = Config::from_toml_str("[auth\n", Path::new("inline.toml"), &[], &cli).unwrap_err();
     assert!(err.to_string().contains("inline.toml"), "{err}");
 }
+
+/// `PORT` (hosting platforms) puts the public listener on every address at that port, below
+/// every other layer. Before: it was ignored and the relay listened on 127.0.0.1:8080, where
+/// the platform's router could not reach it.
+#[test]
+fn hosting_port_is_the_lowest_layer() {
+    let port = |vars: &[(&str, &str)], cli: &CliOverrides| {
+        Config::load(None, &env(vars), cli).map(|c| c.listen.to_string())
+    };
+    let none = CliOverrides::default();
+    assert_eq!(port(&[("PORT", "10000")], &none).unwrap(), "0.0.0.0:10000");
+    assert_eq!(port(&[], &none).unwrap(), "127.0.0.1:8080");
+    let both = [("PORT", "10000"), ("RINGRELAY_LISTEN", "127.0.0.1:2222")];
+    assert_eq!(port(&both, &none).unwrap(), "127.0.0.1:2222");
+    let flag = CliOverrides {
+        listen: Some("127.0.0.1:3333".into()),
+        ..CliOverrides::default()
+    };
+    assert_eq!(port(&[("PORT", "10000")], &flag).unwrap(), "127.0.0.1:3333");
+    let file = TempFile::new(b"listen = \"127.0.0.1:1111\"\n");
+    let c = Config::load(Some(file.path()), &env(&[("PORT", "10000")]), &none).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:1111");
+    // Garbage is an error naming PORT, unless another layer made it moot.
+    for bad in ["0", "65536", "http", ""] {
+        let e = port(&[("PORT", bad)], &none).unwrap_err().to_string();
+        assert!(e.contains("PORT") && e.contains("listen"), "{bad:?}: {e}");
+    }
+    assert!(port(&[("PORT", "x"), ("RINGRELAY_LISTEN", "127.0.0.1:2")], &none).is_ok());
+}
+
+/// A CORS origin that `security.allowed_origins` refuses could never work (its preflight
+/// answered, every request after it 403): refused at load, naming the key.
+#[test]
+fn cors_origins_must_pass_the_security_origins() {
+    let none = CliOverrides::default();
+    let ok = env(&[("RINGRELAY_CORS_ALLOWED_ORIGINS", "https://App.example, *")]);
+    let c = Config::load(None, &ok, &none).unwrap();
+    assert_eq!(c.cors.allowed_origins, ["https://app.example", "*"]);
+    let listed = env(&[
+        ("RINGRELAY_SECURITY_ALLOWED_ORIGINS", "https://app.example"),
+        ("RINGRELAY_CORS_ALLOWED_ORIGINS", "https://APP.example"),
+    ]);
+    assert!(Config::load(None, &listed, &none).is_ok());
+    let lost = env(&[
+        ("RINGRELAY_SECURITY_ALLOWED_ORIGINS", "https://app.example"),
+        (
+            "RINGRELAY_CORS_ALLOWED_ORIGINS",
+            "https://app.example, https://other.example",
+        ),
+    ]);
+    let e = Config::load(None, &lost, &none).unwrap_err();
+    assert_eq!(e.key(), Some("cors.allowed_origins"));
+    assert!(e.to_string().contains("https://other.example"), "{e}");
+    let bad = env(&[("RINGRELAY_CORS_ALLOWED_HEADERS", "content type")]);
+    let e = Config::load(None, &bad, &none).unwrap_err();
+    assert_eq!(e.key(), Some("cors.allowed_headers"));
+}

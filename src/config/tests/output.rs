@@ -58,6 +58,7 @@ fn output_is_sectioned_like_the_docs() {
             "[limits]",
             "[session]",
             "[bridge]",
+            "[cors]",
             "[auth]",
             "[security]",
             "[tls]",
