@@ -419,7 +419,37 @@ fn the_agent_seat_needs_a_token_made_for_it(driver: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A WebSocket in a browser or Node cannot read the upgrade answer's headers, so an agent
+/// there (clients/js `RelayAgent`) learns its key from its `connected` event: the same key,
+/// and only on the agent's connection. Before: `connected` had no `bridge_key`, and such an
+/// agent could not tell the relay's requests from anything else.
+fn an_agent_with_events_gets_its_key_in_connected(driver: &str) {
+    let srv = TestServer::start(driver, 2, &[]);
+    let stream = std::net::TcpStream::connect(srv.addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let url = srv.url("/v1/relay/keyed?role=agent&events=1");
+    let (mut a, resp) = tungstenite::client::client(url, stream).expect("upgrade");
+    let key = resp.headers()["ringrelay-bridge-key"].to_str().unwrap();
+    let connected = recv_event(&mut a);
+    assert_eq!(connected["type"], "connected", "{connected}");
+    assert_eq!(connected["bridge_key"], key, "{connected}");
+    assert_ne!(connected["key"], key, "the event key is another one");
+    // The relay's requests carry it.
+    let waiting = call(&srv, "/v1/http/keyed/x");
+    let r = next_request(&mut a);
+    assert_eq!(r["relay_key"], key, "{r}");
+    a.send(answer(r["id"].as_str().unwrap(), 200, json!([]), b"ok"))
+        .unwrap();
+    assert_eq!(waiting.join().unwrap().0, 200);
+    // The other peer's `connected` has none.
+    let mut b = srv.connect("/v1/relay/keyed?role=b&events=1");
+    let other = recv_event(&mut b);
+    assert_eq!(other["type"], "connected", "{other}");
+    assert!(other.get("bridge_key").is_none(), "{other}");
+}
+
 both_drivers!(
+    an_agent_with_events_gets_its_key_in_connected,
     answers_find_their_requests_on_both_cores,
     broken_and_oversized_answers_fail_at_once_and_keep_the_agent,
     an_agent_leaving_fails_its_requests_at_once,

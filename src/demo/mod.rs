@@ -20,6 +20,9 @@ impl Contents for Asset {
         match self {
             Asset::Page => include_str!("page/index.html"),
             Asset::Script => include_str!("page/app.js"),
+            // clients/js's dist/index.js, committed so that `cargo build` needs no Node
+            // (clients/js/test/dist.test.mjs checks that a fresh build matches it).
+            Asset::Client => include_str!("page/ringrelay-client.js"),
             Asset::Style => include_str!("page/app.css"),
             Asset::Icon => include_str!("page/favicon.svg"),
         }
@@ -28,7 +31,7 @@ impl Contents for Asset {
     fn content_type(self) -> &'static str {
         match self {
             Asset::Page => "text/html; charset=utf-8",
-            Asset::Script => "text/javascript; charset=utf-8",
+            Asset::Script | Asset::Client => "text/javascript; charset=utf-8",
             Asset::Style => "text/css; charset=utf-8",
             Asset::Icon => "image/svg+xml",
         }
@@ -79,8 +82,19 @@ mod tests {
             "Content-Security-Policy: {CONTENT_SECURITY_POLICY}\r\n"
         )));
         assert!(page.contains("X-Frame-Options: DENY\r\n"));
-        assert!(page.contains("<script src=\"/demo/app.js\"></script>"));
+        assert!(page.contains("<script type=\"module\" src=\"/demo/app.js\"></script>"));
+        assert_eq!(Asset::of("/demo/ringrelay-client.js"), Some(Asset::Client));
         assert_eq!(response(Asset::Page, "POST").status, 405);
+    }
+
+    #[test]
+    fn the_client_is_the_package_and_imports_nothing() {
+        let client = Asset::Client.body();
+        assert!(client.contains("export class RelayClient"));
+        assert!(!client.contains("import ") && !client.contains("eval("));
+        assert!(Asset::Script
+            .body()
+            .contains("from \"./ringrelay-client.js\""));
     }
 
     #[test]

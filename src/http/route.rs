@@ -167,6 +167,8 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
 pub enum DemoAsset {
     Page,
     Script,
+    /// The page's RelayClient: clients/js's built `dist/index.js`, committed.
+    Client,
     Style,
     Icon,
 }
@@ -177,6 +179,7 @@ impl DemoAsset {
         match path {
             "/demo" | "/demo/" => Some(DemoAsset::Page),
             "/demo/app.js" => Some(DemoAsset::Script),
+            "/demo/ringrelay-client.js" => Some(DemoAsset::Client),
             "/demo/app.css" => Some(DemoAsset::Style),
             "/demo/favicon.svg" => Some(DemoAsset::Icon),
             _ => None,

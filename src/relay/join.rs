@@ -206,6 +206,10 @@ fn hello(
             Some(r) => connected.with_acked(r.acked),
             None => connected,
         };
+        let connected = match core.bridge.agent_key(peer.id) {
+            Some(key) => connected.with_bridge_key(&key),
+            None => connected,
+        };
         hello.extend(peer.event_bytes(connected));
         match resumed {
             Some(r) if r.gap.is_some() => {

@@ -65,6 +65,14 @@ impl Event {
     pub fn into_json(self, key: &EventKey) -> String {
         Value::Object(self.with("key", key.hex()).0).to_string()
     }
+
+    /// An agent's `connected` also carries the key the relay marks its bridged requests with
+    /// (`relay_key`), the `Ringrelay-Bridge-Key` of the upgrade answer: a browser's or Node's
+    /// WebSocket cannot read response headers, and `connected` is as much the relay's own (it
+    /// is written with the 101, before anything from the peer).
+    pub fn with_bridge_key(self, key: &str) -> Event {
+        self.with("bridge_key", key)
+    }
 }
 
 fn ts() -> u64 {

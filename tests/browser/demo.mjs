@@ -109,6 +109,27 @@ try {
     result.messages = await p.$$eval("#messages li.in", (l) => l.map((x) => x.textContent));
     await p.screenshot({ path: join(artifacts, "demo-page-and-peer.png"), fullPage: true });
     result.extensions = await p.evaluate(() => ws.extensions);
+  } else if (mode === "drop") {
+    // The desktop tab's connection ends under it (as on a network change): the page's
+    // RelayClient reconnects and resumes; what each side sent meanwhile arrives once.
+    const a = await open();
+    const s = await a.inputValue("#session");
+    await joinSession(a, "desktop");
+    const b = await open(`#session=${encodeURIComponent(s)}`);
+    await joinSession(b, "mobile");
+    await waitEvent(a, "peer mobile connected");
+    await send(a, "before the drop");
+    await waitMessage(b, "before the drop");
+    await a.evaluate(() => window.ws.close(3000, "network change"));
+    await send(a, "typed while away");
+    await send(b, "sent to the desktop while it was away");
+    await waitMessage(b, "typed while away");
+    await waitMessage(a, "sent to the desktop while it was away");
+    await a.waitForSelector('#status[data-state="open"]');
+    result.session = s;
+    result.messages_a = await a.$$eval("#messages li.in", (l) => l.map((x) => x.textContent));
+    result.messages_b = await b.$$eval("#messages li.in", (l) => l.map((x) => x.textContent));
+    result.extensions = [await a.evaluate(() => window.ws.extensions)];
   } else {
     throw new Error(`unknown mode ${mode}`);
   }

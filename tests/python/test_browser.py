@@ -129,6 +129,18 @@ def test_a_page_and_a_python_peer_exchange_text_and_binary(make_server):
     assert (ARTIFACTS / srv.driver / "demo-page-and-peer.png").exists()
 
 
+def test_a_demo_tab_survives_a_dropped_connection(make_server):
+    """The demo runs on clients/js's RelayClient: when a tab's connection ends under it (as on
+    a network change), it reconnects by itself and resumes; what it sent while away, and
+    what its peer sent meanwhile, each arrive once. Before: the page showed "Closed" and
+    everything sent while away was lost or never sent."""
+    srv = make_server()
+    r = run_demo(srv, "drop")
+    check_closed_world(r, srv)
+    assert r["messages_a"] == ["sent to the desktop while it was away"], r["messages_a"]
+    assert r["messages_b"] == ["before the drop", "typed while away"], r["messages_b"]
+
+
 def test_the_demo_can_be_turned_off_and_is_only_on_the_public_listener(make_server):
     """(Off by default on a listener that is not loopback: a config unit test, since tests
     here listen on loopback only.)"""

@@ -1,17 +1,23 @@
-// The demo page's client: one WebSocket to /v1/relay/{session} with events on. Relay events
-// go to the events list, everything else to the messages. The peer can send text shaped
-// exactly like an event, so the shape proves nothing: the first message after the upgrade
-// is the relay's `connected` (nothing the peer sends can come before it) and hands this
-// connection its `key`; a later text is an event only when it carries that key.
+// The demo page's client: a RelayClient (clients/js, the same file as the package's
+// dist/index.js, served as /demo/ringrelay-client.js) on /v1/relay/{session}. It reconnects
+// by itself and resumes both ways, so a tab survives a network change or a sleeping laptop:
+// what was sent while away is delivered once, in order. The client tells the relay's events
+// from the peer's messages by the key of its own `connected` (docs/protocol.md), so text
+// the peer shapes like an event is shown as the message it is.
 // No external requests and no inline script: the page's Content-Security-Policy allows only
 // this origin.
-"use strict";
+import { RelayClient } from "./ringrelay-client.js";
 
 const $ = (id) => document.getElementById(id);
-let ws = null;
-// This connection's event key, from its `connected`; null until then, false when the first
-// message was something else (no text is an event then).
-let eventKey = null;
+let client = null;
+// The tab's current WebSocket, for the browser tests (its `extensions`).
+window.ws = null;
+class TrackedWebSocket extends WebSocket {
+  constructor(url) {
+    super(url);
+    window.ws = this;
+  }
+}
 
 function randomSession() {
   const bytes = new Uint8Array(6);
@@ -37,96 +43,63 @@ function add(list, text, cls) {
 function setStatus(state, text) {
   $("status").dataset.state = state;
   $("status").textContent = text;
-  const open = state === "open";
-  $("message").disabled = !open;
-  $("send").disabled = !open;
-  $("disconnect").disabled = !open && state !== "connecting";
-  $("connect").disabled = open || state === "connecting";
+  const live = state === "open" || state === "reconnecting";
+  $("message").disabled = !live;
+  $("send").disabled = !live;
+  $("disconnect").disabled = state === "closed" || state === "idle";
+  $("connect").disabled = state !== "closed" && state !== "idle";
 }
 
-function parseObject(text) {
-  if (!text.startsWith("{")) return null;
-  try {
-    const v = JSON.parse(text);
-    return v && typeof v === "object" && !Array.isArray(v) ? v : null;
-  } catch {
-    return null;
-  }
-}
-
-// The relay's event in `text`, or null for a message from the peer. The first text of a
-// connection must be `connected`, and its key is kept; after it, only a text with that key.
-function asEvent(text) {
-  const v = parseObject(text);
-  if (eventKey === null) {
-    if (v && v.type === "connected" && typeof v.key === "string" && v.key.length === 32) {
-      eventKey = v.key;
-      return v;
-    }
-    return null;
-  }
-  return v && v.key === eventKey && typeof v.type === "string" ? v : null;
-}
-
-function describeEvent(e) {
-  switch (e.type) {
-    case "connected":
-      return `connected to ${e.session} as ${e.role}` + (e.peer_present ? ", peer present" : ", waiting for a peer");
-    case "peer_connected":
-      return `peer ${e.role} connected`;
-    case "peer_disconnected":
-      return `peer ${e.role} disconnected (${e.code})`;
-    case "error":
-      return `error: ${e.error}` + (e.detail ? ` (${e.detail})` : "");
-    default:
-      return e.type;
-  }
-}
-
-function hex(buf) {
-  return Array.from(new Uint8Array(buf).slice(0, 32), (b) => b.toString(16).padStart(2, "0")).join(" ");
+function hex(bytes) {
+  return Array.from(bytes.slice(0, 32), (b) => b.toString(16).padStart(2, "0")).join(" ");
 }
 
 function connect(ev) {
   ev.preventDefault();
   const session = $("session").value.trim();
-  const role = $("role").value.trim();
-  const token = $("token").value.trim();
-  const params = new URLSearchParams({ events: "1" });
-  if (role) params.set("role", role);
-  if (token) params.set("token", token);
+  const role = $("role").value.trim() || undefined;
+  const token = $("token").value.trim() || undefined;
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const url = `${scheme}//${location.host}/v1/relay/${encodeURIComponent(session)}?${params}`;
   shareLink();
-  setStatus("connecting", "Connecting…");
-  eventKey = null;
-  ws = new WebSocket(url);
-  ws.binaryType = "arraybuffer";
-  ws.onopen = () => setStatus("open", `Connected to ${session}`);
-  ws.onmessage = (m) => {
-    if (typeof m.data !== "string") {
-      if (eventKey === null) eventKey = false;
-      add("messages", `binary, ${m.data.byteLength} bytes: ${hex(m.data)}`, "in binary");
-      return;
-    }
-    const e = asEvent(m.data);
-    if (e) add("events", describeEvent(e), e.type);
-    else add("messages", m.data, "in");
-    // The first text was not the relay's `connected`: nothing can be trusted as an event.
-    if (eventKey === null) eventKey = false;
-  };
-  ws.onclose = (c) => {
-    setStatus("closed", `Closed (${c.code}${c.reason ? ": " + c.reason : ""})`);
-    ws = null;
-  };
-  ws.onerror = () => add("events", "connection error", "error");
+  const c = new RelayClient({ url: `${scheme}//${location.host}`, session, role, token, WebSocket: TrackedWebSocket });
+  client = c;
+  let greeted = false;
+  c.on("state", (state) => {
+    if (client !== c) return;
+    if (state === "open") greeted = false;
+    const text = {
+      connecting: "Connecting…",
+      open: `Connected to ${session}`,
+      reconnecting: "Connection lost: reconnecting (messages you send now are kept)",
+      closed: "Closed",
+    }[state];
+    setStatus(state, text);
+  });
+  c.on("peer", (p) => {
+    if (p.initial) {
+      // The first of each connection: how `connected` found the session.
+      if (!greeted) add("events", `connected to ${session} as ${c.clientRole}` + (p.present ? ", peer present" : ", waiting for a peer"), "connected");
+      greeted = true;
+    } else if (p.present) add("events", `peer ${p.role} connected`, "peer_connected");
+    else add("events", `peer ${p.role} disconnected (${p.code})`, "peer_disconnected");
+  });
+  c.on("message", (data) => {
+    if (typeof data === "string") add("messages", data, "in");
+    else add("messages", `binary, ${data.byteLength} bytes: ${hex(data)}`, "in binary");
+  });
+  c.on("error", (e) => add("events", `error: ${e.message}`, "error"));
 }
 
 function send(ev) {
   ev.preventDefault();
   const text = $("message").value;
-  if (!ws || ws.readyState !== WebSocket.OPEN || text === "") return;
-  ws.send(text);
+  if (!client || text === "") return;
+  try {
+    client.send(text);
+  } catch (e) {
+    add("events", `not sent: ${e.message}`, "error");
+    return;
+  }
   add("messages", text, "out");
   $("message").value = "";
 }
@@ -137,4 +110,4 @@ shareLink();
 $("session").addEventListener("input", shareLink);
 $("join").addEventListener("submit", connect);
 $("compose").addEventListener("submit", send);
-$("disconnect").addEventListener("click", () => ws && ws.close(1000, "bye"));
+$("disconnect").addEventListener("click", () => client && client.close());
