@@ -1,17 +1,24 @@
 #!/usr/bin/env python3
-"""Measures the resident memory an idle paired connection costs the relay.
+"""Measures the resident memory an idle paired connection costs the relay, the way issue 17
+describes a reconnect storm after a restart.
 
-Starts the release binary, opens PAIRS sessions (two peers each) from several client
-processes bound to distinct 127.0.0.x source addresses, sends one message each way per pair
-so every connection has been used, waits, then reads the relay's VmRSS. The figure is
-(RSS with the pairs) - (RSS before them), divided by the number of connections.
+One client thread (one asyncio loop) opens PAIRS sessions (two peers each) as fast as it can,
+with INFLIGHT pairs' handshakes in flight at once, alternating between SOURCES distinct
+127.0.0.x source addresses; each pair exchanges one message each way to confirm it. The
+connections are then held HOLD seconds and the relay's VmRSS is read. Figures:
 
-Usage: scripts/idle_memory.py [--pairs 8000] [--procs 4] [--bin target/release/ringrelay]
+- bytes_per_connection = (RSS with the pairs held - RSS before the burst) / connections
+- rss_after_close_kib: RSS SETTLE seconds after every connection closed; returned_within is
+  (after_close - before) / before, which should stay under 10%.
+
+Usage: scripts/idle_memory.py [--pairs 5000] [--inflight 256] [--sources 2] [--hold 10]
+                              [--workers 1] [--bin target/release/ringrelay] [--rounds N]
+Extra server environment (e.g. MIMALLOC_PURGE_DELAY=0) passes through from the environment.
 """
-import argparse, asyncio, base64, json, multiprocessing as mp, os, re, signal, subprocess, sys, time
+import argparse, asyncio, base64, json, os, re, signal, statistics, subprocess, sys, threading, time
 
 KEY = base64.b64encode(os.urandom(16)).decode()
-# A few client addresses open thousands of connections each: the per-IP limits (rate, open
+# Two client addresses open thousands of connections each: the per-IP limits (rate, open
 # connections, unfinished handshakes) would refuse most of them, so they are off unless the
 # environment says otherwise.
 PER_IP_OFF = {"RINGRELAY_LIMITS_IP_CONNECT_RATE": "0", "RINGRELAY_LIMITS_MAX_CONNECTIONS_PER_IP": "0",
@@ -37,40 +44,36 @@ async def upgrade(host, port, src, path):
     return r, w
 
 
-async def client(worker, pairs, host, port, ready, hold):
-    src = f"127.0.0.{10 + worker}"
+async def burst(args, port, tag):
+    """Opens the pairs; returns the list of open (reader, writer) pairs of pairs."""
     conns = []
-    sem = asyncio.Semaphore(200)
+    sem = asyncio.Semaphore(args.inflight)
 
     async def one(i):
         async with sem:
-            path = f"/v1/relay/mem-{worker}-{i}"
-            a = await upgrade(host, port, src, path)
-            b = await upgrade(host, port, src, path)
+            src = f"127.0.0.{10 + i % args.sources}"
+            path = f"/v1/relay/mem-{tag}-{i}"
+            a = await upgrade("127.0.0.1", port, src, path)
+            b = await upgrade("127.0.0.1", port, src, path)
             a[1].write(mask(b"ping"))
             assert (await b[0].readexactly(6))[2:] == b"ping"
             b[1].write(mask(b"pong"))
             assert (await a[0].readexactly(6))[2:] == b"pong"
             conns.append((a, b))
 
-    await asyncio.gather(*(one(i) for i in range(pairs)))
-    ready.put(len(conns) * 2)
-    while not hold.is_set():
-        await asyncio.sleep(0.1)
+    await asyncio.gather(*(one(i) for i in range(args.pairs)))
+    return conns
 
 
-def run_client(worker, pairs, host, port, ready, hold):
-    asyncio.run(client(worker, pairs, host, port, ready, hold))
+async def close_all(conns):
+    for a, b in conns:
+        for _, w in (a, b):
+            w.close()
+    await asyncio.gather(*(w.wait_closed() for a, b in conns for _, w in (a, b)),
+                         return_exceptions=True)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=int, default=8000)
-    ap.add_argument("--procs", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--bin", default="target/release/ringrelay")
-    ap.add_argument("--server-log", default=None, help="keep the relay's stderr in this file")
-    args = ap.parse_args()
+def start_server(args):
     log = open(args.server_log, "w+") if args.server_log else subprocess.PIPE
     srv = subprocess.Popen([args.bin, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
                             "--workers", str(args.workers)], stderr=log, text=True,
@@ -87,26 +90,54 @@ def main():
             line = srv.stderr.readline()
         if time.time() > deadline:
             sys.exit("server did not start")
-    port = int(re.search(r"listen=127\.0\.0\.1:(\d+)", line).group(1))
-    time.sleep(0.5)
-    before = rss_kib(srv.pid)
-    ready, hold = mp.Queue(), mp.Event()
-    per = args.pairs // args.procs
-    procs = [mp.Process(target=run_client, args=(k, per, "127.0.0.1", port, ready, hold)) for k in range(args.procs)]
-    t0 = time.time()
-    for p in procs:
-        p.start()
-    conns = sum(ready.get(timeout=300) for _ in procs)
-    time.sleep(2)
-    after = rss_kib(srv.pid)
-    hold.set()
-    for p in procs:
-        p.join(30)
-    srv.send_signal(signal.SIGTERM)
-    srv.wait(30)
-    per_conn = (after - before) * 1024 / conns
-    print(json.dumps({"connections": conns, "rss_before_kib": before, "rss_after_kib": after,
-                      "bytes_per_connection": round(per_conn), "setup_s": round(time.time() - t0, 1)}))
+    if not args.server_log:
+        # Keep reading the relay's log, so a full pipe never blocks its worker threads.
+        threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
+    return srv, int(re.search(r"listen=127\.0\.0\.1:(\d+)", line).group(1))
+
+
+async def one_round(args):
+    srv, port = start_server(args)
+    try:
+        await asyncio.sleep(0.5)
+        before = rss_kib(srv.pid)
+        t0 = time.time()
+        conns = await burst(args, port, "r")
+        setup = time.time() - t0
+        await asyncio.sleep(args.hold)
+        held = rss_kib(srv.pid)
+        n = len(conns) * 2
+        await close_all(conns)
+        await asyncio.sleep(args.settle)
+        after_close = rss_kib(srv.pid)
+    finally:
+        srv.send_signal(signal.SIGTERM)
+        srv.wait(30)
+    return {"workers": args.workers, "connections": n, "rss_before_kib": before, "rss_held_kib": held,
+            "rss_after_close_kib": after_close, "bytes_per_connection": round((held - before) * 1024 / n),
+            "returned_within": round((after_close - before) / before, 3), "setup_s": round(setup, 1)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=5000)
+    ap.add_argument("--inflight", type=int, default=256, help="pairs being opened at once")
+    ap.add_argument("--sources", type=int, default=2, help="distinct 127.0.0.x source addresses")
+    ap.add_argument("--hold", type=float, default=10.0, help="seconds the pairs are held idle")
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds after closing before RSS is read")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--bin", default="target/release/ringrelay")
+    ap.add_argument("--server-log", default=None, help="keep the relay's stderr in this file")
+    args = ap.parse_args()
+    results = []
+    for _ in range(args.rounds):
+        r = asyncio.run(one_round(args))
+        print(json.dumps(r), flush=True)
+        results.append(r["bytes_per_connection"])
+    if len(results) > 1:
+        print(json.dumps({"median_bytes_per_connection": statistics.median(results),
+                          "min": min(results), "max": max(results)}))
 
 
 if __name__ == "__main__":

@@ -554,3 +554,26 @@ fn leave(
         "connection closed"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The heap objects one idle paired connection holds, for docs/performance.md
+    /// ("Memory"): run with `--nocapture` to see them. Checks only that the task stays the
+    /// largest part and within its bound above, so a change that moves the bytes elsewhere
+    /// shows up here.
+    #[test]
+    fn idle_connection_objects() {
+        let task = future_size(&run);
+        let peer = std::mem::size_of::<Peer>();
+        let session = std::mem::size_of::<Session>();
+        let reader = std::mem::size_of::<Reader>();
+        let inbound = std::mem::size_of::<Inbound>();
+        println!(
+            "run future {task}, Reader {reader} (Inbound {inbound}), Peer {peer}, \
+             Session {session} (one per pair)"
+        );
+        assert!(task <= 1024 && task > peer && task > session);
+    }
+}

@@ -38,6 +38,7 @@ pub async fn run(core: Rc<Core>) {
     let close_ms = cfg.close_timeout.as_millis() as u64;
     // Ends blocked writes at once when the pool runs low, between ticks.
     monoio::spawn(blocked::guard(core.clone()));
+    let mut trim = Trim::default();
     loop {
         monoio::time::sleep(period).await;
         let now = core.clock.tick();
@@ -92,5 +93,69 @@ pub async fn run(core: Rc<Core>) {
                 }
             }
         }
+        if trim.due(core.registry.peer_count(), core.pool.allocated.get()) {
+            crate::runtime::chunk::give_back_freed_memory();
+        }
+    }
+}
+
+/// When a core gives its allocator's freed pages back: after its open connections fell by a
+/// quarter of their peak (at least [`Trim::MIN_DROP`]), or after the pool freed a burst of
+/// read buffers it allocated past its idle keep. Otherwise a core that went quiet after a
+/// storm keeps the storm's peak resident (runtime::chunk::give_back_freed_memory). At most
+/// once a tick, so steady churn costs one heap walk a tick at worst.
+#[derive(Default)]
+struct Trim {
+    /// Most connections open since the last trim.
+    peak: usize,
+    /// The pool's count of buffers allocated (not reused) at the last trim.
+    allocated: u64,
+}
+
+impl Trim {
+    const MIN_DROP: usize = 256;
+    /// Buffers allocated past the pool's free list since the last trim (each freed again
+    /// when returned past the keep) that make a trim worth it: 64 of 64 KiB are 4 MiB.
+    const MIN_BUFFERS: u64 = 64;
+
+    fn due(&mut self, open: usize, allocated: u64) -> bool {
+        self.peak = self.peak.max(open);
+        let fell = self.peak - open >= Self::MIN_DROP.max(self.peak / 4);
+        let buffers = allocated.saturating_sub(self.allocated) >= Self::MIN_BUFFERS;
+        if fell || buffers {
+            self.peak = open;
+            self.allocated = allocated;
+        }
+        fell || buffers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Trim;
+
+    #[test]
+    fn trims_after_a_fall_from_the_peak_not_while_growing_or_wobbling() {
+        let mut t = Trim::default();
+        assert!(!t.due(1000, 0), "growing");
+        assert!(!t.due(10_000, 0), "growing");
+        assert!(!t.due(9_000, 0), "a tenth below the peak");
+        assert!(t.due(7_000, 0), "a quarter below the peak");
+        assert!(!t.due(7_000, 0), "once per fall");
+        assert!(!t.due(6_900, 0));
+        assert!(t.due(0, 0), "all closed");
+        assert!(!t.due(0, 0));
+        // Few connections: a fall of fewer than MIN_DROP is not worth a heap walk.
+        assert!(!t.due(200, 0));
+        assert!(!t.due(0, 0));
+    }
+
+    #[test]
+    fn trims_after_a_burst_of_buffers_beyond_the_pool() {
+        let mut t = Trim::default();
+        assert!(!t.due(10, 63));
+        assert!(t.due(10, 64));
+        assert!(!t.due(10, 100));
+        assert!(t.due(10, 128));
     }
 }

@@ -267,6 +267,19 @@ unsafe impl IoVecBuf for WriteChunk {
     }
 }
 
+/// Gives the pages this thread's allocator heap freed back to the system at once. mimalloc
+/// purges freed pages only when the thread allocates again after its purge delay, so a core
+/// that goes quiet after a burst (a reconnect storm, then idle connections or none) would
+/// keep the burst's peak resident. Called by the keepalive tick when a core's connection
+/// count has fallen well below its peak (relay::keepalive); it walks the thread's heap, so
+/// it is not for the forwarding path. Harmless where mimalloc is not the global allocator
+/// (unit tests): its own heap is then empty.
+pub fn give_back_freed_memory() {
+    // SAFETY: `mi_collect` takes no pointers and has no preconditions: it only collects the
+    // calling thread's own heap and purges freed pages no live allocation uses.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,6 +151,17 @@ pub struct Registry {
     pub budget: CoreBudget,
 }
 
+/// A map keeps the capacity of its largest moment: after a storm of connections closed, the
+/// registry's tables would hold their peak's memory for good. Once a map is down to an
+/// eighth of its capacity it is shrunk to about twice what it holds, so shrinking is rare
+/// (amortised over the removals that got it there) and a map that refills grows only once.
+fn shrink_after_burst<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    const SMALL: usize = 1024;
+    if map.capacity() > SMALL && map.len() * 8 < map.capacity() {
+        map.shrink_to((map.len() * 2).max(SMALL));
+    }
+}
+
 impl Registry {
     pub fn session(&self, id: &str, now_ms: u64) -> Rc<Session> {
         if let Some(s) = self.sessions.borrow().get(id) {
@@ -180,7 +191,13 @@ impl Registry {
     /// Forgets the session once nobody is in it; true when it did. A session that keeps
     /// messages is freed through `relay::away::release`, which accounts for them.
     pub fn release_if_empty(&self, s: &Session) -> bool {
-        s.is_empty() && self.sessions.borrow_mut().remove(&s.id).is_some()
+        if !s.is_empty() {
+            return false;
+        }
+        let mut sessions = self.sessions.borrow_mut();
+        let removed = sessions.remove(&s.id).is_some();
+        shrink_after_burst(&mut sessions);
+        removed
     }
 
     pub fn add_peer(&self, p: Rc<Peer>) {
@@ -188,7 +205,9 @@ impl Registry {
     }
 
     pub fn remove_peer(&self, id: u64) {
-        self.peers.borrow_mut().remove(&id);
+        let mut peers = self.peers.borrow_mut();
+        peers.remove(&id);
+        shrink_after_burst(&mut peers);
     }
 
     pub fn peers(&self) -> Vec<Rc<Peer>> {
@@ -214,5 +233,33 @@ impl Registry {
             .values()
             .map(|p| p.pinned.get() as usize)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shrink_after_burst;
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_map_emptied_after_a_burst_gives_its_capacity_back() {
+        let mut m: HashMap<u64, u64> = (0..100_000).map(|i| (i, i)).collect();
+        let peak = m.capacity();
+        for i in 0..100_000 {
+            m.remove(&i);
+            shrink_after_burst(&mut m);
+            // Never below twice what it holds (so refilling does not regrow at once).
+            assert!(m.capacity() >= m.len() * 2 || m.capacity() >= 1024);
+        }
+        assert!(m.capacity() < peak / 16, "{} of {peak}", m.capacity());
+        // A small map is left alone: no shrinking churn at ordinary sizes.
+        let mut small: HashMap<u64, u64> = (0..500).map(|i| (i, i)).collect();
+        for i in 0..500 {
+            small.remove(&i);
+            shrink_after_burst(&mut small);
+        }
+        // (Removals leave tombstones, so `capacity` wobbles a little; a shrink would take it
+        // to a few buckets.)
+        assert!(small.capacity() >= 800, "{}", small.capacity());
     }
 }
