@@ -24,6 +24,7 @@ const READ_BUFFER: usize = 256 << 10;
 const LIMITS: DecodeLimits = DecodeLimits {
     max_message_bytes: 1 << 30,
     max_frames_per_message: u32::MAX,
+    max_pending_pongs: 16,
 };
 const RECEIVER: u64 = 1;
 

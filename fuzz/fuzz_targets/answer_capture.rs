@@ -21,12 +21,15 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringrelay::bridge::sniff::sniff;
-use ringrelay::relay::inbound::{DecodeLimits, Hold, HoldMode, Inbound, CARRY_MAX, HEADROOM};
+use ringrelay::relay::inbound::{
+    DecodeLimits, Hold, HoldMode, Inbound, Pongs, CARRY_MAX, HEADROOM,
+};
 use ringrelay::ws::frame::{parse_header, Sender, MAX_HEADER_LEN};
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_message_bytes: 1 << 12,
     max_frames_per_message: 64,
+    max_pending_pongs: 16,
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -64,7 +67,14 @@ fn run(stream: &[u8], read: usize, buf_size: usize, mode: HoldMode, limit: usize
         pos += want;
         let mut segs = Vec::new();
         hold.mode = Some(mode);
-        let o = inb.decode_holding(&mut buf, Some(1), LIMITS, &mut segs, Some(&mut hold));
+        let o = inb.decode_holding(
+            &mut buf,
+            Some(1),
+            LIMITS,
+            &mut segs,
+            Some(&mut hold),
+            Pongs::Aside(&mut Vec::new()),
+        );
         let mut released = std::mem::take(&mut hold.released).into_iter().peekable();
         for (k, &(a, b)) in segs.iter().enumerate() {
             while let Some(r) = released.next_if(|r| r.before_seg == k) {

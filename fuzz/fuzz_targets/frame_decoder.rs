@@ -309,6 +309,7 @@ fuzz_target!(|input: &[u8]| {
     let limits = DecodeLimits {
         max_message_bytes: k.limit,
         max_frames_per_message: u32::MAX,
+        max_pending_pongs: 16,
     };
     let expect = model(stream, k.limit);
 

@@ -109,6 +109,9 @@ config_keys! {
         byte_burst: usize { default: MIB, parse: Int(1, 1 << 40) }
         /// Frames one message may be split into; more closes with 1008 (tiny-fragment floods).
         max_frames_per_message: usize { default: 4096, parse: Int(1, 1 << 30) }
+        /// Client pings answered each with its own pong per read; past it the later pings
+        /// share the latest one's pong (`pings_coalesced`), so a ping flood stays bounded.
+        max_pending_pongs: usize { default: 16, parse: Int(1, 1024) }
         /// A peer that takes longer than this to accept one write is dropped.
         write_timeout: Duration { default: secs(60), parse: Dur::POSITIVE }
         /// A write still pending after this long counts as blocked: its receiver is not

@@ -93,6 +93,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "limits.byte_rate",
     "limits.byte_burst",
     "limits.max_frames_per_message",
+    "limits.max_pending_pongs",
     "limits.write_timeout",
     "limits.blocked_write_grace",
     "limits.max_blocked_writes_per_ip",

@@ -3,7 +3,7 @@
 use super::ack;
 use super::away::{self, Verdict};
 use super::held;
-use super::inbound::{Closing, DecodeLimits, Hold, Inbound, Outcome, Released};
+use super::inbound::{Closing, DecodeLimits, Hold, Inbound, Outcome, Pongs, Released};
 use super::resume;
 use crate::context::Core;
 use crate::limits::Throttle;
@@ -12,7 +12,7 @@ use crate::session::events;
 use crate::session::events::durable::Shapes;
 use crate::session::{Flag, Peer, Session};
 use crate::stats::{bump, Latency};
-use crate::ws::{CloseCode, OpCode};
+use crate::ws::CloseCode;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -75,7 +75,7 @@ pub async fn run(
         if let (true, Some(s)) = (read.ack_due, c.session) {
             ack::send(&core, s, &peer);
         }
-        match after_write(&c, &mut reader, &read.out, read.pong, &route, verdict, now).await {
+        match after_write(&c, &mut reader, &read.out, read.pongs, &route, verdict, now).await {
             Next::Read => {}
             Next::End { code, violated } => break (code, violated),
         }
@@ -127,8 +127,9 @@ struct Read {
     out: Outcome,
     /// Held messages to write before the segment each names (relay::held).
     released: Vec<Released>,
-    /// The latest ping's payload, to answer with a pong.
-    pong: Option<Vec<u8>>,
+    /// Relay route: the pongs answering this read's pings, whole frames in order, for the
+    /// sender (on the echo route they went out in place, with the frames echoed).
+    pongs: Option<Vec<u8>>,
     /// Two-way resume: an `ack` is due at once.
     ack_due: bool,
 }
@@ -145,6 +146,7 @@ impl Reader {
         let limits = DecodeLimits {
             max_message_bytes: cfg.max_message_bytes as u64,
             max_frames_per_message: u32::try_from(cfg.max_frames_per_message).unwrap_or(u32::MAX),
+            max_pending_pongs: u32::try_from(cfg.max_pending_pongs).unwrap_or(u32::MAX),
         };
         // The buckets start on a fresh clock reading, or a stale tick would credit them with
         // time that never passed.
@@ -269,15 +271,31 @@ impl Reader {
             hold,
             ..
         } = self;
+        // The echo route writes its pongs in place among the frames it echoes; the relay
+        // route sends them back apart (the segments go to the other peer).
+        let echo = c.session.is_none();
+        let mut aside = Vec::new();
         let out = chunk.decode(|data, segs| {
-            inbound.decode_holding(data, decode_for, *limits, segs, hold.as_deref_mut())
+            let pongs = if echo {
+                Pongs::Inline
+            } else {
+                Pongs::Aside(&mut aside)
+            };
+            inbound.decode_holding(data, decode_for, *limits, segs, hold.as_deref_mut(), pongs)
         })?;
         let released = hold
             .as_mut()
             .map(|h| std::mem::take(&mut h.released))
             .unwrap_or_default();
         // Rare: copied out so the buffer can go to the receiver first.
-        let pong = out.ping.map(|(a, b)| chunk.data()[a..b].to_vec());
+        let pongs = (!aside.is_empty()).then(|| {
+            let data = chunk.data();
+            aside
+                .iter()
+                .flat_map(|&(a, b)| &data[a..b])
+                .copied()
+                .collect()
+        });
         if out.data_seen {
             if let Some(s) = c.session {
                 s.last_activity_ms.set(now);
@@ -296,7 +314,7 @@ impl Reader {
         Ok(Read {
             out,
             released,
-            pong,
+            pongs,
             ack_due,
         })
     }
@@ -363,7 +381,7 @@ async fn after_write(
     c: &Conn<'_>,
     reader: &mut Reader,
     out: &Outcome,
-    pong: Option<Vec<u8>>,
+    pongs: Option<Vec<u8>>,
     route: &Route,
     verdict: Verdict,
     now: u64,
@@ -393,13 +411,15 @@ async fn after_write(
     }
     // The rare awaits below are boxed: their futures would otherwise size every
     // connection's task for its whole life.
-    if out.pings > 1 {
-        bump(&core.stats.pings_coalesced, u64::from(out.pings - 1));
-    }
-    // Answered before this connection is read again: at most one pong is ever pending.
-    if let Some(payload) = pong {
-        bump(&core.stats.pongs_sent, 1);
-        let _ = Box::pin(peer.send_control(OpCode::Pong, &payload)).await;
+    bump(
+        &core.stats.pings_coalesced,
+        u64::from(out.pings - out.pongs),
+    );
+    bump(&core.stats.pongs_sent, u64::from(out.pongs));
+    // Answered before this connection is read again: at most `limits.max_pending_pongs`
+    // are ever pending. (On the echo route they went out with the read's frames.)
+    if let Some(frames) = pongs {
+        let _ = Box::pin(peer.send_bytes(frames)).await;
     }
     if let (Some(id), Some(r)) = (out.aborted_receiver, &route.receiver) {
         if r.id == id {

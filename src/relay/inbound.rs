@@ -76,11 +76,13 @@ pub enum Closing {
 /// What one buffer held, besides the segments to forward.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Outcome {
-    /// Where the latest ping's (unmasked) payload sits in the buffer, to answer with a pong;
-    /// older pings in the same buffer need no answer of their own (RFC 6455 section 5.5.3).
+    /// Where the latest ping's (unmasked) payload sits in the buffer.
     pub ping: Option<(usize, usize)>,
-    /// Pings in this buffer; all but the latest go unanswered.
+    /// Pings in this buffer.
     pub pings: u32,
+    /// Pongs made for them (see [`Pongs`]): one per ping up to
+    /// `DecodeLimits::max_pending_pongs`; the rest were coalesced into the latest one's.
+    pub pongs: u32,
     pub closing: Option<Closing>,
     pub messages_forwarded: u32,
     pub messages_dropped: u32,
@@ -133,6 +135,22 @@ pub struct DecodeLimits {
     pub max_message_bytes: u64,
     /// Caps a flood of tiny fragments, which costs the relay a header per byte forwarded.
     pub max_frames_per_message: u32,
+    /// Pongs one read may answer with, each ping its own; past it they are coalesced.
+    pub max_pending_pongs: u32,
+}
+
+/// Where the pongs answering a read's pings go. Each is a whole server frame made in place:
+/// its header written over the front of the ping's (always larger, masked) header, its
+/// payload the ping's, unmasked.
+#[derive(Debug)]
+pub enum Pongs<'a> {
+    /// Into the segments to write, at the ping's place among the frames forwarded: the echo
+    /// route, where the receiver is the sender (RFC 6455 section 5.5.2: a pong answers before
+    /// the data that followed its ping, even between the fragments of a message).
+    Inline,
+    /// Into this list, to be written back to the sender apart: the relay route, where the
+    /// segments go to the other peer.
+    Aside(&'a mut Vec<Segment>),
 }
 
 impl Inbound {
@@ -188,7 +206,8 @@ impl Inbound {
         limits: DecodeLimits,
         segs: &mut Vec<Segment>,
     ) -> Outcome {
-        self.decode_holding(buf, receiver, limits, segs, None)
+        let mut pongs = Vec::new();
+        self.decode_holding(buf, receiver, limits, segs, None, Pongs::Aside(&mut pongs))
     }
 
     /// As [`Inbound::decode`], for a connection that holds some messages (see [`Hold`]): a
@@ -198,7 +217,7 @@ impl Inbound {
     ///
     /// One frame step at a time: the payload of the frame in progress ([`Inbound::payload`]),
     /// else the next header ([`Inbound::next_frame`]), until the buffer or the connection
-    /// ends.
+    /// ends. Pings are answered as `pongs` says.
     pub fn decode_holding(
         &mut self,
         buf: &mut [u8],
@@ -206,6 +225,7 @@ impl Inbound {
         limits: DecodeLimits,
         segs: &mut Vec<Segment>,
         hold: Option<&mut Hold>,
+        pongs: Pongs<'_>,
     ) -> Outcome {
         let mut p = Pass {
             i: HEADROOM,
@@ -215,6 +235,8 @@ impl Inbound {
             hold,
             limits,
             receiver,
+            pongs,
+            last_pong: 0,
             out: Outcome::default(),
         };
         self.begin_read(receiver);
@@ -313,10 +335,7 @@ impl Inbound {
         apply_mask(payload, h.mask.unwrap_or_default(), 0);
         p.i += total;
         match h.opcode {
-            OpCode::Ping => {
-                p.out.ping = Some((p0, p1));
-                p.out.pings += 1;
-            }
+            OpCode::Ping => answer_ping(p, p0, p1),
             OpCode::Close => {
                 let closing = match parse_close_payload(payload) {
                     Ok(code) => Closing::Peer(code),
@@ -537,7 +556,34 @@ struct Pass<'a> {
     limits: DecodeLimits,
     /// The connection id this read forwards to, if any.
     receiver: Option<u64>,
+    pongs: Pongs<'a>,
+    /// Where the latest pong went, in the segments or the list aside.
+    last_pong: usize,
     out: Outcome,
+}
+
+/// A ping (its payload unmasked at `p0..p1`) gets its pong, made in place, where `p.pongs`
+/// says. Past `max_pending_pongs` in one read the latest pong so far is emptied (the frames
+/// around it stay where they were) and this ping's pong takes its turn: a flood costs at most
+/// that many pongs per read, and the latest ping is always the one answered (RFC 6455
+/// section 5.5.3 allows answering only the most recent of several pings).
+fn answer_ping(p: &mut Pass<'_>, p0: usize, p1: usize) {
+    p.out.ping = Some((p0, p1));
+    p.out.pings += 1;
+    let start = encode_header_before(p.buf, p0, true, OpCode::Pong, (p1 - p0) as u64);
+    let list = match &mut p.pongs {
+        Pongs::Inline => &mut *p.segs,
+        Pongs::Aside(v) => &mut **v,
+    };
+    if p.out.pongs >= p.limits.max_pending_pongs.max(1) {
+        if let Some(old) = list.get_mut(p.last_pong) {
+            *old = (old.0, old.0);
+        }
+    } else {
+        p.out.pongs += 1;
+    }
+    p.last_pong = list.len();
+    list.push((start, p1));
 }
 
 /// A held message is read first: what it decides is acted on after the UTF-8 check of the

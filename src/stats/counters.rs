@@ -94,7 +94,7 @@ counters!(
     rate_limit_pauses: "Times a connection's reading paused because it exceeded limits.message_rate or limits.byte_rate.",
     rate_limit_pause_ms: "Total milliseconds connections spent paused by their message or byte rate.",
     fragment_floods: "Connections closed with 1008 for splitting a message into more than limits.max_frames_per_message frames.",
-    pings_coalesced: "Client pings answered by a later ping's pong instead of their own (at most one pong pending).",
+    pings_coalesced: "Client pings answered by a later ping's pong instead of their own (over limits.max_pending_pongs in one read).",
     peers_dropped_write_timeout: "Peers dropped because a write to them waited longer than limits.write_timeout.",
     peers_dropped_blocked_per_ip: "Peers dropped because blocked writes to their client address held more than limits.max_blocked_writes_per_ip read buffers on a worker.",
     peers_dropped_blocked_per_session: "Peers dropped because blocked writes to their session held more than limits.max_blocked_writes_per_session read buffers.",

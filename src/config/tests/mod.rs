@@ -84,6 +84,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "limits.byte_rate" => "100000",
         "limits.byte_burst" => "50000",
         "limits.max_frames_per_message" => "16",
+        "limits.max_pending_pongs" => "4",
         "limits.write_timeout" => "15s",
         "limits.blocked_write_grace" => "500ms",
         "limits.max_blocked_writes_per_ip" => "5",
@@ -208,6 +209,7 @@ fn defaults_match_the_contract() {
     assert_eq!(l.ip_table_size, 16_384);
     assert_eq!((l.message_rate, l.byte_rate), (0, 0));
     assert_eq!(l.max_frames_per_message, 4096);
+    assert_eq!(l.max_pending_pongs, 16);
     assert_eq!(format_duration(l.write_timeout), "1m");
     assert_eq!(format_duration(l.blocked_write_grace), "1s");
     assert_eq!(

@@ -8,6 +8,7 @@ use crate::ws::mask::apply_mask_reference;
 const LIMITS: DecodeLimits = DecodeLimits {
     max_message_bytes: 1 << 30,
     max_frames_per_message: u32::MAX,
+    max_pending_pongs: 16,
 };
 
 /// One client frame on the wire.
@@ -264,6 +265,7 @@ fn violations_close_with_their_codes() {
     let limits = DecodeLimits {
         max_message_bytes: 100,
         max_frames_per_message: u32::MAX,
+        max_pending_pongs: 16,
     };
     let mut inb = Inbound::default();
     let mut buf = Vec::new();
@@ -431,6 +433,7 @@ fn a_flood_of_tiny_fragments_is_cut_off_at_the_frame_cap() {
     let limits = DecodeLimits {
         max_message_bytes: 1 << 20,
         max_frames_per_message: 4,
+        max_pending_pongs: 16,
     };
     let frames = |n: usize| -> Vec<u8> {
         let mut s = client_frame(false, OpCode::Text, b"a", [1, 2, 3, 4]);
@@ -521,7 +524,14 @@ fn run_holding(
         pos += want;
         let mut segs = Vec::new();
         hold.mode = Some(mode);
-        let out = inb.decode_holding(&mut buf, Some(7), limits, &mut segs, Some(&mut hold));
+        let out = inb.decode_holding(
+            &mut buf,
+            Some(7),
+            limits,
+            &mut segs,
+            Some(&mut hold),
+            Pongs::Aside(&mut Vec::new()),
+        );
         let mut released = std::mem::take(&mut hold.released).into_iter().peekable();
         for (k, (a, b)) in segs.iter().enumerate() {
             while let Some(r) = released.next_if(|r| r.before_seg == k) {
@@ -794,6 +804,7 @@ fn held_messages_keep_the_message_limit_and_answers_their_own() {
     let limits = DecodeLimits {
         max_message_bytes: 100,
         max_frames_per_message: u32::MAX,
+        max_pending_pongs: 16,
     };
     let pad = |n: usize| "x".repeat(n);
     // A non-answer over the message limit is refused, whether its type comes first or last.
@@ -850,4 +861,117 @@ fn held_messages_keep_the_message_limit_and_answers_their_own() {
             );
         }
     }
+}
+
+/// Server frames (opcode, fin, payload) in `segs`, in order, skipping emptied segments.
+fn server_frames(buf: &[u8], segs: &[Segment]) -> Vec<(OpCode, bool, Vec<u8>)> {
+    let mut bytes = Vec::new();
+    for &(a, b) in segs {
+        bytes.extend_from_slice(&buf[a..b]);
+    }
+    let mut frames = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let h = parse_header(rest, Sender::Server).unwrap().unwrap();
+        let end = h.header_len + h.payload_len as usize;
+        frames.push((h.opcode, h.fin, rest[h.header_len..end].to_vec()));
+        rest = &rest[end..];
+    }
+    frames
+}
+
+/// Decodes `stream` in one read with the pongs inline (the echo route).
+fn echo_one_read(stream: &[u8], limits: DecodeLimits) -> (Vec<(OpCode, bool, Vec<u8>)>, Outcome) {
+    let mut inb = Inbound::default();
+    let mut buf = Vec::new();
+    inb.prepare(&mut buf);
+    buf.extend_from_slice(stream);
+    let mut segs = Vec::new();
+    let out = inb.decode_holding(&mut buf, Some(1), limits, &mut segs, None, Pongs::Inline);
+    (server_frames(&buf, &segs), out)
+}
+
+/// Autobahn 5.6/5.8/5.19/5.20 in one read: a ping between two fragments is answered in its
+/// place, before the last fragment. Before: the pong was written after the whole echoed
+/// message.
+#[test]
+fn echo_pong_goes_between_the_fragments_it_arrived_between() {
+    let s = [
+        client_frame(false, OpCode::Text, b"frag1", [1, 2, 3, 4]),
+        client_frame(true, OpCode::Ping, b"ping!", [5, 6, 7, 8]),
+        client_frame(true, OpCode::Continuation, b"frag2", [9, 9, 9, 9]),
+    ]
+    .concat();
+    let (frames, out) = echo_one_read(&s, LIMITS);
+    assert_eq!(
+        frames,
+        vec![
+            (OpCode::Text, false, b"frag1".to_vec()),
+            (OpCode::Pong, true, b"ping!".to_vec()),
+            (OpCode::Continuation, true, b"frag2".to_vec()),
+        ]
+    );
+    assert_eq!((out.pings, out.pongs, out.messages_forwarded), (1, 1, 1));
+}
+
+/// Autobahn 2.10/2.11: ten pings at once get ten pongs, in order. Before: one pong.
+#[test]
+fn a_burst_of_pings_gets_a_pong_each_up_to_the_bound() {
+    let s: Vec<u8> = (0..10u8)
+        .flat_map(|k| client_frame(true, OpCode::Ping, &[b'0' + k], [k, 1, 2, 3]))
+        .collect();
+    let (frames, out) = echo_one_read(&s, LIMITS);
+    let want: Vec<_> = (0..10u8)
+        .map(|k| (OpCode::Pong, true, vec![b'0' + k]))
+        .collect();
+    assert_eq!(frames, want);
+    assert_eq!((out.pings, out.pongs), (10, 10));
+
+    // Aside (relay route): the same ten, in a list of their own, none among the segments.
+    let mut inb = Inbound::default();
+    let mut buf = Vec::new();
+    inb.prepare(&mut buf);
+    buf.extend_from_slice(&s);
+    let (mut segs, mut aside) = (Vec::new(), Vec::new());
+    let out = inb.decode_holding(
+        &mut buf,
+        Some(1),
+        LIMITS,
+        &mut segs,
+        None,
+        Pongs::Aside(&mut aside),
+    );
+    assert!(segs.is_empty());
+    assert_eq!(server_frames(&buf, &aside), want);
+    assert_eq!(out.pongs, 10);
+}
+
+/// Past `max_pending_pongs` a flood is coalesced: at most that many pongs, the latest ping
+/// answered last, the others of the flood counted as coalesced.
+#[test]
+fn a_ping_flood_past_the_bound_is_coalesced_into_the_latest() {
+    let limits = DecodeLimits {
+        max_pending_pongs: 3,
+        ..LIMITS
+    };
+    let s = [
+        client_frame(true, OpCode::Ping, b"a", [1, 2, 3, 4]),
+        client_frame(true, OpCode::Ping, b"b", [1, 2, 3, 4]),
+        client_frame(true, OpCode::Text, b"data", [1, 2, 3, 4]),
+        client_frame(true, OpCode::Ping, b"c", [1, 2, 3, 4]),
+        client_frame(true, OpCode::Ping, b"d", [1, 2, 3, 4]),
+        client_frame(true, OpCode::Ping, b"e", [1, 2, 3, 4]),
+    ]
+    .concat();
+    let (frames, out) = echo_one_read(&s, limits);
+    assert_eq!(
+        frames,
+        vec![
+            (OpCode::Pong, true, b"a".to_vec()),
+            (OpCode::Pong, true, b"b".to_vec()),
+            (OpCode::Text, true, b"data".to_vec()),
+            (OpCode::Pong, true, b"e".to_vec()),
+        ]
+    );
+    assert_eq!((out.pings, out.pongs), (5, 3));
 }
