@@ -331,7 +331,11 @@ pub async fn accept(
     config: Arc<rustls::ServerConfig>,
 ) -> Result<Box<TlsSession>, Refused> {
     let conn = rustls::ServerConnection::new(config).map_err(Refused::Tls)?;
-    let session = Box::new(TlsSession::new(conn.into()));
+    handshake(tcp, Box::new(TlsSession::new(conn.into()))).await
+}
+
+/// Drives `session`'s handshake on `tcp`, server or client side alike, to its end.
+async fn handshake(tcp: &TcpStream, session: Box<TlsSession>) -> Result<Box<TlsSession>, Refused> {
     let mut first = true;
     loop {
         session.flush(tcp).await.map_err(Refused::Io)?;
@@ -359,22 +363,7 @@ pub async fn connect(
     name: rustls::pki_types::ServerName<'static>,
 ) -> Result<Box<TlsSession>, Refused> {
     let conn = rustls::ClientConnection::new(config, name).map_err(Refused::Tls)?;
-    let session = Box::new(TlsSession::new(conn.into()));
-    let mut first = true;
-    loop {
-        session.flush(tcp).await.map_err(Refused::Io)?;
-        if !session.conn.borrow().is_handshaking() {
-            return Ok(session);
-        }
-        match session.pull(tcp.as_raw_fd(), first) {
-            Ok(true) => first = false,
-            Ok(false) => return Err(Refused::Closed),
-            Err(Refused::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                tcp.readable(false).await.map_err(Refused::Io)?
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    handshake(tcp, Box::new(TlsSession::new(conn.into()))).await
 }
 
 #[cfg(test)]
