@@ -6,31 +6,34 @@
 //! which the platform's router cannot reach, and the deploy failed its health check.
 
 mod common;
+use common::cluster::free_port;
 use common::*;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A port nobody listens on right now (the kernel's pick, released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A relay this test started; killed when dropped, so a failed assertion leaves no relay
+/// running behind the test.
+struct Relay(Child);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Starts `ringrelay serve` without `--listen`, with `env`; returns the child and the public
 /// address from its "listening" line.
-fn serve(driver: &str, env: &[(&str, &str)], args: &[&str]) -> (Child, SocketAddr) {
+fn serve(driver: &str, env: &[(&str, &str)], args: &[&str]) -> (Relay, SocketAddr) {
     try_serve(driver, env, args).expect("server did not start")
 }
 
 /// Starts the relay on `PORT` = a free port, trying another one when that port was taken
 /// between `free_port` and the relay's bind (another test's ephemeral port): the relay then
 /// exits at once, which is not what these tests are about.
-fn serve_on_free_port(driver: &str) -> (Child, SocketAddr, u16) {
+fn serve_on_free_port(driver: &str) -> (Relay, SocketAddr, u16) {
     for _ in 0..5 {
         let port = free_port();
         if let Some((child, addr)) = try_serve(driver, &[("PORT", &port.to_string())], &[]) {
@@ -40,7 +43,7 @@ fn serve_on_free_port(driver: &str) -> (Child, SocketAddr, u16) {
     panic!("no free port could be bound in 5 tries");
 }
 
-fn try_serve(driver: &str, env: &[(&str, &str)], args: &[&str]) -> Option<(Child, SocketAddr)> {
+fn try_serve(driver: &str, env: &[(&str, &str)], args: &[&str]) -> Option<(Relay, SocketAddr)> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringrelay"));
     cmd.args(["serve", "--admin-listen", "127.0.0.1:0", "--workers", "1"])
         .args(["--driver", driver])
@@ -53,8 +56,8 @@ fn try_serve(driver: &str, env: &[(&str, &str)], args: &[&str]) -> Option<(Child
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn ringrelay");
-    let stderr = child.stderr.take().unwrap();
+    let mut child = Relay(cmd.spawn().expect("spawn ringrelay"));
+    let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -70,16 +73,8 @@ fn try_serve(driver: &str, env: &[(&str, &str)], args: &[&str]) -> Option<(Child
     });
     match rx.recv_timeout(Duration::from_secs(10)) {
         Ok(addr) => Some((child, addr.parse().unwrap())),
-        Err(_) => {
-            stop(child);
-            None
-        }
+        Err(_) => None,
     }
-}
-
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 fn port_puts_the_listener_on_every_address(driver: &str) {
@@ -92,7 +87,7 @@ fn port_puts_the_listener_on_every_address(driver: &str) {
     let (mut a, mut b) = (connect(&relay), connect(&relay));
     a.send(tungstenite::Message::text("through PORT")).unwrap();
     assert_eq!(recv_text(&mut b), "through PORT");
-    stop(child);
+    drop(child);
 }
 
 fn listen_from_env_or_flag_wins_over_port(driver: &str) {
@@ -102,11 +97,11 @@ fn listen_from_env_or_flag_wins_over_port(driver: &str) {
     let (child, addr) = serve(driver, &env, &[]);
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), port);
-    stop(child);
+    drop(child);
     let (child, addr) = serve(driver, &[("PORT", &p)], &["--listen", "127.0.0.1:0"]);
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), port);
-    stop(child);
+    drop(child);
 }
 
 fn a_bad_port_is_a_config_error(_driver: &str) {

@@ -386,28 +386,8 @@ mod tests {
     /// A server session over one end of a socket pair, and a rustls client over the other,
     /// with the handshake done.
     fn pair() -> (TlsSession, UnixStream, rustls::ClientConnection, UnixStream) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let provider = Arc::new(crate::tls::provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.der().clone()).unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let (server, cert) = crate::tls::testing::localhost_server();
+        let client = crate::tls::testing::client_trusting(&cert);
         let (s, c) = UnixStream::pair().unwrap();
         c.set_nonblocking(true).unwrap();
         let session = TlsSession::new(

@@ -64,11 +64,7 @@ mod tests {
         let dir =
             std::env::temp_dir().join(format!("ringrelay-admintls-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["admin.test".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
+        let (cert, key) = crate::tls::testing::self_signed(&["admin.test"]);
         let (c, k) = (dir.join("admin.pem"), dir.join("admin.key"));
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();

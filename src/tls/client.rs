@@ -250,10 +250,7 @@ mod tests {
     use super::*;
 
     fn ca_pem() -> String {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.self_signed(&key).unwrap().pem()
+        crate::tls::testing::ca("test CA").0.pem()
     }
 
     fn temp(name: &str, text: &str) -> PathBuf {

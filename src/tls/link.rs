@@ -178,14 +178,8 @@ mod tests {
     }
 
     fn ca(name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name.push(rcgen::DnType::CommonName, name);
-        Ca {
-            cert: p.self_signed(&key).unwrap(),
-            key,
-        }
+        let (cert, key) = crate::tls::testing::ca(name);
+        Ca { cert, key }
     }
 
     /// A node's files in `dir`: its certificate for `names` signed by `signer`, its key, and

@@ -18,6 +18,8 @@ pub mod client;
 mod failure;
 mod link;
 mod server;
+#[cfg(test)]
+pub(crate) mod testing;
 mod x509;
 
 pub use admin::{admin_config, AdminTlsError};
@@ -70,11 +72,7 @@ mod tests {
     /// is the client's first choice.
     #[test]
     fn a_client_on_our_provider_agrees_on_x25519() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
+        let (cert, key) = super::testing::self_signed(&["localhost"]);
         #[allow(deprecated)]
         let server_provider = Arc::new(rustls::crypto::ring::default_provider());
         let server = ServerConfig::builder_with_provider(server_provider)

@@ -217,12 +217,7 @@ mod tests {
 
     /// A self-signed certificate for `names`, written as PEM files in a fresh directory.
     fn cert_files(dir: &std::path::Path, tag: &str, names: &[&str]) -> CertPair {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
+        let (cert, key) = crate::tls::testing::self_signed(names);
         let pair = CertPair {
             cert_file: dir.join(format!("{tag}.pem")),
             key_file: dir.join(format!("{tag}.key")),

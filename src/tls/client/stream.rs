@@ -356,21 +356,7 @@ mod tests {
 
     /// A server: a self-signed certificate for `localhost` and its connection.
     fn server() -> (rustls::ServerConnection, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let provider = Arc::new(crate::tls::provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
-            )
-            .unwrap();
+        let (mut config, cert) = crate::tls::testing::localhost_server();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         (
             rustls::ServerConnection::new(Arc::new(config)).unwrap(),
