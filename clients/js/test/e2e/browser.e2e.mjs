@@ -9,8 +9,7 @@ import http from "node:http";
 import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
-import { BIN, DRIVERS, startRelay, relayAcks, CutForwarder } from "./harness.mjs";
-import { rng } from "./traffic.mjs";
+import { BIN, DRIVERS, cutRun, CutForwarder } from "./harness.mjs";
 
 const COUNT = Number(process.env.CUT_MESSAGES ?? 10000);
 const CUTS = 6;
@@ -48,16 +47,7 @@ function pageServer() {
 
 for (const driver of DRIVERS) {
   test(`in Chromium: 10,000 messages each way through random cuts (${driver})`, { skip: why ?? false, timeout: 240000 }, async (t) => {
-    const relay = await startRelay({
-      driver,
-      env: { RINGRELAY_SESSION_REPLAY_BYTES: String(64 << 20), RINGRELAY_SESSION_BUFFER_BYTES: String(4 << 20) },
-    });
-    const twoWay = await relayAcks(relay.url);
-    const seed = Number(process.env.CUT_SEED ?? Date.now() % 1000000);
-    t.diagnostic(`seed ${seed}, two-way ${twoWay}`);
-    const rand = rng(seed);
-    const plan = (sendCut) => (i) =>
-      i < CUTS ? { dir: sendCut && rand() < 0.5 ? "up" : "down", at: 1 + Math.floor(rand() * 3e6) } : null;
+    const { relay, twoWay, seed, plan } = await cutRun(t, driver, CUTS);
     const fa = new CutForwarder(relay.port, plan(true));
     const fb = new CutForwarder(relay.port, plan(twoWay));
     const [pa, pb] = [await fa.listen(), await fb.listen()];

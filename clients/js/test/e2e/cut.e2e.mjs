@@ -11,7 +11,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { RelayClient } from "../../dist/index.js";
-import { BIN, DRIVERS, startRelay, relayAcks, CutForwarder } from "./harness.mjs";
+import { BIN, DRIVERS, cutRun, CutForwarder } from "./harness.mjs";
 import { rng, pump, receiver } from "./traffic.mjs";
 
 const COUNT = Number(process.env.CUT_MESSAGES ?? 10000);
@@ -19,17 +19,7 @@ const CUTS = 8;
 
 for (const driver of DRIVERS) {
   test(`10,000 messages each way, exactly once and in order, through random cuts (${driver})`, { skip: !BIN && "RINGRELAY_BIN not set", timeout: 180000 }, async (t) => {
-    const relay = await startRelay({
-      driver,
-      env: { RINGRELAY_SESSION_REPLAY_BYTES: String(64 << 20), RINGRELAY_SESSION_BUFFER_BYTES: String(4 << 20) },
-    });
-    const twoWay = await relayAcks(relay.url);
-    const seed = Number(process.env.CUT_SEED ?? Date.now() % 1000000);
-    t.diagnostic(`seed ${seed}, two-way ${twoWay}`);
-    const rand = rng(seed);
-    // Each connection of the first CUTS gets a cut somewhere in its first 3 MB; later ones pass.
-    const plan = (sendCut) => (i) =>
-      i < CUTS ? { dir: sendCut && rand() < 0.5 ? "up" : "down", at: 1 + Math.floor(rand() * 3e6) } : null;
+    const { relay, twoWay, seed, plan } = await cutRun(t, driver, CUTS);
     const fa = new CutForwarder(relay.port, plan(twoWay));
     const fb = new CutForwarder(relay.port, twoWay ? plan(true) : plan(false));
     const [pa, pb] = [await fa.listen(), await fb.listen()];

@@ -142,3 +142,24 @@ export class CutForwarder {
 }
 
 export { rng } from "./traffic.mjs";
+import { rng } from "./traffic.mjs";
+
+/**
+ * What both cut tests (Node and Chromium) start from: a relay whose replay window holds the
+ * whole run, whether it has acks (two-way cuts need them), a logged seed (CUT_SEED replays a
+ * failure), and `plan(sendCut)`: the cut plan for one forwarder, where each of its first `cuts`
+ * connections is cut somewhere in its first 3 MB, toward the relay only when `sendCut`.
+ */
+export async function cutRun(t, driver, cuts) {
+  const relay = await startRelay({
+    driver,
+    env: { RINGRELAY_SESSION_REPLAY_BYTES: String(64 << 20), RINGRELAY_SESSION_BUFFER_BYTES: String(4 << 20) },
+  });
+  const twoWay = await relayAcks(relay.url);
+  const seed = Number(process.env.CUT_SEED ?? Date.now() % 1000000);
+  t.diagnostic(`seed ${seed}, two-way ${twoWay}`);
+  const rand = rng(seed);
+  const plan = (sendCut) => (i) =>
+    i < cuts ? { dir: sendCut && rand() < 0.5 ? "up" : "down", at: 1 + Math.floor(rand() * 3e6) } : null;
+  return { relay, twoWay, seed, plan };
+}
