@@ -12,7 +12,7 @@ use crate::config::Overflow;
 use crate::context::Core;
 use crate::session::events;
 use crate::session::events::durable;
-use crate::session::{Backlog, Peer, Session};
+use crate::session::{Backlog, Flag, Peer, Session};
 use crate::stats::bump;
 use crate::ws::CloseCode;
 use std::rc::Rc;
@@ -202,8 +202,12 @@ pub fn deliver(core: &Rc<Core>, session: &Rc<Session>, receiver: &Rc<Peer>) {
     });
 }
 
+/// Still the receiver to deliver to: seated, and not closing or about to be closed for
+/// holding part of a torn message (`Flag::TORN`: whole messages must not follow that part).
 fn seated(session: &Session, peer: &Peer) -> bool {
-    !peer.is_closing() && session.peers().iter().any(|p| p.id == peer.id)
+    !peer.is_closing()
+        && !peer.flags.get(Flag::TORN)
+        && session.peers().iter().any(|p| p.id == peer.id)
 }
 
 async fn deliver_all(core: &Core, session: &Session, receiver: &Peer) {

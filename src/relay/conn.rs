@@ -120,6 +120,9 @@ struct Route {
     /// The messages this read completes are credited to the sender's role (two-way resume:
     /// it asked for `resume=`, holds its seat and is not being closed).
     counted: bool,
+    /// The connection a message of this sender was left open at by earlier reads: this
+    /// read's first frames may continue it there, and only there (`Peer::send_chunk`).
+    open_to: Option<u64>,
 }
 
 /// What decoding one read found, besides the segments the chunk now holds.
@@ -214,8 +217,12 @@ impl Reader {
         let sending = !peer.flags.get(Flag::UNSEATED) && !peer.is_closing();
         let receiver = match (c.session, sending) {
             (_, false) => None,
-            // A peer the relay is closing takes no more data (RFC 6455 section 5.5.1).
-            (Some(s), true) => s.other(peer.id).filter(|r| !r.is_closing()),
+            // A peer the relay is closing takes no more data (RFC 6455 section 5.5.1), nor
+            // does one about to be closed for holding part of a torn message: what is sent
+            // meanwhile is kept for its successor, as for a peer away.
+            (Some(s), true) => s
+                .other(peer.id)
+                .filter(|r| !r.is_closing() && !r.flags.get(Flag::TORN)),
             (None, true) => Some(peer.clone()),
         };
         let counted = sending && peer.flags.get(Flag::COUNTS);
@@ -248,6 +255,7 @@ impl Reader {
             receiver,
             storing,
             counted,
+            open_to: self.inbound.receiver_open(),
         }
     }
 
@@ -357,16 +365,25 @@ async fn deliver(
     let out_open = |r: &Peer| inbound.receiver_open() == Some(r.id);
     match (&route.receiver, chunk.segments().is_empty()) {
         (Some(r), _) if !released.is_empty() => {
-            let send = held::send(core, c.session, peer, r, chunk, released, out_open(r));
+            let open = held::Open {
+                continues: route.open_to == Some(r.id),
+                at_end: out_open(r),
+            };
+            let send = held::send(core, c.session, peer, r, chunk, released, open);
             core.pool.put(Box::pin(send).await);
+            close_if_torn(core, r);
             core.latency.record_since(Latency::Relay, read_at);
         }
         (Some(r), false) => {
             if let Some(s) = c.session.filter(|s| s.resume_on.get()) {
                 resume::retain(core, s, peer, r, chunk.data(), chunk.segments());
             }
-            let (_, chunk) = r.send_chunk(chunk.into_write(), out_open(r)).await;
+            let continues = route.open_to == Some(r.id);
+            let (_, chunk) = r
+                .send_chunk(chunk.into_write(), out_open(r), continues)
+                .await;
             core.pool.put(chunk);
+            close_if_torn(core, r);
             core.latency.record_since(Latency::Relay, read_at);
         }
         _ => core.pool.put(chunk),
@@ -520,6 +537,17 @@ async fn pause(core: &Core, peer: &Peer, throttle: &mut Throttle) {
     peer.last_recv_ms.set(now + wait);
     monoio::time::sleep(std::time::Duration::from_millis(wait)).await;
     core.clock.tick();
+}
+
+/// The write to `r` found it holding part of another sender's message, one that will never
+/// be finished (`Peer::send_chunk` marked it torn): it is closed with 4004 like any receiver
+/// left with part of a message, and resumes. What was not written to it is in its replay
+/// window (retained before the write) or, from now on, kept for its successor.
+fn close_if_torn(core: &Rc<Core>, r: &Rc<Peer>) {
+    if r.flags.get(Flag::TORN) && !r.is_closing() {
+        bump(&core.stats.receivers_closed_torn, 1);
+        abort_receiver(core, r.clone());
+    }
 }
 
 /// A receiver that holds part of a message that will never be finished is closed: it cannot

@@ -40,8 +40,17 @@ pub fn mode(
     })
 }
 
+/// Where a read's writes to its receiver stand among the sender's messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Open {
+    /// The sender has a message open at the receiver from earlier reads: the first segment
+    /// may continue it (`Peer::send_chunk`).
+    pub continues: bool,
+    /// The last segment leaves a message open at the receiver.
+    pub at_end: bool,
+}
+
 /// Writes a read's segments to `receiver` with the held messages it released in between.
-/// `open_at_end`: the last segment leaves a message open at the receiver.
 pub async fn send(
     core: &Core,
     session: Option<&Rc<Session>>,
@@ -49,7 +58,7 @@ pub async fn send(
     receiver: &Peer,
     mut chunk: Chunk,
     released: Vec<Released>,
-    open_at_end: bool,
+    open: Open,
 ) -> Chunk {
     let all = chunk.segments().len();
     let replay = session.filter(|s| s.resume_on.get());
@@ -62,8 +71,10 @@ pub async fn send(
                 let segs = &chunk.segments()[part.clone()];
                 resume::retain(core, s, sender, receiver, chunk.data(), segs);
             }
+            // After the first write, whatever is open at the receiver is this sender's.
+            let continues = open.continues || from > 0;
             chunk = receiver
-                .send_chunk(chunk.into_write_part(part), false)
+                .send_chunk(chunk.into_write_part(part), false, continues)
                 .await
                 .1;
             from = rel.before_seg;
@@ -86,7 +97,8 @@ pub async fn send(
             resume::retain(core, s, sender, receiver, chunk.data(), segs);
         }
         let part = chunk.into_write_part(from..all);
-        chunk = receiver.send_chunk(part, open_at_end).await.1;
+        let continues = open.continues || from > 0;
+        chunk = receiver.send_chunk(part, open.at_end, continues).await.1;
     }
     chunk
 }

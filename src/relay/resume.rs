@@ -10,7 +10,7 @@
 
 use super::inbound::Segment;
 use crate::context::Core;
-use crate::session::{backlog_of, Flag, Peer, Replay, Session};
+use crate::session::{backlog_of, Backlog, Flag, Peer, Replay, Session};
 use crate::stats::bump;
 use std::rc::Rc;
 
@@ -140,45 +140,50 @@ pub fn on_join(core: &Core, session: &Session, peer: &Peer, n: u64, replay_gap: 
     // sender's next read carries it over whole.
     let ahead = n > r.numbered;
     let n = n.min(r.numbered);
-    let (from_n, gap) = match r.after(n) {
-        Ok(_) => (n, None),
+    let (from_n, gap) = match r.check(n) {
+        Ok(()) => (n, None),
         Err(g) => {
             bump(&core.stats.resume_gaps, 1);
             (g.first - 1, Some(g.first))
         }
     };
-    if gap.is_some() && !replay_gap {
-        return Resumed {
-            next: from_n + 1,
-            gap,
-            ahead,
-            acked,
-        };
-    }
-    let (frames, ends) = r.after(from_n).unwrap_or_default();
-    let from: Box<str> = session
-        .other(peer.id)
-        .map(|o| o.role.clone())
-        .unwrap_or_else(|| r.last_from.clone());
-    drop(replays);
-    let mut backlogs = session.backlogs.borrow_mut();
-    let budget = &core.registry.budget;
-    for b in backlogs.iter_mut().filter(|b| *b.from != *peer.role) {
-        // What an earlier replay to this role did not get through is in `frames` again.
-        b.drop_replayed();
-        budget.settle(b);
-    }
-    if !ends.is_empty() {
-        bump(&core.stats.messages_replayed, ends.len() as u64);
-        let i = backlog_of(&mut backlogs, &from);
-        backlogs[i].prepend_replay(&frames, &ends);
-        budget.settle(&mut backlogs[i]);
-    }
-    Resumed {
+    let resumed = Resumed {
         next: from_n + 1,
         gap,
         ahead,
         acked,
+    };
+    if gap.is_some() && !replay_gap {
+        return resumed;
+    }
+    let from: Box<str> = session
+        .other(peer.id)
+        .map(|o| o.role.clone())
+        .unwrap_or_else(|| r.last_from.clone());
+    put_back(core, session, peer, r, from_n, &from);
+    resumed
+}
+
+/// Puts the messages after `from_n` kept in `r` (the window of `peer`'s role) in front of
+/// what `from` keeps for it, for delivery first.
+fn put_back(core: &Core, session: &Session, peer: &Peer, r: &Replay, from_n: u64, from: &str) {
+    let mut backlogs = session.backlogs.borrow_mut();
+    let budget = &core.registry.budget;
+    for b in backlogs.iter_mut().filter(|b| *b.from != *peer.role) {
+        // What an earlier replay to this role did not get through is put back again below.
+        b.drop_replayed();
+        budget.settle(b);
+    }
+    let room = backlogs
+        .iter()
+        .find(|b| *b.from == *from)
+        .map_or(0, Backlog::bytes);
+    let (frames, ends) = r.after(from_n, room).unwrap_or_default();
+    if !ends.is_empty() {
+        bump(&core.stats.messages_replayed, ends.len() as u64);
+        let i = backlog_of(&mut backlogs, from);
+        backlogs[i].prepend_replay(frames, &ends);
+        budget.settle(&mut backlogs[i]);
     }
 }
 

@@ -188,12 +188,13 @@ impl Backlog {
     }
 
     /// Puts whole messages (`frames`, ending at `ends` within it) before everything kept, as
-    /// a replay. Rare (once per resume), so it simply rebuilds the buffer.
-    pub fn prepend_replay(&mut self, frames: &[u8], ends: &[usize]) {
-        let mut bytes = Vec::with_capacity(frames.len() + self.bytes());
-        bytes.extend_from_slice(frames);
-        bytes.extend_from_slice(&self.bytes[self.head..]);
+    /// a replay. Rare (once per resume), so it rebuilds the buffer: in `frames` itself, which
+    /// `Replay::after` made with room for what is kept here, so a large replay is not copied
+    /// a second time.
+    pub fn prepend_replay(&mut self, frames: Vec<u8>, ends: &[usize]) {
         let shift = frames.len();
+        let mut bytes = frames;
+        bytes.extend_from_slice(&self.bytes[self.head..]);
         let old: Vec<usize> = self.ends.iter().map(|e| e - self.head + shift).collect();
         self.ends = ends.iter().copied().chain(old).collect();
         self.open_from = self.open_from - self.head + shift;
@@ -310,7 +311,7 @@ mod tests {
         replay.extend(frame(true, OpCode::Binary, b"r2"));
         let e2 = replay.len();
         assert_eq!(b.generation, 0);
-        b.prepend_replay(&replay, &[e1, e2]);
+        b.prepend_replay(replay, &[e1, e2]);
         assert_eq!((b.messages(), b.replayed, b.generation), (3, 2, 1));
         let got: Vec<&[u8]> = b.messages_iter().collect();
         assert_eq!(got[0], &frame(true, OpCode::Text, b"r1")[..]);

@@ -78,6 +78,11 @@ impl Flag {
     /// A newer connection of the same role took this one's seat (`Session::seat`): it sends
     /// nothing more, and is credited nothing more (docs/durability.md, two-way resume).
     pub const UNSEATED: u8 = 1 << 5;
+    /// This peer holds part of a message whose sender will never finish it (that sender lost
+    /// its seat while a write of it was still queued or in flight), and another writer came
+    /// to start a message: nothing more is written to it, it is closed with 4004 and resumes
+    /// (relay::conn, `send_chunk`).
+    pub const TORN: u8 = 1 << 6;
 }
 
 /// [`Flag`]s packed in one byte.
@@ -199,11 +204,19 @@ impl Peer {
     }
 
     /// Writes every segment of `out`, then records whether a message is left open. Gives
-    /// the chunk back, for the pool.
+    /// the chunk back, for the pool. `continues`: the writer already has a message open at
+    /// this peer, so `out` may start with its continuation.
+    ///
+    /// Checked here, holding the gate, because only here is the order of writes settled: a
+    /// writer that finds a message open that is not its own (its sender lost its seat to
+    /// this writer's connection while a write of it was queued or in flight) must not start
+    /// another inside it. The peer is marked [`Flag::TORN`] and nothing is written; the
+    /// caller closes it with 4004 (it resumes and gets these frames from its replay window).
     pub async fn send_chunk(
         &self,
         mut out: WriteChunk,
         open_after: bool,
+        continues: bool,
     ) -> (std::io::Result<()>, Chunk) {
         let _pinned = Pinned::new(self);
         let Ok(_permit) = self.gate.acquire().await else {
@@ -211,7 +224,11 @@ impl Peer {
         };
         // The relay may have started closing this peer while the writer waited for the gate:
         // nothing may follow its close frame.
-        if self.is_closing() {
+        if self.is_closing() || self.flags.get(Flag::TORN) {
+            return (Err(std::io::ErrorKind::BrokenPipe.into()), out.into_chunk());
+        }
+        if self.flags.get(Flag::DATA_OPEN) && !continues {
+            self.flags.set(Flag::TORN, true);
             return (Err(std::io::ErrorKind::BrokenPipe.into()), out.into_chunk());
         }
         let _timer = WriteTimer::start(self);

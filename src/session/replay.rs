@@ -107,19 +107,35 @@ impl Replay {
         freed
     }
 
-    /// The whole messages after `n` (the client processed messages 1 to n): their frames
-    /// and where each ends. `Err` when some of them are no longer kept.
-    pub fn after(&self, n: u64) -> Result<(Vec<u8>, Vec<usize>), Gap> {
+    /// Whether the whole messages after `n` are all still kept: `Err` names the first that
+    /// is. Arithmetic only: a resume that finds a gap copies nothing.
+    pub fn check(&self, n: u64) -> Result<(), Gap> {
         let first = self.first_kept();
         if n + 1 < first {
             return Err(Gap { first });
         }
-        let skip = (n + 1 - first) as usize;
-        let mut frames = Vec::new();
-        let mut ends = Vec::new();
+        Ok(())
+    }
+
+    /// The whole messages after `n` (the client processed messages 1 to n): their frames
+    /// and where each ends. `Err` when some of them are no longer kept.
+    ///
+    /// A window can hold `session.replay_bytes` (64 MiB and more), and this runs on the
+    /// worker, every session of the core waiting: the frames are copied once, into a buffer
+    /// allocated once at its final size, with `room` bytes more for what the caller appends
+    /// (`Backlog::prepend_replay` puts the backlog behind them in the same buffer).
+    pub fn after(&self, n: u64, room: usize) -> Result<(Vec<u8>, Vec<usize>), Gap> {
+        self.check(n)?;
+        let skip = (n + 1 - self.first_kept()) as usize;
+        let mut ends = Vec::with_capacity(self.ring.messages() - skip);
+        let mut len = 0;
+        for m in self.ring.messages_iter().skip(skip) {
+            len += m.len();
+            ends.push(len);
+        }
+        let mut frames = Vec::with_capacity(len + room);
         for m in self.ring.messages_iter().skip(skip) {
             frames.extend_from_slice(m);
-            ends.push(frames.len());
         }
         Ok((frames, ends))
     }
@@ -138,12 +154,14 @@ mod tests {
         }
         // 12 bytes a message, 36 kept: messages 8, 9, 10.
         assert_eq!((r.numbered, r.first_kept()), (10, 8));
-        let (frames, ends) = r.after(8).unwrap();
+        let (frames, ends) = r.after(8, 0).unwrap();
         assert_eq!(ends, vec![12, 24]);
         assert_eq!(frames[2], 8);
-        assert_eq!(r.after(7).unwrap().1.len(), 3);
-        assert_eq!(r.after(6), Err(Gap { first: 8 }));
-        assert!(r.after(10).unwrap().1.is_empty());
+        assert_eq!(r.after(7, 0).unwrap().1.len(), 3);
+        assert_eq!(r.after(6, 0), Err(Gap { first: 8 }));
+        assert_eq!(r.check(6), Err(Gap { first: 8 }));
+        assert_eq!(r.check(7), Ok(()));
+        assert!(r.after(10, 0).unwrap().1.is_empty());
         // A message forwarded in frames is numbered at its end; another sender's unfinished
         // frames are dropped when a new connection starts one.
         r.keep_frame(&frame(false, OpCode::Text, b"ab"), "a", 1, 1000);
@@ -151,7 +169,7 @@ mod tests {
         r.keep_frame(&frame(false, OpCode::Text, b"xy"), "a", 2, 1000);
         r.keep_frame(&frame(true, OpCode::Continuation, b"z"), "a", 2, 1000);
         assert_eq!(r.numbered, 11);
-        let (frames, _) = r.after(10).unwrap();
+        let (frames, _) = r.after(10, 0).unwrap();
         let mut want = frame(false, OpCode::Text, b"xy");
         want.extend(frame(true, OpCode::Continuation, b"z"));
         assert_eq!(frames, want);
@@ -174,10 +192,24 @@ mod tests {
         r.keep_frame(&part, "a", 3, 1000);
         let whole = frame(true, OpCode::Text, b"first half, second half");
         assert_eq!(r.keep_whole(&whole, "a", 1000), part.len());
-        let (frames, ends) = r.after(1).unwrap();
+        let (frames, ends) = r.after(1, 0).unwrap();
         assert_eq!((frames, ends.len(), r.numbered), (whole, 1, 2));
         // The sending half's count is the role's own, untouched by numbering.
         assert_eq!(r.accepted, 0);
+    }
+
+    #[test]
+    fn a_replay_is_copied_once_into_a_buffer_of_its_final_size() {
+        let mut r = Replay::new("b");
+        for i in 0..20u8 {
+            r.keep_frame(&frame(true, OpCode::Binary, &[i; 1000]), "a", 1, 1 << 20);
+        }
+        // Messages 6 to 20, and room for 5,000 bytes kept behind them.
+        let (frames, ends) = r.after(5, 5000).unwrap();
+        assert_eq!(ends.len(), 15);
+        assert_eq!(frames.len(), *ends.last().unwrap());
+        assert_eq!(frames.capacity(), frames.len() + 5000);
+        assert_eq!(frames[4], 5, "message 6 carries byte 5");
     }
 
     #[test]
@@ -187,7 +219,7 @@ mod tests {
             r.keep_frame(&frame(true, OpCode::Text, b"x"), "a", 1, 0);
         }
         assert_eq!(r.first_kept(), 6);
-        assert_eq!(r.after(4), Err(Gap { first: 6 }));
-        assert!(r.after(5).unwrap().0.is_empty());
+        assert_eq!(r.after(4, 0), Err(Gap { first: 6 }));
+        assert!(r.after(5, 0).unwrap().0.is_empty());
     }
 }
