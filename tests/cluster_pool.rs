@@ -83,12 +83,15 @@ fn carried_clients_that_never_read_cannot_starve_the_carrying_node(driver: &str)
     );
     let socks: Vec<&TcpStream> = senders.iter().map(|r| &r.s).collect();
     let flood = Flood::start(&socks, frame(true, 2, &[0x5a; 1000]), 4096);
-    // The attack takes the whole pool of n2's core: readers wait.
-    let st = stats_when(&n2, |v| v["totals"]["read_buffer_waits"].as_u64() > Some(0));
-    assert!(
-        st["totals"]["read_buffer_waits"].as_u64() > Some(0),
-        "the attack did not drain the pool: {st}"
-    );
+    // The attack takes n2's pool past its high water: readers wait, or (when the relay's
+    // answer came first, as on a busy machine where the flood builds up slowly) blocked
+    // carried writes were already dropped for pool pressure, which happens only past it.
+    let pressed = |v: &serde_json::Value| {
+        v["totals"]["read_buffer_waits"].as_u64() > Some(0)
+            || v["totals"]["peers_dropped_pool_pressure"].as_u64() > Some(0)
+    };
+    let st = stats_when(&n2, pressed);
+    assert!(pressed(&st), "the attack did not drain the pool: {st}");
     // Before: a write toward a carried client was bounded only by limits.write_timeout
     // (60 s), outside the bounds on blocked writes, so the pool stayed drained and the
     // control pair's next message was not read for a minute (checked by running this test
