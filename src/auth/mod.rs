@@ -10,17 +10,20 @@
 //! operator's account.
 #![forbid(unsafe_code)]
 
+pub mod api_keys;
 mod claims;
 pub mod cli;
 mod error;
 mod grants;
 mod jwt;
+pub mod key_cli;
 mod redact;
 mod request;
 #[cfg(test)]
 mod tests;
 mod verify;
 
+pub use api_keys::ApiKeys;
 pub use claims::{Claims, SessionGrant};
 pub use error::AuthError;
 pub use grants::CertGrants;
