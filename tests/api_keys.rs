@@ -184,7 +184,39 @@ fn a_bad_key_file_stops_the_start(driver: &str) {
     assert!(!err.contains(&key), "the key itself was printed: {err}");
 }
 
+/// A bridged request admitted by a key in `?key=`: the agent's seat needs a key whose role is
+/// the agent's, and the client's key is not passed on to the agent (its own `key=` is).
+fn a_bridged_request_with_a_key(driver: &str) {
+    let (agent_key, agent_line) = new_key(&["--sid", "box-1", "--role", "agent"]);
+    let (plain_key, plain_line) = new_key(&["--sid", "box-1"]);
+    let dir = Dir::new(&format!("bridge-{driver}"));
+    let file = dir.write("keys", &format!("{agent_line}\n{plain_line}\n"));
+    let env = [("RINGRELAY_AUTH_API_KEYS_FILE", file.to_str().unwrap())];
+    let srv = TestServer::start(driver, 2, &env);
+    // A key without the agent's role cannot take the agent's seat.
+    let seat = format!("/v1/relay/box-1?role=agent&key={plain_key}");
+    assert_refused(upgrade(&srv, &seat, &[]), 403, "token_wrong_role");
+    let seat = format!("/v1/relay/box-1?role=agent&key={agent_key}");
+    let mut agent = upgrade(&srv, &seat, &[]).unwrap();
+    let path = format!("/v1/http/box-1/items?key=7&key={plain_key}");
+    let (addr, p) = (srv.addr, path.clone());
+    let call = std::thread::spawn(move || get(addr, &p));
+    let req: serde_json::Value = serde_json::from_str(&recv_text(&mut agent)).unwrap();
+    assert_eq!(req["path"], "/items?key=7", "{req}");
+    let id = req["id"].as_str().unwrap();
+    let answer = format!(
+        r#"{{"type":"http_response","id":"{id}","status":200,"headers":[],"body_b64":"b2s="}}"#
+    );
+    agent.send(Message::text(answer)).unwrap();
+    let (status, _, body) = call.join().unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let unknown = format!("/v1/http/box-1/items?key=rrk_{}", "0".repeat(64));
+    assert_eq!(get(srv.addr, &unknown).0, 401);
+    assert_eq!(counter(&srv, "api_key_admitted"), 2);
+}
+
 both_drivers!(
     keys_are_granted_refused_and_reloaded,
+    a_bridged_request_with_a_key,
     a_bad_key_file_stops_the_start
 );

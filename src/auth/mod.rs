@@ -29,7 +29,7 @@ pub use error::AuthError;
 pub use grants::CertGrants;
 pub use jwt::{mint, mint_with_kid, sign_parts, MintClaims};
 pub use redact::redact_query;
-pub use request::token_from_request;
+pub use request::{is_credential_param, token_from_request};
 pub use verify::Authenticator;
 
 /// Seconds since the Unix epoch; a clock set before 1970 reads as 0, which makes every token

@@ -19,13 +19,11 @@ pub fn token_from_request(head: &RequestHead) -> Result<Option<String>, AuthErro
         1 => Some(bearer(head.header("authorization").unwrap_or_default())?),
         _ => return Err(AuthError::Malformed),
     };
-    let credential = |pair: &&str| match pair.split_once('=') {
-        Some(("token", _)) => true,
-        Some(("key", v)) => is_api_key(v),
-        None => *pair == "token",
-        _ => false,
-    };
-    let params = head.query.split('&').filter(credential).count();
+    let params = head
+        .query
+        .split('&')
+        .filter(|p| is_credential_param(p))
+        .count();
     if params > 1 {
         return Err(AuthError::Malformed);
     }
@@ -48,6 +46,17 @@ pub fn token_from_request(head: &RequestHead) -> Result<Option<String>, AuthErro
         return Err(AuthError::Missing);
     }
     Ok(Some(token))
+}
+
+/// Whether one `name=value` pair of a query string is a credential for the relay: any `token`,
+/// or a `key` holding an API key. The bridge leaves these out of what its agent sees.
+pub fn is_credential_param(pair: &str) -> bool {
+    match pair.split_once('=') {
+        Some(("token", _)) => true,
+        Some(("key", v)) => is_api_key(v),
+        None => pair == "token",
+        _ => false,
+    }
 }
 
 /// The credentials of a Bearer header (RFC 6750: the scheme is case-insensitive). The head
