@@ -258,6 +258,15 @@ fn defaults_match_the_contract() {
     assert_eq!(c.security.allowed_origins, vec!["*".to_string()]);
     assert!(!c.security.require_origin);
     assert!(c.security.trusted_proxies.is_empty());
+    assert!(c.security.allowed_cidrs.is_empty() && c.security.denied_cidrs.is_empty());
+    let admin: Vec<String> = c
+        .admin
+        .allowed_cidrs
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(admin, ["127.0.0.0/8", "::1"]);
+    assert_eq!(c.auth.api_keys_file, None);
     assert_eq!(c.security.echo_route, EchoRoute::Auth);
     assert_eq!(c.security.client_ip_header, ClientIpHeader::XForwardedFor);
     assert_eq!(c.log.level, "info");
