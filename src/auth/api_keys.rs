@@ -27,7 +27,7 @@ pub const PREFIX: &str = "rrk_";
 pub const KEY_BYTES: usize = 32;
 
 /// Most keys one file may hold: each lookup compares every hash, so the list is bounded.
-pub const MAX_KEYS: usize = 100_000;
+pub const MAX_KEYS: usize = 10_000;
 
 /// Whether a credential is an API key rather than a JWT.
 pub fn is_api_key(credential: &str) -> bool {
