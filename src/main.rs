@@ -32,6 +32,9 @@ enum Command {
     Load(ringrelay::load::LoadArgs),
     /// Mint a token the relay accepts (prints it on stdout).
     Token(ringrelay::auth::cli::TokenArgs),
+    /// Make API keys for auth.api_keys_file.
+    #[command(subcommand)]
+    Key(ringrelay::auth::key_cli::KeyCommand),
     /// Answer a session's bridged HTTP requests from a local API (runs on the user's machine).
     Agent(ringrelay::agent::AgentArgs),
     /// Look at a fleet of relays coordinated through Redis.
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Token(a)) => return ringrelay::auth::cli::main(&a),
+        Some(Command::Key(c)) => return ringrelay::auth::key_cli::main(&c),
         Some(Command::Agent(a)) => return agent(&a),
         Some(Command::Cluster(c)) => return ringrelay::cluster::status::main(&c),
         None => cli.serve,

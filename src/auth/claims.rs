@@ -12,6 +12,8 @@ pub enum SessionGrant {
     /// `sid: "*"`: any session, for trusted back ends and the echo route.
     Any,
     One(String),
+    /// Every session whose id starts with this (an API key's `sid=team-*`).
+    Prefix(String),
 }
 
 /// What a verified token says. Only what the relay decides on is kept.
@@ -35,6 +37,8 @@ impl Claims {
         match &self.sid {
             SessionGrant::Any => {}
             SessionGrant::One(sid) if sid == session => {}
+            SessionGrant::Prefix(p) if session.starts_with(p.as_str()) => {}
+            SessionGrant::Prefix(_) => return Err(AuthError::WrongSession),
             SessionGrant::One(_) => return Err(AuthError::WrongSession),
         }
         match (self.role.as_deref(), requested_role) {

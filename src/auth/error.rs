@@ -26,6 +26,8 @@ pub enum AuthError {
     WrongSession,
     /// A valid token that pins a role other than the one requested.
     WrongRole,
+    /// An API key (`rrk_...`) that is not in `auth.api_keys_file`.
+    KeyUnknown,
     /// No token, and a verified client certificate that no `tls.client_grants` entry names.
     CertNotGranted,
     /// No token, and a client certificate whose grants are all for other sessions.
@@ -62,6 +64,7 @@ impl AuthError {
             AuthError::Issuer => "token_issuer",
             AuthError::WrongSession => "token_wrong_session",
             AuthError::WrongRole => "token_wrong_role",
+            AuthError::KeyUnknown => "api_key_unknown",
             AuthError::CertNotGranted => "client_cert_not_granted",
             AuthError::CertWrongSession => "client_cert_wrong_session",
             AuthError::CertWrongRole => "client_cert_wrong_role",
@@ -87,6 +90,7 @@ impl AuthError {
             AuthError::Issuer => "the token comes from an issuer this server does not trust",
             AuthError::WrongSession => "the token does not grant access to this session",
             AuthError::WrongRole => "the token does not grant this role",
+            AuthError::KeyUnknown => "this API key is not known here (or was revoked)",
             AuthError::CertNotGranted => {
                 "this client certificate grants no access here: send a token, or ask for a grant"
             }

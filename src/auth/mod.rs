@@ -10,23 +10,26 @@
 //! operator's account.
 #![forbid(unsafe_code)]
 
+pub mod api_keys;
 mod claims;
 pub mod cli;
 mod error;
 mod grants;
 mod jwt;
+pub mod key_cli;
 mod redact;
 mod request;
 #[cfg(test)]
 mod tests;
 mod verify;
 
+pub use api_keys::ApiKeys;
 pub use claims::{Claims, SessionGrant};
 pub use error::AuthError;
 pub use grants::CertGrants;
 pub use jwt::{mint, mint_with_kid, sign_parts, MintClaims};
 pub use redact::redact_query;
-pub use request::token_from_request;
+pub use request::{is_credential_param, token_from_request};
 pub use verify::Authenticator;
 
 /// Seconds since the Unix epoch; a clock set before 1970 reads as 0, which makes every token

@@ -17,10 +17,10 @@ pub fn redact_query(query: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((key, value)) if sensitive(key) || looks_like_jwt(value) => {
+            Some((key, value)) if sensitive(key) || looks_like_credential(value) => {
                 format!("{key}={REDACTED}")
             }
-            None if looks_like_jwt(pair) => REDACTED.to_string(),
+            None if looks_like_credential(pair) => REDACTED.to_string(),
             _ => pair.to_string(),
         })
         .collect::<Vec<_>>()
@@ -30,6 +30,11 @@ pub fn redact_query(query: &str) -> String {
 fn sensitive(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     SENSITIVE.iter().any(|s| key.contains(s))
+}
+
+/// A JWT, or an API key (`rrk_...`), whatever parameter carries it.
+fn looks_like_credential(s: &str) -> bool {
+    looks_like_jwt(s) || super::api_keys::is_api_key(s)
 }
 
 /// A compact JWS header is base64url of a JSON object, so it starts `eyJ` (`{"`), and the

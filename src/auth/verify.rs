@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::api_keys::{self, ApiKeys, KeyEntry};
 use super::claims::{self, Policy};
 use super::jwt::{self, Parts};
 use super::{AuthError, CertGrants, Claims};
@@ -32,6 +33,8 @@ pub struct Authenticator {
     max_lifetime_secs: Option<u64>,
     /// What verified client certificates admit to without a token (`tls.client_grants`).
     grants: CertGrants,
+    /// The keys of `auth.api_keys_file`, read when this was built.
+    api_keys: ApiKeys,
 }
 
 impl Authenticator {
@@ -41,11 +44,47 @@ impl Authenticator {
     ///
     /// Auth is on when a token secret or a certificate grant is configured: a relay with
     /// grants and no secret admits verified certificates only (a token then never verifies).
+    ///
+    /// `auth.api_keys_file` turns auth on too (even empty: every key revoked refuses all), and
+    /// is read now: a file that cannot be read or has a bad line stops the start, or refuses
+    /// the reload so the keys in force stay.
     pub fn from_config(cfg: &Config) -> Result<Option<Authenticator>, ConfigError> {
         let keys = cfg.jwt_keys()?;
         let grants = CertGrants::new(&cfg.tls.client_grants);
-        Ok((!keys.is_empty() || !grants.is_empty())
-            .then(|| Authenticator::with_keys(keys, &cfg.auth).with_grants(grants)))
+        let api_keys = match &cfg.auth.api_keys_file {
+            Some(path) => Some(read_api_keys(path)?),
+            None => None,
+        };
+        if keys.is_empty() && grants.is_empty() && api_keys.is_none() {
+            return Ok(None);
+        }
+        let mut auth = Authenticator::with_keys(keys, &cfg.auth).with_grants(grants);
+        auth.api_keys = api_keys.unwrap_or_default();
+        Ok(Some(auth))
+    }
+
+    /// The API keys in force.
+    pub fn api_keys(&self) -> &ApiKeys {
+        &self.api_keys
+    }
+
+    /// The claims of a credential: an API key's entry when it has the key prefix, else a
+    /// verified JWT's claims. The entry (for its name, in logs) comes with a key.
+    pub fn check(
+        &self,
+        credential: &str,
+        now_unix_secs: u64,
+    ) -> Result<(Claims, Option<&KeyEntry>), AuthError> {
+        if !api_keys::is_api_key(credential) {
+            return self.verify(credential, now_unix_secs).map(|c| (c, None));
+        }
+        if credential.len() > self.max_token_bytes {
+            return Err(AuthError::TooLong);
+        }
+        match self.api_keys.lookup(credential) {
+            Some(entry) => Ok((entry.claims.clone(), Some(entry))),
+            None => Err(AuthError::KeyUnknown),
+        }
     }
 
     /// The same, admitting the certificates `grants` names as well.
@@ -82,6 +121,7 @@ impl Authenticator {
             max_token_bytes: auth.max_token_bytes,
             max_lifetime_secs: Some(auth.max_token_lifetime.as_secs()).filter(|s| *s > 0),
             grants: CertGrants::default(),
+            api_keys: ApiKeys::default(),
         }
     }
 
@@ -148,6 +188,23 @@ impl fmt::Debug for Authenticator {
             .field("max_token_bytes", &self.max_token_bytes)
             .field("max_lifetime_secs", &self.max_lifetime_secs)
             .field("client_grants", &self.grants.len())
+            .field("api_keys", &self.api_keys.len())
             .finish()
     }
+}
+
+/// Reads and parses `auth.api_keys_file`; an error names the key, the file and the line.
+fn read_api_keys(path: &std::path::Path) -> Result<ApiKeys, ConfigError> {
+    const KEY: &str = "auth.api_keys_file";
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        key: Some(KEY.to_string()),
+        path: path.to_path_buf(),
+        source,
+    })?;
+    ApiKeys::parse(&text).map_err(|e| ConfigError::Invalid {
+        key: KEY.to_string(),
+        value: format!("{:?}", path.display().to_string()),
+        reason: e.to_string(),
+        origin: "the key file".to_string(),
+    })
 }

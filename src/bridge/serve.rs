@@ -366,8 +366,8 @@ async fn read_body(
     }
 }
 
-/// The path below `/v1/http/{session}` with the query. A token meant for the relay is not
-/// passed on to the user's API.
+/// The path below `/v1/http/{session}` with the query. A token (or an API key in `key=`)
+/// meant for the relay is not passed on to the user's API.
 fn agent_path(head: &RequestHead, session: &str, auth_on: bool) -> String {
     let prefix = "/v1/http/".len() + session.len();
     let rest = head.path.get(prefix..).unwrap_or("");
@@ -380,7 +380,7 @@ fn agent_path(head: &RequestHead, session: &str, auth_on: bool) -> String {
         .query
         .split('&')
         .filter(|p| !p.is_empty())
-        .filter(|p| !auth_on || p.split_once('=').map_or(*p, |(k, _)| k) != "token")
+        .filter(|p| !auth_on || !crate::auth::is_credential_param(p))
         .collect();
     if !query.is_empty() {
         path.push('?');
@@ -419,6 +419,7 @@ mod tests {
             ("/v1/http/s1/a", "token=t&x=1", true, "/a?x=1"),
             ("/v1/http/s1/a", "token=t", true, "/a"),
             ("/v1/http/s1/a", "tokens=1", true, "/a?tokens=1"),
+            ("/v1/http/s1/a", "key=rrk_00&key=7", true, "/a?key=7"),
         ];
         for (path, query, auth, want) in cases {
             assert_eq!(

@@ -37,6 +37,14 @@ fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// `admin.allowed_cidrs`'s default: the loopback addresses, IPv4 and IPv6.
+fn loopback() -> Vec<IpNet> {
+    ["127.0.0.0/8", "::1"]
+        .iter()
+        .map(|s| s.parse().expect("a valid block"))
+        .collect()
+}
+
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -246,6 +254,11 @@ config_keys! {
         leeway: Duration { default: secs(30), parse: Dur::ANY }
         /// Longer tokens are refused before any decoding.
         max_token_bytes: usize { default: 4096, parse: Int(64, 65_536) }
+        /// API keys (docs/auth.md, "API keys"): one per line, stored as its SHA-256 with what it
+        /// grants (`sha256:<hex> sid=<pattern> [role=R] [tunnels=N] [name=L]`); read at start
+        /// and on every reload (a file that does not read keeps the keys in force). Setting it
+        /// turns auth on.
+        api_keys_file: Option<PathBuf> { default: None, parse: FilePath }
         /// Longest a token may be valid: `exp - iat`, and `exp - now` (plus `leeway`), may not
         /// exceed it, so a leaked token is good for a bounded time whatever its issuer wrote.
         /// Zero turns the check off, for issuers that deliberately mint long-lived tokens.
@@ -260,6 +273,13 @@ config_keys! {
         require_origin: bool { default: false, parse: Flag }
         /// Direct peers believed when they name the client (in `client_ip_header`).
         trusted_proxies: Vec<IpNet> { default: Vec::new(), parse: List { if_empty: None } }
+        /// Client addresses (CIDR blocks, IPv4 or IPv6) that may use the public listeners;
+        /// empty: any. Checked on the direct peer at accept (a trusted proxy excepted) and on
+        /// the client a PROXY header or trusted proxy names; others get 403 `ip_not_allowed`.
+        allowed_cidrs: Vec<IpNet> { default: Vec::new(), parse: List { if_empty: None } }
+        /// Client addresses refused on the public listeners, whatever `allowed_cidrs` says
+        /// (deny wins): 403 `ip_not_allowed`.
+        denied_cidrs: Vec<IpNet> { default: Vec::new(), parse: List { if_empty: None } }
         /// Who may use `/v1/echo`.
         echo_route: EchoRoute { default: EchoRoute::Auth, parse: Choice }
         /// The one place a trusted proxy names the client; the others are ignored, so a
@@ -295,6 +315,16 @@ config_keys! {
         /// against the certificate's common name and subject alternative names. Any grant
         /// (or token secret) makes every public connection need a credential.
         client_grants: Vec<ClientGrant> { default: Vec::new(), parse: Grants }
+    }
+
+    /// Who may reach the admin listener (/health, /stats, /metrics; docs/protection.md).
+    [admin] AdminConfig {
+        /// Direct peers (CIDR blocks) the admin listener answers; any other gets 403
+        /// `ip_not_allowed`. Loopback only by default; empty: any address.
+        allowed_cidrs: Vec<IpNet> {
+            default: loopback(),
+            parse: List { if_empty: None },
+        }
     }
 
     /// TLS on the admin listener (/health, /stats, /metrics; docs/tls.md). Off unless

@@ -27,8 +27,8 @@ use std::path::Path;
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use keys::{
-    AdminTlsConfig, AuthConfig, BridgeConfig, ClusterConfig, Config, CorsConfig, DemoConfig,
-    LimitsConfig, LogConfig, SecurityConfig, SessionConfig, StatsConfig, TlsConfig,
+    AdminConfig, AdminTlsConfig, AuthConfig, BridgeConfig, ClusterConfig, Config, CorsConfig,
+    DemoConfig, LimitsConfig, LogConfig, SecurityConfig, SessionConfig, StatsConfig, TlsConfig,
 };
 pub use live::{is_live, FIXED_KEYS, LIVE_KEYS};
 pub use redact::{has_password, redact_url};

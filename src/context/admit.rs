@@ -73,8 +73,16 @@ fn authorize(
     let Some(token) = token_from_request(head).map_err(refuse)? else {
         return by_certificate(core, &auth, tls, route, requested.as_deref(), agent);
     };
-    let claims = auth.verify(&token, unix_now()).map_err(refuse)?;
-    decide(&claims, route, requested.as_deref(), agent).map_err(refuse)
+    let (claims, key) = auth.check(&token, unix_now()).map_err(refuse)?;
+    let role = decide(&claims, route, requested.as_deref(), agent).map_err(refuse)?;
+    if let Some(key) = key {
+        bump(&core.stats.api_key_admitted, 1);
+        tracing::debug!(
+            key = key.name.as_deref().unwrap_or("-"),
+            "admitted by API key"
+        );
+    }
+    Ok(role)
 }
 
 /// What `claims` (a token's, or a certificate grant's) allow `route` with the `requested`

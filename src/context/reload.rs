@@ -94,7 +94,8 @@ pub fn prepare(running: &Config, mut new: Config) -> Result<Prepared, PrepareErr
             key: "auth.keys".to_string(),
             value: "[]".to_string(),
             reason: "the reloaded config sets no token secret (auth.jwt_secret, \
-                     auth.jwt_secret_file or auth.keys) and no tls.client_grants, which \
+                     auth.jwt_secret_file or auth.keys), no auth.api_keys_file and no \
+                     tls.client_grants, which \
                      would turn auth off; that takes a restart"
                 .to_string(),
             origin: "the reloaded config".to_string(),
@@ -133,6 +134,7 @@ fn auth_on(cfg: &Config) -> bool {
     a.jwt_secret.is_some()
         || a.jwt_secret_file.is_some()
         || !a.keys.is_empty()
+        || a.api_keys_file.is_some()
         || !cfg.tls.client_grants.is_empty()
 }
 

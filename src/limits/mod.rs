@@ -11,6 +11,7 @@
 pub(crate) mod admit;
 pub(crate) mod bucket;
 pub(crate) mod capacity;
+pub(crate) mod cidr;
 pub(crate) mod client_ip;
 pub(crate) mod home;
 pub(crate) mod ip;

@@ -29,6 +29,10 @@ pub enum Refusal {
     /// The client's address holds too many open connections (`limits.max_connections_per_ip`):
     /// 429, `ip_open_refused`.
     IpOpen(IpRefusal),
+    /// The client's address is outside the listener's address lists
+    /// (`security.allowed_cidrs`/`denied_cidrs`, or `admin.allowed_cidrs` when `admin`):
+    /// 403 `ip_not_allowed`, `ip_list_refused` or `admin_ip_refused`.
+    IpList { admin: bool },
     /// The Origin may not connect (`security.allowed_origins`): 403, `origin_refused`.
     Origin(&'static str),
     /// The token is missing, invalid or grants less (401, 403), `auth_refused`.
@@ -72,6 +76,11 @@ impl Refusal {
             Refusal::Upgrade(r) => r.clone(),
             Refusal::IpRate(r) | Refusal::IpOpen(r) => ip_answer(*r),
             Refusal::Origin(reason) => Response::error(403, "origin_not_allowed", reason),
+            Refusal::IpList { .. } => Response::error(
+                403,
+                "ip_not_allowed",
+                "connections from this address are not allowed",
+            ),
             Refusal::Auth(e) => auth_answer(*e),
             Refusal::Capacity(reason) => retry_later("at_capacity", reason, RETRY_AFTER_S),
             Refusal::WorkerFull => retry_later(
@@ -117,6 +126,8 @@ impl Refusal {
             Refusal::IpRate(_) => Some(&stats.ip_rate_refused),
             Refusal::IpOpen(_) => Some(&stats.ip_open_refused),
             Refusal::Origin(_) => Some(&stats.origin_refused),
+            Refusal::IpList { admin: false } => Some(&stats.ip_list_refused),
+            Refusal::IpList { admin: true } => Some(&stats.admin_ip_refused),
             Refusal::Auth(_) => Some(&stats.auth_refused),
             Refusal::Capacity(_) => Some(&stats.capacity_refused),
             Refusal::WorkerFull => Some(&stats.worker_full_refused),
@@ -195,6 +206,8 @@ mod tests {
             Refusal::OwnerUnreachable("the session's node cannot be reached"),
             Refusal::ClusterUnavailable("the cluster registry cannot be reached"),
             Refusal::CorsOrigin,
+            Refusal::IpList { admin: false },
+            Refusal::IpList { admin: true },
         ]
     }
 
@@ -218,7 +231,7 @@ mod tests {
                 counters.push(c);
             }
         }
-        assert_eq!(counters.len(), 9);
+        assert_eq!(counters.len(), 11);
         // The two ways a lookup fails share their counter, each with its own answer.
         let (moved, down) = (
             Refusal::OwnerMoved,

@@ -19,6 +19,7 @@ use crate::http::upgrade::check_upgrade;
 use crate::http::write::{answer, write_and_close, AnswerStream};
 use crate::http::{parse_head, HeadError, HeadScan, RequestHead, Response, Route};
 use crate::limits::admit::Admitted;
+use crate::limits::cidr;
 use crate::limits::client_ip::{client_ip, trusted};
 use crate::limits::proxy_protocol::{self, Parsed, ProxyHeaderError};
 use crate::limits::{home_core, IpCharge, Refusal};
@@ -405,10 +406,18 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
     {
         return Next::Done;
     }
+    if let Err(refusal) = listed(core, &arrival) {
+        refusal.write(&core.stats, stream).await;
+        return Next::Done;
+    }
     let buf = std::mem::take(&mut arrival.initial);
     let Some((head, buf, head_len)) = head_step(core, stream, buf, left()).await else {
         return Next::Done;
     };
+    if let Err(refusal) = listed_behind_proxy(core, &arrival, &head) {
+        refusal.write(&core.stats, stream).await;
+        return Next::Done;
+    }
     if arrival.listener == Listener::Public && cors::on_bridge_path(&head) {
         if let Err(next) = cors_step(core, stream, &head).await {
             return next;
@@ -503,6 +512,55 @@ async fn proxy_step(
         }
     }
     Ok(())
+}
+
+/// The address lists, as soon as the connection's addresses are known and before its request
+/// is read: on the admin listener the peer against `admin.allowed_cidrs`; on a public one
+/// the direct peer (unless it is a trusted proxy, which speaks for many clients) and the
+/// client a PROXY header (or another node, or core) named, against `security.allowed_cidrs`
+/// and `security.denied_cidrs`. Over TLS this runs after the handshake, so the 403 can be read.
+fn listed(core: &Core, a: &Arrival) -> Result<(), Refusal> {
+    let cfg = core.config();
+    if a.listener == Listener::Admin {
+        let ok = cidr::permitted(a.peer, &cfg.admin.allowed_cidrs, &[]);
+        return if ok {
+            Ok(())
+        } else {
+            Err(Refusal::IpList { admin: true })
+        };
+    }
+    let sec = &cfg.security;
+    let peer_ok = trusted(a.peer, &sec.trusted_proxies)
+        || cidr::permitted(a.peer, &sec.allowed_cidrs, &sec.denied_cidrs);
+    let client_ok = a
+        .client
+        .is_none_or(|ip| cidr::permitted(ip, &sec.allowed_cidrs, &sec.denied_cidrs));
+    if peer_ok && client_ok {
+        Ok(())
+    } else {
+        Err(Refusal::IpList { admin: false })
+    }
+}
+
+/// The lists again once the request head is read, for the client a trusted proxy names in
+/// `X-Forwarded-For` or `Forwarded` (`security.client_ip_header`): before any route, `/health`
+/// included, is answered.
+fn listed_behind_proxy(core: &Core, a: &Arrival, head: &RequestHead) -> Result<(), Refusal> {
+    let sec = &core.config().security;
+    if a.listener != Listener::Public
+        || a.client.is_some()
+        || (sec.allowed_cidrs.is_empty() && sec.denied_cidrs.is_empty())
+        || !trusted(a.peer, &sec.trusted_proxies)
+    {
+        return Ok(());
+    }
+    let ip = client_ip(a.peer, head, &sec.trusted_proxies, sec.client_ip_header);
+    if cidr::permitted(ip, &sec.allowed_cidrs, &sec.denied_cidrs) {
+        Ok(())
+    } else {
+        tracing::debug!(peer = %a.peer, client = %ip, "client named by a trusted proxy is not allowed");
+        Err(Refusal::IpList { admin: false })
+    }
 }
 
 /// A connection accepted on the TLS listener: its TLS handshake, within what is left of the

@@ -37,11 +37,22 @@ impl TestServer {
         env: &[(&str, &str)],
         adjust: impl FnOnce(&mut Command),
     ) -> TestServer {
+        Self::start_at("127.0.0.1:0", driver, workers, env, adjust)
+    }
+
+    /// As `start_with`, with the public listener on `listen` (`[::]:0` for both families).
+    pub fn start_at(
+        listen: &str,
+        driver: &str,
+        workers: usize,
+        env: &[(&str, &str)],
+        adjust: impl FnOnce(&mut Command),
+    ) -> TestServer {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringrelay"));
         cmd.args([
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--admin-listen",
             "127.0.0.1:0",
             "--driver",

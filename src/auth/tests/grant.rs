@@ -91,6 +91,9 @@ fn redaction_hides_credentials_only() {
         ("token=", "token=<redacted>"),
         ("", ""),
         ("role=desktop&events=1", "role=desktop&events=1"),
+        // API keys: as `key=`, and in a parameter of any name, or bare.
+        ("role=a&key=rrk_00ff", "role=a&key=<redacted>"),
+        ("x=rrk_00ff&rrk_11ee&y=2", "x=<redacted>&<redacted>&y=2"),
     ];
     for (query, want) in cases {
         assert_eq!(redact_query(query), want, "{query}");

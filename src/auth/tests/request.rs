@@ -90,3 +90,38 @@ fn a_minted_token_survives_the_request_path() {
         assert_eq!(claims.grant("room-1", Some("a")), Ok(Some("a".into())));
     }
 }
+
+#[test]
+fn an_api_key_comes_as_a_bearer_token_or_either_parameter() {
+    let key = "rrk_0a1b";
+    let bearer = format!("Bearer {key}");
+    assert_eq!(
+        from("/", &[("Authorization", &bearer)]),
+        Ok(Some(key.into()))
+    );
+    assert_eq!(from("/?role=a&key=rrk_0a1b", &[]), Ok(Some(key.into())));
+    assert_eq!(from("/?token=rrk_0a1b", &[]), Ok(Some(key.into())));
+    // The same key in the header and the parameter is one credential; two are ambiguous.
+    assert_eq!(
+        from("/?key=rrk_0a1b", &[("Authorization", &bearer)]),
+        Ok(Some(key.into()))
+    );
+    assert_eq!(
+        from("/?key=rrk_0a1b&token=t", &[]),
+        Err(AuthError::Malformed)
+    );
+    assert_eq!(
+        from("/?key=rrk_0a1b&key=rrk_2", &[]),
+        Err(AuthError::Malformed)
+    );
+    assert_eq!(
+        from("/?key=rrk_9", &[("Authorization", &bearer)]),
+        Err(AuthError::Malformed)
+    );
+    // A `key` that is no API key is a bridged request's own parameter, not a credential.
+    assert_eq!(from("/v1/http/s/items?key=42", &[]), Ok(None));
+    assert_eq!(
+        from("/v1/http/s/items?key=42&token=t", &[]),
+        Ok(Some("t".into()))
+    );
+}

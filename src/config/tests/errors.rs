@@ -365,6 +365,23 @@ fn cross_key_errors() {
     let err = load_env(&[("RINGRELAY_SECURITY_CLIENT_IP_HEADER", "x-real-ip")]).unwrap_err();
     assert_names(&err, "security.client_ip_header", "proxy-protocol");
 
+    // Address lists: each entry an address or a block of its family, the key named.
+    for key in [
+        "RINGRELAY_SECURITY_ALLOWED_CIDRS",
+        "RINGRELAY_SECURITY_DENIED_CIDRS",
+        "RINGRELAY_ADMIN_ALLOWED_CIDRS",
+    ] {
+        for bad in ["10.0.0.0/33", "::1/129", "example.com", "10.0.0.0/8, nope"] {
+            let err = load_env(&[(key, bad)]).unwrap_err();
+            assert!(err.to_string().contains(key), "{key}={bad}: {err}");
+        }
+    }
+    let both = load_env(&[(
+        "RINGRELAY_SECURITY_DENIED_CIDRS",
+        "10.0.0.0/8, 2001:db8::/32",
+    )]);
+    assert_eq!(both.unwrap().security.denied_cidrs.len(), 2);
+
     // A valid pair in different layers is fine.
     let c = load_env(&[
         ("RINGRELAY_SESSION_PING_INTERVAL", "2m"),

@@ -125,10 +125,13 @@ pub(super) fn sample(key: &str) -> &'static str {
         "auth.issuer" => "https://auth.example",
         "auth.leeway" => "5s",
         "auth.max_token_bytes" => "2048",
+        "auth.api_keys_file" => "/etc/ringrelay/api-keys",
         "auth.max_token_lifetime" => "720h",
         "security.allowed_origins" => "https://a.example, http://localhost:3000",
         "security.require_origin" => "true",
         "security.trusted_proxies" => "10.0.0.0/8, ::1, 192.168.1.7",
+        "security.allowed_cidrs" => "10.0.0.0/8, 2001:db8::/32",
+        "security.denied_cidrs" => "10.9.0.0/16, 2001:db8::7",
         "security.echo_route" => "off",
         "security.client_ip_header" => "forwarded",
         "security.hsts_max_age" => "720h",
@@ -140,6 +143,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "tls.client_ca_file" => "/etc/ringrelay/tls/clients.pem",
         "tls.client_auth" => "optional",
         "tls.client_grants" => "device-42=s42/agent, ops.example=*",
+        "admin.allowed_cidrs" => "127.0.0.1, 192.168.0.0/16",
         "admin_tls.cert_file" => "/etc/ringrelay/tls/admin.pem",
         "admin_tls.key_file" => "/etc/ringrelay/tls/admin.key",
         "admin_tls.client_ca_file" => "/etc/ringrelay/tls/scrapers.pem",
@@ -254,6 +258,15 @@ fn defaults_match_the_contract() {
     assert_eq!(c.security.allowed_origins, vec!["*".to_string()]);
     assert!(!c.security.require_origin);
     assert!(c.security.trusted_proxies.is_empty());
+    assert!(c.security.allowed_cidrs.is_empty() && c.security.denied_cidrs.is_empty());
+    let admin: Vec<String> = c
+        .admin
+        .allowed_cidrs
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(admin, ["127.0.0.0/8", "::1"]);
+    assert_eq!(c.auth.api_keys_file, None);
     assert_eq!(c.security.echo_route, EchoRoute::Auth);
     assert_eq!(c.security.client_ip_header, ClientIpHeader::XForwardedFor);
     assert_eq!(c.log.level, "info");

@@ -62,6 +62,7 @@ fn output_is_sectioned_like_the_docs() {
             "[auth]",
             "[security]",
             "[tls]",
+            "[admin]",
             "[admin_tls]",
             "[log]",
             "[stats]",
