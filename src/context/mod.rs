@@ -118,7 +118,10 @@ impl Core {
             ),
             registry: Registry::default(),
             clock: Clock::new(shared.started),
-            stats: CoreStats::default(),
+            stats: CoreStats {
+                access: crate::stats::access::AccessLog::open(&cfg.log),
+                ..CoreStats::default()
+            },
             latency: CoreHistograms::new(shared.config.stats.latency),
             ip_limits: IpLimits::new(&cfg.limits, index),
             handshakes: Cell::new(0),

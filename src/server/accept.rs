@@ -397,6 +397,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
     if let Err(next) = proxy_step(core, stream, &mut arrival, left()).await {
         return next;
     }
+    super::access::arrived(core, stream, &arrival);
     if let Err(next) = tls_step(core, stream, &mut arrival, left()).await {
         return next;
     }
@@ -409,6 +410,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
     let Some((head, buf, head_len)) = head_step(core, stream, buf, left()).await else {
         return Next::Done;
     };
+    super::access::head_read(core, stream, &arrival, &head);
     if arrival.listener == Listener::Public && cors::on_bridge_path(&head) {
         if let Err(next) = cors_step(core, stream, &head).await {
             return next;
@@ -418,6 +420,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
     let Some(r) = route_step(core, stream, &head, carried).await else {
         return Next::Done;
     };
+    super::access::routed(stream, &r);
     let Arrival {
         listener,
         peer,
@@ -546,6 +549,7 @@ async fn tls_step(
         Ok(Err(Refused::Closed | Refused::Io(_))) => Failure::Other,
         Err(_) => {
             core.stats.refused(RefusedStatus::Timeout);
+            super::access::timed_out(core, stream);
             Failure::Timeout
         }
     };
@@ -570,6 +574,7 @@ async fn head_step(
         Ok(HeadRead::Gone) => None,
         Err(_) => {
             core.stats.refused(RefusedStatus::Timeout);
+            super::access::timed_out(core, stream);
             tracing::debug!("handshake timed out");
             None
         }
