@@ -623,7 +623,10 @@ mod tests {
         for l in lines {
             // Text format (the default): key=value pairs, not JSON.
             assert!(serde_json::from_str::<serde_json::Value>(l).is_err());
-            assert!(l.contains(" msgs_in=3 bytes_in=30 msgs_out=2 bytes_out=20"), "{l}");
+            assert!(
+                l.contains(" msgs_in=3 bytes_in=30 msgs_out=2 bytes_out=20"),
+                "{l}"
+            );
             assert!(l.contains(" closed_by=client reason=normal "), "{l}");
         }
         assert_eq!(stats.access_log_lines.get(), 100);
