@@ -843,9 +843,11 @@ fn upgrade(head: &RequestHead) -> Result<Response, Response> {
 
 /// Hands `stream` to core `to`; when its inbox is full the client gets 503 (and whatever the
 /// connection was counted for is given back as the parcel drops).
-async fn hand_over(core: Rc<Core>, stream: ServerStream, to: usize, mut parcel: Parcel) {
-    // The CORS lines stay here: the core it goes to reads the head again and sets its own.
+async fn hand_over(core: Rc<Core>, mut stream: ServerStream, to: usize, mut parcel: Parcel) {
+    // The CORS lines stay here: the core it goes to reads the head again and sets its own
+    // (and its own access-log note); both are kept for the refusal should the handoff fail.
     let lines = stream.answer_lines().map(str::to_string);
+    let note = stream.take_access();
     let (tcp, session) = stream.into_parts();
     if let Some(session) = session {
         parcel.tls = Tls::On(session);
@@ -869,6 +871,7 @@ async fn hand_over(core: Rc<Core>, stream: ServerStream, to: usize, mut parcel: 
                 // Over TLS, in the session's own words.
                 let mut stream = ServerStream::from_parts(tcp, session, hsts_max_age(&core));
                 stream.set_answer_lines(lines.unwrap_or_default());
+                stream.set_access(note.map(|n| *n));
                 Refusal::HandoffBusy.write(&core.stats, &mut stream).await;
             }
         }
