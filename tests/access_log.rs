@@ -415,7 +415,77 @@ fn sigusr1_reopens_the_file(driver: &str) {
     assert_eq!(status, 200);
 }
 
+/// Over the relay's own TLS a line names the version, here for a refusal (404) and an echo
+/// connection, with curl and a WebSocket client that trusts the test CA.
+fn tls_lines_name_the_version(driver: &str) {
+    let dir = Dir::new(&format!("tls-{driver}"));
+    let pki = common::tls_front::Pki::new(&format!("access-{driver}"));
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+    let (srv, path) = server(
+        driver,
+        &dir,
+        &[
+            ("RINGRELAY_TLS_LISTEN", "127.0.0.1:0"),
+            ("RINGRELAY_TLS_CERT_FILE", cert),
+            ("RINGRELAY_TLS_KEY_FILE", key),
+        ],
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    let port = loop {
+        let line = srv
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("ringrelay listening"))
+            .cloned();
+        let port = line.as_deref().and_then(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("tls="))
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        });
+        if let Some(p) = port {
+            break p.port();
+        }
+        assert!(Instant::now() < deadline, "no tls= in the listening line");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            "--cacert",
+        ])
+        .arg(&pki.ca)
+        .arg(format!(
+            "https://localhost:{port}/nowhere?key=rrk_tlssecret"
+        ))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    let lines = lines_when(&path, |l| !l.is_empty());
+    let r = &of_kind(&lines, "refusal")[0];
+    assert_eq!(
+        (r["status"].clone(), r["error"].clone()),
+        (json!(404), json!("not_found"))
+    );
+    assert!(
+        // Bare in the text format, as its parse here reads a number.
+        ["1.2", "1.3"].contains(&r["tls"].to_string().trim_matches('"')),
+        "{r}"
+    );
+    assert!(!std::fs::read_to_string(&path)
+        .unwrap()
+        .contains("rrk_tlssecret"));
+}
+
 both_drivers!(
+    tls_lines_name_the_version,
     a_relay_pair_gets_a_line_per_connection,
     refusals_get_a_line_and_nothing_secret,
     a_bridged_request_gets_its_line,
