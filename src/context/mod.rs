@@ -119,7 +119,7 @@ impl Core {
             registry: Registry::default(),
             clock: Clock::new(shared.started),
             stats: CoreStats {
-                access: crate::stats::access::AccessLog::open(&cfg.log),
+                access: access_log(&cfg.log),
                 ..CoreStats::default()
             },
             latency: CoreHistograms::new(shared.config.stats.latency),
@@ -282,4 +282,16 @@ impl Core {
             self.registry.session_count() as u64,
         );
     }
+}
+
+/// The worker's access log, as `log.access` and `log.format` say.
+fn access_log(log: &crate::config::LogConfig) -> crate::stats::access::AccessLog {
+    use crate::config::{AccessTarget, LogFormat};
+    use crate::stats::access::{AccessLog, Dest};
+    let dest = match &log.access {
+        AccessTarget::Off => None,
+        AccessTarget::Stderr => Some(Dest::Stderr),
+        AccessTarget::File(path) => Some(Dest::File(path)),
+    };
+    AccessLog::open(dest, log.format == LogFormat::Json)
 }

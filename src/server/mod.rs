@@ -414,7 +414,9 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let driver = driver::resolve(config.driver)?;
         let auth = Authenticator::from_config(&config)?;
-        crate::stats::access::check(&config.log).map_err(ServerError::AccessLog)?;
+        if let crate::config::AccessTarget::File(path) = &config.log.access {
+            crate::stats::access::check(path).map_err(ServerError::AccessLog)?;
+        }
         let listeners = listeners(&config)?;
         let tls = if listeners.tls.is_empty() {
             None

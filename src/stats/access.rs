@@ -15,13 +15,12 @@
 //! noted: the path is kept without its query string, and no header is.
 
 use super::counters::{bump, CloseReason, CoreStats};
-use crate::config::{AccessTarget, LogConfig, LogFormat};
 use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,15 +43,19 @@ pub fn request_reopen() {
     REOPEN.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Whether `log.access` can be opened: checked at start so a bad path stops the relay with
-/// an error naming the key rather than leaving it without its log.
-pub fn check(cfg: &LogConfig) -> Result<(), String> {
-    match &cfg.access {
-        AccessTarget::File(path) => open_file(path)
-            .map(drop)
-            .map_err(|e| format!("log.access: cannot open {}: {e}", path.display())),
-        _ => Ok(()),
-    }
+/// Where a worker's lines go (`log.access` other than `off`).
+#[derive(Debug, Clone, Copy)]
+pub enum Dest<'a> {
+    Stderr,
+    File(&'a Path),
+}
+
+/// Whether the file `log.access` names can be opened: checked at start so a bad path stops
+/// the relay with an error naming the key rather than leaving it without its log.
+pub fn check(path: &Path) -> Result<(), String> {
+    open_file(path)
+        .map(drop)
+        .map_err(|e| format!("log.access: cannot open {}: {e}", path.display()))
 }
 
 fn open_file(path: &Path) -> std::io::Result<File> {
@@ -95,7 +98,8 @@ impl std::fmt::Debug for AccessLog {
 
 struct Sink {
     json: bool,
-    target: AccessTarget,
+    /// The file to reopen on SIGUSR1 (`None`: stderr).
+    path: Option<PathBuf>,
     file: RefCell<File>,
     /// Whole lines not yet written; never more than [`PIPE_BUF`] bytes.
     buf: RefCell<Vec<u8>>,
@@ -104,24 +108,29 @@ struct Sink {
 }
 
 impl AccessLog {
-    /// The log `cfg` asks for (off when it cannot be opened: `check` refused that at start).
-    pub fn open(cfg: &LogConfig) -> AccessLog {
-        let file = match &cfg.access {
-            AccessTarget::Off => return AccessLog::default(),
-            AccessTarget::Stderr => open_stderr(),
-            AccessTarget::File(path) => open_file(path),
+    /// A log to `dest` (`None`: off), JSON lines or text; off when it cannot be opened
+    /// (`check` refused that at start).
+    pub fn open(dest: Option<Dest<'_>>, json: bool) -> AccessLog {
+        let file = match dest {
+            None => return AccessLog::default(),
+            Some(Dest::Stderr) => open_stderr(),
+            Some(Dest::File(path)) => open_file(path),
         };
         let file = match file {
             Ok(f) => f,
             Err(e) => {
-                tracing::error!(error = %e, target = %cfg.access.name(), "cannot open log.access");
+                tracing::error!(error = %e, ?dest, "cannot open log.access");
                 return AccessLog::default();
             }
         };
+        let path = match dest {
+            Some(Dest::File(p)) => Some(p.to_path_buf()),
+            _ => None,
+        };
         AccessLog {
             sink: Some(Box::new(Sink {
-                json: cfg.format == LogFormat::Json,
-                target: cfg.access.clone(),
+                json,
+                path,
                 file: RefCell::new(file),
                 buf: RefCell::new(Vec::with_capacity(PIPE_BUF)),
                 opened_at: Cell::new(REOPEN.load(Ordering::Relaxed)),
@@ -182,7 +191,7 @@ impl Sink {
             return;
         }
         self.opened_at.set(now);
-        let AccessTarget::File(path) = &self.target else {
+        let Some(path) = &self.path else {
             return;
         };
         match open_file(path) {
@@ -593,12 +602,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("a.log");
         let _ = std::fs::remove_file(&path);
-        let cfg = LogConfig {
-            access: AccessTarget::File(path.clone()),
-            ..LogConfig::default()
-        };
         let stats = CoreStats {
-            access: AccessLog::open(&cfg),
+            access: AccessLog::open(Some(Dest::File(&path)), false),
             ..CoreStats::default()
         };
         let t = Tally::new(note());
