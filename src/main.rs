@@ -196,7 +196,8 @@ fn reload(sources: &Sources, reloader: &Reloader, running: &mut Config) {
     let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
-/// What the signal thread needs: SIGTERM and SIGINT stop the server, SIGHUP reloads it.
+/// What the signal thread needs: SIGTERM and SIGINT stop the server, SIGHUP reloads it,
+/// SIGUSR1 reopens the access log's file (logrotate).
 struct OnSignal {
     stop: ringrelay::server::ShutdownHandle,
     reloader: Reloader,
@@ -230,6 +231,11 @@ impl OnSignal {
         // meeting its default action (termination) while the workers drain.
         for sig in signals.forever() {
             if stopping {
+                continue;
+            }
+            if sig == signal_hook::consts::SIGUSR1 {
+                tracing::info!("SIGUSR1: reopening the access log");
+                ringrelay::server::reopen_access_logs();
                 continue;
             }
             if sig == signal_hook::consts::SIGHUP {
@@ -323,6 +329,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
     ]) {
         Ok(s) => Some(s),
         Err(e) => {

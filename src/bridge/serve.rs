@@ -12,11 +12,13 @@ use crate::context::Core;
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::response::truncate_to_head;
 use crate::http::write::write_and_close;
+use crate::http::write::AnswerStream;
 use crate::http::{RequestHead, Response};
 use crate::limits::IpCharge;
 use crate::runtime::stream::ServerStream;
 use crate::session::bridged::{wire_id, Answer};
 use crate::session::Peer;
+use crate::stats::access;
 use crate::stats::{bump, Latency};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use std::net::IpAddr;
@@ -88,8 +90,18 @@ pub async fn serve(core: Rc<Core>, mut stream: ServerStream, req: BridgeRequest)
     let ip = req.ip;
     let charge = std::mem::replace(&mut req.charge, IpCharge::uncounted(ip));
     let counted = Counted::new(&core, charge);
+    let mut body_bytes = 0;
+    let reply = exchange(&core, &mut stream, req, &mut body_bytes).await;
+    let written = reply.as_ref().map_or(0, |r| r.bytes.len() as u64);
+    let status = reply.as_ref().map(|r| r.status);
+    access::bridged(
+        &core.stats,
+        stream.access_note(),
+        status,
+        (body_bytes, written),
+    );
     // The client went away while its request waited: nobody to answer.
-    let Some(reply) = exchange(&core, &mut stream, req).await else {
+    let Some(reply) = reply else {
         return;
     };
     let st = &core.stats;
@@ -129,13 +141,19 @@ fn agent_of(core: &Core, session: &str) -> Option<Rc<Peer>> {
         .find(|p| *p.role == **role && !p.is_closing())
 }
 
+/// Sends the request to its agent and waits for the answer (or the failure to answer);
+/// `body_bytes` is set to the size of the body the agent was sent.
 async fn exchange(
     core: &Rc<Core>,
     stream: &mut ServerStream,
     mut req: BridgeRequest,
+    body_bytes: &mut u64,
 ) -> Option<Reply> {
     match prepare(core, stream, &mut req).await {
-        Ok(ready) => wait_for_answer(core, stream, &req, ready).await,
+        Ok(ready) => {
+            *body_bytes = ready.body_bytes;
+            wait_for_answer(core, stream, &req, ready).await
+        }
         Err(failure) => Some(failure.reply(&core.stats)),
     }
 }

@@ -17,8 +17,8 @@ use super::kinds::{
     TokenLifetime, Trimmed,
 };
 use super::{
-    AuthKey, CertPair, ClientAuth, ClientGrant, ClientIpHeader, DemoMode, DriverChoice, EchoRoute,
-    IpNet, JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_WORKERS,
+    AccessTarget, AuthKey, CertPair, ClientAuth, ClientGrant, ClientIpHeader, DemoMode,
+    DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_WORKERS,
 };
 
 const MIB: usize = 1 << 20;
@@ -346,6 +346,9 @@ config_keys! {
         level: String { default: "info".to_string(), parse: LogFilter }
         /// `text` for people, `json` for log collectors.
         format: LogFormat { default: LogFormat::Text, parse: Choice }
+        /// The access log: one line per finished connection, refusal and bridged request,
+        /// in `format`, to `off`, `stderr` or `file:PATH` (reopened on SIGUSR1).
+        access: AccessTarget { default: AccessTarget::Off, parse: Choice }
     }
 
     /// What the workers record.

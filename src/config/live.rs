@@ -57,6 +57,7 @@ fixed_keys! {
     "bridge.agent_role" => bridge.agent_role;
     "tls.listen" => tls.listen;
     "log.format" => log.format;
+    "log.access" => log.access;
     "stats.latency" => stats.latency;
     "cluster.redis_url" => cluster.redis_url;
     "cluster.node_id" => cluster.node_id;

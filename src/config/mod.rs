@@ -33,8 +33,9 @@ pub use keys::{
 pub use live::{is_live, FIXED_KEYS, LIVE_KEYS};
 pub use redact::{has_password, redact_url};
 pub use types::{
-    AuthKey, CertPair, ClientAuth, ClientGrant, ClientIpHeader, DemoMode, DriverChoice, EchoRoute,
-    IpNet, JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_AUTH_KEYS, MAX_CLIENT_GRANTS,
+    AccessTarget, AuthKey, CertPair, ClientAuth, ClientGrant, ClientIpHeader, DemoMode,
+    DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_AUTH_KEYS,
+    MAX_CLIENT_GRANTS,
 };
 
 /// Bits of a connection id that hold its worker's index (`context::Core::next_conn_id`), so

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,6 +19,43 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+/// Where the access log goes (`log.access`, docs/observability.md "Access log"): nowhere,
+/// stderr beside the main log, or a file of its own (appended to, reopened on SIGUSR1).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessTarget {
+    #[default]
+    Off,
+    Stderr,
+    File(PathBuf),
+}
+
+impl AccessTarget {
+    pub fn name(&self) -> String {
+        match self {
+            AccessTarget::Off => "off".to_string(),
+            AccessTarget::Stderr => "stderr".to_string(),
+            AccessTarget::File(p) => format!("file:{}", p.to_string_lossy()),
+        }
+    }
+}
+
+impl FromStr for AccessTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(AccessTarget::Off),
+            "stderr" => Ok(AccessTarget::Stderr),
+            _ => match s.strip_prefix("file:").map(str::trim) {
+                Some("") => {
+                    Err("file: needs a path, as in \"file:/var/log/ringrelay/access.log\"".into())
+                }
+                Some(path) => Ok(AccessTarget::File(PathBuf::from(path))),
+                None => Err("expected \"off\", \"stderr\" or \"file:PATH\"".to_string()),
+            },
+        }
+    }
 }
 
 /// Whether the public listener serves the demo page at `/demo`.

@@ -118,7 +118,10 @@ impl Core {
             ),
             registry: Registry::default(),
             clock: Clock::new(shared.started),
-            stats: CoreStats::default(),
+            stats: CoreStats {
+                access: access_log(&cfg.log),
+                ..CoreStats::default()
+            },
             latency: CoreHistograms::new(shared.config.stats.latency),
             ip_limits: IpLimits::new(&cfg.limits, index),
             handshakes: Cell::new(0),
@@ -279,4 +282,16 @@ impl Core {
             self.registry.session_count() as u64,
         );
     }
+}
+
+/// The worker's access log, as `log.access` and `log.format` say.
+fn access_log(log: &crate::config::LogConfig) -> crate::stats::access::AccessLog {
+    use crate::config::{AccessTarget, LogFormat};
+    use crate::stats::access::{AccessLog, Dest};
+    let dest = match &log.access {
+        AccessTarget::Off => None,
+        AccessTarget::Stderr => Some(Dest::Stderr),
+        AccessTarget::File(path) => Some(Dest::File(path)),
+    };
+    AccessLog::open(dest, log.format == LogFormat::Json)
 }

@@ -22,6 +22,11 @@ pub trait AnswerStream: AsyncReadRent + AsyncWriteRent {
     fn answer_lines(&self) -> Option<&str> {
         None
     }
+
+    /// What the access log knows of the connection (`None`: it is off, or not logged here).
+    fn access_note(&self) -> Option<&crate::stats::access::Note> {
+        None
+    }
 }
 
 impl AnswerStream for TcpStream {}
@@ -29,7 +34,18 @@ impl AnswerStream for TcpStream {}
 /// Writes a refusal and counts it by its status in `refused_by` (the one place that does).
 pub async fn refuse(stats: &CoreStats, stream: &mut impl AnswerStream, resp: Response) {
     stats.refused(RefusedStatus::Status(resp.status));
+    if let Some(note) = stream.access_note() {
+        crate::stats::access::refused(stats, Some(note), Some(resp.status), &error_code(&resp));
+    }
     answer(stream, resp).await;
+}
+
+/// The contract's error `code` in a refusal's JSON body (`""` when it has none).
+fn error_code(resp: &Response) -> String {
+    serde_json::from_slice::<serde_json::Value>(&resp.body)
+        .ok()
+        .and_then(|v| v.get("code")?.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Writes an answer that is not a refusal (health, stats, the demo page), then closes.

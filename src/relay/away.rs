@@ -265,6 +265,7 @@ async fn deliver_all(core: &Core, session: &Session, receiver: &Peer) {
                 core, session, receiver, &from, &batch, &ends, replayed,
             );
         }
+        receiver.tally_out(count as u64, len as u64);
         bump(&core.stats.messages_delivered_from_buffer, count as u64);
         bump(&core.stats.messages_forwarded, count as u64);
         bump(&core.stats.bytes_forwarded, len as u64);

@@ -11,6 +11,7 @@ use crate::runtime::chunk::{Chunk, SegmentOutOfBounds};
 use crate::session::events;
 use crate::session::events::durable::Shapes;
 use crate::session::{Flag, Peer, Session};
+use crate::stats::access::{self, Closer, Ended};
 use crate::stats::{bump, Latency};
 use crate::ws::CloseCode;
 use std::rc::Rc;
@@ -319,6 +320,7 @@ impl Reader {
             _ => false,
         };
         bump(&st.bytes_received, out.payload_bytes);
+        c.peer.tally_in(whole, out.payload_bytes);
         Ok(Read {
             out,
             released,
@@ -362,6 +364,9 @@ async fn deliver(
         out.messages_forwarded as u64,
     );
     bump(&core.stats.bytes_forwarded, out.forwarded_bytes);
+    if let Some(r) = &route.receiver {
+        r.tally_out(out.messages_forwarded as u64, out.forwarded_bytes);
+    }
     let out_open = |r: &Peer| inbound.receiver_open() == Some(r.id);
     match (&route.receiver, chunk.segments().is_empty()) {
         (Some(r), _) if !released.is_empty() => {
@@ -594,6 +599,7 @@ fn leave(
         away::release(core, s, core.clock.now_ms());
     }
     core.publish_gauges();
+    log_access(core, peer, session, code);
     tracing::info!(
         conn = peer.id,
         role = &*peer.role,
@@ -601,6 +607,29 @@ fn leave(
         code,
         "connection closed"
     );
+}
+
+/// The access log's line of a connection that ended with `code` (nothing when it is off):
+/// the relay closed it when it sent a close of its own first (4004: because its peer left
+/// mid-message), else its client did, by a close frame or by dropping the connection.
+fn log_access(core: &Core, peer: &Peer, session: Option<&Rc<Session>>, code: u16) {
+    let Some(t) = peer.access.as_deref() else {
+        return;
+    };
+    let by = match peer.close_code.get() {
+        None => Closer::Client,
+        Some(c) if c == CloseCode::PEER_ABORTED.0 => Closer::Peer,
+        Some(_) => Closer::Relay,
+    };
+    let agent = session.is_some() && *peer.role == *core.config().bridge.agent_role;
+    let end = Ended {
+        route: if agent { "agent" } else { t.note.route },
+        session: session.map(|s| &*s.id),
+        role: &peer.role,
+        code,
+        by,
+    };
+    access::connection(&core.stats, Some(t), end);
 }
 
 #[cfg(test)]

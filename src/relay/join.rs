@@ -124,7 +124,7 @@ async fn refuse_full(core: &Core, mut stream: ServerStream, session: &Session, c
 /// marks the relay's requests to it.
 fn new_peer(
     core: &Core,
-    stream: ServerStream,
+    mut stream: ServerStream,
     role: String,
     events_on: Option<Shapes>,
     charge: IpCharge,
@@ -139,6 +139,7 @@ fn new_peer(
         Some(v) => upgrade.with_header("Strict-Transport-Security", v),
         None => upgrade,
     };
+    let note = stream.take_access();
     let peer = Rc::new(
         Peer::new(
             core.next_conn_id(),
@@ -148,7 +149,8 @@ fn new_peer(
             charge,
             now,
         )
-        .with_shapes(events_on.unwrap_or_default()),
+        .with_shapes(events_on.unwrap_or_default())
+        .with_access(note),
     );
     let upgrade = if *peer.role == *core.config().bridge.agent_role {
         let key = core.rng.hex128();
@@ -298,14 +300,18 @@ pub async fn run_echo(
         Some(v) => upgrade.with_header("Strict-Transport-Security", v),
         None => upgrade,
     };
-    let peer = Rc::new(Peer::new(
-        core.next_conn_id(),
-        "echo".into(),
-        None,
-        Socket::upgraded(stream),
-        charge,
-        core.clock.now_ms(),
-    ));
+    let note = stream.take_access();
+    let peer = Rc::new(
+        Peer::new(
+            core.next_conn_id(),
+            "echo".into(),
+            None,
+            Socket::upgraded(stream),
+            charge,
+            core.clock.now_ms(),
+        )
+        .with_access(note),
+    );
     core.registry.add_peer(peer.clone());
     core.publish_gauges();
     let hello = upgrade.to_bytes();

@@ -42,6 +42,7 @@ pub async fn run(core: Rc<Core>) {
     loop {
         monoio::time::sleep(period).await;
         let now = core.clock.tick();
+        crate::stats::access::flush(&core.stats);
         // A reload may change the write timeout (the session timers and the tick's period
         // stay as they started: config::FIXED_KEYS).
         let write_ms = core.config().limits.write_timeout.as_millis() as u64;
@@ -56,7 +57,7 @@ pub async fn run(core: Rc<Core>) {
             if p.flags.get(Flag::DROPPED) {
                 continue;
             }
-            if let Some(since) = p.closing_since_ms.get() {
+            if let Some(since) = p.closing_since() {
                 if now.saturating_sub(since) >= close_ms {
                     p.sock.abort();
                 }

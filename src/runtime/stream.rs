@@ -7,6 +7,7 @@
 use super::socket::{fill, init_bytes, iovec_slices};
 use super::tls::{self, Refused, TlsSession};
 use crate::http::write::AnswerStream;
+use crate::stats::access::Note;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
@@ -22,6 +23,9 @@ pub struct ServerStream {
     /// Header lines every answer written on it carries (CORS, `bridge::cors`); not handed
     /// over with the connection: the core it goes to reads the head again and sets them.
     answer_lines: Option<Box<str>>,
+    /// What the access log says of this connection (`log.access` on, public listener): filled
+    /// in by the HTTP phase, read by a refusal's line, moved into the peer on upgrade.
+    access: Option<Box<Note>>,
 }
 
 impl From<TcpStream> for ServerStream {
@@ -31,6 +35,7 @@ impl From<TcpStream> for ServerStream {
             tls: None,
             hsts_max_age: 0,
             answer_lines: None,
+            access: None,
         }
     }
 }
@@ -44,6 +49,7 @@ impl ServerStream {
             tls,
             hsts_max_age,
             answer_lines: None,
+            access: None,
         }
     }
 
@@ -60,6 +66,21 @@ impl ServerStream {
     /// CRLF; empty for none).
     pub fn set_answer_lines(&mut self, lines: String) {
         self.answer_lines = (!lines.is_empty()).then(|| lines.into_boxed_str());
+    }
+
+    /// Starts the access log's note of this connection (`None`: the log is off).
+    pub fn set_access(&mut self, note: Option<Note>) {
+        self.access = note.map(Box::new);
+    }
+
+    /// The access log's note, to fill in (`None` when the log is off).
+    pub fn access_mut(&mut self) -> Option<&mut Note> {
+        self.access.as_deref_mut()
+    }
+
+    /// The note, moved out: the upgraded connection's peer keeps it.
+    pub fn take_access(&mut self) -> Option<Box<Note>> {
+        self.access.take()
     }
 
     /// The `Strict-Transport-Security` value for answers on this stream, if it takes one.
@@ -88,6 +109,10 @@ impl AnswerStream for ServerStream {
 
     fn answer_lines(&self) -> Option<&str> {
         self.answer_lines.as_deref()
+    }
+
+    fn access_note(&self) -> Option<&Note> {
+        self.access.as_deref()
     }
 }
 

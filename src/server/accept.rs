@@ -398,6 +398,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
     if let Err(next) = proxy_step(core, stream, &mut arrival, left()).await {
         return next;
     }
+    super::access::arrived(core, stream, &arrival);
     if let Err(next) = tls_step(core, stream, &mut arrival, left()).await {
         return next;
     }
@@ -414,6 +415,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
     let Some((head, buf, head_len)) = head_step(core, stream, buf, left()).await else {
         return Next::Done;
     };
+    super::access::head_read(core, stream, &arrival, &head);
     if let Err(refusal) = listed_behind_proxy(core, &arrival, &head) {
         refusal.write(&core.stats, stream).await;
         return Next::Done;
@@ -427,6 +429,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
     let Some(r) = route_step(core, stream, &head, carried).await else {
         return Next::Done;
     };
+    super::access::routed(stream, &r);
     let Arrival {
         listener,
         peer,
@@ -604,6 +607,7 @@ async fn tls_step(
         Ok(Err(Refused::Closed | Refused::Io(_))) => Failure::Other,
         Err(_) => {
             core.stats.refused(RefusedStatus::Timeout);
+            super::access::timed_out(core, stream);
             Failure::Timeout
         }
     };
@@ -628,6 +632,7 @@ async fn head_step(
         Ok(HeadRead::Gone) => None,
         Err(_) => {
             core.stats.refused(RefusedStatus::Timeout);
+            super::access::timed_out(core, stream);
             tracing::debug!("handshake timed out");
             None
         }
@@ -896,9 +901,11 @@ fn upgrade(head: &RequestHead) -> Result<Response, Response> {
 
 /// Hands `stream` to core `to`; when its inbox is full the client gets 503 (and whatever the
 /// connection was counted for is given back as the parcel drops).
-async fn hand_over(core: Rc<Core>, stream: ServerStream, to: usize, mut parcel: Parcel) {
-    // The CORS lines stay here: the core it goes to reads the head again and sets its own.
+async fn hand_over(core: Rc<Core>, mut stream: ServerStream, to: usize, mut parcel: Parcel) {
+    // The CORS lines stay here: the core it goes to reads the head again and sets its own
+    // (and its own access-log note); both are kept for the refusal should the handoff fail.
     let lines = stream.answer_lines().map(str::to_string);
+    let note = stream.take_access();
     let (tcp, session) = stream.into_parts();
     if let Some(session) = session {
         parcel.tls = Tls::On(session);
@@ -922,6 +929,7 @@ async fn hand_over(core: Rc<Core>, stream: ServerStream, to: usize, mut parcel: 
                 // Over TLS, in the session's own words.
                 let mut stream = ServerStream::from_parts(tcp, session, hsts_max_age(&core));
                 stream.set_answer_lines(lines.unwrap_or_default());
+                stream.set_access(note.map(|n| *n));
                 Refusal::HandoffBusy.write(&core.stats, &mut stream).await;
             }
         }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod accept;
+mod access;
 mod admin;
 pub(crate) mod handshake;
 pub(crate) mod health;
@@ -41,12 +42,21 @@ pub enum ServerError {
     Config(#[from] crate::config::ConfigError),
     #[error("listeners: {0}")]
     Listeners(String),
+    /// `log.access` names a file that cannot be opened for appending.
+    #[error("{0}")]
+    AccessLog(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error(transparent)]
     AdminTls(#[from] crate::tls::AdminTlsError),
     #[error(transparent)]
     LinkTls(#[from] crate::tls::LinkTlsError),
+}
+
+/// Has every worker reopen its `log.access` file at its next write or tick (SIGUSR1: after
+/// logrotate renamed it, the old file stops growing and a new one takes the lines).
+pub fn reopen_access_logs() {
+    crate::stats::access::request_reopen();
 }
 
 /// Scrapes waiting per core; more at once are answered with 503.
@@ -404,6 +414,9 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let driver = driver::resolve(config.driver)?;
         let auth = Authenticator::from_config(&config)?;
+        if let crate::config::AccessTarget::File(path) = &config.log.access {
+            crate::stats::access::check(path).map_err(ServerError::AccessLog)?;
+        }
         let listeners = listeners(&config)?;
         let tls = if listeners.tls.is_empty() {
             None

@@ -157,6 +157,7 @@ pub async fn run(setup: WorkerSetup) {
     while busy() && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
     }
+    crate::stats::access::flush(&core.stats);
     tracing::info!(
         worker = core.index,
         left = core.registry.peer_count(),

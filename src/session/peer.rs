@@ -6,6 +6,7 @@ use super::events::{Event, EventKey};
 use crate::limits::IpCharge;
 use crate::runtime::chunk::{Chunk, WriteChunk};
 use crate::runtime::socket::Socket;
+use crate::stats::access::{Note, Tally};
 use crate::ws::close::encode_close_frame;
 use crate::ws::frame::{encode_header, MAX_CONTROL_PAYLOAD};
 use crate::ws::{CloseCode, OpCode};
@@ -38,8 +39,10 @@ pub struct Peer {
     pub flags: Flags,
     pub last_recv_ms: Cell<u64>,
     pub last_ping_ms: Cell<u64>,
-    /// Set when the relay sent its close frame; the peer has `close_timeout` to answer.
-    pub closing_since_ms: Cell<Option<u64>>,
+    /// When the relay sent its close frame ([`NOT_CLOSING`] until then); the peer has
+    /// `close_timeout` to answer. A sentinel rather than an `Option`, whose tag would cost
+    /// 8 bytes of `Peer`'s bound (see [`Peer::closing_since`]).
+    closing_since_ms: Cell<u64>,
     /// The code the relay closed this peer with, reported to the other peer.
     pub close_code: Cell<Option<u16>>,
     /// A write is in progress: `Some(UNSTAMPED)` until the keepalive tick first sees it and
@@ -50,6 +53,9 @@ pub struct Peer {
     /// in the write): what a peer that stops reading keeps out of the pool
     /// (`relay::blocked`).
     pub pinned: Cell<u32>,
+    /// The access log's record of this connection (`log.access`; `None` when it is off): a
+    /// box made at the upgrade, so a relay without the log keeps only the pointer.
+    pub access: Option<Box<Tally>>,
 }
 
 // One `Peer` (in an `Rc`) per connection for its whole life: at the default
@@ -145,10 +151,31 @@ impl Peer {
             flags: Flags::default(),
             last_recv_ms: Cell::new(now_ms),
             last_ping_ms: Cell::new(now_ms),
-            closing_since_ms: Cell::new(None),
+            closing_since_ms: Cell::new(NOT_CLOSING),
             close_code: Cell::new(None),
             write_since_ms: Cell::new(None),
             pinned: Cell::new(0),
+            access: None,
+        }
+    }
+
+    /// The same peer, with the access log's note of its connection (when the log is on).
+    pub fn with_access(mut self, note: Option<Box<Note>>) -> Peer {
+        self.access = note.map(|n| Box::new(Tally::new(*n)));
+        self
+    }
+
+    /// Counts data messages read from this peer's client, for the access log (once a read).
+    pub fn tally_in(&self, msgs: u64, bytes: u64) {
+        if let Some(t) = &self.access {
+            t.add_in(msgs, bytes);
+        }
+    }
+
+    /// Counts data messages written to this peer's client, for the access log (once a write).
+    pub fn tally_out(&self, msgs: u64, bytes: u64) {
+        if let Some(t) = &self.access {
+            t.add_out(msgs, bytes);
         }
     }
 
@@ -176,8 +203,13 @@ impl Peer {
         due
     }
 
+    /// Since when the relay's close frame has waited for the peer's answer, if it sent one.
+    pub fn closing_since(&self) -> Option<u64> {
+        Some(self.closing_since_ms.get()).filter(|&t| t != NOT_CLOSING)
+    }
+
     pub fn is_closing(&self) -> bool {
-        self.closing_since_ms.get().is_some()
+        self.closing_since_ms.get() != NOT_CLOSING
     }
 
     /// Since when the pending write to this peer has waited, if one is pending. A write the
@@ -366,7 +398,7 @@ impl Peer {
         if self.is_closing() {
             return;
         }
-        self.closing_since_ms.set(Some(now_ms));
+        self.closing_since_ms.set(now_ms.min(NOT_CLOSING - 1));
         self.close_code.set(Some(code.0));
         let mut frame = [0u8; 2 + MAX_CONTROL_PAYLOAD];
         let n = encode_close_frame(&mut frame, code, reason);
@@ -385,6 +417,9 @@ impl Peer {
         let _ = self.send_bytes(frame).await;
     }
 }
+
+/// `closing_since_ms` of a peer the relay has not closed.
+const NOT_CLOSING: u64 = u64::MAX;
 
 /// `write_since_ms` of a write the keepalive tick has not seen yet.
 pub const UNSTAMPED: u64 = u64::MAX;

@@ -15,6 +15,9 @@ macro_rules! counters {
             $(pub $name: Cell<u64>,)*
             pub closed_by: [Cell<u64>; CloseReason::ALL.len()],
             pub refused_by: [Cell<u64>; RefusedStatus::ALL.len()],
+            /// The worker's access log (`log.access`; off by default): refusals reach it
+            /// through `http::write::refuse`, which is handed these stats.
+            pub access: super::access::AccessLog,
         }
 
         /// Every plain counter's name and help text, in a stable order.
@@ -124,6 +127,8 @@ counters!(
     cluster_peers_dropped_node_gone: "Peers carried here dropped because their carrying node left the fleet.",
     cluster_hop_bytes: "Bytes moved by carried links, both ways.",
     accept_errors: "Times accept failed (EMFILE, ENFILE and the like) and the worker backed off.",
+    access_log_lines: "Lines put in the access log (log.access): finished connections, refusals and bridged requests.",
+    access_log_dropped: "Access-log lines lost because a write to log.access failed or was cut short (disk full, a stderr pipe nobody reads).",
     bridge_requests: "Bridged HTTP requests received (after admission), answered or not.",
     bridge_responses_2xx: "Bridged requests answered with a 2xx status (the agent's answer).",
     bridge_responses_3xx: "Bridged requests answered with a 3xx status.",

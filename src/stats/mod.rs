@@ -4,6 +4,7 @@
 //! `/health` reads without a scrape, written by their core when a connection opens or closes.
 #![forbid(unsafe_code)]
 
+pub(crate) mod access;
 pub(crate) mod counters;
 pub(crate) mod histograms;
 pub(crate) mod reload;

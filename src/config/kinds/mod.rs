@@ -59,6 +59,12 @@ pub(super) trait Named {
     fn name(&self) -> String;
 }
 
+impl Named for super::AccessTarget {
+    fn name(&self) -> String {
+        super::AccessTarget::name(self)
+    }
+}
+
 macro_rules! named_by_as_str {
     ($($t:ty),*) => {
         $(impl Named for $t {

@@ -150,6 +150,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "admin_tls.client_auth" => "required",
         "log.level" => "warn,ringrelay=debug",
         "log.format" => "json",
+        "log.access" => "file:/var/log/ringrelay/access.log",
         "stats.latency" => "false",
         "demo.enabled" => "true",
         "cluster.redis_url" => "redis://127.0.0.1:6390/",
