@@ -268,6 +268,7 @@ impl Core {
                 ),
             ],
             latency: self.latency.snapshot(),
+            sizes: crate::stats::sizes::this_core(),
         }
     }
 

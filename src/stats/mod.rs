@@ -11,11 +11,13 @@ pub(crate) mod process;
 pub(crate) mod prom;
 pub(crate) mod reload;
 pub(crate) mod render;
+pub(crate) mod sizes;
 pub(crate) mod snapshot;
 
 pub use counters::{bump, CoreStats, RefusedStatus};
 pub use histograms::{CoreHistograms, Latency};
 pub use reload::ReloadStats;
+pub use sizes::MessageSizes;
 pub use snapshot::CoreSnapshot;
 
 use std::sync::atomic::{AtomicU64, Ordering};

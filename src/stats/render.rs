@@ -57,6 +57,17 @@ pub fn latency_json(h: &Histogram<u64>) -> Value {
     Value::Object(m)
 }
 
+/// Whole messages received by size: the count at or under each bound, as in /metrics.
+fn sizes_json(s: &super::MessageSizes) -> Value {
+    let b = s.buckets();
+    let le: Map<String, Value> = b
+        .cumulative
+        .iter()
+        .map(|(l, n)| ((*l).to_string(), (*n).into()))
+        .collect();
+    json!({ "count": b.count, "sum": s.sum, "le": le })
+}
+
 fn figures_json(s: &CoreSnapshot) -> Map<String, Value> {
     let mut m = Map::new();
     for ((name, _), v) in COUNTERS.iter().zip(&s.counters) {
@@ -113,6 +124,7 @@ pub fn stats_json(meta: &Meta, cores: &[CoreSnapshot]) -> String {
         "totals": Value::Object(figures_json(&total)),
         "per_core": per_core,
         "latency_us": latency,
+        "message_size_bytes": sizes_json(&total.sizes),
     });
     if let Some(c) = &meta.cluster {
         v["cluster"] = c.clone();
@@ -401,6 +413,9 @@ fn latency_metrics(out: &mut String, meta: &Meta, cores: &[CoreSnapshot]) {
         let metric = format!("ringrelay_{name}_latency_seconds");
         write_histogram(out, &metric, help, &latency_buckets(h));
     }
+    let metric = "ringrelay_message_size_bytes";
+    let help = "Payload size of whole data messages received from clients.";
+    write_histogram(out, metric, help, &total.sizes.buckets());
     if let Some(h) = &meta.cluster_rtt {
         let help = "Redis round trips (one command or one pipeline).";
         let metric = "ringrelay_cluster_redis_rtt_seconds";
@@ -423,6 +438,7 @@ mod tests {
             refused_by: vec![0; RefusedStatus::ALL.len()],
             gauges: vec![("active_connections", 2), ("paired_sessions", 1)],
             latency: vec![("relay", h.clone()), ("handshake", h)],
+            sizes: Default::default(),
         }
     }
 
