@@ -171,8 +171,9 @@ mod tests {
     fn the_first_worker_past_the_limit_is_named() {
         assert_eq!(stuck_worker(&[900, 950], 1_000, 500), None);
         assert_eq!(stuck_worker(&[900, 100, 0], 1_000, 500), Some((1, 900)));
-        // A stamp taken after `now` was read (a race) is not stale.
+        // A stamp taken after `now` was read (a race) is not stale, nor is an ended worker's.
         assert_eq!(stuck_worker(&[1_200], 1_000, 0), None);
+        assert_eq!(stuck_worker(&[u64::MAX, 0], 1_000, 500), Some((1, 1_000)));
         assert_eq!(stuck_worker(&[], 1_000, 0), None);
     }
 
