@@ -3,6 +3,7 @@
 //! thread, once, for FOR_MS at its first tick AFTER_MS after start. Release builds do not
 //! compile it in, whatever the environment says. (Not a `RINGRELAY_*` name: those are config
 //! keys, and an unknown one is reported as ignored.)
+#![forbid(unsafe_code)]
 
 use std::cell::Cell;
 use std::sync::OnceLock;
