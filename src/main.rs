@@ -360,6 +360,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         std::thread::spawn(move || on_signal.serve(signals));
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // The main thread keeps the systemd watchdog and status line until the workers end.
+    ringrelay::server::watchdog::supervise(&running);
     running.join();
     tracing::info!("ringrelay stopped");
     ExitCode::SUCCESS

@@ -478,9 +478,13 @@ fn systemd_hears_reloading_then_ready() {
             .env("RINGRELAY_CONFIG", &config);
     });
     let mut buf = [0u8; 512];
-    let mut next = || {
+    // The supervisor's own status lines ("N connections, M sessions ...") come between.
+    let mut next = || loop {
         let n = sock.recv(&mut buf).unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !(got.starts_with("STATUS=") && got.contains(" connections, ")) {
+            return got;
+        }
     };
     assert!(next().contains("READY=1"));
     dir.file("relay.toml", ORIGINS_B);

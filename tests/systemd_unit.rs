@@ -95,6 +95,17 @@ fn unit_reloads_with_sighup() {
     assert_eq!(values("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
 }
 
+/// A watchdog the relay pings (server::watchdog), restarted when it stops: long enough that a
+/// tick (at most 1 s) late on a loaded host does not trip it, short enough to matter.
+#[test]
+fn unit_has_a_watchdog_that_restarts() {
+    let wd = values("WatchdogSec");
+    assert_eq!(wd.len(), 1, "WatchdogSec: {wd:?}");
+    let secs: u64 = wd[0].strip_suffix('s').unwrap_or(wd[0]).parse().unwrap();
+    assert!((10..=300).contains(&secs), "WatchdogSec={secs}");
+    assert!(["on-failure", "on-watchdog", "always"].contains(&values("Restart")[0]));
+}
+
 #[test]
 fn unit_bounds_memory_and_tasks() {
     // A percentage of the host's RAM, or bytes with an optional K/M/G/T suffix; never

@@ -271,6 +271,7 @@ impl Core {
                 ),
             ],
             latency: self.latency.snapshot(),
+            sizes: crate::stats::sizes::this_core(),
         }
     }
 

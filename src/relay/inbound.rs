@@ -533,6 +533,7 @@ impl Inbound {
             act_on_held(msg, p, fed, message_done)?;
         }
         if message_done {
+            crate::stats::sizes::count(msg.bytes);
             match msg.target {
                 Target::Forward(_) => p.out.messages_forwarded += 1,
                 Target::Drop | Target::Hold => p.out.messages_dropped += 1,

@@ -12,13 +12,18 @@ use std::time::Duration;
 
 /// The tick is a quarter of the shortest timer, between 50 ms and 1 s.
 pub fn tick_period(core: &Core) -> Duration {
-    let s = &core.config().session;
+    period_of(&core.config())
+}
+
+/// The tick's period for a config (the watchdog's supervisor reads it too).
+pub fn period_of(cfg: &crate::config::Config) -> Duration {
+    let s = &cfg.session;
     let shortest = s
         .ping_interval
         .min(s.peer_timeout)
         .min(s.idle_timeout)
         .min(s.close_timeout)
-        .min(core.config().limits.write_timeout);
+        .min(cfg.limits.write_timeout);
     (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
@@ -43,6 +48,9 @@ pub async fn run(core: Rc<Core>) {
         monoio::time::sleep(period).await;
         let now = core.clock.tick();
         crate::stats::access::flush(&core.stats);
+        core.gauges().beat(now);
+        #[cfg(debug_assertions)]
+        crate::runtime::stall::maybe(core.index, now);
         // A reload may change the write timeout (the session timers and the tick's period
         // stay as they started: config::FIXED_KEYS).
         let write_ms = core.config().limits.write_timeout.as_millis() as u64;

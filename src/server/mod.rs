@@ -10,6 +10,7 @@ pub mod reload;
 pub(crate) mod scrape;
 pub(crate) mod steer;
 pub(crate) mod tls;
+pub mod watchdog;
 pub(crate) mod worker;
 
 /// Where a connection goes is the session layer's decision (`owner_core`); re-exported here
@@ -633,6 +634,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// Every worker thread has ended (the supervisor's cue to stop: server::watchdog).
+    pub fn finished(&self) -> bool {
+        self.threads.iter().all(|t| t.is_finished())
+    }
+
     /// Waits for every worker to finish (after `handle.trigger()`), then leaves the fleet.
     pub fn join(self) {
         for t in self.threads {

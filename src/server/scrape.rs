@@ -67,6 +67,28 @@ fn certificates(core: &Core) -> Vec<(String, Option<i64>)> {
     out
 }
 
+/// The `process_*` figures, read on a thread of their own: listing /proc/self/fd costs time
+/// in proportion to the open connections, which this worker's connections must not wait on.
+/// `None` if the thread cannot start or does not answer within the scrape's timeout.
+async fn process_figures(core: &Core) -> Option<crate::stats::process::Process> {
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .saturating_sub(core.shared.started.elapsed())
+        .as_secs_f64();
+    let (tx, rx) = flume::bounded(1);
+    std::thread::Builder::new()
+        .name("ringrelay-proc".into())
+        .spawn(move || {
+            let _ = tx.send(crate::stats::process::read(started_unix));
+        })
+        .ok()?;
+    monoio::time::timeout(SCRAPE_TIMEOUT, rx.recv_async())
+        .await
+        .ok()?
+        .ok()
+}
+
 pub async fn scrape(core: &Core, format: Format) -> Response {
     let Some(cores) = collect(core).await else {
         return Response::error(503, "scrape_busy", "a worker did not answer in time; retry")
@@ -81,6 +103,10 @@ pub async fn scrape(core: &Core, format: Format) -> Response {
         cluster_rtt: core.shared.cluster.as_ref().map(|v| v.rtt()),
         reload: Some(core.shared.reloads.json()),
         certificates: certificates(core),
+        process: match format {
+            Format::Prometheus => process_figures(core).await,
+            Format::Json => None,
+        },
     };
     match format {
         Format::Json => Response::json(200, stats_json(&meta, &cores)),

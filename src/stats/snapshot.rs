@@ -14,6 +14,8 @@ pub struct CoreSnapshot {
     pub refused_by: Vec<u64>,
     pub gauges: Vec<(&'static str, u64)>,
     pub latency: Vec<(&'static str, Histogram<u64>)>,
+    /// Whole messages received, by size.
+    pub sizes: super::MessageSizes,
 }
 
 impl CoreSnapshot {
@@ -37,11 +39,13 @@ impl CoreSnapshot {
                         .collect()
                 })
                 .unwrap_or_default(),
+            sizes: Default::default(),
         };
         for p in parts {
             add(&mut total.counters, &p.counters);
             add(&mut total.closed_by, &p.closed_by);
             add(&mut total.refused_by, &p.refused_by);
+            total.sizes.add(&p.sizes);
             for (t, (_, v)) in total.gauges.iter_mut().zip(&p.gauges) {
                 t.1 += v;
             }
@@ -75,6 +79,7 @@ mod tests {
             refused_by: vec![2; RefusedStatus::ALL.len()],
             gauges: vec![("active_connections", 3)],
             latency: vec![("relay", h)],
+            sizes: Default::default(),
         }
     }
 
