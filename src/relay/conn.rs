@@ -365,7 +365,12 @@ async fn deliver(
             if let Some(s) = c.session.filter(|s| s.resume_on.get()) {
                 resume::retain(core, s, peer, r, chunk.data(), chunk.segments());
             }
-            let (_, chunk) = r.send_chunk(chunk.into_write(), out_open(r)).await;
+            // Two-way resume: the receiver's own untold ack rides along when it can.
+            let acks = c.session.and_then(|s| ack::riding(core, s, r));
+            let (_, chunk, told) = r
+                .send_chunk_acking(chunk.into_write(), out_open(r), acks)
+                .await;
+            ack::rode(core, told);
             core.pool.put(chunk);
             core.latency.record_since(Latency::Relay, read_at);
         }
