@@ -42,23 +42,44 @@ pub fn count(core: &Rc<Core>, session: &Rc<Session>, sender: &Rc<Peer>, n: u64) 
     false
 }
 
-/// Writes `ack` with the role's count now to `peer`, unless its connection was told as much
-/// already. True when written or not needed. A skipped one (a message from the peer is half
-/// written to this connection) is left to the delayed ack.
-///
-/// The count is read here, not earlier: the acks of a connection queue at its write gate in
-/// the order they got here, so reading it here keeps the counts they carry from going down.
-async fn write(core: &Core, session: &Session, peer: &Peer) -> std::io::Result<bool> {
-    let (k, told) = state(session, &peer.role);
-    if k <= told {
-        return Ok(true);
+/// What a write of forwarded data to `receiver` needs to carry its ack along
+/// ([`Peer::send_chunk_acking`]): for a connection told acks, the session and the fewest
+/// untold messages worth an ack riding along, half of `session.ack_every`. Half, so that
+/// while data flows to a sender its acks ride on it before one is due on its own write (a
+/// syscall, and on loopback the kernel's whole delivery of a segment); not every one, so that
+/// a stream of small messages does not carry an ack in every write (each one bytes on the
+/// wire and a JSON parse for the client).
+pub fn riding<'a>(
+    core: &Core,
+    session: &'a Session,
+    receiver: &Peer,
+) -> Option<(&'a Session, u64)> {
+    if !receiver.events || !receiver.flags.get(Flag::COUNTS) {
+        return None;
     }
-    let written = peer.send_event_frame(peer.ack_bytes(k)).await?;
-    if written {
+    let every = core.config().session.ack_every as u64;
+    Some((session, (every / 2).max(1)))
+}
+
+/// Counts an ack that rode on forwarded data (`told`: the count it carried, if one did).
+pub fn rode(core: &Core, told: Option<u64>) {
+    if told.is_some() {
         bump(&core.stats.acks_sent, 1);
-        with_role(session, &peer.role, |r| r.told = r.told.max(k));
+        bump(&core.stats.acks_with_data, 1);
     }
-    Ok(written)
+}
+
+/// Writes `ack` with the role's count to `peer`, unless its connection was told as much
+/// already (by another writer, maybe riding on data). True when one was written.
+///
+/// The count is read under the connection's write gate ([`Peer::send_ack`]), so the counts
+/// it is told never go down, whichever writer gets there first.
+async fn write(core: &Core, session: &Session, peer: &Peer) -> std::io::Result<bool> {
+    let told = peer.send_ack(session).await?;
+    if told.is_some() {
+        bump(&core.stats.acks_sent, 1);
+    }
+    Ok(told.is_some())
 }
 
 /// The ack due at once after a read (`count` said so), from a task of its own: the reader
@@ -74,20 +95,16 @@ pub fn send(core: &Rc<Core>, session: &Rc<Session>, peer: &Rc<Peer>) {
     monoio::spawn(async move {
         let every = core.config().session.ack_every as u64;
         loop {
-            match write(&core, &session, &peer).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    arm(&core, &session, &peer);
-                    break;
-                }
-                Err(_) => break,
-            }
-            let (k, told) = state(&session, &peer.role);
+            let Ok(written) = write(&core, &session, &peer).await else {
+                break;
+            };
             if !session.seated(peer.id) {
                 break;
             }
-            if k - told < every {
-                // The rest within the delay, as after any read below `ack_every`.
+            let (k, told) = state(&session, &peer.role);
+            if !written || k - told < every {
+                // The rest within the delay, as after any read below `ack_every` (or when
+                // this one could not go now: a forwarded message is half written).
                 if k > told {
                     arm(&core, &session, &peer);
                 }

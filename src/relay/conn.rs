@@ -27,9 +27,10 @@ const fn future_size<A, B, C, D, Fut, F: FnOnce(A, B, C, D) -> Fut>(_: &F) -> us
 
 // Every connection's task is this future (plus monoio's task header) for the whole life of
 // the connection, idle or not: at the default `max_connections_per_worker` of 100,000, 1 KiB
-// each is 100 MiB per core. It is 968 bytes with rustc 1.95 (debug and release; 896 before
-// `run` was split into steps, whose futures keep their own references); the decoder state
-// (`Inbound`, 208) is a fifth of it. The rare awaits (pong, events, pauses, close) are boxed
+// each is 100 MiB per core. It is 1,008 bytes with rustc 1.95 (968 before the torn-message
+// check and acks riding on data; 896 before `run` was split into steps, whose futures keep
+// their own references; `deliver` takes the read by reference to stay under); the decoder
+// state (`Inbound`, 208) is a fifth of it. The rare awaits (pong, events, pauses, close) are boxed
 // so that they do not size it. A change that grows it past 1 KiB should box the await that
 // did, or say here why every connection needs the room. (To see the figure, turn this into
 // `const _: [(); 0] = [(); future_size(&run)];` and read the compiler's error.)
@@ -62,7 +63,7 @@ pub async fn run(
         let read_at = core.latency.enabled().then(Instant::now);
         peer.last_recv_ms.set(now);
         let route = reader.route(&c);
-        let read = match reader.decode(&c, &mut chunk, &route, now) {
+        let mut read = match reader.decode(&c, &mut chunk, &route, now) {
             Ok(read) => read,
             Err(e) => {
                 // A decoder bug: nothing of this read is written, and only this connection ends.
@@ -71,8 +72,7 @@ pub async fn run(
                 break (ABNORMAL, false);
             }
         };
-        let (released, out) = (read.released, &read.out);
-        let verdict = deliver(&c, &reader.inbound, &route, chunk, released, out, read_at).await;
+        let verdict = deliver(&c, &reader.inbound, &route, chunk, &mut read, &read_at).await;
         if let (true, Some(s)) = (read.ack_due, c.session) {
             ack::send(&core, s, &peer);
         }
@@ -338,17 +338,25 @@ async fn deliver(
     inbound: &Inbound,
     route: &Route,
     chunk: Chunk,
-    released: Vec<Released>,
-    out: &Outcome,
-    read_at: Option<Instant>,
+    read: &mut Read,
+    read_at: &Option<Instant>,
 ) -> Verdict {
+    // `read` and `read_at` come by reference, not by value: this future is inline in every
+    // connection's task (`run`), where each byte it keeps counts against the 1 KiB above.
     let (core, peer) = (c.core, c.peer);
     if let (Some(s), true) = (c.session, route.storing) {
         // Kept messages are counted as forwarded when they are delivered.
-        let (v, completed) = if released.is_empty() {
+        let (v, completed) = if read.released.is_empty() {
             away::store(core, s, peer, chunk.data(), chunk.segments())
         } else {
-            held::store(core, s, peer, chunk.data(), chunk.segments(), released)
+            held::store(
+                core,
+                s,
+                peer,
+                chunk.data(),
+                chunk.segments(),
+                std::mem::take(&mut read.released),
+            )
         };
         if route.receiver.is_none() && completed > 0 {
             away::tell_away(core, peer, true);
@@ -361,35 +369,46 @@ async fn deliver(
     }
     bump(
         &core.stats.messages_forwarded,
-        out.messages_forwarded as u64,
+        read.out.messages_forwarded as u64,
     );
-    bump(&core.stats.bytes_forwarded, out.forwarded_bytes);
+    bump(&core.stats.bytes_forwarded, read.out.forwarded_bytes);
     if let Some(r) = &route.receiver {
-        r.tally_out(out.messages_forwarded as u64, out.forwarded_bytes);
+        r.tally_out(read.out.messages_forwarded as u64, read.out.forwarded_bytes);
     }
     let out_open = |r: &Peer| inbound.receiver_open() == Some(r.id);
     match (&route.receiver, chunk.segments().is_empty()) {
-        (Some(r), _) if !released.is_empty() => {
+        (Some(r), _) if !read.released.is_empty() => {
             let open = held::Open {
                 continues: route.open_to == Some(r.id),
                 at_end: out_open(r),
             };
-            let send = held::send(core, c.session, peer, r, chunk, released, open);
+            let send = held::send(
+                core,
+                c.session,
+                peer,
+                r,
+                chunk,
+                std::mem::take(&mut read.released),
+                open,
+            );
             core.pool.put(Box::pin(send).await);
             close_if_torn(core, r);
-            core.latency.record_since(Latency::Relay, read_at);
+            core.latency.record_since(Latency::Relay, *read_at);
         }
         (Some(r), false) => {
             if let Some(s) = c.session.filter(|s| s.resume_on.get()) {
                 resume::retain(core, s, peer, r, chunk.data(), chunk.segments());
             }
             let continues = route.open_to == Some(r.id);
-            let (_, chunk) = r
-                .send_chunk(chunk.into_write(), out_open(r), continues)
+            // Two-way resume: the receiver's own untold ack rides along when it can.
+            let acks = c.session.and_then(|s| ack::riding(core, s, r));
+            let (_, chunk, told) = r
+                .send_chunk_acking(chunk.into_write(), out_open(r), continues, acks)
                 .await;
+            ack::rode(core, told);
             core.pool.put(chunk);
             close_if_torn(core, r);
-            core.latency.record_since(Latency::Relay, read_at);
+            core.latency.record_since(Latency::Relay, *read_at);
         }
         _ => core.pool.put(chunk),
     }

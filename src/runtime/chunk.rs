@@ -36,6 +36,11 @@ struct Parts {
     iov: Vec<libc::iovec>,
     /// First iovec not yet fully written.
     next: usize,
+    /// A small frame of the relay's own written after the segments in the same writev
+    /// ([`WriteChunk::append`]); kept with the chunk so that it allocates only once.
+    trailer: Vec<u8>,
+    /// The last iovec points into `trailer`: it may not change until the next write.
+    trailer_in_iov: bool,
 }
 
 impl Chunk {
@@ -45,6 +50,8 @@ impl Chunk {
             segs: Vec::new(),
             iov: Vec::new(),
             next: 0,
+            trailer: Vec::new(),
+            trailer_in_iov: false,
         }))
     }
 
@@ -152,9 +159,12 @@ impl Chunk {
             segs,
             iov,
             next,
+            trailer_in_iov,
+            ..
         } = &mut *p;
         iov.clear();
         *next = 0;
+        *trailer_in_iov = false;
         let len = data.len();
         let base = data.as_mut_ptr();
         let mut last_end = usize::MAX;
@@ -228,6 +238,27 @@ impl WriteChunk {
         }
     }
 
+    /// Adds a frame `write` puts in the chunk's trailer after the segments, to go out in the
+    /// same writev (an `ack` riding on the data to its connection: relay::ack). Once per
+    /// write; false, and nothing added, for a second one or an empty one.
+    pub fn append(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let p = &mut *self.0;
+        if p.trailer_in_iov {
+            return false;
+        }
+        p.trailer.clear();
+        write(&mut p.trailer);
+        if p.trailer.is_empty() {
+            return false;
+        }
+        p.iov.push(libc::iovec {
+            iov_base: p.trailer.as_mut_ptr().cast(),
+            iov_len: p.trailer.len(),
+        });
+        p.trailer_in_iov = true;
+        true
+    }
+
     /// Everything was written.
     #[inline]
     pub fn done(&self) -> bool {
@@ -249,10 +280,13 @@ impl WriteChunk {
 // `Lifecycle::Ignored` holds the operation's data until its completion arrives).
 // What the iovecs point to: every one lies within `data`'s heap allocation, as
 // `into_write_part` checked each range against `data.len()` when it built them (`base` is
-// that allocation's start), and `advance` only moves a start forward within its range. While
-// the chunk is a `WriteChunk` nothing can change `data`, `iov` or `next` but `advance`, which
-// needs the value back from monoio: the fields are private to this file and `WriteChunk` has
-// no other method that touches them. Moving the value moves one box pointer; neither vector's
+// that allocation's start), but for at most one last iovec, which `append` made after it had
+// filled `trailer` and which spans exactly `trailer`'s bytes; `advance` only moves a start
+// forward within its range. While the chunk is a `WriteChunk` nothing can change `data`,
+// `iov`, `next` or `trailer` but `advance` and `append`, which need the value back from
+// monoio; `append` refuses to run twice in one write (`trailer_in_iov`, reset only where
+// `iov` is cleared), so `trailer` is never changed while an iovec points into it. The fields
+// are private to this file and `WriteChunk` has no other method that touches them. Moving the value moves one box pointer; neither vector's
 // heap buffer moves. The count is the number of iovecs past `next` (at most IOV_MAX), all
 // initialised.
 unsafe impl IoVecBuf for WriteChunk {
@@ -290,7 +324,13 @@ mod tests {
         p.iov[p.next..]
             .iter()
             .flat_map(|v| {
-                let off = v.iov_base as usize - p.data.as_ptr() as usize;
+                let base = v.iov_base as usize;
+                let tail = p.trailer.as_ptr() as usize;
+                if (tail..tail + p.trailer.len()).contains(&base) {
+                    let off = base - tail;
+                    return p.trailer[off..off + v.iov_len].to_vec();
+                }
+                let off = base - p.data.as_ptr() as usize;
                 p.data[off..off + v.iov_len].to_vec()
             })
             .collect()
@@ -326,6 +366,31 @@ mod tests {
         let w = w.into_chunk().into_write_part(0..1);
         assert_eq!(gather(&w), b"01");
         assert_eq!(w.into_chunk().segments(), &[(0, 2), (4, 6), (8, 10)]);
+    }
+
+    #[test]
+    fn a_trailer_goes_out_after_the_segments_once_per_write() {
+        let c = chunk_with(b"0123456789", &[(0, 2), (4, 6)]).unwrap();
+        let mut w = c.into_write();
+        assert!(w.append(|t| t.extend_from_slice(b"ACK")));
+        assert_eq!(gather(&w), b"0145ACK");
+        assert!(!w.append(|t| t.push(b'!')), "a second trailer in one write");
+        assert_eq!(gather(&w), b"0145ACK", "the first one unchanged");
+        w.advance(5);
+        assert_eq!(gather(&w), b"CK");
+        w.advance(2);
+        assert!(w.done());
+        // The next write of the same buffer starts without it, and may carry another.
+        let mut w = w.into_chunk().into_write();
+        assert_eq!(gather(&w), b"0145");
+        assert!(!w.append(|_| {}), "an empty trailer adds nothing");
+        assert!(w.append(|t| t.extend_from_slice(b"K2")));
+        assert_eq!(gather(&w), b"0145K2");
+        // After a partial write it still goes after what is left.
+        let mut w = w.into_chunk().into_write();
+        w.advance(3);
+        assert!(w.append(|t| t.push(b'x')));
+        assert_eq!(gather(&w), b"5x");
     }
 
     #[test]

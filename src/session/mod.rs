@@ -1,6 +1,7 @@
 //! Sessions and their peers, owned by one core each.
 #![forbid(unsafe_code)]
 
+pub(crate) mod acks;
 pub(crate) mod backlog;
 pub mod bridged;
 pub(crate) mod budget;

@@ -3,6 +3,7 @@
 
 use super::events::durable::{self, Shapes};
 use super::events::{Event, EventKey};
+use super::Session;
 use crate::limits::IpCharge;
 use crate::runtime::chunk::{Chunk, WriteChunk};
 use crate::runtime::socket::Socket;
@@ -12,6 +13,7 @@ use crate::ws::frame::{encode_header, MAX_CONTROL_PAYLOAD};
 use crate::ws::{CloseCode, OpCode};
 use local_sync::semaphore::Semaphore;
 use std::cell::Cell;
+use std::io;
 
 pub struct Peer {
     pub id: u64,
@@ -246,34 +248,72 @@ impl Peer {
     /// caller closes it with 4004 (it resumes and gets these frames from its replay window).
     pub async fn send_chunk(
         &self,
+        out: WriteChunk,
+        open_after: bool,
+        continues: bool,
+    ) -> (io::Result<()>, Chunk) {
+        let (r, chunk, _) = self
+            .send_chunk_acking(out, open_after, continues, None)
+            .await;
+        (r, chunk)
+    }
+
+    /// As [`Peer::send_chunk`], and with `acks` = `(session, min)` an `ack` rides in the same
+    /// writev when this peer's role has at least `min` accepted messages it was not told and
+    /// the write ends between messages (two-way resume: relay::ack). The count is read, and
+    /// recorded told, under the write gate like every ack's. Gives back the count told.
+    pub async fn send_chunk_acking(
+        &self,
         mut out: WriteChunk,
         open_after: bool,
         continues: bool,
-    ) -> (std::io::Result<()>, Chunk) {
+        acks: Option<(&Session, u64)>,
+    ) -> (io::Result<()>, Chunk, Option<u64>) {
         let _pinned = Pinned::new(self);
         let Ok(_permit) = self.gate.acquire().await else {
-            return (Err(std::io::ErrorKind::BrokenPipe.into()), out.into_chunk());
+            return (
+                Err(io::ErrorKind::BrokenPipe.into()),
+                out.into_chunk(),
+                None,
+            );
         };
         // The relay may have started closing this peer while the writer waited for the gate:
         // nothing may follow its close frame.
         if self.is_closing() || self.flags.get(Flag::TORN) {
-            return (Err(std::io::ErrorKind::BrokenPipe.into()), out.into_chunk());
+            return (
+                Err(io::ErrorKind::BrokenPipe.into()),
+                out.into_chunk(),
+                None,
+            );
         }
         if self.flags.get(Flag::DATA_OPEN) && !continues {
             self.flags.set(Flag::TORN, true);
-            return (Err(std::io::ErrorKind::BrokenPipe.into()), out.into_chunk());
+            return (
+                Err(io::ErrorKind::BrokenPipe.into()),
+                out.into_chunk(),
+                None,
+            );
         }
+        let acked = match acks {
+            Some((session, min)) if self.events && !open_after => session
+                .untold(&self.role, min)
+                .filter(|&k| out.append(|t| self.ack_frame_into(k, t))),
+            _ => None,
+        };
         let _timer = WriteTimer::start(self);
         while !out.done() {
             let (r, o) = self.sock.writev(out).await;
             out = o;
             match io_err(r) {
                 Ok(n) => out.advance(n),
-                Err(e) => return (Err(e), out.into_chunk()),
+                Err(e) => return (Err(e), out.into_chunk(), None),
             }
         }
         self.flags.set(Flag::DATA_OPEN, open_after);
-        (Ok(()), out.into_chunk())
+        if let (Some(k), Some((session, _))) = (acked, acks) {
+            session.tell(&self.role, k);
+        }
+        (Ok(()), out.into_chunk(), acked)
     }
 
     /// Writes whole frames held in `bytes`.
@@ -344,21 +384,43 @@ impl Peer {
         self.send_event_frame(self.event_bytes(event)).await
     }
 
-    /// The text frame of an `ack` event (two-way resume) addressed to this peer. Written out
-    /// directly: acks are the one event sent all along a busy stream (every
-    /// `session.ack_every` messages), so they skip building a JSON map.
-    pub fn ack_bytes(&self, acked: u64) -> Vec<u8> {
+    /// Appends the text frame of an `ack` event (two-way resume) addressed to this peer to
+    /// `frame`. Written out directly: acks are the one event sent all along a busy stream
+    /// (every `session.ack_every` messages), so they skip building a JSON map.
+    fn ack_frame_into(&self, acked: u64, frame: &mut Vec<u8>) {
         // Under 126 bytes: a two-byte header, its length filled in once the text is written.
-        let mut frame = Vec::with_capacity(128);
+        let start = frame.len();
         frame.extend_from_slice(&[0x81, 0]);
-        super::events::ack_json(acked, &self.event_key, &mut frame);
-        let len = frame.len() - 2;
+        super::events::ack_json(acked, &self.event_key, frame);
+        let len = frame.len() - start - 2;
         debug_assert!(len < 126);
-        frame[1] = len as u8;
-        frame
+        frame[start + 1] = len as u8;
     }
 
-    /// Writes an event's frame (from `event_bytes` or `ack_bytes`); `Ok(false)` when it was
+    /// Writes an `ack` to this peer with its role's count, read (and recorded told) under the
+    /// write gate, unless nothing is left to tell or the ack cannot go now (no events, a
+    /// forwarded message half written, closing). Gives back the count told.
+    pub async fn send_ack(&self, session: &Session) -> io::Result<Option<u64>> {
+        if !self.events {
+            return Ok(None);
+        }
+        let Ok(_permit) = self.gate.acquire().await else {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        };
+        if self.flags.get(Flag::DATA_OPEN) || self.is_closing() {
+            return Ok(None);
+        }
+        let Some(k) = session.untold(&self.role, 1) else {
+            return Ok(None);
+        };
+        let mut frame = Vec::with_capacity(128);
+        self.ack_frame_into(k, &mut frame);
+        self.write_locked(frame).await?;
+        session.tell(&self.role, k);
+        Ok(Some(k))
+    }
+
+    /// Writes an event's frame (from `event_bytes`); `Ok(false)` when it was
     /// skipped (no events, a forwarded message half written, or closing).
     pub async fn send_event_frame(&self, frame: Vec<u8>) -> std::io::Result<bool> {
         if !self.events {

@@ -76,6 +76,7 @@ counters!(
     messages_replayed: "Messages put back for delivery to a connection that resumed.",
     resume_gaps: "Resumes that asked for messages no longer kept (error event resume_gap, or close 4003).",
     acks_sent: "ack events sent to connections with resume= and events=1 (two-way resume).",
+    acks_with_data: "ack events of acks_sent that rode in the same write as data forwarded to their connection (no write of their own).",
     receivers_closed_torn: "Receivers closed with 4004 because the sender of a message they held part of left or was replaced before its end.",
     messages_dropped_over_limit: "Messages refused for exceeding limits.max_message_bytes (closed with 1009).",
     pings_sent: "Keepalive pings the relay sent.",
