@@ -153,7 +153,10 @@ enum Fault {
 fn faulty_forwarder(fault: Fault) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let waiting: Arc<Mutex<HashMap<String, TcpStream>>> = Arc::default();
+    // The first connection of a pair waits here with its reader, whose buffer may already
+    // hold frames sent right after the line (raw mode does not wait for an answer).
+    type Waiting = HashMap<String, (BufReader<TcpStream>, TcpStream)>;
+    let waiting: Arc<Mutex<Waiting>> = Arc::default();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { return };
@@ -164,17 +167,15 @@ fn faulty_forwarder(fault: Fault) -> std::net::SocketAddr {
                 if reader.read_line(&mut line).is_err() {
                     return;
                 }
-                let other = waiting.lock().unwrap().remove(&line);
-                match other {
+                let mut waiting = waiting.lock().unwrap();
+                match waiting.remove(&line) {
                     None => {
-                        waiting.lock().unwrap().insert(line, conn);
+                        waiting.insert(line, (reader, conn));
                     }
-                    Some(other) => {
-                        let other_reader = BufReader::new(other.try_clone().unwrap());
-                        let to_other = other.try_clone().unwrap();
-                        let back = conn.try_clone().unwrap();
-                        std::thread::spawn(move || copy_frames(other_reader, back, fault));
-                        copy_frames(reader, to_other, fault);
+                    Some((other_reader, other)) => {
+                        drop(waiting);
+                        std::thread::spawn(move || copy_frames(other_reader, conn, fault));
+                        copy_frames(reader, other, fault);
                     }
                 }
             });
