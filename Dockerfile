@@ -30,7 +30,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent \
+    && groupadd --system --gid 10001 ringrelay \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin ringrelay
 COPY --from=build /usr/local/bin/ringrelay /usr/bin/ringrelay
 COPY --from=build /out/man/ /usr/share/man/man1/
