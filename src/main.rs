@@ -1,7 +1,8 @@
 //! The `ringrelay` binary: parses the command line, loads the config, runs the server.
 #![forbid(unsafe_code)]
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use ringrelay::config::{CliOverrides, Config, LogFormat};
 use ringrelay::server::reload::Reloader;
 use ringrelay::server::Server;
@@ -40,40 +41,82 @@ enum Command {
     /// Look at a fleet of relays coordinated through Redis.
     #[command(subcommand)]
     Cluster(ringrelay::cluster::status::ClusterCommand),
+    /// Print a shell completion script (e.g. `ringrelay completions bash >
+    /// /usr/share/bash-completion/completions/ringrelay`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page ringrelay(1) in roff, or write it and one page per subcommand
+    /// (ringrelay-serve(1), ringrelay-load(1), ...) into a directory.
+    Man {
+        /// Write ringrelay.1 and ringrelay-SUBCOMMAND.1 here instead of printing ringrelay.1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
+/// Each flag that sets a config key names the key's `RINGRELAY_*` variable (`env`), so
+/// `--help`, the man page and the completions show it; [`ServeArgs::without_env`] then
+/// leaves a value that came from the variable to the config's environment layer.
 #[derive(clap::Args, Default, Clone)]
 struct ServeArgs {
-    /// TOML config file (also RINGRELAY_CONFIG).
-    #[arg(long, env = "RINGRELAY_CONFIG")]
+    /// TOML config file.
+    #[arg(long, env = "RINGRELAY_CONFIG", value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Public listener address.
-    #[arg(long)]
+    /// Public listener address (key `listen`). Without it, the file or the variable, a
+    /// PORT variable (hosting platforms) means 0.0.0.0:PORT.
+    #[arg(long, env = "RINGRELAY_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
-    /// Admin listener address.
-    #[arg(long)]
+    /// Admin listener address: /stats, /metrics, /health (key `admin_listen`).
+    #[arg(long, env = "RINGRELAY_ADMIN_LISTEN", value_name = "ADDR")]
     admin_listen: Option<String>,
-    /// Worker threads, one per core.
-    #[arg(long)]
+    /// Worker threads, one per core; the default is the number of CPUs (key `workers`).
+    #[arg(long, env = "RINGRELAY_WORKERS", value_name = "N")]
     workers: Option<String>,
-    /// I/O driver: auto, io_uring or epoll.
-    #[arg(long)]
+    /// I/O driver: auto, io_uring or epoll (key `driver`).
+    #[arg(long, env = "RINGRELAY_DRIVER", value_name = "DRIVER")]
     driver: Option<String>,
     /// Print the effective config as TOML and exit.
     #[arg(long)]
     print_config: bool,
 }
 
+impl ServeArgs {
+    /// Drops the values clap took from a `RINGRELAY_*` variable: `Sources` hands the same
+    /// variables to the config's environment layer, whose errors name the variable (a flag's
+    /// would say `--listen`), and which sits below the flags as documented.
+    fn without_env(mut self, m: &ArgMatches) -> ServeArgs {
+        let from_env = |id: &str| m.value_source(id) == Some(ValueSource::EnvVariable);
+        let fields = [
+            ("listen", &mut self.listen),
+            ("admin_listen", &mut self.admin_listen),
+            ("workers", &mut self.workers),
+            ("driver", &mut self.driver),
+        ];
+        for (id, field) in fields {
+            if from_env(id) {
+                *field = None;
+            }
+        }
+        self
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let args = match cli.command {
-        Some(Command::Serve(a)) => a,
+        Some(Command::Serve(a)) => {
+            let m = matches.subcommand_matches("serve").unwrap_or(&matches);
+            a.without_env(m)
+        }
         Some(Command::Load(a)) => {
             return match ringrelay::load::run(a) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ringrelay load: {e}");
-                    ExitCode::from(1)
+                    ExitCode::from(e.exit_code())
                 }
             }
         }
@@ -81,9 +124,37 @@ fn main() -> ExitCode {
         Some(Command::Key(c)) => return ringrelay::auth::key_cli::main(&c),
         Some(Command::Agent(a)) => return agent(&a),
         Some(Command::Cluster(c)) => return ringrelay::cluster::status::main(&c),
-        None => cli.serve,
+        Some(Command::Completions { shell }) => return completions(shell),
+        Some(Command::Man { out_dir }) => return man(out_dir.as_deref()),
+        None => cli.serve.without_env(&matches),
     };
     serve(args)
+}
+
+/// `ringrelay completions SHELL`: the script on stdout, generated from the same clap
+/// definitions that parse the command line, so it never offers a flag that is gone.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "ringrelay", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// `ringrelay man`: ringrelay(1) on stdout, or with `--out-dir` every page written there
+/// (what scripts/package.sh puts in the .deb).
+fn man(out_dir: Option<&std::path::Path>) -> ExitCode {
+    let cmd = Cli::command();
+    let written = match out_dir {
+        Some(dir) => clap_mangen::generate_to(cmd, dir),
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let at = out_dir.map(|d| format!(" to {}", d.display()));
+            eprintln!("ringrelay man: cannot write{}: {e}", at.unwrap_or_default());
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// `ringrelay agent`: bad arguments exit 2, a relay that refuses the agent for good exits 1,

@@ -97,6 +97,11 @@ pub struct LoadArgs {
     /// Print one JSON object at the end instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Exit with status 3 (after printing the report) if any message was lost, repeated or
+    /// reordered, or a stream was cut before its end, warm-up included: a gate for scripts.
+    /// WebSocket modes only (pairs, echo, churn; connect sends no messages).
+    #[arg(long)]
+    pub fail_on_loss: bool,
     /// Connection flood beside the load: tasks that, from the start of the warm-up to the end
     /// of the run, open a connection from --attack-source, ask for an upgrade of a random
     /// session, read the status line and close, back to back. Their answers are counted by

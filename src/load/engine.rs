@@ -25,7 +25,7 @@ use super::client::{
     self, ClientError, Connection, Control, Event, FrameReader, FrameWriter, Rng, Target,
     Transport, STAMP_LEN,
 };
-use super::report::{AttackReport, LatencySummary, Report, TlsReport};
+use super::report::{AttackReport, LatencySummary, OrderCounts, Report, TlsReport};
 use crate::config::DriverChoice;
 use crate::runtime::driver::{self, Driver};
 use crate::ws::OpCode;
@@ -131,6 +131,20 @@ pub enum EngineError {
     NothingAnswered(String),
     #[error(transparent)]
     Target(#[from] super::http::TargetError),
+    /// `--fail-on-loss` and the run did not deliver every message once and in order.
+    #[error("--fail-on-loss: {0}")]
+    Loss(OrderCounts),
+}
+
+impl EngineError {
+    /// `ringrelay load`'s exit status: 3 when `--fail-on-loss` found loss (the report was
+    /// printed), so a script tells it from a run that could not be made at all (1).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            EngineError::Loss(_) => 3,
+            _ => 1,
+        }
+    }
 }
 
 impl Plan {
@@ -220,6 +234,8 @@ struct Stream {
     done: Cell<bool>,
     /// The end marker arrived and every message before it, in order.
     clean: Cell<bool>,
+    /// The end marker arrived (whatever came before it).
+    ended: Cell<bool>,
 }
 
 impl Stream {
@@ -240,6 +256,7 @@ impl Stream {
             end_sent: Cell::new(false),
             done: Cell::new(false),
             clean: Cell::new(false),
+            ended: Cell::new(false),
         })
     }
 
@@ -284,6 +301,8 @@ pub(crate) struct ThreadStats {
     pub bytes: u64,
     pub errors: u64,
     pub connect_errors: u64,
+    /// Lost, repeated, reordered messages and streams cut short (`--fail-on-loss`).
+    pub order: OrderCounts,
     pub connections: u64,
     pub cycles: u64,
     pub last_end_ns: u64,
@@ -305,6 +324,7 @@ impl ThreadStats {
             bytes: 0,
             errors: 0,
             connect_errors: 0,
+            order: OrderCounts::default(),
             connections: 0,
             cycles: 0,
             last_end_ns: 0,
@@ -329,6 +349,7 @@ impl ThreadStats {
         self.bytes += o.bytes;
         self.errors += o.errors;
         self.connect_errors += o.connect_errors;
+        self.order.merge(o.order);
         self.connections += o.connections;
         self.cycles += o.cycles;
         self.last_end_ns = self.last_end_ns.max(o.last_end_ns);
@@ -604,6 +625,7 @@ fn report(plan: &Plan, attack: Option<&Attack>, total: ThreadStats, t0: u64) -> 
         delivered: total.delivered,
         errors: total.errors,
         connect_errors: total.connect_errors,
+        order: total.order,
         success_rate: if total.sent > 0 {
             total.delivered as f64 / total.sent as f64
         } else {
@@ -1174,6 +1196,9 @@ async fn read_loop(ctx: Rc<Ctx>, c: Rc<ConnCtl>, mut r: FrameReader) {
             }
         }
     }
+    if c.inc.as_ref().is_some_and(|s| !s.ended.get()) {
+        ctx.stats.borrow_mut().order.unfinished += 1;
+    }
     if let Some(s) = c.inc.as_ref().filter(|s| !s.done.get()) {
         if !ctx.aborted.get() {
             ctx.error(1, || "a receiver stopped before the end marker".into());
@@ -1210,6 +1235,7 @@ fn on_message(ctx: &Ctx, c: &ConnCtl, len: u64, stamp: &[u8; STAMP_LEN], now: u6
     let next = s.next.get();
     if seq & END_FLAG != 0 {
         let total = seq & !END_FLAG;
+        ctx.stats.borrow_mut().order.ended(total, next);
         if total != next {
             ctx.error(total.abs_diff(next), || {
                 format!("stream ended after {total} messages; {next} arrived in order")
@@ -1219,6 +1245,7 @@ fn on_message(ctx: &Ctx, c: &ConnCtl, len: u64, stamp: &[u8; STAMP_LEN], now: u6
         st.last_end_ns = st.last_end_ns.max(now);
         drop(st);
         s.clean.set(total == next);
+        s.ended.set(true);
         s.finish();
         return 0;
     }
@@ -1228,6 +1255,7 @@ fn on_message(ctx: &Ctx, c: &ConnCtl, len: u64, stamp: &[u8; STAMP_LEN], now: u6
         });
     }
     if seq != next {
+        ctx.stats.borrow_mut().order.arrived(seq, next);
         if seq > next {
             ctx.error(seq - next, || format!("messages {next}..{seq} missing"));
         } else {

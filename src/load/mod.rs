@@ -22,10 +22,18 @@ pub(crate) mod report;
 pub use args::{LoadArgs, ModeArg};
 pub use attack::{Attack, AttackCounts};
 pub use engine::{EngineError, Mode, Plan, Stop};
-pub use report::Report;
+pub use report::{OrderCounts, Report};
 
-/// Runs `ringrelay load`: prints progress on stderr and the report on stdout.
+/// Runs `ringrelay load`: prints progress on stderr and the report on stdout. With
+/// `--fail-on-loss`, a run that lost, repeated or reordered anything ends in
+/// [`EngineError::Loss`] after its report (exit status 3, see [`EngineError::exit_code`]).
 pub fn run(args: LoadArgs) -> Result<(), EngineError> {
+    let http = matches!(args.mode, ModeArg::Http | ModeArg::HttpTarget);
+    if args.fail_on_loss && http {
+        return Err(EngineError::Invalid(
+            "--fail-on-loss checks WebSocket messages' order; --mode http has none".into(),
+        ));
+    }
     match args.mode {
         ModeArg::HttpTarget => return Ok(http::target::serve(&args.target_plan())?),
         ModeArg::Http => return run_http(&args),
@@ -40,6 +48,9 @@ pub fn run(args: LoadArgs) -> Result<(), EngineError> {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_text());
+    }
+    if args.fail_on_loss && !report.order.intact() {
+        return Err(EngineError::Loss(report.order));
     }
     Ok(())
 }

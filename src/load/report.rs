@@ -81,6 +81,62 @@ pub struct TlsReport {
     pub resumed_handshakes: Option<u64>,
 }
 
+/// Whether every stream arrived whole, once and in order: what `--fail-on-loss` gates on.
+/// A message that skipped ahead and the ones it skipped arriving late count in both `lost`
+/// and `out_of_order`; either makes the run fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OrderCounts {
+    /// Messages a receiver never got: sequence numbers skipped on arrival, and the shortfall
+    /// an end marker revealed.
+    pub lost: u64,
+    /// Messages that arrived with a sequence number already passed: repeated or reordered.
+    pub out_of_order: u64,
+    /// Streams whose receiver stopped before the end marker (the connection was cut, or the
+    /// run's deadline came first), so what they lost cannot be counted.
+    pub unfinished: u64,
+}
+
+impl OrderCounts {
+    pub fn merge(&mut self, o: OrderCounts) {
+        self.lost += o.lost;
+        self.out_of_order += o.out_of_order;
+        self.unfinished += o.unfinished;
+    }
+
+    /// Every message of every stream arrived once and in order.
+    pub fn intact(&self) -> bool {
+        *self == OrderCounts::default()
+    }
+
+    /// Counts a message numbered `seq` arriving where `next` was expected.
+    pub fn arrived(&mut self, seq: u64, next: u64) {
+        if seq > next {
+            self.lost += seq - next;
+        } else if seq < next {
+            self.out_of_order += 1;
+        }
+    }
+
+    /// Counts an end marker saying `total` were sent where `next` was expected.
+    pub fn ended(&mut self, total: u64, next: u64) {
+        if total > next {
+            self.lost += total - next;
+        } else if total < next {
+            self.out_of_order += next - total;
+        }
+    }
+}
+
+impl std::fmt::Display for OrderCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} lost, {} repeated or out of order, {} stream(s) cut before their end",
+            self.lost, self.out_of_order, self.unfinished
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub mode: String,
@@ -107,6 +163,9 @@ pub struct Report {
     /// Connection failures, messages missing or out of order, protocol errors, streams cut short.
     pub errors: u64,
     pub connect_errors: u64,
+    /// Messages lost, repeated or reordered, and streams cut short (all messages, warm-up
+    /// included): `--fail-on-loss` fails the run unless all are 0.
+    pub order: OrderCounts,
     /// delivered / sent (0 when nothing was sent).
     pub success_rate: f64,
     pub msgs_per_s: f64,
@@ -219,6 +278,9 @@ impl Report {
             self.success_rate * 100.0,
             self.errors
         );
+        if !self.order.intact() {
+            let _ = writeln!(s, "  order       {}", self.order);
+        }
         let l = &self.latency_us;
         let _ = writeln!(
             s,
@@ -296,5 +358,62 @@ fn write_attack(s: &mut String, a: &AttackReport) {
     );
     for e in &c.error_samples {
         let _ = writeln!(s, "  attack error: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OrderCounts;
+
+    #[test]
+    fn in_order_arrivals_and_a_matching_end_are_intact() {
+        let mut o = OrderCounts::default();
+        for seq in 0..5 {
+            o.arrived(seq, seq);
+        }
+        o.ended(5, 5);
+        assert!(o.intact());
+    }
+
+    #[test]
+    fn a_gap_counts_every_skipped_message_as_lost() {
+        let mut o = OrderCounts::default();
+        o.arrived(7, 3);
+        assert_eq!(o.lost, 4);
+        assert_eq!(o.out_of_order, 0);
+        assert!(!o.intact());
+    }
+
+    #[test]
+    fn a_repeat_or_a_late_message_is_out_of_order() {
+        let mut o = OrderCounts::default();
+        o.arrived(2, 3);
+        o.arrived(0, 3);
+        assert_eq!((o.lost, o.out_of_order), (0, 2));
+    }
+
+    #[test]
+    fn an_end_marker_reveals_a_missing_tail() {
+        let mut o = OrderCounts::default();
+        o.ended(10, 8);
+        assert_eq!(o.lost, 2);
+        let mut extra = OrderCounts::default();
+        extra.ended(8, 10);
+        assert_eq!(extra.out_of_order, 2);
+    }
+
+    #[test]
+    fn merge_adds_and_display_names_each_count() {
+        let mut a = OrderCounts {
+            lost: 1,
+            out_of_order: 2,
+            unfinished: 3,
+        };
+        a.merge(a);
+        assert_eq!((a.lost, a.out_of_order, a.unfinished), (2, 4, 6));
+        let text = a.to_string();
+        assert!(
+            text.contains("2 lost") && text.contains("4 repeated") && text.contains("6 stream")
+        );
     }
 }
