@@ -60,7 +60,7 @@ fn kept_messages_arrive_in_order_before_newer_ones(driver: &str) {
         )))
         .unwrap();
         if k == 0 {
-            a.write(Message::Ping(b"p".to_vec())).unwrap();
+            a.write(Message::Ping(b"p".to_vec().into())).unwrap();
         }
     }
     a.flush().unwrap();
