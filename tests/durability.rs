@@ -19,7 +19,7 @@ fn numbered(i: u32) -> Message {
     };
     let mut v = i.to_be_bytes().to_vec();
     v.extend((0..len).map(|k| (k as u32 ^ i) as u8));
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         Message::text(format!("{i}:{}", "t".repeat(len % 500)))
     } else {
         Message::binary(v)

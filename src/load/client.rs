@@ -610,7 +610,10 @@ mod tests {
                 _ => 16,
             } as usize;
             let payload: Vec<u8> = (0..len).map(|j| (j as u64 * 31 + i) as u8).collect();
-            let mask = (rng.next_u64() % 2 == 0).then(|| (rng.next_u64() as u32).to_ne_bytes());
+            let mask = rng
+                .next_u64()
+                .is_multiple_of(2)
+                .then(|| (rng.next_u64() as u32).to_ne_bytes());
             let pieces = 1 + (rng.next_u64() % 3) as usize;
             let mut cut = 0;
             for p in 0..pieces {
@@ -625,7 +628,7 @@ mod tests {
                     OpCode::Continuation
                 };
                 frame(&mut out, p + 1 == pieces, op, &payload[cut..end], mask);
-                if p + 1 < pieces && rng.next_u64() % 2 == 0 {
+                if p + 1 < pieces && rng.next_u64().is_multiple_of(2) {
                     frame(&mut out, true, OpCode::Ping, b"are you there", mask);
                     want.push(Want::Ping(b"are you there".to_vec()));
                 }
