@@ -26,7 +26,10 @@ struct TlsRedis {
 
 impl TlsRedis {
     fn start() -> Option<TlsRedis> {
-        let dir = std::env::temp_dir().join(format!("rr-rediss-{}", std::process::id()));
+        // One directory per server: both drivers' tests run at once in this process.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("rr-rediss-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -42,31 +45,44 @@ impl TlsRedis {
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.join("redis.pem"), leaf.pem()).unwrap();
         std::fs::write(dir.join("redis.key"), key.serialize_pem()).unwrap();
-        let port = free_port();
         let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
-        let spawned = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--tls-cert-file", &file("redis.pem")])
-            .args(["--tls-key-file", &file("redis.key")])
-            .args(["--tls-ca-cert-file", &file("ca.pem")])
-            .args(["--tls-auth-clients", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(c) => c,
-            Err(_) if std::env::var("RINGRELAY_REQUIRE_REDIS").as_deref() != Ok("1") => {
-                eprintln!("skipped: no redis-server (apt-get install redis-server)");
-                return None;
+        // A free port can be taken again before redis-server binds it (tests run in
+        // parallel): a server that exits at once is started again on another.
+        for _ in 0..3 {
+            let port = free_port();
+            let spawned = Command::new("redis-server")
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--tls-cert-file", &file("redis.pem")])
+                .args(["--tls-key-file", &file("redis.key")])
+                .args(["--tls-ca-cert-file", &file("ca.pem")])
+                .args(["--tls-auth-clients", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            let mut child = match spawned {
+                Ok(c) => c,
+                Err(_) if std::env::var("RINGRELAY_REQUIRE_REDIS").as_deref() != Ok("1") => {
+                    eprintln!("skipped: no redis-server (apt-get install redis-server)");
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return None;
+                }
+                Err(e) => panic!("redis-server is required here: {e}"),
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while std::time::Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(TlsRedis { child, port, dir });
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => panic!("redis-server is required here: {e}"),
-        };
-        let r = TlsRedis { child, port, dir };
-        wait_until(Duration::from_secs(5), "redis-server to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Some(r)
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis-server with TLS did not listen in three attempts");
     }
 
     fn url(&self) -> String {
