@@ -78,7 +78,7 @@ fn join_retrying(srv: &TestServer, path: &str, limit: Duration) -> Ws {
 /// The message numbered `i` from `from`: mostly short text, every 997th a binary message
 /// larger than a read buffer, so hops carry messages split over many reads.
 fn numbered(from: &str, i: u32) -> Message {
-    if i % 997 == 0 {
+    if i.is_multiple_of(997) {
         let mut v = format!("{from}:{i}:").into_bytes();
         v.resize(70_000, (i % 251) as u8);
         Message::binary(v)

@@ -19,7 +19,7 @@ fn numbered(i: u32) -> Message {
     };
     let mut v = i.to_be_bytes().to_vec();
     v.extend((0..len).map(|k| (k as u32 ^ i) as u8));
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         Message::text(format!("{i}:{}", "t".repeat(len % 500)))
     } else {
         Message::binary(v)
@@ -60,7 +60,7 @@ fn kept_messages_arrive_in_order_before_newer_ones(driver: &str) {
         )))
         .unwrap();
         if k == 0 {
-            a.write(Message::Ping(b"p".to_vec())).unwrap();
+            a.write(Message::Ping(b"p".to_vec().into())).unwrap();
         }
     }
     a.flush().unwrap();

@@ -229,7 +229,7 @@ fn fragmented_message_arrives_whole(driver: &str) {
         false,
     )))
     .unwrap();
-    a.write(Message::Ping(b"between".to_vec())).unwrap();
+    a.write(Message::Ping(b"between".to_vec().into())).unwrap();
     a.write(Message::Frame(Frame::message(
         parts[1].as_bytes().to_vec(),
         OpCode::Data(Data::Continue),

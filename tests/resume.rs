@@ -10,7 +10,7 @@ use tungstenite::Message;
 /// Message `i`: its number, then filler; every 97th is larger than a read buffer, so it
 /// crosses the relay in several chunks and a cut can fall inside it.
 fn numbered(i: u32) -> Vec<u8> {
-    let len = if i % 97 == 0 {
+    let len = if i.is_multiple_of(97) {
         150_000
     } else {
         8 + (i as usize * 53) % 1500

@@ -18,7 +18,7 @@ use tungstenite::Message;
 /// Message `i` (numbered from 0): its number, then filler; every 37th is larger than a read
 /// buffer, so the relay forwards it in pieces and a cut can fall inside it.
 fn numbered(i: u32) -> Vec<u8> {
-    let len = if i % 37 == 0 {
+    let len = if i.is_multiple_of(37) {
         100_000
     } else {
         8 + (i as usize * 53) % 700

@@ -10,7 +10,7 @@ use crate::tls::client::{
     self as tls, ClientTls, HandshakeError, ReadIo, TlsReader, TlsWriter, WriteIo,
 };
 use crate::ws::client::{
-    self as handshake, encode_client_frame, ProtocolError, Rng, UpgradeAnswerError,
+    self as handshake, encode_client_frame, MaskSource, ProtocolError, UpgradeAnswerError,
 };
 use crate::ws::OpCode;
 use monoio::buf::IoBufMut;
@@ -151,7 +151,7 @@ pub struct Dial<'a> {
 }
 
 /// Connects to `dial.addr` (TLS first for `wss://`), upgrades on its route with its headers.
-pub async fn connect(dial: Dial<'_>, rng: &mut Rng) -> Result<Link, ConnectError> {
+pub async fn connect(dial: Dial<'_>) -> Result<Link, ConnectError> {
     let addr = dial.addr;
     let stream = TcpStream::connect_addr(addr)
         .await
@@ -166,7 +166,7 @@ pub async fn connect(dial: Dial<'_>, rng: &mut Rng) -> Result<Link, ConnectError
             (Some(r), Writer::Tls(w))
         }
     };
-    let key = handshake::new_key(rng);
+    let key = handshake::new_key();
     let request = handshake::upgrade_request(dial.authority, dial.route, &key, dial.headers);
     let (r, _) = writer.write_all(request.into_bytes()).await;
     r.map_err(ConnectError::Io)?;
@@ -262,18 +262,20 @@ pub async fn write_loop(
     socket: Rc<Socket>,
     mut writer: Writer,
     mut rx: local_sync::mpsc::bounded::Rx<Out>,
-    mut rng: Rng,
+    mut masks: MaskSource,
 ) {
     let mut frame = Vec::with_capacity(4096);
     while let Some(out) = rx.recv().await {
         frame.clear();
         let last = matches!(out, Out::Close(_));
         match out {
-            Out::Text(t) => encode_client_frame(&mut frame, OpCode::Text, t.as_bytes(), rng.mask()),
-            Out::Ping => encode_client_frame(&mut frame, OpCode::Ping, b"", rng.mask()),
-            Out::Pong(p) => encode_client_frame(&mut frame, OpCode::Pong, &p, rng.mask()),
+            Out::Text(t) => {
+                encode_client_frame(&mut frame, OpCode::Text, t.as_bytes(), masks.mask())
+            }
+            Out::Ping => encode_client_frame(&mut frame, OpCode::Ping, b"", masks.mask()),
+            Out::Pong(p) => encode_client_frame(&mut frame, OpCode::Pong, &p, masks.mask()),
             Out::Close(code) => {
-                encode_client_frame(&mut frame, OpCode::Close, &code.to_be_bytes(), rng.mask())
+                encode_client_frame(&mut frame, OpCode::Close, &code.to_be_bytes(), masks.mask())
             }
         }
         let (r, f) = writer.write_all(frame).await;

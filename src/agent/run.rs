@@ -10,7 +10,7 @@ use super::stop::{on_signals, Latch};
 use super::upstream::Upstream;
 use crate::bridge::message::request_key;
 use crate::bridge::{parse_request, BridgedRequest, HttpResponseMsg, RequestMsgError};
-use crate::ws::client::Rng;
+use crate::ws::client::{MaskSource, Rng};
 use local_sync::mpsc::bounded::{channel, Tx};
 use std::cell::Cell;
 use std::ops::ControlFlow;
@@ -72,14 +72,13 @@ pub async fn run(plan: Plan) -> Result<(), AgentError> {
     }
     let stop = Rc::new(Latch::default());
     on_signals(stop.clone()).map_err(AgentError::Signals)?;
-    let mut rng = Rng::from_entropy(u64::from(std::process::id()));
     let mut backoff = Backoff::new(
         plan.backoff_initial,
         plan.backoff_max,
-        Rng::new(rng.next_u64()),
+        Rng::from_entropy(u64::from(std::process::id())),
     );
     let agent = Rc::new(Agent::new(plan, stop));
-    let result = connect_loop(&agent, &mut rng, &mut backoff).await;
+    let result = connect_loop(&agent, &mut backoff).await;
     tracing::info!(
         served = agent.served.get(),
         refused = agent.refused.get(),
@@ -109,11 +108,7 @@ impl Agent {
 
 /// Connects, serves the connection, waits (the back-off, or longer when the relay asked)
 /// and connects again, until stopped or refused for good. SIGTERM ends any wait at once.
-async fn connect_loop(
-    agent: &Rc<Agent>,
-    rng: &mut Rng,
-    backoff: &mut Backoff,
-) -> Result<(), AgentError> {
+async fn connect_loop(agent: &Rc<Agent>, backoff: &mut Backoff) -> Result<(), AgentError> {
     let plan = &agent.plan;
     let route = plan.route();
     let bearer = plan.token.as_ref().map(|t| format!("Bearer {t}"));
@@ -124,13 +119,13 @@ async fn connect_loop(
     loop {
         let attempt = monoio::select! {
             _ = agent.stop.wait() => return Ok(()),
-            r = connect_once(plan, &route, &headers, rng) => r,
+            r = connect_once(plan, &route, &headers) => r,
         };
         let retry_after = match attempt {
             Ok(link) => {
                 let up = Instant::now();
                 if let ControlFlow::Break(result) =
-                    serve_connection(agent, link, Rng::new(rng.next_u64())).await
+                    serve_connection(agent, link, MaskSource::new()).await
                 {
                     return result;
                 }
@@ -160,7 +155,6 @@ async fn connect_once(
     plan: &Plan,
     route: &str,
     headers: &[(&str, &str)],
-    rng: &mut Rng,
 ) -> Result<Link, ConnectError> {
     let addr = plan.relay.resolve().map_err(ConnectError::Resolve)?;
     let dial = Dial {
@@ -171,7 +165,7 @@ async fn connect_once(
         max_message: plan.max_message_bytes,
         tls: plan.tls.as_ref(),
     };
-    let link = connect(dial, rng);
+    let link = connect(dial);
     monoio::time::timeout(plan.connect_timeout, link)
         .await
         .map_err(|_| match plan.tls {
@@ -186,11 +180,11 @@ async fn connect_once(
 async fn serve_connection(
     agent: &Rc<Agent>,
     link: Link,
-    rng: Rng,
+    masks: MaskSource,
 ) -> ControlFlow<Result<(), AgentError>> {
     let plan = &agent.plan;
     tracing::info!(relay = %plan.relay.authority, session = %plan.session, "connected to the relay");
-    match serve(agent, link, rng).await {
+    match serve(agent, link, masks).await {
         Ended::Stopped => return ControlFlow::Break(Ok(())),
         Ended::Closed(Some(CLOSE_REPLACED)) => {
             return ControlFlow::Break(Err(AgentError::Replaced))
@@ -202,12 +196,12 @@ async fn serve_connection(
 }
 
 /// Serves one connection until it ends.
-async fn serve(agent: &Rc<Agent>, mut link: Link, rng: Rng) -> Ended {
+async fn serve(agent: &Rc<Agent>, mut link: Link, masks: MaskSource) -> Ended {
     let (tx, rx) = channel(agent.plan.max_concurrency + QUEUE_SLACK);
     let Some(w) = link.writer.take() else {
         return Ended::Lost("the connection's writer was already taken".into());
     };
-    let writer = monoio::spawn(write_loop(link.socket.clone(), w, rx, rng));
+    let writer = monoio::spawn(write_loop(link.socket.clone(), w, rx, masks));
     let link_done = Rc::new(Latch::default());
     monoio::spawn(ping_loop(
         tx.clone(),

@@ -133,7 +133,10 @@ impl Thread {
         self.con = None;
         self.good_rounds = 0;
         self.breaker.failure(Instant::now());
-        if self.view.snapshot().redis_up {
+        // Said when Redis goes away, and on the first failure of all: a node that never
+        // reached it (a wrong address, a certificate not trusted) says why once.
+        let was = self.view.snapshot();
+        if was.redis_up || was.errors == 0 {
             tracing::warn!(error = %e, "redis unreachable: this node keeps serving its own sessions");
         }
         let state = self.breaker.state().name();

@@ -13,6 +13,10 @@
 //! * `redis`: opening a Redis connection, with its timeouts;
 //! * `status`: `ringrelay cluster status`.
 //!
+//! The Redis client is the `cluster` cargo feature (on by default). Without it `fleet`,
+//! `member`, `owners` and `redis` are left out and `absent` stands in for the member; the
+//! rest (the link, carrying, placing) still builds but never runs, as on a single node.
+//!
 //! The I/O-free half is defined a layer down, in `crate::fleet` (not `cluster::fleet`, which
 //! reads the fleet from Redis), below the worker's context that holds part of it
 //! (`Core::cluster_local`, `Shared::cluster`, `Shared::cluster_requests`): the registry entry
@@ -22,18 +26,27 @@
 //! take the context stay here as `impl` blocks.
 #![forbid(unsafe_code)]
 
+#[cfg(not(feature = "cluster"))]
+mod absent;
 pub(crate) mod ask;
 pub mod boundary;
 pub(crate) mod carry;
 pub(crate) mod commands;
+#[cfg(feature = "cluster")]
 pub(crate) mod fleet;
 pub(crate) mod inbound;
 pub mod link;
 pub(crate) mod local;
+#[cfg(feature = "cluster")]
 pub(crate) mod member;
+#[cfg(feature = "cluster")]
 pub(crate) mod owners;
 pub(crate) mod place;
+#[cfg(feature = "cluster")]
 pub(crate) mod redis;
 pub mod status;
 
+#[cfg(not(feature = "cluster"))]
+pub use absent::{Member, Wiring, NOT_BUILT};
+#[cfg(feature = "cluster")]
 pub use member::{Member, Wiring};

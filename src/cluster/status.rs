@@ -2,7 +2,7 @@
 
 use crate::fleet::node::NodeInfo;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum ClusterCommand {
@@ -24,11 +24,20 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-fn read_fleet(args: &StatusArgs) -> redis::RedisResult<(Vec<NodeInfo>, usize)> {
-    let client = redis::Client::open(args.redis.as_str())?;
-    let mut con = super::redis::connect(&client, Duration::from_secs(2))?;
-    let f = super::fleet::read(&mut con, &args.prefix)?;
+#[cfg(feature = "cluster")]
+fn read_fleet(args: &StatusArgs) -> Result<(Vec<NodeInfo>, usize), String> {
+    let read = || -> redis::RedisResult<_> {
+        let client = redis::Client::open(args.redis.as_str())?;
+        let mut con = super::redis::connect(&client, std::time::Duration::from_secs(2))?;
+        super::fleet::read(&mut con, &args.prefix)
+    };
+    let f = read().map_err(|e| e.to_string())?;
     Ok((f.nodes, f.unreadable))
+}
+
+#[cfg(not(feature = "cluster"))]
+fn read_fleet(_: &StatusArgs) -> Result<(Vec<NodeInfo>, usize), String> {
+    Err(super::NOT_BUILT.to_string())
 }
 
 /// The table an operator reads.

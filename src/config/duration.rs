@@ -51,7 +51,7 @@ pub fn format_duration(d: Duration) -> String {
     }
     let (unit, per_unit) = UNITS
         .into_iter()
-        .find(|(_, per_unit)| nanos % per_unit == 0)
+        .find(|(_, per_unit)| nanos.is_multiple_of(*per_unit))
         .unwrap_or(("ns", 1));
     format!("{}{unit}", nanos / per_unit)
 }

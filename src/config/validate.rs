@@ -112,6 +112,14 @@ fn limits(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
 
 fn cluster(cfg: &Config, blame: &Blame<'_>) -> Result<(), ConfigError> {
     let c = &cfg.cluster;
+    if let (Some(url), false) = (&c.redis_url, cfg!(feature = "cluster")) {
+        // Refused here, not when the cluster thread would start: a node that cannot join its
+        // fleet must not come up looking like a single node.
+        let reason = "cluster mode needs the `cluster` cargo feature, which this build was \
+                      made without (build with the default features)";
+        let url = super::redact::redact_url(url);
+        return Err(blame.invalid("cluster.redis_url", format!("{url:?}"), reason.to_string()));
+    }
     let heartbeat = format_duration(c.heartbeat);
     if c.node_ttl <= c.heartbeat {
         let reason = format!(

@@ -10,7 +10,7 @@
 //! including an answer that is not HTTP), or an error when there was no status line at all
 //! (connect failed, the connection was reset or closed first, or it timed out).
 
-use super::client::{self, ClientError, Rng, Target};
+use super::client::{self, ClientError, Target};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -134,12 +134,7 @@ pub(crate) enum Outcome {
 
 /// One attempt: connect from `source`, ask for an upgrade of `route`, read the status line,
 /// close (by dropping the socket). The caller bounds it in time.
-pub(crate) async fn attempt(
-    target: &Target,
-    source: IpAddr,
-    route: &str,
-    rng: &mut Rng,
-) -> Outcome {
+pub(crate) async fn attempt(target: &Target, source: IpAddr, route: &str) -> Outcome {
     let err = |e: ClientError| Outcome::Error(e.to_string());
     let std_stream = match client::start_connect(target.addr, Some(source)) {
         Ok(s) => s,
@@ -153,7 +148,7 @@ pub(crate) async fn attempt(
     if let Err(e) = stream.writable(false).await {
         return err(ClientError::Io(e));
     }
-    let (request, _key) = client::upgrade_request(target, route, rng);
+    let (request, _key) = client::upgrade_request(target, route);
     let (res, _) = stream.write_all(request.into_bytes()).await;
     if let Err(e) = res {
         return err(ClientError::Io(e));

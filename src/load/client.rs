@@ -16,7 +16,7 @@
 
 use crate::tls::client::{self as tls, ClientTls, HandshakeError, TlsReader, TlsWriter};
 use crate::ws::client::{self as handshake, encode_client_frame, UpgradeAnswerError};
-pub use crate::ws::client::{ProtocolError, Rng};
+pub use crate::ws::client::{MaskSource, ProtocolError, Rng};
 use crate::ws::frame::{encode_header, parse_header, OpCode, Sender, MAX_HEADER_LEN};
 use crate::ws::mask::apply_mask;
 use monoio::buf::IoBufMut;
@@ -164,8 +164,8 @@ async fn open(addr: SocketAddr) -> Result<(TcpStream, std::net::TcpStream), Clie
 }
 
 /// An HTTP upgrade request for `route` with a fresh key; returns the request and the key.
-pub(crate) fn upgrade_request(target: &Target, route: &str, rng: &mut Rng) -> (String, String) {
-    let key = handshake::new_key(rng);
+pub(crate) fn upgrade_request(target: &Target, route: &str) -> (String, String) {
+    let key = handshake::new_key();
     let path = format!("{}{}", target.prefix, route);
     (
         handshake::upgrade_request(&target.host, &path, &key, &[]),
@@ -178,7 +178,6 @@ pub(crate) fn upgrade_request(target: &Target, route: &str, rng: &mut Rng) -> (S
 pub async fn connect(
     target: &Target,
     route: &str,
-    rng: &mut Rng,
     read_capacity: usize,
 ) -> Result<Connection, ClientError> {
     let started = Instant::now();
@@ -201,7 +200,7 @@ pub async fn connect(
     };
     let started = Instant::now();
     let mut reader = FrameReader::new(r, read_capacity.max(MAX_RESPONSE_HEAD * 2));
-    let mut writer = FrameWriter::new(w, Rng::new(rng.next_u64()));
+    let mut writer = FrameWriter::new(w, MaskSource::new());
     match target.transport {
         Transport::Raw => {
             writer.buf.extend_from_slice(target.prefix.as_bytes());
@@ -210,7 +209,7 @@ pub async fn connect(
             writer.flush().await?;
         }
         Transport::WebSocket => {
-            let (request, key) = upgrade_request(target, route, rng);
+            let (request, key) = upgrade_request(target, route);
             writer.buf.extend_from_slice(request.as_bytes());
             writer.flush().await?;
             let head_len = reader.read_head().await?;
@@ -502,15 +501,15 @@ impl FrameReader {
 pub struct FrameWriter {
     io: WriteIo,
     buf: Vec<u8>,
-    rng: Rng,
+    masks: MaskSource,
 }
 
 impl FrameWriter {
-    fn new(io: WriteIo, rng: Rng) -> FrameWriter {
+    fn new(io: WriteIo, masks: MaskSource) -> FrameWriter {
         FrameWriter {
             io,
             buf: Vec::with_capacity(64 << 10),
-            rng,
+            masks,
         }
     }
 
@@ -523,7 +522,7 @@ impl FrameWriter {
     /// first 16 bytes (little endian), zeros after, masked.
     pub fn push_message(&mut self, size: usize, seq: u64, ts: u64) {
         debug_assert!(size >= STAMP_LEN);
-        let mask = self.rng.mask();
+        let mask = self.masks.mask();
         let mut hdr = [0u8; MAX_HEADER_LEN];
         let n = encode_header(&mut hdr, true, OpCode::Binary, size as u64, Some(mask));
         self.buf.extend_from_slice(&hdr[..n]);
@@ -537,7 +536,7 @@ impl FrameWriter {
 
     /// Appends a masked control frame (payload at most 125 bytes).
     pub fn push_control(&mut self, op: OpCode, payload: &[u8]) {
-        encode_client_frame(&mut self.buf, op, payload, self.rng.mask());
+        encode_client_frame(&mut self.buf, op, payload, self.masks.mask());
     }
 
     /// Appends a close frame with `code`.
@@ -611,7 +610,10 @@ mod tests {
                 _ => 16,
             } as usize;
             let payload: Vec<u8> = (0..len).map(|j| (j as u64 * 31 + i) as u8).collect();
-            let mask = (rng.next_u64() % 2 == 0).then(|| rng.mask());
+            let mask = rng
+                .next_u64()
+                .is_multiple_of(2)
+                .then(|| (rng.next_u64() as u32).to_ne_bytes());
             let pieces = 1 + (rng.next_u64() % 3) as usize;
             let mut cut = 0;
             for p in 0..pieces {
@@ -626,7 +628,7 @@ mod tests {
                     OpCode::Continuation
                 };
                 frame(&mut out, p + 1 == pieces, op, &payload[cut..end], mask);
-                if p + 1 < pieces && rng.next_u64() % 2 == 0 {
+                if p + 1 < pieces && rng.next_u64().is_multiple_of(2) {
                     frame(&mut out, true, OpCode::Ping, b"are you there", mask);
                     want.push(Want::Ping(b"are you there".to_vec()));
                 }

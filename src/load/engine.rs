@@ -435,7 +435,6 @@ impl Ctx {
             start,
             route: format!("/v1/relay/load-{}-{tag}{k}-{cycle}", plan.run_id),
             budget: Duration::from_nanos(self.hard.saturating_sub(start)).min(plan.connect_timeout),
-            rng: Rng::new(self.rng.borrow_mut().next_u64()),
         })
     }
 }
@@ -445,7 +444,6 @@ struct Cycle {
     start: u64,
     route: String,
     budget: Duration,
-    rng: Rng,
 }
 
 /// Runs the plan to the end and reports.
@@ -690,10 +688,9 @@ struct Ready {
 async fn connect_one(
     target: &Target,
     route: &str,
-    rng: &mut Rng,
     timeout: Duration,
 ) -> Result<Connection, ClientError> {
-    match monoio::time::timeout(timeout, client::connect(target, route, rng, READ_BUFFER)).await {
+    match monoio::time::timeout(timeout, client::connect(target, route, READ_BUFFER)).await {
         Ok(r) => r,
         Err(_) if target.tls.is_some() => Err(ClientError::TlsTimeout),
         Err(_) => Err(ClientError::Timeout),
@@ -708,11 +705,11 @@ async fn thread_run(
     index: usize,
     shared: Arc<RunShared>,
 ) -> ThreadStats {
-    let mut rng = Rng::from_entropy(index as u64);
+    let rng = Rng::from_entropy(index as u64);
     let mut early = ThreadStats::new();
     // A thread past the load's own runs attackers only.
     let honest = index < plan.threads;
-    let ready = connect_share(&plan, index, honest, &mut rng, &mut early).await;
+    let ready = connect_share(&plan, index, honest, &mut early).await;
     shared.barrier.wait();
     shared.barrier.wait();
     let t0 = shared.t0_ns.load(Ordering::Acquire);
@@ -758,7 +755,6 @@ async fn connect_share(
     plan: &Plan,
     index: usize,
     honest: bool,
-    rng: &mut Rng,
     early: &mut ThreadStats,
 ) -> Vec<Ready> {
     let mut ready = Vec::new();
@@ -775,8 +771,8 @@ async fn connect_share(
                 };
                 let route = format!("/v1/relay/load-{}-{i}{query}", plan.run_id);
                 let pair = async {
-                    let a = connect_one(&plan.target, &route, rng, left()).await?;
-                    let b = connect_one(plan.b(), &route, rng, left()).await?;
+                    let a = connect_one(&plan.target, &route, left()).await?;
+                    let b = connect_one(plan.b(), &route, left()).await?;
                     Ok::<_, ClientError>((a, b))
                 };
                 match pair.await {
@@ -794,7 +790,7 @@ async fn connect_share(
         }
         Mode::Echo => {
             for i in mine {
-                match connect_one(&plan.target, "/v1/echo", rng, left()).await {
+                match connect_one(&plan.target, "/v1/echo", left()).await {
                     Ok(a) => ready.push(Ready {
                         index: i,
                         a,
@@ -1293,10 +1289,9 @@ async fn attack_loop(ctx: Rc<Ctx>, k: usize) {
         let budget =
             Duration::from_nanos(ctx.hard.saturating_sub(now)).min(ctx.plan.connect_timeout);
         let route = format!("/v1/relay/flood-{:016x}", rng.next_u64());
-        let outcome =
-            monoio::time::timeout(budget, attack::attempt(target, a.source, &route, &mut rng))
-                .await
-                .unwrap_or_else(|_| Outcome::Error("timed out".into()));
+        let outcome = monoio::time::timeout(budget, attack::attempt(target, a.source, &route))
+            .await
+            .unwrap_or_else(|_| Outcome::Error("timed out".into()));
         ctx.stats.borrow_mut().attack.record(&outcome);
         ctx.shared.attack_attempts.fetch_add(1, Ordering::Relaxed);
         if matches!(outcome, Outcome::Error(_)) {
@@ -1317,14 +1312,13 @@ async fn churn_loop(ctx: Rc<Ctx>, k: usize) {
             start,
             route,
             budget,
-            mut rng,
         }) = ctx.next_cycle('c', k, cycle)
         else {
             break;
         };
         let pair = async {
-            let a = connect_one(&plan.target, &route, &mut rng, budget).await?;
-            let b = connect_one(plan.b(), &route, &mut rng, budget).await?;
+            let a = connect_one(&plan.target, &route, budget).await?;
+            let b = connect_one(plan.b(), &route, budget).await?;
             Ok::<_, ClientError>((a, b))
         };
         let (a, b) = match pair.await {

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
 
 /// A cryptographically secure generator (ChaCha12, seeded from the OS) owned by one worker.
@@ -18,10 +18,13 @@ impl Default for CoreRng {
 }
 
 impl CoreRng {
-    /// Seeds from the kernel's generator; panics only where the OS has no randomness at all,
-    /// which no supported Linux lacks.
+    /// Seeds from the kernel's generator (`getrandom(2)`, the same source as the WebSocket
+    /// clients' masks); panics only where the OS has no randomness at all, which no supported
+    /// Linux lacks.
     pub fn new() -> CoreRng {
-        CoreRng(RefCell::new(StdRng::from_os_rng()))
+        let mut seed = <StdRng as SeedableRng>::Seed::default();
+        getrandom::fill(&mut seed).expect("the OS random source (getrandom) is unavailable");
+        CoreRng(RefCell::new(StdRng::from_seed(seed)))
     }
 
     pub fn fill(&self, out: &mut [u8]) {

@@ -494,3 +494,18 @@ fn cluster_tls_server_name_must_be_checkable() {
         assert_eq!(c.cluster.tls_server_name, ok);
     }
 }
+
+#[test]
+fn cluster_mode_needs_the_cluster_feature() {
+    let r = load_toml("[cluster]\nredis_url = \"rediss://:hunter2-pw@127.0.0.1:6380\"");
+    if cfg!(feature = "cluster") {
+        // `rediss://` is TLS on the redis crate's rustls: accepted like `redis://`.
+        assert!(r.is_ok(), "{:?}", r.err());
+        return;
+    }
+    // Before: a build without the Redis client would have started as a single node.
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("cluster.redis_url"), "{err}");
+    assert!(err.contains("`cluster` cargo feature"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}

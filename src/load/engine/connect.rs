@@ -90,13 +90,12 @@ pub async fn connect_loop(ctx: Rc<Ctx>, k: usize) {
             start,
             route,
             budget,
-            mut rng,
         }) = ctx.next_cycle('k', k, cycle)
         else {
             break;
         };
         let once = async {
-            let mut c = client::connect(&plan.target, &route, &mut rng, READ_BUFFER).await?;
+            let mut c = client::connect(&plan.target, &route, READ_BUFFER).await?;
             c.writer.push_close(1000);
             c.writer.flush().await?;
             wait_close(&mut c.reader).await?;
