@@ -33,7 +33,7 @@ pub struct NewKeyArgs {
 pub fn main(cmd: &KeyCommand) -> ExitCode {
     let KeyCommand::New(args) = cmd;
     let mut random = [0u8; KEY_BYTES];
-    if let Err(e) = rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut random) {
+    if let Err(e) = getrandom::fill(&mut random) {
         eprintln!("ringrelay key new: no random bytes from the OS: {e}");
         return ExitCode::from(1);
     }
