@@ -241,7 +241,8 @@ fn refusals_get_a_line_and_nothing_secret(driver: &str) {
         ca.send(Message::text(format!("c{i}"))).unwrap();
         assert_eq!(recv_text(cb), format!("c{i}"));
     };
-    // A token signed with another secret, in the query beside a key.
+    // A token signed with another secret, in the query beside an API key: two credentials,
+    // so refused as malformed (docs/auth.md), and neither may reach the log.
     let forged = mint(
         b"another-secret-0123456789abcdef-xyz",
         JwtAlgorithm::Hs256,
@@ -254,7 +255,7 @@ fn refusals_get_a_line_and_nothing_secret(driver: &str) {
     let q = format!("/v1/relay/locked?role=a&key=rrk_supersecretkey42&token={forged}");
     let tcp = std::net::TcpStream::connect(srv.addr).unwrap();
     tcp.set_read_timeout(Some(TIMEOUT)).unwrap();
-    assert_refused(try_upgrade(tcp, srv.addr, &q, &[]), 401, "token_signature");
+    assert_refused(try_upgrade(tcp, srv.addr, &q, &[]), 401, "token_malformed");
     flows(&mut ca, &mut cb, 1);
     // No token at all, a path no route serves, a session id the contract refuses.
     let (s1, _, _) = get(srv.addr, "/v1/relay/locked?role=a");
@@ -284,7 +285,7 @@ fn refusals_get_a_line_and_nothing_secret(driver: &str) {
             " session=locked ",
             " role=a ",
             " status=401 ",
-            " error=token_signature "
+            " error=token_malformed "
         ]),
         "{access:#?}"
     );
