@@ -10,6 +10,7 @@
 //! client address, duration or traffic; a refusal left a debug line at most.
 
 mod common;
+use common::dir::Dir;
 use common::*;
 use ringrelay::auth::{mint, unix_now, MintClaims};
 use ringrelay::config::JwtAlgorithm;
@@ -19,24 +20,6 @@ use std::time::{Duration, Instant};
 use tungstenite::Message;
 
 const SECRET: &str = "access-log-test-secret-0123456789abcdef";
-
-/// A directory of its own for one test's log files, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("rr-access-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn token(sid: &str, role: &str) -> String {
     let claims = MintClaims {
@@ -126,7 +109,7 @@ fn server(driver: &str, dir: &Dir, extra: &[(&str, &str)]) -> (TestServer, PathB
 /// route, session and role, its messages and bytes each way, and who closed it: `a` itself
 /// (1000, client), `b` the relay when a newer `b` took its seat (4001, relay, replaced).
 fn a_relay_pair_gets_a_line_per_connection(driver: &str) {
-    let dir = Dir::new(&format!("pair-{driver}"));
+    let dir = Dir::new("access", &format!("pair-{driver}"));
     let (srv, path) = server(
         driver,
         &dir,
@@ -327,7 +310,7 @@ fn refusals_get_a_line_and_nothing_secret(driver: &str) {
 /// its line as route `agent` when it leaves.
 fn a_bridged_request_gets_its_line(driver: &str) {
     use base64::Engine;
-    let dir = Dir::new(&format!("bridge-{driver}"));
+    let dir = Dir::new("access", &format!("bridge-{driver}"));
     let (srv, path) = server(driver, &dir, &[]);
     let mut agent = srv.connect("/v1/relay/br?role=agent");
     let addr = srv.addr;
@@ -383,7 +366,7 @@ fn a_bridged_request_gets_its_line(driver: &str) {
 /// logrotate's way: the file is renamed, SIGUSR1 is sent, and the next lines go to a new
 /// file at the configured path while the renamed one keeps what it had.
 fn sigusr1_reopens_the_file(driver: &str) {
-    let dir = Dir::new(&format!("rotate-{driver}"));
+    let dir = Dir::new("access", &format!("rotate-{driver}"));
     let (srv, path) = server(driver, &dir, &[]);
     let mut e = srv.connect("/v1/echo");
     close(&mut e, 1000);
@@ -419,7 +402,7 @@ fn sigusr1_reopens_the_file(driver: &str) {
 /// Over the relay's own TLS a line names the version, here for a refusal (404) and an echo
 /// connection, with curl and a WebSocket client that trusts the test CA.
 fn tls_lines_name_the_version(driver: &str) {
-    let dir = Dir::new(&format!("tls-{driver}"));
+    let dir = Dir::new("access", &format!("tls-{driver}"));
     let pki = common::tls_front::Pki::new(&format!("access-{driver}"));
     let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
     let (srv, path) = server(

@@ -9,11 +9,11 @@
 //! could reach the port), and the only per-address levers were the rate and count limits.
 
 mod common;
+use common::dir::Dir;
 use common::*;
 use ringrelay::limits::proxy_protocol::encode_v2;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use tungstenite::Message;
 
 /// The listener's port at `ip` (the server listens on `[::]`, which takes both families).
@@ -217,33 +217,6 @@ fn the_admin_listener_has_its_own_list(driver: &str) {
     assert_eq!(get_from("127.0.0.2", srv.admin, "/health").0, 200);
 }
 
-/// A directory of its own for one test's config, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("rr-lists-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    /// Written aside and renamed, so a reload never reads half a file.
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        let tmp = self.0.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &p).unwrap();
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Sends SIGHUP and waits until /stats counts `applied` reloads in all.
 fn reloaded(srv: &TestServer, applied: u64) {
     // SAFETY: kill(2) on the pid of a child the test spawned and has not reaped.
@@ -256,7 +229,7 @@ fn reloaded(srv: &TestServer, applied: u64) {
 /// The lists are live: a SIGHUP denies an address at once and lets it back in, while a pair
 /// opened before keeps talking; the admin list changes the same way.
 fn lists_change_on_reload(driver: &str) {
-    let dir = Dir::new(&format!("reload-{driver}"));
+    let dir = Dir::new("lists", &format!("reload-{driver}"));
     let config = dir.write("relay.toml", "[security]\ndenied_cidrs = [\"127.0.0.2\"]\n");
     let env = [("RINGRELAY_CONFIG", config.to_str().unwrap())];
     let srv = start(driver, &env);

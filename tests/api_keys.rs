@@ -9,9 +9,9 @@
 //! token_malformed) on a relay with a secret.
 
 mod common;
+use common::dir::Dir;
 use common::*;
 use ringrelay::auth::api_keys::hash_field;
-use std::path::PathBuf;
 use std::process::Command;
 use tungstenite::Message;
 
@@ -29,32 +29,6 @@ fn new_key(args: &[&str]) -> (String, String) {
     let line = lines.next().unwrap().to_string();
     assert!(lines.next().is_none(), "{text}");
     (key, line)
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("rr-keys-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    /// Written aside and renamed, so a reload never reads half a file.
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        let tmp = self.0.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &p).unwrap();
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn upgrade(
@@ -91,7 +65,7 @@ fn keys_are_granted_refused_and_reloaded(driver: &str) {
     let (later, later_line) = new_key(&["--sid", "*", "--tunnels", "2", "--name", "later"]);
     assert!(desk_line.starts_with(&hash_field(&desk)), "{desk_line}");
     assert!(!desk_line.contains(&desk) && desk_line.ends_with("role=desktop name=d"));
-    let dir = Dir::new(driver);
+    let dir = Dir::new("keys", driver);
     let base = format!("# ops keys\n{desk_line}\n{phone_line}\n");
     let file = dir.write("keys", &base);
     let file = file.to_str().unwrap();
@@ -160,7 +134,7 @@ fn keys_are_granted_refused_and_reloaded(driver: &str) {
 
 /// A relay that starts with a broken key file does not start, and says which line.
 fn a_bad_key_file_stops_the_start(driver: &str) {
-    let dir = Dir::new(&format!("bad-{driver}"));
+    let dir = Dir::new("keys", &format!("bad-{driver}"));
     let (key, _) = new_key(&[]);
     let file = dir.write("keys", &format!("{key} sid=*\n"));
     let out = Command::new(env!("CARGO_BIN_EXE_ringrelay"))
@@ -189,7 +163,7 @@ fn a_bad_key_file_stops_the_start(driver: &str) {
 fn a_bridged_request_with_a_key(driver: &str) {
     let (agent_key, agent_line) = new_key(&["--sid", "box-1", "--role", "agent"]);
     let (plain_key, plain_line) = new_key(&["--sid", "box-1"]);
-    let dir = Dir::new(&format!("bridge-{driver}"));
+    let dir = Dir::new("keys", &format!("bridge-{driver}"));
     let file = dir.write("keys", &format!("{agent_line}\n{plain_line}\n"));
     let env = [("RINGRELAY_AUTH_API_KEYS_FILE", file.to_str().unwrap())];
     let srv = TestServer::start(driver, 2, &env);

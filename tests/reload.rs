@@ -7,42 +7,16 @@
 //! killed the process with every connection on it; a config change needed a restart.
 
 mod common;
+use common::dir::Dir;
 use common::*;
 use ringrelay::auth::{mint_with_kid, unix_now, MintClaims};
 use ringrelay::config::JwtAlgorithm;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tungstenite::Message;
-
-/// A directory of its own for one test's config and key files, removed at the end.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("rr-reload-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        // Written aside and renamed, as an editor or a deploy tool would: a reload never
-        // reads half a file.
-        let tmp = self.0.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &p).unwrap();
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn start(driver: &str, config: &Path) -> TestServer {
     TestServer::start(driver, 2, &[("RINGRELAY_CONFIG", config.to_str().unwrap())])
@@ -87,9 +61,9 @@ const ORIGINS_A: &str = "[security]\nallowed_origins = [\"https://a.example\"]\n
 const ORIGINS_B: &str = "[security]\nallowed_origins = [\"https://b.example\"]\n";
 
 fn live_keys_reach_new_connections_while_open_pairs_keep_going(driver: &str) {
-    let dir = Dir::new(&format!("live-{driver}"));
+    let dir = Dir::new("reload", &format!("live-{driver}"));
     let limits = "[limits]\nmax_message_bytes = 65536\n";
-    let config = dir.file("relay.toml", &format!("{ORIGINS_A}{limits}"));
+    let config = dir.write("relay.toml", &format!("{ORIGINS_A}{limits}"));
     let srv = start(driver, &config);
     let (mut a, mut b) = stuck::control_pair(&srv, "before", TIMEOUT);
     stuck::keeps_flowing(&mut a, &mut b, 3, TIMEOUT);
@@ -101,7 +75,7 @@ fn live_keys_reach_new_connections_while_open_pairs_keep_going(driver: &str) {
     );
 
     let smaller = "[limits]\nmax_message_bytes = 1024\n";
-    dir.file("relay.toml", &format!("{ORIGINS_B}{smaller}"));
+    dir.write("relay.toml", &format!("{ORIGINS_B}{smaller}"));
     let r = reload(&srv, 1, 0);
     assert_eq!(r["last_reload_outcome"], "ok");
     assert_eq!(r["last_reload_kept"], serde_json::json!([]));
@@ -226,10 +200,10 @@ impl Hammer {
 }
 
 fn rotating_the_jwt_secret_with_two_keys_refuses_no_client(driver: &str) {
-    let dir = Dir::new(&format!("rotate-{driver}"));
-    dir.file("old.key", &format!("{OLD}\n"));
-    dir.file("new.key", &format!("{NEW}\n"));
-    let config = dir.file("relay.toml", &keys(&dir, &["old"]));
+    let dir = Dir::new("reload", &format!("rotate-{driver}"));
+    dir.write("old.key", &format!("{OLD}\n"));
+    dir.write("new.key", &format!("{NEW}\n"));
+    let config = dir.write("relay.toml", &keys(&dir, &["old"]));
     let srv = start(driver, &config);
     let old = token(OLD, Some("old"), "rotation");
     let new = token(NEW, Some("new"), "rotation");
@@ -248,7 +222,7 @@ fn rotating_the_jwt_secret_with_two_keys_refuses_no_client(driver: &str) {
     let hammer = Hammer::start(&srv, [echo(OLD, "old"), echo(NEW, "new")]);
     hammer.more(10);
     // Step 1: both keys. Clients with the old key are still let in across the swap.
-    dir.file("relay.toml", &keys(&dir, &["old", "new"]));
+    dir.write("relay.toml", &keys(&dir, &["old", "new"]));
     reload(&srv, 1, 0);
     hammer.more(10);
     assert!(with_token(&srv, &old).is_ok());
@@ -257,7 +231,7 @@ fn rotating_the_jwt_secret_with_two_keys_refuses_no_client(driver: &str) {
     // Step 2: the issuer moves to the new key; step 3: the old key goes.
     hammer.which.store(1, Ordering::Relaxed);
     hammer.more(10);
-    dir.file("relay.toml", &keys(&dir, &["new"]));
+    dir.write("relay.toml", &keys(&dir, &["new"]));
     reload(&srv, 2, 0);
     hammer.more(10);
     let (made, refused) = hammer.finish();
@@ -277,7 +251,7 @@ fn rotating_the_jwt_secret_with_two_keys_refuses_no_client(driver: &str) {
     // The pair admitted with the old key is not disturbed by its key's removal.
     stuck::keeps_flowing(&mut a, &mut b, 3, TIMEOUT);
     // Removing the last key would turn auth off: refused, tokens still needed.
-    dir.file("relay.toml", "");
+    dir.write("relay.toml", "");
     let r = reload(&srv, 2, 1);
     assert!(
         r["last_reload_error"]
@@ -295,8 +269,8 @@ fn rotating_the_jwt_secret_with_two_keys_refuses_no_client(driver: &str) {
 }
 
 fn a_broken_config_changes_nothing_and_says_why(driver: &str) {
-    let dir = Dir::new(&format!("broken-{driver}"));
-    let config = dir.file("relay.toml", ORIGINS_A);
+    let dir = Dir::new("reload", &format!("broken-{driver}"));
+    let config = dir.write("relay.toml", ORIGINS_A);
     let srv = start(driver, &config);
     let (mut a, mut b) = stuck::control_pair(&srv, "control", TIMEOUT);
     let unchanged = |srv: &TestServer| {
@@ -309,7 +283,7 @@ fn a_broken_config_changes_nothing_and_says_why(driver: &str) {
     };
 
     // Bad TOML.
-    dir.file("relay.toml", &format!("{ORIGINS_B}max_headers = [\n"));
+    dir.write("relay.toml", &format!("{ORIGINS_B}max_headers = [\n"));
     let r = reload(&srv, 0, 1);
     assert_eq!(r["last_reload_outcome"], "refused");
     assert!(
@@ -322,7 +296,7 @@ fn a_broken_config_changes_nothing_and_says_why(driver: &str) {
     assert!(srv.log_contains("config reload refused"));
     unchanged(&srv);
     // A value out of range, beside a valid change that is not applied either.
-    dir.file(
+    dir.write(
         "relay.toml",
         &format!("{ORIGINS_B}[limits]\nmax_headers = 1\n"),
     );
@@ -341,7 +315,7 @@ fn a_broken_config_changes_nothing_and_says_why(driver: &str) {
         "[auth]\nkeys = [{{ kid = \"k\", secret_file = \"{}\" }}]\n",
         missing.display()
     );
-    dir.file("relay.toml", &format!("{ORIGINS_B}{keys}"));
+    dir.write("relay.toml", &format!("{ORIGINS_B}{keys}"));
     let r = reload(&srv, 0, 3);
     assert!(
         r["last_reload_error"]
@@ -359,7 +333,7 @@ fn a_broken_config_changes_nothing_and_says_why(driver: &str) {
     stuck::keeps_flowing(&mut a, &mut b, 3, TIMEOUT);
 
     // Fixed, it applies.
-    dir.file("relay.toml", ORIGINS_B);
+    dir.write("relay.toml", ORIGINS_B);
     reload(&srv, 1, 3);
     assert!(from_origin(&srv, "https://b.example").is_ok());
     assert!(get(srv.admin, "/metrics")
@@ -368,12 +342,12 @@ fn a_broken_config_changes_nothing_and_says_why(driver: &str) {
 }
 
 fn a_key_that_cannot_change_live_is_named_and_left(driver: &str) {
-    let dir = Dir::new(&format!("fixed-{driver}"));
+    let dir = Dir::new("reload", &format!("fixed-{driver}"));
     let fixed = "[limits]\nread_buffer_bytes = 65536\n[session]\nping_interval = \"30s\"\n";
-    let config = dir.file("relay.toml", &format!("{fixed}{ORIGINS_A}"));
+    let config = dir.write("relay.toml", &format!("{fixed}{ORIGINS_A}"));
     let srv = start(driver, &config);
     let changed = "[limits]\nread_buffer_bytes = 8192\n[session]\nping_interval = \"10s\"\n";
-    dir.file("relay.toml", &format!("{changed}{ORIGINS_B}"));
+    dir.write("relay.toml", &format!("{changed}{ORIGINS_B}"));
     let r = reload(&srv, 1, 0);
     assert_eq!(
         r["last_reload_kept"],
@@ -392,8 +366,8 @@ fn a_key_that_cannot_change_live_is_named_and_left(driver: &str) {
 /// The per-IP connection rate, turned on by a reload: an address past the new burst is
 /// refused, another address and a pair opened before are not.
 fn a_per_ip_rate_turned_on_by_reload_applies_at_once(driver: &str) {
-    let dir = Dir::new(&format!("rate-{driver}"));
-    let config = dir.file("relay.toml", "[limits]\nip_connect_rate = 0\n");
+    let dir = Dir::new("reload", &format!("rate-{driver}"));
+    let config = dir.write("relay.toml", "[limits]\nip_connect_rate = 0\n");
     // The harness turns the rate off in the environment, which would override the file.
     let srv = TestServer::start_with(driver, 2, &[], |cmd| {
         cmd.env_remove("RINGRELAY_LIMITS_IP_CONNECT_RATE")
@@ -404,7 +378,7 @@ fn a_per_ip_rate_turned_on_by_reload_applies_at_once(driver: &str) {
     for _ in 0..5 {
         assert!(from("127.0.0.5").is_ok(), "no rate before the reload");
     }
-    dir.file(
+    dir.write(
         "relay.toml",
         "[limits]\nip_connect_rate = 60\nip_connect_burst = 2\n",
     );
@@ -423,9 +397,9 @@ fn a_per_ip_rate_turned_on_by_reload_applies_at_once(driver: &str) {
 /// its own from then on (the steering program still dates from the start, so the proxy's
 /// connections take one more hop to each client's home core; the counts are exact).
 fn a_proxy_trusted_by_reload_names_its_clients(driver: &str) {
-    let dir = Dir::new(&format!("proxy-{driver}"));
+    let dir = Dir::new("reload", &format!("proxy-{driver}"));
     let rate = "[limits]\nip_connect_rate = 60\nip_connect_burst = 2\n";
-    let config = dir.file("relay.toml", rate);
+    let config = dir.write("relay.toml", rate);
     let srv = TestServer::start_with(driver, 2, &[], |cmd| {
         cmd.env_remove("RINGRELAY_LIMITS_IP_CONNECT_RATE")
             .env("RINGRELAY_CONFIG", &config);
@@ -444,7 +418,7 @@ fn a_proxy_trusted_by_reload_names_its_clients(driver: &str) {
     assert!(via("127.0.0.20", "10.1.1.2").is_ok());
     assert_refused(via("127.0.0.20", "10.1.1.3"), 429, "rate_limited");
     let trusted = "[security]\ntrusted_proxies = [\"127.0.0.21\"]\n";
-    dir.file("relay.toml", &format!("{rate}{trusted}"));
+    dir.write("relay.toml", &format!("{rate}{trusted}"));
     reload(&srv, 1, 0);
     // Trusted now: each named client has its own bucket.
     for client in ["10.2.2.1", "10.2.2.2", "10.2.2.3", "10.2.2.4"] {
@@ -468,8 +442,8 @@ both_drivers!(
 #[test]
 fn systemd_hears_reloading_then_ready() {
     use std::os::unix::net::UnixDatagram;
-    let dir = Dir::new("notify");
-    let config = dir.file("relay.toml", ORIGINS_A);
+    let dir = Dir::new("reload", "notify");
+    let config = dir.write("relay.toml", ORIGINS_A);
     let path = dir.0.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -487,7 +461,7 @@ fn systemd_hears_reloading_then_ready() {
         }
     };
     assert!(next().contains("READY=1"));
-    dir.file("relay.toml", ORIGINS_B);
+    dir.write("relay.toml", ORIGINS_B);
     sighup(&srv);
     let reloading = next();
     assert!(reloading.contains("RELOADING=1"), "{reloading}");
@@ -504,7 +478,7 @@ fn systemd_hears_reloading_then_ready() {
     assert!(from_origin(&srv, "https://b.example").is_ok());
     // Refused: still READY=1 (the relay runs, on the old config), and the reason on one
     // STATUS= line, though the TOML error quotes the file over several.
-    dir.file("relay.toml", "[security\nallowed_origins = 1\n");
+    dir.write("relay.toml", "[security\nallowed_origins = 1\n");
     sighup(&srv);
     assert!(next().contains("RELOADING=1"));
     let refused = next();
@@ -523,8 +497,8 @@ fn systemd_hears_reloading_then_ready() {
 /// RUST_LOG, which overrides `log.level`, so this server runs without it.)
 #[test]
 fn log_level_changes_on_reload() {
-    let dir = Dir::new("log");
-    let config = dir.file(
+    let dir = Dir::new("reload", "log");
+    let config = dir.write(
         "relay.toml",
         &format!("[log]\nlevel = \"info\"\n{ORIGINS_A}"),
     );
@@ -536,7 +510,7 @@ fn log_level_changes_on_reload() {
         403,
         "origin_not_allowed",
     );
-    dir.file(
+    dir.write(
         "relay.toml",
         &format!("[log]\nlevel = \"debug\"\n{ORIGINS_A}"),
     );

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod dir;
 pub mod haproxy;
 pub mod stuck;
 pub mod tls_front;
