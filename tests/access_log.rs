@@ -414,26 +414,11 @@ fn tls_lines_name_the_version(driver: &str) {
             ("RINGRELAY_TLS_KEY_FILE", key),
         ],
     );
-    let deadline = Instant::now() + TIMEOUT;
-    let port = loop {
-        let line = srv
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains("ringrelay listening"))
-            .cloned();
-        let port = line.as_deref().and_then(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("tls="))
-                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
-        });
-        if let Some(p) = port {
-            break p.port();
-        }
-        assert!(Instant::now() < deadline, "no tls= in the listening line");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let port = srv
+        .listening_field("tls")
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .expect("tls= in the listening line")
+        .port();
     let out = std::process::Command::new("curl")
         .args([
             "-s",

@@ -80,25 +80,9 @@ fn sessions_on(cores: &[usize], workers: usize, tag: &str) -> Vec<String> {
 
 /// How the relay steers connections to their address's home core (its listening line).
 fn steering_of(srv: &TestServer) -> String {
-    // The line reaches the log just after `start` returns.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let line = loop {
-        let found = srv
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l.contains("ringrelay listening"))
-            .cloned();
-        match found {
-            Some(l) => break l,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            None => panic!("no listening line"),
-        }
-    };
-    let start = line.find("steering=").expect("steering field") + "steering=".len();
-    let value = line[start..].split_whitespace().next().unwrap();
-    value.trim_matches('"').to_string()
+    srv.listening_field("steering")
+        .expect("steering field")
+        .to_string()
 }
 
 /// Before: `Forwarded` won over `X-Forwarded-For` whenever present, and HAProxy's

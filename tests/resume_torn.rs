@@ -19,27 +19,6 @@ use common::stuck::{control_pair, keeps_flowing};
 use common::*;
 use std::time::Duration;
 
-/// Joins as role a with `resume=0` and events; returns the connection and its `connected`.
-fn join_sender(srv: &TestServer, session: &str) -> (Raw, serde_json::Value) {
-    let mut a = Raw::upgrade(
-        srv.addr,
-        &format!("/v1/relay/{session}?role=a&events=1&resume=0"),
-    );
-    let connected = next_event(&mut a);
-    assert_eq!(connected["type"], "connected", "{connected}");
-    (a, connected)
-}
-
-/// The next text frame, parsed; skips pings.
-fn next_event(r: &mut Raw) -> serde_json::Value {
-    loop {
-        let (_, op, p) = r.frame().expect("connection ended before an event");
-        if op == 1 {
-            return serde_json::from_slice(&p).unwrap();
-        }
-    }
-}
-
 /// The next frame that is not an event or a ping: (fin, opcode, payload).
 fn next_data_or_close(r: &mut Raw) -> (bool, u8, Vec<u8>) {
     loop {

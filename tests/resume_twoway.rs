@@ -53,27 +53,6 @@ impl Rng {
     }
 }
 
-/// The sending client, raw: joins with `resume=` and events, and reads the `connected`.
-fn join_sender(srv: &TestServer, session: &str) -> (Raw, serde_json::Value) {
-    let mut a = Raw::upgrade(
-        srv.addr,
-        &format!("/v1/relay/{session}?role=a&events=1&resume=0"),
-    );
-    let connected = next_event(&mut a);
-    assert_eq!(connected["type"], "connected", "{connected}");
-    (a, connected)
-}
-
-/// The next event (text frame) a raw client gets, skipping pings.
-fn next_event(r: &mut Raw) -> serde_json::Value {
-    loop {
-        let (_, op, p) = r.frame().expect("connection ended before an event");
-        if op == 1 {
-            return serde_json::from_slice(&p).unwrap();
-        }
-    }
-}
-
 /// The next `ack` event, past the peer's comings and goings.
 fn next_ack(r: &mut Raw) -> serde_json::Value {
     loop {

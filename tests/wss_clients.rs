@@ -397,22 +397,10 @@ fn native_tls_relay(driver: &str, pki: &Pki) -> (TestServer, u16) {
         ("RINGRELAY_TLS_KEY_FILE", key),
     ];
     let srv = TestServer::start(driver, 1, &env);
-    // The line reached `start` first; the log may take it a moment later.
-    let listening = || {
-        let log = srv.log.lock().unwrap();
-        log.iter()
-            .find(|l| l.contains("ringrelay listening"))
-            .cloned()
-    };
-    wait_until(Duration::from_secs(5), "the listening line", || {
-        listening().is_some()
-    });
-    let line = listening().unwrap_or_default();
-    let port = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("tls="))
+    let port = srv
+        .listening_field("tls")
         .and_then(|a| a.parse::<SocketAddr>().ok())
-        .unwrap_or_else(|| panic!("no tls= in {line}"))
+        .unwrap_or_else(|| panic!("no tls= in {}", srv.listening))
         .port();
     (srv, port)
 }

@@ -24,6 +24,8 @@ pub struct TestServer {
     /// The node-to-node listener, when cluster mode has one.
     pub internal: Option<SocketAddr>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The relay's "ringrelay listening" line, which names its listeners and how it runs.
+    pub listening: String,
 }
 
 impl TestServer {
@@ -103,7 +105,17 @@ impl TestServer {
             admin: field("admin"),
             child: Some(child),
             log,
+            listening: line,
         }
+    }
+
+    /// The value of `name=` in the listening line (`tls`, `steering`, ...), quotes removed.
+    pub fn listening_field(&self, name: &str) -> Option<&str> {
+        let key = format!("{name}=");
+        self.listening
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key.as_str()))
+            .map(|v| v.trim_matches('"'))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -329,6 +341,28 @@ impl Raw {
 }
 
 /// A masked client frame.
+/// The next event (text frame) a raw client gets, skipping pings.
+pub fn next_event(r: &mut Raw) -> serde_json::Value {
+    loop {
+        let (_, op, p) = r.frame().expect("connection ended before an event");
+        if op == 1 {
+            return serde_json::from_slice(&p).unwrap();
+        }
+    }
+}
+
+/// A two-way resume sender, raw: joins `session` as role a with `resume=0` and events, and
+/// reads its `connected` (which carries `acked`).
+pub fn join_sender(srv: &TestServer, session: &str) -> (Raw, serde_json::Value) {
+    let mut a = Raw::upgrade(
+        srv.addr,
+        &format!("/v1/relay/{session}?role=a&events=1&resume=0"),
+    );
+    let connected = next_event(&mut a);
+    assert_eq!(connected["type"], "connected", "{connected}");
+    (a, connected)
+}
+
 pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x37, 0xfa, 0x21, 0x3d];
     let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
