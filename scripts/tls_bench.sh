@@ -35,6 +35,11 @@
 #   BIN=path: the relay from another build (default: this one's target/release/ringrelay)
 #   NO_BUILD=1: no cargo build first (the binaries as they are)
 #   SERVER_CPU=0 CLIENT_CPU=1 HAPROXY2_CPU (default 2 with 3 or more cores, else CLIENT_CPU)
+#   CLIENT_CPU=0 (the servers' core): the load shares the one core, so no message waits for
+#     a wake-up on another core; on a machine whose cores are busy with other work, a task
+#     woken on the other core can wait a scheduler slice (milliseconds) for it, and a server
+#     that sleeps between batches (native, plain) pays that on every round trip while HAProxy
+#     and the relay behind it keep their core (docs/performance.md, "Wake-ups")
 #
 # Everything on loopback and bounded: ROUNDS * LOADS * SERVERS runs of WARMUP + SECONDS_EACH
 # (each killed after 60 s more); a CA and a server certificate (openssl) in a temp dir.
@@ -359,15 +364,28 @@ cpu_ticks() {
     echo "$total"
 }
 
+# Times the named servers' threads went to sleep (voluntary context switches, all threads):
+# each is a wake-up later, so per unit of work it says how much each wake-up carried.
+sleeps() {
+    local total=0 name f n
+    for name in "$@"; do
+        for f in /proc/"${PID_OF[$name]}"/task/*/status; do
+            n=$(awk '/^voluntary_ctxt_switches/ {print $2}' "$f" 2>/dev/null) || n=0
+            total=$((total + ${n:-0}))
+        done
+    done
+    echo "$total"
+}
+
 # measure SERVER LOAD ROUND: one run; appends "load round server value busy errors
-# load_busy" to $RESULTS (value 0 and errors -1 when the load printed no report).
+# load_busy sleeps_per_s" to $RESULTS (value 0 and errors -1 when the load printed no report).
 RESULTS=$WORK/results
 HZ=$(getconf CLK_TCK)
 # The load's own CPU time, to see whether its core was the limit.
 TIMED=()
 if [ -x /usr/bin/time ]; then TIMED=(/usr/bin/time -f "%U %S" -o "$WORK/load.time"); fi
 measure() {
-    local s=$1 l=$2 r=$3 url=${URL_OF[$1]} json c0 c1 t0 t1 args=() procs=()
+    local s=$1 l=$2 r=$3 url=${URL_OF[$1]} json c0 c1 w0 w1 t0 t1 args=() procs=()
     case $l in
     64B) args=(--mode pairs --pairs "$PAIRS" --window "$WINDOW" --size 64) ;;
     64KiB) args=(--mode pairs --pairs "$PAIRS" --window "$WINDOW" --size 65536) ;;
@@ -380,6 +398,7 @@ measure() {
     read -r -a procs <<<"${PROCS_OF[$s]}"
     echo "0 0" >"$WORK/load.time"
     c0=$(cpu_ticks "${procs[@]}")
+    w0=$(sleeps "${procs[@]}")
     t0=$(date +%s.%N)
     if [ "$l" = connect-x25519 ]; then
         json=$(timeout -k 5 $((WARMUP + SECONDS_EACH + 60)) taskset -c "$CLIENT_CPU" \
@@ -392,10 +411,11 @@ measure() {
     fi
     t1=$(date +%s.%N)
     c1=$(cpu_ticks "${procs[@]}")
-    python3 - "$l" "$r" "$s" "$c0" "$c1" "$t0" "$t1" "$HZ" "$json" "$(tail -1 "$WORK/load.time")" \
+    w1=$(sleeps "${procs[@]}")
+    python3 - "$l" "$r" "$s" "$c0" "$c1" "$t0" "$t1" "$HZ" "$json" "$(tail -1 "$WORK/load.time")" "$w0" "$w1" \
         >>"$RESULTS" <<'PY'
 import json, sys
-load, rnd, server, c0, c1, t0, t1, hz, raw, load_time = sys.argv[1:]
+load, rnd, server, c0, c1, t0, t1, hz, raw, load_time, w0, w1 = sys.argv[1:]
 d = json.loads(raw or "{}")
 key = {"64B": "msgs_per_s", "64KiB": "mb_per_s"}.get(load, "cycles_per_s")
 value = d.get(key) or 0.0
@@ -406,7 +426,8 @@ if load == "connect-resume" and tls and not tls.get("resumed_handshakes"):
 wall = float(t1) - float(t0)
 busy = (int(c1) - int(c0)) / int(hz) / wall
 user, system = (float(x) for x in load_time.split()[:2])
-print(load, rnd, server, f"{value:.3f}", f"{busy:.4f}", errors, f"{(user + system) / wall:.4f}")
+print(load, rnd, server, f"{value:.3f}", f"{busy:.4f}", errors, f"{(user + system) / wall:.4f}",
+      f"{(int(w1) - int(w0)) / wall:.1f}")
 PY
 }
 
@@ -427,7 +448,7 @@ for l in "${loads[@]}"; do
             # Each round starts one server further along.
             s=${active[$(((i + r - 1) % n))]}
             measure "$s" "$l" "$r"
-            read -r _ _ _ v _ e _ < <(tail -1 "$RESULTS")
+            read -r _ _ _ v _ e _ _ < <(tail -1 "$RESULTS")
             flag=""
             [ "$e" = 0 ] || flag=" (errors: $e)"
             line+=$(printf '  %s %.0f%s' "$s" "$v" "$flag")
@@ -445,26 +466,33 @@ rows = [l.split() for l in open(path) if l.strip()]
 val = defaultdict(dict)  # (load, server) -> {round: value}
 busy = defaultdict(list)
 lbusy = defaultdict(list)
+wakes = defaultdict(list)  # the server's sleeps per unit of work, per round
 errs = defaultdict(int)
-for load, rnd, server, v, b, e, lb in rows:
+for load, rnd, server, v, b, e, lb, w in rows:
     val[(load, server)][int(rnd)] = float(v)
     busy[(load, server)].append(float(b))
     lbusy[(load, server)].append(float(lb))
+    if float(v) > 0:
+        wakes[(load, server)].append(float(w) / float(v))
     if int(e) != 0:
         errs[(load, server)] += 1
 unit = {"64B": "msgs/s", "64KiB": "MB/s", "connect": "conn/s", "connect-x25519": "conn/s",
         "connect-resume": "conn/s"}
+wake_scale = {"64B": 1e3}  # sleeps per 1,000 messages; per MB or per connection otherwise
 per = {"64B": ("µs/msg", 1e6), "64KiB": ("ms/MB", 1e3), "connect": ("µs/conn", 1e6),
        "connect-x25519": ("µs/conn", 1e6), "connect-resume": ("µs/conn", 1e6)}
 print()
 print("summary: median and (min–max) over the rounds; busy: the server processes' CPU time")
 print("over the run's wall time (100% = one core); cpu/unit: busy / rate, the server CPU each")
 print("unit of work cost; load: the load generator's CPU share of its core (100%: it was the")
-print("limit); native/x: the median (min–max) of the per-round ratios of rates")
+print("limit); sleeps: how often the server processes went to sleep (voluntary context")
+print("switches, all threads) per 1,000 messages, per MB or per connection: each is a wake-up")
+print("later, so it says how much work each wake-up carried; native/x: the median (min–max)")
+print("of the per-round ratios of rates")
 for load in dict.fromkeys(r[0] for r in rows):
     pu, scale = per[load]
     print(f"== {load}")
-    print(f"  {'server':<12} {unit[load]:>10} {'(min–max)':>21} {'busy':>5} {pu:>8} {'load':>5}   native/x")
+    print(f"  {'server':<12} {unit[load]:>10} {'(min–max)':>21} {'busy':>5} {pu:>8} {'load':>5} {'sleeps':>7}   native/x")
     nat = val.get((load, "native"))
     for s in servers:
         v = val.get((load, s))
@@ -475,6 +503,8 @@ for load in dict.fromkeys(r[0] for r in rows):
         b = statistics.median(busy[(load, s)])
         lb = statistics.median(lbusy[(load, s)])
         cpu = f"{b / med * scale:8.2f}" if med else "       -"
+        ws = wakes[(load, s)]
+        sl = f"{statistics.median(ws) * wake_scale.get(load, 1):7.2f}" if ws else "      -"
         ratio = ""
         if nat and s != "native":
             rs = sorted(nat[r] / v[r] for r in v if r in nat and v[r] > 0)
@@ -482,5 +512,5 @@ for load in dict.fromkeys(r[0] for r in rows):
                 ratio = f"{statistics.median(rs):.2f} ({rs[0]:.2f}–{rs[-1]:.2f})"
         bad = f"  errors in {errs[(load, s)]} run(s)" if errs[(load, s)] else ""
         spread = f"({xs[0]:.0f}–{xs[-1]:.0f})"
-        print(f"  {s:<12} {med:>10.0f} {spread:>21} {b * 100:>4.0f}% {cpu} {lb * 100:>4.0f}%   {ratio}{bad}")
+        print(f"  {s:<12} {med:>10.0f} {spread:>21} {b * 100:>4.0f}% {cpu} {lb * 100:>4.0f}% {sl}   {ratio}{bad}")
 PY
