@@ -7,10 +7,11 @@
 //! * `tokio-tungstenite`: a relay built here on a current-thread tokio runtime: accept two
 //!   WebSocket connections per session path and forward data messages between them with the
 //!   usual read-then-`send` loop (tungstenite answers pings and closes itself);
-//! * `tcp-forwarder`: no WebSocket at all: each connection names its session in a first line,
-//!   the 1st and 2nd of a session are paired and bytes are copied both ways (64 KiB buffers).
-//!   The clients speak masked WebSocket frames straight through it, so this is the floor of
-//!   what moving the bytes costs.
+//! * `tcp-forwarder`: no WebSocket at all (`benches/support/forwarder.rs`, also a process of its own:
+//!   `examples/tcp_forwarder.rs`): each connection names its session in a first line, the
+//!   1st and 2nd of a session are paired and bytes are copied both ways through a 256 KiB
+//!   buffer. The clients speak masked WebSocket frames straight through it, so this is the
+//!   floor of what moving the bytes costs.
 //!
 //! Each is driven by the `ringrelay load` engine (as a library, on its own thread): `PAIRS`
 //! sessions, messages a→b, closed loop with `WINDOW` in flight per sender. One iteration is a
@@ -34,11 +35,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+#[path = "support/forwarder.rs"]
+mod forwarder;
 
 const PAIRS: usize = 4;
 const WINDOW: u32 = 16;
@@ -152,67 +155,6 @@ async fn pump(
     }
 }
 
-// ---- the plain TCP forwarder ----
-
-fn start_forwarder() -> SocketAddr {
-    spawn_baseline("tcp-forwarder", forward_join)
-}
-
-/// Reads the session line; the second connection of a session starts the two copy loops.
-/// Bytes read past the line go to the other side first.
-async fn forward_join(mut sock: TcpStream, waiting: Waiting<(TcpStream, Vec<u8>)>) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    let nl = loop {
-        if let Some(i) = head.iter().position(|&b| b == b'\n') {
-            break i;
-        }
-        if head.len() > 4096 {
-            return;
-        }
-        match sock.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
-    };
-    let rest = head.split_off(nl + 1);
-    let key = String::from_utf8_lossy(&head[..nl]).into_owned();
-    let first = waiting.lock().unwrap().remove(&key);
-    match first {
-        None => {
-            waiting.lock().unwrap().insert(key, (sock, rest));
-        }
-        Some((other, other_rest)) => {
-            let (or, ow) = other.into_split();
-            let (sr, sw) = sock.into_split();
-            tokio::spawn(copy(or, sw, other_rest));
-            tokio::spawn(copy(sr, ow, rest));
-        }
-    }
-}
-
-async fn copy(
-    mut r: tokio::net::tcp::OwnedReadHalf,
-    mut w: tokio::net::tcp::OwnedWriteHalf,
-    pending: Vec<u8>,
-) {
-    if w.write_all(&pending).await.is_err() {
-        return;
-    }
-    let mut buf = vec![0u8; 64 << 10];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if w.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = w.shutdown().await;
-}
-
 // ---- the benches ----
 
 /// One worker; with `limits` every per-IP and per-connection limit is on (but far above
@@ -303,7 +245,7 @@ fn main() {
             start_tungstenite_relay(),
             Transport::WebSocket,
         ),
-        (Relay::Forwarder, start_forwarder(), Transport::Raw),
+        (Relay::Forwarder, forwarder::spawn(), Transport::Raw),
     ];
     let results: Results = RefCell::default();
     let runs = RefCell::new(0u64);

@@ -80,6 +80,10 @@ config_keys! {
         max_headers: usize { default: 100, parse: Int(8, 1024) }
         /// Size of each pooled read buffer.
         read_buffer_bytes: usize { default: 64 * KIB, parse: Int(4096, 16 * MIB) }
+        /// Size of the read buffer a connection takes while a fast sender streams large
+        /// frames; holds its size in `read_buffer_bytes` buffers of `max_read_buffers`.
+        /// At or below `read_buffer_bytes`: off.
+        large_read_buffer_bytes: usize { default: 256 * KIB, parse: Int(4096, 16 * MIB) }
         /// Idle read buffers kept per worker; more are allocated on demand and freed.
         pool_buffers: usize { default: 64, parse: Int(1, 1_000_000) }
         /// Read buffers in use at once per worker; past it, readers wait for one

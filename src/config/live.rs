@@ -35,6 +35,7 @@ fixed_keys! {
     "workers" => workers;
     "driver" => driver;
     "limits.read_buffer_bytes" => limits.read_buffer_bytes;
+    "limits.large_read_buffer_bytes" => limits.large_read_buffer_bytes;
     "limits.pool_buffers" => limits.pool_buffers;
     "limits.max_read_buffers" => limits.max_read_buffers;
     "limits.handoff_queue" => limits.handoff_queue;

@@ -112,6 +112,7 @@ impl Core {
             index,
             pool: BufPool::new(
                 cfg.limits.read_buffer_bytes,
+                cfg.limits.large_read_buffer_bytes,
                 cfg.limits.pool_buffers,
                 cfg.limits.max_read_buffers,
                 cfg.limits.max_read_buffers * cfg.limits.pool_reserve_percent / 100,
@@ -224,6 +225,7 @@ impl Core {
     /// This core's figures now, for a scrape.
     pub fn snapshot(&self) -> CoreSnapshot {
         self.stats.read_buffer_waits.set(self.pool.waits.get());
+        self.stats.large_reads.set(self.pool.large_taken.get());
         self.stats
             .ip_table_evictions
             .set(self.ip_limits.evictions.get());

@@ -110,6 +110,9 @@ struct Reader {
     /// After a read that filled the buffer more is likely waiting: read again at once rather
     /// than paying for a readiness round trip.
     hot: bool,
+    /// The last read brought at least a normal buffer's worth: with a large frame open, the
+    /// next one goes into a large buffer if the pool has one free (runtime::pool).
+    bulk: bool,
 }
 
 /// Where one read's messages go, decided before it is decoded.
@@ -163,6 +166,7 @@ impl Reader {
             inbound: Inbound::default(),
             hold: None,
             hot: false,
+            bulk: false,
         }
     }
 
@@ -188,11 +192,15 @@ impl Reader {
             if peer.flags.get(Flag::DROPPED) {
                 return None;
             }
-            let mut chunk = core.pool.take().await;
+            let mut chunk = match self.take_large(core) {
+                Some(large) => large,
+                None => core.pool.take().await,
+            };
             chunk.lay_out(|data| self.inbound.prepare(data));
             match chunk.read_from(&peer.sock).await {
                 Ok(n) if n > 0 => {
                     self.hot = chunk.is_full();
+                    self.bulk = chunk.data().len() >= core.pool.buf_bytes();
                     return Some(chunk);
                 }
                 // TLS: only part of a record came; the buffer goes back while the rest is
@@ -207,6 +215,17 @@ impl Reader {
                 }
             }
         }
+    }
+
+    /// A large buffer for a sender streaming large frames faster than they are forwarded:
+    /// its last read brought a normal buffer's worth and ended inside a frame of at least a
+    /// quarter of one. Fewer, larger reads and writes per MB (docs/performance.md).
+    fn take_large(&self, core: &Core) -> Option<Chunk> {
+        let min = core.pool.large_frame_bytes();
+        let large = self.inbound.open_frame_len().is_some_and(|n| n >= min);
+        (self.bulk && large)
+            .then(|| core.pool.take_large())
+            .flatten()
     }
 
     /// Step 2: where this read goes: the receiver, or the backlog while it is away or

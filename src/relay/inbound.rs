@@ -185,6 +185,11 @@ impl Inbound {
         }
     }
 
+    /// The payload length of the frame the last read ended inside, if it did.
+    pub fn open_frame_len(&self) -> Option<u64> {
+        self.frame.map(|f| f.pos + f.remaining)
+    }
+
     /// The receiver holds an unfinished message from this sender.
     pub fn receiver_open(&self) -> Option<u64> {
         match self.msg {

@@ -41,6 +41,8 @@ struct Parts {
     trailer: Vec<u8>,
     /// The last iovec points into `trailer`: it may not change until the next write.
     trailer_in_iov: bool,
+    /// One of the pool's large buffers (runtime::pool), which go back to their own list.
+    large: bool,
 }
 
 impl Chunk {
@@ -52,7 +54,20 @@ impl Chunk {
             next: 0,
             trailer: Vec::new(),
             trailer_in_iov: false,
+            large: false,
         }))
+    }
+
+    /// A large buffer of the pool's (see [`Chunk::is_large`]).
+    pub fn new_large(capacity: usize) -> Chunk {
+        let mut c = Chunk::new(capacity);
+        c.0.large = true;
+        c
+    }
+
+    /// Made by [`Chunk::new_large`]: the pool counts it apart whatever its capacity.
+    pub fn is_large(&self) -> bool {
+        self.0.large
     }
 
     pub fn capacity(&self) -> usize {

@@ -86,6 +86,7 @@ counters!(
     sessions_idle_closed: "Sessions closed with 4002 after session.idle_timeout.",
     protocol_errors: "Connections closed for a protocol violation (1002, 1007, 1009).",
     read_buffer_waits: "Times a reader waited because limits.max_read_buffers buffers were in use.",
+    large_reads: "Reads into a large buffer (limits.large_read_buffer_bytes) by a connection streaming large frames.",
     auth_refused: "Requests refused for a missing, invalid, expired or too long-lived token (401) or one for another session or role (403).",
     client_cert_admitted: "Requests without a token admitted by a verified client certificate that a tls.client_grants entry names.",
     client_cert_refused: "Requests without a token whose verified client certificate no grant names (401 client_cert_not_granted) or whose grants are for another session or role (403); also counted in auth_refused.",

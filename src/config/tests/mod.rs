@@ -68,6 +68,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "limits.max_header_bytes" => "4096",
         "limits.max_headers" => "32",
         "limits.read_buffer_bytes" => "8192",
+        "limits.large_read_buffer_bytes" => "32768",
         "limits.pool_buffers" => "16",
         "limits.max_read_buffers" => "32",
         "limits.handoff_queue" => "64",

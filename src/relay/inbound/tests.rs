@@ -975,3 +975,26 @@ fn a_ping_flood_past_the_bound_is_coalesced_into_the_latest() {
     );
     assert_eq!((out.pings, out.pongs), (5, 3));
 }
+
+#[test]
+fn open_frame_len_names_the_frame_a_read_ended_inside() {
+    // The connection loop reads on into a large buffer only inside a large frame: the
+    // decoder says how large the frame it stopped inside is, and nothing between frames.
+    let big = client_frame(true, OpCode::Binary, &[9u8; 5000], [1, 2, 3, 4]);
+    let small = client_frame(true, OpCode::Binary, &[1u8; 10], [5, 6, 7, 8]);
+    let mut inb = Inbound::default();
+    let mut buf = Vec::with_capacity(4096);
+    let mut segs = Vec::new();
+    assert_eq!(inb.open_frame_len(), None);
+    let start = inb.prepare(&mut buf);
+    buf.extend_from_slice(&big[..3000]);
+    inb.decode(&mut buf, Some(1), LIMITS, &mut segs);
+    assert_eq!(inb.open_frame_len(), Some(5000));
+    let start2 = inb.prepare(&mut buf);
+    assert_eq!(start, start2, "nothing carried inside a payload");
+    buf.extend_from_slice(&big[3000..]);
+    buf.extend_from_slice(&small);
+    segs.clear();
+    inb.decode(&mut buf, Some(1), LIMITS, &mut segs);
+    assert_eq!(inb.open_frame_len(), None, "the read ended between frames");
+}
