@@ -11,6 +11,7 @@ use crate::context::Core;
 use crate::session::{Flag, Peer, Replay, Session};
 use crate::stats::bump;
 use std::rc::Rc;
+use std::time::Duration;
 
 fn with_role<T>(session: &Session, role: &str, f: impl FnOnce(&mut Replay) -> T) -> Option<T> {
     let mut replays = session.replays.borrow_mut();
@@ -20,6 +21,12 @@ fn with_role<T>(session: &Session, role: &str, f: impl FnOnce(&mut Replay) -> T)
 /// Messages from `role` accepted so far in `session`, and how many its connection was told.
 fn state(session: &Session, role: &str) -> (u64, u64) {
     with_role(session, role, |r| (r.accepted, r.told)).unwrap_or_default()
+}
+
+/// When the messages from `role` not told yet were accepted, at the earliest
+/// (`Replay::told_from_ms`, on the worker's clock).
+fn untold_from(session: &Session, role: &str) -> u64 {
+    with_role(session, role, |r| r.told_from_ms).unwrap_or_default()
 }
 
 /// Credits `sender`'s role with `n` more accepted messages. True when an ack is due at once
@@ -116,7 +123,10 @@ pub fn send(core: &Rc<Core>, session: &Rc<Session>, peer: &Rc<Peer>) {
 }
 
 /// One task per connection at most: waits `session.ack_delay`, tells the count, and goes
-/// again while the count moved on meanwhile or the ack could not be written.
+/// again while the count moved on meanwhile or the ack could not be written. While a stream
+/// flows, the acks due at once tell everything within the delay: an ack told during the wait
+/// covered all that was accepted before it, so the task waits on from when that ack's count
+/// was read instead of writing one more (each a write of its own and a wake-up of the client).
 fn arm(core: &Rc<Core>, session: &Rc<Session>, peer: &Rc<Peer>) {
     if peer.flags.get(Flag::ACK_ARMED) {
         return;
@@ -124,8 +134,11 @@ fn arm(core: &Rc<Core>, session: &Rc<Session>, peer: &Rc<Peer>) {
     peer.flags.set(Flag::ACK_ARMED, true);
     let (core, session, peer) = (core.clone(), session.clone(), peer.clone());
     monoio::spawn(async move {
+        let delay = core.config().session.ack_delay;
+        let mut waited_from = core.clock.tick();
+        let mut wait = delay;
         loop {
-            monoio::time::sleep(core.config().session.ack_delay).await;
+            monoio::time::sleep(wait).await;
             if peer.is_closing() || peer.flags.get(Flag::DROPPED) || !session.seated(peer.id) {
                 break;
             }
@@ -133,9 +146,17 @@ fn arm(core: &Rc<Core>, session: &Rc<Session>, peer: &Rc<Peer>) {
             if k <= told {
                 break;
             }
+            let now = core.clock.tick();
+            let from = untold_from(&session, &peer.role);
+            let due = from.saturating_add(delay.as_millis() as u64);
+            if from > waited_from && due > now {
+                (waited_from, wait) = (from, Duration::from_millis(due - now));
+                continue;
+            }
             if write(&core, &session, &peer).await.is_err() {
                 break;
             }
+            (waited_from, wait) = (core.clock.tick(), delay);
         }
         peer.flags.set(Flag::ACK_ARMED, false);
     });

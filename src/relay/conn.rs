@@ -72,10 +72,12 @@ pub async fn run(
                 break (ABNORMAL, false);
             }
         };
-        let verdict = deliver(&c, &reader.inbound, &route, chunk, &mut read, &read_at).await;
         if let (true, Some(s)) = (read.ack_due, c.session) {
+            // Started before the forward write is awaited: both writes go to the kernel in
+            // the same submission (relay::ack).
             ack::send(&core, s, &peer);
         }
+        let verdict = deliver(&c, &reader.inbound, &route, chunk, &mut read, &read_at).await;
         match after_write(&c, &mut reader, &read.out, read.pongs, &route, verdict, now).await {
             Next::Read => {}
             Next::End { code, violated } => break (code, violated),

@@ -27,6 +27,13 @@ pub struct Replay {
     /// The `accepted` the role's seated connection was last told (in `connected` or an
     /// `ack` event).
     pub told: u64,
+    /// The session's activity clock (ms) when the count last told was read: every message
+    /// accepted after `told` was accepted at or after it, so the delayed ack is due no sooner
+    /// than `session.ack_delay` past it (relay::ack). 0 until an ack is told.
+    pub told_from_ms: u64,
+    /// The earliest such reading not told yet (`u64::MAX`: none), which `Session::tell`
+    /// makes `told_from_ms`.
+    pub reading_from_ms: u64,
 }
 
 /// `resume=N` asks for messages that are no longer kept.
@@ -45,6 +52,8 @@ impl Replay {
             last_from: "".into(),
             accepted: 0,
             told: 0,
+            told_from_ms: 0,
+            reading_from_ms: u64::MAX,
         }
     }
 
