@@ -25,65 +25,66 @@ const fn future_size<A, B, C, D, Fut, F: FnOnce(A, B, C, D) -> Fut>(_: &F) -> us
     std::mem::size_of::<Fut>()
 }
 
-// Every connection's task is this future (plus monoio's task header) for the whole life of
-// the connection, idle or not: at the default `max_connections_per_worker` of 100,000, 1 KiB
-// each is 100 MiB per core. It is 1,008 bytes with rustc 1.95 (968 before the torn-message
-// check and acks riding on data; 896 before `run` was split into steps, whose futures keep
-// their own references; `deliver` takes the read by reference to stay under); the decoder
-// state (`Inbound`, 208) is a fifth of it. The rare awaits (pong, events, pauses, close) are boxed
-// so that they do not size it. A change that grows it past 1 KiB should box the await that
-// did, or say here why every connection needs the room. (To see the figure, turn this into
-// `const _: [(); 0] = [(); future_size(&run)];` and read the compiler's error.)
-const _: () = assert!(future_size(&run) <= 1024);
+// Every connection's task is this future (plus monoio's task header, 24 bytes, and trailer,
+// 16) for the whole life of the connection, idle or not: at the default
+// `max_connections_per_worker` of 100,000, each 256 bytes is 25 MiB per core. An idle
+// connection waits for readiness in it and keeps nothing else of the forwarding path: the
+// large future of a read and its steps (`turns`, about 1 KiB, the decoder state `Reader`,
+// 320, inside it) is boxed when bytes come and freed when the socket has to be waited for
+// again, and a reader with state to keep between reads (a frame or message in progress, a
+// rate limit, held messages) is boxed apart. 200 bytes with rustc 1.95, so the task is 240,
+// in mimalloc's 256-byte size class (it was 1,008 bytes, in the 1,280 class, before the idle
+// wait was split out). A change that grows it past 216 bytes moves every connection's task
+// into the 320 class: box what grew it, or say here why every connection needs the room.
+// (To see the figure, turn this into `const _: [(); 0] = [(); future_size(&run)];` and read
+// the compiler's error.)
+const _: () = assert!(future_size(&run) <= 216);
 
 /// Reads from `peer` until it leaves and forwards to the other peer of `session` (or back to
 /// itself on the echo route, when `session` is `None`). `initial` holds bytes that arrived
-/// with the upgrade request.
+/// with the upgrade request (kept in the task as a box only when there are any: 16 bytes
+/// of every idle connection's task rather than a `Vec`'s 24).
 ///
 /// Each turn of the loop is four steps: [`Reader::read`] a buffer, [`Reader::route`] and
 /// [`Reader::decode`] it, [`deliver`] its frames (or keep them for an absent receiver), and
 /// [`after_write`] answer what the read asked for and pace the next one.
-pub async fn run(
+pub fn run(
     core: Rc<Core>,
     peer: Rc<Peer>,
     session: Option<Rc<Session>>,
-    mut initial: Vec<u8>,
+    initial: Vec<u8>,
+) -> impl std::future::Future<Output = ()> {
+    let initial = (!initial.is_empty()).then(|| initial.into_boxed_slice());
+    serve(core, peer, session, initial)
+}
+
+/// [`run`]'s task.
+async fn serve(
+    core: Rc<Core>,
+    peer: Rc<Peer>,
+    session: Option<Rc<Session>>,
+    mut initial: Option<Box<[u8]>>,
 ) {
-    let c = Conn {
-        core: &core,
-        peer: &peer,
-        session: session.as_ref(),
-    };
-    let mut reader = Reader::new(&core);
+    // Only a reader with state to keep (a message or frame in progress, a rate limit's
+    // debt, held messages) stays between reads; a fresh one is made in `turns` otherwise.
+    let mut kept: Option<Box<Reader>> = None;
     let (end_code, violated) = loop {
-        let Some(mut chunk) = reader.read(&c, &mut initial).await else {
+        // Idle, a connection is this small future waiting for readiness: the large one that
+        // reads and forwards (`turns`) is made when bytes come and freed when they stop.
+        if initial.is_none() && peer.sock.readable().await.is_err() {
             break (ABNORMAL, false);
-        };
-        let now = core.clock.now_ms();
-        let read_at = core.latency.enabled().then(Instant::now);
-        peer.last_recv_ms.set(now);
-        let route = reader.route(&c);
-        let mut read = match reader.decode(&c, &mut chunk, &route, now) {
-            Ok(read) => read,
-            Err(e) => {
-                // A decoder bug: nothing of this read is written, and only this connection ends.
-                tracing::error!(conn = peer.id, error = %e, "decoder chose bytes outside its read");
-                core.pool.put(chunk);
-                break (ABNORMAL, false);
-            }
-        };
-        if let (true, Some(s)) = (read.ack_due, c.session) {
-            // Started before the forward write is awaited: both writes go to the kernel in
-            // the same submission (relay::ack).
-            ack::send(&core, s, &peer);
         }
-        let verdict = deliver(&c, &reader.inbound, &route, chunk, &mut read, &read_at).await;
-        match after_write(&c, &mut reader, &read.out, read.pongs, &route, verdict, now).await {
-            Next::Read => {}
-            Next::End { code, violated } => break (code, violated),
+        let c = Conn {
+            core: &core,
+            peer: &peer,
+            session: session.as_ref(),
+        };
+        if let Next::End { code, violated } = Box::pin(turns(&c, &mut kept, &mut initial)).await {
+            break (code, violated);
         }
     };
-    leave(&core, &peer, session.as_ref(), &reader.inbound, end_code);
+    let inbound = kept.as_deref().map(|r| &r.inbound);
+    leave(&core, &peer, session.as_ref(), inbound, end_code);
     if violated {
         // Out of its session already (its seat is free for a reconnect); only the socket
         // lingers, for at most the close timeout.
@@ -91,6 +92,88 @@ pub async fn run(
         let _ = Box::pin(monoio::time::timeout(linger, drain_until_closed(&peer))).await;
     }
     peer.sock.abort();
+}
+
+/// Reads and forwards until the socket has to be waited for again ([`Next::Read`]) or the
+/// connection ends: each turn is one read (a pooled buffer, only now) and its four steps.
+/// Boxed by [`run`] once per readiness, not per read: a busy connection stays in here. The
+/// reader is `kept`'s, or a fresh one inside this future, boxed into `kept` only if it ends
+/// with state to keep (or the connection ends: [`leave`] reads its decoder).
+async fn turns(
+    c: &Conn<'_>,
+    kept: &mut Option<Box<Reader>>,
+    initial: &mut Option<Box<[u8]>>,
+) -> Next {
+    let mut fresh = None;
+    let reader = match kept {
+        Some(r) => &mut **r,
+        None => fresh.insert(Reader::new(c.core)),
+    };
+    let next = read_and_forward(c, reader, initial).await;
+    let ended = matches!(next, Next::End { .. });
+    match fresh {
+        Some(r) if ended || !r.at_rest() => *kept = Some(Box::new(r)),
+        Some(_) => {}
+        None if !ended && kept.as_deref().is_some_and(Reader::at_rest) => *kept = None,
+        None => {}
+    }
+    next
+}
+
+/// The loop of [`turns`]: reads while the last read filled its buffer.
+async fn read_and_forward(
+    c: &Conn<'_>,
+    reader: &mut Reader,
+    initial: &mut Option<Box<[u8]>>,
+) -> Next {
+    let (core, peer) = (c.core, c.peer);
+    loop {
+        let mut chunk = match reader.read(c, initial).await {
+            Got::Bytes(chunk) => chunk,
+            Got::Wait => return Next::Read,
+            Got::Gone => {
+                return Next::End {
+                    code: ABNORMAL,
+                    violated: false,
+                }
+            }
+        };
+        let now = core.clock.now_ms();
+        let read_at = core.latency.enabled().then(Instant::now);
+        peer.last_recv_ms.set(now);
+        let route = reader.route(c);
+        let mut read = match reader.decode(c, &mut chunk, &route, now) {
+            Ok(read) => read,
+            Err(e) => {
+                // A decoder bug: nothing of this read is written, and only this connection ends.
+                tracing::error!(conn = peer.id, error = %e, "decoder chose bytes outside its read");
+                core.pool.put(chunk);
+                return Next::End {
+                    code: ABNORMAL,
+                    violated: false,
+                };
+            }
+        };
+        if let (true, Some(s)) = (read.ack_due, c.session) {
+            // Started before the forward write is awaited: both writes go to the kernel in
+            // the same submission (relay::ack).
+            ack::send(core, s, peer);
+        }
+        let verdict = deliver(c, &reader.inbound, &route, chunk, &mut read, &read_at).await;
+        match after_write(c, reader, &read.out, read.pongs, &route, verdict, now).await {
+            Next::Read if reader.hot => {}
+            next => return next,
+        }
+    }
+}
+
+/// What [`Reader::read`] found.
+enum Got {
+    Bytes(Chunk),
+    /// Nothing to read yet: wait for readiness.
+    Wait,
+    /// The connection is gone.
+    Gone,
 }
 
 /// The connection a reader serves: what every step of [`run`] needs, borrowed.
@@ -172,49 +255,50 @@ impl Reader {
         }
     }
 
+    /// Nothing to keep until the next read: a fresh reader would do the same (a reload's
+    /// new decode limits apply from the next read of a connection at rest).
+    fn at_rest(&self) -> bool {
+        !self.hot && self.hold.is_none() && self.throttle.is_none() && self.inbound.at_rest()
+    }
+
     /// Step 1: a pooled buffer laid out for the decoder (headroom, carried bytes), then the
-    /// next bytes: those that came with the upgrade request first, else a read once the
-    /// socket is readable, so that an idle connection holds no buffer. `None`: the
-    /// connection is gone.
-    async fn read(&mut self, c: &Conn<'_>, initial: &mut Vec<u8>) -> Option<Chunk> {
+    /// next bytes: those that came with the upgrade request first, else a read (the caller
+    /// waited for readiness, or the last read filled its buffer), so that an idle connection
+    /// holds no buffer.
+    async fn read(&mut self, c: &Conn<'_>, initial: &mut Option<Box<[u8]>>) -> Got {
         let (core, peer) = (c.core, c.peer);
-        if !initial.is_empty() {
+        if let Some(bytes) = initial.take() {
             let mut chunk = core.pool.take().await;
             chunk.lay_out(|data| self.inbound.prepare(data));
-            chunk.extend_from_slice(initial);
-            *initial = Vec::new();
-            return Some(chunk);
+            chunk.extend_from_slice(&bytes);
+            return Got::Bytes(chunk);
         }
-        loop {
-            if !self.hot && peer.sock.readable().await.is_err() {
-                return None;
+        // Dropped for not reading (its socket is shut): it leaves without queueing for a
+        // buffer, which may be what the pool is short of.
+        if peer.flags.get(Flag::DROPPED) {
+            return Got::Gone;
+        }
+        let mut chunk = match self.take_large(core) {
+            Some(large) => large,
+            None => core.pool.take().await,
+        };
+        chunk.lay_out(|data| self.inbound.prepare(data));
+        match chunk.read_from(&peer.sock).await {
+            Ok(n) if n > 0 => {
+                self.hot = chunk.is_full();
+                self.bulk = chunk.data().len() >= core.pool.buf_bytes();
+                Got::Bytes(chunk)
             }
-            // Dropped for not reading (its socket is shut): it leaves without queueing for a
-            // buffer, which may be what the pool is short of.
-            if peer.flags.get(Flag::DROPPED) {
-                return None;
+            // TLS: only part of a record came; the buffer goes back while the rest is
+            // awaited (`Socket::read`).
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                core.pool.put(chunk);
+                self.hot = false;
+                Got::Wait
             }
-            let mut chunk = match self.take_large(core) {
-                Some(large) => large,
-                None => core.pool.take().await,
-            };
-            chunk.lay_out(|data| self.inbound.prepare(data));
-            match chunk.read_from(&peer.sock).await {
-                Ok(n) if n > 0 => {
-                    self.hot = chunk.is_full();
-                    self.bulk = chunk.data().len() >= core.pool.buf_bytes();
-                    return Some(chunk);
-                }
-                // TLS: only part of a record came; the buffer goes back while the rest is
-                // awaited (`Socket::read`).
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    core.pool.put(chunk);
-                    self.hot = false;
-                }
-                _ => {
-                    core.pool.put(chunk);
-                    return None;
-                }
+            _ => {
+                core.pool.put(chunk);
+                Got::Gone
             }
         }
     }
@@ -609,7 +693,7 @@ fn leave(
     core: &Rc<Core>,
     peer: &Rc<Peer>,
     session: Option<&Rc<Session>>,
-    inbound: &Inbound,
+    inbound: Option<&Inbound>,
     end_code: u16,
 ) {
     core.registry.remove_peer(peer.id);
@@ -621,11 +705,11 @@ fn leave(
     let code = peer.close_code.get().unwrap_or(end_code);
     core.stats.closed(code);
     if let Some(s) = session {
-        if let Some(open_to) = inbound.receiver_open() {
+        if let Some(open_to) = inbound.and_then(Inbound::receiver_open) {
             // By id: once this peer was replaced, `other` could be its successor.
             resume::abandon_torn(core, s, peer, Some(open_to));
         }
-        if inbound.message_receiver() == Some(away::STORE) {
+        if inbound.and_then(Inbound::message_receiver) == Some(away::STORE) {
             away::abandon_open(core, s, peer);
         }
         if s.leave(peer.id) {
@@ -680,6 +764,11 @@ mod tests {
     /// ("Memory"): run with `--nocapture` to see them. Checks only that the task stays the
     /// largest part and within its bound above, so a change that moves the bytes elsewhere
     /// shows up here.
+    /// The size of the future an async fn of three arguments returns.
+    const fn future_size3<A, B, C, Fut, F: FnOnce(A, B, C) -> Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
     #[test]
     fn idle_connection_objects() {
         let task = future_size(&run);
@@ -687,10 +776,13 @@ mod tests {
         let session = std::mem::size_of::<Session>();
         let reader = std::mem::size_of::<Reader>();
         let inbound = std::mem::size_of::<Inbound>();
+        let turns = future_size3(&turns);
         println!(
-            "run future {task}, Reader {reader} (Inbound {inbound}), Peer {peer}, \
+            "run future {task} (a reading connection's turns future {turns}, boxed), \
+             Reader {reader} (Inbound {inbound}, boxed only with state to keep), Peer {peer}, \
              Session {session} (one per pair)"
         );
-        assert!(task <= 1024 && task > peer && task > session);
+        // The idle task holds neither the decoder nor the forwarding steps' futures.
+        assert!(task <= 216 && task < reader && task < turns);
     }
 }

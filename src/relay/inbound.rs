@@ -154,6 +154,11 @@ pub enum Pongs<'a> {
 }
 
 impl Inbound {
+    /// Between frames and messages, nothing carried: what `Inbound::default()` is.
+    pub fn at_rest(&self) -> bool {
+        self.frame.is_none() && self.msg.is_none() && self.carry_len == 0 && !self.closed
+    }
+
     /// Lays out a fresh buffer: headroom, then the carried bytes. Returns where reading starts.
     pub fn prepare(&mut self, buf: &mut Vec<u8>) -> usize {
         buf.clear();

@@ -103,6 +103,7 @@ pub async fn run(core: Rc<Core>) {
             }
         }
         if trim.due(core.registry.peer_count(), core.pool.allocated.get()) {
+            core.pool.shed_idle();
             crate::runtime::chunk::give_back_freed_memory();
         }
     }

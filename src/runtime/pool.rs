@@ -158,6 +158,15 @@ impl BufPool {
         }
     }
 
+    /// Frees the idle buffers kept for reuse: after a storm of connections (each closing
+    /// one took a buffer to read its end) they would keep `keep` buffers' pages resident on a
+    /// core gone quiet. Called before the allocator gives freed pages back.
+    pub fn shed_idle(&self) {
+        let mut free = self.free.borrow_mut();
+        free.clear();
+        free.shrink_to_fit();
+    }
+
     pub fn idle(&self) -> usize {
         self.free.borrow().len() + self.large_free.borrow().len()
     }

@@ -998,3 +998,42 @@ fn open_frame_len_names_the_frame_a_read_ended_inside() {
     inb.decode(&mut buf, Some(1), LIMITS, &mut segs);
     assert_eq!(inb.open_frame_len(), None, "the read ended between frames");
 }
+
+/// relay::conn keeps a connection's decoder between reads only when it is not `at_rest`, and
+/// starts a fresh one otherwise: cut at every read size, the stream must come out the same
+/// when a decoder at rest is replaced by a new one before each read, and a decoder in the
+/// middle of a frame or message must never say it is at rest.
+#[test]
+fn a_decoder_at_rest_can_be_replaced_by_a_fresh_one() {
+    let (stream, expected) = sample_stream();
+    assert!(Inbound::default().at_rest());
+    for read in [1, 2, 3, 5, 7, 13, 14, 100, 139, 140, 1000, 4096] {
+        let buf_size = 4096;
+        let mut inb = Inbound::default();
+        let (mut forwarded, mut pos, mut busy) = (Vec::new(), 0, 0);
+        let mut buf = Vec::with_capacity(buf_size);
+        while pos < stream.len() {
+            if inb.at_rest() {
+                inb = Inbound::default();
+            } else {
+                busy += 1;
+            }
+            let start = inb.prepare(&mut buf);
+            let want = read.min(buf_size - start).min(stream.len() - pos);
+            buf.extend_from_slice(&stream[pos..pos + want]);
+            pos += want;
+            let mut segs = Vec::new();
+            inb.decode(&mut buf, Some(7), LIMITS, &mut segs);
+            for (a, b) in segs {
+                forwarded.extend_from_slice(&buf[a..b]);
+            }
+        }
+        assert_eq!(server_messages(&forwarded), expected, "read {read}");
+        if read < 100 {
+            assert!(
+                busy > 0,
+                "read {read}: a cut frame left the decoder at rest"
+            );
+        }
+    }
+}
