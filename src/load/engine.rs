@@ -657,11 +657,7 @@ fn thread_main(
 ) -> ThreadStats {
     let fut = thread_run(plan, attack, index, shared.clone());
     let built = if driver == Driver::IoUring {
-        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(1024)
-            .enable_timer()
-            .build()
-            .map(|mut rt| rt.block_on(fut))
+        crate::runtime::driver::uring_runtime(1024).map(|mut rt| rt.block_on(fut))
     } else {
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .enable_timer()
