@@ -61,6 +61,8 @@ pub struct Shared {
     /// What the admin listener serves TLS with at start (`admin_tls.*`; `None`: plain); the
     /// admin worker keeps its current one in `Core::admin_tls`, which a reload replaces.
     pub admin_tls: Option<crate::tls::ServerTls>,
+    /// Tunnels held on this server, all workers (`tunnel.max_tunnels` and the quotas).
+    pub tunnels: crate::limits::tunnels::Tally,
 }
 
 impl Shared {

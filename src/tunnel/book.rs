@@ -6,6 +6,7 @@
 use super::control::Out;
 use super::join::DataConn;
 use super::shape::Bucket;
+use crate::limits::tunnels::TunnelCharge;
 use local_sync::mpsc::unbounded;
 use local_sync::oneshot;
 use std::cell::{Cell, RefCell};
@@ -31,17 +32,22 @@ pub struct Tunnel {
     pub generation: Cell<u64>,
     /// `tunnel.max_bandwidth`, shared by all its connections both ways.
     pub bucket: RefCell<Bucket>,
+    /// Its place in the server's count of tunnels, given back when it ends.
+    pub charge: RefCell<Option<TunnelCharge>>,
 }
 
 impl Tunnel {
     /// Up to `want` bytes that may move now, waiting while the bucket is empty.
-    pub async fn shape_take(&self, want: u32) -> u32 {
+    pub async fn shape_take(&self, want: u32, stats: &crate::stats::CoreStats) -> u32 {
         loop {
             let now = std::time::Instant::now();
             let r = self.bucket.borrow_mut().take(want, now);
             match r {
                 Ok(n) => return n,
-                Err(wait) => monoio::time::sleep(wait).await,
+                Err(wait) => {
+                    crate::stats::bump(&stats.tunnel_shaped_waits, 1);
+                    monoio::time::sleep(wait).await
+                }
             }
         }
     }
@@ -58,6 +64,7 @@ impl Tunnel {
     pub fn close(&self) {
         if !self.closed.replace(true) {
             self.events.borrow_mut().take();
+            self.charge.borrow_mut().take();
             if let Some(stop) = self.stop.borrow_mut().take() {
                 let _ = stop.send(());
             }

@@ -13,6 +13,7 @@ use crate::auth::TunnelGrant;
 use crate::context::Core;
 use crate::http::route::TunnelAsk;
 use crate::http::Response;
+use crate::limits::tunnels::{TunnelLimits, TunnelRefusal};
 use crate::limits::IpCharge;
 use crate::runtime::socket::Socket;
 use crate::runtime::stream::ServerStream;
@@ -74,7 +75,7 @@ pub async fn serve_control(core: Rc<Core>, stream: ServerStream, req: ControlReq
     if hello.is_err() {
         return;
     }
-    let tunnel = match open(&core, &req.ask, req.grant.subject.clone()) {
+    let tunnel = match open(&core, &req.ask, &req.grant) {
         Ok(t) => t,
         Err(refused) => return refuse(&core, &sock, refused).await,
     };
@@ -128,9 +129,11 @@ async fn refuse(core: &Core, sock: &Socket, refused: Refused) {
 }
 
 /// The tunnel this ask gets: one in its grace taken back, or a new one with its port bound.
-fn open(core: &Rc<Core>, ask: &TunnelAsk, subject: Option<String>) -> Result<Rc<Tunnel>, Refused> {
+fn open(core: &Rc<Core>, ask: &TunnelAsk, grant: &TunnelGrant) -> Result<Rc<Tunnel>, Refused> {
     let cfg = core.config();
     let Ask { port, resume } = judge(ask, cfg.tunnel.ports).map_err(Refused::BadRequest)?;
+    let subject = grant.subject.clone();
+    let reconnecting = resume.is_some();
     if let Some(key) = resume {
         let back = book::with(|b| match b.graced.get(&key) {
             Some(t) if t.subject == subject && !t.closed.get() => b.graced.remove(&key),
@@ -143,6 +146,22 @@ fn open(core: &Rc<Core>, ask: &TunnelAsk, subject: Option<String>) -> Result<Rc<
         // Unknown (its grace is over, or another worker's restart): a new tunnel instead,
         // on the port asked for if given; `tunnel_open` says which.
     }
+    let limits = TunnelLimits {
+        max_tunnels: cfg.tunnel.max_tunnels,
+        reserved_percent: cfg.tunnel.reserved_percent,
+        per_subject: grant
+            .tunnels
+            .map_or(cfg.tunnel.max_tunnels_per_subject, |n| n as usize),
+        reconnecting,
+    };
+    let charge = core
+        .shared
+        .tunnels
+        .take(subject.as_deref(), limits)
+        .map_err(|r| match r {
+            TunnelRefusal::AtCapacity => Refused::AtCapacity,
+            TunnelRefusal::Quota => Refused::QuotaExceeded,
+        })?;
     let listener = bind(core, port).ok_or(Refused::PortUnavailable)?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -156,6 +175,7 @@ fn open(core: &Rc<Core>, ask: &TunnelAsk, subject: Option<String>) -> Result<Rc<
         stop: RefCell::new(Some(stop_tx)),
         generation: Cell::new(0),
         bucket: RefCell::new(Bucket::new(cfg.tunnel.max_bandwidth, Instant::now())),
+        charge: RefCell::new(Some(charge)),
     });
     bump(&core.stats.tunnels_opened, 1);
     monoio::spawn(accept_loop(core.clone(), tunnel.clone(), listener, stop_rx));

@@ -22,9 +22,7 @@ pub fn connection(id: &str, peer: &str) -> String {
 /// Why a tunnel was refused, sent before the close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    #[allow(dead_code)] // the limits come with the next commit
     AtCapacity,
-    #[allow(dead_code)]
     QuotaExceeded,
     PortUnavailable,
     BadRequest(&'static str),

@@ -152,7 +152,7 @@ async fn pump(
             // that emptied the socket.
             src.readable(false).await?;
         }
-        let want = tunnel.shape_take(SLICE).await;
+        let want = tunnel.shape_take(SLICE, &core.stats).await;
         let n = match src.splice_to_pipe(pipe_w, want).await {
             Ok(0) => return Ok(()),
             Ok(n) => n,
