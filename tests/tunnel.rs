@@ -267,7 +267,86 @@ fn close_1000_releases_the_port(driver: &str) {
     assert_eq!(again["port"], port, "{again}");
 }
 
+/// Before: a control connection that dropped took its tunnel with it. Now the port and the
+/// joined connections stay for `tunnel.reconnect_grace`; `?resume=KEY` takes them back.
+fn a_dropped_control_connection_resumes_its_port(driver: &str) {
+    let srv = server(driver, &[]);
+    let (mut ws, open) = control(&srv, "");
+    let (mut p, mut d, _) = joined(&srv, &mut ws, &open);
+    let key = open["resume"].as_str().unwrap().to_string();
+    // Dropped without a close frame: the tunnel enters its grace.
+    drop(ws);
+    std::thread::sleep(Duration::from_millis(100));
+    // The joined connection keeps flowing while the control connection is away.
+    p.write_all(b"during the grace").unwrap();
+    assert_eq!(read_n(&mut d, 16), b"during the grace");
+    d.write_all(b"ok").unwrap();
+    assert_eq!(read_n(&mut p, 2), b"ok");
+    // A public connection now has nobody to be announced to: closed at accept.
+    let mut lost = public(&open);
+    let mut b = [0u8; 1];
+    assert!(matches!(lost.read(&mut b), Ok(0) | Err(_)));
+    // The same client resumes: same port, same key, and new connections are announced.
+    let (mut ws, again) = control(&srv, &format!("?resume={key}"));
+    assert_eq!(again["type"], "tunnel_open", "{again}");
+    assert_eq!(
+        (&again["port"], &again["resume"]),
+        (&open["port"], &open["resume"])
+    );
+    let (mut p2, mut d2, _) = joined(&srv, &mut ws, &again);
+    p2.write_all(b"x").unwrap();
+    assert_eq!(read_n(&mut d2, 1), b"x");
+    p.write_all(b"still").unwrap();
+    assert_eq!(read_n(&mut d, 5), b"still");
+    let v = stats(&srv);
+    assert_eq!(v["totals"]["tunnels_resumed"], 1, "{v}");
+    assert_eq!(v["totals"]["tunnels_opened"], 1, "{v}");
+}
+
+fn the_grace_ends_and_the_port_is_released(driver: &str) {
+    let srv = server(driver, &[("RINGRELAY_TUNNEL_RECONNECT_GRACE", "300ms")]);
+    let (ws, open) = control(&srv, "");
+    assert_eq!(open["grace_ms"], 300, "{open}");
+    drop(ws);
+    let v = stats_when(&srv, |v| v["totals"]["tunnels_closed"] == 1);
+    assert_eq!(v["totals"]["tunnels_closed"], 1, "{v}");
+    // Its key is stale now: a resume gets a new tunnel (the port is free again).
+    let key = open["resume"].as_str().unwrap();
+    let (_ws, again) = control(&srv, &format!("?resume={key}&port={}", open["port"]));
+    assert_eq!(again["port"], open["port"], "{again}");
+    assert_ne!(again["resume"], open["resume"], "{again}");
+    assert_eq!(counter(&srv, "tunnels_opened"), 2);
+}
+
+fn only_the_same_subject_resumes(driver: &str) {
+    use ringrelay::auth::{sign_parts, unix_now};
+    let secret = "tunnel-resume-secret-0123456789abcdef";
+    let srv = server(driver, &[("RINGRELAY_AUTH_JWT_SECRET", secret)]);
+    let tok = |sub: &str| {
+        let c = serde_json::json!({"sid": "*", "sub": sub, "exp": unix_now() + 600});
+        sign_parts(
+            secret.as_bytes(),
+            ringrelay::config::JwtAlgorithm::Hs256,
+            br#"{"alg":"HS256","typ":"JWT"}"#,
+            c.to_string().as_bytes(),
+        )
+    };
+    let (ws, open) = control(&srv, &format!("?token={}", tok("alice")));
+    drop(ws);
+    std::thread::sleep(Duration::from_millis(100));
+    let key = open["resume"].as_str().unwrap();
+    // Mallory has the key but not the subject: a tunnel of her own, not Alice's port.
+    let (_m, other) = control(&srv, &format!("?token={}&resume={key}", tok("mallory")));
+    assert_eq!(other["type"], "tunnel_open", "{other}");
+    assert_ne!(other["port"], open["port"], "{other}");
+    let (_a, back) = control(&srv, &format!("?token={}&resume={key}", tok("alice")));
+    assert_eq!(back["port"], open["port"], "{back}");
+}
+
 both_drivers!(
+    a_dropped_control_connection_resumes_its_port,
+    the_grace_ends_and_the_port_is_released,
+    only_the_same_subject_resumes,
     bytes_flow_both_ways_with_half_closes,
     megabytes_cross_both_ways_at_once,
     bytes_sent_with_the_data_request_come_first,
