@@ -343,7 +343,54 @@ fn only_the_same_subject_resumes(driver: &str) {
     assert_eq!(back["port"], open["port"], "{back}");
 }
 
+/// Before: nothing bounded a tunnel's rate. Now `tunnel.max_bandwidth` shapes it: a sender
+/// at full speed is read at the configured rate (within 10% over 5 s), nothing dropped.
+fn bandwidth_is_shaped_to_the_configured_rate(driver: &str) {
+    let rate: u64 = 4_000_000;
+    let srv = server(driver, &[("RINGRELAY_TUNNEL_MAX_BANDWIDTH", "4000000")]);
+    let (mut ws, open) = control(&srv, "");
+    let (p, mut d, _) = joined(&srv, &mut ws, &open);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let mut p2 = p.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![7u8; 64 * 1024];
+        let mut sent = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            match p2.write(&chunk) {
+                Ok(n) => sent += n as u64,
+                Err(_) => break,
+            }
+        }
+        sent
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    let first = d.read(&mut buf).unwrap() as u64;
+    assert!(first > 0);
+    let started = std::time::Instant::now();
+    let window = Duration::from_secs(5);
+    let mut got = 0u64;
+    d.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    while started.elapsed() < window {
+        if let Ok(n) = d.read(&mut buf) {
+            got += n as u64;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    p.shutdown(Shutdown::Both).unwrap();
+    let sent = sender.join().unwrap();
+    let measured = got as f64 / secs;
+    assert!(
+        (measured - rate as f64).abs() <= 0.1 * rate as f64,
+        "{measured:.0} B/s against {rate} (sent {sent})"
+    );
+    assert!(counter(&srv, "tunnel_shaped_waits") > 0);
+}
+
 both_drivers!(
+    bandwidth_is_shaped_to_the_configured_rate,
     a_dropped_control_connection_resumes_its_port,
     the_grace_ends_and_the_port_is_released,
     only_the_same_subject_resumes,

@@ -5,6 +5,10 @@
 
 use std::time::Instant;
 
+/// The least a grant moves when the bucket is short: below it the splice waits, so a
+/// shaped tunnel moves slices of this size rather than spinning on a few bytes at a time.
+const MIN_GRANT: f64 = 16.0 * 1024.0;
+
 /// Burst: at most this share of a second's worth of bytes is granted at once, so the rate
 /// over a few seconds stays within a few percent of the configured one.
 const BURST_DIVISOR: f64 = 10.0;
@@ -46,12 +50,13 @@ impl Bucket {
             return Ok(want);
         }
         self.refill(now);
-        if self.tokens >= 1.0 {
+        let least = MIN_GRANT.min(self.capacity).min(f64::from(want)).max(1.0);
+        if self.tokens >= least {
             let n = (self.tokens.floor() as u64).min(u64::from(want)) as u32;
             self.tokens -= f64::from(n);
             return Ok(n);
         }
-        let wait = (1.0 - self.tokens) / self.rate;
+        let wait = (least - self.tokens) / self.rate;
         Err(std::time::Duration::from_secs_f64(wait.max(0.001)))
     }
 
@@ -92,8 +97,14 @@ mod tests {
         assert_eq!(b.take(10_000, t0), Ok(100));
         let wait = b.take(1, t0).unwrap_err();
         assert!(wait <= Duration::from_millis(2), "{wait:?}");
+        // Short of a whole slice: it waits for one rather than granting a few bytes.
+        let mut big = Bucket::new(1_000_000, t0);
+        assert_eq!(big.take(100_000, t0), Ok(100_000));
+        let t1 = t0 + Duration::from_millis(1);
+        let wait = big.take(65536, t1).unwrap_err();
+        assert!(wait >= Duration::from_millis(10), "{wait:?}");
         b.put_back(40);
-        assert_eq!(b.take(10_000, t0), Ok(40));
+        assert_eq!(b.take(40, t0), Ok(40));
         let free = Bucket::new(0, t0);
         assert!(free.unlimited());
     }
