@@ -389,7 +389,49 @@ fn bandwidth_is_shaped_to_the_configured_rate(driver: &str) {
     assert!(counter(&srv, "tunnel_shaped_waits") > 0);
 }
 
+/// Before: tunnels did not show anywhere. Now /stats and /metrics carry their gauges and
+/// counters, and /health's capacity says how many tunnels the server holds of how many.
+fn tunnels_show_in_stats_metrics_and_health(driver: &str) {
+    let srv = server(driver, &[("RINGRELAY_TUNNEL_MAX_TUNNELS", "20")]);
+    let (mut ws, open) = control(&srv, "");
+    let _waiting = public(&open);
+    let _ev = recv_event(&mut ws);
+    let (_p, _d, _) = joined(&srv, &mut ws, &open);
+    let v = stats_when(&srv, |v| v["totals"]["tunnel_connections_open"] == 1);
+    let t = &v["totals"];
+    assert_eq!(
+        (
+            &t["tunnels"],
+            &t["tunnel_connections_waiting"],
+            &t["tunnel_connections_open"]
+        ),
+        (&1.into(), &1.into(), &1.into()),
+        "{t}"
+    );
+    let (_, _, health) = get(srv.addr, "/health");
+    let h: Value = serde_json::from_str(&health).unwrap();
+    let cap = &h["capacity"]["tunnels"];
+    assert_eq!(
+        (&cap["active"], &cap["limit"]),
+        (&1.into(), &20.into()),
+        "{h}"
+    );
+    assert_eq!(h["capacity"]["tunnel_reserve"], 2, "{h}");
+    let (_, _, metrics) = get(srv.admin, "/metrics");
+    assert!(
+        metrics.contains("ringrelay_tunnels_opened_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ringrelay_tunnel_connections_open{")),
+        "{metrics}"
+    );
+}
+
 both_drivers!(
+    tunnels_show_in_stats_metrics_and_health,
     bandwidth_is_shaped_to_the_configured_rate,
     a_dropped_control_connection_resumes_its_port,
     the_grace_ends_and_the_port_is_released,

@@ -7,6 +7,24 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// This worker's tunnel gauges, for /stats and /metrics: written by the tunnel code on
+/// this worker only.
+#[derive(Debug, Default)]
+pub struct TunnelGauges {
+    /// Tunnels held here (their grace included).
+    pub tunnels: std::cell::Cell<u64>,
+    /// Public connections waiting for their data connection.
+    pub waiting: std::cell::Cell<u64>,
+    /// Public connections joined to their data connection.
+    pub joined: std::cell::Cell<u64>,
+}
+
+impl TunnelGauges {
+    pub fn add(cell: &std::cell::Cell<u64>, delta: i64) {
+        cell.set(cell.get().saturating_add_signed(delta));
+    }
+}
+
 /// Why a tunnel could not be counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TunnelRefusal {

@@ -13,7 +13,7 @@ use crate::auth::TunnelGrant;
 use crate::context::Core;
 use crate::http::route::TunnelAsk;
 use crate::http::Response;
-use crate::limits::tunnels::{TunnelLimits, TunnelRefusal};
+use crate::limits::tunnels::{TunnelGauges, TunnelLimits, TunnelRefusal};
 use crate::limits::IpCharge;
 use crate::runtime::socket::Socket;
 use crate::runtime::stream::ServerStream;
@@ -178,6 +178,7 @@ fn open(core: &Rc<Core>, ask: &TunnelAsk, grant: &TunnelGrant) -> Result<Rc<Tunn
         charge: RefCell::new(Some(charge)),
     });
     bump(&core.stats.tunnels_opened, 1);
+    TunnelGauges::add(&core.tunnel_gauges.tunnels, 1);
     monoio::spawn(accept_loop(core.clone(), tunnel.clone(), listener, stop_rx));
     Ok(tunnel)
 }
@@ -187,6 +188,7 @@ fn end(core: &Core, tunnel: &Tunnel) {
     if !tunnel.closed.get() {
         tunnel.close();
         bump(&core.stats.tunnels_closed, 1);
+        TunnelGauges::add(&core.tunnel_gauges.tunnels, -1);
     }
 }
 

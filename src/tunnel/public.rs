@@ -6,6 +6,7 @@ use super::control::Out;
 use super::events;
 use super::join::{join, DataConn};
 use crate::context::Core;
+use crate::limits::tunnels::TunnelGauges;
 use crate::session::handoff::owner_core;
 use crate::stats::bump;
 use local_sync::oneshot;
@@ -116,10 +117,16 @@ async fn wait_and_join(
 ) {
     let _open = Open(tunnel.clone());
     let wait = core.config().tunnel.accept_timeout;
-    match monoio::time::timeout(wait, rx).await {
+    let g = &core.tunnel_gauges;
+    TunnelGauges::add(&g.waiting, 1);
+    let came = monoio::time::timeout(wait, rx).await;
+    TunnelGauges::add(&g.waiting, -1);
+    match came {
         Ok(Ok(data)) => {
             bump(&core.stats.tunnel_connections_joined, 1);
-            join(core, tunnel, stream, data).await;
+            TunnelGauges::add(&g.joined, 1);
+            join(core.clone(), tunnel, stream, data).await;
+            TunnelGauges::add(&core.tunnel_gauges.joined, -1);
         }
         _ => {
             book::with(|b| b.pending.remove(&id));
