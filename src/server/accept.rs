@@ -460,19 +460,24 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
         (Listener::Admin, Route::Metrics) => {
             answer(stream, scrape(core, Format::Prometheus).await).await
         }
-        (
-            Listener::Public,
-            r @ (Route::Echo
-            | Route::Relay(_)
-            | Route::Bridge { .. }
-            | Route::Tunnel(_)
-            | Route::TunnelAccept { .. }),
-        ) => {
+        (Listener::Public, r) if admitted_route(&r) => {
             return to_session(core, stream, req, admitted, slot, r).await;
         }
         _ => Refusal::NotFound.write(&core.stats, stream).await,
     }
     Next::Done
+}
+
+/// Routes that go through admission to a session, an echo or a tunnel.
+fn admitted_route(r: &Route) -> bool {
+    matches!(
+        r,
+        Route::Echo
+            | Route::Relay(_)
+            | Route::Bridge { .. }
+            | Route::Tunnel(_)
+            | Route::TunnelAccept { .. }
+    )
 }
 
 /// A connection from a trusted proxy (with `client_ip_header = "proxy_protocol"`) starts
