@@ -61,6 +61,8 @@ pub struct Shared {
     /// What the admin listener serves TLS with at start (`admin_tls.*`; `None`: plain); the
     /// admin worker keeps its current one in `Core::admin_tls`, which a reload replaces.
     pub admin_tls: Option<crate::tls::ServerTls>,
+    /// Tunnels held on this server, all workers (`tunnel.max_tunnels` and the quotas).
+    pub tunnels: crate::limits::tunnels::Tally,
 }
 
 impl Shared {
@@ -88,6 +90,8 @@ pub struct Core {
     pub cluster_local: crate::fleet::local::Local,
     /// This worker's own secure random source (ids, keys, challenges).
     pub rng: CoreRng,
+    /// This worker's tunnels, for /stats (`tunnel/`).
+    pub tunnel_gauges: crate::limits::tunnels::TunnelGauges,
     next_id: Cell<u64>,
     /// Closed when the server shuts down; every waiter wakes with an error.
     pub shutdown: Semaphore,
@@ -129,6 +133,7 @@ impl Core {
             bridge: crate::session::bridged::Pending::default(),
             cluster_local: crate::fleet::local::Local::new(shared.cluster_tls.clone()),
             rng: CoreRng::new(),
+            tunnel_gauges: Default::default(),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),
             live: RefCell::new(Rc::new(Config::clone(&shared.config))),
@@ -271,6 +276,12 @@ impl Core {
                     "replay_bytes",
                     sessions.iter().map(|s| s.replay_bytes()).sum::<usize>() as u64,
                 ),
+                ("tunnels", self.tunnel_gauges.tunnels.get()),
+                (
+                    "tunnel_connections_waiting",
+                    self.tunnel_gauges.waiting.get(),
+                ),
+                ("tunnel_connections_open", self.tunnel_gauges.joined.get()),
             ],
             latency: self.latency.snapshot(),
             sizes: crate::stats::sizes::this_core(),

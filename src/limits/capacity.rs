@@ -59,7 +59,7 @@ pub fn check(l: &LimitsConfig, now: Totals, joining: Joining) -> Result<(), &'st
     Ok(())
 }
 
-fn usage(active: u64, limit: u64) -> serde_json::Value {
+pub fn usage(active: u64, limit: u64) -> serde_json::Value {
     let percent = if limit == 0 {
         100.0
     } else {

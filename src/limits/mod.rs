@@ -6,6 +6,8 @@
 //! ([`home`]) that keeps all of its per-IP state with the whole configured figure. The only
 //! cross-core traffic is a connection handed to its address's home before admission (when it
 //! arrived elsewhere) and one message giving its count back when it ends on another core.
+//! The one server-wide count is the tunnels' (`tunnels`), taken and given back once per
+//! tunnel, never per connection or byte.
 #![forbid(unsafe_code)]
 
 pub(crate) mod admit;
@@ -18,6 +20,7 @@ pub(crate) mod ip;
 pub mod proxy_protocol;
 pub(crate) mod refusal;
 pub(crate) mod throttle;
+pub(crate) mod tunnels;
 
 pub use bucket::{Bucket, Rate};
 pub use client_ip::client_ip;

@@ -17,6 +17,13 @@ pub fn health(shared: &Shared) -> Response {
         "active_connections": connections,
         "capacity": crate::limits::capacity::health_json(&shared.config.limits, &shared.gauges),
     });
+    if shared.config.tunnel.enabled {
+        let t = &shared.config.tunnel;
+        let limit = t.max_tunnels as u64;
+        body["capacity"]["tunnels"] =
+            crate::limits::capacity::usage(shared.tunnels.total() as u64, limit);
+        body["capacity"]["tunnel_reserve"] = (limit * t.reserved_percent as u64 / 100).into();
+    }
     if let Some(view) = &shared.cluster {
         body["cluster"] = view.health_json();
     }

@@ -526,6 +526,7 @@ impl Server {
             cluster_tls: self.cluster_tls,
             tls: self.tls,
             admin_tls: self.admin_tls,
+            tunnels: Default::default(),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, threads) = Self::spawn_workers(

@@ -255,6 +255,9 @@ pub fn gauge_help(name: &str) -> &'static str {
         "lingering_sessions" => "Sessions with no peer kept for session.linger.",
         "carried_connections" => "Peers this node carries to their owner on another node now.",
         "replay_bytes" => "Bytes kept for two-way resume (replay to a receiver that reconnects).",
+        "tunnels" => "Tunnels held on this core, those in their reconnect grace included.",
+        "tunnel_connections_waiting" => "Public tunnel connections waiting for their data connection (tunnel.accept_timeout).",
+        "tunnel_connections_open" => "Public tunnel connections joined to their data connection now.",
         _ => GENERIC_GAUGE_HELP,
     }
 }
