@@ -258,3 +258,39 @@ def test_the_drain_deadline_resets_what_is_still_open(driver, relay, echo):
         open_conn.close()
     finally:
         cli.kill()
+
+
+@pytest.mark.parametrize("test", ["bulk", "connect", "rr"])
+def test_load_mode_tunnel_measures_through_a_tunnel(driver, relay, test):
+    """`load --mode tunnel-echo` behind the client, `load --mode tunnel` on the public port:
+    each test reports what it measures and no errors."""
+    import json
+    import subprocess
+    from helpers import binary_path
+    echo = subprocess.Popen([str(binary_path()), "load", "--mode", "tunnel-echo", "--listen", "127.0.0.1:0",
+                             "--driver", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = None
+    try:
+        local = echo.stdout.readline().split()[3]
+        cli = TunnelClient(relay.url, local, driver)
+        host, port = cli.public()
+        extra = ["--rate", "200"] if test == "rr" else []
+        out = subprocess.run([str(binary_path()), "load", "--mode", "tunnel", "--url", f"tcp://{host}:{port}",
+                              "--tunnel-test", test, "--pairs", "2", "--size", "1024", "--warmup", "100ms",
+                              "--duration", "500ms", "--driver", driver, "--json", *extra],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        r = json.loads(out.stdout)
+        assert r["test"] == test and r["errors"] == 0, r
+        if test == "bulk":
+            assert r["bytes"] > 0 and r["mb_per_s"] > 0
+        else:
+            assert r["ops"] > 0 and r["latency_us"]["count"] == r["ops"]
+        if test == "rr":
+            # The schedule is kept: about rate × duration round trips, not as many as fit.
+            assert 50 <= r["ops"] <= 110, r
+    finally:
+        if cli:
+            cli.kill()
+        echo.kill()
+        echo.wait()
