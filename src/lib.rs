@@ -21,6 +21,7 @@
 //!   checks read it;
 //! * `relay`: the forwarding path, from a read to the write to the other peer;
 //! * `bridge`: the HTTP bridge (a request becomes a message to the session's agent);
+//! * `tunnel`: TCP tunnels (a public port's connections spliced to a client's data connections);
 //! * `cluster`: several nodes sharing the sessions through Redis (the I/O; `fleet` is the
 //!   state);
 //! * `server`: the listeners, workers, the HTTP phase and cross-core handoff, and the entry
@@ -62,4 +63,5 @@ pub mod server;
 pub(crate) mod session;
 pub(crate) mod stats;
 pub(crate) mod tls;
+pub(crate) mod tunnel;
 pub mod ws;

@@ -42,6 +42,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("relay", 3),
     ("bridge", 3),
     ("cluster", 3),
+    // TCP tunnels: control connections, public ports, data connections spliced to them.
+    ("tunnel", 3),
     // Entry points.
     ("server", 4),
     ("agent", 4),

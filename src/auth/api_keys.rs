@@ -12,7 +12,7 @@
 //! ```
 //!
 //! `sid` is `*` (any session), a session id, or a prefix ending in `*` (`team-7-*`). `tunnels`
-//! is kept for the tunnels grant of issue 19 and not enforced yet. `name` is for logs.
+//! is how many tunnels the key may hold at once (docs/tunnels.md). `name` is for logs.
 
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -49,10 +49,21 @@ fn hex(bytes: &[u8]) -> String {
 pub struct KeyEntry {
     hash: [u8; 32],
     pub claims: Claims,
-    /// Tunnels the key may open (issue 19); parsed and kept, not enforced yet.
+    /// Tunnels the key may hold at once: overrides `tunnel.max_tunnels_per_subject`.
     pub tunnels: Option<u32>,
     /// The operator's label, for logs; never the key.
     pub name: Option<String>,
+}
+
+impl KeyEntry {
+    /// How the key is named where it must be told apart without being shown: its name, else
+    /// the first 8 bytes of its hash in hex.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => hex(&self.hash[..8]),
+        }
+    }
 }
 
 /// The keys in force, built from the file at start and on each reload.

@@ -21,6 +21,7 @@ mod redact;
 mod request;
 #[cfg(test)]
 mod tests;
+mod tunnel;
 mod verify;
 
 pub use api_keys::ApiKeys;
@@ -30,6 +31,7 @@ pub use grants::CertGrants;
 pub use jwt::{mint, mint_with_kid, sign_parts, MintClaims};
 pub use redact::redact_query;
 pub use request::{is_credential_param, token_from_request};
+pub use tunnel::{tunnel_grant, TunnelGrant};
 pub use verify::Authenticator;
 
 /// Seconds since the Unix epoch; a clock set before 1970 reads as 0, which makes every token

@@ -12,14 +12,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::{
-    Addr, CertList, Choice, Demo, Dur, FilePath, Flag, Grants, HeaderNames, Int, Keys, List,
-    LogFilter, Methods, OptionalAddr, OptionalText, Origins, RedisUrl, RegistryName, Role, Secret,
-    TokenLifetime, Trimmed,
+    Addr, CertList, Choice, Demo, Dur, FilePath, Flag, Grants, HeaderNames, Int, Ip, Keys, List,
+    LogFilter, Methods, OptionalAddr, OptionalText, Origins, Ports, RedisUrl, RegistryName, Role,
+    Secret, TokenLifetime, Trimmed,
 };
 use super::{
     AccessTarget, AuthKey, CertPair, ClientAuth, ClientGrant, ClientIpHeader, DemoMode,
-    DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_WORKERS,
+    DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow, PortRange, TlsVersion,
+    MAX_WORKERS,
 };
+use std::net::IpAddr;
 
 const MIB: usize = 1 << 20;
 const KIB: usize = 1 << 10;
@@ -411,5 +413,36 @@ config_keys! {
     [demo] DemoConfig {
         /// Whether the public listener serves the demo page at `/demo`.
         enabled: DemoMode { default: DemoMode::Auto, parse: Demo }
+    }
+
+    /// TCP tunnels (docs/tunnels.md): a client exposes a local port as a public port here.
+    [tunnel] TunnelConfig {
+        /// Off (the default), `/v1/tunnel` is 404 and no public port is ever bound.
+        enabled: bool { default: false, parse: Flag }
+        /// The address public tunnel ports are bound on. Loopback by default, so turning
+        /// tunnels on exposes nothing until the operator names a public address.
+        bind: IpAddr { default: IpAddr::from([127, 0, 0, 1]), parse: Ip }
+        /// The ports tunnels are given, `"first-last"`; a client's `?port=N` must be in it.
+        ports: PortRange { default: PortRange { first: 20000, last: 20999 }, parse: Ports }
+        /// The host named in `tunnel_open`'s `public`; unset: the control request's Host.
+        public_host: Option<String> { default: None, parse: OptionalText }
+        /// Tunnels open on this server at once (all workers), resuming ones included.
+        max_tunnels: usize { default: 1000, parse: Int(1, 1_000_000) }
+        /// Share of `max_tunnels` kept for tunnels resuming within their grace.
+        reserved_percent: usize { default: 10, parse: Int(0, 100) }
+        /// Tunnels one token subject holds at once; a token's `tunnels` claim overrides it.
+        max_tunnels_per_subject: usize { default: 5, parse: Int(1, 1_000_000) }
+        /// TCP connections open through one tunnel at once (waiting for their data
+        /// connection included); more are closed at accept.
+        max_connections_per_tunnel: usize { default: 100, parse: Int(1, 1_000_000) }
+        /// A public connection whose data connection has not come in this time is closed.
+        accept_timeout: Duration { default: secs(10), parse: Dur::POSITIVE }
+        /// A joined connection with no byte either way for this long is closed.
+        idle_timeout: Duration { default: secs(3600), parse: Dur::POSITIVE }
+        /// How long a tunnel whose control connection ended (other than by close 1000) keeps
+        /// its port and its open connections for `?resume=KEY`.
+        reconnect_grace: Duration { default: secs(30), parse: Dur::ANY }
+        /// Bytes per second per tunnel, both directions together, shaped; 0: unlimited.
+        max_bandwidth: usize { default: 0, parse: Int(0, UNLIMITED) }
     }
 }

@@ -58,6 +58,9 @@ fixed_keys! {
     "tls.listen" => tls.listen;
     "log.format" => log.format;
     "log.access" => log.access;
+    "tunnel.enabled" => tunnel.enabled;
+    "tunnel.bind" => tunnel.bind;
+    "tunnel.ports" => tunnel.ports;
     "stats.latency" => stats.latency;
     "cluster.redis_url" => cluster.redis_url;
     "cluster.node_id" => cluster.node_id;
@@ -150,6 +153,15 @@ pub const LIVE_KEYS: &[&str] = &[
     "cluster.tls_server_name",
     "log.level",
     "demo.enabled",
+    "tunnel.public_host",
+    "tunnel.max_tunnels",
+    "tunnel.reserved_percent",
+    "tunnel.max_tunnels_per_subject",
+    "tunnel.max_connections_per_tunnel",
+    "tunnel.accept_timeout",
+    "tunnel.idle_timeout",
+    "tunnel.reconnect_grace",
+    "tunnel.max_bandwidth",
 ];
 
 /// Whether a reload applies `key` (a dotted name from the table).

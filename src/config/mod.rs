@@ -29,13 +29,14 @@ pub use error::ConfigError;
 pub use keys::{
     AdminConfig, AdminTlsConfig, AuthConfig, BridgeConfig, ClusterConfig, Config, CorsConfig,
     DemoConfig, LimitsConfig, LogConfig, SecurityConfig, SessionConfig, StatsConfig, TlsConfig,
+    TunnelConfig,
 };
 pub use live::{is_live, FIXED_KEYS, LIVE_KEYS};
 pub use redact::{has_password, redact_url};
 pub use types::{
     AccessTarget, AuthKey, CertPair, ClientAuth, ClientGrant, ClientIpHeader, DemoMode,
-    DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow, TlsVersion, MAX_AUTH_KEYS,
-    MAX_CLIENT_GRANTS,
+    DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow, PortRange, TlsVersion,
+    MAX_AUTH_KEYS, MAX_CLIENT_GRANTS,
 };
 
 /// Bits of a connection id that hold its worker's index (`context::Core::next_conn_id`), so

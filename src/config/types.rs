@@ -448,3 +448,45 @@ impl ClientGrant {
             && !subject.chars().any(char::is_control)
     }
 }
+
+/// `tunnel.ports`: the public ports tunnels are given, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+
+    /// How many ports the range holds.
+    pub fn len(&self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+
+    /// Never empty (parsing refuses `last < first`); here for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<PortRange, &'static str> {
+        let hint = "expected a port range like \"20000-20999\" (1 to 65535, first <= last)";
+        let (a, b) = s.trim().split_once('-').unwrap_or((s.trim(), s.trim()));
+        let port = |t: &str| t.trim().parse::<u16>().ok().filter(|p| *p > 0);
+        match (port(a), port(b)) {
+            (Some(first), Some(last)) if first <= last => Ok(PortRange { first, last }),
+            _ => Err(hint),
+        }
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}

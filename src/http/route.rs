@@ -34,7 +34,23 @@ pub enum Route {
     Bridge {
         session: String,
     },
+    /// `/v1/tunnel`: a tunnel's control connection (docs/tunnels.md). Its options are judged
+    /// after the upgrade, where a bad one is answered with an `error` event.
+    Tunnel(TunnelAsk),
+    /// `/v1/tunnel/accept/{id}`: the data connection of one public connection.
+    TunnelAccept {
+        id: String,
+    },
     NotFound,
+}
+
+/// What a tunnel's control request asks for, as sent (`tunnel::ask` judges it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TunnelAsk {
+    /// `?port=N`.
+    pub port: Option<String>,
+    /// `?resume=KEY`: the key `tunnel_open` gave a tunnel that dropped.
+    pub resume: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +98,16 @@ fn flag(v: Option<String>) -> bool {
 /// owner core only ever sees well-formed ids.
 pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
     let path = head.path.as_str();
+    // Before `resume` is read as a message count: a tunnel's resume is a key.
+    if path == "/v1/tunnel" {
+        return Ok(Route::Tunnel(TunnelAsk {
+            port: head.query_param("port"),
+            resume: head.query_param("resume"),
+        }));
+    }
+    if let Some(id) = path.strip_prefix("/v1/tunnel/accept/") {
+        return Ok(Route::TunnelAccept { id: id.to_string() });
+    }
     let invalid_resume = || {
         bad(
             "invalid_resume",
@@ -242,6 +268,17 @@ mod tests {
             assert_eq!((e.status, e.code), (400, "invalid_resume"), "{bad:?}");
         }
         assert_eq!(r("/v1/echo"), Ok(Route::Echo));
+        assert_eq!(
+            r("/v1/tunnel?resume=ab&port=20001"),
+            Ok(Route::Tunnel(TunnelAsk {
+                port: Some("20001".into()),
+                resume: Some("ab".into()),
+            }))
+        );
+        assert_eq!(
+            r("/v1/tunnel/accept/00ff"),
+            Ok(Route::TunnelAccept { id: "00ff".into() })
+        );
         assert_eq!(r("/nope"), Ok(Route::NotFound));
     }
 

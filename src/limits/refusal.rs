@@ -64,6 +64,9 @@ pub enum Refusal {
     /// A CORS preflight on the bridge from an origin not in `cors.allowed_origins`: 403 with
     /// no CORS headers, `cors_preflights_refused` (bridge/cors.rs).
     CorsOrigin,
+    /// A tunnel data connection whose id names no public connection waiting here (404
+    /// `tunnel_connection_unknown`), `tunnel_unknown_refused`.
+    TunnelUnknown,
 }
 
 impl Refusal {
@@ -111,6 +114,11 @@ impl Refusal {
                 "cors_origin_not_allowed",
                 "this origin may not call the bridge from a browser (cors.allowed_origins)",
             ),
+            Refusal::TunnelUnknown => Response::error(
+                404,
+                "tunnel_connection_unknown",
+                "no public connection waits for this id (unknown, expired or already joined)",
+            ),
         }
     }
 
@@ -134,6 +142,7 @@ impl Refusal {
             Refusal::OwnerUnreachable(_) => Some(&stats.cluster_carry_failed),
             Refusal::NotTls => Some(&stats.tls_handshake_failed_not_tls),
             Refusal::CorsOrigin => Some(&stats.cors_preflights_refused),
+            Refusal::TunnelUnknown => Some(&stats.tunnel_unknown_refused),
             Refusal::OwnerMoved | Refusal::ClusterUnavailable(_) => {
                 Some(&stats.cluster_unavailable)
             }
@@ -206,6 +215,7 @@ mod tests {
             Refusal::OwnerUnreachable("the session's node cannot be reached"),
             Refusal::ClusterUnavailable("the cluster registry cannot be reached"),
             Refusal::CorsOrigin,
+            Refusal::TunnelUnknown,
             Refusal::IpList { admin: false },
             Refusal::IpList { admin: true },
         ]
@@ -231,7 +241,7 @@ mod tests {
                 counters.push(c);
             }
         }
-        assert_eq!(counters.len(), 11);
+        assert_eq!(counters.len(), 12);
         // The two ways a lookup fails share their counter, each with its own answer.
         let (moved, down) = (
             Refusal::OwnerMoved,

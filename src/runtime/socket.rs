@@ -366,3 +366,13 @@ pub fn set_bind_address_no_port(s: &socket2::Socket) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// `shutdown(2)` on the socket behind `fd` (a monoio stream's, which offers no `AsFd`): a
+/// tunnel's half-close and abort (`tunnel/join.rs`). Errors (already shut, reset) are moot.
+pub fn shutdown_fd(fd: RawFd, how: std::net::Shutdown) {
+    // SAFETY: the caller holds the stream that owns `fd` for the whole call (it passes the
+    // fd of a stream it owns), so the descriptor is open and is that socket; the borrow
+    // ends with the call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&fd).shutdown(how);
+}

@@ -142,6 +142,8 @@ enum Next {
         parcel: Parcel,
     },
     Bridge(BridgeRequest),
+    /// A tunnel's control or data connection, admitted, on the worker that holds it.
+    Tunnel(Box<crate::tunnel::Request>),
     /// The session is owned by another node: carry the connection there.
     Carry {
         owner: OwnerNode,
@@ -279,6 +281,7 @@ pub async fn handle(core: Rc<Core>, mut stream: ServerStream, mut arrival: Arriv
         }
         Next::HandOver { to, parcel } => hand_over(core, stream, to, parcel).await,
         Next::Bridge(req) => serve_bridged(core, stream, req).await,
+        Next::Tunnel(req) => crate::tunnel::serve(core, stream, *req).await,
         Next::Carry {
             owner,
             bytes,
@@ -457,7 +460,14 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
         (Listener::Admin, Route::Metrics) => {
             answer(stream, scrape(core, Format::Prometheus).await).await
         }
-        (Listener::Public, r @ (Route::Echo | Route::Relay(_) | Route::Bridge { .. })) => {
+        (
+            Listener::Public,
+            r @ (Route::Echo
+            | Route::Relay(_)
+            | Route::Bridge { .. }
+            | Route::Tunnel(_)
+            | Route::TunnelAccept { .. }),
+        ) => {
             return to_session(core, stream, req, admitted, slot, r).await;
         }
         _ => Refusal::NotFound.write(&core.stats, stream).await,
@@ -681,6 +691,9 @@ async fn route_step(
     };
     Some(match r {
         Route::Echo if core.config().security.echo_route == EchoRoute::Off => Route::NotFound,
+        Route::Tunnel(_) | Route::TunnelAccept { .. } if !core.config().tunnel.enabled => {
+            Route::NotFound
+        }
         // A carried connection may only join a session (or reach its agent).
         Route::Relay(_) | Route::Bridge { .. } => r,
         _ if carried => Route::NotFound,
@@ -719,6 +732,9 @@ async fn to_session(
         .cluster
         .as_ref()
         .and_then(|_| region_hint(&req.head));
+    if let Route::Tunnel(_) | Route::TunnelAccept { .. } = r {
+        return to_tunnel(core, stream, req, admitted, r).await;
+    }
     if let Route::Bridge { session } = r {
         // Handled where its session lives, like the session's WebSocket peers.
         return match seat(core, stream, req, admitted, &session, &hint).await {
@@ -765,6 +781,62 @@ async fn to_session(
     };
     refusal.write(&core.stats, stream).await;
     Next::Done
+}
+
+/// An admitted tunnel request: to the worker its resume key or data id names (the
+/// tunnel's), else served here.
+async fn to_tunnel(
+    core: &Core,
+    stream: &mut ServerStream,
+    mut req: Request,
+    mut admitted: Admitted,
+    r: Route,
+) -> Next {
+    use crate::tunnel::ask::is_key;
+    let key = match &r {
+        Route::Tunnel(ask) => ask.resume.clone(),
+        Route::TunnelAccept { id } => Some(id.clone()),
+        _ => None,
+    };
+    if let Some(owner) = key
+        .filter(|k| is_key(k))
+        .map(|k| owner_core(&k, core.shared.workers()))
+        .filter(|&o| o != core.index)
+    {
+        return Next::HandOver {
+            to: owner,
+            parcel: req.parcel(Stage::Admitted(admitted)),
+        };
+    }
+    let Some(charge) = admitted.charge.take() else {
+        unreachable!("counted above")
+    };
+    let extra = req.extra();
+    let host = req.head.header("host").map(str::to_string);
+    let tunnel = match r {
+        Route::Tunnel(ask) => match upgrade(&req.head) {
+            Ok(upgrade) => crate::tunnel::Request::Control(crate::tunnel::ControlRequest {
+                ask,
+                host,
+                grant: crate::tunnel::grant_of(core, &req.head),
+                upgrade,
+                extra,
+                charge,
+            }),
+            Err(resp) => {
+                Refusal::Upgrade(resp).write(&core.stats, stream).await;
+                return Next::Done;
+            }
+        },
+        Route::TunnelAccept { id } => crate::tunnel::Request::Data(crate::tunnel::DataRequest {
+            head: req.head,
+            id,
+            extra,
+            charge,
+        }),
+        _ => unreachable!("a tunnel route"),
+    };
+    Next::Tunnel(Box::new(tunnel))
 }
 
 /// Admission, on the client's home core. A connection another core admitted and counted goes

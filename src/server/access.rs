@@ -61,6 +61,8 @@ pub fn routed(stream: &mut ServerStream, r: &Route) {
         }
         Route::Bridge { session } => ("bridge", Some(session), None),
         Route::Echo => ("echo", None, None),
+        Route::Tunnel(_) => ("tunnel", None, None),
+        Route::TunnelAccept { .. } => ("tunnel_accept", None, None),
         Route::Health => ("health", None, None),
         Route::Stats => ("stats", None, None),
         Route::Metrics => ("metrics", None, None),

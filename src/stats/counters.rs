@@ -154,6 +154,22 @@ counters!(
     cors_preflights: "CORS preflights on the bridge answered by the relay (204) for an origin in cors.allowed_origins.",
     cors_preflights_refused: "CORS preflights on the bridge refused with 403 (no CORS headers): the origin is not in cors.allowed_origins.",
     bridge_write_timeouts: "Bridged responses dropped because the client did not take them within limits.write_timeout.",
+    tunnels_opened: "Tunnels opened: a public port bound and tunnel_open sent (resumes not included).",
+    tunnels_resumed: "Tunnels taken back with ?resume=KEY within tunnel.reconnect_grace.",
+    tunnels_closed: "Tunnels closed: their port released (by close 1000, or at the end of their grace).",
+    tunnels_refused_capacity: "Tunnel requests refused at_capacity (tunnel.max_tunnels, less tunnel.reserved_percent for a new one).",
+    tunnels_refused_quota: "Tunnel requests refused quota_exceeded (tunnel.max_tunnels_per_subject or the credential's tunnels grant).",
+    tunnels_refused_port: "Tunnel requests refused port_unavailable (the port asked for is taken, or no port of tunnel.ports is free).",
+    tunnels_refused_bad_request: "Tunnel requests refused bad_request (a port outside tunnel.ports, a malformed or unknown resume key).",
+    tunnel_connections_accepted: "TCP connections accepted on tunnels' public ports and announced with tunnel_connection.",
+    tunnel_connections_refused: "Public connections closed at accept: the tunnel had tunnel.max_connections_per_tunnel, or its control connection was away.",
+    tunnel_connections_joined: "Public connections joined to their data connection.",
+    tunnel_accept_timeouts: "Public connections closed because no data connection came within tunnel.accept_timeout.",
+    tunnel_idle_timeouts: "Joined tunnel connections closed after tunnel.idle_timeout without a byte either way.",
+    tunnel_unknown_refused: "Data connections refused 404 tunnel_connection_unknown (unknown, expired or already used id).",
+    tunnel_bytes_in: "Bytes spliced from public connections to their data connections.",
+    tunnel_bytes_out: "Bytes spliced from data connections to their public connections.",
+    tunnel_shaped_waits: "Times a tunnel's splice waited for tunnel.max_bandwidth's token bucket.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

@@ -406,3 +406,28 @@ impl Kind<Vec<super::CertPair>> for CertList {
         Some(format!("[{}]", items.collect::<Vec<_>>().join(", ")))
     }
 }
+
+/// A port range, `"first-last"` (`tunnel.ports`).
+pub(super) struct Ports;
+
+impl Kind<super::PortRange> for Ports {
+    fn parse(&self, i: &Input<'_>) -> Result<super::PortRange, ConfigError> {
+        i.string()?.parse().map_err(|hint: &str| i.fail(hint))
+    }
+    fn toml(&self, v: &super::PortRange) -> Option<String> {
+        Some(render::string(&v.to_string()))
+    }
+}
+
+/// An IP address without a port (`tunnel.bind`); host names are not resolved.
+pub(super) struct Ip;
+
+impl Kind<std::net::IpAddr> for Ip {
+    fn parse(&self, i: &Input<'_>) -> Result<std::net::IpAddr, ConfigError> {
+        let hint = "expected an IP address like 127.0.0.1 or ::";
+        i.string()?.trim().parse().map_err(|_| i.fail(hint))
+    }
+    fn toml(&self, v: &std::net::IpAddr) -> Option<String> {
+        Some(render::string(&v.to_string()))
+    }
+}

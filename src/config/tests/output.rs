@@ -67,7 +67,8 @@ fn output_is_sectioned_like_the_docs() {
             "[log]",
             "[stats]",
             "[cluster]",
-            "[demo]"
+            "[demo]",
+            "[tunnel]"
         ]
     );
     assert!(text.starts_with("listen = \"127.0.0.1:8080\"\n"), "{text}");

@@ -1,0 +1,346 @@
+//! A tunnel's control connection: the WebSocket a client asks for a tunnel on. The relay
+//! judges the ask, binds the port (or takes back a tunnel in its grace), answers
+//! `tunnel_open`, then announces each public connection; the client sends nothing but
+//! pings, pongs and its close. Close 1000 from the client ends the tunnel at once; any other
+//! end keeps it for `tunnel.reconnect_grace`.
+
+use super::ask::{judge, Ask};
+use super::book::{self, Tunnel};
+use super::events::{self, Refused};
+use super::public::{accept_loop, bind, local_id, public_host};
+use super::shape::Bucket;
+use crate::auth::TunnelGrant;
+use crate::context::Core;
+use crate::http::route::TunnelAsk;
+use crate::http::Response;
+use crate::limits::IpCharge;
+use crate::runtime::socket::Socket;
+use crate::runtime::stream::ServerStream;
+use crate::stats::bump;
+use crate::ws::frame::{encode_header, parse_header, Sender, MAX_HEADER_LEN};
+use crate::ws::OpCode;
+use local_sync::mpsc::unbounded;
+use local_sync::oneshot;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Instant;
+
+/// The largest frame a control connection may send: it has nothing to say but pings and its
+/// close, so anything bigger is refused (1009).
+const MAX_CONTROL_FRAME: usize = 4096;
+
+/// What goes to the client, in order, through the one writer.
+pub enum Out {
+    Text(String),
+    Pong(Vec<u8>),
+    Ping,
+    Close(u16, &'static str),
+}
+
+/// What the control request brought besides its stream.
+pub struct ControlRequest {
+    pub ask: TunnelAsk,
+    /// The request's `Host`, for `tunnel_open`'s address.
+    pub host: Option<String>,
+    pub grant: TunnelGrant,
+    pub upgrade: Response,
+    pub extra: Vec<u8>,
+    pub charge: IpCharge,
+}
+
+/// What the request's credential says about tunnels (nothing when auth is off). The
+/// credential was checked by admission just before; this reads it again for its subject.
+pub fn grant_of(core: &Core, head: &crate::http::RequestHead) -> TunnelGrant {
+    let Some(auth) = core.auth() else {
+        return TunnelGrant::default();
+    };
+    let Ok(Some(token)) = crate::auth::token_from_request(head) else {
+        return TunnelGrant::default();
+    };
+    match auth.check(&token, crate::auth::unix_now()) {
+        Ok((_, key)) => crate::auth::tunnel_grant(&token, key),
+        Err(_) => TunnelGrant::default(),
+    }
+}
+
+/// Serves one control connection to its end.
+pub async fn serve_control(core: Rc<Core>, stream: ServerStream, req: ControlRequest) {
+    let upgrade = match stream.hsts() {
+        Some(v) => req.upgrade.with_header("Strict-Transport-Security", v),
+        None => req.upgrade,
+    };
+    let sock = Rc::new(Socket::upgraded(stream));
+    let (hello, _) = sock.write_all(upgrade.to_bytes()).await;
+    if hello.is_err() {
+        return;
+    }
+    let tunnel = match open(&core, &req.ask, req.grant.subject.clone()) {
+        Ok(t) => t,
+        Err(refused) => return refuse(&core, &sock, refused).await,
+    };
+    let (tx, rx) = unbounded::channel();
+    *tunnel.events.borrow_mut() = Some(tx.clone());
+    let gen = tunnel.generation.get() + 1;
+    tunnel.generation.set(gen);
+    let cfg = core.config();
+    let public = format!(
+        "{}:{}",
+        public_host(&core, req.host.as_deref()),
+        tunnel.port
+    );
+    let grace_ms = cfg.tunnel.reconnect_grace.as_millis() as u64;
+    let _ = tx.send(Out::Text(events::open(
+        &public,
+        tunnel.port,
+        &tunnel.resume,
+        grace_ms,
+    )));
+    let clean = Cell::new(false);
+    monoio::join!(
+        async {
+            clean.set(read_loop(&core, &sock, tx, req.extra).await);
+            if clean.get() {
+                end(&core, &tunnel);
+            } else {
+                tunnel.events.borrow_mut().take();
+                start_grace(&core, &tunnel, gen);
+            }
+        },
+        write_loop(&sock, rx),
+    );
+    sock.abort();
+    drop(req.charge);
+}
+
+/// The error event and the close, for a tunnel refused before it opened.
+async fn refuse(core: &Core, sock: &Socket, refused: Refused) {
+    let counter = match refused {
+        Refused::AtCapacity => &core.stats.tunnels_refused_capacity,
+        Refused::QuotaExceeded => &core.stats.tunnels_refused_quota,
+        Refused::PortUnavailable => &core.stats.tunnels_refused_port,
+        Refused::BadRequest(_) => &core.stats.tunnels_refused_bad_request,
+    };
+    bump(counter, 1);
+    let mut out = frame(OpCode::Text, refused.event().as_bytes());
+    out.extend(close_frame(refused.close_code(), refused.code()));
+    let _ = sock.write_all(out).await;
+    sock.shutdown_write();
+}
+
+/// The tunnel this ask gets: one in its grace taken back, or a new one with its port bound.
+fn open(core: &Rc<Core>, ask: &TunnelAsk, subject: Option<String>) -> Result<Rc<Tunnel>, Refused> {
+    let cfg = core.config();
+    let Ask { port, resume } = judge(ask, cfg.tunnel.ports).map_err(Refused::BadRequest)?;
+    if let Some(key) = resume {
+        let back = book::with(|b| match b.graced.get(&key) {
+            Some(t) if t.subject == subject && !t.closed.get() => b.graced.remove(&key),
+            _ => None,
+        });
+        if let Some(t) = back {
+            bump(&core.stats.tunnels_resumed, 1);
+            return Ok(t);
+        }
+        // Unknown (its grace is over, or another worker's restart): a new tunnel instead,
+        // on the port asked for if given; `tunnel_open` says which.
+    }
+    let listener = bind(core, port).ok_or(Refused::PortUnavailable)?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let tunnel = Rc::new(Tunnel {
+        port,
+        resume: local_id(core),
+        subject,
+        events: RefCell::new(None),
+        connections: Cell::new(0),
+        closed: Cell::new(false),
+        stop: RefCell::new(Some(stop_tx)),
+        generation: Cell::new(0),
+        bucket: RefCell::new(Bucket::new(cfg.tunnel.max_bandwidth, Instant::now())),
+    });
+    bump(&core.stats.tunnels_opened, 1);
+    monoio::spawn(accept_loop(core.clone(), tunnel.clone(), listener, stop_rx));
+    Ok(tunnel)
+}
+
+/// Ends a tunnel: its port is released; its joined connections run to their own end.
+fn end(core: &Core, tunnel: &Tunnel) {
+    if !tunnel.closed.get() {
+        tunnel.close();
+        bump(&core.stats.tunnels_closed, 1);
+    }
+}
+
+/// Keeps a tunnel whose control connection went away for `tunnel.reconnect_grace`, then
+/// ends it unless a control connection took it back meanwhile.
+fn start_grace(core: &Rc<Core>, tunnel: &Rc<Tunnel>, gen: u64) {
+    let grace = core.config().tunnel.reconnect_grace;
+    if grace.is_zero() {
+        return end(core, tunnel);
+    }
+    book::with(|b| b.graced.insert(tunnel.resume.clone(), tunnel.clone()));
+    let (core, tunnel) = (core.clone(), tunnel.clone());
+    monoio::spawn(async move {
+        monoio::time::sleep(grace).await;
+        if tunnel.generation.get() == gen && tunnel.events.borrow().is_none() {
+            book::with(|b| b.graced.remove(&tunnel.resume));
+            end(&core, &tunnel);
+        }
+    });
+}
+
+/// Writes what comes from `rx` until a close is written or every sender is gone.
+async fn write_loop(sock: &Socket, mut rx: unbounded::Rx<Out>) {
+    while let Some(out) = rx.recv().await {
+        let (bytes, last) = match out {
+            Out::Text(t) => (frame(OpCode::Text, t.as_bytes()), false),
+            Out::Pong(p) => (frame(OpCode::Pong, &p), false),
+            Out::Ping => (frame(OpCode::Ping, b""), false),
+            Out::Close(code, why) => (close_frame(code, why), true),
+        };
+        let (r, _) = sock.write_all(bytes).await;
+        if r.is_err() {
+            sock.abort();
+            return;
+        }
+        if last {
+            sock.shutdown_write();
+            return;
+        }
+    }
+}
+
+/// A whole unmasked frame.
+fn frame(op: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut hdr = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(&mut hdr, true, op, payload.len() as u64, None);
+    let mut out = Vec::with_capacity(n + payload.len());
+    out.extend_from_slice(&hdr[..n]);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn close_frame(code: u16, why: &str) -> Vec<u8> {
+    let mut buf = [0u8; 2 + crate::ws::frame::MAX_CONTROL_PAYLOAD];
+    let n = crate::ws::close::encode_close_frame(&mut buf, crate::ws::CloseCode(code), why);
+    buf[..n].to_vec()
+}
+
+/// Reads the client's frames: pings are answered, pongs and data ignored, a close answered
+/// and ends it; silence past `session.peer_timeout` (pinged every `session.ping_interval`)
+/// ends it too. `true`: the client closed with 1000.
+async fn read_loop(core: &Core, sock: &Socket, tx: unbounded::Tx<Out>, mut buf: Vec<u8>) -> bool {
+    let cfg = core.config();
+    let (ping, patience) = (cfg.session.ping_interval, cfg.session.peer_timeout);
+    let mut heard = Instant::now();
+    loop {
+        match parse_frames(&mut buf) {
+            Parsed::More => {}
+            Parsed::Ping(p) => {
+                let _ = tx.send(Out::Pong(p));
+                continue;
+            }
+            Parsed::Close(code) => {
+                let _ = tx.send(Out::Close(if code == 1000 { 1000 } else { code }, ""));
+                return code == 1000;
+            }
+            Parsed::Bad(code, why) => {
+                let _ = tx.send(Out::Close(code, why));
+                return false;
+            }
+        }
+        match monoio::time::timeout(ping, sock.readable()).await {
+            Err(_) if heard.elapsed() > patience => return false,
+            Err(_) => {
+                let _ = tx.send(Out::Ping);
+                continue;
+            }
+            Ok(Err(_)) => return false,
+            Ok(Ok(())) => {}
+        }
+        let (r, chunk) = sock.read(Vec::with_capacity(1024)).await;
+        match r {
+            Ok(0) => return false,
+            Ok(_) => {
+                heard = Instant::now();
+                buf.extend_from_slice(&chunk);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// What the front of the read buffer holds.
+enum Parsed {
+    /// Nothing whole: read more.
+    More,
+    Ping(Vec<u8>),
+    Close(u16),
+    /// Broken or too large: close with this code.
+    Bad(u16, &'static str),
+}
+
+/// Consumes whole frames from the front of `buf` until one needs an answer or more bytes
+/// are needed. I/O-free.
+fn parse_frames(buf: &mut Vec<u8>) -> Parsed {
+    loop {
+        let h = match parse_header(buf, Sender::Client) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Parsed::More,
+            Err(e) => return Parsed::Bad(1002, e.close_reason()),
+        };
+        if h.payload_len > MAX_CONTROL_FRAME as u64 {
+            return Parsed::Bad(1009, "a tunnel's control connection takes no messages");
+        }
+        let end = h.header_len + h.payload_len as usize;
+        if buf.len() < end {
+            return Parsed::More;
+        }
+        let mut payload = buf[h.header_len..end].to_vec();
+        if let Some(mask) = h.mask {
+            crate::ws::mask::apply_mask(&mut payload, mask, 0);
+        }
+        buf.drain(..end);
+        match h.opcode {
+            OpCode::Ping => return Parsed::Ping(payload),
+            OpCode::Close => {
+                return match crate::ws::close::parse_close_payload(&payload) {
+                    Ok(1005) => Parsed::Close(1000),
+                    Ok(code) => Parsed::Close(code),
+                    Err(_) => Parsed::Bad(1002, "malformed close frame"),
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::client::encode_client_frame;
+
+    #[test]
+    fn frames_are_answered_or_skipped() {
+        let mut buf = Vec::new();
+        encode_client_frame(&mut buf, OpCode::Text, b"ignored", [1, 2, 3, 4]);
+        encode_client_frame(&mut buf, OpCode::Ping, b"hi", [9, 8, 7, 6]);
+        encode_client_frame(
+            &mut buf,
+            OpCode::Close,
+            &1000u16.to_be_bytes(),
+            [5, 5, 5, 5],
+        );
+        assert!(matches!(parse_frames(&mut buf), Parsed::Ping(p) if p == b"hi"));
+        assert!(matches!(parse_frames(&mut buf), Parsed::Close(1000)));
+        assert!(matches!(parse_frames(&mut buf), Parsed::More));
+        let mut big = Vec::new();
+        encode_client_frame(&mut big, OpCode::Binary, &[0; 5000], [1, 1, 1, 1]);
+        assert!(matches!(
+            parse_frames(&mut big[..20].to_vec()),
+            Parsed::Bad(1009, _)
+        ));
+        let mut unmasked = vec![0x89, 0x00];
+        assert!(matches!(parse_frames(&mut unmasked), Parsed::Bad(1002, _)));
+    }
+}

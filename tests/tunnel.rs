@@ -1,0 +1,278 @@
+//! TCP tunnels against the real server (docs/tunnels.md): a tungstenite control connection,
+//! std `TcpStream`s for the data connections and for the public clients. Bytes both ways,
+//! half-closes both ways, ids that live on the other worker (the handoff), the routes off by
+//! default, unknown ids, a data connection that never comes.
+//!
+//! Before: `/v1/tunnel` and `/v1/tunnel/accept/{id}` did not exist (404 `not_found`).
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A range of 40 ports for this test process, apart from other processes' (by pid); below
+/// the kernel's ephemeral range, so no client socket holds one.
+fn ports() -> String {
+    let base = 21000 + (std::process::id() % 250) * 40;
+    format!("{}-{}", base, base + 39)
+}
+
+fn server(driver: &str, env: &[(&str, &str)]) -> TestServer {
+    let range = ports();
+    let mut all = vec![
+        ("RINGRELAY_TUNNEL_ENABLED", "true"),
+        ("RINGRELAY_TUNNEL_PORTS", range.as_str()),
+    ];
+    all.extend_from_slice(env);
+    TestServer::start(driver, 2, &all)
+}
+
+/// A control connection and its `tunnel_open`.
+fn control(srv: &TestServer, query: &str) -> (Ws, Value) {
+    let mut ws = srv.connect(&format!("/v1/tunnel{query}"));
+    let open = recv_event(&mut ws);
+    (ws, open)
+}
+
+fn public(open: &Value) -> TcpStream {
+    let port = open["port"].as_u64().unwrap() as u16;
+    let s = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
+
+/// The data connection for `id`, past its 101.
+fn data(srv: &TestServer, id: &str) -> TcpStream {
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        s,
+        "GET /v1/tunnel/accept/{id} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: ringrelay-tunnel\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("upgrade: ringrelay-tunnel"),
+        "{head}"
+    );
+    s
+}
+
+/// Reads a response head byte by byte, so nothing after it is taken.
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    s.read_exact(&mut out).unwrap();
+    out
+}
+
+fn at_eof(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0))
+}
+
+/// One public connection joined: (public side, data side, the event).
+fn joined(srv: &TestServer, ws: &mut Ws, open: &Value) -> (TcpStream, TcpStream, Value) {
+    let p = public(open);
+    let ev = recv_event(ws);
+    assert_eq!(ev["type"], "tunnel_connection", "{ev}");
+    let id = ev["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 32, "{ev}");
+    assert_eq!(
+        ev["peer"].as_str().unwrap(),
+        p.local_addr().unwrap().to_string()
+    );
+    let d = data(srv, &id);
+    (p, d, ev)
+}
+
+fn bytes_flow_both_ways_with_half_closes(driver: &str) {
+    let srv = server(driver, &[]);
+    let (mut ws, open) = control(&srv, "");
+    assert_eq!(open["type"], "tunnel_open", "{open}");
+    let port = open["port"].as_u64().unwrap();
+    assert_eq!(open["public"], format!("127.0.0.1:{port}"), "{open}");
+    assert_eq!(open["resume"].as_str().unwrap().len(), 32, "{open}");
+    assert_eq!(open["grace_ms"], 30000, "{open}");
+    // Several connections, so ids land on both workers (the data connection is handed to
+    // the one holding its public connection).
+    for i in 0..6u8 {
+        let (mut p, mut d, _) = joined(&srv, &mut ws, &open);
+        p.write_all(&[b'p', i]).unwrap();
+        assert_eq!(read_n(&mut d, 2), [b'p', i]);
+        d.write_all(b"from the service").unwrap();
+        assert_eq!(read_n(&mut p, 16), b"from the service");
+        // The public client's FIN reaches the service; the service still answers after it.
+        p.shutdown(Shutdown::Write).unwrap();
+        assert!(at_eof(&mut d));
+        d.write_all(b"after your fin").unwrap();
+        assert_eq!(read_n(&mut p, 14), b"after your fin");
+        d.shutdown(Shutdown::Write).unwrap();
+        assert!(at_eof(&mut p));
+    }
+    // And the other way round: the service ends first, the client keeps sending.
+    let (mut p, mut d, _) = joined(&srv, &mut ws, &open);
+    d.shutdown(Shutdown::Write).unwrap();
+    assert!(at_eof(&mut p));
+    p.write_all(b"still here").unwrap();
+    assert_eq!(read_n(&mut d, 10), b"still here");
+    p.shutdown(Shutdown::Write).unwrap();
+    assert!(at_eof(&mut d));
+    let v = stats_when(&srv, |v| v["totals"]["tunnel_connections_joined"] == 7);
+    assert_eq!(v["totals"]["tunnel_connections_joined"], 7, "{v}");
+    assert_eq!(v["totals"]["tunnels_opened"], 1);
+}
+
+fn megabytes_cross_both_ways_at_once(driver: &str) {
+    let srv = server(driver, &[]);
+    let (mut ws, open) = control(&srv, "");
+    let (mut p, mut d, _) = joined(&srv, &mut ws, &open);
+    let n = 4 << 20;
+    let up: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+    let down: Vec<u8> = (0..n).map(|i| (i * 13 % 241) as u8).collect();
+    let (mut p2, mut d2) = (p.try_clone().unwrap(), d.try_clone().unwrap());
+    let (up2, down2) = (up.clone(), down.clone());
+    let w1 = std::thread::spawn(move || {
+        p2.write_all(&up2).unwrap();
+        p2.shutdown(Shutdown::Write).unwrap();
+    });
+    let w2 = std::thread::spawn(move || {
+        d2.write_all(&down2).unwrap();
+        d2.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut got_up = Vec::new();
+    let r1 = std::thread::spawn(move || {
+        d.read_to_end(&mut got_up).unwrap();
+        got_up
+    });
+    let mut got_down = Vec::new();
+    p.read_to_end(&mut got_down).unwrap();
+    assert!(got_down == down, "public side got {} bytes", got_down.len());
+    assert!(r1.join().unwrap() == up);
+    w1.join().unwrap();
+    w2.join().unwrap();
+    let v = stats(&srv);
+    assert_eq!(v["totals"]["tunnel_bytes_in"], n as u64, "{v}");
+    assert_eq!(v["totals"]["tunnel_bytes_out"], n as u64, "{v}");
+}
+
+fn bytes_sent_with_the_data_request_come_first(driver: &str) {
+    let srv = server(driver, &[]);
+    let (mut ws, open) = control(&srv, "");
+    let mut p = public(&open);
+    let id = recv_event(&mut ws)["id"].as_str().unwrap().to_string();
+    let mut d = TcpStream::connect(srv.addr).unwrap();
+    d.set_read_timeout(Some(TIMEOUT)).unwrap();
+    write!(
+        d,
+        "GET /v1/tunnel/accept/{id} HTTP/1.1\r\nHost: x\r\nconnection: upgrade\r\nupgrade: RINGRELAY-TUNNEL\r\n\r\nearly bytes"
+    )
+    .unwrap();
+    assert!(read_head(&mut d).starts_with("HTTP/1.1 101 "));
+    assert_eq!(read_n(&mut p, 11), b"early bytes");
+}
+
+fn off_by_default_and_unknown_ids_are_404(driver: &str) {
+    // Before: and still, with tunnel.enabled unset, both routes are no route at all.
+    let off = TestServer::start(driver, 1, &[]);
+    let (status, _, body) = get(off.addr, "/v1/tunnel");
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("not_found"), "{body}");
+    drop(off);
+    let srv = server(driver, &[]);
+    let req = |id: &str| {
+        format!("GET /v1/tunnel/accept/{id} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: ringrelay-tunnel\r\n\r\n")
+    };
+    for id in ["0123456789abcdef0123456789abcdef", "nope"] {
+        let (status, _, body) = http(srv.addr, &req(id));
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("tunnel_connection_unknown"), "{body}");
+    }
+    // An id is good once: the second data connection for it is unknown.
+    let (mut ws, open) = control(&srv, "");
+    let (_p, _d, ev) = joined(&srv, &mut ws, &open);
+    let (status, _, body) = http(srv.addr, &req(ev["id"].as_str().unwrap()));
+    assert_eq!(
+        (status, body.contains("tunnel_connection_unknown")),
+        (404, true),
+        "{body}"
+    );
+    assert_eq!(counter(&srv, "tunnel_unknown_refused"), 3);
+}
+
+fn a_data_connection_that_never_comes_is_timed_out(driver: &str) {
+    let srv = server(driver, &[("RINGRELAY_TUNNEL_ACCEPT_TIMEOUT", "300ms")]);
+    let (mut ws, open) = control(&srv, "");
+    let mut p = public(&open);
+    let ev = recv_event(&mut ws);
+    // Before: nothing bounded the wait. Now the public connection is closed after 300 ms.
+    let v = stats_when(&srv, |v| v["totals"]["tunnel_accept_timeouts"] == 1);
+    assert_eq!(v["totals"]["tunnel_accept_timeouts"], 1, "{v}");
+    let mut b = [0u8; 1];
+    assert!(matches!(p.read(&mut b), Ok(0) | Err(_)));
+    // Its id is gone with it.
+    let id = ev["id"].as_str().unwrap();
+    let (status, _, _) = http(
+        srv.addr,
+        &format!("GET /v1/tunnel/accept/{id} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: ringrelay-tunnel\r\n\r\n"),
+    );
+    assert_eq!(status, 404);
+}
+
+fn a_bad_port_is_refused_with_an_error_event(driver: &str) {
+    let srv = server(driver, &[]);
+    let mut ws = srv.connect("/v1/tunnel?port=80");
+    let ev = recv_event(&mut ws);
+    assert_eq!(
+        (ev["type"].as_str(), ev["code"].as_str()),
+        (Some("error"), Some("bad_request")),
+        "{ev}"
+    );
+    assert_eq!(recv_close(&mut ws), Some(1008));
+    assert_eq!(counter(&srv, "tunnels_refused_bad_request"), 1);
+    // A port asked for and free is given; asked again while held, port_unavailable (1013).
+    let (_ws1, open) = control(&srv, "");
+    let port = open["port"].as_u64().unwrap();
+    let mut ws2 = srv.connect(&format!("/v1/tunnel?port={port}"));
+    let ev = recv_event(&mut ws2);
+    assert_eq!(ev["code"], "port_unavailable", "{ev}");
+    assert_eq!(recv_close(&mut ws2), Some(1013));
+}
+
+fn close_1000_releases_the_port(driver: &str) {
+    let srv = server(driver, &[]);
+    let (mut ws, open) = control(&srv, "");
+    let port = open["port"].as_u64().unwrap();
+    close(&mut ws, 1000);
+    let v = stats_when(&srv, |v| v["totals"]["tunnels_closed"] == 1);
+    assert_eq!(v["totals"]["tunnels_closed"], 1, "{v}");
+    // Free again: the next tunnel may ask for it.
+    std::thread::sleep(Duration::from_millis(50));
+    let (_ws, again) = control(&srv, &format!("?port={port}"));
+    assert_eq!(again["port"], port, "{again}");
+}
+
+both_drivers!(
+    bytes_flow_both_ways_with_half_closes,
+    megabytes_cross_both_ways_at_once,
+    bytes_sent_with_the_data_request_come_first,
+    off_by_default_and_unknown_ids_are_404,
+    a_data_connection_that_never_comes_is_timed_out,
+    a_bad_port_is_refused_with_an_error_event,
+    close_1000_releases_the_port,
+);
