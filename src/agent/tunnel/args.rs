@@ -63,6 +63,11 @@ pub struct ExposeArgs {
     /// closes (1000, which releases the port).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// Data connections being opened (connect and upgrade) at once; more public connections
+    /// wait their turn. Keep it under the relay's `limits.max_handshakes_per_ip` (32): the
+    /// relay refuses upgrades from one address past it.
+    #[arg(long, default_value_t = 16)]
+    pub max_upgrades: usize,
     /// I/O driver: auto, io_uring or epoll.
     #[arg(long, default_value = "auto")]
     pub driver: DriverChoice,
@@ -82,6 +87,7 @@ pub struct ExposePlan {
     pub backoff_max: Duration,
     pub ping_interval: Duration,
     pub shutdown_grace: Duration,
+    pub max_upgrades: usize,
     pub driver: DriverChoice,
 }
 
@@ -148,6 +154,7 @@ impl ExposeArgs {
             ("--connect-timeout", self.connect_timeout.is_zero()),
             ("--backoff-initial", self.backoff_initial.is_zero()),
             ("--ping-interval", self.ping_interval.is_zero()),
+            ("--max-upgrades", self.max_upgrades == 0),
         ] {
             if zero {
                 return Err(ExposeArgsError::Zero(name));
@@ -168,6 +175,7 @@ impl ExposeArgs {
             backoff_max: self.backoff_max,
             ping_interval: self.ping_interval,
             shutdown_grace: self.shutdown_grace,
+            max_upgrades: self.max_upgrades,
             driver: self.driver,
         })
     }

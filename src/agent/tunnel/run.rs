@@ -12,6 +12,7 @@ use crate::agent::link::{connect, write_loop, ConnectError, Dial, Link, Out, Rea
 use crate::agent::stop::{on_signals, Latch};
 use crate::ws::client::{MaskSource, Rng};
 use local_sync::mpsc::bounded::{channel, Tx};
+use local_sync::semaphore::Semaphore;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::Write;
@@ -63,6 +64,8 @@ struct Client {
     /// Each joined pair's latch: setting it resets the pair (the drain's deadline).
     pairs: RefCell<HashMap<u64, Rc<Latch>>>,
     next_pair: Cell<u64>,
+    /// Data connections being opened at once (`--max-upgrades`).
+    upgrades: Semaphore,
     joined: Cell<u64>,
     failed: Cell<u64>,
 }
@@ -78,6 +81,7 @@ pub async fn run(plan: ExposePlan) -> Result<(), TunnelError> {
     );
     let resume = plan.resume_file.as_deref().and_then(resume::load);
     let client = Rc::new(Client {
+        upgrades: Semaphore::new(plan.max_upgrades),
         plan,
         relay_addr: RefCell::new(None),
         stop,
@@ -345,7 +349,11 @@ async fn accept(client: Rc<Client>, id: String) {
             }
         }
     };
-    let (local, data) = monoio::join!(local, open_data(&dial));
+    let data = async {
+        let _permit = client.upgrades.acquire().await;
+        open_data(&dial).await
+    };
+    let (local, data) = monoio::join!(local, data);
     let (local, data) = match (local, data) {
         (Some(l), Ok(d)) => (l, d),
         (_, Err(e)) => {
