@@ -38,6 +38,9 @@ enum Command {
     Key(ringrelay::auth::key_cli::KeyCommand),
     /// Answer a session's bridged HTTP requests from a local API (runs on the user's machine).
     Agent(ringrelay::agent::AgentArgs),
+    /// Expose a local TCP port on a public port of a relay (docs/tunnels.md).
+    #[command(subcommand)]
+    Tunnel(ringrelay::agent::tunnel::TunnelCommand),
     /// Look at a fleet of relays coordinated through Redis.
     #[command(subcommand)]
     Cluster(ringrelay::cluster::status::ClusterCommand),
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         Some(Command::Token(a)) => return ringrelay::auth::cli::main(&a),
         Some(Command::Key(c)) => return ringrelay::auth::key_cli::main(&c),
         Some(Command::Agent(a)) => return agent(&a),
+        Some(Command::Tunnel(c)) => return ringrelay::agent::tunnel::main(&c),
         Some(Command::Cluster(c)) => return ringrelay::cluster::status::main(&c),
         Some(Command::Completions { shell }) => return completions(shell),
         Some(Command::Man { out_dir }) => return man(out_dir.as_deref()),

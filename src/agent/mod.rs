@@ -24,6 +24,7 @@ pub(crate) mod relay_url;
 pub(crate) mod run;
 pub(crate) mod stop;
 pub(crate) mod target;
+pub mod tunnel;
 pub(crate) mod upstream;
 
 pub use args::{AgentArgs, ArgsError, Plan};

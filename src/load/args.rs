@@ -5,6 +5,7 @@ use super::client::{Rng, Target, Transport};
 use super::engine::{Mode, Plan, Stop};
 use super::http::request::{sends_body, valid_method};
 use super::http::{HttpPlan, TargetPlan};
+use super::tunnel::{EchoPlan, TunnelPlan, TunnelTest};
 use crate::config::{parse_duration, DriverChoice};
 use crate::http::client::parse_web_url;
 use crate::tls::client::{client_config, ClientTls, Trust};
@@ -35,6 +36,11 @@ pub enum ModeArg {
     Http,
     /// Serve HTTP on --listen: 200 to everything, with the request's body or --size bytes.
     HttpTarget,
+    /// Through a TCP tunnel's public address (--url tcp://HOST:PORT) to an echo service:
+    /// --tunnel-test bulk, connect or rr (src/load/tunnel).
+    Tunnel,
+    /// Serve TCP echo on --listen: the local service behind a tunnel.
+    TunnelEcho,
 }
 
 /// Generate load against a relay and report throughput and latency.
@@ -128,6 +134,10 @@ pub struct LoadArgs {
     /// HTTP: longest one request may take, connect to last byte, before it is an error.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// --mode tunnel: bulk (MB/s), connect (new connections/s) or rr (request/response
+    /// latency; with --rate, from when each request was due).
+    #[arg(long, value_enum, default_value_t = TunnelTest::Bulk)]
+    pub tunnel_test: TunnelTest,
     /// http-target: the address to serve on (port 0: any free port; the line printed at
     /// start says which).
     #[arg(long, default_value = "127.0.0.1:3000")]
@@ -279,6 +289,42 @@ impl LoadArgs {
         })
     }
 
+    /// `--mode tunnel`: `--url tcp://HOST:PORT` (or `HOST:PORT`), the tunnel's public address.
+    pub fn tunnel_plan(&self) -> Result<TunnelPlan, String> {
+        let addr = self.url.strip_prefix("tcp://").unwrap_or(&self.url);
+        let target = addr
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("--url {}: not tcp://HOST:PORT", self.url))?;
+        if self.pairs == 0 || self.threads == 0 || self.duration.is_zero() {
+            return Err("--pairs, --threads and --duration must be more than zero".into());
+        }
+        if self.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+            return Err("--rate must be more than zero".into());
+        }
+        Ok(TunnelPlan {
+            target,
+            test: self.tunnel_test,
+            connections: self.pairs,
+            size: self.size.max(1),
+            warmup: self.warmup,
+            duration: self.duration,
+            rate: self.rate,
+            timeout: self.timeout,
+            threads: self.threads.min(self.pairs),
+            driver: self.driver,
+        })
+    }
+
+    /// `--mode tunnel-echo`.
+    pub fn echo_plan(&self) -> EchoPlan {
+        EchoPlan {
+            listen: self.listen,
+            driver: self.driver,
+        }
+    }
+
     /// `--mode http-target`.
     pub fn target_plan(&self) -> TargetPlan {
         TargetPlan {
@@ -336,7 +382,7 @@ impl LoadArgs {
                 ModeArg::Echo => Mode::Echo,
                 ModeArg::Churn => Mode::Churn,
                 ModeArg::Connect => Mode::Connect,
-                ModeArg::Http | ModeArg::HttpTarget => {
+                ModeArg::Http | ModeArg::HttpTarget | ModeArg::Tunnel | ModeArg::TunnelEcho => {
                     return Err("the HTTP modes have plans of their own".into())
                 }
             },

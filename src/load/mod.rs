@@ -8,7 +8,9 @@
 //! * `alarm`: precise wake-ups for fixed-rate senders (monoio's timers tick in milliseconds);
 //! * `attack`: `--attackers`, a connection flood from one source address beside the load;
 //! * `report`: the result, as JSON or text;
-//! * `http`: `--mode http` (HTTP/1.1 requests, for the bridge) and `--mode http-target`.
+//! * `http`: `--mode http` (HTTP/1.1 requests, for the bridge) and `--mode http-target`;
+//! * `tunnel`: `--mode tunnel` (bulk, connections/s, request/response through a TCP tunnel)
+//!   and `--mode tunnel-echo`.
 #![forbid(unsafe_code)]
 
 pub(crate) mod alarm;
@@ -18,6 +20,7 @@ pub mod client;
 pub mod engine;
 pub(crate) mod http;
 pub(crate) mod report;
+pub mod tunnel;
 
 pub use args::{LoadArgs, ModeArg};
 pub use attack::{Attack, AttackCounts};
@@ -35,6 +38,11 @@ pub fn run(args: LoadArgs) -> Result<(), EngineError> {
         ));
     }
     match args.mode {
+        ModeArg::TunnelEcho => {
+            return tunnel::serve(&args.echo_plan())
+                .map_err(|e| EngineError::Invalid(e.to_string()))
+        }
+        ModeArg::Tunnel => return run_tunnel(&args),
         ModeArg::HttpTarget => return Ok(http::target::serve(&args.target_plan())?),
         ModeArg::Http => return run_http(&args),
         _ => {}
@@ -51,6 +59,23 @@ pub fn run(args: LoadArgs) -> Result<(), EngineError> {
     }
     if args.fail_on_loss && !report.order.intact() {
         return Err(EngineError::Loss(report.order));
+    }
+    Ok(())
+}
+
+/// `--mode tunnel`: the report is printed; a run in which nothing got through fails.
+fn run_tunnel(args: &LoadArgs) -> Result<(), EngineError> {
+    let plan = args.tunnel_plan().map_err(EngineError::Invalid)?;
+    let report = tunnel::run(&plan)?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.bytes == 0 && report.ops == 0 {
+        return Err(EngineError::NothingAnswered(
+            report.error_samples.first().cloned().unwrap_or_default(),
+        ));
     }
     Ok(())
 }

@@ -1,0 +1,455 @@
+//! The tunnel client's life: hold the control connection, join each public connection the
+//! relay announces to the local service, reconnect with back-off (and the resume key, to get
+//! the same port back), drain on SIGTERM.
+
+use super::args::ExposePlan;
+use super::event::{parse_event, TunnelEvent};
+use super::join::{join, open_data, reset, DataDial};
+use super::resume;
+use crate::agent::backoff::Backoff;
+use crate::agent::inbound::WsEvent;
+use crate::agent::link::{connect, write_loop, ConnectError, Dial, Link, Out, ReadError};
+use crate::agent::stop::{on_signals, Latch};
+use crate::ws::client::{MaskSource, Rng};
+use local_sync::mpsc::bounded::{channel, Tx};
+use local_sync::semaphore::Semaphore;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// A control connection that stayed up this long resets the back-off.
+const STABLE_AFTER: Duration = Duration::from_secs(5);
+/// After the client's own close, how long it waits for the relay's.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// Largest control message taken (events are small JSON objects).
+const MAX_EVENT: usize = 64 << 10;
+/// The relay's close for a refusal that trying again will not change (quota, bad request,
+/// policy): the client exits.
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_PROTOCOL: u16 = 1002;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("cannot watch for SIGTERM: {0}")]
+    Signals(std::io::Error),
+    #[error("the relay refused the tunnel: {0}")]
+    Refused(String),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(String),
+}
+
+/// How one control connection ended.
+#[derive(Debug)]
+enum Ended {
+    /// SIGTERM, drained and closed.
+    Stopped,
+    /// Closed by the relay with this code, after this error event if one came.
+    Closed(Option<u16>, Option<String>),
+    Lost(String),
+}
+
+/// What the client keeps across control connections.
+struct Client {
+    plan: ExposePlan,
+    relay_addr: RefCell<Option<SocketAddr>>,
+    stop: Rc<Latch>,
+    /// The resume key of the tunnel held (from the last `tunnel_open`, or `--resume-file`).
+    resume: RefCell<Option<String>>,
+    /// The public address last printed.
+    printed: RefCell<Option<String>>,
+    /// Each joined pair's latch: setting it resets the pair (the drain's deadline).
+    pairs: RefCell<HashMap<u64, Rc<Latch>>>,
+    next_pair: Cell<u64>,
+    /// Data connections being opened at once (`--max-upgrades`).
+    upgrades: Semaphore,
+    joined: Cell<u64>,
+    failed: Cell<u64>,
+}
+
+/// Runs the client until SIGTERM (`Ok`) or a refusal for good.
+pub async fn run(plan: ExposePlan) -> Result<(), TunnelError> {
+    let stop = Rc::new(Latch::default());
+    on_signals(stop.clone()).map_err(TunnelError::Signals)?;
+    let mut backoff = Backoff::new(
+        plan.backoff_initial,
+        plan.backoff_max,
+        Rng::from_entropy(u64::from(std::process::id())),
+    );
+    let resume = plan.resume_file.as_deref().and_then(resume::load);
+    let client = Rc::new(Client {
+        upgrades: Semaphore::new(plan.max_upgrades),
+        plan,
+        relay_addr: RefCell::new(None),
+        stop,
+        resume: RefCell::new(resume),
+        printed: RefCell::new(None),
+        pairs: RefCell::new(HashMap::new()),
+        next_pair: Cell::new(0),
+        joined: Cell::new(0),
+        failed: Cell::new(0),
+    });
+    let result = connect_loop(&client, &mut backoff).await;
+    tracing::info!(
+        joined = client.joined.get(),
+        failed = client.failed.get(),
+        "tunnel client stopped"
+    );
+    result
+}
+
+/// Connects, serves the control connection, waits and connects again, until stopped or
+/// refused for good. SIGTERM while no control connection is up still drains open pairs.
+async fn connect_loop(client: &Rc<Client>, backoff: &mut Backoff) -> Result<(), TunnelError> {
+    let mut resume_refused = false;
+    loop {
+        let resume = client.resume.borrow().clone();
+        let route = client.plan.control_route(None, resume.as_deref());
+        let attempt = monoio::select! {
+            _ = client.stop.wait() => return drain(client).await,
+            r = connect_once(client, &route) => r,
+        };
+        let retry_after = match attempt {
+            Ok(link) => {
+                let up = Instant::now();
+                match serve(client, link).await {
+                    Ended::Stopped => return Ok(()),
+                    Ended::Closed(Some(CLOSE_POLICY), why) => {
+                        let why = why.unwrap_or_else(|| "closed with 1008".into());
+                        // A resume key the relay no longer knows is not the user's fault:
+                        // forget it and ask once more for a fresh tunnel.
+                        if resume.is_some() && !resume_refused {
+                            tracing::warn!(%why, "the relay refused the resume key; asking for a new tunnel");
+                            resume_refused = true;
+                            client.forget_resume();
+                            continue;
+                        }
+                        return Err(TunnelError::Refused(why));
+                    }
+                    Ended::Closed(code, why) => {
+                        tracing::warn!(code = ?code, why = ?why, "the relay closed the tunnel")
+                    }
+                    Ended::Lost(why) => tracing::warn!(%why, "lost the relay"),
+                }
+                if up.elapsed() >= STABLE_AFTER {
+                    backoff.reset();
+                }
+                None
+            }
+            Err(e) if e.is_final() => return Err(TunnelError::Refused(e.to_string())),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to the relay");
+                e.retry_after()
+            }
+        };
+        let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
+        tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting");
+        monoio::select! {
+            _ = client.stop.wait() => return drain(client).await,
+            _ = monoio::time::sleep(delay) => {}
+        }
+    }
+}
+
+impl Client {
+    fn forget_resume(&self) {
+        *self.resume.borrow_mut() = None;
+        if let Some(path) = &self.plan.resume_file {
+            resume::forget(path);
+        }
+    }
+
+    /// The relay's address, resolved afresh for each control connection.
+    fn relay_addr(&self) -> Option<SocketAddr> {
+        *self.relay_addr.borrow()
+    }
+}
+
+/// One control connection attempt, within `--connect-timeout`.
+async fn connect_once(client: &Client, route: &str) -> Result<Link, ConnectError> {
+    let plan = &client.plan;
+    let addr = plan.relay.resolve().map_err(ConnectError::Resolve)?;
+    *client.relay_addr.borrow_mut() = Some(addr);
+    let owned = plan.headers();
+    let headers: Vec<(&str, &str)> = owned.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let dial = Dial {
+        addr,
+        authority: &plan.relay.authority,
+        route,
+        headers: &headers,
+        max_message: MAX_EVENT,
+        tls: None,
+    };
+    monoio::time::timeout(plan.connect_timeout, connect(dial))
+        .await
+        .map_err(|_| ConnectError::Timeout(plan.connect_timeout))?
+}
+
+/// Serves one control connection until it ends.
+async fn serve(client: &Rc<Client>, mut link: Link) -> Ended {
+    let (tx, rx) = channel(64);
+    let Some(w) = link.writer.take() else {
+        return Ended::Lost("the connection's writer was already taken".into());
+    };
+    let writer = monoio::spawn(write_loop(link.socket.clone(), w, rx, MaskSource::new()));
+    let link_done = Rc::new(Latch::default());
+    monoio::spawn(ping_loop(
+        tx.clone(),
+        link_done.clone(),
+        client.plan.ping_interval,
+    ));
+    let silent_limit = client.plan.ping_interval * 2;
+    let mut last_error = None;
+    let ended = loop {
+        if let Some(end) = handle_buffered(client, &mut link, &tx, &mut last_error).await {
+            break end;
+        }
+        let ready = monoio::select! {
+            _ = client.stop.wait() => None,
+            r = monoio::time::timeout(silent_limit, link.readable()) => Some(r),
+        };
+        match ready {
+            None => break leave(client, &mut link, &tx).await,
+            Some(Err(_)) => {
+                break Ended::Lost(format!("nothing from the relay for {silent_limit:?}"))
+            }
+            Some(Ok(Err(e))) => break Ended::Lost(e.to_string()),
+            Some(Ok(Ok(()))) => {}
+        }
+        match link.read_more().await {
+            Ok(()) => {}
+            Err(ReadError::Eof) => break Ended::Closed(None, last_error),
+            Err(e) => break Ended::Lost(e.to_string()),
+        }
+    };
+    link_done.set();
+    drop(tx);
+    let _ = monoio::time::timeout(CLOSE_WAIT, writer).await;
+    link.socket.abort();
+    ended
+}
+
+/// Every event already read; `Some` when the control connection is over.
+async fn handle_buffered(
+    client: &Rc<Client>,
+    link: &mut Link,
+    tx: &Tx<Out>,
+    last_error: &mut Option<String>,
+) -> Option<Ended> {
+    loop {
+        let event = match link.buffered_event() {
+            Ok(Some(e)) => e,
+            Ok(None) => return None,
+            Err(e) => {
+                let _ = tx.send(Out::Close(CLOSE_PROTOCOL)).await;
+                return Some(Ended::Lost(e.to_string()));
+            }
+        };
+        match event {
+            WsEvent::Ping(p) => {
+                let _ = tx.send(Out::Pong(p)).await;
+            }
+            WsEvent::Pong => {}
+            WsEvent::Close(code) => {
+                let _ = tx.send(Out::Close(code.unwrap_or(CLOSE_NORMAL))).await;
+                return Some(Ended::Closed(code, last_error.take()));
+            }
+            WsEvent::Message {
+                text: true,
+                data,
+                oversized: false,
+            } => on_event(client, &data, last_error),
+            WsEvent::Message { .. } => tracing::warn!("a control message that is not an event"),
+        }
+    }
+}
+
+/// One event from the relay.
+fn on_event(client: &Rc<Client>, data: &[u8], last_error: &mut Option<String>) {
+    match parse_event(data) {
+        Ok(TunnelEvent::Open {
+            public,
+            resume,
+            grace_ms,
+            ..
+        }) => opened(client, &public, resume, grace_ms),
+        Ok(TunnelEvent::Connection { id, peer }) => {
+            tracing::debug!(%id, peer = ?peer, "public connection");
+            monoio::spawn(accept(client.clone(), id));
+        }
+        Ok(TunnelEvent::Error { code, message }) => {
+            tracing::warn!(%code, %message, "the relay refused the tunnel");
+            *last_error = Some(format!("{code}: {message}"));
+        }
+        Ok(TunnelEvent::Other) => {}
+        Err(e) => tracing::warn!(error = %e, "an event the client cannot read"),
+    }
+}
+
+/// `tunnel_open`: prints the public address (when it is new) and keeps the resume key.
+fn opened(client: &Client, public: &str, resume: Option<String>, grace_ms: Option<u64>) {
+    let plan = &client.plan;
+    let new = client.printed.borrow().as_deref() != Some(public);
+    if new {
+        let line = if plan.json {
+            serde_json::json!({ "public": public }).to_string()
+        } else {
+            format!("public {public} -> {}", plan.local)
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+        *client.printed.borrow_mut() = Some(public.to_string());
+    }
+    tracing::info!(%public, local = %plan.local, grace_ms = ?grace_ms, resumable = resume.is_some(), "tunnel open");
+    if let (Some(path), Some(key)) = (&plan.resume_file, &resume) {
+        if let Err(e) = resume::store(path, key, public) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot keep the resume key");
+        }
+    }
+    *client.resume.borrow_mut() = resume;
+}
+
+/// A public connection: the local service and the data connection, opened at once, joined.
+/// When the local service refuses (or the client is draining) the data connection is reset
+/// as soon as it is up, so the public client learns at once rather than after the relay's
+/// accept timeout.
+async fn accept(client: Rc<Client>, id: String) {
+    let plan = &client.plan;
+    let Some(addr) = client.relay_addr() else {
+        return;
+    };
+    let route = plan.accept_route(&id);
+    let headers = plan.headers();
+    let dial = DataDial {
+        addr,
+        authority: &plan.relay.authority,
+        route: &route,
+        headers: &headers,
+        timeout: plan.connect_timeout,
+    };
+    let draining = client.stop.is_set();
+    let local = async {
+        if draining {
+            return None;
+        }
+        let c = monoio::net::TcpStream::connect_addr(plan.local);
+        match monoio::time::timeout(plan.connect_timeout, c).await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                tracing::warn!(%id, local = %plan.local, error = %e, "the local service refused");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%id, local = %plan.local, "the local service did not answer");
+                None
+            }
+        }
+    };
+    let data = async {
+        let _permit = client.upgrades.acquire().await;
+        open_data(&dial).await
+    };
+    let (local, data) = monoio::join!(local, data);
+    let (local, data) = match (local, data) {
+        (Some(l), Ok(d)) => (l, d),
+        (_, Err(e)) => {
+            client.failed.set(client.failed.get() + 1);
+            return tracing::warn!(%id, error = %e, "no data connection");
+        }
+        (None, Ok(d)) => {
+            client.failed.set(client.failed.get() + 1);
+            return reset(d.stream);
+        }
+    };
+    let n = client.next_pair.get();
+    client.next_pair.set(n + 1);
+    let dead = Rc::new(Latch::default());
+    client.pairs.borrow_mut().insert(n, dead.clone());
+    client.joined.set(client.joined.get() + 1);
+    let moved = join(data, local, dead).await;
+    client.pairs.borrow_mut().remove(&n);
+    tracing::debug!(%id, inbound = moved.inbound, outbound = moved.outbound, reset = moved.reset, "public connection done");
+}
+
+/// SIGTERM with the control connection up: new public connections are refused (see
+/// `accept`), open ones may finish within `--shutdown-grace`, then the rest are reset and
+/// the tunnel closes with 1000, which releases the port at once.
+async fn leave(client: &Rc<Client>, link: &mut Link, tx: &Tx<Out>) -> Ended {
+    tracing::info!(open = client.pairs.borrow().len(), "draining");
+    let deadline = Instant::now() + client.plan.shutdown_grace;
+    let mut last_error = None;
+    while !client.pairs.borrow().is_empty() && Instant::now() < deadline {
+        if pump(client, link, tx, &mut last_error).await.is_some() {
+            break;
+        }
+    }
+    reset_all(client);
+    if let Some(path) = &client.plan.resume_file {
+        resume::forget(path);
+    }
+    if tx.send(Out::Close(CLOSE_NORMAL)).await.is_err() {
+        return Ended::Stopped;
+    }
+    let deadline = Instant::now() + CLOSE_WAIT;
+    while Instant::now() < deadline {
+        if pump(client, link, tx, &mut last_error).await.is_some() {
+            break;
+        }
+    }
+    Ended::Stopped
+}
+
+/// SIGTERM without a control connection: the open pairs may still finish.
+async fn drain(client: &Rc<Client>) -> Result<(), TunnelError> {
+    let deadline = Instant::now() + client.plan.shutdown_grace;
+    while !client.pairs.borrow().is_empty() && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    reset_all(client);
+    Ok(())
+}
+
+fn reset_all(client: &Client) {
+    for dead in client.pairs.borrow().values() {
+        dead.set();
+    }
+}
+
+/// One round of reading while draining: events already read, then a read if one comes
+/// within a short wait. `Some` when the connection is over.
+async fn pump(
+    client: &Rc<Client>,
+    link: &mut Link,
+    tx: &Tx<Out>,
+    last_error: &mut Option<String>,
+) -> Option<Ended> {
+    if let Some(end) = handle_buffered(client, link, tx, last_error).await {
+        return Some(end);
+    }
+    match monoio::time::timeout(Duration::from_millis(20), link.readable()).await {
+        Err(_) => None,
+        Ok(Err(e)) => Some(Ended::Lost(e.to_string())),
+        Ok(Ok(())) => match link.read_more().await {
+            Ok(()) => None,
+            Err(ReadError::Eof) => Some(Ended::Closed(None, None)),
+            Err(e) => Some(Ended::Lost(e.to_string())),
+        },
+    }
+}
+
+/// Pings the relay every `every` until the connection is done.
+async fn ping_loop(tx: Tx<Out>, done: Rc<Latch>, every: Duration) {
+    loop {
+        monoio::select! {
+            _ = done.wait() => return,
+            _ = monoio::time::sleep(every) => {}
+        }
+        if tx.send(Out::Ping).await.is_err() {
+            return;
+        }
+    }
+}
