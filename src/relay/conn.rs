@@ -724,7 +724,8 @@ fn leave(
     }
     core.publish_gauges();
     log_access(core, peer, session, code);
-    tracing::info!(
+    // Debug, as "peer joined" is (relay::join): the access log records finished connections.
+    tracing::debug!(
         conn = peer.id,
         role = &*peer.role,
         session = session.map(|s| &*s.id),

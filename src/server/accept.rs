@@ -1045,7 +1045,7 @@ pub async fn receive_handoffs(core: Rc<Core>, rx: flume::Receiver<Handoff>) {
         };
         match TcpStream::from_std(stream) {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
+                // Accepted by one of our listeners: TCP_NODELAY came with it from there.
                 let (session, tls_pending) = match tls {
                     Tls::Plain => (None, false),
                     Tls::Pending => (None, true),

@@ -130,6 +130,9 @@ fn bind_listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net
     s.set_reuse_address(true)?;
     s.set_reuse_port(reuse_port)?;
     s.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener (Linux clones the listener's
+    // options into each child): set once here, it saves a setsockopt per connection.
+    s.set_nodelay(true)?;
     s.bind(&addr.into())?;
     s.listen(4096)?;
     Ok(s.into())
@@ -276,6 +279,10 @@ impl Listeners {
         for l in all.chain(std::iter::once(&self.admin)) {
             l.set_nonblocking(true)
                 .map_err(|e| ServerError::Listeners(format!("cannot make non-blocking: {e}")))?;
+            // Inherited by every accepted socket, as on the listeners bound here.
+            socket2::SockRef::from(l)
+                .set_nodelay(true)
+                .map_err(|e| ServerError::Listeners(format!("cannot set TCP_NODELAY: {e}")))?;
         }
         Ok(())
     }
@@ -648,5 +655,24 @@ impl Running {
         if let Some(m) = self.member {
             m.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_listener;
+    use std::net::TcpStream;
+
+    /// The accept loop sets no TCP_NODELAY per connection (before: one setsockopt each): it
+    /// relies on the listener's being inherited by what it accepts.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+        // The client's socket says the option is not on by default.
+        assert!(!client.nodelay().unwrap());
     }
 }

@@ -51,7 +51,8 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener, tls:
             Ok((mut stream, addr)) => {
                 backoff = ACCEPT_BACKOFF_START;
                 bump(&core.stats.connections_accepted, 1);
-                let _ = stream.set_nodelay(true);
+                // TCP_NODELAY came with it from the listener (`bind_listener`,
+                // `Listeners::check`): no setsockopt per connection.
                 // Carried peers and bridged requests hold descriptors here too.
                 let busy = core.registry.peer_count()
                     + core.cluster_local.carry_count()
