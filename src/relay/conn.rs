@@ -5,6 +5,7 @@ use super::away::{self, Verdict};
 use super::held;
 use super::inbound::{Closing, DecodeLimits, Hold, Inbound, Outcome, Pongs, Released};
 use super::resume;
+use crate::config::Config;
 use crate::context::Core;
 use crate::limits::Throttle;
 use crate::runtime::chunk::{Chunk, SegmentOutOfBounds};
@@ -107,7 +108,7 @@ async fn turns(
     let mut fresh = None;
     let reader = match kept {
         Some(r) => &mut **r,
-        None => fresh.insert(Reader::new(c.core)),
+        None => fresh.insert(Reader::new(c.core, &c.peer.opened)),
     };
     let next = read_and_forward(c, reader, initial).await;
     let ended = matches!(next, Next::End { .. });
@@ -233,8 +234,9 @@ enum Next {
 }
 
 impl Reader {
-    fn new(core: &Core) -> Reader {
-        let cfg = &core.config().limits;
+    /// `opened`: the config in force when the connection was upgraded.
+    fn new(core: &Core, opened: &Config) -> Reader {
+        let cfg = &opened.limits;
         let limits = DecodeLimits {
             max_message_bytes: cfg.max_message_bytes as u64,
             max_frames_per_message: u32::try_from(cfg.max_frames_per_message).unwrap_or(u32::MAX),
@@ -305,11 +307,13 @@ impl Reader {
 
     /// A large buffer for a sender streaming large frames faster than they are forwarded:
     /// its last read brought a normal buffer's worth and ended inside a frame of at least a
-    /// quarter of one. Fewer, larger reads and writes per MB (docs/performance.md).
+    /// quarter of one. Fewer, larger reads and writes per MB (docs/performance.md). Never
+    /// for a connection under a message or byte rate: its pace is charged a read at a time,
+    /// so a read four times larger would let it run that much past its burst.
     fn take_large(&self, core: &Core) -> Option<Chunk> {
         let min = core.pool.large_frame_bytes();
         let large = self.inbound.open_frame_len().is_some_and(|n| n >= min);
-        (self.bulk && large)
+        (self.bulk && large && self.throttle.is_none())
             .then(|| core.pool.take_large())
             .flatten()
     }

@@ -148,6 +148,7 @@ fn new_peer(
             Socket::upgraded(stream),
             charge,
             now,
+            core.config(),
         )
         .with_shapes(events_on.unwrap_or_default())
         .with_access(note),
@@ -312,6 +313,7 @@ pub async fn run_echo(
             Socket::upgraded(stream),
             charge,
             core.clock.now_ms(),
+            core.config(),
         )
         .with_access(note),
     );

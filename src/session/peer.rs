@@ -4,6 +4,7 @@
 use super::events::durable::{self, Shapes};
 use super::events::{Event, EventKey};
 use super::Session;
+use crate::config::Config;
 use crate::limits::IpCharge;
 use crate::runtime::chunk::{Chunk, WriteChunk};
 use crate::runtime::socket::Socket;
@@ -14,6 +15,7 @@ use crate::ws::{CloseCode, OpCode};
 use local_sync::semaphore::Semaphore;
 use std::cell::Cell;
 use std::io;
+use std::rc::Rc;
 
 pub struct Peer {
     pub id: u64,
@@ -58,13 +60,19 @@ pub struct Peer {
     /// The access log's record of this connection (`log.access`; `None` when it is off): a
     /// box made at the upgrade, so a relay without the log keeps only the pointer.
     pub access: Option<Box<Tally>>,
+    /// The config in force when the connection was upgraded: its decode limits and rates
+    /// stay these after a reload (docs/configuration.md, "Connections already open"), even
+    /// though an idle connection keeps no decoder to hold them (relay::conn).
+    pub opened: Rc<Config>,
 }
 
 // One `Peer` (in an `Rc`) per connection for its whole life: at the default
-// `max_connections_per_worker` of 100,000, 256 bytes is 25 MiB per core. The counters and
+// `max_connections_per_worker` of 100,000, 264 bytes is 25 MiB per core. With the `Rc`'s two
+// counts it is 280 bytes, in mimalloc's 320-byte size class (as 256 was): 16 bytes less and
+// it would fit the 256 class, worth 64 bytes of every connection. The counters and
 // timestamps are plain `Cell`s for this reason; anything per-connection that is large or
 // rare (a backlog, held messages) lives in the session or in a box made when it is needed.
-const _: () = assert!(std::mem::size_of::<Peer>() <= 256);
+const _: () = assert!(std::mem::size_of::<Peer>() <= 264);
 
 /// The yes/no state of a [`Peer`].
 pub struct Flag;
@@ -139,6 +147,7 @@ impl Peer {
         sock: Socket,
         charge: IpCharge,
         now_ms: u64,
+        opened: Rc<Config>,
     ) -> Peer {
         Peer {
             id,
@@ -158,6 +167,7 @@ impl Peer {
             write_since_ms: Cell::new(None),
             pinned: Cell::new(0),
             access: None,
+            opened,
         }
     }
 
