@@ -46,6 +46,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/relay_start.sh
+. "$ROOT/scripts/relay_start.sh"
 ROUNDS=${ROUNDS:-5}
 SECONDS_EACH=${SECONDS_EACH:-3}
 WARMUP=${WARMUP:-1}
@@ -74,14 +76,7 @@ command -v openssl >/dev/null || die "needs openssl"
 [ "$(nproc)" -ge 2 ] || die "needs 2 cores: one for the servers, one for the load"
 
 cd "$ROOT"
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_workdir
 
 # NO_BUILD=1: use the release binaries as they are (a build on a busy machine takes minutes).
 if [ -z "${NO_BUILD:-}" ]; then

@@ -27,6 +27,8 @@
 # each killed after 60 s more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/relay_start.sh
+. scripts/relay_start.sh
 
 ROUNDS=${ROUNDS:-3}
 SECONDS_EACH=${SECONDS_EACH:-5}
@@ -51,14 +53,7 @@ if [[ " $SIDES " == *" bore "* && ! -x $BORE ]]; then
   cargo install bore-cli --locked --root "$BORE_ROOT" --quiet
 fi
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_workdir
 
 # Waits for a line matching $2 in file $1 and prints the first capture of sed expression $3.
 wait_line() {

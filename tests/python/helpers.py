@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect_raw
@@ -184,6 +185,15 @@ def wait_for(pred, timeout: float, what: str, step: float = 0.05):
             return last
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def closing_fixture(factory, name: str):
+    """A pytest fixture called `name` that yields `factory()` to the test and closes it after."""
+    def fixture():
+        obj = factory()
+        yield obj
+        obj.close()
+    return pytest.fixture(name=name)(fixture)
 
 
 def stop_server(srv: Server):

@@ -33,8 +33,8 @@ from bridge_helpers import (ANSWER_PREFIX, AgentProcess, FakeAgent, FixedPortSer
                             agent_supported, answer_json, bridge, bridge_latency_count, bridge_raw, build_request,
                             check_error, check_relay_headers, curl, echo_handler, expect_deltas, free_port, in_thread,
                             marker, mint, parse_response, read_to_eof, stats, totals, unb64, wait_for, wait_pending)
-from helpers import (OP_CONT, OP_TEXT, RECV_TIMEOUT, RawWS, Server, assert_no_message, binary_path, http_get, stop_server,
-                     unique, ws_connect)
+from helpers import (OP_CONT, OP_TEXT, RECV_TIMEOUT, RawWS, Server, assert_no_message, binary_path, closing_fixture,
+                     http_get, stop_server, unique, ws_connect)
 
 BRIDGE_TIMEOUT = 5.0          # bsrv's bridge.timeout
 BODY_DEADLINE = 1.0           # bsrv's limits.handshake_timeout
@@ -1338,11 +1338,7 @@ needs_agent = pytest.mark.skipif(not agent_supported(), reason="this ringrelay b
 AGENT_RELAY_TIMEOUT = 10.0      # bridge.timeout of the relays below
 
 
-@pytest.fixture
-def api():
-    a = LocalAPI()
-    yield a
-    a.close()
+api = closing_fixture(LocalAPI, "api")
 
 
 @pytest.fixture

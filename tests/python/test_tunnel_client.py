@@ -12,21 +12,13 @@ import time
 
 import pytest
 
-from tunnel_helpers import EchoServer, FakeRelay, TunnelClient, echo_round, free_port, recv_all
+from helpers import closing_fixture
+from tunnel_helpers import (EchoServer, FakeRelay, TunnelClient, check_half_close_both_ways,
+                            echo_round, free_port, recv_all)
 
 
-@pytest.fixture
-def relay():
-    r = FakeRelay()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def echo():
-    e = EchoServer()
-    yield e
-    e.close()
+relay = closing_fixture(FakeRelay, "relay")
+echo = closing_fixture(EchoServer, "echo")
 
 
 def _wait(pred, timeout: float, what: str):
@@ -58,39 +50,7 @@ def test_prints_one_json_line_and_moves_bytes_both_ways(driver, relay, echo):
 
 
 def test_half_close_both_ways(driver, relay):
-    """The public client's FIN reaches the service while the service still sends; the
-    service's FIN reaches the public client while it still sends."""
-    svc = socket.socket()
-    svc.bind(("127.0.0.1", 0))
-    svc.listen(4)
-    cli = TunnelClient(relay.url, f"127.0.0.1:{svc.getsockname()[1]}", driver)
-    try:
-        public = cli.public()
-        p = socket.create_connection(public, timeout=10)
-        s, _ = svc.accept()
-        s.settimeout(10)
-        # Public -> service, then public's FIN: the service reads EOF, and can still answer.
-        p.sendall(b"request")
-        p.shutdown(socket.SHUT_WR)
-        assert recv_all(s) == b"request"
-        s.sendall(b"answer after your FIN")
-        s.shutdown(socket.SHUT_WR)
-        assert recv_all(p) == b"answer after your FIN"
-        p.close(), s.close()
-        # The other way round: the service closes its side first, the public client goes on.
-        p = socket.create_connection(public, timeout=10)
-        s, _ = svc.accept()
-        s.settimeout(10)
-        s.sendall(b"banner")
-        s.shutdown(socket.SHUT_WR)
-        assert recv_all(p) == b"banner"
-        p.sendall(b"late words")
-        p.shutdown(socket.SHUT_WR)
-        assert recv_all(s) == b"late words"
-        p.close(), s.close()
-    finally:
-        cli.kill()
-        svc.close()
+    check_half_close_both_ways(relay.url, driver)
 
 
 def test_a_refusing_or_resetting_service_resets_the_public_connection(driver, relay):

@@ -17,7 +17,9 @@ import time
 
 import pytest
 
-from tunnel_helpers import EchoServer, TunnelClient, echo_round, free_port, recv_all
+from helpers import closing_fixture
+from tunnel_helpers import (EchoServer, TunnelClient, check_half_close_both_ways,
+                            echo_round, free_port, recv_all)
 
 BIG = (1 << 30) if os.environ.get("RINGRELAY_TUNNEL_BIG") == "1" else (64 << 20)
 
@@ -32,11 +34,7 @@ def relay(make_server):
                             "RINGRELAY_TUNNEL_MAX_CONNECTIONS_PER_TUNNEL": "256"})
 
 
-@pytest.fixture
-def echo():
-    e = EchoServer()
-    yield e
-    e.close()
+echo = closing_fixture(EchoServer, "echo")
 
 
 def _url(srv) -> str:
@@ -98,35 +96,7 @@ def test_200_concurrent_connections_each_with_its_own_data(driver, relay, echo):
 
 
 def test_half_close_both_ways(driver, relay):
-    svc = socket.socket()
-    svc.bind(("127.0.0.1", 0))
-    svc.listen(4)
-    cli = TunnelClient(_url(relay), f"127.0.0.1:{svc.getsockname()[1]}", driver)
-    try:
-        public = cli.public()
-        p = socket.create_connection(public, timeout=10)
-        s, _ = svc.accept()
-        s.settimeout(10)
-        p.sendall(b"request")
-        p.shutdown(socket.SHUT_WR)
-        assert recv_all(s) == b"request"
-        s.sendall(b"answer after your FIN")
-        s.shutdown(socket.SHUT_WR)
-        assert recv_all(p) == b"answer after your FIN"
-        p.close(), s.close()
-        p = socket.create_connection(public, timeout=10)
-        s, _ = svc.accept()
-        s.settimeout(10)
-        s.sendall(b"banner")
-        s.shutdown(socket.SHUT_WR)
-        assert recv_all(p) == b"banner"
-        p.sendall(b"late words")
-        p.shutdown(socket.SHUT_WR)
-        assert recv_all(s) == b"late words"
-        p.close(), s.close()
-    finally:
-        cli.kill()
-        svc.close()
+    check_half_close_both_ways(_url(relay), driver)
 
 
 def _ends_with_nothing(p: socket.socket):

@@ -80,6 +80,28 @@ class TunnelClient:
             self.proc.wait(5)
 
 
+def loopback_listener() -> socket.socket:
+    """A listening socket on an ephemeral loopback port."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(512)
+    return sock
+
+
+def serve_each(sock: socket.socket, serve, on_accept=None):
+    """Accepts until `sock` is closed; each connection is served by `serve` in its own thread
+    (`on_accept` is called first, in this one)."""
+    while True:
+        try:
+            c, _ = sock.accept()
+        except OSError:
+            return
+        if on_accept is not None:
+            on_accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
 # --------------------------------------------------------------------------------------------
 # The local service
 # --------------------------------------------------------------------------------------------
@@ -90,22 +112,13 @@ class EchoServer:
 
     def __init__(self, mode: str = "echo"):
         self.mode = mode
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(512)
+        self.sock = loopback_listener()
         self.addr = self.sock.getsockname()
         self.accepted = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=serve_each, args=(self.sock, self._serve, self._count), daemon=True).start()
 
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+    def _count(self):
+        self.accepted += 1
 
     def _serve(self, c: socket.socket):
         try:
@@ -162,6 +175,41 @@ def echo_round(public: tuple[str, int], data: bytes, timeout: float = 10.0) -> b
         return recv_all(s, timeout)
 
 
+def check_half_close_both_ways(relay_url: str, driver: str):
+    """Through a tunnel client on `relay_url`: the public client's FIN reaches the service while
+    the service still sends; the service's FIN reaches the public client while it still sends."""
+    svc = socket.socket()
+    svc.bind(("127.0.0.1", 0))
+    svc.listen(4)
+    cli = TunnelClient(relay_url, f"127.0.0.1:{svc.getsockname()[1]}", driver)
+    try:
+        public = cli.public()
+        # Public -> service, then public's FIN: the service reads EOF, and can still answer.
+        _half_close_once(public, svc, b"request", b"answer after your FIN", public_first=True)
+        # The other way round: the service closes its side first, the public client goes on.
+        _half_close_once(public, svc, b"banner", b"late words", public_first=False)
+    finally:
+        cli.kill()
+        svc.close()
+
+
+def _half_close_once(public: tuple[str, int], svc: socket.socket, first: bytes, then: bytes,
+                     public_first: bool):
+    """One connection: one side sends `first` and its FIN, the other reads it to EOF, then
+    answers `then` and its FIN, which the first reads to EOF."""
+    p = socket.create_connection(public, timeout=10)
+    s, _ = svc.accept()
+    s.settimeout(10)
+    a, b = (p, s) if public_first else (s, p)
+    a.sendall(first)
+    a.shutdown(socket.SHUT_WR)
+    assert recv_all(b) == first
+    b.sendall(then)
+    b.shutdown(socket.SHUT_WR)
+    assert recv_all(a) == then
+    p.close(), s.close()
+
+
 # --------------------------------------------------------------------------------------------
 # A fake relay
 # --------------------------------------------------------------------------------------------
@@ -199,10 +247,7 @@ class FakeRelay:
     def __init__(self, refuse_status: int | None = None, refuse_event: tuple[str, int] | None = None):
         self.refuse_status = refuse_status
         self.refuse_event = refuse_event
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(512)
+        self.sock = loopback_listener()
         self.addr = self.sock.getsockname()
         self.control_paths: list[str] = []
         self.control_closes: list[int | None] = []
@@ -211,19 +256,11 @@ class FakeRelay:
         self.pending: dict[str, socket.socket] = {}
         self.data_paths: list[str] = []
         self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=serve_each, args=(self.sock, self._serve), daemon=True).start()
 
     @property
     def url(self) -> str:
         return f"ws://{self.addr[0]}:{self.addr[1]}"
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c: socket.socket):
         try:
@@ -265,10 +302,7 @@ class FakeRelay:
             listener = self.tunnels.get(key) if key else None
             if listener is None:
                 key = uuid.uuid4().hex
-                listener = socket.socket()
-                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                listener.bind(("127.0.0.1", 0))
-                listener.listen(512)
+                listener = loopback_listener()
                 self.tunnels[key] = listener
                 fresh = True
             else:
