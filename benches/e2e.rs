@@ -87,27 +87,11 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("addr");
+    let waiting: Waiting<T> = Arc::default();
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let waiting: Waiting<T> = Arc::default();
-                loop {
-                    let Ok((sock, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let _ = sock.set_nodelay(true);
-                    tokio::spawn(join(sock, waiting.clone()));
-                }
-            })
-        })
+        .spawn(move || forwarder::accept_loop(listener, move |sock| join(sock, waiting.clone())))
         .expect("spawn");
     addr
 }

@@ -164,34 +164,17 @@ fn man(out_dir: Option<&std::path::Path>) -> ExitCode {
 /// `ringrelay agent`: bad arguments exit 2, a relay that refuses the agent for good exits 1,
 /// SIGTERM exits 0.
 fn agent(args: &ringrelay::agent::AgentArgs) -> ExitCode {
-    let plan = match args.plan() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("ringrelay agent: {e}");
-            return ExitCode::from(2);
-        }
+    let starting = |plan: &ringrelay::agent::Plan| {
+        tracing::info!(
+            relay = %plan.relay.authority,
+            session = %plan.session,
+            target = %plan.target.addr,
+            version = env!("CARGO_PKG_VERSION"),
+            "ringrelay agent starting"
+        )
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-    tracing::info!(
-        relay = %plan.relay.authority,
-        session = %plan.session,
-        target = %plan.target.addr,
-        version = env!("CARGO_PKG_VERSION"),
-        "ringrelay agent starting"
-    );
-    match ringrelay::agent::run(plan) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "agent stopped");
-            eprintln!("ringrelay agent: {e}");
-            ExitCode::from(1)
-        }
-    }
+    let run = ringrelay::agent::run;
+    ringrelay::agent::command::run_command("agent", args.plan(), starting, run)
 }
 
 /// Where the config comes from: the file named at start (`--config` or `RINGRELAY_CONFIG`),

@@ -12,21 +12,14 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// A range of 40 ports for this test process, apart from other processes' (by pid); below
-/// the kernel's ephemeral range, so no client socket holds one.
-fn ports() -> String {
-    let base = 21000 + (std::process::id() % 250) * 40;
-    format!("{}-{}", base, base + 39)
-}
+/// 250 ranges of 40 from 21000, apart from other processes' (by pid).
+const PORTS: common::tunnel::TunnelPorts = common::tunnel::TunnelPorts {
+    base: 21000,
+    slots: 250,
+};
 
 fn server(driver: &str, env: &[(&str, &str)]) -> TestServer {
-    let range = ports();
-    let mut all = vec![
-        ("RINGRELAY_TUNNEL_ENABLED", "true"),
-        ("RINGRELAY_TUNNEL_PORTS", range.as_str()),
-    ];
-    all.extend_from_slice(env);
-    TestServer::start(driver, 2, &all)
+    PORTS.server(driver, env)
 }
 
 /// A control connection and its `tunnel_open`.

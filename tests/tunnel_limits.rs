@@ -20,20 +20,14 @@ use tungstenite::Message;
 
 const SECRET: &str = "tunnel-limits-secret-0123456789abcdef";
 
-/// A range of 40 ports for this process (by pid), apart from tests/tunnel.rs's.
-fn ports() -> String {
-    let base = 31000 + (std::process::id() % 40) * 40;
-    format!("{}-{}", base, base + 39)
-}
+/// 40 ranges of 40 from 31000 (by pid), apart from tests/tunnel.rs's.
+const PORTS: common::tunnel::TunnelPorts = common::tunnel::TunnelPorts {
+    base: 31000,
+    slots: 40,
+};
 
 fn server(driver: &str, env: &[(&str, &str)]) -> TestServer {
-    let range = ports();
-    let mut all = vec![
-        ("RINGRELAY_TUNNEL_ENABLED", "true"),
-        ("RINGRELAY_TUNNEL_PORTS", range.as_str()),
-    ];
-    all.extend_from_slice(env);
-    TestServer::start(driver, 2, &all)
+    PORTS.server(driver, env)
 }
 
 /// A JWT with `sub` and, when given, a `tunnels` claim.

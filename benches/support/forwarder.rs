@@ -20,6 +20,18 @@ type Waiting = Arc<Mutex<HashMap<String, (TcpStream, Vec<u8>)>>>;
 
 /// Serves on `listener` on a current-thread tokio runtime, on the calling thread, forever.
 pub fn serve(listener: std::net::TcpListener) {
+    let waiting: Waiting = Arc::default();
+    accept_loop(listener, move |sock| join(sock, waiting.clone()))
+}
+
+/// The accept loop of this forwarder and of `benches/e2e.rs`'s other baselines: on a
+/// current-thread tokio runtime, on the calling thread, forever, each accepted connection
+/// (with TCP_NODELAY) spawned as `handle(sock)`.
+pub fn accept_loop<F, Fut>(listener: std::net::TcpListener, handle: F)
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     listener.set_nonblocking(true).expect("nonblocking");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -27,13 +39,12 @@ pub fn serve(listener: std::net::TcpListener) {
         .expect("tokio runtime");
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-        let waiting: Waiting = Arc::default();
         loop {
             let Ok((sock, _)) = listener.accept().await else {
                 continue;
             };
             let _ = sock.set_nodelay(true);
-            tokio::spawn(join(sock, waiting.clone()));
+            tokio::spawn(handle(sock));
         }
     })
 }

@@ -12,16 +12,21 @@
 //!   the agent's own failures, without I/O;
 //! * `upstream`: the HTTP/1.1 client for the target, with a few kept connections;
 //! * `backoff`: reconnect waits; `stop`: SIGTERM;
+//! * `session`: one relay connection's writer, pings, waits and teardown, and the back-off
+//!   between connections, shared with the tunnel client;
+//! * `command`: how it runs as a command (exit codes, logs), shared with the tunnel client;
 //! * `run`: the loop that ties them together.
 #![forbid(unsafe_code)]
 
 pub(crate) mod args;
 pub(crate) mod backoff;
+pub mod command;
 pub(crate) mod exchange;
 pub mod inbound;
 pub(crate) mod link;
 pub(crate) mod relay_url;
 pub(crate) mod run;
+pub(crate) mod session;
 pub(crate) mod stop;
 pub(crate) mod target;
 pub mod tunnel;

@@ -5,21 +5,19 @@ use super::args::Plan;
 use super::backoff::Backoff;
 use super::exchange::{answer, cut_request, from_relay, idempotent, target_request, Failure};
 use super::inbound::WsEvent;
-use super::link::{connect, write_loop, ConnectError, Dial, Link, Out, ReadError};
+use super::link::{connect, ConnectError, Dial, Link, Out};
+use super::session::{self, Input, Polled};
 use super::stop::{on_signals, Latch};
 use super::upstream::Upstream;
 use crate::bridge::message::request_key;
 use crate::bridge::{parse_request, BridgedRequest, HttpResponseMsg, RequestMsgError};
-use crate::ws::client::{MaskSource, Rng};
-use local_sync::mpsc::bounded::{channel, Tx};
+use crate::ws::client::MaskSource;
+use local_sync::mpsc::bounded::Tx;
 use std::cell::Cell;
 use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// A connection that stayed up this long resets the back-off: the relay was healthy, so
-/// the next outage starts again from the shortest wait.
-const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// After the agent's own close, how long it waits for the relay's.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Room in the writer's queue beyond one answer per request in flight (pongs, pings, close).
@@ -72,11 +70,7 @@ pub async fn run(plan: Plan) -> Result<(), AgentError> {
     }
     let stop = Rc::new(Latch::default());
     on_signals(stop.clone()).map_err(AgentError::Signals)?;
-    let mut backoff = Backoff::new(
-        plan.backoff_initial,
-        plan.backoff_max,
-        Rng::from_entropy(u64::from(std::process::id())),
-    );
+    let mut backoff = session::process_backoff(plan.backoff_initial, plan.backoff_max);
     let agent = Rc::new(Agent::new(plan, stop));
     let result = connect_loop(&agent, &mut backoff).await;
     tracing::info!(
@@ -129,9 +123,7 @@ async fn connect_loop(agent: &Rc<Agent>, backoff: &mut Backoff) -> Result<(), Ag
                 {
                     return result;
                 }
-                if up.elapsed() >= STABLE_AFTER {
-                    backoff.reset();
-                }
+                session::reset_if_stable(backoff, up);
                 None
             }
             Err(e) if e.is_final() => return Err(AgentError::Refused(e)),
@@ -140,11 +132,8 @@ async fn connect_loop(agent: &Rc<Agent>, backoff: &mut Backoff) -> Result<(), Ag
                 e.retry_after()
             }
         };
-        let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
-        tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting");
-        monoio::select! {
-            _ = agent.stop.wait() => return Ok(()),
-            _ = monoio::time::sleep(delay) => {}
+        if !session::wait_to_reconnect(backoff, retry_after, &agent.stop).await {
+            return Ok(());
         }
     }
 }
@@ -197,44 +186,30 @@ async fn serve_connection(
 
 /// Serves one connection until it ends.
 async fn serve(agent: &Rc<Agent>, mut link: Link, masks: MaskSource) -> Ended {
-    let (tx, rx) = channel(agent.plan.max_concurrency + QUEUE_SLACK);
-    let Some(w) = link.writer.take() else {
-        return Ended::Lost("the connection's writer was already taken".into());
+    let queue = agent.plan.max_concurrency + QUEUE_SLACK;
+    let running = match session::start(&mut link, queue, masks, agent.plan.ping_interval) {
+        Ok(r) => r,
+        Err(why) => return Ended::Lost(why),
     };
-    let writer = monoio::spawn(write_loop(link.socket.clone(), w, rx, masks));
-    let link_done = Rc::new(Latch::default());
-    monoio::spawn(ping_loop(
-        tx.clone(),
-        link_done.clone(),
-        agent.plan.ping_interval,
-    ));
+    let tx = &running.tx;
     let silent_limit = agent.plan.ping_interval * 2;
     let ended = loop {
-        if let Some(end) = handle_buffered(agent, &mut link, &tx).await {
+        if let Some(end) = handle_buffered(agent, &mut link, tx).await {
             break end;
         }
-        let ready = monoio::select! {
-            _ = agent.stop.wait() => None,
-            r = monoio::time::timeout(silent_limit, link.readable()) => Some(r),
-        };
-        match ready {
-            None => break leave(agent, &mut link, &tx).await,
-            Some(Err(_)) => {
+        match session::wait_input(&link, &agent.stop, silent_limit).await {
+            Input::Stopped => break leave(agent, &mut link, tx).await,
+            Input::Silent => {
                 break Ended::Lost(format!("nothing from the relay for {silent_limit:?}"))
             }
-            Some(Ok(Err(e))) => break Ended::Lost(e.to_string()),
-            Some(Ok(Ok(()))) => {}
+            Input::Failed(e) => break Ended::Lost(e.to_string()),
+            Input::Readable => {}
         }
         if let Err(e) = link.read_more().await {
             break Ended::Lost(e.to_string());
         }
     };
-    link_done.set();
-    drop(tx);
-    // The writer ends after a close frame, or once every sender is gone; a dead connection
-    // makes it fail at once. Either way it is not waited for long.
-    let _ = monoio::time::timeout(CLOSE_WAIT, writer).await;
-    link.socket.abort();
+    running.finish(&link).await;
     ended
 }
 
@@ -397,27 +372,9 @@ async fn pump(agent: &Rc<Agent>, link: &mut Link, tx: &Tx<Out>, wait: Duration) 
     if let Some(end) = handle_buffered(agent, link, tx).await {
         return Some(end);
     }
-    match monoio::time::timeout(wait, link.readable()).await {
-        Err(_) => None,
-        Ok(Err(e)) => Some(Ended::Lost(e.to_string())),
-        Ok(Ok(())) => match link.read_more().await {
-            Ok(()) => None,
-            Err(ReadError::Eof) => Some(Ended::Closed(None)),
-            Err(e) => Some(Ended::Lost(e.to_string())),
-        },
-    }
-}
-
-/// Pings the relay every `every` until the connection is done, so a dead relay is noticed
-/// (the reader gives up after two intervals of silence) and idle middleboxes keep the path.
-async fn ping_loop(tx: Tx<Out>, done: Rc<Latch>, every: Duration) {
-    loop {
-        monoio::select! {
-            _ = done.wait() => return,
-            _ = monoio::time::sleep(every) => {}
-        }
-        if tx.send(Out::Ping).await.is_err() {
-            return;
-        }
+    match session::poll_read(link, wait).await {
+        Polled::Going => None,
+        Polled::Eof => Some(Ended::Closed(None)),
+        Polled::Lost(why) => Some(Ended::Lost(why)),
     }
 }

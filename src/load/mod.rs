@@ -10,7 +10,8 @@
 //! * `report`: the result, as JSON or text;
 //! * `http`: `--mode http` (HTTP/1.1 requests, for the bridge) and `--mode http-target`;
 //! * `tunnel`: `--mode tunnel` (bulk, connections/s, request/response through a TCP tunnel)
-//!   and `--mode tunnel-echo`.
+//!   and `--mode tunnel-echo`;
+//! * `service`: the listener and start-up errors of the two stand-in services.
 #![forbid(unsafe_code)]
 
 pub(crate) mod alarm;
@@ -20,6 +21,7 @@ pub mod client;
 pub mod engine;
 pub(crate) mod http;
 pub(crate) mod report;
+pub(crate) mod service;
 pub mod tunnel;
 
 pub use args::{LoadArgs, ModeArg};

@@ -6,6 +6,7 @@ pub mod dir;
 pub mod haproxy;
 pub mod stuck;
 pub mod tls_front;
+pub mod tunnel;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -41,8 +41,12 @@ class TunnelClient:
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._lock = threading.Lock()
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr), daemon=True).start()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr), daemon=True),
+        ]
+        for t in self._pumps:
+            t.start()
 
     def _pump(self, pipe, into):
         for raw in pipe:
@@ -67,7 +71,11 @@ class TunnelClient:
             return "\n".join(self.stderr)
 
     def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout)
+        """The exit status, once all the process wrote is collected (its pipes at EOF)."""
+        code = self.proc.wait(timeout)
+        for t in self._pumps:
+            t.join(timeout)
+        return code
 
     def terminate(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:

@@ -25,33 +25,15 @@ use std::process::ExitCode;
 /// exits 1 with the reason, SIGTERM exits 0 after the drain.
 pub fn main(cmd: &TunnelCommand) -> ExitCode {
     let TunnelCommand::Expose(args) = cmd;
-    let plan = match args.plan() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("ringrelay tunnel: {e}");
-            return ExitCode::from(2);
-        }
+    let starting = |plan: &ExposePlan| {
+        tracing::info!(
+            relay = %plan.relay.authority,
+            local = %plan.local,
+            version = env!("CARGO_PKG_VERSION"),
+            "ringrelay tunnel starting"
+        )
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
-    tracing::info!(
-        relay = %plan.relay.authority,
-        local = %plan.local,
-        version = env!("CARGO_PKG_VERSION"),
-        "ringrelay tunnel starting"
-    );
-    match run_plan(plan) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "tunnel stopped");
-            eprintln!("ringrelay tunnel: {e}");
-            ExitCode::from(1)
-        }
-    }
+    crate::agent::command::run_command("tunnel", args.plan(), starting, run_plan)
 }
 
 /// Runs the client on this thread until SIGTERM (`Ok`) or a refusal it cannot get past.

@@ -8,10 +8,11 @@ use super::join::{join, open_data, reset, DataDial};
 use super::resume;
 use crate::agent::backoff::Backoff;
 use crate::agent::inbound::WsEvent;
-use crate::agent::link::{connect, write_loop, ConnectError, Dial, Link, Out, ReadError};
+use crate::agent::link::{connect, ConnectError, Dial, Link, Out, ReadError};
+use crate::agent::session::{self, Input, Polled};
 use crate::agent::stop::{on_signals, Latch};
-use crate::ws::client::{MaskSource, Rng};
-use local_sync::mpsc::bounded::{channel, Tx};
+use crate::ws::client::MaskSource;
+use local_sync::mpsc::bounded::Tx;
 use local_sync::semaphore::Semaphore;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -20,8 +21,6 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// A control connection that stayed up this long resets the back-off.
-const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// After the client's own close, how long it waits for the relay's.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Largest control message taken (events are small JSON objects).
@@ -74,11 +73,7 @@ struct Client {
 pub async fn run(plan: ExposePlan) -> Result<(), TunnelError> {
     let stop = Rc::new(Latch::default());
     on_signals(stop.clone()).map_err(TunnelError::Signals)?;
-    let mut backoff = Backoff::new(
-        plan.backoff_initial,
-        plan.backoff_max,
-        Rng::from_entropy(u64::from(std::process::id())),
-    );
+    let mut backoff = session::process_backoff(plan.backoff_initial, plan.backoff_max);
     let resume = plan.resume_file.as_deref().and_then(resume::load);
     let client = Rc::new(Client {
         upgrades: Semaphore::new(plan.max_upgrades),
@@ -134,9 +129,7 @@ async fn connect_loop(client: &Rc<Client>, backoff: &mut Backoff) -> Result<(), 
                     }
                     Ended::Lost(why) => tracing::warn!(%why, "lost the relay"),
                 }
-                if up.elapsed() >= STABLE_AFTER {
-                    backoff.reset();
-                }
+                session::reset_if_stable(backoff, up);
                 None
             }
             Err(e) if e.is_final() => return Err(TunnelError::Refused(e.to_string())),
@@ -145,11 +138,8 @@ async fn connect_loop(client: &Rc<Client>, backoff: &mut Backoff) -> Result<(), 
                 e.retry_after()
             }
         };
-        let delay = backoff.next_delay().max(retry_after.unwrap_or_default());
-        tracing::info!(delay_ms = delay.as_millis() as u64, "reconnecting");
-        monoio::select! {
-            _ = client.stop.wait() => return drain(client).await,
-            _ = monoio::time::sleep(delay) => {}
+        if !session::wait_to_reconnect(backoff, retry_after, &client.stop).await {
+            return drain(client).await;
         }
     }
 }
@@ -190,34 +180,25 @@ async fn connect_once(client: &Client, route: &str) -> Result<Link, ConnectError
 
 /// Serves one control connection until it ends.
 async fn serve(client: &Rc<Client>, mut link: Link) -> Ended {
-    let (tx, rx) = channel(64);
-    let Some(w) = link.writer.take() else {
-        return Ended::Lost("the connection's writer was already taken".into());
+    let ping_every = client.plan.ping_interval;
+    let running = match session::start(&mut link, 64, MaskSource::new(), ping_every) {
+        Ok(r) => r,
+        Err(why) => return Ended::Lost(why),
     };
-    let writer = monoio::spawn(write_loop(link.socket.clone(), w, rx, MaskSource::new()));
-    let link_done = Rc::new(Latch::default());
-    monoio::spawn(ping_loop(
-        tx.clone(),
-        link_done.clone(),
-        client.plan.ping_interval,
-    ));
+    let tx = &running.tx;
     let silent_limit = client.plan.ping_interval * 2;
     let mut last_error = None;
     let ended = loop {
-        if let Some(end) = handle_buffered(client, &mut link, &tx, &mut last_error).await {
+        if let Some(end) = handle_buffered(client, &mut link, tx, &mut last_error).await {
             break end;
         }
-        let ready = monoio::select! {
-            _ = client.stop.wait() => None,
-            r = monoio::time::timeout(silent_limit, link.readable()) => Some(r),
-        };
-        match ready {
-            None => break leave(client, &mut link, &tx).await,
-            Some(Err(_)) => {
+        match session::wait_input(&link, &client.stop, silent_limit).await {
+            Input::Stopped => break leave(client, &mut link, tx).await,
+            Input::Silent => {
                 break Ended::Lost(format!("nothing from the relay for {silent_limit:?}"))
             }
-            Some(Ok(Err(e))) => break Ended::Lost(e.to_string()),
-            Some(Ok(Ok(()))) => {}
+            Input::Failed(e) => break Ended::Lost(e.to_string()),
+            Input::Readable => {}
         }
         match link.read_more().await {
             Ok(()) => {}
@@ -225,10 +206,7 @@ async fn serve(client: &Rc<Client>, mut link: Link) -> Ended {
             Err(e) => break Ended::Lost(e.to_string()),
         }
     };
-    link_done.set();
-    drop(tx);
-    let _ = monoio::time::timeout(CLOSE_WAIT, writer).await;
-    link.socket.abort();
+    running.finish(&link).await;
     ended
 }
 
@@ -430,26 +408,9 @@ async fn pump(
     if let Some(end) = handle_buffered(client, link, tx, last_error).await {
         return Some(end);
     }
-    match monoio::time::timeout(Duration::from_millis(20), link.readable()).await {
-        Err(_) => None,
-        Ok(Err(e)) => Some(Ended::Lost(e.to_string())),
-        Ok(Ok(())) => match link.read_more().await {
-            Ok(()) => None,
-            Err(ReadError::Eof) => Some(Ended::Closed(None, None)),
-            Err(e) => Some(Ended::Lost(e.to_string())),
-        },
-    }
-}
-
-/// Pings the relay every `every` until the connection is done.
-async fn ping_loop(tx: Tx<Out>, done: Rc<Latch>, every: Duration) {
-    loop {
-        monoio::select! {
-            _ = done.wait() => return,
-            _ = monoio::time::sleep(every) => {}
-        }
-        if tx.send(Out::Ping).await.is_err() {
-            return;
-        }
+    match session::poll_read(link, Duration::from_millis(20)).await {
+        Polled::Going => None,
+        Polled::Eof => Some(Ended::Closed(None, None)),
+        Polled::Lost(why) => Some(Ended::Lost(why)),
     }
 }

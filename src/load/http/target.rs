@@ -11,7 +11,8 @@ use super::request::{parse_request, RequestHead};
 use crate::config::DriverChoice;
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::client::{Framing, WireError};
-use crate::runtime::driver::{self, UringUnavailable};
+use crate::load::service::{bind, ServiceError};
+use crate::runtime::driver;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
@@ -35,26 +36,12 @@ pub struct TargetPlan {
     pub driver: DriverChoice,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Driver(#[from] UringUnavailable),
-    #[error("runtime: {0}")]
-    Runtime(std::io::Error),
-}
+pub type TargetError = ServiceError;
 
 /// Binds, prints `http-target listening on ADDR` on stdout (the port is the real one when 0
 /// was asked for), and serves until the process is stopped.
 pub fn serve(plan: &TargetPlan) -> Result<(), TargetError> {
-    let listener = bind(plan.listen).map_err(|source| TargetError::Listen {
-        addr: plan.listen,
-        source,
-    })?;
+    let listener = bind(plan.listen)?;
     let driver = driver::resolve(plan.driver)?;
     let addr = listener.local_addr().map_err(TargetError::Runtime)?;
     println!(
@@ -65,17 +52,6 @@ pub fn serve(plan: &TargetPlan) -> Result<(), TargetError> {
     let _ = std::io::stdout().flush();
     let filler: Rc<[u8]> = (0..plan.size).map(|i| b'A' + (i % 26) as u8).collect();
     driver::block_on(driver, accept_loop(listener, filler)).map_err(TargetError::Runtime)
-}
-
-/// A non-blocking listener with a deep backlog (every bridged request is a new connection).
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(4096)?;
-    Ok(s.into())
 }
 
 async fn accept_loop(listener: std::net::TcpListener, filler: Rc<[u8]>) {

@@ -4,7 +4,8 @@
 //! 64 KiB buffer per connection, a copy loop: cheap beside what is measured.
 
 use crate::config::DriverChoice;
-use crate::runtime::driver::{self, UringUnavailable};
+use crate::load::service::{bind, ServiceError};
+use crate::runtime::driver;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::{TcpListener, TcpStream};
 use std::io::Write as _;
@@ -18,26 +19,11 @@ pub struct EchoPlan {
     pub driver: DriverChoice,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum EchoError {
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Driver(#[from] UringUnavailable),
-    #[error("runtime: {0}")]
-    Runtime(std::io::Error),
-}
+pub type EchoError = ServiceError;
 
 /// Binds, prints `tunnel-echo listening on ADDR` on stdout and serves until stopped.
 pub fn serve(plan: &EchoPlan) -> Result<(), EchoError> {
-    let listen_err = |source| EchoError::Listen {
-        addr: plan.listen,
-        source,
-    };
-    let std = bind(plan.listen).map_err(listen_err)?;
+    let std = bind(plan.listen)?;
     let driver = driver::resolve(plan.driver)?;
     let addr = std.local_addr().map_err(EchoError::Runtime)?;
     println!("tunnel-echo listening on {addr} ({})", driver.name());
@@ -51,16 +37,6 @@ pub fn serve(plan: &EchoPlan) -> Result<(), EchoError> {
         }
     })
     .map_err(EchoError::Runtime)
-}
-
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(4096)?;
-    Ok(s.into())
 }
 
 async fn echo(mut conn: TcpStream) {
