@@ -1,7 +1,8 @@
 //! `ringrelay agent`'s command line, and its check into a [`Plan`]: everything that can be
 //! wrong with the arguments is found here, before anything connects.
 
-use super::relay_url::{parse_relay_url, RelayUrl};
+use super::relay_args::{RelayArgs, RelayArgsError};
+use super::relay_url::RelayUrl;
 use super::target::{parse_target, Target};
 use crate::config::{parse_duration, DriverChoice};
 use crate::http::route::{valid_role, valid_session_id};
@@ -11,10 +12,8 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct AgentArgs {
-    /// The relay: ws://HOST:PORT or wss://HOST[:PORT], optionally with a base path
-    /// (ws://HOST:PORT/base).
-    #[arg(long)]
-    pub relay: String,
+    #[command(flatten)]
+    pub link: RelayArgs,
     /// The session to serve.
     #[arg(long)]
     pub session: String,
@@ -47,24 +46,9 @@ pub struct AgentArgs {
     /// Largest message taken from the relay; a request over it gets 413.
     #[arg(long, default_value_t = 4 << 20)]
     pub max_message_bytes: usize,
-    /// Time allowed to connect to the relay and finish the upgrade.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-    /// First wait before reconnecting; it doubles up to --backoff-max.
-    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
-    pub backoff_initial: Duration,
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub backoff_max: Duration,
-    /// The agent pings the relay this often; a relay silent for twice as long is given up on
-    /// and reconnected to.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub ping_interval: Duration,
     /// On SIGTERM, how long requests in flight may take to finish before the agent leaves.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
-    /// I/O driver: auto, io_uring or epoll.
-    #[arg(long, default_value = "auto")]
-    pub driver: DriverChoice,
     /// wss://: trust only the CA certificate(s) in this PEM file (a relay with a private
     /// CA), instead of the system's roots.
     #[arg(long, value_name = "PATH")]
@@ -99,8 +83,8 @@ pub struct Plan {
 /// An argument that cannot work, named.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
-    #[error("--relay {url}: {reason}")]
-    Relay { url: String, reason: String },
+    #[error(transparent)]
+    Link(#[from] RelayArgsError),
     #[error("--target {url}: {reason}")]
     Target { url: String, reason: String },
     #[error("--session {0:?}: 1 to 128 characters of A-Z a-z 0-9 . _ ~ -")]
@@ -116,8 +100,6 @@ pub enum ArgsError {
     TokenChars,
     #[error("{0} must be more than zero")]
     Zero(&'static str),
-    #[error("--backoff-initial must not be over --backoff-max")]
-    Backoff,
     #[error("{0}")]
     Tls(String),
 }
@@ -134,10 +116,7 @@ impl Plan {
 
 impl AgentArgs {
     pub fn plan(&self) -> Result<Plan, ArgsError> {
-        let relay = parse_relay_url(&self.relay).map_err(|e| ArgsError::Relay {
-            url: self.relay.clone(),
-            reason: e.to_string(),
-        })?;
+        let relay = self.link.check()?;
         let target =
             parse_target(&self.target, self.allow_remote).map_err(|e| ArgsError::Target {
                 url: self.target.clone(),
@@ -173,16 +152,10 @@ impl AgentArgs {
             ("--max-concurrency", self.max_concurrency == 0),
             ("--target-timeout", self.target_timeout.is_zero()),
             ("--max-message-bytes", self.max_message_bytes == 0),
-            ("--connect-timeout", self.connect_timeout.is_zero()),
-            ("--backoff-initial", self.backoff_initial.is_zero()),
-            ("--ping-interval", self.ping_interval.is_zero()),
         ] {
             if zero {
                 return Err(ArgsError::Zero(name));
             }
-        }
-        if self.backoff_initial > self.backoff_max {
-            return Err(ArgsError::Backoff);
         }
         let tls = self.tls(&relay)?;
         Ok(Plan {
@@ -195,12 +168,12 @@ impl AgentArgs {
             target_timeout: self.target_timeout,
             max_response_bytes: self.max_response_bytes,
             max_message_bytes: self.max_message_bytes,
-            connect_timeout: self.connect_timeout,
-            backoff_initial: self.backoff_initial,
-            backoff_max: self.backoff_max,
-            ping_interval: self.ping_interval,
+            connect_timeout: self.link.connect_timeout,
+            backoff_initial: self.link.backoff_initial,
+            backoff_max: self.link.backoff_max,
+            ping_interval: self.link.ping_interval,
             shutdown_grace: self.shutdown_grace,
-            driver: self.driver,
+            driver: self.link.driver,
             tls,
         })
     }

@@ -4,8 +4,10 @@
 //! answer. One thread, one monoio runtime; its WebSocket is the crate's own codec (client
 //! side: every frame masked) and its HTTP client the crate's response reader.
 //!
-//! * `args`: the command line and its check into a `Plan`; `relay_url`, `target`: the two
-//!   addresses (the target must be loopback unless `--allow-remote`);
+//! * `args`: the command line and its check into a `Plan`; `relay_args`: the flags it
+//!   shares with the tunnel client (relay, connect timeout, back-off, pings, driver);
+//!   `relay_url`, `target`: the two addresses (the target must be loopback unless
+//!   `--allow-remote`);
 //! * `inbound`: whole messages out of the relay's frames, without I/O;
 //! * `link`: connect and upgrade, the reader's reads, the writer task;
 //! * `exchange`: a request message to the target's request, its response to the answer, and
@@ -24,6 +26,7 @@ pub mod command;
 pub(crate) mod exchange;
 pub mod inbound;
 pub(crate) mod link;
+pub(crate) mod relay_args;
 pub(crate) mod relay_url;
 pub(crate) mod run;
 pub(crate) mod session;

@@ -2,11 +2,10 @@
 //! wait (back-off with jitter), connect again; leave cleanly on SIGTERM.
 
 use super::args::Plan;
-use super::backoff::Backoff;
+use super::backoff::{Backoff, Jitter};
 use super::exchange::{answer, cut_request, from_relay, idempotent, target_request, Failure};
-use super::inbound::WsEvent;
 use super::link::{connect, ConnectError, Dial, Link, Out};
-use super::session::{self, Input, Polled};
+use super::session::{self, Input, Next, Polled};
 use super::stop::{on_signals, Latch};
 use super::upstream::Upstream;
 use crate::bridge::message::request_key;
@@ -24,7 +23,6 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 const QUEUE_SLACK: usize = 16;
 /// WebSocket close codes the agent sends.
 const CLOSE_GOING_AWAY: u16 = 1001;
-const CLOSE_PROTOCOL: u16 = 1002;
 /// The relay's close for a connection replaced by a newer one of the same role.
 const CLOSE_REPLACED: u16 = 4001;
 
@@ -70,7 +68,8 @@ pub async fn run(plan: Plan) -> Result<(), AgentError> {
     }
     let stop = Rc::new(Latch::default());
     on_signals(stop.clone()).map_err(AgentError::Signals)?;
-    let mut backoff = session::process_backoff(plan.backoff_initial, plan.backoff_max);
+    let mut backoff =
+        session::process_backoff(plan.backoff_initial, plan.backoff_max, Jitter::Equal);
     let agent = Rc::new(Agent::new(plan, stop));
     let result = connect_loop(&agent, &mut backoff).await;
     tracing::info!(
@@ -216,30 +215,17 @@ async fn serve(agent: &Rc<Agent>, mut link: Link, masks: MaskSource) -> Ended {
 /// Every event already read; `Some` when the connection is over.
 async fn handle_buffered(agent: &Rc<Agent>, link: &mut Link, tx: &Tx<Out>) -> Option<Ended> {
     loop {
-        let event = match link.buffered_event() {
-            Ok(Some(e)) => e,
-            Ok(None) => return None,
-            Err(e) => {
-                let _ = tx.send(Out::Close(CLOSE_PROTOCOL)).await;
-                return Some(Ended::Lost(e.to_string()));
-            }
-        };
-        match event {
-            WsEvent::Ping(p) => {
-                let _ = tx.send(Out::Pong(p)).await;
-            }
-            WsEvent::Pong => {}
-            WsEvent::Close(code) => {
-                let _ = tx.send(Out::Close(code.unwrap_or(1000))).await;
-                return Some(Ended::Closed(code));
-            }
-            WsEvent::Message {
+        match session::next_message(link, tx).await {
+            Next::Drained => return None,
+            Next::Closed(code) => return Some(Ended::Closed(code)),
+            Next::Broken(why) => return Some(Ended::Lost(why)),
+            Next::Message {
                 text: true,
                 data,
                 oversized,
             } => dispatch(agent, tx, &data, oversized, link.relay_key.as_deref()).await,
             // The session's other peer may send anything; only requests are the agent's.
-            WsEvent::Message { text: false, .. } => {}
+            Next::Message { text: false, .. } => {}
         }
     }
 }

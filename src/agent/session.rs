@@ -3,7 +3,8 @@
 //! ping interval, the short reads while leaving, the teardown, and the back-off between
 //! connections. What each does with the messages stays in its own `run`.
 
-use super::backoff::Backoff;
+use super::backoff::{Backoff, Jitter};
+use super::inbound::WsEvent;
 use super::link::{write_loop, Link, Out, ReadError};
 use super::stop::Latch;
 use crate::ws::client::{MaskSource, Rng};
@@ -17,11 +18,15 @@ const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// After our own close, how long the writer (and so the relay's close) is waited for.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
-/// A back-off seeded from the process id, so agents started together do not retry in step.
-pub fn process_backoff(initial: Duration, max: Duration) -> Backoff {
+/// The close a client sends when the relay broke the protocol.
+const CLOSE_PROTOCOL: u16 = 1002;
+
+/// A back-off seeded from the process id, so clients started together do not retry in step.
+pub fn process_backoff(initial: Duration, max: Duration, jitter: Jitter) -> Backoff {
     Backoff::new(
         initial,
         max,
+        jitter,
         Rng::from_entropy(u64::from(std::process::id())),
     )
 }
@@ -141,6 +146,58 @@ async fn ping_loop(tx: Tx<Out>, done: Rc<Latch>, every: Duration) {
         }
         if tx.send(Out::Ping).await.is_err() {
             return;
+        }
+    }
+}
+
+/// What the events already read come to once the control frames are dealt with.
+pub enum Next {
+    /// Nothing more is buffered: read more.
+    Drained,
+    /// A whole data message (see [`WsEvent::Message`]).
+    Message {
+        text: bool,
+        data: Vec<u8>,
+        oversized: bool,
+    },
+    /// The relay closed with this code (`None`: it gave none); our close is queued.
+    Closed(Option<u16>),
+    /// The relay broke the protocol; our close 1002 is queued.
+    Broken(String),
+}
+
+/// The next data message already read, or the end: pings are answered, pongs skipped, the
+/// relay's close answered with its own code (1000 when it gave none).
+pub async fn next_message(link: &mut Link, tx: &Tx<Out>) -> Next {
+    loop {
+        let event = match link.buffered_event() {
+            Ok(Some(e)) => e,
+            Ok(None) => return Next::Drained,
+            Err(e) => {
+                let _ = tx.send(Out::Close(CLOSE_PROTOCOL)).await;
+                return Next::Broken(e.to_string());
+            }
+        };
+        match event {
+            WsEvent::Ping(p) => {
+                let _ = tx.send(Out::Pong(p)).await;
+            }
+            WsEvent::Pong => {}
+            WsEvent::Close(code) => {
+                let _ = tx.send(Out::Close(code.unwrap_or(1000))).await;
+                return Next::Closed(code);
+            }
+            WsEvent::Message {
+                text,
+                data,
+                oversized,
+            } => {
+                return Next::Message {
+                    text,
+                    data,
+                    oversized,
+                }
+            }
         }
     }
 }

@@ -118,6 +118,21 @@ def test_401_and_403_are_not_retried(driver, status):
         relay.close()
 
 
+def test_a_tunnel_taken_over_is_not_taken_back(driver):
+    """Close 4001: another client resumed this tunnel with its key. Before, the client
+    reconnected with the key and took the tunnel back, each pushing the other out in turn.
+    Now it steps aside: exit 1, one attempt only."""
+    relay = FakeRelay(refuse_event=("taken_over", 4001))
+    cli = TunnelClient(relay.url, "127.0.0.1:9", driver)
+    try:
+        assert cli.wait(10) == 1
+        assert "4001" in cli.log()
+        assert len(relay.control_paths) == 1
+    finally:
+        cli.kill()
+        relay.close()
+
+
 def test_try_again_later_is_retried_with_backoff(driver):
     """1013 (at_capacity, port_unavailable) means retry: the client does, with back-off."""
     relay = FakeRelay(refuse_event=("at_capacity", 1013))

@@ -1,7 +1,8 @@
 //! `ringrelay tunnel expose`'s command line and its check into an [`ExposePlan`]: everything
 //! that can be wrong with the arguments is found before anything connects.
 
-use crate::agent::relay_url::{parse_relay_url, RelayUrl};
+use crate::agent::relay_args::{RelayArgs, RelayArgsError};
+use crate::agent::relay_url::RelayUrl;
 use crate::config::{parse_duration, DriverChoice};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -16,9 +17,8 @@ pub enum TunnelCommand {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExposeArgs {
-    /// The relay: ws://HOST:PORT, optionally with a base path (ws://HOST:PORT/base).
-    #[arg(long)]
-    pub relay: String,
+    #[command(flatten)]
+    pub link: RelayArgs,
     /// The local service each public connection is joined to: HOST:PORT.
     #[arg(long)]
     pub local: String,
@@ -47,18 +47,6 @@ pub struct ExposeArgs {
     /// restarted within the relay's reconnect grace gets its port back.
     #[arg(long, value_name = "PATH")]
     pub resume_file: Option<PathBuf>,
-    /// Time allowed to connect to the relay and finish an upgrade (control or data).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-    /// First wait before reconnecting; it doubles up to --backoff-max, with jitter.
-    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
-    pub backoff_initial: Duration,
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub backoff_max: Duration,
-    /// The client pings the relay this often; a relay silent for twice as long is given up
-    /// on and reconnected to.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    pub ping_interval: Duration,
     /// On SIGTERM: no new connections; open ones may go on this long, then the tunnel
     /// closes (1000, which releases the port).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
@@ -68,9 +56,6 @@ pub struct ExposeArgs {
     /// relay refuses upgrades from one address past it.
     #[arg(long, default_value_t = 16)]
     pub max_upgrades: usize,
-    /// I/O driver: auto, io_uring or epoll.
-    #[arg(long, default_value = "auto")]
-    pub driver: DriverChoice,
 }
 
 /// The checked arguments.
@@ -100,8 +85,8 @@ pub enum Credential {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExposeArgsError {
-    #[error("--relay {url}: {reason}")]
-    Relay { url: String, reason: String },
+    #[error(transparent)]
+    Link(#[from] RelayArgsError),
     #[error("--relay {0}: tunnels need a plain ws:// relay for now (the data connections are raw TCP; put TLS in front of the public ports instead)")]
     Wss(String),
     #[error("--local {0}: not HOST:PORT with a resolvable host")]
@@ -116,18 +101,13 @@ pub enum ExposeArgsError {
     CredentialChars,
     #[error("{0} must be more than zero")]
     Zero(&'static str),
-    #[error("--backoff-initial must not be over --backoff-max")]
-    Backoff,
 }
 
 impl ExposeArgs {
     pub fn plan(&self) -> Result<ExposePlan, ExposeArgsError> {
-        let relay = parse_relay_url(&self.relay).map_err(|e| ExposeArgsError::Relay {
-            url: self.relay.clone(),
-            reason: e.to_string(),
-        })?;
+        let relay = self.link.check()?;
         if relay.tls {
-            return Err(ExposeArgsError::Wss(self.relay.clone()));
+            return Err(ExposeArgsError::Wss(self.link.relay.clone()));
         }
         let local = self
             .local
@@ -150,18 +130,8 @@ impl ExposeArgs {
         if credential.as_ref().is_some_and(|c| !c.clean()) {
             return Err(ExposeArgsError::CredentialChars);
         }
-        for (name, zero) in [
-            ("--connect-timeout", self.connect_timeout.is_zero()),
-            ("--backoff-initial", self.backoff_initial.is_zero()),
-            ("--ping-interval", self.ping_interval.is_zero()),
-            ("--max-upgrades", self.max_upgrades == 0),
-        ] {
-            if zero {
-                return Err(ExposeArgsError::Zero(name));
-            }
-        }
-        if self.backoff_initial > self.backoff_max {
-            return Err(ExposeArgsError::Backoff);
+        if self.max_upgrades == 0 {
+            return Err(ExposeArgsError::Zero("--max-upgrades"));
         }
         Ok(ExposePlan {
             relay,
@@ -170,13 +140,13 @@ impl ExposeArgs {
             credential,
             json: self.json,
             resume_file: self.resume_file.clone(),
-            connect_timeout: self.connect_timeout,
-            backoff_initial: self.backoff_initial,
-            backoff_max: self.backoff_max,
-            ping_interval: self.ping_interval,
+            connect_timeout: self.link.connect_timeout,
+            backoff_initial: self.link.backoff_initial,
+            backoff_max: self.link.backoff_max,
+            ping_interval: self.link.ping_interval,
             shutdown_grace: self.shutdown_grace,
             max_upgrades: self.max_upgrades,
-            driver: self.driver,
+            driver: self.link.driver,
         })
     }
 }

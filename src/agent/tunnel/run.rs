@@ -6,10 +6,9 @@ use super::args::ExposePlan;
 use super::event::{parse_event, TunnelEvent};
 use super::join::{join, open_data, reset, DataDial};
 use super::resume;
-use crate::agent::backoff::Backoff;
-use crate::agent::inbound::WsEvent;
+use crate::agent::backoff::{Backoff, Jitter};
 use crate::agent::link::{connect, ConnectError, Dial, Link, Out, ReadError};
-use crate::agent::session::{self, Input, Polled};
+use crate::agent::session::{self, Input, Next, Polled};
 use crate::agent::stop::{on_signals, Latch};
 use crate::ws::client::MaskSource;
 use local_sync::mpsc::bounded::Tx;
@@ -29,7 +28,9 @@ const MAX_EVENT: usize = 64 << 10;
 /// policy): the client exits.
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_NORMAL: u16 = 1000;
-const CLOSE_PROTOCOL: u16 = 1002;
+/// The relay's close for a control connection whose tunnel another one resumed: that one
+/// holds the key, so taking the tunnel back would only push it out in turn.
+const CLOSE_TAKEN_OVER: u16 = 4001;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -37,6 +38,8 @@ pub enum TunnelError {
     Signals(std::io::Error),
     #[error("the relay refused the tunnel: {0}")]
     Refused(String),
+    #[error("another client resumed this tunnel with its key (close 4001); this one steps aside")]
+    TakenOver,
     #[error("cannot start the runtime: {0}")]
     Runtime(String),
 }
@@ -73,7 +76,8 @@ struct Client {
 pub async fn run(plan: ExposePlan) -> Result<(), TunnelError> {
     let stop = Rc::new(Latch::default());
     on_signals(stop.clone()).map_err(TunnelError::Signals)?;
-    let mut backoff = session::process_backoff(plan.backoff_initial, plan.backoff_max);
+    let mut backoff =
+        session::process_backoff(plan.backoff_initial, plan.backoff_max, Jitter::Full);
     let resume = plan.resume_file.as_deref().and_then(resume::load);
     let client = Rc::new(Client {
         upgrades: Semaphore::new(plan.max_upgrades),
@@ -123,6 +127,10 @@ async fn connect_loop(client: &Rc<Client>, backoff: &mut Backoff) -> Result<(), 
                             continue;
                         }
                         return Err(TunnelError::Refused(why));
+                    }
+                    Ended::Closed(Some(CLOSE_TAKEN_OVER), _) => {
+                        drain(client).await?;
+                        return Err(TunnelError::TakenOver);
                     }
                     Ended::Closed(code, why) => {
                         tracing::warn!(code = ?code, why = ?why, "the relay closed the tunnel")
@@ -218,29 +226,16 @@ async fn handle_buffered(
     last_error: &mut Option<String>,
 ) -> Option<Ended> {
     loop {
-        let event = match link.buffered_event() {
-            Ok(Some(e)) => e,
-            Ok(None) => return None,
-            Err(e) => {
-                let _ = tx.send(Out::Close(CLOSE_PROTOCOL)).await;
-                return Some(Ended::Lost(e.to_string()));
-            }
-        };
-        match event {
-            WsEvent::Ping(p) => {
-                let _ = tx.send(Out::Pong(p)).await;
-            }
-            WsEvent::Pong => {}
-            WsEvent::Close(code) => {
-                let _ = tx.send(Out::Close(code.unwrap_or(CLOSE_NORMAL))).await;
-                return Some(Ended::Closed(code, last_error.take()));
-            }
-            WsEvent::Message {
+        match session::next_message(link, tx).await {
+            Next::Drained => return None,
+            Next::Closed(code) => return Some(Ended::Closed(code, last_error.take())),
+            Next::Broken(why) => return Some(Ended::Lost(why)),
+            Next::Message {
                 text: true,
                 data,
                 oversized: false,
             } => on_event(client, &data, last_error),
-            WsEvent::Message { .. } => tracing::warn!("a control message that is not an event"),
+            Next::Message { .. } => tracing::warn!("a control message that is not an event"),
         }
     }
 }
