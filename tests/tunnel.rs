@@ -296,6 +296,50 @@ fn a_dropped_control_connection_resumes_its_port(driver: &str) {
     assert_eq!(v["totals"]["tunnels_opened"], 1, "{v}");
 }
 
+/// Before: a resume that came while the relay still held the old control connection (it had
+/// not yet seen it drop: a client whose network changed reconnects within a ping interval)
+/// found no tunnel in its grace and got a new tunnel on another port. Now it takes the tunnel
+/// over: the same port and key, the old control connection closed with 4001, a joined
+/// connection flowing throughout, new public connections announced to the new one only.
+fn a_resume_takes_over_a_control_connection_not_yet_seen_to_drop(driver: &str) {
+    let srv = server(driver, &[]);
+    let (mut old, open) = control(&srv, "");
+    let (mut p, mut d, _) = joined(&srv, &mut old, &open);
+    let key = open["resume"].as_str().unwrap();
+    let (mut ws, again) = control(&srv, &format!("?resume={key}"));
+    assert_eq!(again["type"], "tunnel_open", "{again}");
+    assert_eq!(
+        (&again["port"], &again["resume"]),
+        (&open["port"], &open["resume"])
+    );
+    assert_eq!(recv_close(&mut old), Some(4001));
+    p.write_all(b"flowing").unwrap();
+    assert_eq!(read_n(&mut d, 7), b"flowing");
+    // The old connection's end neither ended the tunnel nor started its grace: the new
+    // control connection gets the next public connection.
+    std::thread::sleep(Duration::from_millis(100));
+    let (mut p2, mut d2, _) = joined(&srv, &mut ws, &again);
+    d2.write_all(b"new").unwrap();
+    assert_eq!(read_n(&mut p2, 3), b"new");
+    let v = stats(&srv);
+    let t = &v["totals"];
+    assert_eq!(
+        (
+            &t["tunnels_opened"],
+            &t["tunnels_resumed"],
+            &t["tunnels_taken_over"],
+            &t["tunnels_closed"],
+            &t["tunnels"]
+        ),
+        (&1.into(), &1.into(), &1.into(), &0.into(), &1.into()),
+        "{t}"
+    );
+    // The tunnel is the new connection's to end: close 1000 releases the port.
+    close(&mut ws, 1000);
+    let v = stats_when(&srv, |v| v["totals"]["tunnels_closed"] == 1);
+    assert_eq!(v["totals"]["tunnels"], 0, "{v}");
+}
+
 fn the_grace_ends_and_the_port_is_released(driver: &str) {
     let srv = server(driver, &[("RINGRELAY_TUNNEL_RECONNECT_GRACE", "300ms")]);
     let (ws, open) = control(&srv, "");
@@ -324,10 +368,21 @@ fn only_the_same_subject_resumes(driver: &str) {
             c.to_string().as_bytes(),
         )
     };
-    let (ws, open) = control(&srv, &format!("?token={}", tok("alice")));
+    let (mut ws, open) = control(&srv, &format!("?token={}", tok("alice")));
+    let key = open["resume"].as_str().unwrap();
+    // While Alice's control connection is up, Mallory's resume takes nothing over either.
+    let (_m, other) = control(&srv, &format!("?token={}&resume={key}", tok("mallory")));
+    assert_ne!(other["port"], open["port"], "{other}");
+    ws.send(tungstenite::Message::Ping(b"still mine".to_vec().into()))
+        .unwrap();
+    loop {
+        match ws.read().expect("Alice's control connection is still up") {
+            tungstenite::Message::Pong(p) => break assert_eq!(&p[..], b"still mine"),
+            other => assert!(other.is_ping(), "{other:?}"),
+        }
+    }
     drop(ws);
     std::thread::sleep(Duration::from_millis(100));
-    let key = open["resume"].as_str().unwrap();
     // Mallory has the key but not the subject: a tunnel of her own, not Alice's port.
     let (_m, other) = control(&srv, &format!("?token={}&resume={key}", tok("mallory")));
     assert_eq!(other["type"], "tunnel_open", "{other}");
@@ -423,7 +478,46 @@ fn tunnels_show_in_stats_metrics_and_health(driver: &str) {
     );
 }
 
+/// Before: /health's tunnel limit and reserve were the values the relay started with, while
+/// the limit a reload set was already the one enforced. Now /health says the one in force.
+fn the_health_capacity_follows_a_reload(driver: &str) {
+    let dir = common::dir::Dir::new("tunnel", &format!("health-reload-{driver}"));
+    let file = dir.write("ringrelay.toml", "[tunnel]\nmax_tunnels = 20\n");
+    let srv = server(driver, &[("RINGRELAY_CONFIG", file.to_str().unwrap())]);
+    let (_ws, _open) = control(&srv, "");
+    let capacity = || {
+        let (_, _, health) = get(srv.addr, "/health");
+        let h: Value = serde_json::from_str(&health).unwrap();
+        h["capacity"].clone()
+    };
+    let c = capacity();
+    assert_eq!(
+        (&c["tunnels"]["limit"], &c["tunnel_reserve"]),
+        (&20.into(), &2.into()),
+        "{c}"
+    );
+    dir.write("ringrelay.toml", "[tunnel]\nmax_tunnels = 50\n");
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
+    unsafe { libc::kill(srv.pid() as i32, libc::SIGHUP) };
+    stats_when(&srv, |v| v["reload"]["reloads_ok"] == 1);
+    // Each worker answers from its own config: ask a few times to meet both.
+    for _ in 0..4 {
+        let c = capacity();
+        assert_eq!(
+            (
+                &c["tunnels"]["active"],
+                &c["tunnels"]["limit"],
+                &c["tunnel_reserve"]
+            ),
+            (&1.into(), &50.into(), &5.into()),
+            "{c}"
+        );
+    }
+}
+
 both_drivers!(
+    a_resume_takes_over_a_control_connection_not_yet_seen_to_drop,
+    the_health_capacity_follows_a_reload,
     tunnels_show_in_stats_metrics_and_health,
     bandwidth_is_shaped_to_the_configured_rate,
     a_dropped_control_connection_resumes_its_port,

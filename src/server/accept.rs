@@ -452,7 +452,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
         carried,
     };
     match (listener, r) {
-        (_, Route::Health) => answer(stream, health(&core.shared)).await,
+        (_, Route::Health) => answer(stream, health(&core.shared, &core.config())).await,
         (Listener::Public, Route::Demo(asset)) if core.config().demo_enabled() => {
             demo(stream, asset, &req.head.method).await
         }

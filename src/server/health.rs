@@ -1,9 +1,12 @@
 //! The /health answer.
 
+use crate::config::Config;
 use crate::context::Shared;
 use crate::http::Response;
 
-pub fn health(shared: &Shared) -> Response {
+/// `live` is the config in force on the answering worker: what a reload changed shows at
+/// once (the tunnel limits), as the limits themselves apply at once.
+pub fn health(shared: &Shared, live: &Config) -> Response {
     let sessions: u64 = shared.gauges.iter().map(|g| g.sessions()).sum();
     let connections: u64 = shared.gauges.iter().map(|g| g.connections()).sum();
     let mut body = serde_json::json!({
@@ -17,8 +20,8 @@ pub fn health(shared: &Shared) -> Response {
         "active_connections": connections,
         "capacity": crate::limits::capacity::health_json(&shared.config.limits, &shared.gauges),
     });
-    if shared.config.tunnel.enabled {
-        let t = &shared.config.tunnel;
+    if live.tunnel.enabled {
+        let t = &live.tunnel;
         let limit = t.max_tunnels as u64;
         body["capacity"]["tunnels"] =
             crate::limits::capacity::usage(shared.tunnels.total() as u64, limit);

@@ -156,7 +156,7 @@ counters!(
     cors_preflights_refused: "CORS preflights on the bridge refused with 403 (no CORS headers): the origin is not in cors.allowed_origins.",
     bridge_write_timeouts: "Bridged responses dropped because the client did not take them within limits.write_timeout.",
     tunnels_opened: "Tunnels opened: a public port bound and tunnel_open sent (resumes not included).",
-    tunnels_resumed: "Tunnels taken back with ?resume=KEY within tunnel.reconnect_grace.",
+    tunnels_resumed: "Tunnels taken back with ?resume=KEY: within tunnel.reconnect_grace, or from a control connection not yet seen to drop.",
     tunnels_closed: "Tunnels closed: their port released (by close 1000, or at the end of their grace).",
     tunnels_refused_capacity: "Tunnel requests refused at_capacity (tunnel.max_tunnels, less tunnel.reserved_percent for a new one).",
     tunnels_refused_quota: "Tunnel requests refused quota_exceeded (tunnel.max_tunnels_per_subject or the credential's tunnels grant).",
@@ -171,6 +171,7 @@ counters!(
     tunnel_bytes_in: "Bytes spliced from public connections to their data connections.",
     tunnel_bytes_out: "Bytes spliced from data connections to their public connections.",
     tunnel_shaped_waits: "Times a tunnel's splice waited for tunnel.max_bandwidth's token bucket.",
+    tunnels_taken_over: "Tunnels a resume took from a control connection the relay still held (the old one closed with 4001; also counted in tunnels_resumed).",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

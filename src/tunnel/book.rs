@@ -1,5 +1,6 @@
 //! This worker's tunnels: the public connections waiting for their data connection, by id,
-//! and the tunnels whose control connection is away, by resume key. Only this worker's
+//! and the open tunnels, by resume key (a resume takes one back, from its grace or from a
+//! control connection the relay has not yet seen drop). Only this worker's
 //! thread touches it (a thread-local, like the rest of a worker's state, but kept here so
 //! the worker's context needs no type from this layer).
 
@@ -21,6 +22,9 @@ pub struct Tunnel {
     pub subject: Option<String>,
     /// Events to the control connection; `None` while it is away (in its grace).
     pub events: RefCell<Option<unbounded::Tx<Out>>>,
+    /// Tells the control connection holding the tunnel that a resume took it over; `None`
+    /// while it is away.
+    pub kick: RefCell<Option<oneshot::Sender<()>>>,
     /// Public connections open through it, waiting or joined.
     pub connections: Cell<usize>,
     /// Set when the tunnel ends: the accept loop stops and the port is released.
@@ -64,6 +68,7 @@ impl Tunnel {
     pub fn close(&self) {
         if !self.closed.replace(true) {
             self.events.borrow_mut().take();
+            self.kick.borrow_mut().take();
             self.charge.borrow_mut().take();
             if let Some(stop) = self.stop.borrow_mut().take() {
                 let _ = stop.send(());
@@ -76,8 +81,10 @@ impl Tunnel {
 pub struct Book {
     /// Public connections waiting for their data connection.
     pub pending: HashMap<String, oneshot::Sender<DataConn>>,
-    /// Tunnels whose control connection is away, for `?resume=KEY`.
-    pub graced: HashMap<String, Rc<Tunnel>>,
+    /// Every open tunnel of this worker, its control connection up or away (in its grace),
+    /// for `?resume=KEY`; bounded by `tunnel.max_tunnels`, as each holds a place in the
+    /// server's count.
+    pub tunnels: HashMap<String, Rc<Tunnel>>,
 }
 
 thread_local! {

@@ -23,12 +23,18 @@ use crate::ws::OpCode;
 use local_sync::mpsc::unbounded;
 use local_sync::oneshot;
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Instant;
 
 /// The largest frame a control connection may send: it has nothing to say but pings and its
 /// close, so anything bigger is refused (1009).
 const MAX_CONTROL_FRAME: usize = 4096;
+/// The close for a control connection whose tunnel a resume took over (the relay's
+/// "replaced", as for a relay peer): the client holding it should not take it back.
+const CLOSE_TAKEN_OVER: u16 = 4001;
+/// How long a control connection that was taken over may take to write its close.
+const TAKEN_OVER_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What goes to the client, in order, through the one writer.
 pub enum Out {
@@ -80,9 +86,7 @@ pub async fn serve_control(core: Rc<Core>, stream: ServerStream, req: ControlReq
         Err(refused) => return refuse(&core, &sock, refused).await,
     };
     let (tx, rx) = unbounded::channel();
-    *tunnel.events.borrow_mut() = Some(tx.clone());
-    let gen = tunnel.generation.get() + 1;
-    tunnel.generation.set(gen);
+    let (gen, kicked) = take_control(&tunnel, tx.clone());
     let cfg = core.config();
     let public = format!(
         "{}:{}",
@@ -96,21 +100,65 @@ pub async fn serve_control(core: Rc<Core>, stream: ServerStream, req: ControlReq
         &tunnel.resume,
         grace_ms,
     )));
-    let clean = Cell::new(false);
+    let to_self = tx.clone();
     monoio::join!(
         async {
-            clean.set(read_loop(&core, &sock, tx, req.extra).await);
-            if clean.get() {
-                end(&core, &tunnel);
-            } else {
-                tunnel.events.borrow_mut().take();
-                start_grace(&core, &tunnel, gen);
+            let ended = monoio::select! {
+                clean = read_loop(&core, &sock, tx, req.extra) => Some(clean),
+                _ = kicked => None,
+            };
+            match ended {
+                // Taken over: the tunnel is the newer connection's now; this one is told.
+                None => {
+                    let _ = to_self.send(Out::Close(CLOSE_TAKEN_OVER, "tunnel taken over"));
+                    drop(to_self);
+                    // Most likely a dead connection: its close may never be read, so the
+                    // writer is not waited on for long.
+                    monoio::time::sleep(TAKEN_OVER_LINGER).await;
+                    sock.abort();
+                }
+                Some(clean) => release_control(&core, &tunnel, gen, clean),
             }
         },
         write_loop(&sock, rx),
     );
     sock.abort();
     drop(req.charge);
+}
+
+/// Gives the tunnel to this control connection: its events now come here, and a grace
+/// timer or an older control connection still holding it (a resume that came before the
+/// relay saw the old one drop) lets go. The generation it holds the tunnel under, and what
+/// resolves when a later resume takes the tunnel over.
+fn take_control(tunnel: &Tunnel, tx: unbounded::Tx<Out>) -> (u64, impl Future<Output = ()>) {
+    let (kick_tx, kick_rx) = oneshot::channel();
+    *tunnel.events.borrow_mut() = Some(tx);
+    *tunnel.kick.borrow_mut() = Some(kick_tx);
+    let gen = tunnel.generation.get() + 1;
+    tunnel.generation.set(gen);
+    let kicked = async move {
+        // A sender dropped without a word (the tunnel ended) is no takeover.
+        if kick_rx.await.is_err() {
+            std::future::pending::<()>().await
+        }
+    };
+    (gen, kicked)
+}
+
+/// After the control connection that held the tunnel under `gen` ended on its own: a clean
+/// close ends the tunnel, anything else starts its grace. Nothing, if a resume took the
+/// tunnel over meanwhile.
+fn release_control(core: &Rc<Core>, tunnel: &Rc<Tunnel>, gen: u64, clean: bool) {
+    if tunnel.generation.get() != gen {
+        return;
+    }
+    if clean {
+        end(core, tunnel);
+    } else {
+        tunnel.events.borrow_mut().take();
+        tunnel.kick.borrow_mut().take();
+        start_grace(core, tunnel, gen);
+    }
 }
 
 /// The error event and the close, for a tunnel refused before it opened.
@@ -135,12 +183,7 @@ fn open(core: &Rc<Core>, ask: &TunnelAsk, grant: &TunnelGrant) -> Result<Rc<Tunn
     let subject = grant.subject.clone();
     let reconnecting = resume.is_some();
     if let Some(key) = resume {
-        let back = book::with(|b| match b.graced.get(&key) {
-            Some(t) if t.subject == subject && !t.closed.get() => b.graced.remove(&key),
-            _ => None,
-        });
-        if let Some(t) = back {
-            bump(&core.stats.tunnels_resumed, 1);
+        if let Some(t) = resume_tunnel(core, &key, subject.as_deref()) {
             return Ok(t);
         }
         // Unknown (its grace is over, or another worker's restart): a new tunnel instead,
@@ -170,6 +213,7 @@ fn open(core: &Rc<Core>, ask: &TunnelAsk, grant: &TunnelGrant) -> Result<Rc<Tunn
         resume: local_id(core),
         subject,
         events: RefCell::new(None),
+        kick: RefCell::new(None),
         connections: Cell::new(0),
         closed: Cell::new(false),
         stop: RefCell::new(Some(stop_tx)),
@@ -179,13 +223,31 @@ fn open(core: &Rc<Core>, ask: &TunnelAsk, grant: &TunnelGrant) -> Result<Rc<Tunn
     });
     bump(&core.stats.tunnels_opened, 1);
     TunnelGauges::add(&core.tunnel_gauges.tunnels, 1);
+    book::with(|b| b.tunnels.insert(tunnel.resume.clone(), tunnel.clone()));
     monoio::spawn(accept_loop(core.clone(), tunnel.clone(), listener, stop_rx));
     Ok(tunnel)
+}
+
+/// The open tunnel `key` names, if `subject` is its owner's: from its grace, or taken over
+/// from a control connection that still holds it (the client came back before the relay saw
+/// its old connection drop; that one is closed with 4001 and the port stays).
+fn resume_tunnel(core: &Core, key: &str, subject: Option<&str>) -> Option<Rc<Tunnel>> {
+    let t = book::with(|b| b.tunnels.get(key).cloned())?;
+    if t.subject.as_deref() != subject || t.closed.get() {
+        return None;
+    }
+    if let Some(kick) = t.kick.borrow_mut().take() {
+        let _ = kick.send(());
+        bump(&core.stats.tunnels_taken_over, 1);
+    }
+    bump(&core.stats.tunnels_resumed, 1);
+    Some(t)
 }
 
 /// Ends a tunnel: its port is released; its joined connections run to their own end.
 fn end(core: &Core, tunnel: &Tunnel) {
     if !tunnel.closed.get() {
+        book::with(|b| b.tunnels.remove(&tunnel.resume));
         tunnel.close();
         bump(&core.stats.tunnels_closed, 1);
         TunnelGauges::add(&core.tunnel_gauges.tunnels, -1);
@@ -199,12 +261,10 @@ fn start_grace(core: &Rc<Core>, tunnel: &Rc<Tunnel>, gen: u64) {
     if grace.is_zero() {
         return end(core, tunnel);
     }
-    book::with(|b| b.graced.insert(tunnel.resume.clone(), tunnel.clone()));
     let (core, tunnel) = (core.clone(), tunnel.clone());
     monoio::spawn(async move {
         monoio::time::sleep(grace).await;
         if tunnel.generation.get() == gen && tunnel.events.borrow().is_none() {
-            book::with(|b| b.graced.remove(&tunnel.resume));
             end(&core, &tunnel);
         }
     });
