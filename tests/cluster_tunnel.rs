@@ -320,7 +320,24 @@ fn the_client_follows_moved_and_comes_back_when_its_node_dies(driver: &str) {
     flows(&mut p1, &mut p2);
 }
 
+fn a_single_node_is_a_fleet_of_one(driver: &str) {
+    let srv = PORTS.server(driver, &[("RINGRELAY_TUNNEL_MAX_TUNNELS", "7")]);
+    let (_t, open) = control(&srv, "");
+    assert_eq!(open["type"], "tunnel_open", "{open}");
+    let f = fleet_of(&srv);
+    assert_eq!(f["source"], "local", "{f}");
+    assert_eq!(f["server_count"], 1, "{f}");
+    assert_eq!(f["total_capacity"], 7, "{f}");
+    assert_eq!(f["total_load"], 1, "{f}");
+    assert_eq!(f["utilization_percent"], 14.3, "{f}");
+    assert_eq!(f["servers"][0]["public_url"], url_of(&srv), "{f}");
+    // The admin listener's alone: the public one answers 404.
+    let (status, _, _) = get(srv.addr, "/fleet");
+    assert_eq!(status, 404);
+}
+
 both_drivers!(
+    a_single_node_is_a_fleet_of_one,
     tunnels_spread_and_the_fleet_sums_them,
     the_client_follows_moved_and_comes_back_when_its_node_dies,
 );

@@ -79,7 +79,7 @@ fn alone(core: &Core, now_ms: u64) -> crate::fleet::node::NodeInfo {
     crate::fleet::node::NodeInfo {
         node_id: "local".into(),
         region: cfg.cluster.region.clone(),
-        public_url: format!("ws://{}", shared.config.listen),
+        public_url: crate::fleet::view::Identity::of(&cfg, shared.listen).public_url,
         internal: None,
         version: env!("CARGO_PKG_VERSION").to_string(),
         workers: shared.workers(),
