@@ -40,6 +40,10 @@ pub async fn serve(core: Rc<Core>, rx: flume::Receiver<Command>) {
                 }
             }
             Command::NodesGone(ids) => core.cluster_local.nodes_gone(&core, &ids),
+            Command::TunnelBytes(reply) => {
+                let s = &core.stats;
+                let _ = reply.try_send(s.tunnel_bytes_in.get() + s.tunnel_bytes_out.get());
+            }
         }
     }
 }

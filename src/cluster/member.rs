@@ -73,6 +73,7 @@ impl Member {
                     view,
                     shared,
                     started_ms: now_ms(),
+                    bytes_seen: None,
                 };
                 t.run(&wiring.requests, &flag);
             })?;
@@ -102,6 +103,8 @@ struct Thread {
     started_ms: u64,
     /// Rounds in a row that read the fleet.
     good_rounds: u32,
+    /// Tunnel bytes as last counted, and when: the entry's bandwidth is the rate since.
+    bytes_seen: Option<(Instant, u64)>,
 }
 
 impl Thread {
@@ -176,7 +179,8 @@ impl Thread {
             return;
         }
         let held = self.owners.collect_sessions();
-        let entry = entry(&self.view, &self.shared, self.started_ms);
+        let mut entry = entry(&self.view, &self.shared, self.started_ms);
+        entry.tunnel_bandwidth = self.tunnel_bandwidth();
         let ttl = self.shared.config.cluster.node_ttl;
         let view = self.view.clone();
         let result = (|| {
@@ -221,6 +225,24 @@ impl Thread {
             }
             Err(e) => self.failed(&e),
         }
+    }
+
+    /// Bytes per second through this node's tunnels since the last round (0 at the first,
+    /// and with tunnels off, where no worker is asked).
+    fn tunnel_bandwidth(&mut self) -> u64 {
+        if !self.shared.config.tunnel.enabled {
+            return 0;
+        }
+        let now = (Instant::now(), self.owners.tunnel_bytes());
+        let rate = match self.bytes_seen {
+            Some((at, bytes)) if now.0 > at => {
+                let secs = now.0.duration_since(at).as_secs_f64();
+                (now.1.saturating_sub(bytes) as f64 / secs) as u64
+            }
+            _ => 0,
+        };
+        self.bytes_seen = Some(now);
+        rate
     }
 
     /// Leaving: sessions and the entry go now rather than after their TTLs, so the fleet
@@ -269,6 +291,14 @@ fn entry(view: &View, shared: &Shared, started_ms: u64) -> NodeInfo {
         sessions: shared.gauges.iter().map(|g| g.sessions()).sum(),
         started_ms,
         written_ms: now_ms(),
+        max_tunnels: if cfg.tunnel.enabled {
+            cfg.tunnel.max_tunnels
+        } else {
+            0
+        },
+        tunnels: shared.tunnels.total() as u64,
+        tunnel_bandwidth: 0,
+        max_tunnel_bandwidth: cfg.tunnel.max_bandwidth as u64,
     }
 }
 

@@ -170,6 +170,19 @@ impl Owners {
         all
     }
 
+    /// Bytes spliced through this node's tunnels so far, all workers (a worker that does not
+    /// answer in time counts nothing this round).
+    pub fn tunnel_bytes(&self) -> u64 {
+        let mut all = 0;
+        for w in &self.workers {
+            let (tx, rx) = flume::bounded(1);
+            if w.try_send(Command::TunnelBytes(tx)).is_ok() {
+                all += rx.recv_timeout(IO_TIMEOUT).unwrap_or(0);
+            }
+        }
+        all
+    }
+
     /// Renews (or re-creates) ownership of `held`; a session another live node owns now is
     /// closed here, so that no session is owned twice once Redis is back.
     pub fn renew(

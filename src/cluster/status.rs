@@ -43,17 +43,33 @@ fn read_fleet(_: &StatusArgs) -> Result<(Vec<NodeInfo>, usize), String> {
 /// The table an operator reads.
 pub fn table(nodes: &[NodeInfo], now_ms: u64) -> String {
     let mut out = format!(
-        "{:<24} {:<12} {:<28} {:>12} {:>9} {:>8}\n",
-        "node", "region", "public", "connections", "sessions", "seen"
+        "{:<24} {:<12} {:<28} {:>12} {:>9} {:>11} {:>12} {:>8}\n",
+        "node", "region", "public", "connections", "sessions", "tunnels", "tunnel B/s", "seen"
     );
     for n in nodes {
         let age = now_ms.saturating_sub(n.written_ms) as f64 / 1000.0;
         out.push_str(&format!(
-            "{:<24} {:<12} {:<28} {:>5}/{:<6} {:>9} {:>7.1}s\n",
-            n.node_id, n.region, n.public_url, n.connections, n.max_connections, n.sessions, age
+            "{:<24} {:<12} {:<28} {:>5}/{:<6} {:>9} {:>5}/{:<5} {:>12} {:>7.1}s\n",
+            n.node_id,
+            n.region,
+            n.public_url,
+            n.connections,
+            n.max_connections,
+            n.sessions,
+            n.tunnels,
+            n.max_tunnels,
+            n.tunnel_bandwidth,
+            age
         ));
     }
-    out.push_str(&format!("{} node(s)\n", nodes.len()));
+    let (load, capacity) = nodes.iter().fold((0, 0), |(l, c), n| {
+        (l + n.tunnels, c + n.max_tunnels as u64)
+    });
+    out.push_str(&format!(
+        "{} node(s), tunnels {load}/{capacity} ({}%)\n",
+        nodes.len(),
+        crate::fleet::share::percent(load, capacity)
+    ));
     out
 }
 

@@ -448,5 +448,8 @@ config_keys! {
         reconnect_grace: Duration { default: secs(30), parse: Dur::ANY }
         /// Bytes per second per tunnel, both directions together, shaped; 0: unlimited.
         max_bandwidth: usize { default: 0, parse: Int(0, UNLIMITED) }
+        /// Cluster mode: a new tunnel that would put this node more than this many points of
+        /// utilisation over the fleet's is sent to the least loaded node (`moved`); 100: never.
+        redirect_margin_percent: usize { default: 10, parse: Int(0, 100) }
     }
 }

@@ -163,6 +163,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "tunnel.idle_timeout",
     "tunnel.reconnect_grace",
     "tunnel.max_bandwidth",
+    "tunnel.redirect_margin_percent",
 ];
 
 /// Whether a reload applies `key` (a dotted name from the table).

@@ -63,6 +63,8 @@ pub struct Shared {
     pub admin_tls: Option<crate::tls::ServerTls>,
     /// Tunnels held on this server, all workers (`tunnel.max_tunnels` and the quotas).
     pub tunnels: crate::limits::tunnels::Tally,
+    /// The public listener's address as bound (port 0 resolved), for `/fleet`.
+    pub listen: std::net::SocketAddr,
 }
 
 impl Shared {

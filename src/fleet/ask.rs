@@ -26,6 +26,9 @@ pub enum Command {
     Evict(String),
     /// These nodes left the fleet: end links carried to them and peers carried from them.
     NodesGone(Vec<String>),
+    /// Answer with the bytes spliced through this core's tunnels so far, both ways (the
+    /// registry entry's tunnel bandwidth is their rate between heartbeats).
+    TunnelBytes(flume::Sender<u64>),
 }
 
 /// Commands waiting per worker; the thread skips a worker whose queue is full (counted) and

@@ -2,6 +2,7 @@
 //! that holds it, so that the context (`Core`, `Shared`) names no module above it:
 //!
 //! * `node`, `claim`: a node's registry entry and the session-ownership scripts;
+//! * `share`: tunnels across the fleet (`GET /fleet`, sending a tunnel where there is room);
 //! * `breaker`, `view`: the breaker around Redis and what this node knows of the fleet
 //!   (`Shared::cluster`);
 //! * `ask`: what workers and the cluster thread say to each other (`Shared::cluster_requests`);
@@ -24,4 +25,5 @@ pub(crate) mod claim;
 pub(crate) mod local;
 pub(crate) mod node;
 pub(crate) mod pending;
+pub(crate) mod share;
 pub(crate) mod view;

@@ -22,6 +22,18 @@ pub struct NodeInfo {
     /// Milliseconds since the epoch: when the node started, and when it wrote this.
     pub started_ms: u64,
     pub written_ms: u64,
+    /// Tunnels (docs/tunnels.md): `tunnel.max_tunnels` (0 when tunnels are off), the
+    /// tunnels held now (their grace included), the bytes per second spliced through them
+    /// (both ways, over the last heartbeat) and `tunnel.max_bandwidth` (per tunnel, 0: none).
+    /// Absent from an older node's entry, so read as 0 rather than making it unreadable.
+    #[serde(default)]
+    pub max_tunnels: usize,
+    #[serde(default)]
+    pub tunnels: u64,
+    #[serde(default)]
+    pub tunnel_bandwidth: u64,
+    #[serde(default)]
+    pub max_tunnel_bandwidth: u64,
 }
 
 pub fn node_key(prefix: &str, node_id: &str) -> String {
@@ -92,7 +104,28 @@ mod tests {
             sessions: 1,
             started_ms: 1,
             written_ms: 2,
+            max_tunnels: 10,
+            tunnels: 4,
+            tunnel_bandwidth: 1000,
+            max_tunnel_bandwidth: 0,
         }
+    }
+
+    #[test]
+    fn an_entry_without_tunnel_fields_still_reads() {
+        // An entry written by a node from before tunnels were in it (a rolling upgrade).
+        let mut v = serde_json::to_value(node("old")).unwrap();
+        for k in [
+            "max_tunnels",
+            "tunnels",
+            "tunnel_bandwidth",
+            "max_tunnel_bandwidth",
+        ] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        let (fleet, bad) = parse_fleet(&[Some(v.to_string())]);
+        assert_eq!(bad, 0);
+        assert_eq!((fleet[0].max_tunnels, fleet[0].tunnels), (0, 0));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum Route {
     Stats,
     /// Admin listener only.
     Metrics,
+    /// `/fleet` (admin listener): the fleet's tunnel capacity and load (docs/tunnels.md).
+    Fleet,
     /// `/demo` and its files (docs/demo.md).
     Demo(DemoAsset),
     /// `/v1/http/{session}/...`: belongs to the HTTP bridge.
@@ -51,6 +53,9 @@ pub struct TunnelAsk {
     pub port: Option<String>,
     /// `?resume=KEY`: the key `tunnel_open` gave a tunnel that dropped.
     pub resume: Option<String>,
+    /// `?moved=1`: the client follows another node's `moved`; it is never sent on again
+    /// (one hop at most).
+    pub moved: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +108,7 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
         return Ok(Route::Tunnel(TunnelAsk {
             port: head.query_param("port"),
             resume: head.query_param("resume"),
+            moved: flag(head.query_param("moved")),
         }));
     }
     if let Some(id) = path.strip_prefix("/v1/tunnel/accept/") {
@@ -184,6 +190,7 @@ pub fn route(head: &RequestHead) -> Result<Route, RouteError> {
         "/health" => Route::Health,
         "/stats" => Route::Stats,
         "/metrics" => Route::Metrics,
+        "/fleet" => Route::Fleet,
         _ => Route::NotFound,
     })
 }
@@ -273,8 +280,10 @@ mod tests {
             Ok(Route::Tunnel(TunnelAsk {
                 port: Some("20001".into()),
                 resume: Some("ab".into()),
+                moved: false,
             }))
         );
+        assert!(matches!(r("/v1/tunnel?moved=1"), Ok(Route::Tunnel(t)) if t.moved));
         assert_eq!(
             r("/v1/tunnel/accept/00ff"),
             Ok(Route::TunnelAccept { id: "00ff".into() })

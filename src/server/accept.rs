@@ -460,6 +460,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
         (Listener::Admin, Route::Metrics) => {
             answer(stream, scrape(core, Format::Prometheus).await).await
         }
+        (Listener::Admin, Route::Fleet) => answer(stream, super::admin::fleet(core)).await,
         (Listener::Public, r) if admitted_route(&r) => {
             return to_session(core, stream, req, admitted, slot, r).await;
         }

@@ -66,6 +66,7 @@ pub fn routed(stream: &mut ServerStream, r: &Route) {
         Route::Health => ("health", None, None),
         Route::Stats => ("stats", None, None),
         Route::Metrics => ("metrics", None, None),
+        Route::Fleet => ("fleet", None, None),
         Route::Demo(_) => ("demo", None, None),
         Route::NotFound => ("none", None, None),
     };

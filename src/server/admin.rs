@@ -41,3 +41,61 @@ pub(super) async fn admin_tls_step(
     }
     false
 }
+
+/// `GET /fleet`: the fleet's tunnel capacity and load (docs/tunnels.md#fleet). In cluster
+/// mode, every node's registry entry as this node last read them (within one heartbeat);
+/// on a single node, this node alone from its live figures.
+pub(super) fn fleet(core: &Core) -> crate::http::Response {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let shared = &core.shared;
+    let body = match &shared.cluster {
+        Some(view) => {
+            let s = view.snapshot();
+            let mut body = crate::fleet::share::fleet_json(&s.nodes, now_ms);
+            body["source"] = "redis".into();
+            body["redis"] = if s.redis_up { "up" } else { "down" }.into();
+            body["node_id"] = view.identity.node_id.clone().into();
+            body
+        }
+        None => {
+            let me = alone(core, now_ms);
+            let mut body = crate::fleet::share::fleet_json(std::slice::from_ref(&me), now_ms);
+            body["source"] = "local".into();
+            body["node_id"] = me.node_id.into();
+            body
+        }
+    };
+    crate::http::Response::json(200, body.to_string())
+}
+
+/// This node as a fleet of one: its live counts; no bandwidth (measured only by the
+/// cluster thread's heartbeat).
+fn alone(core: &Core, now_ms: u64) -> crate::fleet::node::NodeInfo {
+    let shared = &core.shared;
+    let cfg = core.config();
+    let started_ms = now_ms.saturating_sub(shared.started.elapsed().as_millis() as u64);
+    crate::fleet::node::NodeInfo {
+        node_id: "local".into(),
+        region: cfg.cluster.region.clone(),
+        public_url: crate::fleet::view::Identity::of(&cfg, shared.listen).public_url,
+        internal: None,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        workers: shared.workers(),
+        max_connections: cfg.limits.max_connections,
+        max_sessions: cfg.limits.max_sessions,
+        connections: shared.gauges.iter().map(|g| g.connections()).sum(),
+        sessions: shared.gauges.iter().map(|g| g.sessions()).sum(),
+        started_ms,
+        written_ms: now_ms,
+        max_tunnels: if cfg.tunnel.enabled {
+            cfg.tunnel.max_tunnels
+        } else {
+            0
+        },
+        tunnels: shared.tunnels.total() as u64,
+        tunnel_bandwidth: 0,
+        max_tunnel_bandwidth: cfg.tunnel.max_bandwidth as u64,
+    }
+}

@@ -517,6 +517,7 @@ impl Server {
         let cluster_view = self.cluster_view();
         let (request_tx, request_rx) = flume::bounded(self.config.cluster.request_queue);
         let cluster_on = cluster_view.is_some();
+        let listen = self.local_addr();
         let shared = Arc::new(Shared {
             cluster: cluster_view.clone(),
             config: self.config.clone(),
@@ -534,6 +535,7 @@ impl Server {
             tls: self.tls,
             admin_tls: self.admin_tls,
             tunnels: Default::default(),
+            listen,
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, threads) = Self::spawn_workers(

@@ -172,6 +172,8 @@ counters!(
     tunnel_bytes_out: "Bytes spliced from data connections to their public connections.",
     tunnel_shaped_waits: "Times a tunnel's splice waited for tunnel.max_bandwidth's token bucket.",
     tunnels_taken_over: "Tunnels a resume took from a control connection the relay still held (the old one closed with 4001; also counted in tunnels_resumed).",
+    tunnels_moved: "Tunnel requests answered with an error event moved (close 1013) naming a less loaded node (cluster mode, tunnel.redirect_margin_percent).",
+    tunnels_placed_alone: "New tunnel requests kept here in cluster mode because the fleet could not be read (Redis down, the breaker open): no other node was considered.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

@@ -60,6 +60,7 @@ mod tests {
         TunnelAsk {
             port: port.map(str::to_string),
             resume: resume.map(str::to_string),
+            moved: false,
         }
     }
 

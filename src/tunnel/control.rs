@@ -81,6 +81,9 @@ pub async fn serve_control(core: Rc<Core>, stream: ServerStream, req: ControlReq
     if hello.is_err() {
         return;
     }
+    if let Some(node) = moved_to(&core, &req.ask) {
+        return redirect(&core, &sock, &node).await;
+    }
     let tunnel = match open(&core, &req.ask, &req.grant) {
         Ok(t) => t,
         Err(refused) => return refuse(&core, &sock, refused).await,
@@ -172,6 +175,49 @@ async fn refuse(core: &Core, sock: &Socket, refused: Refused) {
     bump(counter, 1);
     let mut out = frame(OpCode::Text, refused.event().as_bytes());
     out.extend(close_frame(refused.close_code(), refused.code()));
+    let _ = sock.write_all(out).await;
+    sock.shutdown_write();
+}
+
+/// Cluster mode: the node to send a new tunnel to instead, when this one would hold more
+/// than its share with it (`fleet::share::elsewhere`, docs/tunnels.md#fleet). A resume of a
+/// tunnel held here and a client that already followed a `moved` stay here (one hop at
+/// most); so does every tunnel while the fleet cannot be read (counted).
+fn moved_to(core: &Core, ask: &TunnelAsk) -> Option<String> {
+    use crate::fleet::share::{elsewhere, Me};
+    let view = core.shared.cluster.as_ref()?;
+    let held = |key: &str| book::with(|b| b.tunnels.contains_key(key));
+    if ask.moved || ask.resume.as_deref().is_some_and(held) {
+        return None;
+    }
+    let s = view.snapshot();
+    if !s.redis_up || !s.registered || s.breaker != "closed" {
+        bump(&core.stats.tunnels_placed_alone, 1);
+        return None;
+    }
+    let cfg = core.config();
+    let me = Me {
+        node_id: &view.identity.node_id,
+        tunnels: core.shared.tunnels.total() as u64,
+        max_tunnels: cfg.tunnel.max_tunnels,
+    };
+    let margin = cfg.tunnel.redirect_margin_percent as u64;
+    let to = elsewhere(&s.nodes, me, cfg.tunnel.reserved_percent, margin)?;
+    Some(to.public_url.clone())
+}
+
+/// The `moved` error event naming `node`, and close 1013: the client opens its tunnel there.
+async fn redirect(core: &Core, sock: &Socket, node: &str) {
+    bump(&core.stats.tunnels_moved, 1);
+    let event = serde_json::json!({
+        "type": "error",
+        "code": "moved",
+        "node": node,
+        "message": "this node holds more than its share of tunnels; open the tunnel on the node named",
+    })
+    .to_string();
+    let mut out = frame(OpCode::Text, event.as_bytes());
+    out.extend(close_frame(1013, "moved"));
     let _ = sock.write_all(out).await;
     sock.shutdown_write();
 }

@@ -19,6 +19,9 @@ pub enum TunnelEvent {
     Connection { id: String, peer: Option<String> },
     /// A refusal; a close follows (1008: for good, 1013: try again later).
     Error { code: String, message: String },
+    /// An `error` with code `moved` (close 1013 follows): open the tunnel on `node` (a
+    /// `ws://` URL) instead, where there is more room (docs/tunnels.md#fleet).
+    Moved { node: String, message: String },
     /// An event of a type this client does not know.
     Other,
 }
@@ -67,6 +70,12 @@ pub fn parse_event(text: &[u8]) -> Result<TunnelEvent, EventError> {
             Ok(TunnelEvent::Connection {
                 id,
                 peer: str_of("peer"),
+            })
+        }
+        Some("error") if str_of("code").as_deref() == Some("moved") && str_of("node").is_some() => {
+            Ok(TunnelEvent::Moved {
+                node: str_of("node").unwrap_or_default(),
+                message: str_of("message").unwrap_or_default(),
             })
         }
         Some("error") => Ok(TunnelEvent::Error {
@@ -120,6 +129,19 @@ mod tests {
                 message: "no room".into()
             }
         );
+        let moved = br#"{"node":"ws://10.0.0.2:8080","code":"moved","type":"error"}"#;
+        assert_eq!(
+            parse_event(moved).unwrap(),
+            TunnelEvent::Moved {
+                node: "ws://10.0.0.2:8080".into(),
+                message: String::new()
+            }
+        );
+        // A `moved` naming no node is an ordinary refusal.
+        assert!(matches!(
+            parse_event(br#"{"type":"error","code":"moved"}"#).unwrap(),
+            TunnelEvent::Error { .. }
+        ));
         assert_eq!(
             parse_event(br#"{"type":"stats","n":1}"#).unwrap(),
             TunnelEvent::Other

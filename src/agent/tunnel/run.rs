@@ -8,6 +8,7 @@ use super::join::{join, open_data, reset, DataDial};
 use super::resume;
 use crate::agent::backoff::{Backoff, Jitter};
 use crate::agent::link::{connect, ConnectError, Dial, Link, Out, ReadError};
+use crate::agent::relay_url::{parse_relay_url, RelayUrl};
 use crate::agent::session::{self, Input, Next, Polled};
 use crate::agent::stop::{on_signals, Latch};
 use crate::ws::client::MaskSource;
@@ -31,6 +32,11 @@ const CLOSE_NORMAL: u16 = 1000;
 /// The relay's close for a control connection whose tunnel another one resumed: that one
 /// holds the key, so taking the tunnel back would only push it out in turn.
 const CLOSE_TAKEN_OVER: u16 = 4001;
+/// The relay's close for "try again later", which a `moved` comes with.
+const CLOSE_TRY_LATER: u16 = 1013;
+/// `moved` followed in a row without a tunnel opening; past it a `moved` is waited out like
+/// any 1013 (a node's entry outlives it by up to `cluster.node_ttl`).
+const MAX_MOVES: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -70,6 +76,13 @@ struct Client {
     upgrades: Semaphore,
     joined: Cell<u64>,
     failed: Cell<u64>,
+    /// The node a `moved` sent the client to: control and data connections go there until
+    /// connecting to it fails, then back to `--relay` (docs/tunnels.md#fleet).
+    moved_to: RefCell<Option<RelayUrl>>,
+    /// The node named by this control connection's `moved` event, if one came.
+    moved_hint: RefCell<Option<String>>,
+    /// `moved` followed since the last `tunnel_open`.
+    moves: Cell<u32>,
 }
 
 /// Runs the client until SIGTERM (`Ok`) or a refusal for good.
@@ -90,6 +103,9 @@ pub async fn run(plan: ExposePlan) -> Result<(), TunnelError> {
         next_pair: Cell::new(0),
         joined: Cell::new(0),
         failed: Cell::new(0),
+        moved_to: RefCell::new(None),
+        moved_hint: RefCell::new(None),
+        moves: Cell::new(0),
     });
     let result = connect_loop(&client, &mut backoff).await;
     tracing::info!(
@@ -106,7 +122,7 @@ async fn connect_loop(client: &Rc<Client>, backoff: &mut Backoff) -> Result<(), 
     let mut resume_refused = false;
     loop {
         let resume = client.resume.borrow().clone();
-        let route = client.plan.control_route(None, resume.as_deref());
+        let route = client.route(client.plan.control_route(None, resume.as_deref()), true);
         let attempt = monoio::select! {
             _ = client.stop.wait() => return drain(client).await,
             r = connect_once(client, &route) => r,
@@ -132,6 +148,7 @@ async fn connect_loop(client: &Rc<Client>, backoff: &mut Backoff) -> Result<(), 
                         drain(client).await?;
                         return Err(TunnelError::TakenOver);
                     }
+                    Ended::Closed(Some(CLOSE_TRY_LATER), _) if client.follow_move() => continue,
                     Ended::Closed(code, why) => {
                         tracing::warn!(code = ?code, why = ?why, "the relay closed the tunnel")
                     }
@@ -143,6 +160,9 @@ async fn connect_loop(client: &Rc<Client>, backoff: &mut Backoff) -> Result<(), 
             Err(e) if e.is_final() => return Err(TunnelError::Refused(e.to_string())),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot connect to the relay");
+                if client.moved_to.borrow_mut().take().is_some() {
+                    tracing::info!(relay = %client.plan.relay.authority, "back to --relay");
+                }
                 e.retry_after()
             }
         };
@@ -160,6 +180,51 @@ impl Client {
         }
     }
 
+    /// Follows this control connection's `moved`, if it had one and the hops allow: the
+    /// next attempt goes to the node named, at once.
+    fn follow_move(&self) -> bool {
+        let Some(node) = self.moved_hint.borrow_mut().take() else {
+            return false;
+        };
+        if self.moves.get() >= MAX_MOVES {
+            return false;
+        }
+        match parse_relay_url(&node) {
+            Ok(url) if !url.tls => {
+                tracing::info!(%node, "the relay sent the tunnel to another node");
+                self.moves.set(self.moves.get() + 1);
+                *self.moved_to.borrow_mut() = Some(url);
+                true
+            }
+            _ => {
+                tracing::warn!(%node, "the relay named a node this client cannot use");
+                false
+            }
+        }
+    }
+
+    /// The relay requests go to now: the node a `moved` named, else `--relay`.
+    fn target(&self) -> RelayUrl {
+        match &*self.moved_to.borrow() {
+            Some(url) => url.clone(),
+            None => self.plan.relay.clone(),
+        }
+    }
+
+    /// A route made for `--relay`, for the relay requests go to now: under that node's base
+    /// path; a control route also says it followed a `moved`, so it is not sent on again.
+    fn route(&self, route: String, control: bool) -> String {
+        let Some(to) = &*self.moved_to.borrow() else {
+            return route;
+        };
+        let rest = route.strip_prefix(&self.plan.relay.base).unwrap_or(&route);
+        if !control {
+            return format!("{}{rest}", to.base);
+        }
+        let sep = if rest.contains('?') { '&' } else { '?' };
+        format!("{}{rest}{sep}moved=1", to.base)
+    }
+
     /// The relay's address, resolved afresh for each control connection.
     fn relay_addr(&self) -> Option<SocketAddr> {
         *self.relay_addr.borrow()
@@ -169,13 +234,14 @@ impl Client {
 /// One control connection attempt, within `--connect-timeout`.
 async fn connect_once(client: &Client, route: &str) -> Result<Link, ConnectError> {
     let plan = &client.plan;
-    let addr = plan.relay.resolve().map_err(ConnectError::Resolve)?;
+    let target = client.target();
+    let addr = target.resolve().map_err(ConnectError::Resolve)?;
     *client.relay_addr.borrow_mut() = Some(addr);
     let owned = plan.headers();
     let headers: Vec<(&str, &str)> = owned.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let dial = Dial {
         addr,
-        authority: &plan.relay.authority,
+        authority: &target.authority,
         route,
         headers: &headers,
         max_message: MAX_EVENT,
@@ -253,6 +319,11 @@ fn on_event(client: &Rc<Client>, data: &[u8], last_error: &mut Option<String>) {
             tracing::debug!(%id, peer = ?peer, "public connection");
             monoio::spawn(accept(client.clone(), id));
         }
+        Ok(TunnelEvent::Moved { node, message }) => {
+            tracing::info!(%node, %message, "the relay names another node");
+            *last_error = Some(format!("moved: {node}"));
+            *client.moved_hint.borrow_mut() = Some(node);
+        }
         Ok(TunnelEvent::Error { code, message }) => {
             tracing::warn!(%code, %message, "the relay refused the tunnel");
             *last_error = Some(format!("{code}: {message}"));
@@ -278,6 +349,7 @@ fn opened(client: &Client, public: &str, resume: Option<String>, grace_ms: Optio
         *client.printed.borrow_mut() = Some(public.to_string());
     }
     tracing::info!(%public, local = %plan.local, grace_ms = ?grace_ms, resumable = resume.is_some(), "tunnel open");
+    client.moves.set(0);
     if let (Some(path), Some(key)) = (&plan.resume_file, &resume) {
         if let Err(e) = resume::store(path, key, public) {
             tracing::warn!(path = %path.display(), error = %e, "cannot keep the resume key");
@@ -295,11 +367,12 @@ async fn accept(client: Rc<Client>, id: String) {
     let Some(addr) = client.relay_addr() else {
         return;
     };
-    let route = plan.accept_route(&id);
+    let route = client.route(plan.accept_route(&id), false);
+    let target = client.target();
     let headers = plan.headers();
     let dial = DataDial {
         addr,
-        authority: &plan.relay.authority,
+        authority: &target.authority,
         route: &route,
         headers: &headers,
         timeout: plan.connect_timeout,

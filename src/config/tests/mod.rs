@@ -166,6 +166,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "tunnel.idle_timeout" => "90s",
         "tunnel.reconnect_grace" => "15s",
         "tunnel.max_bandwidth" => "1000000",
+        "tunnel.redirect_margin_percent" => "25",
         "cluster.redis_url" => "redis://127.0.0.1:6390/",
         "cluster.node_id" => "node-7",
         "cluster.region" => "eu-west",
