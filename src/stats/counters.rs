@@ -171,6 +171,7 @@ counters!(
     tunnel_bytes_in: "Bytes spliced from public connections to their data connections.",
     tunnel_bytes_out: "Bytes spliced from data connections to their public connections.",
     tunnel_shaped_waits: "Times a tunnel's splice waited for tunnel.max_bandwidth's token bucket.",
+    large_reads_now: "Reads of large_reads made at once (recv(2) without waiting) rather than through the ring, so that the bytes are unmasked and written on while still in the core's cache.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.
