@@ -13,7 +13,7 @@ the server's core was.
   scripts/large_bench.py [--this BIN] [--base BIN] [--forwarder BIN] [--rounds 4]
                          [--size 65536] [--pairs 10] [--window 32] [--seconds 3]
 
-Defaults: --this target/release/ringrelay, --base /work/wt/bin/ringrelay-main21 when it
+Defaults: --this target/release/ringrelay, --base /work/wt/bin/ringrelay-main22 when it
 exists, --forwarder target/release/examples/tcp_forwarder (`cargo build --release --example
 tcp_forwarder`); `--base ''` or `--forwarder ''` leaves one out. The load generator is
 --this's unless --load says otherwise. Everything is on loopback and bounded: rounds x
@@ -85,7 +85,7 @@ def spread(xs):
 
 
 def main():
-    base_default = "/work/wt/bin/ringrelay-main21"
+    base_default = "/work/wt/bin/ringrelay-main22"
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--this", default=os.path.join(ROOT, "target/release/ringrelay"))
     ap.add_argument("--base", default=base_default if os.path.exists(base_default) else "")

@@ -6,6 +6,12 @@
 //! Before: every read went into a normal 64 KiB buffer, so a 64 KiB message (65,550 bytes
 //! framed) never fitted one read, and there was no `large_reads` counter (these tests fail
 //! on main's binary at `counter(.., "large_reads")`).
+//!
+//! A large buffer is read at once (recv(2) without waiting) when the socket holds bytes, so
+//! they are unmasked and written on while still in the core's cache; only when it holds none
+//! does the read go through the ring. Before: every large read went through the ring, and
+//! there was no `large_reads_now` counter (the first test fails on main22's binary at
+//! `counter(.., "large_reads_now")`).
 
 mod common;
 use common::*;
@@ -71,6 +77,12 @@ fn large_frames_go_through_large_buffers_whole(driver: &str) {
     assert_eq!(recv(&mut a).into_data().len(), 1024);
     let large = counter(&srv, "large_reads");
     assert!(large > 0, "no read went into a large buffer");
+    // The sender wrote the whole stream at once: a large buffer's read finds bytes waiting.
+    let now = counter(&srv, "large_reads_now");
+    assert!(
+        now > 0 && now <= large,
+        "large reads made at once: {now} of {large}"
+    );
     let st = stats(&srv);
     assert_eq!(st["totals"]["read_buffers_in_use"], 0, "{st}");
 }
@@ -81,6 +93,11 @@ fn large_buffers_off_reads_in_normal_buffers(driver: &str) {
     let srv = TestServer::start(driver, 1, &env);
     stream_to_receiver(&srv, "normal");
     assert_eq!(counter(&srv, "large_reads"), 0);
+    assert_eq!(
+        counter(&srv, "large_reads_now"),
+        0,
+        "normal buffers use the ring"
+    );
 }
 
 both_drivers!(

@@ -199,7 +199,15 @@ struct Reader {
     /// The last read brought at least a normal buffer's worth: with a large frame open, the
     /// next one goes into a large buffer if the pool has one free (runtime::pool).
     bulk: bool,
+    /// Reads made at once ([`Chunk::read_now`]) since the last one through the ring.
+    reads_now: u8,
 }
+
+/// A read made at once, whose write the socket takes at once, never waits: past this many in
+/// a row the next read goes through the ring, where the task yields, so a connection
+/// streaming large frames to a receiver that keeps up cannot hold its core (1 MiB at the
+/// default large buffer size, about 0.3 ms of copying).
+const READS_NOW_IN_A_ROW: u8 = 4;
 
 /// Where one read's messages go, decided before it is decoded.
 struct Route {
@@ -254,6 +262,7 @@ impl Reader {
             hold: None,
             hot: false,
             bulk: false,
+            reads_now: 0,
         }
     }
 
@@ -285,12 +294,28 @@ impl Reader {
             None => core.pool.take().await,
         };
         chunk.lay_out(|data| self.inbound.prepare(data));
-        match chunk.read_from(&peer.sock).await {
-            Ok(n) if n > 0 => {
-                self.hot = chunk.is_full();
-                self.bulk = chunk.data().len() >= core.pool.buf_bytes();
-                Got::Bytes(chunk)
+        if chunk.is_large() && self.reads_now < READS_NOW_IN_A_ROW {
+            // Streaming large frames, the socket most likely holds more already: read it now,
+            // so that this read's bytes are unmasked and written on while they are still in
+            // the core's cache. Through the ring, every busy connection's read of a turn is
+            // copied in before any is unmasked, and with ten large buffers that is more than
+            // the core's cache holds (docs/performance.md, "Large messages").
+            match chunk.read_now(&peer.sock) {
+                Ok(n) if n > 0 => {
+                    bump(&core.stats.large_reads_now, 1);
+                    self.reads_now += 1;
+                    return self.got(core, chunk);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => {
+                    core.pool.put(chunk);
+                    return Got::Gone;
+                }
             }
+        }
+        self.reads_now = 0;
+        match chunk.read_from(&peer.sock).await {
+            Ok(n) if n > 0 => self.got(core, chunk),
             // TLS: only part of a record came; the buffer goes back while the rest is
             // awaited (`Socket::read`).
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -303,6 +328,14 @@ impl Reader {
                 Got::Gone
             }
         }
+    }
+
+    /// A read brought bytes: whether more are likely waiting (it filled the buffer) and
+    /// whether it was a normal buffer's worth (the next may take a large one).
+    fn got(&mut self, core: &Core, chunk: Chunk) -> Got {
+        self.hot = chunk.is_full();
+        self.bulk = chunk.data().len() >= core.pool.buf_bytes();
+        Got::Bytes(chunk)
     }
 
     /// A large buffer for a sender streaming large frames faster than they are forwarded:

@@ -124,6 +124,25 @@ impl Chunk {
         r
     }
 
+    /// Reads what `sock` holds now into the spare capacity, without waiting: `WouldBlock` when
+    /// it holds nothing (or over TLS), and the caller reads through the ring instead. A
+    /// connection streaming large frames reads this way, so that its bytes are unmasked and
+    /// written on while still in the core's cache (relay::conn, `Reader::read`).
+    pub fn read_now(&mut self, sock: &Socket) -> std::io::Result<usize> {
+        self.0.segs.clear();
+        let data = &mut self.0.data;
+        let spare = data.spare_capacity_mut();
+        let room = spare.len();
+        let n = sock.try_read_now(spare)?;
+        // recv(2) never returns more than the room it was given; checked all the same, as the
+        // length set below must not depend on that.
+        assert!(n <= room, "recv returned {n} bytes for {room}");
+        // SAFETY: recv(2) wrote the first `n` bytes of the spare capacity (`n <= room`, checked
+        // above), so the first `len + n` bytes of the vector are initialised.
+        unsafe { data.set_len(data.len() + n) };
+        Ok(n)
+    }
+
     /// Writes all the bytes in the buffer to `sock`, segments aside (a byte stream passed
     /// through as read).
     pub async fn write_all_to(&mut self, sock: &Socket) -> std::io::Result<()> {
@@ -272,6 +291,22 @@ impl WriteChunk {
         });
         p.trailer_in_iov = true;
         true
+    }
+
+    /// One of the pool's large buffers: a connection streaming large frames.
+    #[inline]
+    pub fn is_large(&self) -> bool {
+        self.0.large
+    }
+
+    /// Writes what `sock` takes now, without waiting, and marks it written: the bytes go out
+    /// while the unmasking left them in the core's cache, rather than in the ring's next
+    /// submission after every other connection's turn. `WouldBlock` when it takes nothing
+    /// (or over TLS); the rest goes through the ring as before.
+    pub fn write_now(&mut self, sock: &Socket) -> std::io::Result<usize> {
+        let n = sock.try_writev_now(&*self)?;
+        self.advance(n);
+        Ok(n)
     }
 
     /// Everything was written.

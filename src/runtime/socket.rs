@@ -178,6 +178,34 @@ impl Socket {
         (Ok(()), slice.into_inner())
     }
 
+    /// One recv(2) now, without waiting (`MSG_DONTWAIT`), into `spare`: what the socket
+    /// holds at this moment, `WouldBlock` if nothing, and always `WouldBlock` over TLS (its
+    /// reads go through the session). For a connection streaming large frames, whose bytes
+    /// are unmasked and written on at once while they are still in the core's cache rather
+    /// than copied in with every other connection's read of the same ring turn
+    /// (runtime::chunk, `Chunk::read_now`).
+    pub fn try_read_now(&self, spare: &mut [std::mem::MaybeUninit<u8>]) -> std::io::Result<usize> {
+        if self.tls().is_some() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        loop {
+            match socket2::SockRef::from(self).recv_with_flags(spare, libc::MSG_DONTWAIT) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// One sendmsg(2) now, without waiting, of what `buf` points at: what the socket takes at
+    /// this moment, `WouldBlock` if nothing, and always `WouldBlock` over TLS. The writer
+    /// holds the peer's write gate, so no other write of this socket is in flight.
+    pub fn try_writev_now<B: IoVecBuf>(&self, buf: &B) -> std::io::Result<usize> {
+        if self.tls().is_some() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        send_now(self.as_raw_fd(), iovec_slices(buf))
+    }
+
     /// Sends FIN after the last queued byte, leaving the read side open (over TLS, the
     /// close_notify alert first, best effort: a FIN alone reads as a truncation to a client).
     pub fn shutdown_write(&self) {

@@ -311,6 +311,17 @@ impl Peer {
             _ => None,
         };
         let _timer = WriteTimer::start(self);
+        if out.is_large() {
+            // Read and unmasked just now: written at once, while the bytes are in the core's
+            // cache (runtime::chunk, `WriteChunk::write_now`); what the socket does not take
+            // goes through the ring below.
+            match out.write_now(&self.sock) {
+                Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                    return (Err(e), out.into_chunk(), None)
+                }
+                _ => {}
+            }
+        }
         while !out.done() {
             let (r, o) = self.sock.writev(out).await;
             out = o;

@@ -174,6 +174,7 @@ counters!(
     tunnels_taken_over: "Tunnels a resume took from a control connection the relay still held (the old one closed with 4001; also counted in tunnels_resumed).",
     tunnels_moved: "Tunnel requests answered with an error event moved (close 1013) naming a less loaded node (cluster mode, tunnel.redirect_margin_percent).",
     tunnels_placed_alone: "New tunnel requests kept here in cluster mode because the fleet could not be read (Redis down, the breaker open): no other node was considered.",
+    large_reads_now: "Reads of large_reads made at once (recv(2) without waiting) rather than through the ring, so that the bytes are unmasked and written on while still in the core's cache.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.
