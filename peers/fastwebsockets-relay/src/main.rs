@@ -34,7 +34,9 @@ fn parse_args() -> Result<SocketAddr, String> {
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--listen" => {
-                let v = it.next().ok_or(format!("--listen needs a value\n{USAGE}"))?;
+                let v = it
+                    .next()
+                    .ok_or(format!("--listen needs a value\n{USAGE}"))?;
                 listen = v.parse().map_err(|e| format!("--listen {v}: {e}"))?;
             }
             "-h" | "--help" => return Err(USAGE.to_string()),

@@ -263,7 +263,11 @@ async fn serve(fut: UpgradeFut, route: Route, sessions: Sessions) {
         Route::Relay { session, role } => {
             let Some((id, early)) = sessions.join(&session, role, tx.clone()) else {
                 // The session filled up between the check before the upgrade and now.
-                let _ = tx.lock().await.write_frame(Frame::close(1013, b"session full")).await;
+                let _ = tx
+                    .lock()
+                    .await
+                    .write_frame(Frame::close(1013, b"session full"))
+                    .await;
                 return;
             };
             relay(&mut rx, &tx, &sessions, &session, id, early).await;
