@@ -92,7 +92,18 @@ async fn serve(
         let linger = core.config().session.close_timeout;
         let _ = Box::pin(monoio::time::timeout(linger, drain_until_closed(&peer))).await;
     }
-    peer.sock.abort();
+    end_socket(peer);
+}
+
+/// Ends the connection's socket as its task ends. Held only by this task, the peer is
+/// dropped here and that closes the socket: a `shutdown(2)` first would be one more syscall
+/// per connection for nothing (issue 17, churn). Held elsewhere too (a write to it in
+/// flight, a timer's or another core's reference), it would outlive the task: both
+/// directions are shut now, so those writes fail at once and the client sees the end now.
+fn end_socket(peer: Rc<Peer>) {
+    if Rc::strong_count(&peer) > 1 || Rc::weak_count(&peer) > 0 {
+        peer.sock.abort();
+    }
 }
 
 /// Reads and forwards until the socket has to be waited for again ([`Next::Read`]) or the
