@@ -171,6 +171,21 @@ counters!(
     tunnel_bytes_in: "Bytes spliced from public connections to their data connections.",
     tunnel_bytes_out: "Bytes spliced from data connections to their public connections.",
     tunnel_shaped_waits: "Times a tunnel's splice waited for tunnel.max_bandwidth's token bucket.",
+    proxy_requests: "Requests taken by a proxy route (proxy.routes), answered by an upstream or refused.",
+    proxy_responses_2xx: "Proxied responses with a 1xx or 2xx status (an upstream's or ours).",
+    proxy_responses_3xx: "Proxied responses with a 3xx status.",
+    proxy_responses_4xx: "Proxied responses with a 4xx status, the proxy's own refusals included.",
+    proxy_responses_5xx: "Proxied responses with a 5xx status, the proxy's own 502, 503 and 504 included.",
+    proxy_refused_framing: "Proxied requests refused 400 before any upstream saw a byte: Content-Length with Transfer-Encoding, differing Content-Lengths, a coding other than chunked, a bad chunk size.",
+    proxy_no_upstream: "Proxied requests refused 503 no_upstream: no healthy upstream in the region (and no fallback), or the route's max_concurrent reached.",
+    proxy_upstream_failed: "Proxied requests answered 502: the upstream could not be reached or broke off before its response head.",
+    proxy_upstream_timeouts: "Proxied requests answered 504: no response head within proxy.response_timeout.",
+    proxy_retries: "Idempotent proxied requests sent again to another upstream after a failure before any byte reached the first.",
+    proxy_ejections: "Upstreams ejected after proxy.eject_after consecutive failures (for proxy.eject_backoff, doubling).",
+    proxy_upstream_connects: "Connections opened to upstreams.",
+    proxy_upstream_reused: "Proxied requests sent on an idle pooled upstream connection (proxy.pool_max_idle).",
+    proxy_bytes_up: "Request body bytes forwarded to upstreams.",
+    proxy_bytes_down: "Response body bytes forwarded to clients.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.
