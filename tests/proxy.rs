@@ -589,3 +589,38 @@ fn a_route_shadowing_ringrelays_own_stops_the_server_at_start() {
         );
     }
 }
+
+#[test]
+fn an_auth_route_wants_a_token_and_never_passes_it_upstream() {
+    use ringrelay::auth::{mint, unix_now, MintClaims};
+    const SECRET: &str = "proxy-test-secret-0123456789abcdef012345";
+    let rec = Backend::start("rec");
+    let claims = MintClaims {
+        sid: "*".into(),
+        exp: unix_now() + 600,
+        ..MintClaims::default()
+    };
+    let token = mint(
+        SECRET.as_bytes(),
+        ringrelay::config::JwtAlgorithm::Hs256,
+        &claims,
+    );
+    for driver in DRIVERS {
+        let env = [("RINGRELAY_AUTH_JWT_SECRET", SECRET)];
+        let srv = proxy(driver, &routes(&[(&rec, "1")], ", auth = true"), &env);
+        // Before: the route did not exist; with `auth` parsed but unchecked, this would pass.
+        let r = Client::new(srv.addr).get("/private", "");
+        assert_eq!(r.status, 401, "{driver}");
+        let r = Client::new(srv.addr).get("/private", "Authorization: Bearer not.a.token\r\n");
+        assert_eq!(r.status, 401, "{driver}");
+        assert!(rec.raw.lock().unwrap().is_empty(), "{driver}");
+        let r =
+            Client::new(srv.addr).get("/private", &format!("Authorization: Bearer {token}\r\n"));
+        assert_eq!(r.status, 200, "{driver}: {}", text(&r));
+        assert!(
+            !text(&r).to_ascii_lowercase().contains("authorization"),
+            "{driver}"
+        );
+        rec.raw.lock().unwrap().clear();
+    }
+}

@@ -10,6 +10,7 @@ use super::head::{
     Body, Forwarding, Reply, UpstreamHead,
 };
 use super::{pick, state, table};
+use crate::auth::{token_from_request, unix_now, AuthError};
 use crate::context::Core;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::{RequestHead, Response};
@@ -42,6 +43,14 @@ async fn refuse(core: &Core, stream: &mut ServerStream, status: u16, code: &str,
     crate::http::write::refuse(&core.stats, stream, Response::error(status, code, msg)).await;
 }
 
+/// A route with `auth = true`: a valid token (or API key) as the relay's own routes take it.
+/// Without `[auth]` configured nothing can pass: the route fails closed.
+fn authorized(core: &Core, head: &RequestHead) -> Result<(), AuthError> {
+    let auth = core.auth().ok_or(AuthError::Missing)?;
+    let token = token_from_request(head)?.ok_or(AuthError::Missing)?;
+    auth.check(&token, unix_now()).map(|_| ())
+}
+
 /// What the checks before any upstream decided.
 struct Checked {
     body: Body,
@@ -55,6 +64,7 @@ async fn check(
     core: &Core,
     stream: &mut ServerStream,
     head: &RequestHead,
+    route: usize,
     pending: &[u8],
 ) -> Option<Checked> {
     let cfg = core.config();
@@ -66,6 +76,21 @@ async fn check(
             return None;
         }
     };
+    if head.header("upgrade").is_some() && head.header_count("connection") > 0 {
+        // Not built yet: an upgrade would otherwise reach the upstream as a plain request.
+        let msg = "upgrades through a proxy route are not supported yet";
+        refuse(core, stream, 501, "upgrade_unsupported", msg).await;
+        return None;
+    }
+    if cfg.proxy.routes[route].auth {
+        if let Err(e) = authorized(core, head) {
+            crate::limits::Refusal::Auth(e)
+                .write(&core.stats, stream)
+                .await;
+            count_status(core, 401);
+            return None;
+        }
+    }
     let cluster_region = cfg
         .cluster
         .redis_url
@@ -124,7 +149,7 @@ pub async fn exchange(
 ) -> bool {
     bump(&core.stats.proxy_requests, 1);
     let started = Instant::now();
-    let Some(checked) = check(core, stream, head, pending).await else {
+    let Some(checked) = check(core, stream, head, route, pending).await else {
         return false;
     };
     let cfg = core.config();
@@ -304,6 +329,7 @@ async fn attempt_one(
         peer_trusted: trusted(peer, &sec.trusted_proxies),
         tls: stream.tls().is_some(),
         host,
+        drop_authorization: r.auth,
     };
     let target = table::upstream_target(r, head);
     let bytes = upstream_request(head, &target, checked.body, &fw);

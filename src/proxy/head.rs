@@ -109,6 +109,9 @@ pub struct Forwarding<'a> {
     pub tls: bool,
     /// The Host sent upstream (the client's or the upstream's own).
     pub host: &'a str,
+    /// The route checked the client's token (`auth = true`): ringrelay's credential is not
+    /// passed on to the upstream.
+    pub drop_authorization: bool,
 }
 
 const FORWARDING: [&str; 4] = [
@@ -140,7 +143,8 @@ pub fn upstream_request(head: &RequestHead, target: &str, body: Body, fw: &Forwa
     let all = forwardable(&head.headers);
     for (n, v) in &all {
         let ours = FORWARDING.contains(&n.as_str()) && !fw.peer_trusted;
-        if ours || matches!(n.as_str(), "host" | "expect" | "content-length") {
+        let credential = fw.drop_authorization && n == "authorization";
+        if ours || credential || matches!(n.as_str(), "host" | "expect" | "content-length") {
             continue;
         }
         if FORWARDING.contains(&n.as_str()) {
@@ -351,6 +355,7 @@ mod tests {
             peer_trusted: false,
             tls: false,
             host: "127.0.0.1:4001",
+            drop_authorization: false,
         };
         let out = String::from_utf8(upstream_request(&head, "/p", Body::Length(3), &fw)).unwrap();
         let lower = out.to_ascii_lowercase();
