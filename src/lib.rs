@@ -57,6 +57,7 @@ pub(crate) mod fleet;
 pub mod http;
 pub mod limits;
 pub mod load;
+pub(crate) mod proxy;
 pub mod relay;
 pub(crate) mod runtime;
 pub mod server;

@@ -44,6 +44,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("cluster", 3),
     // TCP tunnels: control connections, public ports, data connections spliced to them.
     ("tunnel", 3),
+    // The reverse proxy: proxy.routes to upstream HTTP servers (docs/proxy.md).
+    ("proxy", 3),
     // Entry points.
     ("server", 4),
     ("agent", 4),

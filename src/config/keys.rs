@@ -14,12 +14,12 @@ use std::time::Duration;
 use super::kinds::{
     Addr, CertList, Choice, Demo, Dur, FilePath, Flag, Grants, HeaderNames, Int, Ip, Keys, List,
     LogFilter, Methods, OptionalAddr, OptionalText, Origins, Ports, RedisUrl, RegistryName, Role,
-    Secret, TokenLifetime, Trimmed,
+    Routes, Secret, TokenLifetime, Trimmed,
 };
 use super::{
     AccessTarget, AuthKey, CertPair, ClientAuth, ClientGrant, ClientIpHeader, DemoMode,
-    DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow, PortRange, TlsVersion,
-    MAX_WORKERS,
+    DriverChoice, EchoRoute, IpNet, JwtAlgorithm, LogFormat, Overflow, PortRange, ProxyRoute,
+    TlsVersion, MAX_WORKERS,
 };
 use std::net::IpAddr;
 
@@ -451,5 +451,35 @@ config_keys! {
         /// Cluster mode: a new tunnel that would put this node more than this many points of
         /// utilisation over the fleet's is sent to the least loaded node (`moved`); 100: never.
         redirect_margin_percent: usize { default: 10, parse: Int(0, 100) }
+    }
+    /// The region-aware reverse proxy (docs/proxy.md): paths none of ringrelay's own routes
+    /// take go to upstream HTTP servers.
+    [proxy] ProxyConfig {
+        /// `[[proxy.routes]]`: prefix, optional host, upstreams `{ url, region, weight }`,
+        /// strip_prefix, preserve_host, fallback, auth, max_concurrent. Empty: the proxy is off.
+        routes: Vec<ProxyRoute> { default: Vec::new(), parse: Routes }
+        /// The request header that names the region an upstream is picked in.
+        region_header: String { default: "x-region".to_string(), parse: Trimmed }
+        /// The query parameter that names it when the header is absent.
+        region_query: String { default: "region".to_string(), parse: Trimmed }
+        /// The region of a request that names none; unset: `cluster.region`, else any.
+        default_region: Option<String> { default: None, parse: OptionalText }
+        /// Largest request body (413 over it); 0: no limit, since bodies are streamed.
+        max_body_bytes: usize { default: 0, parse: Int(0, UNLIMITED) }
+        /// Time to open a connection to an upstream; past it the next upstream or 502.
+        connect_timeout: Duration { default: secs(5), parse: Dur::POSITIVE }
+        /// Time from the request's last byte to the response head; past it, 504.
+        response_timeout: Duration { default: secs(60), parse: Dur::POSITIVE }
+        /// Time without a byte while a body streams, either way; past it both are closed.
+        idle_timeout: Duration { default: secs(60), parse: Dur::POSITIVE }
+        /// Idle keep-alive connections kept per upstream per worker (`[proxy.pool] max_idle`).
+        pool_max_idle: usize { default: 16, parse: Int(0, 10_000) }
+        /// An idle upstream connection unused this long is closed
+        /// (`[proxy.pool] idle_timeout`).
+        pool_idle_timeout: Duration { default: secs(30), parse: Dur::POSITIVE }
+        /// Consecutive failures (connect, reset, 502-like) that eject an upstream.
+        eject_after: usize { default: 3, parse: Int(1, 1000) }
+        /// First ejection's length; doubled for each ejection in a row, up to 64 times it.
+        eject_backoff: Duration { default: secs(2), parse: Dur::POSITIVE }
     }
 }

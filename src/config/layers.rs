@@ -154,6 +154,20 @@ fn apply_file(
         };
         for (sub, value) in section {
             let dotted = format!("{name}.{sub}");
+            let flat_prefix = format!("{dotted}_");
+            let flattens = KEYS.iter().any(|k| k.starts_with(&flat_prefix));
+            if let (None, Some(inner), true) =
+                (apply::known_key(&dotted), value.as_table(), flattens)
+            {
+                // A sub-table (`[proxy.pool] max_idle`) names the keys `proxy.pool_max_idle`.
+                for (leaf, value) in inner {
+                    let flat = format!("{name}.{sub}_{leaf}");
+                    let key = apply::known_key(&flat)
+                        .ok_or_else(|| unknown(format!("{dotted}.{leaf}")))?;
+                    set(cfg, origins, key, Raw::Toml(value), origin.clone())?;
+                }
+                continue;
+            }
             let key = apply::known_key(&dotted).ok_or_else(|| unknown(dotted.clone()))?;
             set(cfg, origins, key, Raw::Toml(value), origin.clone())?;
         }

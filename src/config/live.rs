@@ -62,6 +62,7 @@ fixed_keys! {
     "tunnel.enabled" => tunnel.enabled;
     "tunnel.bind" => tunnel.bind;
     "tunnel.ports" => tunnel.ports;
+    "proxy.routes" => proxy.routes;
     "stats.latency" => stats.latency;
     "cluster.redis_url" => cluster.redis_url;
     "cluster.node_id" => cluster.node_id;
@@ -164,6 +165,17 @@ pub const LIVE_KEYS: &[&str] = &[
     "tunnel.reconnect_grace",
     "tunnel.max_bandwidth",
     "tunnel.redirect_margin_percent",
+    "proxy.region_header",
+    "proxy.region_query",
+    "proxy.default_region",
+    "proxy.max_body_bytes",
+    "proxy.connect_timeout",
+    "proxy.response_timeout",
+    "proxy.idle_timeout",
+    "proxy.pool_max_idle",
+    "proxy.pool_idle_timeout",
+    "proxy.eject_after",
+    "proxy.eject_backoff",
 ];
 
 /// Whether a reload applies `key` (a dotted name from the table).

@@ -28,9 +28,10 @@ pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use keys::{
     AdminConfig, AdminTlsConfig, AuthConfig, BridgeConfig, ClusterConfig, Config, CorsConfig,
-    DemoConfig, LimitsConfig, LogConfig, SecurityConfig, SessionConfig, StatsConfig, TlsConfig,
-    TunnelConfig,
+    DemoConfig, LimitsConfig, LogConfig, ProxyConfig, SecurityConfig, SessionConfig, StatsConfig,
+    TlsConfig, TunnelConfig,
 };
+pub use kinds::proxy::{own_path, valid_region, ProxyRoute, ProxyUpstream};
 pub use live::{is_live, FIXED_KEYS, LIVE_KEYS};
 pub use redact::{has_password, redact_url};
 pub use types::{

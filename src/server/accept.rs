@@ -144,6 +144,8 @@ enum Next {
     Bridge(BridgeRequest),
     /// A tunnel's control or data connection, admitted, on the worker that holds it.
     Tunnel(Box<crate::tunnel::Request>),
+    /// A request for a proxy route (`proxy.routes`), served here.
+    Proxy(Box<crate::proxy::ProxyRequest>),
     /// The session is owned by another node: carry the connection there.
     Carry {
         owner: OwnerNode,
@@ -282,6 +284,7 @@ pub async fn handle(core: Rc<Core>, mut stream: ServerStream, mut arrival: Arriv
         Next::HandOver { to, parcel } => hand_over(core, stream, to, parcel).await,
         Next::Bridge(req) => serve_bridged(core, stream, req).await,
         Next::Tunnel(req) => crate::tunnel::serve(core, stream, *req).await,
+        Next::Proxy(req) => crate::proxy::serve(core, stream, *req).await,
         Next::Carry {
             owner,
             bytes,
@@ -464,9 +467,29 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
         (Listener::Public, r) if admitted_route(&r) => {
             return to_session(core, stream, req, admitted, slot, r).await;
         }
+        (Listener::Public, Route::NotFound) if proxied(core, &req.head).is_some() => {
+            return to_proxy(core, req, slot);
+        }
         _ => Refusal::NotFound.write(&core.stats, stream).await,
     }
     Next::Done
+}
+
+/// The proxy route a request that is none of ringrelay's own takes, if any.
+fn proxied(core: &Core, head: &RequestHead) -> Option<usize> {
+    crate::proxy::route_for(&core.config().proxy.routes, head)
+}
+
+/// A request for a proxy route: served on this worker, its handshake over.
+fn to_proxy(core: &Core, mut req: Request, slot: Option<HandshakeSlot>) -> Next {
+    drop(slot);
+    let route = proxied(core, &req.head).expect("matched above");
+    Next::Proxy(Box::new(crate::proxy::ProxyRequest {
+        extra: req.extra(),
+        head: req.head,
+        route,
+        peer: req.peer,
+    }))
 }
 
 /// Routes that go through admission to a session, an echo or a tunnel.

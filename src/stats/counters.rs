@@ -175,6 +175,21 @@ counters!(
     tunnels_moved: "Tunnel requests answered with an error event moved (close 1013) naming a less loaded node (cluster mode, tunnel.redirect_margin_percent).",
     tunnels_placed_alone: "New tunnel requests kept here in cluster mode because the fleet could not be read (Redis down, the breaker open): no other node was considered.",
     large_reads_now: "Reads of large_reads made at once (recv(2) without waiting) rather than through the ring, so that the bytes are unmasked and written on while still in the core's cache.",
+    proxy_requests: "Requests taken by a proxy route (proxy.routes), answered by an upstream or refused.",
+    proxy_responses_2xx: "Proxied responses with a 1xx or 2xx status (an upstream's or ours).",
+    proxy_responses_3xx: "Proxied responses with a 3xx status.",
+    proxy_responses_4xx: "Proxied responses with a 4xx status, the proxy's own refusals included.",
+    proxy_responses_5xx: "Proxied responses with a 5xx status, the proxy's own 502, 503 and 504 included.",
+    proxy_refused_framing: "Proxied requests refused 400 before any upstream saw a byte: Content-Length with Transfer-Encoding, differing Content-Lengths, a coding other than chunked, a bad chunk size.",
+    proxy_no_upstream: "Proxied requests refused 503 no_upstream: no healthy upstream in the region (and no fallback), or the route's max_concurrent reached.",
+    proxy_upstream_failed: "Proxied requests answered 502: the upstream could not be reached or broke off before its response head.",
+    proxy_upstream_timeouts: "Proxied requests answered 504: no response head within proxy.response_timeout.",
+    proxy_retries: "Idempotent proxied requests sent again to another upstream after a failure before any byte reached the first.",
+    proxy_ejections: "Upstreams ejected after proxy.eject_after consecutive failures (for proxy.eject_backoff, doubling).",
+    proxy_upstream_connects: "Connections opened to upstreams.",
+    proxy_upstream_reused: "Proxied requests sent on an idle pooled upstream connection (proxy.pool_max_idle).",
+    proxy_bytes_up: "Request body bytes forwarded to upstreams.",
+    proxy_bytes_down: "Response body bytes forwarded to clients.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

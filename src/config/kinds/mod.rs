@@ -14,10 +14,12 @@ use super::{has_password, redact_url, ConfigError, DemoMode};
 
 mod grants;
 mod keys;
+pub(super) mod proxy;
 mod text;
 
 pub(super) use grants::Grants;
 pub(super) use keys::Keys;
+pub(super) use proxy::Routes;
 
 pub(super) use text::{HeaderNames, LogFilter, Methods, Origins, RegistryName, Role, Trimmed};
 

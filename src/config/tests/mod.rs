@@ -167,6 +167,20 @@ pub(super) fn sample(key: &str) -> &'static str {
         "tunnel.reconnect_grace" => "15s",
         "tunnel.max_bandwidth" => "1000000",
         "tunnel.redirect_margin_percent" => "25",
+        "proxy.routes" => {
+            r#"[{ prefix = "/api", upstreams = [{ url = "http://127.0.0.1:4001", region = "1", weight = 2 }], strip_prefix = true }]"#
+        }
+        "proxy.region_header" => "x-zone",
+        "proxy.region_query" => "zone",
+        "proxy.default_region" => "eu",
+        "proxy.max_body_bytes" => "1048576",
+        "proxy.connect_timeout" => "2s",
+        "proxy.response_timeout" => "20s",
+        "proxy.idle_timeout" => "15s",
+        "proxy.pool_max_idle" => "4",
+        "proxy.pool_idle_timeout" => "10s",
+        "proxy.eject_after" => "5",
+        "proxy.eject_backoff" => "1s",
         "cluster.redis_url" => "redis://127.0.0.1:6390/",
         "cluster.node_id" => "node-7",
         "cluster.region" => "eu-west",

@@ -68,7 +68,8 @@ fn output_is_sectioned_like_the_docs() {
             "[stats]",
             "[cluster]",
             "[demo]",
-            "[tunnel]"
+            "[tunnel]",
+            "[proxy]"
         ]
     );
     assert!(text.starts_with("listen = \"127.0.0.1:8080\"\n"), "{text}");

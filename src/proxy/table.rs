@@ -1,0 +1,148 @@
+//! Which route a request takes, and the region it asks for. No I/O.
+
+use crate::config::{own_path, valid_region, ProxyConfig, ProxyRoute};
+use crate::http::RequestHead;
+
+/// The route a request takes: the longest prefix that matches its path, among the routes
+/// whose `host` (if any) is the request's Host without its port. `None`: no route, or a path
+/// ringrelay serves itself (those always win).
+pub fn route_for(routes: &[ProxyRoute], head: &RequestHead) -> Option<usize> {
+    if routes.is_empty() || own_path(&head.path) {
+        return None;
+    }
+    let host = head.header("host").map(host_only);
+    routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| head.path.starts_with(&r.prefix))
+        .filter(|(_, r)| r.host.as_deref().is_none_or(|h| host.as_deref() == Some(h)))
+        // Longest prefix; a route naming the host before one that does not.
+        .max_by_key(|(_, r)| (r.prefix.len(), r.host.is_some()))
+        .map(|(i, _)| i)
+}
+
+/// A Host header's host, lower-cased, without its port (IPv6 brackets kept).
+fn host_only(h: &str) -> String {
+    let h = h.trim();
+    let end = match h.rfind(':') {
+        Some(i) if !h[i..].contains(']') => i,
+        _ => h.len(),
+    };
+    h[..end].to_ascii_lowercase()
+}
+
+/// The region a request asks for. `Ok(None)`: none named and no default.
+/// `Err`: a header or query value that is not a valid region (400).
+pub fn region_of(
+    cfg: &ProxyConfig,
+    cluster_region: Option<&str>,
+    head: &RequestHead,
+) -> Result<Option<String>, ()> {
+    let named = match head.header(&cfg.region_header.to_ascii_lowercase()) {
+        Some(v) => Some(v.trim().to_string()),
+        None => head.query_param(&cfg.region_query),
+    };
+    match named {
+        Some(r) if valid_region(&r) => Ok(Some(r)),
+        Some(_) => Err(()),
+        None => Ok(cfg
+            .default_region
+            .clone()
+            .or_else(|| cluster_region.map(str::to_string))),
+    }
+}
+
+/// The path sent upstream: the request's, less the route's prefix when it strips it (what
+/// is left always starts with `/`), with the query as it came.
+pub fn upstream_target(route: &ProxyRoute, head: &RequestHead) -> String {
+    let path = if route.strip_prefix {
+        let rest = head.path[route.prefix.len()..].trim_start_matches('/');
+        format!("/{rest}")
+    } else {
+        head.path.clone()
+    };
+    if head.query.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", head.query)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProxyUpstream;
+
+    fn r(prefix: &str, host: Option<&str>) -> ProxyRoute {
+        ProxyRoute {
+            prefix: prefix.into(),
+            host: host.map(str::to_string),
+            upstreams: vec![ProxyUpstream {
+                url: "http://127.0.0.1:1".into(),
+                addr: "127.0.0.1:1".parse().unwrap(),
+                authority: "127.0.0.1:1".into(),
+                region: String::new(),
+                weight: 1,
+            }],
+            strip_prefix: false,
+            preserve_host: false,
+            fallback: false,
+            auth: false,
+            max_concurrent: 0,
+        }
+    }
+
+    fn head(path: &str, host: &str) -> RequestHead {
+        RequestHead::with_headers("GET", path, &[("host", host)])
+    }
+
+    #[test]
+    fn longest_prefix_and_host_win_and_own_routes_never_match() {
+        let routes = [r("/", None), r("/api", None), r("/api", Some("a.example"))];
+        assert_eq!(route_for(&routes, &head("/x", "h")), Some(0));
+        assert_eq!(route_for(&routes, &head("/api/v", "h:80")), Some(1));
+        assert_eq!(
+            route_for(&routes, &head("/api/v", "A.example:8080")),
+            Some(2)
+        );
+        for own in [
+            "/health",
+            "/v1/relay/s",
+            "/v1",
+            "/demo",
+            "/demo/app.js",
+            "/mobile/s",
+        ] {
+            assert_eq!(route_for(&routes, &head(own, "h")), None, "{own}");
+        }
+        assert_eq!(route_for(&routes[2..], &head("/api", "b.example")), None);
+        assert_eq!(route_for(&[], &head("/x", "h")), None);
+    }
+
+    #[test]
+    fn region_from_header_then_query_then_default() {
+        let mut cfg = ProxyConfig::default();
+        let mut h = head("/", "h");
+        h.query = "region=2".into();
+        assert_eq!(region_of(&cfg, None, &h), Ok(Some("2".into())));
+        h.headers.push(("x-region".into(), "1".into()));
+        assert_eq!(region_of(&cfg, None, &h), Ok(Some("1".into())));
+        h.headers[1].1 = "no good!".into();
+        assert_eq!(region_of(&cfg, None, &h), Err(()));
+        let plain = head("/", "h");
+        assert_eq!(region_of(&cfg, Some("eu"), &plain), Ok(Some("eu".into())));
+        cfg.default_region = Some("us".into());
+        assert_eq!(region_of(&cfg, Some("eu"), &plain), Ok(Some("us".into())));
+    }
+
+    #[test]
+    fn strip_prefix_keeps_a_leading_slash_and_the_query() {
+        let mut route = r("/api", None);
+        let mut h = head("/api/items", "h");
+        h.query = "a=1".into();
+        assert_eq!(upstream_target(&route, &h), "/api/items?a=1");
+        route.strip_prefix = true;
+        assert_eq!(upstream_target(&route, &h), "/items?a=1");
+        assert_eq!(upstream_target(&route, &head("/api", "h")), "/");
+    }
+}
