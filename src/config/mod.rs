@@ -31,6 +31,7 @@ pub use keys::{
     DemoConfig, LimitsConfig, LogConfig, SecurityConfig, SessionConfig, StatsConfig, TlsConfig,
     TunnelConfig,
 };
+pub use layers::GENERATION_VAR;
 pub use live::{is_live, FIXED_KEYS, LIVE_KEYS};
 pub use redact::{has_password, redact_url};
 pub use types::{

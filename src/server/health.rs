@@ -1,7 +1,22 @@
 //! The /health answer.
 
+use crate::config::GENERATION_VAR;
 use crate::context::Shared;
 use crate::http::Response;
+use std::sync::OnceLock;
+
+/// Upgrades since the first start: `RINGRELAY_GENERATION` as this process found it (the
+/// SIGUSR2 upgrade sets it one higher for the process it starts), 0 when unset or not a
+/// number. Read once: the environment does not change under a running relay.
+pub fn generation() -> u64 {
+    static GENERATION: OnceLock<u64> = OnceLock::new();
+    *GENERATION.get_or_init(|| {
+        std::env::var(GENERATION_VAR)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
 
 pub fn health(shared: &Shared) -> Response {
     let sessions: u64 = shared.gauges.iter().map(|g| g.sessions()).sum();
@@ -11,6 +26,8 @@ pub fn health(shared: &Shared) -> Response {
         "service": "ringrelay",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": shared.started.elapsed().as_secs(),
+        "pid": std::process::id(),
+        "generation": generation(),
         "driver": shared.driver,
         "workers": shared.workers(),
         "active_sessions": sessions,

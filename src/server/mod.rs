@@ -8,6 +8,7 @@ pub(crate) mod handshake;
 pub(crate) mod health;
 pub mod reload;
 pub(crate) mod scrape;
+pub(crate) mod state;
 pub(crate) mod steer;
 pub(crate) mod tls;
 pub mod watchdog;
@@ -52,6 +53,9 @@ pub enum ServerError {
     AdminTls(#[from] crate::tls::AdminTlsError),
     #[error(transparent)]
     LinkTls(#[from] crate::tls::LinkTlsError),
+    /// `session.state_dir` cannot be made or written.
+    #[error("{0}")]
+    State(String),
 }
 
 /// Has every worker reopen its `log.access` file at its next write or tick (SIGUSR1: after
@@ -535,6 +539,9 @@ impl Server {
             admin_tls: self.admin_tls,
             tunnels: Default::default(),
         });
+        // Read back before any worker accepts: a client resuming at once finds its session.
+        let mut at_start = state::load(&self.config, workers)?;
+        let keeper = at_start.keeper.take();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, threads) = Self::spawn_workers(
             self.driver,
@@ -546,7 +553,7 @@ impl Server {
                 self.tls_listeners,
             ),
             inboxes,
-            cluster_on,
+            (cluster_on, at_start),
             ready_tx,
         );
         let handle = ShutdownHandle {
@@ -576,6 +583,7 @@ impl Server {
             shared,
             member,
             reloads: out.reloads,
+            keeper,
         })
     }
 
@@ -592,7 +600,7 @@ impl Server {
             Vec<std::net::TcpListener>,
         ),
         inboxes: Vec<Inbox>,
-        cluster_on: bool,
+        (cluster_on, at_start): (bool, state::AtStart),
         ready: std::sync::mpsc::Sender<Result<(), String>>,
     ) -> (
         Vec<flume::Sender<()>>,
@@ -604,6 +612,7 @@ impl Server {
         let mut admin = Some(admin);
         let mut internal = internal.into_iter();
         let mut tls = tls.into_iter();
+        let mut restored = at_start.per_worker.into_iter();
         for (index, (listener, inbox)) in public.into_iter().zip(inboxes).enumerate() {
             let (stop_tx, stop_rx) = flume::bounded(1);
             stop.push(stop_tx);
@@ -621,6 +630,9 @@ impl Server {
                 reloads: inbox.reloads,
                 shutdown: stop_rx,
                 ready: ready.clone(),
+                restored: restored.next().unwrap_or_default(),
+                state_refused: if index == 0 { at_start.refused } else { 0 },
+                snapshots: at_start.snapshots.clone(),
             };
             match spawn_worker(driver, cpus, setup) {
                 Ok(t) => threads.push(t),
@@ -639,6 +651,8 @@ pub struct Running {
     member: Option<crate::cluster::Member>,
     /// Each worker's reload inbox (`Running::reload`).
     reloads: Vec<flume::Sender<crate::context::reload::ReloadOrder>>,
+    /// Writes the sessions' state once the workers stopped (`session.state_dir`).
+    keeper: Option<state::Keeper>,
 }
 
 impl Running {
@@ -647,10 +661,14 @@ impl Running {
         self.threads.iter().all(|t| t.is_finished())
     }
 
-    /// Waits for every worker to finish (after `handle.trigger()`), then leaves the fleet.
+    /// Waits for every worker to finish (after `handle.trigger()`), writes the sessions'
+    /// state (`session.state_dir`), then leaves the fleet.
     pub fn join(self) {
         for t in self.threads {
             let _ = t.join();
+        }
+        if let Some(k) = self.keeper {
+            k.save();
         }
         if let Some(m) = self.member {
             m.stop();

@@ -171,6 +171,10 @@ counters!(
     tunnel_bytes_in: "Bytes spliced from public connections to their data connections.",
     tunnel_bytes_out: "Bytes spliced from data connections to their public connections.",
     tunnel_shaped_waits: "Times a tunnel's splice waited for tunnel.max_bandwidth's token bucket.",
+    state_sessions_written: "Sessions whose kept messages and replay windows this worker handed to the state file at a stop (session.state_dir).",
+    state_sessions_loaded: "Sessions restored from the state file at start (session.state_dir).",
+    state_messages_not_loaded: "Messages in the state file not restored: past session.core_buffer_budget or session.replay_bytes, or kept with buffering off.",
+    state_files_refused: "State files refused at start (torn, corrupt, another node's, a newer format, too large) and moved aside.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.
