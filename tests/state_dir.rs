@@ -226,8 +226,30 @@ fn without_state_dir_shutdown_is_1001(driver: &str) {
     assert_eq!(recv_close(&mut a), Some(1001));
 }
 
+/// `/health` names the process and its generation: 0 at a first start, else what the upgrade
+/// that started it set in `RINGRELAY_GENERATION`. Before: neither field was there.
+fn health_reports_pid_and_generation(driver: &str) {
+    for (env, want) in [(None, 0), (Some("3"), 3)] {
+        let vars: Vec<(&str, &str)> = env
+            .map(|g| ("RINGRELAY_GENERATION", g))
+            .into_iter()
+            .collect();
+        let srv = TestServer::start(driver, 1, &vars);
+        let (status, _, body) = common::get(srv.admin, "/health");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["pid"].as_u64(), Some(u64::from(srv.pid())), "{v}");
+        assert_eq!(v["generation"].as_u64(), Some(want), "{v}");
+        assert!(
+            !srv.log_contains("RINGRELAY_GENERATION"),
+            "warned as an unknown key"
+        );
+    }
+}
+
 both_drivers!(
     restart_keeps_kept_messages_windows_and_acks,
     refused_files_are_moved_aside_and_the_relay_serves,
     without_state_dir_shutdown_is_1001,
+    health_reports_pid_and_generation,
 );
