@@ -561,6 +561,9 @@ impl Server {
         };
         let threads = threads.inspect_err(|_| handle.trigger())?;
         await_ready(&ready_rx, workers, &handle)?;
+        if let Some(k) = &keeper {
+            k.restored();
+        }
         // Registered only once every worker listens: the fleet never sees a node that cannot
         // take a connection yet.
         let member = match (&self.config.cluster.redis_url, cluster_view) {

@@ -100,6 +100,15 @@ pub fn load(config: &Config, workers: usize) -> Result<AtStart, super::ServerErr
 }
 
 impl Keeper {
+    /// Every worker listens with its sessions restored: the file is removed, so a crash
+    /// from now on never brings back this older state (a start that failed before this
+    /// leaves it for the next one).
+    pub fn restored(&self) {
+        if let Err(e) = file::discard(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the state file read back: a crash before the next stop would restore it again");
+        }
+    }
+
     /// Writes what the stopped workers sent. Called once every worker thread has ended, so
     /// every snapshot is in.
     pub fn save(self) {

@@ -17,7 +17,9 @@ const TEMP_NAME: &str = "ringrelay.state.tmp";
 pub enum Loaded {
     /// No state file: a first start, or the last stop wrote nothing.
     Nothing,
-    /// Every session in the file. The file is gone: a later crash must not restore it twice.
+    /// Every session in the file. The caller removes the file (`discard`) once they are in
+    /// force: a later crash must not restore them twice, and a start that fails before must
+    /// not lose them.
     Sessions(Vec<SessionState>),
     /// The file was refused and moved aside to `moved_to` (or could not be moved: `None`).
     Refused {
@@ -89,9 +91,17 @@ pub fn save(dir: &Path, node: &str, sessions: &[SessionState]) -> io::Result<u64
     Ok(written)
 }
 
+/// Removes the state file once what it held is in force in the workers.
+pub fn discard(dir: &Path) -> io::Result<()> {
+    match fs::remove_file(dir.join(FILE_NAME)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => File::open(dir)?.sync_all(),
+    }
+}
+
 /// Reads the state file for `node`, refusing one over `max_bytes` unread. A refused file is
 /// moved aside (`ringrelay.state.refused-<why>-<unix ms>`), never half loaded and never read
-/// again; a file read whole is removed.
+/// again.
 pub fn load(dir: &Path, node: &str, max_bytes: u64) -> Loaded {
     let path = dir.join(FILE_NAME);
     let read = || -> Result<Option<Vec<SessionState>>, Refusal> {
@@ -113,12 +123,7 @@ pub fn load(dir: &Path, node: &str, max_bytes: u64) -> Loaded {
     };
     match read() {
         Ok(None) => Loaded::Nothing,
-        Ok(Some(sessions)) => {
-            // Removed once in memory: what is restored now lives there, and a crash before
-            // the next stop must not bring back this older state.
-            let _ = fs::remove_file(&path).and_then(|()| File::open(dir)?.sync_all());
-            Loaded::Sessions(sessions)
-        }
+        Ok(Some(sessions)) => Loaded::Sessions(sessions),
         Err(why) => {
             let ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
