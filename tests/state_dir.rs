@@ -102,7 +102,12 @@ fn restart_keeps_kept_messages_windows_and_acks(driver: &str) {
         Some(1012),
         "1012 Service Restart, not 1001"
     );
-    assert!(dir.0.join(STATE).exists());
+    let mode = std::fs::metadata(dir.0.join(STATE)).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600,
+        "clients' messages at rest are the relay user's only"
+    );
 
     let srv = start(driver, &dir.0, "node-a");
     assert!(!dir.0.join(STATE).exists(), "read back, then removed");

@@ -71,7 +71,16 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
 /// new one whole. Returns the bytes written.
 pub fn save(dir: &Path, node: &str, sessions: &[SessionState]) -> io::Result<u64> {
     let temp = dir.join(TEMP_NAME);
-    let file = File::create(&temp)?;
+    // Clients' messages at rest: readable by the relay's user only, whatever the umask.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)?
+    };
     let mut w = BufWriter::with_capacity(1 << 20, file);
     let mut written = 0u64;
     let mut put = |w: &mut BufWriter<File>, b: &[u8]| {
