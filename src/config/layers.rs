@@ -12,6 +12,9 @@ use super::{CliOverrides, Config, ConfigError};
 pub(super) type Origins = HashMap<&'static str, String>;
 
 const CONFIG_PATH_VAR: &str = "RINGRELAY_CONFIG";
+/// Not a key: the upgrade count the SIGUSR2 upgrade hands the process it starts, shown in
+/// /health (`server::health::generation`).
+pub const GENERATION_VAR: &str = "RINGRELAY_GENERATION";
 
 pub(super) fn load(
     file: Option<&Path>,
@@ -253,6 +256,7 @@ pub(super) fn ignored_env_vars(env: &[(String, String)]) -> Vec<String> {
     env.iter()
         .map(|(name, _)| name)
         .filter(|name| name.starts_with("RINGRELAY_") && name.as_str() != CONFIG_PATH_VAR)
+        .filter(|name| name.as_str() != GENERATION_VAR)
         .filter(|name| !KEYS.iter().any(|k| apply::env_var_name(k) == **name))
         .cloned()
         .collect()

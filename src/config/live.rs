@@ -55,6 +55,7 @@ fixed_keys! {
     "session.core_buffer_budget" => session.core_buffer_budget;
     "session.replay_bytes" => session.replay_bytes;
     "session.close_timeout" => session.close_timeout;
+    "session.state_dir" => session.state_dir;
     "bridge.agent_role" => bridge.agent_role;
     "tls.listen" => tls.listen;
     "log.format" => log.format;

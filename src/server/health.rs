@@ -1,8 +1,23 @@
 //! The /health answer.
 
 use crate::config::Config;
+use crate::config::GENERATION_VAR;
 use crate::context::Shared;
 use crate::http::Response;
+use std::sync::OnceLock;
+
+/// Upgrades since the first start: `RINGRELAY_GENERATION` as this process found it (the
+/// SIGUSR2 upgrade sets it one higher for the process it starts), 0 when unset or not a
+/// number. Read once: the environment does not change under a running relay.
+pub fn generation() -> u64 {
+    static GENERATION: OnceLock<u64> = OnceLock::new();
+    *GENERATION.get_or_init(|| {
+        std::env::var(GENERATION_VAR)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
 
 /// `live` is the config in force on the answering worker: what a reload changed shows at
 /// once (the tunnel limits), as the limits themselves apply at once.
@@ -14,6 +29,8 @@ pub fn health(shared: &Shared, live: &Config) -> Response {
         "service": "ringrelay",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": shared.started.elapsed().as_secs(),
+        "pid": std::process::id(),
+        "generation": generation(),
         "driver": shared.driver,
         "workers": shared.workers(),
         "active_sessions": sessions,

@@ -8,6 +8,7 @@ pub(crate) mod handshake;
 pub(crate) mod health;
 pub mod reload;
 pub(crate) mod scrape;
+pub(crate) mod state;
 pub(crate) mod steer;
 pub(crate) mod tls;
 pub mod watchdog;
@@ -52,6 +53,9 @@ pub enum ServerError {
     AdminTls(#[from] crate::tls::AdminTlsError),
     #[error(transparent)]
     LinkTls(#[from] crate::tls::LinkTlsError),
+    /// `session.state_dir` cannot be made or written.
+    #[error("{0}")]
+    State(String),
 }
 
 /// Has every worker reopen its `log.access` file at its next write or tick (SIGUSR1: after
@@ -537,6 +541,9 @@ impl Server {
             tunnels: Default::default(),
             listen,
         });
+        // Read back before any worker accepts: a client resuming at once finds its session.
+        let mut at_start = state::load(&self.config, workers)?;
+        let keeper = at_start.keeper.take();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, threads) = Self::spawn_workers(
             self.driver,
@@ -548,7 +555,7 @@ impl Server {
                 self.tls_listeners,
             ),
             inboxes,
-            cluster_on,
+            (cluster_on, at_start),
             ready_tx,
         );
         let handle = ShutdownHandle {
@@ -556,6 +563,9 @@ impl Server {
         };
         let threads = threads.inspect_err(|_| handle.trigger())?;
         await_ready(&ready_rx, workers, &handle)?;
+        if let Some(k) = &keeper {
+            k.restored();
+        }
         // Registered only once every worker listens: the fleet never sees a node that cannot
         // take a connection yet.
         let member = match (&self.config.cluster.redis_url, cluster_view) {
@@ -578,6 +588,7 @@ impl Server {
             shared,
             member,
             reloads: out.reloads,
+            keeper,
         })
     }
 
@@ -594,7 +605,7 @@ impl Server {
             Vec<std::net::TcpListener>,
         ),
         inboxes: Vec<Inbox>,
-        cluster_on: bool,
+        (cluster_on, at_start): (bool, state::AtStart),
         ready: std::sync::mpsc::Sender<Result<(), String>>,
     ) -> (
         Vec<flume::Sender<()>>,
@@ -606,6 +617,7 @@ impl Server {
         let mut admin = Some(admin);
         let mut internal = internal.into_iter();
         let mut tls = tls.into_iter();
+        let mut restored = at_start.per_worker.into_iter();
         for (index, (listener, inbox)) in public.into_iter().zip(inboxes).enumerate() {
             let (stop_tx, stop_rx) = flume::bounded(1);
             stop.push(stop_tx);
@@ -623,6 +635,9 @@ impl Server {
                 reloads: inbox.reloads,
                 shutdown: stop_rx,
                 ready: ready.clone(),
+                restored: restored.next().unwrap_or_default(),
+                state_refused: if index == 0 { at_start.refused } else { 0 },
+                snapshots: at_start.snapshots.clone(),
             };
             match spawn_worker(driver, cpus, setup) {
                 Ok(t) => threads.push(t),
@@ -641,6 +656,8 @@ pub struct Running {
     member: Option<crate::cluster::Member>,
     /// Each worker's reload inbox (`Running::reload`).
     reloads: Vec<flume::Sender<crate::context::reload::ReloadOrder>>,
+    /// Writes the sessions' state once the workers stopped (`session.state_dir`).
+    keeper: Option<state::Keeper>,
 }
 
 impl Running {
@@ -649,10 +666,14 @@ impl Running {
         self.threads.iter().all(|t| t.is_finished())
     }
 
-    /// Waits for every worker to finish (after `handle.trigger()`), then leaves the fleet.
+    /// Waits for every worker to finish (after `handle.trigger()`), writes the sessions'
+    /// state (`session.state_dir`), then leaves the fleet.
     pub fn join(self) {
         for t in self.threads {
             let _ = t.join();
+        }
+        if let Some(k) = self.keeper {
+            k.save();
         }
         if let Some(m) = self.member {
             m.stop();

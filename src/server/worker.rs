@@ -5,6 +5,7 @@ use crate::context::{Core, Shared};
 use crate::limits::Refusal;
 use crate::relay::keepalive;
 use crate::session::handoff::Handoff;
+use crate::session::persist::{self, SessionState};
 use crate::stats::bump;
 use crate::ws::CloseCode;
 use monoio::net::TcpListener;
@@ -32,6 +33,12 @@ pub struct WorkerSetup {
     pub shutdown: flume::Receiver<()>,
     /// Told once this worker listens.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+    /// This core's sessions read back from `session.state_dir`, restored before it accepts.
+    pub restored: Vec<SessionState>,
+    /// State files refused at start, counted here (worker 0).
+    pub state_refused: u64,
+    /// Where this worker's sessions go once its connections closed (`session.state_dir`).
+    pub snapshots: Option<std::sync::mpsc::Sender<Vec<SessionState>>>,
 }
 
 /// The first back-off after `accept` fails; it doubles up to `limits.accept_backoff_max`.
@@ -106,6 +113,7 @@ pub async fn run(setup: WorkerSetup) {
             core.release_ip(ip, home);
         }
     });
+    restore(&core, setup.restored, setup.state_refused);
     let listeners = [
         (Some(setup.listener), Listener::Public, false),
         (setup.admin, Listener::Admin, false),
@@ -145,18 +153,26 @@ pub async fn run(setup: WorkerSetup) {
     let _ = setup.shutdown.recv_async().await;
     core.shutdown.close();
     let now = core.clock.tick();
+    // With `session.state_dir` what the sessions keep outlives the process: 1012 (Service
+    // Restart) tells clients to come back; without it 1001, as the contract says.
+    let (code, reason) = match setup.snapshots {
+        Some(_) => (CloseCode::SERVICE_RESTART, "server restarting"),
+        None => (CloseCode::GOING_AWAY, "server shutting down"),
+    };
     for p in core.registry.peers() {
-        monoio::spawn(async move {
-            p.close(CloseCode::GOING_AWAY, "server shutting down", now)
-                .await
-        });
+        monoio::spawn(async move { p.close(code, reason, now).await });
     }
     // Carried peers are told the same, and their links to the owners end.
-    core.cluster_local.end_all(CloseCode::GOING_AWAY);
+    core.cluster_local.end_all(code);
     let deadline = Instant::now() + core.config().shutdown_grace;
     let busy = || core.registry.peer_count() + core.cluster_local.carry_count() > 0;
     while busy() && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(tx) = setup.snapshots {
+        let sessions = persist::snapshot(&core.registry);
+        bump(&core.stats.state_sessions_written, sessions.len() as u64);
+        let _ = tx.send(sessions);
     }
     crate::stats::access::flush(&core.stats);
     tracing::info!(
@@ -166,4 +182,33 @@ pub async fn run(setup: WorkerSetup) {
     );
     // Ended, not stuck: the watchdog's supervisor no longer waits for this worker's ticks.
     core.gauges().beat(u64::MAX);
+}
+
+/// Puts the sessions read back from `session.state_dir` into this core's registry, within
+/// the limits that bound them in memory, and counts what happened.
+fn restore(core: &Core, sessions: Vec<SessionState>, refused: u64) {
+    bump(&core.stats.state_files_refused, refused);
+    if sessions.is_empty() {
+        return;
+    }
+    let s = &core.config().session;
+    let limits = persist::RestoreLimits {
+        core_budget: s.core_buffer_budget,
+        replay_bytes: s.replay_bytes,
+        buffering: s.buffer_bytes > 0,
+    };
+    let done = persist::restore(&core.registry, sessions, core.clock.tick(), limits);
+    bump(&core.stats.state_sessions_loaded, done.sessions);
+    bump(
+        &core.stats.state_messages_not_loaded,
+        done.messages_left_out,
+    );
+    tracing::info!(
+        worker = core.index,
+        sessions = done.sessions,
+        messages = done.messages,
+        sessions_left_out = done.sessions_left_out,
+        messages_left_out = done.messages_left_out,
+        "sessions restored"
+    );
 }

@@ -9,6 +9,7 @@ pub mod events;
 pub mod handoff;
 pub(crate) mod join;
 pub(crate) mod peer;
+pub mod persist;
 pub(crate) mod registry;
 pub(crate) mod replay;
 

@@ -190,6 +190,10 @@ counters!(
     proxy_upstream_reused: "Proxied requests sent on an idle pooled upstream connection (proxy.pool_max_idle).",
     proxy_bytes_up: "Request body bytes forwarded to upstreams.",
     proxy_bytes_down: "Response body bytes forwarded to clients.",
+    state_sessions_written: "Sessions whose kept messages and replay windows this worker handed to the state file at a stop (session.state_dir).",
+    state_sessions_loaded: "Sessions restored from the state file at start (session.state_dir).",
+    state_messages_not_loaded: "Messages in the state file not restored: past session.core_buffer_budget or session.replay_bytes, or kept with buffering off.",
+    state_files_refused: "State files refused at start (torn, corrupt, another node's, a newer format, too large) and moved aside.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

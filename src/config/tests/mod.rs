@@ -104,6 +104,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "session.core_buffer_budget" => "1000000",
         "session.replay_bytes" => "4096",
         "session.ack_every" => "16",
+        "session.state_dir" => "/var/lib/ringrelay",
         "session.ack_delay" => "20ms",
         "session.close_timeout" => "500ms",
         "bridge.agent_role" => "bot_2",
