@@ -551,7 +551,7 @@ async fn after_write(
         );
         if away::tell_away(core, peer, false) {
             // Told in the Durable Object relay's words instead (`/desktop`, `/mobile`).
-        } else if peer.events && !peer.is_closing() && peer.shapes() == Shapes::Relay {
+        } else if peer.events() && !peer.is_closing() && peer.shapes() == Shapes::Relay {
             let detail = format!(
                 "{} message(s) dropped: no peer connected",
                 out.messages_dropped
@@ -717,7 +717,7 @@ fn leave(
             away::abandon_open(core, s, peer);
         }
         if s.leave(peer.id) {
-            if let Some(other) = s.other(peer.id).filter(|o| o.events) {
+            if let Some(other) = s.other(peer.id).filter(|o| o.events()) {
                 let event = events::peer_disconnected(&peer.role, code);
                 monoio::spawn(async move {
                     let _ = other.send_event(event).await;
