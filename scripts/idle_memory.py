@@ -30,6 +30,15 @@ def rss_kib(pid):
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
+def dump_smaps(args, pid, label):
+    """Keeps /proc/PID/smaps at one point of the round (--smaps-dir), to see which mappings
+    grew and which kept their growth after the connections closed."""
+    if args.smaps_dir:
+        os.makedirs(args.smaps_dir, exist_ok=True)
+        with open(f"/proc/{pid}/smaps") as f, open(f"{args.smaps_dir}/{label}.smaps", "w") as out:
+            out.write(f.read())
+
+
 def mask(payload):
     m = os.urandom(4)
     return bytes([0x81, 0x80 | len(payload)]) + m + bytes(b ^ m[i % 4] for i, b in enumerate(payload))
@@ -101,15 +110,18 @@ async def one_round(args):
     try:
         await asyncio.sleep(0.5)
         before = rss_kib(srv.pid)
+        dump_smaps(args, srv.pid, "before")
         t0 = time.time()
         conns = await burst(args, port, "r")
         setup = time.time() - t0
         await asyncio.sleep(args.hold)
         held = rss_kib(srv.pid)
+        dump_smaps(args, srv.pid, "held")
         n = len(conns) * 2
         await close_all(conns)
         await asyncio.sleep(args.settle)
         after_close = rss_kib(srv.pid)
+        dump_smaps(args, srv.pid, "after_close")
     finally:
         srv.send_signal(signal.SIGTERM)
         srv.wait(30)
@@ -128,6 +140,8 @@ def main():
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--bin", default="target/release/ringrelay")
+    ap.add_argument("--smaps-dir", default=None,
+                    help="write /proc/PID/smaps before the burst, while held and after close here")
     ap.add_argument("--server-log", default=None, help="keep the relay's stderr in this file")
     args = ap.parse_args()
     results = []

@@ -39,7 +39,7 @@ pub fn count(core: &Rc<Core>, session: &Rc<Session>, sender: &Rc<Peer>, n: u64) 
     }) else {
         return false;
     };
-    if !sender.events {
+    if !sender.events() {
         return false;
     }
     if k - told >= core.config().session.ack_every as u64 {
@@ -61,7 +61,7 @@ pub fn riding<'a>(
     session: &'a Session,
     receiver: &Peer,
 ) -> Option<(&'a Session, u64)> {
-    if !receiver.events || !receiver.flags.get(Flag::COUNTS) {
+    if !receiver.events() || !receiver.flags.get(Flag::COUNTS) {
         return None;
     }
     let every = core.config().session.ack_every as u64;

@@ -103,7 +103,7 @@ pub fn store(
                     dropped += 1;
                 }
                 bump(&core.stats.buffer_overflow_dropped, dropped);
-                if dropped > 0 && sender.events && !sender.is_closing() {
+                if dropped > 0 && sender.events() && !sender.is_closing() {
                     let detail = format!(
                         "{dropped} kept message(s) dropped to make room (session.overflow = drop_oldest)"
                     );
@@ -325,7 +325,7 @@ pub fn expire(core: &Core, now: u64) {
 /// Closes a sender whose buffer is full under `session.overflow = close`.
 pub async fn close_full(core: &Core, sender: &Peer, now: u64) {
     bump(&core.stats.buffer_overflow_closed, 1);
-    if sender.events {
+    if sender.events() {
         let _ = sender
             .send_event(events::error(
                 "buffer_overflow",

@@ -88,7 +88,7 @@ pub async fn join_session(
     let (old, other) = take_seat(&core, &session, slot, &peer, origin);
     let (mut hello, refuse_resume) =
         hello(&core, &session, &peer, &target, other.is_some(), upgrade);
-    if let Some(o) = other.as_ref().filter(|_| peer.events) {
+    if let Some(o) = other.as_ref().filter(|_| peer.events()) {
         // The Durable Object relay's clients learn of a peer already there from
         // `{role}_connected` right after `connected` (our own clients read `peer_present`).
         if peer.shapes() == Shapes::Durable {
@@ -255,7 +255,7 @@ async fn greet(
     let sent = peer.send_bytes(hello).await;
     core.latency
         .record(Latency::Handshake, accepted_at.elapsed());
-    if let Some(o) = other.filter(|o| o.events) {
+    if let Some(o) = other.filter(|o| o.events()) {
         let event = events::peer_connected(&peer.role);
         monoio::spawn(async move {
             let _ = o.send_event(event).await;

@@ -20,18 +20,9 @@ use std::rc::Rc;
 pub struct Peer {
     pub id: u64,
     pub role: Box<str>,
-    pub events: bool,
-    /// Carried by every event to this peer, so it can tell them from look-alikes its peer
-    /// sends (session/events.rs); meaningless when `events` is off.
-    event_key: EventKey,
-    /// The shapes its events take: ours, or the Durable Object relay's on `/desktop` and
-    /// `/mobile` (session/events/durable.rs).
-    shapes: Shapes,
-    /// When this peer was last told its peer is away ("Mobile device not connected"; 0:
-    /// never), so it is told at most once a second however fast it sends. The clock's low 32
-    /// bits: a `u64` would push `Peer` past its size bound, and the wrap (every 49 days) only
-    /// ever makes one notice due early.
-    away_told_ms: Cell<u32>,
+    /// What a connection that asked for events needs to be sent them; `None` for one that
+    /// did not (most): boxed, so those keep only the pointer.
+    events: Option<Box<PeerEvents>>,
     pub sock: Socket,
     /// This connection's count among its client address's open connections, given back
     /// (by dropping it) when the peer leaves.
@@ -49,10 +40,12 @@ pub struct Peer {
     closing_since_ms: Cell<u64>,
     /// The code the relay closed this peer with, reported to the other peer.
     pub close_code: Cell<Option<u16>>,
-    /// A write is in progress: `Some(UNSTAMPED)` until the keepalive tick first sees it and
-    /// stamps its time, so the forwarding path never reads a clock for this. The tick drops a
-    /// peer whose write has waited longer than `limits.write_timeout`.
-    pub write_since_ms: Cell<Option<u64>>,
+    /// A write is in progress since this time: [`UNSTAMPED`] until the keepalive tick first
+    /// sees it and stamps its time, so the forwarding path never reads a clock for this;
+    /// [`NO_WRITE`] while none is. The tick drops a peer whose write has waited longer than
+    /// `limits.write_timeout`. Sentinels rather than an `Option`, whose tag would cost 8
+    /// bytes of `Peer`'s bound.
+    write_since_ms: Cell<u64>,
     /// Pooled read buffers waiting to be written to this peer (in `send_chunk`, at the gate or
     /// in the write): what a peer that stops reading keeps out of the pool
     /// (`relay::blocked`).
@@ -67,12 +60,26 @@ pub struct Peer {
 }
 
 // One `Peer` (in an `Rc`) per connection for its whole life: at the default
-// `max_connections_per_worker` of 100,000, 264 bytes is 25 MiB per core. With the `Rc`'s two
-// counts it is 280 bytes, in mimalloc's 320-byte size class (as 256 was): 16 bytes less and
-// it would fit the 256 class, worth 64 bytes of every connection. The counters and
-// timestamps are plain `Cell`s for this reason; anything per-connection that is large or
-// rare (a backlog, held messages) lives in the session or in a box made when it is needed.
-const _: () = assert!(std::mem::size_of::<Peer>() <= 264);
+// `max_connections_per_worker` of 100,000, 240 bytes is 23 MiB per core. With the `Rc`'s two
+// counts it is 256 bytes, exactly mimalloc's 256-byte size class: one byte more and every
+// connection pays 64 more (the 320 class). The counters and timestamps are plain `Cell`s for
+// this reason; anything per-connection that is large or rare (a backlog, held messages, the
+// event key) lives in the session or in a box made when it is needed.
+const _: () = assert!(std::mem::size_of::<Peer>() <= 240);
+
+/// A peer's event state, for a connection that asked for events.
+struct PeerEvents {
+    /// Carried by every event to this peer, so it can tell them from look-alikes its peer
+    /// sends (session/events.rs).
+    key: EventKey,
+    /// The shapes its events take: ours, or the Durable Object relay's on `/desktop` and
+    /// `/mobile` (session/events/durable.rs).
+    shapes: Shapes,
+    /// When this peer was last told its peer is away ("Mobile device not connected"; 0:
+    /// never), so it is told at most once a second however fast it sends. The clock's low 32
+    /// bits: the wrap (every 49 days) only ever makes one notice due early.
+    away_told_ms: Cell<u32>,
+}
 
 /// The yes/no state of a [`Peer`].
 pub struct Flag;
@@ -152,10 +159,13 @@ impl Peer {
         Peer {
             id,
             role,
-            events: event_key.is_some(),
-            event_key: event_key.unwrap_or(EventKey::NONE),
-            shapes: Shapes::Relay,
-            away_told_ms: Cell::new(0),
+            events: event_key.map(|key| {
+                Box::new(PeerEvents {
+                    key,
+                    shapes: Shapes::Relay,
+                    away_told_ms: Cell::new(0),
+                })
+            }),
             sock,
             charge: Cell::new(Some(charge)),
             gate: Semaphore::new(1),
@@ -164,7 +174,7 @@ impl Peer {
             last_ping_ms: Cell::new(now_ms),
             closing_since_ms: Cell::new(NOT_CLOSING),
             close_code: Cell::new(None),
-            write_since_ms: Cell::new(None),
+            write_since_ms: Cell::new(NO_WRITE),
             pinned: Cell::new(0),
             access: None,
             opened,
@@ -191,26 +201,42 @@ impl Peer {
         }
     }
 
-    /// The same peer, sent its events in `shapes`.
+    /// The same peer, sent its events in `shapes` (if it asked for events).
     pub fn with_shapes(mut self, shapes: Shapes) -> Peer {
-        self.shapes = shapes;
+        if let Some(e) = &mut self.events {
+            e.shapes = shapes;
+        }
         self
     }
 
+    /// Whether this connection asked for events.
+    pub fn events(&self) -> bool {
+        self.events.is_some()
+    }
+
+    /// The shapes its events take (ours for a connection without events).
     pub fn shapes(&self) -> Shapes {
-        self.shapes
+        self.events.as_ref().map_or(Shapes::Relay, |e| e.shapes)
+    }
+
+    /// The key its events carry (a placeholder for a connection without events, which is
+    /// never sent one).
+    fn event_key(&self) -> &EventKey {
+        self.events.as_ref().map_or(&EventKey::NONE, |e| &e.key)
     }
 
     /// Whether this peer, which sent while its peer is away, is to be told so now: only
     /// with the Durable Object relay's shapes, and at most once a second. Stamps the time
     /// when it is.
     pub fn away_notice_due(&self, now_ms: u64) -> bool {
-        let due = self.events
-            && self.shapes == Shapes::Durable
+        let Some(e) = self.events.as_ref() else {
+            return false;
+        };
+        let due = e.shapes == Shapes::Durable
             && !self.is_closing()
-            && durable::notice_due(self.away_told_ms.get(), now_ms as u32);
+            && durable::notice_due(e.away_told_ms.get(), now_ms as u32);
         if due {
-            self.away_told_ms.set((now_ms as u32).max(1));
+            e.away_told_ms.set((now_ms as u32).max(1));
         }
         due
     }
@@ -229,12 +255,12 @@ impl Peer {
     /// reads a clock for this.
     pub fn write_pending_since(&self, now_ms: u64) -> Option<u64> {
         match self.write_since_ms.get() {
-            None => None,
-            Some(UNSTAMPED) => {
-                self.write_since_ms.set(Some(now_ms));
+            NO_WRITE => None,
+            UNSTAMPED => {
+                self.write_since_ms.set(now_ms);
                 Some(now_ms)
             }
-            since => since,
+            since => Some(since),
         }
     }
 
@@ -305,7 +331,7 @@ impl Peer {
             );
         }
         let acked = match acks {
-            Some((session, min)) if self.events && !open_after => session
+            Some((session, min)) if self.events() && !open_after => session
                 .untold(&self.role, min)
                 .filter(|&k| out.append(|t| self.ack_frame_into(k, t))),
             _ => None,
@@ -383,11 +409,11 @@ impl Peer {
 
     /// The text frame of `event`, addressed to this peer (its key added).
     pub fn event_bytes(&self, event: Event) -> Vec<u8> {
-        let event = match self.shapes {
+        let event = match self.shapes() {
             Shapes::Relay => event,
             Shapes::Durable => durable::reshape(event),
         };
-        event_frame(&event.into_json(&self.event_key))
+        event_frame(&event.into_json(self.event_key()))
     }
 
     /// Sends a text frame with an event, unless this peer did not ask for events or a
@@ -399,7 +425,7 @@ impl Peer {
 
     /// As [`Peer::send_event`]; `Ok(false)` when the event was skipped.
     pub async fn send_event_written(&self, event: Event) -> std::io::Result<bool> {
-        if !self.events {
+        if !self.events() {
             return Ok(false);
         }
         self.send_event_frame(self.event_bytes(event)).await
@@ -412,7 +438,7 @@ impl Peer {
         // Under 126 bytes: a two-byte header, its length filled in once the text is written.
         let start = frame.len();
         frame.extend_from_slice(&[0x81, 0]);
-        super::events::ack_json(acked, &self.event_key, frame);
+        super::events::ack_json(acked, self.event_key(), frame);
         let len = frame.len() - start - 2;
         debug_assert!(len < 126);
         frame[start + 1] = len as u8;
@@ -422,7 +448,7 @@ impl Peer {
     /// write gate, unless nothing is left to tell or the ack cannot go now (no events, a
     /// forwarded message half written, closing). Gives back the count told.
     pub async fn send_ack(&self, session: &Session) -> io::Result<Option<u64>> {
-        if !self.events {
+        if !self.events() {
             return Ok(None);
         }
         let Ok(_permit) = self.gate.acquire().await else {
@@ -444,7 +470,7 @@ impl Peer {
     /// Writes an event's frame (from `event_bytes`); `Ok(false)` when it was
     /// skipped (no events, a forwarded message half written, or closing).
     pub async fn send_event_frame(&self, frame: Vec<u8>) -> std::io::Result<bool> {
-        if !self.events {
+        if !self.events() {
             return Ok(false);
         }
         let Ok(_permit) = self.gate.acquire().await else {
@@ -507,19 +533,22 @@ const NOT_CLOSING: u64 = u64::MAX;
 /// `write_since_ms` of a write the keepalive tick has not seen yet.
 pub const UNSTAMPED: u64 = u64::MAX;
 
+/// `write_since_ms` while no write is pending.
+const NO_WRITE: u64 = u64::MAX - 1;
+
 /// Marks a write as pending for the keepalive tick's write timeout while it lives.
 struct WriteTimer<'a>(&'a Peer);
 
 impl<'a> WriteTimer<'a> {
     fn start(peer: &'a Peer) -> WriteTimer<'a> {
-        peer.write_since_ms.set(Some(UNSTAMPED));
+        peer.write_since_ms.set(UNSTAMPED);
         WriteTimer(peer)
     }
 }
 
 impl Drop for WriteTimer<'_> {
     fn drop(&mut self) {
-        self.0.write_since_ms.set(None);
+        self.0.write_since_ms.set(NO_WRITE);
     }
 }
 
