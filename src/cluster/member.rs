@@ -276,30 +276,7 @@ fn register(
 }
 
 fn entry(view: &View, shared: &Shared, started_ms: u64) -> NodeInfo {
-    let cfg = &shared.config;
-    let id = &view.identity;
-    NodeInfo {
-        node_id: id.node_id.clone(),
-        region: id.region.clone(),
-        public_url: id.public_url.clone(),
-        internal: id.internal.clone(),
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        workers: shared.workers(),
-        max_connections: cfg.limits.max_connections,
-        max_sessions: cfg.limits.max_sessions,
-        connections: shared.gauges.iter().map(|g| g.connections()).sum(),
-        sessions: shared.gauges.iter().map(|g| g.sessions()).sum(),
-        started_ms,
-        written_ms: now_ms(),
-        max_tunnels: if cfg.tunnel.enabled {
-            cfg.tunnel.max_tunnels
-        } else {
-            0
-        },
-        tunnels: shared.tunnels.total() as u64,
-        tunnel_bandwidth: 0,
-        max_tunnel_bandwidth: cfg.tunnel.max_bandwidth as u64,
-    }
+    shared.node_info(&shared.config, &view.identity, started_ms, now_ms())
 }
 
 fn connect(client: &redis::Client, view: &View) -> redis::RedisResult<redis::Connection> {

@@ -71,6 +71,40 @@ impl Shared {
     pub fn workers(&self) -> usize {
         self.gauges.len()
     }
+
+    /// This node's registry entry as of now: what Redis holds for the cluster and what
+    /// `/fleet` shows for a node alone, built in one place so the two never drift. Tunnel
+    /// bandwidth is left 0 (only the cluster thread measures it).
+    pub fn node_info(
+        &self,
+        cfg: &Config,
+        id: &crate::fleet::view::Identity,
+        started_ms: u64,
+        now_ms: u64,
+    ) -> crate::fleet::node::NodeInfo {
+        crate::fleet::node::NodeInfo {
+            node_id: id.node_id.clone(),
+            region: id.region.clone(),
+            public_url: id.public_url.clone(),
+            internal: id.internal.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            workers: self.workers(),
+            max_connections: cfg.limits.max_connections,
+            max_sessions: cfg.limits.max_sessions,
+            connections: self.gauges.iter().map(|g| g.connections()).sum(),
+            sessions: self.gauges.iter().map(|g| g.sessions()).sum(),
+            started_ms,
+            written_ms: now_ms,
+            max_tunnels: if cfg.tunnel.enabled {
+                cfg.tunnel.max_tunnels
+            } else {
+                0
+            },
+            tunnels: self.tunnels.total() as u64,
+            tunnel_bandwidth: 0,
+            max_tunnel_bandwidth: cfg.tunnel.max_bandwidth as u64,
+        }
+    }
 }
 
 /// One worker's world. Only its own thread touches it, so everything in it is plain cells.

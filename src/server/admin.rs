@@ -76,26 +76,8 @@ fn alone(core: &Core, now_ms: u64) -> crate::fleet::node::NodeInfo {
     let shared = &core.shared;
     let cfg = core.config();
     let started_ms = now_ms.saturating_sub(shared.started.elapsed().as_millis() as u64);
-    crate::fleet::node::NodeInfo {
-        node_id: "local".into(),
-        region: cfg.cluster.region.clone(),
-        public_url: crate::fleet::view::Identity::of(&cfg, shared.listen).public_url,
-        internal: None,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        workers: shared.workers(),
-        max_connections: cfg.limits.max_connections,
-        max_sessions: cfg.limits.max_sessions,
-        connections: shared.gauges.iter().map(|g| g.connections()).sum(),
-        sessions: shared.gauges.iter().map(|g| g.sessions()).sum(),
-        started_ms,
-        written_ms: now_ms,
-        max_tunnels: if cfg.tunnel.enabled {
-            cfg.tunnel.max_tunnels
-        } else {
-            0
-        },
-        tunnels: shared.tunnels.total() as u64,
-        tunnel_bandwidth: 0,
-        max_tunnel_bandwidth: cfg.tunnel.max_bandwidth as u64,
-    }
+    let mut id = crate::fleet::view::Identity::of(&cfg, shared.listen);
+    id.node_id = "local".into();
+    id.internal = None;
+    shared.node_info(&cfg, &id, started_ms, now_ms)
 }
