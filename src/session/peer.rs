@@ -236,7 +236,7 @@ impl Peer {
             && !self.is_closing()
             && durable::notice_due(e.away_told_ms.get(), now_ms as u32);
         if due {
-            e.away_told_ms.set((now_ms as u32).max(1));
+            e.away_told_ms.set(durable::notice_stamp(now_ms as u32));
         }
         due
     }

@@ -71,10 +71,21 @@ pub fn peer_away(sender_role: &str, kept: bool) -> Event {
     super::error(sentence, detail).with("code", "peer_away")
 }
 
-/// Whether a sender last told at `last_ms` (0: never) may be told again at `now_ms`, both
-/// the low 32 bits of the clock in milliseconds (so the difference wraps).
-pub fn notice_due(last_ms: u32, now_ms: u32) -> bool {
-    last_ms == 0 || now_ms.wrapping_sub(last_ms) >= AWAY_NOTICE_EVERY_MS
+/// Whether a sender last told with stamp `last` (0: never; see [`notice_stamp`]) may be
+/// told again at `now_ms`, the low 32 bits of the clock in milliseconds (so the difference
+/// wraps).
+pub fn notice_due(last: u32, now_ms: u32) -> bool {
+    last == 0 || notice_stamp(now_ms).wrapping_sub(last) >= AWAY_NOTICE_EVERY_MS
+}
+
+/// The stamp of a notice told at `now_ms`: one past it, so that a notice told while the
+/// clock still reads 0 (the first tick after the start has not run) is not taken for
+/// "never" and then for a time in the future. Before: the stamp was `now.max(1)`, so at 0 a
+/// second notice saw `0 - 1`, wrapped, and was due again: a burst in the server's first
+/// moments got one notice per read. Only the 32-bit wrap (every 49 days) lands on 0, and
+/// that makes one notice due early.
+pub fn notice_stamp(now_ms: u32) -> u32 {
+    now_ms.wrapping_add(1)
 }
 
 #[cfg(test)]
@@ -145,9 +156,16 @@ mod tests {
     #[test]
     fn the_notice_is_due_once_a_second() {
         assert!(notice_due(0, 5));
-        assert!(!notice_due(1_000, 1_999));
-        assert!(notice_due(1_000, 2_000));
-        assert!(!notice_due(u32::MAX - 100, 400), "across the wrap");
+        assert!(!notice_due(notice_stamp(1_000), 1_999));
+        assert!(notice_due(notice_stamp(1_000), 2_000));
+        assert!(
+            !notice_due(notice_stamp(u32::MAX - 100), 400),
+            "across the wrap"
+        );
+        // Told while the clock still reads 0: not due again until a second has passed.
+        assert!(!notice_due(notice_stamp(0), 0));
+        assert!(!notice_due(notice_stamp(0), 999));
+        assert!(notice_due(notice_stamp(0), 1_000));
         assert!(notice_due(u32::MAX - 100, 900));
     }
 }
