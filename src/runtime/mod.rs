@@ -7,7 +7,6 @@ pub(crate) mod driver;
 pub(crate) mod pool;
 pub(crate) mod rng;
 pub(crate) mod socket;
-pub(crate) mod splice;
 #[cfg(debug_assertions)]
 pub(crate) mod stall;
 pub(crate) mod stream;
