@@ -14,6 +14,10 @@
 //! writer) and writes each message straight into its partner's writer. A writer is shared by
 //! its connection (control answers) and the partner (forwarded messages), hence the async
 //! mutex around it: the split API's way to let two tasks write one socket.
+#[path = "../../common/route.rs"]
+mod route;
+use route::Route;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -29,6 +33,9 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::WriteHalf;
 use tokio::sync::Mutex;
+
+/// Messages a peer sent before its partner arrived, with their opcodes.
+type Early = Vec<(OpCode, Vec<u8>)>;
 
 /// Kept for a peer whose partner has not arrived yet (as the uWebSockets peer keeps).
 const EARLY_LIMIT: usize = 1 << 20;
@@ -53,16 +60,8 @@ struct Side {
     role: String,
     writer: Writer,
     /// Messages it sent before its partner arrived, and their bytes.
-    early: Vec<(OpCode, Vec<u8>)>,
+    early: Early,
     early_bytes: usize,
-}
-
-enum Route {
-    Echo,
-    Relay {
-        session: String,
-        role: Option<String>,
-    },
 }
 
 impl Sessions {
@@ -79,12 +78,7 @@ impl Sessions {
 
     /// Adds a peer; returns its id and the messages its partner sent before it came, or
     /// `None` when the session filled up since `can_join`.
-    fn join(
-        &self,
-        session: &str,
-        role: Option<String>,
-        writer: Writer,
-    ) -> Option<(u64, Vec<(OpCode, Vec<u8>)>)> {
+    fn join(&self, session: &str, role: Option<String>, writer: Writer) -> Option<(u64, Early)> {
         if !self.can_join(session, role.as_deref()) {
             return None;
         }
@@ -193,42 +187,12 @@ pub fn route(mut req: Request<Incoming>, sessions: &Sessions) -> Response<Full<B
 }
 
 fn parse_route(path: &str, query: Option<&str>) -> Result<Route, Response<Full<Bytes>>> {
-    if path == "/v1/echo" {
-        return Ok(Route::Echo);
-    }
-    let Some(session) = path.strip_prefix("/v1/relay/") else {
-        return Err(refusal(StatusCode::NOT_FOUND, "not_found", "no such route"));
-    };
-    let session_ok = (1..=128).contains(&session.len())
-        && session
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
-    if !session_ok {
-        return Err(refusal(
-            StatusCode::BAD_REQUEST,
-            "bad_session",
-            "session ids are 1 to 128 of [A-Za-z0-9._~-]",
-        ));
-    }
-    let role = query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("role="));
-    if let Some(r) = role {
-        let ok = (1..=32).contains(&r.len())
-            && r.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !ok {
-            return Err(refusal(
-                StatusCode::BAD_REQUEST,
-                "bad_role",
-                "roles are 1 to 32 of [a-z0-9_-]",
-            ));
-        }
-    }
-    Ok(Route::Relay {
-        session: session.to_string(),
-        role: role.map(str::to_string),
+    route::parse(path, query).map_err(|(status, code, error)| {
+        refusal(
+            StatusCode::from_u16(status).expect("a valid status"),
+            code,
+            error,
+        )
     })
 }
 

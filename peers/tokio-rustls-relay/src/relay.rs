@@ -11,6 +11,10 @@
 //! The first peer's task owns the pair once the second arrives (handed over by a oneshot);
 //! two pumps, one per direction, run in that task, so a message goes from one socket to the
 //! other without crossing a channel or another task.
+#[path = "../../common/route.rs"]
+mod route;
+use route::Route;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -80,14 +84,6 @@ pub enum Conn<S> {
         session: String,
         role: Option<String>,
         ws: Ws<S>,
-    },
-}
-
-enum Route {
-    Echo,
-    Relay {
-        session: String,
-        role: Option<String>,
     },
 }
 
@@ -228,42 +224,12 @@ where
 // The callback's error type is tungstenite's (an HTTP response), not ours to shrink.
 #[allow(clippy::result_large_err)]
 fn parse_route(path: &str, query: Option<&str>) -> Result<Route, ErrorResponse> {
-    if path == "/v1/echo" {
-        return Ok(Route::Echo);
-    }
-    let Some(session) = path.strip_prefix("/v1/relay/") else {
-        return Err(refusal(StatusCode::NOT_FOUND, "not_found", "no such route"));
-    };
-    let session_ok = (1..=128).contains(&session.len())
-        && session
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._~-".contains(&b));
-    if !session_ok {
-        return Err(refusal(
-            StatusCode::BAD_REQUEST,
-            "bad_session",
-            "session ids are 1 to 128 of [A-Za-z0-9._~-]",
-        ));
-    }
-    let role = query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("role="));
-    if let Some(r) = role {
-        let ok = (1..=32).contains(&r.len())
-            && r.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !ok {
-            return Err(refusal(
-                StatusCode::BAD_REQUEST,
-                "bad_role",
-                "roles are 1 to 32 of [a-z0-9_-]",
-            ));
-        }
-    }
-    Ok(Route::Relay {
-        session: session.to_string(),
-        role: role.map(str::to_string),
+    route::parse(path, query).map_err(|(status, code, error)| {
+        refusal(
+            StatusCode::from_u16(status).expect("a valid status"),
+            code,
+            error,
+        )
     })
 }
 
