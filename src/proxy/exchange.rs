@@ -175,6 +175,9 @@ pub async fn exchange(
         .await;
         return false;
     }
+    // The region the upstream was picked for, for the log line (the request's, else the
+    // route's default or the node's).
+    let region = checked.region.clone().unwrap_or_default();
     let outcome = send(core, stream, head, route, peer, pending, checked).await;
     state::with(&cfg.proxy, |w| w.routes[route].in_flight -= 1);
     let (status, keep, upstream) = outcome;
@@ -184,7 +187,7 @@ pub async fn exchange(
         path = %head.path,
         status,
         duration_ms = started.elapsed().as_millis() as u64,
-        region = %table::region_of(&cfg.proxy, None, head).ok().flatten().unwrap_or_default(),
+        region = %region,
         upstream = %upstream.map(|u| r.upstreams[u].url.as_str()).unwrap_or("-"),
         "proxied"
     );
