@@ -36,13 +36,14 @@ pub fn kept_in(config: &Config) -> Option<&std::path::Path> {
 }
 
 /// Who wrote a state file: `cluster.node_id`, or the host name and the configured listen
-/// port, so two relays on one host never read each other's file by mistake.
+/// port in the cluster's default form (`fleet::node::default_node_id`), so two relays on one
+/// host never read each other's file by mistake.
 fn node_id(config: &Config) -> String {
     if !config.cluster.node_id.is_empty() {
         return config.cluster.node_id.clone();
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}:{}", host.trim(), config.listen.port())
+    crate::fleet::node::default_node_id(host.trim(), config.listen.port())
 }
 
 /// The largest file read: what the workers can keep in memory (their budgets), with a
