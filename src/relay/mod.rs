@@ -5,6 +5,7 @@ pub(crate) mod ack;
 pub(crate) mod away;
 pub(crate) mod blocked;
 pub(crate) mod conn;
+pub mod handover;
 pub(crate) mod held;
 pub mod inbound;
 pub(crate) mod join;
