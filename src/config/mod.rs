@@ -31,7 +31,7 @@ pub use keys::{
     DemoConfig, LimitsConfig, LogConfig, ProxyConfig, SecurityConfig, SessionConfig, StatsConfig,
     TlsConfig, TunnelConfig,
 };
-pub use kinds::proxy::{own_path, valid_region, ProxyRoute, ProxyUpstream};
+pub use kinds::proxy::{own_path, valid_region, HealthCheck, ProxyRoute, ProxyUpstream};
 pub use layers::GENERATION_VAR;
 pub use live::{is_live, FIXED_KEYS, LIVE_KEYS};
 pub use redact::{has_password, redact_url};

@@ -321,6 +321,8 @@ impl Core {
             ],
             latency: self.latency.snapshot(),
             sizes: crate::stats::sizes::this_core(),
+            // Filled in by the scrape (server/scrape.rs), which may name the proxy.
+            proxy: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ use super::{pick, state, table};
 use crate::auth::{token_from_request, unix_now, AuthError};
 use crate::context::Core;
 use crate::http::chunked::ChunkedDecoder;
+use crate::http::write::AnswerStream;
 use crate::http::{RequestHead, Response};
 use crate::limits::client_ip::trusted;
 use crate::runtime::stream::ServerStream;
@@ -20,6 +21,7 @@ use crate::stats::bump;
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -40,7 +42,17 @@ fn count_status(core: &Core, status: u16) {
 /// Writes one of the proxy's own answers (which closes the connection).
 async fn refuse(core: &Core, stream: &mut ServerStream, status: u16, code: &str, msg: &str) {
     count_status(core, status);
+    let note = detach(stream);
     crate::http::write::refuse(&core.stats, stream, Response::error(status, code, msg)).await;
+    stream.set_access(note);
+}
+
+/// Takes the access log's note off the stream while the proxy writes an answer of its own:
+/// the request's `proxy` line reports it, not a second `refusal` line.
+fn detach(stream: &mut ServerStream) -> Option<crate::stats::access::Note> {
+    let note = stream.access_mut().map(|n| n.clone());
+    stream.set_access(None);
+    note
 }
 
 /// A route with `auth = true`: a valid token (or API key) as the relay's own routes take it.
@@ -56,39 +68,43 @@ struct Checked {
     body: Body,
     region: Option<String>,
     decoder: Option<ChunkedDecoder>,
+    /// Body bytes this request moved (up, down), for its log line.
+    moved: Cell<(u64, u64)>,
 }
 
 /// The checks before any upstream: framing (the smuggling shapes), the region, the body
-/// limit, and the start of a chunked body already read. `None`: refused and answered.
+/// limit, and the start of a chunked body already read. `Err(status)`: refused and answered.
 async fn check(
     core: &Core,
     stream: &mut ServerStream,
     head: &RequestHead,
     route: usize,
     pending: &[u8],
-) -> Option<Checked> {
+) -> Result<Checked, u16> {
     let cfg = core.config();
     let body = match request_body(head) {
         Ok(b) => b,
         Err(e) => {
             bump(&core.stats.proxy_refused_framing, 1);
             refuse(core, stream, 400, "bad_request", e.message()).await;
-            return None;
+            return Err(400);
         }
     };
     if head.header("upgrade").is_some() && head.header_count("connection") > 0 {
         // Not built yet: an upgrade would otherwise reach the upstream as a plain request.
         let msg = "upgrades through a proxy route are not supported yet";
         refuse(core, stream, 501, "upgrade_unsupported", msg).await;
-        return None;
+        return Err(501);
     }
     if cfg.proxy.routes[route].auth {
         if let Err(e) = authorized(core, head) {
+            let note = detach(stream);
             crate::limits::Refusal::Auth(e)
                 .write(&core.stats, stream)
                 .await;
+            stream.set_access(note);
             count_status(core, 401);
-            return None;
+            return Err(401);
         }
     }
     let cluster_region = cfg
@@ -99,7 +115,7 @@ async fn check(
     let Ok(region) = table::region_of(&cfg.proxy, cluster_region, head) else {
         let msg = "region must be 1 to 64 characters of A-Z a-z 0-9 _ -";
         refuse(core, stream, 400, "invalid_region", msg).await;
-        return None;
+        return Err(400);
     };
     let max = match cfg.proxy.max_body_bytes {
         0 => u64::MAX,
@@ -114,7 +130,7 @@ async fn check(
             "request body over proxy.max_body_bytes",
         )
         .await;
-        return None;
+        return Err(413);
     }
     let mut decoder = None;
     if body == Body::Chunked {
@@ -127,14 +143,15 @@ async fn check(
                 _ => (400, "bad_request"),
             };
             refuse(core, stream, status, code, "malformed chunked body").await;
-            return None;
+            return Err(status);
         }
         decoder = Some(std::mem::replace(&mut d, ChunkedDecoder::with_limit(max)));
     }
-    Some(Checked {
+    Ok(Checked {
         body,
         region,
         decoder,
+        moved: Cell::new((0, 0)),
     })
 }
 
@@ -149,12 +166,67 @@ pub async fn exchange(
 ) -> bool {
     bump(&core.stats.proxy_requests, 1);
     let started = Instant::now();
-    let Some(checked) = check(core, stream, head, route, pending).await else {
-        return false;
+    if let Some(note) = stream.access_mut() {
+        // A kept-alive connection's later requests are logged with their own line.
+        note.set_request(&head.method, &head.path);
+        note.route = "proxy";
+    }
+    let (status, keep, upstream, checked) = match check(core, stream, head, route, pending).await {
+        Err(status) => (status, false, None, None),
+        Ok(checked) => {
+            let (status, keep, upstream) =
+                admitted(core, stream, head, route, peer, pending, &checked).await;
+            (status, keep, upstream, Some(checked))
+        }
     };
     let cfg = core.config();
     let r = &cfg.proxy.routes[route];
-    let cap = r.max_concurrent;
+    let took = started.elapsed();
+    super::stats::finished(&cfg.proxy, route, status, upstream.map(|u| (u, took)));
+    // The region the upstream was picked for (the request's, else the route's default or
+    // the node's).
+    let region = checked
+        .as_ref()
+        .and_then(|c| c.region.as_deref())
+        .unwrap_or("");
+    let upstream = upstream.map_or("-", |u| r.upstreams[u].url.as_str());
+    tracing::info!(
+        target: "ringrelay::proxy",
+        method = %head.method,
+        path = %head.path,
+        status,
+        duration_ms = took.as_millis() as u64,
+        region = %region,
+        upstream = %upstream,
+        route = %r.prefix,
+        "proxied"
+    );
+    let moved = checked.as_ref().map_or((0, 0), |c| c.moved.get());
+    let line = crate::stats::access::Proxied {
+        status,
+        started,
+        route: &r.prefix,
+        region,
+        upstream,
+        bytes: moved,
+    };
+    crate::stats::access::proxied(&core.stats, stream.access_note(), line);
+    keep
+}
+
+/// A request past the checks: the route's concurrency cap, then the upstreams. Returns
+/// (status, keep, upstream).
+async fn admitted(
+    core: &Core,
+    stream: &mut ServerStream,
+    head: &RequestHead,
+    route: usize,
+    peer: IpAddr,
+    pending: &mut Vec<u8>,
+    checked: &Checked,
+) -> (u16, bool, Option<usize>) {
+    let cfg = core.config();
+    let cap = cfg.proxy.routes[route].max_concurrent;
     let full = state::with(&cfg.proxy, |w| {
         let st = &mut w.routes[route];
         let full = cap > 0 && st.in_flight >= cap;
@@ -165,33 +237,13 @@ pub async fn exchange(
     });
     if full {
         bump(&core.stats.proxy_no_upstream, 1);
-        refuse(
-            core,
-            stream,
-            503,
-            "no_upstream",
-            "the route is at its max_concurrent",
-        )
-        .await;
-        return false;
+        let msg = "the route is at its max_concurrent";
+        refuse(core, stream, 503, "no_upstream", msg).await;
+        return (503, false, None);
     }
-    // The region the upstream was picked for, for the log line (the request's, else the
-    // route's default or the node's).
-    let region = checked.region.clone().unwrap_or_default();
     let outcome = send(core, stream, head, route, peer, pending, checked).await;
     state::with(&cfg.proxy, |w| w.routes[route].in_flight -= 1);
-    let (status, keep, upstream) = outcome;
-    tracing::info!(
-        target: "ringrelay::proxy",
-        method = %head.method,
-        path = %head.path,
-        status,
-        duration_ms = started.elapsed().as_millis() as u64,
-        region = %region,
-        upstream = %upstream.map(|u| r.upstreams[u].url.as_str()).unwrap_or("-"),
-        "proxied"
-    );
-    keep
+    outcome
 }
 
 /// How one attempt at an upstream ended.
@@ -214,7 +266,7 @@ async fn send(
     route: usize,
     peer: IpAddr,
     pending: &mut Vec<u8>,
-    checked: Checked,
+    checked: &Checked,
 ) -> (u16, bool, Option<usize>) {
     let cfg = core.config();
     let r = &cfg.proxy.routes[route];
@@ -243,19 +295,29 @@ async fn send(
         };
         if attempt > 0 {
             bump(&core.stats.proxy_retries, 1);
+            super::stats::retried(&cfg.proxy, route);
         }
         tried = Some(u);
         state::with(&cfg.proxy, |w| w.routes[route].health[u].outstanding += 1);
         let to = Target { route, upstream: u };
-        let out = attempt_one(core, stream, head, &to, peer, pending, &checked).await;
+        let out = attempt_one(core, stream, head, &to, peer, pending, checked).await;
         state::with(&cfg.proxy, |w| {
-            let h = &mut w.routes[route].health[u];
+            let st = &mut w.routes[route];
+            let (h, fig) = (&mut st.health[u], &mut st.fig.upstreams[u]);
             h.outstanding -= 1;
             match out {
-                Attempt::Done(..) => h.succeeded(),
+                Attempt::Done(status, _) => {
+                    h.succeeded();
+                    fig.responses[crate::stats::proxy::class(status)] += 1;
+                }
                 _ => {
+                    fig.failures += 1;
                     if h.failed(&cfg.proxy, Instant::now()) {
                         bump(&core.stats.proxy_ejections, 1);
+                        fig.ejections += 1;
+                        if r.health.is_some() {
+                            super::health::ejected(h);
+                        }
                         tracing::warn!(upstream = %r.upstreams[u].url, "upstream ejected");
                     }
                 }
@@ -305,7 +367,7 @@ async fn connect(core: &Core, to: &Target) -> Option<(TcpStream, bool)> {
     Some((conn, false))
 }
 
-/// One attempt: connect, send the head and body, read the response head, stream it back.
+/// One attempt: a connection (counted busy while it carries the exchange), then the rest.
 async fn attempt_one(
     core: &Core,
     stream: &mut ServerStream,
@@ -316,10 +378,36 @@ async fn attempt_one(
     checked: &Checked,
 ) -> Attempt {
     let cfg = core.config();
-    let r = &cfg.proxy.routes[to.route];
-    let Some((mut up, reused)) = connect(core, to).await else {
+    let Some((up, reused)) = connect(core, to).await else {
         return Attempt::Retry;
     };
+    let busy = |n: i64| {
+        super::stats::upstream(&cfg.proxy, to.route, to.upstream, |f| {
+            f.busy = f.busy.saturating_add_signed(n)
+        })
+    };
+    busy(1);
+    let out = attempt_on(core, stream, up, reused, head, to, peer, pending, checked).await;
+    busy(-1);
+    out
+}
+
+/// One attempt on a connection: send the head and body, read the response head, stream it
+/// back.
+#[allow(clippy::too_many_arguments)]
+async fn attempt_on(
+    core: &Core,
+    stream: &mut ServerStream,
+    mut up: TcpStream,
+    reused: bool,
+    head: &RequestHead,
+    to: &Target,
+    peer: IpAddr,
+    pending: &mut Vec<u8>,
+    checked: &Checked,
+) -> Attempt {
+    let cfg = core.config();
+    let r = &cfg.proxy.routes[to.route];
     let host = if r.preserve_host {
         head.header("host")
             .unwrap_or(&r.upstreams[to.upstream].authority)
@@ -341,11 +429,11 @@ async fn attempt_one(
         return Attempt::Retry;
     }
     if checked.body != Body::None {
-        if let Err(status) = send_body(core, stream, &mut up, head, pending, checked).await {
+        if let Err(status) = send_body(core, stream, &mut up, head, to, pending, checked).await {
             return Attempt::Failed(status);
         }
     }
-    respond(core, stream, up, head, to, reused).await
+    respond(core, stream, up, head, to, reused, checked).await
 }
 
 /// The request body, to the upstream; `Err(status)`: answered, the connection ends.
@@ -354,6 +442,7 @@ async fn send_body(
     stream: &mut ServerStream,
     up: &mut TcpStream,
     head: &RequestHead,
+    to: &Target,
     pending: &mut Vec<u8>,
     checked: &Checked,
 ) -> Result<(), u16> {
@@ -378,6 +467,8 @@ async fn send_body(
     match moved {
         Ok(n) => {
             bump(&core.stats.proxy_bytes_up, n);
+            super::stats::upstream(&cfg.proxy, to.route, to.upstream, |f| f.bytes_up += n);
+            checked.moved.set((n, 0));
             Ok(())
         }
         Err(Broke::Malformed) => {
@@ -450,6 +541,7 @@ async fn respond(
     head: &RequestHead,
     to: &Target,
     reused: bool,
+    checked: &Checked,
 ) -> Attempt {
     let cfg = core.config();
     let (resp, mut rest) = match read_response(core, &mut up, head.method == "HEAD").await {
@@ -495,6 +587,8 @@ async fn respond(
     match moved {
         Ok(n) => {
             bump(&core.stats.proxy_bytes_down, n);
+            super::stats::upstream(&cfg.proxy, to.route, to.upstream, |f| f.bytes_down += n);
+            checked.moved.set((checked.moved.get().0, n));
             if !resp.closes && resp.body != Reply::UntilClose && rest.is_empty() {
                 state::with(&cfg.proxy, |w| {
                     w.keep_conn(&cfg.proxy, to.route, to.upstream, up)

@@ -7,8 +7,10 @@
 mod body;
 mod exchange;
 mod head;
+pub mod health;
 mod pick;
 mod state;
+pub mod stats;
 mod table;
 
 pub use table::route_for;

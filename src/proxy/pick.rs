@@ -15,11 +15,17 @@ pub struct Health {
     /// Ejections in a row (the back-off doubles with each, up to 64 times).
     pub ejections: u32,
     pub ejected_until: Option<Instant>,
+    /// Out of rotation until active checks pass (`health::apply`); only on routes with
+    /// `health_path`.
+    pub down: bool,
+    /// Active checks passed, and failed, in a row.
+    pub check_passes: u32,
+    pub check_fails: u32,
 }
 
 impl Health {
     pub fn healthy(&self, now: Instant) -> bool {
-        self.ejected_until.is_none_or(|t| now >= t)
+        !self.down && self.ejected_until.is_none_or(|t| now >= t)
     }
 
     /// A failure; `true` when it ejects the upstream.
@@ -134,6 +140,7 @@ mod tests {
             fallback,
             auth: false,
             max_concurrent: 0,
+            health: None,
         }
     }
 

@@ -4,6 +4,7 @@
 
 use super::pick::Health;
 use crate::config::ProxyConfig;
+use crate::stats::proxy::{RouteFigures, UpstreamFigures};
 use monoio::net::TcpStream;
 use std::cell::RefCell;
 use std::time::Instant;
@@ -16,6 +17,8 @@ pub struct RouteState {
     /// Idle connections per upstream, most recently used last.
     pub idle: Vec<Vec<(TcpStream, Instant)>>,
     pub in_flight: usize,
+    /// This worker's figures for `/stats` and `/metrics` (`proxy::stats`).
+    pub fig: RouteFigures,
 }
 
 #[derive(Default)]
@@ -41,6 +44,20 @@ pub fn with<T>(cfg: &ProxyConfig, f: impl FnOnce(&mut Worker) -> T) -> T {
                     health: vec![Health::default(); r.upstreams.len()],
                     idle: (0..r.upstreams.len()).map(|_| Vec::new()).collect(),
                     in_flight: 0,
+                    fig: RouteFigures {
+                        prefix: r.prefix.clone(),
+                        host: r.host.clone(),
+                        upstreams: r
+                            .upstreams
+                            .iter()
+                            .map(|u| UpstreamFigures {
+                                url: u.url.clone(),
+                                region: u.region.clone(),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    },
                 })
                 .collect();
         }

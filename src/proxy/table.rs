@@ -89,6 +89,7 @@ mod tests {
             fallback: false,
             auth: false,
             max_concurrent: 0,
+            health: None,
         }
     }
 

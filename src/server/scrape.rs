@@ -14,8 +14,15 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs on every core: answers snapshot requests.
 pub async fn answer_scrapes(core: Rc<Core>, rx: flume::Receiver<flume::Sender<CoreSnapshot>>) {
     while let Ok(reply) = rx.recv_async().await {
-        let _ = reply.try_send(core.snapshot());
+        let _ = reply.try_send(snapshot(&core));
     }
+}
+
+/// This core's figures with the proxy's (which the context's layer cannot name).
+fn snapshot(core: &Core) -> CoreSnapshot {
+    let mut s = core.snapshot();
+    s.proxy = crate::proxy::stats::figures(core);
+    s
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +36,7 @@ async fn collect(core: &Core) -> Option<Vec<CoreSnapshot>> {
     let (tx, rx) = flume::bounded(workers);
     for (i, inbox) in core.shared.scrape.iter().enumerate() {
         if i == core.index {
-            let _ = tx.try_send(core.snapshot());
+            let _ = tx.try_send(snapshot(core));
         } else if inbox.try_send(tx.clone()).is_err() {
             return None;
         }

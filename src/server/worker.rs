@@ -149,6 +149,7 @@ pub async fn run(setup: WorkerSetup) {
         setup.reloads,
     ));
     monoio::spawn(keepalive::run(core.clone()));
+    crate::proxy::health::spawn(&core);
     let _ = setup.ready.send(Ok(()));
     let _ = setup.shutdown.recv_async().await;
     core.shutdown.close();

@@ -390,6 +390,39 @@ pub fn bridged(stats: &CoreStats, note: Option<&Note>, status: Option<u16>, byte
     sink.push(stats, &line.finish());
 }
 
+/// What a proxied request's line says beside its note's client, method and path.
+pub struct Proxied<'a> {
+    pub status: u16,
+    /// When its head was read (a kept-alive connection's later request starts its own).
+    pub started: Instant,
+    /// The route's prefix.
+    pub route: &'a str,
+    /// The region its upstream was picked for; empty: none.
+    pub region: &'a str,
+    /// The upstream's URL; `-`: none was reached (a refusal, no upstream).
+    pub upstream: &'a str,
+    /// Request body bytes sent up, response body bytes sent down.
+    pub bytes: (u64, u64),
+}
+
+/// The line of a request through a proxy route (`kind` `proxy`): the same fields as its
+/// `ringrelay::proxy` log line, one per request, the proxy's own refusals included.
+pub fn proxied(stats: &CoreStats, note: Option<&Note>, p: Proxied<'_>) {
+    let (Some(sink), Some(n)) = (&stats.access.sink, note) else {
+        return;
+    };
+    let mut line = Line::start(sink.json, "proxy", n);
+    line.str("route", &cut(p.route, MAX_PATH));
+    line.num("status", p.status as u64);
+    line.duration(p.started);
+    line.str("region", p.region);
+    line.str("upstream", p.upstream);
+    line.num("bytes_in", p.bytes.0);
+    line.num("bytes_out", p.bytes.1);
+    line.opt("tls", n.tls);
+    sink.push(stats, &line.finish());
+}
+
 /// One line being written: `{"k":v,...}` or `k=v k=v`, quoted and escaped as each needs.
 struct Line {
     json: bool,

@@ -194,6 +194,10 @@ counters!(
     state_sessions_loaded: "Sessions restored from the state file at start (session.state_dir).",
     state_messages_not_loaded: "Messages in the state file not restored: past session.core_buffer_budget or session.replay_bytes, or kept with buffering off.",
     state_files_refused: "State files refused at start (torn, corrupt, another node's, a newer format, too large) and moved aside.",
+    proxy_health_checks: "Active health checks sent to upstreams (routes with health_path; every worker checks).",
+    proxy_health_checks_failed: "Active health checks that failed: no 2xx or 3xx answer within health_interval.",
+    proxy_upstreams_down: "Upstreams a worker took out of rotation after health_fall failed checks in a row.",
+    proxy_upstreams_up: "Upstreams a worker brought back after health_rise passed checks in a row.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

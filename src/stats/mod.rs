@@ -10,6 +10,7 @@ pub(crate) mod counters;
 pub(crate) mod histograms;
 pub(crate) mod process;
 pub(crate) mod prom;
+pub(crate) mod proxy;
 pub(crate) mod reload;
 pub(crate) mod render;
 pub(crate) mod sizes;

@@ -129,6 +129,9 @@ pub fn stats_json(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     if let Some(c) = &meta.cluster {
         v["cluster"] = c.clone();
     }
+    if !total.proxy.is_empty() {
+        v["proxy"] = super::proxy::json(&total.proxy, cores.len());
+    }
     if let Some(r) = &meta.reload {
         v["reload"] = r.clone();
     }
@@ -292,6 +295,9 @@ pub fn metrics_text(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     counter_metrics(&mut out, cores);
     gauge_metrics(&mut out, cores);
     latency_metrics(&mut out, meta, cores);
+    let proxy: Vec<(usize, &[super::proxy::RouteFigures])> =
+        cores.iter().map(|c| (c.core, c.proxy.as_slice())).collect();
+    super::proxy::write_metrics(&mut out, &proxy);
     out
 }
 
@@ -442,6 +448,7 @@ mod tests {
             gauges: vec![("active_connections", 2), ("paired_sessions", 1)],
             latency: vec![("relay", h.clone()), ("handshake", h)],
             sizes: Default::default(),
+            proxy: Vec::new(),
         }
     }
 

@@ -16,6 +16,8 @@ pub struct CoreSnapshot {
     pub latency: Vec<(&'static str, Histogram<u64>)>,
     /// Whole messages received, by size.
     pub sizes: super::MessageSizes,
+    /// The reverse proxy's figures per route and upstream (empty without `proxy.routes`).
+    pub proxy: Vec<super::proxy::RouteFigures>,
 }
 
 impl CoreSnapshot {
@@ -40,6 +42,7 @@ impl CoreSnapshot {
                 })
                 .unwrap_or_default(),
             sizes: Default::default(),
+            proxy: super::proxy::merge(parts.iter().map(|p| p.proxy.as_slice())),
         };
         for p in parts {
             add(&mut total.counters, &p.counters);
@@ -80,6 +83,7 @@ mod tests {
             gauges: vec![("active_connections", 3)],
             latency: vec![("relay", h)],
             sizes: Default::default(),
+            proxy: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod haproxy;
 pub mod stuck;
 pub mod tls_front;
 pub mod tunnel;
+pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

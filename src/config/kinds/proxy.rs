@@ -13,6 +13,7 @@ use crate::config::apply::{Input, Raw};
 use crate::config::render;
 use crate::config::ConfigError;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 /// Routes at most; each is matched by a scan, so the table stays small.
 pub const MAX_ROUTES: usize = 256;
@@ -54,7 +55,28 @@ pub struct ProxyRoute {
     pub auth: bool,
     /// Requests in flight through this route per worker; over it, 503 (0: no cap).
     pub max_concurrent: usize,
+    /// Active health checks of its upstreams (`health_path` set); `None`: passive only.
+    pub health: Option<HealthCheck>,
 }
+
+/// A route's active health checks: `GET health_path` to each upstream every `interval`, on
+/// each worker; `fall` failures in a row take it out of rotation, `rise` passes bring it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `health_path`: starts with `/`, no space or control character (a query is allowed).
+    pub path: String,
+    /// `health_interval` (default 5s, 10ms to 1h): also the longest one check may take.
+    pub interval: Duration,
+    /// `health_rise` (default 2, 1 to 1000): passes in a row that bring a down upstream back.
+    pub rise: u32,
+    /// `health_fall` (default 3, 1 to 1000): failures in a row that take it out.
+    pub fall: u32,
+}
+
+/// Defaults of a route's health-check fields.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+pub const HEALTH_RISE: u32 = 2;
+pub const HEALTH_FALL: u32 = 3;
 
 /// Paths ringrelay serves itself, exactly.
 const OWN_PATHS: [&str; 7] = [
@@ -164,7 +186,7 @@ fn upstream(v: &toml::Value) -> Result<ProxyUpstream, String> {
     })
 }
 
-const ROUTE_FIELDS: [&str; 8] = [
+const ROUTE_FIELDS: [&str; 12] = [
     "prefix",
     "host",
     "upstreams",
@@ -173,7 +195,52 @@ const ROUTE_FIELDS: [&str; 8] = [
     "fallback",
     "auth",
     "max_concurrent",
+    "health_path",
+    "health_interval",
+    "health_rise",
+    "health_fall",
 ];
+
+/// A count field of a health check, 1 to 1000.
+fn count(t: &toml::Table, name: &str, default: u32) -> Result<u32, String> {
+    match t.get(name) {
+        None => Ok(default),
+        Some(toml::Value::Integer(n)) if (1..=1000).contains(n) => Ok(*n as u32),
+        Some(_) => Err(format!("{name} must be 1 to 1000")),
+    }
+}
+
+/// The health-check fields of a route; the others without `health_path` are refused (they
+/// would do nothing).
+fn health_check(t: &toml::Table) -> Result<Option<HealthCheck>, String> {
+    let Some(path) = text(t, "health_path")? else {
+        return match ["health_interval", "health_rise", "health_fall"]
+            .into_iter()
+            .find(|k| t.contains_key(*k))
+        {
+            Some(k) => Err(format!("{k} needs health_path")),
+            None => Ok(None),
+        };
+    };
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!(
+            "health_path {path:?} must start with / and hold no space or control character"
+        ));
+    }
+    let interval = match text(t, "health_interval")? {
+        None => HEALTH_INTERVAL,
+        Some(s) => crate::config::parse_duration(s)
+            .ok()
+            .filter(|d| (Duration::from_millis(10)..=Duration::from_secs(3600)).contains(d))
+            .ok_or_else(|| format!("health_interval {s:?} must be a duration from 10ms to 1h"))?,
+    };
+    Ok(Some(HealthCheck {
+        path: path.to_string(),
+        interval,
+        rise: count(t, "health_rise", HEALTH_RISE)?,
+        fall: count(t, "health_fall", HEALTH_FALL)?,
+    }))
+}
 
 fn route(v: &toml::Value) -> Result<ProxyRoute, String> {
     let t = v.as_table().ok_or(SHAPE)?;
@@ -221,6 +288,7 @@ fn route(v: &toml::Value) -> Result<ProxyRoute, String> {
         fallback: flag(t, "fallback")?,
         auth: flag(t, "auth")?,
         max_concurrent,
+        health: health_check(t).map_err(|e| format!("route {prefix:?}: {e}"))?,
     })
 }
 
@@ -288,8 +356,21 @@ fn route_toml(r: &ProxyRoute) -> String {
         .as_deref()
         .map(|h| format!("host = {}, ", render::string(h)))
         .unwrap_or_default();
+    let health = r
+        .health
+        .as_ref()
+        .map(|h| {
+            format!(
+                ", health_path = {}, health_interval = {}, health_rise = {}, health_fall = {}",
+                render::string(&h.path),
+                render::string(&crate::config::format_duration(h.interval)),
+                h.rise,
+                h.fall
+            )
+        })
+        .unwrap_or_default();
     format!(
-        "{{ prefix = {}, {host}upstreams = [{}], strip_prefix = {}, preserve_host = {}, fallback = {}, auth = {}, max_concurrent = {} }}",
+        "{{ prefix = {}, {host}upstreams = [{}], strip_prefix = {}, preserve_host = {}, fallback = {}, auth = {}, max_concurrent = {}{health} }}",
         render::string(&r.prefix),
         ups.join(", "),
         r.strip_prefix,
@@ -370,5 +451,49 @@ mod tests {
         }
         let toml = Routes.toml(&r).unwrap();
         assert_eq!(parse(&toml).unwrap(), r);
+    }
+
+    #[test]
+    fn health_checks_parse_with_defaults_round_trip_and_refuse_mistakes() {
+        let up = r#"upstreams = [{ url = "http://127.0.0.1:4001" }]"#;
+        let r = parse(&format!(r#"[{{ prefix = "/", {up} }}]"#)).unwrap();
+        assert_eq!(r[0].health, None);
+        let r = parse(&format!(
+            r#"[{{ prefix = "/", {up}, health_path = "/healthz?deep=1" }}, {{ prefix = "/b", {up}, health_path = "/h", health_interval = "250ms", health_rise = 1, health_fall = 5 }}]"#
+        ))
+        .unwrap();
+        let h = r[0].health.as_ref().unwrap();
+        assert_eq!(
+            (h.interval, h.rise, h.fall),
+            (HEALTH_INTERVAL, HEALTH_RISE, HEALTH_FALL)
+        );
+        assert_eq!(h.path, "/healthz?deep=1");
+        let h = r[1].health.as_ref().unwrap();
+        assert_eq!(
+            (h.interval, h.rise, h.fall),
+            (Duration::from_millis(250), 1, 5)
+        );
+        assert_eq!(parse(&Routes.toml(&r).unwrap()).unwrap(), r);
+        for (bad, says) in [
+            (r#"health_path = "h""#, "health_path"),
+            (r#"health_path = "/a b""#, "health_path"),
+            (
+                r#"health_interval = "1s""#,
+                "health_interval needs health_path",
+            ),
+            (
+                r#"health_path = "/h", health_interval = "1ms""#,
+                "health_interval",
+            ),
+            (
+                r#"health_path = "/h", health_interval = "5""#,
+                "health_interval",
+            ),
+            (r#"health_path = "/h", health_rise = 0"#, "health_rise"),
+            (r#"health_path = "/h", health_fall = 1001"#, "health_fall"),
+        ] {
+            let e = parse(&format!(r#"[{{ prefix = "/x", {up}, {bad} }}]"#)).unwrap_err();
+            assert!(e.contains(says) && e.contains("\"/x\""), "{bad}: {e}");
+        }
     }
 }
