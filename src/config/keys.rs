@@ -459,7 +459,8 @@ config_keys! {
     /// take go to upstream HTTP servers.
     [proxy] ProxyConfig {
         /// `[[proxy.routes]]`: prefix, optional host, upstreams `{ url, region, weight }`,
-        /// strip_prefix, preserve_host, fallback, auth, max_concurrent. Empty: the proxy is off.
+        /// strip_prefix, preserve_host, fallback, auth, max_concurrent, health_path,
+        /// health_interval, health_rise, health_fall. Empty: the proxy is off.
         routes: Vec<ProxyRoute> { default: Vec::new(), parse: Routes }
         /// The request header that names the region an upstream is picked in.
         region_header: String { default: "x-region".to_string(), parse: Trimmed }

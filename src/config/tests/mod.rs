@@ -169,7 +169,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "tunnel.max_bandwidth" => "1000000",
         "tunnel.redirect_margin_percent" => "25",
         "proxy.routes" => {
-            r#"[{ prefix = "/api", upstreams = [{ url = "http://127.0.0.1:4001", region = "1", weight = 2 }], strip_prefix = true }]"#
+            r#"[{ prefix = "/api", upstreams = [{ url = "http://127.0.0.1:4001", region = "1", weight = 2 }], strip_prefix = true, health_path = "/healthz", health_interval = "2s", health_rise = 3, health_fall = 4 }]"#
         }
         "proxy.region_header" => "x-zone",
         "proxy.region_query" => "zone",
