@@ -301,28 +301,7 @@ async fn send(
         state::with(&cfg.proxy, |w| w.routes[route].health[u].outstanding += 1);
         let to = Target { route, upstream: u };
         let out = attempt_one(core, stream, head, &to, peer, pending, checked).await;
-        state::with(&cfg.proxy, |w| {
-            let st = &mut w.routes[route];
-            let (h, fig) = (&mut st.health[u], &mut st.fig.upstreams[u]);
-            h.outstanding -= 1;
-            match out {
-                Attempt::Done(status, _) => {
-                    h.succeeded();
-                    fig.responses[crate::stats::proxy::class(status)] += 1;
-                }
-                _ => {
-                    fig.failures += 1;
-                    if h.failed(&cfg.proxy, Instant::now()) {
-                        bump(&core.stats.proxy_ejections, 1);
-                        fig.ejections += 1;
-                        if r.health.is_some() {
-                            super::health::ejected(h);
-                        }
-                        tracing::warn!(upstream = %r.upstreams[u].url, "upstream ejected");
-                    }
-                }
-            }
-        });
+        attempted(core, &to, &out);
         match out {
             Attempt::Done(status, keep) => return (status, keep, Some(u)),
             Attempt::Failed(status) => return (status, false, Some(u)),
@@ -345,6 +324,35 @@ async fn send(
 struct Target {
     route: usize,
     upstream: usize,
+}
+
+/// What an attempt's end does to its upstream on this worker: health (a failure may eject
+/// it; on a checked route until its checks pass) and figures.
+fn attempted(core: &Core, to: &Target, out: &Attempt) {
+    let cfg = core.config();
+    let r = &cfg.proxy.routes[to.route];
+    state::with(&cfg.proxy, |w| {
+        let st = &mut w.routes[to.route];
+        let (h, fig) = (
+            &mut st.health[to.upstream],
+            &mut st.fig.upstreams[to.upstream],
+        );
+        h.outstanding -= 1;
+        if let Attempt::Done(status, _) = out {
+            h.succeeded();
+            fig.responses[crate::stats::proxy::class(*status)] += 1;
+            return;
+        }
+        fig.failures += 1;
+        if h.failed(&cfg.proxy, Instant::now()) {
+            bump(&core.stats.proxy_ejections, 1);
+            fig.ejections += 1;
+            if r.health.is_some() {
+                super::health::ejected(h);
+            }
+            tracing::warn!(upstream = %r.upstreams[to.upstream].url, "upstream ejected");
+        }
+    });
 }
 
 /// A pooled connection, or a new one within `proxy.connect_timeout`.

@@ -265,8 +265,15 @@ pub fn write_metrics(out: &mut String, per_core: &[(usize, &[RouteFigures])]) {
     if total.is_empty() {
         return;
     }
+    counter_metrics(out, &total);
+    health_metrics(out, per_core);
+    latency_metrics(out, &total);
+}
+
+/// The counters and connection gauges, summed over the workers.
+fn counter_metrics(out: &mut String, total: &[RouteFigures]) {
     family(out, "proxy_route_requests_total", "counter", "Requests a proxy route took, by the status class of their answer (the proxy's own refusals included).");
-    for r in &total {
+    for r in total {
         for (c, v) in CLASSES.iter().zip(&r.requests) {
             let l = route_labels(r);
             let _ = writeln!(
@@ -281,7 +288,7 @@ pub fn write_metrics(out: &mut String, per_core: &[(usize, &[RouteFigures])]) {
         "counter",
         "Idempotent requests of the route sent once more to another upstream.",
     );
-    for r in &total {
+    for r in total {
         let _ = writeln!(
             out,
             "ringrelay_proxy_route_retries_total{{{}}} {}",
@@ -295,7 +302,7 @@ pub fn write_metrics(out: &mut String, per_core: &[(usize, &[RouteFigures])]) {
         "counter",
         "Responses from the upstream, by status class.",
     );
-    for r in &total {
+    for r in total {
         for u in &r.upstreams {
             for (c, v) in CLASSES.iter().zip(&u.responses) {
                 let l = upstream_labels(r, u);
@@ -308,7 +315,7 @@ pub fn write_metrics(out: &mut String, per_core: &[(usize, &[RouteFigures])]) {
     }
     for (name, kind, help, value) in UPSTREAM_SCALARS {
         family(out, name, kind, help);
-        for r in &total {
+        for r in total {
             for u in &r.upstreams {
                 let _ = writeln!(
                     out,
@@ -319,6 +326,10 @@ pub fn write_metrics(out: &mut String, per_core: &[(usize, &[RouteFigures])]) {
             }
         }
     }
+}
+
+/// Each worker's view of each upstream's health.
+fn health_metrics(out: &mut String, per_core: &[(usize, &[RouteFigures])]) {
     family(out, "proxy_upstream_healthy", "gauge", "1 while the worker sends the upstream requests (not ejected, health checks passing), per worker.");
     for (core, routes) in per_core {
         for r in routes.iter() {
@@ -332,9 +343,13 @@ pub fn write_metrics(out: &mut String, per_core: &[(usize, &[RouteFigures])]) {
             }
         }
     }
+}
+
+/// The latency histograms, merged over the workers.
+fn latency_metrics(out: &mut String, total: &[RouteFigures]) {
     let metric = "ringrelay_proxy_route_latency_seconds";
     family(out, "proxy_route_latency_seconds", "histogram", "Time from a proxied request's head to the end of its response, for requests an upstream answered.");
-    for r in &total {
+    for r in total {
         histogram_series(
             out,
             metric,
@@ -344,7 +359,7 @@ pub fn write_metrics(out: &mut String, per_core: &[(usize, &[RouteFigures])]) {
     }
     let metric = "ringrelay_proxy_upstream_latency_seconds";
     family(out, "proxy_upstream_latency_seconds", "histogram", "Time from a proxied request's head to the end of its response, by the upstream that answered.");
-    for r in &total {
+    for r in total {
         for u in &r.upstreams {
             let h = u.latency.as_deref().cloned().unwrap_or_else(new_histogram);
             histogram_series(out, metric, &upstream_labels(r, u), &latency_buckets(&h));
