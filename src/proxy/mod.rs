@@ -59,6 +59,9 @@ pub async fn serve(core: Rc<Core>, mut stream: ServerStream, req: ProxyRequest) 
             None => {
                 // A keep-alive connection stays with the proxy: one of ringrelay's own
                 // routes is asked for on a new connection.
+                if let Some(note) = stream.access_mut() {
+                    note.set_request(&head.method, &head.path);
+                }
                 let refusal = crate::limits::Refusal::NotFound;
                 refusal.write(&core.stats, &mut stream).await;
                 return;
