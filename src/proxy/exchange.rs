@@ -9,12 +9,15 @@ use super::head::{
     client_closes, client_response, idempotent, parse_response, request_body, upstream_request,
     Body, Forwarding, Reply, UpstreamHead,
 };
+use super::upgrade::{asked, forward, Request, Upgraded};
 use super::{pick, state, table};
 use crate::auth::{token_from_request, unix_now, AuthError};
+use crate::context::admit::origin_refusal;
 use crate::context::Core;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::{RequestHead, Response};
 use crate::limits::client_ip::trusted;
+use crate::limits::Refusal;
 use crate::runtime::stream::ServerStream;
 use crate::stats::bump;
 use monoio::buf::IoBufMut;
@@ -24,7 +27,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 /// Counts a response by its status class.
-fn count_status(core: &Core, status: u16) {
+pub(super) fn count_status(core: &Core, status: u16) {
     let s = &core.stats;
     bump(
         match status {
@@ -38,7 +41,13 @@ fn count_status(core: &Core, status: u16) {
 }
 
 /// Writes one of the proxy's own answers (which closes the connection).
-async fn refuse(core: &Core, stream: &mut ServerStream, status: u16, code: &str, msg: &str) {
+pub(super) async fn refuse(
+    core: &Core,
+    stream: &mut ServerStream,
+    status: u16,
+    code: &str,
+    msg: &str,
+) {
     count_status(core, status);
     crate::http::write::refuse(&core.stats, stream, Response::error(status, code, msg)).await;
 }
@@ -76,17 +85,15 @@ async fn check(
             return None;
         }
     };
-    if head.header("upgrade").is_some() && head.header_count("connection") > 0 {
-        // Not built yet: an upgrade would otherwise reach the upstream as a plain request.
-        let msg = "upgrades through a proxy route are not supported yet";
-        refuse(core, stream, 501, "upgrade_unsupported", msg).await;
+    // Every request on the connection, as its first was at admission.
+    if let Some(reason) = origin_refusal(&cfg.security, head) {
+        count_status(core, 403);
+        Refusal::Origin(reason).write(&core.stats, stream).await;
         return None;
     }
     if cfg.proxy.routes[route].auth {
         if let Err(e) = authorized(core, head) {
-            crate::limits::Refusal::Auth(e)
-                .write(&core.stats, stream)
-                .await;
+            Refusal::Auth(e).write(&core.stats, stream).await;
             count_status(core, 401);
             return None;
         }
@@ -138,7 +145,16 @@ async fn check(
     })
 }
 
-/// One request and its response. Returns whether the client connection goes on.
+/// What the client connection does after an exchange.
+pub enum Step {
+    /// The next request.
+    Keep,
+    Close,
+    /// The upstream switched protocols: the two connections are joined from here on.
+    Upgraded(Box<Upgraded>),
+}
+
+/// One request and its response.
 pub async fn exchange(
     core: &Core,
     stream: &mut ServerStream,
@@ -146,11 +162,11 @@ pub async fn exchange(
     route: usize,
     peer: IpAddr,
     pending: &mut Vec<u8>,
-) -> bool {
+) -> Step {
     bump(&core.stats.proxy_requests, 1);
     let started = Instant::now();
     let Some(checked) = check(core, stream, head, route, pending).await else {
-        return false;
+        return Step::Close;
     };
     let cfg = core.config();
     let r = &cfg.proxy.routes[route];
@@ -173,14 +189,22 @@ pub async fn exchange(
             "the route is at its max_concurrent",
         )
         .await;
-        return false;
+        return Step::Close;
     }
     // The region the upstream was picked for, for the log line (the request's, else the
     // route's default or the node's).
     let region = checked.region.clone().unwrap_or_default();
-    let outcome = send(core, stream, head, route, peer, pending, checked).await;
+    let to = Request { route, peer };
+    let outcome = if asked(head, checked.body) {
+        forward(core, stream, head, &to, pending, checked.region.as_deref()).await
+    } else {
+        let (status, keep, upstream) =
+            send(core, stream, head, route, peer, pending, checked).await;
+        let step = if keep { Step::Keep } else { Step::Close };
+        (status, step, upstream)
+    };
     state::with(&cfg.proxy, |w| w.routes[route].in_flight -= 1);
-    let (status, keep, upstream) = outcome;
+    let (status, step, upstream) = outcome;
     tracing::info!(
         target: "ringrelay::proxy",
         method = %head.method,
@@ -191,7 +215,7 @@ pub async fn exchange(
         upstream = %upstream.map(|u| r.upstreams[u].url.as_str()).unwrap_or("-"),
         "proxied"
     );
-    keep
+    step
 }
 
 /// How one attempt at an upstream ended.
@@ -217,25 +241,11 @@ async fn send(
     checked: Checked,
 ) -> (u16, bool, Option<usize>) {
     let cfg = core.config();
-    let r = &cfg.proxy.routes[route];
     // A body can be sent once only: a request with one is never retried.
     let may_retry = idempotent(&head.method) && checked.body == Body::None;
     let mut tried = None;
     for attempt in 0..2 {
-        let now = Instant::now();
-        let pick = state::with(&cfg.proxy, |w| {
-            let st = &w.routes[route];
-            let c = pick::candidates(r, &st.health, checked.region.as_deref(), tried, now);
-            let (a, b) = (core.rng.bytes::<8>(), core.rng.bytes::<8>());
-            pick::two_choices(
-                r,
-                &st.health,
-                &c,
-                u64::from_le_bytes(a),
-                u64::from_le_bytes(b),
-            )
-        });
-        let Some(u) = pick else {
+        let Some(u) = pick_upstream(core, route, checked.region.as_deref(), tried) else {
             bump(&core.stats.proxy_no_upstream, 1);
             let msg = "no healthy upstream for this request's region";
             refuse(core, stream, 503, "no_upstream", msg).await;
@@ -248,19 +258,8 @@ async fn send(
         state::with(&cfg.proxy, |w| w.routes[route].health[u].outstanding += 1);
         let to = Target { route, upstream: u };
         let out = attempt_one(core, stream, head, &to, peer, pending, &checked).await;
-        state::with(&cfg.proxy, |w| {
-            let h = &mut w.routes[route].health[u];
-            h.outstanding -= 1;
-            match out {
-                Attempt::Done(..) => h.succeeded(),
-                _ => {
-                    if h.failed(&cfg.proxy, Instant::now()) {
-                        bump(&core.stats.proxy_ejections, 1);
-                        tracing::warn!(upstream = %r.upstreams[u].url, "upstream ejected");
-                    }
-                }
-            }
-        });
+        state::with(&cfg.proxy, |w| w.routes[route].health[u].outstanding -= 1);
+        judge(core, route, u, matches!(out, Attempt::Done(..)));
         match out {
             Attempt::Done(status, keep) => return (status, keep, Some(u)),
             Attempt::Failed(status) => return (status, false, Some(u)),
@@ -280,6 +279,46 @@ async fn send(
     (502, false, tried)
 }
 
+/// Picks an upstream of `route` for `region` (another than `tried`): two weighted random
+/// choices among the healthy ones, the one with fewer outstanding requests per weight.
+pub(super) fn pick_upstream(
+    core: &Core,
+    route: usize,
+    region: Option<&str>,
+    tried: Option<usize>,
+) -> Option<usize> {
+    let cfg = core.config();
+    let r = &cfg.proxy.routes[route];
+    state::with(&cfg.proxy, |w| {
+        let st = &w.routes[route];
+        let c = pick::candidates(r, &st.health, region, tried, Instant::now());
+        let (a, b) = (core.rng.bytes::<8>(), core.rng.bytes::<8>());
+        pick::two_choices(
+            r,
+            &st.health,
+            &c,
+            u64::from_le_bytes(a),
+            u64::from_le_bytes(b),
+        )
+    })
+}
+
+/// Records how an attempt at upstream `u` of `route` went: a response of any status resets
+/// its failures; a failure counts towards its ejection.
+pub(super) fn judge(core: &Core, route: usize, u: usize, answered: bool) {
+    let cfg = core.config();
+    state::with(&cfg.proxy, |w| {
+        let h = &mut w.routes[route].health[u];
+        if answered {
+            h.succeeded();
+        } else if h.failed(&cfg.proxy, Instant::now()) {
+            bump(&core.stats.proxy_ejections, 1);
+            let url = &cfg.proxy.routes[route].upstreams[u].url;
+            tracing::warn!(upstream = %url, "upstream ejected");
+        }
+    })
+}
+
 struct Target {
     route: usize,
     upstream: usize,
@@ -296,13 +335,41 @@ async fn connect(core: &Core, to: &Target) -> Option<(TcpStream, bool)> {
         return Some((conn, true));
     }
     let addr = cfg.proxy.routes[to.route].upstreams[to.upstream].addr;
-    let conn = monoio::time::timeout(cfg.proxy.connect_timeout, TcpStream::connect(addr))
+    Some((dial(core, addr).await?, false))
+}
+
+/// A new connection to `addr` within `proxy.connect_timeout`.
+pub(super) async fn dial(core: &Core, addr: std::net::SocketAddr) -> Option<TcpStream> {
+    let timeout = core.config().proxy.connect_timeout;
+    let conn = monoio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .ok()?
         .ok()?;
     let _ = conn.set_nodelay(true);
     bump(&core.stats.proxy_upstream_connects, 1);
-    Some((conn, false))
+    Some(conn)
+}
+
+/// The forwarding headers' inputs for a request to upstream `u` of `route`.
+pub(super) fn forwarding<'a>(
+    core: &Core,
+    stream: &ServerStream,
+    head: &'a RequestHead,
+    route: &'a crate::config::ProxyRoute,
+    u: usize,
+    peer: IpAddr,
+) -> Forwarding<'a> {
+    let host = match route.preserve_host {
+        true => head.header("host"),
+        false => None,
+    };
+    Forwarding {
+        peer,
+        peer_trusted: trusted(peer, &core.config().security.trusted_proxies),
+        tls: stream.tls().is_some(),
+        host: host.unwrap_or(&route.upstreams[u].authority),
+        drop_authorization: route.auth,
+    }
 }
 
 /// One attempt: connect, send the head and body, read the response head, stream it back.
@@ -320,20 +387,7 @@ async fn attempt_one(
     let Some((mut up, reused)) = connect(core, to).await else {
         return Attempt::Retry;
     };
-    let host = if r.preserve_host {
-        head.header("host")
-            .unwrap_or(&r.upstreams[to.upstream].authority)
-    } else {
-        &r.upstreams[to.upstream].authority
-    };
-    let sec = &cfg.security;
-    let fw = Forwarding {
-        peer,
-        peer_trusted: trusted(peer, &sec.trusted_proxies),
-        tls: stream.tls().is_some(),
-        host,
-        drop_authorization: r.auth,
-    };
+    let fw = forwarding(core, stream, head, r, to.upstream, peer);
     let target = table::upstream_target(r, head);
     let bytes = upstream_request(head, &target, checked.body, &fw);
     let n = bytes.len();
@@ -400,11 +454,14 @@ async fn send_body(
     }
 }
 
-/// Reads the response head within `proxy.response_timeout`, skipping interim (1xx) ones.
-async fn read_response(
+/// Reads the response head within `proxy.response_timeout`, skipping interim (1xx) ones; a
+/// 101 is the answer to an upgrade (`upgrade`), and a broken response to anything else.
+/// `Err((timed out, any byte of a response seen))`.
+pub(super) async fn read_response(
     core: &Core,
     up: &mut TcpStream,
     head_request: bool,
+    upgrade: bool,
 ) -> Result<(UpstreamHead, Vec<u8>), (bool, bool)> {
     let cfg = core.config();
     let deadline = Instant::now() + cfg.proxy.response_timeout;
@@ -415,7 +472,7 @@ async fn read_response(
                 buf.drain(..n);
                 continue;
             }
-            Ok(Some((h, n))) if h.status != 101 => {
+            Ok(Some((h, n))) if h.status != 101 || upgrade => {
                 buf.drain(..n);
                 return Ok((h, buf));
             }
@@ -435,7 +492,6 @@ async fn read_response(
         buf = slice.into_inner();
         match res {
             Ok(n) if n > 0 => {}
-            // (timed out, any byte of a response seen)
             _ => return Err((false, len > 0)),
         }
     }
@@ -452,7 +508,7 @@ async fn respond(
     reused: bool,
 ) -> Attempt {
     let cfg = core.config();
-    let (resp, mut rest) = match read_response(core, &mut up, head.method == "HEAD").await {
+    let (resp, mut rest) = match read_response(core, &mut up, head.method == "HEAD", false).await {
         Ok(x) => x,
         Err((true, _)) => {
             bump(&core.stats.proxy_upstream_timeouts, 1);

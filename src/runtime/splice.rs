@@ -9,8 +9,10 @@
 use monoio::io::splice::{SpliceDestination, SpliceSource};
 use monoio::net::unix::new_pipe;
 use monoio::net::TcpStream;
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
+use std::time::Duration;
 
 /// What one splice moves at most: a pipe's default capacity (16 pages).
 pub const SLICE: u32 = 64 * 1024;
@@ -71,5 +73,18 @@ pub async fn pump(src: &mut TcpStream, dst: &mut TcpStream, pace: &impl Pace) ->
             }
         }
         pace.moved(n, true);
+    }
+}
+
+/// Ends when nothing has moved for `idle`: `last` is when a byte last moved, in the
+/// milliseconds of `now_ms` (the worker's clock).
+pub async fn idle_for(last: &Cell<u64>, idle: Duration, now_ms: impl Fn() -> u64) {
+    let idle_ms = idle.as_millis() as u64;
+    loop {
+        let since = now_ms().saturating_sub(last.get());
+        if since >= idle_ms {
+            return;
+        }
+        monoio::time::sleep(Duration::from_millis(idle_ms - since)).await;
     }
 }

@@ -8,13 +8,12 @@
 use super::book::Tunnel;
 use crate::context::Core;
 use crate::limits::IpCharge;
-use crate::runtime::splice::{halves, pump, Pace};
+use crate::runtime::splice::{halves, idle_for, pump, Pace};
 use crate::stats::bump;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use std::cell::Cell;
 use std::rc::Rc;
-use std::time::Duration;
 
 /// A data connection, upgraded: its socket, the bytes the client sent after its request
 /// head (the start of the stream), and its place in its client's count of connections.
@@ -58,21 +57,9 @@ pub async fn join(core: Rc<Core>, tunnel: Rc<Tunnel>, mut public: TcpStream, dat
     };
     monoio::select! {
         _ = both => {}
-        _ = watch_idle(&core, &last, idle) => {
+        _ = idle_for(&last, idle, || core.clock.now_ms()) => {
             bump(&core.stats.tunnel_idle_timeouts, 1);
         }
-    }
-}
-
-/// Ends when the pair has moved no byte for `idle`.
-async fn watch_idle(core: &Core, last: &Cell<u64>, idle: Duration) {
-    let idle_ms = idle.as_millis() as u64;
-    loop {
-        let since = core.clock.now_ms().saturating_sub(last.get());
-        if since >= idle_ms {
-            return;
-        }
-        monoio::time::sleep(Duration::from_millis(idle_ms - since)).await;
     }
 }
 
