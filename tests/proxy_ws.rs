@@ -113,6 +113,53 @@ fn refusing_backend() -> SocketAddr {
     addr
 }
 
+/// A plain HTTP backend: `200 ok` to every request, keep-alive.
+fn http_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while s.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                    if head.ends_with(b"\r\n\r\n") {
+                        head.clear();
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(ok).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a GET on `s` and reads its answer's head and body (a Content-Length one).
+fn get(s: &mut TcpStream, path: &str, extra: &str) -> String {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+        got.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&got).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
 fn routes(upstreams: &[(String, &str)]) -> String {
     let ups: Vec<String> = upstreams
         .iter()
@@ -338,6 +385,50 @@ fn origins_apply_to_proxied_upgrades(driver: &str) {
     assert_eq!(counter(&srv, "origin_refused"), 1);
 }
 
+/// Before: plain HTTP connections on a proxy route were neither counted among their client's
+/// open connections nor checked for their Origin: the third connection here got 200, and so
+/// did the foreign Origin. Now, with `limits.max_connections_per_ip = 2`, two kept-alive
+/// proxied connections hold the address's allowance (429 for a third) while a control pair
+/// flows; a later request with a foreign Origin on a kept-alive connection gets 403 and ends
+/// it, which gives its place back.
+fn plain_proxied_connections_are_counted_and_checked_too(driver: &str) {
+    let addr = http_backend();
+    let env = [
+        ("RINGRELAY_LIMITS_MAX_CONNECTIONS_PER_IP", "2"),
+        ("RINGRELAY_SECURITY_ALLOWED_ORIGINS", "https://app.example"),
+    ];
+    let srv = proxy(driver, &routes(&[(format!("http://{addr}"), "1")]), &env);
+    let mut control = Control::new(&srv);
+    let mut held: Vec<TcpStream> = (0..2).map(|_| tcp_from("127.0.0.5", srv.addr)).collect();
+    for s in &mut held {
+        let r = get(s, "/a", "");
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok"), "{r}");
+    }
+    let mut third = tcp_from("127.0.0.5", srv.addr);
+    let r = get(&mut third, "/b", "");
+    assert!(r.starts_with("HTTP/1.1 429"), "{r}");
+    assert!(r.contains("too_many_connections"), "{r}");
+    control.flows();
+    let r = get(&mut held[0], "/c", "Origin: https://app.example\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = get(&mut held[0], "/d", "Origin: https://evil.example\r\n");
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(r.contains("origin_not_allowed"), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&mut tcp_from("127.0.0.5", srv.addr), "/e", "");
+        if r.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the place was never given back: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    control.flows();
+}
+
 /// Each test once per driver, as separate tests (they run side by side).
 macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
@@ -356,4 +447,5 @@ on_both_drivers!(
     an_idle_upgrade_is_closed_and_a_busy_one_is_not,
     the_per_ip_limit_refuses_the_next_proxied_connection,
     origins_apply_to_proxied_upgrades,
+    plain_proxied_connections_are_counted_and_checked_too,
 );
