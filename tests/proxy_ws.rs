@@ -429,6 +429,35 @@ fn plain_proxied_connections_are_counted_and_checked_too(driver: &str) {
     control.flows();
 }
 
+/// Before: 501. Now a joined upgrade takes a place among the server's connections: with
+/// `limits.max_connections = 3` (no reconnect reserve), a relay peer and two proxied
+/// WebSockets fill it, the third is refused 503 `at_capacity` with Retry-After before any
+/// upstream is asked, and /health counts all three.
+fn joined_upgrades_count_towards_the_servers_capacity(driver: &str) {
+    let one = WsBackend::start("one");
+    let env = [
+        ("RINGRELAY_LIMITS_MAX_CONNECTIONS", "3"),
+        ("RINGRELAY_LIMITS_RECONNECT_RESERVE_PERCENT", "0"),
+    ];
+    let srv = proxy(driver, &routes(&[(one.url(), "1")]), &env);
+    let _relay = through(&srv, "127.0.0.2", "/v1/relay/cap?role=a", &[]).unwrap();
+    let mut held: Vec<Ws> = (0..2)
+        .map(|_| through(&srv, "127.0.0.1", "/cap", &[]).unwrap())
+        .collect();
+    for ws in &mut held {
+        recv_text(ws);
+    }
+    let Err((status, head, body)) = through(&srv, "127.0.0.1", "/over", &[]) else {
+        panic!("the upgrade over capacity went through");
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("at_capacity"), "{body}");
+    assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+    let (_, _, health) = common::get(srv.admin, "/health");
+    let v: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(v["capacity"]["connections"]["active"], 3, "{v}");
+}
+
 /// Each test once per driver, as separate tests (they run side by side).
 macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
@@ -448,4 +477,5 @@ on_both_drivers!(
     the_per_ip_limit_refuses_the_next_proxied_connection,
     origins_apply_to_proxied_upgrades,
     plain_proxied_connections_are_counted_and_checked_too,
+    joined_upgrades_count_towards_the_servers_capacity,
 );
