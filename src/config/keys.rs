@@ -485,5 +485,8 @@ config_keys! {
         eject_after: usize { default: 3, parse: Int(1, 1000) }
         /// First ejection's length; doubled for each ejection in a row, up to 64 times it.
         eject_backoff: Duration { default: secs(2), parse: Dur::POSITIVE }
+        /// A WebSocket (or other upgrade) joined to its upstream with no byte either way for
+        /// this long is closed, both sides.
+        upgrade_idle_timeout: Duration { default: secs(3600), parse: Dur::POSITIVE }
     }
 }

@@ -177,6 +177,7 @@ pub const LIVE_KEYS: &[&str] = &[
     "proxy.pool_idle_timeout",
     "proxy.eject_after",
     "proxy.eject_backoff",
+    "proxy.upgrade_idle_timeout",
 ];
 
 /// Whether a reload applies `key` (a dotted name from the table).

@@ -27,7 +27,7 @@ pub fn count_open(core: &Core, ip: IpAddr) -> Result<IpCharge, Refusal> {
 
 /// `None` when the request's Origin may connect. Browsers always send one on a WebSocket
 /// upgrade; native clients usually do not.
-fn origin_refusal(sec: &SecurityConfig, head: &RequestHead) -> Option<&'static str> {
+pub fn origin_refusal(sec: &SecurityConfig, head: &RequestHead) -> Option<&'static str> {
     match head.header_count("origin") {
         0 if sec.require_origin => Some("an Origin header is required"),
         0 => None,
@@ -153,6 +153,33 @@ fn by_certificate(
     Err(Refusal::Auth(refused))
 }
 
+/// The per-IP connection rate, then the Origin: what every public request passes before its
+/// credentials are looked at.
+fn gate(core: &Core, head: &RequestHead, ip: IpAddr) -> Result<(), Refusal> {
+    // A fresh reading (one per handshake, not per message): the coarse tick may be a second
+    // old, which would skew a rate of a few per second.
+    if let Err(r) = core.ip_limits.admit_connect(ip, core.clock.tick()) {
+        return Err(Refusal::IpRate(r));
+    }
+    if let Some(reason) = origin_refusal(&core.config().security, head) {
+        return Err(Refusal::Origin(reason));
+    }
+    Ok(())
+}
+
+/// Admits a connection for a proxy route (`proxy.routes`) from `ip` on `ip`'s home core: the
+/// rate, the Origin and the count of open connections, as every public request. A token is
+/// the route's own affair (`auth = true`), checked by the proxy on each request.
+pub fn admit_proxied(core: &Core, head: &RequestHead, ip: IpAddr) -> Result<Admitted, Refusal> {
+    gate(core, head, ip)?;
+    let charge = count_open(core, ip)?;
+    Ok(Admitted {
+        ip,
+        role: None,
+        charge: Some(charge),
+    })
+}
+
 /// Admits a request from `ip` (the client, already resolved) on `ip`'s home core.
 /// `tls`: the connection's TLS session, whose verified client certificate may stand in for a
 /// token.
@@ -163,15 +190,7 @@ pub fn admit(
     route: &Route,
     tls: Option<&TlsSession>,
 ) -> Result<Admitted, Refusal> {
-    let sec = &core.config().security;
-    // A fresh reading (one per handshake, not per message): the coarse tick may be a second
-    // old, which would skew a rate of a few per second.
-    if let Err(r) = core.ip_limits.admit_connect(ip, core.clock.tick()) {
-        return Err(Refusal::IpRate(r));
-    }
-    if let Some(reason) = origin_refusal(sec, head) {
-        return Err(Refusal::Origin(reason));
-    }
+    gate(core, head, ip)?;
     let role = authorize(core, head, route, tls)?;
     // Counted from here until the connection ends, wherever it then lives: the count and its
     // limit are on this core, the client's home.

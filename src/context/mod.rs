@@ -128,6 +128,9 @@ pub struct Core {
     pub rng: CoreRng,
     /// This worker's tunnels, for /stats (`tunnel/`).
     pub tunnel_gauges: crate::limits::tunnels::TunnelGauges,
+    /// Upgrades through a proxy route joined to their upstream here now: counted with the
+    /// relay's connections for `limits.max_connections` and the worker's limit.
+    pub proxy_upgrades: Cell<u64>,
     next_id: Cell<u64>,
     /// Closed when the server shuts down; every waiter wakes with an error.
     pub shutdown: Semaphore,
@@ -170,6 +173,7 @@ impl Core {
             cluster_local: crate::fleet::local::Local::new(shared.cluster_tls.clone()),
             rng: CoreRng::new(),
             tunnel_gauges: Default::default(),
+            proxy_upgrades: Cell::new(0),
             next_id: Cell::new(0),
             shutdown: Semaphore::new(0),
             live: RefCell::new(Rc::new(Config::clone(&shared.config))),
@@ -318,6 +322,7 @@ impl Core {
                     self.tunnel_gauges.waiting.get(),
                 ),
                 ("tunnel_connections_open", self.tunnel_gauges.joined.get()),
+                ("proxy_upgrades_open", self.proxy_upgrades.get()),
             ],
             latency: self.latency.snapshot(),
             sizes: crate::stats::sizes::this_core(),
@@ -330,7 +335,7 @@ impl Core {
     pub fn publish_gauges(&self) {
         let g = self.gauges();
         g.set(
-            self.registry.peer_count() as u64,
+            self.registry.peer_count() as u64 + self.proxy_upgrades.get(),
             self.registry.session_count() as u64,
         );
     }

@@ -9,13 +9,16 @@ use super::head::{
     client_closes, client_response, idempotent, parse_response, request_body, upstream_request,
     Body, Forwarding, Reply, UpstreamHead,
 };
+use super::upgrade::{asked, forward, Request, Upgraded};
 use super::{pick, state, table};
 use crate::auth::{token_from_request, unix_now, AuthError};
+use crate::context::admit::origin_refusal;
 use crate::context::Core;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::write::AnswerStream;
 use crate::http::{RequestHead, Response};
 use crate::limits::client_ip::trusted;
+use crate::limits::Refusal;
 use crate::runtime::stream::ServerStream;
 use crate::stats::bump;
 use monoio::buf::IoBufMut;
@@ -26,7 +29,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 /// Counts a response by its status class.
-fn count_status(core: &Core, status: u16) {
+pub(super) fn count_status(core: &Core, status: u16) {
     let s = &core.stats;
     bump(
         match status {
@@ -40,7 +43,13 @@ fn count_status(core: &Core, status: u16) {
 }
 
 /// Writes one of the proxy's own answers (which closes the connection).
-async fn refuse(core: &Core, stream: &mut ServerStream, status: u16, code: &str, msg: &str) {
+pub(super) async fn refuse(
+    core: &Core,
+    stream: &mut ServerStream,
+    status: u16,
+    code: &str,
+    msg: &str,
+) {
     count_status(core, status);
     let note = detach(stream);
     crate::http::write::refuse(&core.stats, stream, Response::error(status, code, msg)).await;
@@ -90,18 +99,18 @@ async fn check(
             return Err(400);
         }
     };
-    if head.header("upgrade").is_some() && head.header_count("connection") > 0 {
-        // Not built yet: an upgrade would otherwise reach the upstream as a plain request.
-        let msg = "upgrades through a proxy route are not supported yet";
-        refuse(core, stream, 501, "upgrade_unsupported", msg).await;
-        return Err(501);
+    // Every request on the connection, as its first was at admission.
+    if let Some(reason) = origin_refusal(&cfg.security, head) {
+        count_status(core, 403);
+        let note = detach(stream);
+        Refusal::Origin(reason).write(&core.stats, stream).await;
+        stream.set_access(note);
+        return Err(403);
     }
     if cfg.proxy.routes[route].auth {
         if let Err(e) = authorized(core, head) {
             let note = detach(stream);
-            crate::limits::Refusal::Auth(e)
-                .write(&core.stats, stream)
-                .await;
+            Refusal::Auth(e).write(&core.stats, stream).await;
             stream.set_access(note);
             count_status(core, 401);
             return Err(401);
@@ -155,7 +164,16 @@ async fn check(
     })
 }
 
-/// One request and its response. Returns whether the client connection goes on.
+/// What the client connection does after an exchange.
+pub enum Step {
+    /// The next request.
+    Keep,
+    Close,
+    /// The upstream switched protocols: the two connections are joined from here on.
+    Upgraded(Box<Upgraded>),
+}
+
+/// One request and its response.
 pub async fn exchange(
     core: &Core,
     stream: &mut ServerStream,
@@ -163,7 +181,7 @@ pub async fn exchange(
     route: usize,
     peer: IpAddr,
     pending: &mut Vec<u8>,
-) -> bool {
+) -> Step {
     bump(&core.stats.proxy_requests, 1);
     let started = Instant::now();
     if let Some(note) = stream.access_mut() {
@@ -171,12 +189,12 @@ pub async fn exchange(
         note.set_request(&head.method, &head.path);
         note.route = "proxy";
     }
-    let (status, keep, upstream, checked) = match check(core, stream, head, route, pending).await {
-        Err(status) => (status, false, None, None),
+    let (status, step, upstream, checked) = match check(core, stream, head, route, pending).await {
+        Err(status) => (status, Step::Close, None, None),
         Ok(checked) => {
-            let (status, keep, upstream) =
+            let (status, step, upstream) =
                 admitted(core, stream, head, route, peer, pending, &checked).await;
-            (status, keep, upstream, Some(checked))
+            (status, step, upstream, Some(checked))
         }
     };
     let cfg = core.config();
@@ -211,11 +229,11 @@ pub async fn exchange(
         bytes: moved,
     };
     crate::stats::access::proxied(&core.stats, stream.access_note(), line);
-    keep
+    step
 }
 
-/// A request past the checks: the route's concurrency cap, then the upstreams. Returns
-/// (status, keep, upstream).
+/// A request past the checks: the route's concurrency cap, then the upstreams (an upgrade's
+/// own way when it asks for one). Returns (status, what the connection does, upstream).
 async fn admitted(
     core: &Core,
     stream: &mut ServerStream,
@@ -224,7 +242,7 @@ async fn admitted(
     peer: IpAddr,
     pending: &mut Vec<u8>,
     checked: &Checked,
-) -> (u16, bool, Option<usize>) {
+) -> (u16, Step, Option<usize>) {
     let cfg = core.config();
     let cap = cfg.proxy.routes[route].max_concurrent;
     let full = state::with(&cfg.proxy, |w| {
@@ -239,9 +257,17 @@ async fn admitted(
         bump(&core.stats.proxy_no_upstream, 1);
         let msg = "the route is at its max_concurrent";
         refuse(core, stream, 503, "no_upstream", msg).await;
-        return (503, false, None);
+        return (503, Step::Close, None);
     }
-    let outcome = send(core, stream, head, route, peer, pending, checked).await;
+    let outcome = if asked(head, checked.body) {
+        let to = Request { route, peer };
+        forward(core, stream, head, &to, pending, checked.region.as_deref()).await
+    } else {
+        let (status, keep, upstream) =
+            send(core, stream, head, route, peer, pending, checked).await;
+        let step = if keep { Step::Keep } else { Step::Close };
+        (status, step, upstream)
+    };
     state::with(&cfg.proxy, |w| w.routes[route].in_flight -= 1);
     outcome
 }
@@ -269,25 +295,11 @@ async fn send(
     checked: &Checked,
 ) -> (u16, bool, Option<usize>) {
     let cfg = core.config();
-    let r = &cfg.proxy.routes[route];
     // A body can be sent once only: a request with one is never retried.
     let may_retry = idempotent(&head.method) && checked.body == Body::None;
     let mut tried = None;
     for attempt in 0..2 {
-        let now = Instant::now();
-        let pick = state::with(&cfg.proxy, |w| {
-            let st = &w.routes[route];
-            let c = pick::candidates(r, &st.health, checked.region.as_deref(), tried, now);
-            let (a, b) = (core.rng.bytes::<8>(), core.rng.bytes::<8>());
-            pick::two_choices(
-                r,
-                &st.health,
-                &c,
-                u64::from_le_bytes(a),
-                u64::from_le_bytes(b),
-            )
-        });
-        let Some(u) = pick else {
+        let Some(u) = pick_upstream(core, route, checked.region.as_deref(), tried) else {
             bump(&core.stats.proxy_no_upstream, 1);
             let msg = "no healthy upstream for this request's region";
             refuse(core, stream, 503, "no_upstream", msg).await;
@@ -321,26 +333,61 @@ async fn send(
     (502, false, tried)
 }
 
+/// Picks an upstream of `route` for `region` (another than `tried`): two weighted random
+/// choices among the healthy ones, the one with fewer outstanding requests per weight.
+pub(super) fn pick_upstream(
+    core: &Core,
+    route: usize,
+    region: Option<&str>,
+    tried: Option<usize>,
+) -> Option<usize> {
+    let cfg = core.config();
+    let r = &cfg.proxy.routes[route];
+    state::with(&cfg.proxy, |w| {
+        let st = &w.routes[route];
+        let c = pick::candidates(r, &st.health, region, tried, Instant::now());
+        let (a, b) = (core.rng.bytes::<8>(), core.rng.bytes::<8>());
+        pick::two_choices(
+            r,
+            &st.health,
+            &c,
+            u64::from_le_bytes(a),
+            u64::from_le_bytes(b),
+        )
+    })
+}
+
 struct Target {
     route: usize,
     upstream: usize,
 }
 
-/// What an attempt's end does to its upstream on this worker: health (a failure may eject
-/// it; on a checked route until its checks pass) and figures.
+/// What an attempt's end does to its upstream on this worker: its outstanding count, then
+/// [`judge`].
 fn attempted(core: &Core, to: &Target, out: &Attempt) {
     let cfg = core.config();
-    let r = &cfg.proxy.routes[to.route];
     state::with(&cfg.proxy, |w| {
-        let st = &mut w.routes[to.route];
-        let (h, fig) = (
-            &mut st.health[to.upstream],
-            &mut st.fig.upstreams[to.upstream],
-        );
-        h.outstanding -= 1;
-        if let Attempt::Done(status, _) = out {
+        w.routes[to.route].health[to.upstream].outstanding -= 1
+    });
+    let answered = match out {
+        Attempt::Done(status, _) => Some(*status),
+        _ => None,
+    };
+    judge(core, to.route, to.upstream, answered);
+}
+
+/// Records how an attempt at upstream `u` of `route` went on this worker: `Some(status)`, it
+/// answered (any status resets its failures); `None`, a failure, which may eject it (on a
+/// checked route until its checks pass). Health and figures alike.
+pub(super) fn judge(core: &Core, route: usize, u: usize, answered: Option<u16>) {
+    let cfg = core.config();
+    let r = &cfg.proxy.routes[route];
+    state::with(&cfg.proxy, |w| {
+        let st = &mut w.routes[route];
+        let (h, fig) = (&mut st.health[u], &mut st.fig.upstreams[u]);
+        if let Some(status) = answered {
             h.succeeded();
-            fig.responses[crate::stats::proxy::class(*status)] += 1;
+            fig.responses[crate::stats::proxy::class(status)] += 1;
             return;
         }
         fig.failures += 1;
@@ -350,7 +397,7 @@ fn attempted(core: &Core, to: &Target, out: &Attempt) {
             if r.health.is_some() {
                 super::health::ejected(h);
             }
-            tracing::warn!(upstream = %r.upstreams[to.upstream].url, "upstream ejected");
+            tracing::warn!(upstream = %r.upstreams[u].url, "upstream ejected");
         }
     });
 }
@@ -366,13 +413,41 @@ async fn connect(core: &Core, to: &Target) -> Option<(TcpStream, bool)> {
         return Some((conn, true));
     }
     let addr = cfg.proxy.routes[to.route].upstreams[to.upstream].addr;
-    let conn = monoio::time::timeout(cfg.proxy.connect_timeout, TcpStream::connect(addr))
+    Some((dial(core, addr).await?, false))
+}
+
+/// A new connection to `addr` within `proxy.connect_timeout`.
+pub(super) async fn dial(core: &Core, addr: std::net::SocketAddr) -> Option<TcpStream> {
+    let timeout = core.config().proxy.connect_timeout;
+    let conn = monoio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .ok()?
         .ok()?;
     let _ = conn.set_nodelay(true);
     bump(&core.stats.proxy_upstream_connects, 1);
-    Some((conn, false))
+    Some(conn)
+}
+
+/// The forwarding headers' inputs for a request to upstream `u` of `route`.
+pub(super) fn forwarding<'a>(
+    core: &Core,
+    stream: &ServerStream,
+    head: &'a RequestHead,
+    route: &'a crate::config::ProxyRoute,
+    u: usize,
+    peer: IpAddr,
+) -> Forwarding<'a> {
+    let host = match route.preserve_host {
+        true => head.header("host"),
+        false => None,
+    };
+    Forwarding {
+        peer,
+        peer_trusted: trusted(peer, &core.config().security.trusted_proxies),
+        tls: stream.tls().is_some(),
+        host: host.unwrap_or(&route.upstreams[u].authority),
+        drop_authorization: route.auth,
+    }
 }
 
 /// One attempt: a connection (counted busy while it carries the exchange), then the rest.
@@ -416,20 +491,7 @@ async fn attempt_on(
 ) -> Attempt {
     let cfg = core.config();
     let r = &cfg.proxy.routes[to.route];
-    let host = if r.preserve_host {
-        head.header("host")
-            .unwrap_or(&r.upstreams[to.upstream].authority)
-    } else {
-        &r.upstreams[to.upstream].authority
-    };
-    let sec = &cfg.security;
-    let fw = Forwarding {
-        peer,
-        peer_trusted: trusted(peer, &sec.trusted_proxies),
-        tls: stream.tls().is_some(),
-        host,
-        drop_authorization: r.auth,
-    };
+    let fw = forwarding(core, stream, head, r, to.upstream, peer);
     let target = table::upstream_target(r, head);
     let bytes = upstream_request(head, &target, checked.body, &fw);
     let n = bytes.len();
@@ -500,10 +562,11 @@ async fn send_body(
 }
 
 /// Reads the response head within `proxy.response_timeout`, skipping interim (1xx) ones.
-async fn read_response(
+pub(super) async fn read_response(
     core: &Core,
     up: &mut TcpStream,
     head_request: bool,
+    upgrade: bool,
 ) -> Result<(UpstreamHead, Vec<u8>), (bool, bool)> {
     let cfg = core.config();
     let deadline = Instant::now() + cfg.proxy.response_timeout;
@@ -514,7 +577,7 @@ async fn read_response(
                 buf.drain(..n);
                 continue;
             }
-            Ok(Some((h, n))) if h.status != 101 => {
+            Ok(Some((h, n))) if h.status != 101 || upgrade => {
                 buf.drain(..n);
                 return Ok((h, buf));
             }
@@ -552,7 +615,7 @@ async fn respond(
     checked: &Checked,
 ) -> Attempt {
     let cfg = core.config();
-    let (resp, mut rest) = match read_response(core, &mut up, head.method == "HEAD").await {
+    let (resp, mut rest) = match read_response(core, &mut up, head.method == "HEAD", false).await {
         Ok(x) => x,
         Err((true, _)) => {
             bump(&core.stats.proxy_upstream_timeouts, 1);

@@ -1,7 +1,8 @@
 //! The region-aware reverse proxy (docs/proxy.md): requests for paths none of ringrelay's own
 //! routes take, matched by `proxy.routes`, are forwarded to an upstream HTTP/1.1 server of
 //! the region they ask for, on the worker that read them, with its keep-alive pool. One
-//! exchange at a time per client connection, so pipelined requests are answered in order.
+//! exchange at a time per client connection, so pipelined requests are answered in order. An
+//! upgrade the upstream accepts (101) joins the two connections byte for byte (`upgrade`).
 #![forbid(unsafe_code)]
 
 mod body;
@@ -12,6 +13,7 @@ mod pick;
 mod state;
 pub mod stats;
 mod table;
+mod upgrade;
 
 pub use table::route_for;
 
@@ -33,6 +35,9 @@ pub struct ProxyRequest {
     pub route: usize,
     /// The direct peer.
     pub peer: IpAddr,
+    /// The client's place in its count of open connections (admission, on its home core),
+    /// held until the connection, and any upgrade joined on it, is gone.
+    pub charge: Option<crate::limits::IpCharge>,
 }
 
 /// Serves a client connection's requests, the first already read, until it closes, a
@@ -43,12 +48,14 @@ pub async fn serve(core: Rc<Core>, mut stream: ServerStream, req: ProxyRequest) 
         extra,
         mut route,
         peer,
+        charge: _charge,
     } = req;
     let mut pending = extra;
     loop {
-        let keep = exchange::exchange(&core, &mut stream, &head, route, peer, &mut pending).await;
-        if !keep {
-            return;
+        match exchange::exchange(&core, &mut stream, &head, route, peer, &mut pending).await {
+            exchange::Step::Keep => {}
+            exchange::Step::Close => return,
+            exchange::Step::Upgraded(up) => return upgrade::join(&core, stream, *up).await,
         }
         let Some(next) = next_head(&core, &mut stream, &mut pending).await else {
             return;

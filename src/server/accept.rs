@@ -11,7 +11,7 @@ use crate::cluster::carry::{carry, OwnerNode};
 use crate::cluster::inbound::accept_link;
 use crate::cluster::place::{place, region_hint, Placement};
 use crate::config::{ClientIpHeader, EchoRoute};
-use crate::context::admit::{admit, count_open};
+use crate::context::admit::{admit, admit_proxied, count_open};
 use crate::context::Core;
 use crate::fleet::local::Origin;
 use crate::http::route::{route, RelayTarget};
@@ -468,7 +468,7 @@ async fn http_phase(core: &Rc<Core>, stream: &mut ServerStream, mut arrival: Arr
             return to_session(core, stream, req, admitted, slot, r).await;
         }
         (Listener::Public, Route::NotFound) if proxied(core, &req.head).is_some() => {
-            return to_proxy(core, req, slot);
+            return to_proxy(core, stream, req, admitted, slot).await;
         }
         _ => Refusal::NotFound.write(&core.stats, stream).await,
     }
@@ -480,8 +480,20 @@ fn proxied(core: &Core, head: &RequestHead) -> Option<usize> {
     crate::proxy::route_for(&core.config().proxy.routes, head)
 }
 
-/// A request for a proxy route: served on this worker, its handshake over.
-fn to_proxy(core: &Core, mut req: Request, slot: Option<HandshakeSlot>) -> Next {
+/// A request for a proxy route: admitted on its client's home core (the rate, the Origin,
+/// the client's count of open connections, held until the connection and any upgrade joined
+/// on it are gone), then served on that worker, its handshake over.
+async fn to_proxy(
+    core: &Core,
+    stream: &mut ServerStream,
+    req: Request,
+    admitted: Option<Admitted>,
+    slot: Option<HandshakeSlot>,
+) -> Next {
+    let (mut req, mut admitted) = match admission(core, stream, req, admitted, None).await {
+        Ok(a) => a,
+        Err(next) => return next,
+    };
     drop(slot);
     let route = proxied(core, &req.head).expect("matched above");
     Next::Proxy(Box::new(crate::proxy::ProxyRequest {
@@ -489,6 +501,7 @@ fn to_proxy(core: &Core, mut req: Request, slot: Option<HandshakeSlot>) -> Next 
         head: req.head,
         route,
         peer: req.peer,
+        charge: admitted.charge.take(),
     }))
 }
 
@@ -750,7 +763,7 @@ async fn to_session(
     mut slot: Option<HandshakeSlot>,
     r: Route,
 ) -> Next {
-    let (req, admitted) = match admission(core, stream, req, admitted, &r).await {
+    let (req, admitted) = match admission(core, stream, req, admitted, Some(&r)).await {
         Ok(admitted) => admitted,
         Err(next) => return next,
     };
@@ -870,14 +883,14 @@ async fn to_tunnel(
 
 /// Admission, on the client's home core. A connection another core admitted and counted goes
 /// on; one carried in from another node (admitted there) is counted here too, as a local peer
-/// is; any other is admitted here (rate, Origin, token, count). `Err`: handed to the client's
-/// home core, or refused.
+/// is; any other is admitted here (rate, Origin, token, count; `r` is `None` for a proxy
+/// route, whose token the proxy checks). `Err`: handed to the client's home core, or refused.
 async fn admission(
     core: &Core,
     stream: &mut ServerStream,
     req: Request,
     admitted: Option<Admitted>,
-    r: &Route,
+    r: Option<&Route>,
 ) -> Result<(Request, Admitted), Next> {
     let ip = match &admitted {
         Some(a) => a.ip,
@@ -908,7 +921,11 @@ async fn admission(
             a.charge = Some(c);
             a
         }),
-        None => admit(core, &req.head, ip, r, stream.tls()).inspect_err(|refusal| {
+        None => match r {
+            Some(r) => admit(core, &req.head, ip, r, stream.tls()),
+            None => admit_proxied(core, &req.head, ip),
+        }
+        .inspect_err(|refusal| {
             tracing::debug!(
                 target = %log_target(&req.head),
                 status = refusal.response().status,

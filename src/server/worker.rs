@@ -63,7 +63,8 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener, tls:
                 // Carried peers and bridged requests hold descriptors here too.
                 let busy = core.registry.peer_count()
                     + core.cluster_local.carry_count()
-                    + core.bridge.connections();
+                    + core.bridge.connections()
+                    + core.proxy_upgrades.get() as usize;
                 if busy >= max_conns {
                     // Over TLS no plain answer can be read: the connection is just closed.
                     if !tls {

@@ -261,6 +261,7 @@ pub fn gauge_help(name: &str) -> &'static str {
         "tunnels" => "Tunnels held on this core, those in their reconnect grace included.",
         "tunnel_connections_waiting" => "Public tunnel connections waiting for their data connection (tunnel.accept_timeout).",
         "tunnel_connections_open" => "Public tunnel connections joined to their data connection now.",
+        "proxy_upgrades_open" => "WebSockets and other upgrades through a proxy route joined to their upstream now.",
         _ => GENERIC_GAUGE_HELP,
     }
 }

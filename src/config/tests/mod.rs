@@ -182,6 +182,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "proxy.pool_idle_timeout" => "10s",
         "proxy.eject_after" => "5",
         "proxy.eject_backoff" => "1s",
+        "proxy.upgrade_idle_timeout" => "5m",
         "cluster.redis_url" => "redis://127.0.0.1:6390/",
         "cluster.node_id" => "node-7",
         "cluster.region" => "eu-west",
