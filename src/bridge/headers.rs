@@ -16,8 +16,11 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 pub fn is_hop_by_hop(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    HOP_BY_HOP.contains(&lower.as_str()) || lower.starts_with("proxy-")
+    // Compared in place: this runs for every header of every proxied request and response.
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
 }
 
 /// The headers that may cross, in order, names lower-cased.
@@ -32,7 +35,11 @@ pub fn forwardable(headers: &[(String, String)]) -> Vec<(String, String)> {
     headers
         .iter()
         .filter(|(n, _)| !is_hop_by_hop(n))
-        .filter(|(n, _)| !named_by_connection.contains(&n.to_ascii_lowercase()))
+        .filter(|(n, _)| {
+            !named_by_connection
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(n))
+        })
         .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
         .collect()
 }
@@ -72,5 +79,29 @@ mod tests {
                 ("accept", "text/html"),
             ])
         );
+    }
+
+    #[test]
+    fn hop_by_hop_names_in_any_case() {
+        for name in [
+            "connection",
+            "CONNECTION",
+            "Te",
+            "proxy-x",
+            "PROXY-Authenticate",
+        ] {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in [
+            "",
+            "proxy",
+            "proxies",
+            "content-length",
+            "x-te",
+            "tes",
+            "connectio",
+        ] {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
     }
 }

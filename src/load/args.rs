@@ -73,8 +73,9 @@ pub struct LoadArgs {
     /// Time before measuring starts (its messages are not counted).
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
-    /// Fixed rate: messages per second over all senders, each on its own schedule; latency
-    /// counts from when a message was due, so stalls are not hidden.
+    /// Fixed rate: messages (--mode http: requests; tunnel rr: round trips) per second over
+    /// all senders, each on its own schedule; latency counts from when a message was due, so
+    /// stalls are not hidden.
     #[arg(long)]
     pub rate: Option<f64>,
     /// Client threads, each its own monoio runtime.
@@ -243,10 +244,11 @@ impl LoadArgs {
 
     /// `--mode http`: resolves the URL and checks the options.
     pub fn http_plan(&self) -> Result<HttpPlan, String> {
-        if self.rate.is_some() || self.attackers > 0 || self.raw || self.both_ways {
-            return Err(
-                "--rate, --attackers, --raw and --both-ways do not apply to --mode http".into(),
-            );
+        if self.attackers > 0 || self.raw || self.both_ways {
+            return Err("--attackers, --raw and --both-ways do not apply to --mode http".into());
+        }
+        if self.rate.is_some_and(|r| !r.is_finite() || r <= 0.0) {
+            return Err("--rate must be more than zero".into());
         }
         let (url, name) =
             parse_web_url(&self.url).map_err(|e| format!("--url {}: {e}", self.url))?;
@@ -278,6 +280,7 @@ impl LoadArgs {
             method: self.method.clone(),
             body,
             concurrency: self.concurrency,
+            rate: self.rate,
             keep_alive: self.keep_alive,
             warmup: self.warmup,
             duration: self.duration,
@@ -538,6 +541,9 @@ mod tests {
         .unwrap();
         assert_eq!((p.body, p.concurrency, p.keep_alive), (Some(1024), 4, true));
         assert_eq!(p.timeout, Duration::from_millis(250));
+        assert_eq!(p.rate, None);
+        let p = http(&["--url", "http://127.0.0.1:3000/", "--rate", "2500"]).unwrap();
+        assert_eq!(p.rate, Some(2500.0));
         // The default URL is the relay's ws:// one.
         assert!(http(&[]).unwrap_err().contains("http://"));
         let u = ["--url", "http://127.0.0.1:3000/"];
@@ -545,7 +551,9 @@ mod tests {
             &["--method", "GE T"][..],
             &["--concurrency", "0"],
             &["--timeout", "0s"],
-            &["--rate", "100"],
+            &["--rate", "0"],
+            &["--rate", "-5"],
+            &["--both-ways"],
             &["--method", "PUT", "--size", "999999999"],
         ] {
             let mut a = u.to_vec();

@@ -265,17 +265,21 @@ pub fn client_response(up: &UpstreamHead, close: bool) -> Vec<u8> {
         up.reason.as_str()
     };
     let _ = write!(out, "HTTP/1.1 {} {reason}\r\n", up.status);
-    let named: Vec<String> = up
+    // Names compared in place, without a lower-cased copy per header (this runs per response).
+    let named: Vec<&str> = up
         .headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
         .flat_map(|(_, v)| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
+        .map(str::trim)
         .collect();
     let keep_length = matches!(up.body, Reply::Length(_) | Reply::None);
     for (n, v) in &up.headers {
-        let l = n.to_ascii_lowercase();
-        if is_hop_by_hop(&l) || named.contains(&l) || (l == "content-length" && !keep_length) {
+        let length = n.eq_ignore_ascii_case("content-length");
+        if is_hop_by_hop(n)
+            || named.iter().any(|t| t.eq_ignore_ascii_case(n))
+            || (length && !keep_length)
+        {
             continue;
         }
         let _ = write!(out, "{n}: {v}\r\n");

@@ -1,5 +1,9 @@
 //! `--mode http`: `concurrency` slots spread over `threads` monoio runtimes, each sending one
-//! request at a time back to back (closed loop), from the start line to the end of the run.
+//! request at a time, from the start line to the end of the run: back to back (closed loop),
+//! or with `--rate` on a fixed schedule of its own (open loop: slot `i` of `n` is due every
+//! `n / rate` seconds, offset by `i / n` of that), its latency counted from when the request
+//! was due, so a stalled server shows in the percentiles instead of slowing the load down
+//! (no coordinated omission). A slot behind its schedule sends its next request at once.
 //!
 //! Requests started after the warm-up are counted; those started before the end may finish
 //! within `--timeout`. Every request is bounded by that timeout, and by the end of the run
@@ -12,6 +16,7 @@ use super::report::HttpReport;
 use super::request::build_request;
 use crate::config::DriverChoice;
 use crate::http::client::HttpUrl;
+use crate::load::alarm::Clock;
 use crate::load::engine::{new_histogram, EngineError};
 use crate::load::report::LatencySummary;
 use crate::runtime::driver::{self, Driver};
@@ -38,6 +43,8 @@ pub struct HttpPlan {
     pub body: Option<usize>,
     /// Requests in flight over all threads.
     pub concurrency: usize,
+    /// Requests per second over all slots (open loop); `None`: closed loop.
+    pub rate: Option<f64>,
     pub keep_alive: bool,
     pub warmup: Duration,
     pub duration: Duration,
@@ -126,6 +133,8 @@ struct Shared {
 struct Ctx {
     plan: Arc<HttpPlan>,
     shared: Arc<Shared>,
+    /// The start line, in nanoseconds since the epoch.
+    t0: u64,
     warm: u64,
     end: u64,
     hard: u64,
@@ -219,14 +228,38 @@ async fn thread_run(plan: Arc<HttpPlan>, index: usize, shared: Arc<Shared>) -> T
     let ctx = Rc::new(Ctx {
         plan,
         shared,
+        t0,
         warm,
         end,
         hard,
         tally: RefCell::new(Tally::new()),
     });
-    let tasks: Vec<_> = (index..ctx.plan.concurrency)
+    let slots: Vec<usize> = (index..ctx.plan.concurrency)
         .step_by(ctx.plan.threads)
-        .map(|_| monoio::spawn(slot_loop(ctx.clone(), request.clone())))
+        .collect();
+    let clock = match ctx.plan.rate {
+        Some(_) => match Clock::start(slots.len()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let mut t = Tally::new();
+                t.errors += 1;
+                t.samples.push(format!("alarm thread: {e}"));
+                return t;
+            }
+        },
+        None => None,
+    };
+    let tasks: Vec<_> = slots
+        .iter()
+        .enumerate()
+        .map(|(local, &global)| {
+            let pace = clock.clone().map(|clock| Pace {
+                clock,
+                local,
+                global,
+            });
+            monoio::spawn(slot_loop(ctx.clone(), request.clone(), pace))
+        })
         .collect();
     for t in tasks {
         t.await;
@@ -235,9 +268,35 @@ async fn thread_run(plan: Arc<HttpPlan>, index: usize, shared: Arc<Shared>) -> T
     tally
 }
 
-/// One slot: a request, its answer, the next request, until the end.
-async fn slot_loop(ctx: Rc<Ctx>, request: Rc<Vec<u8>>) {
+/// A slot's place on the open-loop schedule: its bell on the thread's clock (`local`) and
+/// its number among all slots (`global`), which sets its offset.
+struct Pace {
+    clock: Rc<Clock>,
+    local: usize,
+    global: usize,
+}
+
+/// The slot's first due time and the time between its requests, in nanoseconds: slot `i` of
+/// `n` sends every `n / rate` seconds, starting `i / n` of that after the start line.
+fn schedule(t0: u64, rate: f64, slot: usize, slots: usize) -> (u64, u64) {
+    let interval = (slots as f64 / rate * 1e9).max(1.0);
+    let offset = interval * slot as f64 / slots as f64;
+    (t0 + offset as u64, interval as u64)
+}
+
+/// One slot: a request, its answer, the next request (at once, or when due with `--rate`),
+/// until the end.
+async fn slot_loop(ctx: Rc<Ctx>, request: Rc<Vec<u8>>, pace: Option<Pace>) {
     let plan = &ctx.plan;
+    let (mut due, interval) = match plan.rate {
+        Some(rate) => schedule(
+            ctx.t0,
+            rate,
+            pace.as_ref().map_or(0, |p| p.global),
+            plan.concurrency,
+        ),
+        None => (0, 0),
+    };
     let mut slot = Slot::new(
         plan.url.addr,
         plan.tls.clone(),
@@ -246,12 +305,23 @@ async fn slot_loop(ctx: Rc<Ctx>, request: Rc<Vec<u8>>) {
         plan.keep_alive,
     );
     loop {
-        let start = ctx.now_ns();
+        // Closed loop: now. Open loop: when due, even if that has passed.
+        let start = match &pace {
+            Some(p) if due < ctx.end => {
+                let at = ctx.shared.epoch + Duration::from_nanos(due);
+                p.clock.until(p.local, at).await;
+                let this = due;
+                due += interval;
+                this
+            }
+            _ => ctx.now_ns(),
+        };
         if start >= ctx.end {
             break;
         }
-        let deadline = (start + plan.timeout.as_nanos() as u64).min(ctx.hard);
-        let budget = Duration::from_nanos(deadline - start);
+        let sent = ctx.now_ns().max(start);
+        let deadline = (sent + plan.timeout.as_nanos() as u64).min(ctx.hard);
+        let budget = Duration::from_nanos(deadline.saturating_sub(sent));
         let res = monoio::time::timeout(budget, slot.send())
             .await
             .unwrap_or(Err(HttpError::Timeout(budget)));
@@ -341,6 +411,7 @@ fn report(plan: &HttpPlan, total: Tally) -> HttpReport {
         method: plan.method.clone(),
         size: plan.body.unwrap_or(0),
         concurrency: plan.concurrency,
+        rate: plan.rate,
         keep_alive: plan.keep_alive,
         threads: plan.threads,
         warmup_s: plan.warmup.as_secs_f64(),
@@ -357,5 +428,36 @@ fn report(plan: &HttpPlan, total: Tally) -> HttpReport {
         mb_per_s: per_s(total.body_bytes as f64) / 1e6,
         latency_us: LatencySummary::of(&total.hist),
         error_samples: total.samples,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schedule;
+
+    #[test]
+    fn slots_share_the_rate_on_staggered_schedules() {
+        // 4 slots at 1,000 req/s: each every 4 ms, a millisecond apart.
+        let firsts: Vec<(u64, u64)> = (0..4).map(|i| schedule(100, 1000.0, i, 4)).collect();
+        assert_eq!(
+            firsts,
+            [
+                (100, 4_000_000),
+                (1_000_100, 4_000_000),
+                (2_000_100, 4_000_000),
+                (3_000_100, 4_000_000)
+            ]
+        );
+        // Over one second the slots together are due `rate` times.
+        let (rate, slots) = (2_500.0, 7);
+        let due: u64 = (0..slots)
+            .map(|i| {
+                let (first, every) = schedule(0, rate, i, slots);
+                (1_000_000_000 - first).div_ceil(every)
+            })
+            .sum();
+        assert!((2_499..=2_501).contains(&due), "{due}");
+        // A rate far above what nanoseconds can space still moves forward.
+        assert_eq!(schedule(0, 1e12, 0, 1).1, 1);
     }
 }

@@ -18,6 +18,9 @@ pub struct HttpReport {
     pub size: usize,
     /// Requests in flight, over all threads.
     pub concurrency: usize,
+    /// `--rate`: requests per second asked for over all slots, each on its own schedule, the
+    /// latency counted from when a request was due; null for the closed loop.
+    pub rate: Option<f64>,
     /// Connections reused (`--keep-alive`) or one per request.
     pub keep_alive: bool,
     pub threads: usize,
@@ -44,8 +47,9 @@ pub struct HttpReport {
     pub requests_per_s: f64,
     /// Response body megabytes (10^6 bytes) per second, over the 2xx answers.
     pub mb_per_s: f64,
-    /// From just before the connect (or the write, on a kept-alive connection) to the last
-    /// byte of a 2xx answer, over the requests started after the warm-up.
+    /// From just before the connect (or the write, on a kept-alive connection; with `--rate`,
+    /// from when the request was due) to the last byte of a 2xx answer, over the requests
+    /// started (due) after the warm-up.
     pub latency_us: LatencySummary,
     /// The first few errors, for a person to read.
     pub error_samples: Vec<String>,
@@ -83,6 +87,12 @@ impl HttpReport {
             let _ = writeln!(
                 s,
                 "  WARNING     --insecure: the server's certificate was not verified"
+            );
+        }
+        if let Some(rate) = self.rate {
+            let _ = writeln!(
+                s,
+                "  open loop   {rate:.0} req/s asked, latency from when each request was due"
             );
         }
         let _ = writeln!(

@@ -1,7 +1,7 @@
 //! The three tunnel tests (see the module's doc), on `--threads` monoio runtimes.
 
 use crate::config::DriverChoice;
-use crate::load::alarm::Alarm;
+use crate::load::alarm::Clock;
 use crate::load::engine::{new_histogram, EngineError};
 use crate::load::report::LatencySummary;
 use crate::runtime::driver;
@@ -9,10 +9,9 @@ use hdrhistogram::Histogram;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use serde::Serialize;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Bytes per read.
@@ -290,74 +289,6 @@ async fn connect_loop(plan: &TunnelPlan, window: Window, tally: &Rc<RefCell<Tall
         if msg.is_empty() {
             msg = vec![b'c'; plan.size.max(1)];
         }
-    }
-}
-
-/// Precise wake-ups for `rr --rate` (monoio's timers tick in whole milliseconds, and the
-/// lateness would count as latency): the load's alarm thread writes a sender's token when
-/// it is due, and a task here rings that sender's bell.
-struct Clock {
-    epoch: Instant,
-    alarm: Alarm,
-    bells: Vec<Bell>,
-}
-
-#[derive(Default)]
-struct Bell {
-    rung: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Clock {
-    fn start(senders: usize) -> std::io::Result<Rc<Clock>> {
-        let epoch = Instant::now();
-        let (alarm, mut tokens) = Alarm::start(epoch)?;
-        let clock = Rc::new(Clock {
-            epoch,
-            alarm,
-            bells: (0..senders).map(|_| Bell::default()).collect(),
-        });
-        let weak = Rc::downgrade(&clock);
-        monoio::spawn(async move {
-            let mut buf = Vec::with_capacity(4096);
-            loop {
-                buf.clear();
-                let (r, b) = tokens.read(buf).await;
-                buf = b;
-                let (Ok(n), Some(clock)) = (r, weak.upgrade()) else {
-                    return;
-                };
-                for t in buf[..n].chunks_exact(4) {
-                    let i = u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize;
-                    if let Some(bell) = clock.bells.get(i) {
-                        bell.rung.set(true);
-                        if let Some(w) = bell.waker.borrow_mut().take() {
-                            w.wake();
-                        }
-                    }
-                }
-            }
-        });
-        Ok(clock)
-    }
-
-    /// Waits until `at` for sender `i`.
-    async fn until(&self, i: usize, at: Instant) {
-        if at <= Instant::now() {
-            return;
-        }
-        let bell = &self.bells[i];
-        bell.rung.set(false);
-        self.alarm
-            .set((at - self.epoch).as_nanos() as u64, i as u32);
-        std::future::poll_fn(|cx| {
-            if bell.rung.get() {
-                return Poll::Ready(());
-            }
-            *bell.waker.borrow_mut() = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
     }
 }
 
