@@ -194,6 +194,8 @@ counters!(
     state_sessions_loaded: "Sessions restored from the state file at start (session.state_dir).",
     state_messages_not_loaded: "Messages in the state file not restored: past session.core_buffer_budget or session.replay_bytes, or kept with buffering off.",
     state_files_refused: "State files refused at start (torn, corrupt, another node's, a newer format, too large) and moved aside.",
+    memory_trims: "Times a worker gave back the memory a storm left (the pool's idle read buffers, the registry's spare capacity, its allocator's freed pages): after its connections fell by a quarter, a burst of read buffers, or a storm that was over.",
+    memory_trims_settled: "Of memory_trims, those made once a storm was over (nothing moved for a second): after a trim for a fall or for buffers, or after the open connections grew by 256.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.
