@@ -11,8 +11,15 @@ connections are then held HOLD seconds and the relay's VmRSS is read. Figures:
 - rss_after_close_kib: RSS SETTLE seconds after every connection closed; returned_within is
   (after_close - before) / before, which should stay under 10%.
 
+Each reading is also split into RssAnon (the heap: what the relay holds) and RssFile (mostly
+the binary's code pages, which the storm's first connections page in and which stay):
+anon_kib and file_kib are [before, held, after close], anon_returned_within is the anonymous
+part's growth over the whole RSS before. --warmup N opens and closes N pairs first, so that
+`before` is a relay that has served connections rather than one that has served none.
+
 Usage: scripts/idle_memory.py [--pairs 5000] [--inflight 256] [--sources 2] [--hold 10]
                               [--workers 1] [--bin target/release/ringrelay] [--rounds N]
+                              [--warmup 0]
 Extra server environment (e.g. MIMALLOC_PURGE_DELAY=0) passes through from the environment.
 """
 import argparse, asyncio, base64, json, os, re, signal, statistics, subprocess, sys, threading, time
@@ -25,9 +32,16 @@ PER_IP_OFF = {"RINGRELAY_LIMITS_IP_CONNECT_RATE": "0", "RINGRELAY_LIMITS_MAX_CON
               "RINGRELAY_LIMITS_MAX_HANDSHAKES_PER_IP": "0"}
 
 
-def rss_kib(pid):
+def rss_kib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        return int(re.search(field + r":\s+(\d+)", f.read()).group(1))
+
+
+def rss_parts(pid):
+    """VmRSS and its parts: RssAnon is the heap (what the relay holds), RssFile mostly the
+    binary's own code pages, which the first connections fault in and which stay (shared,
+    clean, reclaimable by the kernel)."""
+    return {k: rss_kib(pid, f) for k, f in (("rss", "VmRSS"), ("anon", "RssAnon"), ("file", "RssFile"))}
 
 
 def dump_smaps(args, pid, label):
@@ -53,9 +67,10 @@ async def upgrade(host, port, src, path):
     return r, w
 
 
-async def burst(args, port, tag):
+async def burst(args, port, tag, pairs=None):
     """Opens the pairs; returns the list of open (reader, writer) pairs of pairs."""
     conns = []
+    pairs = args.pairs if pairs is None else pairs
     sem = asyncio.Semaphore(args.inflight)
 
     async def one(i):
@@ -70,7 +85,7 @@ async def burst(args, port, tag):
             assert (await a[0].readexactly(6))[2:] == b"pong"
             conns.append((a, b))
 
-    await asyncio.gather(*(one(i) for i in range(args.pairs)))
+    await asyncio.gather(*(one(i) for i in range(pairs)))
     return conns
 
 
@@ -108,26 +123,36 @@ def start_server(args):
 async def one_round(args):
     srv, port = start_server(args)
     try:
-        await asyncio.sleep(0.5)
-        before = rss_kib(srv.pid)
+        if args.warmup:
+            # A relay that has served a few connections before the storm: the code the
+            # storm runs is paged in already, so `before` is a running relay's level.
+            await close_all(await burst(args, port, "w", args.warmup))
+        await asyncio.sleep(0.5 + (args.settle if args.warmup else 0))
+        before_parts = rss_parts(srv.pid)
+        before = before_parts["rss"]
         dump_smaps(args, srv.pid, "before")
         t0 = time.time()
         conns = await burst(args, port, "r")
         setup = time.time() - t0
         await asyncio.sleep(args.hold)
-        held = rss_kib(srv.pid)
+        held_parts = rss_parts(srv.pid)
+        held = held_parts["rss"]
         dump_smaps(args, srv.pid, "held")
         n = len(conns) * 2
         await close_all(conns)
         await asyncio.sleep(args.settle)
-        after_close = rss_kib(srv.pid)
+        after_parts = rss_parts(srv.pid)
+        after_close = after_parts["rss"]
         dump_smaps(args, srv.pid, "after_close")
     finally:
         srv.send_signal(signal.SIGTERM)
         srv.wait(30)
     return {"workers": args.workers, "connections": n, "rss_before_kib": before, "rss_held_kib": held,
             "rss_after_close_kib": after_close, "bytes_per_connection": round((held - before) * 1024 / n),
-            "returned_within": round((after_close - before) / before, 3), "setup_s": round(setup, 1)}
+            "returned_within": round((after_close - before) / before, 3), "setup_s": round(setup, 1),
+            "anon_kib": [before_parts["anon"], held_parts["anon"], after_parts["anon"]],
+            "file_kib": [before_parts["file"], held_parts["file"], after_parts["file"]],
+            "anon_returned_within": round((after_parts["anon"] - before_parts["anon"]) / before, 3)}
 
 
 def main():
@@ -137,6 +162,8 @@ def main():
     ap.add_argument("--sources", type=int, default=2, help="distinct 127.0.0.x source addresses")
     ap.add_argument("--hold", type=float, default=10.0, help="seconds the pairs are held idle")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after closing before RSS is read")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="open and close this many pairs before reading RSS before the burst")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--bin", default="target/release/ringrelay")
@@ -148,10 +175,13 @@ def main():
     for _ in range(args.rounds):
         r = asyncio.run(one_round(args))
         print(json.dumps(r), flush=True)
-        results.append(r["bytes_per_connection"])
+        results.append(r)
     if len(results) > 1:
-        print(json.dumps({"median_bytes_per_connection": statistics.median(results),
-                          "min": min(results), "max": max(results)}))
+        per = [r["bytes_per_connection"] for r in results]
+        back = [r["returned_within"] for r in results]
+        print(json.dumps({"median_bytes_per_connection": statistics.median(per),
+                          "min": min(per), "max": max(per),
+                          "median_returned_within": statistics.median(back)}))
 
 
 if __name__ == "__main__":

@@ -102,7 +102,10 @@ pub async fn run(core: Rc<Core>) {
                 }
             }
         }
-        if trim.due(core.registry.peer_count(), core.pool.allocated.get()) {
+        if trim.due(core.registry.peer_count(), core.pool.allocated.get(), now) {
+            bump(&core.stats.memory_trims, 1);
+            bump(&core.stats.memory_trims_settled, u64::from(trim.settled));
+            core.registry.trim();
             core.pool.shed_idle();
             crate::runtime::chunk::give_back_freed_memory();
         }
@@ -114,12 +117,33 @@ pub async fn run(core: Rc<Core>) {
 /// read buffers it allocated past its idle keep. Otherwise a core that went quiet after a
 /// storm keeps the storm's peak resident (runtime::chunk::give_back_freed_memory). At most
 /// once a tick, so steady churn costs one heap walk a tick at worst.
+///
+/// And once more when a storm is over (nothing moved for [`Trim::SETTLE_MS`]):
+/// - after a trim for a fall or a burst of buffers: what was freed after the tick saw the
+///   connections gone (their tasks' last steps, the read buffers their ends took and put back
+///   in the pool, blocks of this core's heap another core freed, which wait in their pages
+///   until this core collects them) would otherwise stay resident for good, since nothing
+///   falls any more;
+/// - after the open connections grew by [`Trim::MIN_DROP`]: a storm of upgrades leaves the
+///   pool's kept buffers and the handshakes' freed pages behind it, which the connections now
+///   idle do not need.
 #[derive(Default)]
 struct Trim {
     /// Most connections open since the last trim.
     peak: usize,
     /// The pool's count of buffers allocated (not reused) at the last trim.
     allocated: u64,
+    /// Open connections at the last trim.
+    open_at_trim: usize,
+    /// A trim for a fall or for buffers asks for a follow-up once the storm settled.
+    follow_up: bool,
+    /// The last trim was for a storm that was over (`memory_trims_settled`), not for a fall
+    /// or for buffers.
+    settled: bool,
+    /// The open count and the buffers allocated at the last tick, and since when (clock ms)
+    /// neither moved.
+    last: (usize, u64),
+    still_since: u64,
 }
 
 impl Trim {
@@ -127,16 +151,30 @@ impl Trim {
     /// Buffers allocated past the pool's free list since the last trim (each freed again
     /// when returned past the keep) that make a trim worth it: 64 of 64 KiB are 4 MiB.
     const MIN_BUFFERS: u64 = 64;
+    /// How long nothing must move before a storm counts as over: longer than a close
+    /// storm's last connections take to finish (each reads its end and drops), short next to
+    /// an operator's look at RSS (scripts/idle_memory.py reads it 3 s after the last close).
+    const SETTLE_MS: u64 = 1000;
 
-    fn due(&mut self, open: usize, allocated: u64) -> bool {
+    fn due(&mut self, open: usize, allocated: u64, now: u64) -> bool {
+        if self.last != (open, allocated) {
+            self.last = (open, allocated);
+            self.still_since = now;
+        }
         self.peak = self.peak.max(open);
         let fell = self.peak - open >= Self::MIN_DROP.max(self.peak / 4);
         let buffers = allocated.saturating_sub(self.allocated) >= Self::MIN_BUFFERS;
-        if fell || buffers {
+        let settled = now.saturating_sub(self.still_since) >= Self::SETTLE_MS;
+        let grew = open >= self.open_at_trim + Self::MIN_DROP;
+        let quiet = settled && (self.follow_up || grew);
+        if fell || buffers || quiet {
             self.peak = open;
             self.allocated = allocated;
+            self.open_at_trim = open;
+            self.follow_up = fell || buffers;
+            self.settled = !self.follow_up;
         }
-        fell || buffers
+        fell || buffers || quiet
     }
 }
 
@@ -144,28 +182,73 @@ impl Trim {
 mod tests {
     use super::Trim;
 
+    impl Trim {
+        fn due_at0(&mut self, open: usize, allocated: u64) -> bool {
+            self.due(open, allocated, 0)
+        }
+    }
+
     #[test]
     fn trims_after_a_fall_from_the_peak_not_while_growing_or_wobbling() {
         let mut t = Trim::default();
-        assert!(!t.due(1000, 0), "growing");
-        assert!(!t.due(10_000, 0), "growing");
-        assert!(!t.due(9_000, 0), "a tenth below the peak");
-        assert!(t.due(7_000, 0), "a quarter below the peak");
-        assert!(!t.due(7_000, 0), "once per fall");
-        assert!(!t.due(6_900, 0));
-        assert!(t.due(0, 0), "all closed");
-        assert!(!t.due(0, 0));
+        assert!(!t.due_at0(1000, 0), "growing");
+        assert!(!t.due_at0(10_000, 0), "growing");
+        assert!(!t.due_at0(9_000, 0), "a tenth below the peak");
+        assert!(t.due_at0(7_000, 0), "a quarter below the peak");
+        assert!(!t.due_at0(7_000, 0), "once per fall");
+        assert!(!t.due_at0(6_900, 0));
+        assert!(t.due_at0(0, 0), "all closed");
+        assert!(!t.due_at0(0, 0));
         // Few connections: a fall of fewer than MIN_DROP is not worth a heap walk.
-        assert!(!t.due(200, 0));
-        assert!(!t.due(0, 0));
+        assert!(!t.due_at0(200, 0));
+        assert!(!t.due_at0(0, 0));
     }
 
     #[test]
     fn trims_after_a_burst_of_buffers_beyond_the_pool() {
         let mut t = Trim::default();
-        assert!(!t.due(10, 63));
-        assert!(t.due(10, 64));
-        assert!(!t.due(10, 100));
-        assert!(t.due(10, 128));
+        assert!(!t.due_at0(10, 63));
+        assert!(t.due_at0(10, 64));
+        assert!(!t.due_at0(10, 100));
+        assert!(t.due_at0(10, 128));
+    }
+
+    #[test]
+    fn a_storm_that_is_over_gets_one_more_trim() {
+        let settle = Trim::SETTLE_MS;
+        let mut t = Trim::default();
+        assert!(!t.due(10_000, 0, 0), "growing");
+        assert!(t.due(0, 0, 100), "all closed");
+        assert!(
+            !t.due(0, 0, 100 + settle - 1),
+            "not before the storm settled"
+        );
+        assert!(
+            t.due(0, 0, 100 + settle),
+            "what was freed after the first trim"
+        );
+        assert!(!t.due(0, 0, 100 + 2 * settle), "once, not every tick after");
+        assert!(!t.due(0, 0, 100 + 10 * settle));
+        // A storm of upgrades, then quiet: the handshakes' leftovers.
+        assert!(!t.due(300, 0, 5_000));
+        assert!(!t.due(300, 0, 5_000 + settle - 1));
+        assert!(
+            t.due(300, 0, 5_000 + settle),
+            "grew by MIN_DROP, then still"
+        );
+        assert!(!t.due(300, 0, 5_000 + 2 * settle));
+        assert!(!t.due(500, 0, 9_000));
+        assert!(!t.due(500, 0, 9_000 + settle), "grew by less than MIN_DROP");
+        // A burst of pool buffers is followed up too.
+        assert!(t.due(500, 64, 20_000));
+        assert!(t.due(500, 64, 20_000 + settle));
+        assert!(!t.due(500, 64, 20_000 + 2 * settle));
+        // Still moving: the follow-up waits until nothing moved for SETTLE_MS.
+        assert!(!t.due(5_000, 64, 30_000));
+        assert!(t.due(0, 64, 30_100), "fell");
+        assert!(!t.due(3_000, 64, 30_500));
+        assert!(!t.due(3_000, 64, 30_500 + settle - 1));
+        assert!(t.due(3_000, 64, 30_500 + settle));
+        assert!(!t.due(3_000, 64, 30_500 + 5 * settle));
     }
 }

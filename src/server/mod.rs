@@ -516,6 +516,7 @@ impl Server {
     /// Starts the workers; returns once every one listens, with the handle to stop them and
     /// the threads to join.
     pub fn start(self) -> Result<Running, ServerError> {
+        crate::runtime::chunk::purge_freed_pages_at_once();
         let workers = self.listeners.len();
         let (out, inboxes) = inboxes(&self.config, workers);
         let cluster_view = self.cluster_view();

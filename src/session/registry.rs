@@ -162,6 +162,14 @@ fn shrink_after_burst<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
     }
 }
 
+/// Shrinks a map holding under a quarter of its capacity to twice what it holds.
+fn trim_map<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    let target = (map.len() * 2).max(16);
+    if map.capacity() > target * 2 {
+        map.shrink_to(target);
+    }
+}
+
 impl Registry {
     pub fn session(&self, id: &str, now_ms: u64) -> Rc<Session> {
         if let Some(s) = self.sessions.borrow().get(id) {
@@ -198,6 +206,15 @@ impl Registry {
         let removed = sessions.remove(&s.id).is_some();
         shrink_after_burst(&mut sessions);
         removed
+    }
+
+    /// Gives back what the maps kept of a storm that is over: `shrink_after_burst` leaves a
+    /// map at its floor (1,024 entries: about 100 KiB a core for the two maps), which a quiet
+    /// core should not keep. Called by the keepalive tick's trim, not per removal, so an
+    /// ordinary core's maps are not rebuilt back and forth.
+    pub fn trim(&self) {
+        trim_map(&mut self.sessions.borrow_mut());
+        trim_map(&mut self.peers.borrow_mut());
     }
 
     pub fn add_peer(&self, p: Rc<Peer>) {
@@ -238,7 +255,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::shrink_after_burst;
+    use super::{shrink_after_burst, trim_map};
     use std::collections::HashMap;
 
     #[test]
@@ -261,5 +278,25 @@ mod tests {
         // (Removals leave tombstones, so `capacity` wobbles a little; a shrink would take it
         // to a few buckets.)
         assert!(small.capacity() >= 800, "{}", small.capacity());
+    }
+
+    #[test]
+    fn a_trim_takes_a_map_below_the_burst_floor() {
+        let mut m: HashMap<u64, u64> = (0..10_000).map(|i| (i, i)).collect();
+        for i in 0..10_000 {
+            m.remove(&i);
+            shrink_after_burst(&mut m);
+        }
+        assert!(m.capacity() >= 1024, "the floor: {}", m.capacity());
+        trim_map(&mut m);
+        assert!(m.capacity() < 64, "{}", m.capacity());
+        // A map in use keeps room for twice what it holds.
+        let mut m: HashMap<u64, u64> = (0..10_000).map(|i| (i, i)).collect();
+        m.retain(|k, _| *k < 1000);
+        trim_map(&mut m);
+        assert!((2000..4096).contains(&m.capacity()), "{}", m.capacity());
+        let cap = m.capacity();
+        trim_map(&mut m);
+        assert_eq!(m.capacity(), cap, "nothing to give back a second time");
     }
 }
