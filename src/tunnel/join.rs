@@ -1,29 +1,20 @@
-//! Joining a public connection to its data connection: each direction is spliced from one
-//! socket into a pipe and from the pipe into the other socket, so the bytes stay in the
-//! kernel. A direction reads at most what one pipe holds and empties the pipe before it reads
-//! again, so a slow reader holds its sender back (backpressure both ways, independently) and
-//! a pipe never holds anything once its direction is over. A FIN from one side becomes
-//! `shutdown(SHUT_WR)` on the other; an error or reset on either side, or
-//! `tunnel.idle_timeout` without a byte, ends both.
-//!
-//! Each socket is used through two descriptors (a `dup`), one per direction, so the two
-//! directions are separate tasks' own streams with no shared borrow between them.
+//! Joining a public connection to its data connection: each direction is spliced through a
+//! pipe (`runtime::splice`), so the bytes stay in the kernel, with backpressure both ways,
+//! independently, and nothing left in a pipe once its direction is over. A FIN from one side
+//! becomes `shutdown(SHUT_WR)` on the other; an error or reset on either side, or
+//! `tunnel.idle_timeout` without a byte, ends both. Each socket is used through two
+//! descriptors (`runtime::splice::halves`), one per direction.
 
 use super::book::Tunnel;
 use crate::context::Core;
 use crate::limits::IpCharge;
+use crate::runtime::splice::{halves, pump, Pace};
 use crate::stats::bump;
-use monoio::io::splice::{SpliceDestination, SpliceSource};
 use monoio::io::AsyncWriteRentExt;
-use monoio::net::unix::new_pipe;
-use monoio::net::{Pipe, TcpStream};
+use monoio::net::TcpStream;
 use std::cell::Cell;
-use std::io;
 use std::rc::Rc;
 use std::time::Duration;
-
-/// What one splice moves at most: a pipe's default capacity (16 pages).
-const SLICE: u32 = 64 * 1024;
 
 /// A data connection, upgraded: its socket, the bytes the client sent after its request
 /// head (the start of the stream), and its place in its client's count of connections.
@@ -73,13 +64,6 @@ pub async fn join(core: Rc<Core>, tunnel: Rc<Tunnel>, mut public: TcpStream, dat
     }
 }
 
-/// A socket's two descriptors, one per direction.
-fn halves(s: TcpStream) -> io::Result<(TcpStream, TcpStream)> {
-    let std = crate::runtime::socket::into_std(s);
-    let twin = std.try_clone()?;
-    Ok((TcpStream::from_std(std)?, TcpStream::from_std(twin)?))
-}
-
 /// Ends when the pair has moved no byte for `idle`.
 async fn watch_idle(core: &Core, last: &Cell<u64>, idle: Duration) {
     let idle_ms = idle.as_millis() as u64;
@@ -102,25 +86,20 @@ async fn direction(
     way: Way,
     last: &Cell<u64>,
 ) {
+    use crate::runtime::socket::shutdown_fd;
     use std::os::fd::AsRawFd;
     let (s, d) = (src.as_raw_fd(), dst.as_raw_fd());
-    let moved = match new_pipe() {
-        Ok((mut r, mut w)) => {
-            pump(
-                core,
-                tunnel,
-                &mut src,
-                &mut dst,
-                (&mut r, &mut w),
-                way,
-                last,
-            )
-            .await
-        }
-        Err(e) => Err(e),
+    let counter = match way {
+        Way::In => &core.stats.tunnel_bytes_in,
+        Way::Out => &core.stats.tunnel_bytes_out,
     };
-    use crate::runtime::socket::shutdown_fd;
-    match moved {
+    let pace = Shaped {
+        core,
+        tunnel,
+        counter,
+        last,
+    };
+    match pump(&mut src, &mut dst, &pace).await {
         Ok(()) => shutdown_fd(d, std::net::Shutdown::Write),
         Err(_) => {
             shutdown_fd(s, std::net::Shutdown::Both);
@@ -129,53 +108,28 @@ async fn direction(
     }
 }
 
-/// Splices `src` into the pipe and the pipe into `dst`, emptying the pipe each time, until
-/// `src` ends. `Err`: either side failed.
-async fn pump(
-    core: &Core,
-    tunnel: &Tunnel,
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
-    (pipe_r, pipe_w): (&mut Pipe, &mut Pipe),
-    way: Way,
-    last: &Cell<u64>,
-) -> io::Result<()> {
-    let counter = match way {
-        Way::In => &core.stats.tunnel_bytes_in,
-        Way::Out => &core.stats.tunnel_bytes_out,
-    };
-    let mut drained = true;
-    loop {
-        if drained {
-            // On io_uring a splice runs in the kernel's worker pool and would hold a worker
-            // blocked on an idle socket: wait for data first (a PollAdd), only after a read
-            // that emptied the socket.
-            src.readable(false).await?;
+/// A relay-side direction's pace: the tunnel's token bucket (`tunnel.max_bandwidth`), its byte
+/// counter, and the pair's last-activity time for `tunnel.idle_timeout`.
+struct Shaped<'a> {
+    core: &'a Core,
+    tunnel: &'a Tunnel,
+    counter: &'a Cell<u64>,
+    last: &'a Cell<u64>,
+}
+
+impl Pace for Shaped<'_> {
+    async fn allow(&self, want: u32) -> u32 {
+        self.tunnel.shape_take(want, &self.core.stats).await
+    }
+
+    fn unused(&self, n: u32) {
+        self.tunnel.shape_return(n);
+    }
+
+    fn moved(&self, n: u32, passed: bool) {
+        self.last.set(self.core.clock.now_ms());
+        if passed {
+            bump(self.counter, u64::from(n));
         }
-        let want = tunnel.shape_take(SLICE, &core.stats).await;
-        let n = match src.splice_to_pipe(pipe_w, want).await {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                tunnel.shape_return(want);
-                drained = true;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        tunnel.shape_return(want - n);
-        drained = n < want;
-        last.set(core.clock.now_ms());
-        let mut left = n;
-        while left > 0 {
-            match dst.splice_from_pipe(pipe_r, left).await {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(m) => left -= m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable(false).await?,
-                Err(e) => return Err(e),
-            }
-        }
-        bump(counter, u64::from(n));
-        last.set(core.clock.now_ms());
     }
 }
