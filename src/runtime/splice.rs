@@ -1,19 +1,22 @@
 //! Moving bytes from one TCP socket to another without copying them through user space:
 //! splice from the source into a pipe, then from the pipe into the destination. A tunnel's
-//! public connection joined to its data connection (both on the relay and in the tunnel
-//! client) and a WebSocket (or other upgrade) joined to its upstream through a proxy route use
+//! public connection joined to its data connection (on the relay and in the tunnel client)
+//! and a WebSocket (or other upgrade) joined to its upstream through a proxy route use
 //! it, so all get the same backpressure: a direction reads at most what one pipe holds and
 //! empties the pipe before it reads again, so a slow reader holds its sender back and a pipe
 //! holds nothing once its direction is over.
 //!
-//! Each slice is a `splice(2)` made at once on non-blocking descriptors
+//! Two pumps: [`pump`] makes each slice with the driver's splice operation (the relay's
+//! joins); [`pump_now`] makes it a `splice(2)` at once on non-blocking descriptors
 //! (`socket::splice_now`), with a readiness wait through the driver only when the source had
-//! nothing more or after [`SLICES_IN_A_ROW`] slices: io_uring's own splice operation always
-//! runs in the kernel's worker pool, which cost a worker thread's wake-up per slice
-//! (docs/tunnels.md, "How it is built").
+//! nothing more or after [`SLICES_IN_A_ROW`] slices (the tunnel client): io_uring's own
+//! splice operation always runs in the kernel's worker pool, which costs a worker thread's
+//! wake-up per slice (docs/tunnels.md, "How it is built").
 #![forbid(unsafe_code)]
 
 use super::socket::splice_now;
+use monoio::io::splice::{SpliceDestination, SpliceSource};
+use monoio::net::unix::new_pipe;
 use monoio::net::TcpStream;
 use std::future::Future;
 use std::io;
@@ -40,11 +43,17 @@ pub trait Pace {
 }
 
 /// A socket's two descriptors (a `dup`), one per direction, so the two directions are
-/// separate tasks' own streams with no shared borrow between them. The socket is made
-/// non-blocking (both descriptors share that flag), which [`pump`]'s splices need: use the
-/// halves only with `pump`, `readable` and `writable` (on io_uring a read or write operation
-/// on a non-blocking socket answers `WouldBlock` instead of waiting).
+/// separate tasks' own streams with no shared borrow between them.
 pub fn halves(s: TcpStream) -> io::Result<(TcpStream, TcpStream)> {
+    let std = super::socket::into_std(s);
+    let twin = std.try_clone()?;
+    Ok((TcpStream::from_std(std)?, TcpStream::from_std(twin)?))
+}
+
+/// [`halves`] for [`pump_now`]: the socket is made non-blocking (both descriptors share that
+/// flag), which its splices need; use them only with `pump_now`, `readable` and `writable`
+/// (on io_uring a read or write operation on a non-blocking socket answers `WouldBlock`).
+pub fn halves_now(s: TcpStream) -> io::Result<(TcpStream, TcpStream)> {
     let std = super::socket::into_std(s);
     std.set_nonblocking(true)?;
     let twin = std.try_clone()?;
@@ -73,9 +82,55 @@ impl After {
 }
 
 /// Splices `src` into a pipe and the pipe into `dst`, emptying the pipe each time, until
-/// `src` ends (`Ok`: the caller passes the FIN on). `Err`: either side failed. Both streams
-/// must be non-blocking ([`halves`] makes them so).
+/// `src` ends (`Ok`: the caller passes the FIN on). `Err`: either side failed. Each slice is
+/// the driver's splice operation (on io_uring it runs in the kernel's worker pool). The
+/// relay's joins use this one: with [`pump_now`] the relay showed stalls of tens of ms to
+/// seconds under concurrent connects on a loaded machine, not yet explained
+/// (docs/tunnels.md).
 pub async fn pump(src: &mut TcpStream, dst: &mut TcpStream, pace: &impl Pace) -> io::Result<()> {
+    let (mut pipe_r, mut pipe_w) = new_pipe()?;
+    let mut drained = true;
+    loop {
+        if drained {
+            // On io_uring a splice runs in the kernel's worker pool and would hold a worker
+            // blocked on an idle socket: wait for data first (a PollAdd), only after a read
+            // that emptied the socket.
+            src.readable(false).await?;
+        }
+        let want = pace.allow(SLICE).await;
+        let n = match src.splice_to_pipe(&mut pipe_w, want).await {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                pace.unused(want);
+                drained = true;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        pace.unused(want - n);
+        drained = n < want;
+        pace.moved(n, false);
+        let mut left = n;
+        while left > 0 {
+            match dst.splice_from_pipe(&mut pipe_r, left).await {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(m) => left -= m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable(false).await?,
+                Err(e) => return Err(e),
+            }
+        }
+        pace.moved(n, true);
+    }
+}
+
+/// Like [`pump`], but each slice is a `splice(2)` made at once; both streams must be
+/// non-blocking ([`halves_now`] makes them so). The tunnel client uses it.
+pub async fn pump_now(
+    src: &mut TcpStream,
+    dst: &mut TcpStream,
+    pace: &impl Pace,
+) -> io::Result<()> {
     let (pipe_r, pipe_w) = io::pipe()?;
     let (s, d) = (src.as_raw_fd(), dst.as_raw_fd());
     let (pr, pw) = (pipe_r.as_raw_fd(), pipe_w.as_raw_fd());

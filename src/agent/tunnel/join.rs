@@ -2,7 +2,7 @@
 //! (`GET .../v1/tunnel/accept/{id}`, `Upgrade: ringrelay-tunnel`, 101, then raw bytes), the
 //! connection to the local service, and the bytes between them.
 //!
-//! The client splices bytes through a pipe each way like the relay (`runtime::splice`), so
+//! The client splices bytes through a pipe each way (`runtime::splice::pump_now`), so
 //! they never enter user space: a plain copy loop cost more CPU per byte in bulk than the
 //! whole relay (docs/tunnels.md). A FIN read on one side is passed on as `shutdown(SHUT_WR)`
 //! on the other; a reset or error on either side ends both directions and resets the other
@@ -10,7 +10,7 @@
 
 use super::super::stop::Latch;
 use crate::runtime::socket::{shutdown_fd, Socket};
-use crate::runtime::splice::{halves, pump, Pace};
+use crate::runtime::splice::{halves_now, pump_now, Pace};
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
@@ -168,7 +168,7 @@ pub async fn join(data: DataConn, local: TcpStream, dead: Rc<Latch>) -> Moved {
         }
     }
     let (Ok((mut data_r, mut data_w)), Ok((mut local_r, mut local_w))) =
-        (halves(stream), halves(local))
+        (halves_now(stream), halves_now(local))
     else {
         return Moved {
             inbound: early_len,
@@ -220,7 +220,7 @@ async fn direction(
     // A pump dropped here (the pair is being reset) loses only bytes nobody will take.
     let r = monoio::select! {
         _ = dead.wait() => return Err(()),
-        r = pump(src, dst, count) => r,
+        r = pump_now(src, dst, count) => r,
     };
     match r {
         Ok(()) => {
