@@ -22,9 +22,15 @@
 #   BORE_ROOT=dir (default target/bore): `cargo install bore-cli --locked --root` there when
 #     bin/bore is missing
 #   SIDES="ringrelay bore" LOADS="bulk connect rr" SERVER_CPU=0 CLIENT_CPU=1
+#   BASE_BIN=path adds the side "base": another ringrelay binary (say a release build of
+#     main) run the same way, so a change is measured against it in the same rounds
+#     (SIDES="ringrelay base bore")
+#   DRIVER=io_uring|epoll (default auto) for the relay and the tunnel client
 #
 # Everything on loopback and bounded: ROUNDS * SIDES * LOADS runs of WARMUP + SECONDS_EACH,
-# each killed after 60 s more.
+# each killed after 30 s more. A run that fails (the load exits non-zero, nothing got
+# through) is printed as such and counted out of the medians; the script goes on, and on
+# any exit it stops the side it started, so it never waits on a process it left running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/relay_start.sh
@@ -44,6 +50,10 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 BIN=${BIN:-target/release/ringrelay}
 BORE_ROOT=${BORE_ROOT:-target/bore}
 BORE=$BORE_ROOT/bin/bore
+BASE_BIN=${BASE_BIN:-}
+DRIVER=${DRIVER:-auto}
+SERVER_PID=
+CLIENT_PID=
 
 if [[ -z ${NO_BUILD:-} && $BIN == target/release/ringrelay ]]; then
   cargo build --release --quiet
@@ -54,6 +64,8 @@ if [[ " $SIDES " == *" bore "* && ! -x $BORE ]]; then
 fi
 
 bench_workdir
+# The side running when the script exits is stopped before bench_cleanup waits for children.
+trap 'stop_side; bench_cleanup' EXIT
 
 # Waits for a line matching $2 in file $1 and prints the first capture of sed expression $3.
 wait_line() {
@@ -84,16 +96,20 @@ cpu_ticks() { # utime+stime of the given pids, in clock ticks
 PIDS+=($!)
 ECHO=$(wait_line "$WORK/echo.out" "listening on" 's/.*listening on ([^ ]+).*/\1/')
 
-start_ringrelay() {
-  RINGRELAY_TUNNEL_ENABLED=true RINGRELAY_TUNNEL_PORTS=34100-34199 \
+start_ringrelay() { start_relay "$BIN"; }
+start_base() { start_relay "$BASE_BIN"; }
+
+start_relay() {
+  local bin=$1
+  RINGRELAY_DRIVER=$DRIVER RINGRELAY_TUNNEL_ENABLED=true RINGRELAY_TUNNEL_PORTS=34100-34199 \
     RINGRELAY_TUNNEL_MAX_CONNECTIONS_PER_TUNNEL=10000 RINGRELAY_LIMITS_IP_CONNECT_RATE=0 \
-    taskset -c "$SERVER_CPU" "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
+    taskset -c "$SERVER_CPU" "$bin" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --workers 1 >"$WORK/relay.log" 2>&1 &
   SERVER_PID=$!
   local listen
   listen=$(wait_line "$WORK/relay.log" "ringrelay listening" 's/.*listen=([^ ]+).*/\1/')
-  RUST_LOG=warn taskset -c "$CLIENT_CPU" "$BIN" tunnel expose --relay "ws://$listen" \
-    --local "$ECHO" --json >"$WORK/client.out" 2>"$WORK/client.log" &
+  RUST_LOG=warn taskset -c "$CLIENT_CPU" "$bin" tunnel expose --relay "ws://$listen" \
+    --driver "$DRIVER" --local "$ECHO" --json >"$WORK/client.out" 2>"$WORK/client.log" &
   CLIENT_PID=$!
   PUBLIC=$(wait_line "$WORK/client.out" "public" 's/.*"public":"([^"]+)".*/\1/')
 }
@@ -109,9 +125,20 @@ start_bore() {
   PUBLIC=127.0.0.1:$(wait_line "$WORK/bore-local.log" "listening at" 's/.*listening at [^:]+:([0-9]+).*/\1/')
 }
 
+# Stops the side's two processes: TERM, then KILL after 5 s, so this never waits long.
 stop_side() {
-  kill "$CLIENT_PID" "$SERVER_PID" 2>/dev/null || true
-  wait "$CLIENT_PID" "$SERVER_PID" 2>/dev/null || true
+  local pids=()
+  for p in $CLIENT_PID $SERVER_PID; do pids+=("$p"); done
+  ((${#pids[@]})) || return 0
+  kill "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "${pids[@]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  CLIENT_PID=
+  SERVER_PID=
 }
 
 load_args() {
@@ -141,8 +168,13 @@ for round in $(seq "$ROUNDS"); do
     for load in $LOADS; do
       before=$(cpu_ticks "$SERVER_PID" "$CLIENT_PID")
       # shellcheck disable=SC2046
-      out=$(timeout $((SECONDS_EACH + WARMUP + 60)) "$BIN" load --mode tunnel --url "tcp://$PUBLIC" \
-        $(load_args "$load") --warmup "${WARMUP}s" --duration "${SECONDS_EACH}s" --json)
+      if ! out=$(timeout -k 5 $((SECONDS_EACH + WARMUP + 30)) "$BIN" load --mode tunnel \
+        --url "tcp://$PUBLIC" $(load_args "$load") --warmup "${WARMUP}s" \
+        --duration "${SECONDS_EACH}s" --json 2>"$WORK/load.err"); then
+        printf '%-10s %-8s %5s failed: %s\n' "$side" "$load" "$round" \
+          "$(tr '\n' ' ' <"$WORK/load.err" | cut -c1-200)"
+        continue
+      fi
       after=$(cpu_ticks "$SERVER_PID" "$CLIENT_PID")
       python3 - "$side" "$load" "$round" "$((after - before))" "$HZ" "$out" >>"$RESULTS" <<'PY'
 import json, sys

@@ -320,10 +320,71 @@ fn the_client_follows_moved_and_comes_back_when_its_node_dies(driver: &str) {
     flows(&mut p1, &mut p2);
 }
 
+/// Before: the registry entry's `max_tunnels` stayed the start value until a restart, so
+/// `/fleet`, `cluster status` and the placement of new tunnels went on counting a capacity the
+/// node no longer held to after a reload (SIGHUP). Now each heartbeat takes it from the
+/// workers' config in force.
+fn the_registry_entry_follows_a_reload(driver: &str) {
+    let Some(redis) = Redis::start(None) else {
+        return;
+    };
+    let prefix = format!("cr{}", std::process::id());
+    let dir = common::dir::Dir::new("cluster_tunnel", &format!("reload-{driver}"));
+    let file = dir.write("ringrelay.toml", "[tunnel]\nmax_tunnels = 10\n");
+    let range = PORTS.range();
+    let a = node_of(
+        driver,
+        1,
+        &redis,
+        &prefix,
+        "node-a",
+        "eu",
+        &[
+            ("RINGRELAY_CONFIG", file.to_str().unwrap()),
+            ("RINGRELAY_TUNNEL_ENABLED", "true"),
+            ("RINGRELAY_TUNNEL_PORTS", range.as_str()),
+        ],
+    );
+    let capacity = |srv: &TestServer| {
+        let f = fleet_of(srv);
+        (
+            f["total_capacity"].clone(),
+            f["servers"][0]["capacity"].clone(),
+        )
+    };
+    wait_until(Duration::from_secs(8), "the start capacity", || {
+        capacity(&a) == (10.into(), 10.into())
+    });
+    dir.write("ringrelay.toml", "[tunnel]\nmax_tunnels = 30\n");
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet.
+    unsafe { libc::kill(a.pid() as i32, libc::SIGHUP) };
+    stats_when(&a, |v| v["reload"]["reloads_ok"] == 1);
+    wait_until(Duration::from_secs(8), "the reloaded capacity", || {
+        capacity(&a) == (30.into(), 30.into())
+    });
+    drop(a);
+    drop(redis);
+}
+
+/// Before: a node without a cluster showed tunnel bandwidth 0 in `/fleet` whatever went
+/// through (only the cluster's heartbeat measured it). Now each worker's tick samples it.
 fn a_single_node_is_a_fleet_of_one(driver: &str) {
     let srv = PORTS.server(driver, &[("RINGRELAY_TUNNEL_MAX_TUNNELS", "7")]);
-    let (_t, open) = control(&srv, "");
+    let (mut t, open) = control(&srv, "");
     assert_eq!(open["type"], "tunnel_open", "{open}");
+    let (mut public, mut data) = bytes_cross(&srv, &mut t, &open);
+    let chunk = vec![7u8; 64 << 10];
+    let mut back = vec![0u8; chunk.len()];
+    for _ in 0..16 {
+        public.write_all(&chunk).unwrap();
+        data.read_exact(&mut back).unwrap();
+    }
+    let mut seen = Value::Null;
+    wait_until(Duration::from_secs(4), "bandwidth in /fleet", || {
+        seen = fleet_of(&srv);
+        seen["total_bandwidth"].as_u64().unwrap_or(0) > 0
+            && seen["servers"][0]["bandwidth"] == seen["total_bandwidth"]
+    });
     let f = fleet_of(&srv);
     assert_eq!(f["source"], "local", "{f}");
     assert_eq!(f["server_count"], 1, "{f}");
@@ -338,6 +399,7 @@ fn a_single_node_is_a_fleet_of_one(driver: &str) {
 
 both_drivers!(
     a_single_node_is_a_fleet_of_one,
+    the_registry_entry_follows_a_reload,
     tunnels_spread_and_the_fleet_sums_them,
     the_client_follows_moved_and_comes_back_when_its_node_dies,
 );

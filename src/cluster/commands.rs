@@ -40,9 +40,12 @@ pub async fn serve(core: Rc<Core>, rx: flume::Receiver<Command>) {
                 }
             }
             Command::NodesGone(ids) => core.cluster_local.nodes_gone(&core, &ids),
-            Command::TunnelBytes(reply) => {
+            Command::TunnelFigures(reply) => {
                 let s = &core.stats;
-                let _ = reply.try_send(s.tunnel_bytes_in.get() + s.tunnel_bytes_out.get());
+                let _ = reply.try_send(crate::fleet::ask::TunnelFigures {
+                    bytes: s.tunnel_bytes_in.get() + s.tunnel_bytes_out.get(),
+                    max_tunnels: core.with_config(|c| c.tunnel.max_tunnels),
+                });
             }
         }
     }

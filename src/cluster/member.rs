@@ -180,7 +180,7 @@ impl Thread {
         }
         let held = self.owners.collect_sessions();
         let mut entry = entry(&self.view, &self.shared, self.started_ms);
-        entry.tunnel_bandwidth = self.tunnel_bandwidth();
+        self.tunnel_figures(&mut entry);
         let ttl = self.shared.config.cluster.node_ttl;
         let view = self.view.clone();
         let result = (|| {
@@ -227,14 +227,19 @@ impl Thread {
         }
     }
 
-    /// Bytes per second through this node's tunnels since the last round (0 at the first,
-    /// and with tunnels off, where no worker is asked).
-    fn tunnel_bandwidth(&mut self) -> u64 {
+    /// The entry's tunnel figures the workers hold: bytes per second through this node's
+    /// tunnels since the last round (0 at the first), and `max_tunnels` as a reload left it
+    /// (the start config's until a worker answers). With tunnels off no worker is asked.
+    fn tunnel_figures(&mut self, entry: &mut NodeInfo) {
         if !self.shared.config.tunnel.enabled {
-            return 0;
+            return;
         }
-        let now = (Instant::now(), self.owners.tunnel_bytes());
-        let rate = match self.bytes_seen {
+        let (bytes, max_tunnels) = self.owners.tunnel_figures();
+        if let Some(m) = max_tunnels {
+            entry.max_tunnels = m;
+        }
+        let now = (Instant::now(), bytes);
+        entry.tunnel_bandwidth = match self.bytes_seen {
             Some((at, bytes)) if now.0 > at => {
                 let secs = now.0.duration_since(at).as_secs_f64();
                 (now.1.saturating_sub(bytes) as f64 / secs) as u64
@@ -242,7 +247,6 @@ impl Thread {
             _ => 0,
         };
         self.bytes_seen = Some(now);
-        rate
     }
 
     /// Leaving: sessions and the entry go now rather than after their TTLs, so the fleet

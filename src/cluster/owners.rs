@@ -171,16 +171,20 @@ impl Owners {
     }
 
     /// Bytes spliced through this node's tunnels so far, all workers (a worker that does not
-    /// answer in time counts nothing this round).
-    pub fn tunnel_bytes(&self) -> u64 {
-        let mut all = 0;
+    /// answer in time counts nothing this round), and the `tunnel.max_tunnels` the workers
+    /// have in force (`None` when none answered).
+    pub fn tunnel_figures(&self) -> (u64, Option<usize>) {
+        let (mut all, mut max) = (0, None);
         for w in &self.workers {
             let (tx, rx) = flume::bounded(1);
-            if w.try_send(Command::TunnelBytes(tx)).is_ok() {
-                all += rx.recv_timeout(IO_TIMEOUT).unwrap_or(0);
+            if w.try_send(Command::TunnelFigures(tx)).is_ok() {
+                if let Ok(f) = rx.recv_timeout(IO_TIMEOUT) {
+                    all += f.bytes;
+                    max = Some(f.max_tunnels);
+                }
             }
         }
-        all
+        (all, max)
     }
 
     /// Renews (or re-creates) ownership of `held`; a session another live node owns now is

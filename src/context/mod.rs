@@ -101,7 +101,9 @@ impl Shared {
                 0
             },
             tunnels: self.tunnels.total() as u64,
-            tunnel_bandwidth: 0,
+            // Each core's rate over its last second; the cluster's heartbeat puts its own
+            // (over the heartbeat) in the registry entry.
+            tunnel_bandwidth: self.gauges.iter().map(|g| g.tunnel_bandwidth()).sum(),
             max_tunnel_bandwidth: cfg.tunnel.max_bandwidth as u64,
         }
     }

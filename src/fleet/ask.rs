@@ -26,9 +26,19 @@ pub enum Command {
     Evict(String),
     /// These nodes left the fleet: end links carried to them and peers carried from them.
     NodesGone(Vec<String>),
-    /// Answer with the bytes spliced through this core's tunnels so far, both ways (the
-    /// registry entry's tunnel bandwidth is their rate between heartbeats).
-    TunnelBytes(flume::Sender<u64>),
+    /// Answer with this core's tunnel figures (the registry entry's tunnel fields).
+    TunnelFigures(flume::Sender<TunnelFigures>),
+}
+
+/// What a worker tells the cluster thread about its tunnels each heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelFigures {
+    /// Bytes spliced through this core's tunnels so far, both ways (the entry's tunnel
+    /// bandwidth is their rate between heartbeats).
+    pub bytes: u64,
+    /// `tunnel.max_tunnels` in force on this core: after a reload (SIGHUP) the new value,
+    /// which the cluster thread's start config does not have.
+    pub max_tunnels: usize,
 }
 
 /// Commands waiting per worker; the thread skips a worker whose queue is full (counted) and

@@ -49,6 +49,9 @@ pub async fn run(core: Rc<Core>) {
         let now = core.clock.tick();
         crate::stats::access::flush(&core.stats);
         core.gauges().beat(now);
+        let s = &core.stats;
+        core.gauges()
+            .sample_tunnel_bytes(s.tunnel_bytes_in.get() + s.tunnel_bytes_out.get(), now);
         #[cfg(debug_assertions)]
         crate::runtime::stall::maybe(core.index, now);
         // A reload may change the write timeout (the session timers and the tick's period

@@ -70,8 +70,8 @@ pub(super) fn fleet(core: &Core) -> crate::http::Response {
     crate::http::Response::json(200, body.to_string())
 }
 
-/// This node as a fleet of one: its live counts; no bandwidth (measured only by the
-/// cluster thread's heartbeat).
+/// This node as a fleet of one: its live counts, and its tunnel bandwidth over the last
+/// second (each worker's tick samples it).
 fn alone(core: &Core, now_ms: u64) -> crate::fleet::node::NodeInfo {
     let shared = &core.shared;
     let cfg = core.config();

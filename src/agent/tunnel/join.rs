@@ -2,23 +2,24 @@
 //! (`GET .../v1/tunnel/accept/{id}`, `Upgrade: ringrelay-tunnel`, 101, then raw bytes), the
 //! connection to the local service, and the bytes between them.
 //!
-//! The client moves bytes with a plain copy loop through one 64 KiB buffer per direction
-//! (the relay splices in the kernel; the client may run on anything monoio runs on, and a
-//! copy loop is what it needs when TLS or another transport comes between). A FIN read on
-//! one side is passed on as `shutdown(SHUT_WR)` on the other; a reset or error on either side
-//! ends both directions and resets the other side too (`SO_LINGER` 0), so neither end is left
-//! waiting on a half that is gone.
+//! The client splices bytes through a pipe each way (`runtime::splice::pump_now`), so
+//! they never enter user space: a plain copy loop cost more CPU per byte in bulk than the
+//! whole relay (docs/tunnels.md). A FIN read on one side is passed on as `shutdown(SHUT_WR)`
+//! on the other; a reset or error on either side ends both directions and resets the other
+//! side too (`SO_LINGER` 0), so neither end is left waiting on a half that is gone.
 
 use super::super::stop::Latch;
-use crate::runtime::socket::Socket;
+use crate::runtime::socket::{shutdown_fd, Socket};
+use crate::runtime::splice::{halves_now, pump_now, Pace};
 use monoio::buf::IoBufMut;
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
-use std::net::SocketAddr;
+use std::cell::Cell;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-/// Bytes per read, per direction.
-const COPY_BUF: usize = 64 << 10;
 /// Largest answer head taken from the relay.
 const MAX_ANSWER_HEAD: usize = 8 << 10;
 /// The upgrade token of a tunnel's data connection.
@@ -152,76 +153,83 @@ pub struct Moved {
 /// one fails, or `dead` is set from outside (the drain's deadline), which resets both.
 pub async fn join(data: DataConn, local: TcpStream, dead: Rc<Latch>) -> Moved {
     let _ = local.set_nodelay(true);
-    let data_sock = Rc::new(Socket::new(data.stream));
-    let local_sock = Rc::new(Socket::new(local));
-    let inbound = copy(
-        data_sock.clone(),
-        local_sock.clone(),
-        data.early,
-        dead.clone(),
-    );
-    let outbound = copy(local_sock.clone(), data_sock.clone(), Vec::new(), dead);
-    let (a, b) = monoio::join!(inbound, outbound);
-    let reset = a.is_err() || b.is_err();
-    if reset {
-        for s in [&data_sock, &local_sock] {
-            let _ = socket2::SockRef::from(&**s).set_linger(Some(Duration::ZERO));
+    let DataConn { stream, early } = data;
+    let mut local = local;
+    let early_len = early.len() as u64;
+    if !early.is_empty() {
+        let (r, _) = local.write_all(early).await;
+        if r.is_err() {
+            reset(stream);
+            reset(local);
+            return Moved {
+                reset: true,
+                ..Moved::default()
+            };
         }
     }
+    let (Ok((mut data_r, mut data_w)), Ok((mut local_r, mut local_w))) =
+        (halves_now(stream), halves_now(local))
+    else {
+        return Moved {
+            inbound: early_len,
+            reset: true,
+            ..Moved::default()
+        };
+    };
+    let (inbound, outbound) = (Count::default(), Count::default());
+    let (a, b) = monoio::join!(
+        direction(&mut data_r, &mut local_w, &inbound, &dead),
+        direction(&mut local_r, &mut data_w, &outbound, &dead),
+    );
+    let reset_both = a.is_err() || b.is_err();
+    if reset_both {
+        reset(data_r);
+        reset(local_r);
+    }
     Moved {
-        inbound: a.unwrap_or_else(|n| n),
-        outbound: b.unwrap_or_else(|n| n),
-        reset,
+        inbound: early_len + inbound.0.get(),
+        outbound: outbound.0.get(),
+        reset: reset_both,
     }
 }
 
-/// Copies `from` to `to` until EOF (passed on as a FIN: `Ok` with the bytes moved) or a
-/// failure on either side or the other direction's (`Err` with the bytes moved; `dead` is
-/// set so the other direction stops too).
-async fn copy(
-    from: Rc<Socket>,
-    to: Rc<Socket>,
-    early: Vec<u8>,
-    dead: Rc<Latch>,
-) -> Result<u64, u64> {
-    let mut moved = early.len() as u64;
-    if !early.is_empty() {
-        let (r, _) = to.write_all(early).await;
-        if r.is_err() {
-            dead.set();
-            return Err(moved);
+/// Bytes a direction delivered.
+#[derive(Default)]
+struct Count(Cell<u64>);
+
+impl Pace for Count {
+    async fn allow(&self, want: u32) -> u32 {
+        want
+    }
+    fn unused(&self, _: u32) {}
+    fn moved(&self, n: u32, passed: bool) {
+        if passed {
+            self.0.set(self.0.get() + u64::from(n));
         }
     }
-    let mut buf = Vec::with_capacity(COPY_BUF);
-    loop {
-        buf.clear();
-        // A read dropped here (the pair is being reset) loses only bytes nobody will take.
-        let read = monoio::select! {
-            _ = dead.wait() => return Err(moved),
-            r = from.read(buf) => r,
-        };
-        let (r, b) = read;
-        buf = b;
-        match r {
-            Ok(0) => {
-                to.shutdown_write();
-                return Ok(moved);
-            }
-            Ok(n) => moved += n as u64,
-            Err(_) => {
-                dead.set();
-                return Err(moved);
-            }
+}
+
+/// Splices `src` into `dst` until EOF (passed on as a FIN: `Ok`) or a failure on either side
+/// or the other direction's (`Err`; `dead` is set so the other direction stops too).
+async fn direction(
+    src: &mut TcpStream,
+    dst: &mut TcpStream,
+    count: &Count,
+    dead: &Latch,
+) -> Result<(), ()> {
+    // A pump dropped here (the pair is being reset) loses only bytes nobody will take.
+    let r = monoio::select! {
+        _ = dead.wait() => return Err(()),
+        r = pump_now(src, dst, count) => r,
+    };
+    match r {
+        Ok(()) => {
+            shutdown_fd(dst.as_raw_fd(), Shutdown::Write);
+            Ok(())
         }
-        let write = monoio::select! {
-            _ = dead.wait() => return Err(moved),
-            r = to.write_all(buf) => r,
-        };
-        let (r, b) = write;
-        buf = b;
-        if r.is_err() {
+        Err(_) => {
             dead.set();
-            return Err(moved);
+            Err(())
         }
     }
 }
