@@ -11,7 +11,7 @@ use crate::ws::CloseCode;
 use monoio::net::TcpListener;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct WorkerSetup {
     pub index: usize,
@@ -152,23 +152,13 @@ pub async fn run(setup: WorkerSetup) {
     let _ = setup.ready.send(Ok(()));
     let _ = setup.shutdown.recv_async().await;
     core.shutdown.close();
-    let now = core.clock.tick();
     // With `session.state_dir` what the sessions keep outlives the process: 1012 (Service
     // Restart) tells clients to come back; without it 1001, as the contract says.
     let (code, reason) = match setup.snapshots {
         Some(_) => (CloseCode::SERVICE_RESTART, "server restarting"),
         None => (CloseCode::GOING_AWAY, "server shutting down"),
     };
-    for p in core.registry.peers() {
-        monoio::spawn(async move { p.close(code, reason, now).await });
-    }
-    // Carried peers are told the same, and their links to the owners end.
-    core.cluster_local.end_all(code);
-    let deadline = Instant::now() + core.config().shutdown_grace;
-    let busy = || core.registry.peer_count() + core.cluster_local.carry_count() > 0;
-    while busy() && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::relay::stop::close_all(&core, code, reason).await;
     if let Some(tx) = setup.snapshots {
         let sessions = persist::snapshot(&core.registry);
         bump(&core.stats.state_sessions_written, sessions.len() as u64);
@@ -191,12 +181,7 @@ fn restore(core: &Core, sessions: Vec<SessionState>, refused: u64) {
     if sessions.is_empty() {
         return;
     }
-    let s = &core.config().session;
-    let limits = persist::RestoreLimits {
-        core_budget: s.core_buffer_budget,
-        replay_bytes: s.replay_bytes,
-        buffering: s.buffer_bytes > 0,
-    };
+    let limits = persist::RestoreLimits::of(&core.config().session);
     let done = persist::restore(&core.registry, sessions, core.clock.tick(), limits);
     bump(&core.stats.state_sessions_loaded, done.sessions);
     bump(
