@@ -480,9 +480,9 @@ fn another_worker_count_is_refused(driver: &str) {
     );
 }
 
-/// Under systemd (`Type=notify`, `NotifyAccess=all`, `ExecReload=kill -USR2 $MAINPID`):
-/// RELOADING=1 at the signal, then the new process's MAINPID= with READY=1, so systemd
-/// follows the new main process when the old one exits. (No systemd runs on the test
+/// Under systemd (`Type=notify`, `ExecReload=kill -USR2 $MAINPID`, `NotifyAccess=main`):
+/// RELOADING=1 at the signal, MAINPID=<new> from the old (main) process, and only then the
+/// new process's READY=1, so systemd follows the new main process and takes its READY=1. (No systemd runs on the test
 /// machine: this is its notify socket, as tests/reload.rs does it.)
 fn systemd_hears_the_new_main_pid(driver: &str) {
     use std::os::unix::net::UnixDatagram;
@@ -522,9 +522,13 @@ fn systemd_hears_the_new_main_pid(driver: &str) {
             break m;
         }
     };
+    let new_pid = format!("MAINPID={}", relay.pid);
+    assert!(ready.contains(&new_pid), "{heard:?}");
     assert!(
-        ready.contains(&format!("MAINPID={}", relay.pid)),
-        "{heard:?}"
+        heard[..heard.len() - 1]
+            .iter()
+            .any(|m| m.contains(&new_pid)),
+        "the old process names the new one before its READY=1: {heard:?}"
     );
     assert_ne!(relay.pid, old);
 }
