@@ -129,9 +129,12 @@ impl Relay {
     }
 
     fn health(&self) -> serde_json::Value {
-        let (status, _, body) = get(self.admin, "/health");
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).unwrap()
+        let admin = self.admin;
+        let got = std::thread::spawn(move || get(admin, "/health")).join();
+        match got {
+            Ok((200, _, body)) => serde_json::from_str(&body).unwrap(),
+            other => panic!("/health: {other:?}\nlog: {:#?}", self.log.lock().unwrap()),
+        }
     }
 
     /// /stats's `upgrade` object. A scrape a worker did not answer in time (503 with
@@ -152,6 +155,11 @@ impl Relay {
 
     fn log_contains(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    fn count_log(&self, needle: &str) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(needle)).count()
     }
 
     fn wait_log(&self, needle: &str, within: Duration) -> bool {
@@ -368,9 +376,15 @@ fn a_broken_binary_leaves_the_old_process_serving(driver: &str) {
     still_serving(&relay, &mut x, &mut y, 1, "exited (exit status: 1)");
     // 2. One that hangs past upgrade_timeout: killed, and the old one carries on.
     relay.replace_binary("#!/bin/sh\nexec sleep 30\n");
+    let started = relay.count_log("SIGUSR2: upgrading to a new process");
     kill(relay.pid, libc::SIGUSR2);
-    // A second SIGUSR2 while one runs is ignored, and said so.
-    std::thread::sleep(Duration::from_millis(100));
+    // A second SIGUSR2 while one runs is ignored, and said so. (Sent once the first was
+    // taken: two pending at once would be one signal.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while relay.count_log("SIGUSR2: upgrading to a new process") == started {
+        assert!(Instant::now() < deadline, "{:?}", relay.log);
+        std::thread::sleep(Duration::from_millis(10));
+    }
     kill(relay.pid, libc::SIGUSR2);
     still_serving(
         &relay,
@@ -379,7 +393,10 @@ fn a_broken_binary_leaves_the_old_process_serving(driver: &str) {
         2,
         "no answer within upgrade_timeout (4s)",
     );
-    assert!(relay.log_contains("SIGUSR2 ignored: an upgrade is already under way"));
+    assert!(relay.wait_log(
+        "SIGUSR2 ignored: an upgrade is already under way",
+        Duration::from_secs(5)
+    ));
     // 3. One that takes the listeners, then crashes.
     relay.replace_binary(&fake(
         "h, fds = recv(s)\nwhile len(fds) < listeners(h): fds += recv(s)[1]\nos.kill(os.getpid(), signal.SIGSEGV)\n",

@@ -103,7 +103,13 @@ async fn accept_loop(
                     accept::accepted(&core, stream, addr.ip(), tls);
                 } else {
                     let arrival = Arrival::new(kind, addr.ip(), None);
-                    monoio::spawn(handle(core.clone(), stream.into(), arrival));
+                    // An upgrade waits (bounded) for admin requests to be answered.
+                    let serving = (kind == Listener::Admin).then(|| gate.serving_admin());
+                    let core = core.clone();
+                    monoio::spawn(async move {
+                        handle(core, stream.into(), arrival).await;
+                        drop(serving);
+                    });
                 }
             }
             Err(e) => {

@@ -66,12 +66,14 @@ impl Channel {
         if !fds.is_empty() {
             control.push(SendAncillaryMessage::ScmRights(fds));
         }
-        let sent = sendmsg(
-            &self.fd,
-            &[IoSlice::new(&bytes)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        )
+        let sent = retry_interrupted(|| {
+            sendmsg(
+                &self.fd,
+                &[IoSlice::new(&bytes)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            )
+        })
         .map_err(|e| match e {
             rustix::io::Errno::AGAIN => ChannelError::TimedOut(timeout),
             rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET => ChannelError::Closed,
@@ -100,12 +102,14 @@ impl Channel {
         let mut space =
             [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
-        let got = recvmsg(
-            &self.fd,
-            &mut [IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        )
+        let got = retry_interrupted(|| {
+            recvmsg(
+                &self.fd,
+                &mut [IoSliceMut::new(&mut buf)],
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            )
+        })
         .map_err(|e| match e {
             rustix::io::Errno::AGAIN => ChannelError::TimedOut(timeout),
             rustix::io::Errno::CONNRESET => ChannelError::Closed,
@@ -161,6 +165,17 @@ impl Channel {
 impl AsFd for Channel {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+/// A signal to this process (SIGCHLD, a SIGHUP on its way to the signal thread) interrupts a
+/// blocking call on whichever thread it lands: that is not the other process's doing.
+fn retry_interrupted<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> rustix::io::Result<T> {
+    loop {
+        match call() {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return other,
+        }
     }
 }
 

@@ -33,6 +33,18 @@ pub struct Gate {
     canceller: RefCell<Canceller>,
     /// Accept loops not parked.
     running: Cell<usize>,
+    /// Admin requests accepted and not yet answered (public connections in their HTTP phase
+    /// are `Core::handshakes`).
+    admin: Rc<Cell<usize>>,
+}
+
+/// An admin connection being served; dropped when it ends.
+pub struct Serving(Rc<Cell<usize>>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// How often a parked loop looks whether it may accept again, and a pausing worker whether
@@ -48,6 +60,12 @@ impl Gate {
     /// The handle the next accept is made cancelable with.
     pub fn handle(&self) -> CancelHandle {
         self.canceller.borrow().handle()
+    }
+
+    /// Counts an admin connection until the returned guard drops.
+    pub fn serving_admin(&self) -> Serving {
+        self.admin.set(self.admin.get() + 1);
+        Serving(self.admin.clone())
     }
 
     pub fn paused(&self) -> bool {
@@ -85,7 +103,7 @@ pub async fn serve_orders(core: Rc<Core>, gate: Rc<Gate>, rx: flume::Receiver<Up
         match order {
             UpgradeOrder::Export(reply) => {
                 gate.pause().await;
-                finish_handshakes(&core).await;
+                finish_handshakes(&core, &gate).await;
                 let share = handover::export(&core).await;
                 let _ = reply.send((core.index, share));
             }
@@ -103,13 +121,15 @@ pub async fn serve_orders(core: Rc<Core>, gate: Rc<Gate>, rx: flume::Receiver<Up
 }
 
 /// How long a pausing worker waits for connections already accepted to finish their HTTP
-/// phase, so that they are peers (or answered) when the worker exports. A client that has
-/// not finished by then (a slow one) is exported, or not, as the handover decides.
+/// phase (public ones to become peers or be answered, admin requests to be answered), so
+/// none is cut off when the old process exits. A client that has not finished by then (a
+/// slow one, a keep-alive admin client) is exported, or not, as the handover decides.
 const HANDSHAKE_DRAIN: Duration = Duration::from_secs(2);
 
-async fn finish_handshakes(core: &Core) {
+async fn finish_handshakes(core: &Core, gate: &Gate) {
     let deadline = std::time::Instant::now() + HANDSHAKE_DRAIN;
-    while core.handshakes.get() > 0 && std::time::Instant::now() < deadline {
+    let busy = || core.handshakes.get() + gate.admin.get() > 0;
+    while busy() && std::time::Instant::now() < deadline {
         monoio::time::sleep(POLL).await;
     }
 }
