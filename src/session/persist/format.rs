@@ -141,8 +141,8 @@ pub fn end_record(sessions: u64) -> Vec<u8> {
     record(KIND_END, &sessions.to_le_bytes())
 }
 
-/// A whole file in memory (the writer, `file::save`, streams it record by record).
-#[cfg(test)]
+/// A whole file in memory (the writer, `file::save`, streams it record by record; the
+/// fallback handover sends it whole).
 pub fn encode(node: &str, sessions: &[SessionState]) -> Vec<u8> {
     let mut out = header(node);
     for s in sessions {
