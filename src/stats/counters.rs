@@ -194,6 +194,9 @@ counters!(
     state_sessions_loaded: "Sessions restored from the state file at start (session.state_dir).",
     state_messages_not_loaded: "Messages in the state file not restored: past session.core_buffer_budget or session.replay_bytes, or kept with buffering off.",
     state_files_refused: "State files refused at start (torn, corrupt, another node's, a newer format, too large) and moved aside.",
+    handover_closed: "Connections a binary upgrade could not hand over, closed with 1012 so they reconnect: TLS, bridge agents, cluster mode, or not at rest within shutdown_grace.",
+    handover_bridged_refused: "Bridged requests answered 503 (server_upgrading, Retry-After) because a binary upgrade closed their agent's connection.",
+    handover_adopted: "Connections this process adopted from the one it upgraded, each going on as it was (nothing sent to its client).",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.
