@@ -85,13 +85,13 @@ async fn serve(
             // instead of reading (relay::handover), before the wait or when woken in it.
             let rest = kept.as_deref().is_none_or(Reader::parkable);
             peer.flags.set(Flag::QUIET, rest);
-            if rest && core.registry.park.requested() && Box::pin(parked_away(&core)).await {
+            if rest && core.registry.park.holds() && Box::pin(parked_away(&core)).await {
                 return;
             }
             if peer.sock.readable().await.is_err() {
                 break (ABNORMAL, false);
             }
-            if rest && core.registry.park.requested() && Box::pin(parked_away(&core)).await {
+            if rest && core.registry.park.holds() && Box::pin(parked_away(&core)).await {
                 return;
             }
             peer.flags.set(Flag::QUIET, false);

@@ -398,3 +398,6 @@ fn seat(
     core.registry.add_peer(peer.clone());
     monoio::spawn(super::conn::run(core.clone(), peer, session, Vec::new()));
 }
+
+#[cfg(test)]
+mod tests;

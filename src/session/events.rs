@@ -31,13 +31,13 @@ impl EventKey {
         EventKey(rng.bytes())
     }
 
-    /// A key carried across a binary upgrade (`relay::handover`), as [`EventKey::to_bytes`]
+    /// A key carried across a binary upgrade (`relay::handover`), as [`EventKey::bytes`]
     /// gave it.
     pub fn from_bytes(bytes: [u8; 16]) -> EventKey {
         EventKey(bytes)
     }
 
-    pub fn to_bytes(&self) -> [u8; 16] {
+    pub fn bytes(&self) -> [u8; 16] {
         self.0
     }
 

@@ -43,6 +43,13 @@ impl Park {
         self.requested.get()
     }
 
+    /// A connection at rest must not read: parking is asked for, or the connections were
+    /// released to another process (a task still waiting for readiness then must never read
+    /// again: the new process reads that socket now).
+    pub fn holds(&self) -> bool {
+        self.requested.get() || self.released()
+    }
+
     /// Released once: the core's connections belong to another process from now on.
     pub fn released(&self) -> bool {
         self.answer.get() == Some(Resolved::Released)

@@ -153,7 +153,7 @@ impl Peer {
     /// The key its events carry (`None` without events): a binary upgrade hands it on, since
     /// the client knows it.
     pub fn event_key_bytes(&self) -> Option<[u8; 16]> {
-        self.events.as_ref().map(|e| e.key.to_bytes())
+        self.events.as_ref().map(|e| e.key.bytes())
     }
 
     /// Waits until no write to this peer is in progress and holds its write gate, so nothing
