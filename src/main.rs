@@ -255,9 +255,10 @@ fn reload(sources: &Sources, reloader: &Reloader, running: &mut Config) {
 }
 
 /// What the signal thread needs: SIGTERM and SIGINT stop the server, SIGHUP reloads it,
-/// SIGUSR1 reopens the access log's file (logrotate).
+/// SIGUSR1 reopens the access log's file (logrotate), SIGUSR2 upgrades the binary.
 struct OnSignal {
     stop: ringrelay::server::ShutdownHandle,
+    upgrader: ringrelay::server::upgrade::Upgrader,
     reloader: Reloader,
     sources: Sources,
     /// The config in force, which the next reload is compared with.
@@ -296,6 +297,10 @@ impl OnSignal {
                 ringrelay::server::reopen_access_logs();
                 continue;
             }
+            if sig == signal_hook::consts::SIGUSR2 {
+                upgrade(&self.upgrader, &self.in_force);
+                continue;
+            }
             if sig == signal_hook::consts::SIGHUP {
                 let level = self.in_force.log.level.clone();
                 reload(&self.sources, &self.reloader, &mut self.in_force);
@@ -310,6 +315,17 @@ impl OnSignal {
             stopping = true;
         }
     }
+}
+
+/// SIGUSR2: hands everything to a new process started from the binary's path
+/// (docs/upgrade.md). systemd is told RELOADING=1; the new process says READY=1 (with its
+/// MAINPID=), or this one does again if the upgrade fails.
+fn upgrade(upgrader: &ringrelay::server::upgrade::Upgrader, in_force: &Config) {
+    use sd_notify::NotifyState;
+    let mut reloading = vec![NotifyState::Reloading];
+    reloading.extend(NotifyState::monotonic_usec_now().ok());
+    let _ = sd_notify::notify(false, &reloading);
+    upgrader.start(in_force.upgrade_timeout);
 }
 
 /// Replaces the running logger's filter with a `log.level` that a reload brought.
@@ -347,6 +363,8 @@ fn init_logging(cfg: &Config) -> Option<SetLogFilter> {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // Taken before anything reads the environment: the variable is removed with it.
+    let upgrade_fd = ringrelay::server::upgrade::inherited_fd();
     let sources = Sources::of(&args);
     let cfg = match sources.load() {
         Ok(c) => c,
@@ -366,7 +384,18 @@ fn serve(args: ServeArgs) -> ExitCode {
     let log_filter = init_logging(&cfg);
     let workers = cfg.workers;
     let in_force = cfg.clone();
-    let server = match Server::bind(cfg) {
+    let mut adopted = None;
+    let server = match upgrade_fd {
+        Some(fd) => match upgraded(cfg, fd) {
+            Ok((s, a)) => {
+                adopted = Some(a);
+                Ok(s)
+            }
+            Err(e) => return e,
+        },
+        None => Server::bind(cfg),
+    };
+    let server = match server {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
@@ -388,6 +417,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
         signal_hook::consts::SIGUSR1,
+        signal_hook::consts::SIGUSR2,
     ]) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -407,9 +437,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     let internal = internal.map(tracing::field::display);
     let admin_tls = in_force.admin_tls.cert_file.is_some();
     tracing::info!(%listen, %admin, internal, tls, driver, workers, steering, version = env!("CARGO_PKG_VERSION"), admin_tls, "ringrelay listening");
+    if let Some(adopted) = adopted {
+        if let Err(e) = adopted.finish(&running) {
+            tracing::error!(error = %e, "upgrade: the old process did not let go; exiting");
+            return ExitCode::from(1);
+        }
+    }
     if let Some(signals) = signals {
         let on_signal = OnSignal {
             stop: running.handle.clone(),
+            upgrader: running.upgrader.clone(),
             reloader: running.reloader(),
             sources,
             in_force,
@@ -417,10 +454,43 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         std::thread::spawn(move || on_signal.serve(signals));
     }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let pid = std::process::id();
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::MainPid(pid),
+            sd_notify::NotifyState::Ready,
+        ],
+    );
     // The main thread keeps the systemd watchdog and status line until the workers end.
     ringrelay::server::watchdog::supervise(&running);
     running.join();
     tracing::info!("ringrelay stopped");
     ExitCode::SUCCESS
+}
+
+/// The new process of an upgrade: its listeners come from the old process, its workers wait
+/// for their shares of the connections (fed from the socket on a thread of its own).
+fn upgraded(
+    cfg: Config,
+    fd: std::os::fd::OwnedFd,
+) -> Result<(Server, ringrelay::server::upgrade::Adopted), ExitCode> {
+    use ringrelay::server::upgrade::{Adopted, Inherited};
+    let (inherited, listeners) = match Inherited::receive(fd, cfg.upgrade_timeout) {
+        Ok(got) => got,
+        Err(e) => {
+            tracing::error!(error = %e, "upgrade: cannot take the listeners");
+            return Err(ExitCode::from(1));
+        }
+    };
+    if let Err(why) = inherited.fits(&cfg, &listeners) {
+        tracing::error!(reason = %why, "upgrade refused");
+        inherited.refuse(&why);
+        return Err(ExitCode::from(1));
+    }
+    let (server, adopted) = Adopted::prepare(cfg, listeners, inherited).map_err(|e| {
+        tracing::error!(error = %e, "upgrade: cannot start");
+        ExitCode::from(1)
+    })?;
+    Ok((server, adopted))
 }

@@ -319,12 +319,7 @@ fn stream_of(fd: OwnedFd) -> std::io::Result<monoio::net::TcpStream> {
 /// Puts the share's sessions into the registry as they were: kept messages and windows
 /// within this process's limits (`persist::restore`), and the acks told.
 fn restore_sessions(core: &Core, sessions: Vec<LiveSession>, now: u64) -> Vec<Rc<Session>> {
-    let cfg = core.config();
-    let limits = persist::RestoreLimits {
-        core_budget: cfg.session.core_buffer_budget,
-        replay_bytes: cfg.session.replay_bytes,
-        buffering: cfg.session.buffer_bytes > 0,
-    };
+    let limits = persist::RestoreLimits::of(&core.config().session);
     let ids: Vec<String> = sessions.iter().map(|s| s.state.id.clone()).collect();
     let told: Vec<Vec<(String, u64)>> = sessions.iter().map(|s| s.told.clone()).collect();
     let states = sessions.into_iter().map(|s| s.state).collect();

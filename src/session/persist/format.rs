@@ -141,7 +141,8 @@ pub fn end_record(sessions: u64) -> Vec<u8> {
     record(KIND_END, &sessions.to_le_bytes())
 }
 
-/// A whole file in memory (the writer, `file::save`, streams it record by record).
+/// A whole file in memory (the writer, `file::save`, streams it record by record; the
+/// handover, `relay::handover::wire`, embeds its records in its own share).
 #[cfg(test)]
 pub fn encode(node: &str, sessions: &[SessionState]) -> Vec<u8> {
     let mut out = header(node);
