@@ -29,6 +29,7 @@ fn shared() -> Arc<Shared> {
         scrape: Vec::new(),
         start_auth: None,
         reloads: Default::default(),
+        upgrades: Default::default(),
         cluster_requests: None,
         cluster_secret: None,
         cluster_tls: None,
