@@ -384,24 +384,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     let log_filter = init_logging(&cfg);
     let workers = cfg.workers;
     let in_force = cfg.clone();
-    let mut adopted = None;
-    let server = match upgrade_fd {
-        Some(fd) => match upgraded(cfg, fd) {
-            Ok((s, a)) => {
-                adopted = Some(a);
-                Ok(s)
-            }
-            Err(e) => return e,
-        },
-        None => Server::bind(cfg),
-    };
-    let server = match server {
+    let (server, adopted) = match server_for(cfg, upgrade_fd) {
         Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("ringrelay: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     if server.driver() == "epoll" {
         tracing::warn!("io_uring is not in use: running on the epoll driver");
@@ -412,19 +397,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let steering = server.steering().as_str();
     // Handlers go in before anything can report ready, so a stop that follows READY=1 at
     // once still shuts down gracefully instead of meeting SIGTERM's default action.
-    let signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-        signal_hook::consts::SIGUSR1,
-        signal_hook::consts::SIGUSR2,
-    ]) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot install signal handlers");
-            None
-        }
-    };
+    let signals = install_signals();
     let running = match server.start() {
         Ok(r) => r,
         Err(e) => {
@@ -454,19 +427,53 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         std::thread::spawn(move || on_signal.serve(signals));
     }
+    // After an upgrade this process is the main one from now on: systemd is told so.
     let pid = std::process::id();
-    let _ = sd_notify::notify(
-        false,
-        &[
-            sd_notify::NotifyState::MainPid(pid),
-            sd_notify::NotifyState::Ready,
-        ],
-    );
+    let ready = [
+        sd_notify::NotifyState::MainPid(pid),
+        sd_notify::NotifyState::Ready,
+    ];
+    let _ = sd_notify::notify(false, &ready);
     // The main thread keeps the systemd watchdog and status line until the workers end.
     ringrelay::server::watchdog::supervise(&running);
     running.join();
     tracing::info!("ringrelay stopped");
     ExitCode::SUCCESS
+}
+
+/// The handlers of every signal the relay answers.
+fn install_signals() -> Option<signal_hook::iterator::Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install signal handlers");
+            None
+        }
+    }
+}
+
+/// The server on listeners it binds, or, started by an upgrade (`upgrade_fd`), on the ones
+/// the old process hands it, with its workers to adopt their shares first.
+fn server_for(
+    cfg: Config,
+    upgrade_fd: Option<std::os::fd::OwnedFd>,
+) -> Result<(Server, Option<ringrelay::server::upgrade::Adopted>), ExitCode> {
+    let (server, adopted) = match upgrade_fd {
+        Some(fd) => {
+            let (server, adopted) = upgraded(cfg, fd)?;
+            (Ok(server), Some(adopted))
+        }
+        None => (Server::bind(cfg), None),
+    };
+    match server {
+        Ok(s) => Ok((s, adopted)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("ringrelay: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
 }
 
 /// The new process of an upgrade: its listeners come from the old process, its workers wait

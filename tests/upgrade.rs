@@ -13,7 +13,7 @@ mod common;
 use common::{connect, get, Ws};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,7 +69,7 @@ impl Relay {
         become_subreaper();
         let dir = common::dir::Dir::new("upgrade", &format!("{tag}-{driver}"));
         let exe = dir.0.join("ringrelay");
-        std::fs::copy(env!("CARGO_BIN_EXE_ringrelay"), &exe).unwrap();
+        copy_executable(Path::new(env!("CARGO_BIN_EXE_ringrelay")), &exe);
         let mut cmd = Command::new(&exe);
         cmd.args([
             "serve",
@@ -134,11 +134,20 @@ impl Relay {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// /stats's `upgrade` object. A scrape a worker did not answer in time (503 with
+    /// Retry-After, on a loaded machine) is tried again.
     fn upgrade_stats(&self) -> serde_json::Value {
-        let (status, _, body) = get(self.admin, "/stats");
-        assert_eq!(status, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        v["upgrade"].clone()
+        for _ in 0..20 {
+            let (status, _, body) = get(self.admin, "/stats");
+            if status == 503 {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            assert_eq!(status, 200, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            return v["upgrade"].clone();
+        }
+        panic!("/stats busy 20 times in a row");
     }
 
     fn log_contains(&self, needle: &str) -> bool {
@@ -177,12 +186,22 @@ impl Relay {
     /// Replaces the binary at the path the relay was started from, as a package upgrade does
     /// (a new file renamed over the old one).
     fn replace_binary(&self, script: &str) {
+        let src = self.exe.with_extension("src");
+        std::fs::write(&src, script).unwrap();
         let tmp = self.exe.with_extension("new");
-        std::fs::write(&tmp, script).unwrap();
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        copy_executable(&src, &tmp);
         std::fs::rename(&tmp, &self.exe).unwrap();
     }
+}
+
+/// Copies an executable through `cp`, so this (multi-threaded) test process never holds it
+/// open for writing: a fork of another test's thread would inherit that descriptor for a
+/// moment, and exec of the file would then fail with ETXTBSY.
+fn copy_executable(from: &Path, to: &Path) {
+    let ok = Command::new("cp").arg(from).arg(to).status().unwrap();
+    assert!(ok.success());
+    let ok = Command::new("chmod").arg("755").arg(to).status().unwrap();
+    assert!(ok.success());
 }
 
 impl Drop for Relay {
@@ -329,7 +348,17 @@ fn still_serving(relay: &Relay, x: &mut Ws, y: &mut Ws, failed: u64, why: &str) 
 }
 
 fn a_broken_binary_leaves_the_old_process_serving(driver: &str) {
-    let mut relay = Relay::start(driver, "broken", &[("RINGRELAY_UPGRADE_TIMEOUT", "1s")]);
+    // Long enough for a Python stand-in to start on a loaded machine.
+    // Clients here answer a close frame only when they read: do not wait 5 s for one when the
+    // handover's fallback closes the pair at the last, real, upgrade.
+    let mut relay = Relay::start(
+        driver,
+        "broken",
+        &[
+            ("RINGRELAY_UPGRADE_TIMEOUT", "4s"),
+            ("RINGRELAY_SESSION_CLOSE_TIMEOUT", "200ms"),
+        ],
+    );
     let (mut x, mut y) = pair(relay.addr, "control");
     flows(&mut x, &mut y, 0);
     let connector = Connector::start(relay.addr);
@@ -348,7 +377,7 @@ fn a_broken_binary_leaves_the_old_process_serving(driver: &str) {
         &mut x,
         &mut y,
         2,
-        "no answer within upgrade_timeout",
+        "no answer within upgrade_timeout (4s)",
     );
     assert!(relay.log_contains("SIGUSR2 ignored: an upgrade is already under way"));
     // 3. One that takes the listeners, then crashes.
@@ -373,11 +402,10 @@ fn a_broken_binary_leaves_the_old_process_serving(driver: &str) {
     assert!(failed.is_empty(), "refused during the failures: {failed:?}");
     assert!(opened > 0);
     // And the real binary back at the path upgrades as usual.
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_ringrelay"),
-        relay.exe.with_extension("new"),
-    )
-    .unwrap();
+    copy_executable(
+        Path::new(env!("CARGO_BIN_EXE_ringrelay")),
+        &relay.exe.with_extension("new"),
+    );
     std::fs::rename(relay.exe.with_extension("new"), &relay.exe).unwrap();
     let (_, code) = relay.upgrade();
     assert_eq!(code, Some(0));
@@ -399,9 +427,41 @@ fn fake(body: &str) -> String {
     )
 }
 
+/// A new process that took the listeners, said `taken` (so every worker of the old one
+/// stopped accepting and exported its connections) and then died: the old one's workers are
+/// told to resume and accept again, on both drivers (a paused accept loop starts again).
+/// What the exported connections became is the handover's (its fallback closed them with
+/// 1012), so only pairs connected afterwards are checked here.
+fn a_new_process_dying_after_the_export_leaves_the_old_one_accepting(driver: &str) {
+    let relay = Relay::start(driver, "exported", &[("RINGRELAY_UPGRADE_TIMEOUT", "5s")]);
+    relay.replace_binary(&fake(
+        "h, fds = recv(s)\nwhile len(fds) < listeners(h): fds += recv(s)[1]\n\
+         s.send(b'RRUP' + struct.pack('<HBI', 1, 3, 2))\nrecv(s)\nos._exit(3)\n",
+    ));
+    let connector = Connector::start(relay.addr);
+    kill(relay.pid, libc::SIGUSR2);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while relay.upgrade_stats()["upgrades_failed"] != 1 {
+        assert!(Instant::now() < deadline, "not counted: {:?}", relay.log);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(relay.log_contains("upgrade failed: this process carries on serving"));
+    for i in 0..3 {
+        let (mut a, mut b) = pair(relay.addr, &format!("resumed{i}"));
+        flows(&mut a, &mut b, i);
+    }
+    let (opened, failed) = connector.finish();
+    assert!(
+        failed.is_empty(),
+        "refused around the failed upgrade: {failed:?}"
+    );
+    assert!(opened > 0);
+    assert_eq!(relay.health()["pid"].as_u64().unwrap() as u32, relay.pid);
+}
+
 /// A new config with another worker count: the new process refuses, the old carries on.
 fn another_worker_count_is_refused(driver: &str) {
-    let dir = common::dir::Dir::new("upgrade", &format!("workers-{driver}"));
+    let dir = common::dir::Dir::new("upgrade", &format!("workers-config-{driver}"));
     let config = dir.write("ringrelay.toml", "workers = 2\n");
     let relay = Relay::start(
         driver,
@@ -420,13 +480,13 @@ fn another_worker_count_is_refused(driver: &str) {
     );
 }
 
-/// Under systemd (`Type=notify`, `NotifyAccess=all`, `ExecReload=kill -USR2 $MAINPID`):
-/// RELOADING=1 at the signal, then the new process's MAINPID= with READY=1, so systemd
-/// follows the new main process when the old one exits. (No systemd runs on the test
+/// Under systemd (`Type=notify`, `ExecReload=kill -USR2 $MAINPID`, `NotifyAccess=main`):
+/// RELOADING=1 at the signal, MAINPID=<new> from the old (main) process, and only then the
+/// new process's READY=1, so systemd follows the new main process and takes its READY=1. (No systemd runs on the test
 /// machine: this is its notify socket, as tests/reload.rs does it.)
 fn systemd_hears_the_new_main_pid(driver: &str) {
     use std::os::unix::net::UnixDatagram;
-    let dir = common::dir::Dir::new("upgrade", &format!("notify-{driver}"));
+    let dir = common::dir::Dir::new("upgrade", &format!("notify-socket-{driver}"));
     let path = dir.0.join("notify.sock");
     let sock = UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(common::TIMEOUT)).unwrap();
@@ -436,9 +496,13 @@ fn systemd_hears_the_new_main_pid(driver: &str) {
         &[("NOTIFY_SOCKET", path.to_str().unwrap())],
     );
     let mut buf = [0u8; 512];
+    let mut heard_all = Vec::new();
     let mut next = || loop {
-        let n = sock.recv(&mut buf).unwrap();
+        let n = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{e}: heard only {heard_all:?}"));
         let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        heard_all.push(got.clone());
         if !got.starts_with("STATUS=") && got != "WATCHDOG=1" {
             return got;
         }
@@ -458,9 +522,13 @@ fn systemd_hears_the_new_main_pid(driver: &str) {
             break m;
         }
     };
+    let new_pid = format!("MAINPID={}", relay.pid);
+    assert!(ready.contains(&new_pid), "{heard:?}");
     assert!(
-        ready.contains(&format!("MAINPID={}", relay.pid)),
-        "{heard:?}"
+        heard[..heard.len() - 1]
+            .iter()
+            .any(|m| m.contains(&new_pid)),
+        "the old process names the new one before its READY=1: {heard:?}"
     );
     assert_ne!(relay.pid, old);
 }
@@ -469,5 +537,6 @@ both_drivers!(
     systemd_hears_the_new_main_pid,
     five_upgrades_in_a_row_refuse_nobody,
     a_broken_binary_leaves_the_old_process_serving,
+    a_new_process_dying_after_the_export_leaves_the_old_one_accepting,
     another_worker_count_is_refused,
 );

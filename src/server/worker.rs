@@ -139,13 +139,9 @@ pub async fn run(setup: WorkerSetup) {
         }
     });
     restore(&core, setup.restored, setup.state_refused);
-    if let Some(share) = setup.adopt {
-        if let Err(e) = adopt(&core, share).await {
-            let _ = setup
-                .ready
-                .send(Err(format!("worker {}: {e}", setup.index)));
-            return;
-        }
+    if let Err(e) = adopt(&core, setup.adopt).await {
+        let _ = setup.ready.send(Err(format!("worker {}: {e}", core.index)));
+        return;
     }
     let gate = Rc::new(Gate::default());
     let listeners = [
@@ -236,8 +232,11 @@ fn restore(core: &Core, sessions: Vec<SessionState>, refused: u64) {
 /// New process of an upgrade: takes this worker's share of the old process's connections.
 async fn adopt(
     core: &Rc<Core>,
-    (share, adopted_tx): (flume::Receiver<Export>, flume::Sender<usize>),
+    share: Option<(flume::Receiver<Export>, flume::Sender<usize>)>,
 ) -> Result<(), String> {
+    let Some((share, adopted_tx)) = share else {
+        return Ok(());
+    };
     let share = share
         .recv_async()
         .await

@@ -85,6 +85,7 @@ pub async fn serve_orders(core: Rc<Core>, gate: Rc<Gate>, rx: flume::Receiver<Up
         match order {
             UpgradeOrder::Export(reply) => {
                 gate.pause().await;
+                finish_handshakes(&core).await;
                 let share = handover::export(&core).await;
                 let _ = reply.send((core.index, share));
             }
@@ -98,5 +99,17 @@ pub async fn serve_orders(core: Rc<Core>, gate: Rc<Gate>, rx: flume::Receiver<Up
                 let _ = done.send(core.index);
             }
         }
+    }
+}
+
+/// How long a pausing worker waits for connections already accepted to finish their HTTP
+/// phase, so that they are peers (or answered) when the worker exports. A client that has
+/// not finished by then (a slow one) is exported, or not, as the handover decides.
+const HANDSHAKE_DRAIN: Duration = Duration::from_secs(2);
+
+async fn finish_handshakes(core: &Core) {
+    let deadline = std::time::Instant::now() + HANDSHAKE_DRAIN;
+    while core.handshakes.get() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(POLL).await;
     }
 }

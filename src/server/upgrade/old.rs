@@ -143,7 +143,6 @@ impl Upgrader {
                     ms = started.elapsed().as_millis() as u64,
                     "upgrade done: the new process holds everything; exiting"
                 );
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::MainPid(pid)]);
                 std::process::exit(0);
             }
             Err(e) => {
@@ -277,6 +276,10 @@ impl Dance {
         };
         // From here on the new process serves: nothing turns back.
         settle_all(inner, Outcome::Released, Duration::from_secs(10));
+        // systemd hears the new main pid from this one, the main process, before the new one
+        // can say READY=1 (it waits for `released`): `NotifyAccess=main` suffices.
+        let pid = self.child.id();
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::MainPid(pid)]);
         let _ = self.send(&Message::Released);
         Ok(connections)
     }
