@@ -45,6 +45,9 @@ pub enum Failure {
     AgentResponseTooLarge,
     /// The agent left before answering (502).
     AgentDisconnected,
+    /// The relay is handing its connections to a new binary and closed the agent's so that
+    /// it reconnects there (503, retry in a second; `handover_bridged_refused`).
+    Upgrading,
 }
 
 impl Failure {
@@ -116,6 +119,12 @@ impl Failure {
                 "agent_disconnected",
                 "the agent disconnected before answering",
             ),
+            Failure::Upgrading => e(
+                503,
+                "server_upgrading",
+                "the relay is upgrading and the agent is reconnecting; retry shortly",
+            )
+            .with_header("Retry-After", "1"),
         }
     }
 
@@ -136,7 +145,8 @@ impl Failure {
             | Failure::BodyTimeout
             | Failure::BadAgentAnswer
             | Failure::AgentResponseTooLarge
-            | Failure::AgentDisconnected => None,
+            | Failure::AgentDisconnected
+            | Failure::Upgrading => None,
         }
     }
 
@@ -169,6 +179,7 @@ mod tests {
             Failure::BadAgentAnswer,
             Failure::AgentResponseTooLarge,
             Failure::AgentDisconnected,
+            Failure::Upgrading,
         ]
     }
 

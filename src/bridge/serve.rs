@@ -329,6 +329,7 @@ async fn wait_for_answer(
         Answer::Malformed => Failure::BadAgentAnswer.reply(&core.stats),
         Answer::TooLarge => Failure::AgentResponseTooLarge.reply(&core.stats),
         Answer::AgentGone => Failure::AgentDisconnected.reply(&core.stats),
+        Answer::Upgrading => Failure::Upgrading.reply(&core.stats),
     })
 }
 

@@ -80,8 +80,21 @@ async fn serve(
     let (end_code, violated) = loop {
         // Idle, a connection is this small future waiting for readiness: the large one that
         // reads and forwards (`turns`) is made when bytes come and freed when they stop.
-        if initial.is_none() && peer.sock.readable().await.is_err() {
-            break (ABNORMAL, false);
+        if initial.is_none() {
+            // At rest, a binary upgrade may hand the connection over as it is: it parks
+            // instead of reading (relay::handover), before the wait or when woken in it.
+            let rest = kept.as_deref().is_none_or(Reader::parkable);
+            peer.flags.set(Flag::QUIET, rest);
+            if rest && core.registry.park.holds() && Box::pin(parked_away(&core)).await {
+                return;
+            }
+            if peer.sock.readable().await.is_err() {
+                break (ABNORMAL, false);
+            }
+            if rest && core.registry.park.holds() && Box::pin(parked_away(&core)).await {
+                return;
+            }
+            peer.flags.set(Flag::QUIET, false);
         }
         let c = Conn {
             core: &core,
@@ -101,6 +114,14 @@ async fn serve(
         let _ = Box::pin(monoio::time::timeout(linger, drain_until_closed(&peer))).await;
     }
     end_socket(peer);
+}
+
+/// Waits, parked, for a binary upgrade's outcome: true when the new process took the
+/// connection, whose task then ends here without a word to its client, no close frame and
+/// no shutdown(2) (the new process holds the socket; closing this process's descriptor of it
+/// is all that happens).
+async fn parked_away(core: &Core) -> bool {
+    core.registry.park.wait().await == crate::session::park::Resolved::Released
 }
 
 /// Ends the connection's socket as its task ends. Held only by this task, the peer is
@@ -283,6 +304,13 @@ impl Reader {
             bulk: false,
             reads_now: 0,
         }
+    }
+
+    /// Nothing half read: no frame or message in progress, no held messages. A binary
+    /// upgrade may hand the connection over at this point (relay::handover); a rate limit's
+    /// debt is not carried (the new process's limiter starts full).
+    fn parkable(&self) -> bool {
+        self.hold.is_none() && self.inbound.at_rest()
     }
 
     /// Nothing to keep until the next read: a fresh reader would do the same (a reload's

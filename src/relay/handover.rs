@@ -4,20 +4,34 @@
 //! on the way: [`export`] on each worker of the old process, [`adopt`] on each worker of the
 //! new one before it reports ready, [`settle`] on the old one once the outcome is known.
 //!
-//! This file is the seam between the two halves. Its bodies here are the fallback: no
-//! connection crosses; `export` closes them with 1012 (Service Restart), as a SIGTERM with
-//! `session.state_dir` does, and carries what their sessions keep in the state file's format,
-//! which `adopt` restores, so an upgrade is at least a restart without loss.
+//! A connection crosses at rest: its task waits for readiness with nothing read and not yet
+//! processed, no frame or message half read (`relay::conn`), and no write to it in progress
+//! (the export holds its write gate). So nothing of a frame is ever carried half: what the
+//! client sent after that point is still in the socket, and the new process reads it. What
+//! cannot cross is closed with 1012 (Service Restart) so its client reconnects at once: TLS
+//! connections (their session keys live in this process), the bridge's agents, every
+//! connection of a node in a cluster, and any connection not at rest within
+//! `shutdown_grace`.
+
+mod wire;
 
 use crate::context::Core;
-use crate::session::persist::{self, format};
+use crate::limits::IpCharge;
+use crate::runtime::socket::Socket;
+use crate::session::events::durable::Shapes;
+use crate::session::events::EventKey;
+use crate::session::park::Resolved;
+use crate::session::persist::{self, format::SessionState, KeptState, ReplayState};
+use crate::session::{Flag, Peer, Session};
 use crate::stats::bump;
 use crate::ws::CloseCode;
-use std::os::fd::OwnedFd;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
+use wire::{ConnState, LiveSession, Share};
 
-/// The name the fallback's state is written under (the state format checks it on reading).
-const NODE: &str = "handover";
+pub use wire::VERSION;
 
 /// One worker's share of a handover: an encoded description (versioned by this module) and
 /// the descriptors it names, by index.
@@ -42,36 +56,343 @@ pub enum Outcome {
 pub enum HandoverError {
     #[error("handover format: {0}")]
     Format(String),
+    #[error("a handed-over descriptor: {0}")]
+    Descriptor(std::io::Error),
 }
+
+/// How often the export looks whether every connection came to rest.
+const LOOK_EVERY: Duration = Duration::from_millis(2);
 
 /// Called on each worker of the old process once its listeners stopped accepting: parks its
 /// connections (nothing more read or written until [`settle`]) and describes them.
 pub async fn export(core: &Rc<Core>) -> Export {
-    crate::relay::stop::close_all(core, CloseCode::SERVICE_RESTART, "server upgrading").await;
-    let sessions = persist::snapshot(&core.registry);
+    core.registry.park.request();
+    let deadline = Instant::now() + core.config().shutdown_grace;
+    let staying = close_those_that_stay(core);
+    while !all_at_rest(core, &staying) && Instant::now() < deadline {
+        monoio::time::sleep(LOOK_EVERY).await;
+    }
+    let mut crossing = Vec::new();
+    for p in core.registry.peers() {
+        if staying.contains(&p.id) || !at_rest(&p) {
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        // A write still in flight finishes first; one that cannot within the grace (a
+        // client that does not read) keeps its connection here.
+        if monoio::time::timeout(left, p.close_gate()).await.is_ok() {
+            core.registry.park.gated.borrow_mut().push(p.clone());
+            crossing.push(p);
+        }
+    }
+    // Whatever did not come to rest in time (or joined meanwhile) is told to come back.
+    let crossing_ids: Vec<u64> = crossing.iter().map(|p| p.id).collect();
+    for p in core.registry.peers() {
+        if !crossing_ids.contains(&p.id) && !staying.contains(&p.id) {
+            close_restart(core, p);
+        }
+    }
+    describe(core, &crossing)
+}
+
+/// Closes with 1012 every connection that cannot cross (module doc); returns their ids. A
+/// bridged request waiting for an agent's answer is answered 503 with `Retry-After` (its
+/// agent reconnects to the new process).
+fn close_those_that_stay(core: &Rc<Core>) -> Vec<u64> {
+    let cfg = core.config();
+    let cluster = core.shared.cluster.is_some();
+    if cluster {
+        core.cluster_local.end_all(CloseCode::SERVICE_RESTART);
+    }
+    let mut staying = Vec::new();
+    for p in core.registry.peers() {
+        let agent = *p.role == *cfg.bridge.agent_role;
+        if cluster || agent || p.sock.is_tls() {
+            if agent {
+                let n = core.bridge.agent_upgrading(p.id);
+                bump(&core.stats.handover_bridged_refused, n as u64);
+            }
+            staying.push(p.id);
+            close_restart(core, p);
+        }
+    }
+    staying
+}
+
+fn close_restart(core: &Rc<Core>, p: Rc<Peer>) {
+    if p.is_closing() {
+        return;
+    }
+    bump(&core.stats.handover_closed, 1);
+    let now = core.clock.now_ms();
+    monoio::spawn(async move {
+        p.close(CloseCode::SERVICE_RESTART, "server upgrading", now)
+            .await
+    });
+}
+
+/// A connection that may cross as it is: parked or waiting for readiness at rest, seated
+/// (or on the echo route), not being closed or dropped.
+fn at_rest(p: &Peer) -> bool {
+    p.flags.get(Flag::QUIET)
+        && !p.is_closing()
+        && !p.flags.get(Flag::DROPPED)
+        && !p.flags.get(Flag::UNSEATED)
+        && !p.flags.get(Flag::TORN)
+}
+
+fn all_at_rest(core: &Core, staying: &[u64]) -> bool {
+    let delivering = core.registry.sessions().iter().any(|s| s.delivering.get());
+    !delivering
+        && core
+            .registry
+            .peers()
+            .iter()
+            .all(|p| staying.contains(&p.id) || at_rest(p) || p.is_closing())
+}
+
+/// The share: every session that keeps something or has a connection crossing, and the
+/// crossing connections with a duplicate of each one's descriptor.
+fn describe(core: &Core, crossing: &[Rc<Peer>]) -> Export {
+    let mut share = Share::default();
+    let mut index: HashMap<Rc<str>, u32> = HashMap::new();
+    let mut fds = Vec::new();
+    for p in crossing {
+        let seat = core
+            .registry
+            .sessions()
+            .into_iter()
+            .find_map(|s| s.slot_of(p.id).map(|slot| (s, slot)));
+        let session = match &seat {
+            Some((s, _)) => Some(*index.entry(s.id.clone()).or_insert_with(|| {
+                share.sessions.push(live_session(s));
+                share.sessions.len() as u32 - 1
+            })),
+            None if &*p.role == "echo" => None,
+            None => continue,
+        };
+        let fd = match p.sock.as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(conn = p.id, error = %e, "handover: could not duplicate a socket");
+                continue;
+            }
+        };
+        share.conns.push(ConnState {
+            fd: fds.len() as u32,
+            session,
+            slot: seat.map_or(0, |(_, slot)| slot as u8),
+            role: p.role.to_string(),
+            counts: p.flags.get(Flag::COUNTS),
+            events: p
+                .event_key_bytes()
+                .map(|k| (k, p.shapes() == Shapes::Durable)),
+            ip: p.client_ip().unwrap_or([127, 0, 0, 1].into()),
+        });
+        fds.push(fd);
+    }
+    // Sessions without a connection here that keep messages or replay windows go too.
+    for s in core.registry.sessions() {
+        if !index.contains_key(&s.id) && keeps_something(&s) {
+            share.sessions.push(live_session(&s));
+        }
+    }
     Export {
-        bytes: format::encode(NODE, &sessions),
-        fds: Vec::new(),
+        bytes: wire::encode(&share),
+        fds,
+    }
+}
+
+fn keeps_something(s: &Session) -> bool {
+    s.kept().2 > 0 || !s.replays.borrow().is_empty()
+}
+
+/// A session's state as the state file keeps it (`persist::snapshot`'s rules: a backlog's
+/// replayed front is in its replay window already), plus the acks its connections were told.
+fn live_session(s: &Session) -> LiveSession {
+    let backlogs = s
+        .backlogs
+        .borrow()
+        .iter()
+        .map(|b| KeptState {
+            from: b.from.to_string(),
+            messages: b
+                .messages_iter()
+                .skip(b.replayed)
+                .map(<[u8]>::to_vec)
+                .collect(),
+        })
+        .filter(|k| !k.messages.is_empty())
+        .collect();
+    let replays = s.replays.borrow();
+    LiveSession {
+        state: SessionState {
+            id: s.id.to_string(),
+            was_paired: s.was_paired.get(),
+            backlogs,
+            replays: replays
+                .iter()
+                .map(|r| ReplayState {
+                    role: r.role.to_string(),
+                    numbered: r.numbered,
+                    accepted: r.accepted,
+                    last_from: r.last_from.to_string(),
+                    window: r.ring.messages_iter().map(<[u8]>::to_vec).collect(),
+                })
+                .collect(),
+        },
+        told: replays
+            .iter()
+            .map(|r| (r.role.to_string(), r.told))
+            .collect(),
     }
 }
 
 /// Called on each worker of the old process with the upgrade's outcome.
-pub async fn settle(_core: &Rc<Core>, _outcome: Outcome) {}
+pub async fn settle(core: &Rc<Core>, outcome: Outcome) {
+    let gated = std::mem::take(&mut *core.registry.park.gated.borrow_mut());
+    match outcome {
+        Outcome::Released => {
+            // The new process holds every connection that crossed: this one forgets them
+            // all, without a close frame or shutdown(2). Their parked tasks end as they
+            // wake, and each descriptor here is closed as its last reference goes.
+            core.registry.park.resolve(Resolved::Released);
+            core.registry.forget_all();
+            core.publish_gauges();
+        }
+        Outcome::Resumed => {
+            // Parked, they were not read: the keepalive must not take that for silence.
+            let now = core.clock.tick();
+            for p in &gated {
+                p.last_recv_ms.set(now);
+                p.open_gate();
+            }
+            core.registry.park.resolve(Resolved::Resumed);
+        }
+    }
+}
 
 /// Called on each worker of the new process, before it reports ready, with the share the old
 /// process's worker of the same index exported. Returns how many connections it adopted.
+///
+/// Everything is checked before anything is adopted: a share that does not decode, or a
+/// descriptor that is not a TCP socket, adopts nothing (the old process serves on).
 pub fn adopt(core: &Rc<Core>, export: Export) -> Result<usize, HandoverError> {
     if export.bytes.is_empty() && export.fds.is_empty() {
         return Ok(0);
     }
-    let sessions =
-        format::decode(&export.bytes, NODE).map_err(|e| HandoverError::Format(e.to_string()))?;
+    let share = wire::decode(&export.bytes, export.fds.len())
+        .map_err(|e| HandoverError::Format(e.to_string()))?;
+    let mut streams = Vec::with_capacity(export.fds.len());
+    for fd in export.fds {
+        streams.push(Some(stream_of(fd).map_err(HandoverError::Descriptor)?));
+    }
+    let now = core.clock.tick();
+    let sessions = restore_sessions(core, share.sessions, now);
+    let mut adopted = 0;
+    for c in share.conns {
+        let Some(stream) = streams.get_mut(c.fd as usize).and_then(Option::take) else {
+            continue;
+        };
+        let session = c.session.and_then(|i| sessions.get(i as usize)).cloned();
+        seat(core, c, stream, session, now);
+        adopted += 1;
+    }
+    for s in &sessions {
+        for p in s.peers() {
+            if s.kept_for(&p.role) > 0 {
+                super::away::deliver(core, s, &p);
+            }
+        }
+    }
+    core.publish_gauges();
+    bump(&core.stats.handover_adopted, adopted as u64);
+    Ok(adopted)
+}
+
+fn stream_of(fd: OwnedFd) -> std::io::Result<monoio::net::TcpStream> {
+    let std = std::net::TcpStream::from(fd);
+    std.set_nonblocking(true)?;
+    monoio::net::TcpStream::from_std(std)
+}
+
+/// Puts the share's sessions into the registry as they were: kept messages and windows
+/// within this process's limits (`persist::restore`), and the acks told.
+fn restore_sessions(core: &Core, sessions: Vec<LiveSession>, now: u64) -> Vec<Rc<Session>> {
     let limits = persist::RestoreLimits::of(&core.config().session);
-    let done = persist::restore(&core.registry, sessions, core.clock.tick(), limits);
-    bump(&core.stats.state_sessions_loaded, done.sessions);
+    let ids: Vec<String> = sessions.iter().map(|s| s.state.id.clone()).collect();
+    let told: Vec<Vec<(String, u64)>> = sessions.iter().map(|s| s.told.clone()).collect();
+    let states = sessions.into_iter().map(|s| s.state).collect();
+    let done = persist::restore(&core.registry, states, now, limits);
     bump(
         &core.stats.state_messages_not_loaded,
         done.messages_left_out,
     );
-    Ok(0)
+    ids.iter()
+        .zip(told)
+        .map(|(id, told)| {
+            let s = core.registry.session(id, now);
+            for r in s.replays.borrow_mut().iter_mut() {
+                if let Some((_, t)) = told.iter().find(|(role, _)| *role == *r.role) {
+                    r.told = (*t).min(r.accepted);
+                }
+            }
+            s
+        })
+        .collect()
 }
+
+/// Seats one adopted connection and starts its task. Nothing is sent to its client: to it,
+/// the relay never went away.
+fn seat(
+    core: &Rc<Core>,
+    c: ConnState,
+    stream: monoio::net::TcpStream,
+    session: Option<Rc<Session>>,
+    now: u64,
+) {
+    let ip = c.ip;
+    // Counted again on this core when it is the address's home; elsewhere the count would
+    // take a message to the home core, and the connection goes uncounted (docs/upgrade.md).
+    let charge = match crate::limits::home::home_core(ip, core.shared.workers()) {
+        home if home == core.index => core
+            .ip_limits
+            .open(ip, now)
+            .unwrap_or_else(|_| IpCharge::uncounted(ip)),
+        _ => IpCharge::uncounted(ip),
+    };
+    let (key, shapes) = match c.events {
+        Some((key, durable)) => (
+            Some(EventKey::from_bytes(key)),
+            if durable {
+                Shapes::Durable
+            } else {
+                Shapes::Relay
+            },
+        ),
+        None => (None, Shapes::Relay),
+    };
+    let peer = Rc::new(
+        Peer::new(
+            core.next_conn_id(),
+            c.role.into(),
+            key,
+            Socket::new(stream),
+            charge,
+            now,
+            core.config(),
+        )
+        .with_shapes(shapes),
+    );
+    peer.flags.set(Flag::COUNTS, c.counts);
+    if let Some(s) = &session {
+        s.seat(usize::from(c.slot), peer.clone());
+        s.lingering_since_ms.set(None);
+        s.last_activity_ms.set(now);
+    }
+    core.registry.add_peer(peer.clone());
+    monoio::spawn(super::conn::run(core.clone(), peer, session, Vec::new()));
+}
+
+#[cfg(test)]
+mod tests;

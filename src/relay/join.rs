@@ -273,6 +273,11 @@ async fn greet(
     );
     if sent.is_err() {
         peer.sock.abort();
+    } else if core.registry.park.holds() {
+        // Seated while a binary upgrade hands this worker's connections over, after they
+        // were described: it would not cross, so it is told to come back (relay::handover).
+        bump(&core.stats.handover_closed, 1);
+        Box::pin(peer.close(CloseCode::SERVICE_RESTART, "server upgrading", now)).await;
     } else if refuse_resume {
         // Awaited here, so the peer is closing before the other peer's next read could
         // forward anything to it.

@@ -57,6 +57,11 @@ pub async fn run(core: Rc<Core>) {
         // A reload may change the write timeout (the session timers and the tick's period
         // stay as they started: config::FIXED_KEYS).
         let write_ms = core.config().limits.write_timeout.as_millis() as u64;
+        if core.registry.park.requested() || core.registry.park.released() {
+            // A binary upgrade holds the connections still (relay::handover): none is
+            // written to, timed out or closed until it is settled.
+            continue;
+        }
         let mut blocked = blocked::Scan::new(&core);
         for p in core.registry.peers() {
             if write_stuck(&p, now, write_ms) {

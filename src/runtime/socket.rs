@@ -66,6 +66,12 @@ impl Socket {
         }
     }
 
+    /// A TLS connection: its session state lives in this process (a binary upgrade cannot
+    /// hand it over, `relay::handover`).
+    pub fn is_tls(&self) -> bool {
+        self.tls().is_some()
+    }
+
     fn shared(&self) -> &TcpStream {
         match self.inner() {
             Stream::Plain(s) => s,

@@ -28,6 +28,9 @@ pub enum Answer {
     TooLarge,
     /// The agent's connection ended before it answered.
     AgentGone,
+    /// The relay is handing its connections to a new binary (`relay::handover`); the agent
+    /// reconnects to it: 503 with `Retry-After`.
+    Upgrading,
 }
 
 struct Waiter {
@@ -153,6 +156,24 @@ impl Pending {
         for n in &ids {
             if let Some(w) = self.take(*n) {
                 let _ = w.tx.send(Answer::AgentGone);
+            }
+        }
+        ids.len()
+    }
+
+    /// Answers every request sent to `agent` with [`Answer::Upgrading`]: a binary upgrade
+    /// closes the agent's connection (`relay::handover`). Returns how many.
+    pub fn agent_upgrading(&self, agent: u64) -> usize {
+        let ids: Vec<u128> = self
+            .waiting
+            .borrow()
+            .iter()
+            .filter(|(_, w)| w.agent == agent)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in &ids {
+            if let Some(w) = self.take(*n) {
+                let _ = w.tx.send(Answer::Upgrading);
             }
         }
         ids.len()

@@ -31,6 +31,16 @@ impl EventKey {
         EventKey(rng.bytes())
     }
 
+    /// A key carried across a binary upgrade (`relay::handover`), as [`EventKey::bytes`]
+    /// gave it.
+    pub fn from_bytes(bytes: [u8; 16]) -> EventKey {
+        EventKey(bytes)
+    }
+
+    pub fn bytes(&self) -> [u8; 16] {
+        self.0
+    }
+
     pub fn hex(&self) -> String {
         rng::hex(&self.0)
     }

@@ -8,6 +8,7 @@ pub(crate) mod budget;
 pub mod events;
 pub mod handoff;
 pub(crate) mod join;
+pub mod park;
 pub(crate) mod peer;
 pub mod persist;
 pub(crate) mod registry;

@@ -106,6 +106,10 @@ impl Flag {
     /// to start a message: nothing more is written to it, it is closed with 4004 and resumes
     /// (relay::conn, `send_chunk`).
     pub const TORN: u8 = 1 << 6;
+    /// Its task waits for readiness (or for a binary upgrade's outcome) with nothing read and
+    /// not yet processed, no message or frame half read: a binary upgrade may hand it to the
+    /// new process as it is (`relay::handover`).
+    pub const QUIET: u8 = 1 << 7;
 }
 
 /// [`Flag`]s packed in one byte.
@@ -144,6 +148,25 @@ impl Peer {
         let ip = charge.as_ref().map(IpCharge::ip);
         self.charge.set(charge);
         ip
+    }
+
+    /// The key its events carry (`None` without events): a binary upgrade hands it on, since
+    /// the client knows it.
+    pub fn event_key_bytes(&self) -> Option<[u8; 16]> {
+        self.events.as_ref().map(|e| e.key.bytes())
+    }
+
+    /// Waits until no write to this peer is in progress and holds its write gate, so nothing
+    /// more is written until [`Peer::open_gate`]: a binary upgrade's export (`relay::handover`).
+    pub async fn close_gate(&self) {
+        if let Ok(permit) = self.gate.acquire().await {
+            permit.forget();
+        }
+    }
+
+    /// Gives back the write gate [`Peer::close_gate`] held.
+    pub fn open_gate(&self) {
+        self.gate.add_permits(1);
     }
 
     /// `event_key`: `Some` for a connection that asked for events.

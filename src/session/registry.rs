@@ -92,6 +92,14 @@ impl Session {
         old
     }
 
+    /// The slot `id` is seated in.
+    pub fn slot_of(&self, id: u64) -> Option<usize> {
+        let slots = self.slots.borrow();
+        slots
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|p| p.id == id))
+    }
+
     /// Removes `id` if it still holds a slot (a replaced peer no longer does).
     pub fn leave(&self, id: u64) -> bool {
         let mut slots = self.slots.borrow_mut();
@@ -149,6 +157,8 @@ pub struct Registry {
     /// Bytes kept in every backlog and replay window of this core's sessions, for
     /// `session.core_buffer_budget`.
     pub budget: CoreBudget,
+    /// Connections held still for a binary upgrade (`relay::handover`).
+    pub park: super::park::Park,
 }
 
 /// A map keeps the capacity of its largest moment: after a storm of connections closed, the
@@ -229,6 +239,16 @@ impl Registry {
 
     pub fn peers(&self) -> Vec<Rc<Peer>> {
         self.peers.borrow().values().cloned().collect()
+    }
+
+    /// Forgets every session and peer at once, without a word to any client: a binary
+    /// upgrade's new process holds them now (`relay::handover::settle`).
+    pub fn forget_all(&self) {
+        let sessions = std::mem::take(&mut *self.sessions.borrow_mut());
+        for s in sessions.values() {
+            *s.slots.borrow_mut() = [None, None];
+        }
+        self.peers.borrow_mut().clear();
     }
 
     pub fn sessions(&self) -> Vec<Rc<Session>> {

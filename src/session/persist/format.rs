@@ -142,7 +142,8 @@ pub fn end_record(sessions: u64) -> Vec<u8> {
 }
 
 /// A whole file in memory (the writer, `file::save`, streams it record by record; the
-/// fallback handover sends it whole).
+/// handover, `relay::handover::wire`, embeds its records in its own share).
+#[cfg(test)]
 pub fn encode(node: &str, sessions: &[SessionState]) -> Vec<u8> {
     let mut out = header(node);
     for s in sessions {
