@@ -194,6 +194,8 @@ counters!(
     state_sessions_loaded: "Sessions restored from the state file at start (session.state_dir).",
     state_messages_not_loaded: "Messages in the state file not restored: past session.core_buffer_budget or session.replay_bytes, or kept with buffering off.",
     state_files_refused: "State files refused at start (torn, corrupt, another node's, a newer format, too large) and moved aside.",
+    state_ip_buckets_written: "Per-IP connection-rate buckets not full at a stop, written to the state file so a restart does not refill them (session.state_dir).",
+    state_ip_buckets_loaded: "Per-IP connection-rate buckets put back from the state file at start (those still not full after the time they rested).",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.
