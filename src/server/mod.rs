@@ -542,7 +542,8 @@ impl Server {
             listen,
         });
         // Read back before any worker accepts: a client resuming at once finds its session.
-        let mut at_start = state::load(&self.config, workers)?;
+        let me = cluster_view.as_ref().map(|v| &v.identity);
+        let mut at_start = state::load(&self.config, workers, me)?;
         let keeper = at_start.keeper.take();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, threads) = Self::spawn_workers(

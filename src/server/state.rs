@@ -3,6 +3,7 @@
 //! `session::persist`'s.
 
 use crate::config::Config;
+use crate::fleet::view::Identity;
 use crate::limits::home_core;
 use crate::limits::saved::{SavedBucket, SavedLimits};
 use crate::session::handoff::owner_core;
@@ -26,6 +27,8 @@ pub struct ForWorker {
     pub buckets: Vec<SavedBucket>,
     /// How long the buckets rested since they were taken (they refill for it).
     pub rested_ms: u64,
+    /// Sessions in the file another node owns now, left out (counted on worker 0).
+    pub not_claimed: u64,
 }
 
 /// What the start read, for the workers.
@@ -69,14 +72,6 @@ pub fn split(state: StateFile, workers: usize, now_unix_ms: u64) -> Vec<ForWorke
     out
 }
 
-/// The directory, when state is kept: `session.state_dir` without a cluster. With a cluster
-/// a session may be owned by another node by the time this one starts again, and claiming
-/// each one back is not built: nothing is kept, and the start says so.
-pub fn kept_in(config: &Config) -> Option<&std::path::Path> {
-    let dir = config.session.state_dir.as_deref()?;
-    config.cluster.redis_url.is_none().then_some(dir)
-}
-
 /// Who wrote a state file: `cluster.node_id`, or the host name and the configured listen
 /// port in the cluster's default form (`fleet::node::default_node_id`), so two relays on one
 /// host never read each other's file by mistake.
@@ -96,18 +91,54 @@ fn max_file_bytes(config: &Config, workers: usize) -> u64 {
     budget.saturating_add(budget / 4).saturating_add(64 << 20)
 }
 
+/// With a cluster (`me`), keeps only the sessions this node still owns or can claim again
+/// (`cluster::claim_back`); returns how many it left out. When Redis cannot be asked, every
+/// session is kept: the cluster thread's first renewal round re-asserts each one, and closes
+/// here any that another live node owns by then, as it does for every session it holds after
+/// Redis comes back.
+fn claim_back(config: &Config, me: Option<&Identity>, state: &mut StateFile) -> u64 {
+    let (Some(me), Some(url)) = (me, config.cluster.redis_url.as_deref()) else {
+        return 0;
+    };
+    if state.sessions.is_empty() {
+        return 0;
+    }
+    let ids: Vec<String> = state.sessions.iter().map(|s| s.id.clone()).collect();
+    match crate::cluster::claim_back(url, me, config.cluster.session_ttl, &ids) {
+        Ok(ours) => {
+            let mut ours = ours.into_iter();
+            let before = state.sessions.len();
+            state.sessions.retain(|_| ours.next().unwrap_or(false));
+            let left_out = (before - state.sessions.len()) as u64;
+            if left_out > 0 {
+                tracing::warn!(
+                    sessions = left_out,
+                    "sessions in the state file that another node owns now are left out"
+                );
+            }
+            left_out
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, sessions = ids.len(), "cannot ask the cluster registry who owns the sessions read back: restoring them all; the first renewal round settles ownership");
+            0
+        }
+    }
+}
+
 /// Prepares `session.state_dir` and reads what the last stop wrote, split by owner core.
-pub fn load(config: &Config, workers: usize) -> Result<AtStart, super::ServerError> {
+/// `me`: this node's identity in the fleet, in cluster mode.
+pub fn load(
+    config: &Config,
+    workers: usize,
+    me: Option<&Identity>,
+) -> Result<AtStart, super::ServerError> {
     let mut start = AtStart {
         keeper: None,
         per_worker: (0..workers).map(|_| ForWorker::default()).collect(),
         refused: 0,
         snapshots: None,
     };
-    if config.session.state_dir.is_some() && config.cluster.redis_url.is_some() {
-        tracing::warn!("session.state_dir is ignored with a cluster: sessions are neither written at the stop nor restored (docs/upgrade.md)");
-    }
-    let Some(dir) = kept_in(config) else {
+    let Some(dir) = config.session.state_dir.as_deref() else {
         return Ok(start);
     };
     file::prepare(dir).map_err(|e| {
@@ -120,10 +151,12 @@ pub fn load(config: &Config, workers: usize) -> Result<AtStart, super::ServerErr
     let path = dir.join(file::FILE_NAME);
     match file::load(dir, &node, max_file_bytes(config, workers)) {
         file::Loaded::Nothing => {}
-        file::Loaded::State(state) => {
+        file::Loaded::State(mut state) => {
             let buckets: usize = state.limits.iter().map(|l| l.buckets.len()).sum();
             tracing::info!(file = %path.display(), sessions = state.sessions.len(), ip_buckets = buckets, "state read back");
+            let not_claimed = claim_back(config, me, &mut state);
             start.per_worker = split(state, workers, unix_ms());
+            start.per_worker[0].not_claimed = not_claimed;
         }
         file::Loaded::Refused { why, moved_to } => {
             start.refused = 1;

@@ -207,6 +207,7 @@ fn restore(core: &Core, restored: super::state::ForWorker, refused: u64) {
         .ip_limits
         .import(&restored.buckets, restored.rested_ms, core.clock.tick());
     bump(&core.stats.state_ip_buckets_loaded, kept as u64);
+    bump(&core.stats.state_sessions_not_claimed, restored.not_claimed);
     let sessions = restored.sessions;
     if sessions.is_empty() {
         return;

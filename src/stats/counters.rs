@@ -196,6 +196,7 @@ counters!(
     state_files_refused: "State files refused at start (torn, corrupt, another node's, a newer format, too large) and moved aside.",
     state_ip_buckets_written: "Per-IP connection-rate buckets not full at a stop, written to the state file so a restart does not refill them (session.state_dir).",
     state_ip_buckets_loaded: "Per-IP connection-rate buckets put back from the state file at start (those still not full after the time they rested).",
+    state_sessions_not_claimed: "Sessions in the state file left out at start because another node of the cluster owns them now.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.
