@@ -132,7 +132,7 @@ pub fn load(dir: &Path, node: &str, max_bytes: u64) -> Loaded {
         }
         let mut bytes = Vec::with_capacity(size as usize);
         file.read_to_end(&mut bytes)?;
-        Ok(Some(format::decode(&bytes, node)?))
+        Ok(Some(format::decode_file(&bytes, node)?))
     };
     match read() {
         Ok(None) => Loaded::Nothing,

@@ -162,7 +162,8 @@ pub fn end_record(records: u64) -> Vec<u8> {
     record(KIND_END, &records.to_le_bytes())
 }
 
-/// A whole file in memory (the writer, `file::save`, streams it record by record).
+/// A whole file of sessions only, in memory (the writer, `file::save`, streams it record by
+/// record).
 #[cfg(test)]
 pub fn encode(node: &str, sessions: &[SessionState]) -> Vec<u8> {
     encode_file(
@@ -174,6 +175,7 @@ pub fn encode(node: &str, sessions: &[SessionState]) -> Vec<u8> {
     )
 }
 
+/// A whole file in memory, sessions and limiter state.
 #[cfg(test)]
 pub fn encode_file(node: &str, f: &StateFile) -> Vec<u8> {
     let mut out = header(node);
@@ -187,9 +189,16 @@ pub fn encode_file(node: &str, f: &StateFile) -> Vec<u8> {
     out
 }
 
+/// The sessions of a whole file written for `node` (its limiter records checked, then left
+/// out), or why it is refused.
+#[cfg(test)]
+pub fn decode(bytes: &[u8], node: &str) -> Result<Vec<SessionState>, FormatError> {
+    decode_file(bytes, node).map(|f| f.sessions)
+}
+
 /// Reads a whole file written for `node`, or says why it is refused. Nothing is returned
 /// unless every byte checked out.
-pub fn decode(bytes: &[u8], node: &str) -> Result<StateFile, FormatError> {
+pub fn decode_file(bytes: &[u8], node: &str) -> Result<StateFile, FormatError> {
     let mut r = Reader { bytes, at: 0 };
     if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
         return Err(FormatError::Foreign);
