@@ -255,9 +255,10 @@ fn reload(sources: &Sources, reloader: &Reloader, running: &mut Config) {
 }
 
 /// What the signal thread needs: SIGTERM and SIGINT stop the server, SIGHUP reloads it,
-/// SIGUSR1 reopens the access log's file (logrotate).
+/// SIGUSR1 reopens the access log's file (logrotate), SIGUSR2 upgrades the binary.
 struct OnSignal {
     stop: ringrelay::server::ShutdownHandle,
+    upgrader: ringrelay::server::upgrade::Upgrader,
     reloader: Reloader,
     sources: Sources,
     /// The config in force, which the next reload is compared with.
@@ -296,6 +297,10 @@ impl OnSignal {
                 ringrelay::server::reopen_access_logs();
                 continue;
             }
+            if sig == signal_hook::consts::SIGUSR2 {
+                upgrade(&self.upgrader, &self.in_force);
+                continue;
+            }
             if sig == signal_hook::consts::SIGHUP {
                 let level = self.in_force.log.level.clone();
                 reload(&self.sources, &self.reloader, &mut self.in_force);
@@ -310,6 +315,17 @@ impl OnSignal {
             stopping = true;
         }
     }
+}
+
+/// SIGUSR2: hands everything to a new process started from the binary's path
+/// (docs/upgrade.md). systemd is told RELOADING=1; the new process says READY=1 (with its
+/// MAINPID=), or this one does again if the upgrade fails.
+fn upgrade(upgrader: &ringrelay::server::upgrade::Upgrader, in_force: &Config) {
+    use sd_notify::NotifyState;
+    let mut reloading = vec![NotifyState::Reloading];
+    reloading.extend(NotifyState::monotonic_usec_now().ok());
+    let _ = sd_notify::notify(false, &reloading);
+    upgrader.start(in_force.upgrade_timeout);
 }
 
 /// Replaces the running logger's filter with a `log.level` that a reload brought.
@@ -347,6 +363,8 @@ fn init_logging(cfg: &Config) -> Option<SetLogFilter> {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // Taken before anything reads the environment: the variable is removed with it.
+    let upgrade_fd = ringrelay::server::upgrade::inherited_fd();
     let sources = Sources::of(&args);
     let cfg = match sources.load() {
         Ok(c) => c,
@@ -366,13 +384,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     let log_filter = init_logging(&cfg);
     let workers = cfg.workers;
     let in_force = cfg.clone();
-    let server = match Server::bind(cfg) {
+    let (server, adopted) = match server_for(cfg, upgrade_fd) {
         Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            eprintln!("ringrelay: {e}");
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     if server.driver() == "epoll" {
         tracing::warn!("io_uring is not in use: running on the epoll driver");
@@ -383,18 +397,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     let steering = server.steering().as_str();
     // Handlers go in before anything can report ready, so a stop that follows READY=1 at
     // once still shuts down gracefully instead of meeting SIGTERM's default action.
-    let signals = match signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-        signal_hook::consts::SIGUSR1,
-    ]) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot install signal handlers");
-            None
-        }
-    };
+    let signals = install_signals();
     let running = match server.start() {
         Ok(r) => r,
         Err(e) => {
@@ -407,9 +410,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     let internal = internal.map(tracing::field::display);
     let admin_tls = in_force.admin_tls.cert_file.is_some();
     tracing::info!(%listen, %admin, internal, tls, driver, workers, steering, version = env!("CARGO_PKG_VERSION"), admin_tls, "ringrelay listening");
+    if let Some(adopted) = adopted {
+        if let Err(e) = adopted.finish(&running) {
+            tracing::error!(error = %e, "upgrade: the old process did not let go; exiting");
+            return ExitCode::from(1);
+        }
+    }
     if let Some(signals) = signals {
         let on_signal = OnSignal {
             stop: running.handle.clone(),
+            upgrader: running.upgrader.clone(),
             reloader: running.reloader(),
             sources,
             in_force,
@@ -417,10 +427,77 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         std::thread::spawn(move || on_signal.serve(signals));
     }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    // After an upgrade this process is the main one from now on: systemd is told so.
+    let pid = std::process::id();
+    let ready = [
+        sd_notify::NotifyState::MainPid(pid),
+        sd_notify::NotifyState::Ready,
+    ];
+    let _ = sd_notify::notify(false, &ready);
     // The main thread keeps the systemd watchdog and status line until the workers end.
     ringrelay::server::watchdog::supervise(&running);
     running.join();
     tracing::info!("ringrelay stopped");
     ExitCode::SUCCESS
+}
+
+/// The handlers of every signal the relay answers.
+fn install_signals() -> Option<signal_hook::iterator::Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install signal handlers");
+            None
+        }
+    }
+}
+
+/// The server on listeners it binds, or, started by an upgrade (`upgrade_fd`), on the ones
+/// the old process hands it, with its workers to adopt their shares first.
+fn server_for(
+    cfg: Config,
+    upgrade_fd: Option<std::os::fd::OwnedFd>,
+) -> Result<(Server, Option<ringrelay::server::upgrade::Adopted>), ExitCode> {
+    let (server, adopted) = match upgrade_fd {
+        Some(fd) => {
+            let (server, adopted) = upgraded(cfg, fd)?;
+            (Ok(server), Some(adopted))
+        }
+        None => (Server::bind(cfg), None),
+    };
+    match server {
+        Ok(s) => Ok((s, adopted)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("ringrelay: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+/// The new process of an upgrade: its listeners come from the old process, its workers wait
+/// for their shares of the connections (fed from the socket on a thread of its own).
+fn upgraded(
+    cfg: Config,
+    fd: std::os::fd::OwnedFd,
+) -> Result<(Server, ringrelay::server::upgrade::Adopted), ExitCode> {
+    use ringrelay::server::upgrade::{Adopted, Inherited};
+    let (inherited, listeners) = match Inherited::receive(fd, cfg.upgrade_timeout) {
+        Ok(got) => got,
+        Err(e) => {
+            tracing::error!(error = %e, "upgrade: cannot take the listeners");
+            return Err(ExitCode::from(1));
+        }
+    };
+    if let Err(why) = inherited.fits(&cfg, &listeners) {
+        tracing::error!(reason = %why, "upgrade refused");
+        inherited.refuse(&why);
+        return Err(ExitCode::from(1));
+    }
+    let (server, adopted) = Adopted::prepare(cfg, listeners, inherited).map_err(|e| {
+        tracing::error!(error = %e, "upgrade: cannot start");
+        ExitCode::from(1)
+    })?;
+    Ok((server, adopted))
 }

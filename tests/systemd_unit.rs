@@ -87,12 +87,14 @@ fn unit_has_the_hardening_directives() {
     }
 }
 
-/// Reload is SIGHUP to the main process, and the unit stays a notify service: Debian 12's
-/// systemd (252) does not know `Type=notify-reload` (253).
+/// Reload is a binary upgrade, SIGUSR2 to the main process, and the unit stays a notify
+/// service (Debian 12's systemd, 252, does not know `Type=notify-reload`, 253) that hears
+/// the new main process's MAINPID= and READY=1.
 #[test]
-fn unit_reloads_with_sighup() {
+fn unit_reload_upgrades_the_binary() {
     assert_eq!(values("Type"), ["notify"]);
-    assert_eq!(values("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
+    assert_eq!(values("ExecReload"), ["/bin/kill -USR2 $MAINPID"]);
+    assert_eq!(values("NotifyAccess"), ["all"]);
 }
 
 /// A watchdog the relay pings (server::watchdog), restarted when it stops: long enough that a

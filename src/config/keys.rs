@@ -68,6 +68,9 @@ config_keys! {
         driver: DriverChoice { default: DriverChoice::Auto, parse: Choice }
         /// On SIGTERM, how long in-flight writes get after WebSockets are closed with 1001.
         shutdown_grace: Duration { default: secs(10), parse: Dur::ANY }
+        /// On SIGUSR2, how long the new process has to take every listener and connection
+        /// and confirm it; past it the new process is killed and this one carries on.
+        upgrade_timeout: Duration { default: secs(30), parse: Dur::POSITIVE }
     }
 
     /// Per-connection, per-address and per-worker bounds (docs/protection.md).

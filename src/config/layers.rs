@@ -15,6 +15,9 @@ const CONFIG_PATH_VAR: &str = "RINGRELAY_CONFIG";
 /// Not a key: the upgrade count the SIGUSR2 upgrade hands the process it starts, shown in
 /// /health (`server::health::generation`).
 pub const GENERATION_VAR: &str = "RINGRELAY_GENERATION";
+/// Not a key: the descriptor of the unix socket a SIGUSR2 upgrade hands the process it starts
+/// (`server::upgrade`); set, the process takes its listeners from it instead of binding them.
+pub const UPGRADE_FD_VAR: &str = "RINGRELAY_UPGRADE_FD";
 
 pub(super) fn load(
     file: Option<&Path>,
@@ -256,7 +259,7 @@ pub(super) fn ignored_env_vars(env: &[(String, String)]) -> Vec<String> {
     env.iter()
         .map(|(name, _)| name)
         .filter(|name| name.starts_with("RINGRELAY_") && name.as_str() != CONFIG_PATH_VAR)
-        .filter(|name| name.as_str() != GENERATION_VAR)
+        .filter(|name| name.as_str() != GENERATION_VAR && name.as_str() != UPGRADE_FD_VAR)
         .filter(|name| !KEYS.iter().any(|k| apply::env_var_name(k) == **name))
         .cloned()
         .collect()

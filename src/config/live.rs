@@ -87,6 +87,7 @@ fixed_keys! {
 /// both to the table, until someone decides which it is.
 pub const LIVE_KEYS: &[&str] = &[
     "shutdown_grace",
+    "upgrade_timeout",
     "limits.max_message_bytes",
     "limits.handshake_timeout",
     "limits.max_header_bytes",

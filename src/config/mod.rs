@@ -32,7 +32,7 @@ pub use keys::{
     TlsConfig, TunnelConfig,
 };
 pub use kinds::proxy::{own_path, valid_region, ProxyRoute, ProxyUpstream};
-pub use layers::GENERATION_VAR;
+pub use layers::{GENERATION_VAR, UPGRADE_FD_VAR};
 pub use live::{is_live, FIXED_KEYS, LIVE_KEYS};
 pub use redact::{has_password, redact_url};
 pub use types::{

@@ -43,6 +43,8 @@ pub struct Shared {
     pub start_auth: Option<Arc<crate::auth::Authenticator>>,
     /// What the reloads came to, for /stats and /metrics (written by the main thread).
     pub reloads: crate::stats::ReloadStats,
+    /// What the binary upgrades came to (SIGUSR2), for /stats and /metrics.
+    pub upgrades: crate::stats::UpgradeStats,
     /// The fleet as the membership thread last read it (cluster mode only); read by /health
     /// and /stats, never by the forwarding path.
     pub cluster: Option<Arc<crate::fleet::view::View>>,

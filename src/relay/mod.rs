@@ -11,3 +11,4 @@ pub mod inbound;
 pub(crate) mod join;
 pub(crate) mod keepalive;
 pub(crate) mod resume;
+pub mod stop;

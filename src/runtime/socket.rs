@@ -404,3 +404,27 @@ pub fn shutdown_fd(fd: RawFd, how: std::net::Shutdown) {
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     let _ = socket2::SockRef::from(&fd).shutdown(how);
 }
+
+/// Takes a descriptor this process inherited by number across exec (the binary upgrade's
+/// socket, named by `RINGRELAY_UPGRADE_FD`; `server::upgrade`), close-on-exec from here on.
+/// `None` when the number is not an open descriptor or is one of stdin, stdout and stderr.
+/// The caller takes a number once: the variable naming it is removed first.
+pub fn take_inherited(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd <= 2 {
+        return None;
+    }
+    // SAFETY: fcntl(F_GETFD) only reads the descriptor's flags; on a number that is not open
+    // it fails with EBADF, touching nothing.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the number is open (checked above), it was inherited across exec for this one
+    // purpose so nothing else in the process owns it, and the caller takes it once: the
+    // OwnedFd is its only owner and closes it once.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: F_SETFD on a descriptor we own; a failure leaves it inheritable, which only
+    // matters to a later exec, and the next upgrade passes its own socket.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Some(owned)
+}

@@ -11,6 +11,7 @@ pub(crate) mod scrape;
 pub(crate) mod state;
 pub(crate) mod steer;
 pub(crate) mod tls;
+pub mod upgrade;
 pub mod watchdog;
 pub(crate) mod worker;
 
@@ -87,7 +88,12 @@ pub struct Server {
     /// The node-to-node link's TLS (`cluster.tls_*`), built before anything runs.
     cluster_tls: Option<crate::tls::LinkTls>,
     steering: Steering,
+    /// New process of a binary upgrade: each worker's share to adopt before it listens, and
+    /// where the workers say how many connections they adopted.
+    adopting: Option<Adopting>,
 }
+
+use crate::relay::handover as relay_handover;
 
 /// How connections reach their client address's home core (`server/steer.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,6 +309,12 @@ pub fn run(
     Server::with_listeners(config, listeners)?.run(shutdown)
 }
 
+/// Each worker's share to adopt and where it says how many it adopted.
+type Adopting = (
+    Vec<flume::Receiver<relay_handover::Export>>,
+    flume::Sender<usize>,
+);
+
 /// Each worker's ends of the queues other threads reach it through.
 struct Inbox {
     handoffs: flume::Receiver<handoff::Handoff>,
@@ -310,6 +322,7 @@ struct Inbox {
     scrapes: flume::Receiver<flume::Sender<crate::stats::CoreSnapshot>>,
     commands: flume::Receiver<crate::fleet::ask::Command>,
     reloads: flume::Receiver<crate::context::reload::ReloadOrder>,
+    upgrades: flume::Receiver<upgrade::gate::UpgradeOrder>,
 }
 
 /// The sending ends of every worker's inbox, in worker order.
@@ -319,6 +332,7 @@ struct Outboxes {
     scrape: Vec<flume::Sender<flume::Sender<crate::stats::CoreSnapshot>>>,
     commands: Vec<flume::Sender<crate::fleet::ask::Command>>,
     reloads: Vec<flume::Sender<crate::context::reload::ReloadOrder>>,
+    upgrades: Vec<flume::Sender<upgrade::gate::UpgradeOrder>>,
 }
 
 /// Creates every worker's bounded inboxes before any thread starts, so each worker can be
@@ -337,6 +351,7 @@ fn inboxes(config: &Config, workers: usize) -> (Outboxes, Vec<Inbox>) {
         scrape: Vec::new(),
         commands: Vec::new(),
         reloads: Vec::new(),
+        upgrades: Vec::new(),
     };
     let mut ins = Vec::new();
     for _ in 0..workers {
@@ -345,6 +360,8 @@ fn inboxes(config: &Config, workers: usize) -> (Outboxes, Vec<Inbox>) {
         let (scrape_tx, scrapes) = flume::bounded(SCRAPES_QUEUED);
         let (command_tx, commands) = flume::bounded(crate::fleet::ask::COMMAND_QUEUE);
         let (reload_tx, reloads) = flume::bounded(reload::QUEUED);
+        let (upgrade_tx, upgrades) = flume::bounded(upgrade::gate::QUEUED);
+        out.upgrades.push(upgrade_tx);
         out.handoff.push(handoff_tx);
         out.ip_release.push(release_tx);
         out.scrape.push(scrape_tx);
@@ -356,6 +373,7 @@ fn inboxes(config: &Config, workers: usize) -> (Outboxes, Vec<Inbox>) {
             scrapes,
             commands,
             reloads,
+            upgrades,
         });
     }
     (out, ins)
@@ -460,7 +478,19 @@ impl Server {
             cluster_secret,
             cluster_tls,
             steering,
+            adopting: None,
         })
+    }
+
+    /// Makes the workers adopt `shares` (one per worker, in order) before they accept or
+    /// report ready: the new process of a binary upgrade (`server::upgrade`).
+    pub fn adopting(
+        mut self,
+        shares: Vec<flume::Receiver<relay_handover::Export>>,
+        adopted: flume::Sender<usize>,
+    ) -> Server {
+        self.adopting = Some((shares, adopted));
+        self
     }
 
     /// How connections reach their client address's home core.
@@ -533,6 +563,7 @@ impl Server {
             scrape: out.scrape,
             start_auth: self.auth.map(Arc::new),
             reloads: Default::default(),
+            upgrades: Default::default(),
             cluster_requests: cluster_on.then_some(request_tx),
             cluster_secret: self.cluster_secret,
             cluster_tls: self.cluster_tls,
@@ -545,6 +576,21 @@ impl Server {
         let me = cluster_view.as_ref().map(|v| &v.identity);
         let mut at_start = state::load(&self.config, workers, me)?;
         let keeper = at_start.keeper.take();
+        // Copies of the listeners and the binary's path, for a SIGUSR2 upgrade: resolved now,
+        // so a package upgrade that replaces the file is what runs next.
+        let kept = upgrade::Kept::of(
+            &self.listeners,
+            &self.admin,
+            &self.internal,
+            &self.tls_listeners,
+        )
+        .map_err(|e| ServerError::Listeners(format!("cannot keep a copy for upgrades: {e}")))?;
+        let upgrader = upgrade::Upgrader::new(
+            std::env::current_exe().ok(),
+            kept,
+            out.upgrades.clone(),
+            shared.clone(),
+        );
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, threads) = Self::spawn_workers(
             self.driver,
@@ -556,7 +602,7 @@ impl Server {
                 self.tls_listeners,
             ),
             inboxes,
-            (cluster_on, at_start),
+            (cluster_on, at_start, self.adopting),
             ready_tx,
         );
         let handle = ShutdownHandle {
@@ -589,6 +635,7 @@ impl Server {
             shared,
             member,
             reloads: out.reloads,
+            upgrader,
             keeper,
         })
     }
@@ -606,7 +653,7 @@ impl Server {
             Vec<std::net::TcpListener>,
         ),
         inboxes: Vec<Inbox>,
-        (cluster_on, at_start): (bool, state::AtStart),
+        (cluster_on, at_start, adopting): (bool, state::AtStart, Option<Adopting>),
         ready: std::sync::mpsc::Sender<Result<(), String>>,
     ) -> (
         Vec<flume::Sender<()>>,
@@ -619,6 +666,11 @@ impl Server {
         let mut internal = internal.into_iter();
         let mut tls = tls.into_iter();
         let mut restored = at_start.per_worker.into_iter();
+        let (shares, adopted) = match adopting {
+            Some((shares, adopted)) => (shares, Some(adopted)),
+            None => (Vec::new(), None),
+        };
+        let mut shares = shares.into_iter();
         for (index, (listener, inbox)) in public.into_iter().zip(inboxes).enumerate() {
             let (stop_tx, stop_rx) = flume::bounded(1);
             stop.push(stop_tx);
@@ -639,6 +691,8 @@ impl Server {
                 restored: restored.next().unwrap_or_default(),
                 state_refused: if index == 0 { at_start.refused } else { 0 },
                 snapshots: at_start.snapshots.clone(),
+                upgrades: inbox.upgrades,
+                adopt: adopted.clone().and_then(|tx| Some((shares.next()?, tx))),
             };
             match spawn_worker(driver, cpus, setup) {
                 Ok(t) => threads.push(t),
@@ -659,6 +713,8 @@ pub struct Running {
     reloads: Vec<flume::Sender<crate::context::reload::ReloadOrder>>,
     /// Writes the sessions' state once the workers stopped (`session.state_dir`).
     keeper: Option<state::Keeper>,
+    /// What SIGUSR2 runs (`server::upgrade`).
+    pub upgrader: upgrade::Upgrader,
 }
 
 impl Running {

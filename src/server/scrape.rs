@@ -102,6 +102,7 @@ pub async fn scrape(core: &Core, format: Format) -> Response {
         cluster: core.shared.cluster.as_ref().map(|v| v.stats_json()),
         cluster_rtt: core.shared.cluster.as_ref().map(|v| v.rtt()),
         reload: Some(core.shared.reloads.json()),
+        upgrade: Some(core.shared.upgrades.json()),
         certificates: certificates(core),
         process: match format {
             Format::Prometheus => process_figures(core).await,

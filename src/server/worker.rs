@@ -1,8 +1,10 @@
 //! One worker thread: its runtime, its listener, its sessions.
 
 use super::accept::{self, handle, receive_handoffs, Arrival, Listener};
+use super::upgrade::gate::{serve_orders, Gate, UpgradeOrder};
 use crate::context::{Core, Shared};
 use crate::limits::Refusal;
+use crate::relay::handover::{self, Export};
 use crate::relay::keepalive;
 use crate::session::handoff::Handoff;
 use crate::session::persist::{self, StateFile};
@@ -11,7 +13,7 @@ use crate::ws::CloseCode;
 use monoio::net::TcpListener;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct WorkerSetup {
     pub index: usize,
@@ -41,21 +43,44 @@ pub struct WorkerSetup {
     /// Where this worker's sessions and per-IP buckets go once its connections closed
     /// (`session.state_dir`).
     pub snapshots: Option<std::sync::mpsc::Sender<StateFile>>,
+    /// The binary upgrade's orders (SIGUSR2, old process).
+    pub upgrades: flume::Receiver<UpgradeOrder>,
+    /// New process of an upgrade: this worker's share of the old process's connections,
+    /// adopted before it accepts or reports ready, and where to say how many it adopted.
+    pub adopt: Option<(flume::Receiver<Export>, flume::Sender<usize>)>,
 }
 
 /// The first back-off after `accept` fails; it doubles up to `limits.accept_backoff_max`.
 const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
 
 /// Accepts on one listener; `tls`: the TLS listener (public routes, after a TLS handshake).
-async fn accept_loop(core: Rc<Core>, listener: TcpListener, kind: Listener, tls: bool) {
+/// A binary upgrade pauses it through `gate` (`server::upgrade::gate`).
+async fn accept_loop(
+    core: Rc<Core>,
+    gate: Rc<Gate>,
+    listener: TcpListener,
+    (kind, tls): (Listener, bool),
+) {
     let max_conns = core.config().limits.max_connections_per_worker;
     let backoff_max = core.config().limits.accept_backoff_max;
     let mut backoff = ACCEPT_BACKOFF_START;
+    gate.enter();
     loop {
+        if gate.paused() {
+            monoio::select! {
+                _ = gate.park() => {},
+                _ = core.shutdown.acquire() => return,
+            }
+            continue;
+        }
         let accepted = monoio::select! {
-            r = listener.accept() => r,
+            r = listener.cancelable_accept(gate.handle()) => r,
             _ = core.shutdown.acquire() => return,
         };
+        if accepted.is_err() && gate.paused() {
+            // Cancelled by the pause: nothing was taken.
+            continue;
+        }
         match accepted {
             Ok((mut stream, addr)) => {
                 backoff = ACCEPT_BACKOFF_START;
@@ -116,6 +141,11 @@ pub async fn run(setup: WorkerSetup) {
         }
     });
     restore(&core, setup.restored, setup.state_refused);
+    if let Err(e) = adopt(&core, setup.adopt).await {
+        let _ = setup.ready.send(Err(format!("worker {}: {e}", core.index)));
+        return;
+    }
+    let gate = Rc::new(Gate::default());
     let listeners = [
         (Some(setup.listener), Listener::Public, false),
         (setup.admin, Listener::Admin, false),
@@ -126,7 +156,7 @@ pub async fn run(setup: WorkerSetup) {
         let Some(listener) = listener else { continue };
         match TcpListener::from_std(listener) {
             Ok(l) => {
-                monoio::spawn(accept_loop(core.clone(), l, kind, tls));
+                monoio::spawn(accept_loop(core.clone(), gate.clone(), l, (kind, tls)));
             }
             Err(e) => {
                 let what = match kind {
@@ -151,26 +181,17 @@ pub async fn run(setup: WorkerSetup) {
         setup.reloads,
     ));
     monoio::spawn(keepalive::run(core.clone()));
+    monoio::spawn(serve_orders(core.clone(), gate, setup.upgrades));
     let _ = setup.ready.send(Ok(()));
     let _ = setup.shutdown.recv_async().await;
     core.shutdown.close();
-    let now = core.clock.tick();
     // With `session.state_dir` what the sessions keep outlives the process: 1012 (Service
     // Restart) tells clients to come back; without it 1001, as the contract says.
     let (code, reason) = match setup.snapshots {
         Some(_) => (CloseCode::SERVICE_RESTART, "server restarting"),
         None => (CloseCode::GOING_AWAY, "server shutting down"),
     };
-    for p in core.registry.peers() {
-        monoio::spawn(async move { p.close(code, reason, now).await });
-    }
-    // Carried peers are told the same, and their links to the owners end.
-    core.cluster_local.end_all(code);
-    let deadline = Instant::now() + core.config().shutdown_grace;
-    let busy = || core.registry.peer_count() + core.cluster_local.carry_count() > 0;
-    while busy() && Instant::now() < deadline {
-        monoio::time::sleep(Duration::from_millis(20)).await;
-    }
+    crate::relay::stop::close_all(&core, code, reason).await;
     if let Some(tx) = setup.snapshots {
         let _ = tx.send(take_state(&core));
     }
@@ -212,12 +233,7 @@ fn restore(core: &Core, restored: super::state::ForWorker, refused: u64) {
     if sessions.is_empty() {
         return;
     }
-    let s = &core.config().session;
-    let limits = persist::RestoreLimits {
-        core_budget: s.core_buffer_budget,
-        replay_bytes: s.replay_bytes,
-        buffering: s.buffer_bytes > 0,
-    };
+    let limits = persist::RestoreLimits::of(&core.config().session);
     let done = persist::restore(&core.registry, sessions, core.clock.tick(), limits);
     bump(&core.stats.state_sessions_loaded, done.sessions);
     bump(
@@ -232,4 +248,22 @@ fn restore(core: &Core, restored: super::state::ForWorker, refused: u64) {
         messages_left_out = done.messages_left_out,
         "sessions restored"
     );
+}
+
+/// New process of an upgrade: takes this worker's share of the old process's connections.
+async fn adopt(
+    core: &Rc<Core>,
+    share: Option<(flume::Receiver<Export>, flume::Sender<usize>)>,
+) -> Result<(), String> {
+    let Some((share, adopted_tx)) = share else {
+        return Ok(());
+    };
+    let share = share
+        .recv_async()
+        .await
+        .map_err(|_| "the upgrade ended before this worker's share came".to_string())?;
+    let adopted = handover::adopt(core, share).map_err(|e| e.to_string())?;
+    tracing::debug!(worker = core.index, adopted, "connections adopted");
+    let _ = adopted_tx.send(adopted);
+    Ok(())
 }

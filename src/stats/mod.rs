@@ -14,12 +14,14 @@ pub(crate) mod reload;
 pub(crate) mod render;
 pub(crate) mod sizes;
 pub(crate) mod snapshot;
+pub(crate) mod upgrade;
 
 pub use counters::{bump, CoreStats, RefusedStatus};
 pub use histograms::{CoreHistograms, Latency};
 pub use reload::ReloadStats;
 pub use sizes::MessageSizes;
 pub use snapshot::CoreSnapshot;
+pub use upgrade::UpgradeStats;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

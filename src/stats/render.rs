@@ -27,6 +27,8 @@ pub struct Meta {
     pub cluster_rtt: Option<Histogram<u64>>,
     /// The reloads (SIGHUP) so far: `ReloadStats::json`.
     pub reload: Option<Value>,
+    /// The binary upgrades (SIGUSR2) so far: `UpgradeStats::json`.
+    pub upgrade: Option<Value>,
     /// Each certificate the TLS listener serves: its file and the seconds until it expires
     /// (negative once expired; `None` when its notAfter could not be read).
     pub certificates: Vec<(String, Option<i64>)>,
@@ -131,6 +133,9 @@ pub fn stats_json(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     }
     if let Some(r) = &meta.reload {
         v["reload"] = r.clone();
+    }
+    if let Some(u) = &meta.upgrade {
+        v["upgrade"] = u.clone();
     }
     if !meta.certificates.is_empty() {
         let certs: Vec<Value> = meta
@@ -282,6 +287,9 @@ pub fn metrics_text(meta: &Meta, cores: &[CoreSnapshot]) -> String {
     if let Some(r) = &meta.reload {
         reload_metrics(&mut out, r);
     }
+    if let Some(u) = &meta.upgrade {
+        upgrade_metrics(&mut out, u);
+    }
     if let Some(c) = &meta.cluster {
         cluster_metrics(&mut out, c);
     }
@@ -332,6 +340,42 @@ fn reload_metrics(out: &mut String, r: &Value) {
             "# HELP ringrelay_{name} {help}\n# TYPE ringrelay_{name} {kind}\nringrelay_{name} {v}"
         );
     }
+}
+
+/// The binary upgrades, from the same object /stats shows.
+fn upgrade_metrics(out: &mut String, u: &Value) {
+    let n = |k: &str| u[k].as_u64().unwrap_or(0);
+    let lines = [
+        (
+            "upgrades_total",
+            "counter",
+            "Binary upgrades (SIGUSR2) completed since the first start.",
+            n("upgrades"),
+        ),
+        (
+            "upgrades_failed_total",
+            "counter",
+            "Binary upgrades that failed: the new process was stopped, the old one carried on.",
+            n("upgrades_failed"),
+        ),
+        (
+            "connections_handed_over_total",
+            "counter",
+            "Connections the new process adopted, over all upgrades.",
+            n("connections_handed_over"),
+        ),
+    ];
+    for (name, kind, help, v) in lines {
+        let _ = writeln!(
+            out,
+            "# HELP ringrelay_{name} {help}\n# TYPE ringrelay_{name} {kind}\nringrelay_{name} {v}"
+        );
+    }
+    let secs = n("last_handover_ms") as f64 / 1000.0;
+    let _ = writeln!(
+        out,
+        "# HELP ringrelay_last_handover_seconds How long the last upgrade's handover took, from the new process reading the listeners to every worker adopted and listening.\n# TYPE ringrelay_last_handover_seconds gauge\nringrelay_last_handover_seconds {secs}"
+    );
 }
 
 /// Version, driver, workers and uptime: what a dashboard needs to tell relays apart.
@@ -447,6 +491,7 @@ mod tests {
 
     const META: Meta = Meta {
         reload: None,
+        upgrade: None,
         cluster: None,
         cluster_rtt: None,
         certificates: Vec::new(),

@@ -63,6 +63,7 @@ pub(super) fn sample(key: &str) -> &'static str {
         "workers" => "3",
         "driver" => "epoll",
         "shutdown_grace" => "3s",
+        "upgrade_timeout" => "7s",
         "limits.max_message_bytes" => "2048",
         "limits.handshake_timeout" => "2500ms",
         "limits.max_header_bytes" => "4096",

@@ -163,8 +163,7 @@ pub fn end_record(records: u64) -> Vec<u8> {
 }
 
 /// A whole file of sessions only, in memory (the writer, `file::save`, streams it record by
-/// record).
-#[cfg(test)]
+/// record; the fallback handover sends it whole).
 pub fn encode(node: &str, sessions: &[SessionState]) -> Vec<u8> {
     encode_file(
         node,
@@ -176,7 +175,6 @@ pub fn encode(node: &str, sessions: &[SessionState]) -> Vec<u8> {
 }
 
 /// A whole file in memory, sessions and limiter state.
-#[cfg(test)]
 pub fn encode_file(node: &str, f: &StateFile) -> Vec<u8> {
     let mut out = header(node);
     for s in &f.sessions {
@@ -191,7 +189,6 @@ pub fn encode_file(node: &str, f: &StateFile) -> Vec<u8> {
 
 /// The sessions of a whole file written for `node` (its limiter records checked, then left
 /// out), or why it is refused.
-#[cfg(test)]
 pub fn decode(bytes: &[u8], node: &str) -> Result<Vec<SessionState>, FormatError> {
     decode_file(bytes, node).map(|f| f.sessions)
 }

@@ -69,6 +69,17 @@ pub struct RestoreLimits {
     pub buffering: bool,
 }
 
+impl RestoreLimits {
+    /// The limits the session settings put on the same state in memory.
+    pub fn of(s: &crate::config::SessionConfig) -> Self {
+        Self {
+            core_budget: s.core_buffer_budget,
+            replay_bytes: s.replay_bytes,
+            buffering: s.buffer_bytes > 0,
+        }
+    }
+}
+
 /// What a restore did, for the counters and the log.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Restored {

@@ -1,0 +1,244 @@
+//! The new process's side of the upgrade: started with `RINGRELAY_UPGRADE_FD`, it takes its
+//! listeners from the socket instead of binding them, and its workers adopt the old
+//! process's connections before they accept.
+
+use super::channel::{Channel, ChannelError};
+use super::wire::{Message, Totals};
+use super::UpgradeError;
+use crate::config::Config;
+use crate::config::UPGRADE_FD_VAR;
+use crate::relay::handover::Export;
+use crate::server::{Listeners, Running, Server, ServerError};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+/// The socket's descriptor when this process was started by an upgrade: the one
+/// `RINGRELAY_UPGRADE_FD` names, if it is open. The variable is removed, so nothing takes it
+/// twice and a process this one starts later never sees it.
+pub fn inherited_fd() -> Option<OwnedFd> {
+    let v = std::env::var(UPGRADE_FD_VAR).ok()?;
+    std::env::remove_var(UPGRADE_FD_VAR);
+    crate::runtime::socket::take_inherited(v.trim().parse().ok()?)
+}
+
+/// What the old process handed over before the workers start.
+pub struct Inherited {
+    channel: Channel,
+    pub workers: usize,
+    pub totals: Totals,
+    started: Instant,
+    timeout: Duration,
+}
+
+impl Inherited {
+    /// Reads `hello` and the listeners. `fd` is the socket's descriptor from
+    /// [`inherited_fd`].
+    pub fn receive(fd: OwnedFd, timeout: Duration) -> Result<(Inherited, Listeners), UpgradeError> {
+        let started = Instant::now();
+        let channel = Channel::from_fd(fd);
+        let (workers, counts, totals) = match channel.recv(timeout) {
+            Ok((
+                Message::Hello {
+                    workers,
+                    listeners,
+                    totals,
+                },
+                _,
+            )) => (workers, listeners, totals),
+            Ok((m, _)) => return Err(UpgradeError::Unexpected(format!("{m:?}"))),
+            Err(e) => {
+                // Tell the old process why, when it can still hear it.
+                let _ = channel.send(&Message::Failed(e.to_string()), &[], timeout);
+                return Err(e.into());
+            }
+        };
+        let mut fds = channel.recv_fds(counts.total(), timeout)?.into_iter();
+        let mut take = |n: usize| -> Vec<std::net::TcpListener> {
+            fds.by_ref()
+                .take(n)
+                .map(std::net::TcpListener::from)
+                .collect()
+        };
+        let public = take(counts.public as usize);
+        let admin = take(counts.admin as usize)
+            .pop()
+            .ok_or_else(|| UpgradeError::Other("no admin listener was handed over".into()))?;
+        let internal = take(counts.internal as usize);
+        let tls = take(counts.tls as usize);
+        let listeners = Listeners {
+            public,
+            admin,
+            internal,
+            tls,
+        };
+        let inherited = Inherited {
+            channel,
+            workers: workers as usize,
+            totals,
+            started,
+            timeout,
+        };
+        Ok((inherited, listeners))
+    }
+
+    /// What the new config must share with the running process: its worker count (each
+    /// worker's share is that worker's), and the listeners' addresses it names (the new
+    /// process takes the running listeners and binds nothing: moving one takes a restart).
+    /// Port 0 in the config matches any port.
+    pub fn fits(&self, config: &Config, listeners: &Listeners) -> Result<(), String> {
+        if self.workers != config.workers {
+            return Err(format!(
+                "the new config runs {} worker(s), the running process {}: a binary upgrade keeps the worker count (restart to change it)",
+                config.workers, self.workers
+            ));
+        }
+        let same = |key: &str, want: std::net::SocketAddr, l: &std::net::TcpListener| {
+            let got = l.local_addr().map_err(|e| format!("{key}: {e}"))?;
+            let port_ok = want.port() == 0 || want.port() == got.port();
+            if want.ip() == got.ip() && port_ok {
+                Ok(())
+            } else {
+                Err(format!("{key} is {want} in the new config, the running listener {got}: a binary upgrade keeps the listeners (restart to move one)"))
+            }
+        };
+        if let Some(l) = listeners.public.first() {
+            same("listen", config.listen, l)?;
+        }
+        same("admin_listen", config.admin_listen, &listeners.admin)
+    }
+
+    /// Refuses the upgrade with `why` (the old process logs it and carries on).
+    pub fn refuse(&self, why: &str) {
+        let _ = self
+            .channel
+            .send(&Message::Failed(why.to_string()), &[], self.timeout);
+    }
+
+    /// Answers `taken`, then receives each worker's share and hands it to that worker, on a
+    /// thread of its own (the workers wait for them while the caller starts the server).
+    /// The thread gives the socket back once every share is handed on.
+    pub fn feed(
+        self,
+        shares: Vec<flume::Sender<Export>>,
+    ) -> std::thread::JoinHandle<Result<Fed, UpgradeError>> {
+        std::thread::spawn(move || {
+            self.channel.send(
+                &Message::Taken {
+                    workers: shares.len() as u32,
+                },
+                &[],
+                self.timeout,
+            )?;
+            for (i, tx) in shares.iter().enumerate() {
+                let share = self.receive_share(i as u32)?;
+                let _ = tx.send(share);
+            }
+            Ok(Fed {
+                channel: self.channel,
+                totals: self.totals,
+                started: self.started,
+                timeout: self.timeout,
+            })
+        })
+    }
+
+    fn receive_share(&self, worker: u32) -> Result<Export, UpgradeError> {
+        let (bytes, fds) = match self.channel.recv(self.timeout)? {
+            (
+                Message::Share {
+                    worker: w,
+                    bytes,
+                    fds,
+                },
+                _,
+            ) if w == worker => (bytes, fds),
+            (m, _) => return Err(UpgradeError::Unexpected(format!("{m:?}"))),
+        };
+        let mut data = Vec::with_capacity(bytes.min(1 << 30) as usize);
+        while (data.len() as u64) < bytes {
+            match self.channel.recv(self.timeout)? {
+                (Message::Chunk(c), _) => data.extend_from_slice(&c),
+                (m, _) => return Err(UpgradeError::Unexpected(format!("{m:?}"))),
+            }
+        }
+        if data.len() as u64 != bytes {
+            return Err(UpgradeError::Other(format!(
+                "worker {worker}'s share: {} bytes for {bytes}",
+                data.len()
+            )));
+        }
+        let fds = self.channel.recv_fds(fds as usize, self.timeout)?;
+        Ok(Export { bytes: data, fds })
+    }
+}
+
+/// Every share handed on: what is left to do once the workers listen.
+pub struct Fed {
+    channel: Channel,
+    pub totals: Totals,
+    started: Instant,
+    timeout: Duration,
+}
+
+impl Fed {
+    /// How long the handover took, from `hello` read.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Answers `holding` and waits for the old process to let go (`released`, or its end of
+    /// the socket closing: it exited). Only then may this process say it is ready.
+    pub fn holding(self, connections: u64) -> Result<(), UpgradeError> {
+        self.channel
+            .send(&Message::Holding { connections }, &[], self.timeout)?;
+        match self.channel.recv(self.timeout) {
+            Ok((Message::Released, _)) | Err(ChannelError::Closed) => Ok(()),
+            Ok((m, _)) => Err(UpgradeError::Unexpected(format!("{m:?}"))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The new process between taking the listeners and saying it holds everything.
+pub struct Adopted {
+    feeder: std::thread::JoinHandle<Result<Fed, UpgradeError>>,
+    adopted: flume::Receiver<usize>,
+}
+
+impl Adopted {
+    /// The server on the inherited listeners, its workers waiting for their shares, which a
+    /// thread of its own receives from the old process and hands on.
+    pub fn prepare(
+        config: Config,
+        listeners: Listeners,
+        inherited: Inherited,
+    ) -> Result<(Server, Adopted), ServerError> {
+        let (shares, inboxes): (Vec<_>, Vec<_>) =
+            (0..config.workers).map(|_| flume::bounded(1)).unzip();
+        let (adopted_tx, adopted) = flume::unbounded();
+        let server = Server::with_listeners(config, listeners)?.adopting(inboxes, adopted_tx);
+        let feeder = inherited.feed(shares);
+        Ok((server, Adopted { feeder, adopted }))
+    }
+
+    /// Every worker adopted its share and listens: says so to the old process and waits for
+    /// it to let go. Counts the upgrade (the old process's totals carried on).
+    pub fn finish(self, running: &Running) -> Result<(), UpgradeError> {
+        let fed = self
+            .feeder
+            .join()
+            .map_err(|_| UpgradeError::Other("the share thread panicked".into()))??;
+        let connections: u64 = self.adopted.try_iter().map(|n| n as u64).sum();
+        let ms = fed.elapsed().as_millis() as u64;
+        let stats = &running.shared.upgrades;
+        stats.took_over(fed.totals, connections, ms, crate::auth::unix_now());
+        fed.holding(connections)?;
+        tracing::info!(
+            connections,
+            handover_ms = ms,
+            generation = crate::server::health::generation(),
+            "upgrade: this process holds everything and serves"
+        );
+        Ok(())
+    }
+}
