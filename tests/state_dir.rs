@@ -10,7 +10,9 @@
 mod common;
 
 use common::dir::Dir;
-use common::{counter, recv_close, recv_event, TestServer, Ws};
+use common::{
+    assert_refused, counter, recv_close, recv_event, tcp_from, try_upgrade, TestServer, Ws,
+};
 use std::path::Path;
 use std::time::Duration;
 use tungstenite::Message;
@@ -155,7 +157,7 @@ fn refused_files_are_moved_aside_and_the_relay_serves(driver: &str) {
     let mid = good.len() / 2;
     flipped[mid] ^= 0x01;
     let mut newer = good.clone();
-    newer[8..10].copy_from_slice(&2u16.to_le_bytes());
+    newer[8..10].copy_from_slice(&3u16.to_le_bytes());
     let cases: [(&str, Vec<u8>, &str, &str, &str); 5] = [
         (
             "torn",
@@ -221,6 +223,54 @@ fn refused_files_are_moved_aside_and_the_relay_serves(driver: &str) {
     }
 }
 
+/// A WebSocket to the echo route from the loopback address `source`.
+fn echo_from(srv: &TestServer, source: &str) -> Result<Ws, (u16, String, String)> {
+    try_upgrade(tcp_from(source, srv.addr), srv.addr, "/v1/echo", &[])
+}
+
+/// The per-IP connection rate outlives a restart: an address that spent its burst is still
+/// refused after it, one that spent part of it has only the rest, while a newcomer and a
+/// control pair get through. Before: the limiter's tables started empty, so a restart gave
+/// every address its whole burst again (127.0.0.31 was upgraded at once after the restart,
+/// and 127.0.0.32 got 3 connections instead of 2).
+fn a_restart_keeps_each_addresss_spent_connection_budget(driver: &str) {
+    let dir = Dir::new("state_dir", &format!("limits-{driver}"));
+    let dir_s = dir.0.to_str().unwrap();
+    // One connection a minute, a burst of 3: nothing refills within the test.
+    let env = [
+        ("RINGRELAY_SESSION_STATE_DIR", dir_s),
+        ("RINGRELAY_CLUSTER_NODE_ID", "node-a"),
+        ("RINGRELAY_SESSION_CLOSE_TIMEOUT", "200ms"),
+        ("RINGRELAY_LIMITS_IP_CONNECT_RATE", "1"),
+        ("RINGRELAY_LIMITS_IP_CONNECT_BURST", "3"),
+    ];
+    let mut srv = TestServer::start(driver, 2, &env);
+    let held: Vec<Ws> = (0..3)
+        .map(|i| echo_from(&srv, "127.0.0.31").unwrap_or_else(|e| panic!("{i}: {e:?}")))
+        .collect();
+    assert_refused(echo_from(&srv, "127.0.0.31"), 429, "rate_limited");
+    let one = echo_from(&srv, "127.0.0.32").expect("127.0.0.32's first");
+    drop((held, one));
+    assert_eq!(srv.terminate(), Some(0));
+    assert!(
+        dir.0.join(STATE).exists(),
+        "the stop wrote the buckets, though no session kept anything"
+    );
+
+    let srv = TestServer::start(driver, 2, &env);
+    assert_refused(echo_from(&srv, "127.0.0.31"), 429, "rate_limited");
+    assert_eq!(counter(&srv, "state_ip_buckets_loaded"), 2);
+    for i in 0..2 {
+        echo_from(&srv, "127.0.0.32").unwrap_or_else(|e| panic!("{i}: {e:?}"));
+    }
+    assert_refused(echo_from(&srv, "127.0.0.32"), 429, "rate_limited");
+    // An address the last run never saw has its whole burst.
+    for _ in 0..3 {
+        echo_from(&srv, "127.0.0.33").expect("a newcomer's burst");
+    }
+    control_pair_flows(&srv, "control");
+}
+
 /// Without `session.state_dir` SIGTERM still says 1001 and writes nothing.
 fn without_state_dir_shutdown_is_1001(driver: &str) {
     let mut srv = TestServer::start(driver, 1, &[("RINGRELAY_SESSION_CLOSE_TIMEOUT", "200ms")]);
@@ -257,4 +307,5 @@ both_drivers!(
     refused_files_are_moved_aside_and_the_relay_serves,
     without_state_dir_shutdown_is_1001,
     health_reports_pid_and_generation,
+    a_restart_keeps_each_addresss_spent_connection_budget,
 );

@@ -39,3 +39,17 @@ impl Member {
         match self {}
     }
 }
+
+/// No cluster in this build, so nothing is ever claimed (the config check refuses
+/// `cluster.redis_url` before this could run).
+pub fn claim_back(
+    _url: &str,
+    _me: &crate::fleet::view::Identity,
+    _session_ttl: std::time::Duration,
+    _ids: &[String],
+) -> std::io::Result<Vec<bool>> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        NOT_BUILT,
+    ))
+}

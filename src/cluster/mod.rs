@@ -11,6 +11,7 @@
 //!   counting and ending what it keeps;
 //! * `place`, `carry`, `inbound`: deciding where a new peer goes, carrying it, receiving it;
 //! * `redis`: opening a Redis connection, with its timeouts;
+//! * `restore`: claiming back the sessions a restart read from `session.state_dir`;
 //! * `status`: `ringrelay cluster status`.
 //!
 //! The Redis client is the `cluster` cargo feature (on by default). Without it `fleet`,
@@ -44,9 +45,13 @@ pub(crate) mod owners;
 pub(crate) mod place;
 #[cfg(feature = "cluster")]
 pub(crate) mod redis;
+#[cfg(feature = "cluster")]
+pub(crate) mod restore;
 pub mod status;
 
 #[cfg(not(feature = "cluster"))]
-pub use absent::{Member, Wiring, NOT_BUILT};
+pub use absent::{claim_back, Member, Wiring, NOT_BUILT};
 #[cfg(feature = "cluster")]
 pub use member::{Member, Wiring};
+#[cfg(feature = "cluster")]
+pub use restore::claim_back;

@@ -192,8 +192,9 @@ config_keys! {
         ack_delay: Duration { default: millis(50), parse: Dur::POSITIVE }
         /// How long to wait for the peer's close reply after sending a close frame.
         close_timeout: Duration { default: secs(5), parse: Dur::ANY }
-        /// Where SIGTERM writes what sessions keep (kept messages, replay windows, acks) for
-        /// the next start to read back (docs/upgrade.md); unset: a restart keeps nothing.
+        /// Where SIGTERM writes what sessions keep (kept messages, replay windows, acks) and
+        /// the per-IP connection-rate buckets for the next start to read back
+        /// (docs/upgrade.md); unset: a restart keeps nothing.
         state_dir: Option<PathBuf> { default: None, parse: FilePath }
     }
 

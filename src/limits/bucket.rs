@@ -16,6 +16,11 @@ impl Rate {
         }
     }
 
+    /// What a full bucket holds.
+    pub fn burst(&self) -> f64 {
+        self.burst
+    }
+
     /// Milliseconds until a bucket at `level` is back at `target`.
     fn ms_until(&self, level: f64, target: f64) -> u64 {
         ((target - level) / self.per_ms).ceil().max(0.0) as u64
@@ -71,6 +76,22 @@ impl Bucket {
         }
     }
 
+    /// What the bucket holds at `now_ms`, refilled up to then (to carry it elsewhere).
+    pub fn tokens(&mut self, rate: &Rate, now_ms: u64) -> f64 {
+        self.refill(rate, now_ms);
+        self.level
+    }
+
+    /// A bucket that held `tokens` `rested_ms` ago, on a clock now at `now_ms`: refilled at
+    /// `rate` for the time it rested, and never outside `0..=burst` (carried state is not
+    /// trusted to grant more than a new bucket would).
+    pub fn carried(rate: &Rate, tokens: f64, rested_ms: u64, now_ms: u64) -> Bucket {
+        Bucket {
+            level: (tokens + rested_ms as f64 * rate.per_ms).clamp(0.0, rate.burst),
+            last_ms: now_ms,
+        }
+    }
+
     /// Whether the bucket is full again (its entry then says nothing worth keeping).
     pub fn is_full(&mut self, rate: &Rate, now_ms: u64) -> bool {
         self.refill(rate, now_ms);
@@ -111,6 +132,26 @@ mod tests {
         // Half the debt is paid after half the wait.
         assert_eq!(b.charge(&rate, 0.0, 500), 500);
         assert_eq!(b.charge(&rate, 0.0, 1000), 0);
+    }
+
+    #[test]
+    fn a_carried_bucket_refills_for_the_time_it_rested_within_its_bounds() {
+        // 1 per second, burst 5.
+        let rate = Rate::new(1.0, 1000.0, 5.0);
+        let mut b = Bucket::full(&rate, 0);
+        for _ in 0..5 {
+            b.try_take_one(&rate, 0).unwrap();
+        }
+        assert_eq!(b.tokens(&rate, 500), 0.5);
+        // On another clock, 2 s later: 2.5, so two connections and not a third.
+        let mut c = Bucket::carried(&rate, 0.5, 2000, 7);
+        assert_eq!(c.try_take_one(&rate, 7), Ok(()));
+        assert_eq!(c.try_take_one(&rate, 7), Ok(()));
+        assert_eq!(c.try_take_one(&rate, 7), Err(500));
+        // Never above the burst nor below zero, whatever was carried.
+        assert!(Bucket::carried(&rate, 1e9, 0, 0).is_full(&rate, 0));
+        let mut low = Bucket::carried(&rate, -1e9, 0, 0);
+        assert_eq!(low.tokens(&rate, 0), 0.0);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! by their /64, the block one host usually holds.
 
 use super::home::IpCharge;
+use super::saved::SavedBucket;
 use super::{Bucket, Rate};
 use crate::config::LimitsConfig;
 use lru::LruCache;
@@ -203,6 +204,56 @@ impl IpLimits {
         }
     }
 
+    /// Every connection-rate bucket that is not full at `now_ms`, to carry across a restart
+    /// or a handover (`limits::saved`). A full one is what a new entry starts with anyway.
+    pub fn export(&self, now_ms: u64) -> Vec<SavedBucket> {
+        let Some(rate) = self.connect_rate.get() else {
+            return Vec::new();
+        };
+        let mut table = self.table.borrow_mut();
+        // Least recently used first, so importing in this order keeps the same ones last.
+        let mut out: Vec<SavedBucket> = table
+            .iter_mut()
+            .filter_map(|(k, e)| {
+                let b = e.connects.as_mut()?;
+                let tokens = b.tokens(&rate, now_ms);
+                (tokens < rate.burst()).then_some(SavedBucket { key: *k, tokens })
+            })
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// Puts carried buckets back (each address's home must be this core), refilled for the
+    /// `rested_ms` since they were taken, at the rate configured now. With the rate off
+    /// nothing is kept; a bucket full again is not kept either. An address that already has
+    /// an entry keeps the lower of the two levels. The table's bound holds as always (past it
+    /// the least recently used go, counted as evictions). Returns the buckets kept.
+    pub fn import(&self, saved: &[SavedBucket], rested_ms: u64, now_ms: u64) -> usize {
+        let Some(rate) = self.connect_rate.get() else {
+            return 0;
+        };
+        let mut kept = 0;
+        for s in saved {
+            let mut carried = Bucket::carried(&rate, s.tokens, rested_ms, now_ms);
+            if carried.is_full(&rate, now_ms) {
+                continue;
+            }
+            kept += 1;
+            let level = carried.tokens(&rate, now_ms);
+            self.with_entry(s.key, now_ms, |e| {
+                let lower = e
+                    .connects
+                    .as_mut()
+                    .is_some_and(|b| b.tokens(&rate, now_ms) <= level);
+                if !lower {
+                    e.connects = Some(carried);
+                }
+            });
+        }
+        kept
+    }
+
     pub fn len(&self) -> usize {
         self.table.borrow().len()
     }
@@ -391,6 +442,67 @@ mod tests {
         open(&l, a).unwrap();
         l.close(a, 60_000);
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn buckets_carried_out_and_back_keep_an_addresss_spent_budget() {
+        // 1 per second, burst 3; 10.0.0.1 spent its burst, 10.0.0.2 one of it, 10.0.0.3
+        // holds an open connection and a full bucket (not carried).
+        let l = IpLimits::new(&limits(60, 3, 5, 16), 0);
+        let (a, b, c) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+        for _ in 0..3 {
+            l.admit_connect(a, 0).unwrap();
+        }
+        l.admit_connect(b, 0).unwrap();
+        open(&l, c).unwrap();
+        assert_eq!(l.len(), 3);
+        let saved = l.export(0);
+        assert_eq!(saved.len(), 2, "{saved:?}");
+        // Before: a new process started with empty tables, so `a` had its whole burst again.
+        let fresh = IpLimits::new(&limits(60, 3, 0, 16), 0);
+        assert_eq!(fresh.import(&saved, 0, 5), 2);
+        assert_eq!(
+            fresh.admit_connect(a, 5),
+            Err(IpRefusal::Rate { retry_after_s: 1 })
+        );
+        for _ in 0..2 {
+            fresh.admit_connect(b, 5).unwrap();
+        }
+        assert!(fresh.admit_connect(b, 5).is_err());
+        // Time at rest refills: 1.5 s later `a` has one, and `b` (2 + 1.5 of 3) is full
+        // again and not kept.
+        let later = IpLimits::new(&limits(60, 3, 0, 16), 0);
+        assert_eq!(later.import(&saved, 1500, 0), 1);
+        assert_eq!(later.admit_connect(a, 0), Ok(()));
+        assert!(later.admit_connect(a, 0).is_err());
+        // With the rate off now, nothing is carried in; nothing is carried out either.
+        let off = IpLimits::new(&limits(0, 3, 5, 16), 0);
+        assert_eq!(off.import(&saved, 0, 0), 0);
+        assert!(off.is_empty() && off.export(0).is_empty());
+    }
+
+    #[test]
+    fn an_import_keeps_the_table_bound_and_the_lower_level() {
+        let l = IpLimits::new(&limits(60, 3, 0, 16), 0);
+        let saved: Vec<SavedBucket> = (0..40)
+            .map(|i| SavedBucket {
+                key: ip(&format!("10.0.9.{i}")),
+                tokens: 0.0,
+            })
+            .collect();
+        assert_eq!(l.import(&saved, 0, 0), 40);
+        assert_eq!((l.len(), l.evictions.get()), (16, 24));
+        // The newest are the ones kept.
+        assert!(l.admit_connect(ip("10.0.9.39"), 0).is_err());
+        assert_eq!(l.admit_connect(ip("10.0.9.0"), 0), Ok(()));
+        // An address spent lower here than what is carried keeps its own level.
+        let spent = ip("10.0.9.38");
+        let more = [SavedBucket {
+            key: spent,
+            tokens: 2.0,
+        }];
+        l.import(&more, 0, 0);
+        assert!(l.admit_connect(spent, 0).is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub(crate) mod home;
 pub(crate) mod ip;
 pub mod proxy_protocol;
 pub(crate) mod refusal;
+pub mod saved;
 pub(crate) mod throttle;
 pub(crate) mod tunnels;
 

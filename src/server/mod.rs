@@ -574,7 +574,8 @@ impl Server {
             listen,
         });
         // Read back before any worker accepts: a client resuming at once finds its session.
-        let mut at_start = state::load(&self.config, workers)?;
+        let me = cluster_view.as_ref().map(|v| &v.identity);
+        let mut at_start = state::load(&self.config, workers, me)?;
         let keeper = at_start.keeper.take();
         // Copies of the listeners and the binary's path, for a SIGUSR2 upgrade: resolved now,
         // so a package upgrade that replaces the file is what runs next.

@@ -7,7 +7,7 @@ use crate::limits::Refusal;
 use crate::relay::handover::{self, Export};
 use crate::relay::keepalive;
 use crate::session::handoff::Handoff;
-use crate::session::persist::{self, SessionState};
+use crate::session::persist::{self, StateFile};
 use crate::stats::bump;
 use crate::ws::CloseCode;
 use monoio::net::TcpListener;
@@ -35,12 +35,14 @@ pub struct WorkerSetup {
     pub shutdown: flume::Receiver<()>,
     /// Told once this worker listens.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
-    /// This core's sessions read back from `session.state_dir`, restored before it accepts.
-    pub restored: Vec<SessionState>,
+    /// This core's sessions and per-IP buckets read back from `session.state_dir`, restored
+    /// before it accepts.
+    pub restored: super::state::ForWorker,
     /// State files refused at start, counted here (worker 0).
     pub state_refused: u64,
-    /// Where this worker's sessions go once its connections closed (`session.state_dir`).
-    pub snapshots: Option<std::sync::mpsc::Sender<Vec<SessionState>>>,
+    /// Where this worker's sessions and per-IP buckets go once its connections closed
+    /// (`session.state_dir`).
+    pub snapshots: Option<std::sync::mpsc::Sender<StateFile>>,
     /// The binary upgrade's orders (SIGUSR2, old process).
     pub upgrades: flume::Receiver<UpgradeOrder>,
     /// New process of an upgrade: this worker's share of the old process's connections,
@@ -199,9 +201,7 @@ pub async fn run(setup: WorkerSetup) {
     };
     crate::relay::stop::close_all(&core, code, reason).await;
     if let Some(tx) = setup.snapshots {
-        let sessions = persist::snapshot(&core.registry);
-        bump(&core.stats.state_sessions_written, sessions.len() as u64);
-        let _ = tx.send(sessions);
+        let _ = tx.send(take_state(&core));
     }
     crate::stats::access::flush(&core.stats);
     tracing::info!(
@@ -213,10 +213,31 @@ pub async fn run(setup: WorkerSetup) {
     core.gauges().beat(u64::MAX);
 }
 
-/// Puts the sessions read back from `session.state_dir` into this core's registry, within
-/// the limits that bound them in memory, and counts what happened.
-fn restore(core: &Core, sessions: Vec<SessionState>, refused: u64) {
+/// This core's sessions and per-IP connection-rate buckets, for the state file.
+fn take_state(core: &Core) -> StateFile {
+    let sessions = persist::snapshot(&core.registry);
+    bump(&core.stats.state_sessions_written, sessions.len() as u64);
+    let buckets = core.ip_limits.export(core.clock.tick());
+    bump(&core.stats.state_ip_buckets_written, buckets.len() as u64);
+    StateFile {
+        sessions,
+        limits: vec![crate::limits::saved::SavedLimits {
+            taken_unix_ms: super::state::unix_ms(),
+            buckets,
+        }],
+    }
+}
+
+/// Puts the sessions and per-IP buckets read back from `session.state_dir` into this core,
+/// within the limits that bound them in memory, and counts what happened.
+fn restore(core: &Core, restored: super::state::ForWorker, refused: u64) {
     bump(&core.stats.state_files_refused, refused);
+    let kept = core
+        .ip_limits
+        .import(&restored.buckets, restored.rested_ms, core.clock.tick());
+    bump(&core.stats.state_ip_buckets_loaded, kept as u64);
+    bump(&core.stats.state_sessions_not_claimed, restored.not_claimed);
+    let sessions = restored.sessions;
     if sessions.is_empty() {
         return;
     }

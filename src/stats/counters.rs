@@ -208,6 +208,9 @@ counters!(
     handover_closed: "Connections a binary upgrade could not hand over, closed with 1012 so they reconnect: TLS, bridge agents, cluster mode, or not at rest within shutdown_grace.",
     handover_bridged_refused: "Bridged requests answered 503 (server_upgrading, Retry-After) because a binary upgrade closed their agent's connection.",
     handover_adopted: "Connections this process adopted from the one it upgraded, each going on as it was (nothing sent to its client).",
+    state_ip_buckets_written: "Per-IP connection-rate buckets not full at a stop, written to the state file so a restart does not refill them (session.state_dir).",
+    state_ip_buckets_loaded: "Per-IP connection-rate buckets put back from the state file at start (those still not full after the time they rested).",
+    state_sessions_not_claimed: "Sessions in the state file left out at start because another node of the cluster owns them now.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

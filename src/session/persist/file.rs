@@ -2,7 +2,7 @@
 //! one and the directory fsynced, so a crash mid-write leaves the previous file or none,
 //! never a torn one under the real name; read whole, and moved aside when refused.
 
-use super::format::{self, FormatError, SessionState};
+use super::format::{self, FormatError, StateFile};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -17,10 +17,10 @@ const TEMP_NAME: &str = "ringrelay.state.tmp";
 pub enum Loaded {
     /// No state file: a first start, or the last stop wrote nothing.
     Nothing,
-    /// Every session in the file. The caller removes the file (`discard`) once they are in
-    /// force: a later crash must not restore them twice, and a start that fails before must
-    /// not lose them.
-    Sessions(Vec<SessionState>),
+    /// Every session and limiter state in the file. The caller removes the file (`discard`)
+    /// once they are in force: a later crash must not restore them twice, and a start that
+    /// fails before must not lose them.
+    State(StateFile),
     /// The file was refused and moved aside to `moved_to` (or could not be moved: `None`).
     Refused {
         why: Refusal,
@@ -67,9 +67,9 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
     fs::remove_file(&probe)
 }
 
-/// Writes `sessions` for `node`, atomically: the file under its name is the old one or the
-/// new one whole. Returns the bytes written.
-pub fn save(dir: &Path, node: &str, sessions: &[SessionState]) -> io::Result<u64> {
+/// Writes `state` for `node`, atomically: the file under its name is the old one or the new
+/// one whole. Returns the bytes written.
+pub fn save(dir: &Path, node: &str, state: &StateFile) -> io::Result<u64> {
     let temp = dir.join(TEMP_NAME);
     // Clients' messages at rest: readable by the relay's user only, whatever the umask.
     let file = {
@@ -88,10 +88,14 @@ pub fn save(dir: &Path, node: &str, sessions: &[SessionState]) -> io::Result<u64
         w.write_all(b)
     };
     put(&mut w, &format::header(node))?;
-    for s in sessions {
+    for s in &state.sessions {
         put(&mut w, &format::session_record(s))?;
     }
-    put(&mut w, &format::end_record(sessions.len() as u64))?;
+    for l in &state.limits {
+        put(&mut w, &format::limits_record(l))?;
+    }
+    let records = state.sessions.len() + state.limits.len();
+    put(&mut w, &format::end_record(records as u64))?;
     let file = w.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     drop(file);
@@ -113,7 +117,7 @@ pub fn discard(dir: &Path) -> io::Result<()> {
 /// again.
 pub fn load(dir: &Path, node: &str, max_bytes: u64) -> Loaded {
     let path = dir.join(FILE_NAME);
-    let read = || -> Result<Option<Vec<SessionState>>, Refusal> {
+    let read = || -> Result<Option<StateFile>, Refusal> {
         let mut file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -128,11 +132,11 @@ pub fn load(dir: &Path, node: &str, max_bytes: u64) -> Loaded {
         }
         let mut bytes = Vec::with_capacity(size as usize);
         file.read_to_end(&mut bytes)?;
-        Ok(Some(format::decode(&bytes, node)?))
+        Ok(Some(format::decode_file(&bytes, node)?))
     };
     match read() {
         Ok(None) => Loaded::Nothing,
-        Ok(Some(sessions)) => Loaded::Sessions(sessions),
+        Ok(Some(state)) => Loaded::State(state),
         Err(why) => {
             let ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

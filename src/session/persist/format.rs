@@ -5,19 +5,27 @@
 //! ```text
 //! header:  magic "RRSTATE\0" | version u16 | node id (u16 length, UTF-8) | CRC-32 of the above
 //! record:  kind u8 | length u32 | payload | CRC-32 of kind, length and payload
-//! last:    an end record whose payload is the count of session records before it
+//! last:    an end record whose payload is the count of records before it
 //! ```
+//! Version 2 added a second kind of record, one per worker: its per-IP limiter state
+//! (`limits::saved`'s encoding). A version 1 file (sessions only) still loads.
 //! Integers are little-endian. A file is read whole or not at all: every record's CRC must
 //! hold, the end record must be there with the right count, and nothing may follow it, so a
 //! file cut anywhere, or with any byte changed, is refused rather than half loaded.
+
+use crate::limits::saved::{self, SavedLimits};
 
 /// The file's first bytes.
 pub const MAGIC: [u8; 8] = *b"RRSTATE\0";
 /// The format this build writes and reads. A newer one is refused (moved aside): an older
 /// build never guesses at fields it does not know.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// The oldest format this build still reads.
+pub const OLDEST: u16 = 1;
 
 const KIND_SESSION: u8 = 1;
+/// One worker's per-IP limiter state (version 2 on).
+const KIND_LIMITS: u8 = 2;
 const KIND_END: u8 = 0xff;
 
 /// One session's state: what it keeps for absent peers and what a resuming client resumes
@@ -31,6 +39,14 @@ pub struct SessionState {
     pub backlogs: Vec<KeptState>,
     /// Numbering, replay window and acks per receiving role that asked for `resume=`.
     pub replays: Vec<ReplayState>,
+}
+
+/// Everything a state file holds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StateFile {
+    pub sessions: Vec<SessionState>,
+    /// Each worker's per-IP connection-rate buckets (none in a version 1 file).
+    pub limits: Vec<SavedLimits>,
 }
 
 /// Whole messages kept from one role, each as the server frames the decoder wrote for it.
@@ -136,26 +152,52 @@ pub fn session_record(s: &SessionState) -> Vec<u8> {
     record(KIND_SESSION, &p)
 }
 
-/// The end record, after `sessions` session records.
-pub fn end_record(sessions: u64) -> Vec<u8> {
-    record(KIND_END, &sessions.to_le_bytes())
+/// One worker's limiter state's record.
+pub fn limits_record(l: &SavedLimits) -> Vec<u8> {
+    record(KIND_LIMITS, &saved::encode(l))
 }
 
-/// A whole file in memory (the writer, `file::save`, streams it record by record; the
-/// handover, `relay::handover::wire`, embeds its records in its own share).
+/// The end record, after `records` records.
+pub fn end_record(records: u64) -> Vec<u8> {
+    record(KIND_END, &records.to_le_bytes())
+}
+
+/// A whole file of sessions only, in memory (the writer, `file::save`, streams it record by
+/// record; the handover, `relay::handover::wire`, embeds its records in its own share).
 #[cfg(test)]
 pub fn encode(node: &str, sessions: &[SessionState]) -> Vec<u8> {
+    encode_file(
+        node,
+        &StateFile {
+            sessions: sessions.to_vec(),
+            limits: Vec::new(),
+        },
+    )
+}
+
+/// A whole file in memory, sessions and limiter state.
+#[cfg(test)]
+pub fn encode_file(node: &str, f: &StateFile) -> Vec<u8> {
     let mut out = header(node);
-    for s in sessions {
+    for s in &f.sessions {
         out.extend(session_record(s));
     }
-    out.extend(end_record(sessions.len() as u64));
+    for l in &f.limits {
+        out.extend(limits_record(l));
+    }
+    out.extend(end_record((f.sessions.len() + f.limits.len()) as u64));
     out
+}
+
+/// The sessions of a whole file written for `node` (its limiter records checked, then left
+/// out), or why it is refused.
+pub fn decode(bytes: &[u8], node: &str) -> Result<Vec<SessionState>, FormatError> {
+    decode_file(bytes, node).map(|f| f.sessions)
 }
 
 /// Reads a whole file written for `node`, or says why it is refused. Nothing is returned
 /// unless every byte checked out.
-pub fn decode(bytes: &[u8], node: &str) -> Result<Vec<SessionState>, FormatError> {
+pub fn decode_file(bytes: &[u8], node: &str) -> Result<StateFile, FormatError> {
     let mut r = Reader { bytes, at: 0 };
     if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
         return Err(FormatError::Foreign);
@@ -165,7 +207,7 @@ pub fn decode(bytes: &[u8], node: &str) -> Result<Vec<SessionState>, FormatError
     if version > VERSION {
         return Err(FormatError::Newer(version));
     }
-    if version != VERSION {
+    if version < OLDEST {
         return Err(FormatError::Unknown(version));
     }
     let found = r.string()?;
@@ -179,15 +221,22 @@ pub fn decode(bytes: &[u8], node: &str) -> Result<Vec<SessionState>, FormatError
             ours: node.to_string(),
         });
     }
-    let mut sessions = Vec::new();
+    let mut file = StateFile::default();
     loop {
         let at = r.at;
         let (kind, payload) = r.record()?;
         match kind {
-            KIND_SESSION => sessions.push(session(payload, at)?),
+            KIND_SESSION => file.sessions.push(session(payload, at)?),
+            KIND_LIMITS if version >= 2 => {
+                file.limits
+                    .push(saved::decode(payload).map_err(|_| FormatError::Malformed {
+                        at,
+                        what: "limiter state that does not decode",
+                    })?)
+            }
             KIND_END => {
                 let count = Reader::whole(payload, at, |p| p.u64())?;
-                if count != sessions.len() as u64 {
+                if count != (file.sessions.len() + file.limits.len()) as u64 {
                     return Err(FormatError::Malformed {
                         at,
                         what: "the end record's count is not the records before it",
@@ -195,7 +244,7 @@ pub fn decode(bytes: &[u8], node: &str) -> Result<Vec<SessionState>, FormatError
                 }
                 let left = bytes.len() - r.at;
                 return if left == 0 {
-                    Ok(sessions)
+                    Ok(file)
                 } else {
                     Err(FormatError::Trailing(left))
                 };

@@ -6,7 +6,7 @@
 pub mod file;
 pub mod format;
 
-pub use format::{KeptState, ReplayState, SessionState};
+pub use format::{KeptState, ReplayState, SessionState, StateFile};
 
 use super::{Backlog, Registry, Replay};
 

@@ -44,18 +44,69 @@ fn sample() -> Vec<SessionState> {
     ]
 }
 
+/// The sample's sessions and two workers' limiter state.
+fn sample_file() -> StateFile {
+    let bucket = |a: &str, tokens| saved::SavedBucket {
+        key: a.parse().unwrap(),
+        tokens,
+    };
+    StateFile {
+        sessions: sample(),
+        limits: vec![
+            SavedLimits {
+                taken_unix_ms: 1_800_000_000_000,
+                buckets: vec![bucket("10.0.0.1", 0.0), bucket("2001:db8::", 1.5)],
+            },
+            SavedLimits::default(),
+        ],
+    }
+}
+
 #[test]
 fn a_file_round_trips() {
     let s = sample();
     let bytes = encode("node-a", &s);
     assert_eq!(decode(&bytes, "node-a"), Ok(s));
     assert_eq!(decode(&encode("n", &[]), "n"), Ok(vec![]));
+    let f = sample_file();
+    assert_eq!(
+        decode_file(&encode_file("node-a", &f), "node-a"),
+        Ok(f.clone())
+    );
+    assert_eq!(decode(&encode_file("node-a", &f), "node-a"), Ok(f.sessions));
+}
+
+/// A file the build before wrote (version 1: sessions only, the same records) still loads.
+#[test]
+fn a_version_1_file_still_loads() {
+    let v1 = |body: &[Vec<u8>]| {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&1u16.to_le_bytes());
+        put_str(&mut out, "node-a");
+        let crc = crc32(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        for r in body {
+            out.extend_from_slice(r);
+        }
+        out.extend(end_record(body.len() as u64));
+        out
+    };
+    let records: Vec<Vec<u8>> = sample().iter().map(session_record).collect();
+    let got = decode_file(&v1(&records), "node-a").unwrap();
+    assert_eq!(got.sessions, sample());
+    assert!(got.limits.is_empty());
+    // A limiter record is not a version 1 record: such a file is refused.
+    let limits = vec![limits_record(&SavedLimits::default())];
+    assert!(matches!(
+        decode(&v1(&limits), "node-a"),
+        Err(FormatError::Malformed { .. })
+    ));
 }
 
 /// Every cut of the file, at every byte, is refused: none is read as a shorter state.
 #[test]
 fn every_truncation_point_is_refused() {
-    let bytes = encode("node-a", &sample());
+    let bytes = encode_file("node-a", &sample_file());
     for cut in 0..bytes.len() {
         let got = decode(&bytes[..cut], "node-a");
         assert!(
@@ -69,7 +120,7 @@ fn every_truncation_point_is_refused() {
 /// A byte changed anywhere is caught (header, record framing, payload, checksum).
 #[test]
 fn every_flipped_byte_is_refused() {
-    let bytes = encode("node-a", &sample());
+    let bytes = encode_file("node-a", &sample_file());
     for at in (0..bytes.len()).step_by(7).chain([bytes.len() - 1]) {
         let mut b = bytes.clone();
         b[at] ^= 0x20;
@@ -124,6 +175,16 @@ fn well_checksummed_lies_are_refused() {
     assert!(decode(&encode("n", &s), "n").is_err());
     let mut bytes = header("n");
     bytes.extend(end_record(3));
+    assert!(matches!(
+        decode(&bytes, "n"),
+        Err(FormatError::Malformed { .. })
+    ));
+    // A limiter record whose bytes are not limiter state (a bucket cut in half).
+    let mut limits = saved::encode(&sample_file().limits[0]);
+    limits.truncate(limits.len() - 3);
+    let mut bytes = header("n");
+    bytes.extend(record(KIND_LIMITS, &limits));
+    bytes.extend(end_record(1));
     assert!(matches!(
         decode(&bytes, "n"),
         Err(FormatError::Malformed { .. })
