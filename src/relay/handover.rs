@@ -21,7 +21,7 @@ use crate::runtime::socket::Socket;
 use crate::session::events::durable::Shapes;
 use crate::session::events::EventKey;
 use crate::session::park::Resolved;
-use crate::session::persist::{self, format::SessionState, KeptState, ReplayState};
+use crate::session::persist;
 use crate::session::{Flag, Peer, Session};
 use crate::stats::bump;
 use crate::ws::CloseCode;
@@ -210,38 +210,11 @@ fn keeps_something(s: &Session) -> bool {
 /// A session's state as the state file keeps it (`persist::snapshot`'s rules: a backlog's
 /// replayed front is in its replay window already), plus the acks its connections were told.
 fn live_session(s: &Session) -> LiveSession {
-    let backlogs = s
-        .backlogs
-        .borrow()
-        .iter()
-        .map(|b| KeptState {
-            from: b.from.to_string(),
-            messages: b
-                .messages_iter()
-                .skip(b.replayed)
-                .map(<[u8]>::to_vec)
-                .collect(),
-        })
-        .filter(|k| !k.messages.is_empty())
-        .collect();
-    let replays = s.replays.borrow();
     LiveSession {
-        state: SessionState {
-            id: s.id.to_string(),
-            was_paired: s.was_paired.get(),
-            backlogs,
-            replays: replays
-                .iter()
-                .map(|r| ReplayState {
-                    role: r.role.to_string(),
-                    numbered: r.numbered,
-                    accepted: r.accepted,
-                    last_from: r.last_from.to_string(),
-                    window: r.ring.messages_iter().map(<[u8]>::to_vec).collect(),
-                })
-                .collect(),
-        },
-        told: replays
+        state: persist::state_of(s),
+        told: s
+            .replays
+            .borrow()
             .iter()
             .map(|r| (r.role.to_string(), r.told))
             .collect(),

@@ -8,52 +8,56 @@ pub mod format;
 
 pub use format::{KeptState, ReplayState, SessionState, StateFile};
 
-use super::{Backlog, Registry, Replay};
+use super::{Backlog, Registry, Replay, Session};
 
 /// Takes the state of every session of this core that keeps something for an absent peer or
 /// has resume on. A message still arriving is left out (its sender is not credited with it
 /// and resends it whole); so are the replayed messages at a backlog's front, which are in
 /// their replay window already and are replayed from there.
 pub fn snapshot(registry: &Registry) -> Vec<SessionState> {
-    let mut out = Vec::new();
-    for s in registry.sessions() {
-        let backlogs: Vec<KeptState> = s
-            .backlogs
-            .borrow()
-            .iter()
-            .map(|b| KeptState {
-                from: b.from.to_string(),
-                messages: b
-                    .messages_iter()
-                    .skip(b.replayed)
-                    .map(<[u8]>::to_vec)
-                    .collect(),
-            })
-            .filter(|k| !k.messages.is_empty())
-            .collect();
-        let replays: Vec<ReplayState> = s
-            .replays
-            .borrow()
-            .iter()
-            .map(|r| ReplayState {
-                role: r.role.to_string(),
-                numbered: r.numbered,
-                accepted: r.accepted,
-                last_from: r.last_from.to_string(),
-                window: r.ring.messages_iter().map(<[u8]>::to_vec).collect(),
-            })
-            .collect();
-        if backlogs.is_empty() && replays.is_empty() {
-            continue;
-        }
-        out.push(SessionState {
-            id: s.id.to_string(),
-            was_paired: s.was_paired.get(),
-            backlogs,
-            replays,
-        });
+    registry
+        .sessions()
+        .iter()
+        .map(|s| state_of(s))
+        .filter(|st| !st.backlogs.is_empty() || !st.replays.is_empty())
+        .collect()
+}
+
+/// One session's state as the state file keeps it (the rules of [`snapshot`]); the binary
+/// upgrade's share embeds the same (`relay::handover`).
+pub fn state_of(s: &Session) -> SessionState {
+    let backlogs: Vec<KeptState> = s
+        .backlogs
+        .borrow()
+        .iter()
+        .map(|b| KeptState {
+            from: b.from.to_string(),
+            messages: b
+                .messages_iter()
+                .skip(b.replayed)
+                .map(<[u8]>::to_vec)
+                .collect(),
+        })
+        .filter(|k| !k.messages.is_empty())
+        .collect();
+    let replays: Vec<ReplayState> = s
+        .replays
+        .borrow()
+        .iter()
+        .map(|r| ReplayState {
+            role: r.role.to_string(),
+            numbered: r.numbered,
+            accepted: r.accepted,
+            last_from: r.last_from.to_string(),
+            window: r.ring.messages_iter().map(<[u8]>::to_vec).collect(),
+        })
+        .collect();
+    SessionState {
+        id: s.id.to_string(),
+        was_paired: s.was_paired.get(),
+        backlogs,
+        replays,
     }
-    out
 }
 
 /// The limits a restore keeps within: the ones that bound the same state in memory.
