@@ -10,8 +10,8 @@
 
 mod common;
 
+use common::process::{become_subreaper, exit_code, kill};
 use common::{connect, get, Ws};
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,37 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
-
-/// Orphans (an old process's new process, once the old one exits) come back to this test
-/// process, so each one's exit status can be read and none outlives the test.
-fn become_subreaper() {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and changes only which
-    // process adopts this one's orphaned descendants.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-}
-
-/// The exit status of a descendant `pid`, waiting up to `within`.
-fn exit_code(pid: u32, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid on a pid this process spawned or adopted as subreaper, with
-        // WNOHANG: it only reaps that process.
-        let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
-        if r == pid as i32 {
-            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a relay process this test started (or one it started).
-    unsafe { libc::kill(pid as i32, sig) };
-}
 
 /// A relay started from a binary of its own (so a test can replace the file), whose
 /// successive processes it follows through /health.
@@ -90,32 +59,8 @@ impl Relay {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn ringrelay");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        // Every process of the chain writes to this one pipe (stderr is inherited).
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ringrelay listening") {
-                    let _ = tx.send(line.clone());
-                }
-                log2.lock().unwrap().push(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(common::TIMEOUT)
-            .unwrap_or_else(|_| panic!("did not start: {:?}", log.lock().unwrap()));
-        let field = |name: &str| -> SocketAddr {
-            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+        let (child, log, line) = common::spawn_listening(&mut cmd);
+        let field = |name: &str| common::listening_addr(&line, name);
         let pid = child.id();
         Relay {
             first: Some(child),

@@ -12,8 +12,8 @@
 
 mod common;
 
+use common::process::{become_subreaper, exit_code, kill};
 use common::Ws;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,34 +23,6 @@ use tungstenite::Message;
 
 const PAIRS: usize = 20;
 const UPGRADES: u64 = 5;
-
-fn become_subreaper() {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and changes only which
-    // process adopts this one's orphaned descendants (each upgrade's new process).
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-}
-
-/// The exit status of a descendant `pid`, waiting up to `within`.
-fn exit_code(pid: u32, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid with WNOHANG on a process this test started or adopted.
-        let r = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
-        if r == pid as i32 {
-            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a relay process this test started (or one it started).
-    unsafe { libc::kill(pid as i32, sig) };
-}
 
 struct Relay {
     first: Option<Child>,
@@ -63,39 +35,15 @@ struct Relay {
 impl Relay {
     fn start(driver: &str) -> Relay {
         become_subreaper();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringrelay"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringrelay"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen"])
             .args(["127.0.0.1:0", "--driver", driver, "--workers", "2"])
             .env("RUST_LOG", "info")
             .env("RINGRELAY_LIMITS_IP_CONNECT_RATE", "0")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ringrelay");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ringrelay listening") {
-                    let _ = tx.send(line.clone());
-                }
-                log2.lock().unwrap().push(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(common::TIMEOUT)
-            .unwrap_or_else(|_| panic!("did not start: {:?}", log.lock().unwrap()));
-        let field = |name: &str| -> SocketAddr {
-            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+            .stderr(Stdio::piped());
+        let (child, log, line) = common::spawn_listening(&mut cmd);
+        let field = |name: &str| common::listening_addr(&line, name);
         let pid = child.id();
         Relay {
             first: Some(child),

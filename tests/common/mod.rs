@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod dir;
 pub mod haproxy;
+pub mod process;
 pub mod stuck;
 pub mod tls_front;
 pub mod tunnel;
@@ -75,31 +76,8 @@ impl TestServer {
             cmd.env(k, v);
         }
         adjust(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn ringrelay");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ringrelay listening") {
-                    let _ = tx.send(line.clone());
-                }
-                log2.lock().unwrap().push(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(TIMEOUT)
-            .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
-        let field = |name: &str| -> SocketAddr {
-            let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
-            line[start..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
+        let (child, log, line) = spawn_listening(&mut cmd);
+        let field = |name: &str| listening_addr(&line, name);
         let internal = line.contains("internal=").then(|| field("internal"));
         TestServer {
             internal,
@@ -157,6 +135,40 @@ impl TestServer {
     pub fn log_contains(&self, needle: &str) -> bool {
         self.log.lock().unwrap().iter().any(|l| l.contains(needle))
     }
+}
+
+/// Starts `cmd`, whose stderr the caller piped, collects that stderr into a log and waits for
+/// its "ringrelay listening" line (every process of an upgrade chain inherits the same pipe):
+/// the child, the log, the line.
+pub fn spawn_listening(cmd: &mut Command) -> (Child, Arc<Mutex<Vec<String>>>, String) {
+    let mut child = cmd.spawn().expect("spawn ringrelay");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("ringrelay listening") {
+                let _ = tx.send(line.clone());
+            }
+            log2.lock().unwrap().push(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(TIMEOUT)
+        .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
+    (child, log, line)
+}
+
+/// The address after `name=` in a listening line.
+pub fn listening_addr(line: &str, name: &str) -> SocketAddr {
+    let start = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+    line[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 impl Drop for TestServer {
