@@ -17,6 +17,7 @@ mod admin;
 pub mod client;
 mod failure;
 mod link;
+pub mod record;
 mod server;
 #[cfg(test)]
 pub(crate) mod testing;
