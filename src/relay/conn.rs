@@ -172,6 +172,18 @@ async fn read_and_forward(
         let mut chunk = match reader.read(c, initial).await {
             Got::Bytes(chunk) => chunk,
             Got::Wait => return Next::Read,
+            Got::Restart => {
+                // A TLS connection on carried keys whose client asked for a key update: told
+                // 1012 under the current key, so it reconnects (docs/upgrade.md).
+                bump(&core.stats.tls_key_update_closed, 1);
+                let now = core.clock.now_ms();
+                peer.close(CloseCode::SERVICE_RESTART, "tls key update", now)
+                    .await;
+                return Next::End {
+                    code: CloseCode::SERVICE_RESTART.0,
+                    violated: false,
+                };
+            }
             Got::Gone => {
                 return Next::End {
                     code: ABNORMAL,
@@ -213,6 +225,8 @@ enum Got {
     Bytes(Chunk),
     /// Nothing to read yet: wait for readiness.
     Wait,
+    /// The TLS record layer cannot go on under its keys (`runtime::tls::wants_restart`).
+    Restart,
     /// The connection is gone.
     Gone,
 }
@@ -369,6 +383,10 @@ impl Reader {
                 core.pool.put(chunk);
                 self.hot = false;
                 Got::Wait
+            }
+            Err(e) if crate::runtime::tls::wants_restart(&e) => {
+                core.pool.put(chunk);
+                Got::Restart
             }
             _ => {
                 core.pool.put(chunk);

@@ -8,16 +8,20 @@
 //! processed, no frame or message half read (`relay::conn`), and no write to it in progress
 //! (the export holds its write gate). So nothing of a frame is ever carried half: what the
 //! client sent after that point is still in the socket, and the new process reads it. What
-//! cannot cross is closed with 1012 (Service Restart) so its client reconnects at once: TLS
-//! connections (their session keys live in this process), the bridge's agents, every
-//! connection of a node in a cluster, and any connection not at rest within
-//! `shutdown_grace`.
+//! cannot cross is closed with 1012 (Service Restart) so its client reconnects at once: the
+//! bridge's agents, every connection of a node in a cluster, any connection not at rest
+//! within `shutdown_grace`, and a TLS connection whose record state cannot be carried (part
+//! of a record read, or a suite the record layer lacks). A TLS connection at rest carries its
+//! traffic keys and sequence numbers (`TlsSession::carry`) and runs on the record layer of
+//! `tls::record` in the new process.
 
 mod wire;
 
 use crate::context::Core;
 use crate::limits::IpCharge;
 use crate::runtime::socket::Socket;
+use crate::runtime::tls::TlsSession;
+use crate::tls::record::Carried;
 use crate::session::events::durable::Shapes;
 use crate::session::events::EventKey;
 use crate::session::park::Resolved;
@@ -81,18 +85,29 @@ pub async fn export(core: &Rc<Core>) -> Export {
         // A write still in flight finishes first; one that cannot within the grace (a
         // client that does not read) keeps its connection here.
         if monoio::time::timeout(left, p.close_gate()).await.is_ok() {
+            // No write in flight now, and none read: a TLS connection's keys can be taken.
+            let tls = match p.sock.tls_carry() {
+                None => None,
+                Some(Ok(carried)) => Some(carried),
+                Some(Err(why)) => {
+                    tracing::debug!(conn = p.id, ?why, "handover: TLS state not carried");
+                    bump(&core.stats.handover_tls_closed, 1);
+                    p.open_gate();
+                    continue;
+                }
+            };
             core.registry.park.gated.borrow_mut().push(p.clone());
-            crossing.push(p);
+            crossing.push((p, tls));
         }
     }
     // Whatever did not come to rest in time (or joined meanwhile) is told to come back.
-    let crossing_ids: Vec<u64> = crossing.iter().map(|p| p.id).collect();
+    let crossing_ids: Vec<u64> = crossing.iter().map(|(p, _)| p.id).collect();
     for p in core.registry.peers() {
         if !crossing_ids.contains(&p.id) && !staying.contains(&p.id) {
             close_restart(core, p);
         }
     }
-    describe(core, &crossing)
+    describe(core, crossing)
 }
 
 /// Closes with 1012 every connection that cannot cross (module doc); returns their ids. A
@@ -107,7 +122,7 @@ fn close_those_that_stay(core: &Rc<Core>) -> Vec<u64> {
     let mut staying = Vec::new();
     for p in core.registry.peers() {
         let agent = *p.role == *cfg.bridge.agent_role;
-        if cluster || agent || p.sock.is_tls() {
+        if cluster || agent {
             if agent {
                 let n = core.bridge.agent_upgrading(p.id);
                 bump(&core.stats.handover_bridged_refused, n as u64);
@@ -153,11 +168,11 @@ fn all_at_rest(core: &Core, staying: &[u64]) -> bool {
 
 /// The share: every session that keeps something or has a connection crossing, and the
 /// crossing connections with a duplicate of each one's descriptor.
-fn describe(core: &Core, crossing: &[Rc<Peer>]) -> Export {
+fn describe(core: &Core, crossing: Vec<(Rc<Peer>, Option<Carried>)>) -> Export {
     let mut share = Share::default();
     let mut index: HashMap<Rc<str>, u32> = HashMap::new();
     let mut fds = Vec::new();
-    for p in crossing {
+    for (p, tls) in crossing {
         let seat = core
             .registry
             .sessions()
@@ -171,6 +186,7 @@ fn describe(core: &Core, crossing: &[Rc<Peer>]) -> Export {
             None if &*p.role == "echo" => None,
             None => continue,
         };
+        let p = &p;
         let fd = match p.sock.as_fd().try_clone_to_owned() {
             Ok(fd) => fd,
             Err(e) => {
@@ -188,6 +204,7 @@ fn describe(core: &Core, crossing: &[Rc<Peer>]) -> Export {
                 .event_key_bytes()
                 .map(|k| (k, p.shapes() == Shapes::Durable)),
             ip: p.client_ip().unwrap_or([127, 0, 0, 1].into()),
+            tls,
         });
         fds.push(fd);
     }
@@ -254,21 +271,38 @@ pub fn adopt(core: &Rc<Core>, export: Export) -> Result<usize, HandoverError> {
     if export.bytes.is_empty() && export.fds.is_empty() {
         return Ok(0);
     }
-    let share = wire::decode(&export.bytes, export.fds.len())
-        .map_err(|e| HandoverError::Format(e.to_string()))?;
+    let mut bytes = export.bytes;
+    let decoded = wire::decode(&bytes, export.fds.len());
+    // The share may hold TLS traffic keys: not left in freed memory.
+    zeroize::Zeroize::zeroize(&mut bytes);
+    let mut share = decoded.map_err(|e| HandoverError::Format(e.to_string()))?;
     let mut streams = Vec::with_capacity(export.fds.len());
     for fd in export.fds {
         streams.push(Some(stream_of(fd).map_err(HandoverError::Descriptor)?));
     }
+    let mut sessions_tls = Vec::with_capacity(share.conns.len());
+    for c in &mut share.conns {
+        let tls = match c.tls.take() {
+            Some(carried) => Some(
+                TlsSession::adopt(&carried.0)
+                    .map_err(|e| HandoverError::Format(format!("TLS state: {e}")))?,
+            ),
+            None => None,
+        };
+        sessions_tls.push(tls);
+    }
     let now = core.clock.tick();
     let sessions = restore_sessions(core, share.sessions, now);
     let mut adopted = 0;
-    for c in share.conns {
+    for (c, tls) in share.conns.into_iter().zip(sessions_tls) {
         let Some(stream) = streams.get_mut(c.fd as usize).and_then(Option::take) else {
             continue;
         };
         let session = c.session.and_then(|i| sessions.get(i as usize)).cloned();
-        seat(core, c, stream, session, now);
+        if tls.is_some() {
+            bump(&core.stats.handover_tls_adopted, 1);
+        }
+        seat(core, c, stream, tls, session, now);
         adopted += 1;
     }
     for s in &sessions {
@@ -321,6 +355,7 @@ fn seat(
     core: &Rc<Core>,
     c: ConnState,
     stream: monoio::net::TcpStream,
+    tls: Option<Box<TlsSession>>,
     session: Option<Rc<Session>>,
     now: u64,
 ) {
@@ -350,7 +385,10 @@ fn seat(
             core.next_conn_id(),
             c.role.into(),
             key,
-            Socket::new(stream),
+            match tls {
+                Some(tls) => Socket::with_tls(stream, tls),
+                None => Socket::new(stream),
+            },
             charge,
             now,
             core.config(),

@@ -51,6 +51,23 @@ impl Socket {
         }
     }
 
+    /// An adopted TLS connection's socket: the stream and the session carried to it
+    /// (`relay::handover`).
+    pub fn with_tls(stream: TcpStream, session: Box<TlsSession>) -> Socket {
+        Socket(UnsafeCell::new(Stream::Tls(Box::new(TlsSocket {
+            stream,
+            session,
+        }))))
+    }
+
+    /// A TLS connection's record state for a binary upgrade (`TlsSession::carry`); `None`
+    /// for a plain one.
+    pub fn tls_carry(
+        &self,
+    ) -> Option<Result<crate::tls::record::Carried, super::tls::NotCarried>> {
+        self.tls().map(TlsSession::carry)
+    }
+
     fn inner(&self) -> &Stream {
         // SAFETY: the only `&mut` made from this cell is inside `read`/`writev`/`write` below,
         // for a plain stream, where it lives just for the synchronous call that creates the
@@ -66,8 +83,7 @@ impl Socket {
         }
     }
 
-    /// A TLS connection: its session state lives in this process (a binary upgrade cannot
-    /// hand it over, `relay::handover`).
+    /// A TLS connection (its records are sealed and opened in this process).
     pub fn is_tls(&self) -> bool {
         self.tls().is_some()
     }

@@ -8,10 +8,11 @@
 #![forbid(unsafe_code)]
 
 use super::socket::{recv_now, send_now};
+use crate::tls::record::{Carried, RecordError, RecordLayer};
 use crate::tls::Negotiated;
 use monoio::net::TcpStream;
 use rustls::Connection;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell, RefMut};
 use std::io::{self, BufRead, IoSlice, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -35,10 +36,130 @@ thread_local! {
 
 /// One connection's TLS state. `Send`, so it travels with its fd to another core.
 pub struct TlsSession {
-    conn: RefCell<Connection>,
+    conn: RefCell<Engine>,
     /// Ciphertext read but not yet given to rustls (its plaintext buffer was full): rare, and
     /// empty (no allocation) otherwise.
     backlog: RefCell<Vec<u8>>,
+    /// Where the ciphertext given to rustls stands in its records: a record begun but not
+    /// whole sits inside rustls, where extraction would lose it (`carry`).
+    framing: Cell<Framing>,
+}
+
+/// Who runs the records: rustls (the handshake was ours), or our own layer on keys a binary
+/// upgrade carried (`tls::record`, docs/upgrade.md).
+enum Engine {
+    Rustls(Connection),
+    Own(Box<RecordLayer>),
+    /// Extraction failed after rustls gave its connection up: nothing can be read or written.
+    Gone,
+}
+
+/// Why a connection's keys could not be carried: it is closed with 1012 instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotCarried {
+    /// Plaintext not yet read, records not yet sent, part of a record, or the end.
+    NotAtRest,
+    /// A version or suite the record layer does not implement, or rustls refused.
+    Unsupported,
+}
+
+/// The position in a stream of TLS records: header bytes seen of the current one, and its
+/// body bytes still to come.
+#[derive(Debug, Clone, Copy, Default)]
+struct Framing {
+    header: [u8; 5],
+    have: u8,
+    left: usize,
+}
+
+impl Framing {
+    fn advance(&mut self, mut b: &[u8]) {
+        while !b.is_empty() {
+            if self.have < 5 {
+                let k = (5 - usize::from(self.have)).min(b.len());
+                let at = usize::from(self.have);
+                self.header[at..at + k].copy_from_slice(&b[..k]);
+                self.have += k as u8;
+                b = &b[k..];
+                if self.have == 5 {
+                    self.left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                    if self.left == 0 {
+                        self.have = 0;
+                    }
+                }
+            } else {
+                let k = self.left.min(b.len());
+                self.left -= k;
+                b = &b[k..];
+                if self.left == 0 {
+                    self.have = 0;
+                }
+            }
+        }
+    }
+
+    fn at_boundary(&self) -> bool {
+        self.have == 0
+    }
+}
+
+/// An error of the record layer that asks for a restart (a client's key update, sequence
+/// numbers spent): the relay closes the connection with 1012 under the current key.
+pub fn wants_restart(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|i| i.downcast_ref::<RecordError>())
+        .is_some_and(|r| r.wants_restart())
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "TLS session lost at an upgrade")
+}
+
+/// Sends what the record layer has sealed until it is all sent or the socket is full.
+fn send_own(l: &mut RecordLayer, fd: RawFd) -> io::Result<()> {
+    while !l.pending().is_empty() {
+        let n = send_now(fd, &[IoSlice::new(l.pending())])?;
+        l.sent(n);
+    }
+    Ok(())
+}
+
+/// `read_now` on the record layer.
+fn read_own(
+    l: &mut RecordLayer,
+    fd: RawFd,
+    room: usize,
+    put: &mut dyn FnMut(&[u8]),
+) -> io::Result<usize> {
+    loop {
+        match l.read_plain(room, put) {
+            Ok(Some(n)) => return Ok(n),
+            Ok(None) => {}
+            Err(e) => {
+                // Its alert, if it has one, best effort.
+                let _ = send_own(l, fd);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        }
+        let n = SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let n = recv_now(fd, &mut s)?;
+            if n == 0 {
+                l.ingest_eof();
+            } else {
+                l.ingest(&s[..n]);
+            }
+            Ok::<usize, io::Error>(n)
+        });
+        match n {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                l.trim();
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
 }
 
 /// What `TlsSession::write_now` did with the plaintext bytes it took.
@@ -99,23 +220,107 @@ impl From<FeedError> for io::Error {
 impl TlsSession {
     fn new(conn: Connection) -> TlsSession {
         TlsSession {
-            conn: RefCell::new(conn),
+            conn: RefCell::new(Engine::Rustls(conn)),
             backlog: RefCell::new(Vec::new()),
+            framing: Cell::new(Framing::default()),
         }
+    }
+
+    /// A session on keys another process carried over a binary upgrade (`carry` there).
+    pub fn adopt(carried: &[u8]) -> Result<Box<TlsSession>, crate::tls::record::CarryError> {
+        let layer = RecordLayer::from_carried(carried)?;
+        Ok(Box::new(TlsSession {
+            conn: RefCell::new(Engine::Own(Box::new(layer))),
+            backlog: RefCell::new(Vec::new()),
+            framing: Cell::new(Framing::default()),
+        }))
+    }
+
+    /// rustls's connection, while it runs this session.
+    fn rustls(&self) -> Option<RefMut<'_, Connection>> {
+        RefMut::filter_map(self.conn.borrow_mut(), |e| match e {
+            Engine::Rustls(c) => Some(c),
+            _ => None,
+        })
+        .ok()
+    }
+
+    /// Runs `f` on the record layer when it runs this session (after an upgrade); `None`
+    /// while rustls does. A lost session answers `NotConnected`.
+    fn own<R>(&self, f: impl FnOnce(&mut RecordLayer) -> io::Result<R>) -> Option<io::Result<R>> {
+        match &mut *self.conn.borrow_mut() {
+            Engine::Rustls(_) => None,
+            Engine::Own(l) => Some(f(l)),
+            Engine::Gone => Some(Err(gone())),
+        }
+    }
+
+    /// The handshake is still going on.
+    fn is_handshaking(&self) -> bool {
+        self.rustls().is_some_and(|c| c.is_handshaking())
+    }
+
+    /// The connection's record state for a binary upgrade, when it is at rest: nothing read
+    /// and not handed out, nothing sealed and not sent, no record begun. rustls's connection
+    /// gives its keys up here, and from now on this session runs on the record layer too (so
+    /// a failed upgrade carries on with the same state). The secrets cross only the
+    /// handover's socketpair (docs/upgrade.md).
+    pub fn carry(&self) -> Result<Carried, NotCarried> {
+        let mut engine = self.conn.borrow_mut();
+        let c = match &mut *engine {
+            Engine::Own(l) => return l.carry().ok_or(NotCarried::NotAtRest),
+            Engine::Gone => return Err(NotCarried::Unsupported),
+            Engine::Rustls(c) => c,
+        };
+        let plaintext = !matches!(c.reader().fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        if plaintext
+            || c.is_handshaking()
+            || c.wants_write()
+            || !self.backlog.borrow().is_empty()
+            || !self.framing.get().at_boundary()
+        {
+            return Err(NotCarried::NotAtRest);
+        }
+        let (Some(version), Some(suite)) = (c.protocol_version(), c.negotiated_cipher_suite())
+        else {
+            return Err(NotCarried::Unsupported);
+        };
+        let suite = suite.suite();
+        let Engine::Rustls(c) = std::mem::replace(&mut *engine, Engine::Gone) else {
+            return Err(NotCarried::Unsupported);
+        };
+        let layer = c
+            .dangerous_extract_secrets()
+            .ok()
+            .and_then(|s| RecordLayer::from_extracted(version, suite, s).ok())
+            .ok_or(NotCarried::Unsupported)?;
+        let carried = layer.carry().ok_or(NotCarried::NotAtRest)?;
+        *engine = Engine::Own(Box::new(layer));
+        Ok(carried)
     }
 
     /// What the handshake agreed on.
     pub fn negotiated(&self) -> Negotiated {
-        let c = self.conn.borrow();
-        Negotiated {
-            version: c.protocol_version(),
-            suite: c.negotiated_cipher_suite().map(|s| s.suite()),
+        match &*self.conn.borrow() {
+            Engine::Rustls(c) => Negotiated {
+                version: c.protocol_version(),
+                suite: c.negotiated_cipher_suite().map(|s| s.suite()),
+            },
+            Engine::Own(l) => Negotiated {
+                version: Some(l.version()),
+                suite: Some(l.suite()),
+            },
+            Engine::Gone => Negotiated {
+                version: None,
+                suite: None,
+            },
         }
     }
 
     /// The common name of the client certificate the handshake verified (`tls.client_auth`).
+    /// Not kept across an upgrade (read at admission only).
     pub fn client_subject(&self) -> Option<String> {
-        let c = self.conn.borrow();
+        let c = self.rustls()?;
         let leaf = c.peer_certificates()?.first()?;
         crate::tls::subject_cn(leaf)
     }
@@ -123,7 +328,7 @@ impl TlsSession {
     /// The names of the client certificate the handshake verified, for admission by
     /// certificate (`tls.client_grants`); `None` without one.
     pub fn client_names(&self) -> Option<crate::tls::ClientNames> {
-        let c = self.conn.borrow();
+        let c = self.rustls()?;
         let leaf = c.peer_certificates()?.first()?;
         Some(crate::tls::client_names(leaf))
     }
@@ -131,10 +336,15 @@ impl TlsSession {
     /// Something can be read without waiting for the socket: plaintext, ciphertext in the
     /// backlog, or the end of the stream.
     pub fn has_buffered(&self) -> bool {
+        if let Some(r) = self.own(|l| Ok(l.has_buffered())) {
+            return r.unwrap_or(true);
+        }
         if !self.backlog.borrow().is_empty() {
             return true;
         }
-        let mut c = self.conn.borrow_mut();
+        let Some(mut c) = self.rustls() else {
+            return true;
+        };
         let r = c.reader().fill_buf().map(|_| ());
         !matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
@@ -143,10 +353,15 @@ impl TlsSession {
     /// the backlog.
     fn feed(&self, conn: &mut Connection, mut bytes: &[u8]) -> Result<(), FeedError> {
         while !bytes.is_empty() {
+            let offered = bytes;
             match conn.read_tls(&mut bytes) {
                 // After the client's close_notify: nothing more is read.
                 Ok(0) => return Ok(()),
-                Ok(_) => {}
+                Ok(n) => {
+                    let mut f = self.framing.get();
+                    f.advance(&offered[..n]);
+                    self.framing.set(f);
+                }
                 Err(e) => return Err(FeedError::Io(e)),
             }
             let state = conn.process_new_packets().map_err(FeedError::Tls)?;
@@ -162,14 +377,19 @@ impl TlsSession {
     /// stream ended.
     fn pull(&self, fd: RawFd, check_first: bool) -> Result<bool, Refused> {
         let backlog = std::mem::take(&mut *self.backlog.borrow_mut());
+        let Some(mut c) = self.rustls() else {
+            return Err(Refused::Io(gone()));
+        };
         if !backlog.is_empty() {
-            let mut c = self.conn.borrow_mut();
             return self.fed(&mut c, fd, &backlog).map(|()| true);
         }
+        drop(c);
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let n = recv_now(fd, &mut s).map_err(Refused::Io)?;
-            let mut c = self.conn.borrow_mut();
+            let Some(mut c) = self.rustls() else {
+                return Err(Refused::Io(gone()));
+            };
             if n == 0 {
                 // rustls learns of the end, so its reader reports it.
                 let _ = c.read_tls(&mut &[][..]);
@@ -202,6 +422,9 @@ impl TlsSession {
         room: usize,
         put: &mut dyn FnMut(&[u8]),
     ) -> io::Result<usize> {
+        if let Some(r) = self.own(|l| read_own(l, fd, room, put)) {
+            return r;
+        }
         loop {
             match self.drain(room, put) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -221,7 +444,9 @@ impl TlsSession {
 
     /// Hands plaintext rustls holds to `put`, up to `room` bytes.
     fn drain(&self, room: usize, put: &mut dyn FnMut(&[u8])) -> io::Result<usize> {
-        let mut c = self.conn.borrow_mut();
+        let Some(mut c) = self.rustls() else {
+            return Err(gone());
+        };
         let mut reader = c.reader();
         let mut got = 0;
         while got < room {
@@ -281,7 +506,22 @@ impl TlsSession {
     /// TLS write but rustls's own). `Queued`: records are left to send; the caller must
     /// `flush` before the write counts as done.
     pub fn write_now(&self, fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<Written> {
-        let mut c = self.conn.borrow_mut();
+        let own = self.own(|l| {
+            let n = l
+                .seal(bufs)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            match send_own(l, fd) {
+                Ok(()) => Ok(Written::Sent(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Written::Queued(n)),
+                Err(e) => Err(e),
+            }
+        });
+        if let Some(r) = own {
+            return r;
+        }
+        let Some(mut c) = self.rustls() else {
+            return Err(gone());
+        };
         let n = c.writer().write_vectored(bufs)?;
         match send_queued(&mut c, fd) {
             Ok(()) => Ok(Written::Sent(n)),
@@ -293,7 +533,7 @@ impl TlsSession {
     /// Sends every record rustls has queued, waiting for the socket when it is full.
     pub async fn flush(&self, tcp: &TcpStream) -> io::Result<()> {
         loop {
-            let r = send_queued(&mut self.conn.borrow_mut(), tcp.as_raw_fd());
+            let r = self.send_queued(tcp.as_raw_fd());
             match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => tcp.writable(false).await?,
                 r => return r,
@@ -304,15 +544,31 @@ impl TlsSession {
     /// Queues the close_notify alert and sends what the socket takes now (before a FIN that
     /// cannot wait).
     pub fn close_notify_now(&self, fd: RawFd) {
-        let mut c = self.conn.borrow_mut();
-        c.send_close_notify();
-        let _ = send_queued(&mut c, fd);
+        self.queue_close_notify();
+        let _ = self.send_queued(fd);
     }
 
     /// Queues the close_notify alert and sends it (before a FIN).
     pub async fn close_notify(&self, tcp: &TcpStream) -> io::Result<()> {
-        self.conn.borrow_mut().send_close_notify();
+        self.queue_close_notify();
         self.flush(tcp).await
+    }
+
+    fn queue_close_notify(&self) {
+        match &mut *self.conn.borrow_mut() {
+            Engine::Rustls(c) => c.send_close_notify(),
+            Engine::Own(l) => l.close_notify(),
+            Engine::Gone => {}
+        }
+    }
+
+    /// Sends what is queued, by whichever engine runs the session.
+    fn send_queued(&self, fd: RawFd) -> io::Result<()> {
+        match &mut *self.conn.borrow_mut() {
+            Engine::Rustls(c) => send_queued(c, fd),
+            Engine::Own(l) => send_own(l, fd),
+            Engine::Gone => Err(gone()),
+        }
     }
 }
 
@@ -339,7 +595,7 @@ async fn handshake(tcp: &TcpStream, session: Box<TlsSession>) -> Result<Box<TlsS
     let mut first = true;
     loop {
         session.flush(tcp).await.map_err(Refused::Io)?;
-        if !session.conn.borrow().is_handshaking() {
+        if !session.is_handshaking() {
             return Ok(session);
         }
         match session.pull(tcp.as_raw_fd(), first) {
@@ -408,7 +664,7 @@ mod tests {
             }
             let _ = client.read_tls(&mut &c);
             client.process_new_packets().unwrap();
-            if !client.is_handshaking() && !session.conn.borrow().is_handshaking() {
+            if !client.is_handshaking() && !session.is_handshaking() {
                 return (session, s, client, c);
             }
         }

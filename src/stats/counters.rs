@@ -211,6 +211,9 @@ counters!(
     state_ip_buckets_written: "Per-IP connection-rate buckets not full at a stop, written to the state file so a restart does not refill them (session.state_dir).",
     state_ip_buckets_loaded: "Per-IP connection-rate buckets put back from the state file at start (those still not full after the time they rested).",
     state_sessions_not_claimed: "Sessions in the state file left out at start because another node of the cluster owns them now.",
+    handover_tls_adopted: "TLS connections this process adopted from the one it upgraded, on their carried traffic keys (counted in handover_adopted too).",
+    handover_tls_closed: "TLS connections a binary upgrade closed with 1012 because their record state could not be carried (part of a record read, plaintext unread, or an unsupported suite); counted in handover_closed too.",
+    tls_key_update_closed: "TLS connections on carried keys closed with 1012 because their client asked for a key update (or the keys' sequence numbers ran out): the record layer cannot derive the next key.",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

@@ -354,11 +354,6 @@ impl RecordLayer {
             && left.len() >= HEADER + usize::from(u16::from_be_bytes([left[3], left[4]]))
     }
 
-    /// Whether reading needs more ciphertext than is held: no plaintext, no whole record.
-    pub fn wants_bytes(&self) -> bool {
-        !self.has_buffered()
-    }
-
     /// Takes received ciphertext.
     pub fn ingest(&mut self, bytes: &[u8]) {
         let keep = if self.plain.0 < self.plain.1 {

@@ -141,6 +141,9 @@ pub fn server_config(cfg: &TlsConfig) -> Result<ServerTls, TlsError> {
     .with_cert_resolver(Arc::new(BySni { keys }));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    // A binary upgrade carries a connection's traffic keys to the new process
+    // (`runtime::tls::TlsSession::carry`, docs/upgrade.md); nothing else extracts them.
+    config.enable_secret_extraction = true;
     Ok(ServerTls {
         config: Arc::new(config),
         certificates: infos.into(),

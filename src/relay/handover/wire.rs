@@ -9,19 +9,22 @@
 //!           per session, in its order: count u16 × (role | told u64) |
 //!           connections u32 × connection
 //! connection: fd index u32 | session index u32 (u32::MAX: echo) | slot u8 | role |
-//!           flags u8 (1: counts for two-way resume, 2: events, 4: Durable Object shapes) |
-//!           [event key 16 bytes, with events] | address: 4 | 4 bytes, or 6 | 16 bytes
+//!           flags u8 (1: counts for two-way resume, 2: events, 4: Durable Object shapes,
+//!           8: TLS) | [event key 16 bytes, with events] | address: 4 | 4 bytes, or 6 | 16
+//!           bytes | [with TLS: u16 length | the record state, `tls::record` (traffic keys,
+//!           IVs, sequence numbers: secret)]
 //! strings:  u16 length | UTF-8
 //! ```
-//! A reader refuses a version newer than its own: the new process then exits and the old one
-//! serves on (docs/upgrade.md).
+//! A reader refuses any version but its own (exact match; version 2 added TLS record state):
+//! the new process then exits and the old one serves on (docs/upgrade.md).
 
 use crate::session::persist::format::{self, FormatError, SessionState};
+use crate::tls::record::Carried;
 use std::net::IpAddr;
 
 pub const MAGIC: [u8; 8] = *b"RRHANDOV";
 /// The version this build writes and the newest it reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// The node name the embedded state file is written for (it never leaves the handover).
 const NODE: &str = "handover";
 /// No session: an echo connection.
@@ -30,6 +33,7 @@ const ECHO: u32 = u32::MAX;
 const COUNTS: u8 = 1;
 const EVENTS: u8 = 2;
 const DURABLE: u8 = 4;
+const TLS: u8 = 8;
 
 /// One worker's share, decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -61,6 +65,8 @@ pub struct ConnState {
     pub events: Option<([u8; 16], bool)>,
     /// The client's address, for per-IP accounting.
     pub ip: IpAddr,
+    /// A TLS connection's record state (secret; its `Debug` prints none of it).
+    pub tls: Option<Carried>,
 }
 
 /// Why a share is refused. Nothing of a refused share is adopted.
@@ -70,6 +76,8 @@ pub enum WireError {
     Foreign,
     #[error("handover format version {0}, newer than this build's {VERSION}")]
     Newer(u16),
+    #[error("handover format version {0}, older than this build's {VERSION}")]
+    Older(u16),
     #[error("cut short")]
     Torn,
     #[error("checksum mismatch")]
@@ -120,6 +128,9 @@ fn put_conn(out: &mut Vec<u8>, c: &ConnState) {
     if let Some((_, durable)) = c.events {
         flags |= EVENTS | if durable { DURABLE } else { 0 };
     }
+    if c.tls.is_some() {
+        flags |= TLS;
+    }
     out.push(flags);
     if let Some((key, _)) = c.events {
         out.extend_from_slice(&key);
@@ -133,6 +144,11 @@ fn put_conn(out: &mut Vec<u8>, c: &ConnState) {
             out.push(6);
             out.extend_from_slice(&a.octets());
         }
+    }
+    if let Some(t) = &c.tls {
+        // A record state is under 128 bytes.
+        out.extend_from_slice(&(t.0.len() as u16).to_le_bytes());
+        out.extend_from_slice(&t.0);
     }
 }
 
@@ -154,6 +170,9 @@ pub fn decode(bytes: &[u8], fds: usize) -> Result<Share, WireError> {
     let version = r.u16()?;
     if version > VERSION {
         return Err(WireError::Newer(version));
+    }
+    if version < VERSION && version > 0 {
+        return Err(WireError::Older(version));
     }
     if version == 0 {
         return Err(WireError::Malformed("version 0"));
@@ -222,7 +241,7 @@ fn conn(b: &mut Cursor) -> Result<ConnState, WireError> {
     let slot = b.u8()?;
     let role = b.string()?;
     let flags = b.u8()?;
-    if flags & !(COUNTS | EVENTS | DURABLE) != 0 {
+    if flags & !(COUNTS | EVENTS | DURABLE | TLS) != 0 {
         return Err(WireError::Malformed("unknown connection flags"));
     }
     let events = match flags & EVENTS {
@@ -234,6 +253,13 @@ fn conn(b: &mut Cursor) -> Result<ConnState, WireError> {
         6 => IpAddr::from(<[u8; 16]>::try_from(b.take(16)?).unwrap()),
         _ => return Err(WireError::Malformed("an address family other than 4 or 6")),
     };
+    let tls = match flags & TLS {
+        0 => None,
+        _ => {
+            let n = usize::from(b.u16()?);
+            Some(Carried(zeroize::Zeroizing::new(b.take(n)?.to_vec())))
+        }
+    };
     Ok(ConnState {
         fd,
         session,
@@ -242,6 +268,7 @@ fn conn(b: &mut Cursor) -> Result<ConnState, WireError> {
         counts: flags & COUNTS != 0,
         events,
         ip,
+        tls,
     })
 }
 

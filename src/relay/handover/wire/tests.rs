@@ -47,6 +47,7 @@ fn sample() -> Share {
                 counts: true,
                 events: Some(([7; 16], false)),
                 ip: "127.0.0.9".parse().unwrap(),
+                tls: None,
             },
             ConnState {
                 fd: 0,
@@ -56,6 +57,7 @@ fn sample() -> Share {
                 counts: false,
                 events: Some(([9; 16], true)),
                 ip: "::1".parse().unwrap(),
+                tls: Some(Carried(zeroize::Zeroizing::new(vec![5; 70]))),
             },
             ConnState {
                 fd: 2,
@@ -65,6 +67,7 @@ fn sample() -> Share {
                 counts: false,
                 events: None,
                 ip: "127.0.0.1".parse().unwrap(),
+                tls: None,
             },
         ],
     }
@@ -109,9 +112,14 @@ fn resealed(mut bytes: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 fn a_newer_version_a_foreign_blob_and_lying_indexes_are_refused() {
     let bytes = encode(&sample());
     let newer = resealed(bytes.clone(), |b| {
-        b[8..10].copy_from_slice(&2u16.to_le_bytes())
+        b[8..10].copy_from_slice(&(VERSION + 1).to_le_bytes())
     });
-    assert_eq!(decode(&newer, 3), Err(WireError::Newer(2)));
+    assert_eq!(decode(&newer, 3), Err(WireError::Newer(VERSION + 1)));
+    // Exact match: the version before this one (no TLS state) is refused too.
+    let older = resealed(bytes.clone(), |b| {
+        b[8..10].copy_from_slice(&(VERSION - 1).to_le_bytes())
+    });
+    assert_eq!(decode(&older, 3), Err(WireError::Older(VERSION - 1)));
     assert_eq!(decode(b"RRSTATE\0....", 0), Err(WireError::Foreign));
     // Fewer descriptors came than the connections name.
     assert!(matches!(decode(&bytes, 2), Err(WireError::Malformed(_))));
