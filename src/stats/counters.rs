@@ -205,7 +205,7 @@ counters!(
     proxy_upstreams_up: "Upstreams a worker brought back after health_rise passed checks in a row.",
     memory_trims: "Times a worker gave back the memory a storm left (the pool's idle read buffers, the registry's spare capacity, its allocator's freed pages): after its connections fell by a quarter, a burst of read buffers, or a storm that was over.",
     memory_trims_settled: "Of memory_trims, those made once a storm was over (nothing moved for a second): after a trim for a fall or for buffers, or after the open connections grew by 256.",
-    handover_closed: "Connections a binary upgrade could not hand over, closed with 1012 so they reconnect: TLS, bridge agents, cluster mode, or not at rest within shutdown_grace.",
+    handover_closed: "Connections a binary upgrade could not hand over, closed with 1012 so they reconnect: bridge agents, cluster mode, TLS whose record state could not be carried, or not at rest within shutdown_grace.",
     handover_bridged_refused: "Bridged requests answered 503 (server_upgrading, Retry-After) because a binary upgrade closed their agent's connection.",
     handover_adopted: "Connections this process adopted from the one it upgraded, each going on as it was (nothing sent to its client).",
     state_ip_buckets_written: "Per-IP connection-rate buckets not full at a stop, written to the state file so a restart does not refill them (session.state_dir).",
