@@ -94,6 +94,8 @@ impl Relay {
 
     /// A WebSocket over TLS with `suite` (and so its version) the only one offered.
     fn wss(&self, session: &str, role: &str, suite: rustls::CipherSuite) -> WebSocket<Tls> {
+        // rustls's ring provider (deprecated only for lacking post-quantum key exchange).
+        #[allow(deprecated)]
         let mut provider = rustls::crypto::ring::default_provider();
         provider.cipher_suites.retain(|s| s.suite() == suite);
         let mut roots = rustls::RootCertStore::empty();
@@ -178,12 +180,14 @@ fn trade(
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let m = Message::text(format!("{tag} {n}"));
-        a.send(m.clone()).map_err(|e| format!("{tag}: a send {n}: {e}"))?;
+        a.send(m.clone())
+            .map_err(|e| format!("{tag}: a send {n}: {e}"))?;
         let got = next(&mut b).map_err(|e| format!("{tag}: b read {n}: {e}"))?;
         if got != m {
             return Err(format!("{tag}: b expected {n}, got {got:?}"));
         }
-        b.send(m.clone()).map_err(|e| format!("{tag}: b send {n}: {e}"))?;
+        b.send(m.clone())
+            .map_err(|e| format!("{tag}: b send {n}: {e}"))?;
         let got = next(&mut a).map_err(|e| format!("{tag}: a read {n}: {e}"))?;
         if got != m {
             return Err(format!("{tag}: a expected {n}, got {got:?}"));
@@ -215,7 +219,11 @@ fn tls_pairs_trade_through_three_upgrades(driver: &str) {
     }
     for round in 1..=3 {
         std::thread::sleep(Duration::from_millis(150));
-        assert_eq!(relay.upgrade(), Some(0), "upgrade {round}: the old process's exit");
+        assert_eq!(
+            relay.upgrade(),
+            Some(0),
+            "upgrade {round}: the old process's exit"
+        );
         if let Ok(v) = verdicts.try_recv() {
             panic!("upgrade {round}: a pair stopped: {v:?}");
         }
@@ -227,7 +235,10 @@ fn tls_pairs_trade_through_three_upgrades(driver: &str) {
         assert!(v.as_ref().is_ok_and(|&n| n > 10), "{v:?}");
     }
     let stats = relay.stats();
-    assert_eq!(counter(&stats, "handover_tls_adopted"), 2 * SUITES.len() as u64);
+    assert_eq!(
+        counter(&stats, "handover_tls_adopted"),
+        2 * SUITES.len() as u64
+    );
     assert_eq!(counter(&stats, "handover_closed"), 0);
 }
 

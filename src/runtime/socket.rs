@@ -62,9 +62,7 @@ impl Socket {
 
     /// A TLS connection's record state for a binary upgrade (`TlsSession::carry`); `None`
     /// for a plain one.
-    pub fn tls_carry(
-        &self,
-    ) -> Option<Result<crate::tls::record::Carried, super::tls::NotCarried>> {
+    pub fn tls_carry(&self) -> Option<Result<crate::tls::record::Carried, super::tls::NotCarried>> {
         self.tls().map(TlsSession::carry)
     }
 

@@ -350,8 +350,12 @@ impl RecordLayer {
             return true;
         }
         let left = &self.inbuf[self.head..];
-        left.len() >= HEADER
-            && left.len() >= HEADER + usize::from(u16::from_be_bytes([left[3], left[4]]))
+        if left.len() < HEADER {
+            return false;
+        }
+        // A whole record, or a header already known to be refused.
+        let len = usize::from(u16::from_be_bytes([left[3], left[4]]));
+        left.len() >= HEADER + len || len > MAX_CIPHERTEXT_12
     }
 
     /// Takes received ciphertext.
