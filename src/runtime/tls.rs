@@ -46,7 +46,10 @@ pub struct TlsSession {
 }
 
 /// Who runs the records: rustls (the handshake was ours), or our own layer on keys a binary
-/// upgrade carried (`tls::record`, docs/upgrade.md).
+/// upgrade carried (`tls::record`, docs/upgrade.md). rustls's connection stays inline: it is
+/// the common case and the session is boxed already, so boxing it would add a pointer to
+/// every TLS read and write for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Engine {
     Rustls(Connection),
     Own(Box<RecordLayer>),
