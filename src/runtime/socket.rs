@@ -411,6 +411,16 @@ pub fn shutdown_fd(fd: RawFd, how: std::net::Shutdown) {
     let _ = socket2::SockRef::from(&fd).shutdown(how);
 }
 
+/// Sets `O_NONBLOCK` on a socket's open file (one `ioctl(FIONBIO)`), for splices made at
+/// once (`splice_now`) on a socket the driver still owns.
+pub fn set_nonblocking_fd(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: the caller holds the stream that owns `fd` for the whole call (it passes the
+    // fd of a stream it owns), so the descriptor is open and is that socket; the borrow
+    // ends with the call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    socket2::SockRef::from(&fd).set_nonblocking(true)
+}
+
 /// One `splice(2)` of at most `len` bytes from `from` to `to` (one of them a pipe), made at
 /// once and never waiting: `SPLICE_F_NONBLOCK` for the pipe's side, and the socket's side
 /// must be `O_NONBLOCK` (`runtime::splice` sets it), so "nothing now" is `WouldBlock`.
