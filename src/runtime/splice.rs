@@ -166,8 +166,9 @@ fn give_back_pipe(pipe: Pipe) {
     });
 }
 
-/// Pipes waiting in this thread's pool (for tests and the curious).
-pub fn idle_pipes() -> usize {
+/// Pipes waiting in this thread's pool.
+#[cfg(test)]
+fn idle_pipes() -> usize {
     PIPES.with(|p| p.borrow().len())
 }
 
@@ -339,11 +340,8 @@ mod tests {
                 }
             }
         });
-        let stuck = monoio::time::timeout(
-            Duration::from_millis(300),
-            pump_now(&b, &c, &count),
-        )
-        .await;
+        let stuck =
+            monoio::time::timeout(Duration::from_millis(300), pump_now(&b, &c, &count)).await;
         assert!(stuck.is_err(), "the pump waits for the destination");
         // The pump was dropped holding a pipe that may hold bytes: that pipe is not pooled.
         assert_eq!(idle_pipes(), before.saturating_sub(1));
