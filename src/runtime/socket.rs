@@ -411,14 +411,19 @@ pub fn shutdown_fd(fd: RawFd, how: std::net::Shutdown) {
     let _ = socket2::SockRef::from(&fd).shutdown(how);
 }
 
-/// Sets `O_NONBLOCK` on a socket's open file (one `ioctl(FIONBIO)`), for splices made at
-/// once (`splice_now`) on a socket the driver still owns.
+/// Sets `O_NONBLOCK` on a socket's open file with one `ioctl(FIONBIO)` (socket2's and
+/// std's `set_nonblocking` may take an `fcntl` pair), for splices made at once
+/// (`splice_now`) on a socket the driver still owns.
 pub fn set_nonblocking_fd(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: the caller holds the stream that owns `fd` for the whole call (it passes the
-    // fd of a stream it owns), so the descriptor is open and is that socket; the borrow
-    // ends with the call.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    socket2::SockRef::from(&fd).set_nonblocking(true)
+    let mut on: libc::c_int = 1;
+    // SAFETY: FIONBIO reads one c_int through the pointer, which points at `on`, alive for
+    // the call; the descriptor is the caller's (it holds the stream that owns it), and a
+    // wrong one is an error, not undefined.
+    let r = unsafe { libc::ioctl(fd, libc::FIONBIO, &mut on) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// One `splice(2)` of at most `len` bytes from `from` to `to` (one of them a pipe), made at
