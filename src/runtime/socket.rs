@@ -425,6 +425,21 @@ pub fn shutdown_fd(fd: RawFd, how: std::net::Shutdown) {
     let _ = socket2::SockRef::from(&fd).shutdown(how);
 }
 
+/// Sets `O_NONBLOCK` on a socket's open file with one `ioctl(FIONBIO)` (socket2's and
+/// std's `set_nonblocking` may take an `fcntl` pair), for splices made at once
+/// (`splice_now`) on a socket the driver still owns.
+pub fn set_nonblocking_fd(fd: RawFd) -> std::io::Result<()> {
+    let mut on: libc::c_int = 1;
+    // SAFETY: FIONBIO reads one c_int through the pointer, which points at `on`, alive for
+    // the call; the descriptor is the caller's (it holds the stream that owns it), and a
+    // wrong one is an error, not undefined.
+    let r = unsafe { libc::ioctl(fd, libc::FIONBIO, &mut on) };
+    if r == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// One `splice(2)` of at most `len` bytes from `from` to `to` (one of them a pipe), made at
 /// once and never waiting: `SPLICE_F_NONBLOCK` for the pipe's side, and the socket's side
 /// must be `O_NONBLOCK` (`runtime::splice` sets it), so "nothing now" is `WouldBlock`.

@@ -10,7 +10,7 @@
 
 use super::super::stop::Latch;
 use crate::runtime::socket::{shutdown_fd, Socket};
-use crate::runtime::splice::{halves_now, pump_now, Pace};
+use crate::runtime::splice::{pump_now, set_nonblocking, Pace};
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
@@ -167,24 +167,24 @@ pub async fn join(data: DataConn, local: TcpStream, dead: Rc<Latch>) -> Moved {
             };
         }
     }
-    let (Ok((mut data_r, mut data_w)), Ok((mut local_r, mut local_w))) =
-        (halves_now(stream), halves_now(local))
-    else {
+    if set_nonblocking(&stream).is_err() || set_nonblocking(&local).is_err() {
+        reset(stream);
+        reset(local);
         return Moved {
             inbound: early_len,
             reset: true,
             ..Moved::default()
         };
-    };
+    }
     let (inbound, outbound) = (Count::default(), Count::default());
     let (a, b) = monoio::join!(
-        direction(&mut data_r, &mut local_w, &inbound, &dead),
-        direction(&mut local_r, &mut data_w, &outbound, &dead),
+        direction(&stream, &local, &inbound, &dead),
+        direction(&local, &stream, &outbound, &dead),
     );
     let reset_both = a.is_err() || b.is_err();
     if reset_both {
-        reset(data_r);
-        reset(local_r);
+        reset(stream);
+        reset(local);
     }
     Moved {
         inbound: early_len + inbound.0.get(),
@@ -212,8 +212,8 @@ impl Pace for Count {
 /// Splices `src` into `dst` until EOF (passed on as a FIN: `Ok`) or a failure on either side
 /// or the other direction's (`Err`; `dead` is set so the other direction stops too).
 async fn direction(
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
+    src: &TcpStream,
+    dst: &TcpStream,
     count: &Count,
     dead: &Latch,
 ) -> Result<(), ()> {
