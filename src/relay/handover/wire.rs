@@ -9,8 +9,9 @@
 //!           per session, in its order: count u16 × (role | told u64) |
 //!           connections u32 × connection
 //! connection: fd index u32 | session index u32 (u32::MAX: echo) | slot u8 | role |
-//!           flags u8 (1: counts for two-way resume, 2: events, 4: Durable Object shapes) |
-//!           [event key 16 bytes, with events] | address: 4 | 4 bytes, or 6 | 16 bytes
+//!           flags u8 (1: counts for two-way resume, 2: events, 4: Durable Object shapes,
+//!           8: a bridge agent) | [event key 16 bytes, with events] |
+//!           [bridge key, a string, for an agent] | address: 4 | 4 bytes, or 6 | 16 bytes
 //! strings:  u16 length | UTF-8
 //! ```
 //! A reader refuses a version newer than its own: the new process then exits and the old one
@@ -30,6 +31,8 @@ const ECHO: u32 = u32::MAX;
 const COUNTS: u8 = 1;
 const EVENTS: u8 = 2;
 const DURABLE: u8 = 4;
+/// A bridge agent: its key follows the event key.
+const BRIDGE: u8 = 8;
 
 /// One worker's share, decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -61,6 +64,8 @@ pub struct ConnState {
     pub events: Option<([u8; 16], bool)>,
     /// The client's address, for per-IP accounting.
     pub ip: IpAddr,
+    /// A bridge agent's key (`Ringrelay-Bridge-Key`), which marks the relay's requests to it.
+    pub bridge_key: Option<String>,
 }
 
 /// Why a share is refused. Nothing of a refused share is adopted.
@@ -120,9 +125,15 @@ fn put_conn(out: &mut Vec<u8>, c: &ConnState) {
     if let Some((_, durable)) = c.events {
         flags |= EVENTS | if durable { DURABLE } else { 0 };
     }
+    if c.bridge_key.is_some() {
+        flags |= BRIDGE;
+    }
     out.push(flags);
     if let Some((key, _)) = c.events {
         out.extend_from_slice(&key);
+    }
+    if let Some(key) = &c.bridge_key {
+        put_str(out, key);
     }
     match c.ip {
         IpAddr::V4(a) => {
@@ -222,12 +233,16 @@ fn conn(b: &mut Cursor) -> Result<ConnState, WireError> {
     let slot = b.u8()?;
     let role = b.string()?;
     let flags = b.u8()?;
-    if flags & !(COUNTS | EVENTS | DURABLE) != 0 {
+    if flags & !(COUNTS | EVENTS | DURABLE | BRIDGE) != 0 {
         return Err(WireError::Malformed("unknown connection flags"));
     }
     let events = match flags & EVENTS {
         0 => None,
         _ => Some((b.take(16)?.try_into().unwrap(), flags & DURABLE != 0)),
+    };
+    let bridge_key = match flags & BRIDGE {
+        0 => None,
+        _ => Some(b.string()?),
     };
     let ip = match b.u8()? {
         4 => IpAddr::from(<[u8; 4]>::try_from(b.take(4)?).unwrap()),
@@ -242,6 +257,7 @@ fn conn(b: &mut Cursor) -> Result<ConnState, WireError> {
         counts: flags & COUNTS != 0,
         events,
         ip,
+        bridge_key,
     })
 }
 

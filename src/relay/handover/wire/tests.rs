@@ -47,6 +47,7 @@ fn sample() -> Share {
                 counts: true,
                 events: Some(([7; 16], false)),
                 ip: "127.0.0.9".parse().unwrap(),
+                bridge_key: None,
             },
             ConnState {
                 fd: 0,
@@ -56,6 +57,7 @@ fn sample() -> Share {
                 counts: false,
                 events: Some(([9; 16], true)),
                 ip: "::1".parse().unwrap(),
+                bridge_key: Some("0123456789abcdef0123456789abcdef".into()),
             },
             ConnState {
                 fd: 2,
@@ -65,6 +67,7 @@ fn sample() -> Share {
                 counts: false,
                 events: None,
                 ip: "127.0.0.1".parse().unwrap(),
+                bridge_key: None,
             },
         ],
     }
