@@ -42,14 +42,10 @@ struct Node {
 }
 
 impl Node {
+    /// Node-a of the fleet `prefix`.
     fn start(driver: &str, redis: &Redis, prefix: &str) -> Node {
-        become_subreaper();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringrelay"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen"])
-            .args(["127.0.0.1:0", "--driver", driver, "--workers", "2"])
-            .env("RUST_LOG", "info")
-            .env("RINGRELAY_LIMITS_IP_CONNECT_RATE", "0")
-            .env("RINGRELAY_CLUSTER_REDIS_URL", redis.url())
+        let mut cmd = Node::command(driver);
+        cmd.env("RINGRELAY_CLUSTER_REDIS_URL", redis.url())
             .env("RINGRELAY_CLUSTER_NODE_ID", "node-a")
             .env("RINGRELAY_CLUSTER_REGION", "eu")
             .env("RINGRELAY_CLUSTER_HEARTBEAT", "200ms")
@@ -57,9 +53,28 @@ impl Node {
             .env("RINGRELAY_CLUSTER_SESSION_TTL", "5s")
             .env("RINGRELAY_CLUSTER_KEY_PREFIX", prefix)
             .env("RINGRELAY_CLUSTER_INTERNAL_LISTEN", "127.0.0.1:0")
-            .env("RINGRELAY_CLUSTER_SECRET", SECRET)
+            .env("RINGRELAY_CLUSTER_SECRET", SECRET);
+        Node::spawn(cmd)
+    }
+
+    /// A relay on its own.
+    fn single(driver: &str) -> Node {
+        Node::spawn(Node::command(driver))
+    }
+
+    fn command(driver: &str) -> Command {
+        become_subreaper();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringrelay"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen"])
+            .args(["127.0.0.1:0", "--driver", driver, "--workers", "2"])
+            .env("RUST_LOG", "info")
+            .env("RINGRELAY_LIMITS_IP_CONNECT_RATE", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn spawn(mut cmd: Command) -> Node {
         let (child, log, line) = spawn_listening(&mut cmd);
         let field = |name: &str| listening_addr(&line, name);
         let pid = child.id();
@@ -361,4 +376,55 @@ fn a_cluster_node_upgrades_without_dropping_pairs_agents_or_sessions(driver: &st
     assert!(said.try_recv().is_err(), "{driver}: the agent said more");
 }
 
-both_drivers!(a_cluster_node_upgrades_without_dropping_pairs_agents_or_sessions);
+/// The next bridged request an agent receives.
+fn next_request(agent: &mut Ws) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&recv_text(agent)).unwrap();
+    assert_eq!(v["type"], "http_request", "{v}");
+    v
+}
+
+fn answer(id: &str, body: &str) -> Message {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(body);
+    Message::text(format!(
+        r#"{{"type":"http_response","id":"{id}","status":200,"headers":[],"body_b64":"{b64}"}}"#
+    ))
+}
+
+/// A bridged request still waiting for its agent's answer when SIGUSR2 comes is answered 503
+/// `server_upgrading` with `Retry-After: 1`; the agent's connection crosses, its late answer
+/// to that request is dropped by the new process, and the next request reaches it there.
+/// Before: the agent's connection was closed with 1012 (the last read fails).
+fn a_request_waiting_through_an_upgrade_gets_503_and_the_agent_stays(driver: &str) {
+    let mut relay = Node::single(driver);
+    let (mut agent, resp) = ws_with(relay.addr, "/v1/relay/b503?role=agent");
+    let key = resp.headers()["ringrelay-bridge-key"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let addr = relay.addr;
+    let waiting = std::thread::spawn(move || get(addr, "/v1/http/b503/slow"));
+    let first = next_request(&mut agent);
+    assert_eq!(relay.upgrade(), Some(0), "{driver}");
+    let (status, head, body) = waiting.join().unwrap();
+    assert_eq!(status, 503, "{driver}: {head}\n{body}");
+    assert!(head.contains("Retry-After: 1"), "{driver}: {head}");
+    assert!(body.contains("server_upgrading"), "{driver}: {body}");
+    agent
+        .send(answer(first["id"].as_str().unwrap(), "late"))
+        .unwrap();
+    let next = std::thread::spawn(move || get(addr, "/v1/http/b503/again"));
+    let second = next_request(&mut agent);
+    assert_eq!(second["relay_key"], key.as_str(), "{driver}");
+    assert_eq!(second["path"], "/again", "{driver}");
+    agent
+        .send(answer(second["id"].as_str().unwrap(), "fresh"))
+        .unwrap();
+    let (status, head, body) = next.join().unwrap();
+    assert_eq!((status, body.as_str()), (200, "fresh"), "{driver}: {head}");
+}
+
+both_drivers!(
+    a_cluster_node_upgrades_without_dropping_pairs_agents_or_sessions,
+    a_request_waiting_through_an_upgrade_gets_503_and_the_agent_stays,
+);

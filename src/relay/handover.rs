@@ -9,9 +9,10 @@
 //! (the export holds its write gate). So nothing of a frame is ever carried half: what the
 //! client sent after that point is still in the socket, and the new process reads it. What
 //! cannot cross is closed with 1012 (Service Restart) so its client reconnects at once: TLS
-//! connections (their session keys live in this process), the bridge's agents, every
-//! connection of a node in a cluster, and any connection not at rest within
-//! `shutdown_grace`.
+//! connections (their session keys live in this process), links carried to or from another
+//! node of a cluster (their other end is that node's), and any connection not at rest within
+//! `shutdown_grace`. A bridge agent crosses with its key; the requests waiting for its
+//! answers get 503 (docs/upgrade.md, "Cluster mode" and "Bridge agents").
 
 mod wire;
 
