@@ -10,7 +10,9 @@
 //!   peer gets 1012 at the first upgrade (links do not cross), comes back through node-b,
 //!   and reaches the peer that stayed on node-a, which crossed live;
 //! - after each upgrade Redis still names node-a for its sessions, its fleet entry is there,
-//!   and a new client on node-b reaches a session whose owner is node-a.
+//!   and a new client on node-b reaches a session whose owner is node-a; and throughout,
+//!   Redis never deleted or expired one of those keys (keyspace events): the old process
+//!   leaves without `Member::stop`, and the new one renews before it says `holding`.
 //!
 //! Without redis-server the test says so and passes, unless RINGRELAY_REQUIRE_REDIS=1.
 //!
@@ -257,6 +259,40 @@ fn exchange(from: &mut Ws, to: &mut Ws, text: &str) {
     assert_eq!(recv_text(to), text);
 }
 
+/// Records every key Redis deletes or expires from now until `stop` (keyspace events), so
+/// that a key missing for a moment between two checks is seen too.
+fn watch_deletions(
+    redis: &Redis,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(String, String)>> {
+    let _: () = redis.query(
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg("Egx"),
+    );
+    let client = redis::Client::open(redis.url()).unwrap();
+    let (ready_tx, ready) = mpsc::channel();
+    let watcher = std::thread::spawn(move || {
+        let mut con = client.get_connection().unwrap();
+        let mut sub = con.as_pubsub();
+        sub.psubscribe("__keyevent@0__:*").unwrap();
+        sub.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let mut seen = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(m) = sub.get_message() {
+                let key: String = m.get_payload().unwrap_or_default();
+                seen.push((m.get_channel_name().to_string(), key));
+            }
+        }
+        seen
+    });
+    ready.recv_timeout(TIMEOUT).unwrap();
+    watcher
+}
+
 fn owner(redis: &Redis, prefix: &str, session: &str) -> String {
     let v: Option<String> =
         redis.query(redis::cmd("GET").arg(format!("{prefix}:session:{session}")));
@@ -307,6 +343,8 @@ fn a_cluster_node_upgrades_without_dropping_pairs_agents_or_sessions(driver: &st
     page_says(0);
 
     let stop = Arc::new(AtomicBool::new(false));
+    let watching = Arc::new(AtomicBool::new(false));
+    let watcher = watch_deletions(&redis, watching.clone());
     let (tx, rx) = mpsc::channel();
     for i in 0..PAIRS {
         let session = format!("live-{i}");
@@ -365,6 +403,25 @@ fn a_cluster_node_upgrades_without_dropping_pairs_agents_or_sessions(driver: &st
         "{fleet_now:?}"
     );
     let totals = a.get_json("/stats")["totals"].clone();
+    // (Stopped before the pairs: their sessions are released as they end.)
+    watching.store(true, Ordering::Relaxed);
+    // The old processes neither released node-a's sessions nor removed its entry on their
+    // way out (`Member::stop`), and nothing lapsed: Redis never lost one of these keys.
+    let mut kept: Vec<String> = (0..PAIRS).map(|i| format!("live-{i}")).collect();
+    kept.extend(["carried".to_string(), "bridged".to_string()]);
+    let mut kept: Vec<String> = kept
+        .iter()
+        .map(|s| format!("{prefix}:session:{s}"))
+        .collect();
+    kept.push(format!("{prefix}:node:node-a"));
+    let lost: Vec<(String, String)> = watcher
+        .join()
+        .unwrap()
+        .into_iter()
+        // `expire` is a renewal (PEXPIRE); `del` and `expired` lose the key.
+        .filter(|(event, key)| !event.ends_with(":expire") && kept.contains(key))
+        .collect();
+    assert!(lost.is_empty(), "{driver}: {lost:?}");
     stop.store(true, Ordering::Relaxed);
     let mut verdicts: Vec<String> = rx.iter().collect();
     verdicts.sort();
