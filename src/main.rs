@@ -411,6 +411,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     let admin_tls = in_force.admin_tls.cert_file.is_some();
     tracing::info!(%listen, %admin, internal, tls, driver, workers, steering, version = env!("CARGO_PKG_VERSION"), admin_tls, "ringrelay listening");
     if let Some(adopted) = adopted {
+        // Same node id as the old process (its host name and port, or `cluster.node_id`):
+        // registered, with the adopted sessions renewed, before this one says it holds them.
+        if !running.cluster_registered() {
+            tracing::warn!("upgrade: the cluster's first round did not end in time; holding all the same (the next round renews)");
+        }
         if let Err(e) = adopted.finish(&running) {
             tracing::error!(error = %e, "upgrade: the old process did not let go; exiting");
             return ExitCode::from(1);

@@ -242,6 +242,12 @@ async fn read_request_body(
 fn register(core: &Core, req: &BridgeRequest, body: &[u8]) -> Result<Ready, Failure> {
     let cfg = &core.config().bridge;
     let agent = agent_of(core, &req.session).ok_or(Failure::AgentNotConnected)?;
+    // The core's connections are parked for a binary upgrade: the agent crosses to the new
+    // process, which would never see this request's answer (docs/upgrade.md).
+    if core.registry.park.holds() {
+        bump(&core.stats.handover_bridged_refused, 1);
+        return Err(Failure::Upgrading);
+    }
     let random = || u128::from_le_bytes(core.rng.bytes());
     let Ok((n, rx)) = core.bridge.register(agent.id, cfg.max_in_flight, random) else {
         return Err(Failure::Busy);

@@ -42,6 +42,8 @@ pub struct Wiring {
 pub struct Member {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Told once the first round (registration, the fleet, renewals) is over, done or not.
+    first_round: flume::Receiver<()>,
 }
 
 impl Member {
@@ -55,6 +57,7 @@ impl Member {
         let client = store::client(url)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let (first_tx, first_round) = flume::bounded(1);
         let thread = std::thread::Builder::new()
             .name("ringrelay-cluster".into())
             .spawn(move || {
@@ -75,12 +78,23 @@ impl Member {
                     started_ms: now_ms(),
                     bytes_seen: None,
                 };
+                t.round();
+                let _ = first_tx.try_send(());
                 t.run(&wiring.requests, &flag);
             })?;
         Ok(Member {
             stop,
             thread: Some(thread),
+            first_round,
         })
+    }
+
+    /// Waits up to `wait` for the thread's first round: this node registered and renewed (or
+    /// claimed again) every session its workers hold. True when the round ended in time,
+    /// whether Redis answered or not. A binary upgrade's new process waits for it before it
+    /// says `holding` (docs/upgrade.md, "Cluster mode").
+    pub fn first_round(&self, wait: Duration) -> bool {
+        self.first_round.recv_timeout(wait).is_ok()
     }
 
     /// Stops the thread; it releases this node's sessions and removes its entry on the way
@@ -110,7 +124,8 @@ struct Thread {
 impl Thread {
     fn run(&mut self, requests: &flume::Receiver<Request>, stop: &AtomicBool) {
         let heartbeat = self.shared.config.cluster.heartbeat;
-        let mut next_round = Instant::now();
+        // The first round ran before this loop (`Member::first_round`).
+        let mut next_round = Instant::now() + heartbeat;
         while !stop.load(Ordering::Relaxed) {
             if Instant::now() >= next_round {
                 self.round();

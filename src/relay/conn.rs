@@ -324,7 +324,7 @@ impl Reader {
     /// upgrade may hand the connection over at this point (relay::handover); a rate limit's
     /// debt is not carried (the new process's limiter starts full).
     fn parkable(&self) -> bool {
-        self.hold.is_none() && self.inbound.at_rest()
+        self.hold.as_deref().is_none_or(Hold::at_rest) && self.inbound.at_rest()
     }
 
     /// Nothing to keep until the next read: a fresh reader would do the same (a reload's

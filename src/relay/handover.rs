@@ -8,16 +8,19 @@
 //! processed, no frame or message half read (`relay::conn`), and no write to it in progress
 //! (the export holds its write gate). So nothing of a frame is ever carried half: what the
 //! client sent after that point is still in the socket, and the new process reads it. What
-//! cannot cross is closed with 1012 (Service Restart) so its client reconnects at once: the
-//! bridge's agents, every connection of a node in a cluster, any connection not at rest
-//! within `shutdown_grace`, and a TLS connection whose record state cannot be carried (part
-//! of a record read, or a suite the record layer lacks). A TLS connection at rest carries its
-//! traffic keys and sequence numbers (`TlsSession::carry`) and runs on the record layer of
-//! `tls::record` in the new process.
+//! cannot cross is closed with 1012 (Service Restart) so its client reconnects at once: links
+//! carried to or from another node of a cluster (their other end is that node's), any
+//! connection not at rest within `shutdown_grace`, and a TLS connection whose record state
+//! cannot be carried (part of a record read, or a suite the record layer lacks). A TLS
+//! connection at rest carries its traffic keys and sequence numbers (`TlsSession::carry`)
+//! and runs on the record layer of `tls::record` in the new process. A bridge agent crosses
+//! with its key; the requests waiting for its answers get 503 (docs/upgrade.md, "Cluster
+//! mode" and "Bridge agents").
 
 mod wire;
 
 use crate::context::Core;
+use crate::fleet::local::Origin;
 use crate::limits::IpCharge;
 use crate::runtime::socket::Socket;
 use crate::runtime::tls::TlsSession;
@@ -114,24 +117,37 @@ pub async fn export(core: &Rc<Core>) -> Export {
 /// bridged request waiting for an agent's answer is answered 503 with `Retry-After` (its
 /// agent reconnects to the new process).
 fn close_those_that_stay(core: &Rc<Core>) -> Vec<u64> {
-    let cfg = core.config();
-    let cluster = core.shared.cluster.is_some();
-    if cluster {
-        core.cluster_local.end_all(CloseCode::SERVICE_RESTART);
-    }
+    // Links carried to other nodes end with 1012: their clients come back to the new
+    // process, which carries them again (the session's owner has not changed).
+    core.cluster_local.end_all(CloseCode::SERVICE_RESTART);
     let mut staying = Vec::new();
     for p in core.registry.peers() {
-        let agent = *p.role == *cfg.bridge.agent_role;
-        if cluster || agent {
-            if agent {
-                let n = core.bridge.agent_upgrading(p.id);
-                bump(&core.stats.handover_bridged_refused, n as u64);
-            }
+        refuse_bridged(core, &p);
+        if carried_in(core, &p) {
             staying.push(p.id);
             close_restart(core, p);
         }
     }
     staying
+}
+
+/// A peer carried here from another node over the node-to-node link: closed with 1012 (the
+/// carrying node passes the close to its client, which reconnects there and is carried to
+/// the new process). Its link's far end is that node's; the share does not describe it.
+fn carried_in(core: &Core, p: &Peer) -> bool {
+    let origins = core.cluster_local.origins.borrow();
+    origins.get(&p.id).is_some_and(|o| o.via.is_some())
+}
+
+/// A bridged request waiting for an agent's answer is answered 503 `server_upgrading` with
+/// `Retry-After` (the agent itself crosses; its answer would reach a process that no longer
+/// waits for it). Requests that come while the core is parked get the same answer
+/// (`bridge::serve`).
+fn refuse_bridged(core: &Core, p: &Peer) {
+    if *p.role == *core.config().bridge.agent_role {
+        let n = core.bridge.agent_upgrading(p.id);
+        bump(&core.stats.handover_bridged_refused, n as u64);
+    }
 }
 
 fn close_restart(core: &Rc<Core>, p: Rc<Peer>) {
@@ -205,7 +221,11 @@ fn describe(core: &Core, crossing: Vec<(Rc<Peer>, Option<Carried>)>) -> Export {
                 .map(|k| (k, p.shapes() == Shapes::Durable)),
             ip: p.client_ip().unwrap_or([127, 0, 0, 1].into()),
             tls,
+            bridge_key: core.bridge.agent_key(p.id).map(|k| k.to_string()),
         });
+        // A bridged request that registered while the export waited is answered now: the
+        // agent's write gate is held, so it was not sent.
+        refuse_bridged(core, p);
         fds.push(fd);
     }
     // Sessions without a connection here that keep messages or replay windows go too.
@@ -396,6 +416,23 @@ fn seat(
         .with_shapes(shapes),
     );
     peer.flags.set(Flag::COUNTS, c.counts);
+    if let Some(key) = c.bridge_key {
+        // The agent checks this key on every request the relay sends it: it keeps the one it
+        // was given at its upgrade.
+        core.bridge.add_agent(peer.id, key);
+    }
+    if let Some(view) = core.shared.cluster.as_ref() {
+        // Seated here by a client of this node (peers carried in from another node do not
+        // cross), so a node leaving the fleet never ends it.
+        let origin = Origin {
+            via: None,
+            region: view.identity.region.as_str().into(),
+        };
+        core.cluster_local
+            .origins
+            .borrow_mut()
+            .insert(peer.id, origin);
+    }
     if let Some(s) = &session {
         s.seat(usize::from(c.slot), peer.clone());
         s.lingering_since_ms.set(None);

@@ -724,6 +724,15 @@ impl Running {
         self.threads.iter().all(|t| t.is_finished())
     }
 
+    /// In cluster mode, a binary upgrade's new process: waits (up to half of
+    /// `upgrade_timeout`) until this node registered and renewed every session its workers
+    /// adopted, so that it says `holding` only once Redis names it for each of them
+    /// (docs/upgrade.md, "Cluster mode"). False when the round did not end in time.
+    pub fn cluster_registered(&self) -> bool {
+        let wait = self.shared.config.upgrade_timeout / 2;
+        self.member.as_ref().is_none_or(|m| m.first_round(wait))
+    }
+
     /// Waits for every worker to finish (after `handle.trigger()`), writes the sessions'
     /// state (`session.state_dir`), then leaves the fleet.
     pub fn join(self) {

@@ -10,7 +10,8 @@
 //!           connections u32 × connection
 //! connection: fd index u32 | session index u32 (u32::MAX: echo) | slot u8 | role |
 //!           flags u8 (1: counts for two-way resume, 2: events, 4: Durable Object shapes,
-//!           8: TLS) | [event key 16 bytes, with events] | address: 4 | 4 bytes, or 6 | 16
+//!           8: TLS, 16: a bridge agent) | [event key 16 bytes, with events] |
+//!           [bridge key, a string, for an agent] | address: 4 | 4 bytes, or 6 | 16
 //!           bytes | [with TLS: u16 length | the record state, `tls::record` (traffic keys,
 //!           IVs, sequence numbers: secret)]
 //! strings:  u16 length | UTF-8
@@ -34,6 +35,8 @@ const COUNTS: u8 = 1;
 const EVENTS: u8 = 2;
 const DURABLE: u8 = 4;
 const TLS: u8 = 8;
+/// A bridge agent: its key follows the event key.
+const BRIDGE: u8 = 16;
 
 /// One worker's share, decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -67,6 +70,8 @@ pub struct ConnState {
     pub ip: IpAddr,
     /// A TLS connection's record state (secret; its `Debug` prints none of it).
     pub tls: Option<Carried>,
+    /// A bridge agent's key (`Ringrelay-Bridge-Key`), which marks the relay's requests to it.
+    pub bridge_key: Option<String>,
 }
 
 /// Why a share is refused. Nothing of a refused share is adopted.
@@ -131,9 +136,15 @@ fn put_conn(out: &mut Vec<u8>, c: &ConnState) {
     if c.tls.is_some() {
         flags |= TLS;
     }
+    if c.bridge_key.is_some() {
+        flags |= BRIDGE;
+    }
     out.push(flags);
     if let Some((key, _)) = c.events {
         out.extend_from_slice(&key);
+    }
+    if let Some(key) = &c.bridge_key {
+        put_str(out, key);
     }
     match c.ip {
         IpAddr::V4(a) => {
@@ -241,12 +252,16 @@ fn conn(b: &mut Cursor) -> Result<ConnState, WireError> {
     let slot = b.u8()?;
     let role = b.string()?;
     let flags = b.u8()?;
-    if flags & !(COUNTS | EVENTS | DURABLE | TLS) != 0 {
+    if flags & !(COUNTS | EVENTS | DURABLE | TLS | BRIDGE) != 0 {
         return Err(WireError::Malformed("unknown connection flags"));
     }
     let events = match flags & EVENTS {
         0 => None,
         _ => Some((b.take(16)?.try_into().unwrap(), flags & DURABLE != 0)),
+    };
+    let bridge_key = match flags & BRIDGE {
+        0 => None,
+        _ => Some(b.string()?),
     };
     let ip = match b.u8()? {
         4 => IpAddr::from(<[u8; 4]>::try_from(b.take(4)?).unwrap()),
@@ -269,6 +284,7 @@ fn conn(b: &mut Cursor) -> Result<ConnState, WireError> {
         events,
         ip,
         tls,
+        bridge_key,
     })
 }
 

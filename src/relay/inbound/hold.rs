@@ -306,6 +306,13 @@ impl Hold {
         self.in_read.clear();
     }
 
+    /// Nothing held and nothing completed waiting to be handed on: with its decoder at rest
+    /// (no message in progress), the connection may be parked and cross to a new process
+    /// without this (a fresh one is made there when needed: `relay::conn`).
+    pub fn at_rest(&self) -> bool {
+        self.answers.is_empty() && self.released.is_empty()
+    }
+
     /// Drops what the last read completed, once handed on.
     pub fn clear_done(&mut self) {
         self.answers.clear();

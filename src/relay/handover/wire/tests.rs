@@ -48,6 +48,7 @@ fn sample() -> Share {
                 events: Some(([7; 16], false)),
                 ip: "127.0.0.9".parse().unwrap(),
                 tls: None,
+                bridge_key: None,
             },
             ConnState {
                 fd: 0,
@@ -58,6 +59,7 @@ fn sample() -> Share {
                 events: Some(([9; 16], true)),
                 ip: "::1".parse().unwrap(),
                 tls: Some(Carried(zeroize::Zeroizing::new(vec![5; 70]))),
+                bridge_key: Some("0123456789abcdef0123456789abcdef".into()),
             },
             ConnState {
                 fd: 2,
@@ -68,6 +70,7 @@ fn sample() -> Share {
                 events: None,
                 ip: "127.0.0.1".parse().unwrap(),
                 tls: None,
+                bridge_key: None,
             },
         ],
     }
