@@ -53,7 +53,17 @@ pub(super) async fn refuse(
     count_status(core, status);
     let note = detach(stream);
     crate::http::write::refuse(&core.stats, stream, Response::error(status, code, msg)).await;
-    stream.set_access(note);
+    reattach(stream, note, code);
+}
+
+/// Writes one of the admission refusals (Origin, token, capacity) as the proxy's own answer.
+pub(super) async fn refuse_as(core: &Core, stream: &mut ServerStream, refusal: Refusal) {
+    let resp = refusal.response();
+    count_status(core, resp.status);
+    let code = crate::http::write::error_code(&resp);
+    let note = detach(stream);
+    refusal.write(&core.stats, stream).await;
+    reattach(stream, note, &code);
 }
 
 /// Takes the access log's note off the stream while the proxy writes an answer of its own:
@@ -62,6 +72,14 @@ fn detach(stream: &mut ServerStream) -> Option<crate::stats::access::Note> {
     let note = stream.access_mut().map(|n| n.clone());
     stream.set_access(None);
     note
+}
+
+/// Puts the note back with the answer's error code, for the request's `proxy` line.
+fn reattach(stream: &mut ServerStream, note: Option<crate::stats::access::Note>, code: &str) {
+    stream.set_access(note.map(|mut n| {
+        n.error = Some(code.into());
+        n
+    }));
 }
 
 /// A route with `auth = true`: a valid token (or API key) as the relay's own routes take it.
@@ -101,19 +119,17 @@ async fn check(
     };
     // Every request on the connection, as its first was at admission.
     if let Some(reason) = origin_refusal(&cfg.security, head) {
-        count_status(core, 403);
-        let note = detach(stream);
-        Refusal::Origin(reason).write(&core.stats, stream).await;
-        stream.set_access(note);
-        return Err(403);
+        let refusal = Refusal::Origin(reason);
+        let status = refusal.response().status;
+        refuse_as(core, stream, refusal).await;
+        return Err(status);
     }
     if cfg.proxy.routes[route].auth {
         if let Err(e) = authorized(core, head) {
-            let note = detach(stream);
-            Refusal::Auth(e).write(&core.stats, stream).await;
-            stream.set_access(note);
-            count_status(core, 401);
-            return Err(401);
+            let refusal = Refusal::Auth(e);
+            let status = refusal.response().status;
+            refuse_as(core, stream, refusal).await;
+            return Err(status);
         }
     }
     let cluster_region = cfg
@@ -470,7 +486,22 @@ async fn attempt_one(
         })
     };
     busy(1);
-    let out = attempt_on(core, stream, up, reused, head, to, peer, pending, checked).await;
+    // A request that may be sent twice goes once more, on a new connection to the same
+    // upstream, when the pooled connection it met had been closed by the upstream.
+    let resend = idempotent(&head.method) && checked.body == Body::None;
+    let (mut up, mut reused) = (up, reused);
+    let out = loop {
+        let out = attempt_on(core, stream, up, reused, head, to, peer, pending, checked).await;
+        if !(reused && resend && matches!(out, Attempt::Retry)) {
+            break out;
+        }
+        bump(&core.stats.proxy_upstream_stale, 1);
+        let addr = cfg.proxy.routes[to.route].upstreams[to.upstream].addr;
+        match dial(core, addr).await {
+            Some(fresh) => (up, reused) = (fresh, false),
+            None => break Attempt::Retry,
+        }
+    };
     busy(-1);
     out
 }

@@ -1,5 +1,6 @@
 //! Which route a request takes, and the region it asks for. No I/O.
 
+use crate::auth::is_credential_param;
 use crate::config::{own_path, valid_region, ProxyConfig, ProxyRoute};
 use crate::http::RequestHead;
 
@@ -53,19 +54,36 @@ pub fn region_of(
 }
 
 /// The path sent upstream: the request's, less the route's prefix when it strips it (what
-/// is left always starts with `/`), with the query as it came.
+/// is left always starts with `/`), with the query as it came, except, on a route that checks
+/// ringrelay's own credential (`auth = true`), its `token=` (and API-key `key=rrk_...`)
+/// parameters: the rest of the query goes byte for byte, in order.
 pub fn upstream_target(route: &ProxyRoute, head: &RequestHead) -> String {
-    let path = if route.strip_prefix {
+    let mut out = String::with_capacity(head.path.len() + head.query.len() + 2);
+    if route.strip_prefix {
         let rest = head.path[route.prefix.len()..].trim_start_matches('/');
-        format!("/{rest}")
+        out.push('/');
+        out.push_str(rest);
     } else {
-        head.path.clone()
-    };
-    if head.query.is_empty() {
-        path
-    } else {
-        format!("{path}?{}", head.query)
+        out.push_str(&head.path);
     }
+    if !route.auth {
+        if !head.query.is_empty() {
+            out.push('?');
+            out.push_str(&head.query);
+        }
+        return out;
+    }
+    let mut first = true;
+    for pair in head.query.split('&').filter(|p| !is_credential_param(p)) {
+        out.push(if first { '?' } else { '&' });
+        out.push_str(pair);
+        first = false;
+    }
+    // A query that was nothing but the credential leaves no `?` (nor does an empty one).
+    if out.ends_with('?') {
+        out.pop();
+    }
+    out
 }
 
 #[cfg(test)]
@@ -145,5 +163,42 @@ mod tests {
         route.strip_prefix = true;
         assert_eq!(upstream_target(&route, &h), "/items?a=1");
         assert_eq!(upstream_target(&route, &head("/api", "h")), "/");
+    }
+
+    #[test]
+    fn an_auth_route_drops_the_relays_credential_from_the_query_and_keeps_the_rest() {
+        let mut route = r("/", None);
+        let with = |q: &str| {
+            let mut h = head("/p", "h");
+            h.query = q.into();
+            h
+        };
+        let key = "key=rrk_0123456789abcdef0123456789abcdef";
+        let cases = [
+            ("token=abc", "/p"),
+            ("a=1&token=abc&b=%20x", "/p?a=1&b=%20x"),
+            ("token=abc&a=1", "/p?a=1"),
+            ("a=1&token", "/p?a=1"),
+            ("b=2&&a=1&token=t", "/p?b=2&&a=1"),
+            (
+                "tokens=1&key=mine&mytoken=2",
+                "/p?tokens=1&key=mine&mytoken=2",
+            ),
+            ("", "/p"),
+        ];
+        route.auth = true;
+        for (q, want) in cases {
+            assert_eq!(upstream_target(&route, &with(q)), want, "{q}");
+        }
+        assert_eq!(
+            upstream_target(&route, &with(&format!("{key}&z=9"))),
+            "/p?z=9"
+        );
+        // Without auth the route's token parameters are the upstream's own: sent as they came.
+        route.auth = false;
+        assert_eq!(
+            upstream_target(&route, &with("a=1&token=abc")),
+            "/p?a=1&token=abc"
+        );
     }
 }
