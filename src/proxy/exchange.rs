@@ -6,8 +6,8 @@
 
 use super::body::{move_body, write_all, Broke, Frame};
 use super::head::{
-    client_closes, client_response, idempotent, parse_response, request_body, upstream_request,
-    Body, Forwarding, Reply, UpstreamHead,
+    client_closes, idempotent, parse_response, request_body, write_client_response,
+    write_upstream_request, Body, Forwarding, Reply, UpstreamHead,
 };
 use super::upgrade::{asked, forward, Request, Upgraded};
 use super::{pick, state, table};
@@ -523,10 +523,13 @@ async fn attempt_on(
     let cfg = core.config();
     let r = &cfg.proxy.routes[to.route];
     let fw = forwarding(core, stream, head, r, to.upstream, peer);
-    let target = table::upstream_target(r, head);
-    let bytes = upstream_request(head, &target, checked.body, &fw);
+    let mut bytes = state::with(&cfg.proxy, |w| w.buffer());
+    let target = |out: &mut Vec<u8>| table::push_target(r, head, out);
+    write_upstream_request(&mut bytes, head, target, checked.body, &fw);
     let n = bytes.len();
-    if write_all(&mut up, bytes, n).await.0.is_err() {
+    let (sent, bytes) = write_all(&mut up, bytes, n).await;
+    state::with(&cfg.proxy, |w| w.give_back(bytes));
+    if sent.is_err() {
         return Attempt::Retry;
     }
     if checked.body != Body::None {
@@ -592,7 +595,9 @@ async fn send_body(
     }
 }
 
-/// Reads the response head within `proxy.response_timeout`, skipping interim (1xx) ones.
+/// Reads the response head within `proxy.response_timeout`, skipping interim (1xx) ones,
+/// into a pooled buffer, which it returns with the head still at its start (`len` bytes: see
+/// [`write_client_response`]) and then what followed it.
 pub(super) async fn read_response(
     core: &Core,
     up: &mut TcpStream,
@@ -600,20 +605,38 @@ pub(super) async fn read_response(
     upgrade: bool,
 ) -> Result<(UpstreamHead, Vec<u8>), (bool, bool)> {
     let cfg = core.config();
-    let deadline = Instant::now() + cfg.proxy.response_timeout;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let buf = state::with(&cfg.proxy, |w| w.buffer());
+    let read = read_head(up, buf, head_request, upgrade, cfg.proxy.response_timeout).await;
+    match read {
+        Ok(x) => Ok(x),
+        Err((e, buf)) => {
+            state::with(&cfg.proxy, |w| w.give_back(buf));
+            Err(e)
+        }
+    }
+}
+
+/// [`read_response`] in `buf`, given back on failure.
+#[allow(clippy::type_complexity)]
+async fn read_head(
+    up: &mut TcpStream,
+    mut buf: Vec<u8>,
+    head_request: bool,
+    upgrade: bool,
+    timeout: std::time::Duration,
+) -> Result<(UpstreamHead, Vec<u8>), ((bool, bool), Vec<u8>)> {
+    let deadline = Instant::now() + timeout;
     loop {
         match parse_response(&buf, head_request) {
             Ok(Some((h, n))) if (100..200).contains(&h.status) && h.status != 101 => {
                 buf.drain(..n);
                 continue;
             }
-            Ok(Some((h, n))) if h.status != 101 || upgrade => {
-                buf.drain(..n);
-                return Ok((h, buf));
+            Ok(Some((h, _))) if h.status != 101 || upgrade => return Ok((h, buf)),
+            Ok(Some(_)) | Err(_) => return Err(((false, true), buf)),
+            Ok(None) if buf.len() >= crate::http::client::MAX_HEAD => {
+                return Err(((false, true), buf))
             }
-            Ok(Some(_)) | Err(_) => return Err((false, true)),
-            Ok(None) if buf.len() >= crate::http::client::MAX_HEAD => return Err((false, true)),
             Ok(None) => {}
         }
         if buf.len() == buf.capacity() {
@@ -623,13 +646,14 @@ pub(super) async fn read_response(
         let left = deadline.saturating_duration_since(Instant::now());
         let read = up.read(buf.slice_mut(len..cap));
         let Ok((res, slice)) = monoio::time::timeout(left, read).await else {
-            return Err((true, len > 0));
+            // The read was dropped with its buffer: a new one goes back in its place.
+            return Err(((true, len > 0), Vec::new()));
         };
         buf = slice.into_inner();
         match res {
             Ok(n) if n > 0 => {}
             // (timed out, any byte of a response seen)
-            _ => return Err((false, len > 0)),
+            _ => return Err(((false, len > 0), buf)),
         }
     }
 }
@@ -681,10 +705,15 @@ async fn respond(
     };
     let close = client_closes(head) || resp.body == Reply::UntilClose;
     count_status(core, resp.status);
-    let mut bytes = client_response(&resp, close);
+    let mut bytes = state::with(&cfg.proxy, |w| w.buffer());
+    write_client_response(&mut bytes, &rest[..resp.len], &resp, close, |_, _| {});
+    rest.drain(..resp.len);
     let inline = with_inline_body(&mut bytes, resp.body, &mut rest);
     let n = bytes.len();
-    if write_all(stream, bytes, n).await.0.is_err() {
+    let (sent, bytes) = write_all(stream, bytes, n).await;
+    state::with(&cfg.proxy, |w| w.give_back(bytes));
+    if sent.is_err() {
+        state::with(&cfg.proxy, |w| w.give_back(rest));
         return Attempt::Done(resp.status, false);
     }
     let frame = match resp.body {
@@ -703,14 +732,18 @@ async fn respond(
         cfg.proxy.idle_timeout,
     )
     .await;
-    state::with(&cfg.proxy, |w| w.give_back(buf));
+    let clean = rest.is_empty();
+    state::with(&cfg.proxy, |w| {
+        w.give_back(buf);
+        w.give_back(rest);
+    });
     match moved {
         Ok(n) => {
             let n = n + inline as u64;
             bump(&core.stats.proxy_bytes_down, n);
             super::stats::upstream(&cfg.proxy, to.route, to.upstream, |f| f.bytes_down += n);
             checked.moved.set((checked.moved.get().0, n));
-            if !resp.closes && resp.body != Reply::UntilClose && rest.is_empty() {
+            if !resp.closes && resp.body != Reply::UntilClose && clean {
                 state::with(&cfg.proxy, |w| {
                     w.keep_conn(&cfg.proxy, to.route, to.upstream, up)
                 });

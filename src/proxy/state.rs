@@ -73,7 +73,8 @@ impl Worker {
     }
 
     pub fn give_back(&mut self, mut b: Vec<u8>) {
-        if self.buffers.len() < KEEP_BUFFERS && b.capacity() <= 2 * super::body::BODY_BUF {
+        let size = super::body::BODY_BUF..=2 * super::body::BODY_BUF;
+        if self.buffers.len() < KEEP_BUFFERS && size.contains(&b.capacity()) {
             b.clear();
             self.buffers.push(b);
         }

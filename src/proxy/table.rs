@@ -58,32 +58,45 @@ pub fn region_of(
 /// ringrelay's own credential (`auth = true`), its `token=` (and API-key `key=rrk_...`)
 /// parameters: the rest of the query goes byte for byte, in order.
 pub fn upstream_target(route: &ProxyRoute, head: &RequestHead) -> String {
-    let mut out = String::with_capacity(head.path.len() + head.query.len() + 2);
+    let mut out = Vec::with_capacity(head.path.len() + head.query.len() + 2);
+    push_target(route, head, &mut out);
+    // Made of the head's own strings and ASCII separators.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`upstream_target`] appended to `out` (the request head being written upstream).
+pub fn push_target(route: &ProxyRoute, head: &RequestHead, out: &mut Vec<u8>) {
     if route.strip_prefix {
         let rest = head.path[route.prefix.len()..].trim_start_matches('/');
-        out.push('/');
-        out.push_str(rest);
+        out.push(b'/');
+        out.extend_from_slice(rest.as_bytes());
     } else {
-        out.push_str(&head.path);
+        out.extend_from_slice(head.path.as_bytes());
     }
     if !route.auth {
         if !head.query.is_empty() {
-            out.push('?');
-            out.push_str(&head.query);
+            out.push(b'?');
+            out.extend_from_slice(head.query.as_bytes());
         }
-        return out;
+        return;
     }
-    let mut first = true;
-    for pair in head.query.split('&').filter(|p| !is_credential_param(p)) {
-        out.push(if first { '?' } else { '&' });
-        out.push_str(pair);
-        first = false;
+    if head.query.is_empty() {
+        return;
     }
-    // A query that was nothing but the credential leaves no `?` (nor does an empty one).
-    if out.ends_with('?') {
-        out.pop();
+    let mark = out.len();
+    out.push(b'?');
+    let start = out.len();
+    let kept = head.query.split('&').filter(|p| !is_credential_param(p));
+    for (i, pair) in kept.enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        out.extend_from_slice(pair.as_bytes());
     }
-    out
+    // A query that was nothing but the credential leaves no `?`.
+    if out.len() == start {
+        out.truncate(mark);
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +198,8 @@ mod tests {
                 "/p?tokens=1&key=mine&mytoken=2",
             ),
             ("", "/p"),
+            ("a=?&token=t", "/p?a=?"),
+            ("&a=1&token=t", "/p?&a=1"),
         ];
         route.auth = true;
         for (q, want) in cases {

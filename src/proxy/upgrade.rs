@@ -15,7 +15,9 @@ use super::body::{move_body, write_all, Frame, BODY_BUF};
 use super::exchange::{
     count_status, dial, forwarding, judge, pick_upstream, read_response, refuse, refuse_as, Step,
 };
-use super::head::{client_response, upstream_request, Body, Forwarding, Reply, UpstreamHead};
+use super::head::{
+    client_response, upstream_request, write_client_response, Body, Forwarding, Reply, UpstreamHead,
+};
 use super::{state, table};
 use crate::config::Config;
 use crate::context::Core;
@@ -73,18 +75,20 @@ pub fn upgrade_request(head: &RequestHead, target: &str, fw: &Forwarding) -> Vec
     out
 }
 
-/// The 101 sent to the client: the upstream's end-to-end headers, `Connection: Upgrade` and
-/// the protocol the upstream switched to.
-pub fn switching(up: &UpstreamHead) -> Vec<u8> {
-    let mut out = client_response(up, false);
-    out.truncate(out.len() - 2);
-    let pairs = up.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-    let protocol = joined(pairs, "upgrade");
-    out.extend_from_slice(b"Connection: Upgrade\r\n");
-    if !protocol.is_empty() {
-        out.extend_from_slice(format!("Upgrade: {protocol}\r\n").as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
+/// The 101 sent to the client (from the upstream's head `raw`): the upstream's end-to-end
+/// headers, `Connection: Upgrade` and the protocol the upstream switched to.
+pub fn switching(raw: &[u8], up: &UpstreamHead) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + raw.len());
+    write_client_response(&mut out, raw, up, false, |out, headers| {
+        let pairs = headers
+            .iter()
+            .filter_map(|h| Some((h.name, std::str::from_utf8(h.value).ok()?)));
+        let protocol = joined(pairs, "upgrade");
+        out.extend_from_slice(b"Connection: Upgrade\r\n");
+        if !protocol.is_empty() {
+            out.extend_from_slice(format!("Upgrade: {protocol}\r\n").as_bytes());
+        }
+    });
     out
 }
 
@@ -263,16 +267,21 @@ async fn switch(
     hold: Hold,
     pending: &mut Vec<u8>,
 ) -> (u16, Step) {
-    let (mut up, resp, rest) = answer;
+    let (mut up, resp, read) = answer;
     let (route, u) = (hold.route, hold.upstream);
     judge(core, route, u, Some(resp.status));
     count_status(core, resp.status);
     if resp.status != 101 {
         bump(&core.stats.proxy_upgrades_refused, 1);
-        pass_on(core, stream, up, &resp, rest).await;
+        pass_on(core, stream, up, &resp, read).await;
         return (resp.status, Step::Close);
     }
-    let bytes = switching(&resp);
+    let bytes = switching(&read[..resp.len], &resp);
+    // What followed the 101 (the new protocol's first bytes) is kept on its own: the pooled
+    // read buffer goes back rather than living as long as the joined pair.
+    let rest = read[resp.len..].to_vec();
+    let cfg = core.config();
+    state::with(&cfg.proxy, |w| w.give_back(read));
     let n = bytes.len();
     if write_all(stream, bytes, n).await.0.is_err() {
         return (101, Step::Close);
@@ -303,7 +312,8 @@ async fn pass_on(
     mut rest: Vec<u8>,
 ) {
     let cfg = core.config();
-    let bytes = client_response(resp, true);
+    let bytes = client_response(&rest[..resp.len], resp, true);
+    rest.drain(..resp.len);
     let n = bytes.len();
     if write_all(stream, bytes, n).await.0.is_err() {
         return;
@@ -603,7 +613,7 @@ mod tests {
         let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Hop\r\nX-Hop: 1\r\nSec-WebSocket-Accept: abc=\r\n\r\nframe";
         let (up, n) = parse_response(raw, false).unwrap().unwrap();
         assert_eq!((up.status, n), (101, raw.len() - 5));
-        let out = String::from_utf8(switching(&up)).unwrap();
+        let out = String::from_utf8(switching(&raw[..n], &up)).unwrap();
         assert_eq!(
             out,
             "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: abc=\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
