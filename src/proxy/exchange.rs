@@ -360,16 +360,19 @@ pub(super) fn pick_upstream(
     let cfg = core.config();
     let r = &cfg.proxy.routes[route];
     state::with(&cfg.proxy, |w| {
-        let st = &w.routes[route];
-        let c = pick::candidates(r, &st.health, region, tried, Instant::now());
+        let st = &mut w.routes[route];
+        let mut c = std::mem::take(&mut st.scratch);
+        pick::candidates_into(r, &st.health, region, tried, Instant::now(), &mut c);
         let (a, b) = (core.rng.bytes::<8>(), core.rng.bytes::<8>());
-        pick::two_choices(
+        let picked = pick::two_choices(
             r,
             &st.health,
             &c,
             u64::from_le_bytes(a),
             u64::from_le_bytes(b),
-        )
+        );
+        st.scratch = c;
+        picked
     })
 }
 

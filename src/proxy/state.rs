@@ -17,6 +17,8 @@ pub struct RouteState {
     /// Idle connections per upstream, most recently used last.
     pub idle: Vec<Vec<(TcpStream, Instant)>>,
     pub in_flight: usize,
+    /// Scratch list of the upstreams a request may go to (`pick::candidates_into`).
+    pub scratch: Vec<usize>,
     /// This worker's figures for `/stats` and `/metrics` (`proxy::stats`).
     pub fig: RouteFigures,
 }
@@ -44,6 +46,7 @@ pub fn with<T>(cfg: &ProxyConfig, f: impl FnOnce(&mut Worker) -> T) -> T {
                     health: vec![Health::default(); r.upstreams.len()],
                     idle: (0..r.upstreams.len()).map(|_| Vec::new()).collect(),
                     in_flight: 0,
+                    scratch: Vec::with_capacity(r.upstreams.len()),
                     fig: RouteFigures {
                         prefix: r.prefix.clone(),
                         host: r.host.clone(),

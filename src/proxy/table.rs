@@ -39,7 +39,13 @@ pub fn region_of(
     cluster_region: Option<&str>,
     head: &RequestHead,
 ) -> Result<Option<String>, ()> {
-    let named = match head.header(&cfg.region_header.to_ascii_lowercase()) {
+    // The head's names are lower-case; the configured one is compared without a copy.
+    let header = head
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(&cfg.region_header))
+        .map(|(_, v)| v.as_str());
+    let named = match header {
         Some(v) => Some(v.trim().to_string()),
         None => head.query_param(&cfg.region_query),
     };
