@@ -141,9 +141,7 @@ fn forwarded_node(out: &mut Vec<u8>, ip: IpAddr) {
 }
 
 /// The client's headers named by its `Connection` header (hop-by-hop for this hop only).
-fn named_by_connection<'h>(
-    headers: &'h [(String, String)],
-) -> impl Iterator<Item = &'h str> + Clone {
+fn named_by_connection(headers: &[(String, String)]) -> impl Iterator<Item = &str> + Clone {
     headers
         .iter()
         .filter(|(n, _)| n == "connection")
