@@ -266,6 +266,14 @@ fn figures_per_route_and_upstream_in_stats_metrics_and_both_logs(driver: &str) {
         ("-", "/api/x"),
         "{driver}"
     );
+    // The proxy's own refusal names the contract's code (before: no `error` field); an
+    // upstream's answer has none.
+    assert_eq!(
+        bad.get("error").map(String::as_str),
+        Some("invalid_region"),
+        "{driver}: {bad:?}"
+    );
+    assert!(!up.contains_key("error"), "{driver}: {up:?}");
 }
 
 /// A text log line's `key=value` fields (no value here holds a space); quotes dropped.

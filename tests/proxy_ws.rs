@@ -458,6 +458,107 @@ fn joined_upgrades_count_towards_the_servers_capacity(driver: &str) {
     assert_eq!(v["capacity"]["connections"]["active"], 3, "{v}");
 }
 
+/// A backend that answers plain requests `200 ok` and upgrades a WebSocket request on the
+/// same connection, greeting with which of its connections it is and how many plain
+/// requests came on it before. `closing`: it closes each connection after its first plain
+/// answer (without saying so, as a server whose keep-alive timeout passed).
+fn pooled_backend(closing: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (i, s) in listener.incoming().map_while(Result::ok).enumerate() {
+            std::thread::spawn(move || pooled_conn(i, s, closing));
+        }
+    });
+    addr
+}
+
+fn pooled_conn(i: usize, mut s: TcpStream, closing: bool) {
+    let mut plain = 0;
+    loop {
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) != 1 {
+                return;
+            }
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let key = head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim())
+        });
+        let Some(key) = key else {
+            plain += 1;
+            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            if s.write_all(ok).is_err() || closing {
+                return;
+            }
+            continue;
+        };
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let _ = write!(
+            s,
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        let mut ws =
+            tungstenite::WebSocket::from_raw_socket(s, tungstenite::protocol::Role::Server, None);
+        if ws
+            .send(Message::text(format!("conn {i} after {plain}")))
+            .is_err()
+        {
+            return;
+        }
+        while let Ok(m) = ws.read() {
+            if m.is_text() && ws.send(m).is_err() {
+                return;
+            }
+        }
+        return;
+    }
+}
+
+/// Before: an upgrade always dialled a new upstream connection, and a pooled connection the
+/// upstream had closed made the next GET fail over to another upstream (503 `no_upstream`
+/// with only one). Now an upgrade on a kept-alive client connection takes the idle pooled
+/// connection its GET left, and a stale pooled connection is replaced by a new one to the
+/// same upstream, for a GET and an upgrade alike.
+fn an_upgrade_takes_an_idle_pooled_connection_and_a_stale_one_is_replaced(driver: &str) {
+    let (keep, gone) = (pooled_backend(false), pooled_backend(true));
+    let routes = format!(
+        "[{{ prefix = \"/keep\", upstreams = [{{ url = \"http://{keep}\" }}] }}, \
+         {{ prefix = \"/gone\", upstreams = [{{ url = \"http://{gone}\" }}] }}]"
+    );
+    // One worker: one pool.
+    let srv = TestServer::start(driver, 1, &[("RINGRELAY_PROXY_ROUTES", routes.as_str())]);
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    let r = get(&mut s, "/keep/a", "");
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.ends_with("ok"),
+        "{driver}: {r}"
+    );
+    let mut ws = try_upgrade(s, srv.addr, "/keep/ws", &[]).unwrap();
+    assert_eq!(recv_text(&mut ws), "conn 0 after 1", "{driver}");
+    ws.send(Message::text("m0")).unwrap();
+    assert_eq!(recv_text(&mut ws), "m0", "{driver}");
+
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    for path in ["/gone/a", "/gone/b"] {
+        let r = get(&mut s, path, "");
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.ends_with("ok"),
+            "{driver} {path}: {r}"
+        );
+    }
+    let mut ws = try_upgrade(s, srv.addr, "/gone/ws", &[]).unwrap();
+    assert_eq!(recv_text(&mut ws), "conn 2 after 0", "{driver}");
+    assert_eq!(counter(&srv, "proxy_upstream_stale"), 2, "{driver}");
+    assert_eq!(counter(&srv, "proxy_upstream_connects"), 4, "{driver}");
+    assert_eq!(counter(&srv, "proxy_ejections"), 0, "{driver}");
+}
+
 /// Each test once per driver, as separate tests (they run side by side).
 macro_rules! on_both_drivers {
     ($($name:ident),* $(,)?) => {
@@ -478,4 +579,5 @@ on_both_drivers!(
     origins_apply_to_proxied_upgrades,
     plain_proxied_connections_are_counted_and_checked_too,
     joined_upgrades_count_towards_the_servers_capacity,
+    an_upgrade_takes_an_idle_pooled_connection_and_a_stale_one_is_replaced,
 );

@@ -41,7 +41,7 @@ pub async fn refuse(stats: &CoreStats, stream: &mut impl AnswerStream, resp: Res
 }
 
 /// The contract's error `code` in a refusal's JSON body (`""` when it has none).
-fn error_code(resp: &Response) -> String {
+pub(crate) fn error_code(resp: &Response) -> String {
     serde_json::from_slice::<serde_json::Value>(&resp.body)
         .ok()
         .and_then(|v| v.get("code")?.as_str().map(str::to_string))

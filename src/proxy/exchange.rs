@@ -6,8 +6,8 @@
 
 use super::body::{move_body, write_all, Broke, Frame};
 use super::head::{
-    client_closes, client_response, idempotent, parse_response, request_body, upstream_request,
-    Body, Forwarding, Reply, UpstreamHead,
+    client_closes, idempotent, parse_response, request_body, write_client_response,
+    write_upstream_request, Body, Forwarding, Reply, UpstreamHead,
 };
 use super::upgrade::{asked, forward, Request, Upgraded};
 use super::{pick, state, table};
@@ -53,7 +53,17 @@ pub(super) async fn refuse(
     count_status(core, status);
     let note = detach(stream);
     crate::http::write::refuse(&core.stats, stream, Response::error(status, code, msg)).await;
-    stream.set_access(note);
+    reattach(stream, note, code);
+}
+
+/// Writes one of the admission refusals (Origin, token, capacity) as the proxy's own answer.
+pub(super) async fn refuse_as(core: &Core, stream: &mut ServerStream, refusal: Refusal) {
+    let resp = refusal.response();
+    count_status(core, resp.status);
+    let code = crate::http::write::error_code(&resp);
+    let note = detach(stream);
+    refusal.write(&core.stats, stream).await;
+    reattach(stream, note, &code);
 }
 
 /// Takes the access log's note off the stream while the proxy writes an answer of its own:
@@ -62,6 +72,14 @@ fn detach(stream: &mut ServerStream) -> Option<crate::stats::access::Note> {
     let note = stream.access_mut().map(|n| n.clone());
     stream.set_access(None);
     note
+}
+
+/// Puts the note back with the answer's error code, for the request's `proxy` line.
+fn reattach(stream: &mut ServerStream, note: Option<crate::stats::access::Note>, code: &str) {
+    stream.set_access(note.map(|mut n| {
+        n.error = Some(code.into());
+        n
+    }));
 }
 
 /// A route with `auth = true`: a valid token (or API key) as the relay's own routes take it.
@@ -101,19 +119,17 @@ async fn check(
     };
     // Every request on the connection, as its first was at admission.
     if let Some(reason) = origin_refusal(&cfg.security, head) {
-        count_status(core, 403);
-        let note = detach(stream);
-        Refusal::Origin(reason).write(&core.stats, stream).await;
-        stream.set_access(note);
-        return Err(403);
+        let refusal = Refusal::Origin(reason);
+        let status = refusal.response().status;
+        refuse_as(core, stream, refusal).await;
+        return Err(status);
     }
     if cfg.proxy.routes[route].auth {
         if let Err(e) = authorized(core, head) {
-            let note = detach(stream);
-            Refusal::Auth(e).write(&core.stats, stream).await;
-            stream.set_access(note);
-            count_status(core, 401);
-            return Err(401);
+            let refusal = Refusal::Auth(e);
+            let status = refusal.response().status;
+            refuse_as(core, stream, refusal).await;
+            return Err(status);
         }
     }
     let cluster_region = cfg
@@ -344,16 +360,19 @@ pub(super) fn pick_upstream(
     let cfg = core.config();
     let r = &cfg.proxy.routes[route];
     state::with(&cfg.proxy, |w| {
-        let st = &w.routes[route];
-        let c = pick::candidates(r, &st.health, region, tried, Instant::now());
+        let st = &mut w.routes[route];
+        let mut c = std::mem::take(&mut st.scratch);
+        pick::candidates_into(r, &st.health, region, tried, Instant::now(), &mut c);
         let (a, b) = (core.rng.bytes::<8>(), core.rng.bytes::<8>());
-        pick::two_choices(
+        let picked = pick::two_choices(
             r,
             &st.health,
             &c,
             u64::from_le_bytes(a),
             u64::from_le_bytes(b),
-        )
+        );
+        st.scratch = c;
+        picked
     })
 }
 
@@ -470,7 +489,22 @@ async fn attempt_one(
         })
     };
     busy(1);
-    let out = attempt_on(core, stream, up, reused, head, to, peer, pending, checked).await;
+    // A request that may be sent twice goes once more, on a new connection to the same
+    // upstream, when the pooled connection it met had been closed by the upstream.
+    let resend = idempotent(&head.method) && checked.body == Body::None;
+    let (mut up, mut reused) = (up, reused);
+    let out = loop {
+        let out = attempt_on(core, stream, up, reused, head, to, peer, pending, checked).await;
+        if !(reused && resend && matches!(out, Attempt::Retry)) {
+            break out;
+        }
+        bump(&core.stats.proxy_upstream_stale, 1);
+        let addr = cfg.proxy.routes[to.route].upstreams[to.upstream].addr;
+        match dial(core, addr).await {
+            Some(fresh) => (up, reused) = (fresh, false),
+            None => break Attempt::Retry,
+        }
+    };
     busy(-1);
     out
 }
@@ -492,10 +526,13 @@ async fn attempt_on(
     let cfg = core.config();
     let r = &cfg.proxy.routes[to.route];
     let fw = forwarding(core, stream, head, r, to.upstream, peer);
-    let target = table::upstream_target(r, head);
-    let bytes = upstream_request(head, &target, checked.body, &fw);
+    let mut bytes = state::with(&cfg.proxy, |w| w.buffer());
+    let target = |out: &mut Vec<u8>| table::push_target(r, head, out);
+    write_upstream_request(&mut bytes, head, target, checked.body, &fw);
     let n = bytes.len();
-    if write_all(&mut up, bytes, n).await.0.is_err() {
+    let (sent, bytes) = write_all(&mut up, bytes, n).await;
+    state::with(&cfg.proxy, |w| w.give_back(bytes));
+    if sent.is_err() {
         return Attempt::Retry;
     }
     if checked.body != Body::None {
@@ -561,7 +598,9 @@ async fn send_body(
     }
 }
 
-/// Reads the response head within `proxy.response_timeout`, skipping interim (1xx) ones.
+/// Reads the response head within `proxy.response_timeout`, skipping interim (1xx) ones,
+/// into a pooled buffer, which it returns with the head still at its start (`len` bytes: see
+/// [`write_client_response`]) and then what followed it.
 pub(super) async fn read_response(
     core: &Core,
     up: &mut TcpStream,
@@ -569,20 +608,38 @@ pub(super) async fn read_response(
     upgrade: bool,
 ) -> Result<(UpstreamHead, Vec<u8>), (bool, bool)> {
     let cfg = core.config();
-    let deadline = Instant::now() + cfg.proxy.response_timeout;
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let buf = state::with(&cfg.proxy, |w| w.buffer());
+    let read = read_head(up, buf, head_request, upgrade, cfg.proxy.response_timeout).await;
+    match read {
+        Ok(x) => Ok(x),
+        Err((e, buf)) => {
+            state::with(&cfg.proxy, |w| w.give_back(buf));
+            Err(e)
+        }
+    }
+}
+
+/// [`read_response`] in `buf`, given back on failure.
+#[allow(clippy::type_complexity)]
+async fn read_head(
+    up: &mut TcpStream,
+    mut buf: Vec<u8>,
+    head_request: bool,
+    upgrade: bool,
+    timeout: std::time::Duration,
+) -> Result<(UpstreamHead, Vec<u8>), ((bool, bool), Vec<u8>)> {
+    let deadline = Instant::now() + timeout;
     loop {
         match parse_response(&buf, head_request) {
             Ok(Some((h, n))) if (100..200).contains(&h.status) && h.status != 101 => {
                 buf.drain(..n);
                 continue;
             }
-            Ok(Some((h, n))) if h.status != 101 || upgrade => {
-                buf.drain(..n);
-                return Ok((h, buf));
+            Ok(Some((h, _))) if h.status != 101 || upgrade => return Ok((h, buf)),
+            Ok(Some(_)) | Err(_) => return Err(((false, true), buf)),
+            Ok(None) if buf.len() >= crate::http::client::MAX_HEAD => {
+                return Err(((false, true), buf))
             }
-            Ok(Some(_)) | Err(_) => return Err((false, true)),
-            Ok(None) if buf.len() >= crate::http::client::MAX_HEAD => return Err((false, true)),
             Ok(None) => {}
         }
         if buf.len() == buf.capacity() {
@@ -592,13 +649,14 @@ pub(super) async fn read_response(
         let left = deadline.saturating_duration_since(Instant::now());
         let read = up.read(buf.slice_mut(len..cap));
         let Ok((res, slice)) = monoio::time::timeout(left, read).await else {
-            return Err((true, len > 0));
+            // The read was dropped with its buffer: a new one goes back in its place.
+            return Err(((true, len > 0), Vec::new()));
         };
         buf = slice.into_inner();
         match res {
             Ok(n) if n > 0 => {}
             // (timed out, any byte of a response seen)
-            _ => return Err((false, len > 0)),
+            _ => return Err(((false, len > 0), buf)),
         }
     }
 }
@@ -650,10 +708,15 @@ async fn respond(
     };
     let close = client_closes(head) || resp.body == Reply::UntilClose;
     count_status(core, resp.status);
-    let mut bytes = client_response(&resp, close);
+    let mut bytes = state::with(&cfg.proxy, |w| w.buffer());
+    write_client_response(&mut bytes, &rest[..resp.len], &resp, close, |_, _| {});
+    rest.drain(..resp.len);
     let inline = with_inline_body(&mut bytes, resp.body, &mut rest);
     let n = bytes.len();
-    if write_all(stream, bytes, n).await.0.is_err() {
+    let (sent, bytes) = write_all(stream, bytes, n).await;
+    state::with(&cfg.proxy, |w| w.give_back(bytes));
+    if sent.is_err() {
+        state::with(&cfg.proxy, |w| w.give_back(rest));
         return Attempt::Done(resp.status, false);
     }
     let frame = match resp.body {
@@ -672,14 +735,18 @@ async fn respond(
         cfg.proxy.idle_timeout,
     )
     .await;
-    state::with(&cfg.proxy, |w| w.give_back(buf));
+    let clean = rest.is_empty();
+    state::with(&cfg.proxy, |w| {
+        w.give_back(buf);
+        w.give_back(rest);
+    });
     match moved {
         Ok(n) => {
             let n = n + inline as u64;
             bump(&core.stats.proxy_bytes_down, n);
             super::stats::upstream(&cfg.proxy, to.route, to.upstream, |f| f.bytes_down += n);
             checked.moved.set((checked.moved.get().0, n));
-            if !resp.closes && resp.body != Reply::UntilClose && rest.is_empty() {
+            if !resp.closes && resp.body != Reply::UntilClose && clean {
                 state::with(&cfg.proxy, |w| {
                     w.keep_conn(&cfg.proxy, to.route, to.upstream, up)
                 });

@@ -3,10 +3,10 @@
 //! sent back. Hop-by-hop headers and those `Connection` names are dropped both ways (RFC 9110
 //! section 7.6.1, `bridge::headers`); the forwarding headers are ours. No I/O.
 
-use crate::bridge::headers::{forwardable, is_hop_by_hop};
+use crate::bridge::headers::is_hop_by_hop;
 use crate::http::client::{framing, Framing, WireError};
 use crate::http::RequestHead;
-use std::fmt::Write;
+use std::io::Write;
 use std::net::IpAddr;
 
 /// How a request's body is framed.
@@ -40,32 +40,43 @@ impl Smuggle {
 
 /// The request body's framing, strictly (RFC 9112 section 6.3).
 pub fn request_body(head: &RequestHead) -> Result<Body, Smuggle> {
-    let headers: Vec<httparse::Header<'_>> = head
-        .headers
-        .iter()
-        .map(|(n, v)| httparse::Header {
+    // The headers as httparse's, on the stack (a head over the client's limit of headers is
+    // never read; a larger list still gets its own Vec rather than being cut short).
+    let mut stack = [httparse::EMPTY_HEADER; crate::http::client::MAX_HEADERS];
+    let heap: Vec<httparse::Header<'_>>;
+    fn as_header((n, v): &(String, String)) -> httparse::Header<'_> {
+        httparse::Header {
             name: n,
             value: v.as_bytes(),
-        })
-        .collect();
+        }
+    }
+    let headers: &[httparse::Header<'_>] = if head.headers.len() <= stack.len() {
+        for (slot, h) in stack.iter_mut().zip(&head.headers) {
+            *slot = as_header(h);
+        }
+        &stack[..head.headers.len()]
+    } else {
+        heap = head.headers.iter().map(as_header).collect();
+        &heap
+    };
     if head.version == 0 && head.header("transfer-encoding").is_some() {
         return Err(Smuggle::Coding);
     }
-    match framing(&headers) {
+    match framing(headers) {
         Ok(Framing::Unframed) | Ok(Framing::Length(0)) => Ok(Body::None),
         Ok(Framing::Length(n)) => Ok(Body::Length(n)),
         Ok(Framing::Chunked) => {
             // Only `chunked` alone: anything layered under it the upstream would have to
             // undo, and a list is where parsers disagree.
-            let te: Vec<&str> = head
+            let codings = head
                 .headers
                 .iter()
                 .filter(|(n, _)| n == "transfer-encoding")
                 .flat_map(|(_, v)| v.split(','))
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
-                .collect();
-            if te.len() == 1 {
+                .count();
+            if codings == 1 {
                 Ok(Body::Chunked)
             } else {
                 Err(Smuggle::Coding)
@@ -122,75 +133,122 @@ const FORWARDING: [&str; 4] = [
 ];
 
 /// `for=` of `Forwarded`: an IPv6 address quoted in brackets (RFC 7239 section 6).
-fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("\"[{a}]\""),
+fn forwarded_node(out: &mut Vec<u8>, ip: IpAddr) {
+    let _ = match ip {
+        IpAddr::V4(a) => write!(out, "{a}"),
+        IpAddr::V6(a) => write!(out, "\"[{a}]\""),
+    };
+}
+
+/// The client's headers named by its `Connection` header (hop-by-hop for this hop only).
+fn named_by_connection(headers: &[(String, String)]) -> impl Iterator<Item = &str> + Clone {
+    headers
+        .iter()
+        .filter(|(n, _)| n == "connection")
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Writes the values of every `name` header (a trusted proxy's chain), joined by `, `;
+/// whether there was one.
+fn prior(out: &mut Vec<u8>, head: &RequestHead, name: &str) -> bool {
+    let mut any = false;
+    for (_, v) in head.headers.iter().filter(|(n, _)| n == name) {
+        if any {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(v.as_bytes());
+        any = true;
     }
+    any
 }
 
 /// The request head sent upstream, HTTP/1.1: the client's end-to-end headers in their order
 /// (Host replaced by `fw.host`, `Expect` dropped since the proxy answers it), the forwarding
 /// headers, and the body's framing as the proxy sends it.
 pub fn upstream_request(head: &RequestHead, target: &str, body: Body, fw: &Forwarding) -> Vec<u8> {
-    let mut out = String::with_capacity(256 + head.headers.len() * 32);
-    let _ = write!(
-        out,
-        "{} {target} HTTP/1.1\r\nHost: {}\r\n",
-        head.method, fw.host
+    let mut out = Vec::with_capacity(256 + head.headers.len() * 32);
+    write_upstream_request(
+        &mut out,
+        head,
+        |o| o.extend_from_slice(target.as_bytes()),
+        body,
+        fw,
     );
-    let mut kept: Vec<(&str, &str)> = Vec::new();
-    let all = forwardable(&head.headers);
-    for (n, v) in &all {
-        let ours = FORWARDING.contains(&n.as_str()) && !fw.peer_trusted;
+    out
+}
+
+/// [`upstream_request`] appended to `out` (a pooled buffer), the target written by `target`:
+/// nothing allocated, every header name and value written from the request head in place.
+pub fn write_upstream_request(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    target: impl FnOnce(&mut Vec<u8>),
+    body: Body,
+    fw: &Forwarding,
+) {
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    target(out);
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    out.extend_from_slice(fw.host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let named = named_by_connection(&head.headers);
+    for (n, v) in &head.headers {
+        // Names are lower-cased by the head parser.
+        let forwarding = FORWARDING.contains(&n.as_str());
         let credential = fw.drop_authorization && n == "authorization";
-        if ours || credential || matches!(n.as_str(), "host" | "expect" | "content-length") {
+        if forwarding
+            || credential
+            || matches!(n.as_str(), "host" | "expect" | "content-length")
+            || is_hop_by_hop(n)
+            || named.clone().any(|t| t.eq_ignore_ascii_case(n))
+        {
             continue;
         }
-        if FORWARDING.contains(&n.as_str()) {
-            kept.push((n, v));
-            continue;
-        }
-        let _ = write!(out, "{n}: {v}\r\n");
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    let prior = |name: &str| -> Option<String> {
-        let vals: Vec<&str> = kept
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-            .collect();
-        (!vals.is_empty()).then(|| vals.join(", "))
-    };
+    // A trusted proxy's forwarding headers are kept (and extended); anyone else's dropped.
+    // (They are never hop-by-hop, but a client may name them in Connection: then they go.)
+    let kept = |name: &str| fw.peer_trusted && !named.clone().any(|t| t.eq_ignore_ascii_case(name));
     let proto = if fw.tls { "https" } else { "http" };
-    let xff = match prior("x-forwarded-for") {
-        Some(p) => format!("{p}, {}", fw.peer),
-        None => fw.peer.to_string(),
-    };
     let client_host = head.header("host").unwrap_or(fw.host);
-    let fwd = format!(
-        "for={};host=\"{}\";proto={proto}",
-        forwarded_node(fw.peer),
-        client_host.replace(['"', '\\'], "")
-    );
-    let fwd = match prior("forwarded") {
-        Some(p) => format!("{p}, {fwd}"),
-        None => fwd,
-    };
-    let _ = write!(
-        out,
-        "X-Forwarded-For: {xff}\r\nX-Forwarded-Proto: {}\r\nX-Forwarded-Host: {}\r\nForwarded: {fwd}\r\n",
-        prior("x-forwarded-proto").unwrap_or_else(|| proto.into()),
-        prior("x-forwarded-host").unwrap_or_else(|| client_host.into()),
-    );
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if kept("x-forwarded-for") && prior(out, head, "x-forwarded-for") {
+        out.extend_from_slice(b", ");
+    }
+    let _ = write!(out, "{}", fw.peer);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
+    if !(kept("x-forwarded-proto") && prior(out, head, "x-forwarded-proto")) {
+        out.extend_from_slice(proto.as_bytes());
+    }
+    out.extend_from_slice(b"\r\nX-Forwarded-Host: ");
+    if !(kept("x-forwarded-host") && prior(out, head, "x-forwarded-host")) {
+        out.extend_from_slice(client_host.as_bytes());
+    }
+    out.extend_from_slice(b"\r\nForwarded: ");
+    if kept("forwarded") && prior(out, head, "forwarded") {
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"for=");
+    forwarded_node(out, fw.peer);
+    out.extend_from_slice(b";host=\"");
+    out.extend(client_host.bytes().filter(|b| !matches!(b, b'"' | b'\\')));
+    out.extend_from_slice(b"\";proto=");
+    out.extend_from_slice(proto.as_bytes());
+    out.extend_from_slice(b"\r\n");
     match body {
         Body::None => {}
         Body::Length(n) => {
             let _ = write!(out, "Content-Length: {n}\r\n");
         }
-        Body::Chunked => out.push_str("Transfer-Encoding: chunked\r\n"),
+        Body::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
-    out.push_str("\r\n");
-    out.into_bytes()
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How a response's body is framed.
@@ -203,19 +261,21 @@ pub enum Reply {
     UntilClose,
 }
 
-/// A response head read from an upstream.
-#[derive(Debug)]
+/// A response head read from an upstream: what the proxy decides from it. The head itself
+/// stays where it was read (its first `len` bytes), and is parsed again, in place, when it is
+/// written on ([`write_client_response`]): nothing of it is copied out.
+#[derive(Debug, Clone, Copy)]
 pub struct UpstreamHead {
     pub status: u16,
-    pub reason: String,
-    pub headers: Vec<(String, String)>,
     pub body: Reply,
     /// The upstream closes after this response.
     pub closes: bool,
+    /// The head's length in bytes.
+    pub len: usize,
 }
 
 /// Parses a response head; `Ok(None)`: incomplete. `head_request`: the request was HEAD, so
-/// there is no body whatever the head says.
+/// there is no body whatever the head says. Header values must be UTF-8.
 pub fn parse_response(
     buf: &[u8],
     head_request: bool,
@@ -239,59 +299,86 @@ pub fn parse_response(
             Framing::Chunked => Reply::Chunked,
         }
     };
-    let mut headers = Vec::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
-        let v = std::str::from_utf8(h.value)
-            .map_err(|_| WireError::Head(httparse::Error::HeaderValue))?;
-        headers.push((h.name.to_string(), v.to_string()));
+    if resp
+        .headers
+        .iter()
+        .any(|h| std::str::from_utf8(h.value).is_err())
+    {
+        return Err(WireError::Head(httparse::Error::HeaderValue));
     }
     let head = UpstreamHead {
         status,
-        reason: resp.reason.unwrap_or("").to_string(),
-        headers,
         body,
         closes,
+        len: n,
     };
     Ok(Some((head, n)))
 }
 
-/// The response head sent to the client: the upstream's end-to-end headers, its framing as
-/// the proxy sends it, and `Connection: close` when the client's connection ends after it.
-pub fn client_response(up: &UpstreamHead, close: bool) -> Vec<u8> {
-    let mut out = String::with_capacity(128 + up.headers.len() * 32);
-    let reason = if up.reason.is_empty() {
+/// The response head sent to the client, from the upstream's head `raw` (as
+/// [`parse_response`] took it): the upstream's end-to-end headers, its framing as the proxy
+/// sends it, and `Connection: close` when the client's connection ends after it.
+pub fn client_response(raw: &[u8], up: &UpstreamHead, close: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + raw.len());
+    write_client_response(&mut out, raw, up, close, |_, _| {});
+    out
+}
+
+/// [`client_response`] appended to `out` (a pooled buffer), without its final empty line when
+/// `more` is to add headers: `more(out, headers)` is given the upstream's headers and writes
+/// its own before the final `\r\n`.
+pub fn write_client_response(
+    out: &mut Vec<u8>,
+    raw: &[u8],
+    up: &UpstreamHead,
+    close: bool,
+    more: impl FnOnce(&mut Vec<u8>, &[httparse::Header<'_>]),
+) {
+    let mut storage = [httparse::EMPTY_HEADER; crate::http::client::MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut storage);
+    // It parsed when it was read: the same bytes parse the same way.
+    let (reason, headers): (&str, &[httparse::Header<'_>]) = match resp.parse(raw) {
+        Ok(httparse::Status::Complete(_)) => (resp.reason.unwrap_or(""), resp.headers),
+        _ => ("", &[]),
+    };
+    let reason = if reason.is_empty() {
         crate::http::response::reason(up.status)
     } else {
-        up.reason.as_str()
+        reason
     };
-    let _ = write!(out, "HTTP/1.1 {} {reason}\r\n", up.status);
+    let _ = write!(out, "HTTP/1.1 {} ", up.status);
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     // Names compared in place, without a lower-cased copy per header (this runs per response).
-    let named: Vec<&str> = up
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| v.split(','))
-        .map(str::trim)
-        .collect();
+    let named = || {
+        headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+    };
     let keep_length = matches!(up.body, Reply::Length(_) | Reply::None);
-    for (n, v) in &up.headers {
-        let length = n.eq_ignore_ascii_case("content-length");
-        if is_hop_by_hop(n)
-            || named.iter().any(|t| t.eq_ignore_ascii_case(n))
+    for h in headers {
+        let length = h.name.eq_ignore_ascii_case("content-length");
+        if is_hop_by_hop(h.name)
+            || named().any(|t| t.eq_ignore_ascii_case(h.name.as_bytes()))
             || (length && !keep_length)
         {
             continue;
         }
-        let _ = write!(out, "{n}: {v}\r\n");
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
     }
     if up.body == Reply::Chunked {
-        out.push_str("Transfer-Encoding: chunked\r\n");
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
     if close {
-        out.push_str("Connection: close\r\n");
+        out.extend_from_slice(b"Connection: close\r\n");
     }
-    out.push_str("\r\n");
-    out.into_bytes()
+    more(out, headers);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -402,7 +489,7 @@ mod tests {
             (up.status, up.body, n),
             (200, Reply::Chunked, raw.len() - 4)
         );
-        let out = String::from_utf8(client_response(&up, false)).unwrap();
+        let out = String::from_utf8(client_response(&raw[..n], &up, false)).unwrap();
         assert_eq!(
             out,
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -411,11 +498,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((up.body, up.closes), (Reply::UntilClose, true));
-        let (up, _) = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
-            .unwrap()
-            .unwrap();
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+        let (up, _) = parse_response(raw, true).unwrap().unwrap();
         assert_eq!(up.body, Reply::None);
-        let out = String::from_utf8(client_response(&up, true)).unwrap();
+        let out = String::from_utf8(client_response(raw, &up, true)).unwrap();
         assert!(
             out.contains("Content-Length: 5\r\nConnection: close\r\n\r\n"),
             "{out}"

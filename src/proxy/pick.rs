@@ -86,6 +86,7 @@ pub fn two_choices(
 
 /// The healthy upstreams a request for `region` may go to, never `except`: the region's, or
 /// (no region, or none healthy there and the route falls back) every healthy one.
+#[cfg(test)]
 pub fn candidates(
     route: &ProxyRoute,
     health: &[Health],
@@ -93,20 +94,35 @@ pub fn candidates(
     except: Option<usize>,
     now: Instant,
 ) -> Vec<usize> {
+    let mut out = Vec::new();
+    candidates_into(route, health, region, except, now, &mut out);
+    out
+}
+
+/// [`candidates`] into `out` (cleared first): the worker's scratch list, so that picking an
+/// upstream allocates nothing per request.
+pub fn candidates_into(
+    route: &ProxyRoute,
+    health: &[Health],
+    region: Option<&str>,
+    except: Option<usize>,
+    now: Instant,
+    out: &mut Vec<usize>,
+) {
+    out.clear();
     let ok = |i: &usize| Some(*i) != except && health[*i].healthy(now);
     let all = 0..route.upstreams.len();
     let Some(region) = region else {
-        return all.filter(ok).collect();
+        out.extend(all.filter(ok));
+        return;
     };
-    let here: Vec<usize> = all
-        .clone()
-        .filter(|&i| route.upstreams[i].region == region)
-        .filter(ok)
-        .collect();
-    if here.is_empty() && route.fallback {
-        all.filter(ok).collect()
-    } else {
-        here
+    out.extend(
+        all.clone()
+            .filter(|&i| route.upstreams[i].region == region)
+            .filter(ok),
+    );
+    if out.is_empty() && route.fallback {
+        out.extend(all.filter(ok));
     }
 }
 

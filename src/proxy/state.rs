@@ -17,6 +17,8 @@ pub struct RouteState {
     /// Idle connections per upstream, most recently used last.
     pub idle: Vec<Vec<(TcpStream, Instant)>>,
     pub in_flight: usize,
+    /// Scratch list of the upstreams a request may go to (`pick::candidates_into`).
+    pub scratch: Vec<usize>,
     /// This worker's figures for `/stats` and `/metrics` (`proxy::stats`).
     pub fig: RouteFigures,
 }
@@ -44,6 +46,7 @@ pub fn with<T>(cfg: &ProxyConfig, f: impl FnOnce(&mut Worker) -> T) -> T {
                     health: vec![Health::default(); r.upstreams.len()],
                     idle: (0..r.upstreams.len()).map(|_| Vec::new()).collect(),
                     in_flight: 0,
+                    scratch: Vec::with_capacity(r.upstreams.len()),
                     fig: RouteFigures {
                         prefix: r.prefix.clone(),
                         host: r.host.clone(),
@@ -73,7 +76,8 @@ impl Worker {
     }
 
     pub fn give_back(&mut self, mut b: Vec<u8>) {
-        if self.buffers.len() < KEEP_BUFFERS && b.capacity() <= 2 * super::body::BODY_BUF {
+        let size = super::body::BODY_BUF..=2 * super::body::BODY_BUF;
+        if self.buffers.len() < KEEP_BUFFERS && size.contains(&b.capacity()) {
             b.clear();
             self.buffers.push(b);
         }

@@ -1,5 +1,6 @@
 //! Which route a request takes, and the region it asks for. No I/O.
 
+use crate::auth::is_credential_param;
 use crate::config::{own_path, valid_region, ProxyConfig, ProxyRoute};
 use crate::http::RequestHead;
 
@@ -38,7 +39,13 @@ pub fn region_of(
     cluster_region: Option<&str>,
     head: &RequestHead,
 ) -> Result<Option<String>, ()> {
-    let named = match head.header(&cfg.region_header.to_ascii_lowercase()) {
+    // The head's names are lower-case; the configured one is compared without a copy.
+    let header = head
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(&cfg.region_header))
+        .map(|(_, v)| v.as_str());
+    let named = match header {
         Some(v) => Some(v.trim().to_string()),
         None => head.query_param(&cfg.region_query),
     };
@@ -53,18 +60,48 @@ pub fn region_of(
 }
 
 /// The path sent upstream: the request's, less the route's prefix when it strips it (what
-/// is left always starts with `/`), with the query as it came.
+/// is left always starts with `/`), with the query as it came, except, on a route that checks
+/// ringrelay's own credential (`auth = true`), its `token=` (and API-key `key=rrk_...`)
+/// parameters: the rest of the query goes byte for byte, in order.
 pub fn upstream_target(route: &ProxyRoute, head: &RequestHead) -> String {
-    let path = if route.strip_prefix {
+    let mut out = Vec::with_capacity(head.path.len() + head.query.len() + 2);
+    push_target(route, head, &mut out);
+    // Made of the head's own strings and ASCII separators.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`upstream_target`] appended to `out` (the request head being written upstream).
+pub fn push_target(route: &ProxyRoute, head: &RequestHead, out: &mut Vec<u8>) {
+    if route.strip_prefix {
         let rest = head.path[route.prefix.len()..].trim_start_matches('/');
-        format!("/{rest}")
+        out.push(b'/');
+        out.extend_from_slice(rest.as_bytes());
     } else {
-        head.path.clone()
-    };
+        out.extend_from_slice(head.path.as_bytes());
+    }
+    if !route.auth {
+        if !head.query.is_empty() {
+            out.push(b'?');
+            out.extend_from_slice(head.query.as_bytes());
+        }
+        return;
+    }
     if head.query.is_empty() {
-        path
-    } else {
-        format!("{path}?{}", head.query)
+        return;
+    }
+    let mark = out.len();
+    out.push(b'?');
+    let start = out.len();
+    let kept = head.query.split('&').filter(|p| !is_credential_param(p));
+    for (i, pair) in kept.enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        out.extend_from_slice(pair.as_bytes());
+    }
+    // A query that was nothing but the credential leaves no `?`.
+    if out.len() == start {
+        out.truncate(mark);
     }
 }
 
@@ -145,5 +182,44 @@ mod tests {
         route.strip_prefix = true;
         assert_eq!(upstream_target(&route, &h), "/items?a=1");
         assert_eq!(upstream_target(&route, &head("/api", "h")), "/");
+    }
+
+    #[test]
+    fn an_auth_route_drops_the_relays_credential_from_the_query_and_keeps_the_rest() {
+        let mut route = r("/", None);
+        let with = |q: &str| {
+            let mut h = head("/p", "h");
+            h.query = q.into();
+            h
+        };
+        let key = "key=rrk_0123456789abcdef0123456789abcdef";
+        let cases = [
+            ("token=abc", "/p"),
+            ("a=1&token=abc&b=%20x", "/p?a=1&b=%20x"),
+            ("token=abc&a=1", "/p?a=1"),
+            ("a=1&token", "/p?a=1"),
+            ("b=2&&a=1&token=t", "/p?b=2&&a=1"),
+            (
+                "tokens=1&key=mine&mytoken=2",
+                "/p?tokens=1&key=mine&mytoken=2",
+            ),
+            ("", "/p"),
+            ("a=?&token=t", "/p?a=?"),
+            ("&a=1&token=t", "/p?&a=1"),
+        ];
+        route.auth = true;
+        for (q, want) in cases {
+            assert_eq!(upstream_target(&route, &with(q)), want, "{q}");
+        }
+        assert_eq!(
+            upstream_target(&route, &with(&format!("{key}&z=9"))),
+            "/p?z=9"
+        );
+        // Without auth the route's token parameters are the upstream's own: sent as they came.
+        route.auth = false;
+        assert_eq!(
+            upstream_target(&route, &with("a=1&token=abc")),
+            "/p?a=1&token=abc"
+        );
     }
 }

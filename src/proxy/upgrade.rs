@@ -13,9 +13,11 @@
 
 use super::body::{move_body, write_all, Frame, BODY_BUF};
 use super::exchange::{
-    count_status, dial, forwarding, judge, pick_upstream, read_response, refuse, Step,
+    count_status, dial, forwarding, judge, pick_upstream, read_response, refuse, refuse_as, Step,
 };
-use super::head::{client_response, upstream_request, Body, Forwarding, Reply, UpstreamHead};
+use super::head::{
+    client_response, upstream_request, write_client_response, Body, Forwarding, Reply, UpstreamHead,
+};
 use super::{state, table};
 use crate::config::Config;
 use crate::context::Core;
@@ -73,18 +75,20 @@ pub fn upgrade_request(head: &RequestHead, target: &str, fw: &Forwarding) -> Vec
     out
 }
 
-/// The 101 sent to the client: the upstream's end-to-end headers, `Connection: Upgrade` and
-/// the protocol the upstream switched to.
-pub fn switching(up: &UpstreamHead) -> Vec<u8> {
-    let mut out = client_response(up, false);
-    out.truncate(out.len() - 2);
-    let pairs = up.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
-    let protocol = joined(pairs, "upgrade");
-    out.extend_from_slice(b"Connection: Upgrade\r\n");
-    if !protocol.is_empty() {
-        out.extend_from_slice(format!("Upgrade: {protocol}\r\n").as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
+/// The 101 sent to the client (from the upstream's head `raw`): the upstream's end-to-end
+/// headers, `Connection: Upgrade` and the protocol the upstream switched to.
+pub fn switching(raw: &[u8], up: &UpstreamHead) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + raw.len());
+    write_client_response(&mut out, raw, up, false, |out, headers| {
+        let pairs = headers
+            .iter()
+            .filter_map(|h| Some((h.name, std::str::from_utf8(h.value).ok()?)));
+        let protocol = joined(pairs, "upgrade");
+        out.extend_from_slice(b"Connection: Upgrade\r\n");
+        if !protocol.is_empty() {
+            out.extend_from_slice(format!("Upgrade: {protocol}\r\n").as_bytes());
+        }
+    });
     out
 }
 
@@ -151,8 +155,7 @@ pub async fn forward(
         opens_session: false,
     };
     if let Err(reason) = capacity::check(&core.config().limits, totals, joining) {
-        count_status(core, 503);
-        Refusal::Capacity(reason).write(&core.stats, stream).await;
+        refuse_as(core, stream, Refusal::Capacity(reason)).await;
         return (503, Step::Close, None);
     }
     let mut tried = None;
@@ -168,13 +171,32 @@ pub async fn forward(
         }
         tried = Some(u);
         let hold = Hold::new(core, req.route, u);
-        let addr = core.config().proxy.routes[req.route].upstreams[u].addr;
-        // Nothing reached an upstream that cannot be reached: another one may be tried.
-        let Some(up) = dial(core, addr).await else {
-            judge(core, req.route, u, None);
-            continue;
+        let answer = match ask(core, stream, head, req, u).await {
+            Ok(answer) => answer,
+            // Nothing reached an upstream that cannot be reached: another one may be tried.
+            Err(Asked::Unreached) => {
+                judge(core, req.route, u, None);
+                continue;
+            }
+            Err(Asked::Failed { timed_out }) => {
+                judge(core, req.route, u, None);
+                let (status, code, msg) = match timed_out {
+                    true => (
+                        504,
+                        "upstream_timeout",
+                        "the upstream did not answer in time",
+                    ),
+                    false => (502, "bad_gateway", "the upstream broke off"),
+                };
+                match timed_out {
+                    true => bump(&core.stats.proxy_upstream_timeouts, 1),
+                    false => bump(&core.stats.proxy_upstream_failed, 1),
+                }
+                refuse(core, stream, status, code, msg).await;
+                return (status, Step::Close, Some(u));
+            }
         };
-        let step = switch(core, stream, head, req, up, hold, pending).await;
+        let step = switch(core, stream, answer, hold, pending).await;
         return (step.0, step.1, Some(u));
     }
     bump(&core.stats.proxy_upstream_failed, 1);
@@ -183,56 +205,83 @@ pub async fn forward(
     (502, Step::Close, tried)
 }
 
-/// Sends the upgrade request on `up` and passes its answer on: a 101 and the joined
-/// connections to come, or any other response, after which the connection closes.
+/// Why asking an upstream for the upgrade gave no answer.
+enum Asked {
+    /// No connection could be made: nothing reached the upstream.
+    Unreached,
+    /// The request went out and no (whole) answer came: no retry.
+    Failed { timed_out: bool },
+}
+
+/// Sends the upgrade request to upstream `u` and reads its answer's head: on an idle pooled
+/// connection when there is one (as any request), else on a new one. A pooled connection the
+/// upstream had already closed (nothing answered on it) is replaced by a new one once; the
+/// upstream is not blamed for it.
+async fn ask(
+    core: &Core,
+    stream: &ServerStream,
+    head: &RequestHead,
+    req: &Request,
+    u: usize,
+) -> Result<(TcpStream, UpstreamHead, Vec<u8>), Asked> {
+    let cfg = core.config();
+    let r = &cfg.proxy.routes[req.route];
+    let pooled = state::with(&cfg.proxy, |w| w.idle_conn(&cfg.proxy, req.route, u));
+    let fw = forwarding(core, stream, head, r, u, req.peer);
+    let bytes = upgrade_request(head, &table::upstream_target(r, head), &fw);
+    let mut bytes = Some(bytes);
+    let mut next = pooled;
+    if next.is_some() {
+        bump(&core.stats.proxy_upstream_reused, 1);
+    }
+    loop {
+        let reused = next.is_some();
+        let mut up = match next.take() {
+            Some(up) => up,
+            None => dial(core, r.upstreams[u].addr)
+                .await
+                .ok_or(Asked::Unreached)?,
+        };
+        let out = bytes.take().unwrap_or_default();
+        let n = out.len();
+        let (sent, out) = write_all(&mut up, out, n).await;
+        bytes = Some(out);
+        let answer = match sent {
+            Ok(()) => read_response(core, &mut up, false, true).await,
+            Err(_) => Err((false, false)),
+        };
+        match answer {
+            Ok((resp, rest)) => return Ok((up, resp, rest)),
+            Err((false, false)) if reused => bump(&core.stats.proxy_upstream_stale, 1),
+            Err((timed_out, _)) => return Err(Asked::Failed { timed_out }),
+        }
+    }
+}
+
+/// Passes the upstream's answer on: a 101 and the joined connections to come, or any other
+/// response, after which the connection closes.
 async fn switch(
     core: &Core,
     stream: &mut ServerStream,
-    head: &RequestHead,
-    req: &Request,
-    mut up: TcpStream,
+    answer: (TcpStream, UpstreamHead, Vec<u8>),
     hold: Hold,
     pending: &mut Vec<u8>,
 ) -> (u16, Step) {
-    let cfg = core.config();
+    let (mut up, resp, read) = answer;
     let (route, u) = (hold.route, hold.upstream);
-    let r = &cfg.proxy.routes[route];
-    let fw = forwarding(core, stream, head, r, u, req.peer);
-    let bytes = upgrade_request(head, &table::upstream_target(r, head), &fw);
-    let n = bytes.len();
-    let sent = write_all(&mut up, bytes, n).await.0.is_ok();
-    let answer = match sent {
-        true => read_response(core, &mut up, false, true).await,
-        false => Err((false, false)),
-    };
-    let (resp, rest) = match answer {
-        Ok(x) => x,
-        Err((timed_out, _)) => {
-            judge(core, route, u, None);
-            let (status, code, msg) = match timed_out {
-                true => (
-                    504,
-                    "upstream_timeout",
-                    "the upstream did not answer in time",
-                ),
-                false => (502, "bad_gateway", "the upstream broke off"),
-            };
-            match timed_out {
-                true => bump(&core.stats.proxy_upstream_timeouts, 1),
-                false => bump(&core.stats.proxy_upstream_failed, 1),
-            }
-            refuse(core, stream, status, code, msg).await;
-            return (status, Step::Close);
-        }
-    };
     judge(core, route, u, Some(resp.status));
     count_status(core, resp.status);
     if resp.status != 101 {
         bump(&core.stats.proxy_upgrades_refused, 1);
-        pass_on(core, stream, up, &resp, rest).await;
+        pass_on(core, stream, up, &resp, read).await;
         return (resp.status, Step::Close);
     }
-    let bytes = switching(&resp);
+    let bytes = switching(&read[..resp.len], &resp);
+    // What followed the 101 (the new protocol's first bytes) is kept on its own: the pooled
+    // read buffer goes back rather than living as long as the joined pair.
+    let rest = read[resp.len..].to_vec();
+    let cfg = core.config();
+    state::with(&cfg.proxy, |w| w.give_back(read));
     let n = bytes.len();
     if write_all(stream, bytes, n).await.0.is_err() {
         return (101, Step::Close);
@@ -263,7 +312,8 @@ async fn pass_on(
     mut rest: Vec<u8>,
 ) {
     let cfg = core.config();
-    let bytes = client_response(resp, true);
+    let bytes = client_response(&rest[..resp.len], resp, true);
+    rest.drain(..resp.len);
     let n = bytes.len();
     if write_all(stream, bytes, n).await.0.is_err() {
         return;
@@ -563,7 +613,7 @@ mod tests {
         let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Hop\r\nX-Hop: 1\r\nSec-WebSocket-Accept: abc=\r\n\r\nframe";
         let (up, n) = parse_response(raw, false).unwrap().unwrap();
         assert_eq!((up.status, n), (101, raw.len() - 5));
-        let out = String::from_utf8(switching(&up)).unwrap();
+        let out = String::from_utf8(switching(&raw[..n], &up)).unwrap();
         assert_eq!(
             out,
             "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: abc=\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"

@@ -222,6 +222,9 @@ pub struct Note {
     pub role: Option<Box<str>>,
     /// `1.2` or `1.3` over TLS.
     pub tls: Option<&'static str>,
+    /// The contract's error code of the answer ringrelay gave itself to the current request
+    /// on a proxy route (`no_upstream`, `bad_gateway`, ...), for its `proxy` line.
+    pub error: Option<Box<str>>,
 }
 
 impl Note {
@@ -236,6 +239,7 @@ impl Note {
             session: None,
             role: None,
             tls: None,
+            error: None,
         }
     }
 
@@ -251,6 +255,7 @@ impl Note {
     pub fn set_request(&mut self, method: &str, path: &str) {
         self.method = method.into();
         self.path = cut(path, MAX_PATH).into();
+        self.error = None;
     }
 }
 
@@ -406,7 +411,8 @@ pub struct Proxied<'a> {
 }
 
 /// The line of a request through a proxy route (`kind` `proxy`): the same fields as its
-/// `ringrelay::proxy` log line, one per request, the proxy's own refusals included.
+/// `ringrelay::proxy` log line, one per request, the proxy's own refusals included (with the
+/// contract's `error` code, as a `refusal` line carries it).
 pub fn proxied(stats: &CoreStats, note: Option<&Note>, p: Proxied<'_>) {
     let (Some(sink), Some(n)) = (&stats.access.sink, note) else {
         return;
@@ -414,6 +420,7 @@ pub fn proxied(stats: &CoreStats, note: Option<&Note>, p: Proxied<'_>) {
     let mut line = Line::start(sink.json, "proxy", n);
     line.str("route", &cut(p.route, MAX_PATH));
     line.num("status", p.status as u64);
+    line.opt("error", n.error.as_deref());
     line.duration(p.started);
     line.str("region", p.region);
     line.str("upstream", p.upstream);

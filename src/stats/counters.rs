@@ -203,6 +203,7 @@ counters!(
     proxy_health_checks_failed: "Active health checks that failed: no 2xx or 3xx answer within health_interval.",
     proxy_upstreams_down: "Upstreams a worker took out of rotation after health_fall failed checks in a row.",
     proxy_upstreams_up: "Upstreams a worker brought back after health_rise passed checks in a row.",
+    proxy_upstream_stale: "Idle pooled upstream connections the upstream had closed, found when a request (or upgrade) sent on one got no answer; the request went again on a new connection to the same upstream, which is not counted as failing.",
     memory_trims: "Times a worker gave back the memory a storm left (the pool's idle read buffers, the registry's spare capacity, its allocator's freed pages): after its connections fell by a quarter, a burst of read buffers, or a storm that was over.",
     memory_trims_settled: "Of memory_trims, those made once a storm was over (nothing moved for a second): after a trim for a fall or for buffers, or after the open connections grew by 256.",
     handover_closed: "Connections a binary upgrade could not hand over, closed with 1012 so they reconnect: links carried to or from another node (cluster mode), TLS whose record state could not be carried, or not at rest within shutdown_grace.",
