@@ -17,6 +17,18 @@ IFS=. read -r major minor patch <<<"$msrv"
 tc="$major.$minor.${patch:-0}"
 below="$major.$((minor - 1)).0"
 have() { rustup run "$1" rustc --version >/dev/null 2>&1; }
+# A toolchain installed as "1.88" (rustup's channel name) is used when it is that same release:
+# no second download of a compiler the machine already has.
+pick() {
+    local short=${1%.*}
+    if ! have "$1" && have "$short" && rustup run "$short" rustc --version | grep -q "^rustc $1 "; then
+        echo "$short"
+    else
+        echo "$1"
+    fi
+}
+tc=$(pick "$tc")
+below=$(pick "$below")
 for t in "$tc" "$below"; do
     have "$t" || rustup toolchain install "$t" --profile minimal
 done
