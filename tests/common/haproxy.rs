@@ -41,7 +41,13 @@ impl Haproxy {
         cfg = cfg.replace(check, "check inter 100ms fall 1 rise 1");
         let backend = "backend relay_nodes\n";
         assert!(cfg.contains(backend));
-        cfg = cfg.replace(backend, &format!("{backend}    source {SOURCE}\n"));
+        // A check's answer may take its time on a loaded machine (the default wait for it is
+        // `inter`, 100 ms, and every node then looked down: 503); a stopped node still fails
+        // its check at once, its connection refused.
+        cfg = cfg.replace(
+            backend,
+            &format!("{backend}    source {SOURCE}\n    timeout check 2s\n"),
+        );
         let config = std::env::temp_dir().join(format!(
             "ringrelay-haproxy-{}-{port}.cfg",
             std::process::id()
