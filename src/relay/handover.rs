@@ -25,7 +25,7 @@ use crate::session::persist;
 use crate::session::{Flag, Peer, Session};
 use crate::stats::bump;
 use crate::ws::CloseCode;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -65,16 +65,39 @@ const LOOK_EVERY: Duration = Duration::from_millis(2);
 
 /// Called on each worker of the old process once its listeners stopped accepting: parks its
 /// connections (nothing more read or written until [`settle`]) and describes them.
+///
+/// Every step is linear in the worker's connections (a busy worker holds thousands, most of
+/// them idle, and every message of the few busy ones waits for this): one pass over the
+/// sessions finds each connection's seat, sets find what stays or crosses.
 pub async fn export(core: &Rc<Core>) -> Export {
+    let started = Instant::now();
     core.registry.park.request();
-    let deadline = Instant::now() + core.config().shutdown_grace;
+    let deadline = started + core.config().shutdown_grace;
     let staying = close_those_that_stay(core);
     while !all_at_rest(core, &staying) && Instant::now() < deadline {
         monoio::time::sleep(LOOK_EVERY).await;
     }
-    let mut crossing = Vec::new();
-    for p in core.registry.peers() {
-        if staying.contains(&p.id) || !at_rest(&p) {
+    let at_rest_after = started.elapsed();
+    let peers = core.registry.peers();
+    let mut crossing = Vec::with_capacity(peers.len());
+    let mut crossing_ids = HashSet::with_capacity(peers.len());
+    {
+        let mut gated = core.registry.park.gated.borrow_mut();
+        gated.reserve(peers.len());
+        for p in &peers {
+            if staying.contains(&p.id) || !at_rest(p) {
+                continue;
+            }
+            // Nearly every gate is free (no write in flight): taken at once, no timer.
+            if p.try_close_gate() {
+                gated.push(p.clone());
+                crossing_ids.insert(p.id);
+                crossing.push(p.clone());
+            }
+        }
+    }
+    for p in &peers {
+        if staying.contains(&p.id) || crossing_ids.contains(&p.id) || !at_rest(p) {
             continue;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -82,29 +105,46 @@ pub async fn export(core: &Rc<Core>) -> Export {
         // client that does not read) keeps its connection here.
         if monoio::time::timeout(left, p.close_gate()).await.is_ok() {
             core.registry.park.gated.borrow_mut().push(p.clone());
-            crossing.push(p);
+            crossing_ids.insert(p.id);
+            crossing.push(p.clone());
         }
     }
+    let gated_after = started.elapsed();
     // Whatever did not come to rest in time (or joined meanwhile) is told to come back.
-    let crossing_ids: Vec<u64> = crossing.iter().map(|p| p.id).collect();
     for p in core.registry.peers() {
         if !crossing_ids.contains(&p.id) && !staying.contains(&p.id) {
             close_restart(core, p);
         }
     }
-    describe(core, &crossing)
+    let share = describe(core, &crossing);
+    tracing::debug!(
+        worker = core.index,
+        connections = crossing.len(),
+        fds = share.fds.len(),
+        bytes = share.bytes.len(),
+        at_rest_ms = ms(at_rest_after),
+        gated_ms = ms(gated_after - at_rest_after),
+        described_ms = ms(started.elapsed() - gated_after),
+        "handover: exported"
+    );
+    share
+}
+
+/// A duration in milliseconds with a fraction, for the phases' log lines.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Closes with 1012 every connection that cannot cross (module doc); returns their ids. A
 /// bridged request waiting for an agent's answer is answered 503 with `Retry-After` (its
 /// agent reconnects to the new process).
-fn close_those_that_stay(core: &Rc<Core>) -> Vec<u64> {
+fn close_those_that_stay(core: &Rc<Core>) -> HashSet<u64> {
     let cfg = core.config();
     let cluster = core.shared.cluster.is_some();
     if cluster {
         core.cluster_local.end_all(CloseCode::SERVICE_RESTART);
     }
-    let mut staying = Vec::new();
+    let mut staying = HashSet::new();
     for p in core.registry.peers() {
         let agent = *p.role == *cfg.bridge.agent_role;
         if cluster || agent || p.sock.is_tls() {
@@ -112,7 +152,7 @@ fn close_those_that_stay(core: &Rc<Core>) -> Vec<u64> {
                 let n = core.bridge.agent_upgrading(p.id);
                 bump(&core.stats.handover_bridged_refused, n as u64);
             }
-            staying.push(p.id);
+            staying.insert(p.id);
             close_restart(core, p);
         }
     }
@@ -141,7 +181,7 @@ fn at_rest(p: &Peer) -> bool {
         && !p.flags.get(Flag::TORN)
 }
 
-fn all_at_rest(core: &Core, staying: &[u64]) -> bool {
+fn all_at_rest(core: &Core, staying: &HashSet<u64>) -> bool {
     let delivering = core.registry.sessions().iter().any(|s| s.delivering.get());
     !delivering
         && core
@@ -155,16 +195,23 @@ fn all_at_rest(core: &Core, staying: &[u64]) -> bool {
 /// crossing connections with a duplicate of each one's descriptor.
 fn describe(core: &Core, crossing: &[Rc<Peer>]) -> Export {
     let mut share = Share::default();
-    let mut index: HashMap<Rc<str>, u32> = HashMap::new();
-    let mut fds = Vec::new();
+    share.conns.reserve(crossing.len());
+    let sessions = core.registry.sessions();
+    // Each seated connection's session and slot, found in one pass over the sessions.
+    let mut seats: HashMap<u64, (&Rc<Session>, usize)> = HashMap::with_capacity(crossing.len());
+    for s in &sessions {
+        for (slot, id) in s.peer_ids().into_iter().enumerate() {
+            if let Some(id) = id {
+                seats.insert(id, (s, slot));
+            }
+        }
+    }
+    let mut index: HashMap<&str, u32> = HashMap::with_capacity(sessions.len());
+    let mut fds = Vec::with_capacity(crossing.len());
     for p in crossing {
-        let seat = core
-            .registry
-            .sessions()
-            .into_iter()
-            .find_map(|s| s.slot_of(p.id).map(|slot| (s, slot)));
-        let session = match &seat {
-            Some((s, _)) => Some(*index.entry(s.id.clone()).or_insert_with(|| {
+        let seat = seats.get(&p.id).copied();
+        let session = match seat {
+            Some((s, _)) => Some(*index.entry(&s.id).or_insert_with(|| {
                 share.sessions.push(live_session(s));
                 share.sessions.len() as u32 - 1
             })),
@@ -192,9 +239,9 @@ fn describe(core: &Core, crossing: &[Rc<Peer>]) -> Export {
         fds.push(fd);
     }
     // Sessions without a connection here that keep messages or replay windows go too.
-    for s in core.registry.sessions() {
-        if !index.contains_key(&s.id) && keeps_something(&s) {
-            share.sessions.push(live_session(&s));
+    for s in &sessions {
+        if !index.contains_key(&*s.id) && keeps_something(s) {
+            share.sessions.push(live_session(s));
         }
     }
     Export {

@@ -270,8 +270,10 @@ async fn adopt(
         .recv_async()
         .await
         .map_err(|_| "the upgrade ended before this worker's share came".to_string())?;
+    let started = std::time::Instant::now();
     let adopted = handover::adopt(core, share).map_err(|e| e.to_string())?;
-    tracing::debug!(worker = core.index, adopted, "connections adopted");
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    tracing::debug!(worker = core.index, adopted, ms, "connections adopted");
     let _ = adopted_tx.send(adopted);
     Ok(())
 }

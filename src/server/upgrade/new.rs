@@ -4,6 +4,7 @@
 
 use super::channel::{Channel, ChannelError};
 use super::wire::{Message, Totals};
+use crate::stats::upgrade::Phases;
 use super::UpgradeError;
 use crate::config::Config;
 use crate::config::UPGRADE_FD_VAR;
@@ -129,21 +130,34 @@ impl Inherited {
                 &[],
                 self.timeout,
             )?;
+            let taken = Instant::now();
+            let mut first = None;
             for (i, tx) in shares.iter().enumerate() {
-                let share = self.receive_share(i as u32)?;
+                let share = self.receive_share(i as u32, &mut first)?;
                 let _ = tx.send(share);
             }
+            let received = Instant::now();
             Ok(Fed {
                 channel: self.channel,
                 totals: self.totals,
                 started: self.started,
                 timeout: self.timeout,
+                taken,
+                first_share: first.unwrap_or(received),
+                received,
             })
         })
     }
 
-    fn receive_share(&self, worker: u32) -> Result<Export, UpgradeError> {
-        let (bytes, fds) = match self.channel.recv(self.timeout)? {
+    /// Receives worker `worker`'s share; `first` notes when the first share began to come.
+    fn receive_share(
+        &self,
+        worker: u32,
+        first: &mut Option<Instant>,
+    ) -> Result<Export, UpgradeError> {
+        let header = self.channel.recv(self.timeout)?;
+        first.get_or_insert_with(Instant::now);
+        let (bytes, fds) = match header {
             (
                 Message::Share {
                     worker: w,
@@ -178,12 +192,29 @@ pub struct Fed {
     pub totals: Totals,
     started: Instant,
     timeout: Duration,
+    /// `taken` sent: the old process stops accepting and exports from here.
+    taken: Instant,
+    /// The first share began to come: the old process's export ended before.
+    first_share: Instant,
+    /// Every share received and handed to its worker.
+    received: Instant,
 }
 
 impl Fed {
     /// How long the handover took, from `hello` read.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// The handover's phases as this process saw them, up to now (every worker adopted).
+    pub fn phases(&self) -> Phases {
+        let now = Instant::now();
+        Phases {
+            start: self.taken - self.started,
+            export: self.first_share - self.taken,
+            transfer: self.received - self.first_share,
+            adopt: now - self.received,
+        }
     }
 
     /// Answers `holding` and waits for the old process to let go (`released`, or its end of
@@ -236,12 +267,18 @@ impl Adopted {
             .map_err(|_| UpgradeError::Other("the share thread panicked".into()))??;
         let connections: u64 = self.adopted.try_iter().map(|n| n as u64).sum();
         let ms = fed.elapsed().as_millis() as u64;
+        let phases = fed.phases();
         let stats = &running.shared.upgrades;
         stats.took_over(fed.totals, connections, ms, crate::auth::unix_now());
+        stats.phases(phases);
         fed.holding(connections)?;
         tracing::info!(
             connections,
             handover_ms = ms,
+            start_ms = phases.start.as_secs_f64() * 1e3,
+            export_ms = phases.export.as_secs_f64() * 1e3,
+            transfer_ms = phases.transfer.as_secs_f64() * 1e3,
+            adopt_ms = phases.adopt.as_secs_f64() * 1e3,
             generation = crate::server::health::generation(),
             "upgrade: this process holds everything and serves"
         );

@@ -266,14 +266,23 @@ impl Dance {
             m => return Err(UpgradeError::Unexpected(format!("{m:?}"))),
         }
         self.exported = true;
+        let t0 = Instant::now();
         let shares = export_all(inner, self.left())?;
+        let exported = t0.elapsed();
         for (worker, share) in shares.into_iter().enumerate() {
             self.send_share(worker as u32, share)?;
         }
+        let sent = t0.elapsed();
         let connections = match self.recv()? {
             Message::Holding { connections } => connections,
             m => return Err(UpgradeError::Unexpected(format!("{m:?}"))),
         };
+        tracing::debug!(
+            export_ms = exported.as_secs_f64() * 1e3,
+            send_ms = (sent - exported).as_secs_f64() * 1e3,
+            holding_ms = (t0.elapsed() - sent).as_secs_f64() * 1e3,
+            "upgrade: phases from the workers' export on"
+        );
         // From here on the new process serves: nothing turns back.
         settle_all(inner, Outcome::Released, Duration::from_secs(10));
         // systemd hears the new main pid from this one, the main process, before the new one
