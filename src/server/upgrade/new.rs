@@ -4,12 +4,12 @@
 
 use super::channel::{Channel, ChannelError};
 use super::wire::{Message, Totals};
-use crate::stats::upgrade::Phases;
 use super::UpgradeError;
 use crate::config::Config;
 use crate::config::UPGRADE_FD_VAR;
 use crate::relay::handover::Export;
 use crate::server::{Listeners, Running, Server, ServerError};
+use crate::stats::upgrade::Phases;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
