@@ -17,7 +17,7 @@ mod wire;
 
 use crate::context::Core;
 use crate::limits::IpCharge;
-use crate::runtime::socket::Socket;
+use crate::runtime::socket::{Lent, Socket};
 use crate::session::events::durable::Shapes;
 use crate::session::events::EventKey;
 use crate::session::park::Resolved;
@@ -26,17 +26,26 @@ use crate::session::{Flag, Peer, Session};
 use crate::stats::bump;
 use crate::ws::CloseCode;
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use wire::{ConnState, LiveSession, Share};
 
 pub use wire::VERSION;
 
-/// One worker's share of a handover: an encoded description (versioned by this module) and
-/// the descriptors it names, by index.
+/// One worker's share of a handover as the old process sends it: an encoded description
+/// (versioned by this module) and the descriptors it names, by index: each crossing
+/// connection's own, lent, not duplicated.
 #[derive(Debug, Default)]
 pub struct Export {
+    pub bytes: Vec<u8>,
+    pub fds: Vec<Lent>,
+}
+
+/// One worker's share as the new process receives it: the descriptors are its own now
+/// (SCM_RIGHTS put a duplicate of each into this process).
+#[derive(Debug, Default)]
+pub struct Handed {
     pub bytes: Vec<u8>,
     pub fds: Vec<OwnedFd>,
 }
@@ -74,7 +83,7 @@ pub async fn export(core: &Rc<Core>) -> Export {
     }
     let mut crossing = Vec::new();
     for p in core.registry.peers() {
-        if staying.contains(&p.id) || !at_rest(&p) {
+        if staying.contains(&p.id) || !at_rest(&p) || !describable(core, &p) {
             continue;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -85,7 +94,8 @@ pub async fn export(core: &Rc<Core>) -> Export {
             crossing.push(p);
         }
     }
-    // Whatever did not come to rest in time (or joined meanwhile) is told to come back.
+    // Whatever did not come to rest in time, joined meanwhile, or cannot be described is
+    // told to come back: nothing is left out silently.
     let crossing_ids: Vec<u64> = crossing.iter().map(|p| p.id).collect();
     for p in core.registry.peers() {
         if !crossing_ids.contains(&p.id) && !staying.contains(&p.id) {
@@ -141,6 +151,16 @@ fn at_rest(p: &Peer) -> bool {
         && !p.flags.get(Flag::TORN)
 }
 
+/// A connection the share can describe: seated in a session here, or on the echo route.
+fn describable(core: &Core, p: &Peer) -> bool {
+    &*p.role == "echo"
+        || core
+            .registry
+            .sessions()
+            .iter()
+            .any(|s| s.slot_of(p.id).is_some())
+}
+
 fn all_at_rest(core: &Core, staying: &[u64]) -> bool {
     let delivering = core.registry.sessions().iter().any(|s| s.delivering.get());
     !delivering
@@ -152,7 +172,8 @@ fn all_at_rest(core: &Core, staying: &[u64]) -> bool {
 }
 
 /// The share: every session that keeps something or has a connection crossing, and the
-/// crossing connections with a duplicate of each one's descriptor.
+/// crossing connections with each one's own descriptor, lent (`runtime::socket::Lent`). Every one of
+/// `crossing` is described (`export` keeps only those [`describable`]).
 fn describe(core: &Core, crossing: &[Rc<Peer>]) -> Export {
     let mut share = Share::default();
     let mut index: HashMap<Rc<str>, u32> = HashMap::new();
@@ -163,21 +184,15 @@ fn describe(core: &Core, crossing: &[Rc<Peer>]) -> Export {
             .sessions()
             .into_iter()
             .find_map(|s| s.slot_of(p.id).map(|slot| (s, slot)));
-        let session = match &seat {
-            Some((s, _)) => Some(*index.entry(s.id.clone()).or_insert_with(|| {
+        // None: the echo route (`export` sent every other unseated connection 1012).
+        let session = seat.as_ref().map(|(s, _)| {
+            *index.entry(s.id.clone()).or_insert_with(|| {
                 share.sessions.push(live_session(s));
                 share.sessions.len() as u32 - 1
-            })),
-            None if &*p.role == "echo" => None,
-            None => continue,
-        };
-        let fd = match p.sock.as_fd().try_clone_to_owned() {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::warn!(conn = p.id, error = %e, "handover: could not duplicate a socket");
-                continue;
-            }
-        };
+            })
+        });
+        // Lent, not duplicated: valid until `settle`, which keeps the peer until then.
+        let fd = Lent::of(&p.sock);
         share.conns.push(ConnState {
             fd: fds.len() as u32,
             session,
@@ -250,7 +265,7 @@ pub async fn settle(core: &Rc<Core>, outcome: Outcome) {
 ///
 /// Everything is checked before anything is adopted: a share that does not decode, or a
 /// descriptor that is not a TCP socket, adopts nothing (the old process serves on).
-pub fn adopt(core: &Rc<Core>, export: Export) -> Result<usize, HandoverError> {
+pub fn adopt(core: &Rc<Core>, export: Handed) -> Result<usize, HandoverError> {
     if export.bytes.is_empty() && export.fds.is_empty() {
         return Ok(0);
     }
