@@ -17,7 +17,7 @@ mod wire;
 
 use crate::context::Core;
 use crate::limits::IpCharge;
-use crate::runtime::socket::Socket;
+use crate::runtime::socket::{Lent, Socket};
 use crate::session::events::durable::Shapes;
 use crate::session::events::EventKey;
 use crate::session::park::Resolved;
@@ -26,17 +26,26 @@ use crate::session::{Flag, Peer, Session};
 use crate::stats::bump;
 use crate::ws::CloseCode;
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use wire::{ConnState, LiveSession, Share};
 
 pub use wire::VERSION;
 
-/// One worker's share of a handover: an encoded description (versioned by this module) and
-/// the descriptors it names, by index.
+/// One worker's share of a handover as the old process sends it: an encoded description
+/// (versioned by this module) and the descriptors it names, by index: each crossing
+/// connection's own, lent, not duplicated.
 #[derive(Debug, Default)]
 pub struct Export {
+    pub bytes: Vec<u8>,
+    pub fds: Vec<Lent>,
+}
+
+/// One worker's share as the new process receives it: the descriptors are its own now
+/// (SCM_RIGHTS put a duplicate of each into this process).
+#[derive(Debug, Default)]
+pub struct Handed {
     pub bytes: Vec<u8>,
     pub fds: Vec<OwnedFd>,
 }
@@ -79,13 +88,15 @@ pub async fn export(core: &Rc<Core>) -> Export {
     }
     let at_rest_after = started.elapsed();
     let peers = core.registry.peers();
+    let sessions = core.registry.sessions();
+    let seats = seats_of(&sessions);
     let mut crossing = Vec::with_capacity(peers.len());
     let mut crossing_ids = HashSet::with_capacity(peers.len());
     {
         let mut gated = core.registry.park.gated.borrow_mut();
         gated.reserve(peers.len());
         for p in &peers {
-            if staying.contains(&p.id) || !at_rest(p) {
+            if staying.contains(&p.id) || !at_rest(p) || !describable(&seats, p) {
                 continue;
             }
             // Nearly every gate is free (no write in flight): taken at once, no timer.
@@ -97,7 +108,11 @@ pub async fn export(core: &Rc<Core>) -> Export {
         }
     }
     for p in &peers {
-        if staying.contains(&p.id) || crossing_ids.contains(&p.id) || !at_rest(p) {
+        if staying.contains(&p.id)
+            || crossing_ids.contains(&p.id)
+            || !at_rest(p)
+            || !describable(&seats, p)
+        {
             continue;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -110,13 +125,29 @@ pub async fn export(core: &Rc<Core>) -> Export {
         }
     }
     let gated_after = started.elapsed();
-    // Whatever did not come to rest in time (or joined meanwhile) is told to come back.
+    // A seat that changed while a write finished: described as it is now, or not at all.
+    let sessions = core.registry.sessions();
+    let seats = seats_of(&sessions);
+    let (stays, goes): (Vec<_>, Vec<_>) =
+        crossing.into_iter().partition(|p| describable(&seats, p));
+    crossing = stays;
+    if !goes.is_empty() {
+        core.registry
+            .park
+            .gated
+            .borrow_mut()
+            .retain(|g| !goes.iter().any(|p| p.id == g.id));
+        goes.iter().for_each(|p| p.open_gate());
+    }
+    crossing_ids = crossing.iter().map(|p| p.id).collect();
+    // Whatever did not come to rest in time, joined meanwhile, or cannot be described is
+    // told to come back: nothing is left out silently.
     for p in core.registry.peers() {
         if !crossing_ids.contains(&p.id) && !staying.contains(&p.id) {
             close_restart(core, p);
         }
     }
-    let share = describe(core, &crossing);
+    let share = describe(&crossing, &sessions, &seats);
     tracing::debug!(
         worker = core.index,
         connections = crossing.len(),
@@ -181,6 +212,26 @@ fn at_rest(p: &Peer) -> bool {
         && !p.flags.get(Flag::TORN)
 }
 
+/// A connection the share can describe: seated in a session here, or on the echo route.
+fn describable(seats: &Seats<'_>, p: &Peer) -> bool {
+    &*p.role == "echo" || seats.contains_key(&p.id)
+}
+
+/// Each seated connection's session and slot, found in one pass over the sessions.
+type Seats<'a> = HashMap<u64, (&'a Rc<Session>, usize)>;
+
+fn seats_of(sessions: &[Rc<Session>]) -> Seats<'_> {
+    let mut seats = HashMap::with_capacity(2 * sessions.len());
+    for s in sessions {
+        for (slot, id) in s.peer_ids().into_iter().enumerate() {
+            if let Some(id) = id {
+                seats.insert(id, (s, slot));
+            }
+        }
+    }
+    seats
+}
+
 fn all_at_rest(core: &Core, staying: &HashSet<u64>) -> bool {
     let delivering = core.registry.sessions().iter().any(|s| s.delivering.get());
     !delivering
@@ -192,39 +243,24 @@ fn all_at_rest(core: &Core, staying: &HashSet<u64>) -> bool {
 }
 
 /// The share: every session that keeps something or has a connection crossing, and the
-/// crossing connections with a duplicate of each one's descriptor.
-fn describe(core: &Core, crossing: &[Rc<Peer>]) -> Export {
+/// crossing connections with each one's own descriptor, lent (`runtime::socket::Lent`). Every one of
+/// `crossing` is described (`export` keeps only those [`describable`]).
+fn describe(crossing: &[Rc<Peer>], sessions: &[Rc<Session>], seats: &Seats<'_>) -> Export {
     let mut share = Share::default();
     share.conns.reserve(crossing.len());
-    let sessions = core.registry.sessions();
-    // Each seated connection's session and slot, found in one pass over the sessions.
-    let mut seats: HashMap<u64, (&Rc<Session>, usize)> = HashMap::with_capacity(crossing.len());
-    for s in &sessions {
-        for (slot, id) in s.peer_ids().into_iter().enumerate() {
-            if let Some(id) = id {
-                seats.insert(id, (s, slot));
-            }
-        }
-    }
     let mut index: HashMap<&str, u32> = HashMap::with_capacity(sessions.len());
     let mut fds = Vec::with_capacity(crossing.len());
     for p in crossing {
         let seat = seats.get(&p.id).copied();
-        let session = match seat {
-            Some((s, _)) => Some(*index.entry(&s.id).or_insert_with(|| {
+        // None: the echo route (`export` sent every other unseated connection 1012).
+        let session = seat.map(|(s, _)| {
+            *index.entry(&s.id).or_insert_with(|| {
                 share.sessions.push(live_session(s));
                 share.sessions.len() as u32 - 1
-            })),
-            None if &*p.role == "echo" => None,
-            None => continue,
-        };
-        let fd = match p.sock.as_fd().try_clone_to_owned() {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::warn!(conn = p.id, error = %e, "handover: could not duplicate a socket");
-                continue;
-            }
-        };
+            })
+        });
+        // Lent, not duplicated: valid until `settle`, which keeps the peer until then.
+        let fd = Lent::of(&p.sock);
         share.conns.push(ConnState {
             fd: fds.len() as u32,
             session,
@@ -239,7 +275,7 @@ fn describe(core: &Core, crossing: &[Rc<Peer>]) -> Export {
         fds.push(fd);
     }
     // Sessions without a connection here that keep messages or replay windows go too.
-    for s in &sessions {
+    for s in sessions {
         if !index.contains_key(&*s.id) && keeps_something(s) {
             share.sessions.push(live_session(s));
         }
@@ -297,7 +333,7 @@ pub async fn settle(core: &Rc<Core>, outcome: Outcome) {
 ///
 /// Everything is checked before anything is adopted: a share that does not decode, or a
 /// descriptor that is not a TCP socket, adopts nothing (the old process serves on).
-pub fn adopt(core: &Rc<Core>, export: Export) -> Result<usize, HandoverError> {
+pub fn adopt(core: &Rc<Core>, export: Handed) -> Result<usize, HandoverError> {
     if export.bytes.is_empty() && export.fds.is_empty() {
         return Ok(0);
     }
