@@ -280,21 +280,18 @@ impl Dance {
         }
         self.exported = true;
         let t0 = Instant::now();
-        let mut shares = export_all(inner, self.left())?;
-        let mut exported = None;
-        for worker in 0..inner.orders.len() {
-            let share = shares.next_in_order()?;
-            exported.get_or_insert_with(|| t0.elapsed());
+        let shares = export_all(inner, self.left())?;
+        let exported = t0.elapsed();
+        for (worker, share) in shares.into_iter().enumerate() {
             self.send_share(worker as u32, share)?;
         }
-        let exported = exported.unwrap_or_default();
         let sent = t0.elapsed();
         let connections = match self.recv()? {
             Message::Holding { connections } => connections,
             m => return Err(UpgradeError::Unexpected(format!("{m:?}"))),
         };
         tracing::debug!(
-            first_export_ms = exported.as_secs_f64() * 1e3,
+            export_ms = exported.as_secs_f64() * 1e3,
             send_ms = (sent - exported).as_secs_f64() * 1e3,
             holding_ms = (t0.elapsed() - sent).as_secs_f64() * 1e3,
             "upgrade: phases from the workers' export on"
@@ -334,49 +331,23 @@ impl Dance {
     }
 }
 
-/// Asks every worker to stop accepting and export (they do so at once, each on its own
-/// thread); the shares are then taken in worker order, each as soon as it is there, so the
-/// first is sent while the others are still being described.
-fn export_all(inner: &Inner, timeout: Duration) -> Result<Shares, UpgradeError> {
+/// Asks every worker to stop accepting and export; returns the shares in worker order.
+fn export_all(inner: &Inner, timeout: Duration) -> Result<Vec<Export>, UpgradeError> {
     let n = inner.orders.len();
     let (tx, rx) = flume::bounded(n);
     for o in &inner.orders {
         o.send(UpgradeOrder::Export(tx.clone()))
             .map_err(|_| UpgradeError::Other("a worker has stopped".into()))?;
     }
-    Ok(Shares {
-        rx,
-        waiting: (0..n).map(|_| None).collect(),
-        next: 0,
-        deadline: Instant::now() + timeout,
-    })
-}
-
-/// The workers' shares as they come, handed on in worker order.
-struct Shares {
-    rx: flume::Receiver<(usize, Export)>,
-    /// Shares that came before the one next in order.
-    waiting: Vec<Option<Export>>,
-    next: usize,
-    deadline: Instant,
-}
-
-impl Shares {
-    fn next_in_order(&mut self) -> Result<Export, UpgradeError> {
-        loop {
-            if let Some(share) = self.waiting.get_mut(self.next).and_then(Option::take) {
-                self.next += 1;
-                return Ok(share);
-            }
-            let (i, share) = self
-                .rx
-                .recv_deadline(self.deadline)
-                .map_err(|_| UpgradeError::Other("a worker did not export in time".into()))?;
-            if let Some(slot) = self.waiting.get_mut(i) {
-                *slot = Some(share);
-            }
-        }
+    let deadline = Instant::now() + timeout;
+    let mut shares: Vec<Option<Export>> = (0..n).map(|_| None).collect();
+    for _ in 0..n {
+        let (i, share) = rx
+            .recv_deadline(deadline)
+            .map_err(|_| UpgradeError::Other("a worker did not export in time".into()))?;
+        shares[i] = Some(share);
     }
+    Ok(shares.into_iter().map(Option::unwrap_or_default).collect())
 }
 
 /// Tells every worker the outcome and waits (bounded) for each to confirm.
