@@ -27,7 +27,9 @@ The action, half-way through the measured time:
   BIN (target/release/ringrelay), LOAD_BIN (BIN), ACTION (usr2), CASES ("streaming idle"),
   ROUNDS (3), SECONDS_EACH (10), WORKERS (2), PAIRS (1000), RATE (20000), IDLE (10000),
   HOLDERS (2; each holds IDLE/HOLDERS connections, under the 20,000 fds of a process),
-  PROBE_PAIRS (20), PROBE_RATE (2000), JSON=1 (one JSON object at the end)
+  PROBE_PAIRS (20), PROBE_RATE (2000), JSON=1 (one JSON object at the end),
+  RELAY_LOG (the relays' RUST_LOG, warn; `ringrelay=debug` logs the handover's phases),
+  LOG_FILE (the relays' log is appended there rather than to a temporary file)
 Loopback only; bounded: every load has a --duration and every wait a deadline.
 """
 import json
@@ -51,6 +53,7 @@ ROUNDS, SECS, WORKERS = int(E("ROUNDS", "3")), int(E("SECONDS_EACH", "10")), E("
 PAIRS, RATE = int(E("PAIRS", "1000")), int(E("RATE", "20000"))
 IDLE, HOLDERS = int(E("IDLE", "10000")), int(E("HOLDERS", "2"))
 PROBE_PAIRS, PROBE_RATE = int(E("PROBE_PAIRS", "20")), int(E("PROBE_RATE", "2000"))
+RELAY_LOG, LOG_FILE = E("RELAY_LOG", "warn"), E("LOG_FILE")
 WARMUP = 2
 
 
@@ -89,7 +92,7 @@ class Relay:
         self.start()
 
     def start(self):
-        env = dict(os.environ, RUST_LOG="warn", RINGRELAY_SESSION_STATE_DIR=self.state_dir,
+        env = dict(os.environ, RUST_LOG=RELAY_LOG, RINGRELAY_SESSION_STATE_DIR=self.state_dir,
                    RINGRELAY_LIMITS_IP_CONNECT_RATE="0", RINGRELAY_LIMITS_MAX_CONNECTIONS_PER_IP="0",
                    RINGRELAY_LIMITS_MAX_HANDSHAKES_PER_IP="0", RINGRELAY_CLUSTER_NODE_ID="bench")
         cmd = [BIN, "serve", "--listen", f"127.0.0.1:{self.port}", "--admin-listen",
@@ -169,7 +172,7 @@ def load(relay, pairs, rate, seconds, both_ways=True):
 
 
 def one_run(case, action, work):
-    with tempfile.TemporaryDirectory(dir=work) as state, open(os.path.join(work, "relay.log"), "ab") as log:
+    with tempfile.TemporaryDirectory(dir=work) as state, open(LOG_FILE or os.path.join(work, "relay.log"), "ab") as log:
         relay = Relay(state, log)
         held = []
         try:

@@ -35,6 +35,12 @@ struct Relay {
 
 impl Relay {
     fn start(driver: &str, tag: &str, env: &[(&str, &str)]) -> Relay {
+        Relay::start_limited(driver, tag, env, None)
+    }
+
+    /// `nofile`: the relay's open-file limit (RLIMIT_NOFILE, soft and hard), which the
+    /// processes it starts inherit.
+    fn start_limited(driver: &str, tag: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Relay {
         become_subreaper();
         let dir = common::dir::Dir::new("upgrade", &format!("{tag}-{driver}"));
         let exe = dir.0.join("ringrelay");
@@ -58,6 +64,24 @@ impl Relay {
         }
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            // SAFETY: between fork and exec only setrlimit(2) runs, which is
+            // async-signal-safe, on a value copied into the closure.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let (child, log, line) = common::spawn_listening(&mut cmd);
         let field = |name: &str| common::listening_addr(&line, name);
@@ -495,7 +519,70 @@ fn systemd_hears_the_new_main_pid(driver: &str) {
     assert_ne!(relay.pid, old);
 }
 
+/// Idle connections (pairs that send nothing until checked) on a relay whose open-file
+/// limit fits them once, not twice: about 17 descriptors of its own, 180 connections, a
+/// limit of 300. The new process needs as many as the old, plus the 64 it keeps free.
+const IDLE_PAIRS: usize = 90;
+const NOFILE: u64 = 300;
+
+fn idle_pairs(relay: &Relay, tag: &str) -> Vec<(Ws, Ws)> {
+    (0..IDLE_PAIRS)
+        .map(|i| pair(relay.addr, &format!("{tag}{i}")))
+        .collect()
+}
+
+/// A message each way on every pair: a connection cut (no close frame: the old process
+/// exited holding it) fails the read.
+fn all_flow(pairs: &mut [(Ws, Ws)], n: u32) {
+    for (x, y) in pairs.iter_mut() {
+        flows(x, y, n);
+    }
+}
+
+/// The old process hands over its connections' own descriptors: it needs none beyond them.
+/// Before: it duplicated each one first, so with 180 connections under a limit of 300 about
+/// 80 duplicates failed with EMFILE, those connections were left out of the share without a
+/// word, and they were cut without a close frame when the old process exited.
+fn connections_cross_on_a_limit_that_fits_them_once(driver: &str) {
+    let mut relay = Relay::start_limited(driver, "nofile", &[], Some(NOFILE));
+    let mut pairs = idle_pairs(&relay, "idle");
+    all_flow(&mut pairs, 0);
+    let (old, code) = relay.upgrade();
+    assert_eq!(code, Some(0), "process {old} exits 0: {:?}", relay.log);
+    all_flow(&mut pairs, 1);
+    let u = relay.upgrade_stats();
+    assert_eq!(
+        u["connections_handed_over"],
+        2 * IDLE_PAIRS as u64,
+        "{u}\n{:?}",
+        relay.log
+    );
+    assert!(!relay.log_contains("could not duplicate"));
+}
+
+/// A new process that cannot open the descriptors of the connections (a lower open-file
+/// limit than the old one's) refuses the upgrade before any worker adopts anything, saying
+/// why; the old one keeps every connection, and every pair flows.
+fn a_new_process_short_of_descriptors_leaves_everyone_with_the_old(driver: &str) {
+    let relay = Relay::start_limited(driver, "nofile-new", &[], Some(NOFILE));
+    let mut pairs = idle_pairs(&relay, "kept");
+    all_flow(&mut pairs, 0);
+    let real = relay.exe.with_extension("real");
+    copy_executable(Path::new(env!("CARGO_BIN_EXE_ringrelay")), &real);
+    relay.replace_binary(&format!(
+        "#!/bin/sh\nulimit -n 150\nexec {} \"$@\"\n",
+        real.display()
+    ));
+    kill(relay.pid, libc::SIGUSR2);
+    let (mut x, mut y) = pairs.pop().unwrap();
+    still_serving(&relay, &mut x, &mut y, 1, "open-file limit 150");
+    all_flow(&mut pairs, 1);
+    assert_eq!(relay.upgrade_stats()["upgrades"], 0);
+}
+
 both_drivers!(
+    connections_cross_on_a_limit_that_fits_them_once,
+    a_new_process_short_of_descriptors_leaves_everyone_with_the_old,
     systemd_hears_the_new_main_pid,
     five_upgrades_in_a_row_refuse_nobody,
     a_broken_binary_leaves_the_old_process_serving,

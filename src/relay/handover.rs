@@ -22,7 +22,7 @@ mod wire;
 use crate::context::Core;
 use crate::fleet::local::Origin;
 use crate::limits::IpCharge;
-use crate::runtime::socket::Socket;
+use crate::runtime::socket::{Lent, Socket};
 use crate::runtime::tls::TlsSession;
 use crate::session::events::durable::Shapes;
 use crate::session::events::EventKey;
@@ -32,18 +32,27 @@ use crate::session::{Flag, Peer, Session};
 use crate::stats::bump;
 use crate::tls::record::Carried;
 use crate::ws::CloseCode;
-use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use wire::{ConnState, LiveSession, Share};
 
 pub use wire::VERSION;
 
-/// One worker's share of a handover: an encoded description (versioned by this module) and
-/// the descriptors it names, by index.
+/// One worker's share of a handover as the old process sends it: an encoded description
+/// (versioned by this module) and the descriptors it names, by index: each crossing
+/// connection's own, lent, not duplicated.
 #[derive(Debug, Default)]
 pub struct Export {
+    pub bytes: Vec<u8>,
+    pub fds: Vec<Lent>,
+}
+
+/// One worker's share as the new process receives it: the descriptors are its own now
+/// (SCM_RIGHTS put a duplicate of each into this process).
+#[derive(Debug, Default)]
+pub struct Handed {
     pub bytes: Vec<u8>,
     pub fds: Vec<OwnedFd>,
 }
@@ -72,59 +81,128 @@ const LOOK_EVERY: Duration = Duration::from_millis(2);
 
 /// Called on each worker of the old process once its listeners stopped accepting: parks its
 /// connections (nothing more read or written until [`settle`]) and describes them.
+///
+/// Every step is linear in the worker's connections (a busy worker holds thousands, most of
+/// them idle, and every message of the few busy ones waits for this): one pass over the
+/// sessions finds each connection's seat, sets find what stays or crosses.
 pub async fn export(core: &Rc<Core>) -> Export {
+    let started = Instant::now();
     core.registry.park.request();
-    let deadline = Instant::now() + core.config().shutdown_grace;
+    let deadline = started + core.config().shutdown_grace;
     let staying = close_those_that_stay(core);
     while !all_at_rest(core, &staying) && Instant::now() < deadline {
         monoio::time::sleep(LOOK_EVERY).await;
     }
-    let mut crossing = Vec::new();
-    for p in core.registry.peers() {
-        if staying.contains(&p.id) || !at_rest(&p) {
+    let at_rest_after = started.elapsed();
+    let peers = core.registry.peers();
+    let sessions = core.registry.sessions();
+    let seats = seats_of(&sessions);
+    let mut crossing: Vec<(Rc<Peer>, Option<Carried>)> = Vec::with_capacity(peers.len());
+    let mut crossing_ids = HashSet::with_capacity(peers.len());
+    for p in &peers {
+        if staying.contains(&p.id) || !at_rest(p) || !describable(&seats, p) {
+            continue;
+        }
+        // Nearly every gate is free (no write in flight): taken at once, no timer.
+        if p.try_close_gate() {
+            if let Some(tls) = gated(core, p) {
+                crossing_ids.insert(p.id);
+                crossing.push((p.clone(), tls));
+            }
+        }
+    }
+    for p in &peers {
+        if staying.contains(&p.id)
+            || crossing_ids.contains(&p.id)
+            || !at_rest(p)
+            || !describable(&seats, p)
+        {
             continue;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         // A write still in flight finishes first; one that cannot within the grace (a
         // client that does not read) keeps its connection here.
         if monoio::time::timeout(left, p.close_gate()).await.is_ok() {
-            // No write in flight now, and none read: a TLS connection's keys can be taken.
-            let tls = match p.sock.tls_carry() {
-                None => None,
-                Some(Ok(carried)) => Some(carried),
-                Some(Err(why)) => {
-                    tracing::debug!(conn = p.id, ?why, "handover: TLS state not carried");
-                    bump(&core.stats.handover_tls_closed, 1);
-                    p.open_gate();
-                    continue;
-                }
-            };
-            core.registry.park.gated.borrow_mut().push(p.clone());
-            crossing.push((p, tls));
+            if let Some(tls) = gated(core, p) {
+                crossing_ids.insert(p.id);
+                crossing.push((p.clone(), tls));
+            }
         }
     }
-    // Whatever did not come to rest in time (or joined meanwhile) is told to come back.
-    let crossing_ids: Vec<u64> = crossing.iter().map(|(p, _)| p.id).collect();
+    let gated_after = started.elapsed();
+    // A seat that changed while a write finished: described as it is now, or not at all.
+    let sessions = core.registry.sessions();
+    let seats = seats_of(&sessions);
+    let (stays, goes): (Vec<_>, Vec<_>) = crossing
+        .into_iter()
+        .partition(|(p, _)| describable(&seats, p));
+    crossing = stays;
+    if !goes.is_empty() {
+        core.registry
+            .park
+            .gated
+            .borrow_mut()
+            .retain(|g| !goes.iter().any(|(p, _)| p.id == g.id));
+        goes.iter().for_each(|(p, _)| p.open_gate());
+    }
+    crossing_ids = crossing.iter().map(|(p, _)| p.id).collect();
+    // Whatever did not come to rest in time, joined meanwhile, or cannot be described is
+    // told to come back: nothing is left out silently.
     for p in core.registry.peers() {
         if !crossing_ids.contains(&p.id) && !staying.contains(&p.id) {
             close_restart(core, p);
         }
     }
-    describe(core, crossing)
+    let connections = crossing.len();
+    let share = describe(core, crossing, &sessions, &seats);
+    tracing::debug!(
+        worker = core.index,
+        connections,
+        fds = share.fds.len(),
+        bytes = share.bytes.len(),
+        at_rest_ms = ms(at_rest_after),
+        gated_ms = ms(gated_after - at_rest_after),
+        described_ms = ms(started.elapsed() - gated_after),
+        "handover: exported"
+    );
+    share
+}
+
+/// Called with `p`'s write gate held (no write in flight, none read): parks it and takes a
+/// TLS connection's keys. `None`: its TLS state cannot be carried, so it does not cross (it
+/// gets 1012 with the others left behind).
+fn gated(core: &Core, p: &Rc<Peer>) -> Option<Option<Carried>> {
+    let tls = match p.sock.tls_carry() {
+        None => None,
+        Some(Ok(carried)) => Some(carried),
+        Some(Err(why)) => {
+            tracing::debug!(conn = p.id, ?why, "handover: TLS state not carried");
+            bump(&core.stats.handover_tls_closed, 1);
+            p.open_gate();
+            return None;
+        }
+    };
+    core.registry.park.gated.borrow_mut().push(p.clone());
+    Some(tls)
+}
+
+/// A duration in milliseconds with a fraction, for the phases' log lines.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Closes with 1012 every connection that cannot cross (module doc); returns their ids. A
-/// bridged request waiting for an agent's answer is answered 503 with `Retry-After` (its
-/// agent reconnects to the new process).
-fn close_those_that_stay(core: &Rc<Core>) -> Vec<u64> {
+/// bridged request waiting for an agent's answer is answered 503 with `Retry-After` (the
+/// agent itself crosses).
+fn close_those_that_stay(core: &Rc<Core>) -> HashSet<u64> {
     // Links carried to other nodes end with 1012: their clients come back to the new
     // process, which carries them again (the session's owner has not changed).
     core.cluster_local.end_all(CloseCode::SERVICE_RESTART);
-    let mut staying = Vec::new();
+    let mut staying = HashSet::new();
     for p in core.registry.peers() {
         refuse_bridged(core, &p);
         if carried_in(core, &p) {
-            staying.push(p.id);
+            staying.insert(p.id);
             close_restart(core, p);
         }
     }
@@ -172,7 +250,27 @@ fn at_rest(p: &Peer) -> bool {
         && !p.flags.get(Flag::TORN)
 }
 
-fn all_at_rest(core: &Core, staying: &[u64]) -> bool {
+/// A connection the share can describe: seated in a session here, or on the echo route.
+fn describable(seats: &Seats<'_>, p: &Peer) -> bool {
+    &*p.role == "echo" || seats.contains_key(&p.id)
+}
+
+/// Each seated connection's session and slot, found in one pass over the sessions.
+type Seats<'a> = HashMap<u64, (&'a Rc<Session>, usize)>;
+
+fn seats_of(sessions: &[Rc<Session>]) -> Seats<'_> {
+    let mut seats = HashMap::with_capacity(2 * sessions.len());
+    for s in sessions {
+        for (slot, id) in s.peer_ids().into_iter().enumerate() {
+            if let Some(id) = id {
+                seats.insert(id, (s, slot));
+            }
+        }
+    }
+    seats
+}
+
+fn all_at_rest(core: &Core, staying: &HashSet<u64>) -> bool {
     let delivering = core.registry.sessions().iter().any(|s| s.delivering.get());
     !delivering
         && core
@@ -183,33 +281,30 @@ fn all_at_rest(core: &Core, staying: &[u64]) -> bool {
 }
 
 /// The share: every session that keeps something or has a connection crossing, and the
-/// crossing connections with a duplicate of each one's descriptor.
-fn describe(core: &Core, crossing: Vec<(Rc<Peer>, Option<Carried>)>) -> Export {
+/// crossing connections with each one's own descriptor, lent (`runtime::socket::Lent`). Every
+/// one of `crossing` is described (`export` keeps only those [`describable`]).
+fn describe(
+    core: &Core,
+    crossing: Vec<(Rc<Peer>, Option<Carried>)>,
+    sessions: &[Rc<Session>],
+    seats: &Seats<'_>,
+) -> Export {
     let mut share = Share::default();
-    let mut index: HashMap<Rc<str>, u32> = HashMap::new();
-    let mut fds = Vec::new();
+    share.conns.reserve(crossing.len());
+    let mut index: HashMap<&str, u32> = HashMap::with_capacity(sessions.len());
+    let mut fds = Vec::with_capacity(crossing.len());
     for (p, tls) in crossing {
-        let seat = core
-            .registry
-            .sessions()
-            .into_iter()
-            .find_map(|s| s.slot_of(p.id).map(|slot| (s, slot)));
-        let session = match &seat {
-            Some((s, _)) => Some(*index.entry(s.id.clone()).or_insert_with(|| {
+        let p = &p;
+        let seat = seats.get(&p.id).copied();
+        // None: the echo route (`export` sent every other unseated connection 1012).
+        let session = seat.map(|(s, _)| {
+            *index.entry(&s.id).or_insert_with(|| {
                 share.sessions.push(live_session(s));
                 share.sessions.len() as u32 - 1
-            })),
-            None if &*p.role == "echo" => None,
-            None => continue,
-        };
-        let p = &p;
-        let fd = match p.sock.as_fd().try_clone_to_owned() {
-            Ok(fd) => fd,
-            Err(e) => {
-                tracing::warn!(conn = p.id, error = %e, "handover: could not duplicate a socket");
-                continue;
-            }
-        };
+            })
+        });
+        // Lent, not duplicated: valid until `settle`, which keeps the peer until then.
+        let fd = Lent::of(&p.sock);
         share.conns.push(ConnState {
             fd: fds.len() as u32,
             session,
@@ -229,9 +324,9 @@ fn describe(core: &Core, crossing: Vec<(Rc<Peer>, Option<Carried>)>) -> Export {
         fds.push(fd);
     }
     // Sessions without a connection here that keep messages or replay windows go too.
-    for s in core.registry.sessions() {
-        if !index.contains_key(&s.id) && keeps_something(&s) {
-            share.sessions.push(live_session(&s));
+    for s in sessions {
+        if !index.contains_key(&*s.id) && keeps_something(s) {
+            share.sessions.push(live_session(s));
         }
     }
     Export {
@@ -287,7 +382,7 @@ pub async fn settle(core: &Rc<Core>, outcome: Outcome) {
 ///
 /// Everything is checked before anything is adopted: a share that does not decode, or a
 /// descriptor that is not a TCP socket, adopts nothing (the old process serves on).
-pub fn adopt(core: &Rc<Core>, export: Export) -> Result<usize, HandoverError> {
+pub fn adopt(core: &Rc<Core>, export: Handed) -> Result<usize, HandoverError> {
     if export.bytes.is_empty() && export.fds.is_empty() {
         return Ok(0);
     }

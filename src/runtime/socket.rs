@@ -497,3 +497,58 @@ pub fn take_inherited(fd: RawFd) -> Option<std::os::fd::OwnedFd> {
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     Some(owned)
 }
+
+/// A connection's own descriptor, lent to a binary upgrade's thread to send to the new
+/// process (`relay::handover::export`, `server::upgrade`).
+///
+/// No duplicate is made: SCM_RIGHTS duplicates it into the new process anyway, so the old
+/// process needs no descriptor beyond its connections' (with a duplicate each it needed
+/// twice as many, and at 10,000 connections on a 20,000 limit some failed with EMFILE). The
+/// handover keeps the socket's peer until `settle` (`park.gated`), and the upgrade thread
+/// sends every share before it asks the workers to settle.
+#[derive(Debug, Clone, Copy)]
+pub struct Lent(RawFd);
+
+impl Lent {
+    /// Lends `sock`'s descriptor. The caller keeps `sock` open until the last
+    /// [`Lent::borrow`] ends (the handover: until `settle`).
+    pub fn of(sock: &Socket) -> Lent {
+        Lent(sock.as_raw_fd())
+    }
+
+    /// The descriptor, to send with SCM_RIGHTS.
+    pub fn borrow(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: `Lent::of`'s caller keeps the socket open while the share is sent: the
+        // handover holds every crossing peer (whose socket closes only when it drops) until
+        // `settle`, and the upgrade thread sends each share before it orders `settle`.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+/// Makes `cmd`'s process inherit only stdin, stdout, stderr and `keep` (the binary upgrade's
+/// socket, `server::upgrade`): between fork and exec every other descriptor is marked
+/// close-on-exec. Sockets accepted through io_uring are not close-on-exec, so without this
+/// the new process of an upgrade got a copy of every connection the old one held: twice the
+/// descriptors across the two processes, and a connection the old one closed (with 1012)
+/// kept open in the new one for its whole life. Where close_range(2) is missing (Linux
+/// before 5.11) the child inherits as before.
+pub fn inherit_only(cmd: &mut std::process::Command, keep: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and makes only two system
+    // calls (close_range with CLOSE_RANGE_CLOEXEC, which closes nothing now, and fcntl), both
+    // async-signal-safe, with plain integers: no allocation, no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+            if libc::fcntl(keep, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

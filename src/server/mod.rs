@@ -311,7 +311,7 @@ pub fn run(
 
 /// Each worker's share to adopt and where it says how many it adopted.
 type Adopting = (
-    Vec<flume::Receiver<relay_handover::Export>>,
+    Vec<flume::Receiver<relay_handover::Handed>>,
     flume::Sender<usize>,
 );
 
@@ -486,7 +486,7 @@ impl Server {
     /// report ready: the new process of a binary upgrade (`server::upgrade`).
     pub fn adopting(
         mut self,
-        shares: Vec<flume::Receiver<relay_handover::Export>>,
+        shares: Vec<flume::Receiver<relay_handover::Handed>>,
         adopted: flume::Sender<usize>,
     ) -> Server {
         self.adopting = Some((shares, adopted));

@@ -4,7 +4,7 @@ use super::accept::{self, handle, receive_handoffs, Arrival, Listener};
 use super::upgrade::gate::{serve_orders, Gate, UpgradeOrder};
 use crate::context::{Core, Shared};
 use crate::limits::Refusal;
-use crate::relay::handover::{self, Export};
+use crate::relay::handover::{self, Handed};
 use crate::relay::keepalive;
 use crate::session::handoff::Handoff;
 use crate::session::persist::{self, StateFile};
@@ -47,7 +47,7 @@ pub struct WorkerSetup {
     pub upgrades: flume::Receiver<UpgradeOrder>,
     /// New process of an upgrade: this worker's share of the old process's connections,
     /// adopted before it accepts or reports ready, and where to say how many it adopted.
-    pub adopt: Option<(flume::Receiver<Export>, flume::Sender<usize>)>,
+    pub adopt: Option<(flume::Receiver<Handed>, flume::Sender<usize>)>,
 }
 
 /// The first back-off after `accept` fails; it doubles up to `limits.accept_backoff_max`.
@@ -261,7 +261,7 @@ fn restore(core: &Core, restored: super::state::ForWorker, refused: u64) {
 /// New process of an upgrade: takes this worker's share of the old process's connections.
 async fn adopt(
     core: &Rc<Core>,
-    share: Option<(flume::Receiver<Export>, flume::Sender<usize>)>,
+    share: Option<(flume::Receiver<Handed>, flume::Sender<usize>)>,
 ) -> Result<(), String> {
     let Some((share, adopted_tx)) = share else {
         return Ok(());
@@ -270,8 +270,10 @@ async fn adopt(
         .recv_async()
         .await
         .map_err(|_| "the upgrade ended before this worker's share came".to_string())?;
+    let started = std::time::Instant::now();
     let adopted = handover::adopt(core, share).map_err(|e| e.to_string())?;
-    tracing::debug!(worker = core.index, adopted, "connections adopted");
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    tracing::debug!(worker = core.index, adopted, ms, "connections adopted");
     let _ = adopted_tx.send(adopted);
     Ok(())
 }

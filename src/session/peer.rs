@@ -164,6 +164,17 @@ impl Peer {
         }
     }
 
+    /// [`Peer::close_gate`] when no write is in progress: true when the gate is held now.
+    pub fn try_close_gate(&self) -> bool {
+        match self.gate.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Gives back the write gate [`Peer::close_gate`] held.
     pub fn open_gate(&self) {
         self.gate.add_permits(1);

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// The totals one process hands the next.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -17,11 +18,27 @@ pub struct Totals {
     pub handed_over: u64,
 }
 
+/// The last handover's phases, as the new process saw them (docs/upgrade.md, "Benchmark"):
+/// where the time between `hello` and `holding` went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// `hello` read to `taken` sent: the config loaded and checked, the workers prepared.
+    pub start: Duration,
+    /// `taken` sent to the first share coming: the old process stops accepting, waits for
+    /// handshakes, parks its connections and describes them.
+    pub export: Duration,
+    /// Every share's bytes and descriptors received.
+    pub transfer: Duration,
+    /// The last share received to every worker adopted and listening.
+    pub adopt: Duration,
+}
+
 #[derive(Debug, Clone, Default)]
 struct Figures {
     totals: Totals,
     /// The last completed handover: from `hello` read to every worker adopted and listening.
     last_ms: u64,
+    phases: Phases,
     last_unix: u64,
     last_error: Option<String>,
 }
@@ -54,6 +71,11 @@ impl UpgradeStats {
         f.last_unix = unix_s;
     }
 
+    /// The phases of the handover that started this process.
+    pub fn phases(&self, phases: Phases) {
+        self.lock().phases = phases;
+    }
+
     /// An upgrade this process started failed; it carries on.
     pub fn failed(&self, unix_s: u64, why: &str) {
         let mut f = self.lock();
@@ -70,10 +92,21 @@ impl UpgradeStats {
             "upgrades_failed": f.totals.failed,
             "connections_handed_over": f.totals.handed_over,
             "last_handover_ms": f.last_ms,
+            "last_handover_phases_ms": {
+                "start": tenths_of_ms(f.phases.start),
+                "export": tenths_of_ms(f.phases.export),
+                "transfer": tenths_of_ms(f.phases.transfer),
+                "adopt": tenths_of_ms(f.phases.adopt),
+            },
             "last_upgrade_unix": f.last_unix,
             "last_upgrade_error": f.last_error,
         })
     }
+}
+
+/// Milliseconds to a tenth: phases are a few milliseconds each.
+fn tenths_of_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
 #[cfg(test)]
@@ -93,6 +126,18 @@ mod tests {
         assert_eq!(j["upgrades_failed"], 1);
         assert_eq!(j["connections_handed_over"], 40);
         assert_eq!(j["last_handover_ms"], 12);
+        assert_eq!(j["last_handover_phases_ms"]["export"], 0.0);
+        next.phases(Phases {
+            start: Duration::from_micros(3_250),
+            export: Duration::from_micros(41_040),
+            transfer: Duration::from_millis(9),
+            adopt: Duration::from_micros(12_960),
+        });
+        let p = &next.json()["last_handover_phases_ms"];
+        assert_eq!(p["start"], 3.3);
+        assert_eq!(p["export"], 41.0);
+        assert_eq!(p["transfer"], 9.0);
+        assert_eq!(p["adopt"], 13.0);
         assert_eq!(j["last_upgrade_error"], Value::Null);
     }
 }

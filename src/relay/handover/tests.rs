@@ -108,6 +108,19 @@ fn seat_on(core: &Rc<Core>, session: &Rc<Session>, slot: usize, role: &str, sock
     ));
 }
 
+/// The share as the new process receives it: a duplicate of each descriptor, as SCM_RIGHTS
+/// makes.
+fn as_sent(export: &Export) -> Handed {
+    Handed {
+        bytes: export.bytes.clone(),
+        fds: export
+            .fds
+            .iter()
+            .map(|l| l.borrow().try_clone_to_owned().unwrap())
+            .collect(),
+    }
+}
+
 /// Two clients streaming both ways through `old`; returns the verdicts' channel.
 fn pair_on(old: &Rc<Core>) -> mpsc::Receiver<String> {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -155,7 +168,7 @@ async fn a_pair_streaming_both_ways_crosses_to_another_worker_losing_nothing() {
     monoio::time::sleep(Duration::from_millis(30)).await;
     let export = export(&old).await;
     assert_eq!(export.fds.len(), 2, "both connections cross");
-    let adopted = adopt(&new, export).unwrap();
+    let adopted = adopt(&new, as_sent(&export)).unwrap();
     assert_eq!(adopted, 2);
     // Seated in the new worker's session as they were.
     assert_eq!(new.registry.get("room").unwrap().peers().len(), 2);
@@ -193,7 +206,7 @@ fn a_share_that_does_not_decode_adopts_nothing() {
     let shared = shared();
     let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
     let core = Rc::new(Core::new(0, shared));
-    let export = Export {
+    let export = Handed {
         bytes: b"not a share".to_vec(),
         fds: vec![OwnedFd::from(a)],
     };

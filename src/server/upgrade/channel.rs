@@ -25,6 +25,10 @@ pub enum ChannelError {
     Wire(#[from] WireError),
     #[error("expected {expected} descriptor(s) beside the message, got {got}")]
     Fds { expected: usize, got: usize },
+    /// The kernel could not give this process every descriptor beside a message (MSG_CTRUNC):
+    /// it is out of descriptors (RLIMIT_NOFILE). Those it did give are closed again.
+    #[error("descriptors beside a message were cut short (MSG_CTRUNC): this process has no room for them (open-file limit)")]
+    Truncated,
 }
 
 /// One end of the upgrade's socket.
@@ -83,14 +87,15 @@ impl Channel {
         Ok(())
     }
 
-    /// Sends `fds` in `fds` messages of at most [`MAX_FDS_PER_MESSAGE`] each.
-    pub fn send_fds(&self, fds: &[OwnedFd], timeout: Duration) -> Result<(), ChannelError> {
+    /// Sends `fds` in `fds` messages of at most [`MAX_FDS_PER_MESSAGE`] each. They are
+    /// only borrowed: the receiver gets duplicates, and this process needs no more
+    /// descriptors for it.
+    pub fn send_fds(&self, fds: &[BorrowedFd<'_>], timeout: Duration) -> Result<(), ChannelError> {
         for batch in fds.chunks(MAX_FDS_PER_MESSAGE) {
-            let borrowed: Vec<BorrowedFd<'_>> = batch.iter().map(|f| f.as_fd()).collect();
             let m = Message::Fds {
                 count: batch.len() as u16,
             };
-            self.send(&m, &borrowed, timeout)?;
+            self.send(&m, batch, timeout)?;
         }
         Ok(())
     }
@@ -121,6 +126,11 @@ impl Channel {
             if let RecvAncillaryMessage::ScmRights(rights) = m {
                 fds.extend(rights);
             }
+        }
+        // Out of descriptors, the kernel drops what does not fit and says so: never go on
+        // with part of them (the upgrade fails and the old process keeps everything).
+        if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+            return Err(ChannelError::Truncated);
         }
         if got.bytes == 0 {
             return Err(ChannelError::Closed);
@@ -204,7 +214,10 @@ mod tests {
             .iter()
             .map(|(x, _)| x.try_clone().unwrap().into())
             .collect();
-        let sender = std::thread::spawn(move || a.send_fds(&sent, t).map(|_| a));
+        let sender = std::thread::spawn(move || {
+            let borrowed: Vec<BorrowedFd<'_>> = sent.iter().map(|f| f.as_fd()).collect();
+            a.send_fds(&borrowed, t).map(|_| a)
+        });
         let got = b.recv_fds(450, t).unwrap();
         let _a = sender.join().unwrap().unwrap();
         assert_eq!(got.len(), 450);

@@ -7,8 +7,9 @@ use super::wire::{Message, Totals};
 use super::UpgradeError;
 use crate::config::Config;
 use crate::config::UPGRADE_FD_VAR;
-use crate::relay::handover::Export;
+use crate::relay::handover::Handed;
 use crate::server::{Listeners, Running, Server, ServerError};
+use crate::stats::upgrade::Phases;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -114,36 +115,62 @@ impl Inherited {
             .send(&Message::Failed(why.to_string()), &[], self.timeout);
     }
 
-    /// Answers `taken`, then receives each worker's share and hands it to that worker, on a
-    /// thread of its own (the workers wait for them while the caller starts the server).
-    /// The thread gives the socket back once every share is handed on.
+    /// Answers `taken`, then receives every worker's share and hands each to its worker, on
+    /// a thread of its own (the workers wait for them while the caller starts the server).
+    /// All are received before any is handed on, so a share that cannot be taken whole (this
+    /// process out of descriptors) fails the upgrade before any worker adopted anything; the
+    /// old process is told why (`failed`) and keeps everything. The thread gives the socket
+    /// back once every share is handed on.
     pub fn feed(
         self,
-        shares: Vec<flume::Sender<Export>>,
+        shares: Vec<flume::Sender<Handed>>,
     ) -> std::thread::JoinHandle<Result<Fed, UpgradeError>> {
         std::thread::spawn(move || {
-            self.channel.send(
-                &Message::Taken {
-                    workers: shares.len() as u32,
-                },
-                &[],
-                self.timeout,
-            )?;
-            for (i, tx) in shares.iter().enumerate() {
-                let share = self.receive_share(i as u32)?;
+            let mut times = Times::default();
+            let received = self.receive_all(shares.len(), &mut times);
+            let received = match received {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "upgrade: cannot take the connections");
+                    self.refuse(&e.to_string());
+                    return Err(e);
+                }
+            };
+            for (share, tx) in received.into_iter().zip(&shares) {
                 let _ = tx.send(share);
             }
+            let received = Instant::now();
             Ok(Fed {
                 channel: self.channel,
                 totals: self.totals,
                 started: self.started,
                 timeout: self.timeout,
+                taken: times.taken.unwrap_or(received),
+                first_share: times.first_share.unwrap_or(received),
+                received,
             })
         })
     }
 
-    fn receive_share(&self, worker: u32) -> Result<Export, UpgradeError> {
-        let (bytes, fds) = match self.channel.recv(self.timeout)? {
+    fn receive_all(&self, workers: usize, times: &mut Times) -> Result<Vec<Handed>, UpgradeError> {
+        self.channel.send(
+            &Message::Taken {
+                workers: workers as u32,
+            },
+            &[],
+            self.timeout,
+        )?;
+        times.taken = Some(Instant::now());
+        (0..workers)
+            .map(|i| self.receive_share(i as u32, times))
+            .collect()
+    }
+
+    /// Receives worker `worker`'s share, noting when the first share began to come.
+    fn receive_share(&self, worker: u32, times: &mut Times) -> Result<Handed, UpgradeError> {
+        let header = self.channel.recv(self.timeout)?;
+        times.first_share.get_or_insert_with(Instant::now);
+        let (bytes, fds) = match header {
             (
                 Message::Share {
                     worker: w,
@@ -154,6 +181,7 @@ impl Inherited {
             ) if w == worker => (bytes, fds),
             (m, _) => return Err(UpgradeError::Unexpected(format!("{m:?}"))),
         };
+        room_for(worker, fds as usize).map_err(UpgradeError::Other)?;
         let mut data = Vec::with_capacity(bytes.min(1 << 30) as usize);
         while (data.len() as u64) < bytes {
             match self.channel.recv(self.timeout)? {
@@ -168,8 +196,40 @@ impl Inherited {
             )));
         }
         let fds = self.channel.recv_fds(fds as usize, self.timeout)?;
-        Ok(Export { bytes: data, fds })
+        Ok(Handed { bytes: data, fds })
     }
+}
+
+/// Descriptors kept free beyond a share's, for what the workers open while they adopt and
+/// start accepting.
+const HEADROOM: u64 = 64;
+
+/// Whether this process may open `n` more descriptors (a worker's share) under its open-file
+/// limit, with [`HEADROOM`] to spare. Checked before the share is read, so a process started
+/// with a lower limit than the old one refuses the upgrade with a reason instead of meeting
+/// MSG_CTRUNC (which `channel` refuses too).
+fn room_for(worker: u32, n: usize) -> Result<(), String> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    let Some(limit) = limit else {
+        return Ok(());
+    };
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()) as u64;
+    let need = open + n as u64 + HEADROOM;
+    if need > limit {
+        return Err(format!(
+            "worker {worker}'s share has {n} connection(s), and this process has {open} descriptor(s) open of its open-file limit {limit} (RLIMIT_NOFILE, {HEADROOM} kept free): raise the limit (LimitNOFILE=) and upgrade again"
+        ));
+    }
+    Ok(())
+}
+
+/// When the handover's steps happened, as this process saw them ([`Fed::phases`]).
+#[derive(Default)]
+struct Times {
+    /// `taken` sent: the old process stops accepting and exports from here.
+    taken: Option<Instant>,
+    /// The first share began to come: the old process's export of it ended before.
+    first_share: Option<Instant>,
 }
 
 /// Every share handed on: what is left to do once the workers listen.
@@ -178,12 +238,27 @@ pub struct Fed {
     pub totals: Totals,
     started: Instant,
     timeout: Duration,
+    taken: Instant,
+    first_share: Instant,
+    /// Every share received and handed to its worker.
+    received: Instant,
 }
 
 impl Fed {
     /// How long the handover took, from `hello` read.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// The handover's phases as this process saw them, up to now (every worker adopted).
+    pub fn phases(&self) -> Phases {
+        let now = Instant::now();
+        Phases {
+            start: self.taken.saturating_duration_since(self.started),
+            export: self.first_share.saturating_duration_since(self.taken),
+            transfer: self.received.saturating_duration_since(self.first_share),
+            adopt: now.saturating_duration_since(self.received),
+        }
     }
 
     /// Answers `holding` and waits for the old process to let go (`released`, or its end of
@@ -236,12 +311,18 @@ impl Adopted {
             .map_err(|_| UpgradeError::Other("the share thread panicked".into()))??;
         let connections: u64 = self.adopted.try_iter().map(|n| n as u64).sum();
         let ms = fed.elapsed().as_millis() as u64;
+        let phases = fed.phases();
         let stats = &running.shared.upgrades;
         stats.took_over(fed.totals, connections, ms, crate::auth::unix_now());
+        stats.phases(phases);
         fed.holding(connections)?;
         tracing::info!(
             connections,
             handover_ms = ms,
+            start_ms = phases.start.as_secs_f64() * 1e3,
+            export_ms = phases.export.as_secs_f64() * 1e3,
+            transfer_ms = phases.transfer.as_secs_f64() * 1e3,
+            adopt_ms = phases.adopt.as_secs_f64() * 1e3,
             generation = crate::server::health::generation(),
             "upgrade: this process holds everything and serves"
         );

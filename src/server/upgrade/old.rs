@@ -8,7 +8,7 @@ use crate::config::{GENERATION_VAR, UPGRADE_FD_VAR};
 use crate::context::Shared;
 use crate::relay::handover::{Export, Outcome};
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +48,12 @@ impl Kept {
                 tls: tls.len() as u16,
             },
         })
+    }
+}
+
+impl Kept {
+    fn borrowed(&self) -> Vec<BorrowedFd<'_>> {
+        self.fds.iter().map(|f| f.as_fd()).collect()
     }
 }
 
@@ -175,15 +181,16 @@ impl Dance {
         rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
             .map_err(|e| UpgradeError::Other(format!("upgrade socket: {e}")))?;
         let generation = crate::server::health::generation() + 1;
-        let child = Command::new(&exe)
-            .args(&inner.args)
+        let mut cmd = Command::new(&exe);
+        cmd.args(&inner.args)
             .env(GENERATION_VAR, generation.to_string())
-            .env(UPGRADE_FD_VAR, theirs.as_raw_fd().to_string())
-            .spawn()
-            .map_err(|source| UpgradeError::Spawn {
-                path: exe.display().to_string(),
-                source,
-            })?;
+            .env(UPGRADE_FD_VAR, theirs.as_raw_fd().to_string());
+        // Nothing else of this process's: its connections cross by the socket, or not at all.
+        crate::runtime::socket::inherit_only(&mut cmd, theirs.as_raw_fd());
+        let child = cmd.spawn().map_err(|source| UpgradeError::Spawn {
+            path: exe.display().to_string(),
+            source,
+        })?;
         drop(theirs);
         let mut dance = Dance {
             child,
@@ -197,9 +204,11 @@ impl Dance {
             listeners: inner.kept.counts,
             totals: inner.shared.upgrades.totals(),
         };
-        let sent = dance
-            .send(&hello)
-            .and_then(|_| Ok(dance.channel.send_fds(&inner.kept.fds, dance.left())?));
+        let sent = dance.send(&hello).and_then(|_| {
+            Ok(dance
+                .channel
+                .send_fds(&inner.kept.borrowed(), dance.left())?)
+        });
         if let Err(e) = sent {
             dance.abort(inner);
             return Err(dance.why_stopped(e));
@@ -222,6 +231,10 @@ impl Dance {
             e,
             UpgradeError::Channel(ChannelError::Closed | ChannelError::Io(_))
         ) {
+            // It may have said why before it went (a share it could not take).
+            if let Ok((Message::Failed(why), _)) = self.channel.recv(Duration::from_millis(1)) {
+                return UpgradeError::Refused(why);
+            }
             let until = Instant::now() + Duration::from_millis(200);
             while Instant::now() < until {
                 if let Ok(Some(status)) = self.child.try_wait() {
@@ -266,14 +279,23 @@ impl Dance {
             m => return Err(UpgradeError::Unexpected(format!("{m:?}"))),
         }
         self.exported = true;
+        let t0 = Instant::now();
         let shares = export_all(inner, self.left())?;
+        let exported = t0.elapsed();
         for (worker, share) in shares.into_iter().enumerate() {
             self.send_share(worker as u32, share)?;
         }
+        let sent = t0.elapsed();
         let connections = match self.recv()? {
             Message::Holding { connections } => connections,
             m => return Err(UpgradeError::Unexpected(format!("{m:?}"))),
         };
+        tracing::debug!(
+            export_ms = exported.as_secs_f64() * 1e3,
+            send_ms = (sent - exported).as_secs_f64() * 1e3,
+            holding_ms = (t0.elapsed() - sent).as_secs_f64() * 1e3,
+            "upgrade: phases from the workers' export on"
+        );
         // From here on the new process serves: nothing turns back.
         settle_all(inner, Outcome::Released, Duration::from_secs(10));
         // systemd hears the new main pid from this one, the main process, before the new one
@@ -293,7 +315,9 @@ impl Dance {
         for chunk in share.bytes.chunks(CHUNK_BYTES) {
             self.send(&Message::Chunk(chunk.to_vec()))?;
         }
-        Ok(self.channel.send_fds(&share.fds, self.left())?)
+        // The connections' own descriptors, lent until `settle` (`handover::Lent`).
+        let fds: Vec<BorrowedFd<'_>> = share.fds.iter().map(|l| l.borrow()).collect();
+        Ok(self.channel.send_fds(&fds, self.left())?)
     }
 
     /// The upgrade failed: the new process is killed (it may hold copies of the listeners
