@@ -580,7 +580,68 @@ fn a_new_process_short_of_descriptors_leaves_everyone_with_the_old(driver: &str)
     assert_eq!(relay.upgrade_stats()["upgrades"], 0);
 }
 
+/// SIGTERM while an upgrade waits for the new process (here one that took the listeners and
+/// said `taken`, so every worker exported and parked its connections, and then holds the
+/// upgrade open without ever saying `holding`): the old process kills it, resumes, and stops
+/// as a SIGTERM does: 1012 to every connection (with `state_dir`), the state written, exit
+/// 0. Before: the stop ran beside the parked upgrade, and the process waited out
+/// `upgrade_timeout` with its connections parked before it stopped.
+fn sigterm_during_an_upgrade_abandons_it_and_stops_as_usual(driver: &str) {
+    let dir = common::dir::Dir::new("upgrade", &format!("sigterm-state-{driver}"));
+    let state = dir.0.join("state");
+    let marker = dir.0.join("exported");
+    let mut relay = Relay::start(
+        driver,
+        "sigterm",
+        &[
+            ("RINGRELAY_UPGRADE_TIMEOUT", "60s"),
+            ("RINGRELAY_SESSION_CLOSE_TIMEOUT", "200ms"),
+            ("RINGRELAY_SESSION_STATE_DIR", state.to_str().unwrap()),
+        ],
+    );
+    let (mut x, mut y) = pair(relay.addr, "control");
+    flows(&mut x, &mut y, 0);
+    relay.replace_binary(&fake(&format!(
+        "h, fds = recv(s)\nwhile len(fds) < listeners(h): fds += recv(s)[1]\n\
+         s.send(b'RRUP' + struct.pack('<HBI', 1, 3, 2))\nrecv(s)\n\
+         open({:?}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n",
+        marker.to_str().unwrap()
+    )));
+    kill(relay.pid, libc::SIGUSR2);
+    // The first share arrived: the workers exported (their connections are parked).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let child: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no export: {:?}", relay.log);
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let started = Instant::now();
+    kill(relay.pid, libc::SIGTERM);
+    assert_eq!(common::recv_close(&mut x), Some(1012), "{:?}", relay.log);
+    assert_eq!(common::recv_close(&mut y), Some(1012));
+    let code = exit_code(relay.pid, Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{:?}", relay.log);
+    relay.first = None;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited out upgrade_timeout"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{child}")).exists(),
+        "new process not killed"
+    );
+    assert!(relay.log_contains("stop signal during an upgrade: the upgrade is abandoned"));
+    assert!(relay.log_contains("stopped by SIGTERM or SIGINT before the new process held"));
+    assert!(state.join("ringrelay.state").exists(), "{:?}", relay.log);
+}
+
 both_drivers!(
+    sigterm_during_an_upgrade_abandons_it_and_stops_as_usual,
     connections_cross_on_a_limit_that_fits_them_once,
     a_new_process_short_of_descriptors_leaves_everyone_with_the_old,
     systemd_hears_the_new_main_pid,
