@@ -640,7 +640,53 @@ fn sigterm_during_an_upgrade_abandons_it_and_stops_as_usual(driver: &str) {
     assert!(state.join("ringrelay.state").exists(), "{:?}", relay.log);
 }
 
+fn echo_from(relay: &Relay, source: &str) -> Result<Ws, (u16, String, String)> {
+    common::try_upgrade(
+        common::tcp_from(source, relay.addr),
+        relay.addr,
+        "/v1/echo",
+        &[],
+    )
+}
+
+/// The per-IP connection-rate buckets cross with the share (handover format 2): an address
+/// that spent its burst is still refused (429) right after the upgrade, one that spent part
+/// of it has the rest, a fresh one its whole burst. Before: the new process started every
+/// address with a full bucket, so an upgrade handed an attacker a fresh burst.
+fn a_spent_connect_budget_stays_spent_across_an_upgrade(driver: &str) {
+    let mut relay = Relay::start(
+        driver,
+        "connect-rate",
+        &[
+            ("RINGRELAY_LIMITS_IP_CONNECT_RATE", "1"),
+            ("RINGRELAY_LIMITS_IP_CONNECT_BURST", "3"),
+        ],
+    );
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(echo_from(&relay, "127.0.0.51").expect("within the burst"));
+    }
+    common::assert_refused(echo_from(&relay, "127.0.0.51"), 429, "rate_limited");
+    open.push(echo_from(&relay, "127.0.0.52").expect("a first connection"));
+    let (_, code) = relay.upgrade();
+    assert_eq!(code, Some(0), "{:?}", relay.log);
+    common::assert_refused(echo_from(&relay, "127.0.0.51"), 429, "rate_limited");
+    for _ in 0..2 {
+        open.push(echo_from(&relay, "127.0.0.52").expect("the rest of its burst"));
+    }
+    common::assert_refused(echo_from(&relay, "127.0.0.52"), 429, "rate_limited");
+    for _ in 0..3 {
+        open.push(echo_from(&relay, "127.0.0.53").expect("a fresh address's burst"));
+    }
+    // The echo connections crossed too, and still answer.
+    for ws in open.iter_mut() {
+        ws.send(Message::text("still here")).unwrap();
+        assert_eq!(common::recv_text(ws), "still here");
+    }
+}
+
 both_drivers!(
+    a_spent_connect_budget_stays_spent_across_an_upgrade,
     sigterm_during_an_upgrade_abandons_it_and_stops_as_usual,
     connections_cross_on_a_limit_that_fits_them_once,
     a_new_process_short_of_descriptors_leaves_everyone_with_the_old,

@@ -212,6 +212,12 @@ fn describe(core: &Core, crossing: &[Rc<Peer>]) -> Export {
             share.sessions.push(live_session(&s));
         }
     }
+    // This worker's addresses' connect-rate buckets: its share goes to the new worker of the
+    // same index, whose addresses they are (same worker count).
+    share.limits = crate::limits::saved::SavedLimits {
+        taken_unix_ms: crate::server::state::unix_ms(),
+        buckets: core.ip_limits.export(core.clock.now_ms()),
+    };
     Export {
         bytes: wire::encode(&share),
         fds,
@@ -276,6 +282,10 @@ pub fn adopt(core: &Rc<Core>, export: Handed) -> Result<usize, HandoverError> {
         streams.push(Some(stream_of(fd).map_err(HandoverError::Descriptor)?));
     }
     let now = core.clock.tick();
+    // Spent connect-rate budgets stay spent: refilled only for the time they were in transit.
+    let rested = crate::server::state::unix_ms().saturating_sub(share.limits.taken_unix_ms);
+    let kept = core.ip_limits.import(&share.limits.buckets, rested, now);
+    bump(&core.stats.handover_ip_buckets, kept as u64);
     let sessions = restore_sessions(core, share.sessions, now);
     let mut adopted = 0;
     for c in share.conns {

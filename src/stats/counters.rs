@@ -211,6 +211,7 @@ counters!(
     state_ip_buckets_written: "Per-IP connection-rate buckets not full at a stop, written to the state file so a restart does not refill them (session.state_dir).",
     state_ip_buckets_loaded: "Per-IP connection-rate buckets put back from the state file at start (those still not full after the time they rested).",
     state_sessions_not_claimed: "Sessions in the state file left out at start because another node of the cluster owns them now.",
+    handover_ip_buckets: "Per-IP connection-rate buckets not full that a binary upgrade carried over, so a spent burst stays spent (those still not full when adopted).",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.
