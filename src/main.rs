@@ -309,6 +309,25 @@ impl OnSignal {
                 }
                 continue;
             }
+            // An upgrade under way: abandoned before the new process holds everything (it
+            // is killed, everyone resumed here, then stopped as below); after, the new
+            // process owns everything and this one exits 0 as the upgrade ends.
+            let within = self.in_force.upgrade_timeout + self.in_force.shutdown_grace * 2;
+            match self.upgrader.interrupt(within) {
+                DuringStop::Committed => {
+                    tracing::info!(
+                        signal = sig,
+                        "stop signal during an upgrade the new process holds: this process exits as the upgrade ends"
+                    );
+                    stopping = true;
+                    continue;
+                }
+                DuringStop::Abandoned => tracing::warn!(
+                    signal = sig,
+                    "stop signal during an upgrade: the upgrade is abandoned, the new process killed"
+                ),
+                DuringStop::Idle => {}
+            }
             tracing::info!(signal = sig, "shutting down");
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             self.stop.trigger();
@@ -320,6 +339,8 @@ impl OnSignal {
 /// SIGUSR2: hands everything to a new process started from the binary's path
 /// (docs/upgrade.md). systemd is told RELOADING=1; the new process says READY=1 (with its
 /// MAINPID=), or this one does again if the upgrade fails.
+use ringrelay::server::upgrade::DuringStop;
+
 fn upgrade(upgrader: &ringrelay::server::upgrade::Upgrader, in_force: &Config) {
     use sd_notify::NotifyState;
     let mut reloading = vec![NotifyState::Reloading];

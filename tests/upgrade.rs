@@ -580,7 +580,114 @@ fn a_new_process_short_of_descriptors_leaves_everyone_with_the_old(driver: &str)
     assert_eq!(relay.upgrade_stats()["upgrades"], 0);
 }
 
+/// SIGTERM while an upgrade waits for the new process (here one that took the listeners and
+/// said `taken`, so every worker exported and parked its connections, and then holds the
+/// upgrade open without ever saying `holding`): the old process kills it, resumes, and stops
+/// as a SIGTERM does: 1012 to every connection (with `state_dir`), the state written, exit
+/// 0. Before: the stop ran beside the parked upgrade, and the process waited out
+/// `upgrade_timeout` with its connections parked before it stopped.
+fn sigterm_during_an_upgrade_abandons_it_and_stops_as_usual(driver: &str) {
+    let dir = common::dir::Dir::new("upgrade", &format!("sigterm-state-{driver}"));
+    let state = dir.0.join("state");
+    let marker = dir.0.join("exported");
+    let mut relay = Relay::start(
+        driver,
+        "sigterm",
+        &[
+            ("RINGRELAY_UPGRADE_TIMEOUT", "60s"),
+            ("RINGRELAY_SESSION_CLOSE_TIMEOUT", "200ms"),
+            ("RINGRELAY_SESSION_STATE_DIR", state.to_str().unwrap()),
+        ],
+    );
+    let (mut x, mut y) = pair(relay.addr, "control");
+    flows(&mut x, &mut y, 0);
+    relay.replace_binary(&fake(&format!(
+        "h, fds = recv(s)\nwhile len(fds) < listeners(h): fds += recv(s)[1]\n\
+         s.send(b'RRUP' + struct.pack('<HBI', 1, 3, 2))\nrecv(s)\n\
+         open({:?}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n",
+        marker.to_str().unwrap()
+    )));
+    kill(relay.pid, libc::SIGUSR2);
+    // The first share arrived: the workers exported (their connections are parked).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let child: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no export: {:?}", relay.log);
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let started = Instant::now();
+    kill(relay.pid, libc::SIGTERM);
+    assert_eq!(common::recv_close(&mut x), Some(1012), "{:?}", relay.log);
+    assert_eq!(common::recv_close(&mut y), Some(1012));
+    let code = exit_code(relay.pid, Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{:?}", relay.log);
+    relay.first = None;
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "waited out upgrade_timeout"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{child}")).exists(),
+        "new process not killed"
+    );
+    assert!(relay.log_contains("stop signal during an upgrade: the upgrade is abandoned"));
+    assert!(relay.log_contains("stopped by SIGTERM or SIGINT before the new process held"));
+    assert!(state.join("ringrelay.state").exists(), "{:?}", relay.log);
+}
+
+fn echo_from(relay: &Relay, source: &str) -> Result<Ws, (u16, String, String)> {
+    common::try_upgrade(
+        common::tcp_from(source, relay.addr),
+        relay.addr,
+        "/v1/echo",
+        &[],
+    )
+}
+
+/// The per-IP connection-rate buckets cross with the share (handover format 2): an address
+/// that spent its burst is still refused (429) right after the upgrade, one that spent part
+/// of it has the rest, a fresh one its whole burst. Before: the new process started every
+/// address with a full bucket, so an upgrade handed an attacker a fresh burst.
+fn a_spent_connect_budget_stays_spent_across_an_upgrade(driver: &str) {
+    let mut relay = Relay::start(
+        driver,
+        "connect-rate",
+        &[
+            ("RINGRELAY_LIMITS_IP_CONNECT_RATE", "1"),
+            ("RINGRELAY_LIMITS_IP_CONNECT_BURST", "3"),
+        ],
+    );
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(echo_from(&relay, "127.0.0.51").expect("within the burst"));
+    }
+    common::assert_refused(echo_from(&relay, "127.0.0.51"), 429, "rate_limited");
+    open.push(echo_from(&relay, "127.0.0.52").expect("a first connection"));
+    let (_, code) = relay.upgrade();
+    assert_eq!(code, Some(0), "{:?}", relay.log);
+    common::assert_refused(echo_from(&relay, "127.0.0.51"), 429, "rate_limited");
+    for _ in 0..2 {
+        open.push(echo_from(&relay, "127.0.0.52").expect("the rest of its burst"));
+    }
+    common::assert_refused(echo_from(&relay, "127.0.0.52"), 429, "rate_limited");
+    for _ in 0..3 {
+        open.push(echo_from(&relay, "127.0.0.53").expect("a fresh address's burst"));
+    }
+    // The echo connections crossed too, and still answer.
+    for ws in open.iter_mut() {
+        ws.send(Message::text("still here")).unwrap();
+        assert_eq!(common::recv_text(ws), "still here");
+    }
+}
+
 both_drivers!(
+    a_spent_connect_budget_stays_spent_across_an_upgrade,
+    sigterm_during_an_upgrade_abandons_it_and_stops_as_usual,
     connections_cross_on_a_limit_that_fits_them_once,
     a_new_process_short_of_descriptors_leaves_everyone_with_the_old,
     systemd_hears_the_new_main_pid,

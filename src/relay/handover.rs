@@ -329,10 +329,23 @@ fn describe(
             share.sessions.push(live_session(s));
         }
     }
+    // This worker's addresses' connect-rate buckets: its share goes to the new worker of the
+    // same index, whose addresses they are (same worker count).
+    share.limits = crate::limits::saved::SavedLimits {
+        taken_unix_ms: unix_ms(),
+        buckets: core.ip_limits.export(core.clock.now_ms()),
+    };
     Export {
         bytes: wire::encode(&share),
         fds,
     }
+}
+
+/// Wall-clock milliseconds: the buckets' time in transit is between two processes.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn keeps_something(s: &Session) -> bool {
@@ -407,6 +420,10 @@ pub fn adopt(core: &Rc<Core>, export: Handed) -> Result<usize, HandoverError> {
         sessions_tls.push(tls);
     }
     let now = core.clock.tick();
+    // Spent connect-rate budgets stay spent: refilled only for the time they were in transit.
+    let rested = unix_ms().saturating_sub(share.limits.taken_unix_ms);
+    let kept = core.ip_limits.import(&share.limits.buckets, rested, now);
+    bump(&core.stats.handover_ip_buckets, kept as u64);
     let sessions = restore_sessions(core, share.sessions, now);
     let mut adopted = 0;
     for (c, tls) in share.conns.into_iter().zip(sessions_tls) {

@@ -215,6 +215,7 @@ counters!(
     handover_tls_adopted: "TLS connections this process adopted from the one it upgraded, on their carried traffic keys (counted in handover_adopted too).",
     handover_tls_closed: "TLS connections a binary upgrade closed with 1012 because their record state could not be carried (part of a record read, plaintext unread, or an unsupported suite); counted in handover_closed too.",
     tls_key_update_closed: "TLS connections on carried keys closed with 1012 because their client asked for a key update (or the keys' sequence numbers ran out): the record layer cannot derive the next key.",
+    handover_ip_buckets: "Per-IP connection-rate buckets not full that a binary upgrade carried over, so a spent burst stays spent (those still not full when adopted).",
 );
 
 /// Why an upgraded connection ended, by the close code reported for it.

@@ -7,7 +7,9 @@
 //! MAGIC "RRHANDOV" | version u16 | body length u32 | body | CRC-32 of all before it
 //! body:     sessions length u32 | a state file (persist::format) holding the sessions |
 //!           per session, in its order: count u16 × (role | told u64) |
-//!           connections u32 × connection
+//!           connections u32 × connection |
+//!           limits length u32 | this worker's per-IP connection-rate buckets (the
+//!           `limits::saved` encoding, as in the state file) (version 2 on)
 //! connection: fd index u32 | session index u32 (u32::MAX: echo) | slot u8 | role |
 //!           flags u8 (1: counts for two-way resume, 2: events, 4: Durable Object shapes,
 //!           8: TLS, 16: a bridge agent) | [event key 16 bytes, with events] |
@@ -16,15 +18,17 @@
 //!           IVs, sequence numbers: secret)]
 //! strings:  u16 length | UTF-8
 //! ```
-//! A reader refuses any version but its own (exact match; version 2 added TLS record state):
-//! the new process then exits and the old one serves on (docs/upgrade.md).
+//! A reader refuses any version but its own (both processes are of builds that agree, or the
+//! upgrade fails): the new process then exits and the old one serves on (docs/upgrade.md).
+//! Version 2 added TLS record state, bridge agents' keys and the limits.
 
+use crate::limits::saved::{self, SavedLimits, SavedLimitsError};
 use crate::session::persist::format::{self, FormatError, SessionState};
 use crate::tls::record::Carried;
 use std::net::IpAddr;
 
 pub const MAGIC: [u8; 8] = *b"RRHANDOV";
-/// The version this build writes and the newest it reads.
+/// The version this build writes and the only one it reads.
 pub const VERSION: u16 = 2;
 /// The node name the embedded state file is written for (it never leaves the handover).
 const NODE: &str = "handover";
@@ -39,10 +43,13 @@ const TLS: u8 = 8;
 const BRIDGE: u8 = 16;
 
 /// One worker's share, decoded.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Share {
     pub sessions: Vec<LiveSession>,
     pub conns: Vec<ConnState>,
+    /// The worker's per-IP connection-rate buckets that are not full: an address that spent
+    /// its burst is still refused after the upgrade.
+    pub limits: SavedLimits,
 }
 
 /// A session with its connections' acks told so far (the state file keeps only `accepted`).
@@ -81,7 +88,9 @@ pub enum WireError {
     Foreign,
     #[error("handover format version {0}, newer than this build's {VERSION}")]
     Newer(u16),
-    #[error("handover format version {0}, older than this build's {VERSION}")]
+    #[error(
+        "handover format version {0}, older than this build's {VERSION} (it reads only its own)"
+    )]
     Older(u16),
     #[error("cut short")]
     Torn,
@@ -91,6 +100,8 @@ pub enum WireError {
     Malformed(&'static str),
     #[error("its sessions: {0}")]
     Sessions(FormatError),
+    #[error("its limits: {0}")]
+    Limits(SavedLimitsError),
 }
 
 /// Encodes a share.
@@ -114,6 +125,9 @@ pub fn encode(share: &Share) -> Vec<u8> {
     for c in &share.conns {
         put_conn(&mut body, c);
     }
+    let limits = saved::encode(&share.limits);
+    body.extend_from_slice(&(limits.len() as u32).to_le_bytes());
+    body.extend(limits);
     let mut out = Vec::with_capacity(body.len() + 18);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -240,10 +254,16 @@ pub fn decode(bytes: &[u8], fds: usize) -> Result<Share, WireError> {
         }
         conns.push(c);
     }
+    let limits_len = b.u32()? as usize;
+    let limits = saved::decode(b.take(limits_len)?).map_err(WireError::Limits)?;
     if b.at != body.len() {
         return Err(WireError::Malformed("bytes left over"));
     }
-    Ok(Share { sessions, conns })
+    Ok(Share {
+        sessions,
+        conns,
+        limits,
+    })
 }
 
 fn conn(b: &mut Cursor) -> Result<ConnState, WireError> {

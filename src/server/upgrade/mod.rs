@@ -24,7 +24,7 @@ mod old;
 pub mod wire;
 
 pub use new::{inherited_fd, Adopted, Inherited};
-pub use old::{Kept, Upgrader};
+pub use old::{DuringStop, Kept, Upgrader};
 
 /// Why an upgrade failed (old process) or could not go on (new process).
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,8 @@ pub enum UpgradeError {
     Channel(#[from] channel::ChannelError),
     #[error("unexpected message {0}")]
     Unexpected(String),
+    #[error("stopped by SIGTERM or SIGINT before the new process held everything")]
+    Interrupted,
     #[error("{0}")]
     Other(String),
 }

@@ -71,6 +71,24 @@ struct Inner {
     orders: Vec<flume::Sender<UpgradeOrder>>,
     shared: Arc<Shared>,
     busy: AtomicBool,
+    /// SIGTERM or SIGINT came during the upgrade: abandon it unless the new process already
+    /// holds everything.
+    interrupt: Arc<AtomicBool>,
+    /// The new process said `holding`: it owns everything, nothing turns back.
+    committed: AtomicBool,
+}
+
+/// What a stop signal met ([`Upgrader::interrupt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DuringStop {
+    /// No upgrade under way: stop as usual.
+    Idle,
+    /// An upgrade was under way and is abandoned: the new process was killed and every
+    /// worker resumed; stop as usual now.
+    Abandoned,
+    /// The new process holds everything: this process exits 0 as the upgrade ends, and the
+    /// stop is not for it.
+    Committed,
 }
 
 /// Slices in which the old process waits for a message, looking between two whether the new
@@ -94,6 +112,8 @@ impl Upgrader {
                 orders,
                 shared,
                 busy: AtomicBool::new(false),
+                interrupt: Arc::new(AtomicBool::new(false)),
+                committed: AtomicBool::new(false),
             }),
         }
     }
@@ -111,6 +131,28 @@ impl Upgrader {
             .spawn(move || me.run(timeout));
         if let Err(e) = spawned {
             self.failed(&UpgradeError::Other(format!("cannot start a thread: {e}")));
+        }
+    }
+
+    /// SIGTERM or SIGINT: an upgrade under way is abandoned if the new process has not said
+    /// `holding` (it is killed and every worker resumes, so the caller's stop then closes
+    /// every connection as a stop does, and writes `state_dir`); after `holding` the new
+    /// process owns everything and this one just exits. Waits (at most `within`) until the
+    /// upgrade has gone one way or the other.
+    pub fn interrupt(&self, within: Duration) -> DuringStop {
+        if !self.inner.busy.load(Ordering::Acquire) {
+            return DuringStop::Idle;
+        }
+        self.inner.interrupt.store(true, Ordering::Release);
+        let deadline = Instant::now() + within;
+        loop {
+            if self.inner.committed.load(Ordering::Acquire) {
+                return DuringStop::Committed;
+            }
+            if !self.inner.busy.load(Ordering::Acquire) || Instant::now() > deadline {
+                return DuringStop::Abandoned;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -136,6 +178,9 @@ impl Upgrader {
     fn run(&self, timeout: Duration) {
         let started = Instant::now();
         tracing::info!(exe = ?self.inner.exe, "SIGUSR2: upgrading to a new process");
+        if self.inner.interrupt.load(Ordering::Acquire) {
+            return self.failed(&UpgradeError::Interrupted);
+        }
         let mut dance = match Dance::begin(&self.inner, timeout) {
             Ok(d) => d,
             Err(e) => return self.failed(&e),
@@ -167,6 +212,8 @@ struct Dance {
     timeout: Duration,
     /// The workers exported: they must be told the outcome.
     exported: bool,
+    /// Set by a stop signal (`Inner::interrupt`).
+    interrupt: Arc<AtomicBool>,
 }
 
 impl Dance {
@@ -198,6 +245,7 @@ impl Dance {
             deadline,
             timeout,
             exported: false,
+            interrupt: inner.interrupt.clone(),
         };
         let hello = Message::Hello {
             workers: inner.orders.len() as u32,
@@ -214,6 +262,10 @@ impl Dance {
             return Err(dance.why_stopped(e));
         }
         Ok(dance)
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::Acquire)
     }
 
     fn left(&self) -> Duration {
@@ -259,6 +311,10 @@ impl Dance {
             match self.channel.recv(left.min(SLICE)) {
                 Ok((Message::Failed(why), _)) => return Err(UpgradeError::Refused(why)),
                 Ok((m, _)) => return Ok(m),
+                // Only once nothing is waiting: a `holding` already sent is taken first.
+                Err(ChannelError::TimedOut(_)) if self.interrupted() => {
+                    return Err(UpgradeError::Interrupted)
+                }
                 Err(ChannelError::TimedOut(_)) => continue,
                 Err(e) => return Err(self.why_stopped(e.into())),
             }
@@ -280,7 +336,7 @@ impl Dance {
         }
         self.exported = true;
         let t0 = Instant::now();
-        let shares = export_all(inner, self.left())?;
+        let shares = export_all(inner, self.left(), &self.interrupt)?;
         let exported = t0.elapsed();
         for (worker, share) in shares.into_iter().enumerate() {
             self.send_share(worker as u32, share)?;
@@ -296,6 +352,8 @@ impl Dance {
             holding_ms = (t0.elapsed() - sent).as_secs_f64() * 1e3,
             "upgrade: phases from the workers' export on"
         );
+        // A stop signal from here on finds the new process serving: this one exits 0.
+        inner.committed.store(true, Ordering::Release);
         // From here on the new process serves: nothing turns back.
         settle_all(inner, Outcome::Released, Duration::from_secs(10));
         // systemd hears the new main pid from this one, the main process, before the new one
@@ -332,7 +390,11 @@ impl Dance {
 }
 
 /// Asks every worker to stop accepting and export; returns the shares in worker order.
-fn export_all(inner: &Inner, timeout: Duration) -> Result<Vec<Export>, UpgradeError> {
+fn export_all(
+    inner: &Inner,
+    timeout: Duration,
+    interrupt: &AtomicBool,
+) -> Result<Vec<Export>, UpgradeError> {
     let n = inner.orders.len();
     let (tx, rx) = flume::bounded(n);
     for o in &inner.orders {
@@ -341,11 +403,23 @@ fn export_all(inner: &Inner, timeout: Duration) -> Result<Vec<Export>, UpgradeEr
     }
     let deadline = Instant::now() + timeout;
     let mut shares: Vec<Option<Export>> = (0..n).map(|_| None).collect();
-    for _ in 0..n {
-        let (i, share) = rx
-            .recv_deadline(deadline)
-            .map_err(|_| UpgradeError::Other("a worker did not export in time".into()))?;
-        shares[i] = Some(share);
+    let mut got = 0;
+    while got < n {
+        if interrupt.load(Ordering::Acquire) {
+            return Err(UpgradeError::Interrupted);
+        }
+        match rx.recv_deadline(deadline.min(Instant::now() + SLICE)) {
+            Ok((i, share)) => {
+                shares[i] = Some(share);
+                got += 1;
+            }
+            Err(_) if Instant::now() < deadline => continue,
+            Err(_) => {
+                return Err(UpgradeError::Other(
+                    "a worker did not export in time".into(),
+                ))
+            }
+        }
     }
     Ok(shares.into_iter().map(Option::unwrap_or_default).collect())
 }

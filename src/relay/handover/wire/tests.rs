@@ -73,6 +73,13 @@ fn sample() -> Share {
                 bridge_key: None,
             },
         ],
+        limits: SavedLimits {
+            taken_unix_ms: 1_800_000_000_000,
+            buckets: vec![crate::limits::saved::SavedBucket {
+                key: "127.0.0.9".parse().unwrap(),
+                tokens: 0.25,
+            }],
+        },
     }
 }
 
@@ -118,11 +125,11 @@ fn a_newer_version_a_foreign_blob_and_lying_indexes_are_refused() {
         b[8..10].copy_from_slice(&(VERSION + 1).to_le_bytes())
     });
     assert_eq!(decode(&newer, 3), Err(WireError::Newer(VERSION + 1)));
-    // Exact match: the version before this one (no TLS state) is refused too.
+    // Version 1 had no TLS state, bridge keys or limits: refused, never read as if it had.
     let older = resealed(bytes.clone(), |b| {
-        b[8..10].copy_from_slice(&(VERSION - 1).to_le_bytes())
+        b[8..10].copy_from_slice(&1u16.to_le_bytes())
     });
-    assert_eq!(decode(&older, 3), Err(WireError::Older(VERSION - 1)));
+    assert_eq!(decode(&older, 3), Err(WireError::Older(1)));
     assert_eq!(decode(b"RRSTATE\0....", 0), Err(WireError::Foreign));
     // Fewer descriptors came than the connections name.
     assert!(matches!(decode(&bytes, 2), Err(WireError::Malformed(_))));
