@@ -22,13 +22,13 @@
 mod common;
 
 use common::cluster::{fleet, wait_until, Redis, SECRET};
-use common::process::{become_subreaper, exit_code, kill};
+use common::process::{become_subreaper, Chain};
 use common::*;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 use tungstenite::Message;
 
 const PAIRS: usize = 6;
@@ -36,11 +36,21 @@ const UPGRADES: u64 = 3;
 
 /// Node-a as a process of its own, followed through its upgrades.
 struct Node {
-    first: Option<Child>,
+    chain: Chain,
     addr: SocketAddr,
-    admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    pid: u32,
+}
+
+impl std::ops::Deref for Node {
+    type Target = Chain;
+    fn deref(&self) -> &Chain {
+        &self.chain
+    }
+}
+
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut Chain {
+        &mut self.chain
+    }
 }
 
 impl Node {
@@ -77,69 +87,12 @@ impl Node {
     }
 
     fn spawn(mut cmd: Command) -> Node {
-        let (child, log, line) = spawn_listening(&mut cmd);
-        let field = |name: &str| listening_addr(&line, name);
-        let pid = child.id();
+        let chain = Chain::spawn(&mut cmd);
         Node {
-            first: Some(child),
-            addr: field("listen"),
-            admin: field("admin"),
-            log,
-            pid,
+            addr: chain.addr("listen"),
+            chain,
         }
     }
-
-    fn get_json(&self, path: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(v) = try_get(self.admin, path) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{path} unanswered");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGUSR2, then waits for /health to show another pid; returns the old pid's exit code.
-    fn upgrade(&mut self) -> Option<i32> {
-        let old = self.pid;
-        kill(old, libc::SIGUSR2);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let pid = try_get(self.admin, "/health")
-                .and_then(|h| h["pid"].as_u64())
-                .map_or(old, |p| p as u32);
-            if pid != old {
-                self.pid = pid;
-                break;
-            }
-            assert!(Instant::now() < deadline, "no new process: {:?}", self.log);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        exit_code(old, Duration::from_secs(10))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        kill(self.pid, libc::SIGKILL);
-        let _ = exit_code(self.pid, Duration::from_secs(5));
-        if let Some(mut c) = self.first.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn try_get(admin: SocketAddr, path: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    serde_json::from_str(out.split_once("\r\n\r\n")?.1).ok()
 }
 
 /// A WebSocket to `addr`, with the upgrade answer's headers.

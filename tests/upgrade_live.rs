@@ -12,24 +12,34 @@
 
 mod common;
 
-use common::process::{become_subreaper, exit_code, kill};
+use common::process::{become_subreaper, Chain};
 use common::Ws;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 use tungstenite::Message;
 
 const PAIRS: usize = 20;
 const UPGRADES: u64 = 5;
 
 struct Relay {
-    first: Option<Child>,
+    chain: Chain,
     addr: SocketAddr,
-    admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    pid: u32,
+}
+
+impl std::ops::Deref for Relay {
+    type Target = Chain;
+    fn deref(&self) -> &Chain {
+        &self.chain
+    }
+}
+
+impl std::ops::DerefMut for Relay {
+    fn deref_mut(&mut self) -> &mut Chain {
+        &mut self.chain
+    }
 }
 
 impl Relay {
@@ -42,73 +52,10 @@ impl Relay {
             .env("RINGRELAY_LIMITS_IP_CONNECT_RATE", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let (child, log, line) = common::spawn_listening(&mut cmd);
-        let field = |name: &str| common::listening_addr(&line, name);
-        let pid = child.id();
+        let chain = Chain::spawn(&mut cmd);
         Relay {
-            first: Some(child),
-            addr: field("listen"),
-            admin: field("admin"),
-            log,
-            pid,
-        }
-    }
-
-    /// An admin document; tried again for up to 5 s when the admin port does not answer
-    /// (seen now and then right after an upgrade: the process side's to look at, reported).
-    fn get_json(&self, path: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(v) = try_get(self.admin, path) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{path} unanswered");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGUSR2, then waits for /health to show another pid; returns the old pid's exit code.
-    fn upgrade(&mut self) -> Option<i32> {
-        let old = self.pid;
-        kill(old, libc::SIGUSR2);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            // The admin port is the process side's (tests/upgrade.rs): a poll that finds it
-            // unanswered mid-upgrade is tried again here, where the pairs are what is tested.
-            let pid = try_get(self.admin, "/health")
-                .and_then(|h| h["pid"].as_u64())
-                .map_or(old, |p| p as u32);
-            if pid != old {
-                self.pid = pid;
-                break;
-            }
-            assert!(Instant::now() < deadline, "no new process: {:?}", self.log);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        exit_code(old, Duration::from_secs(10))
-    }
-}
-
-/// An admin JSON document, or `None` when the admin port did not answer it.
-fn try_get(admin: SocketAddr, path: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let body = out.split_once("\r\n\r\n")?.1;
-    serde_json::from_str(body).ok()
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        kill(self.pid, libc::SIGKILL);
-        let _ = exit_code(self.pid, Duration::from_secs(5));
-        if let Some(mut c) = self.first.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            addr: chain.addr("listen"),
+            chain,
         }
     }
 }

@@ -13,30 +13,40 @@
 
 mod common;
 
-use common::process::{become_subreaper, exit_code, kill};
+use common::process::{become_subreaper, try_get, Chain};
 use common::tls_front::Pki;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 use tungstenite::{Message, WebSocket};
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 struct Relay {
-    first: Option<Child>,
+    chain: Chain,
     tls: SocketAddr,
-    admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-    pid: u32,
     _pki: Pki,
     ca: PathBufCa,
 }
 
 struct PathBufCa(Vec<CertificateDer<'static>>);
+
+impl std::ops::Deref for Relay {
+    type Target = Chain;
+    fn deref(&self) -> &Chain {
+        &self.chain
+    }
+}
+
+impl std::ops::DerefMut for Relay {
+    fn deref_mut(&mut self) -> &mut Chain {
+        &mut self.chain
+    }
+}
 
 impl Relay {
     fn start(driver: &str) -> Relay {
@@ -52,40 +62,17 @@ impl Relay {
             .env("RINGRELAY_TLS_KEY_FILE", &pki.key)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let (child, log, line) = common::spawn_listening(&mut cmd);
-        let field = |name: &str| common::listening_addr(&line, name);
+        let chain = Chain::spawn(&mut cmd);
         let ca = CertificateDer::pem_file_iter(&pki.ca)
             .unwrap()
             .map(|c| c.unwrap())
             .collect();
         Relay {
-            pid: child.id(),
-            first: Some(child),
-            tls: field("tls"),
-            admin: field("admin"),
-            log,
+            tls: chain.addr("tls"),
+            chain,
             _pki: pki,
             ca: PathBufCa(ca),
         }
-    }
-
-    /// SIGUSR2, then waits for /health to show another pid; returns the old pid's exit code.
-    fn upgrade(&mut self) -> Option<i32> {
-        let old = self.pid;
-        kill(old, libc::SIGUSR2);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let pid = try_get(self.admin, "/health")
-                .and_then(|h| h["pid"].as_u64())
-                .map_or(old, |p| p as u32);
-            if pid != old {
-                self.pid = pid;
-                break;
-            }
-            assert!(Instant::now() < deadline, "no new process: {:?}", self.log);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        exit_code(old, Duration::from_secs(10))
     }
 
     fn stats(&self) -> serde_json::Value {
@@ -117,30 +104,6 @@ impl Relay {
             .expect("upgrade over TLS");
         ws
     }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        kill(self.pid, libc::SIGKILL);
-        let _ = exit_code(self.pid, Duration::from_secs(5));
-        if let Some(mut c) = self.first.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// An admin JSON document, or `None` when the admin port did not answer it.
-fn try_get(admin: SocketAddr, path: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(5)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let body = out.split_once("\r\n\r\n")?.1;
-    serde_json::from_str(body).ok()
 }
 
 /// A counter of /stats, wherever the document keeps the totals.
