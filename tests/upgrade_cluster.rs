@@ -35,23 +35,7 @@ const PAIRS: usize = 6;
 const UPGRADES: u64 = 3;
 
 /// Node-a as a process of its own, followed through its upgrades.
-struct Node {
-    chain: Chain,
-    addr: SocketAddr,
-}
-
-impl std::ops::Deref for Node {
-    type Target = Chain;
-    fn deref(&self) -> &Chain {
-        &self.chain
-    }
-}
-
-impl std::ops::DerefMut for Node {
-    fn deref_mut(&mut self) -> &mut Chain {
-        &mut self.chain
-    }
-}
+type Node = Chain;
 
 impl Node {
     /// Node-a of the fleet `prefix`.
@@ -66,12 +50,12 @@ impl Node {
             .env("RINGRELAY_CLUSTER_KEY_PREFIX", prefix)
             .env("RINGRELAY_CLUSTER_INTERNAL_LISTEN", "127.0.0.1:0")
             .env("RINGRELAY_CLUSTER_SECRET", SECRET);
-        Node::spawn(cmd)
+        Chain::spawn(&mut cmd)
     }
 
     /// A relay on its own.
     fn single(driver: &str) -> Node {
-        Node::spawn(Node::command(driver))
+        Chain::spawn(&mut Node::command(driver))
     }
 
     fn command(driver: &str) -> Command {
@@ -84,14 +68,6 @@ impl Node {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         cmd
-    }
-
-    fn spawn(mut cmd: Command) -> Node {
-        let chain = Chain::spawn(&mut cmd);
-        Node {
-            addr: chain.addr("listen"),
-            chain,
-        }
     }
 }
 

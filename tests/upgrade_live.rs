@@ -24,23 +24,8 @@ use tungstenite::Message;
 const PAIRS: usize = 20;
 const UPGRADES: u64 = 5;
 
-struct Relay {
-    chain: Chain,
-    addr: SocketAddr,
-}
-
-impl std::ops::Deref for Relay {
-    type Target = Chain;
-    fn deref(&self) -> &Chain {
-        &self.chain
-    }
-}
-
-impl std::ops::DerefMut for Relay {
-    fn deref_mut(&mut self) -> &mut Chain {
-        &mut self.chain
-    }
-}
+/// The relay under test and the processes that follow it.
+type Relay = Chain;
 
 impl Relay {
     fn start(driver: &str) -> Relay {
@@ -52,11 +37,7 @@ impl Relay {
             .env("RINGRELAY_LIMITS_IP_CONNECT_RATE", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let chain = Chain::spawn(&mut cmd);
-        Relay {
-            addr: chain.addr("listen"),
-            chain,
-        }
+        Chain::spawn(&mut cmd)
     }
 }
 

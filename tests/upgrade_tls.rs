@@ -68,7 +68,7 @@ impl Relay {
             .map(|c| c.unwrap())
             .collect();
         Relay {
-            tls: chain.addr("tls"),
+            tls: chain.listener("tls"),
             chain,
             _pki: pki,
             ca: PathBufCa(ca),

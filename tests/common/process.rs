@@ -41,6 +41,8 @@ pub struct Chain {
     first: Option<std::process::Child>,
     /// The first process's listening line (`super::listening_addr` reads its addresses).
     pub line: String,
+    /// The public listener (`listen`), which every process of the chain keeps.
+    pub addr: std::net::SocketAddr,
     pub admin: std::net::SocketAddr,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// The process serving now.
@@ -53,6 +55,7 @@ impl Chain {
         let (child, log, line) = super::spawn_listening(cmd);
         let pid = child.id();
         Chain {
+            addr: super::listening_addr(&line, "listen"),
             admin: super::listening_addr(&line, "admin"),
             first: Some(child),
             line,
@@ -61,8 +64,8 @@ impl Chain {
         }
     }
 
-    /// The address the listening line gives for `name` (`listen`, `tls`, ...).
-    pub fn addr(&self, name: &str) -> std::net::SocketAddr {
+    /// The address the listening line gives for `name` (`tls`, `internal`, ...).
+    pub fn listener(&self, name: &str) -> std::net::SocketAddr {
         super::listening_addr(&self.line, name)
     }
 
