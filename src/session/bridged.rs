@@ -146,24 +146,18 @@ impl Pending {
         if self.per_agent.borrow().get(&agent).is_none() {
             return 0;
         }
-        let ids: Vec<u128> = self
-            .waiting
-            .borrow()
-            .iter()
-            .filter(|(_, w)| w.agent == agent)
-            .map(|(n, _)| *n)
-            .collect();
-        for n in &ids {
-            if let Some(w) = self.take(*n) {
-                let _ = w.tx.send(Answer::AgentGone);
-            }
-        }
-        ids.len()
+        self.answer_all(agent, || Answer::AgentGone)
     }
 
-    /// Answers every request sent to `agent` with [`Answer::Upgrading`]: a binary upgrade
-    /// closes the agent's connection (`relay::handover`). Returns how many.
+    /// Answers every request waiting for `agent` with [`Answer::Upgrading`]: a binary upgrade
+    /// began (`relay::handover`; the agent crosses, its answers would reach a process that no
+    /// longer waits for them). Returns how many.
     pub fn agent_upgrading(&self, agent: u64) -> usize {
+        self.answer_all(agent, || Answer::Upgrading)
+    }
+
+    /// Takes every request waiting for `agent` and answers each with `answer()`.
+    fn answer_all(&self, agent: u64, answer: impl Fn() -> Answer) -> usize {
         let ids: Vec<u128> = self
             .waiting
             .borrow()
@@ -173,7 +167,7 @@ impl Pending {
             .collect();
         for n in &ids {
             if let Some(w) = self.take(*n) {
-                let _ = w.tx.send(Answer::Upgrading);
+                let _ = w.tx.send(answer());
             }
         }
         ids.len()
