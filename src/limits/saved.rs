@@ -55,22 +55,28 @@ pub fn encode(s: &SavedLimits) -> Vec<u8> {
     out.extend_from_slice(&s.taken_unix_ms.to_le_bytes());
     out.extend_from_slice(&(s.buckets.len() as u32).to_le_bytes());
     for b in &s.buckets {
-        match b.key {
-            IpAddr::V4(a) => {
-                out.push(4);
-                out.extend_from_slice(&a.octets());
-            }
-            IpAddr::V6(a) => {
-                out.push(6);
-                out.extend_from_slice(&a.octets());
-            }
-        }
+        put_ip(&mut out, b.key);
         out.extend_from_slice(&b.tokens.to_le_bytes());
     }
     out
 }
 
 /// Reads what [`encode`] wrote, all of it or nothing.
+/// An address as this encoding (and the upgrade's share, `relay::handover::wire`) writes it:
+/// its family, 4 or 6, then its octets.
+pub fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            out.push(4);
+            out.extend_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            out.push(6);
+            out.extend_from_slice(&a.octets());
+        }
+    }
+}
+
 pub fn decode(bytes: &[u8]) -> Result<SavedLimits, SavedLimitsError> {
     let mut at = 0usize;
     let mut take = |n: usize| -> Result<&[u8], SavedLimitsError> {

@@ -160,16 +160,7 @@ fn put_conn(out: &mut Vec<u8>, c: &ConnState) {
     if let Some(key) = &c.bridge_key {
         put_str(out, key);
     }
-    match c.ip {
-        IpAddr::V4(a) => {
-            out.push(4);
-            out.extend_from_slice(&a.octets());
-        }
-        IpAddr::V6(a) => {
-            out.push(6);
-            out.extend_from_slice(&a.octets());
-        }
-    }
+    saved::put_ip(out, c.ip);
     if let Some(t) = &c.tls {
         // A record state is under 128 bytes.
         out.extend_from_slice(&(t.0.len() as u16).to_le_bytes());
