@@ -81,11 +81,6 @@ impl Socket {
         }
     }
 
-    /// A TLS connection (its records are sealed and opened in this process).
-    pub fn is_tls(&self) -> bool {
-        self.tls().is_some()
-    }
-
     fn shared(&self) -> &TcpStream {
         match self.inner() {
             Stream::Plain(s) => s,
