@@ -45,6 +45,22 @@ pub trait Pace {
     fn moved(&self, n: u32, passed: bool);
 }
 
+/// A [`Pace`] that only counts the bytes a direction delivered (no shaping).
+#[derive(Default)]
+pub struct Count(pub Cell<u64>);
+
+impl Pace for Count {
+    async fn allow(&self, want: u32) -> u32 {
+        want
+    }
+    fn unused(&self, _: u32) {}
+    fn moved(&self, n: u32, passed: bool) {
+        if passed {
+            self.0.set(self.0.get() + u64::from(n));
+        }
+    }
+}
+
 /// A socket's two descriptors (a `dup`), one per direction, so the two directions are
 /// separate tasks' own streams with no shared borrow between them.
 pub fn halves(s: TcpStream) -> io::Result<(TcpStream, TcpStream)> {
@@ -273,20 +289,6 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let (c, a) = monoio::join!(TcpStream::connect_addr(addr), l.accept());
         (c.unwrap(), a.unwrap().0)
-    }
-
-    struct Count(Cell<u64>);
-
-    impl Pace for Count {
-        async fn allow(&self, want: u32) -> u32 {
-            want
-        }
-        fn unused(&self, _: u32) {}
-        fn moved(&self, n: u32, passed: bool) {
-            if passed {
-                self.0.set(self.0.get() + u64::from(n));
-            }
-        }
     }
 
     /// Sends `n` bytes into `a`, then its FIN, through a pump from `b` to `c`, and reads them

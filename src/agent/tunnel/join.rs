@@ -10,11 +10,10 @@
 
 use super::super::stop::Latch;
 use crate::runtime::socket::{shutdown_fd, Socket};
-use crate::runtime::splice::{pump_now, set_nonblocking, Pace};
+use crate::runtime::splice::{pump_now, set_nonblocking, Count};
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
-use std::cell::Cell;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -190,22 +189,6 @@ pub async fn join(data: DataConn, local: TcpStream, dead: Rc<Latch>) -> Moved {
         inbound: early_len + inbound.0.get(),
         outbound: outbound.0.get(),
         reset: reset_both,
-    }
-}
-
-/// Bytes a direction delivered.
-#[derive(Default)]
-struct Count(Cell<u64>);
-
-impl Pace for Count {
-    async fn allow(&self, want: u32) -> u32 {
-        want
-    }
-    fn unused(&self, _: u32) {}
-    fn moved(&self, n: u32, passed: bool) {
-        if passed {
-            self.0.set(self.0.get() + u64::from(n));
-        }
     }
 }
 
